@@ -1,0 +1,124 @@
+import { fmadd, hsum4x4 } from "../simd";
+
+// The dot-product ("NT") microkernel family: C[r][c] = alpha · dot(a_r, b_c) over n floats,
+// where every a row and b row is contiguous (q·kᵀ scores, x·Wᵀ linear layers).
+// One signature for the family: row pointers, length, destination with its row pitch in bytes,
+// alpha, and whether to add to what the destination holds. Tiles: 4x2 (8 accumulators, six
+// loads per eight FMAs), 4x1, 1x4, 1x1. Any n: a 4-float SIMD body plus a scalar tail.
+
+// @ts-ignore: decorator
+@inline function finish(c: usize, value: f32, accumulate: bool): void {
+  store<f32>(c, accumulate ? load<f32>(c) + value : value);
+}
+
+// @ts-ignore: decorator
+@inline function lanes4(a0: usize, a1: usize, a2: usize, a3: usize, o: usize): v128 {
+  let x = f32x4.splat(load<f32>(a0 + o));
+  x = f32x4.replace_lane(x, 1, load<f32>(a1 + o));
+  x = f32x4.replace_lane(x, 2, load<f32>(a2 + o));
+  return f32x4.replace_lane(x, 3, load<f32>(a3 + o));
+}
+
+// @ts-ignore: decorator
+@inline export function dotnt_4x2(
+  a0: usize, a1: usize, a2: usize, a3: usize, b0: usize, b1: usize, n: i32,
+  c: usize, ldc: usize, alpha: f32, accumulate: bool,
+): void {
+  let c00 = f32x4.splat(0), c10 = f32x4.splat(0), c20 = f32x4.splat(0), c30 = f32x4.splat(0);
+  let c01 = f32x4.splat(0), c11 = f32x4.splat(0), c21 = f32x4.splat(0), c31 = f32x4.splat(0);
+  const body = <usize>(n & ~3) << 2;
+  for (let o: usize = 0; o < body; o += 16) {
+    const k0 = v128.load(b0 + o), k1 = v128.load(b1 + o);
+    let x = v128.load(a0 + o);
+    c00 = fmadd(x, k0, c00); c01 = fmadd(x, k1, c01);
+    x = v128.load(a1 + o);
+    c10 = fmadd(x, k0, c10); c11 = fmadd(x, k1, c11);
+    x = v128.load(a2 + o);
+    c20 = fmadd(x, k0, c20); c21 = fmadd(x, k1, c21);
+    x = v128.load(a3 + o);
+    c30 = fmadd(x, k0, c30); c31 = fmadd(x, k1, c31);
+  }
+  let col0 = hsum4x4(c00, c10, c20, c30);
+  let col1 = hsum4x4(c01, c11, c21, c31);
+  for (let o = body, end = <usize>n << 2; o < end; o += 4) {
+    const x = lanes4(a0, a1, a2, a3, o);
+    col0 = fmadd(x, f32x4.splat(load<f32>(b0 + o)), col0);
+    col1 = fmadd(x, f32x4.splat(load<f32>(b1 + o)), col1);
+  }
+  col0 = f32x4.mul(col0, f32x4.splat(alpha));
+  col1 = f32x4.mul(col1, f32x4.splat(alpha));
+  finish(c, f32x4.extract_lane(col0, 0), accumulate);
+  finish(c + 4, f32x4.extract_lane(col1, 0), accumulate);
+  finish(c + ldc, f32x4.extract_lane(col0, 1), accumulate);
+  finish(c + ldc + 4, f32x4.extract_lane(col1, 1), accumulate);
+  finish(c + 2 * ldc, f32x4.extract_lane(col0, 2), accumulate);
+  finish(c + 2 * ldc + 4, f32x4.extract_lane(col1, 2), accumulate);
+  finish(c + 3 * ldc, f32x4.extract_lane(col0, 3), accumulate);
+  finish(c + 3 * ldc + 4, f32x4.extract_lane(col1, 3), accumulate);
+}
+
+// @ts-ignore: decorator
+@inline export function dotnt_4x1(
+  a0: usize, a1: usize, a2: usize, a3: usize, b0: usize, n: i32,
+  c: usize, ldc: usize, alpha: f32, accumulate: bool,
+): void {
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
+  const body = <usize>(n & ~3) << 2;
+  for (let o: usize = 0; o < body; o += 16) {
+    const k0 = v128.load(b0 + o);
+    c0 = fmadd(v128.load(a0 + o), k0, c0);
+    c1 = fmadd(v128.load(a1 + o), k0, c1);
+    c2 = fmadd(v128.load(a2 + o), k0, c2);
+    c3 = fmadd(v128.load(a3 + o), k0, c3);
+  }
+  let col = hsum4x4(c0, c1, c2, c3);
+  for (let o = body, end = <usize>n << 2; o < end; o += 4) {
+    col = fmadd(lanes4(a0, a1, a2, a3, o), f32x4.splat(load<f32>(b0 + o)), col);
+  }
+  col = f32x4.mul(col, f32x4.splat(alpha));
+  finish(c, f32x4.extract_lane(col, 0), accumulate);
+  finish(c + ldc, f32x4.extract_lane(col, 1), accumulate);
+  finish(c + 2 * ldc, f32x4.extract_lane(col, 2), accumulate);
+  finish(c + 3 * ldc, f32x4.extract_lane(col, 3), accumulate);
+}
+
+/** One a row against four b rows; the four results land side by side at c. */
+// @ts-ignore: decorator
+@inline export function dotnt_1x4(
+  a0: usize, b0: usize, b1: usize, b2: usize, b3: usize, n: i32,
+  c: usize, alpha: f32, accumulate: bool,
+): void {
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
+  const body = <usize>(n & ~3) << 2;
+  for (let o: usize = 0; o < body; o += 16) {
+    const x = v128.load(a0 + o);
+    c0 = fmadd(x, v128.load(b0 + o), c0);
+    c1 = fmadd(x, v128.load(b1 + o), c1);
+    c2 = fmadd(x, v128.load(b2 + o), c2);
+    c3 = fmadd(x, v128.load(b3 + o), c3);
+  }
+  let row = hsum4x4(c0, c1, c2, c3);
+  for (let o = body, end = <usize>n << 2; o < end; o += 4) {
+    row = fmadd(f32x4.splat(load<f32>(a0 + o)), lanes4(b0, b1, b2, b3, o), row);
+  }
+  row = f32x4.mul(row, f32x4.splat(alpha));
+  if (accumulate) row = f32x4.add(row, v128.load(c));
+  v128.store(c, row);
+}
+
+// @ts-ignore: decorator
+@inline export function dotnt_1x1(a0: usize, b0: usize, n: i32, c: usize, alpha: f32, accumulate: bool): void {
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0);
+  const body8 = <usize>(n & ~7) << 2;
+  let o: usize = 0;
+  for (; o < body8; o += 32) {
+    c0 = fmadd(v128.load(a0 + o), v128.load(b0 + o), c0);
+    c1 = fmadd(v128.load(a0 + o, 16), v128.load(b0 + o, 16), c1);
+  }
+  const body = <usize>(n & ~3) << 2;
+  if (o < body) { c0 = fmadd(v128.load(a0 + o), v128.load(b0 + o), c0); o += 16; }
+  const sums = hsum4x4(c0, c1, f32x4.splat(0), f32x4.splat(0));
+  let sum = f32x4.extract_lane(sums, 0) + f32x4.extract_lane(sums, 1);
+  for (let end = <usize>n << 2; o < end; o += 4) sum += load<f32>(a0 + o) * load<f32>(b0 + o);
+  finish(c, sum * alpha, accumulate);
+}

@@ -1,0 +1,61 @@
+import { dotnt_1x1, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
+
+// Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), W stored [N, K] (PyTorch / Hugging Face layout),
+// so both operands are read along K: the dot-product microkernels need no packed copy of W.
+// GEMM (M >= 4): K is cut into KC-float slices so that a 4-row x tile stays in L1 while NB rows
+// of W (NB · KC · 4 bytes) stay in L2 for all row tiles. GEMV (M < 4): W streams once, 4 rows
+// at a time. Output columns [nBegin, nEnd) can go to different threads.
+
+const KC: i32 = 512;
+const NB: i32 = 64;
+
+export function linear_f32(
+  x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32,
+): void {
+  const ldx = <usize>K << 2;
+  const ldy = <usize>N << 2;
+  const kc = M >= 4 ? KC : K;
+  for (let k0 = 0; k0 < K; k0 += kc) {
+    const kLen = min(kc, K - k0);
+    const accumulate = k0 > 0;
+    const kOff = <usize>k0 << 2;
+    for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
+      const n1 = min(n0 + NB, nEnd);
+      let m = 0;
+      for (; m + 4 <= M; m += 4) {
+        const a0 = x + <usize>m * ldx + kOff, a1 = a0 + ldx, a2 = a1 + ldx, a3 = a2 + ldx;
+        const yRow = y + <usize>m * ldy;
+        let n = n0;
+        for (; n + 2 <= n1; n += 2) {
+          const b0 = w + <usize>n * ldx + kOff;
+          dotnt_4x2(a0, a1, a2, a3, b0, b0 + ldx, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
+        }
+        if (n < n1) dotnt_4x1(a0, a1, a2, a3, w + <usize>n * ldx + kOff, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
+      }
+      for (; m < M; m++) {
+        const a0 = x + <usize>m * ldx + kOff;
+        const yRow = y + <usize>m * ldy;
+        let n = n0;
+        for (; n + 4 <= n1; n += 4) {
+          const b0 = w + <usize>n * ldx + kOff;
+          dotnt_1x4(a0, b0, b0 + ldx, b0 + 2 * ldx, b0 + 3 * ldx, kLen, yRow + (<usize>n << 2), 1, accumulate);
+        }
+        for (; n < n1; n++) dotnt_1x1(a0, w + <usize>n * ldx + kOff, kLen, yRow + (<usize>n << 2), 1, accumulate);
+      }
+    }
+  }
+  if (bias != 0) {
+    for (let m = 0; m < M; m++) {
+      const yRow = y + <usize>m * ldy;
+      let n = nBegin;
+      for (; n + 4 <= nEnd; n += 4) {
+        const o = <usize>n << 2;
+        v128.store(yRow + o, f32x4.add(v128.load(yRow + o), v128.load(bias + o)));
+      }
+      for (; n < nEnd; n++) {
+        const o = <usize>n << 2;
+        store<f32>(yRow + o, load<f32>(yRow + o) + load<f32>(bias + o));
+      }
+    }
+  }
+}

@@ -1,0 +1,35 @@
+// Building blocks shared by every kernel. The two builds (simd, relaxed) come from this one
+// source: ASC_FEATURE_RELAXED_SIMD is a compile-time constant, so `fmadd` is either one FMA
+// instruction or a mul followed by an add, with no branch at run time.
+
+/** acc + a * b, lane-wise. */
+// @ts-ignore: decorator
+@inline export function fmadd(a: v128, b: v128, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, acc);
+  return f32x4.add(f32x4.mul(a, b), acc);
+}
+
+/** Horizontal sums of four vectors at once: [sum(a), sum(b), sum(c), sum(d)]. */
+// @ts-ignore: decorator
+@inline export function hsum4x4(a: v128, b: v128, c: v128, d: v128): v128 {
+  // Interleave and add twice: 6 shuffles and 3 adds instead of four scalar reductions.
+  const ab = f32x4.add(v128.shuffle<f32>(a, b, 0, 4, 1, 5), v128.shuffle<f32>(a, b, 2, 6, 3, 7));
+  const cd = f32x4.add(v128.shuffle<f32>(c, d, 0, 4, 1, 5), v128.shuffle<f32>(c, d, 2, 6, 3, 7));
+  return f32x4.add(v128.shuffle<f32>(ab, cd, 0, 1, 4, 5), v128.shuffle<f32>(ab, cd, 2, 3, 6, 7));
+}
+
+/** Horizontal sum of one vector. */
+// @ts-ignore: decorator
+@inline export function hsum(a: v128): f32 {
+  const b = f32x4.add(a, v128.shuffle<f32>(a, a, 2, 3, 0, 1));
+  const c = f32x4.add(b, v128.shuffle<f32>(b, b, 1, 0, 3, 2));
+  return f32x4.extract_lane(c, 0);
+}
+
+/** Horizontal max of one vector. */
+// @ts-ignore: decorator
+@inline export function hmax(a: v128): f32 {
+  const b = f32x4.max(a, v128.shuffle<f32>(a, a, 2, 3, 0, 1));
+  const c = f32x4.max(b, v128.shuffle<f32>(b, b, 1, 0, 3, 2));
+  return f32x4.extract_lane(c, 0);
+}

@@ -1,0 +1,10 @@
+export { createRuntime, Runtime } from "./runtime/runtime.ts";
+export type { RuntimeOptions, RuntimeStats, ResidentAttentionArgs, ResidentLinearArgs } from "./runtime/runtime.ts";
+export type { KernelBuild, WasmSource } from "./runtime/wasm-source.ts";
+export type { KernelExports } from "./runtime/kernel-exports.ts";
+export type { AttentionArgs } from "./ops/attention.ts";
+export type { LinearArgs } from "./ops/linear.ts";
+export { WasmBuffer } from "./memory/wasm-buffer.ts";
+export { PagePool } from "./memory/page-pool.ts";
+export { WasmOutOfMemoryError, WasmFeatureError, UseAfterFreeError } from "./errors.ts";
+export { referenceAttention, referenceLinear, maxAbsDiff } from "./reference.ts";

@@ -1,0 +1,64 @@
+import { WasmOutOfMemoryError } from "../errors.ts";
+import { alignUp, type PersistentArena } from "./persistent-arena.ts";
+
+/**
+ * Fixed-size pages for the KV cache, carved from slabs of the persistent arena. Pages are
+ * 64-byte aligned; a freed page goes back on a free list and is reused first. The pool can be
+ * capped (maxPages) so that a cache fails with a clear error instead of taking all memory.
+ */
+export class PagePool {
+  readonly pageBytes: number;
+  private readonly freePages: number[] = [];
+  private readonly slabs: number[] = [];
+  private totalPages = 0;
+
+  constructor(
+    private readonly arena: PersistentArena,
+    pageBytes: number,
+    private readonly maxPages = Infinity,
+    private readonly pagesPerSlab = 64,
+  ) {
+    if (!Number.isSafeInteger(pageBytes) || pageBytes <= 0) throw new RangeError(`PagePool: pageBytes must be a positive integer, got ${pageBytes}`);
+    this.pageBytes = alignUp(pageBytes);
+  }
+
+  get pagesTotal(): number { return this.totalPages; }
+  get pagesFree(): number { return this.freePages.length; }
+  get pagesUsed(): number { return this.totalPages - this.freePages.length; }
+
+  /** Takes one page; throws WasmOutOfMemoryError (pool unchanged) when none can be had. */
+  allocPage(): number {
+    if (this.freePages.length === 0) this.addSlab(1);
+    return this.freePages.pop()!;
+  }
+
+  /** Takes n pages all-or-nothing. */
+  allocPages(n: number): number[] {
+    if (this.freePages.length < n) this.addSlab(n - this.freePages.length);
+    return this.freePages.splice(this.freePages.length - n, n).reverse();
+  }
+
+  freePage(addr: number): void { this.freePages.push(addr); }
+
+  /** Returns every page and slab to the arena. */
+  dispose(): void {
+    for (const s of this.slabs) this.arena.release(s);
+    this.slabs.length = 0;
+    this.freePages.length = 0;
+    this.totalPages = 0;
+  }
+
+  private addSlab(atLeast: number): void {
+    const room = this.maxPages - this.totalPages;
+    if (room < atLeast) {
+      throw new WasmOutOfMemoryError(`KV page pool is full: ${atLeast} more page(s) needed, ${this.totalPages} of at most ${this.maxPages} in use`,
+        atLeast * this.pageBytes, this.totalPages * this.pageBytes, this.maxPages * this.pageBytes);
+    }
+    const n = Math.min(Math.max(atLeast, this.pagesPerSlab), room);
+    const slab = this.arena.alloc(n * this.pageBytes);
+    this.slabs.push(slab);
+    // Push in reverse so pages come out in address order.
+    for (let i = n - 1; i >= 0; i--) this.freePages.push(slab + i * this.pageBytes);
+    this.totalPages += n;
+  }
+}

@@ -1,0 +1,35 @@
+// The host's typed view of assembly/index.ts, the one list of Wasm exports. Pointers and sizes
+// are byte offsets into the memory the host owns; kernels never allocate.
+
+export interface KernelExports {
+  heap_base(): number;
+  kernel_features(): number;
+  attention_f32(
+    q: number, k: number, v: number, out: number,
+    seqQ: number, seqK: number, numHeads: number, numKvHeads: number, headDim: number,
+    scale: number, causal: number,
+    kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number, scratch: number,
+  ): void;
+  attention_scratch_bytes(numHeads: number, numKvHeads: number): number;
+  linear_f32(
+    x: number, w: number, bias: number, y: number,
+    M: number, N: number, K: number, nBegin: number, nEnd: number,
+  ): void;
+  exp_f32(x: number, out: number, n: number): void;
+  probe_read(ptr: number, bytes: number, reps: number): number;
+  probe_fma(iters: number): number;
+}
+
+export const KERNEL_EXPORT_NAMES: readonly (keyof KernelExports)[] = [
+  "heap_base", "kernel_features", "attention_f32", "attention_scratch_bytes", "linear_f32",
+  "exp_f32", "probe_read", "probe_fma",
+];
+
+/** Checks an instance has every export, so a stale or foreign .wasm fails at load, not mid-call. */
+export function kernelExportsOf(instance: WebAssembly.Instance): KernelExports {
+  const missing = KERNEL_EXPORT_NAMES.filter((n) => typeof instance.exports[n] !== "function");
+  if (missing.length > 0) {
+    throw new TypeError(`createRuntime: the wasm module lacks the kernel exports ${missing.join(", ")} (not a gqa-wasm build, or an older one)`);
+  }
+  return instance.exports as unknown as KernelExports;
+}
