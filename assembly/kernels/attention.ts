@@ -3,38 +3,71 @@ import { exp1, exp4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
 
-// Grouped-query attention, flash style. The unit of work is a *row block*: query rows that
-// share one KV head (the G = numHeads / numKvHeads heads of a group, for one or more query
-// positions). For each block of BLOCK_KEYS keys, every K and V row is loaded once and used by
-// all rows of the block (scores S = Q·Kᵀ, then O += P·V) before the next block, with an online
+// Grouped-query attention, flash style. A *row block* is a few query positions times every query
+// head of the KV-head range; the rows of one KV head (its group of G = numHeads / numKvHeads
+// heads) share that head's K and V. Keys go in blocks of BLOCK_KEYS: each K and V row is loaded
+// once per block and used by all rows of its group (S = Q·Kᵀ, then O += P·V), with an online
 // softmax (running max m and sum l per row), so no seqQ x seqK score matrix ever exists.
-// Decode is the same code with one query position: its rows are the G heads of the group.
+// Decode is the same code with one query position: its rows are the heads.
+//
+// Memory order: token-major K/V put one token's KV heads side by side, so one head's rows are
+// numKvHeads·headDim·4 bytes apart (4 KiB for 8 x 128): a walk down one head touches a new page
+// per key and defeats the hardware prefetcher. So the key-block loop is outermost, and before
+// the heads read a block it is touched once in address order (one load per cache line), which
+// streams it into L2 at full bandwidth. K is touched before the scores, V before P·V, a few
+// heads at a time (TOUCH_BYTES), so what was touched is still in L2 when it is used.
 
 export const BLOCK_KEYS: i32 = 64;
-/** Rows per row block: enough query positions to fill this many rows (at least one position). */
-const TARGET_ROWS: i32 = 64;
+/** Rows per row block, over all KV heads of the range: enough query positions to fill this many. */
+const TARGET_ROWS: i32 = 128;
 
 const NEG_INF: f32 = -Infinity;
+/** Bytes of K or V touched ahead of use at a time: well inside L2 (512 KiB here, 256 KiB+ common). */
+const TOUCH_BYTES: i32 = 128 << 10;
 
-/** Query positions per row block for a group of `group` heads. */
+/** Query positions per row block when `heads` query heads are in the range. */
 // @ts-ignore: decorator
-@inline function positionsPerBlock(group: i32): i32 {
-  return group >= TARGET_ROWS ? 1 : TARGET_ROWS / group;
+@inline function positionsPerBlock(heads: i32): i32 {
+  return heads >= TARGET_ROWS ? 1 : TARGET_ROWS / heads;
 }
 
 /**
- * Scratch for one row block: S [rows][BLOCK_KEYS], then per row m, l, q pointer, out pointer and
- * causal limit. `rows` is at most positionsPerBlock(group) · group.
+ * Scratch for one call on any KV-head range: the row-block state (see RowBlock) for at most
+ * max(TARGET_ROWS, numHeads) rows, plus a 64-byte sink for the touch loads.
  */
 export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32): i32 {
-  const group = numHeads / numKvHeads;
-  const rows = positionsPerBlock(group) * group;
-  return rows * (BLOCK_KEYS * 4 + 5 * 4);
+  return max(TARGET_ROWS, numHeads) * ROW_STATE_BYTES + 64;
 }
 
-// Per-row state of the row block being computed, laid out in the scratch region.
+/** Per row: BLOCK_KEYS scores, then m, l, q pointer, out pointer, causal limit. */
+const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
+
 // @ts-ignore: decorator
 @inline function rowF32(base: usize, r: i32): usize { return base + (<usize>r << 2); }
+
+/**
+ * The state of a row block of `rows` rows in scratch: S [rows][BLOCK_KEYS], then one array each
+ * of m, l, q row pointer, out row pointer and causal limit (last visible key).
+ */
+@unmanaged class RowBlock {
+  scores: usize;
+  m: usize;
+  l: usize;
+  q: usize;
+  o: usize;
+  limit: usize;
+}
+
+// @ts-ignore: decorator
+@inline function layoutRowBlock(block: RowBlock, state: usize, rows: i32): void {
+  const arr = <usize>rows << 2;
+  block.scores = state;
+  block.m = state + arr * <usize>BLOCK_KEYS;
+  block.l = block.m + arr;
+  block.q = block.l + arr;
+  block.o = block.q + arr;
+  block.limit = block.o + arr;
+}
 
 /** Row-wise max over n scores. */
 // @ts-ignore: decorator
@@ -78,41 +111,34 @@ export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32): i32 {
 }
 
 /**
- * Attend `rows` query rows to one block of `nk` keys starting at key index j0.
- * k and v point at the block's first row of this KV head; consecutive keys are `ldkv` bytes
- * apart (token-major: numKvHeads·headDim·4; a head-major page: headDim·4).
+ * Scores for rows [r0, r1) of one KV head against `nk` keys starting at key index j0, then the
+ * online-softmax step: S becomes P = e^(S - m_new), l and the output rows are rescaled.
+ * k points at the block's first K row of this head; consecutive keys are `ldk` bytes apart
+ * (token-major: numKvHeads·headDim·4; a head-major page: headDim·4).
  * `masked`: some key of the block lies beyond some row's causal limit.
  */
-export function attendKeyBlock(
-  rows: i32, state: usize, k: usize, v: usize, ldkv: usize, nk: i32, j0: i32,
+function scoreBlock(
+  b: RowBlock, r0: i32, r1: i32, k: usize, ldk: usize, nk: i32, j0: i32,
   headDim: i32, scale: f32, masked: bool,
 ): void {
-  const ldsBytes: usize = <usize>BLOCK_KEYS << 2;
-  const scores = state;
-  const mBase = scores + <usize>rows * ldsBytes;
-  const lBase = mBase + (<usize>rows << 2);
-  const qBase = lBase + (<usize>rows << 2);
-  const oBase = qBase + (<usize>rows << 2);
-  const limBase = oBase + (<usize>rows << 2);
-  const ldk = ldkv;
-
-  // 1. S = scale · Q·Kᵀ for the block, in 4-row tiles (each K row serves 4 query rows).
-  let r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    const q0 = load<usize>(rowF32(qBase, r)), q1 = load<usize>(rowF32(qBase, r + 1));
-    const q2 = load<usize>(rowF32(qBase, r + 2)), q3 = load<usize>(rowF32(qBase, r + 3));
-    const srow = scores + <usize>r * ldsBytes;
+  const lds: usize = <usize>BLOCK_KEYS << 2;
+  // S = scale · Q·Kᵀ in 4-row tiles: each K row is loaded once for 4 query rows.
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const q0 = load<usize>(rowF32(b.q, r)), q1 = load<usize>(rowF32(b.q, r + 1));
+    const q2 = load<usize>(rowF32(b.q, r + 2)), q3 = load<usize>(rowF32(b.q, r + 3));
+    const srow = b.scores + <usize>r * lds;
     let j = 0;
     let kj = k;
     for (; j + 2 <= nk; j += 2) {
-      dotnt_4x2(q0, q1, q2, q3, kj, kj + ldk, headDim, srow + (<usize>j << 2), ldsBytes, scale, false);
+      dotnt_4x2(q0, q1, q2, q3, kj, kj + ldk, headDim, srow + (<usize>j << 2), lds, scale, false);
       kj += ldk << 1;
     }
-    if (j < nk) dotnt_4x1(q0, q1, q2, q3, kj, headDim, srow + (<usize>j << 2), ldsBytes, scale, false);
+    if (j < nk) dotnt_4x1(q0, q1, q2, q3, kj, headDim, srow + (<usize>j << 2), lds, scale, false);
   }
-  for (; r < rows; r++) {
-    const q0 = load<usize>(rowF32(qBase, r));
-    const srow = scores + <usize>r * ldsBytes;
+  for (; r < r1; r++) {
+    const q0 = load<usize>(rowF32(b.q, r));
+    const srow = b.scores + <usize>r * lds;
     let j = 0;
     let kj = k;
     for (; j + 4 <= nk; j += 4) {
@@ -125,103 +151,84 @@ export function attendKeyBlock(
     }
   }
 
-  // 2. Causal mask: keys past a row's limit get -inf (exp gives exactly 0).
-  if (masked) {
-    for (r = 0; r < rows; r++) {
-      const srow = scores + <usize>r * ldsBytes;
-      const first = max(0, load<i32>(rowF32(limBase, r)) - j0 + 1);
+  for (r = r0; r < r1; r++) {
+    const srow = b.scores + <usize>r * lds;
+    // Causal mask: keys past the row's limit get -inf, which exp turns into exactly 0.
+    if (masked) {
+      const first = max(0, load<i32>(rowF32(b.limit, r)) - j0 + 1);
       for (let j = first; j < nk; j++) store<f32>(srow + (<usize>j << 2), NEG_INF);
     }
-  }
-
-  // 3. Online softmax: new running max, rescale what was accumulated, P = e^(S - m).
-  for (r = 0; r < rows; r++) {
-    const srow = scores + <usize>r * ldsBytes;
-    const mOld = load<f32>(rowF32(mBase, r));
+    // Online softmax: new running max, rescale what was accumulated, P = e^(S - m).
+    const mOld = load<f32>(rowF32(b.m, r));
     const mNew = max(mOld, rowMax(srow, nk));
     if (mNew == NEG_INF) { // every key so far is masked for this row
       memory.fill(srow, 0, <usize>nk << 2);
       continue;
     }
     const sum = expShiftSum(srow, nk, mNew);
+    let l = load<f32>(rowF32(b.l, r));
     if (mOld != NEG_INF && mOld != mNew) {
       const alpha = exp1(mOld - mNew);
-      store<f32>(rowF32(lBase, r), load<f32>(rowF32(lBase, r)) * alpha + sum);
-      scaleRow(load<usize>(rowF32(oBase, r)), headDim, alpha);
-    } else {
-      store<f32>(rowF32(lBase, r), load<f32>(rowF32(lBase, r)) + sum);
+      l *= alpha;
+      scaleRow(load<usize>(rowF32(b.o, r)), headDim, alpha);
     }
-    store<f32>(rowF32(mBase, r), mNew);
+    store<f32>(rowF32(b.l, r), l + sum);
+    store<f32>(rowF32(b.m, r), mNew);
   }
+}
 
-  // 4. O += P·V, in 4-row tiles (each V row serves 4 query rows), head_dim in 8-float chunks.
+/** O += P·V for rows [r0, r1) of one KV head, over the block's `nk` V rows `ldv` bytes apart. */
+function accumulateBlock(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: usize, nk: i32, headDim: i32): void {
+  const lds: usize = <usize>BLOCK_KEYS << 2;
   const d8 = headDim & ~7;
   const d4 = headDim & ~3;
-  for (r = 0; r + 4 <= rows; r += 4) {
-    const p0 = scores + <usize>r * ldsBytes, p1 = p0 + ldsBytes, p2 = p1 + ldsBytes, p3 = p2 + ldsBytes;
-    const o0 = load<usize>(rowF32(oBase, r)), o1 = load<usize>(rowF32(oBase, r + 1));
-    const o2 = load<usize>(rowF32(oBase, r + 2)), o3 = load<usize>(rowF32(oBase, r + 3));
+  let r = r0;
+  // 4-row tiles, head_dim in 8-float chunks: each V row is loaded once for 4 query rows.
+  for (; r + 4 <= r1; r += 4) {
+    const p0 = b.scores + <usize>r * lds, p1 = p0 + lds, p2 = p1 + lds, p3 = p2 + lds;
+    const o0 = load<usize>(rowF32(b.o, r)), o1 = load<usize>(rowF32(b.o, r + 1));
+    const o2 = load<usize>(rowF32(b.o, r + 2)), o3 = load<usize>(rowF32(b.o, r + 3));
     let d = 0;
     for (; d < d8; d += 8) {
       const x = <usize>d << 2;
-      pvacc_4x8(p0, p1, p2, p3, v + x, ldkv, nk, o0 + x, o1 + x, o2 + x, o3 + x);
+      pvacc_4x8(p0, p1, p2, p3, v + x, ldv, nk, o0 + x, o1 + x, o2 + x, o3 + x);
     }
     if (d < d4) {
       const x = <usize>d << 2;
-      pvacc_4x4(p0, p1, p2, p3, v + x, ldkv, nk, o0 + x, o1 + x, o2 + x, o3 + x);
+      pvacc_4x4(p0, p1, p2, p3, v + x, ldv, nk, o0 + x, o1 + x, o2 + x, o3 + x);
       d += 4;
     }
     for (; d < headDim; d++) {
       const x = <usize>d << 2;
-      pvacc_1x1(p0, v + x, ldkv, nk, o0 + x);
-      pvacc_1x1(p1, v + x, ldkv, nk, o1 + x);
-      pvacc_1x1(p2, v + x, ldkv, nk, o2 + x);
-      pvacc_1x1(p3, v + x, ldkv, nk, o3 + x);
+      pvacc_1x1(p0, v + x, ldv, nk, o0 + x);
+      pvacc_1x1(p1, v + x, ldv, nk, o1 + x);
+      pvacc_1x1(p2, v + x, ldv, nk, o2 + x);
+      pvacc_1x1(p3, v + x, ldv, nk, o3 + x);
     }
   }
   const d16 = headDim & ~15;
-  for (; r < rows; r++) {
-    const p0 = scores + <usize>r * ldsBytes;
-    const o0 = load<usize>(rowF32(oBase, r));
+  for (; r < r1; r++) {
+    const p0 = b.scores + <usize>r * lds;
+    const o0 = load<usize>(rowF32(b.o, r));
     let d = 0;
-    for (; d < d16; d += 16) pvacc_1x16(p0, v + (<usize>d << 2), ldkv, nk, o0 + (<usize>d << 2));
-    for (; d < d4; d += 4) pvacc_1x4(p0, v + (<usize>d << 2), ldkv, nk, o0 + (<usize>d << 2));
-    for (; d < headDim; d++) pvacc_1x1(p0, v + (<usize>d << 2), ldkv, nk, o0 + (<usize>d << 2));
+    for (; d < d16; d += 16) pvacc_1x16(p0, v + (<usize>d << 2), ldv, nk, o0 + (<usize>d << 2));
+    for (; d < d4; d += 4) pvacc_1x4(p0, v + (<usize>d << 2), ldv, nk, o0 + (<usize>d << 2));
+    for (; d < headDim; d++) pvacc_1x1(p0, v + (<usize>d << 2), ldv, nk, o0 + (<usize>d << 2));
   }
 }
 
-/** Set up a row block's state: pointers, causal limits, m = -inf, l = 0, output rows zeroed. */
-function beginRowBlock(
-  state: usize, rows: i32, q: usize, out: usize, qPosStride: usize, firstPos: i32, firstHead: i32,
-  group: i32, headDim: i32, causalOffset: i32,
-): void {
-  const mBase = state + <usize>rows * (<usize>BLOCK_KEYS << 2);
-  const lBase = mBase + (<usize>rows << 2);
-  const qBase = lBase + (<usize>rows << 2);
-  const oBase = qBase + (<usize>rows << 2);
-  const limBase = oBase + (<usize>rows << 2);
-  const rowBytes = <usize>headDim << 2;
+/**
+ * Loads one word per 64-byte line of `rows` segments of `bytes` bytes, `stride` apart, in
+ * address order, so the hardware prefetcher streams them into cache; the sum goes to `sink`
+ * so the loads are kept.
+ */
+function touchLines(p: usize, stride: usize, rows: i32, bytes: usize, sink: usize): void {
+  let acc: u32 = 0;
   for (let r = 0; r < rows; r++) {
-    const pos = firstPos + r / group;
-    const head = firstHead + r % group;
-    const offset = <usize>pos * qPosStride + <usize>head * rowBytes;
-    store<f32>(rowF32(mBase, r), NEG_INF);
-    store<f32>(rowF32(lBase, r), 0);
-    store<usize>(rowF32(qBase, r), q + offset);
-    store<usize>(rowF32(oBase, r), out + offset);
-    store<i32>(rowF32(limBase, r), pos + causalOffset);
-    memory.fill(out + offset, 0, rowBytes);
+    for (let o: usize = 0; o < bytes; o += 64) acc += load<u32>(p + o);
+    p += stride;
   }
-}
-
-/** out_r /= l_r (rows that saw no key stay 0). */
-function endRowBlock(state: usize, rows: i32, headDim: i32): void {
-  const lBase = state + <usize>rows * (<usize>BLOCK_KEYS << 2) + (<usize>rows << 2);
-  const oBase = lBase + (<usize>rows << 3);
-  for (let r = 0; r < rows; r++) {
-    const l = load<f32>(rowF32(lBase, r));
-    scaleRow(load<usize>(rowF32(oBase, r)), headDim, l > 0 ? <f32>1 / l : 0);
-  }
+  store<u32>(sink, load<u32>(sink) + acc);
 }
 
 /**
@@ -229,8 +236,8 @@ function endRowBlock(state: usize, rows: i32, headDim: i32): void {
  * k/v [seqK, numKvHeads, headDim]. Query head h reads KV head h / (numHeads / numKvHeads).
  * Computes KV heads [kvHeadBegin, kvHeadEnd) for query positions [qBegin, qEnd): disjoint ranges
  * can run on different threads, each with its own scratch (attention_scratch_bytes).
- * causal != 0: query i sees key j iff j <= i + (seqK - seqQ) (bottom-right aligned).
- * out must not overlap q, k or v.
+ * causal != 0: query i sees key j iff j <= i + (seqK - seqQ) (bottom-right aligned); a query
+ * that sees no key gets zeros. out must not overlap q, k or v.
  */
 export function attention_f32(
   q: usize, k: usize, v: usize, out: usize,
@@ -238,28 +245,76 @@ export function attention_f32(
   kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, scratch: usize,
 ): void {
   const group = numHeads / numKvHeads;
+  const nHeads = kvHeadEnd - kvHeadBegin;
   const rowBytes = <usize>headDim << 2;
   const qPosStride = <usize>numHeads * rowBytes;
   const ldkv = <usize>numKvHeads * rowBytes;
   const causalOffset = seqK - seqQ;
-  const perBlock = positionsPerBlock(group);
-  for (let kh = kvHeadBegin; kh < kvHeadEnd; kh++) {
-    const kHead = k + <usize>kh * rowBytes;
-    const vHead = v + <usize>kh * rowBytes;
-    for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
-      const nPos = min(perBlock, qEnd - i0);
-      const rows = nPos * group;
-      beginRowBlock(scratch, rows, q, out, qPosStride, i0, kh * group, group, headDim, causalOffset);
-      // Keys every row may see, and keys no row may see (causal).
-      const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
-      const keyEnd = causal ? min(seqK, i0 + nPos + causalOffset) : seqK;
-      for (let j0 = 0; j0 < keyEnd; j0 += BLOCK_KEYS) {
-        const nk = min(BLOCK_KEYS, keyEnd - j0);
-        const offset = <usize>j0 * ldkv;
-        attendKeyBlock(rows, scratch, kHead + offset, vHead + offset, ldkv, nk, j0, headDim, scale,
-          j0 + nk > firstMasked);
-      }
-      endRowBlock(scratch, rows, headDim);
+  const perBlock = positionsPerBlock(nHeads * group);
+  // Heads whose block of K (or V) rows fits the touch budget: touched together, then computed.
+  const headsPerTouch = max(1, TOUCH_BYTES / (BLOCK_KEYS * headDim * 4));
+  const kRange = k + <usize>kvHeadBegin * rowBytes;
+  const vRange = v + <usize>kvHeadBegin * rowBytes;
+  const sink = scratch + <usize>max(TARGET_ROWS, numHeads) * <usize>ROW_STATE_BYTES;
+  const b = changetype<RowBlock>(memory.data(sizeof<RowBlock>(), 8));
+  for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
+    const nPos = min(perBlock, qEnd - i0);
+    const rowsPerHead = nPos * group;
+    layoutRowBlock(b, scratch, rowsPerHead * nHeads);
+    for (let h = 0; h < nHeads; h++) {
+      beginRows(b, h * rowsPerHead, rowsPerHead, q, out, qPosStride, i0, (kvHeadBegin + h) * group, group, headDim, causalOffset);
     }
+    // Keys every row may see end at firstMasked; keys no row may see start at keyEnd.
+    const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
+    const keyEnd = causal ? min(seqK, i0 + nPos + causalOffset) : seqK;
+    for (let j0 = 0; j0 < keyEnd; j0 += BLOCK_KEYS) {
+      const nk = min(BLOCK_KEYS, keyEnd - j0);
+      const offset = <usize>j0 * ldkv;
+      const masked = j0 + nk > firstMasked;
+      for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
+        const h1 = min(nHeads, h0 + headsPerTouch);
+        touchLines(kRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes, sink);
+        for (let h = h0; h < h1; h++) {
+          const r0 = h * rowsPerHead;
+          scoreBlock(b, r0, r0 + rowsPerHead, kRange + offset + <usize>h * rowBytes, ldkv, nk, j0, headDim, scale, masked);
+        }
+      }
+      for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
+        const h1 = min(nHeads, h0 + headsPerTouch);
+        touchLines(vRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes, sink);
+        for (let h = h0; h < h1; h++) {
+          const r0 = h * rowsPerHead;
+          accumulateBlock(b, r0, r0 + rowsPerHead, vRange + offset + <usize>h * rowBytes, ldkv, nk, headDim);
+        }
+      }
+    }
+    endRows(b, 0, rowsPerHead * nHeads, headDim);
+  }
+}
+
+/** Rows [r0, r0 + rows) of one KV head: pointers, causal limits, m = -inf, l = 0, outputs zeroed. */
+function beginRows(
+  b: RowBlock, r0: i32, rows: i32, q: usize, out: usize, qPosStride: usize, firstPos: i32,
+  firstHead: i32, group: i32, headDim: i32, causalOffset: i32,
+): void {
+  const rowBytes = <usize>headDim << 2;
+  for (let i = 0; i < rows; i++) {
+    const r = r0 + i;
+    const pos = firstPos + i / group;
+    const offset = <usize>pos * qPosStride + <usize>(firstHead + i % group) * rowBytes;
+    store<f32>(rowF32(b.m, r), NEG_INF);
+    store<f32>(rowF32(b.l, r), 0);
+    store<usize>(rowF32(b.q, r), q + offset);
+    store<usize>(rowF32(b.o, r), out + offset);
+    store<i32>(rowF32(b.limit, r), pos + causalOffset);
+    memory.fill(out + offset, 0, rowBytes);
+  }
+}
+
+/** out_r /= l_r for rows [r0, r1) (a row that saw no key stays 0). */
+function endRows(b: RowBlock, r0: i32, r1: i32, headDim: i32): void {
+  for (let r = r0; r < r1; r++) {
+    const l = load<f32>(rowF32(b.l, r));
+    scaleRow(load<usize>(rowF32(b.o, r)), headDim, l > 0 ? <f32>1 / l : 0);
   }
 }
