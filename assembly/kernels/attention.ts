@@ -69,36 +69,26 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
   block.limit = block.o + arr;
 }
 
-/** Row-wise max over n scores. */
+/** Max over n scores, n a multiple of 4. */
 // @ts-ignore: decorator
 @inline function rowMax(s: usize, n: i32): f32 {
-  const body = <usize>(n & ~3) << 2;
   let mv = f32x4.splat(NEG_INF);
-  for (let o: usize = 0; o < body; o += 16) mv = f32x4.max(mv, v128.load(s + o));
-  let m = hmax(mv);
-  for (let o = body, end = <usize>n << 2; o < end; o += 4) m = max(m, load<f32>(s + o));
-  return m;
+  for (let o: usize = 0, end = <usize>n << 2; o < end; o += 16) mv = f32x4.max(mv, v128.load(s + o));
+  return hmax(mv);
 }
 
-/** s[j] = e^(s[j] - m) in place; returns the sum. */
+/** s[j] = e^(s[j] - m) in place, n a multiple of 4; returns the sum. */
 // @ts-ignore: decorator
 @inline function expShiftSum(s: usize, n: i32, m: f32): f32 {
-  const body = <usize>(n & ~3) << 2;
   const mv = f32x4.splat(m);
   let sv = f32x4.splat(0);
-  for (let o: usize = 0; o < body; o += 16) {
+  for (let o: usize = 0, end = <usize>n << 2; o < end; o += 16) {
     const p = exp4(f32x4.sub(v128.load(s + o), mv));
     v128.store(s + o, p);
     sv = f32x4.add(sv, p);
   }
-  let sum = f32x4.extract_lane(sv, 0) + f32x4.extract_lane(sv, 1) +
+  return f32x4.extract_lane(sv, 0) + f32x4.extract_lane(sv, 1) +
     f32x4.extract_lane(sv, 2) + f32x4.extract_lane(sv, 3);
-  for (let o = body, end = <usize>n << 2; o < end; o += 4) {
-    const p = exp1(load<f32>(s + o) - m);
-    store<f32>(s + o, p);
-    sum += p;
-  }
-  return sum;
 }
 
 /** o[0..n) *= f */
@@ -151,21 +141,22 @@ function scoreBlock(
     }
   }
 
+  // The softmax runs on whole vectors: scores past nk up to a multiple of 4 are -inf, so each
+  // key's lane (j mod 4) and the summation order do not depend on where the block ends.
+  const nk4 = (nk + 3) & ~3;
   for (r = r0; r < r1; r++) {
     const srow = b.scores + <usize>r * lds;
     // Causal mask: keys past the row's limit get -inf, which exp turns into exactly 0.
-    if (masked) {
-      const first = max(0, load<i32>(rowF32(b.limit, r)) - j0 + 1);
-      for (let j = first; j < nk; j++) store<f32>(srow + (<usize>j << 2), NEG_INF);
-    }
+    const first = masked ? max(0, load<i32>(rowF32(b.limit, r)) - j0 + 1) : nk;
+    for (let j = first; j < nk4; j++) store<f32>(srow + (<usize>j << 2), NEG_INF);
     // Online softmax: new running max, rescale what was accumulated, P = e^(S - m).
     const mOld = load<f32>(rowF32(b.m, r));
-    const mNew = max(mOld, rowMax(srow, nk));
+    const mNew = max(mOld, rowMax(srow, nk4));
     if (mNew == NEG_INF) { // every key so far is masked for this row
-      memory.fill(srow, 0, <usize>nk << 2);
+      memory.fill(srow, 0, <usize>nk4 << 2);
       continue;
     }
-    const sum = expShiftSum(srow, nk, mNew);
+    const sum = expShiftSum(srow, nk4, mNew);
     let l = load<f32>(rowF32(b.l, r));
     if (mOld != NEG_INF && mOld != mNew) {
       const alpha = exp1(mOld - mNew);

@@ -106,19 +106,19 @@ import { fmadd, hsum4x4 } from "../simd";
   v128.store(c, row);
 }
 
+/**
+ * One a row, one b row. It reduces exactly as the larger tiles do (one accumulator, the same
+ * horizontal sum, the tail added with fmadd after it), so a result does not depend on which
+ * tile computed it: splitting work over ranges or threads gives bit-identical outputs.
+ */
 // @ts-ignore: decorator
 @inline export function dotnt_1x1(a0: usize, b0: usize, n: i32, c: usize, alpha: f32, accumulate: bool): void {
-  let c0 = f32x4.splat(0), c1 = f32x4.splat(0);
-  const body8 = <usize>(n & ~7) << 2;
-  let o: usize = 0;
-  for (; o < body8; o += 32) {
-    c0 = fmadd(v128.load(a0 + o), v128.load(b0 + o), c0);
-    c1 = fmadd(v128.load(a0 + o, 16), v128.load(b0 + o, 16), c1);
-  }
+  let c0 = f32x4.splat(0);
   const body = <usize>(n & ~3) << 2;
-  if (o < body) { c0 = fmadd(v128.load(a0 + o), v128.load(b0 + o), c0); o += 16; }
-  const sums = hsum4x4(c0, c1, f32x4.splat(0), f32x4.splat(0));
-  let sum = f32x4.extract_lane(sums, 0) + f32x4.extract_lane(sums, 1);
-  for (let end = <usize>n << 2; o < end; o += 4) sum += load<f32>(a0 + o) * load<f32>(b0 + o);
-  finish(c, sum * alpha, accumulate);
+  for (let o: usize = 0; o < body; o += 16) c0 = fmadd(v128.load(a0 + o), v128.load(b0 + o), c0);
+  let sum = hsum4x4(c0, c0, c0, c0);
+  for (let o = body, end = <usize>n << 2; o < end; o += 4) {
+    sum = fmadd(f32x4.splat(load<f32>(a0 + o)), f32x4.splat(load<f32>(b0 + o)), sum);
+  }
+  finish(c, f32x4.extract_lane(f32x4.mul(sum, f32x4.splat(alpha)), 0), accumulate);
 }

@@ -1,0 +1,39 @@
+import { createRuntime, type KernelBuild, type Runtime } from "../src/index.ts";
+import { readFile } from "node:fs/promises";
+
+/** Deterministic uniform floats in [-scale, scale) (a 32-bit LCG): the same inputs every run. */
+export function randomArray(n: number, seed: number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = ((s / 4294967296) * 2 - 1) * scale;
+  }
+  return a;
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}
+
+/** Builds whose bytes this engine validates (relaxed needs --experimental-wasm-relaxed-simd on Node 20). */
+export async function availableBuilds(): Promise<KernelBuild[]> {
+  const builds: KernelBuild[] = [];
+  for (const build of ["simd", "relaxed"] as const) {
+    const bytes = await readFile(new URL(`../build/gqa-${build}.wasm`, import.meta.url));
+    if (WebAssembly.validate(bytes)) builds.push(build);
+  }
+  return builds;
+}
+
+const runtimes = new Map<KernelBuild, Promise<Runtime>>();
+/** One shared runtime per build for the kernel tests. */
+export function runtimeFor(build: KernelBuild): Promise<Runtime> {
+  let rt = runtimes.get(build);
+  if (!rt) { rt = createRuntime({ build }); runtimes.set(build, rt); }
+  return rt;
+}
+
+export const BUILDS = await availableBuilds();

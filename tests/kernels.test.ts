@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { referenceLinear, maxAbsDiff } from "../src/reference.ts";
+import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
+
+for (const build of BUILDS) {
+  describe(`SIMD exp (${build} build)`, () => {
+    it("has max relative error <= 2e-7 over the softmax range [-87, 0] and up to 80", async () => {
+      const rt = await runtimeFor(build);
+      const n = 200_003; // odd: exercises the scalar tail too
+      const xs = new Float32Array(n);
+      for (let i = 0; i < n; i++) xs[i] = -87 + (167 * i) / (n - 1);
+      const x = rt.upload(xs), y = rt.alloc(n);
+      try {
+        rt.kernels.exp_f32(x.ptr, y.ptr, n);
+        const ys = y.array;
+        let worst = 0;
+        for (let i = 0; i < n; i++) {
+          const exact = Math.exp(xs[i]!);
+          worst = Math.max(worst, Math.abs(ys[i]! - exact) / exact);
+        }
+        assert.ok(worst <= 2e-7, `max relative error ${worst.toExponential(3)}`);
+      } finally { x.free(); y.free(); }
+    });
+
+    it("gives exactly 0 for -inf and underflow, 1 for 0, and keeps NaN", async () => {
+      const rt = await runtimeFor(build);
+      const xs = new Float32Array([-Infinity, -1000, -88, 0, NaN]);
+      const x = rt.upload(xs), y = rt.alloc(xs.length);
+      try {
+        rt.kernels.exp_f32(x.ptr, y.ptr, xs.length);
+        const ys = y.toFloat32Array();
+        assert.deepEqual([...ys.subarray(0, 4)], [0, 0, 0, 1]);
+        assert.ok(Number.isNaN(ys[4]), "exp(NaN) is NaN");
+      } finally { x.free(); y.free(); }
+    });
+  });
+
+  describe(`linear layer (${build} build) against the float64 reference`, () => {
+    const shapes: [number, number, number, boolean][] = [
+      // [rows, outFeatures, inFeatures, bias]
+      [1, 1, 1, false], [1, 13, 37, true], [1, 64, 4096, false], [1, 4099, 3, true],
+      [2, 9, 130, true], [3, 33, 7, false], [4, 2, 8, false], [5, 7, 1031, true],
+      [7, 129, 513, false], [16, 64, 600, true], [64, 96, 1536, true], [130, 31, 65, false],
+    ];
+    for (const [M, N, K, withBias] of shapes) {
+      it(`${M}x${N}x${K}${withBias ? " with bias" : ""} (${M === 1 ? "GEMV" : "GEMM"})`, async () => {
+        const rt = await runtimeFor(build);
+        const x = randomArray(M * K, M * 7 + K), w = randomArray(N * K, N * 13 + K), b = withBias ? randomArray(N, N) : undefined;
+        const y = rt.linear({ x, weight: w, bias: b, inFeatures: K, outFeatures: N });
+        const ref = referenceLinear(x, w, b, K, N);
+        const err = maxAbsDiff(y, ref);
+        assert.ok(err <= 2e-4 * maxAbs(ref), `max abs error ${err.toExponential(3)} vs scale ${maxAbs(ref).toExponential(3)}`);
+      });
+    }
+
+    it("linearInto on resident weights equals linear, and column ranges compose", async () => {
+      const rt = await runtimeFor(build);
+      const [M, N, K] = [6, 37, 300];
+      const xa = randomArray(M * K, 1), wa = randomArray(N * K, 2), ba = randomArray(N, 3);
+      const x = rt.upload(xa), w = rt.upload(wa), b = rt.upload(ba), y = rt.alloc(M * N), parts = rt.alloc(M * N);
+      try {
+        rt.linearInto({ x, weight: w, bias: b, out: y, inFeatures: K, outFeatures: N });
+        assert.deepEqual(y.toFloat32Array(), rt.linear({ x: xa, weight: wa, bias: ba, inFeatures: K, outFeatures: N }));
+        parts.array.fill(NaN);
+        for (const [n0, n1] of [[0, 5], [5, 6], [6, 37]]) rt.kernels.linear_f32(x.ptr, w.ptr, b.ptr, parts.ptr, M, N, K, n0!, n1!);
+        assert.deepEqual(parts.toFloat32Array(), y.toFloat32Array());
+      } finally {
+        for (const t of [x, w, b, y, parts]) t.free();
+      }
+    });
+  });
+}
