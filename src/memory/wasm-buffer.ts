@@ -13,14 +13,25 @@ export class WasmBuffer {
   constructor(
     private readonly mem: LinearMemory,
     private readonly arena: PersistentArena,
-    /** Byte offset in linear memory (64-byte aligned). */
+    /** Byte offset in linear memory (64-byte aligned, except for subarray views). */
     readonly ptr: number,
     /** Number of float32 elements. */
     readonly length: number,
+    /** Set on views made by subarray(): they share the parent's memory and lifetime. */
+    private readonly parent?: WasmBuffer,
   ) {}
 
   get byteLength(): number { return this.length * 4; }
-  get isFreed(): boolean { return this.freed; }
+  get isFreed(): boolean { return this.parent ? this.parent.isFreed : this.freed; }
+
+  /** A view of elements [begin, end) with no copy (e.g. a prefix of a K/V history). */
+  subarray(begin: number, end = this.length): WasmBuffer {
+    this.check("subarray");
+    if (!Number.isInteger(begin) || !Number.isInteger(end) || begin < 0 || end > this.length || begin >= end) {
+      throw new RangeError(`WasmBuffer.subarray: [${begin}, ${end}) is not a non-empty range of [0, ${this.length})`);
+    }
+    return new WasmBuffer(this.mem, this.arena, this.ptr + begin * 4, end - begin, this.parent ?? this);
+  }
 
   /** A view of the elements, valid until the memory next grows. */
   get array(): Float32Array {
@@ -43,12 +54,13 @@ export class WasmBuffer {
 
   free(): void {
     this.check("free");
+    if (this.parent) throw new TypeError("WasmBuffer.free: this is a subarray view; free the buffer it views");
     this.freed = true;
     this.arena.release(this.ptr);
   }
 
   /** Throws unless the buffer is live; `what` names the caller in the message. */
   check(what: string): void {
-    if (this.freed) throw new UseAfterFreeError(`${what}: this WasmBuffer was freed`);
+    if (this.isFreed) throw new UseAfterFreeError(`${what}: this WasmBuffer was freed`);
   }
 }

@@ -1,0 +1,97 @@
+#!/usr/bin/env node
+// The gqa-wasm command line. `demo` (the default, what `npm start` runs) shows MHA vs GQA vs MQA
+// vs variable GQA on synthetic Llama-3-8B-like shapes.
+
+async function enableRelaxedSimdOnNode20(): Promise<void> {
+  // Node 20 accepts relaxed SIMD only behind a V8 flag, settable before the first compile.
+  // Later Node versions run it by default; other hosts never reach this.
+  const node = (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node;
+  if (!node || Number(node.split(".")[0]) >= 22) return;
+  const v8 = await import("node:v8");
+  v8.setFlagsFromString("--experimental-wasm-relaxed-simd");
+}
+
+const HELP = `usage: gqa-wasm <command> [options]
+
+commands:
+  demo      (default) MHA vs GQA-8 vs GQA-4 vs MQA vs DeciLM-7B variable GQA: KV-cache bytes
+            per token, decode time per token, speed-up over MHA, error against float64
+  help      this text
+
+demo options:
+  --contexts 512,2048,8192   context lengths to time
+  --heads 32                 query heads
+  --head-dim 128             head dimension
+  --repeats 15               timed calls per shape (median reported)
+  --build relaxed|simd       force a kernel build (default: the best this engine runs)
+`;
+
+function parseFlags(args: string[]): Map<string, string> {
+  const flags = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (!a.startsWith("--")) throw new UsageError(`unexpected argument '${a}'`);
+    const [name, inline] = a.slice(2).split("=", 2) as [string, string | undefined];
+    const value = inline ?? args[++i];
+    if (value === undefined) throw new UsageError(`--${name} needs a value`);
+    flags.set(name, value);
+  }
+  return flags;
+}
+
+class UsageError extends Error {}
+
+function intList(flags: Map<string, string>, name: string): number[] | undefined {
+  const raw = flags.get(name);
+  if (raw === undefined) return undefined;
+  const xs = raw.split(",").map(Number);
+  if (xs.some((x) => !Number.isInteger(x) || x <= 0)) throw new UsageError(`--${name} takes positive integers, got '${raw}'`);
+  return xs;
+}
+
+function int(flags: Map<string, string>, name: string): number | undefined {
+  const xs = intList(flags, name);
+  if (xs && xs.length !== 1) throw new UsageError(`--${name} takes one positive integer`);
+  return xs?.[0];
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command = "demo", ...rest] = argv;
+  if (command === "help" || command === "--help" || command === "-h" || rest.includes("--help")) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (command !== "demo") throw new UsageError(`unknown command '${command}'`);
+  const flags = parseFlags(rest);
+  for (const name of flags.keys()) {
+    if (!["contexts", "heads", "head-dim", "repeats", "build"].includes(name)) throw new UsageError(`unknown option --${name}`);
+  }
+  const build = flags.get("build");
+  if (build !== undefined && build !== "relaxed" && build !== "simd") throw new UsageError(`--build is relaxed or simd, got '${build}'`);
+  await enableRelaxedSimdOnNode20();
+  const { createRuntime } = await import("./runtime/runtime.ts");
+  const { runDemo } = await import("./demo.ts");
+  const rt = await createRuntime({ build: build as "relaxed" | "simd" | undefined });
+  runDemo(rt, {
+    contexts: intList(flags, "contexts"),
+    numHeads: int(flags, "heads"),
+    headDim: int(flags, "head-dim"),
+    repeats: int(flags, "repeats"),
+  });
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: unknown) => {
+    if (e instanceof UsageError) {
+      process.stderr.write(`gqa-wasm: ${e.message}\n\n${HELP}`);
+      process.exitCode = 2;
+    } else if (e instanceof Error && (e.name === "RangeError" || e.name === "TypeError" || e.name.startsWith("Wasm"))) {
+      process.stderr.write(`gqa-wasm: ${e.message}\n`);
+      process.exitCode = 1;
+    } else {
+      throw e;
+    }
+  },
+);
