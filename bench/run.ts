@@ -1,0 +1,194 @@
+// npm run bench: our kernels against onnxruntime-web, tfjs-backend-wasm and plain JS, and against
+// the machine's limits (the roofline from a wasm memory-read probe and an FMA-peak probe), all in
+// one run on the same inputs. Prints a table and writes bench/results/latest.json.
+//   --quick            fewer cases and samples (a smoke run)
+//   --builds a,b       kernel builds to time (default: every build this engine validates)
+//   --out FILE         where to write the JSON
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { dirname } from "node:path";
+import { createRuntime, maxAbsDiff, type KernelBuild, type Runtime } from "../src/index.ts";
+import { printTable } from "../src/demo.ts";
+import { measure, measureAsync, type Timing } from "./harness.ts";
+import { ortGroupQueryAttention, ortMatMul, type OrtCase } from "./anchors/onnxruntime-web.ts";
+import { initTfjs, tfjsMatMul } from "./anchors/tfjs-wasm.ts";
+import { plainAttention, plainLinear } from "./anchors/plain-js.ts";
+
+const argv = process.argv.slice(2);
+const flag = (name: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : undefined; };
+const quick = argv.includes("--quick");
+const outFile = flag("out") ?? new URL("./results/latest.json", import.meta.url).pathname;
+
+function random(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = s / 2147483648 - 1; }
+  return a;
+}
+
+// ---- the machine's limits, per build ----
+const peakCache = new Map<KernelBuild, number>();
+function fmaPeakGflops(rt: Runtime): number {
+  let peak = peakCache.get(rt.build);
+  if (peak === undefined) {
+    const iters = 1_000_000;
+    for (let i = 0; i < 20; i++) rt.kernels.probe_fma(10_000); // reach the optimizing tier
+    peak = (96 * iters) / measure(() => rt.kernels.probe_fma(iters), { maxTimeS: 0.5 }).medianMs / 1e6;
+    peakCache.set(rt.build, peak);
+  }
+  return peak;
+}
+
+const readCache = new Map<string, number>();
+/** GB/s of a wasm SIMD read loop over a buffer of this many bytes (cached per size). */
+function readGBps(rt: Runtime, bytes: number): number {
+  const size = Math.max(64, Math.ceil(bytes / 64) * 64);
+  const key = `${rt.build}:${size}`;
+  let gbps = readCache.get(key);
+  if (gbps === undefined) {
+    const buf = rt.alloc(size / 4);
+    try {
+      buf.array.fill(1); // first touch outside the timing
+      for (let i = 0; i < 5; i++) rt.kernels.probe_read(buf.ptr, size, 1);
+      gbps = size / measure(() => rt.kernels.probe_read(buf.ptr, size, 1), { maxTimeS: 0.5 }).medianMs / 1e6;
+    } finally { buf.free(); }
+    readCache.set(key, gbps);
+  }
+  return gbps;
+}
+
+// ---- cases ----
+interface Row {
+  kind: "decode" | "prefill" | "matmul";
+  name: string;
+  build: KernelBuild;
+  flops: number;
+  bytes: number;
+  ms: number;
+  gflops: number;
+  gbps: number;
+  rooflineMs: number;
+  rooflineFraction: number;
+  bound: "memory" | "compute";
+  anchors: Record<string, { ms: number; speedup: number }>;
+  maxDiffVsOrt?: number;
+}
+
+const rows: Row[] = [];
+
+function record(rt: Runtime, kind: Row["kind"], name: string, flops: number, bytes: number, ours: Timing,
+  anchors: Record<string, Timing | undefined>, maxDiffVsOrt?: number): void {
+  const memMs = bytes / (readGBps(rt, bytes) * 1e6);
+  const fmaMs = flops / (fmaPeakGflops(rt) * 1e6);
+  const rooflineMs = Math.max(memMs, fmaMs);
+  const row: Row = {
+    kind, name, build: rt.build, flops, bytes, ms: ours.medianMs,
+    gflops: flops / ours.medianMs / 1e6, gbps: bytes / ours.medianMs / 1e6,
+    rooflineMs, rooflineFraction: rooflineMs / ours.medianMs, bound: memMs > fmaMs ? "memory" : "compute",
+    anchors: {}, maxDiffVsOrt,
+  };
+  for (const [anchor, t] of Object.entries(anchors)) if (t) row.anchors[anchor] = { ms: t.medianMs, speedup: t.medianMs / ours.medianMs };
+  rows.push(row);
+  const a = Object.entries(row.anchors).map(([n, x]) => `${n} ${x.ms.toFixed(2)} ms (${x.speedup.toFixed(2)}x)`).join(", ");
+  console.error(`  ${kind} ${name} [${rt.build}]: ${row.ms.toFixed(3)} ms, ${(100 * row.rooflineFraction).toFixed(0)}% of roofline (${row.bound}); ${a}`);
+}
+
+async function attentionCase(runtimes: Runtime[], kind: "decode" | "prefill", H: number, KV: number, D: number, past: number, seqQ: number): Promise<void> {
+  const seqK = past + seqQ, causal = kind === "prefill";
+  const q = random(seqQ * H * D, 1), k = random(seqK * KV * D, 2), v = random(seqK * KV * D, 3);
+  const visiblePairs = causal ? (seqQ * (seqQ + 1)) / 2 + seqQ * past : seqQ * seqK;
+  const flops = 4 * H * D * visiblePairs;
+  const bytes = (2 * seqK * KV * D + 2 * seqQ * H * D) * 4;
+  const name = kind === "decode" ? `${H}/${KV}/${D} past ${past}` : `${H}/${KV}/${D} ${seqQ} tokens causal`;
+  const slow = kind === "prefill";
+  const ort: OrtCase = await ortGroupQueryAttention(q, k, v, seqQ, past, H, KV, D);
+  try {
+    const ortOut = await ort.run();
+    const ortT = await measureAsync(() => ort.run(), slow ? { minSamples: 3, maxTimeS: 2 } : {});
+    const js = new Float32Array(q.length);
+    const jsT = measure(() => plainAttention(q, k, v, js, seqQ, seqK, H, KV, D, causal), { minSamples: slow ? 2 : 5, maxTimeS: slow ? 0.5 : 1 });
+    for (const rt of runtimes) {
+      const qb = rt.upload(q), kb = rt.upload(k), vb = rt.upload(v), out = rt.alloc(q.length);
+      try {
+        const args = { q: qb, k: kb, v: vb, out, numHeads: H, numKvHeads: KV, headDim: D, causal };
+        for (let i = 0; i < 5; i++) rt.attentionInto(args);
+        const t = measure(() => rt.attentionInto(args), slow ? { minSamples: 5, maxTimeS: 2 } : {});
+        record(rt, kind, name, flops, bytes, t, { "onnxruntime-web": ortT, "plain JS": jsT }, maxAbsDiff(out.array, ortOut));
+      } finally { for (const b of [qb, kb, vb, out]) b.free(); }
+    }
+  } finally { await ort.dispose(); }
+}
+
+async function matmulCase(runtimes: Runtime[], M: number, N: number, K: number): Promise<void> {
+  const x = random(M * K, 4), w = random(N * K, 5);
+  const flops = 2 * M * N * K, bytes = (M * K + N * K + M * N) * 4;
+  const ort = await ortMatMul(x, w, M, N, K);
+  const tf = tfjsMatMul(x, w, M, N, K);
+  try {
+    await ort.run();
+    const ortT = await measureAsync(() => ort.run());
+    tf.run();
+    const tfT = measure(() => tf.run());
+    const y = new Float32Array(M * N);
+    const jsT = measure(() => plainLinear(x, w, y, M, N, K), { minSamples: 2, maxTimeS: 0.5 });
+    for (const rt of runtimes) {
+      const xb = rt.upload(x), wb = rt.upload(w), out = rt.alloc(M * N);
+      try {
+        const args = { x: xb, weight: wb, out, inFeatures: K, outFeatures: N };
+        for (let i = 0; i < 5; i++) rt.linearInto(args);
+        const t = measure(() => rt.linearInto(args));
+        record(rt, "matmul", `${M}x${N}x${K}`, flops, bytes, t, { "onnxruntime-web": ortT, "tfjs-wasm": tfT, "plain JS": jsT });
+      } finally { for (const b of [xb, wb, out]) b.free(); }
+    }
+  } finally { tf.dispose(); await ort.dispose(); }
+}
+
+async function main(): Promise<void> {
+  const wanted = flag("builds")?.split(",") as KernelBuild[] | undefined;
+  const runtimes: Runtime[] = [];
+  for (const build of wanted ?? (["relaxed", "simd"] as const)) {
+    try { runtimes.push(await createRuntime({ build })); } catch (e) {
+      if (wanted) throw e;
+      console.error(`(skipping the ${build} build: ${(e as Error).message})`);
+    }
+  }
+  await initTfjs();
+  console.error(`gqa-wasm bench: ${runtimes.map((r) => r.build).join(" + ")} builds, 1 thread, ${cpus()[0]?.model ?? "?"}, Node ${process.versions.node}`);
+
+  const pasts = quick ? [512] : [512, 2048, 8192];
+  for (const [H, KV, D] of [[32, 8, 128], [9, 3, 64], [14, 2, 64]] as const) {
+    for (const past of pasts) await attentionCase(runtimes, "decode", H, KV, D, past, 1);
+  }
+  const variantPast = quick ? 512 : 2048;
+  await attentionCase(runtimes, "decode", 32, 32, 128, variantPast, 1);
+  await attentionCase(runtimes, "decode", 32, 1, 128, variantPast, 1);
+  await attentionCase(runtimes, "prefill", 32, 8, 128, 0, quick ? 128 : 512);
+  for (const [M, N, K] of quick ? [[1, 1024, 1024], [64, 512, 512]] : [[1, 4096, 4096], [128, 2048, 2048], [512, 512, 512]]) {
+    await matmulCase(runtimes, M!, N!, K!);
+  }
+
+  // ---- report ----
+  const anchorNames = ["onnxruntime-web", "tfjs-wasm", "plain JS"];
+  const header = ["case", "build", "ms", "GB/s", "GFLOP/s", "roofline ms", "% roofline", "bound", ...anchorNames.map((a) => `x ${a}`)];
+  const table = rows.map((r) => [
+    `${r.kind} ${r.name}`, r.build, r.ms.toFixed(3), r.gbps.toFixed(1), r.gflops.toFixed(1), r.rooflineMs.toFixed(3),
+    `${(100 * r.rooflineFraction).toFixed(0)}%`, r.bound,
+    ...anchorNames.map((a) => (r.anchors[a] ? `${r.anchors[a]!.speedup.toFixed(2)}x` : "-")),
+  ]);
+  console.log("");
+  printTable(console.log, header, table);
+  console.log("");
+  console.log("x anchor = anchor median time / our median time (higher is better). roofline = max(bytes / read GB/s at that size, FLOPs / FMA peak).");
+  const probes = {
+    fmaPeakGflops: Object.fromEntries([...peakCache]),
+    readGBps: Object.fromEntries([...readCache].map(([k, v]) => [k, +v.toFixed(2)])),
+  };
+  console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}`);
+  mkdirSync(dirname(outFile), { recursive: true });
+  writeFileSync(outFile, JSON.stringify({
+    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows,
+  }, null, 2));
+  console.log(`wrote ${outFile}`);
+}
+
+await main();
