@@ -39,18 +39,18 @@ function fmaPeakGflops(rt: Runtime): number {
   return peak;
 }
 
-const readCache = new Map<string, number>();
-/** GB/s of a wasm SIMD read loop over a buffer of this many bytes (cached per size). */
+const readCache = new Map<number, number>();
+/** GB/s of a wasm SIMD read loop over a buffer of this many bytes (cached per size: the loop is the same in both builds). */
 function readGBps(rt: Runtime, bytes: number): number {
   const size = Math.max(64, Math.ceil(bytes / 64) * 64);
-  const key = `${rt.build}:${size}`;
+  const key = size;
   let gbps = readCache.get(key);
   if (gbps === undefined) {
     const buf = rt.alloc(size / 4);
     try {
       buf.array.fill(1); // first touch outside the timing
       for (let i = 0; i < 5; i++) rt.kernels.probe_read(buf.ptr, size, 1);
-      gbps = size / measure(() => rt.kernels.probe_read(buf.ptr, size, 1), { maxTimeS: 0.5 }).medianMs / 1e6;
+      gbps = size / measure(() => rt.kernels.probe_read(buf.ptr, size, 1), { maxTimeS: 1, minSamples: 10 }).medianMs / 1e6;
     } finally { buf.free(); }
     readCache.set(key, gbps);
   }
@@ -181,7 +181,7 @@ async function main(): Promise<void> {
   console.log("x anchor = anchor median time / our median time (higher is better). roofline = max(bytes / read GB/s at that size, FLOPs / FMA peak).");
   const probes = {
     fmaPeakGflops: Object.fromEntries([...peakCache]),
-    readGBps: Object.fromEntries([...readCache].map(([k, v]) => [k, +v.toFixed(2)])),
+    readGBpsByBytes: Object.fromEntries([...readCache].map(([k, v]) => [k, +v.toFixed(2)])),
   };
   console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}`);
   mkdirSync(dirname(outFile), { recursive: true });
