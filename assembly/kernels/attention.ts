@@ -17,7 +17,7 @@ import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_4x4, pvacc_4x8 } from "./pv-acc
 // streams it into L2 at full bandwidth. K is touched before the scores, V before P·V, a few
 // heads at a time (TOUCH_BYTES), so what was touched is still in L2 when it is used.
 
-export const BLOCK_KEYS: i32 = 64;
+export const BLOCK_KEYS: i32 = 128;
 /** Rows per row block, over all KV heads of the range: enough query positions to fill this many. */
 const TARGET_ROWS: i32 = 128;
 
