@@ -23,3 +23,8 @@ export class WasmFeatureError extends Error {
 export class UseAfterFreeError extends Error {
   override name = "UseAfterFreeError";
 }
+
+/** A KV cache has no page left for an append (its budget, or memory). Nothing was written. */
+export class KVCacheFullError extends WasmOutOfMemoryError {
+  override name = "KVCacheFullError";
+}

@@ -6,5 +6,7 @@ export type { AttentionArgs } from "./ops/attention.ts";
 export type { LinearArgs } from "./ops/linear.ts";
 export { WasmBuffer } from "./memory/wasm-buffer.ts";
 export { PagePool } from "./memory/page-pool.ts";
-export { WasmOutOfMemoryError, WasmFeatureError, UseAfterFreeError } from "./errors.ts";
+export { WasmOutOfMemoryError, WasmFeatureError, UseAfterFreeError, KVCacheFullError } from "./errors.ts";
+export { createKVCache, KVCache, KVSequence } from "./kv/kv-cache.ts";
+export type { KVCacheOptions, KVCacheStats, KVLayerShape, KVDtype, KVAttentionArgs, KVResidentAttentionArgs } from "./kv/kv-cache.ts";
 export { referenceAttention, referenceLinear, maxAbsDiff } from "./reference.ts";

@@ -49,7 +49,7 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
  * The state of a row block of `rows` rows in scratch: S [rows][BLOCK_KEYS], then one array each
  * of m, l, q row pointer, out row pointer and causal limit (last visible key).
  */
-@unmanaged class RowBlock {
+@unmanaged export class RowBlock {
   scores: usize;
   m: usize;
   l: usize;
@@ -101,23 +101,22 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
 }
 
 /**
- * Scores for rows [r0, r1) of one KV head against `nk` keys starting at key index j0, then the
- * online-softmax step: S becomes P = e^(S - m_new), l and the output rows are rescaled.
- * k points at the block's first K row of this head; consecutive keys are `ldk` bytes apart
- * (token-major: numKvHeads·headDim·4; a head-major page: headDim·4).
- * `masked`: some key of the block lies beyond some row's causal limit.
+ * Scores S[r][col0 + j] = scale · q_r·k_j for rows [r0, r1) of one KV head and `nk` keys of a
+ * block. k points at the first of them; consecutive keys are `ldk` bytes apart (token-major:
+ * numKvHeads·headDim·4; a head-major page: headDim·4). A block can be filled by several such
+ * segments (the pages of a paged cache).
  */
-function scoreBlock(
-  b: RowBlock, r0: i32, r1: i32, k: usize, ldk: usize, nk: i32, j0: i32,
-  headDim: i32, scale: f32, masked: bool,
+export function scoreKeys(
+  b: RowBlock, r0: i32, r1: i32, k: usize, ldk: usize, nk: i32, col0: i32, headDim: i32, scale: f32,
 ): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
+  const cOff = <usize>col0 << 2;
   // S = scale · Q·Kᵀ in 4-row tiles: each K row is loaded once for 4 query rows.
   let r = r0;
   for (; r + 4 <= r1; r += 4) {
     const q0 = load<usize>(rowF32(b.q, r)), q1 = load<usize>(rowF32(b.q, r + 1));
     const q2 = load<usize>(rowF32(b.q, r + 2)), q3 = load<usize>(rowF32(b.q, r + 3));
-    const srow = b.scores + <usize>r * lds;
+    const srow = b.scores + <usize>r * lds + cOff;
     let j = 0;
     let kj = k;
     for (; j + 2 <= nk; j += 2) {
@@ -128,7 +127,7 @@ function scoreBlock(
   }
   for (; r < r1; r++) {
     const q0 = load<usize>(rowF32(b.q, r));
-    const srow = b.scores + <usize>r * lds;
+    const srow = b.scores + <usize>r * lds + cOff;
     let j = 0;
     let kj = k;
     for (; j + 4 <= nk; j += 4) {
@@ -140,7 +139,16 @@ function scoreBlock(
       kj += ldk;
     }
   }
+}
 
+/**
+ * The online-softmax step for rows [r0, r1) over the block's `nk` scores (keys j0 ..): causal
+ * mask, new running max, rescale of l and of the output rows, S becomes P = e^(S - m).
+ * `masked`: some key of the block lies beyond some row's causal limit.
+ */
+export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, headDim: i32, masked: bool): void {
+  const lds: usize = <usize>BLOCK_KEYS << 2;
+  let r: i32;
   // The softmax runs on whole vectors: scores past nk up to a multiple of 4 are -inf, so each
   // key's lane (j mod 4) and the summation order do not depend on where the block ends.
   const nk4 = (nk + 3) & ~3;
@@ -168,15 +176,19 @@ function scoreBlock(
   }
 }
 
-/** O += P·V for rows [r0, r1) of one KV head, over the block's `nk` V rows `ldv` bytes apart. */
-function accumulateBlock(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: usize, nk: i32, headDim: i32): void {
+/**
+ * O += P[:, col0 .. col0 + nk) · V for rows [r0, r1) of one KV head, over `nk` V rows `ldv`
+ * bytes apart starting at v (one segment of the block, as in scoreKeys).
+ */
+export function accumulateKeys(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: usize, nk: i32, col0: i32, headDim: i32): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
+  const cOff = <usize>col0 << 2;
   const d8 = headDim & ~7;
   const d4 = headDim & ~3;
   let r = r0;
   // 4-row tiles, head_dim in 8-float chunks: each V row is loaded once for 4 query rows.
   for (; r + 4 <= r1; r += 4) {
-    const p0 = b.scores + <usize>r * lds, p1 = p0 + lds, p2 = p1 + lds, p3 = p2 + lds;
+    const p0 = b.scores + <usize>r * lds + cOff, p1 = p0 + lds, p2 = p1 + lds, p3 = p2 + lds;
     const o0 = load<usize>(rowF32(b.o, r)), o1 = load<usize>(rowF32(b.o, r + 1));
     const o2 = load<usize>(rowF32(b.o, r + 2)), o3 = load<usize>(rowF32(b.o, r + 3));
     let d = 0;
@@ -199,7 +211,7 @@ function accumulateBlock(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: usize, nk
   }
   const d16 = headDim & ~15;
   for (; r < r1; r++) {
-    const p0 = b.scores + <usize>r * lds;
+    const p0 = b.scores + <usize>r * lds + cOff;
     const o0 = load<usize>(rowF32(b.o, r));
     let d = 0;
     for (; d < d16; d += 16) pvacc_1x16(p0, v + (<usize>d << 2), ldv, nk, o0 + (<usize>d << 2));
@@ -267,7 +279,8 @@ export function attention_f32(
         touchLines(kRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes, sink);
         for (let h = h0; h < h1; h++) {
           const r0 = h * rowsPerHead;
-          scoreBlock(b, r0, r0 + rowsPerHead, kRange + offset + <usize>h * rowBytes, ldkv, nk, j0, headDim, scale, masked);
+          scoreKeys(b, r0, r0 + rowsPerHead, kRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim, scale);
+          softmaxBlock(b, r0, r0 + rowsPerHead, nk, j0, headDim, masked);
         }
       }
       for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
@@ -275,7 +288,7 @@ export function attention_f32(
         touchLines(vRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes, sink);
         for (let h = h0; h < h1; h++) {
           const r0 = h * rowsPerHead;
-          accumulateBlock(b, r0, r0 + rowsPerHead, vRange + offset + <usize>h * rowBytes, ldkv, nk, headDim);
+          accumulateKeys(b, r0, r0 + rowsPerHead, vRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim);
         }
       }
     }
@@ -307,5 +320,64 @@ function endRows(b: RowBlock, r0: i32, r1: i32, headDim: i32): void {
   for (let r = r0; r < r1; r++) {
     const l = load<f32>(rowF32(b.l, r));
     scaleRow(load<usize>(rowF32(b.o, r)), headDim, l > 0 ? <f32>1 / l : 0);
+  }
+}
+
+/**
+ * Grouped-query attention against a paged KV cache (one layer of one sequence). q/out are
+ * token-major [seqQ, numHeads, headDim] as in attention_f32; the seqK cached keys live in pages
+ * of `pageSize` tokens whose addresses are the u32 array at `pages` (the block table). A page
+ * holds K then V, each head-major: [numKvHeads][pageSize][headDim], so one head's rows are
+ * contiguous within a page and are read in place (no gather). Key blocks and results are the
+ * same as attention_f32 on the same K/V, bit for bit. Ranges and causal rule as attention_f32.
+ */
+export function attention_paged_f32(
+  q: usize, out: usize, seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32,
+  scale: f32, causal: i32, pages: usize, pageSize: i32,
+  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, scratch: usize,
+): void {
+  const group = numHeads / numKvHeads;
+  const nHeads = kvHeadEnd - kvHeadBegin;
+  const rowBytes = <usize>headDim << 2;
+  const qPosStride = <usize>numHeads * rowBytes;
+  const headBytes = <usize>pageSize * rowBytes;
+  const vOffset = <usize>numKvHeads * headBytes;
+  const causalOffset = seqK - seqQ;
+  const perBlock = positionsPerBlock(nHeads * group);
+  const b = changetype<RowBlock>(memory.data(sizeof<RowBlock>(), 8));
+  for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
+    const nPos = min(perBlock, qEnd - i0);
+    const rowsPerHead = nPos * group;
+    layoutRowBlock(b, scratch, rowsPerHead * nHeads);
+    for (let h = 0; h < nHeads; h++) {
+      beginRows(b, h * rowsPerHead, rowsPerHead, q, out, qPosStride, i0, (kvHeadBegin + h) * group, group, headDim, causalOffset);
+    }
+    const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
+    const keyEnd = causal ? min(seqK, i0 + nPos + causalOffset) : seqK;
+    for (let j0 = 0; j0 < keyEnd; j0 += BLOCK_KEYS) {
+      const nk = min(BLOCK_KEYS, keyEnd - j0);
+      const masked = j0 + nk > firstMasked;
+      for (let h = 0; h < nHeads; h++) {
+        const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead;
+        const headOffset = <usize>(kvHeadBegin + h) * headBytes;
+        // The block's keys, one segment per page it spans.
+        for (let j = j0; j < j0 + nk;) {
+          const inPage = j % pageSize;
+          const len = min(pageSize - inPage, j0 + nk - j);
+          const page = <usize>load<u32>(pages + (<usize>(j / pageSize) << 2));
+          scoreKeys(b, r0, r1, page + headOffset + <usize>inPage * rowBytes, rowBytes, len, j - j0, headDim, scale);
+          j += len;
+        }
+        softmaxBlock(b, r0, r1, nk, j0, headDim, masked);
+        for (let j = j0; j < j0 + nk;) {
+          const inPage = j % pageSize;
+          const len = min(pageSize - inPage, j0 + nk - j);
+          const page = <usize>load<u32>(pages + (<usize>(j / pageSize) << 2));
+          accumulateKeys(b, r0, r1, page + vOffset + headOffset + <usize>inPage * rowBytes, rowBytes, len, j - j0, headDim);
+          j += len;
+        }
+      }
+    }
+    endRows(b, 0, rowsPerHead * nHeads, headDim);
   }
 }

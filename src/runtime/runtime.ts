@@ -185,7 +185,7 @@ export class Runtime {
   }
 
   /** Runs `body` with the scratch arena, which is reset afterwards whatever happens. */
-  private withScratch<T>(body: () => T): T {
+  withScratch<T>(body: () => T): T {
     try {
       return body();
     } finally {
