@@ -28,3 +28,8 @@ export class UseAfterFreeError extends Error {
 export class KVCacheFullError extends WasmOutOfMemoryError {
   override name = "KVCacheFullError";
 }
+
+/** A KV snapshot is truncated, corrupted, of another version, or of another cache shape. */
+export class KVSnapshotError extends Error {
+  override name = "KVSnapshotError";
+}

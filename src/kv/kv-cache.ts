@@ -1,9 +1,10 @@
-import { KVCacheFullError, UseAfterFreeError, WasmOutOfMemoryError } from "../errors.ts";
+import { KVCacheFullError, KVSnapshotError, UseAfterFreeError, WasmOutOfMemoryError } from "../errors.ts";
 import type { PagePool } from "../memory/page-pool.ts";
 import type { WasmBuffer } from "../memory/wasm-buffer.ts";
 import { attentionShape } from "../ops/attention.ts";
 import { float32Array, positiveInt } from "../ops/validate.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import { crc32 } from "./crc32.ts";
 
 // A paged KV cache in wasm memory (PagedAttention's idea): fixed pages of `pageSize` tokens
 // from page pools, a block table per (sequence, layer), and attention kernels that walk the
@@ -41,6 +42,13 @@ export interface KVResidentAttentionArgs extends Omit<KVAttentionArgs, "q"> {
   q: WasmBuffer;
   out: WasmBuffer;
 }
+
+/** One sequence in a batched decode: its newest token's queries [1 or more, numHeads, headDim]. */
+export interface KVBatchItem { seq: KVSequence; q: Float32Array }
+
+const SNAPSHOT_MAGIC = "GQAKVSNP";
+const SNAPSHOT_VERSION = 1;
+const DTYPE_CODES: Record<KVDtype, number> = { f32: 1 };
 
 export interface KVCacheStats {
   pageSize: number;
@@ -209,6 +217,127 @@ export class KVCache {
     }
     if (out.length !== q.length) throw new RangeError(`${op}: out has ${out.length} elements; expected ${q.length}, like q`);
     this.rt.withScratch(() => this.runAttention(op, seq, layer, args, q.length, q.ptr, out.ptr));
+  }
+
+  /**
+   * Batched decode: attention for several sequences (of any lengths) in one call, each against
+   * its own cached tokens of `layer`. Every item is checked before any kernel runs.
+   */
+  attentionBatch(items: KVBatchItem[], layer: number, args: Omit<KVAttentionArgs, "q">): Float32Array[] {
+    const op = "KVCache.attentionBatch";
+    if (!Array.isArray(items)) throw new TypeError(`${op}: items must be an array of { seq, q }`);
+    const store = this.store(op, layer);
+    const rowLen = store.shape.numKvHeads * store.shape.headDim;
+    items.forEach(({ seq, q }, i) => {
+      this.checkSeq(`${op}: items[${i}]`, seq);
+      float32Array(op, `items[${i}].q`, q);
+      const seqK = seq.lengths[layer]!;
+      if (seqK === 0) throw new RangeError(`${op}: items[${i}]: layer ${layer} of sequence ${seq.id} holds no tokens`);
+      attentionShape(`${op}: items[${i}]`, { ...args, numKvHeads: store.shape.numKvHeads, headDim: store.shape.headDim }, q.length, seqK * rowLen, seqK * rowLen);
+    });
+    return items.map(({ seq, q }) => this.attention(seq, layer, { ...args, q }));
+  }
+
+  /** K and V of the tokens `seq` holds in `layer`, gathered token-major [length, numKvHeads, headDim]. */
+  readLayer(seq: KVSequence, layer: number): { k: Float32Array; v: Float32Array } {
+    const op = "KVCache.readLayer";
+    this.checkSeq(op, seq);
+    const store = this.store(op, layer);
+    const { numKvHeads: KV, headDim: D } = store.shape;
+    const len = seq.lengths[layer]!;
+    const k = new Float32Array(len * KV * D), v = new Float32Array(len * KV * D);
+    const f32 = this.rt.memory.f32;
+    for (let pos = 0; pos < len; pos++) {
+      const page = seq.tables[layer]![Math.floor(pos / this.pageSize)]! >>> 2;
+      const slot = (pos % this.pageSize) * D;
+      for (let h = 0; h < KV; h++) {
+        const src = page + h * store.headElems + slot;
+        k.set(f32.subarray(src, src + D), (pos * KV + h) * D);
+        v.set(f32.subarray(src + KV * store.headElems, src + KV * store.headElems + D), (pos * KV + h) * D);
+      }
+    }
+    return { k, v };
+  }
+
+  /**
+   * Serialises one sequence (its K/V and lengths in every layer) so that it can be restored into
+   * a cache of the same shape in another process or isolate. Layout (little-endian):
+   * "GQAKVSNP", u32 version, u32 dtype, u32 layers, per layer u32 numKvHeads, headDim, length;
+   * then per layer K then V, token-major f32; then u32 CRC-32 of everything before it.
+   */
+  snapshot(seq: KVSequence): Uint8Array {
+    this.checkSeq("KVCache.snapshot", seq);
+    const L = this.layers.length;
+    const headerBytes = 8 + 12 + 12 * L;
+    const dataBytes = this.layers.reduce((s, l, i) => s + 2 * seq.lengths[i]! * l.numKvHeads * l.headDim * 4, 0);
+    const bytes = new Uint8Array(headerBytes + dataBytes + 4);
+    const view = new DataView(bytes.buffer);
+    bytes.set(new TextEncoder().encode(SNAPSHOT_MAGIC), 0);
+    view.setUint32(8, SNAPSHOT_VERSION, true);
+    view.setUint32(12, DTYPE_CODES[this.dtype], true);
+    view.setUint32(16, L, true);
+    this.layers.forEach((l, i) => {
+      view.setUint32(20 + 12 * i, l.numKvHeads, true);
+      view.setUint32(24 + 12 * i, l.headDim, true);
+      view.setUint32(28 + 12 * i, seq.lengths[i]!, true);
+    });
+    let at = headerBytes;
+    for (let i = 0; i < L; i++) {
+      const { k, v } = this.readLayer(seq, i);
+      for (const x of [k, v]) { bytes.set(new Uint8Array(x.buffer, x.byteOffset, x.byteLength), at); at += x.byteLength; }
+    }
+    view.setUint32(at, crc32(bytes.subarray(0, at)), true);
+    return bytes;
+  }
+
+  /**
+   * A new sequence holding what `snapshot` saved. A truncated, corrupted or mismatched snapshot
+   * throws KVSnapshotError; a cache without room throws KVCacheFullError; either way the cache
+   * is unchanged.
+   */
+  restore(snapshot: Uint8Array): KVSequence {
+    const op = "KVCache.restore";
+    this.checkLive(op);
+    if (!(snapshot instanceof Uint8Array)) throw new TypeError(`${op}: snapshot must be a Uint8Array`);
+    const fail = (why: string) => new KVSnapshotError(`${op}: ${why}`);
+    const L = this.layers.length;
+    const headerBytes = 8 + 12 + 12 * L;
+    if (snapshot.length < 20 || new TextDecoder().decode(snapshot.subarray(0, 8)) !== SNAPSHOT_MAGIC) throw fail("not a gqa-wasm KV snapshot (bad magic)");
+    const view = new DataView(snapshot.buffer, snapshot.byteOffset, snapshot.byteLength);
+    const version = view.getUint32(8, true);
+    if (version !== SNAPSHOT_VERSION) throw fail(`snapshot version ${version}; this build reads version ${SNAPSHOT_VERSION}`);
+    const dtype = view.getUint32(12, true);
+    if (dtype !== DTYPE_CODES[this.dtype]) throw fail(`snapshot dtype code ${dtype} does not match this cache's ${this.dtype}`);
+    const layers = view.getUint32(16, true);
+    if (layers !== L) throw fail(`snapshot has ${layers} layers; this cache has ${L}`);
+    if (snapshot.length < headerBytes + 4) throw fail(`truncated: ${snapshot.length} bytes`);
+    const lengths: number[] = [];
+    let dataBytes = 0;
+    for (let i = 0; i < L; i++) {
+      const kv = view.getUint32(20 + 12 * i, true), d = view.getUint32(24 + 12 * i, true), len = view.getUint32(28 + 12 * i, true);
+      const l = this.layers[i]!;
+      if (kv !== l.numKvHeads || d !== l.headDim) throw fail(`layer ${i} is ${kv}x${d} in the snapshot, ${l.numKvHeads}x${l.headDim} in this cache`);
+      lengths.push(len);
+      dataBytes += 2 * len * kv * d * 4;
+    }
+    if (snapshot.length !== headerBytes + dataBytes + 4) throw fail(`expected ${headerBytes + dataBytes + 4} bytes for the lengths it declares, got ${snapshot.length} (truncated or padded)`);
+    const stored = view.getUint32(headerBytes + dataBytes, true);
+    if (crc32(snapshot.subarray(0, headerBytes + dataBytes)) !== stored) throw fail("checksum mismatch (corrupted)");
+    // Copy to an aligned buffer so the K/V can be read as floats.
+    const data = new Float32Array(snapshot.slice(headerBytes, headerBytes + dataBytes).buffer);
+    const seq = this.createSequence();
+    try {
+      let at = 0;
+      this.layers.forEach((l, i) => {
+        const n = lengths[i]! * l.numKvHeads * l.headDim;
+        if (n > 0) this.append(seq, i, data.subarray(at, at + n), data.subarray(at + n, at + 2 * n));
+        at += 2 * n;
+      });
+    } catch (e) {
+      this.free(seq);
+      throw e;
+    }
+    return seq;
   }
 
   /** A new sequence sharing all of `seq`'s cached tokens (pages shared until written). */
