@@ -33,3 +33,22 @@
   const c = f32x4.max(b, v128.shuffle<f32>(b, b, 1, 0, 3, 2));
   return f32x4.extract_lane(c, 0);
 }
+
+// Element types a K/V row can be stored in: f32; u16 holding bfloat16 (the high half of an f32,
+// so widening is a shift); i8 (quantised, one f32 scale per row, applied by the caller).
+
+/** Four consecutive elements from index i of a T row, widened to f32 lanes. */
+// @ts-ignore: decorator
+@inline export function load4<T>(p: usize, i: usize): v128 {
+  if (sizeof<T>() == 4) return v128.load(p + (i << 2));
+  if (sizeof<T>() == 2) return i32x4.shl(i32x4.extend_low_i16x8_u(v128.load64_zero(p + (i << 1))), 16);
+  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p + i))));
+}
+
+/** Element i of a T row as f32. */
+// @ts-ignore: decorator
+@inline export function load1<T>(p: usize, i: usize): f32 {
+  if (sizeof<T>() == 4) return load<f32>(p + (i << 2));
+  if (sizeof<T>() == 2) return reinterpret<f32>(<u32>load<u16>(p + (i << 1)) << 16);
+  return <f32>load<i8>(p + i);
+}

@@ -106,7 +106,8 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
  * numKvHeads·headDim·4; a head-major page: headDim·4). A block can be filled by several such
  * segments (the pages of a paged cache).
  */
-export function scoreKeys(
+// @ts-ignore: decorator
+@inline export function scoreKeys<K>(
   b: RowBlock, r0: i32, r1: i32, k: usize, ldk: usize, nk: i32, col0: i32, headDim: i32, scale: f32,
 ): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
@@ -120,10 +121,10 @@ export function scoreKeys(
     let j = 0;
     let kj = k;
     for (; j + 2 <= nk; j += 2) {
-      dotnt_4x2(q0, q1, q2, q3, kj, kj + ldk, headDim, srow + (<usize>j << 2), lds, scale, false);
+      dotnt_4x2<K>(q0, q1, q2, q3, kj, kj + ldk, headDim, srow + (<usize>j << 2), lds, scale, false);
       kj += ldk << 1;
     }
-    if (j < nk) dotnt_4x1(q0, q1, q2, q3, kj, headDim, srow + (<usize>j << 2), lds, scale, false);
+    if (j < nk) dotnt_4x1<K>(q0, q1, q2, q3, kj, headDim, srow + (<usize>j << 2), lds, scale, false);
   }
   for (; r < r1; r++) {
     const q0 = load<usize>(rowF32(b.q, r));
@@ -131,11 +132,11 @@ export function scoreKeys(
     let j = 0;
     let kj = k;
     for (; j + 4 <= nk; j += 4) {
-      dotnt_1x4(q0, kj, kj + ldk, kj + 2 * ldk, kj + 3 * ldk, headDim, srow + (<usize>j << 2), scale, false);
+      dotnt_1x4<K>(q0, kj, kj + ldk, kj + 2 * ldk, kj + 3 * ldk, headDim, srow + (<usize>j << 2), scale, false);
       kj += ldk << 2;
     }
     for (; j < nk; j++) {
-      dotnt_1x1(q0, kj, headDim, srow + (<usize>j << 2), scale, false);
+      dotnt_1x1<K>(q0, kj, headDim, srow + (<usize>j << 2), scale, false);
       kj += ldk;
     }
   }
@@ -180,7 +181,8 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
  * O += P[:, col0 .. col0 + nk) · V for rows [r0, r1) of one KV head, over `nk` V rows `ldv`
  * bytes apart starting at v (one segment of the block, as in scoreKeys).
  */
-export function accumulateKeys(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: usize, nk: i32, col0: i32, headDim: i32): void {
+// @ts-ignore: decorator
+@inline export function accumulateKeys<V>(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: usize, nk: i32, col0: i32, headDim: i32): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
   const cOff = <usize>col0 << 2;
   const d8 = headDim & ~7;
@@ -193,20 +195,20 @@ export function accumulateKeys(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: usi
     const o2 = load<usize>(rowF32(b.o, r + 2)), o3 = load<usize>(rowF32(b.o, r + 3));
     let d = 0;
     for (; d < d8; d += 8) {
-      const x = <usize>d << 2;
-      pvacc_4x8(p0, p1, p2, p3, v + x, ldv, nk, o0 + x, o1 + x, o2 + x, o3 + x);
+      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      pvacc_4x8<V>(p0, p1, p2, p3, v + xv, ldv, nk, o0 + x, o1 + x, o2 + x, o3 + x);
     }
     if (d < d4) {
-      const x = <usize>d << 2;
-      pvacc_4x4(p0, p1, p2, p3, v + x, ldv, nk, o0 + x, o1 + x, o2 + x, o3 + x);
+      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      pvacc_4x4<V>(p0, p1, p2, p3, v + xv, ldv, nk, o0 + x, o1 + x, o2 + x, o3 + x);
       d += 4;
     }
     for (; d < headDim; d++) {
-      const x = <usize>d << 2;
-      pvacc_1x1(p0, v + x, ldv, nk, o0 + x);
-      pvacc_1x1(p1, v + x, ldv, nk, o1 + x);
-      pvacc_1x1(p2, v + x, ldv, nk, o2 + x);
-      pvacc_1x1(p3, v + x, ldv, nk, o3 + x);
+      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      pvacc_1x1<V>(p0, v + xv, ldv, nk, o0 + x);
+      pvacc_1x1<V>(p1, v + xv, ldv, nk, o1 + x);
+      pvacc_1x1<V>(p2, v + xv, ldv, nk, o2 + x);
+      pvacc_1x1<V>(p3, v + xv, ldv, nk, o3 + x);
     }
   }
   const d16 = headDim & ~15;
@@ -214,9 +216,9 @@ export function accumulateKeys(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: usi
     const p0 = b.scores + <usize>r * lds + cOff;
     const o0 = load<usize>(rowF32(b.o, r));
     let d = 0;
-    for (; d < d16; d += 16) pvacc_1x16(p0, v + (<usize>d << 2), ldv, nk, o0 + (<usize>d << 2));
-    for (; d < d4; d += 4) pvacc_1x4(p0, v + (<usize>d << 2), ldv, nk, o0 + (<usize>d << 2));
-    for (; d < headDim; d++) pvacc_1x1(p0, v + (<usize>d << 2), ldv, nk, o0 + (<usize>d << 2));
+    for (; d < d16; d += 16) pvacc_1x16<V>(p0, v + <usize>d * sizeof<V>(), ldv, nk, o0 + (<usize>d << 2));
+    for (; d < d4; d += 4) pvacc_1x4<V>(p0, v + <usize>d * sizeof<V>(), ldv, nk, o0 + (<usize>d << 2));
+    for (; d < headDim; d++) pvacc_1x1<V>(p0, v + <usize>d * sizeof<V>(), ldv, nk, o0 + (<usize>d << 2));
   }
 }
 
@@ -279,7 +281,7 @@ export function attention_f32(
         touchLines(kRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes, sink);
         for (let h = h0; h < h1; h++) {
           const r0 = h * rowsPerHead;
-          scoreKeys(b, r0, r0 + rowsPerHead, kRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim, scale);
+          scoreKeys<f32>(b, r0, r0 + rowsPerHead, kRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim, scale);
           softmaxBlock(b, r0, r0 + rowsPerHead, nk, j0, headDim, masked);
         }
       }
@@ -288,7 +290,7 @@ export function attention_f32(
         touchLines(vRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes, sink);
         for (let h = h0; h < h1; h++) {
           const r0 = h * rowsPerHead;
-          accumulateKeys(b, r0, r0 + rowsPerHead, vRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim);
+          accumulateKeys<f32>(b, r0, r0 + rowsPerHead, vRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim);
         }
       }
     }
@@ -323,25 +325,73 @@ function endRows(b: RowBlock, r0: i32, r1: i32, headDim: i32): void {
   }
 }
 
+// KV page storage types (codes shared with the host's KV cache).
+export const KV_F32: i32 = 0;
+export const KV_BF16: i32 = 1;
+export const KV_INT8: i32 = 2;
+
+/**
+ * Bytes of one page: K then V, each head-major [numKvHeads][pageSize][headDim] of the storage
+ * type; for int8, then the f32 scales of K and of V, each [numKvHeads][pageSize], 16-byte aligned.
+ */
+export function kv_page_bytes(numKvHeads: i32, headDim: i32, pageSize: i32, dtype: i32): i32 {
+  const data = 2 * numKvHeads * pageSize * headDim * kvElemBytes(dtype);
+  return dtype == KV_INT8 ? kv_scale_offset(numKvHeads, headDim, pageSize) + 2 * numKvHeads * pageSize * 4 : data;
+}
+
+// @ts-ignore: decorator
+@inline function kvElemBytes(dtype: i32): i32 { return dtype == KV_F32 ? 4 : dtype == KV_BF16 ? 2 : 1; }
+/** Byte offset of the int8 scales in a page (after K and V data, 16-byte aligned). */
+export function kv_scale_offset(numKvHeads: i32, headDim: i32, pageSize: i32): i32 {
+  return (2 * numKvHeads * pageSize * headDim + 15) & ~15;
+}
+
+/** S[r][col0 + j] *= scales[j] for rows [r0, r1): per-key int8 scales, on scores or on P. */
+function scaleColumns(b: RowBlock, r0: i32, r1: i32, col0: i32, n: i32, scales: usize): void {
+  const lds: usize = <usize>BLOCK_KEYS << 2;
+  for (let r = r0; r < r1; r++) {
+    const srow = b.scores + <usize>r * lds + (<usize>col0 << 2);
+    for (let j = 0; j < n; j++) {
+      const o = <usize>j << 2;
+      store<f32>(srow + o, load<f32>(srow + o) * load<f32>(scales + o));
+    }
+  }
+}
+
 /**
  * Grouped-query attention against a paged KV cache (one layer of one sequence). q/out are
  * token-major [seqQ, numHeads, headDim] as in attention_f32; the seqK cached keys live in pages
- * of `pageSize` tokens whose addresses are the u32 array at `pages` (the block table). A page
- * holds K then V, each head-major: [numKvHeads][pageSize][headDim], so one head's rows are
- * contiguous within a page and are read in place (no gather). Key blocks and results are the
- * same as attention_f32 on the same K/V, bit for bit. Ranges and causal rule as attention_f32.
+ * of `pageSize` tokens whose addresses are the u32 array at `pages` (the block table), laid out
+ * as kv_page_bytes says, in storage type `dtype` (KV_F32, KV_BF16, KV_INT8). One head's rows
+ * are contiguous within a page and are read in place (no gather), widened in registers. With
+ * f32 pages the key blocks and results are those of attention_f32, bit for bit. Ranges and the
+ * causal rule as attention_f32.
  */
-export function attention_paged_f32(
+export function attention_paged(
+  q: usize, out: usize, seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32,
+  scale: f32, causal: i32, pages: usize, pageSize: i32, dtype: i32,
+  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, scratch: usize,
+): void {
+  if (dtype == KV_BF16) attendPaged<u16>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, scratch);
+  else if (dtype == KV_INT8) attendPaged<i8>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, scratch);
+  else attendPaged<f32>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, scratch);
+}
+
+function attendPaged<T>(
   q: usize, out: usize, seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32,
   scale: f32, causal: i32, pages: usize, pageSize: i32,
   kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, scratch: usize,
 ): void {
+  const quantised = isInteger<T>() && isSigned<T>();
   const group = numHeads / numKvHeads;
   const nHeads = kvHeadEnd - kvHeadBegin;
   const rowBytes = <usize>headDim << 2;
+  const kvRowBytes = <usize>headDim * sizeof<T>();
   const qPosStride = <usize>numHeads * rowBytes;
-  const headBytes = <usize>pageSize * rowBytes;
+  const headBytes = <usize>pageSize * kvRowBytes;
   const vOffset = <usize>numKvHeads * headBytes;
+  const scaleOffset = <usize>kv_scale_offset(numKvHeads, headDim, pageSize);
+  const vScaleOffset = scaleOffset + (<usize>(numKvHeads * pageSize) << 2);
   const causalOffset = seqK - seqQ;
   const perBlock = positionsPerBlock(nHeads * group);
   const b = changetype<RowBlock>(memory.data(sizeof<RowBlock>(), 8));
@@ -359,13 +409,15 @@ export function attention_paged_f32(
       const masked = j0 + nk > firstMasked;
       for (let h = 0; h < nHeads; h++) {
         const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead;
-        const headOffset = <usize>(kvHeadBegin + h) * headBytes;
+        const kh = kvHeadBegin + h;
+        const headOffset = <usize>kh * headBytes;
         // The block's keys, one segment per page it spans.
         for (let j = j0; j < j0 + nk;) {
           const inPage = j % pageSize;
           const len = min(pageSize - inPage, j0 + nk - j);
           const page = <usize>load<u32>(pages + (<usize>(j / pageSize) << 2));
-          scoreKeys(b, r0, r1, page + headOffset + <usize>inPage * rowBytes, rowBytes, len, j - j0, headDim, scale);
+          scoreKeys<T>(b, r0, r1, page + headOffset + <usize>inPage * kvRowBytes, kvRowBytes, len, j - j0, headDim, scale);
+          if (quantised) scaleColumns(b, r0, r1, j - j0, len, page + scaleOffset + (<usize>(kh * pageSize + inPage) << 2));
           j += len;
         }
         softmaxBlock(b, r0, r1, nk, j0, headDim, masked);
@@ -373,7 +425,8 @@ export function attention_paged_f32(
           const inPage = j % pageSize;
           const len = min(pageSize - inPage, j0 + nk - j);
           const page = <usize>load<u32>(pages + (<usize>(j / pageSize) << 2));
-          accumulateKeys(b, r0, r1, page + vOffset + headOffset + <usize>inPage * rowBytes, rowBytes, len, j - j0, headDim);
+          if (quantised) scaleColumns(b, r0, r1, j - j0, len, page + vScaleOffset + (<usize>(kh * pageSize + inPage) << 2));
+          accumulateKeys<T>(b, r0, r1, page + vOffset + headOffset + <usize>inPage * kvRowBytes, kvRowBytes, len, j - j0, headDim);
           j += len;
         }
       }

@@ -1,7 +1,8 @@
-import { fmadd, hsum4x4 } from "../simd";
+import { fmadd, hsum4x4, load1, load4 } from "../simd";
 
-// The dot-product ("NT") microkernel family: C[r][c] = alpha · dot(a_r, b_c) over n floats,
-// where every a row and b row is contiguous (q·kᵀ scores, x·Wᵀ linear layers).
+// The dot-product ("NT") microkernel family: C[r][c] = alpha · dot(a_r, b_c) over n elements,
+// where every a row (f32) and b row (of element type B: f32, bf16 as u16, or i8, widened in
+// registers) is contiguous (q·kᵀ scores, x·Wᵀ linear layers).
 // One signature for the family: row pointers, length, destination with its row pitch in bytes,
 // alpha, and whether to add to what the destination holds. Tiles: 4x2 (8 accumulators, six
 // loads per eight FMAs), 4x1, 1x4, 1x1. Any n: a 4-float SIMD body plus a scalar tail.
@@ -20,15 +21,16 @@ import { fmadd, hsum4x4 } from "../simd";
 }
 
 // @ts-ignore: decorator
-@inline export function dotnt_4x2(
+@inline export function dotnt_4x2<B>(
   a0: usize, a1: usize, a2: usize, a3: usize, b0: usize, b1: usize, n: i32,
   c: usize, ldc: usize, alpha: f32, accumulate: bool,
 ): void {
   let c00 = f32x4.splat(0), c10 = f32x4.splat(0), c20 = f32x4.splat(0), c30 = f32x4.splat(0);
   let c01 = f32x4.splat(0), c11 = f32x4.splat(0), c21 = f32x4.splat(0), c31 = f32x4.splat(0);
-  const body = <usize>(n & ~3) << 2;
-  for (let o: usize = 0; o < body; o += 16) {
-    const k0 = v128.load(b0 + o), k1 = v128.load(b1 + o);
+  const body = <usize>(n & ~3);
+  for (let i: usize = 0; i < body; i += 4) {
+    const o = i << 2;
+    const k0 = load4<B>(b0, i), k1 = load4<B>(b1, i);
     let x = v128.load(a0 + o);
     c00 = fmadd(x, k0, c00); c01 = fmadd(x, k1, c01);
     x = v128.load(a1 + o);
@@ -40,10 +42,10 @@ import { fmadd, hsum4x4 } from "../simd";
   }
   let col0 = hsum4x4(c00, c10, c20, c30);
   let col1 = hsum4x4(c01, c11, c21, c31);
-  for (let o = body, end = <usize>n << 2; o < end; o += 4) {
-    const x = lanes4(a0, a1, a2, a3, o);
-    col0 = fmadd(x, f32x4.splat(load<f32>(b0 + o)), col0);
-    col1 = fmadd(x, f32x4.splat(load<f32>(b1 + o)), col1);
+  for (let i = body, end = <usize>n; i < end; i++) {
+    const x = lanes4(a0, a1, a2, a3, i << 2);
+    col0 = fmadd(x, f32x4.splat(load1<B>(b0, i)), col0);
+    col1 = fmadd(x, f32x4.splat(load1<B>(b1, i)), col1);
   }
   col0 = f32x4.mul(col0, f32x4.splat(alpha));
   col1 = f32x4.mul(col1, f32x4.splat(alpha));
@@ -58,22 +60,23 @@ import { fmadd, hsum4x4 } from "../simd";
 }
 
 // @ts-ignore: decorator
-@inline export function dotnt_4x1(
+@inline export function dotnt_4x1<B>(
   a0: usize, a1: usize, a2: usize, a3: usize, b0: usize, n: i32,
   c: usize, ldc: usize, alpha: f32, accumulate: bool,
 ): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
-  const body = <usize>(n & ~3) << 2;
-  for (let o: usize = 0; o < body; o += 16) {
-    const k0 = v128.load(b0 + o);
+  const body = <usize>(n & ~3);
+  for (let i: usize = 0; i < body; i += 4) {
+    const o = i << 2;
+    const k0 = load4<B>(b0, i);
     c0 = fmadd(v128.load(a0 + o), k0, c0);
     c1 = fmadd(v128.load(a1 + o), k0, c1);
     c2 = fmadd(v128.load(a2 + o), k0, c2);
     c3 = fmadd(v128.load(a3 + o), k0, c3);
   }
   let col = hsum4x4(c0, c1, c2, c3);
-  for (let o = body, end = <usize>n << 2; o < end; o += 4) {
-    col = fmadd(lanes4(a0, a1, a2, a3, o), f32x4.splat(load<f32>(b0 + o)), col);
+  for (let i = body, end = <usize>n; i < end; i++) {
+    col = fmadd(lanes4(a0, a1, a2, a3, i << 2), f32x4.splat(load1<B>(b0, i)), col);
   }
   col = f32x4.mul(col, f32x4.splat(alpha));
   finish(c, f32x4.extract_lane(col, 0), accumulate);
@@ -84,22 +87,26 @@ import { fmadd, hsum4x4 } from "../simd";
 
 /** One a row against four b rows; the four results land side by side at c. */
 // @ts-ignore: decorator
-@inline export function dotnt_1x4(
+@inline export function dotnt_1x4<B>(
   a0: usize, b0: usize, b1: usize, b2: usize, b3: usize, n: i32,
   c: usize, alpha: f32, accumulate: bool,
 ): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
-  const body = <usize>(n & ~3) << 2;
-  for (let o: usize = 0; o < body; o += 16) {
-    const x = v128.load(a0 + o);
-    c0 = fmadd(x, v128.load(b0 + o), c0);
-    c1 = fmadd(x, v128.load(b1 + o), c1);
-    c2 = fmadd(x, v128.load(b2 + o), c2);
-    c3 = fmadd(x, v128.load(b3 + o), c3);
+  const body = <usize>(n & ~3);
+  for (let i: usize = 0; i < body; i += 4) {
+    const x = v128.load(a0 + (i << 2));
+    c0 = fmadd(x, load4<B>(b0, i), c0);
+    c1 = fmadd(x, load4<B>(b1, i), c1);
+    c2 = fmadd(x, load4<B>(b2, i), c2);
+    c3 = fmadd(x, load4<B>(b3, i), c3);
   }
   let row = hsum4x4(c0, c1, c2, c3);
-  for (let o = body, end = <usize>n << 2; o < end; o += 4) {
-    row = fmadd(f32x4.splat(load<f32>(a0 + o)), lanes4(b0, b1, b2, b3, o), row);
+  for (let i = body, end = <usize>n; i < end; i++) {
+    let bl = f32x4.splat(load1<B>(b0, i));
+    bl = f32x4.replace_lane(bl, 1, load1<B>(b1, i));
+    bl = f32x4.replace_lane(bl, 2, load1<B>(b2, i));
+    bl = f32x4.replace_lane(bl, 3, load1<B>(b3, i));
+    row = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), bl, row);
   }
   row = f32x4.mul(row, f32x4.splat(alpha));
   if (accumulate) row = f32x4.add(row, v128.load(c));
@@ -112,13 +119,13 @@ import { fmadd, hsum4x4 } from "../simd";
  * tile computed it: splitting work over ranges or threads gives bit-identical outputs.
  */
 // @ts-ignore: decorator
-@inline export function dotnt_1x1(a0: usize, b0: usize, n: i32, c: usize, alpha: f32, accumulate: bool): void {
+@inline export function dotnt_1x1<B>(a0: usize, b0: usize, n: i32, c: usize, alpha: f32, accumulate: bool): void {
   let c0 = f32x4.splat(0);
-  const body = <usize>(n & ~3) << 2;
-  for (let o: usize = 0; o < body; o += 16) c0 = fmadd(v128.load(a0 + o), v128.load(b0 + o), c0);
+  const body = <usize>(n & ~3);
+  for (let i: usize = 0; i < body; i += 4) c0 = fmadd(v128.load(a0 + (i << 2)), load4<B>(b0, i), c0);
   let sum = hsum4x4(c0, c0, c0, c0);
-  for (let o = body, end = <usize>n << 2; o < end; o += 4) {
-    sum = fmadd(f32x4.splat(load<f32>(a0 + o)), f32x4.splat(load<f32>(b0 + o)), sum);
+  for (let i = body, end = <usize>n; i < end; i++) {
+    sum = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), f32x4.splat(load1<B>(b0, i)), sum);
   }
   finish(c, f32x4.extract_lane(f32x4.mul(sum, f32x4.splat(alpha)), 0), accumulate);
 }

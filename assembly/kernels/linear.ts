@@ -28,9 +28,9 @@ export function linear_f32(
         let n = n0;
         for (; n + 2 <= n1; n += 2) {
           const b0 = w + <usize>n * ldx + kOff;
-          dotnt_4x2(a0, a1, a2, a3, b0, b0 + ldx, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
+          dotnt_4x2<f32>(a0, a1, a2, a3, b0, b0 + ldx, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
         }
-        if (n < n1) dotnt_4x1(a0, a1, a2, a3, w + <usize>n * ldx + kOff, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
+        if (n < n1) dotnt_4x1<f32>(a0, a1, a2, a3, w + <usize>n * ldx + kOff, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
       }
       for (; m < M; m++) {
         const a0 = x + <usize>m * ldx + kOff;
@@ -38,9 +38,9 @@ export function linear_f32(
         let n = n0;
         for (; n + 4 <= n1; n += 4) {
           const b0 = w + <usize>n * ldx + kOff;
-          dotnt_1x4(a0, b0, b0 + ldx, b0 + 2 * ldx, b0 + 3 * ldx, kLen, yRow + (<usize>n << 2), 1, accumulate);
+          dotnt_1x4<f32>(a0, b0, b0 + ldx, b0 + 2 * ldx, b0 + 3 * ldx, kLen, yRow + (<usize>n << 2), 1, accumulate);
         }
-        for (; n < n1; n++) dotnt_1x1(a0, w + <usize>n * ldx + kOff, kLen, yRow + (<usize>n << 2), 1, accumulate);
+        for (; n < n1; n++) dotnt_1x1<f32>(a0, w + <usize>n * ldx + kOff, kLen, yRow + (<usize>n << 2), 1, accumulate);
       }
     }
   }

@@ -1,12 +1,13 @@
-import { fmadd } from "../simd";
+import { fmadd, load1, load4 } from "../simd";
 
 // The probability·value microkernel family: o_r[0..w) += Σ_j p_r[j] · v_j[0..w) for rows r of a
 // tile, j over a block of keys. v_j = v + j·ldv (bytes), so the keys may be strided (token-major
-// K/V) or contiguous (a head-major page). Tiles: 4 rows x 8 floats (8 accumulators, six loads
+// K/V) or contiguous (a head-major page); V elements are of type V (f32, bf16 as u16, i8),
+// widened in registers. Tiles: 4 rows x 8 floats (8 accumulators, six loads
 // per eight FMAs), 4x4, 1x16, 1x4, and a scalar column for head_dim tails.
 
 // @ts-ignore: decorator
-@inline export function pvacc_4x8(
+@inline export function pvacc_4x8<V>(
   p0: usize, p1: usize, p2: usize, p3: usize, v: usize, ldv: usize, nKeys: i32,
   o0: usize, o1: usize, o2: usize, o3: usize,
 ): void {
@@ -16,7 +17,7 @@ import { fmadd } from "../simd";
   let a3 = v128.load(o3), b3 = v128.load(o3, 16);
   const end = <usize>nKeys << 2;
   for (let j: usize = 0; j < end; j += 4) {
-    const va = v128.load(v), vb = v128.load(v, 16);
+    const va = load4<V>(v, 0), vb = load4<V>(v, 4);
     let p = v128.load32_splat(p0 + j);
     a0 = fmadd(p, va, a0); b0 = fmadd(p, vb, b0);
     p = v128.load32_splat(p1 + j);
@@ -34,14 +35,14 @@ import { fmadd } from "../simd";
 }
 
 // @ts-ignore: decorator
-@inline export function pvacc_4x4(
+@inline export function pvacc_4x4<V>(
   p0: usize, p1: usize, p2: usize, p3: usize, v: usize, ldv: usize, nKeys: i32,
   o0: usize, o1: usize, o2: usize, o3: usize,
 ): void {
   let a0 = v128.load(o0), a1 = v128.load(o1), a2 = v128.load(o2), a3 = v128.load(o3);
   const end = <usize>nKeys << 2;
   for (let j: usize = 0; j < end; j += 4) {
-    const va = v128.load(v);
+    const va = load4<V>(v, 0);
     a0 = fmadd(v128.load32_splat(p0 + j), va, a0);
     a1 = fmadd(v128.load32_splat(p1 + j), va, a1);
     a2 = fmadd(v128.load32_splat(p2 + j), va, a2);
@@ -52,26 +53,26 @@ import { fmadd } from "../simd";
 }
 
 // @ts-ignore: decorator
-@inline export function pvacc_1x16(p0: usize, v: usize, ldv: usize, nKeys: i32, o0: usize): void {
+@inline export function pvacc_1x16<V>(p0: usize, v: usize, ldv: usize, nKeys: i32, o0: usize): void {
   let a = v128.load(o0), b = v128.load(o0, 16), c = v128.load(o0, 32), d = v128.load(o0, 48);
   const end = <usize>nKeys << 2;
   for (let j: usize = 0; j < end; j += 4) {
     const p = v128.load32_splat(p0 + j);
-    a = fmadd(p, v128.load(v), a);
-    b = fmadd(p, v128.load(v, 16), b);
-    c = fmadd(p, v128.load(v, 32), c);
-    d = fmadd(p, v128.load(v, 48), d);
+    a = fmadd(p, load4<V>(v, 0), a);
+    b = fmadd(p, load4<V>(v, 4), b);
+    c = fmadd(p, load4<V>(v, 8), c);
+    d = fmadd(p, load4<V>(v, 12), d);
     v += ldv;
   }
   v128.store(o0, a); v128.store(o0, b, 16); v128.store(o0, c, 32); v128.store(o0, d, 48);
 }
 
 // @ts-ignore: decorator
-@inline export function pvacc_1x4(p0: usize, v: usize, ldv: usize, nKeys: i32, o0: usize): void {
+@inline export function pvacc_1x4<V>(p0: usize, v: usize, ldv: usize, nKeys: i32, o0: usize): void {
   let a = v128.load(o0);
   const end = <usize>nKeys << 2;
   for (let j: usize = 0; j < end; j += 4) {
-    a = fmadd(v128.load32_splat(p0 + j), v128.load(v), a);
+    a = fmadd(v128.load32_splat(p0 + j), load4<V>(v, 0), a);
     v += ldv;
   }
   v128.store(o0, a);
@@ -79,11 +80,11 @@ import { fmadd } from "../simd";
 
 /** One output float: the head_dim tail. */
 // @ts-ignore: decorator
-@inline export function pvacc_1x1(p0: usize, v: usize, ldv: usize, nKeys: i32, o0: usize): void {
+@inline export function pvacc_1x1<V>(p0: usize, v: usize, ldv: usize, nKeys: i32, o0: usize): void {
   let a = load<f32>(o0);
   const end = <usize>nKeys << 2;
   for (let j: usize = 0; j < end; j += 4) {
-    a += load<f32>(p0 + j) * load<f32>(v);
+    a += load<f32>(p0 + j) * load1<V>(v, 0);
     v += ldv;
   }
   store<f32>(o0, a);

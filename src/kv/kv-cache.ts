@@ -5,23 +5,25 @@ import { attentionShape } from "../ops/attention.ts";
 import { float32Array, positiveInt } from "../ops/validate.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { crc32 } from "./crc32.ts";
+import { decodeRows, encodeRows, KV_DTYPE_CODES, KV_ELEM_BYTES, type EncodedRows, type KVDtype } from "./storage.ts";
 
 // A paged KV cache in wasm memory (PagedAttention's idea): fixed pages of `pageSize` tokens
 // from page pools, a block table per (sequence, layer), and attention kernels that walk the
 // block table in place. Layers may differ in KV heads (variable GQA): each layer's pages are
 // sized by its own KV-head count. A page holds K then V, each head-major
-// [numKvHeads][pageSize][headDim]. Pages are reference-counted so that fork() shares a
-// parent's pages; a shared, partly filled last page is copied on write.
+// [numKvHeads][pageSize][headDim] in the storage type (f32, bf16, or int8 with per-row scales
+// after the data; see storage.ts and kv_page_bytes). Pages are reference-counted so that fork()
+// shares a parent's pages; a shared, partly filled last page is copied on write.
 
 export interface KVLayerShape { numKvHeads: number; headDim: number }
 
-export type KVDtype = "f32";
+export type { KVDtype } from "./storage.ts";
 
 export interface KVCacheOptions {
   layers: KVLayerShape[];
   /** Tokens per page (default 16). */
   pageSize?: number;
-  /** Storage type (f32 for now). */
+  /** Storage type: f32 (default), bf16 (half the bytes) or int8 (a quarter, plus a scale per row). */
   dtype?: KVDtype;
   /** Cap: room for this many tokens in every layer (over all sequences). */
   maxTokens?: number;
@@ -48,7 +50,6 @@ export interface KVBatchItem { seq: KVSequence; q: Float32Array }
 
 const SNAPSHOT_MAGIC = "GQAKVSNP";
 const SNAPSHOT_VERSION = 1;
-const DTYPE_CODES: Record<KVDtype, number> = { f32: 1 };
 
 export interface KVCacheStats {
   pageSize: number;
@@ -85,8 +86,12 @@ export class KVSequence {
 interface LayerStore {
   shape: KVLayerShape;
   pool: PagePool;
-  /** f32 elements of one head's K (or V) rows in a page */
-  headElems: number;
+  /** Bytes of one stored row (headDim elements). */
+  rowBytes: number;
+  /** Bytes of one head's K (or V) rows in a page. */
+  headBytes: number;
+  /** int8: byte offset of the K scales in a page (V scales follow). */
+  scaleOffset: number;
   pageBytes: number;
 }
 
@@ -111,9 +116,9 @@ export class KVCache {
     }));
     this.pageSize = options.pageSize === undefined ? 16 : positiveInt(op, "pageSize", options.pageSize);
     this.dtype = options.dtype ?? "f32";
-    if (this.dtype !== "f32") throw new RangeError(`${op}: dtype '${String(options.dtype)}' is not supported (f32)`);
+    if (!Object.hasOwn(KV_DTYPE_CODES, this.dtype)) throw new RangeError(`${op}: dtype '${String(options.dtype)}' is not supported (f32, bf16, int8)`);
     if (options.maxTokens !== undefined && options.maxBytes !== undefined) throw new TypeError(`${op}: give maxTokens or maxBytes, not both`);
-    const pageBytesOf = (l: KVLayerShape) => 2 * l.numKvHeads * this.pageSize * l.headDim * 4;
+    const pageBytesOf = (l: KVLayerShape) => rt.kernels.kv_page_bytes(l.numKvHeads, l.headDim, this.pageSize, KV_DTYPE_CODES[this.dtype]);
     let pagesPerLayer = Infinity;
     if (options.maxTokens !== undefined) pagesPerLayer = Math.ceil(positiveInt(op, "maxTokens", options.maxTokens) / this.pageSize);
     if (options.maxBytes !== undefined) {
@@ -134,7 +139,9 @@ export class KVCache {
     this.stores = this.layers.map((l) => ({
       shape: l,
       pool: byShape.get(`${l.numKvHeads}x${l.headDim}`)!.pool!,
-      headElems: this.pageSize * l.headDim,
+      rowBytes: l.headDim * KV_ELEM_BYTES[this.dtype],
+      headBytes: this.pageSize * l.headDim * KV_ELEM_BYTES[this.dtype],
+      scaleOffset: rt.kernels.kv_scale_offset(l.numKvHeads, l.headDim, this.pageSize),
       pageBytes: pageBytesOf(l),
     }));
   }
@@ -161,6 +168,13 @@ export class KVCache {
     if (k.length === 0 || k.length % rowLen !== 0) throw new RangeError(`${op}: k has ${k.length} elements; expected [n, ${KV}, ${D}] for layer ${layer}`);
     if (v.length !== k.length) throw new RangeError(`${op}: v has ${v.length} elements but k has ${k.length}`);
     const n = k.length / rowLen;
+    this.appendEncoded(seq, layer, n, encodeRows(this.dtype, k, D), encodeRows(this.dtype, v, D));
+  }
+
+  /** Takes the pages n more tokens need (all or nothing), then writes the stored rows. */
+  private appendEncoded(seq: KVSequence, layer: number, n: number, k: EncodedRows, v: EncodedRows): void {
+    const store = this.stores[layer]!;
+    const { numKvHeads: KV } = store.shape;
     const table = seq.tables[layer]!;
     const len = seq.lengths[layer]!;
     const ps = this.pageSize;
@@ -168,28 +182,61 @@ export class KVCache {
     const cow = partial && (this.refs.get(table[table.length - 1]!) ?? 0) > 1;
     const fresh = Math.ceil((len + n) / ps) - table.length;
     const pages = this.takePages(store, fresh + (cow ? 1 : 0));
-    const mem = this.rt.memory;
+    const u8 = this.rt.memory.u8;
     if (cow) {
       const shared = table[table.length - 1]!;
       const copy = pages.pop()!;
-      mem.u8.copyWithin(copy, shared, shared + store.pageBytes);
+      u8.copyWithin(copy, shared, shared + store.pageBytes);
       this.unref(store, shared);
       table[table.length - 1] = copy;
     }
     table.push(...pages);
-    const f32 = mem.f32;
+    const rb = store.rowBytes;
+    const f32 = this.rt.memory.f32;
     for (let t = 0; t < n; t++) {
       const pos = len + t;
-      const page = table[Math.floor(pos / ps)]! >>> 2;
-      const slot = (pos % ps) * D;
+      const page = table[Math.floor(pos / ps)]!;
+      const slot = pos % ps;
       for (let h = 0; h < KV; h++) {
-        const src = (t * KV + h) * D;
-        const kDst = page + h * store.headElems + slot;
-        f32.set(k.subarray(src, src + D), kDst);
-        f32.set(v.subarray(src, src + D), kDst + KV * store.headElems);
+        const row = t * KV + h;
+        const kDst = page + h * store.headBytes + slot * rb;
+        u8.set(k.data.subarray(row * rb, (row + 1) * rb), kDst);
+        u8.set(v.data.subarray(row * rb, (row + 1) * rb), kDst + KV * store.headBytes);
+        if (k.scales) {
+          const sc = (page + store.scaleOffset >>> 2) + h * ps + slot;
+          f32[sc] = k.scales[row]!;
+          f32[sc + KV * ps] = v.scales![row]!;
+        }
       }
     }
     seq.lengths[layer] = len + n;
+  }
+
+  /** The stored rows (token-major) of a layer of `seq`, in the storage type. */
+  private readEncoded(seq: KVSequence, layer: number): { k: EncodedRows; v: EncodedRows } {
+    const store = this.stores[layer]!;
+    const KV = store.shape.numKvHeads, rb = store.rowBytes, ps = this.pageSize;
+    const len = seq.lengths[layer]!;
+    const rows = len * KV;
+    const k: EncodedRows = { data: new Uint8Array(rows * rb) }, v: EncodedRows = { data: new Uint8Array(rows * rb) };
+    if (this.dtype === "int8") { k.scales = new Float32Array(rows); v.scales = new Float32Array(rows); }
+    const u8 = this.rt.memory.u8, f32 = this.rt.memory.f32;
+    for (let pos = 0; pos < len; pos++) {
+      const page = seq.tables[layer]![Math.floor(pos / ps)]!;
+      const slot = pos % ps;
+      for (let h = 0; h < KV; h++) {
+        const row = pos * KV + h;
+        const src = page + h * store.headBytes + slot * rb;
+        k.data.set(u8.subarray(src, src + rb), row * rb);
+        v.data.set(u8.subarray(src + KV * store.headBytes, src + KV * store.headBytes + rb), row * rb);
+        if (k.scales) {
+          const sc = (page + store.scaleOffset >>> 2) + h * ps + slot;
+          k.scales[row] = f32[sc]!;
+          v.scales![row] = f32[sc + KV * ps]!;
+        }
+      }
+    }
+    return { k, v };
   }
 
   /**
@@ -238,43 +285,35 @@ export class KVCache {
     return items.map(({ seq, q }) => this.attention(seq, layer, { ...args, q }));
   }
 
-  /** K and V of the tokens `seq` holds in `layer`, gathered token-major [length, numKvHeads, headDim]. */
+  /**
+   * K and V of the tokens `seq` holds in `layer`, gathered token-major [length, numKvHeads,
+   * headDim] as f32 (bf16 and int8 decoded: what attention sees).
+   */
   readLayer(seq: KVSequence, layer: number): { k: Float32Array; v: Float32Array } {
     const op = "KVCache.readLayer";
     this.checkSeq(op, seq);
-    const store = this.store(op, layer);
-    const { numKvHeads: KV, headDim: D } = store.shape;
-    const len = seq.lengths[layer]!;
-    const k = new Float32Array(len * KV * D), v = new Float32Array(len * KV * D);
-    const f32 = this.rt.memory.f32;
-    for (let pos = 0; pos < len; pos++) {
-      const page = seq.tables[layer]![Math.floor(pos / this.pageSize)]! >>> 2;
-      const slot = (pos % this.pageSize) * D;
-      for (let h = 0; h < KV; h++) {
-        const src = page + h * store.headElems + slot;
-        k.set(f32.subarray(src, src + D), (pos * KV + h) * D);
-        v.set(f32.subarray(src + KV * store.headElems, src + KV * store.headElems + D), (pos * KV + h) * D);
-      }
-    }
-    return { k, v };
+    const D = this.store(op, layer).shape.headDim;
+    const { k, v } = this.readEncoded(seq, layer);
+    return { k: decodeRows(this.dtype, k.data, k.scales, D), v: decodeRows(this.dtype, v.data, v.scales, D) };
   }
 
   /**
    * Serialises one sequence (its K/V and lengths in every layer) so that it can be restored into
    * a cache of the same shape in another process or isolate. Layout (little-endian):
    * "GQAKVSNP", u32 version, u32 dtype, u32 layers, per layer u32 numKvHeads, headDim, length;
-   * then per layer K then V, token-major f32; then u32 CRC-32 of everything before it.
+   * then per layer K then V rows token-major in the storage type (int8: then the K and V row
+   * scales, f32); then u32 CRC-32 of everything before it. Restoring is exact for every dtype.
    */
   snapshot(seq: KVSequence): Uint8Array {
     this.checkSeq("KVCache.snapshot", seq);
     const L = this.layers.length;
     const headerBytes = 8 + 12 + 12 * L;
-    const dataBytes = this.layers.reduce((s, l, i) => s + 2 * seq.lengths[i]! * l.numKvHeads * l.headDim * 4, 0);
+    const dataBytes = this.layers.reduce((s, l, i) => s + this.snapshotLayerBytes(l, seq.lengths[i]!), 0);
     const bytes = new Uint8Array(headerBytes + dataBytes + 4);
     const view = new DataView(bytes.buffer);
     bytes.set(new TextEncoder().encode(SNAPSHOT_MAGIC), 0);
     view.setUint32(8, SNAPSHOT_VERSION, true);
-    view.setUint32(12, DTYPE_CODES[this.dtype], true);
+    view.setUint32(12, KV_DTYPE_CODES[this.dtype], true);
     view.setUint32(16, L, true);
     this.layers.forEach((l, i) => {
       view.setUint32(20 + 12 * i, l.numKvHeads, true);
@@ -283,8 +322,10 @@ export class KVCache {
     });
     let at = headerBytes;
     for (let i = 0; i < L; i++) {
-      const { k, v } = this.readLayer(seq, i);
-      for (const x of [k, v]) { bytes.set(new Uint8Array(x.buffer, x.byteOffset, x.byteLength), at); at += x.byteLength; }
+      const { k, v } = this.readEncoded(seq, i);
+      const parts = [k.data, v.data];
+      if (k.scales) parts.push(new Uint8Array(k.scales.buffer), new Uint8Array(v.scales!.buffer));
+      for (const x of parts) { bytes.set(x, at); at += x.byteLength; }
     }
     view.setUint32(at, crc32(bytes.subarray(0, at)), true);
     return bytes;
@@ -307,7 +348,7 @@ export class KVCache {
     const version = view.getUint32(8, true);
     if (version !== SNAPSHOT_VERSION) throw fail(`snapshot version ${version}; this build reads version ${SNAPSHOT_VERSION}`);
     const dtype = view.getUint32(12, true);
-    if (dtype !== DTYPE_CODES[this.dtype]) throw fail(`snapshot dtype code ${dtype} does not match this cache's ${this.dtype}`);
+    if (dtype !== KV_DTYPE_CODES[this.dtype]) throw fail(`snapshot dtype code ${dtype} does not match this cache's ${this.dtype} (${KV_DTYPE_CODES[this.dtype]})`);
     const layers = view.getUint32(16, true);
     if (layers !== L) throw fail(`snapshot has ${layers} layers; this cache has ${L}`);
     if (snapshot.length < headerBytes + 4) throw fail(`truncated: ${snapshot.length} bytes`);
@@ -318,26 +359,33 @@ export class KVCache {
       const l = this.layers[i]!;
       if (kv !== l.numKvHeads || d !== l.headDim) throw fail(`layer ${i} is ${kv}x${d} in the snapshot, ${l.numKvHeads}x${l.headDim} in this cache`);
       lengths.push(len);
-      dataBytes += 2 * len * kv * d * 4;
+      dataBytes += this.snapshotLayerBytes(l, len);
     }
     if (snapshot.length !== headerBytes + dataBytes + 4) throw fail(`expected ${headerBytes + dataBytes + 4} bytes for the lengths it declares, got ${snapshot.length} (truncated or padded)`);
     const stored = view.getUint32(headerBytes + dataBytes, true);
     if (crc32(snapshot.subarray(0, headerBytes + dataBytes)) !== stored) throw fail("checksum mismatch (corrupted)");
-    // Copy to an aligned buffer so the K/V can be read as floats.
-    const data = new Float32Array(snapshot.slice(headerBytes, headerBytes + dataBytes).buffer);
     const seq = this.createSequence();
     try {
-      let at = 0;
-      this.layers.forEach((l, i) => {
-        const n = lengths[i]! * l.numKvHeads * l.headDim;
-        if (n > 0) this.append(seq, i, data.subarray(at, at + n), data.subarray(at + n, at + 2 * n));
-        at += 2 * n;
+      let at = headerBytes;
+      // Copies (slice) so that the scales are 4-byte aligned.
+      const take = (n: number) => { const x = snapshot.slice(at, at + n); at += n; return x; };
+      this.stores.forEach((store, i) => {
+        const rows = lengths[i]! * store.shape.numKvHeads;
+        if (rows === 0) return;
+        const k: EncodedRows = { data: take(rows * store.rowBytes) }, v: EncodedRows = { data: take(rows * store.rowBytes) };
+        if (this.dtype === "int8") { k.scales = new Float32Array(take(rows * 4).buffer); v.scales = new Float32Array(take(rows * 4).buffer); }
+        this.appendEncoded(seq, i, lengths[i]!, k, v);
       });
     } catch (e) {
       this.free(seq);
       throw e;
     }
     return seq;
+  }
+
+  private snapshotLayerBytes(l: KVLayerShape, len: number): number {
+    const rows = len * l.numKvHeads;
+    return 2 * rows * l.headDim * KV_ELEM_BYTES[this.dtype] + (this.dtype === "int8" ? 2 * rows * 4 : 0);
   }
 
   /** A new sequence sharing all of `seq`'s cached tokens (pages shared until written). */
@@ -373,7 +421,7 @@ export class KVCache {
   }
 
   stats(): KVCacheStats {
-    const bytesPerTokenPerLayer = this.layers.map((l) => 2 * l.numKvHeads * l.headDim * 4);
+    const bytesPerTokenPerLayer = this.layers.map((l) => this.snapshotLayerBytes(l, 1));
     return {
       pageSize: this.pageSize,
       dtype: this.dtype,
@@ -408,8 +456,8 @@ export class KVCache {
     const state = this.rt.scratch.alloc(this.rt.kernels.attention_scratch_bytes(s.numHeads, s.numKvHeads));
     fill?.();
     new Uint32Array(this.rt.memory.memory.buffer, tablePtr, table.length).set(table);
-    this.rt.kernels.attention_paged_f32(qPtr, outPtr, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0,
-      tablePtr, this.pageSize, 0, numKvHeads, 0, s.seqQ, state);
+    this.rt.kernels.attention_paged(qPtr, outPtr, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0,
+      tablePtr, this.pageSize, KV_DTYPE_CODES[this.dtype], 0, numKvHeads, 0, s.seqQ, state);
   }
 
   private takePages(store: LayerStore, count: number): number[] {

@@ -10,11 +10,13 @@ export interface KernelExports {
     scale: number, causal: number,
     kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number, scratch: number,
   ): void;
-  attention_paged_f32(
+  attention_paged(
     q: number, out: number, seqQ: number, seqK: number, numHeads: number, numKvHeads: number, headDim: number,
-    scale: number, causal: number, pages: number, pageSize: number,
+    scale: number, causal: number, pages: number, pageSize: number, dtype: number,
     kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number, scratch: number,
   ): void;
+  kv_page_bytes(numKvHeads: number, headDim: number, pageSize: number, dtype: number): number;
+  kv_scale_offset(numKvHeads: number, headDim: number, pageSize: number): number;
   attention_scratch_bytes(numHeads: number, numKvHeads: number): number;
   linear_f32(
     x: number, w: number, bias: number, y: number,
@@ -26,7 +28,7 @@ export interface KernelExports {
 }
 
 export const KERNEL_EXPORT_NAMES: readonly (keyof KernelExports)[] = [
-  "heap_base", "kernel_features", "attention_f32", "attention_paged_f32", "attention_scratch_bytes", "linear_f32",
+  "heap_base", "kernel_features", "attention_f32", "attention_paged", "attention_scratch_bytes", "kv_page_bytes", "kv_scale_offset", "linear_f32",
   "exp_f32", "probe_read", "probe_fma",
 ];
 

@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { createKVCache, type KVDtype } from "../src/index.ts";
+import { referenceAttention, maxAbsDiff } from "../src/reference.ts";
+import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
+
+// bf16 and int8 caches: the kernels must compute exactly the attention of the K/V as stored
+// (checked against the float64 reference on the decoded K/V), and the storage error against
+// an f32 cache must stay small.
+const SHAPES = [{ H: 32, KV: 8, D: 128 }, { H: 9, KV: 3, D: 64 }, { H: 14, KV: 2, D: 67 }, { H: 4, KV: 4, D: 80 }];
+const STORAGE_ERROR: Record<KVDtype, number> = { f32: 0, bf16: 1e-2, int8: 4e-2 }; // of the output scale
+
+for (const build of BUILDS) {
+  for (const dtype of ["bf16", "int8"] as const) {
+    describe(`${dtype} KV cache (${build} build)`, () => {
+      for (const pageSize of [7, 16]) {
+        it(`attends exactly to the stored K/V, and stays within ${STORAGE_ERROR[dtype]} of f32 (page size ${pageSize})`, async () => {
+          const rt = await runtimeFor(build);
+          const layers = SHAPES.map(({ KV, D }) => ({ numKvHeads: KV, headDim: D }));
+          const cache = createKVCache(rt, { layers, pageSize, dtype });
+          const f32 = createKVCache(rt, { layers, pageSize });
+          try {
+            const seq = cache.createSequence(), ref = f32.createSequence();
+            SHAPES.forEach(({ H, KV, D }, layer) => {
+              for (const [step, n] of [40, 1, 2].entries()) {
+                const k = randomArray(n * KV * D, 7 * layer + step), v = randomArray(n * KV * D, 70 + 7 * layer + step);
+                cache.append(seq, layer, k, v);
+                f32.append(ref, layer, k, v);
+                const q = randomArray(n * H * D, 300 + step, 3);
+                const out = cache.attention(seq, layer, { q, numHeads: H });
+                const stored = cache.readLayer(seq, layer);
+                const exact = referenceAttention({ q, k: stored.k, v: stored.v, numHeads: H, numKvHeads: KV, headDim: D, causal: true });
+                assert.ok(maxAbsDiff(out, exact) <= 2e-4 * maxAbs(exact), `layer ${layer} step ${step}: kernel vs stored K/V ${maxAbsDiff(out, exact)}`);
+                const full = f32.attention(ref, layer, { q, numHeads: H });
+                const err = maxAbsDiff(out, full) / maxAbs(full);
+                assert.ok(err <= STORAGE_ERROR[dtype], `layer ${layer} step ${step}: ${dtype} vs f32 relative error ${err}`);
+              }
+            });
+          } finally { cache.dispose(); f32.dispose(); }
+        });
+      }
+
+      it("takes the expected share of the f32 bytes, and snapshots, forks and truncations round-trip exactly", async () => {
+        const rt = await runtimeFor(build);
+        const [H, KV, D] = [8, 2, 64];
+        const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 8, dtype });
+        const other = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 3, dtype });
+        try {
+          const perToken = cache.stats().bytesPerToken;
+          assert.equal(perToken, dtype === "bf16" ? 2 * KV * D * 2 : 2 * KV * D + 2 * KV * 4);
+          const seq = cache.createSequence();
+          cache.append(seq, 0, randomArray(30 * KV * D, 1), randomArray(30 * KV * D, 2));
+          const child = cache.fork(seq);
+          cache.append(child, 0, randomArray(5 * KV * D, 3), randomArray(5 * KV * D, 4));
+          cache.truncate(child, 29);
+          const restored = other.restore(cache.snapshot(child));
+          assert.deepEqual(other.readLayer(restored, 0), cache.readLayer(child, 0));
+          assert.deepEqual(other.snapshot(restored), cache.snapshot(child));
+          const q = randomArray(H * D, 5);
+          assert.deepEqual(other.attention(restored, 0, { q, numHeads: H }), cache.attention(child, 0, { q, numHeads: H }));
+          const parentStored = cache.readLayer(seq, 0);
+          assert.equal(parentStored.k.length, 30 * KV * D, "the parent kept its 30 tokens");
+        } finally { cache.dispose(); other.dispose(); }
+      });
+    });
+  }
+}
