@@ -4,6 +4,7 @@
 //   --quick            fewer cases and samples (a smoke run)
 //   --builds a,b       kernel builds to time (default: every build this engine validates)
 //   --out FILE         where to write the JSON
+//   --only core|kv     run one part
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname } from "node:path";
@@ -13,10 +14,12 @@ import { measure, measureAsync, type Timing } from "./harness.ts";
 import { ortGroupQueryAttention, ortMatMul, type OrtCase } from "./anchors/onnxruntime-web.ts";
 import { initTfjs, tfjsMatMul } from "./anchors/tfjs-wasm.ts";
 import { plainAttention, plainLinear } from "./anchors/plain-js.ts";
+import { kvCases, type KvRow } from "./kv-cases.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : undefined; };
 const quick = argv.includes("--quick");
+const only = flag("only");
 const outFile = flag("out") ?? new URL("./results/latest.json", import.meta.url).pathname;
 
 function random(n: number, seed: number): Float32Array {
@@ -155,17 +158,23 @@ async function main(): Promise<void> {
   await initTfjs();
   console.error(`gqa-wasm bench: ${runtimes.map((r) => r.build).join(" + ")} builds, 1 thread, ${cpus()[0]?.model ?? "?"}, Node ${process.versions.node}`);
 
-  const pasts = quick ? [512] : [512, 2048, 8192];
-  for (const [H, KV, D] of [[32, 8, 128], [9, 3, 64], [14, 2, 64]] as const) {
-    for (const past of pasts) await attentionCase(runtimes, "decode", H, KV, D, past, 1);
+  if (only !== "kv") {
+    const pasts = quick ? [512] : [512, 2048, 8192];
+    for (const [H, KV, D] of [[32, 8, 128], [9, 3, 64], [14, 2, 64]] as const) {
+      for (const past of pasts) await attentionCase(runtimes, "decode", H, KV, D, past, 1);
+    }
+    const variantPast = quick ? 512 : 2048;
+    await attentionCase(runtimes, "decode", 32, 32, 128, variantPast, 1);
+    await attentionCase(runtimes, "decode", 32, 1, 128, variantPast, 1);
+    await attentionCase(runtimes, "prefill", 32, 8, 128, 0, quick ? 128 : 512);
+    for (const [M, N, K] of quick ? [[1, 1024, 1024], [64, 512, 512]] : [[1, 4096, 4096], [128, 2048, 2048], [512, 512, 512]]) {
+      await matmulCase(runtimes, M!, N!, K!);
+    }
   }
-  const variantPast = quick ? 512 : 2048;
-  await attentionCase(runtimes, "decode", 32, 32, 128, variantPast, 1);
-  await attentionCase(runtimes, "decode", 32, 1, 128, variantPast, 1);
-  await attentionCase(runtimes, "prefill", 32, 8, 128, 0, quick ? 128 : 512);
-  for (const [M, N, K] of quick ? [[1, 1024, 1024], [64, 512, 512]] : [[1, 4096, 4096], [128, 2048, 2048], [512, 512, 512]]) {
-    await matmulCase(runtimes, M!, N!, K!);
-  }
+  // The KV cache on the best build.
+  const best = runtimes[0]!;
+  const kvRows: KvRow[] = only === "core" ? [] : kvCases(best, quick, (bytes, flops) =>
+    Math.max(bytes / (readGBps(best, bytes) * 1e6), flops / (fmaPeakGflops(best) * 1e6)));
 
   // ---- report ----
   const anchorNames = ["onnxruntime-web", "tfjs-wasm", "plain JS"];
@@ -176,7 +185,15 @@ async function main(): Promise<void> {
     ...anchorNames.map((a) => (r.anchors[a] ? `${r.anchors[a]!.speedup.toFixed(2)}x` : "-")),
   ]);
   console.log("");
-  printTable(console.log, header, table);
+  if (rows.length > 0) printTable(console.log, header, table);
+  if (kvRows.length > 0) {
+    console.log("");
+    printTable(console.log, ["KV cache case", "build", "ms", "GB/s", "% roofline", "ratio", "vs", "rel. err vs f32", "bytes/token"], kvRows.map((r) => [
+      r.case, r.build, r.ms.toFixed(3), r.gbps.toFixed(1), `${(100 * r.rooflineFraction).toFixed(0)}%`,
+      r.versus ? `${r.versus.ratio.toFixed(2)}x` : "-", r.versus?.what ?? "-",
+      r.relErrorVsF32 !== undefined ? r.relErrorVsF32.toExponential(1) : "-", r.bytesPerToken !== undefined ? String(r.bytesPerToken) : "-",
+    ]));
+  }
   console.log("");
   console.log("x anchor = anchor median time / our median time (higher is better). roofline = max(bytes / read GB/s at that size, FLOPs / FMA peak), both probes at their fastest sample.");
   const probes = {
@@ -186,7 +203,7 @@ async function main(): Promise<void> {
   console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}`);
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, JSON.stringify({
-    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows,
+    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows,
   }, null, 2));
   console.log(`wrote ${outFile}`);
 }

@@ -363,7 +363,8 @@ function scaleColumns(b: RowBlock, r0: i32, r1: i32, col0: i32, n: i32, scales: 
  * token-major [seqQ, numHeads, headDim] as in attention_f32; the seqK cached keys live in pages
  * of `pageSize` tokens whose addresses are the u32 array at `pages` (the block table), laid out
  * as kv_page_bytes says, in storage type `dtype` (KV_F32, KV_BF16, KV_INT8). One head's rows
- * are contiguous within a page and are read in place (no gather), widened in registers. With
+ * are contiguous within a page and are read in place (no gather), widened in registers; each
+ * segment is touched in address order just before use, as in attention_f32. With
  * f32 pages the key blocks and results are those of attention_f32, bit for bit. Ranges and the
  * causal rule as attention_f32.
  */
@@ -392,6 +393,7 @@ function attendPaged<T>(
   const vOffset = <usize>numKvHeads * headBytes;
   const scaleOffset = <usize>kv_scale_offset(numKvHeads, headDim, pageSize);
   const vScaleOffset = scaleOffset + (<usize>(numKvHeads * pageSize) << 2);
+  const sink = scratch + <usize>max(TARGET_ROWS, numHeads) * <usize>ROW_STATE_BYTES;
   const causalOffset = seqK - seqQ;
   const perBlock = positionsPerBlock(nHeads * group);
   const b = changetype<RowBlock>(memory.data(sizeof<RowBlock>(), 8));
@@ -416,6 +418,7 @@ function attendPaged<T>(
           const inPage = j % pageSize;
           const len = min(pageSize - inPage, j0 + nk - j);
           const page = <usize>load<u32>(pages + (<usize>(j / pageSize) << 2));
+          touchLines(page + headOffset + <usize>inPage * kvRowBytes, 0, 1, <usize>len * kvRowBytes, sink);
           scoreKeys<T>(b, r0, r1, page + headOffset + <usize>inPage * kvRowBytes, kvRowBytes, len, j - j0, headDim, scale);
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, page + scaleOffset + (<usize>(kh * pageSize + inPage) << 2));
           j += len;
@@ -426,6 +429,7 @@ function attendPaged<T>(
           const len = min(pageSize - inPage, j0 + nk - j);
           const page = <usize>load<u32>(pages + (<usize>(j / pageSize) << 2));
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, page + vScaleOffset + (<usize>(kh * pageSize + inPage) << 2));
+          touchLines(page + vOffset + headOffset + <usize>inPage * kvRowBytes, 0, 1, <usize>len * kvRowBytes, sink);
           accumulateKeys<T>(b, r0, r1, page + vOffset + headOffset + <usize>inPage * kvRowBytes, kvRowBytes, len, j - j0, headDim);
           j += len;
         }

@@ -21,7 +21,7 @@ export type { KVDtype } from "./storage.ts";
 
 export interface KVCacheOptions {
   layers: KVLayerShape[];
-  /** Tokens per page (default 16). */
+  /** Tokens per page (default 32). */
   pageSize?: number;
   /** Storage type: f32 (default), bf16 (half the bytes) or int8 (a quarter, plus a scale per row). */
   dtype?: KVDtype;
@@ -114,7 +114,7 @@ export class KVCache {
       numKvHeads: positiveInt(op, `layers[${i}].numKvHeads`, l?.numKvHeads),
       headDim: positiveInt(op, `layers[${i}].headDim`, l?.headDim),
     }));
-    this.pageSize = options.pageSize === undefined ? 16 : positiveInt(op, "pageSize", options.pageSize);
+    this.pageSize = options.pageSize === undefined ? 32 : positiveInt(op, "pageSize", options.pageSize);
     this.dtype = options.dtype ?? "f32";
     if (!Object.hasOwn(KV_DTYPE_CODES, this.dtype)) throw new RangeError(`${op}: dtype '${String(options.dtype)}' is not supported (f32, bf16, int8)`);
     if (options.maxTokens !== undefined && options.maxBytes !== undefined) throw new TypeError(`${op}: give maxTokens or maxBytes, not both`);
