@@ -1,5 +1,5 @@
 import type { Runtime } from "./runtime/runtime.ts";
-import type { WasmBuffer } from "./memory/wasm-buffer.ts";
+import { createKVCache } from "./kv/kv-cache.ts";
 import { maxAbsDiff, referenceAttention } from "./reference.ts";
 
 // The seed idea made visible: the same Llama-3-8B-like attention (32 query heads, head_dim 128,
@@ -47,25 +47,30 @@ export function runDemo(rt: Runtime, options: DemoOptions = {}): void {
     { name: "DeciLM-7B var.", kvHeadsPerLayer: DECILM_7B_KV_HEADS },
   ];
   const kvCounts = [...new Set(configs.flatMap((c) => c.kvHeadsPerLayer))].sort((a, b) => b - a);
-  const maxCtx = Math.max(...contexts);
 
-  print(`gqa-wasm demo: ${H} query heads x head_dim ${D}, ${layers} layers, f32 KV cache, ${rt.build} kernels, 1 thread`);
-  print(`Decode = one new token attending to the whole context, in every layer (attention only).`);
+  print(`gqa-wasm demo: ${H} query heads x head_dim ${D}, ${layers} layers, paged f32 KV cache, ${rt.build} kernels, 1 thread`);
+  print(`Decode = one new token attending to the whole cached context, in every layer (attention only).`);
   print("");
 
-  // One K and one V buffer big enough for the largest case; smaller cases use a prefix
-  // ([ctx, kvHeads, headDim] is contiguous), so memory is touched once.
-  const k = rt.alloc(maxCtx * kvCounts[0]! * D), v = rt.alloc(maxCtx * kvCounts[0]! * D);
-  const q = rt.alloc(H * D), out = rt.alloc(H * D);
-  const buffers: WasmBuffer[] = [k, v, q, out];
-  try {
-    fillRandom(k.array, 1); fillRandom(v.array, 2); fillRandom(q.array, 3);
-    const layerMs = new Map<string, number>(); // `${kvHeads}@${ctx}` -> ms per layer
-    for (const kv of kvCounts) {
-      for (const ctx of contexts) {
-        const n = ctx * kv * D;
-        const args = { q, out, k: k.subarray(0, n), v: v.subarray(0, n), numHeads: H, numKvHeads: kv, headDim: D };
-        const call = () => rt.attentionInto(args);
+  // Per distinct KV-head count: one layer's paged cache grows through the contexts (appended
+  // in chunks, as a prefill would), and one decode step is timed at each context.
+  const layerMs = new Map<string, number>(); // `${kvHeads}@${ctx}` -> ms per layer
+  const sorted = [...contexts].sort((a, b) => a - b);
+  for (const kv of kvCounts) {
+    const cache = createKVCache(rt, { layers: [{ numKvHeads: kv, headDim: D }] });
+    const q = rt.alloc(H * D), out = rt.alloc(H * D);
+    try {
+      fillRandom(q.array, 3);
+      const seq = cache.createSequence();
+      const args = { q, out, numHeads: H };
+      for (const ctx of sorted) {
+        while (seq.length() < ctx) {
+          const n = Math.min(512, ctx - seq.length());
+          const k = new Float32Array(n * kv * D), v = new Float32Array(n * kv * D);
+          fillRandom(k, seq.length() + 1); fillRandom(v, seq.length() + 2);
+          cache.append(seq, 0, k, v);
+        }
+        const call = () => cache.attentionInto(seq, 0, args);
         for (let i = 0; i < 5; i++) call(); // warm-up: the engine's optimizing tier, caches
         const times: number[] = [];
         for (let i = 0; i < repeats; i++) {
@@ -75,42 +80,55 @@ export function runDemo(rt: Runtime, options: DemoOptions = {}): void {
         }
         layerMs.set(`${kv}@${ctx}`, median(times));
       }
+    } finally {
+      q.free(); out.free(); cache.dispose();
     }
-
-    const header = ["config", "KV heads", "KV bytes/token", ...contexts.map((c) => `ms/tok @${c}`), ...contexts.map((c) => `x MHA @${c}`), "max err"];
-    const rows: string[][] = [];
-    const mhaMs = contexts.map((ctx) => configs[0]!.kvHeadsPerLayer.reduce((s, kv) => s + layerMs.get(`${kv}@${ctx}`)!, 0));
-    for (const c of configs) {
-      const bytesPerToken = c.kvHeadsPerLayer.reduce((s, kv) => s + 2 * kv * D * 4, 0);
-      const ms = contexts.map((ctx) => c.kvHeadsPerLayer.reduce((s, kv) => s + layerMs.get(`${kv}@${ctx}`)!, 0));
-      const distinct = [...new Set(c.kvHeadsPerLayer)];
-      rows.push([
-        c.name,
-        distinct.length === 1 ? String(distinct[0]) : `${Math.min(...distinct)}..${Math.max(...distinct)}`,
-        formatBytes(bytesPerToken),
-        ...ms.map((m) => m.toFixed(2)),
-        ...ms.map((m, i) => `${(mhaMs[i]! / m).toFixed(2)}x`),
-        maxError(rt, H, c.kvHeadsPerLayer, D).toExponential(1),
-      ]);
-    }
-    printTable(print, header, rows);
-    print("");
-    print("KV bytes/token: K and V of all layers in f32. ms/tok: median of " + repeats + " decode calls per layer shape, summed over layers.");
-    print("max err: largest |wasm - float64 reference| over a decode and a causal prefill per distinct layer shape (small context).");
-  } finally {
-    for (const b of buffers) b.free();
   }
+
+  const header = ["config", "KV heads", "KV bytes/token", ...contexts.map((c) => `ms/tok @${c}`), ...contexts.map((c) => `x MHA @${c}`), "max err"];
+  const rows: string[][] = [];
+  const mhaMs = contexts.map((ctx) => configs[0]!.kvHeadsPerLayer.reduce((s, kv) => s + layerMs.get(`${kv}@${ctx}`)!, 0));
+  for (const c of configs) {
+    const bytesPerToken = c.kvHeadsPerLayer.reduce((s, kv) => s + 2 * kv * D * 4, 0);
+    const ms = contexts.map((ctx) => c.kvHeadsPerLayer.reduce((s, kv) => s + layerMs.get(`${kv}@${ctx}`)!, 0));
+    const distinct = [...new Set(c.kvHeadsPerLayer)];
+    rows.push([
+      c.name,
+      distinct.length === 1 ? String(distinct[0]) : `${Math.min(...distinct)}..${Math.max(...distinct)}`,
+      formatBytes(bytesPerToken),
+      ...ms.map((m) => m.toFixed(2)),
+      ...ms.map((m, i) => `${(mhaMs[i]! / m).toFixed(2)}x`),
+      maxError(rt, H, c.kvHeadsPerLayer, D).toExponential(1),
+    ]);
+  }
+  printTable(print, header, rows);
+  print("");
+  print("KV bytes/token: K and V of all layers in f32. ms/tok: median of " + repeats + " decode calls per layer shape, summed over layers.");
+  print("max err: largest |wasm - float64 reference| over a decode and a chunked causal prefill through the cache, per distinct layer shape.");
 }
 
+/** Through a paged cache: 80 cached tokens, then a decode step; then 16 more tokens as a chunked causal prefill. */
 function maxError(rt: Runtime, H: number, kvHeadsPerLayer: number[], D: number): number {
   let worst = 0;
   for (const kv of new Set(kvHeadsPerLayer)) {
-    for (const [seqQ, seqK, causal] of [[1, 100, false], [16, 80, true]] as const) {
-      const q = new Float32Array(seqQ * H * D), k = new Float32Array(seqK * kv * D), v = new Float32Array(seqK * kv * D);
-      fillRandom(q, 11 + kv); fillRandom(k, 12 + kv); fillRandom(v, 13 + kv);
-      const args = { q, k, v, numHeads: H, numKvHeads: kv, headDim: D, causal };
-      worst = Math.max(worst, maxAbsDiff(rt.attention(args), referenceAttention(args)));
-    }
+    const cache = createKVCache(rt, { layers: [{ numKvHeads: kv, headDim: D }], pageSize: 16 });
+    try {
+      const seq = cache.createSequence();
+      let K = new Float32Array(0), V = new Float32Array(0);
+      for (const [n, seed] of [[80, 1], [16, 2]] as const) {
+        const k = new Float32Array(n * kv * D), v = new Float32Array(n * kv * D);
+        fillRandom(k, 10 * kv + seed); fillRandom(v, 20 * kv + seed);
+        cache.append(seq, 0, k, v);
+        const grownK = new Float32Array(K.length + k.length); grownK.set(K); grownK.set(k, K.length); K = grownK;
+        const grownV = new Float32Array(V.length + v.length); grownV.set(V); grownV.set(v, V.length); V = grownV;
+        const seqQ = n === 80 ? 1 : n;
+        const q = new Float32Array(seqQ * H * D);
+        fillRandom(q, 30 * kv + seed);
+        const out = cache.attention(seq, 0, { q, numHeads: H });
+        const ref = referenceAttention({ q, k: K, v: V, numHeads: H, numKvHeads: kv, headDim: D, causal: true });
+        worst = Math.max(worst, maxAbsDiff(out, ref));
+      }
+    } finally { cache.dispose(); }
   }
   return worst;
 }
