@@ -33,7 +33,8 @@ const TOUCH_BYTES: i32 = 128 << 10;
 
 /**
  * Scratch for one call on any KV-head range: the row-block state (see RowBlock) for at most
- * max(TARGET_ROWS, numHeads) rows, plus a 64-byte sink for the touch loads.
+ * max(TARGET_ROWS, numHeads) rows, then 64 bytes for the touch loads' sink and the RowBlock
+ * descriptor (see sinkOf).
  */
 export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32): i32 {
   return max(TARGET_ROWS, numHeads) * ROW_STATE_BYTES + 64;
@@ -260,15 +261,11 @@ export function attention_f32(
   const headsPerTouch = max(1, TOUCH_BYTES / (BLOCK_KEYS * headDim * 4));
   const kRange = k + <usize>kvHeadBegin * rowBytes;
   const vRange = v + <usize>kvHeadBegin * rowBytes;
-  const sink = scratch + <usize>max(TARGET_ROWS, numHeads) * <usize>ROW_STATE_BYTES;
-  const b = changetype<RowBlock>(memory.data(sizeof<RowBlock>(), 8));
+  const sink = sinkOf(scratch, numHeads);
   for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
     const nPos = min(perBlock, qEnd - i0);
     const rowsPerHead = nPos * group;
-    layoutRowBlock(b, scratch, rowsPerHead * nHeads);
-    for (let h = 0; h < nHeads; h++) {
-      beginRows(b, h * rowsPerHead, rowsPerHead, q, out, qPosStride, i0, (kvHeadBegin + h) * group, group, headDim, causalOffset);
-    }
+    const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim, causalOffset);
     // Keys every row may see end at firstMasked; keys no row may see start at keyEnd.
     const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
     const keyEnd = causal ? min(seqK, i0 + nPos + causalOffset) : seqK;
@@ -296,6 +293,29 @@ export function attention_f32(
     }
     endRows(b, 0, rowsPerHead * nHeads, headDim);
   }
+}
+
+/** 64 bytes after the row state in scratch: the touch loads' sink, then the RowBlock descriptor. */
+// @ts-ignore: decorator
+@inline function sinkOf(scratch: usize, numHeads: i32): usize {
+  return scratch + <usize>max(TARGET_ROWS, numHeads) * <usize>ROW_STATE_BYTES;
+}
+
+/**
+ * Lays out the row block of query positions [i0, i0 + rowsPerHead / group) for the nHeads KV
+ * heads of the range in scratch, and starts every row. The descriptor lives in this call's
+ * scratch, not in static memory, so that threads sharing one memory never share it.
+ */
+function startRowBlock(
+  scratch: usize, numHeads: i32, nHeads: i32, rowsPerHead: i32, q: usize, out: usize, qPosStride: usize,
+  i0: i32, kvHeadBegin: i32, group: i32, headDim: i32, causalOffset: i32,
+): RowBlock {
+  const b = changetype<RowBlock>(sinkOf(scratch, numHeads) + 16);
+  layoutRowBlock(b, scratch, rowsPerHead * nHeads);
+  for (let h = 0; h < nHeads; h++) {
+    beginRows(b, h * rowsPerHead, rowsPerHead, q, out, qPosStride, i0, (kvHeadBegin + h) * group, group, headDim, causalOffset);
+  }
+  return b;
 }
 
 /** Rows [r0, r0 + rows) of one KV head: pointers, causal limits, m = -inf, l = 0, outputs zeroed. */
@@ -393,17 +413,13 @@ function attendPaged<T>(
   const vOffset = <usize>numKvHeads * headBytes;
   const scaleOffset = <usize>kv_scale_offset(numKvHeads, headDim, pageSize);
   const vScaleOffset = scaleOffset + (<usize>(numKvHeads * pageSize) << 2);
-  const sink = scratch + <usize>max(TARGET_ROWS, numHeads) * <usize>ROW_STATE_BYTES;
+  const sink = sinkOf(scratch, numHeads);
   const causalOffset = seqK - seqQ;
   const perBlock = positionsPerBlock(nHeads * group);
-  const b = changetype<RowBlock>(memory.data(sizeof<RowBlock>(), 8));
   for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
     const nPos = min(perBlock, qEnd - i0);
     const rowsPerHead = nPos * group;
-    layoutRowBlock(b, scratch, rowsPerHead * nHeads);
-    for (let h = 0; h < nHeads; h++) {
-      beginRows(b, h * rowsPerHead, rowsPerHead, q, out, qPosStride, i0, (kvHeadBegin + h) * group, group, headDim, causalOffset);
-    }
+    const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim, causalOffset);
     const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
     const keyEnd = causal ? min(seqK, i0 + nPos + causalOffset) : seqK;
     for (let j0 = 0; j0 < keyEnd; j0 += BLOCK_KEYS) {
