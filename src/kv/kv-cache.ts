@@ -4,6 +4,7 @@ import type { WasmBuffer } from "../memory/wasm-buffer.ts";
 import { attentionShape } from "../ops/attention.ts";
 import { float32Array, positiveInt } from "../ops/validate.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import type { Job } from "../threads/pool.ts";
 import { crc32 } from "./crc32.ts";
 import { decodeRows, encodeRows, KV_DTYPE_CODES, KV_ELEM_BYTES, type EncodedRows, type KVDtype } from "./storage.ts";
 
@@ -245,12 +246,13 @@ export class KVCache {
    */
   attention(seq: KVSequence, layer: number, args: KVAttentionArgs): Float32Array {
     const op = "KVCache.attention";
-    const q = float32Array(op, "q", args?.q);
-    return this.rt.withScratch(() => {
+    return this.rt.call(() => {
+      const q = float32Array(op, "q", args?.q);
       const qPtr = this.rt.scratch.alloc(q.length * 4);
       const outPtr = this.rt.scratch.alloc(q.length * 4);
-      this.runAttention(op, seq, layer, args, q.length, qPtr, outPtr, () => this.rt.memory.f32.set(q, qPtr >>> 2));
-      return this.rt.memory.f32.slice(outPtr >>> 2, (outPtr >>> 2) + q.length);
+      const jobs = this.pagedJobs(op, seq, layer, args, q.length, qPtr, outPtr);
+      this.rt.memory.f32.set(q, qPtr >>> 2);
+      return { jobs, finish: () => this.rt.memory.f32.slice(outPtr >>> 2, (outPtr >>> 2) + q.length) };
     });
   }
 
@@ -263,7 +265,7 @@ export class KVCache {
       b.check(`${op}: ${name}`);
     }
     if (out.length !== q.length) throw new RangeError(`${op}: out has ${out.length} elements; expected ${q.length}, like q`);
-    this.rt.withScratch(() => this.runAttention(op, seq, layer, args, q.length, q.ptr, out.ptr));
+    this.rt.call(() => ({ jobs: this.pagedJobs(op, seq, layer, args, q.length, q.ptr, out.ptr), finish: () => undefined }));
   }
 
   /**
@@ -442,8 +444,9 @@ export class KVCache {
     this.disposed = true;
   }
 
-  private runAttention(op: string, seq: KVSequence, layer: number, args: KVAttentionArgs | KVResidentAttentionArgs,
-    qLength: number, qPtr: number, outPtr: number, fill?: () => void): void {
+  /** Validates a paged attention call and cuts it into kernel jobs (inside rt.call). */
+  private pagedJobs(op: string, seq: KVSequence, layer: number, args: KVAttentionArgs | KVResidentAttentionArgs,
+    qLength: number, qPtr: number, outPtr: number): Job[] {
     this.checkSeq(op, seq);
     const store = this.store(op, layer);
     const seqK = seq.lengths[layer]!;
@@ -453,11 +456,13 @@ export class KVCache {
     const s = attentionShape(op, { ...args, numKvHeads, headDim, causal: args.causal ?? true }, qLength, seqK * rowLen, seqK * rowLen);
     const table = seq.tables[layer]!;
     const tablePtr = this.rt.scratch.alloc(table.length * 4);
-    const state = this.rt.scratch.alloc(this.rt.kernels.attention_scratch_bytes(s.numHeads, s.numKvHeads));
-    fill?.();
+    const dtype = KV_DTYPE_CODES[this.dtype];
+    const jobs = this.rt.attentionJobs(s, (r, scratch) => ({
+      kernel: "attention_paged",
+      args: [qPtr, outPtr, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0, tablePtr, this.pageSize, dtype, r[0], r[1], r[2], r[3], scratch],
+    }));
     new Uint32Array(this.rt.memory.memory.buffer, tablePtr, table.length).set(table);
-    this.rt.kernels.attention_paged(qPtr, outPtr, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0,
-      tablePtr, this.pageSize, KV_DTYPE_CODES[this.dtype], 0, numKvHeads, 0, s.seqQ, state);
+    return jobs;
   }
 
   private takePages(store: LayerStore, count: number): number[] {

@@ -18,13 +18,14 @@ export class LinearMemory {
   private u8View = new Uint8Array(0);
   private i32View = new Int32Array(0);
 
-  constructor(options: { initialBytes: number; maxBytes?: number }) {
+  constructor(options: { initialBytes: number; maxBytes?: number; shared?: boolean }) {
     const limit = Math.min(options.maxBytes ?? WASM32_MAX_BYTES, WASM32_MAX_BYTES);
     const maximum = Math.floor(limit / WASM_PAGE_BYTES);
     const initial = Math.min(Math.ceil(options.initialBytes / WASM_PAGE_BYTES), maximum);
     if (maximum < 1) throw new RangeError(`createRuntime: maxMemoryBytes (${options.maxBytes}) is below one wasm page (65536 bytes)`);
     this.limitBytes = maximum * WASM_PAGE_BYTES;
-    this.memory = new WebAssembly.Memory({ initial, maximum });
+    // Shared memory (threads) is what the threaded kernel builds import.
+    this.memory = new WebAssembly.Memory({ initial, maximum, shared: options.shared ?? false } as WebAssembly.MemoryDescriptor);
   }
 
   get byteLength(): number { return this.memory.buffer.byteLength; }

@@ -6,6 +6,8 @@ import { WasmBuffer } from "../memory/wasm-buffer.ts";
 import { attentionArrays, attentionShape, type AttentionArgs, type AttentionShape } from "../ops/attention.ts";
 import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts";
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
+import { ThreadPool, type Job } from "../threads/pool.ts";
+import { attentionSplits, columnSplits, type AttentionRange } from "../threads/splits.ts";
 import { kernelExportsOf, type KernelExports } from "./kernel-exports.ts";
 import { compileKernels, type KernelBuild, type WasmSource } from "./wasm-source.ts";
 
@@ -18,6 +20,11 @@ export interface RuntimeOptions {
   initialMemoryBytes?: number;
   /** Linear memory never grows past this; allocations beyond it throw WasmOutOfMemoryError. */
   maxMemoryBytes?: number;
+  /**
+   * Threads for the kernels (default 1). 'auto': the cores, where threads are possible (Node and
+   * Bun worker_threads with SharedArrayBuffer), else 1; rt.threadInfo says which and why.
+   */
+  threads?: "auto" | number;
 }
 
 /** Arguments of rt.attentionInto: every tensor already in wasm memory, no copies. */
@@ -59,14 +66,37 @@ export class Runtime {
   readonly scratch: ScratchArena;
   /** The raw kernels (pointers and sizes). */
   readonly kernels: KernelExports;
+  /** Set by createRuntime when threads > 1. */
+  private pool?: ThreadPool;
+  /** Which thread count was chosen, and why. */
+  threadInfo = "1 thread (the default)";
 
-  constructor(module: WebAssembly.Module, options: RuntimeOptions = {}) {
-    this.memory = new LinearMemory({ initialBytes: options.initialMemoryBytes ?? 4 << 20, maxBytes: options.maxMemoryBytes });
-    const instance = new WebAssembly.Instance(module, { env: { memory: this.memory.memory } });
+  constructor(module: WebAssembly.Module, options: RuntimeOptions = {}, shared = false) {
+    this.memory = new LinearMemory({ initialBytes: options.initialMemoryBytes ?? 4 << 20, maxBytes: options.maxMemoryBytes, shared });
+    let instance: WebAssembly.Instance;
+    try {
+      instance = new WebAssembly.Instance(module, { env: { memory: this.memory.memory } });
+    } catch (e) {
+      throw new TypeError(`createRuntime: the kernels do not link against a ${shared ? "shared" : "non-shared"} memory (${(e as Error).message}); ${shared ? "threads need a -threads build" : "pass a build without threads"}`);
+    }
     this.kernels = kernelExportsOf(instance);
     this.build = (this.kernels.kernel_features() & 1) !== 0 ? "relaxed" : "simd";
     this.persistent = new PersistentArena(this.memory, this.kernels.heap_base());
     this.scratch = new ScratchArena(this.persistent);
+  }
+
+  /** Threads the kernels run on (1 without a pool). */
+  get threads(): number { return this.pool?.size ?? 1; }
+
+  /** @internal */
+  attachPool(pool: ThreadPool, info: string): void { this.pool = pool; this.threadInfo = info; }
+
+  /** Ends the worker threads, if any (the runtime stays usable on one thread). */
+  async dispose(): Promise<void> {
+    const pool = this.pool;
+    this.pool = undefined;
+    this.threadInfo = "1 thread (disposed pool)";
+    await pool?.dispose();
   }
 
   /** A zeroed float32 buffer of `length` elements in wasm memory. */
@@ -96,25 +126,93 @@ export class Runtime {
    * Query head h reads KV head floor(h / (numHeads / numKvHeads)).
    */
   attention(args: AttentionArgs): Float32Array {
-    const { q, k, v } = attentionArrays("attention", args);
-    const shape = attentionShape("attention", args, q.length, k.length, v.length);
-    return this.withScratch(() => {
-      const qPtr = this.scratch.alloc(q.length * 4);
-      const kPtr = this.scratch.alloc(k.length * 4);
-      const vPtr = this.scratch.alloc(v.length * 4);
-      const outPtr = this.scratch.alloc(q.length * 4);
-      const state = this.scratch.alloc(this.kernels.attention_scratch_bytes(shape.numHeads, shape.numKvHeads));
-      const heap = this.memory.f32;
-      heap.set(q, qPtr >>> 2);
-      heap.set(k, kPtr >>> 2);
-      heap.set(v, vPtr >>> 2);
-      this.runAttention(shape, qPtr, kPtr, vPtr, outPtr, state);
-      return this.memory.f32.slice(outPtr >>> 2, (outPtr >>> 2) + q.length);
-    });
+    return this.call(() => this.prepareAttention(args));
+  }
+
+  /** attention() that awaits the worker threads instead of blocking (a browser's main thread cannot block). */
+  attentionAsync(args: AttentionArgs): Promise<Float32Array> {
+    return this.callAsync(() => this.prepareAttention(args));
   }
 
   /** Grouped-query attention on resident buffers: no copies, the result lands in `out`. */
   attentionInto(args: ResidentAttentionArgs): void {
+    this.call(() => this.prepareAttentionInto(args));
+  }
+
+  /** attentionInto() that awaits the worker threads instead of blocking. */
+  attentionIntoAsync(args: ResidentAttentionArgs): Promise<void> {
+    return this.callAsync(() => this.prepareAttentionInto(args));
+  }
+
+  /** y[rows, outFeatures] = x · weightᵀ (+ bias), on arrays. */
+  linear(args: LinearArgs): Float32Array {
+    return this.call(() => this.prepareLinear(args));
+  }
+
+  /** linear() that awaits the worker threads instead of blocking. */
+  linearAsync(args: LinearArgs): Promise<Float32Array> {
+    return this.callAsync(() => this.prepareLinear(args));
+  }
+
+  /** The linear layer on resident buffers (weights uploaded once): no copies. */
+  linearInto(args: ResidentLinearArgs): void {
+    this.call(() => this.prepareLinearInto(args));
+  }
+
+  /**
+   * Runs a prepared call: its kernel jobs (on the pool when there is one), then its finish step;
+   * the scratch arena is reset afterwards whatever happens. Used by the KV cache too.
+   * @internal
+   */
+  call<T>(prepare: () => PreparedCall<T>): T {
+    this.checkIdle();
+    try {
+      const c = prepare();
+      this.runJobs(c.jobs);
+      return c.finish();
+    } finally {
+      this.scratch.reset();
+    }
+  }
+
+  /** As call(), awaiting the worker threads. */
+  private async callAsync<T>(prepare: () => PreparedCall<T>): Promise<T> {
+    if (!this.pool) return this.call(prepare);
+    this.checkIdle();
+    this.asyncInFlight = true;
+    try {
+      const c = prepare();
+      if (c.jobs.length === 1) this.runJob(c.jobs[0]!);
+      else await this.pool.runAsync(c.jobs);
+      return c.finish();
+    } finally {
+      this.asyncInFlight = false;
+      this.scratch.reset();
+    }
+  }
+
+  private asyncInFlight = false;
+
+  private checkIdle(): void {
+    if (this.asyncInFlight) throw new Error("runtime busy: await the pending async call first (one call at a time)");
+  }
+
+  private prepareAttention(args: AttentionArgs): PreparedCall<Float32Array> {
+    const { q, k, v } = attentionArrays("attention", args);
+    const shape = attentionShape("attention", args, q.length, k.length, v.length);
+    const qPtr = this.scratch.alloc(q.length * 4);
+    const kPtr = this.scratch.alloc(k.length * 4);
+    const vPtr = this.scratch.alloc(v.length * 4);
+    const outPtr = this.scratch.alloc(q.length * 4);
+    const jobs = this.attentionJobs(shape, (r, scratch) => attentionJob(shape, qPtr, kPtr, vPtr, outPtr, r, scratch));
+    const heap = this.memory.f32;
+    heap.set(q, qPtr >>> 2);
+    heap.set(k, kPtr >>> 2);
+    heap.set(v, vPtr >>> 2);
+    return { jobs, finish: () => this.memory.f32.slice(outPtr >>> 2, (outPtr >>> 2) + q.length) };
+  }
+
+  private prepareAttentionInto(args: ResidentAttentionArgs): PreparedCall<void> {
     const op = "attentionInto";
     const q = residentBuffer(op, "q", args.q), k = residentBuffer(op, "k", args.k);
     const v = residentBuffer(op, "v", args.v), out = residentBuffer(op, "out", args.out);
@@ -123,35 +221,30 @@ export class Runtime {
     for (const [name, other] of [["q", q], ["k", k], ["v", v]] as const) {
       if (overlaps(out, other)) throw new RangeError(`${op}: out overlaps ${name}`);
     }
-    this.withScratch(() => {
-      const state = this.scratch.alloc(this.kernels.attention_scratch_bytes(shape.numHeads, shape.numKvHeads));
-      this.runAttention(shape, q.ptr, k.ptr, v.ptr, out.ptr, state);
-    });
+    return { jobs: this.attentionJobs(shape, (r, scratch) => attentionJob(shape, q.ptr, k.ptr, v.ptr, out.ptr, r, scratch)), finish: () => undefined };
   }
 
-  /** y[rows, outFeatures] = x · weightᵀ (+ bias), on arrays. */
-  linear(args: LinearArgs): Float32Array {
+  private prepareLinear(args: LinearArgs): PreparedCall<Float32Array> {
     if (args === null || typeof args !== "object") throw new TypeError("linear: expected an arguments object");
     const x = float32Array("linear", "x", args.x);
     const weight = float32Array("linear", "weight", args.weight);
     const bias = args.bias === undefined ? undefined : float32Array("linear", "bias", args.bias);
     const shape = linearShape("linear", args.inFeatures, args.outFeatures, x.length, weight.length, bias?.length);
-    return this.withScratch(() => {
-      const xPtr = this.scratch.alloc(x.length * 4);
-      const wPtr = this.scratch.alloc(weight.length * 4);
-      const bPtr = bias ? this.scratch.alloc(bias.length * 4) : 0;
-      const yPtr = this.scratch.alloc(shape.rows * shape.outFeatures * 4);
-      const heap = this.memory.f32;
-      heap.set(x, xPtr >>> 2);
-      heap.set(weight, wPtr >>> 2);
-      if (bias) heap.set(bias, bPtr >>> 2);
-      this.runLinear(shape, xPtr, wPtr, bPtr, yPtr);
-      return this.memory.f32.slice(yPtr >>> 2, (yPtr >>> 2) + shape.rows * shape.outFeatures);
-    });
+    const xPtr = this.scratch.alloc(x.length * 4);
+    const wPtr = this.scratch.alloc(weight.length * 4);
+    const bPtr = bias ? this.scratch.alloc(bias.length * 4) : 0;
+    const yPtr = this.scratch.alloc(shape.rows * shape.outFeatures * 4);
+    const heap = this.memory.f32;
+    heap.set(x, xPtr >>> 2);
+    heap.set(weight, wPtr >>> 2);
+    if (bias) heap.set(bias, bPtr >>> 2);
+    return {
+      jobs: this.linearJobs(shape, xPtr, wPtr, bPtr, yPtr),
+      finish: () => this.memory.f32.slice(yPtr >>> 2, (yPtr >>> 2) + shape.rows * shape.outFeatures),
+    };
   }
 
-  /** The linear layer on resident buffers (weights uploaded once): no copies. */
-  linearInto(args: ResidentLinearArgs): void {
+  private prepareLinearInto(args: ResidentLinearArgs): PreparedCall<void> {
     const op = "linearInto";
     const x = residentBuffer(op, "x", args.x), weight = residentBuffer(op, "weight", args.weight);
     const out = residentBuffer(op, "out", args.out);
@@ -161,7 +254,7 @@ export class Runtime {
       throw new RangeError(`${op}: out has ${out.length} elements; expected [rows, outFeatures] = ${shape.rows * shape.outFeatures}`);
     }
     if (overlaps(out, x)) throw new RangeError(`${op}: out overlaps x`);
-    this.runLinear(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr);
+    return { jobs: this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr), finish: () => undefined };
   }
 
   stats(): RuntimeStats {
@@ -175,23 +268,46 @@ export class Runtime {
     };
   }
 
-  private runAttention(s: AttentionShape, q: number, k: number, v: number, out: number, state: number): void {
-    this.kernels.attention_f32(q, k, v, out, s.seqQ, s.seqK, s.numHeads, s.numKvHeads, s.headDim, s.scale,
-      s.causal ? 1 : 0, 0, s.numKvHeads, 0, s.seqQ, state);
+  /**
+   * An attention problem cut into per-thread ranges (KV heads for decode, query positions for
+   * prefill), each job with its own kernel scratch. Results do not depend on the cut.
+   * @internal
+   */
+  attentionJobs(s: AttentionShape, job: (range: AttentionRange, scratch: number) => Job): Job[] {
+    const ranges = attentionSplits(s.seqQ, s.seqK, s.numKvHeads, s.causal, this.threads);
+    const bytes = this.kernels.attention_scratch_bytes(s.numHeads, s.numKvHeads);
+    return ranges.map((r) => job(r, this.scratch.alloc(bytes)));
   }
 
-  private runLinear(s: LinearShape, x: number, w: number, b: number, y: number): void {
-    this.kernels.linear_f32(x, w, b, y, s.rows, s.outFeatures, s.inFeatures, 0, s.outFeatures);
+  private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number): Job[] {
+    // Below ~1 MFLOP a thread hand-off costs more than it saves.
+    const threads = s.rows * s.outFeatures * s.inFeatures < 1 << 19 ? 1 : this.threads;
+    return columnSplits(s.outFeatures, threads).map(([n0, n1]) => ({
+      kernel: "linear_f32", args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1],
+    }));
   }
 
-  /** Runs `body` with the scratch arena, which is reset afterwards whatever happens. */
-  withScratch<T>(body: () => T): T {
-    try {
-      return body();
-    } finally {
-      this.scratch.reset();
-    }
+  private runJobs(jobs: Job[]): void {
+    if (jobs.length === 1 || !this.pool) for (const j of jobs) this.runJob(j);
+    else this.pool.run(jobs);
   }
+
+  /** Runs one job on the calling thread. @internal */
+  runJob(job: Job): void {
+    (this.kernels[job.kernel] as (...a: number[]) => void)(...job.args);
+  }
+
+
+}
+
+/** A call set up in scratch: its kernel jobs, then how to read its result. */
+export interface PreparedCall<T> { jobs: Job[]; finish: () => T }
+
+function attentionJob(s: AttentionShape, q: number, k: number, v: number, out: number, r: AttentionRange, scratch: number): Job {
+  return {
+    kernel: "attention_f32",
+    args: [q, k, v, out, s.seqQ, s.seqK, s.numHeads, s.numKvHeads, s.headDim, s.scale, s.causal ? 1 : 0, r[0], r[1], r[2], r[3], scratch],
+  };
 }
 
 function residentBuffer(op: string, name: string, value: unknown): WasmBuffer {
@@ -216,6 +332,41 @@ function isWasmSource(value: unknown): value is WasmSource {
 export async function createRuntime(options?: RuntimeOptions | WasmSource): Promise<Runtime> {
   const opts: RuntimeOptions = options === undefined ? {} : isWasmSource(options) ? { wasm: options } : options;
   if (typeof opts !== "object" || opts === null) throw new TypeError(`createRuntime: expected options, a WebAssembly.Module, bytes or a URL, got ${describe(options)}`);
-  const module = await compileKernels(opts.wasm, opts.build);
-  return new Runtime(module, opts);
+  const { threads, info } = await chooseThreads(opts.threads);
+  const module = await compileKernels(opts.wasm, opts.build, threads > 1);
+  const rt = new Runtime(module, opts, threads > 1);
+  if (threads > 1) rt.attachPool(await ThreadPool.start(threads, module, rt.memory.memory, (job) => rt.runJob(job)), info);
+  else rt.threadInfo = info;
+  return rt;
+}
+
+/** Worker threads on one shared memory need SharedArrayBuffer and Node/Bun worker_threads. */
+async function threadSupport(): Promise<{ cores: number } | { why: string }> {
+  if (typeof SharedArrayBuffer !== "function") return { why: "SharedArrayBuffer is unavailable (a page without cross-origin isolation?)" };
+  const g = globalThis as { process?: { versions?: { node?: string } }; crossOriginIsolated?: boolean };
+  if (!g.process?.versions?.node) return { why: "worker threads are supported on Node and Bun only so far" };
+  try {
+    const os = await import("node:os");
+    await import("node:worker_threads");
+    return { cores: os.availableParallelism?.() ?? os.cpus().length };
+  } catch (e) {
+    return { why: `worker_threads is unavailable (${(e as Error).message})` };
+  }
+}
+
+async function chooseThreads(requested: RuntimeOptions["threads"]): Promise<{ threads: number; info: string }> {
+  if (requested === undefined) return { threads: 1, info: "1 thread (the default)" };
+  if (requested !== "auto" && (typeof requested !== "number" || !Number.isInteger(requested) || requested < 1)) {
+    throw new TypeError(`createRuntime: threads must be 'auto' or a positive integer, got ${describe(requested)}`);
+  }
+  if (requested === 1) return { threads: 1, info: "1 thread (asked)" };
+  const support = await threadSupport();
+  if ("why" in support) {
+    if (requested === "auto") return { threads: 1, info: `1 thread: ${support.why}` };
+    throw new Error(`createRuntime: cannot run ${requested} threads: ${support.why}`);
+  }
+  if (requested === "auto") {
+    return support.cores > 1 ? { threads: support.cores, info: `${support.cores} threads (auto: one per core)` } : { threads: 1, info: "1 thread (auto: one core)" };
+  }
+  return { threads: requested, info: `${requested} threads (asked; ${support.cores} cores)` };
 }

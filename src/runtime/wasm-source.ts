@@ -6,14 +6,9 @@ export type KernelBuild = "relaxed" | "simd";
 /** Where the kernels come from: a compiled Module (Cloudflare Workers), bytes, or a URL/path. */
 export type WasmSource = WebAssembly.Module | ArrayBuffer | ArrayBufferView | URL | string;
 
-const BUILD_FILES: Record<KernelBuild, string> = {
-  relaxed: "gqa-relaxed.wasm",
-  simd: "gqa-simd.wasm",
-};
-
 /** The packaged .wasm of a build, located relative to this module (src/ and dist/ alike). */
-export function defaultKernelUrl(build: KernelBuild): URL {
-  return new URL(`../../build/${BUILD_FILES[build]}`, import.meta.url);
+export function defaultKernelUrl(build: KernelBuild, threads = false): URL {
+  return new URL(`../../build/gqa-${build}${threads ? "-threads" : ""}.wasm`, import.meta.url);
 }
 
 async function readBytes(url: URL): Promise<Uint8Array<ArrayBuffer>> {
@@ -40,7 +35,7 @@ function toBytes(source: ArrayBuffer | ArrayBufferView): Uint8Array<ArrayBuffer>
  * Compiles the kernels. With no source it picks the best build this engine accepts, by
  * validating the real bytes: relaxed SIMD (FMA) first, then plain SIMD. `prefer` forces one.
  */
-export async function compileKernels(source?: WasmSource, prefer?: KernelBuild): Promise<WebAssembly.Module> {
+export async function compileKernels(source?: WasmSource, prefer?: KernelBuild, threads = false): Promise<WebAssembly.Module> {
   if (source instanceof WebAssembly.Module) return source;
   if (source !== undefined) {
     const bytes = source instanceof ArrayBuffer || ArrayBuffer.isView(source)
@@ -53,7 +48,7 @@ export async function compileKernels(source?: WasmSource, prefer?: KernelBuild):
   }
   const order: KernelBuild[] = prefer ? [prefer] : ["relaxed", "simd"];
   for (const build of order) {
-    const bytes = await readBytes(defaultKernelUrl(build));
+    const bytes = await readBytes(defaultKernelUrl(build, threads));
     if (WebAssembly.validate(bytes)) return WebAssembly.compile(bytes);
   }
   throw new WasmFeatureError(prefer === "relaxed"

@@ -1,0 +1,146 @@
+// A pool of worker threads on one shared WebAssembly.Memory. Every worker instantiates the same
+// compiled Module on that memory; a call hands each thread (the caller is thread 0) one kernel
+// call with its own ranges, and completion is counted with Atomics. Kernels are pure functions
+// of pointers and ranges, so the threads need no other shared state.
+
+/** Kernels a job can name (index = id). */
+export const JOB_KERNELS = ["", "attention_f32", "attention_paged", "linear_f32"] as const;
+export type JobKernel = Exclude<(typeof JOB_KERNELS)[number], "">;
+export interface Job { kernel: JobKernel; args: number[] }
+
+const MAX_ARGS = 24;
+const SLOT = MAX_ARGS + 2; // id, argc, args
+const GEN = 0, DONE = 1, ERROR = 2, STOP = -1;
+const MESSAGE_BYTES = 512;
+
+// The worker's whole program. Kept as a string so the pool needs no separate file to locate.
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { module: wasmModule, memory, control, jobs, message, index } = workerData;
+const ctl = new Int32Array(control);
+const slots = new Float64Array(jobs);
+const text = new Uint8Array(message);
+const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
+const kernels = ${JSON.stringify(JOB_KERNELS)}.map((n) => n && instance.exports[n]);
+parentPort.postMessage("ready");
+let gen = 0;
+for (;;) {
+  Atomics.wait(ctl, ${GEN}, gen);
+  gen = Atomics.load(ctl, ${GEN});
+  if (gen === ${STOP}) break;
+  const base = index * ${SLOT};
+  const id = slots[base];
+  try {
+    if (id > 0) kernels[id](...slots.subarray(base + 2, base + 2 + slots[base + 1]));
+  } catch (e) {
+    if (Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
+      const bytes = new TextEncoder().encode(String(e && e.message || e)).subarray(0, ${MESSAGE_BYTES});
+      text.fill(0); text.set(bytes);
+    }
+  }
+  Atomics.add(ctl, ${DONE}, 1);
+  Atomics.notify(ctl, ${DONE});
+}
+`;
+
+type NodeWorker = { terminate(): Promise<number>; unref(): void; once(ev: string, f: (x: unknown) => void): void };
+
+export class ThreadPool {
+  private readonly ctl: Int32Array;
+  private readonly slots: Float64Array;
+  private readonly text: Uint8Array;
+  private disposed = false;
+
+  private constructor(
+    /** Threads including the caller. */
+    readonly size: number,
+    private readonly workers: NodeWorker[],
+    control: SharedArrayBuffer, jobs: SharedArrayBuffer, message: SharedArrayBuffer,
+    private readonly run0: (job: Job) => void,
+  ) {
+    this.ctl = new Int32Array(control);
+    this.slots = new Float64Array(jobs);
+    this.text = new Uint8Array(message);
+  }
+
+  /** Starts size - 1 workers (Node's worker_threads; Bun runs them too). */
+  static async start(size: number, module: WebAssembly.Module, memory: WebAssembly.Memory, run0: (job: Job) => void): Promise<ThreadPool> {
+    const { Worker } = await import("node:worker_threads");
+    const control = new SharedArrayBuffer(16), jobs = new SharedArrayBuffer(size * SLOT * 8), message = new SharedArrayBuffer(MESSAGE_BYTES);
+    const workers: NodeWorker[] = [];
+    try {
+      for (let index = 1; index < size; index++) {
+        const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { module, memory, control, jobs, message, index } }) as unknown as NodeWorker;
+        workers.push(w);
+        await new Promise<void>((resolve, reject) => {
+          w.once("message", () => resolve());
+          w.once("error", (e) => reject(e));
+        });
+        w.unref(); // an undisposed pool does not keep the process alive
+      }
+    } catch (e) {
+      await Promise.all(workers.map((w) => w.terminate()));
+      throw new Error(`threads: a worker failed to start (${(e as Error).message})`);
+    }
+    return new ThreadPool(size, workers, control, jobs, message, run0);
+  }
+
+  /** Runs jobs[t] on thread t (thread 0 is the caller) and waits, blocking, for all of them. */
+  run(jobs: (Job | undefined)[]): void {
+    this.post(jobs);
+    let error: unknown;
+    try { if (jobs[0]) this.run0(jobs[0]); } catch (e) { error = e; }
+    for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
+      Atomics.wait(this.ctl, DONE, done);
+    }
+    this.finish(error);
+  }
+
+  /** As run(), but the caller awaits the workers instead of blocking (browsers' main thread). */
+  async runAsync(jobs: (Job | undefined)[]): Promise<void> {
+    this.post(jobs);
+    let error: unknown;
+    try { if (jobs[0]) this.run0(jobs[0]); } catch (e) { error = e; }
+    for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
+      const w = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } }).waitAsync(this.ctl, DONE, done);
+      if (w.async) await w.value;
+    }
+    this.finish(error);
+  }
+
+  /** Ends every worker. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    Atomics.store(this.ctl, GEN, STOP);
+    Atomics.notify(this.ctl, GEN);
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  private post(jobs: (Job | undefined)[]): void {
+    if (this.disposed) throw new Error("threads: the runtime was disposed");
+    for (let t = 1; t < this.size; t++) {
+      const job = jobs[t], base = t * SLOT;
+      if (!job) { this.slots[base] = 0; continue; }
+      if (job.args.length > MAX_ARGS) throw new RangeError(`threads: ${job.kernel} takes at most ${MAX_ARGS} arguments`);
+      this.slots[base] = JOB_KERNELS.indexOf(job.kernel);
+      this.slots[base + 1] = job.args.length;
+      this.slots.set(job.args, base + 2);
+    }
+    Atomics.store(this.ctl, DONE, 0);
+    Atomics.store(this.ctl, ERROR, 0);
+    const gen = Atomics.load(this.ctl, GEN);
+    Atomics.store(this.ctl, GEN, gen === 0x7fffffff ? 1 : gen + 1);
+    Atomics.notify(this.ctl, GEN);
+  }
+
+  private finish(callerError: unknown): void {
+    if (callerError) throw callerError;
+    const failed = Atomics.load(this.ctl, ERROR);
+    if (failed > 0) {
+      const end = this.text.indexOf(0);
+      const message = new TextDecoder().decode(this.text.slice(0, end < 0 ? undefined : end));
+      throw new Error(`threads: thread ${failed - 1} failed: ${message}`);
+    }
+  }
+}
