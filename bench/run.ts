@@ -4,7 +4,7 @@
 //   --quick            fewer cases and samples (a smoke run)
 //   --builds a,b       kernel builds to time (default: every build this engine validates)
 //   --out FILE         where to write the JSON
-//   --only core|kv     run one part
+//   --only core|kv|threads  run one part
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname } from "node:path";
@@ -15,6 +15,7 @@ import { ortGroupQueryAttention, ortMatMul, type OrtCase } from "./anchors/onnxr
 import { initTfjs, tfjsMatMul } from "./anchors/tfjs-wasm.ts";
 import { plainAttention, plainLinear } from "./anchors/plain-js.ts";
 import { kvCases, type KvRow } from "./kv-cases.ts";
+import { threadCases, type ThreadRow } from "./thread-cases.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : undefined; };
@@ -158,7 +159,7 @@ async function main(): Promise<void> {
   await initTfjs();
   console.error(`gqa-wasm bench: ${runtimes.map((r) => r.build).join(" + ")} builds, 1 thread, ${cpus()[0]?.model ?? "?"}, Node ${process.versions.node}`);
 
-  if (only !== "kv") {
+  if (only === undefined || only === "core") {
     const pasts = quick ? [512] : [512, 2048, 8192];
     for (const [H, KV, D] of [[32, 8, 128], [9, 3, 64], [14, 2, 64]] as const) {
       for (const past of pasts) await attentionCase(runtimes, "decode", H, KV, D, past, 1);
@@ -173,8 +174,9 @@ async function main(): Promise<void> {
   }
   // The KV cache on the best build.
   const best = runtimes[0]!;
-  const kvRows: KvRow[] = only === "core" ? [] : kvCases(best, quick, (bytes, flops) =>
+  const kvRows: KvRow[] = only !== undefined && only !== "kv" ? [] : kvCases(best, quick, (bytes, flops) =>
     Math.max(bytes / (readGBps(best, bytes) * 1e6), flops / (fmaPeakGflops(best) * 1e6)));
+  const threadRows: ThreadRow[] = only !== undefined && only !== "threads" ? [] : await threadCases(best.build, quick);
 
   // ---- report ----
   const anchorNames = ["onnxruntime-web", "tfjs-wasm", "plain JS"];
@@ -194,16 +196,20 @@ async function main(): Promise<void> {
       r.relErrorVsF32 !== undefined ? r.relErrorVsF32.toExponential(1) : "-", r.bytesPerToken !== undefined ? String(r.bytesPerToken) : "-",
     ]));
   }
+  if (threadRows.length > 0) {
+    console.log("");
+    printTable(console.log, ["threads case", "threads", "ms", "x one thread"], threadRows.map((r) => [r.case, String(r.threads), r.ms.toFixed(3), `${r.speedup.toFixed(2)}x`]));
+  }
   console.log("");
   console.log("x anchor = anchor median time / our median time (higher is better). roofline = max(bytes / read GB/s at that size, FLOPs / FMA peak), both probes at their fastest sample.");
   const probes = {
     fmaPeakGflops: Object.fromEntries([...peakCache]),
     readGBpsByBytes: Object.fromEntries([...readCache].map(([k, v]) => [k, +v.toFixed(2)])),
   };
-  console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}`);
+  if (peakCache.size > 0) console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}`);
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, JSON.stringify({
-    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows,
+    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows,
   }, null, 2));
   console.log(`wrote ${outFile}`);
 }

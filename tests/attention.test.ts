@@ -147,7 +147,7 @@ for (const build of BUILDS) {
         const scale = 1 / Math.sqrt(D);
         for (const [h0, h1] of [[0, 1], [1, 4]]) {
           for (const [i0, i1] of [[0, 10], [10, 11], [11, 37]]) {
-            rt.kernels.attention_f32(q.ptr, k.ptr, v.ptr, parts.ptr, SQ, SK, H, KV, D, scale, 1, h0!, h1!, i0!, i1!, state.ptr);
+            rt.kernels.attention_f32(q.ptr, k.ptr, v.ptr, parts.ptr, SQ, SK, H, KV, D, scale, 1, h0!, h1!, i0!, i1!, 0, SK, 0, state.ptr);
           }
         }
         assert.deepEqual(parts.toFloat32Array(), whole.toFloat32Array());

@@ -40,6 +40,39 @@ describe("threads: a worker pool on one shared memory", function () {
     });
   }
 
+  const splitKv = [
+    { name: "MQA decode 32/1/64, 2000 keys", H: 32, KV: 1, D: 64, SQ: 1, SK: 2000, causal: false },
+    { name: "GQA 8/2/48 (fewer KV heads than threads), 3 new tokens of 1500, causal", H: 8, KV: 2, D: 48, SQ: 3, SK: 1500, causal: true },
+    { name: "MQA 4/1/16, 5 new tokens of 600 (a part sees no key for early rows), causal", H: 4, KV: 1, D: 16, SQ: 5, SK: 600, causal: true },
+  ];
+  for (const c of splitKv) {
+    // The output is a convex combination of V rows, so rounding differences scale with |v|:
+    // the documented tolerance is 1e-6 · max|v|.
+    it(`split-KV decode (Flash-Decoding): ${c.name} agrees across thread counts within 1e-6 of max|v|`, () => {
+      const args = { q: randomArray(c.SQ * c.H * c.D, 1, 2), k: randomArray(c.SK * c.KV * c.D, 2, 2), v: randomArray(c.SK * c.KV * c.D, 3), numHeads: c.H, numKvHeads: c.KV, headDim: c.D, causal: c.causal };
+      const [one, ...more] = runtimes.map((rt) => rt.attention(args));
+      const scale = args.v.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+      for (const r of more) {
+        assert.ok(r.every(Number.isFinite), "every output row was written");
+        let worst = 0;
+        for (let i = 0; i < r.length; i++) worst = Math.max(worst, Math.abs(r[i]! - one![i]!));
+        assert.ok(worst <= 1e-6 * scale, `max difference ${worst} vs scale ${scale}`);
+      }
+    });
+  }
+
+  it("split-KV through the paged int8 cache agrees with one thread within 1e-6 of max|v|", () => {
+    const answers = [runtimes[0]!, runtimes[2]!].map((rt) => {
+      const cache = createKVCache(rt, { layers: [{ numKvHeads: 1, headDim: 64 }], dtype: "int8" });
+      const seq = cache.createSequence();
+      cache.append(seq, 0, randomArray(1200 * 64, 7), randomArray(1200 * 64, 8));
+      const out = cache.attention(seq, 0, { q: randomArray(16 * 64, 9), numHeads: 16 });
+      cache.dispose();
+      return out;
+    });
+    for (let i = 0; i < answers[0]!.length; i++) assert.ok(Math.abs(answers[1]![i]! - answers[0]![i]!) <= 1e-6, `element ${i}`); // |v| <= 1
+  });
+
   it("linear: GEMM and GEMV are identical on 1, 2 and 3 threads", () => {
     for (const [M, N, K] of [[1, 1031, 512], [37, 300, 256]] as const) {
       const x = randomArray(M * K, 4), weight = randomArray(N * K, 5), bias = randomArray(N, 6);
@@ -76,7 +109,7 @@ describe("threads: a worker pool on one shared memory", function () {
     const rt = runtimes[1]!;
     const pool = (rt as unknown as { pool: { run(j: unknown[]): void } }).pool;
     const beyond = rt.memory.byteLength + (1 << 20);
-    const job = (q: number) => ({ kernel: "attention_f32", args: [q, q, q, q + 4096, 1, 4, 2, 2, 16, 0.25, 0, 0, 2, 0, 1, 0] });
+    const job = (q: number) => ({ kernel: "attention_f32", args: [q, q, q, q + 4096, 1, 4, 2, 2, 16, 0.25, 0, 0, 2, 0, 1, 0, 4, 0, q + 8192] });
     const ok = rt.alloc(1 << 16);
     assert.throws(() => pool.run([job(ok.ptr), job(beyond)]), /threads: thread 1 failed: .*out of bounds/);
     ok.free();

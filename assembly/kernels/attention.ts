@@ -1,4 +1,4 @@
-import { hmax } from "../simd";
+import { fmadd, hmax } from "../simd";
 import { exp1, exp4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
@@ -241,14 +241,16 @@ function touchLines(p: usize, stride: usize, rows: i32, bytes: usize, sink: usiz
  * Grouped-query attention over token-major tensors: q/out [seqQ, numHeads, headDim],
  * k/v [seqK, numKvHeads, headDim]. Query head h reads KV head h / (numHeads / numKvHeads).
  * Computes KV heads [kvHeadBegin, kvHeadEnd) for query positions [qBegin, qEnd): disjoint ranges
- * can run on different threads, each with its own scratch (attention_scratch_bytes).
+ * can run on different threads, each with its own scratch (attention_scratch_bytes). Only keys
+ * [keyBegin, keyEnd) are visited; with stats != 0 the result is a split-KV partial (see endRows
+ * and attention_combine), which is how one long sequence is shared by threads.
  * causal != 0: query i sees key j iff j <= i + (seqK - seqQ) (bottom-right aligned); a query
  * that sees no key gets zeros. out must not overlap q, k or v.
  */
 export function attention_f32(
   q: usize, k: usize, v: usize, out: usize,
   seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32, scale: f32, causal: i32,
-  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, scratch: usize,
+  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
   const group = numHeads / numKvHeads;
   const nHeads = kvHeadEnd - kvHeadBegin;
@@ -266,11 +268,11 @@ export function attention_f32(
     const nPos = min(perBlock, qEnd - i0);
     const rowsPerHead = nPos * group;
     const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim, causalOffset);
-    // Keys every row may see end at firstMasked; keys no row may see start at keyEnd.
+    // Keys every row may see end at firstMasked; keys no row may see start at keyStop.
     const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
-    const keyEnd = causal ? min(seqK, i0 + nPos + causalOffset) : seqK;
-    for (let j0 = 0; j0 < keyEnd; j0 += BLOCK_KEYS) {
-      const nk = min(BLOCK_KEYS, keyEnd - j0);
+    const keyStop = causal ? min(keyEnd, i0 + nPos + causalOffset) : keyEnd;
+    for (let j0 = keyBegin; j0 < keyStop; j0 += BLOCK_KEYS) {
+      const nk = min(BLOCK_KEYS, keyStop - j0);
       const offset = <usize>j0 * ldkv;
       const masked = j0 + nk > firstMasked;
       for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
@@ -291,7 +293,7 @@ export function attention_f32(
         }
       }
     }
-    endRows(b, 0, rowsPerHead * nHeads, headDim);
+    endRows(b, 0, rowsPerHead * nHeads, headDim, out, stats);
   }
 }
 
@@ -337,11 +339,62 @@ function beginRows(
   }
 }
 
-/** out_r /= l_r for rows [r0, r1) (a row that saw no key stays 0). */
-function endRows(b: RowBlock, r0: i32, r1: i32, headDim: i32): void {
+/**
+ * Ends rows [r0, r1): out_r /= l_r (a row that saw no key stays 0). With `stats` (a split-KV
+ * partial), out_r stays unnormalised and (m_r, l_r) go to stats[(pos·numHeads + head)·2].
+ */
+function endRows(b: RowBlock, r0: i32, r1: i32, headDim: i32, out: usize, stats: usize): void {
   for (let r = r0; r < r1; r++) {
     const l = load<f32>(rowF32(b.l, r));
-    scaleRow(load<usize>(rowF32(b.o, r)), headDim, l > 0 ? <f32>1 / l : 0);
+    const o = load<usize>(rowF32(b.o, r));
+    if (stats != 0) {
+      const s = stats + (((o - out) / (<usize>headDim << 2)) << 3);
+      store<f32>(s, load<f32>(rowF32(b.m, r)));
+      store<f32>(s, l, 4);
+    } else {
+      scaleRow(o, headDim, l > 0 ? <f32>1 / l : 0);
+    }
+  }
+}
+
+/**
+ * Combines split-KV partials (Flash-Decoding): part s of nParts holds unnormalised rows
+ * partials + s·rows·headDim·4 and their (m, l) at stats + s·rows·8. For each row:
+ * M = max m_s, out = Σ e^(m_s - M)·O_s / Σ e^(m_s - M)·l_s, exactly the softmax over all keys.
+ * Rows [rowBegin, rowEnd) of `rows`; a row no part saw a key for is 0.
+ */
+export function attention_combine(
+  partials: usize, stats: usize, nParts: i32, rows: i32, headDim: i32, out: usize, rowBegin: i32, rowEnd: i32,
+): void {
+  const rowBytes = <usize>headDim << 2;
+  const partStride = <usize>rows * rowBytes;
+  const statStride = <usize>rows << 3;
+  for (let r = rowBegin; r < rowEnd; r++) {
+    const st = stats + (<usize>r << 3);
+    let m: f32 = NEG_INF;
+    for (let p = 0; p < nParts; p++) m = max(m, load<f32>(st + <usize>p * statStride));
+    const o = out + <usize>r * rowBytes;
+    memory.fill(o, 0, rowBytes);
+    if (m == NEG_INF) continue;
+    let l: f32 = 0;
+    for (let p = 0; p < nParts; p++) {
+      const mp = load<f32>(st + <usize>p * statStride);
+      if (mp == NEG_INF) continue;
+      const w = exp1(mp - m);
+      l += w * load<f32>(st + <usize>p * statStride, 4);
+      const src = partials + <usize>p * partStride + <usize>r * rowBytes;
+      const wv = f32x4.splat(w);
+      let d = 0;
+      for (; d + 4 <= headDim; d += 4) {
+        const x = <usize>d << 2;
+        v128.store(o + x, fmadd(v128.load(src + x), wv, v128.load(o + x)));
+      }
+      for (; d < headDim; d++) {
+        const x = <usize>d << 2;
+        store<f32>(o + x, load<f32>(o + x) + load<f32>(src + x) * w);
+      }
+    }
+    scaleRow(o, headDim, <f32>1 / l);
   }
 }
 
@@ -391,17 +444,17 @@ function scaleColumns(b: RowBlock, r0: i32, r1: i32, col0: i32, n: i32, scales: 
 export function attention_paged(
   q: usize, out: usize, seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32,
   scale: f32, causal: i32, pages: usize, pageSize: i32, dtype: i32,
-  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, scratch: usize,
+  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
-  if (dtype == KV_BF16) attendPaged<u16>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, scratch);
-  else if (dtype == KV_INT8) attendPaged<i8>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, scratch);
-  else attendPaged<f32>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, scratch);
+  if (dtype == KV_BF16) attendPaged<u16>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+  else if (dtype == KV_INT8) attendPaged<i8>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+  else attendPaged<f32>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
 }
 
 function attendPaged<T>(
   q: usize, out: usize, seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32,
   scale: f32, causal: i32, pages: usize, pageSize: i32,
-  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, scratch: usize,
+  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
   const quantised = isInteger<T>() && isSigned<T>();
   const group = numHeads / numKvHeads;
@@ -421,9 +474,9 @@ function attendPaged<T>(
     const rowsPerHead = nPos * group;
     const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim, causalOffset);
     const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
-    const keyEnd = causal ? min(seqK, i0 + nPos + causalOffset) : seqK;
-    for (let j0 = 0; j0 < keyEnd; j0 += BLOCK_KEYS) {
-      const nk = min(BLOCK_KEYS, keyEnd - j0);
+    const keyStop = causal ? min(keyEnd, i0 + nPos + causalOffset) : keyEnd;
+    for (let j0 = keyBegin; j0 < keyStop; j0 += BLOCK_KEYS) {
+      const nk = min(BLOCK_KEYS, keyStop - j0);
       const masked = j0 + nk > firstMasked;
       for (let h = 0; h < nHeads; h++) {
         const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead;
@@ -451,6 +504,6 @@ function attendPaged<T>(
         }
       }
     }
-    endRows(b, 0, rowsPerHead * nHeads, headDim);
+    endRows(b, 0, rowsPerHead * nHeads, headDim, out, stats);
   }
 }

@@ -250,9 +250,9 @@ export class KVCache {
       const q = float32Array(op, "q", args?.q);
       const qPtr = this.rt.scratch.alloc(q.length * 4);
       const outPtr = this.rt.scratch.alloc(q.length * 4);
-      const jobs = this.pagedJobs(op, seq, layer, args, q.length, qPtr, outPtr);
+      const { jobs, after } = this.pagedJobs(op, seq, layer, args, q.length, qPtr, outPtr);
       this.rt.memory.f32.set(q, qPtr >>> 2);
-      return { jobs, finish: () => this.rt.memory.f32.slice(outPtr >>> 2, (outPtr >>> 2) + q.length) };
+      return { jobs, after, finish: () => this.rt.memory.f32.slice(outPtr >>> 2, (outPtr >>> 2) + q.length) };
     });
   }
 
@@ -265,7 +265,7 @@ export class KVCache {
       b.check(`${op}: ${name}`);
     }
     if (out.length !== q.length) throw new RangeError(`${op}: out has ${out.length} elements; expected ${q.length}, like q`);
-    this.rt.call(() => ({ jobs: this.pagedJobs(op, seq, layer, args, q.length, q.ptr, out.ptr), finish: () => undefined }));
+    this.rt.call(() => ({ ...this.pagedJobs(op, seq, layer, args, q.length, q.ptr, out.ptr), finish: () => undefined }));
   }
 
   /**
@@ -446,7 +446,7 @@ export class KVCache {
 
   /** Validates a paged attention call and cuts it into kernel jobs (inside rt.call). */
   private pagedJobs(op: string, seq: KVSequence, layer: number, args: KVAttentionArgs | KVResidentAttentionArgs,
-    qLength: number, qPtr: number, outPtr: number): Job[] {
+    qLength: number, qPtr: number, outPtr: number): { jobs: Job[]; after?: Job } {
     this.checkSeq(op, seq);
     const store = this.store(op, layer);
     const seqK = seq.lengths[layer]!;
@@ -457,12 +457,12 @@ export class KVCache {
     const table = seq.tables[layer]!;
     const tablePtr = this.rt.scratch.alloc(table.length * 4);
     const dtype = KV_DTYPE_CODES[this.dtype];
-    const jobs = this.rt.attentionJobs(s, (r, scratch) => ({
+    const call = this.rt.attentionJobs(s, outPtr, (r, scratch, out, stats) => ({
       kernel: "attention_paged",
-      args: [qPtr, outPtr, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0, tablePtr, this.pageSize, dtype, r[0], r[1], r[2], r[3], scratch],
+      args: [qPtr, out, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0, tablePtr, this.pageSize, dtype, ...r, stats, scratch],
     }));
     new Uint32Array(this.rt.memory.memory.buffer, tablePtr, table.length).set(table);
-    return jobs;
+    return call;
   }
 
   private takePages(store: LayerStore, count: number): number[] {

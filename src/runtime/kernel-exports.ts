@@ -8,12 +8,17 @@ export interface KernelExports {
     q: number, k: number, v: number, out: number,
     seqQ: number, seqK: number, numHeads: number, numKvHeads: number, headDim: number,
     scale: number, causal: number,
-    kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number, scratch: number,
+    kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number,
+    keyBegin: number, keyEnd: number, stats: number, scratch: number,
   ): void;
   attention_paged(
     q: number, out: number, seqQ: number, seqK: number, numHeads: number, numKvHeads: number, headDim: number,
     scale: number, causal: number, pages: number, pageSize: number, dtype: number,
-    kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number, scratch: number,
+    kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number,
+    keyBegin: number, keyEnd: number, stats: number, scratch: number,
+  ): void;
+  attention_combine(
+    partials: number, stats: number, nParts: number, rows: number, headDim: number, out: number, rowBegin: number, rowEnd: number,
   ): void;
   kv_page_bytes(numKvHeads: number, headDim: number, pageSize: number, dtype: number): number;
   kv_scale_offset(numKvHeads: number, headDim: number, pageSize: number): number;
@@ -28,7 +33,7 @@ export interface KernelExports {
 }
 
 export const KERNEL_EXPORT_NAMES: readonly (keyof KernelExports)[] = [
-  "heap_base", "kernel_features", "attention_f32", "attention_paged", "attention_scratch_bytes", "kv_page_bytes", "kv_scale_offset", "linear_f32",
+  "heap_base", "kernel_features", "attention_f32", "attention_paged", "attention_combine", "attention_scratch_bytes", "kv_page_bytes", "kv_scale_offset", "linear_f32",
   "exp_f32", "probe_read", "probe_fma",
 ];
 

@@ -169,6 +169,7 @@ export class Runtime {
     try {
       const c = prepare();
       this.runJobs(c.jobs);
+      if (c.after) this.runJob(c.after);
       return c.finish();
     } finally {
       this.scratch.reset();
@@ -184,6 +185,7 @@ export class Runtime {
       const c = prepare();
       if (c.jobs.length === 1) this.runJob(c.jobs[0]!);
       else await this.pool.runAsync(c.jobs);
+      if (c.after) this.runJob(c.after);
       return c.finish();
     } finally {
       this.asyncInFlight = false;
@@ -204,12 +206,12 @@ export class Runtime {
     const kPtr = this.scratch.alloc(k.length * 4);
     const vPtr = this.scratch.alloc(v.length * 4);
     const outPtr = this.scratch.alloc(q.length * 4);
-    const jobs = this.attentionJobs(shape, (r, scratch) => attentionJob(shape, qPtr, kPtr, vPtr, outPtr, r, scratch));
+    const { jobs, after } = this.attentionJobs(shape, outPtr, (r, scratch, o, stats) => attentionJob(shape, qPtr, kPtr, vPtr, o, r, stats, scratch));
     const heap = this.memory.f32;
     heap.set(q, qPtr >>> 2);
     heap.set(k, kPtr >>> 2);
     heap.set(v, vPtr >>> 2);
-    return { jobs, finish: () => this.memory.f32.slice(outPtr >>> 2, (outPtr >>> 2) + q.length) };
+    return { jobs, after, finish: () => this.memory.f32.slice(outPtr >>> 2, (outPtr >>> 2) + q.length) };
   }
 
   private prepareAttentionInto(args: ResidentAttentionArgs): PreparedCall<void> {
@@ -221,7 +223,8 @@ export class Runtime {
     for (const [name, other] of [["q", q], ["k", k], ["v", v]] as const) {
       if (overlaps(out, other)) throw new RangeError(`${op}: out overlaps ${name}`);
     }
-    return { jobs: this.attentionJobs(shape, (r, scratch) => attentionJob(shape, q.ptr, k.ptr, v.ptr, out.ptr, r, scratch)), finish: () => undefined };
+    const { jobs, after } = this.attentionJobs(shape, out.ptr, (r, scratch, o, stats) => attentionJob(shape, q.ptr, k.ptr, v.ptr, o, r, stats, scratch));
+    return { jobs, after, finish: () => undefined };
   }
 
   private prepareLinear(args: LinearArgs): PreparedCall<Float32Array> {
@@ -269,14 +272,21 @@ export class Runtime {
   }
 
   /**
-   * An attention problem cut into per-thread ranges (KV heads for decode, query positions for
-   * prefill), each job with its own kernel scratch. Results do not depend on the cut.
+   * An attention problem cut into per-thread ranges (KV heads or key ranges for decode, query
+   * positions for prefill), each job with its own kernel scratch. Key ranges (split-KV) write
+   * partial outputs and statistics to scratch, and `after` combines them into `out`. The job
+   * builder gets the range, its scratch, where to write, and the statistics pointer (0: none).
    * @internal
    */
-  attentionJobs(s: AttentionShape, job: (range: AttentionRange, scratch: number) => Job): Job[] {
-    const ranges = attentionSplits(s.seqQ, s.seqK, s.numKvHeads, s.causal, this.threads);
+  attentionJobs(s: AttentionShape, out: number, job: (range: AttentionRange, scratch: number, out: number, stats: number) => Job): { jobs: Job[]; after?: Job } {
+    const { ranges, splitKv } = attentionSplits(s.seqQ, s.seqK, s.numKvHeads, s.causal, this.threads);
     const bytes = this.kernels.attention_scratch_bytes(s.numHeads, s.numKvHeads);
-    return ranges.map((r) => job(r, this.scratch.alloc(bytes)));
+    if (!splitKv) return { jobs: ranges.map((r) => job(r, this.scratch.alloc(bytes), out, 0)) };
+    const rows = s.seqQ * s.numHeads, parts = ranges.length;
+    const partials = this.scratch.alloc(parts * rows * s.headDim * 4);
+    const stats = this.scratch.alloc(parts * rows * 8);
+    const jobs = ranges.map((r, i) => job(r, this.scratch.alloc(bytes), partials + i * rows * s.headDim * 4, stats + i * rows * 8));
+    return { jobs, after: { kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] } };
   }
 
   private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number): Job[] {
@@ -300,13 +310,13 @@ export class Runtime {
 
 }
 
-/** A call set up in scratch: its kernel jobs, then how to read its result. */
-export interface PreparedCall<T> { jobs: Job[]; finish: () => T }
+/** A call set up in scratch: its kernel jobs, a job to run after them, then how to read its result. */
+export interface PreparedCall<T> { jobs: Job[]; after?: Job; finish: () => T }
 
-function attentionJob(s: AttentionShape, q: number, k: number, v: number, out: number, r: AttentionRange, scratch: number): Job {
+function attentionJob(s: AttentionShape, q: number, k: number, v: number, out: number, r: AttentionRange, stats: number, scratch: number): Job {
   return {
     kernel: "attention_f32",
-    args: [q, k, v, out, s.seqQ, s.seqK, s.numHeads, s.numKvHeads, s.headDim, s.scale, s.causal ? 1 : 0, r[0], r[1], r[2], r[3], scratch],
+    args: [q, k, v, out, s.seqQ, s.seqK, s.numHeads, s.numKvHeads, s.headDim, s.scale, s.causal ? 1 : 0, ...r, stats, scratch],
   };
 }
 

@@ -4,7 +4,7 @@
 // of pointers and ranges, so the threads need no other shared state.
 
 /** Kernels a job can name (index = id). */
-export const JOB_KERNELS = ["", "attention_f32", "attention_paged", "linear_f32"] as const;
+export const JOB_KERNELS = ["", "attention_f32", "attention_paged", "attention_combine", "linear_f32"] as const;
 export type JobKernel = Exclude<(typeof JOB_KERNELS)[number], "">;
 export interface Job { kernel: JobKernel; args: number[] }
 

@@ -1,15 +1,31 @@
 // How a call is cut into per-thread ranges. Every kernel computes any range of KV heads / query
 // positions / output columns with bit-identical results, so the cut changes speed, not answers.
 
-/** [kvHeadBegin, kvHeadEnd, qBegin, qEnd] for each thread that gets work. */
-export type AttentionRange = [number, number, number, number];
+/** [kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd] for each thread that gets work. */
+export type AttentionRange = [number, number, number, number, number, number];
 
-export function attentionSplits(seqQ: number, seqK: number, numKvHeads: number, causal: boolean, threads: number): AttentionRange[] {
-  if (threads <= 1) return [[0, numKvHeads, 0, seqQ]];
-  // Few query rows (decode): KV heads apart. Each thread reads only its heads' K/V.
-  if (seqQ < 4 * threads && numKvHeads > 1) {
-    const t = Math.min(threads, numKvHeads);
-    return Array.from({ length: t }, (_, i) => [Math.floor((i * numKvHeads) / t), Math.floor(((i + 1) * numKvHeads) / t), 0, seqQ]);
+/** Keys per split-KV part at least: below this a part's fixed costs outweigh the parallelism. */
+const MIN_KEYS_PER_PART = 256;
+
+/**
+ * The ranges of a call. `splitKv`: the ranges are key ranges whose partial results must be
+ * combined (attention_combine); otherwise they write disjoint parts of the output. Head and
+ * query splits are bit-identical to one thread; split-KV differs only by reassociation.
+ */
+export function attentionSplits(seqQ: number, seqK: number, numKvHeads: number, causal: boolean, threads: number): { ranges: AttentionRange[]; splitKv: boolean } {
+  const all: AttentionRange = [0, numKvHeads, 0, seqQ, 0, seqK];
+  if (threads <= 1) return { ranges: [all], splitKv: false };
+  if (seqQ < 4 * threads) {
+    // Few query rows (decode): KV heads apart when there are enough of them, each thread
+    // reading only its heads' K/V ...
+    if (numKvHeads >= threads) {
+      const t = threads;
+      return { ranges: Array.from({ length: t }, (_, i) => [Math.floor((i * numKvHeads) / t), Math.floor(((i + 1) * numKvHeads) / t), 0, seqQ, 0, seqK]), splitKv: false };
+    }
+    // ... else the keys apart (Flash-Decoding), so that one long sequence uses every core.
+    const parts = Math.min(threads, Math.floor(seqK / MIN_KEYS_PER_PART));
+    if (parts <= 1) return { ranges: [all], splitKv: false };
+    return { ranges: Array.from({ length: parts }, (_, i) => [0, numKvHeads, 0, seqQ, Math.floor((i * seqK) / parts), Math.floor(((i + 1) * seqK) / parts)]), splitKv: true };
   }
   // Many query rows (prefill): contiguous query ranges of equal work (causal rows see more keys
   // the later they are).
@@ -21,10 +37,10 @@ export function attentionSplits(seqQ: number, seqK: number, numKvHeads: number, 
   let begin = 0, acc = 0;
   for (let i = 0; i < seqQ && ranges.length < threads - 1; i++) {
     acc += work(i);
-    if (acc >= (total * (ranges.length + 1)) / threads) { ranges.push([0, numKvHeads, begin, i + 1]); begin = i + 1; }
+    if (acc >= (total * (ranges.length + 1)) / threads) { ranges.push([0, numKvHeads, begin, i + 1, 0, seqK]); begin = i + 1; }
   }
-  if (begin < seqQ) ranges.push([0, numKvHeads, begin, seqQ]);
-  return ranges;
+  if (begin < seqQ) ranges.push([0, numKvHeads, begin, seqQ, 0, seqK]);
+  return { ranges, splitKv: false };
 }
 
 /** Output-column ranges [nBegin, nEnd) for the linear layer, multiples of 4 wide. */

@@ -1,0 +1,62 @@
+// The threads part of `npm run bench`: the same calls on 1, 2 and all cores' threads.
+import { cpus } from "node:os";
+import { createKVCache, createRuntime, type KernelBuild } from "../src/index.ts";
+import { measure } from "./harness.ts";
+
+export interface ThreadRow { case: string; threads: number; ms: number; speedup: number }
+
+function random(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = s / 2147483648 - 1; }
+  return a;
+}
+
+export async function threadCases(build: KernelBuild, quick: boolean): Promise<ThreadRow[]> {
+  const counts = [...new Set([1, 2, cpus().length])];
+  const rows: ThreadRow[] = [];
+  const oneThread = new Map<string, number>();
+  const S = quick ? 128 : 512, past = quick ? 1024 : 8192;
+  const [H, KV, D] = [32, 8, 128];
+  const [M, N, K] = quick ? [64, 512, 512] : [128, 2048, 2048];
+  for (const threads of counts) {
+    const rt = await createRuntime({ build, threads });
+    try {
+      const timed = (name: string, fn: () => void, slow = false) => {
+        for (let i = 0; i < 3; i++) fn();
+        const ms = measure(fn, slow ? { minSamples: 5, maxTimeS: 2 } : {}).medianMs;
+        if (threads === 1) oneThread.set(name, ms);
+        const row = { case: name, threads, ms, speedup: oneThread.get(name)! / ms };
+        rows.push(row);
+        console.error(`  threads ${name} x${threads}: ${ms.toFixed(3)} ms (${row.speedup.toFixed(2)}x one thread)`);
+      };
+      {
+        const q = rt.upload(random(S * H * D, 1)), k = rt.upload(random(S * KV * D, 2)), v = rt.upload(random(S * KV * D, 3)), out = rt.alloc(S * H * D);
+        timed(`prefill ${H}/${KV}/${D} ${S} tokens causal`, () => rt.attentionInto({ q, k, v, out, numHeads: H, numKvHeads: KV, headDim: D, causal: true }), true);
+        for (const b of [q, k, v, out]) b.free();
+      }
+      {
+        const x = rt.upload(random(M * K, 4)), w = rt.upload(random(N * K, 5)), y = rt.alloc(M * N);
+        timed(`MatMul ${M}x${N}x${K}`, () => rt.linearInto({ x, weight: w, out: y, inFeatures: K, outFeatures: N }));
+        for (const b of [x, w, y]) b.free();
+      }
+      {
+        const q = rt.upload(random(H * D, 6)), k = rt.upload(random(past * KV * D, 7)), v = rt.upload(random(past * KV * D, 8)), out = rt.alloc(H * D);
+        timed(`decode ${H}/${KV}/${D} past ${past} (contiguous)`, () => rt.attentionInto({ q, k, v, out, numHeads: H, numKvHeads: KV, headDim: D }));
+        const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }] });
+        const seq = cache.createSequence();
+        for (let t = 0; t < past; t += 1024) cache.append(seq, 0, k.array.slice(t * KV * D, (t + 1024) * KV * D), v.array.slice(t * KV * D, (t + 1024) * KV * D));
+        timed(`decode ${H}/${KV}/${D} past ${past} (paged cache)`, () => cache.attentionInto(seq, 0, { q, out, numHeads: H }));
+        cache.dispose();
+        for (const b of [q, k, v, out]) b.free();
+      }
+      {
+        // One KV head: the threads split the keys (Flash-Decoding) and combine.
+        const q = rt.upload(random(H * D, 9)), k = rt.upload(random(past * D, 10)), v = rt.upload(random(past * D, 11)), out = rt.alloc(H * D);
+        timed(`decode MQA ${H}/1/${D} past ${past} (split-KV)`, () => rt.attentionInto({ q, k, v, out, numHeads: H, numKvHeads: 1, headDim: D }));
+        for (const b of [q, k, v, out]) b.free();
+      }
+    } finally { await rt.dispose(); }
+  }
+  return rows;
+}
