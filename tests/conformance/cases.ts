@@ -1,0 +1,99 @@
+// One set of conformance cases for every host (Node, Deno, Bun; the browser and workerd next):
+// plain TypeScript on the public API, no host built-ins, so any JavaScript engine can run it.
+import { createKVCache, maxAbsDiff, referenceAttention, referenceLinear, type Runtime } from "../../src/index.ts";
+
+export interface Case { name: string; run(rt: Runtime): void | Promise<void> }
+
+function random(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = s / 2147483648 - 1; }
+  return a;
+}
+
+function check(ok: boolean, message: string): void {
+  if (!ok) throw new Error(message);
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}
+
+function attentionCase(H: number, KV: number, D: number, SQ: number, SK: number, causal: boolean): Case {
+  return {
+    name: `attention ${H}/${KV}/${D} seqQ ${SQ} seqK ${SK}${causal ? " causal" : ""}`,
+    run(rt) {
+      const args = { q: random(SQ * H * D, 1), k: random(SK * KV * D, 2), v: random(SK * KV * D, 3), numHeads: H, numKvHeads: KV, headDim: D, causal };
+      const ref = referenceAttention(args);
+      const err = maxAbsDiff(rt.attention(args), ref);
+      check(err <= 2e-4 * maxAbs(ref), `max error ${err}`);
+    },
+  };
+}
+
+export const CASES: Case[] = [
+  attentionCase(32, 32, 128, 1, 300, false), // MHA decode
+  attentionCase(32, 8, 128, 1, 300, false), // GQA decode
+  attentionCase(16, 1, 64, 1, 300, false), // MQA decode
+  attentionCase(9, 3, 64, 70, 70, true), // GQA prefill
+  attentionCase(14, 2, 67, 9, 130, true), // chunked prefill, odd head_dim
+  {
+    name: "linear GEMV and GEMM with bias",
+    run(rt) {
+      for (const [M, N, K] of [[1, 257, 300], [9, 33, 130]] as const) {
+        const x = random(M * K, 4), w = random(N * K, 5), b = random(N, 6);
+        const ref = referenceLinear(x, w, b, K, N);
+        const err = maxAbsDiff(rt.linear({ x, weight: w, bias: b, inFeatures: K, outFeatures: N }), ref);
+        check(err <= 2e-4 * maxAbs(ref), `${M}x${N}x${K}: max error ${err}`);
+      }
+    },
+  },
+  {
+    name: "KV cache decode (f32, bf16, int8 pages) equals attention on the stored K/V",
+    run(rt) {
+      for (const dtype of ["f32", "bf16", "int8"] as const) {
+        const cache = createKVCache(rt, { layers: [{ numKvHeads: 2, headDim: 64 }, { numKvHeads: 1, headDim: 64 }], dtype });
+        try {
+          const seq = cache.createSequence();
+          for (const [layer, kv] of [[0, 2], [1, 1]] as const) {
+            cache.append(seq, layer, random(100 * kv * 64, 7 + layer), random(100 * kv * 64, 8 + layer));
+            const q = random(8 * 64, 9);
+            const stored = cache.readLayer(seq, layer);
+            const ref = referenceAttention({ q, k: stored.k, v: stored.v, numHeads: 8, numKvHeads: kv, headDim: 64, causal: true });
+            const err = maxAbsDiff(cache.attention(seq, layer, { q, numHeads: 8 }), ref);
+            check(err <= 2e-4 * maxAbs(ref), `${dtype} layer ${layer}: max error ${err}`);
+          }
+          const copy = cache.restore(cache.snapshot(seq));
+          check(maxAbsDiff(cache.readLayer(copy, 0).k, cache.readLayer(seq, 0).k) === 0, `${dtype}: snapshot round trip`);
+        } finally { cache.dispose(); }
+      }
+    },
+  },
+  {
+    name: "bad input is a clear error and the runtime stays usable",
+    run(rt) {
+      let message = "";
+      try { rt.attention({ q: new Float32Array(12), k: new Float32Array(8), v: new Float32Array(8), numHeads: 3, numKvHeads: 2, headDim: 4 }); } catch (e) { message = (e as Error).message; }
+      check(/numHeads \(3\) must be a multiple of numKvHeads \(2\)/.test(message), `got '${message}'`);
+      attentionCase(4, 2, 8, 1, 5, false).run(rt);
+    },
+  },
+];
+
+/** Runs every case, printing one line each and the closing counts; returns the failures. */
+export async function runCases(rt: Runtime, label: string, print: (line: string) => void): Promise<{ passed: number; failed: number }> {
+  let passed = 0, failed = 0;
+  for (const c of CASES) {
+    try {
+      await c.run(rt);
+      passed++;
+      print(`  ok   ${label}: ${c.name}`);
+    } catch (e) {
+      failed++;
+      print(`  FAIL ${label}: ${c.name}: ${(e as Error).message}`);
+    }
+  }
+  return { passed, failed };
+}
