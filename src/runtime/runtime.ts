@@ -354,7 +354,7 @@ export async function createRuntime(options?: RuntimeOptions | WasmSource): Prom
 async function threadSupport(): Promise<{ cores: number } | { why: string }> {
   if (typeof SharedArrayBuffer !== "function") return { why: "SharedArrayBuffer is unavailable (a page without cross-origin isolation?)" };
   const g = globalThis as { process?: { versions?: { node?: string } }; crossOriginIsolated?: boolean };
-  if (!g.process?.versions?.node) return { why: "worker threads are supported on Node and Bun only so far" };
+  if (!g.process?.versions?.node) return { why: "worker threads run on Node, Deno and Bun (worker_threads) so far" };
   try {
     const os = await import("node:os");
     await import("node:worker_threads");

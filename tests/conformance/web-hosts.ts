@@ -1,0 +1,75 @@
+// Drivers for the hosts that are not command lines: Cloudflare workerd (through miniflare) and
+// headless Chromium (Debian's chromium through playwright-core), each served from 127.0.0.1.
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { bundle } from "./bundle.ts";
+
+export interface HostResult { passed: number; failed: number; text: string }
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+
+function parse(text: string): HostResult {
+  const m = /conformance: (\d+) passed, (\d+) failed/.exec(text);
+  return m ? { passed: Number(m[1]), failed: Number(m[2]), text } : { passed: 0, failed: 1, text };
+}
+
+/** The Worker entry with its kernels imported as a compiled module, run by workerd. */
+export async function runInWorkerd(build: "relaxed" | "simd"): Promise<HostResult> {
+  const { Miniflare } = await import("miniflare");
+  const dir = mkdtempSync(join(tmpdir(), "gqa-workerd-"));
+  try {
+    await bundle(join(root, "tests/conformance/worker-entry.ts"), join(dir, "worker.js"));
+    copyFileSync(join(root, `build/gqa-${build}.wasm`), join(dir, "kernels.wasm"));
+    const mf = new Miniflare({
+      scriptPath: join(dir, "worker.js"), modules: true, modulesRoot: dir,
+      modulesRules: [{ type: "ESModule", include: ["**/*.js"] }, { type: "CompiledWasm", include: ["**/*.wasm"] }],
+      compatibilityDate: "2025-01-01", host: "127.0.0.1", port: 0,
+    });
+    try {
+      const url = await mf.ready;
+      return parse(await (await fetch(url)).text());
+    } finally { await mf.dispose(); }
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+}
+
+/** The browser entry in a page served from 127.0.0.1, with or without COOP/COEP headers. */
+export async function runInChromium(crossOriginIsolated: boolean): Promise<HostResult & { isolated: boolean }> {
+  const { chromium } = await import("playwright-core");
+  const dir = mkdtempSync(join(tmpdir(), "gqa-chromium-"));
+  await bundle(join(root, "tests/conformance/browser-entry.ts"), join(dir, "bundle.js"));
+  const files: Record<string, [string, string]> = {
+    "/": ["text/html", "<!doctype html><meta charset=utf-8><title>gqa-wasm conformance</title><body>running…<script type=module src=/bundle.js></script>"],
+    "/bundle.js": ["text/javascript", join(dir, "bundle.js")],
+    "/build/gqa-relaxed.wasm": ["application/wasm", join(root, "build/gqa-relaxed.wasm")],
+    "/build/gqa-simd.wasm": ["application/wasm", join(root, "build/gqa-simd.wasm")],
+  };
+  const server = createServer((req, res) => {
+    const file = files[new URL(req.url ?? "/", "http://x").pathname];
+    if (!file) { res.writeHead(404).end(); return; }
+    const headers: Record<string, string> = { "content-type": file[0] };
+    if (crossOriginIsolated) Object.assign(headers, { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" });
+    res.writeHead(200, headers).end(file[0] === "text/html" ? file[1] : readFileSync(file[1]));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  const profile = join(dir, "profile");
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium", headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${port}/`);
+    await page.waitForFunction(() => (window as { conformance?: unknown }).conformance !== undefined, undefined, { timeout: 120_000 });
+    const r = await page.evaluate(() => (window as unknown as { conformance: { lines: string[] } }).conformance);
+    const isolated = await page.evaluate(() => self.crossOriginIsolated);
+    return { ...parse(r.lines.join("\n")), isolated };
+  } finally {
+    await context.close();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
