@@ -9,6 +9,7 @@ import { describe, float32Array, positiveInt } from "../ops/validate.ts";
 import { ThreadPool, type Job } from "../threads/pool.ts";
 import { attentionSplits, columnSplits, type AttentionRange } from "../threads/splits.ts";
 import { kernelExportsOf, type KernelExports } from "./kernel-exports.ts";
+import { importNodeBuiltin } from "./node-builtins.ts";
 import { compileKernels, type KernelBuild, type WasmSource } from "./wasm-source.ts";
 
 export interface RuntimeOptions {
@@ -356,8 +357,8 @@ async function threadSupport(): Promise<{ cores: number } | { why: string }> {
   const g = globalThis as { process?: { versions?: { node?: string } }; crossOriginIsolated?: boolean };
   if (!g.process?.versions?.node) return { why: "worker threads run on Node, Deno and Bun (worker_threads) so far" };
   try {
-    const os = await import("node:os");
-    await import("node:worker_threads");
+    const os = await importNodeBuiltin<typeof import("node:os")>("os");
+    await importNodeBuiltin("worker_threads");
     return { cores: os.availableParallelism?.() ?? os.cpus().length };
   } catch (e) {
     return { why: `worker_threads is unavailable (${(e as Error).message})` };

@@ -1,4 +1,5 @@
 import { WasmFeatureError } from "../errors.ts";
+import { importNodeBuiltin } from "./node-builtins.ts";
 
 /** The two kernel builds, compiled from the same source (see asconfig.json). */
 export type KernelBuild = "relaxed" | "simd";
@@ -13,7 +14,7 @@ export function defaultKernelUrl(build: KernelBuild, threads = false): URL {
 
 async function readBytes(url: URL): Promise<Uint8Array<ArrayBuffer>> {
   if (url.protocol === "file:") {
-    const { readFile } = await import("node:fs/promises");
+    const { readFile } = await importNodeBuiltin<typeof import("node:fs/promises")>("fs/promises");
     try {
       return new Uint8Array(await readFile(url));
     } catch (e) {

@@ -1,3 +1,5 @@
+import { importNodeBuiltin } from "../runtime/node-builtins.ts";
+
 // A pool of worker threads on one shared WebAssembly.Memory. Every worker instantiates the same
 // compiled Module on that memory; a call hands each thread (the caller is thread 0) one kernel
 // call with its own ranges, and completion is counted with Atomics. Kernels are pure functions
@@ -65,7 +67,7 @@ export class ThreadPool {
 
   /** Starts size - 1 workers (Node's worker_threads; Bun runs them too). */
   static async start(size: number, module: WebAssembly.Module, memory: WebAssembly.Memory, run0: (job: Job) => void): Promise<ThreadPool> {
-    const { Worker } = await import("node:worker_threads");
+    const { Worker } = await importNodeBuiltin<typeof import("node:worker_threads")>("worker_threads");
     const control = new SharedArrayBuffer(16), jobs = new SharedArrayBuffer(size * SLOT * 8), message = new SharedArrayBuffer(MESSAGE_BYTES);
     const workers: NodeWorker[] = [];
     try {
