@@ -22,6 +22,9 @@ describe("conformance in workerd and Chromium", function () {
       assert.equal(r.failed, 0, r.text);
       assert.ok(r.passed >= 16, r.text);
       assert.match(r.text, /chromium: relaxed kernels/);
+      // Cross-origin isolated: a pool of 2 Web Workers, checked through the async calls.
+      if (isolated) assert.match(r.text, /chromium: relaxed kernels, 2 threads \(asked; \d+ cores\)[\s\S]*ok   threads: GQA decode/);
+      else assert.match(r.text, /1 thread \(auto\b|1 thread: /);
     });
   }
 });

@@ -345,24 +345,44 @@ export async function createRuntime(options?: RuntimeOptions | WasmSource): Prom
   if (typeof opts !== "object" || opts === null) throw new TypeError(`createRuntime: expected options, a WebAssembly.Module, bytes or a URL, got ${describe(options)}`);
   const { threads, info } = await chooseThreads(opts.threads);
   const module = await compileKernels(opts.wasm, opts.build, threads > 1);
-  const rt = new Runtime(module, opts, threads > 1);
-  if (threads > 1) rt.attachPool(await ThreadPool.start(threads, module, rt.memory.memory, (job) => rt.runJob(job)), info);
-  else rt.threadInfo = info;
+  if (threads === 1) {
+    const rt = new Runtime(module, opts);
+    rt.threadInfo = info;
+    return rt;
+  }
+  let rt: Runtime;
+  try {
+    rt = new Runtime(module, opts, true);
+  } catch (e) {
+    // Given kernels that are not a -threads build: 'auto' settles for one thread.
+    if (opts.threads !== "auto") throw e;
+    rt = new Runtime(module, opts);
+    rt.threadInfo = "1 thread: the given kernels are not a -threads build";
+    return rt;
+  }
+  rt.attachPool(await ThreadPool.start(threads, module, rt.memory.memory, (job) => rt.runJob(job)), info);
   return rt;
 }
 
-/** Worker threads on one shared memory need SharedArrayBuffer and Node/Bun worker_threads. */
+/**
+ * Worker threads on one shared memory need SharedArrayBuffer and workers: worker_threads on
+ * Node, Deno and Bun; Web Workers in a cross-origin-isolated page. Not on Cloudflare Workers.
+ */
 async function threadSupport(): Promise<{ cores: number } | { why: string }> {
   if (typeof SharedArrayBuffer !== "function") return { why: "SharedArrayBuffer is unavailable (a page without cross-origin isolation?)" };
-  const g = globalThis as { process?: { versions?: { node?: string } }; crossOriginIsolated?: boolean };
-  if (!g.process?.versions?.node) return { why: "worker threads run on Node, Deno and Bun (worker_threads) so far" };
-  try {
-    const os = await importNodeBuiltin<typeof import("node:os")>("os");
-    await importNodeBuiltin("worker_threads");
-    return { cores: os.availableParallelism?.() ?? os.cpus().length };
-  } catch (e) {
-    return { why: `worker_threads is unavailable (${(e as Error).message})` };
+  const g = globalThis as { process?: { versions?: { node?: string } }; crossOriginIsolated?: boolean; navigator?: { hardwareConcurrency?: number }; Worker?: unknown };
+  if (g.process?.versions?.node) {
+    try {
+      const os = await importNodeBuiltin<typeof import("node:os")>("os");
+      await importNodeBuiltin("worker_threads");
+      return { cores: os.availableParallelism?.() ?? os.cpus().length };
+    } catch (e) {
+      return { why: `worker_threads is unavailable (${(e as Error).message})` };
+    }
   }
+  if (typeof g.Worker !== "function") return { why: "this host has no workers (Cloudflare Workers run one thread)" };
+  if (g.crossOriginIsolated === false) return { why: "the page is not cross-origin isolated (serve it with COOP/COEP headers)" };
+  return { cores: g.navigator?.hardwareConcurrency ?? 1 };
 }
 
 async function chooseThreads(requested: RuntimeOptions["threads"]): Promise<{ threads: number; info: string }> {

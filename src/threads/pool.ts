@@ -15,37 +15,47 @@ const SLOT = MAX_ARGS + 2; // id, argc, args
 const GEN = 0, DONE = 1, ERROR = 2, STOP = -1;
 const MESSAGE_BYTES = 512;
 
-// The worker's whole program. Kept as a string so the pool needs no separate file to locate.
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require("node:worker_threads");
-const { module: wasmModule, memory, control, jobs, message, index } = workerData;
-const ctl = new Int32Array(control);
-const slots = new Float64Array(jobs);
-const text = new Uint8Array(message);
-const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
-const kernels = ${JSON.stringify(JOB_KERNELS)}.map((n) => n && instance.exports[n]);
-parentPort.postMessage("ready");
-let gen = 0;
-for (;;) {
-  Atomics.wait(ctl, ${GEN}, gen);
-  gen = Atomics.load(ctl, ${GEN});
-  if (gen === ${STOP}) break;
-  const base = index * ${SLOT};
-  const id = slots[base];
-  try {
-    if (id > 0) kernels[id](...slots.subarray(base + 2, base + 2 + slots[base + 1]));
-  } catch (e) {
-    if (Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
-      const bytes = new TextEncoder().encode(String(e && e.message || e)).subarray(0, ${MESSAGE_BYTES});
-      text.fill(0); text.set(bytes);
+// The worker's program: one loop for both kinds of worker, after a prologue that receives the
+// Module, the memory and the control buffers (worker_threads: workerData; Web Workers: the
+// first message). Kept as strings so the pool needs no separate file to locate.
+const WORKER_LOOP = `
+function serve({ module: wasmModule, memory, control, jobs, message, index }, ready) {
+  const ctl = new Int32Array(control);
+  const slots = new Float64Array(jobs);
+  const text = new Uint8Array(message);
+  const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
+  const kernels = ${JSON.stringify(JOB_KERNELS)}.map((n) => n && instance.exports[n]);
+  ready();
+  let gen = 0;
+  for (;;) {
+    Atomics.wait(ctl, ${GEN}, gen);
+    gen = Atomics.load(ctl, ${GEN});
+    if (gen === ${STOP}) break;
+    const base = index * ${SLOT};
+    const id = slots[base];
+    try {
+      if (id > 0) kernels[id](...slots.subarray(base + 2, base + 2 + slots[base + 1]));
+    } catch (e) {
+      if (Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
+        const bytes = new TextEncoder().encode(String(e && e.message || e)).subarray(0, ${MESSAGE_BYTES});
+        text.fill(0); text.set(bytes);
+      }
     }
+    Atomics.add(ctl, ${DONE}, 1);
+    Atomics.notify(ctl, ${DONE});
   }
-  Atomics.add(ctl, ${DONE}, 1);
-  Atomics.notify(ctl, ${DONE});
 }
 `;
+const NODE_WORKER_SOURCE = `${WORKER_LOOP}
+const { parentPort, workerData } = require("node:worker_threads");
+serve(workerData, () => parentPort.postMessage("ready"));
+`;
+const WEB_WORKER_SOURCE = `${WORKER_LOOP}
+self.onmessage = (e) => serve(e.data, () => self.postMessage("ready"));
+`;
 
-type NodeWorker = { terminate(): Promise<number>; unref(): void; once(ev: string, f: (x: unknown) => void): void };
+/** What the pool needs of a worker, whichever kind. */
+interface PoolWorker { terminate(): unknown }
 
 export class ThreadPool {
   private readonly ctl: Int32Array;
@@ -56,39 +66,44 @@ export class ThreadPool {
   private constructor(
     /** Threads including the caller. */
     readonly size: number,
-    private readonly workers: NodeWorker[],
+    private readonly workers: PoolWorker[],
     control: SharedArrayBuffer, jobs: SharedArrayBuffer, message: SharedArrayBuffer,
     private readonly run0: (job: Job) => void,
+    /** False on a browser's main thread, where Atomics.wait is not allowed. */
+    private readonly canBlock: boolean,
   ) {
     this.ctl = new Int32Array(control);
     this.slots = new Float64Array(jobs);
     this.text = new Uint8Array(message);
   }
 
-  /** Starts size - 1 workers (Node's worker_threads; Bun runs them too). */
+  /**
+   * Starts size - 1 workers: worker_threads on Node, Deno and Bun; Web Workers elsewhere (a
+   * cross-origin-isolated page, where SharedArrayBuffer exists).
+   */
   static async start(size: number, module: WebAssembly.Module, memory: WebAssembly.Memory, run0: (job: Job) => void): Promise<ThreadPool> {
-    const { Worker } = await importNodeBuiltin<typeof import("node:worker_threads")>("worker_threads");
     const control = new SharedArrayBuffer(16), jobs = new SharedArrayBuffer(size * SLOT * 8), message = new SharedArrayBuffer(MESSAGE_BYTES);
-    const workers: NodeWorker[] = [];
+    const onNode = Boolean((globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node);
+    const workers: PoolWorker[] = [];
     try {
       for (let index = 1; index < size; index++) {
-        const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { module, memory, control, jobs, message, index } }) as unknown as NodeWorker;
-        workers.push(w);
-        await new Promise<void>((resolve, reject) => {
-          w.once("message", () => resolve());
-          w.once("error", (e) => reject(e));
-        });
-        w.unref(); // an undisposed pool does not keep the process alive
+        const data = { module, memory, control, jobs, message, index };
+        workers.push(onNode ? await startNodeWorker(data) : await startWebWorker(data));
       }
     } catch (e) {
       await Promise.all(workers.map((w) => w.terminate()));
       throw new Error(`threads: a worker failed to start (${(e as Error).message})`);
     }
-    return new ThreadPool(size, workers, control, jobs, message, run0);
+    const g = globalThis as { window?: unknown; document?: unknown };
+    const canBlock = onNode || !(g.window !== undefined && g.document !== undefined);
+    return new ThreadPool(size, workers, control, jobs, message, run0, canBlock);
   }
 
   /** Runs jobs[t] on thread t (thread 0 is the caller) and waits, blocking, for all of them. */
   run(jobs: (Job | undefined)[]): void {
+    if (!this.canBlock) {
+      throw new Error("threads: a browser's main thread cannot block: use the async calls (attentionAsync, linearAsync, ...) or run gqa-wasm in a Web Worker");
+    }
     this.post(jobs);
     let error: unknown;
     try { if (jobs[0]) this.run0(jobs[0]); } catch (e) { error = e; }
@@ -145,4 +160,37 @@ export class ThreadPool {
       throw new Error(`threads: thread ${failed - 1} failed: ${message}`);
     }
   }
+}
+
+type WorkerData = { module: WebAssembly.Module; memory: WebAssembly.Memory; control: SharedArrayBuffer; jobs: SharedArrayBuffer; message: SharedArrayBuffer; index: number };
+
+async function startNodeWorker(data: WorkerData): Promise<PoolWorker> {
+  const { Worker } = await importNodeBuiltin<typeof import("node:worker_threads")>("worker_threads");
+  const w = new Worker(NODE_WORKER_SOURCE, { eval: true, workerData: data });
+  try {
+    await new Promise<void>((resolve, reject) => { w.once("message", () => resolve()); w.once("error", reject); });
+  } catch (e) {
+    await w.terminate();
+    throw e;
+  }
+  w.unref(); // an undisposed pool does not keep the process alive
+  return w;
+}
+
+async function startWebWorker(data: WorkerData): Promise<PoolWorker> {
+  const url = URL.createObjectURL(new Blob([WEB_WORKER_SOURCE], { type: "text/javascript" }));
+  const w = new Worker(url);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      w.onmessage = () => resolve();
+      w.onerror = (e) => reject(new Error(e.message));
+      w.postMessage(data);
+    });
+  } catch (e) {
+    w.terminate();
+    throw e;
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+  return w;
 }

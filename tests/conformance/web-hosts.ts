@@ -47,6 +47,8 @@ export async function runInChromium(crossOriginIsolated: boolean): Promise<HostR
     "/bundle.js": ["text/javascript", join(dir, "bundle.js")],
     "/build/gqa-relaxed.wasm": ["application/wasm", join(root, "build/gqa-relaxed.wasm")],
     "/build/gqa-simd.wasm": ["application/wasm", join(root, "build/gqa-simd.wasm")],
+    "/build/gqa-relaxed-threads.wasm": ["application/wasm", join(root, "build/gqa-relaxed-threads.wasm")],
+    "/build/gqa-simd-threads.wasm": ["application/wasm", join(root, "build/gqa-simd-threads.wasm")],
   };
   const server = createServer((req, res) => {
     const file = files[new URL(req.url ?? "/", "http://x").pathname];
