@@ -198,7 +198,10 @@ async function main(): Promise<void> {
   }
   if (threadRows.length > 0) {
     console.log("");
-    printTable(console.log, ["threads case", "threads", "ms", "x one thread"], threadRows.map((r) => [r.case, String(r.threads), r.ms.toFixed(3), `${r.speedup.toFixed(2)}x`]));
+    printTable(console.log, ["threads case", "threads", "ms", "x one thread", "onnxruntime-web ms", "x onnxruntime-web"], threadRows.map((r) => [
+      r.case, String(r.threads), r.ms.toFixed(3), `${r.speedup.toFixed(2)}x`,
+      r.ortMs === undefined ? "-" : r.ortMs.toFixed(2), r.vsOrt === undefined ? "-" : `${r.vsOrt.toFixed(2)}x`,
+    ]));
   }
   console.log("");
   console.log("x anchor = anchor median time / our median time (higher is better). roofline = max(bytes / read GB/s at that size, FLOPs / FMA peak), both probes at their fastest sample.");

@@ -1,9 +1,32 @@
 // The threads part of `npm run bench`: the same calls on 1, 2 and all cores' threads.
+import { spawnSync } from "node:child_process";
 import { cpus } from "node:os";
+import { fileURLToPath } from "node:url";
 import { createKVCache, createRuntime, type KernelBuild } from "../src/index.ts";
 import { measure } from "./harness.ts";
 
-export interface ThreadRow { case: string; threads: number; ms: number; speedup: number }
+export interface ThreadRow {
+  case: string;
+  threads: number;
+  ms: number;
+  /** against our one-thread time */
+  speedup: number;
+  /** onnxruntime-web on the same number of threads, where it has the case */
+  ortMs?: number;
+  /** ortMs / ms */
+  vsOrt?: number;
+}
+
+/** onnxruntime-web's times at a thread count, measured in a child process. */
+function ortAt(threads: number, quick: boolean): Record<string, number> {
+  const script = fileURLToPath(new URL("./anchors/ort-threads.ts", import.meta.url));
+  const r = spawnSync(process.execPath, ["--import", "tsx", script, String(threads), quick ? "1" : "0"], { encoding: "utf8", timeout: 600_000 });
+  const line = r.stdout.trim().split("\n").pop() ?? "";
+  try { return JSON.parse(line) as Record<string, number>; } catch {
+    console.error(`  (onnxruntime-web on ${threads} threads gave no result: ${r.stderr.slice(-300)})`);
+    return {};
+  }
+}
 
 function random(n: number, seed: number): Float32Array {
   const a = new Float32Array(n);
@@ -20,29 +43,32 @@ export async function threadCases(build: KernelBuild, quick: boolean): Promise<T
   const [H, KV, D] = [32, 8, 128];
   const [M, N, K] = quick ? [64, 512, 512] : [128, 2048, 2048];
   for (const threads of counts) {
+    const ort = ortAt(threads, quick);
     const rt = await createRuntime({ build, threads });
     try {
-      const timed = (name: string, fn: () => void, slow = false) => {
+      const timed = (name: string, fn: () => void, slow = false, ortKey?: string) => {
         for (let i = 0; i < 3; i++) fn();
         const ms = measure(fn, slow ? { minSamples: 5, maxTimeS: 2 } : {}).medianMs;
         if (threads === 1) oneThread.set(name, ms);
-        const row = { case: name, threads, ms, speedup: oneThread.get(name)! / ms };
+        const ortMs = ortKey ? ort[ortKey] : undefined;
+        const row: ThreadRow = { case: name, threads, ms, speedup: oneThread.get(name)! / ms, ortMs, vsOrt: ortMs === undefined ? undefined : ortMs / ms };
         rows.push(row);
-        console.error(`  threads ${name} x${threads}: ${ms.toFixed(3)} ms (${row.speedup.toFixed(2)}x one thread)`);
+        console.error(`  threads ${name} x${threads}: ${ms.toFixed(3)} ms (${row.speedup.toFixed(2)}x one thread` +
+          (ortMs === undefined ? ")" : `; onnxruntime-web ${ortMs.toFixed(2)} ms, ${row.vsOrt!.toFixed(2)}x)`));
       };
       {
         const q = rt.upload(random(S * H * D, 1)), k = rt.upload(random(S * KV * D, 2)), v = rt.upload(random(S * KV * D, 3)), out = rt.alloc(S * H * D);
-        timed(`prefill ${H}/${KV}/${D} ${S} tokens causal`, () => rt.attentionInto({ q, k, v, out, numHeads: H, numKvHeads: KV, headDim: D, causal: true }), true);
+        timed(`prefill ${H}/${KV}/${D} ${S} tokens causal`, () => rt.attentionInto({ q, k, v, out, numHeads: H, numKvHeads: KV, headDim: D, causal: true }), true, "prefill");
         for (const b of [q, k, v, out]) b.free();
       }
       {
         const x = rt.upload(random(M * K, 4)), w = rt.upload(random(N * K, 5)), y = rt.alloc(M * N);
-        timed(`MatMul ${M}x${N}x${K}`, () => rt.linearInto({ x, weight: w, out: y, inFeatures: K, outFeatures: N }));
+        timed(`MatMul ${M}x${N}x${K}`, () => rt.linearInto({ x, weight: w, out: y, inFeatures: K, outFeatures: N }), false, "matmul");
         for (const b of [x, w, y]) b.free();
       }
       {
         const q = rt.upload(random(H * D, 6)), k = rt.upload(random(past * KV * D, 7)), v = rt.upload(random(past * KV * D, 8)), out = rt.alloc(H * D);
-        timed(`decode ${H}/${KV}/${D} past ${past} (contiguous)`, () => rt.attentionInto({ q, k, v, out, numHeads: H, numKvHeads: KV, headDim: D }));
+        timed(`decode ${H}/${KV}/${D} past ${past} (contiguous)`, () => rt.attentionInto({ q, k, v, out, numHeads: H, numKvHeads: KV, headDim: D }), false, "decode");
         const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }] });
         const seq = cache.createSequence();
         for (let t = 0; t < past; t += 1024) cache.append(seq, 0, k.array.slice(t * KV * D, (t + 1024) * KV * D), v.array.slice(t * KV * D, (t + 1024) * KV * D));
