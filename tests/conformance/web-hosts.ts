@@ -16,25 +16,41 @@ function parse(text: string): HostResult {
   return m ? { passed: Number(m[1]), failed: Number(m[2]), text } : { passed: 0, failed: 1, text };
 }
 
-/** The Worker entry with its kernels imported as a compiled module, run by workerd. */
-export async function runInWorkerd(build: "relaxed" | "simd"): Promise<HostResult> {
+/** Serves a Worker script (bundled from `entry`) with `wasmName` from build/ in workerd; calls `fn` with its URL. */
+async function withWorker<T>(entry: string, wasmName: string, wasmFile: string, fn: (url: URL) => Promise<T>): Promise<T> {
   const { Miniflare } = await import("miniflare");
   const dir = mkdtempSync(join(tmpdir(), "gqa-workerd-"));
   try {
-    await bundle(join(root, "tests/conformance/worker-entry.ts"), join(dir, "worker.js"));
-    copyFileSync(join(root, `build/gqa-${build}.wasm`), join(dir, "kernels.wasm"));
+    await bundle(join(root, entry), join(dir, "worker.js"));
+    copyFileSync(join(root, "build", wasmFile), join(dir, wasmName));
     // The modules are listed (not found by scanning): the runtime's computed dynamic imports of
     // Node built-ins are left in the bundle, unreachable on workerd, and the scanner rejects them.
     const mf = new Miniflare({
       modulesRoot: dir,
-      modules: [{ type: "ESModule", path: join(dir, "worker.js") }, { type: "CompiledWasm", path: join(dir, "kernels.wasm") }],
+      modules: [{ type: "ESModule", path: join(dir, "worker.js") }, { type: "CompiledWasm", path: join(dir, wasmName) }],
       compatibilityDate: "2025-01-01", host: "127.0.0.1", port: 0,
     });
     try {
-      const url = await mf.ready;
-      return parse(await (await fetch(url)).text());
+      return await fn(await mf.ready);
     } finally { await mf.dispose(); }
   } finally { rmSync(dir, { recursive: true, force: true }); }
+}
+
+/** The conformance Worker with its kernels imported as a compiled module, run by workerd. */
+export function runInWorkerd(build: "relaxed" | "simd"): Promise<HostResult> {
+  return withWorker("tests/conformance/worker-entry.ts", "gqa-kernels.wasm", `gqa-${build}.wasm`, async (url) => parse(await (await fetch(url)).text()));
+}
+
+/** The Cloudflare Worker example, answering the given queries. */
+export function runWorkerExample(queries: string[]): Promise<{ status: number; body: Record<string, unknown> }[]> {
+  return withWorker("examples/cloudflare-worker/src/index.ts", "gqa-relaxed.wasm", "gqa-relaxed.wasm", async (url) => {
+    const answers = [];
+    for (const q of queries) {
+      const res = await fetch(new URL(q, url));
+      answers.push({ status: res.status, body: (await res.json()) as Record<string, unknown> });
+    }
+    return answers;
+  });
 }
 
 /** The browser entry in a page served from 127.0.0.1, with or without COOP/COEP headers. */

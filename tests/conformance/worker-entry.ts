@@ -2,7 +2,7 @@
 // kernels come in as an imported WebAssembly.Module (a CompiledWasm module), as in a real Worker.
 // GET / runs the cases on that build and answers with one line each and the closing counts.
 // @ts-expect-error: resolved by workerd's module rules, not by TypeScript
-import kernels from "./kernels.wasm";
+import kernels from "./gqa-kernels.wasm";
 import { createRuntime } from "../../src/index.ts";
 import { runCases } from "./cases.ts";
 
