@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { runWorkerExample } from "./conformance/web-hosts.ts";
+import { runBrowserExample, runWorkerExample } from "./conformance/web-hosts.ts";
 
 // The examples run as a user would run them.
 describe("examples", function () {
@@ -18,6 +18,14 @@ describe("examples", function () {
     assert.match(bad!.body.error as string, /kvHeads must divide 32, got 5/);
     assert.equal(huge!.status, 507, JSON.stringify(huge!.body)); // 20000 tokens x 32 KiB > the 96 MiB budget
     assert.match(huge!.body.error as string, /limit is 96.0 MiB/);
+  });
+
+  it("the browser page measures MHA, GQA-8 and MQA in a Web Worker and charts every point", async () => {
+    const r = await runBrowserExample(process.env.GQA_SCREENSHOT);
+    assert.equal(r.error, undefined);
+    assert.equal(r.points!.length, 15);
+    assert.deepEqual([...new Set(r.points!.map((p) => p.kvHeads))], [32, 8, 1]);
+    for (const p of r.points!) assert.ok(p.ms >= 0 && Number.isFinite(p.ms), JSON.stringify(p));
   });
 
   it("the Deno script prints decode times for MHA, GQA-8 and MQA", () => {

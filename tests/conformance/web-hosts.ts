@@ -93,3 +93,40 @@ export async function runInChromium(crossOriginIsolated: boolean): Promise<HostR
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** The browser example: its page, the Web Worker and the kernels, served from 127.0.0.1 and run in Chromium. */
+export async function runBrowserExample(screenshot?: string): Promise<{ points?: { kvHeads: number; context: number; ms: number }[]; error?: string }> {
+  const { chromium } = await import("playwright-core");
+  const dir = mkdtempSync(join(tmpdir(), "gqa-example-"));
+  await bundle(join(root, "examples/browser/main.ts"), join(dir, "main.js"));
+  await bundle(join(root, "examples/browser/worker.ts"), join(dir, "worker.js"));
+  const files: Record<string, [string, string]> = {
+    "/": ["text/html", join(root, "examples/browser/index.html")],
+    "/main.js": ["text/javascript", join(dir, "main.js")],
+    "/worker.js": ["text/javascript", join(dir, "worker.js")],
+    "/build/gqa-relaxed.wasm": ["application/wasm", join(root, "build/gqa-relaxed.wasm")],
+    "/build/gqa-simd.wasm": ["application/wasm", join(root, "build/gqa-simd.wasm")],
+  };
+  const server = createServer((req, res) => {
+    const file = files[new URL(req.url ?? "/", "http://x").pathname];
+    if (!file) { res.writeHead(404).end(); return; }
+    res.writeHead(200, { "content-type": file[0] }).end(readFileSync(file[1]));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  const context = await chromium.launchPersistentContext(join(dir, "profile"), {
+    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium", headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${port}/`);
+    await page.waitForFunction(() => (window as { exampleResult?: unknown }).exampleResult !== undefined, undefined, { timeout: 150_000 });
+    if (screenshot) await page.screenshot({ path: screenshot });
+    return await page.evaluate(() => (window as unknown as { exampleResult: { points?: { kvHeads: number; context: number; ms: number }[]; error?: string } }).exampleResult);
+  } finally {
+    await context.close();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
