@@ -4,6 +4,7 @@
 import { createKVCache, maxAbsDiff, type KVDtype, type Runtime } from "../src/index.ts";
 import { DECILM_7B_KV_HEADS } from "../src/demo.ts";
 import { measure } from "./harness.ts";
+import { seededArray as random } from "../src/random.ts";
 
 export interface KvRow {
   case: string;
@@ -21,12 +22,6 @@ export interface KvRow {
   bytesPerToken?: number;
 }
 
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = s / 2147483648 - 1; }
-  return a;
-}
 
 function maxAbs(a: Float32Array): number { let m = 0; for (const x of a) m = Math.max(m, Math.abs(x)); return m; }
 

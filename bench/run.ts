@@ -16,6 +16,7 @@ import { initTfjs, tfjsMatMul } from "./anchors/tfjs-wasm.ts";
 import { plainAttention, plainLinear } from "./anchors/plain-js.ts";
 import { kvCases, type KvRow } from "./kv-cases.ts";
 import { threadCases, type ThreadRow } from "./thread-cases.ts";
+import { seededArray as random } from "../src/random.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : undefined; };
@@ -23,12 +24,6 @@ const quick = argv.includes("--quick");
 const only = flag("only");
 const outFile = flag("out") ?? new URL("./results/latest.json", import.meta.url).pathname;
 
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = s / 2147483648 - 1; }
-  return a;
-}
 
 // ---- the machine's limits, per build ----
 const peakCache = new Map<KernelBuild, number>();

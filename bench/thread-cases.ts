@@ -4,6 +4,7 @@ import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { createKVCache, createRuntime, type KernelBuild } from "../src/index.ts";
 import { measure } from "./harness.ts";
+import { seededArray as random } from "../src/random.ts";
 
 export interface ThreadRow {
   case: string;
@@ -28,12 +29,6 @@ function ortAt(threads: number, quick: boolean): Record<string, number> {
   }
 }
 
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = s / 2147483648 - 1; }
-  return a;
-}
 
 export async function threadCases(build: KernelBuild, quick: boolean): Promise<ThreadRow[]> {
   const counts = [...new Set([1, 2, cpus().length])];

@@ -1,6 +1,7 @@
 import type { Runtime } from "./runtime/runtime.ts";
 import { createKVCache } from "./kv/kv-cache.ts";
 import { maxAbsDiff, referenceAttention } from "./reference.ts";
+import { fillSeeded } from "./random.ts";
 
 // The seed idea made visible: the same Llama-3-8B-like attention (32 query heads, head_dim 128,
 // 32 layers) with fewer KV heads keeps a smaller KV cache and decodes faster.
@@ -18,15 +19,6 @@ export interface DemoOptions {
 }
 
 interface Config { name: string; kvHeadsPerLayer: number[] }
-
-/** Deterministic uniform [-1, 1) fill (fast LCG). */
-function fillRandom(a: Float32Array, seed: number): void {
-  let s = seed >>> 0;
-  for (let i = 0; i < a.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2147483648 - 1;
-  }
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -60,14 +52,14 @@ export function runDemo(rt: Runtime, options: DemoOptions = {}): void {
     const cache = createKVCache(rt, { layers: [{ numKvHeads: kv, headDim: D }] });
     const q = rt.alloc(H * D), out = rt.alloc(H * D);
     try {
-      fillRandom(q.array, 3);
+      fillSeeded(q.array, 3);
       const seq = cache.createSequence();
       const args = { q, out, numHeads: H };
       for (const ctx of sorted) {
         while (seq.length() < ctx) {
           const n = Math.min(512, ctx - seq.length());
           const k = new Float32Array(n * kv * D), v = new Float32Array(n * kv * D);
-          fillRandom(k, seq.length() + 1); fillRandom(v, seq.length() + 2);
+          fillSeeded(k, seq.length() + 1); fillSeeded(v, seq.length() + 2);
           cache.append(seq, 0, k, v);
         }
         const call = () => cache.attentionInto(seq, 0, args);
@@ -117,13 +109,13 @@ function maxError(rt: Runtime, H: number, kvHeadsPerLayer: number[], D: number):
       let K = new Float32Array(0), V = new Float32Array(0);
       for (const [n, seed] of [[80, 1], [16, 2]] as const) {
         const k = new Float32Array(n * kv * D), v = new Float32Array(n * kv * D);
-        fillRandom(k, 10 * kv + seed); fillRandom(v, 20 * kv + seed);
+        fillSeeded(k, 10 * kv + seed); fillSeeded(v, 20 * kv + seed);
         cache.append(seq, 0, k, v);
         const grownK = new Float32Array(K.length + k.length); grownK.set(K); grownK.set(k, K.length); K = grownK;
         const grownV = new Float32Array(V.length + v.length); grownV.set(V); grownV.set(v, V.length); V = grownV;
         const seqQ = n === 80 ? 1 : n;
         const q = new Float32Array(seqQ * H * D);
-        fillRandom(q, 30 * kv + seed);
+        fillSeeded(q, 30 * kv + seed);
         const out = cache.attention(seq, 0, { q, numHeads: H });
         const ref = referenceAttention({ q, k: K, v: V, numHeads: H, numKvHeads: kv, headDim: D, causal: true });
         worst = Math.max(worst, maxAbsDiff(out, ref));

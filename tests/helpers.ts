@@ -1,16 +1,6 @@
 import { createRuntime, type KernelBuild, type Runtime } from "../src/index.ts";
 import { readFile } from "node:fs/promises";
-
-/** Deterministic uniform floats in [-scale, scale) (a 32-bit LCG): the same inputs every run. */
-export function randomArray(n: number, seed: number, scale = 1): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = ((s / 4294967296) * 2 - 1) * scale;
-  }
-  return a;
-}
+export { seededArray as randomArray } from "../src/random.ts";
 
 export function maxAbs(a: ArrayLike<number>): number {
   let m = 0;

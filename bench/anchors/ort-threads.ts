@@ -4,17 +4,12 @@
 import * as ort from "onnxruntime-web";
 import { measureAsync } from "../harness.ts";
 import { ortGroupQueryAttention, ortMatMul } from "./onnxruntime-web.ts";
+import { seededArray as random } from "../../src/random.ts";
 
 const threads = Number(process.argv[2]);
 const quick = process.argv[3] === "1";
 ort.env.wasm.numThreads = threads; // before the first session: the anchors module set 1
 
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = s / 2147483648 - 1; }
-  return a;
-}
 
 const [H, KV, D] = [32, 8, 128];
 const S = quick ? 128 : 512, past = quick ? 1024 : 8192;

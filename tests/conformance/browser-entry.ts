@@ -4,13 +4,8 @@
 // one thread.
 import { createRuntime, type Runtime } from "../../src/index.ts";
 import { runCases } from "./cases.ts";
+import { seededArray as random } from "../../src/random.ts";
 
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = s / 2147483648 - 1; }
-  return a;
-}
 
 /** Async calls on a 2-thread pool must give exactly what one thread gives (head/query/column splits). */
 async function threadCases(one: Runtime, pool: Runtime, print: (l: string) => void): Promise<{ passed: number; failed: number }> {

@@ -1,15 +1,10 @@
 // One set of conformance cases for every host (Node, Deno, Bun; the browser and workerd next):
 // plain TypeScript on the public API, no host built-ins, so any JavaScript engine can run it.
 import { createKVCache, maxAbsDiff, referenceAttention, referenceLinear, type Runtime } from "../../src/index.ts";
+import { seededArray as random } from "../../src/random.ts";
 
 export interface Case { name: string; run(rt: Runtime): void | Promise<void> }
 
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = s / 2147483648 - 1; }
-  return a;
-}
 
 function check(ok: boolean, message: string): void {
   if (!ok) throw new Error(message);

@@ -53,64 +53,32 @@ export function runWorkerExample(queries: string[]): Promise<{ status: number; b
   });
 }
 
-/** The browser entry in a page served from 127.0.0.1, with or without COOP/COEP headers. */
-export async function runInChromium(crossOriginIsolated: boolean): Promise<HostResult & { isolated: boolean }> {
+/** A file served by withPage: its content type, and its path (or, for HTML, its text). */
+type Served = Record<string, [contentType: string, pathOrHtml: string]>;
+
+const WASM_FILES: Served = Object.fromEntries(["relaxed", "simd", "relaxed-threads", "simd-threads"].map((b) => [
+  `/build/gqa-${b}.wasm`, ["application/wasm", join(root, `build/gqa-${b}.wasm`)],
+]));
+
+/**
+ * Bundles `entries` (name -> TypeScript entry) into a temporary folder, serves them with `files`
+ * and the kernels from 127.0.0.1 (with COOP/COEP headers when `isolated`), opens "/" in headless
+ * Chromium and returns what `fn` reads from the page.
+ */
+async function withPage<T>(entries: Record<string, string>, files: Served, isolated: boolean, fn: (page: import("playwright-core").Page) => Promise<T>): Promise<T> {
   const { chromium } = await import("playwright-core");
   const dir = mkdtempSync(join(tmpdir(), "gqa-chromium-"));
-  await bundle(join(root, "tests/conformance/browser-entry.ts"), join(dir, "bundle.js"));
-  const files: Record<string, [string, string]> = {
-    "/": ["text/html", "<!doctype html><meta charset=utf-8><title>gqa-wasm conformance</title><body>running…<script type=module src=/bundle.js></script>"],
-    "/bundle.js": ["text/javascript", join(dir, "bundle.js")],
-    "/build/gqa-relaxed.wasm": ["application/wasm", join(root, "build/gqa-relaxed.wasm")],
-    "/build/gqa-simd.wasm": ["application/wasm", join(root, "build/gqa-simd.wasm")],
-    "/build/gqa-relaxed-threads.wasm": ["application/wasm", join(root, "build/gqa-relaxed-threads.wasm")],
-    "/build/gqa-simd-threads.wasm": ["application/wasm", join(root, "build/gqa-simd-threads.wasm")],
-  };
+  const served: Served = { ...WASM_FILES, ...files };
+  for (const [name, entry] of Object.entries(entries)) {
+    await bundle(join(root, entry), join(dir, name));
+    served[`/${name}`] = ["text/javascript", join(dir, name)];
+  }
   const server = createServer((req, res) => {
-    const file = files[new URL(req.url ?? "/", "http://x").pathname];
+    const file = served[new URL(req.url ?? "/", "http://x").pathname];
     if (!file) { res.writeHead(404).end(); return; }
     const headers: Record<string, string> = { "content-type": file[0] };
-    if (crossOriginIsolated) Object.assign(headers, { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" });
-    res.writeHead(200, headers).end(file[0] === "text/html" ? file[1] : readFileSync(file[1]));
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as { port: number }).port;
-  const profile = join(dir, "profile");
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium", headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-  try {
-    const page = await context.newPage();
-    await page.goto(`http://127.0.0.1:${port}/`);
-    await page.waitForFunction(() => (window as { conformance?: unknown }).conformance !== undefined, undefined, { timeout: 120_000 });
-    const r = await page.evaluate(() => (window as unknown as { conformance: { lines: string[] } }).conformance);
-    const isolated = await page.evaluate(() => self.crossOriginIsolated);
-    return { ...parse(r.lines.join("\n")), isolated };
-  } finally {
-    await context.close();
-    server.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** The browser example: its page, the Web Worker and the kernels, served from 127.0.0.1 and run in Chromium. */
-export async function runBrowserExample(screenshot?: string): Promise<{ points?: { kvHeads: number; context: number; ms: number }[]; error?: string }> {
-  const { chromium } = await import("playwright-core");
-  const dir = mkdtempSync(join(tmpdir(), "gqa-example-"));
-  await bundle(join(root, "examples/browser/main.ts"), join(dir, "main.js"));
-  await bundle(join(root, "examples/browser/worker.ts"), join(dir, "worker.js"));
-  const files: Record<string, [string, string]> = {
-    "/": ["text/html", join(root, "examples/browser/index.html")],
-    "/main.js": ["text/javascript", join(dir, "main.js")],
-    "/worker.js": ["text/javascript", join(dir, "worker.js")],
-    "/build/gqa-relaxed.wasm": ["application/wasm", join(root, "build/gqa-relaxed.wasm")],
-    "/build/gqa-simd.wasm": ["application/wasm", join(root, "build/gqa-simd.wasm")],
-  };
-  const server = createServer((req, res) => {
-    const file = files[new URL(req.url ?? "/", "http://x").pathname];
-    if (!file) { res.writeHead(404).end(); return; }
-    res.writeHead(200, { "content-type": file[0] }).end(readFileSync(file[1]));
+    if (isolated) Object.assign(headers, { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" });
+    res.writeHead(200, headers).end(file[1].startsWith("<!doctype") ? file[1] : readFileSync(file[1]));
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as { port: number }).port;
@@ -121,12 +89,31 @@ export async function runBrowserExample(screenshot?: string): Promise<{ points?:
   try {
     const page = await context.newPage();
     await page.goto(`http://127.0.0.1:${port}/`);
-    await page.waitForFunction(() => (window as { exampleResult?: unknown }).exampleResult !== undefined, undefined, { timeout: 150_000 });
-    if (screenshot) await page.screenshot({ path: screenshot });
-    return await page.evaluate(() => (window as unknown as { exampleResult: { points?: { kvHeads: number; context: number; ms: number }[]; error?: string } }).exampleResult);
+    return await fn(page);
   } finally {
     await context.close();
     server.close();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The browser conformance entry in a page, with or without cross-origin isolation. */
+export function runInChromium(crossOriginIsolated: boolean): Promise<HostResult & { isolated: boolean }> {
+  const html = "<!doctype html><meta charset=utf-8><title>gqa-wasm conformance</title><body>running…<script type=module src=/bundle.js></script>";
+  return withPage({ "bundle.js": "tests/conformance/browser-entry.ts" }, { "/": ["text/html", html] }, crossOriginIsolated, async (page) => {
+    await page.waitForFunction(() => (window as { conformance?: unknown }).conformance !== undefined, undefined, { timeout: 120_000 });
+    const r = await page.evaluate(() => (window as unknown as { conformance: { lines: string[] } }).conformance);
+    const isolated = await page.evaluate(() => self.crossOriginIsolated);
+    return { ...parse(r.lines.join("\n")), isolated };
+  });
+}
+
+/** The browser example (page, Web Worker, kernels); optionally saves a screenshot. */
+export function runBrowserExample(screenshot?: string): Promise<{ points?: { kvHeads: number; context: number; ms: number }[]; error?: string }> {
+  const entries = { "main.js": "examples/browser/main.ts", "worker.js": "examples/browser/worker.ts" };
+  return withPage(entries, { "/": ["text/html", join(root, "examples/browser/index.html")] }, false, async (page) => {
+    await page.waitForFunction(() => (window as { exampleResult?: unknown }).exampleResult !== undefined, undefined, { timeout: 150_000 });
+    if (screenshot) await page.screenshot({ path: screenshot });
+    return page.evaluate(() => (window as unknown as { exampleResult: { points?: { kvHeads: number; context: number; ms: number }[]; error?: string } }).exampleResult);
+  });
 }
