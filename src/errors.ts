@@ -33,3 +33,8 @@ export class KVCacheFullError extends WasmOutOfMemoryError {
 export class KVSnapshotError extends Error {
   override name = "KVSnapshotError";
 }
+
+/** A safetensors file is malformed: the message names the file, the tensor and the field. */
+export class SafetensorsError extends Error {
+  override name = "SafetensorsError";
+}

@@ -3,6 +3,8 @@
 // bytes, plus the scales). Kernels widen in registers; the host encodes on append and decodes
 // for readLayer.
 
+import { f32ToBf16 } from "../formats/half.ts";
+
 export type KVDtype = "f32" | "bf16" | "int8";
 
 /** Codes shared with the kernels (KV_F32, KV_BF16, KV_INT8 in assembly/kernels/attention.ts). */
@@ -13,21 +15,11 @@ export const KV_ELEM_BYTES: Record<KVDtype, number> = { f32: 4, bf16: 2, int8: 1
 /** Rows of `rowLen` elements in storage form: raw bytes, and for int8 one scale per row. */
 export interface EncodedRows { data: Uint8Array; scales?: Float32Array }
 
-const f32Bits = new Float32Array(1);
-const u32Bits = new Uint32Array(f32Bits.buffer);
-
-function toBf16(x: number): number {
-  f32Bits[0] = x;
-  const b = u32Bits[0]!;
-  if ((b & 0x7fffffff) > 0x7f800000) return (b >>> 16) | 0x40; // NaN stays a (quiet) NaN
-  return (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
-}
-
 export function encodeRows(dtype: KVDtype, x: Float32Array, rowLen: number): EncodedRows {
   if (dtype === "f32") return { data: new Uint8Array(x.buffer, x.byteOffset, x.byteLength) };
   if (dtype === "bf16") {
     const out = new Uint16Array(x.length);
-    for (let i = 0; i < x.length; i++) out[i] = toBf16(x[i]!);
+    for (let i = 0; i < x.length; i++) out[i] = f32ToBf16(x[i]!);
     return { data: new Uint8Array(out.buffer) };
   }
   const rows = x.length / rowLen;
