@@ -16,6 +16,8 @@ const HELP = `usage: gqa-wasm <command> [options]
 commands:
   demo      (default) MHA vs GQA-8 vs GQA-4 vs MQA vs DeciLM-7B variable GQA: KV-cache bytes
             per token, decode time per token, speed-up over MHA, error against float64
+  info      a Hugging Face model folder (llama, qwen2, mistral, deci): architecture, parameters,
+            KV heads per layer, KV-cache bytes per token, and what the same model needs as MHA
   help      this text
 
 demo options:
@@ -24,6 +26,10 @@ demo options:
   --head-dim 128             head dimension
   --repeats 15               timed calls per shape (median reported)
   --build relaxed|simd       force a kernel build (default: the best this engine runs)
+
+info options:
+  --model DIR                the folder (config.json, model.safetensors or sharded + index)
+  --json                     print the summary as JSON
 `;
 
 function parseFlags(args: string[]): Map<string, string> {
@@ -61,6 +67,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
+  if (command === "info") return info(rest);
   if (command !== "demo") throw new UsageError(`unknown command '${command}'`);
   const flags = parseFlags(rest);
   for (const name of flags.keys()) {
@@ -81,13 +88,39 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+function formatBytes(n: number): string {
+  return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`;
+}
+
+async function info(args: string[]): Promise<number> {
+  const json = args.includes("--json");
+  const flags = parseFlags(args.filter((a) => a !== "--json"));
+  for (const name of flags.keys()) if (name !== "model") throw new UsageError(`unknown option --${name}`);
+  const dir = flags.get("model");
+  if (!dir) throw new UsageError("info needs --model DIR");
+  const { inspectModelFolder, summarizeModel } = await import("./model/folder.ts");
+  const s = summarizeModel(await inspectModelFolder(dir));
+  if (json) { process.stdout.write(`${JSON.stringify(s)}\n`); return 0; }
+  const kv = s.kvHeadsPerLayer;
+  process.stdout.write([
+    `model: ${dir}`,
+    `architecture: ${s.architecture}`,
+    `parameters: ${s.parameters.toLocaleString("en-US")} (${formatBytes(s.weightBytes)} of weights)`,
+    `layers: ${s.layers}, query heads: ${s.numHeads}, head_dim: ${s.headDim}`,
+    `KV heads per layer: ${new Set(kv).size === 1 ? `${kv[0]} in every layer` : kv.join(",")}`,
+    `KV cache per token (f32): ${formatBytes(s.kvBytesPerToken)}; as MHA: ${formatBytes(s.mhaKvBytesPerToken)} (${(s.mhaKvBytesPerToken / s.kvBytesPerToken).toFixed(1)}x more)`,
+  ].join("\n") + "\n");
+  return 0;
+}
+
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
   (e: unknown) => {
     if (e instanceof UsageError) {
       process.stderr.write(`gqa-wasm: ${e.message}\n\n${HELP}`);
       process.exitCode = 2;
-    } else if (e instanceof Error && (e.name === "RangeError" || e.name === "TypeError" || e.name.startsWith("Wasm"))) {
+    } else if (e instanceof Error && (e.name === "RangeError" || e.name === "TypeError" || e.name.startsWith("Wasm") ||
+      e.name === "ModelConfigError" || e.name === "SafetensorsError")) {
       process.stderr.write(`gqa-wasm: ${e.message}\n`);
       process.exitCode = 1;
     } else {

@@ -29,23 +29,38 @@ export interface Safetensors {
 }
 
 export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Safetensors {
-  const fail = (why: string) => new SafetensorsError(`${source}: ${why}`);
   if (!(bytes instanceof Uint8Array)) throw new TypeError(`${source}: expected the file's bytes as a Uint8Array`);
-  if (bytes.length < 8) throw fail(`${bytes.length} bytes is too short for the 8-byte header length`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLength = Number(view.getBigUint64(0, true));
+  const headerLength = readHeaderLength(bytes.subarray(0, 8), bytes.length, source);
+  const { metadata, tensors } = parseHeader(bytes.subarray(8, 8 + headerLength), bytes.length, source);
+  return { source, metadata, tensors, bytes };
+}
+
+/**
+ * The header length from a file's first 8 bytes, checked against the file's size: read this,
+ * then that many bytes, then parseHeader — no need to read a large file's data.
+ */
+export function readHeaderLength(first8: Uint8Array, fileSize: number, source = "safetensors"): number {
+  const fail = (why: string) => new SafetensorsError(`${source}: ${why}`);
+  if (first8.length < 8 || fileSize < 8) throw fail(`${Math.min(first8.length, fileSize)} bytes is too short for the 8-byte header length`);
+  const headerLength = Number(new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true));
   if (headerLength < 2) throw fail(`header length ${headerLength} is too small for a JSON object`);
   if (headerLength > MAX_HEADER_BYTES) throw fail(`header length ${headerLength} exceeds ${MAX_HEADER_BYTES} bytes`);
-  if (8 + headerLength > bytes.length) throw fail(`header length ${headerLength} runs past the end of the file (${bytes.length} bytes)`);
+  if (8 + headerLength > fileSize) throw fail(`header length ${headerLength} runs past the end of the file (${fileSize} bytes)`);
+  return headerLength;
+}
+
+/** Parses and validates the JSON header of a file of `fileSize` bytes (offsets are absolute). */
+export function parseHeader(headerBytes: Uint8Array, fileSize: number, source = "safetensors"): Pick<Safetensors, "metadata" | "tensors"> {
+  const fail = (why: string) => new SafetensorsError(`${source}: ${why}`);
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLength)));
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
   } catch (e) {
     throw fail(`the header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (header === null || typeof header !== "object" || Array.isArray(header)) throw fail("the header is not a JSON object");
-  const dataStart = 8 + headerLength;
-  const dataLength = bytes.length - dataStart;
+  const dataStart = 8 + headerBytes.length;
+  const dataLength = fileSize - dataStart;
   const metadata: Record<string, string> = {};
   const tensors = new Map<string, TensorInfo>();
   for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
@@ -83,8 +98,8 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
     if (info.byteOffset > at) throw fail(`the data has a hole of ${info.byteOffset - at} bytes before tensor '${info.name}'`);
     at += info.byteLength;
   }
-  if (at !== bytes.length) throw fail(`${bytes.length - at} bytes after the last tensor belong to no tensor`);
-  return { source, metadata, tensors, bytes };
+  if (at !== fileSize) throw fail(`${fileSize - at} bytes after the last tensor belong to no tensor`);
+  return { metadata, tensors };
 }
 
 /** The named tensor's info, or an error naming it and the file. */

@@ -1,0 +1,109 @@
+// A Hugging Face config.json, read into what the runtime needs: the attention shape of every
+// layer (variable GQA included) and the MLP/norm/rope parameters. Llama, Qwen2, Mistral and
+// DeciLM; anything else is a clear error.
+
+export class ModelConfigError extends Error {
+  override name = "ModelConfigError";
+}
+
+export const MODEL_TYPES = ["llama", "qwen2", "mistral", "deci"] as const;
+export type ModelType = (typeof MODEL_TYPES)[number];
+
+export interface ModelConfig {
+  modelType: ModelType;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  /** KV heads of each layer (all equal except for DeciLM's variable GQA). */
+  kvHeadsPerLayer: number[];
+  headDim: number;
+  vocabSize: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling?: { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+  maxPositionEmbeddings: number;
+  tieWordEmbeddings: boolean;
+  /** q/k/v projections have biases (Qwen2, or Llama's attention_bias). */
+  attentionBias: boolean;
+  /** Mistral's sliding window (keys older than this many tokens are not seen). */
+  slidingWindow?: number;
+}
+
+export function parseModelConfig(json: unknown, source = "config.json"): ModelConfig {
+  const fail = (why: string) => new ModelConfigError(`${source}: ${why}`);
+  if (json === null || typeof json !== "object" || Array.isArray(json)) throw fail("not a JSON object");
+  const c = json as Record<string, unknown>;
+  const int = (key: string, fallback?: number): number => {
+    const v = c[key] ?? fallback;
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw fail(`${key} must be a positive integer, got ${JSON.stringify(c[key])}`);
+    return v;
+  };
+  const num = (key: string, fallback: number): number => {
+    const v = c[key] ?? fallback;
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw fail(`${key} must be a positive number, got ${JSON.stringify(c[key])}`);
+    return v;
+  };
+  const modelType = c.model_type;
+  if (typeof modelType !== "string" || !(MODEL_TYPES as readonly string[]).includes(modelType)) {
+    throw fail(`model_type ${JSON.stringify(modelType)} is not supported (${MODEL_TYPES.join(", ")})`);
+  }
+  const hiddenSize = int("hidden_size"), numLayers = int("num_hidden_layers"), numHeads = int("num_attention_heads");
+  const headDim = c.head_dim === undefined || c.head_dim === null ? hiddenSize / numHeads : int("head_dim");
+  if (!Number.isInteger(headDim)) throw fail(`hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} (and no head_dim is given)`);
+  let kvHeadsPerLayer: number[];
+  if (modelType === "deci") {
+    const per = c.num_key_value_heads_per_layer;
+    if (!Array.isArray(per) || per.length !== numLayers || per.some((n) => !Number.isInteger(n) || n <= 0)) {
+      throw fail(`num_key_value_heads_per_layer must list ${numLayers} positive integers, got ${JSON.stringify(per)}`);
+    }
+    kvHeadsPerLayer = per as number[];
+  } else {
+    kvHeadsPerLayer = new Array<number>(numLayers).fill(int("num_key_value_heads", numHeads));
+  }
+  kvHeadsPerLayer.forEach((kv, layer) => {
+    if (numHeads % kv !== 0) throw fail(`layer ${layer}: num_attention_heads ${numHeads} is not a multiple of its ${kv} KV heads`);
+  });
+  let ropeScaling: ModelConfig["ropeScaling"];
+  const rs = c.rope_scaling as Record<string, unknown> | null | undefined;
+  if (rs !== undefined && rs !== null) {
+    const type = rs.rope_type ?? rs.type;
+    if (type !== "llama3") throw fail(`rope_scaling type ${JSON.stringify(type)} is not supported (llama3)`);
+    const f = (k: string) => { const v = rs[k]; if (typeof v !== "number" || !(v > 0)) throw fail(`rope_scaling.${k} must be a positive number`); return v; };
+    ropeScaling = { type, factor: f("factor"), lowFreqFactor: f("low_freq_factor"), highFreqFactor: f("high_freq_factor"), originalMaxPositionEmbeddings: f("original_max_position_embeddings") };
+  }
+  const slidingWindow = modelType === "mistral" && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
+  return {
+    modelType: modelType as ModelType, hiddenSize, intermediateSize: int("intermediate_size"), numLayers, numHeads, kvHeadsPerLayer, headDim,
+    vocabSize: int("vocab_size"), rmsNormEps: num("rms_norm_eps", 1e-6), ropeTheta: num("rope_theta", 10000), ropeScaling,
+    maxPositionEmbeddings: int("max_position_embeddings", 2048), tieWordEmbeddings: c.tie_word_embeddings === true,
+    attentionBias: modelType === "qwen2" || c.attention_bias === true, slidingWindow,
+  };
+}
+
+/** Tensor names and shapes this config needs (Hugging Face naming). */
+export function expectedTensors(cfg: ModelConfig): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  const { hiddenSize: h, headDim: d, numHeads: H, intermediateSize: f, vocabSize: v } = cfg;
+  m.set("model.embed_tokens.weight", [v, h]);
+  cfg.kvHeadsPerLayer.forEach((kv, i) => {
+    const p = `model.layers.${i}`;
+    m.set(`${p}.input_layernorm.weight`, [h]);
+    m.set(`${p}.post_attention_layernorm.weight`, [h]);
+    m.set(`${p}.self_attn.q_proj.weight`, [H * d, h]);
+    m.set(`${p}.self_attn.k_proj.weight`, [kv * d, h]);
+    m.set(`${p}.self_attn.v_proj.weight`, [kv * d, h]);
+    m.set(`${p}.self_attn.o_proj.weight`, [h, H * d]);
+    if (cfg.attentionBias) {
+      m.set(`${p}.self_attn.q_proj.bias`, [H * d]);
+      m.set(`${p}.self_attn.k_proj.bias`, [kv * d]);
+      m.set(`${p}.self_attn.v_proj.bias`, [kv * d]);
+    }
+    m.set(`${p}.mlp.gate_proj.weight`, [f, h]);
+    m.set(`${p}.mlp.up_proj.weight`, [f, h]);
+    m.set(`${p}.mlp.down_proj.weight`, [h, f]);
+  });
+  m.set("model.norm.weight", [h]);
+  if (!cfg.tieWordEmbeddings) m.set("lm_head.weight", [v, h]);
+  return m;
+}

@@ -1,0 +1,91 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { writeSafetensors, type TensorToWrite } from "../src/index.ts";
+import { expectedTensors, parseModelConfig } from "../src/model/config.ts";
+import { randomArray } from "./helpers.ts";
+
+const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 60_000 });
+
+/** A tiny model folder with random weights of the shapes the config needs. */
+function writeFolder(config: Record<string, unknown>, opts: { shards?: number; drop?: string; dtype?: "F32" | "BF16"; tensorsOf?: Record<string, unknown> } = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), "gqa-model-"));
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+  const tensors: Record<string, TensorToWrite> = {};
+  let seed = 1;
+  for (const [name, shape] of expectedTensors(parseModelConfig(opts.tensorsOf ?? config))) {
+    if (name === opts.drop) continue;
+    tensors[name] = { dtype: opts.dtype ?? "F32", shape, data: randomArray(shape.reduce((a, b) => a * b, 1), seed++, 0.1) };
+  }
+  const names = Object.keys(tensors);
+  const shards = opts.shards ?? 1;
+  if (shards === 1) writeFileSync(join(dir, "model.safetensors"), writeSafetensors(tensors));
+  else {
+    const weightMap: Record<string, string> = {};
+    for (let s = 0; s < shards; s++) {
+      const file = `model-0000${s + 1}-of-0000${shards}.safetensors`;
+      const part = Object.fromEntries(names.filter((_, i) => i % shards === s).map((n) => [n, tensors[n]!]));
+      for (const n of Object.keys(part)) weightMap[n] = file;
+      writeFileSync(join(dir, file), writeSafetensors(part));
+    }
+    writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  }
+  return dir;
+}
+
+const llama = { model_type: "llama", hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 2, vocab_size: 50, rms_norm_eps: 1e-5 };
+
+describe("model folders and `gqa-wasm info`", () => {
+  const dirs: string[] = [];
+  after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+  const folder = (...a: Parameters<typeof writeFolder>) => { const d = writeFolder(...a); dirs.push(d); return d; };
+
+  it("summarises a llama GQA folder: parameters, KV heads, KV bytes per token vs MHA", () => {
+    const dir = folder(llama);
+    const r = run("info", "--model", dir);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /architecture: llama \(GQA\)/);
+    assert.match(r.stdout, /layers: 2, query heads: 8, head_dim: 8/);
+    assert.match(r.stdout, /KV heads per layer: 2 in every layer/);
+    // 2 layers x K,V x 2 heads x 8 x 4 bytes = 256 B; as MHA 8 heads: 1 KiB
+    assert.match(r.stdout, /KV cache per token \(f32\): 256 B; as MHA: 1\.0 KiB \(4\.0x more\)/);
+    const j = JSON.parse(run("info", "--model", dir, "--json").stdout);
+    const params = [...expectedTensors(parseModelConfig(llama)).values()].reduce((s, sh) => s + sh.reduce((a, b) => a * b, 1), 0);
+    assert.equal(j.parameters, params);
+  });
+
+  it("reads sharded folders, DeciLM's per-layer KV heads, qwen2 biases, tied MQA with an explicit head_dim", () => {
+    const deci = folder({ ...llama, model_type: "deci", num_hidden_layers: 3, num_key_value_heads_per_layer: [4, 2, 1] }, { shards: 2, dtype: "BF16" });
+    assert.match(run("info", "--model", deci).stdout, /deci \(variable GQA\)[\s\S]*KV heads per layer: 4,2,1/);
+    const qwen = folder({ ...llama, model_type: "qwen2" });
+    assert.equal(run("info", "--model", qwen).status, 0);
+    const mqa = folder({ ...llama, num_key_value_heads: 1, head_dim: 16, tie_word_embeddings: true }, { shards: 3 });
+    assert.match(run("info", "--model", mqa).stdout, /llama \(MQA\)[\s\S]*head_dim: 16/);
+  });
+
+  it("errors are one clear line and exit 1, never a stack trace", () => {
+    const cases: [string[], RegExp][] = [
+      [["info", "--model", "/nonexistent/model"], /not a model folder \(no such directory\)/],
+      [["info", "--model", folder({ ...llama, model_type: "gpt2" }, { tensorsOf: llama })], /model_type "gpt2" is not supported \(llama, qwen2, mistral, deci\)/],
+      [["info", "--model", folder(llama, { drop: "model.layers.1.mlp.up_proj.weight" })], /missing tensors model.layers.1.mlp.up_proj.weight/],
+      [["info", "--model", folder({ ...llama, num_key_value_heads: 3 }, { tensorsOf: llama })], /num_attention_heads 8 is not a multiple of its 3 KV heads/],
+    ];
+    const broken = folder(llama);
+    writeFileSync(join(broken, "model.safetensors"), new Uint8Array([255, 0, 0, 0, 0, 0, 0, 0, 1, 2]));
+    cases.push([["info", "--model", broken], /model.safetensors: header length 255 runs past the end of the file/]);
+    const badJson = folder(llama);
+    writeFileSync(join(badJson, "config.json"), "{ nope");
+    cases.push([["info", "--model", badJson], /config.json: config.json is not valid JSON/]);
+    for (const [args, message] of cases) {
+      const r = run(...args);
+      assert.equal(r.status, 1, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    }
+    assert.equal(run("info").status, 2);
+  });
+});
