@@ -8,6 +8,6 @@ export function heap_base(): usize { return __heap_base; }
 export function kernel_features(): i32 { return ASC_FEATURE_RELAXED_SIMD ? 1 : 0; }
 
 export { attention_f32, attention_paged, attention_combine, attention_scratch_bytes, kv_page_bytes, kv_scale_offset } from "./kernels/attention";
-export { linear_f32 } from "./kernels/linear";
+export { linear_f32, linear_bf16, linear_f16 } from "./kernels/linear";
 export { exp_f32 } from "./math/exp";
 export { probe_read, probe_fma } from "./kernels/probes";

@@ -34,14 +34,31 @@
   return f32x4.extract_lane(c, 0);
 }
 
-// Element types a K/V row can be stored in: f32; u16 holding bfloat16 (the high half of an f32,
-// so widening is a shift); i8 (quantised, one f32 scale per row, applied by the caller).
+// Element types a row (K/V, weights) can be stored in: f32; u16 holding bfloat16 (the high half
+// of an f32, so widening is a shift); i16 holding IEEE half (f16); i8 (quantised, one f32 scale
+// per row, applied by the caller). The type parameter only selects the widening.
+export type BF16 = u16;
+export type F16 = i16;
+
+/** f16 bit patterns in 32-bit lanes to f32: exponent rebias by a multiply, inf/NaN kept. */
+// @ts-ignore: decorator
+@inline function widenF16(h: v128): v128 {
+  const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
+  const em = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
+  // em as an f32 is the value times 2^-112, for normal and subnormal halves alike.
+  const finite = f32x4.mul(em, f32x4.splat(5.192296858534828e33)); // 2^112
+  const special = i32x4.eq(v128.and(h, i32x4.splat(0x7c00)), i32x4.splat(0x7c00));
+  return v128.or(v128.bitselect(v128.or(em, i32x4.splat(0x7f800000)), finite, special), sign);
+}
 
 /** Four consecutive elements from index i of a T row, widened to f32 lanes. */
 // @ts-ignore: decorator
 @inline export function load4<T>(p: usize, i: usize): v128 {
   if (sizeof<T>() == 4) return v128.load(p + (i << 2));
-  if (sizeof<T>() == 2) return i32x4.shl(i32x4.extend_low_i16x8_u(v128.load64_zero(p + (i << 1))), 16);
+  if (sizeof<T>() == 2) {
+    const h = i32x4.extend_low_i16x8_u(v128.load64_zero(p + (i << 1)));
+    return isSigned<T>() ? widenF16(h) : i32x4.shl(h, 16);
+  }
   return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p + i))));
 }
 
@@ -49,6 +66,9 @@
 // @ts-ignore: decorator
 @inline export function load1<T>(p: usize, i: usize): f32 {
   if (sizeof<T>() == 4) return load<f32>(p + (i << 2));
-  if (sizeof<T>() == 2) return reinterpret<f32>(<u32>load<u16>(p + (i << 1)) << 16);
+  if (sizeof<T>() == 2) {
+    const h = <u32>load<u16>(p + (i << 1));
+    return isSigned<T>() ? f32x4.extract_lane(widenF16(i32x4.splat(h)), 0) : reinterpret<f32>(h << 16);
+  }
   return <f32>load<i8>(p + i);
 }

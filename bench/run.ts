@@ -118,9 +118,9 @@ async function attentionCase(runtimes: Runtime[], kind: "decode" | "prefill", H:
   } finally { await ort.dispose(); }
 }
 
-async function matmulCase(runtimes: Runtime[], M: number, N: number, K: number): Promise<void> {
+async function matmulCase(runtimes: Runtime[], M: number, N: number, K: number, weights: "f32" | "bf16" = "f32"): Promise<void> {
   const x = random(M * K, 4), w = random(N * K, 5);
-  const flops = 2 * M * N * K, bytes = (M * K + N * K + M * N) * 4;
+  const flops = 2 * M * N * K, bytes = (M * K + M * N) * 4 + N * K * (weights === "f32" ? 4 : 2);
   const ort = await ortMatMul(x, w, M, N, K);
   const tf = tfjsMatMul(x, w, M, N, K);
   try {
@@ -131,12 +131,12 @@ async function matmulCase(runtimes: Runtime[], M: number, N: number, K: number):
     const y = new Float32Array(M * N);
     const jsT = measure(() => plainLinear(x, w, y, M, N, K), { minSamples: 2, maxTimeS: 0.5 });
     for (const rt of runtimes) {
-      const xb = rt.upload(x), wb = rt.upload(w), out = rt.alloc(M * N);
+      const xb = rt.upload(x), wb = rt.upload(w, weights), out = rt.alloc(M * N);
       try {
         const args = { x: xb, weight: wb, out, inFeatures: K, outFeatures: N };
         for (let i = 0; i < 5; i++) rt.linearInto(args);
         const t = measure(() => rt.linearInto(args));
-        record(rt, "matmul", `${M}x${N}x${K}`, flops, bytes, t, { "onnxruntime-web": ortT, "tfjs-wasm": tfT, "plain JS": jsT });
+        record(rt, "matmul", `${M}x${N}x${K}${weights === "f32" ? "" : ` ${weights} weights`}`, flops, bytes, t, { "onnxruntime-web": ortT, "tfjs-wasm": tfT, "plain JS": jsT });
       } finally { for (const b of [xb, wb, out]) b.free(); }
     }
   } finally { tf.dispose(); await ort.dispose(); }
@@ -166,6 +166,8 @@ async function main(): Promise<void> {
     for (const [M, N, K] of quick ? [[1, 1024, 1024], [64, 512, 512]] : [[1, 4096, 4096], [128, 2048, 2048], [512, 512, 512]]) {
       await matmulCase(runtimes, M!, N!, K!);
     }
+    // Decode is bound by weight bytes: the GEMV with 16-bit weights (the anchors use f32).
+    await matmulCase(runtimes, 1, quick ? 1024 : 4096, quick ? 1024 : 4096, "bf16");
   }
   // The KV cache on the best build.
   const best = runtimes[0]!;

@@ -5,6 +5,7 @@ export type { KernelExports } from "./runtime/kernel-exports.ts";
 export type { AttentionArgs } from "./ops/attention.ts";
 export type { LinearArgs } from "./ops/linear.ts";
 export { WasmBuffer } from "./memory/wasm-buffer.ts";
+export type { BufferDtype } from "./memory/wasm-buffer.ts";
 export { PagePool } from "./memory/page-pool.ts";
 export { WasmOutOfMemoryError, WasmFeatureError, UseAfterFreeError, KVCacheFullError, KVSnapshotError, SafetensorsError } from "./errors.ts";
 export { parseSafetensors, readFloat32, tensorInfo, writeSafetensors } from "./formats/safetensors.ts";

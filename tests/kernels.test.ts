@@ -53,6 +53,38 @@ for (const build of BUILDS) {
       });
     }
 
+    for (const dtype of ["bf16", "f16"] as const) {
+      it(`${dtype} weights stay 16-bit and are widened in registers (GEMV and GEMM with tails)`, async () => {
+        const rt = await runtimeFor(build);
+        for (const [M, N, K] of [[1, 67, 301], [6, 37, 130], [9, 5, 4099]] as const) {
+          const xa = randomArray(M * K, M + K), wa = randomArray(N * K, N * K), ba = randomArray(N, 3);
+          const x = rt.upload(xa), w = rt.upload(wa, dtype), b = rt.upload(ba), y = rt.alloc(M * N);
+          try {
+            assert.equal(w.byteLength, N * K * 2);
+            rt.linearInto({ x, weight: w, bias: b, out: y, inFeatures: K, outFeatures: N });
+            const ref = referenceLinear(xa, w.toFloat32Array(), ba, K, N); // on the stored (rounded) weights
+            const err = maxAbsDiff(y.array, ref);
+            assert.ok(err <= 2e-4 * maxAbs(ref), `${M}x${N}x${K}: max error ${err}`);
+          } finally { for (const t of [x, w, b, y]) t.free(); }
+        }
+      });
+    }
+
+    it("16-bit weights widen zeros, subnormals, the largest finite values and infinities exactly", async () => {
+      const rt = await runtimeFor(build);
+      const special = { f16: [0, -0, 1, -2, 65504, -65504, 2 ** -24, 3 * 2 ** -20, Infinity, -Infinity], bf16: [0, -0, 1, -2, 3.3895313892515355e38, 2 ** -133, 1e-40, Infinity, -Infinity] };
+      for (const dtype of ["f16", "bf16"] as const) {
+        const values = Float32Array.from(special[dtype]);
+        const x = rt.upload(new Float32Array([1])), w = rt.upload(values, dtype), y = rt.alloc(values.length);
+        try {
+          rt.linearInto({ x, weight: w, out: y, inFeatures: 1, outFeatures: values.length });
+          const noSign = (a: Float32Array) => Array.from(a, (v) => (v === 0 ? 0 : v)); // a dot product starts at +0: -0 sums to +0
+          assert.deepEqual(noSign(y.toFloat32Array()), noSign(w.toFloat32Array()), dtype);
+          assert.deepEqual([...w.toFloat32Array()].slice(-2), [Infinity, -Infinity]);
+        } finally { for (const t of [x, w, y]) t.free(); }
+      }
+    });
+
     it("linearInto on resident weights equals linear, and column ranges compose", async () => {
       const rt = await runtimeFor(build);
       const [M, N, K] = [6, 37, 300];

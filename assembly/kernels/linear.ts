@@ -1,6 +1,8 @@
+import { BF16, F16 } from "../simd";
 import { dotnt_1x1, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 
-// Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), W stored [N, K] (PyTorch / Hugging Face layout),
+// Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), W stored [N, K] (PyTorch / Hugging Face layout) in
+// f32, bf16 or f16 (16-bit weights stay 16-bit in memory: decode streams half the bytes),
 // so both operands are read along K: the dot-product microkernels need no packed copy of W.
 // GEMM (M >= 4): K is cut into KC-float slices so that a 4-row x tile stays in L1 while NB rows
 // of W (NB · KC · 4 bytes) stay in L2 for all row tiles. GEMV (M < 4): W streams once, 4 rows
@@ -9,16 +11,34 @@ import { dotnt_1x1, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 const KC: i32 = 512;
 const NB: i32 = 64;
 
-export function linear_f32(
+/** The linear layer with f32 weights. */
+export function linear_f32(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32): void {
+  linear<f32>(x, w, bias, y, M, N, K, nBegin, nEnd);
+}
+
+/** The linear layer with bfloat16 weights (half the bytes to stream), widened in registers. */
+export function linear_bf16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32): void {
+  linear<BF16>(x, w, bias, y, M, N, K, nBegin, nEnd);
+}
+
+/** The linear layer with IEEE half (f16) weights, widened in registers. */
+export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32): void {
+  linear<F16>(x, w, bias, y, M, N, K, nBegin, nEnd);
+}
+
+// @ts-ignore: decorator
+@inline function linear<W>(
   x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32,
 ): void {
   const ldx = <usize>K << 2;
+  const ldw = <usize>K * sizeof<W>();
   const ldy = <usize>N << 2;
   const kc = M >= 4 ? KC : K;
   for (let k0 = 0; k0 < K; k0 += kc) {
     const kLen = min(kc, K - k0);
     const accumulate = k0 > 0;
     const kOff = <usize>k0 << 2;
+    const wOff = <usize>k0 * sizeof<W>();
     for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
       const n1 = min(n0 + NB, nEnd);
       let m = 0;
@@ -27,20 +47,20 @@ export function linear_f32(
         const yRow = y + <usize>m * ldy;
         let n = n0;
         for (; n + 2 <= n1; n += 2) {
-          const b0 = w + <usize>n * ldx + kOff;
-          dotnt_4x2<f32>(a0, a1, a2, a3, b0, b0 + ldx, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
+          const b0 = w + <usize>n * ldw + wOff;
+          dotnt_4x2<W>(a0, a1, a2, a3, b0, b0 + ldw, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
         }
-        if (n < n1) dotnt_4x1<f32>(a0, a1, a2, a3, w + <usize>n * ldx + kOff, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
+        if (n < n1) dotnt_4x1<W>(a0, a1, a2, a3, w + <usize>n * ldw + wOff, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
       }
       for (; m < M; m++) {
         const a0 = x + <usize>m * ldx + kOff;
         const yRow = y + <usize>m * ldy;
         let n = n0;
         for (; n + 4 <= n1; n += 4) {
-          const b0 = w + <usize>n * ldx + kOff;
-          dotnt_1x4<f32>(a0, b0, b0 + ldx, b0 + 2 * ldx, b0 + 3 * ldx, kLen, yRow + (<usize>n << 2), 1, accumulate);
+          const b0 = w + <usize>n * ldw + wOff;
+          dotnt_1x4<W>(a0, b0, b0 + ldw, b0 + 2 * ldw, b0 + 3 * ldw, kLen, yRow + (<usize>n << 2), 1, accumulate);
         }
-        for (; n < n1; n++) dotnt_1x1<f32>(a0, w + <usize>n * ldx + kOff, kLen, yRow + (<usize>n << 2), 1, accumulate);
+        for (; n < n1; n++) dotnt_1x1<W>(a0, w + <usize>n * ldw + wOff, kLen, yRow + (<usize>n << 2), 1, accumulate);
       }
     }
   }

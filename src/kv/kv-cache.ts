@@ -263,6 +263,7 @@ export class KVCache {
     for (const [name, b] of [["q", q], ["out", out]] as const) {
       if (!b || typeof (b as WasmBuffer).check !== "function") throw new TypeError(`${op}: ${name} must be a WasmBuffer`);
       b.check(`${op}: ${name}`);
+      if (b.dtype !== "f32") throw new TypeError(`${op}: ${name} must hold f32, not ${b.dtype}`);
     }
     if (out.length !== q.length) throw new RangeError(`${op}: out has ${out.length} elements; expected ${q.length}, like q`);
     this.rt.call(() => ({ ...this.pagedJobs(op, seq, layer, args, q.length, q.ptr, out.ptr), finish: () => undefined }));

@@ -1,11 +1,17 @@
 import { UseAfterFreeError } from "../errors.ts";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import type { LinearMemory } from "./linear-memory.ts";
 import type { PersistentArena } from "./persistent-arena.ts";
 
+/** How a buffer's elements are stored: f32, or 16-bit (weights stay 16-bit; kernels widen). */
+export type BufferDtype = "f32" | "bf16" | "f16";
+export const DTYPE_BYTES: Record<BufferDtype, number> = { f32: 4, bf16: 2, f16: 2 };
+
 /**
- * A float32 tensor resident in wasm memory (persistent arena), for zero-copy calls: weights, a
- * K/V history, or q/out that the caller fills and reads in place. `array` is a fresh view each
- * time (memory growth detaches old ones); hold on to the buffer, not the view.
+ * A tensor resident in wasm memory (persistent arena), for zero-copy calls: weights, a K/V
+ * history, or q/out that the caller fills and reads in place. `array` is a fresh view each time
+ * (memory growth detaches old ones); hold on to the buffer, not the view. 16-bit buffers (for
+ * weights) are read and written through set() and toFloat32Array(), which convert.
  */
 export class WasmBuffer {
   private freed = false;
@@ -15,13 +21,14 @@ export class WasmBuffer {
     private readonly arena: PersistentArena,
     /** Byte offset in linear memory (64-byte aligned, except for subarray views). */
     readonly ptr: number,
-    /** Number of float32 elements. */
+    /** Number of elements. */
     readonly length: number,
     /** Set on views made by subarray(): they share the parent's memory and lifetime. */
     private readonly parent?: WasmBuffer,
+    readonly dtype: BufferDtype = "f32",
   ) {}
 
-  get byteLength(): number { return this.length * 4; }
+  get byteLength(): number { return this.length * DTYPE_BYTES[this.dtype]; }
   get isFreed(): boolean { return this.parent ? this.parent.isFreed : this.freed; }
 
   /** A view of elements [begin, end) with no copy (e.g. a prefix of a K/V history). */
@@ -30,27 +37,36 @@ export class WasmBuffer {
     if (!Number.isInteger(begin) || !Number.isInteger(end) || begin < 0 || end > this.length || begin >= end) {
       throw new RangeError(`WasmBuffer.subarray: [${begin}, ${end}) is not a non-empty range of [0, ${this.length})`);
     }
-    return new WasmBuffer(this.mem, this.arena, this.ptr + begin * 4, end - begin, this.parent ?? this);
+    return new WasmBuffer(this.mem, this.arena, this.ptr + begin * DTYPE_BYTES[this.dtype], end - begin, this.parent ?? this, this.dtype);
   }
 
-  /** A view of the elements, valid until the memory next grows. */
+  /** A view of the elements (f32 buffers), valid until the memory next grows. */
   get array(): Float32Array {
     this.check("array");
+    if (this.dtype !== "f32") throw new TypeError(`WasmBuffer.array: this buffer holds ${this.dtype}; use toFloat32Array() or set()`);
     return this.mem.f32.subarray(this.ptr >>> 2, (this.ptr >>> 2) + this.length);
   }
 
-  /** Copies `data` in at element `offset`. */
+  /** Copies `data` in at element `offset` (rounded to nearest even for 16-bit buffers). */
   set(data: ArrayLike<number>, offset = 0): this {
     this.check("set");
     if (offset < 0 || offset + data.length > this.length) {
       throw new RangeError(`WasmBuffer.set: ${data.length} elements at offset ${offset} do not fit in ${this.length}`);
     }
-    this.array.set(data, offset);
+    if (this.dtype === "f32") { this.array.set(data, offset); return this; }
+    const narrow = this.dtype === "bf16" ? f32ToBf16 : f32ToF16;
+    const halves = new Uint16Array(this.mem.memory.buffer, this.ptr + offset * 2, data.length);
+    for (let i = 0; i < data.length; i++) halves[i] = narrow(data[i]!);
     return this;
   }
 
-  /** A copy of the elements that survives free() and memory growth. */
-  toFloat32Array(): Float32Array { return this.array.slice(); }
+  /** A float32 copy of the elements that survives free() and memory growth. */
+  toFloat32Array(): Float32Array {
+    if (this.dtype === "f32") return this.array.slice();
+    this.check("toFloat32Array");
+    const widen = this.dtype === "bf16" ? bf16ToF32 : f16ToF32;
+    return Float32Array.from(new Uint16Array(this.mem.memory.buffer, this.ptr, this.length), widen);
+  }
 
   free(): void {
     this.check("free");

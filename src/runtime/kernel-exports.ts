@@ -27,13 +27,17 @@ export interface KernelExports {
     x: number, w: number, bias: number, y: number,
     M: number, N: number, K: number, nBegin: number, nEnd: number,
   ): void;
+  /** linear_f32 with bfloat16 weights (u16 elements) */
+  linear_bf16(x: number, w: number, bias: number, y: number, M: number, N: number, K: number, nBegin: number, nEnd: number): void;
+  /** linear_f32 with IEEE half weights */
+  linear_f16(x: number, w: number, bias: number, y: number, M: number, N: number, K: number, nBegin: number, nEnd: number): void;
   exp_f32(x: number, out: number, n: number): void;
   probe_read(ptr: number, bytes: number, reps: number): number;
   probe_fma(iters: number): number;
 }
 
 export const KERNEL_EXPORT_NAMES: readonly (keyof KernelExports)[] = [
-  "heap_base", "kernel_features", "attention_f32", "attention_paged", "attention_combine", "attention_scratch_bytes", "kv_page_bytes", "kv_scale_offset", "linear_f32",
+  "heap_base", "kernel_features", "attention_f32", "attention_paged", "attention_combine", "attention_scratch_bytes", "kv_page_bytes", "kv_scale_offset", "linear_f32", "linear_bf16", "linear_f16",
   "exp_f32", "probe_read", "probe_fma",
 ];
 

@@ -2,7 +2,7 @@ import { LinearMemory } from "../memory/linear-memory.ts";
 import { PagePool } from "../memory/page-pool.ts";
 import { PersistentArena } from "../memory/persistent-arena.ts";
 import { ScratchArena } from "../memory/scratch-arena.ts";
-import { WasmBuffer } from "../memory/wasm-buffer.ts";
+import { DTYPE_BYTES, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import { attentionArrays, attentionShape, type AttentionArgs, type AttentionShape } from "../ops/attention.ts";
 import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts";
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
@@ -100,19 +100,25 @@ export class Runtime {
     await pool?.dispose();
   }
 
-  /** A zeroed float32 buffer of `length` elements in wasm memory. */
-  alloc(length: number): WasmBuffer {
+  /** A zeroed buffer of `length` elements in wasm memory (f32 unless `dtype` says bf16 or f16). */
+  alloc(length: number, dtype: BufferDtype = "f32"): WasmBuffer {
     positiveInt("alloc", "length", length);
-    const ptr = this.persistent.alloc(length * 4);
-    this.memory.u8.fill(0, ptr, ptr + length * 4);
-    return new WasmBuffer(this.memory, this.persistent, ptr, length);
+    if (!Object.hasOwn(DTYPE_BYTES, dtype)) throw new RangeError(`alloc: dtype must be f32, bf16 or f16, got ${String(dtype)}`);
+    const bytes = length * DTYPE_BYTES[dtype];
+    const ptr = this.persistent.alloc(bytes);
+    this.memory.u8.fill(0, ptr, ptr + bytes);
+    return new WasmBuffer(this.memory, this.persistent, ptr, length, undefined, dtype);
   }
 
-  /** Copies `data` into a new buffer in wasm memory. */
-  upload(data: Float32Array): WasmBuffer {
+  /**
+   * Copies `data` into a new buffer in wasm memory; with dtype bf16 or f16 it is stored 16-bit
+   * (rounded to nearest even), as weights for linearInto.
+   */
+  upload(data: Float32Array, dtype: BufferDtype = "f32"): WasmBuffer {
     float32Array("upload", "data", data);
-    const ptr = this.persistent.alloc(data.length * 4);
-    const buffer = new WasmBuffer(this.memory, this.persistent, ptr, data.length);
+    if (!Object.hasOwn(DTYPE_BYTES, dtype)) throw new RangeError(`upload: dtype must be f32, bf16 or f16, got ${String(dtype)}`);
+    const ptr = this.persistent.alloc(data.length * DTYPE_BYTES[dtype]);
+    const buffer = new WasmBuffer(this.memory, this.persistent, ptr, data.length, undefined, dtype);
     if (data.length > 0) buffer.set(data);
     return buffer;
   }
@@ -217,8 +223,8 @@ export class Runtime {
 
   private prepareAttentionInto(args: ResidentAttentionArgs): PreparedCall<void> {
     const op = "attentionInto";
-    const q = residentBuffer(op, "q", args.q), k = residentBuffer(op, "k", args.k);
-    const v = residentBuffer(op, "v", args.v), out = residentBuffer(op, "out", args.out);
+    const q = residentBuffer(op, "q", args.q, "f32"), k = residentBuffer(op, "k", args.k, "f32");
+    const v = residentBuffer(op, "v", args.v, "f32"), out = residentBuffer(op, "out", args.out, "f32");
     const shape = attentionShape(op, args, q.length, k.length, v.length);
     if (out.length !== q.length) throw new RangeError(`${op}: out has ${out.length} elements; expected ${q.length}, like q`);
     for (const [name, other] of [["q", q], ["k", k], ["v", v]] as const) {
@@ -250,15 +256,15 @@ export class Runtime {
 
   private prepareLinearInto(args: ResidentLinearArgs): PreparedCall<void> {
     const op = "linearInto";
-    const x = residentBuffer(op, "x", args.x), weight = residentBuffer(op, "weight", args.weight);
-    const out = residentBuffer(op, "out", args.out);
-    const bias = args.bias === undefined ? undefined : residentBuffer(op, "bias", args.bias);
+    const x = residentBuffer(op, "x", args.x, "f32"), weight = residentBuffer(op, "weight", args.weight);
+    const out = residentBuffer(op, "out", args.out, "f32");
+    const bias = args.bias === undefined ? undefined : residentBuffer(op, "bias", args.bias, "f32");
     const shape = linearShape(op, args.inFeatures, args.outFeatures, x.length, weight.length, bias?.length);
     if (out.length !== shape.rows * shape.outFeatures) {
       throw new RangeError(`${op}: out has ${out.length} elements; expected [rows, outFeatures] = ${shape.rows * shape.outFeatures}`);
     }
     if (overlaps(out, x)) throw new RangeError(`${op}: out overlaps x`);
-    return { jobs: this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr), finish: () => undefined };
+    return { jobs: this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype), finish: () => undefined };
   }
 
   stats(): RuntimeStats {
@@ -290,11 +296,11 @@ export class Runtime {
     return { jobs, after: { kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] } };
   }
 
-  private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number): Job[] {
+  private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number, dtype: BufferDtype = "f32"): Job[] {
     // Below ~1 MFLOP a thread hand-off costs more than it saves.
     const threads = s.rows * s.outFeatures * s.inFeatures < 1 << 19 ? 1 : this.threads;
     return columnSplits(s.outFeatures, threads).map(([n0, n1]) => ({
-      kernel: "linear_f32", args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1],
+      kernel: LINEAR_KERNELS[dtype], args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1],
     }));
   }
 
@@ -321,9 +327,12 @@ function attentionJob(s: AttentionShape, q: number, k: number, v: number, out: n
   };
 }
 
-function residentBuffer(op: string, name: string, value: unknown): WasmBuffer {
+const LINEAR_KERNELS = { f32: "linear_f32", bf16: "linear_bf16", f16: "linear_f16" } as const;
+
+function residentBuffer(op: string, name: string, value: unknown, dtype?: BufferDtype): WasmBuffer {
   if (!(value instanceof WasmBuffer)) throw new TypeError(`${op}: ${name} must be a WasmBuffer (rt.alloc / rt.upload), got ${describe(value)}`);
   value.check(`${op}: ${name}`);
+  if (dtype && value.dtype !== dtype) throw new TypeError(`${op}: ${name} must hold ${dtype}, not ${value.dtype}`);
   return value;
 }
 
