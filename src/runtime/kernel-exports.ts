@@ -31,6 +31,9 @@ export interface KernelExports {
   linear_bf16(x: number, w: number, bias: number, y: number, M: number, N: number, K: number, nBegin: number, nEnd: number): void;
   /** linear_f32 with IEEE half weights */
   linear_f16(x: number, w: number, bias: number, y: number, M: number, N: number, K: number, nBegin: number, nEnd: number): void;
+  rmsnorm_f32(x: number, w: number, out: number, dim: number, eps: number, rowBegin: number, rowEnd: number): void;
+  rope_f32(x: number, rows: number, heads: number, headDim: number, cos: number, sin: number, tableRow0: number): void;
+  swiglu_f32(gate: number, up: number, out: number, n: number): void;
   exp_f32(x: number, out: number, n: number): void;
   probe_read(ptr: number, bytes: number, reps: number): number;
   probe_fma(iters: number): number;
@@ -38,7 +41,7 @@ export interface KernelExports {
 
 export const KERNEL_EXPORT_NAMES: readonly (keyof KernelExports)[] = [
   "heap_base", "kernel_features", "attention_f32", "attention_paged", "attention_combine", "attention_scratch_bytes", "kv_page_bytes", "kv_scale_offset", "linear_f32", "linear_bf16", "linear_f16",
-  "exp_f32", "probe_read", "probe_fma",
+  "rmsnorm_f32", "rope_f32", "swiglu_f32", "exp_f32", "probe_read", "probe_fma",
 ];
 
 /** Checks an instance has every export, so a stale or foreign .wasm fails at load, not mid-call. */

@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import { maxAbsDiff } from "../src/reference.ts";
+import { ropeInverseFrequencies, ropeTable } from "../src/model/rope.ts";
+import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
+
+// The building blocks of the model runner's forward pass against plain float64 code.
+for (const build of BUILDS) {
+  describe(`transformer kernels (${build} build)`, () => {
+    it("RMSNorm equals x / sqrt(mean(x²) + eps) · w, in place too, for dims with tails", async () => {
+      const rt = await runtimeFor(build);
+      for (const dim of [1, 7, 64, 130]) {
+        const rows = 3, xa = randomArray(rows * dim, dim, 3), wa = randomArray(dim, 2 * dim);
+        const ref = new Float64Array(rows * dim);
+        for (let r = 0; r < rows; r++) {
+          let ss = 0;
+          for (let i = 0; i < dim; i++) ss += xa[r * dim + i]! ** 2;
+          const inv = 1 / Math.sqrt(ss / dim + 1e-5);
+          for (let i = 0; i < dim; i++) ref[r * dim + i] = xa[r * dim + i]! * inv * wa[i]!;
+        }
+        const x = rt.upload(xa), w = rt.upload(wa);
+        try {
+          rt.kernels.rmsnorm_f32(x.ptr, w.ptr, x.ptr, dim, 1e-5, 0, rows);
+          assert.ok(maxAbsDiff(x.array, ref) <= 1e-5 * maxAbs(ref), `dim ${dim}`);
+        } finally { x.free(); w.free(); }
+      }
+    });
+
+    it("RoPE rotates each head's halves (rotate_half) by the table's angles, from any table row", async () => {
+      const rt = await runtimeFor(build);
+      for (const [heads, d] of [[3, 8], [2, 64], [4, 6], [1, 130]] as const) {
+        const rows = 5, first = 7;
+        const table = ropeTable(first + rows, ropeInverseFrequencies(d, 10000));
+        const xa = randomArray(rows * heads * d, heads * d);
+        const ref = Float64Array.from(xa);
+        for (let r = 0; r < rows; r++) {
+          for (let h = 0; h < heads; h++) {
+            const base = (r * heads + h) * d;
+            for (let i = 0; i < d / 2; i++) {
+              const angle = (first + r) / 10000 ** ((2 * i) / d);
+              const a = xa[base + i]!, b = xa[base + i + d / 2]!;
+              ref[base + i] = a * Math.cos(angle) - b * Math.sin(angle);
+              ref[base + i + d / 2] = b * Math.cos(angle) + a * Math.sin(angle);
+            }
+          }
+        }
+        const x = rt.upload(xa), cos = rt.upload(table.cos), sin = rt.upload(table.sin);
+        try {
+          rt.kernels.rope_f32(x.ptr, rows, heads, d, cos.ptr, sin.ptr, first);
+          assert.ok(maxAbsDiff(x.array, ref) <= 1e-5, `heads ${heads}, head_dim ${d}: ${maxAbsDiff(x.array, ref)}`);
+        } finally { x.free(); cos.free(); sin.free(); }
+      }
+    });
+
+    it("llama3 rope scaling keeps high frequencies, divides low ones by the factor, blends between", () => {
+      const scaling = { type: "llama3" as const, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 };
+      const plain = ropeInverseFrequencies(128, 500000), scaled = ropeInverseFrequencies(128, 500000, scaling);
+      const wavelen = (f: number) => (2 * Math.PI) / f;
+      plain.forEach((f, i) => {
+        const s = scaled[i]!;
+        if (wavelen(f) < 8192 / 4) assert.equal(s, f);
+        else if (wavelen(f) > 8192) assert.ok(Math.abs(s - f / 8) <= 1e-15 * f);
+        else assert.ok(s < f && s > f / 8, `blend at ${i}`);
+      });
+    });
+
+    it("SwiGLU equals silu(gate) · up, including large |gate| where a naive exp overflows", async () => {
+      const rt = await runtimeFor(build);
+      const n = 1001;
+      const ga = randomArray(n, 1, 20), ua = randomArray(n, 2);
+      ga[0] = -100; ga[1] = 100; ga[2] = 0;
+      const ref = Array.from(ga, (g, i) => (g / (1 + Math.exp(-g))) * ua[i]!);
+      const g = rt.upload(ga), u = rt.upload(ua), out = rt.alloc(n);
+      try {
+        rt.kernels.swiglu_f32(g.ptr, u.ptr, out.ptr, n);
+        const err = maxAbsDiff(out.array, ref);
+        assert.ok(err <= 1e-5 * maxAbs(ref), `max error ${err}`);
+        assert.ok(out.array.every(Number.isFinite));
+      } finally { g.free(); u.free(); out.free(); }
+    });
+  });
+}
