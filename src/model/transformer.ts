@@ -1,0 +1,135 @@
+// The forward pass of a Llama-family decoder (llama, qwen2, deci; mistral without its sliding
+// window yet), top to bottom like llama2.c's run.c: embedding, then per layer RMSNorm ->
+// q/k/v projections -> RoPE -> append K/V to the paged cache -> grouped attention over the cache
+// -> o projection + residual -> RMSNorm -> SwiGLU MLP + residual; final RMSNorm and the LM head.
+import { createKVCache, type KVCache, type KVCacheOptions, type KVSequence } from "../kv/kv-cache.ts";
+import type { BufferDtype, WasmBuffer } from "../memory/wasm-buffer.ts";
+import type { Runtime } from "../runtime/runtime.ts";
+import type { ModelConfig } from "./config.ts";
+import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
+
+/** The weights of one layer, resident in wasm memory. */
+interface LayerWeights {
+  inputNorm: WasmBuffer; postNorm: WasmBuffer;
+  q: WasmBuffer; k: WasmBuffer; v: WasmBuffer; o: WasmBuffer;
+  qBias?: WasmBuffer; kBias?: WasmBuffer; vBias?: WasmBuffer;
+  gate: WasmBuffer; up: WasmBuffer; down: WasmBuffer;
+}
+
+export class TransformerModel {
+  private readonly layers: LayerWeights[];
+  private readonly finalNorm: WasmBuffer;
+  private readonly lmHead: WasmBuffer;
+  /** Embedding rows for the lookup, f32 on the host side. */
+  private readonly embedding: Float32Array;
+  private rope: { cos: WasmBuffer; sin: WasmBuffer; positions: number };
+  private readonly owned: WasmBuffer[] = [];
+
+  /**
+   * Uploads the weights: `tensor(name)` gives each Hugging Face tensor as float32; linear
+   * weights are stored as `weightDtype` (16-bit stays 16-bit in wasm memory), norms and biases
+   * as f32.
+   */
+  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string) => Float32Array, weightDtype: BufferDtype = "f32") {
+    const f32 = (name: string) => this.own(rt.upload(tensor(name)));
+    const weight = (name: string) => this.own(rt.upload(tensor(name), weightDtype));
+    this.layers = config.kvHeadsPerLayer.map((_, i) => {
+      const p = `model.layers.${i}`;
+      return {
+        inputNorm: f32(`${p}.input_layernorm.weight`), postNorm: f32(`${p}.post_attention_layernorm.weight`),
+        q: weight(`${p}.self_attn.q_proj.weight`), k: weight(`${p}.self_attn.k_proj.weight`),
+        v: weight(`${p}.self_attn.v_proj.weight`), o: weight(`${p}.self_attn.o_proj.weight`),
+        ...(config.attentionBias ? {
+          qBias: f32(`${p}.self_attn.q_proj.bias`), kBias: f32(`${p}.self_attn.k_proj.bias`), vBias: f32(`${p}.self_attn.v_proj.bias`),
+        } : {}),
+        gate: weight(`${p}.mlp.gate_proj.weight`), up: weight(`${p}.mlp.up_proj.weight`), down: weight(`${p}.mlp.down_proj.weight`),
+      };
+    });
+    this.finalNorm = f32("model.norm.weight");
+    this.embedding = tensor("model.embed_tokens.weight");
+    this.lmHead = this.own(rt.upload(config.tieWordEmbeddings ? this.embedding : tensor("lm_head.weight"), weightDtype));
+    this.rope = this.ropeTables(Math.min(config.maxPositionEmbeddings, 256));
+  }
+
+  /** A paged KV cache shaped for this model (one layer entry per decoder layer). */
+  createCache(options: Omit<KVCacheOptions, "layers"> = {}): KVCache {
+    return createKVCache(this.rt, { ...options, layers: this.config.kvHeadsPerLayer.map((numKvHeads) => ({ numKvHeads, headDim: this.config.headDim })) });
+  }
+
+  /**
+   * Runs `tokens` (appended after what `seq` holds) through the model, appending their K/V to
+   * the cache, and returns the logits [tokens.length, vocab].
+   */
+  forward(cache: KVCache, seq: KVSequence, tokens: number[]): Float32Array {
+    const c = this.config, rt = this.rt, n = tokens.length;
+    const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V } = c;
+    if (n === 0) throw new RangeError("forward: no tokens");
+    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= V) throw new RangeError(`forward: token id ${t} is outside the vocabulary [0, ${V})`);
+    const start = seq.length(0);
+    if (start + n > c.maxPositionEmbeddings) throw new RangeError(`forward: position ${start + n} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
+    if (c.slidingWindow !== undefined && start + n > c.slidingWindow) {
+      throw new RangeError(`forward: ${start + n} tokens exceed Mistral's sliding window (${c.slidingWindow}), which is not implemented yet`);
+    }
+    if (start + n > this.rope.positions) this.growRope(start + n);
+    const buffers: WasmBuffer[] = [];
+    const tmp = (len: number) => { const b = rt.alloc(len); buffers.push(b); return b; };
+    try {
+      const x = tmp(n * hd), h = tmp(n * hd), q = tmp(n * H * D), attn = tmp(n * H * D), o = tmp(n * hd);
+      const gate = tmp(n * ff), up = tmp(n * ff), down = tmp(n * hd);
+      const xs = x.array;
+      tokens.forEach((t, i) => xs.set(this.embedding.subarray(t * hd, (t + 1) * hd), i * hd));
+      const k = c.kvHeadsPerLayer.map((kv) => kv * D);
+      const linear = (input: WasmBuffer, w: WasmBuffer, out: WasmBuffer, inF: number, outF: number, bias?: WasmBuffer) =>
+        rt.linearInto({ x: input, weight: w, bias, out, inFeatures: inF, outFeatures: outF });
+      const residual = (into: WasmBuffer, add: WasmBuffer) => { const a = into.array, b = add.array; for (let i = 0; i < a.length; i++) a[i]! += b[i]!; };
+      this.layers.forEach((L, l) => {
+        const kvDim = k[l]!;
+        rt.kernels.rmsnorm_f32(x.ptr, L.inputNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
+        const kb = rt.alloc(n * kvDim), vb = rt.alloc(n * kvDim);
+        try {
+          linear(h, L.q, q, hd, H * D, L.qBias);
+          linear(h, L.k, kb, hd, kvDim, L.kBias);
+          linear(h, L.v, vb, hd, kvDim, L.vBias);
+          rt.kernels.rope_f32(q.ptr, n, H, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
+          rt.kernels.rope_f32(kb.ptr, n, c.kvHeadsPerLayer[l]!, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
+          cache.append(seq, l, kb.toFloat32Array(), vb.toFloat32Array());
+        } finally { kb.free(); vb.free(); }
+        cache.attentionInto(seq, l, { q, out: attn, numHeads: H });
+        linear(attn, L.o, o, H * D, hd);
+        residual(x, o);
+        rt.kernels.rmsnorm_f32(x.ptr, L.postNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
+        linear(h, L.gate, gate, hd, ff);
+        linear(h, L.up, up, hd, ff);
+        rt.kernels.swiglu_f32(gate.ptr, up.ptr, gate.ptr, n * ff);
+        linear(gate, L.down, down, ff, hd);
+        residual(x, down);
+      });
+      rt.kernels.rmsnorm_f32(x.ptr, this.finalNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
+      const logits = tmp(n * V);
+      linear(h, this.lmHead, logits, hd, V);
+      return logits.toFloat32Array();
+    } finally {
+      for (const b of buffers) b.free();
+    }
+  }
+
+  /** Frees every weight. */
+  dispose(): void {
+    for (const b of this.owned) b.free();
+    this.rope.cos.free(); this.rope.sin.free();
+    this.owned.length = 0;
+  }
+
+  private own(b: WasmBuffer): WasmBuffer { this.owned.push(b); return b; }
+
+  private ropeTables(positions: number): { cos: WasmBuffer; sin: WasmBuffer; positions: number } {
+    const t = ropeTable(positions, ropeInverseFrequencies(this.config.headDim, this.config.ropeTheta, this.config.ropeScaling));
+    return { cos: this.rt.upload(t.cos), sin: this.rt.upload(t.sin), positions };
+  }
+
+  private growRope(positions: number): void {
+    const next = this.ropeTables(Math.min(this.config.maxPositionEmbeddings, Math.max(positions, 2 * this.rope.positions)));
+    this.rope.cos.free(); this.rope.sin.free();
+    this.rope = next;
+  }
+}
