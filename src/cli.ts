@@ -18,6 +18,10 @@ commands:
             per token, decode time per token, speed-up over MHA, error against float64
   info      a Hugging Face model folder (llama, qwen2, mistral, deci): architecture, parameters,
             KV heads per layer, KV-cache bytes per token, and what the same model needs as MHA
+  logits    --model DIR --tokens 1,2,3 --out FILE.json [--dtype f32|bf16]: the logits at every
+            position ({"logits": [[...vocab] per token]}); the ids are used as given (no BOS)
+  generate  --model DIR --tokens 1,2,3 --max-new-tokens N --temperature 0 --json [--dtype ...]:
+            greedy continuation through the KV cache, {"tokens": [new ids]}
   help      this text
 
 demo options:
@@ -68,6 +72,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === "info") return info(rest);
+  if (command === "logits" || command === "generate") return runModel(command, rest);
   if (command !== "demo") throw new UsageError(`unknown command '${command}'`);
   const flags = parseFlags(rest);
   for (const name of flags.keys()) {
@@ -90,6 +95,48 @@ async function main(argv: string[]): Promise<number> {
 
 function formatBytes(n: number): string {
   return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`;
+}
+
+function tokenList(raw: string | undefined): number[] {
+  if (!raw) throw new UsageError("--tokens needs a comma-separated list of token ids");
+  const ids = raw.split(",").map(Number);
+  if (ids.some((t) => !Number.isInteger(t) || t < 0)) throw new UsageError(`--tokens takes non-negative integers, got '${raw}'`);
+  return ids;
+}
+
+async function runModel(command: "logits" | "generate", args: string[]): Promise<number> {
+  const json = args.includes("--json");
+  const flags = parseFlags(args.filter((a) => a !== "--json"));
+  const allowed = command === "logits" ? ["model", "tokens", "out", "dtype"] : ["model", "tokens", "max-new-tokens", "temperature", "dtype"];
+  for (const name of flags.keys()) if (!allowed.includes(name)) throw new UsageError(`unknown option --${name} for ${command}`);
+  const dir = flags.get("model");
+  if (!dir) throw new UsageError(`${command} needs --model DIR`);
+  const tokens = tokenList(flags.get("tokens"));
+  const dtype = flags.get("dtype") ?? "f32";
+  if (dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new UsageError(`--dtype is f32, bf16 or f16, got '${dtype}'`);
+  let maxNew = 0;
+  if (command === "generate") {
+    maxNew = int(flags, "max-new-tokens") ?? 16;
+    const temperature = Number(flags.get("temperature") ?? "0");
+    if (temperature !== 0) throw new UsageError("only greedy decoding (--temperature 0) is implemented so far");
+  } else if (!flags.get("out")) throw new UsageError("logits needs --out FILE.json");
+  await enableRelaxedSimdOnNode20();
+  const { createRuntime } = await import("./runtime/runtime.ts");
+  const { loadModel, generateGreedy } = await import("./model/load.ts");
+  const rt = await createRuntime();
+  const model = await loadModel(rt, dir, { dtype });
+  if (command === "generate") {
+    const out = generateGreedy(model, tokens, maxNew);
+    process.stdout.write(json ? `${JSON.stringify({ tokens: out })}\n` : `${out.join(",")}\n`);
+    return 0;
+  }
+  const cache = model.createCache();
+  const logits = model.forward(cache, cache.createSequence(), tokens);
+  const V = model.config.vocabSize;
+  const rows = tokens.map((_, i) => Array.from(logits.subarray(i * V, (i + 1) * V)));
+  const { writeFile } = await import("node:fs/promises");
+  await writeFile(flags.get("out")!, JSON.stringify({ logits: rows }));
+  return 0;
 }
 
 async function info(args: string[]): Promise<number> {

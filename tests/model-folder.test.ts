@@ -1,48 +1,20 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { writeSafetensors, type TensorToWrite } from "../src/index.ts";
 import { expectedTensors, parseModelConfig } from "../src/model/config.ts";
-import { randomArray } from "./helpers.ts";
+import { writeModelFolder, type FolderOptions } from "./model-helpers.ts";
 
 const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 60_000 });
-
-/** A tiny model folder with random weights of the shapes the config needs. */
-function writeFolder(config: Record<string, unknown>, opts: { shards?: number; drop?: string; dtype?: "F32" | "BF16"; tensorsOf?: Record<string, unknown> } = {}): string {
-  const dir = mkdtempSync(join(tmpdir(), "gqa-model-"));
-  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
-  const tensors: Record<string, TensorToWrite> = {};
-  let seed = 1;
-  for (const [name, shape] of expectedTensors(parseModelConfig(opts.tensorsOf ?? config))) {
-    if (name === opts.drop) continue;
-    tensors[name] = { dtype: opts.dtype ?? "F32", shape, data: randomArray(shape.reduce((a, b) => a * b, 1), seed++, 0.1) };
-  }
-  const names = Object.keys(tensors);
-  const shards = opts.shards ?? 1;
-  if (shards === 1) writeFileSync(join(dir, "model.safetensors"), writeSafetensors(tensors));
-  else {
-    const weightMap: Record<string, string> = {};
-    for (let s = 0; s < shards; s++) {
-      const file = `model-0000${s + 1}-of-0000${shards}.safetensors`;
-      const part = Object.fromEntries(names.filter((_, i) => i % shards === s).map((n) => [n, tensors[n]!]));
-      for (const n of Object.keys(part)) weightMap[n] = file;
-      writeFileSync(join(dir, file), writeSafetensors(part));
-    }
-    writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: weightMap }));
-  }
-  return dir;
-}
 
 const llama = { model_type: "llama", hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 2, vocab_size: 50, rms_norm_eps: 1e-5 };
 
 describe("model folders and `gqa-wasm info`", () => {
   const dirs: string[] = [];
   after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
-  const folder = (...a: Parameters<typeof writeFolder>) => { const d = writeFolder(...a); dirs.push(d); return d; };
+  const folder = (config: Record<string, unknown>, opts?: FolderOptions) => { const d = writeModelFolder(config, opts); dirs.push(d); return d; };
 
   it("summarises a llama GQA folder: parameters, KV heads, KV bytes per token vs MHA", () => {
     const dir = folder(llama);

@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRuntime } from "../src/index.ts";
+import { parseModelConfig } from "../src/model/config.ts";
+import { loadModel } from "../src/model/load.ts";
+import { bf16ToF32, f32ToBf16 } from "../src/formats/half.ts";
+import { base, models, randomWeights, referenceForward, writeModelFolder } from "./model-helpers.ts";
+
+const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 60_000 });
+const tokens = [3, 17, 0, 39, 5, 22];
+
+describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function () {
+  this.timeout(120_000);
+  const dirs: string[] = [];
+  after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+
+  for (const [name, raw] of models) {
+    it(`logits of a ${name} folder match the float64 reference at every position`, () => {
+      const cfg = parseModelConfig(raw);
+      const weights = randomWeights(cfg);
+      const dir = writeModelFolder(raw, { weights, shards: 2 });
+      const out = join(mkdtempSync(join(tmpdir(), "gqa-logits-")), "logits.json");
+      dirs.push(dir, join(out, ".."));
+      const r = run("logits", "--model", dir, "--tokens", tokens.join(","), "--out", out);
+      assert.equal(r.status, 0, r.stderr);
+      const { logits } = JSON.parse(readFileSync(out, "utf8")) as { logits: number[][] };
+      const ref = referenceForward(cfg, weights, tokens);
+      assert.equal(logits.length, tokens.length);
+      logits.forEach((row, i) => {
+        assert.equal(row.length, cfg.vocabSize);
+        const err = Math.max(...row.map((v, j) => Math.abs(v - ref[i]![j]!)));
+        assert.ok(err <= 2e-3, `position ${i}: ${err}`);
+      });
+    });
+  }
+
+  it("BF16 folders load (16-bit weights kept 16-bit) within 2e-2 of the reference on the stored weights", () => {
+    const raw = models[0]![1], cfg = parseModelConfig(raw);
+    const weights = randomWeights(cfg);
+    const dir = writeModelFolder(raw, { weights, dtype: "BF16" });
+    // The reference runs on what the file holds: every weight rounded to bfloat16.
+    for (const [name, w] of weights) weights.set(name, Float32Array.from(w, (x) => bf16ToF32(f32ToBf16(x))));
+    const out = join(mkdtempSync(join(tmpdir(), "gqa-logits-")), "logits.json");
+    dirs.push(dir, join(out, ".."));
+    assert.equal(run("logits", "--model", dir, "--tokens", tokens.join(","), "--out", out, "--dtype", "bf16").status, 0);
+    const { logits } = JSON.parse(readFileSync(out, "utf8")) as { logits: number[][] };
+    const ref = referenceForward(cfg, weights, tokens);
+    const err = Math.max(...logits.flatMap((row, i) => row.map((v, j) => Math.abs(v - ref[i]![j]!))));
+    assert.ok(err <= 2e-2, `max error ${err}`);
+  });
+
+  it("greedy generate through the KV cache equals recomputing the whole forward at every step", async () => {
+    const raw = { ...base, model_type: "llama", num_key_value_heads: 2 };
+    const dir = writeModelFolder(raw);
+    dirs.push(dir);
+    const r = run("generate", "--model", dir, "--tokens", "3,17,0", "--max-new-tokens", "8", "--temperature", "0", "--json");
+    assert.equal(r.status, 0, r.stderr);
+    const generated = (JSON.parse(r.stdout) as { tokens: number[] }).tokens;
+    assert.equal(generated.length, 8);
+    const rt = await createRuntime();
+    const model = await loadModel(rt, dir);
+    const sequence = [3, 17, 0];
+    for (let step = 0; step < 8; step++) {
+      const cache = model.createCache();
+      const logits = model.forward(cache, cache.createSequence(), sequence); // no reuse: the whole prefix again
+      cache.dispose();
+      const V = model.config.vocabSize, last = logits.subarray((sequence.length - 1) * V);
+      sequence.push(last.indexOf(Math.max(...last)));
+    }
+    assert.deepEqual(generated, sequence.slice(3));
+    model.dispose();
+  });
+
+  it("bad requests are one clear line on stderr", () => {
+    const dir = writeModelFolder({ ...base, model_type: "llama", num_key_value_heads: 2 });
+    dirs.push(dir);
+    const cases: [string[], number, RegExp][] = [
+      [["generate", "--model", dir, "--tokens", "1,99", "--json"], 1, /token id 99 is outside the vocabulary \[0, 40\)/],
+      [["generate", "--model", dir, "--tokens", "1,2", "--temperature", "0.7"], 2, /only greedy decoding \(--temperature 0\) is implemented so far/],
+      [["logits", "--model", dir, "--tokens", "1,2"], 2, /logits needs --out FILE.json/],
+      [["logits", "--model", dir, "--tokens", "a,b", "--out", "/tmp/x.json"], 2, /--tokens takes non-negative integers/],
+    ];
+    for (const [args, status, message] of cases) {
+      const r = run(...args);
+      assert.equal(r.status, status, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+    }
+  });
+});
