@@ -30,6 +30,7 @@ demo options:
   --head-dim 128             head dimension
   --repeats 15               timed calls per shape (median reported)
   --build relaxed|simd       force a kernel build (default: the best this engine runs)
+  --model none               skip the synthetic-model generation at the end
 
 info options:
   --model DIR                the folder (config.json, model.safetensors or sharded + index)
@@ -76,13 +77,13 @@ async function main(argv: string[]): Promise<number> {
   if (command !== "demo") throw new UsageError(`unknown command '${command}'`);
   const flags = parseFlags(rest);
   for (const name of flags.keys()) {
-    if (!["contexts", "heads", "head-dim", "repeats", "build"].includes(name)) throw new UsageError(`unknown option --${name}`);
+    if (!["contexts", "heads", "head-dim", "repeats", "build", "model"].includes(name)) throw new UsageError(`unknown option --${name}`);
   }
   const build = flags.get("build");
   if (build !== undefined && build !== "relaxed" && build !== "simd") throw new UsageError(`--build is relaxed or simd, got '${build}'`);
   await enableRelaxedSimdOnNode20();
   const { createRuntime } = await import("./runtime/runtime.ts");
-  const { runDemo } = await import("./demo.ts");
+  const { runDemo, runModelDemo } = await import("./demo.ts");
   const rt = await createRuntime({ build: build as "relaxed" | "simd" | undefined });
   runDemo(rt, {
     contexts: intList(flags, "contexts"),
@@ -90,6 +91,10 @@ async function main(argv: string[]): Promise<number> {
     headDim: int(flags, "head-dim"),
     repeats: int(flags, "repeats"),
   });
+  if (flags.get("model") !== "none") {
+    process.stdout.write("\n");
+    runModelDemo(rt);
+  }
   return 0;
 }
 

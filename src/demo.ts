@@ -1,7 +1,9 @@
 import type { Runtime } from "./runtime/runtime.ts";
 import { createKVCache } from "./kv/kv-cache.ts";
 import { maxAbsDiff, referenceAttention } from "./reference.ts";
-import { fillSeeded } from "./random.ts";
+import { fillSeeded, seededArray } from "./random.ts";
+import { expectedTensors, parseModelConfig } from "./model/config.ts";
+import { TransformerModel } from "./model/transformer.ts";
 
 // The seed idea made visible: the same Llama-3-8B-like attention (32 query heads, head_dim 128,
 // 32 layers) with fewer KV heads keeps a smaller KV cache and decodes faster.
@@ -135,4 +137,56 @@ export function printTable(print: (line: string) => void, header: string[], rows
   print(line(header));
   print(widths.map((w) => "-".repeat(w)).join("  "));
   for (const r of rows) print(line(r));
+}
+
+/** SmolLM2-135M's shape (Hugging Face config), for the synthetic end-to-end generation. */
+export const SMOLLM2_135M_SHAPE = {
+  model_type: "llama", hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30, num_attention_heads: 9,
+  num_key_value_heads: 3, vocab_size: 49152, rms_norm_eps: 1e-5, rope_theta: 100000, max_position_embeddings: 8192,
+  tie_word_embeddings: true,
+};
+
+/**
+ * A tiny end-to-end generation: a SmolLM2-135M-shaped model with deterministic random weights
+ * (bf16, made in memory), a prompt of token ids, greedy decoding through the paged KV cache.
+ */
+export function runModelDemo(rt: Runtime, options: { newTokens?: number; print?: (line: string) => void } = {}): void {
+  const print = options.print ?? console.log;
+  const cfg = parseModelConfig(SMOLLM2_135M_SHAPE);
+  const shapes = expectedTensors(cfg);
+  let seed = 1;
+  const t0 = performance.now();
+  const model = new TransformerModel(rt, cfg, (name) => {
+    const n = shapes.get(name)!.reduce((a, b) => a * b, 1);
+    return name.endsWith("norm.weight") ? new Float32Array(n).fill(1) : seededArray(n, seed++, 0.05);
+  }, "bf16");
+  const loadMs = performance.now() - t0;
+  const cache = model.createCache();
+  try {
+    const seq = cache.createSequence();
+    const prompt = [1, 504, 3287, 314, 260, 1345, 28, 4779, 30, 16, 2];
+    const V = cfg.vocabSize;
+    let t = performance.now();
+    let logits = model.forward(cache, seq, prompt);
+    const prefillMs = performance.now() - t;
+    const argmax = (row: Float32Array) => { let b = 0; for (let j = 1; j < V; j++) if (row[j]! > row[b]!) b = j; return b; };
+    const generated: number[] = [argmax(logits.subarray((prompt.length - 1) * V))];
+    t = performance.now();
+    while (generated.length < (options.newTokens ?? 16)) {
+      logits = model.forward(cache, seq, [generated[generated.length - 1]!]);
+      generated.push(argmax(logits));
+    }
+    const decodeMs = performance.now() - t;
+    const params = [...shapes.values()].reduce((s, sh) => s + sh.reduce((a, b) => a * b, 1), 0);
+    print(`Synthetic SmolLM2-135M-shaped model (${(params / 1e6).toFixed(0)}M parameters, random bf16 weights made in ${(loadMs / 1000).toFixed(1)} s, ${cfg.numLayers} layers, ${cfg.numHeads} heads / ${cfg.kvHeadsPerLayer[0]} KV heads):`);
+    print(`  prefill ${prompt.length} tokens: ${(prompt.length / (prefillMs / 1000)).toFixed(1)} tokens/s; greedy decode: ${((generated.length - 1) / (decodeMs / 1000)).toFixed(1)} tokens/s`);
+    print(`  generated ids: ${generated.join(",")} (random weights: the ids mean nothing, the speed does)`);
+    print(`  KV cache: ${cache.stats().bytesPerToken} bytes per token (f32); as MHA it would be ${cfg.numLayers * 2 * cfg.numHeads * cfg.headDim * 4}`);
+    print("A real model: download a Hugging Face folder (e.g. SmolLM2-135M) and run");
+    print("  gqa-wasm info --model DIR");
+    print("  gqa-wasm generate --model DIR --tokens 1,504,3287 --max-new-tokens 16 --temperature 0 --json --dtype bf16");
+  } finally {
+    cache.dispose();
+    model.dispose();
+  }
 }
