@@ -20,8 +20,9 @@ commands:
             KV heads per layer, KV-cache bytes per token, and what the same model needs as MHA
   logits    --model DIR --tokens 1,2,3 --out FILE.json [--dtype f32|bf16]: the logits at every
             position ({"logits": [[...vocab] per token]}); the ids are used as given (no BOS)
-  generate  --model DIR --tokens 1,2,3 --max-new-tokens N --temperature 0 --json [--dtype ...]:
-            greedy continuation through the KV cache, {"tokens": [new ids]}
+  generate  --model DIR --tokens 1,2,3 --max-new-tokens N [--temperature T --top-k K --top-p P
+            --seed S --repetition-penalty R] --json [--dtype ...]: a continuation through the KV
+            cache (greedy at temperature 0, the default), {"tokens": [new ids]}
   help      this text
 
 demo options:
@@ -112,7 +113,8 @@ function tokenList(raw: string | undefined): number[] {
 async function runModel(command: "logits" | "generate", args: string[]): Promise<number> {
   const json = args.includes("--json");
   const flags = parseFlags(args.filter((a) => a !== "--json"));
-  const allowed = command === "logits" ? ["model", "tokens", "out", "dtype"] : ["model", "tokens", "max-new-tokens", "temperature", "dtype"];
+  const allowed = command === "logits" ? ["model", "tokens", "out", "dtype"]
+    : ["model", "tokens", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "repetition-penalty", "dtype"];
   for (const name of flags.keys()) if (!allowed.includes(name)) throw new UsageError(`unknown option --${name} for ${command}`);
   const dir = flags.get("model");
   if (!dir) throw new UsageError(`${command} needs --model DIR`);
@@ -120,18 +122,27 @@ async function runModel(command: "logits" | "generate", args: string[]): Promise
   const dtype = flags.get("dtype") ?? "f32";
   if (dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new UsageError(`--dtype is f32, bf16 or f16, got '${dtype}'`);
   let maxNew = 0;
+  let sampling: import("./model/sampling.ts").SamplingOptions = {};
   if (command === "generate") {
     maxNew = int(flags, "max-new-tokens") ?? 16;
-    const temperature = Number(flags.get("temperature") ?? "0");
-    if (temperature !== 0) throw new UsageError("only greedy decoding (--temperature 0) is implemented so far");
+    const number = (name: string) => {
+      const raw = flags.get(name);
+      if (raw === undefined) return undefined;
+      const x = Number(raw);
+      if (!Number.isFinite(x)) throw new UsageError(`--${name} takes a number, got '${raw}'`);
+      return x;
+    };
+    sampling = { temperature: number("temperature"), topK: number("top-k"), topP: number("top-p"), seed: number("seed"), repetitionPenalty: number("repetition-penalty") };
+    const { Sampler } = await import("./model/sampling.ts");
+    try { new Sampler(sampling); } catch (e) { throw new UsageError((e as Error).message); }
   } else if (!flags.get("out")) throw new UsageError("logits needs --out FILE.json");
   await enableRelaxedSimdOnNode20();
   const { createRuntime } = await import("./runtime/runtime.ts");
-  const { loadModel, generateGreedy } = await import("./model/load.ts");
+  const { loadModel, generate } = await import("./model/load.ts");
   const rt = await createRuntime();
   const model = await loadModel(rt, dir, { dtype });
   if (command === "generate") {
-    const out = generateGreedy(model, tokens, maxNew);
+    const out = generate(model, tokens, { maxNewTokens: maxNew, sampling });
     process.stdout.write(json ? `${JSON.stringify({ tokens: out })}\n` : `${out.join(",")}\n`);
     return 0;
   }

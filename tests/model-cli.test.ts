@@ -76,12 +76,27 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
     model.dispose();
   });
 
+  it("sampling is reproducible from its seed and differs across seeds", () => {
+    const dir = writeModelFolder({ ...base, model_type: "qwen2", num_key_value_heads: 2 });
+    dirs.push(dir);
+    const gen = (seed: number) => {
+      const r = run("generate", "--model", dir, "--tokens", "3,17", "--max-new-tokens", "12", "--temperature", "1.5", "--top-k", "20", "--top-p", "0.95", "--seed", String(seed), "--repetition-penalty", "1.1", "--json");
+      assert.equal(r.status, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { tokens: number[] }).tokens;
+    };
+    const a = gen(1);
+    assert.equal(a.length, 12);
+    assert.deepEqual(gen(1), a);
+    assert.notDeepEqual(gen(2), a);
+  });
+
   it("bad requests are one clear line on stderr", () => {
     const dir = writeModelFolder({ ...base, model_type: "llama", num_key_value_heads: 2 });
     dirs.push(dir);
     const cases: [string[], number, RegExp][] = [
       [["generate", "--model", dir, "--tokens", "1,99", "--json"], 1, /token id 99 is outside the vocabulary \[0, 40\)/],
-      [["generate", "--model", dir, "--tokens", "1,2", "--temperature", "0.7"], 2, /only greedy decoding \(--temperature 0\) is implemented so far/],
+      [["generate", "--model", dir, "--tokens", "1,2", "--temperature", "-1"], 2, /temperature must be >= 0, got -1/],
+      [["generate", "--model", dir, "--tokens", "1,2", "--top-p", "1.5"], 2, /topP must be in \(0, 1\], got 1.5/],
       [["logits", "--model", dir, "--tokens", "1,2"], 2, /logits needs --out FILE.json/],
       [["logits", "--model", dir, "--tokens", "a,b", "--out", "/tmp/x.json"], 2, /--tokens takes non-negative integers/],
     ];

@@ -5,6 +5,7 @@ import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { importNodeBuiltin } from "../runtime/node-builtins.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { inspectModelFolder } from "./folder.ts";
+import { Sampler, type SamplingOptions } from "./sampling.ts";
 import { TransformerModel } from "./transformer.ts";
 
 export async function loadModel(rt: Runtime, dir: string, options: { dtype?: BufferDtype } = {}): Promise<TransformerModel> {
@@ -23,21 +24,26 @@ export async function loadModel(rt: Runtime, dir: string, options: { dtype?: Buf
   }, options.dtype ?? "f32");
 }
 
-/** Greedy decoding: `maxNewTokens` argmax tokens after `prompt`, through the KV cache. */
-export function generateGreedy(model: TransformerModel, prompt: number[], maxNewTokens: number, stopTokens: number[] = []): number[] {
+/**
+ * Generates up to `maxNewTokens` tokens after `prompt` through the KV cache: prefill, then one
+ * token at a time, chosen by a Sampler (greedy by default); stops early at a stop token.
+ */
+export function generate(model: TransformerModel, prompt: number[], options: { maxNewTokens: number; sampling?: SamplingOptions; stopTokens?: number[] }): number[] {
+  const sampler = new Sampler(options.sampling);
   const cache = model.createCache();
   try {
     const seq = cache.createSequence();
     const V = model.config.vocabSize;
+    const history = [...prompt];
     const out: number[] = [];
     let logits = model.forward(cache, seq, prompt);
     let row = prompt.length - 1;
-    while (out.length < maxNewTokens) {
-      let best = 0;
-      for (let j = 1; j < V; j++) if (logits[row * V + j]! > logits[row * V + best]!) best = j;
-      out.push(best);
-      if (stopTokens.includes(best) || out.length === maxNewTokens) break;
-      logits = model.forward(cache, seq, [best]);
+    while (out.length < options.maxNewTokens) {
+      const next = sampler.next(logits.subarray(row * V, (row + 1) * V), history);
+      out.push(next);
+      history.push(next);
+      if (options.stopTokens?.includes(next) || out.length === options.maxNewTokens) break;
+      logits = model.forward(cache, seq, [next]);
       row = 0;
     }
     return out;
