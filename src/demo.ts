@@ -3,6 +3,7 @@ import { createKVCache } from "./kv/kv-cache.ts";
 import { maxAbsDiff, referenceAttention } from "./reference.ts";
 import { fillSeeded, seededArray } from "./random.ts";
 import { expectedTensors, parseModelConfig } from "./model/config.ts";
+import { Sampler } from "./model/sampling.ts";
 import { TransformerModel } from "./model/transformer.ts";
 
 // The seed idea made visible: the same Llama-3-8B-like attention (32 query heads, head_dim 128,
@@ -169,12 +170,12 @@ export function runModelDemo(rt: Runtime, options: { newTokens?: number; print?:
     let t = performance.now();
     let logits = model.forward(cache, seq, prompt);
     const prefillMs = performance.now() - t;
-    const argmax = (row: Float32Array) => { let b = 0; for (let j = 1; j < V; j++) if (row[j]! > row[b]!) b = j; return b; };
-    const generated: number[] = [argmax(logits.subarray((prompt.length - 1) * V))];
+    const greedy = new Sampler();
+    const generated: number[] = [greedy.next(logits.subarray((prompt.length - 1) * V))];
     t = performance.now();
     while (generated.length < (options.newTokens ?? 16)) {
       logits = model.forward(cache, seq, [generated[generated.length - 1]!]);
-      generated.push(argmax(logits));
+      generated.push(greedy.next(logits));
     }
     const decodeMs = performance.now() - t;
     const params = [...shapes.values()].reduce((s, sh) => s + sh.reduce((a, b) => a * b, 1), 0);

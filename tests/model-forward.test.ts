@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createRuntime, type Runtime } from "../src/index.ts";
 import { parseModelConfig } from "../src/model/config.ts";
 import { TransformerModel } from "../src/model/transformer.ts";
-import { base, models, randomWeights, referenceForward } from "./model-helpers.ts";
+import { models, randomWeights, referenceForward } from "./model-helpers.ts";
 
 describe("model forward pass against a float64 reference", function () {
   this.timeout(60_000);

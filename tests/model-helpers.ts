@@ -24,7 +24,6 @@ export function randomWeights(cfg: ModelConfig): Weights {
 /** The decoder in plain float64, written from the Hugging Face modeling code, not from ours. */
 export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[]): number[][] {
   const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V, rmsNormEps: eps } = cfg;
-  const n = tokens.length;
   const get = (name: string) => w.get(name)!;
   const rms = (x: number[], g: Float32Array) => { const ms = x.reduce((s, v) => s + v * v, 0) / x.length; return x.map((v, i) => (v / Math.sqrt(ms + eps)) * g[i]!); };
   const matvec = (x: number[], W: Float32Array, out: number, b?: Float32Array) =>

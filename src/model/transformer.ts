@@ -78,22 +78,23 @@ export class TransformerModel {
       const gate = tmp(n * ff), up = tmp(n * ff), down = tmp(n * hd);
       const xs = x.array;
       tokens.forEach((t, i) => xs.set(this.embedding.subarray(t * hd, (t + 1) * hd), i * hd));
-      const k = c.kvHeadsPerLayer.map((kv) => kv * D);
+      // K and V of the new tokens, sized for the layer with the most KV heads, reused by every layer.
+      const maxKv = Math.max(...c.kvHeadsPerLayer);
+      const kAll = tmp(n * maxKv * D), vAll = tmp(n * maxKv * D);
       const linear = (input: WasmBuffer, w: WasmBuffer, out: WasmBuffer, inF: number, outF: number, bias?: WasmBuffer) =>
         rt.linearInto({ x: input, weight: w, bias, out, inFeatures: inF, outFeatures: outF });
       const residual = (into: WasmBuffer, add: WasmBuffer) => { const a = into.array, b = add.array; for (let i = 0; i < a.length; i++) a[i]! += b[i]!; };
       this.layers.forEach((L, l) => {
-        const kvDim = k[l]!;
+        const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
+        const kb = kAll.subarray(0, n * kvDim), vb = vAll.subarray(0, n * kvDim);
         rt.kernels.rmsnorm_f32(x.ptr, L.inputNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
-        const kb = rt.alloc(n * kvDim), vb = rt.alloc(n * kvDim);
-        try {
-          linear(h, L.q, q, hd, H * D, L.qBias);
-          linear(h, L.k, kb, hd, kvDim, L.kBias);
-          linear(h, L.v, vb, hd, kvDim, L.vBias);
-          rt.kernels.rope_f32(q.ptr, n, H, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
-          rt.kernels.rope_f32(kb.ptr, n, c.kvHeadsPerLayer[l]!, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
-          cache.append(seq, l, kb.toFloat32Array(), vb.toFloat32Array());
-        } finally { kb.free(); vb.free(); }
+        linear(h, L.q, q, hd, H * D, L.qBias);
+        linear(h, L.k, kb, hd, kvDim, L.kBias);
+        linear(h, L.v, vb, hd, kvDim, L.vBias);
+        rt.kernels.rope_f32(q.ptr, n, H, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
+        rt.kernels.rope_f32(kb.ptr, n, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
+        // Copies: appending may grow memory, which would detach views of kb / vb.
+        cache.append(seq, l, kb.toFloat32Array(), vb.toFloat32Array());
         cache.attentionInto(seq, l, { q, out: attn, numHeads: H });
         linear(attn, L.o, o, H * D, hd);
         residual(x, o);

@@ -22,8 +22,9 @@ export interface RuntimeOptions {
   /** Linear memory never grows past this; allocations beyond it throw WasmOutOfMemoryError. */
   maxMemoryBytes?: number;
   /**
-   * Threads for the kernels (default 1). 'auto': the cores, where threads are possible (Node and
-   * Bun worker_threads with SharedArrayBuffer), else 1; rt.threadInfo says which and why.
+   * Threads for the kernels (default 1). 'auto': the cores, where threads are possible
+   * (worker_threads on Node, Deno and Bun; Web Workers in a cross-origin-isolated page), else 1;
+   * rt.threadInfo says which and why.
    */
   threads?: "auto" | number;
 }
@@ -103,11 +104,9 @@ export class Runtime {
   /** A zeroed buffer of `length` elements in wasm memory (f32 unless `dtype` says bf16 or f16). */
   alloc(length: number, dtype: BufferDtype = "f32"): WasmBuffer {
     positiveInt("alloc", "length", length);
-    if (!Object.hasOwn(DTYPE_BYTES, dtype)) throw new RangeError(`alloc: dtype must be f32, bf16 or f16, got ${String(dtype)}`);
-    const bytes = length * DTYPE_BYTES[dtype];
-    const ptr = this.persistent.alloc(bytes);
-    this.memory.u8.fill(0, ptr, ptr + bytes);
-    return new WasmBuffer(this.memory, this.persistent, ptr, length, undefined, dtype);
+    const buffer = this.newBuffer("alloc", length, dtype);
+    this.memory.u8.fill(0, buffer.ptr, buffer.ptr + buffer.byteLength);
+    return buffer;
   }
 
   /**
@@ -116,11 +115,15 @@ export class Runtime {
    */
   upload(data: Float32Array, dtype: BufferDtype = "f32"): WasmBuffer {
     float32Array("upload", "data", data);
-    if (!Object.hasOwn(DTYPE_BYTES, dtype)) throw new RangeError(`upload: dtype must be f32, bf16 or f16, got ${String(dtype)}`);
-    const ptr = this.persistent.alloc(data.length * DTYPE_BYTES[dtype]);
-    const buffer = new WasmBuffer(this.memory, this.persistent, ptr, data.length, undefined, dtype);
+    const buffer = this.newBuffer("upload", data.length, dtype);
     if (data.length > 0) buffer.set(data);
     return buffer;
+  }
+
+  private newBuffer(op: string, length: number, dtype: BufferDtype): WasmBuffer {
+    if (!Object.hasOwn(DTYPE_BYTES, dtype)) throw new RangeError(`${op}: dtype must be f32, bf16 or f16, got ${String(dtype)}`);
+    const ptr = this.persistent.alloc(length * DTYPE_BYTES[dtype]);
+    return new WasmBuffer(this.memory, this.persistent, ptr, length, undefined, dtype);
   }
 
   /** A pool of fixed-size pages (the KV cache's storage). */
