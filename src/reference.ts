@@ -4,7 +4,7 @@
 export interface ReferenceAttentionArgs {
   q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number>;
   numHeads: number; numKvHeads: number; headDim: number;
-  causal?: boolean; scale?: number;
+  causal?: boolean; slidingWindow?: number; scale?: number;
 }
 
 /** softmax(scale · q·kᵀ) · v per query head, in float64, with the same layouts and mask as rt.attention. */
@@ -17,11 +17,13 @@ export function referenceAttention(a: ReferenceAttentionArgs): Float64Array {
   const out = new Float64Array(a.q.length);
   for (let i = 0; i < seqQ; i++) {
     const lastKey = a.causal ? Math.min(seqK - 1, i + seqK - seqQ) : seqK - 1;
+    // Sliding window: the newest `slidingWindow` keys up to the query's position.
+    const firstKey = a.slidingWindow ? Math.max(0, i + seqK - seqQ - a.slidingWindow + 1) : 0;
     for (let h = 0; h < numHeads; h++) {
       const kvHead = Math.floor(h / group);
       const qRow = (i * numHeads + h) * D;
       const scores: number[] = [];
-      for (let j = 0; j <= lastKey; j++) {
+      for (let j = firstKey; j <= lastKey; j++) {
         const kRow = (j * numKvHeads + kvHead) * D;
         let dot = 0;
         for (let d = 0; d < D; d++) dot += a.q[qRow + d]! * a.k[kRow + d]!;
@@ -31,9 +33,9 @@ export function referenceAttention(a: ReferenceAttentionArgs): Float64Array {
       const max = Math.max(...scores);
       const weights = scores.map((s) => Math.exp(s - max));
       const total = weights.reduce((x, y) => x + y, 0);
-      for (let j = 0; j <= lastKey; j++) {
+      for (let j = firstKey; j <= lastKey; j++) {
         const vRow = (j * numKvHeads + kvHead) * D;
-        const w = weights[j]! / total;
+        const w = weights[j - firstKey]! / total;
         for (let d = 0; d < D; d++) out[qRow + d] = out[qRow + d]! + w * a.v[vRow + d]!;
       }
     }

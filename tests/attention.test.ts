@@ -4,7 +4,7 @@ import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
 
 interface Case {
   numHeads: number; numKvHeads: number; headDim: number; seqQ: number; seqK: number;
-  causal?: boolean; scale?: number; magnitude?: number;
+  causal?: boolean; slidingWindow?: number; scale?: number; magnitude?: number;
 }
 
 let seed = 1;
@@ -16,7 +16,7 @@ function check(build: Parameters<typeof runtimeFor>[0], c: Case) {
     const q = randomArray(seqQ * numHeads * headDim, seed++, mag);
     const k = randomArray(seqK * numKvHeads * headDim, seed++, mag);
     const v = randomArray(seqK * numKvHeads * headDim, seed++);
-    const args = { q, k, v, numHeads, numKvHeads, headDim, causal: c.causal, scale: c.scale };
+    const args = { q, k, v, numHeads, numKvHeads, headDim, causal: c.causal, slidingWindow: c.slidingWindow, scale: c.scale };
     const out = rt.attention(args);
     const ref = referenceAttention(args);
     assert.equal(out.length, ref.length);
@@ -29,7 +29,7 @@ function check(build: Parameters<typeof runtimeFor>[0], c: Case) {
 
 const name = (c: Case) =>
   `${c.numHeads}/${c.numKvHeads} heads, headDim ${c.headDim}, seqQ ${c.seqQ}, seqK ${c.seqK}` +
-  `${c.causal ? ", causal" : ""}${c.scale !== undefined ? `, scale ${c.scale}` : ""}${c.magnitude ? `, |q|,|k| up to ${c.magnitude}` : ""}`;
+  `${c.causal ? ", causal" : ""}${c.slidingWindow ? `, sliding window ${c.slidingWindow}` : ""}${c.scale !== undefined ? `, scale ${c.scale}` : ""}${c.magnitude ? `, |q|,|k| up to ${c.magnitude}` : ""}`;
 
 const cases: { title: string; cases: Case[] }[] = [
   {
@@ -71,6 +71,19 @@ const cases: { title: string; cases: Case[] }[] = [
       { numHeads: 14, numKvHeads: 2, headDim: 64, seqQ: 40, seqK: 100, causal: false },
       // seqQ > seqK: the first queries see no key and return zeros.
       { numHeads: 4, numKvHeads: 2, headDim: 16, seqQ: 10, seqK: 4, causal: true },
+    ],
+  },
+  {
+    title: "sliding window (Mistral): prefill, chunked prefill and decode, windows shorter and longer than a key block",
+    cases: [
+      { numHeads: 8, numKvHeads: 2, headDim: 64, seqQ: 200, seqK: 200, causal: true, slidingWindow: 50 },
+      { numHeads: 8, numKvHeads: 2, headDim: 64, seqQ: 200, seqK: 200, causal: true, slidingWindow: 64 },
+      { numHeads: 8, numKvHeads: 2, headDim: 64, seqQ: 200, seqK: 200, causal: true, slidingWindow: 130 },
+      { numHeads: 32, numKvHeads: 8, headDim: 128, seqQ: 1, seqK: 1000, causal: true, slidingWindow: 77 },
+      { numHeads: 9, numKvHeads: 3, headDim: 67, seqQ: 33, seqK: 300, causal: true, slidingWindow: 100 },
+      { numHeads: 4, numKvHeads: 1, headDim: 16, seqQ: 9, seqK: 9, causal: true, slidingWindow: 1 },
+      { numHeads: 4, numKvHeads: 4, headDim: 32, seqQ: 20, seqK: 20, causal: true, slidingWindow: 1000 },
+      { numHeads: 8, numKvHeads: 2, headDim: 64, seqQ: 30, seqK: 300, causal: true, slidingWindow: 40, magnitude: 30 },
     ],
   },
   {
@@ -147,7 +160,7 @@ for (const build of BUILDS) {
         const scale = 1 / Math.sqrt(D);
         for (const [h0, h1] of [[0, 1], [1, 4]]) {
           for (const [i0, i1] of [[0, 10], [10, 11], [11, 37]]) {
-            rt.kernels.attention_f32(q.ptr, k.ptr, v.ptr, parts.ptr, SQ, SK, H, KV, D, scale, 1, h0!, h1!, i0!, i1!, 0, SK, 0, state.ptr);
+            rt.kernels.attention_f32(q.ptr, k.ptr, v.ptr, parts.ptr, SQ, SK, H, KV, D, scale, 1, 0, h0!, h1!, i0!, i1!, 0, SK, 0, state.ptr);
           }
         }
         assert.deepEqual(parts.toFloat32Array(), whole.toFloat32Array());

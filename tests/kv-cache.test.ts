@@ -44,6 +44,26 @@ for (const build of BUILDS) {
       });
     }
 
+    it("sliding window through the cache: chunked prefill then decode match the float64 reference", () => {
+      const H = 8, KV = 2, D = 40, W = 45;
+      const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16 });
+      try {
+        const seq = cache.createSequence();
+        let K = new Float32Array(0), V = new Float32Array(0);
+        for (const [step, n] of [70, 30, 1, 1, 1].entries()) {
+          const { k, v } = kvRows(n, KV, D, 900 + step);
+          cache.append(seq, 0, k, v);
+          K = concat(K, k); V = concat(V, v);
+          const q = randomArray(n * H * D, 950 + step);
+          const out = cache.attention(seq, 0, { q, numHeads: H, slidingWindow: W });
+          const ref = referenceAttention({ q, k: K, v: V, numHeads: H, numKvHeads: KV, headDim: D, causal: true, slidingWindow: W });
+          assert.ok(maxAbsDiff(out, ref) <= 2e-4 * maxAbs(ref), `step ${step}`);
+        }
+        assert.throws(() => cache.attention(seq, 0, { q: randomArray(H * D, 1), numHeads: H, slidingWindow: W, causal: false }), /slidingWindow needs causal/);
+        assert.throws(() => cache.attention(seq, 0, { q: randomArray(H * D, 1), numHeads: H, slidingWindow: 0 }), /slidingWindow/);
+      } finally { cache.dispose(); }
+    });
+
     it("matches the float64 reference through a DeciLM-7B-like variable-GQA stack", () => {
       const D = 64, H = 32, T = 40;
       const cache = createKVCache(rt, { layers: DECILM.map((n) => ({ numKvHeads: n, headDim: D })), pageSize: 16 });

@@ -46,7 +46,7 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
     const q = h.map((r, i) => rope(matvec(r, get(`${p}.self_attn.q_proj.weight`), H * D, bias("q")), H, i));
     const k = h.map((r, i) => rope(matvec(r, get(`${p}.self_attn.k_proj.weight`), KV * D, bias("k")), KV, i));
     const v = h.map((r) => matvec(r, get(`${p}.self_attn.v_proj.weight`), KV * D, bias("v")));
-    const attn = referenceAttention({ q: q.flat(), k: k.flat(), v: v.flat(), numHeads: H, numKvHeads: KV, headDim: D, causal: true });
+    const attn = referenceAttention({ q: q.flat(), k: k.flat(), v: v.flat(), numHeads: H, numKvHeads: KV, headDim: D, causal: true, slidingWindow: cfg.slidingWindow });
     x = x.map((r, i) => {
       const o = matvec(Array.from(attn.subarray(i * H * D, (i + 1) * H * D)), get(`${p}.self_attn.o_proj.weight`), hd);
       const x1 = r.map((val, j) => val + o[j]!);
@@ -67,6 +67,7 @@ export const models: [string, Record<string, unknown>][] = [
   ["llama MQA with tied embeddings, an explicit head_dim and llama3 rope scaling", { ...base, model_type: "llama", num_key_value_heads: 1, head_dim: 16, tie_word_embeddings: true,
     rope_theta: 500000, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } }],
   ["qwen2 with q/k/v biases", { ...base, model_type: "qwen2", num_key_value_heads: 2 }],
+  ["mistral with a sliding window (5) shorter than the prompt", { ...base, model_type: "mistral", num_key_value_heads: 2, sliding_window: 5 }],
   ["deci with per-layer KV heads", { ...base, model_type: "deci", num_hidden_layers: 3, num_key_value_heads_per_layer: [4, 2, 1] }],
 ];
 

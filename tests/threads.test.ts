@@ -40,16 +40,17 @@ describe("threads: a worker pool on one shared memory", function () {
     });
   }
 
-  const splitKv = [
+  const splitKv: { name: string; H: number; KV: number; D: number; SQ: number; SK: number; causal: boolean; slidingWindow?: number }[] = [
     { name: "MQA decode 32/1/64, 2000 keys", H: 32, KV: 1, D: 64, SQ: 1, SK: 2000, causal: false },
     { name: "GQA 8/2/48 (fewer KV heads than threads), 3 new tokens of 1500, causal", H: 8, KV: 2, D: 48, SQ: 3, SK: 1500, causal: true },
     { name: "MQA 4/1/16, 5 new tokens of 600 (a part sees no key for early rows), causal", H: 4, KV: 1, D: 16, SQ: 5, SK: 600, causal: true },
+    { name: "MQA 32/1/64, 2000 keys, sliding window 300 (most parts see no key)", H: 32, KV: 1, D: 64, SQ: 1, SK: 2000, causal: true, slidingWindow: 300 },
   ];
   for (const c of splitKv) {
     // The output is a convex combination of V rows, so rounding differences scale with |v|:
     // the documented tolerance is 1e-6 · max|v|.
     it(`split-KV decode (Flash-Decoding): ${c.name} agrees across thread counts within 1e-6 of max|v|`, () => {
-      const args = { q: randomArray(c.SQ * c.H * c.D, 1, 2), k: randomArray(c.SK * c.KV * c.D, 2, 2), v: randomArray(c.SK * c.KV * c.D, 3), numHeads: c.H, numKvHeads: c.KV, headDim: c.D, causal: c.causal };
+      const args = { q: randomArray(c.SQ * c.H * c.D, 1, 2), k: randomArray(c.SK * c.KV * c.D, 2, 2), v: randomArray(c.SK * c.KV * c.D, 3), numHeads: c.H, numKvHeads: c.KV, headDim: c.D, causal: c.causal, slidingWindow: c.slidingWindow };
       const [one, ...more] = runtimes.map((rt) => rt.attention(args));
       const scale = args.v.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
       for (const r of more) {
@@ -109,7 +110,7 @@ describe("threads: a worker pool on one shared memory", function () {
     const rt = runtimes[1]!;
     const pool = (rt as unknown as { pool: { run(j: unknown[]): void } }).pool;
     const beyond = rt.memory.byteLength + (1 << 20);
-    const job = (q: number) => ({ kernel: "attention_f32", args: [q, q, q, q + 4096, 1, 4, 2, 2, 16, 0.25, 0, 0, 2, 0, 1, 0, 4, 0, q + 8192] });
+    const job = (q: number) => ({ kernel: "attention_f32", args: [q, q, q, q + 4096, 1, 4, 2, 2, 16, 0.25, 0, 0, 0, 2, 0, 1, 0, 4, 0, q + 8192] });
     const ok = rt.alloc(1 << 16);
     assert.throws(() => pool.run([job(ok.ptr), job(beyond)]), /threads: thread 1 failed: .*out of bounds/);
     ok.free();

@@ -146,9 +146,10 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
 /**
  * The online-softmax step for rows [r0, r1) over the block's `nk` scores (keys j0 ..): causal
  * mask, new running max, rescale of l and of the output rows, S becomes P = e^(S - m).
- * `masked`: some key of the block lies beyond some row's causal limit.
+ * `masked`: some key of the block lies beyond some row's causal limit. `window` > 0 also masks
+ * keys at or before limit - window (a sliding window of `window` keys, the row's own included).
  */
-export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, headDim: i32, masked: bool): void {
+export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, headDim: i32, masked: bool, window: i32): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
   let r: i32;
   // The softmax runs on whole vectors: scores past nk up to a multiple of 4 are -inf, so each
@@ -157,8 +158,14 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
   for (r = r0; r < r1; r++) {
     const srow = b.scores + <usize>r * lds;
     // Causal mask: keys past the row's limit get -inf, which exp turns into exactly 0.
-    const first = masked ? max(0, load<i32>(rowF32(b.limit, r)) - j0 + 1) : nk;
+    const limit = load<i32>(rowF32(b.limit, r));
+    const first = masked ? max(0, limit - j0 + 1) : nk;
     for (let j = first; j < nk4; j++) store<f32>(srow + (<usize>j << 2), NEG_INF);
+    // Sliding window: so are keys older than the row's last `window` positions.
+    if (window > 0) {
+      const older = min(nk, limit - window + 1 - j0);
+      for (let j = 0; j < older; j++) store<f32>(srow + (<usize>j << 2), NEG_INF);
+    }
     // Online softmax: new running max, rescale what was accumulated, P = e^(S - m).
     const mOld = load<f32>(rowF32(b.m, r));
     const mNew = max(mOld, rowMax(srow, nk4));
@@ -244,12 +251,13 @@ function touchLines(p: usize, stride: usize, rows: i32, bytes: usize, sink: usiz
  * can run on different threads, each with its own scratch (attention_scratch_bytes). Only keys
  * [keyBegin, keyEnd) are visited; with stats != 0 the result is a split-KV partial (see endRows
  * and attention_combine), which is how one long sequence is shared by threads.
- * causal != 0: query i sees key j iff j <= i + (seqK - seqQ) (bottom-right aligned); a query
+ * causal != 0: query i sees key j iff j <= i + (seqK - seqQ) (bottom-right aligned); window > 0
+ * (causal only) also hides keys j <= i + (seqK - seqQ) - window (Mistral's sliding window); a query
  * that sees no key gets zeros. out must not overlap q, k or v.
  */
 export function attention_f32(
   q: usize, k: usize, v: usize, out: usize,
-  seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32, scale: f32, causal: i32,
+  seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32, scale: f32, causal: i32, window: i32,
   kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
   const group = numHeads / numKvHeads;
@@ -271,7 +279,9 @@ export function attention_f32(
     // Keys every row may see end at firstMasked; keys no row may see start at keyStop.
     const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
     const keyStop = causal ? min(keyEnd, i0 + nPos + causalOffset) : keyEnd;
-    for (let j0 = keyBegin; j0 < keyStop; j0 += BLOCK_KEYS) {
+    // With a sliding window, keys older than the first row's window are seen by no row.
+    const keyStart = window > 0 ? max(keyBegin, i0 + causalOffset - window + 1) : keyBegin;
+    for (let j0 = keyStart; j0 < keyStop; j0 += BLOCK_KEYS) {
       const nk = min(BLOCK_KEYS, keyStop - j0);
       const offset = <usize>j0 * ldkv;
       const masked = j0 + nk > firstMasked;
@@ -281,7 +291,7 @@ export function attention_f32(
         for (let h = h0; h < h1; h++) {
           const r0 = h * rowsPerHead;
           scoreKeys<f32>(b, r0, r0 + rowsPerHead, kRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim, scale);
-          softmaxBlock(b, r0, r0 + rowsPerHead, nk, j0, headDim, masked);
+          softmaxBlock(b, r0, r0 + rowsPerHead, nk, j0, headDim, masked, window);
         }
       }
       for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
@@ -443,17 +453,17 @@ function scaleColumns(b: RowBlock, r0: i32, r1: i32, col0: i32, n: i32, scales: 
  */
 export function attention_paged(
   q: usize, out: usize, seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32,
-  scale: f32, causal: i32, pages: usize, pageSize: i32, dtype: i32,
+  scale: f32, causal: i32, window: i32, pages: usize, pageSize: i32, dtype: i32,
   kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
-  if (dtype == KV_BF16) attendPaged<u16>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
-  else if (dtype == KV_INT8) attendPaged<i8>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
-  else attendPaged<f32>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+  if (dtype == KV_BF16) attendPaged<u16>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, window, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+  else if (dtype == KV_INT8) attendPaged<i8>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, window, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+  else attendPaged<f32>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, window, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
 }
 
 function attendPaged<T>(
   q: usize, out: usize, seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32,
-  scale: f32, causal: i32, pages: usize, pageSize: i32,
+  scale: f32, causal: i32, window: i32, pages: usize, pageSize: i32,
   kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
   const quantised = isInteger<T>() && isSigned<T>();
@@ -475,7 +485,9 @@ function attendPaged<T>(
     const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim, causalOffset);
     const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
     const keyStop = causal ? min(keyEnd, i0 + nPos + causalOffset) : keyEnd;
-    for (let j0 = keyBegin; j0 < keyStop; j0 += BLOCK_KEYS) {
+    // With a sliding window, keys older than the first row's window are seen by no row.
+    const keyStart = window > 0 ? max(keyBegin, i0 + causalOffset - window + 1) : keyBegin;
+    for (let j0 = keyStart; j0 < keyStop; j0 += BLOCK_KEYS) {
       const nk = min(BLOCK_KEYS, keyStop - j0);
       const masked = j0 + nk > firstMasked;
       for (let h = 0; h < nHeads; h++) {
@@ -492,7 +504,7 @@ function attendPaged<T>(
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, page + scaleOffset + (<usize>(kh * pageSize + inPage) << 2));
           j += len;
         }
-        softmaxBlock(b, r0, r1, nk, j0, headDim, masked);
+        softmaxBlock(b, r0, r1, nk, j0, headDim, masked, window);
         for (let j = j0; j < j0 + nk;) {
           const inPage = j % pageSize;
           const len = min(pageSize - inPage, j0 + nk - j);

@@ -38,6 +38,8 @@ export interface KVAttentionArgs {
   numHeads: number;
   /** Bottom-right aligned causal mask (default true: the cache holds the past). */
   causal?: boolean;
+  /** Each query sees at most this many newest keys, its own included (Mistral); omitted: all. */
+  slidingWindow?: number;
   scale?: number;
 }
 
@@ -460,7 +462,7 @@ export class KVCache {
     const dtype = KV_DTYPE_CODES[this.dtype];
     const call = this.rt.attentionJobs(s, outPtr, (r, scratch, out, stats) => ({
       kernel: "attention_paged",
-      args: [qPtr, out, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0, tablePtr, this.pageSize, dtype, ...r, stats, scratch],
+      args: [qPtr, out, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0, s.slidingWindow, tablePtr, this.pageSize, dtype, ...r, stats, scratch],
     }));
     new Uint32Array(this.rt.memory.memory.buffer, tablePtr, table.length).set(table);
     return call;

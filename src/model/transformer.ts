@@ -1,5 +1,4 @@
-// The forward pass of a Llama-family decoder (llama, qwen2, deci; mistral without its sliding
-// window yet), top to bottom like llama2.c's run.c: embedding, then per layer RMSNorm ->
+// The forward pass of a Llama-family decoder (llama, qwen2, mistral, deci), top to bottom like llama2.c's run.c: embedding, then per layer RMSNorm ->
 // q/k/v projections -> RoPE -> append K/V to the paged cache -> grouped attention over the cache
 // -> o projection + residual -> RMSNorm -> SwiGLU MLP + residual; final RMSNorm and the LM head.
 import { createKVCache, type KVCache, type KVCacheOptions, type KVSequence } from "../kv/kv-cache.ts";
@@ -67,9 +66,6 @@ export class TransformerModel {
     for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= V) throw new RangeError(`forward: token id ${t} is outside the vocabulary [0, ${V})`);
     const start = seq.length(0);
     if (start + n > c.maxPositionEmbeddings) throw new RangeError(`forward: position ${start + n} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
-    if (c.slidingWindow !== undefined && start + n > c.slidingWindow) {
-      throw new RangeError(`forward: ${start + n} tokens exceed Mistral's sliding window (${c.slidingWindow}), which is not implemented yet`);
-    }
     if (start + n > this.rope.positions) this.growRope(start + n);
     const buffers: WasmBuffer[] = [];
     const tmp = (len: number) => { const b = rt.alloc(len); buffers.push(b); return b; };
@@ -95,7 +91,7 @@ export class TransformerModel {
         rt.kernels.rope_f32(kb.ptr, n, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
         // Copies: appending may grow memory, which would detach views of kb / vb.
         cache.append(seq, l, kb.toFloat32Array(), vb.toFloat32Array());
-        cache.attentionInto(seq, l, { q, out: attn, numHeads: H });
+        cache.attentionInto(seq, l, { q, out: attn, numHeads: H, slidingWindow: c.slidingWindow });
         linear(attn, L.o, o, H * D, hd);
         residual(x, o);
         rt.kernels.rmsnorm_f32(x.ptr, L.postNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);

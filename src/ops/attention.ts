@@ -14,6 +14,11 @@ export interface AttentionArgs {
   headDim: number;
   /** Bottom-right aligned causal mask: query i sees key j iff j <= i + (seqK - seqQ). */
   causal?: boolean;
+  /**
+   * With causal: each query sees at most this many keys, its own position included (Mistral's
+   * sliding window): query i sees key j iff i + (seqK - seqQ) - slidingWindow < j. Omitted: all.
+   */
+  slidingWindow?: number;
   /** Score scale; 1/sqrt(headDim) when omitted. */
   scale?: number;
 }
@@ -26,6 +31,8 @@ export interface AttentionShape {
   numKvHeads: number;
   headDim: number;
   causal: boolean;
+  /** 0: no sliding window */
+  slidingWindow: number;
   scale: number;
 }
 
@@ -47,6 +54,11 @@ export function attentionShape(
   if (args.causal !== undefined && typeof args.causal !== "boolean") {
     throw new TypeError(`${op}: causal must be a boolean, got ${typeof args.causal}`);
   }
+  let slidingWindow = 0;
+  if (args.slidingWindow !== undefined) {
+    slidingWindow = positiveInt(op, "slidingWindow", args.slidingWindow);
+    if (args.causal !== true) throw new RangeError(`${op}: slidingWindow needs causal: true (a window of past keys)`);
+  }
   const scale = args.scale ?? 1 / Math.sqrt(headDim);
   if (typeof scale !== "number" || !Number.isFinite(scale)) {
     throw new RangeError(`${op}: scale must be a finite number, got ${String(scale)}`);
@@ -56,7 +68,7 @@ export function attentionShape(
   if (vLength !== kLength) {
     throw new RangeError(`${op}: v has ${vLength} elements but k has ${kLength}; both are [seqK, numKvHeads, headDim]`);
   }
-  return { seqQ, seqK, numHeads, numKvHeads, headDim, causal: args.causal ?? false, scale };
+  return { seqQ, seqK, numHeads, numKvHeads, headDim, causal: args.causal ?? false, slidingWindow, scale };
 }
 
 export function attentionArrays(op: string, args: AttentionArgs): { q: Float32Array; k: Float32Array; v: Float32Array } {

@@ -7,13 +7,13 @@ export interface KernelExports {
   attention_f32(
     q: number, k: number, v: number, out: number,
     seqQ: number, seqK: number, numHeads: number, numKvHeads: number, headDim: number,
-    scale: number, causal: number,
+    scale: number, causal: number, slidingWindow: number,
     kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number,
     keyBegin: number, keyEnd: number, stats: number, scratch: number,
   ): void;
   attention_paged(
     q: number, out: number, seqQ: number, seqK: number, numHeads: number, numKvHeads: number, headDim: number,
-    scale: number, causal: number, pages: number, pageSize: number, dtype: number,
+    scale: number, causal: number, slidingWindow: number, pages: number, pageSize: number, dtype: number,
     kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number,
     keyBegin: number, keyEnd: number, stats: number, scratch: number,
   ): void;

@@ -326,7 +326,7 @@ export interface PreparedCall<T> { jobs: Job[]; after?: Job; finish: () => T }
 function attentionJob(s: AttentionShape, q: number, k: number, v: number, out: number, r: AttentionRange, stats: number, scratch: number): Job {
   return {
     kernel: "attention_f32",
-    args: [q, k, v, out, s.seqQ, s.seqK, s.numHeads, s.numKvHeads, s.headDim, s.scale, s.causal ? 1 : 0, ...r, stats, scratch],
+    args: [q, k, v, out, s.seqQ, s.seqK, s.numHeads, s.numKvHeads, s.headDim, s.scale, s.causal ? 1 : 0, s.slidingWindow, ...r, stats, scratch],
   };
 }
 
