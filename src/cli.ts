@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The gqa-wasm command line. `demo` (the default, what `npm start` runs) shows MHA vs GQA vs MQA
-// vs variable GQA on synthetic Llama-3-8B-like shapes.
+// vs variable GQA on synthetic Llama-3-8B-like shapes; `run`, `generate`, `logits` and `info`
+// work on Hugging Face model folders.
 
 async function enableRelaxedSimdOnNode20(): Promise<void> {
   // Node 20 accepts relaxed SIMD only behind a V8 flag, settable before the first compile.
@@ -16,13 +17,20 @@ const HELP = `usage: gqa-wasm <command> [options]
 commands:
   demo      (default) MHA vs GQA-8 vs GQA-4 vs MQA vs DeciLM-7B variable GQA: KV-cache bytes
             per token, decode time per token, speed-up over MHA, error against float64
+  run       --model DIR --prompt "..." [--chat --system "..." --stop STR --max-new-tokens N
+            --temperature T --top-k K --top-p P --seed S --repetition-penalty R --dtype ...]:
+            streams the continuation (or with --chat the assistant's reply, through the model's
+            chat template) to stdout; load time, prefill and decode tokens/s and KV-cache bytes go
+            to stderr. --chat without --prompt reads one user turn per line of stdin, keeping the
+            conversation in the KV cache. Unset sampling options follow generation_config.json.
   info      a Hugging Face model folder (llama, qwen2, mistral, deci): architecture, parameters,
             KV heads per layer, KV-cache bytes per token, and what the same model needs as MHA
   logits    --model DIR --tokens 1,2,3 --out FILE.json [--dtype f32|bf16]: the logits at every
             position ({"logits": [[...vocab] per token]}); the ids are used as given (no BOS)
   generate  --model DIR --tokens 1,2,3 --max-new-tokens N [--temperature T --top-k K --top-p P
             --seed S --repetition-penalty R] --json [--dtype ...]: a continuation through the KV
-            cache (greedy at temperature 0, the default), {"tokens": [new ids]}
+            cache (greedy at temperature 0), {"tokens": [new ids]}; stops at EOS
+  --dtype   f32 | bf16 | f16: how linear weights live in memory (default: as the files store them)
   help      this text
 
 demo options:
@@ -38,12 +46,13 @@ info options:
   --json                     print the summary as JSON
 `;
 
-function parseFlags(args: string[]): Map<string, string> {
+function parseFlags(args: string[], booleans: string[] = []): Map<string, string> {
   const flags = new Map<string, string>();
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (!a.startsWith("--")) throw new UsageError(`unexpected argument '${a}'`);
     const [name, inline] = a.slice(2).split("=", 2) as [string, string | undefined];
+    if (booleans.includes(name)) { flags.set(name, inline ?? "true"); continue; }
     const value = inline ?? args[++i];
     if (value === undefined) throw new UsageError(`--${name} needs a value`);
     flags.set(name, value);
@@ -52,6 +61,8 @@ function parseFlags(args: string[]): Map<string, string> {
 }
 
 class UsageError extends Error {}
+/** A user error that is not about the command line's shape: one line, exit 1. */
+class CliError extends Error {}
 
 function intList(flags: Map<string, string>, name: string): number[] | undefined {
   const raw = flags.get(name);
@@ -74,7 +85,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === "info") return info(rest);
-  if (command === "logits" || command === "generate") return runModel(command, rest);
+  if (command === "logits" || command === "generate" || command === "run") return runModel(command, rest);
   if (command !== "demo") throw new UsageError(`unknown command '${command}'`);
   const flags = parseFlags(rest);
   for (const name of flags.keys()) {
@@ -110,59 +121,136 @@ function tokenList(raw: string | undefined): number[] {
   return ids;
 }
 
-async function runModel(command: "logits" | "generate", args: string[]): Promise<number> {
-  const json = args.includes("--json");
-  const flags = parseFlags(args.filter((a) => a !== "--json"));
-  const allowed = command === "logits" ? ["model", "tokens", "out", "dtype"]
-    : ["model", "tokens", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "repetition-penalty", "dtype"];
-  for (const name of flags.keys()) if (!allowed.includes(name)) throw new UsageError(`unknown option --${name} for ${command}`);
-  const dir = flags.get("model");
-  if (!dir) throw new UsageError(`${command} needs --model DIR`);
-  const tokens = tokenList(flags.get("tokens"));
-  const dtype = flags.get("dtype") ?? "f32";
-  if (dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new UsageError(`--dtype is f32, bf16 or f16, got '${dtype}'`);
-  let maxNew = 0;
-  let sampling: import("./model/sampling.ts").SamplingOptions = {};
-  if (command === "generate") {
-    maxNew = int(flags, "max-new-tokens") ?? 16;
-    const number = (name: string) => {
-      const raw = flags.get(name);
-      if (raw === undefined) return undefined;
-      const x = Number(raw);
-      if (!Number.isFinite(x)) throw new UsageError(`--${name} takes a number, got '${raw}'`);
-      return x;
-    };
-    sampling = { temperature: number("temperature"), topK: number("top-k"), topP: number("top-p"), seed: number("seed"), repetitionPenalty: number("repetition-penalty") };
-    const { Sampler } = await import("./model/sampling.ts");
-    try { new Sampler(sampling); } catch (e) { throw new UsageError((e as Error).message); }
-  } else if (!flags.get("out")) throw new UsageError("logits needs --out FILE.json");
+const SAMPLING_FLAGS = ["max-new-tokens", "temperature", "top-k", "top-p", "seed", "repetition-penalty"];
+const MODEL_FLAGS: Record<"logits" | "generate" | "run", string[]> = {
+  logits: ["model", "tokens", "out", "dtype"],
+  generate: ["model", "tokens", "dtype", ...SAMPLING_FLAGS],
+  run: ["model", "prompt", "system", "stop", "dtype", ...SAMPLING_FLAGS],
+};
+
+/** Generation options from the flags (unset ones fall back to the model's generation_config.json). */
+async function generationOptions(flags: Map<string, string>): Promise<import("./model/generation.ts").GenerateOptions> {
+  const number = (name: string) => {
+    const raw = flags.get(name);
+    if (raw === undefined) return undefined;
+    const x = Number(raw);
+    if (!Number.isFinite(x)) throw new UsageError(`--${name} takes a number, got '${raw}'`);
+    return x;
+  };
+  const options = {
+    maxNewTokens: int(flags, "max-new-tokens"), temperature: number("temperature"), topK: number("top-k"), topP: number("top-p"),
+    seed: number("seed"), repetitionPenalty: number("repetition-penalty"),
+    stopStrings: flags.has("stop") ? [flags.get("stop")!] : undefined,
+  };
+  const { Sampler } = await import("./model/sampling.ts");
+  try { new Sampler(options); } catch (e) { throw new UsageError((e as Error).message); }
+  return options;
+}
+
+async function loadForCli(flags: Map<string, string>, showProgress: boolean) {
+  const dtype = flags.get("dtype");
+  if (dtype !== undefined && dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new UsageError(`--dtype is f32, bf16 or f16, got '${dtype}'`);
   await enableRelaxedSimdOnNode20();
   const { createRuntime } = await import("./runtime/runtime.ts");
-  const { loadModel, generate } = await import("./model/load.ts");
+  const { loadModel } = await import("./model/load.ts");
   const rt = await createRuntime();
-  const model = await loadModel(rt, dir, { dtype });
-  if (command === "generate") {
-    const out = generate(model, tokens, { maxNewTokens: maxNew, sampling });
-    process.stdout.write(json ? `${JSON.stringify({ tokens: out })}\n` : `${out.join(",")}\n`);
+  const bar = showProgress ? progressBar() : undefined;
+  const start = performance.now();
+  try {
+    const model = await loadModel(rt, flags.get("model")!, { dtype, onProgress: bar?.update });
+    return { model, loadSeconds: (performance.now() - start) / 1000 };
+  } finally {
+    bar?.end();
+  }
+}
+
+/** A one-line progress bar on stderr when it is a terminal (silent otherwise). */
+function progressBar() {
+  const tty = process.stderr.isTTY === true;
+  let last = "";
+  return {
+    update: (p: import("./model/load.ts").LoadProgress) => {
+      if (!tty) return;
+      const f = p.totalBytes > 0 ? p.doneBytes / p.totalBytes : 1, width = 30, fill = Math.round(f * width);
+      const line = `${p.phase === "read" ? "reading  " : "uploading"} [${"#".repeat(fill)}${".".repeat(width - fill)}] ${(100 * f).toFixed(0).padStart(3)}% of ${formatBytes(p.totalBytes)}`;
+      if (line !== last) { process.stderr.write(`\r${line}`); last = line; }
+    },
+    end: () => { if (tty && last) process.stderr.write("\r\x1b[K"); },
+  };
+}
+
+async function runModel(command: "logits" | "generate" | "run", args: string[]): Promise<number> {
+  const booleans = command === "logits" ? [] : command === "generate" ? ["json"] : ["chat"];
+  const flags = parseFlags(args, booleans);
+  for (const name of flags.keys()) if (!MODEL_FLAGS[command].includes(name) && !booleans.includes(name)) throw new UsageError(`unknown option --${name} for ${command}`);
+  if (!flags.get("model")) throw new UsageError(`${command} needs --model DIR`);
+  if (command === "logits") {
+    const tokens = tokenList(flags.get("tokens"));
+    if (!flags.get("out")) throw new UsageError("logits needs --out FILE.json");
+    const { model } = await loadForCli(flags, false);
+    const cache = model.transformer.createCache();
+    const logits = model.transformer.forward(cache, cache.createSequence(), tokens);
+    const V = model.config.vocabSize;
+    const rows = tokens.map((_, i) => Array.from(logits.subarray(i * V, (i + 1) * V)));
+    const { writeFile } = await import("node:fs/promises");
+    await writeFile(flags.get("out")!, JSON.stringify({ logits: rows }));
     return 0;
   }
-  const cache = model.createCache();
-  const logits = model.forward(cache, cache.createSequence(), tokens);
-  const V = model.config.vocabSize;
-  const rows = tokens.map((_, i) => Array.from(logits.subarray(i * V, (i + 1) * V)));
-  const { writeFile } = await import("node:fs/promises");
-  await writeFile(flags.get("out")!, JSON.stringify({ logits: rows }));
+  const options = await generationOptions(flags);
+  if (command === "generate") {
+    const tokens = tokenList(flags.get("tokens"));
+    const { model } = await loadForCli(flags, false);
+    const result = await model.generate(tokens, options).done;
+    process.stdout.write(flags.has("json") ? `${JSON.stringify({ tokens: result.tokens })}\n` : `${result.tokens.join(",")}\n`);
+    return 0;
+  }
+  const chat = flags.has("chat");
+  const prompt = flags.get("prompt");
+  if (prompt === undefined && !chat) throw new UsageError("run needs --prompt TEXT (or --chat to read turns from stdin)");
+  if (flags.has("system") && !chat) throw new UsageError("--system needs --chat");
+  const { model, loadSeconds } = await loadForCli(flags, true);
+  if (!model.tokenizer) throw new CliError(`${flags.get("model")} has no tokenizer.json; run needs one (generate --tokens works on ids)`);
+  process.stderr.write(`loaded ${flags.get("model")} in ${loadSeconds.toFixed(2)} s (${model.config.modelType}, ${model.transformer.weightDtype} weights)\n`);
+  const abort = new AbortController();
+  process.once("SIGINT", () => abort.abort());
+  const stream = async (generation: import("./model/generation.ts").Generation) => {
+    for await (const step of generation) process.stdout.write(step.text);
+    const r = await generation.done;
+    process.stdout.write("\n");
+    process.stderr.write(
+      `prefill: ${r.promptTokens - r.reusedTokens} tokens at ${r.prefillTokensPerSecond.toFixed(1)} tokens/s` +
+      `${r.reusedTokens ? ` (${r.reusedTokens} reused from the cache)` : ""}; ` +
+      `decode: ${r.tokens.length} tokens at ${r.decodeTokensPerSecond.toFixed(1)} tokens/s; ` +
+      `KV cache: ${formatBytes(r.kvCacheBytes)}; stop: ${r.finishReason}\n`);
+  };
+  if (!chat) {
+    await stream(model.generate(prompt!, { ...options, signal: abort.signal }));
+    return 0;
+  }
+  const conversation = model.chat({ system: flags.get("system") });
+  const turns = prompt !== undefined ? [prompt] : await readLines();
+  for (const turn of turns) {
+    if (abort.signal.aborted) break;
+    await stream(conversation.send(turn, { ...options, signal: abort.signal }));
+  }
   return 0;
 }
 
+/** Non-empty lines of stdin (the user's turns of a --chat run). */
+async function readLines(): Promise<string[]> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString("utf8").split("\n").map((l) => l.trim()).filter((l) => l.length > 0);
+}
+
 async function info(args: string[]): Promise<number> {
-  const json = args.includes("--json");
-  const flags = parseFlags(args.filter((a) => a !== "--json"));
+  const flags = parseFlags(args, ["json"]);
+  const json = flags.delete("json");
   for (const name of flags.keys()) if (name !== "model") throw new UsageError(`unknown option --${name}`);
   const dir = flags.get("model");
   if (!dir) throw new UsageError("info needs --model DIR");
-  const { inspectModelFolder, summarizeModel } = await import("./model/folder.ts");
-  const s = summarizeModel(await inspectModelFolder(dir));
+  const { inspectModel, summarizeModel } = await import("./model/folder.ts");
+  const s = summarizeModel(await inspectModel(dir));
   if (json) { process.stdout.write(`${JSON.stringify(s)}\n`); return 0; }
   const kv = s.kvHeadsPerLayer;
   process.stdout.write([
@@ -182,8 +270,8 @@ main(process.argv.slice(2)).then(
     if (e instanceof UsageError) {
       process.stderr.write(`gqa-wasm: ${e.message}\n\n${HELP}`);
       process.exitCode = 2;
-    } else if (e instanceof Error && (e.name === "RangeError" || e.name === "TypeError" || e.name.startsWith("Wasm") ||
-      e.name === "ModelConfigError" || e.name === "SafetensorsError")) {
+    } else if (e instanceof CliError || e instanceof Error && (e.name === "RangeError" || e.name === "TypeError" || e.name.startsWith("Wasm") ||
+      e.name === "ModelConfigError" || e.name === "SafetensorsError" || e.name === "KVCacheFullError")) {
       process.stderr.write(`gqa-wasm: ${e.message}\n`);
       process.exitCode = 1;
     } else {

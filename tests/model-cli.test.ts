@@ -8,7 +8,7 @@ import { createRuntime } from "../src/index.ts";
 import { parseModelConfig } from "../src/model/config.ts";
 import { loadModel } from "../src/model/load.ts";
 import { bf16ToF32, f32ToBf16 } from "../src/formats/half.ts";
-import { base, models, randomWeights, referenceForward, writeModelFolder } from "./model-helpers.ts";
+import { base, models, randomWeights, referenceForward, textModel, writeModelFolder, writeTokenizer } from "./model-helpers.ts";
 
 const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 60_000 });
@@ -66,8 +66,8 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
     const model = await loadModel(rt, dir);
     const sequence = [3, 17, 0];
     for (let step = 0; step < 8; step++) {
-      const cache = model.createCache();
-      const logits = model.forward(cache, cache.createSequence(), sequence); // no reuse: the whole prefix again
+      const cache = model.transformer.createCache();
+      const logits = model.transformer.forward(cache, cache.createSequence(), sequence); // no reuse: the whole prefix again
       cache.dispose();
       const V = model.config.vocabSize, last = logits.subarray((sequence.length - 1) * V);
       sequence.push(last.indexOf(Math.max(...last)));
@@ -99,6 +99,11 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
       [["generate", "--model", dir, "--tokens", "1,2", "--top-p", "1.5"], 2, /topP must be in \(0, 1\], got 1.5/],
       [["logits", "--model", dir, "--tokens", "1,2"], 2, /logits needs --out FILE.json/],
       [["logits", "--model", dir, "--tokens", "a,b", "--out", "/tmp/x.json"], 2, /--tokens takes non-negative integers/],
+      [["run", "--model", dir], 2, /run needs --prompt TEXT \(or --chat/],
+      [["run", "--model", dir, "--prompt", "hi"], 1, /has no tokenizer\.json; run needs one/],
+      [["run", "--model", dir, "--prompt", "hi", "--system", "x"], 2, /--system needs --chat/],
+      [["run", "--model", dir, "--prompt", "hi", "--dtype", "f8"], 2, /--dtype is f32, bf16 or f16, got 'f8'/],
+      [["run", "--model", join(dir, "nope"), "--prompt", "hi"], 1, /not a model folder \(no such directory\)/],
     ];
     for (const [args, status, message] of cases) {
       const r = run(...args);
@@ -106,5 +111,40 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
       assert.match(r.stderr, message);
       assert.doesNotMatch(r.stderr, /\n\s+at /);
     }
+  });
+
+  describe("`gqa-wasm run`", () => {
+    let dir: string;
+    before(() => { dir = writeModelFolder(textModel, { dtype: "BF16" }); writeTokenizer(dir); dirs.push(dir); });
+
+    it("streams the continuation of a text prompt to stdout, the same text as the library, and its figures to stderr", async () => {
+      const r = run("run", "--model", dir, "--prompt", "the theme", "--max-new-tokens", "10", "--temperature", "0");
+      assert.equal(r.status, 0, r.stderr);
+      const rt = await createRuntime();
+      const model = await loadModel(rt, dir);
+      assert.equal(model.transformer.weightDtype, "bf16", "16-bit weights stay 16-bit by default");
+      const expected = await model.generate("the theme", { maxNewTokens: 10, temperature: 0 }).done;
+      model.dispose();
+      assert.equal(r.stdout, `${expected.text}\n`);
+      assert.match(r.stderr, /^loaded .* in [\d.]+ s \(llama, bf16 weights\)$/m);
+      assert.match(r.stderr, /^prefill: \d+ tokens at [\d.]+ tokens\/s; decode: 10 tokens at [\d.]+ tokens\/s; KV cache: [\d.]+ KiB; stop: max-tokens$/m);
+    });
+
+    it("--chat renders the chat template; turns read from stdin reuse the cached conversation", async () => {
+      const one = run("run", "--model", dir, "--chat", "--system", "Be brief.", "--prompt", "Hi", "--max-new-tokens", "5", "--temperature", "0");
+      assert.equal(one.status, 0, one.stderr);
+      const rt = await createRuntime();
+      const model = await loadModel(rt, dir);
+      const chat = model.chat({ system: "Be brief." });
+      const first = await chat.send("Hi", { maxNewTokens: 5, temperature: 0 }).done;
+      const second = await chat.send("More?", { maxNewTokens: 5, temperature: 0 }).done;
+      model.dispose();
+      assert.equal(one.stdout, `${first.text}\n`);
+      const two = spawnSync(process.execPath, [cli, "run", "--model", dir, "--chat", "--system", "Be brief.", "--max-new-tokens", "5", "--temperature", "0"],
+        { input: "Hi\nMore?\n", encoding: "utf8", timeout: 60_000 });
+      assert.equal(two.status, 0, two.stderr);
+      assert.equal(two.stdout, `${first.text}\n${second.text}\n`);
+      assert.match(two.stderr, new RegExp(`\\(${second.reusedTokens} reused from the cache\\)`));
+    });
   });
 });

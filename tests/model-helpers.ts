@@ -107,3 +107,43 @@ export function writeModelFolder(config: Record<string, unknown>, opts: FolderOp
   }
   return dir;
 }
+
+/** GPT-2's byte -> printable character map (byte-level BPE vocabularies are written in it). */
+function byteChars(): string[] {
+  const printable = [...Array(94).keys()].map((i) => i + 33).concat([...Array(12).keys()].map((i) => i + 161), [...Array(82).keys()].map((i) => i + 174));
+  const chars: string[] = [];
+  let extra = 0;
+  for (let b = 0; b < 256; b++) chars.push(String.fromCodePoint(printable.includes(b) ? b : 256 + extra++));
+  return chars;
+}
+
+export const SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+const MERGES: [string, string][] = [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["i", "n"], ["Ġ", "a"]];
+/** Vocabulary size of the test tokenizer: 3 special tokens, 256 bytes, 5 merges. */
+export const TOKENIZER_VOCAB = SPECIAL_TOKENS.length + 256 + MERGES.length;
+/** The ChatML template of SmolLM2 / Qwen2.5, as tokenizer_config.json carries it. */
+export const CHATML_TEMPLATE = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/**
+ * A real byte-level BPE tokenizer.json (the GPT-2 / Llama-3 / Qwen2 kind: every byte a token,
+ * a few merges, ChatML special tokens) and its tokenizer_config.json, written into `dir`.
+ */
+export function writeTokenizer(dir: string, opts: { chatTemplate?: string | null } = {}): void {
+  const vocab: Record<string, number> = {};
+  SPECIAL_TOKENS.forEach((t, i) => { vocab[t] = i; });
+  for (const c of byteChars()) vocab[c] = Object.keys(vocab).length;
+  for (const [a, b] of MERGES) vocab[a + b] = Object.keys(vocab).length;
+  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify({
+    version: "1.0",
+    added_tokens: SPECIAL_TOKENS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: null, pre_tokenizer: byteLevel, post_processor: null, decoder: byteLevel,
+    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: "", end_of_word_suffix: "", fuse_unk: false, byte_fallback: false, vocab, merges: MERGES.map((m) => m.join(" ")) },
+  }));
+  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({
+    bos_token: null, eos_token: "<|im_end|>", ...(opts.chatTemplate === null ? {} : { chat_template: opts.chatTemplate ?? CHATML_TEMPLATE }),
+  }));
+}
+
+/** A llama GQA config whose vocabulary is the test tokenizer's. */
+export const textModel = { ...base, model_type: "llama", num_key_value_heads: 2, vocab_size: TOKENIZER_VOCAB };

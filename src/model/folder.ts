@@ -1,17 +1,19 @@
-// A Hugging Face model folder on disk (Node, Deno, Bun): config.json and model.safetensors, or
-// sharded model-0000x-of-0000y.safetensors with model.safetensors.index.json. inspectModelFolder
-// reads only the headers, and checks every tensor the config needs is there with its shape.
+// A Hugging Face model folder: config.json and model.safetensors, or sharded
+// model-0000x-of-0000y.safetensors with model.safetensors.index.json, from any ModelSource.
+// inspectModel reads only the headers, and checks every tensor the config needs is there with its shape.
 import { SafetensorsError } from "../errors.ts";
 import { parseHeader, readHeaderLength, type TensorInfo } from "../formats/safetensors.ts";
-import { importNodeBuiltin } from "../runtime/node-builtins.ts";
+import { openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
 import { expectedTensors, ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
 
 export interface FolderTensor extends TensorInfo { file: string }
 
 export interface ModelFolder {
+  /** where the files are */
   dir: string;
   config: ModelConfig;
   tensors: Map<string, FolderTensor>;
+  files: ModelFiles;
 }
 
 export interface ModelSummary {
@@ -28,65 +30,55 @@ export interface ModelSummary {
   weightBytes: number;
 }
 
-type Fs = typeof import("node:fs/promises");
-type Path = typeof import("node:path");
-
-async function readJson(fs: Fs, file: string, what: string): Promise<unknown> {
-  let text: string;
-  try { text = await fs.readFile(file, "utf8"); } catch (e) {
-    throw new ModelConfigError(`${file}: cannot read ${what} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+/** The file's JSON, or undefined when the file is absent; bad JSON is a clear error. */
+export async function readJsonFile(files: ModelFiles, name: string, what: string): Promise<unknown> {
+  const text = await files.text(name);
+  if (text === undefined) return undefined;
   try { return JSON.parse(text); } catch (e) {
-    throw new ModelConfigError(`${file}: ${what} is not valid JSON (${(e as Error).message})`);
+    throw new ModelConfigError(`${files.describe(name)}: ${what} is not valid JSON (${(e as Error).message})`);
   }
 }
 
-async function readHeader(fs: Fs, file: string): Promise<Map<string, TensorInfo>> {
-  const handle = await fs.open(file, "r").catch((e: NodeJS.ErrnoException) => {
-    throw new SafetensorsError(`${file}: cannot open (${e.code ?? e.message})`);
-  });
-  try {
-    const size = (await handle.stat()).size;
-    const first = new Uint8Array(8);
-    await handle.read(first, 0, 8, 0);
-    const length = readHeaderLength(first, size, file);
-    const header = new Uint8Array(length);
-    await handle.read(header, 0, length, 8);
-    return parseHeader(header, size, file).tensors;
-  } finally {
-    await handle.close();
-  }
+async function readHeader(files: ModelFiles, file: string): Promise<Map<string, TensorInfo>> {
+  const source = files.describe(file);
+  const first = await files.head(file, 8);
+  const length = readHeaderLength(first.bytes, first.size, source);
+  const header = (await files.head(file, 8 + length)).bytes.subarray(8);
+  return parseHeader(header, first.size, source).tensors;
 }
 
-export async function inspectModelFolder(dir: string): Promise<ModelFolder> {
-  const fs = await importNodeBuiltin<Fs>("fs/promises");
-  const path = await importNodeBuiltin<Path>("path");
-  const stat = await fs.stat(dir).catch(() => undefined);
-  if (!stat?.isDirectory()) throw new ModelConfigError(`${dir}: not a model folder (no such directory)`);
-  const config = parseModelConfig(await readJson(fs, path.join(dir, "config.json"), "config.json"), path.join(dir, "config.json"));
-  const indexFile = path.join(dir, "model.safetensors.index.json");
-  let files: string[];
+/**
+ * Reads config.json and the safetensors headers (not the data) of a model, and checks that
+ * every tensor the config needs is there with its shape.
+ */
+export async function inspectModel(source: ModelSource | ModelFiles): Promise<ModelFolder> {
+  const files = isModelFiles(source) ? source : openModelFiles(source);
+  const json = await readJsonFile(files, "config.json", "config.json");
+  if (json === undefined) throw new ModelConfigError(`${files.describe("config.json")}: cannot read config.json (ENOENT)`);
+  const config = parseModelConfig(json, files.describe("config.json"));
+  const indexName = "model.safetensors.index.json";
+  const index = await readJsonFile(files, indexName, "the shard index") as { weight_map?: unknown } | undefined;
+  let names: string[];
   let weightMap: Record<string, string> | undefined;
-  if (await fs.stat(indexFile).catch(() => undefined)) {
-    const index = await readJson(fs, indexFile, "the shard index") as { weight_map?: unknown };
+  if (index !== undefined) {
     if (index === null || typeof index !== "object" || typeof index.weight_map !== "object" || index.weight_map === null) {
-      throw new ModelConfigError(`${indexFile}: no weight_map object`);
+      throw new ModelConfigError(`${files.describe(indexName)}: no weight_map object`);
     }
     weightMap = index.weight_map as Record<string, string>;
-    files = [...new Set(Object.values(weightMap))];
+    names = [...new Set(Object.values(weightMap))];
   } else {
-    files = ["model.safetensors"];
+    names = ["model.safetensors"];
   }
   const tensors = new Map<string, FolderTensor>();
-  for (const file of files) {
-    for (const [name, info] of await readHeader(fs, path.join(dir, file))) {
-      if (tensors.has(name)) throw new SafetensorsError(`${path.join(dir, file)}: tensor '${name}' is also in ${tensors.get(name)!.file}`);
+  for (const file of names) {
+    for (const [name, info] of await readHeader(files, file)) {
+      if (tensors.has(name)) throw new SafetensorsError(`${files.describe(file)}: tensor '${name}' is also in ${tensors.get(name)!.file}`);
       tensors.set(name, { ...info, file });
     }
   }
   if (weightMap) {
     for (const [name, file] of Object.entries(weightMap)) {
-      if (tensors.get(name)?.file !== file) throw new SafetensorsError(`${indexFile}: tensor '${name}' is mapped to ${file}, which does not hold it`);
+      if (tensors.get(name)?.file !== file) throw new SafetensorsError(`${files.describe(indexName)}: tensor '${name}' is mapped to ${file}, which does not hold it`);
     }
   }
   const missing: string[] = [];
@@ -94,13 +86,17 @@ export async function inspectModelFolder(dir: string): Promise<ModelFolder> {
     const t = tensors.get(name);
     if (!t) { missing.push(name); continue; }
     if (t.shape.join("x") !== shape.join("x")) {
-      throw new ModelConfigError(`${path.join(dir, t.file)}: tensor '${name}' has shape [${t.shape.join(", ")}], the config needs [${shape.join(", ")}]`);
+      throw new ModelConfigError(`${files.describe(t.file)}: tensor '${name}' has shape [${t.shape.join(", ")}], the config needs [${shape.join(", ")}]`);
     }
   }
   if (missing.length > 0) {
-    throw new ModelConfigError(`${dir}: missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
+    throw new ModelConfigError(`${files.location}: missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
   }
-  return { dir, config, tensors };
+  return { dir: files.location, config, tensors, files };
+}
+
+function isModelFiles(x: unknown): x is ModelFiles {
+  return typeof x === "object" && x !== null && typeof (x as ModelFiles).head === "function" && typeof (x as ModelFiles).describe === "function";
 }
 
 export function summarizeModel(folder: ModelFolder): ModelSummary {

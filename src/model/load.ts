@@ -1,53 +1,99 @@
-// Loads a Hugging Face model folder into a TransformerModel: validates it (inspectModelFolder),
-// then reads each safetensors file once and uploads its tensors.
+// Loads a Hugging Face model (a folder, a URL or files in memory) into a LanguageModel: checks
+// config.json and every safetensors header first (inspectModel), then reads each weight file
+// once and uploads its tensors, reporting progress; reads the tokenizer and generation defaults.
 import { parseSafetensors, readFloat32, type Safetensors } from "../formats/safetensors.ts";
+import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
-import { importNodeBuiltin } from "../runtime/node-builtins.ts";
 import type { Runtime } from "../runtime/runtime.ts";
-import { inspectModelFolder } from "./folder.ts";
-import { Sampler, type SamplingOptions } from "./sampling.ts";
+import { ModelConfigError } from "./config.ts";
+import { openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
+import { inspectModel, readJsonFile } from "./folder.ts";
+import { LanguageModel, type GenerationDefaults } from "./language-model.ts";
+import { TextTokenizer } from "./tokenizer.ts";
 import { TransformerModel } from "./transformer.ts";
 
-export async function loadModel(rt: Runtime, dir: string, options: { dtype?: BufferDtype } = {}): Promise<TransformerModel> {
-  const folder = await inspectModelFolder(dir);
-  const fs = await importNodeBuiltin<typeof import("node:fs/promises")>("fs/promises");
-  const path = await importNodeBuiltin<typeof import("node:path")>("path");
-  const files = new Map<string, Safetensors>();
-  for (const file of new Set([...folder.tensors.values()].map((t) => t.file))) {
-    const full = path.join(dir, file);
-    files.set(file, parseSafetensors(new Uint8Array(await fs.readFile(full)), full));
-  }
-  return new TransformerModel(rt, folder.config, (name) => {
-    const t = folder.tensors.get(name);
-    if (!t) throw new Error(`${dir}: tensor '${name}' is missing`);
-    return readFloat32(files.get(t.file)!, name);
-  }, options.dtype ?? "f32");
+export interface LoadProgress {
+  /** "read": weight files coming in; "upload": tensors going into wasm memory. */
+  phase: "read" | "upload";
+  doneBytes: number;
+  totalBytes: number;
 }
 
-/**
- * Generates up to `maxNewTokens` tokens after `prompt` through the KV cache: prefill, then one
- * token at a time, chosen by a Sampler (greedy by default); stops early at a stop token.
- */
-export function generate(model: TransformerModel, prompt: number[], options: { maxNewTokens: number; sampling?: SamplingOptions; stopTokens?: number[] }): number[] {
-  const sampler = new Sampler(options.sampling);
-  const cache = model.createCache();
-  try {
-    const seq = cache.createSequence();
-    const V = model.config.vocabSize;
-    const history = [...prompt];
-    const out: number[] = [];
-    let logits = model.forward(cache, seq, prompt);
-    let row = prompt.length - 1;
-    while (out.length < options.maxNewTokens) {
-      const next = sampler.next(logits.subarray(row * V, (row + 1) * V), history);
-      out.push(next);
-      history.push(next);
-      if (options.stopTokens?.includes(next) || out.length === options.maxNewTokens) break;
-      logits = model.forward(cache, seq, [next]);
-      row = 0;
-    }
-    return out;
-  } finally {
-    cache.dispose();
+export interface LoadOptions {
+  /** How linear-layer weights live in wasm memory: as stored (default for 16-bit files), or widened to f32. */
+  dtype?: BufferDtype;
+  onProgress?: (p: LoadProgress) => void;
+  /** Options of the KV cache the model's generations share (pageSize, dtype, maxTokens, maxBytes). */
+  cache?: Omit<KVCacheOptions, "layers">;
+}
+
+export async function loadModel(rt: Runtime, source: ModelSource, options: LoadOptions = {}): Promise<LanguageModel> {
+  const files = openModelFiles(source);
+  const folder = await inspectModel(files);
+  const fileNames = [...new Set([...folder.tensors.values()].map((t) => t.file))];
+  const sizes = await Promise.all(fileNames.map(async (f) => (await files.head(f, 0)).size));
+  const totalBytes = sizes.reduce((a, b) => a + b, 0);
+  const progress = options.onProgress;
+  let done = 0;
+  const parsed = new Map<string, Safetensors>();
+  for (const file of fileNames) {
+    const before = done;
+    const bytes = await files.bytes(file, (n) => progress?.({ phase: "read", doneBytes: before + n, totalBytes }));
+    parsed.set(file, parseSafetensors(bytes, files.describe(file)));
+    done = before + bytes.length;
+    progress?.({ phase: "read", doneBytes: done, totalBytes });
   }
+  const dtype = options.dtype ?? storedDtype(folder.tensors);
+  const tensorBytes = [...folder.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
+  let uploaded = 0;
+  const transformer = new TransformerModel(rt, folder.config, (name) => {
+    const t = folder.tensors.get(name);
+    if (!t) throw new ModelConfigError(`${files.location}: tensor '${name}' is missing`);
+    const data = readFloat32(parsed.get(t.file)!, name);
+    uploaded += t.byteLength;
+    progress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes });
+    return data;
+  }, dtype);
+  parsed.clear();
+  const tokenizer = await readTokenizer(files);
+  const defaults = await readGenerationDefaults(files, tokenizer);
+  return new LanguageModel(transformer, tokenizer, defaults, options.cache);
+}
+
+/** 16-bit checkpoints stay 16-bit (decode reads every weight once per token); f32 stays f32. */
+function storedDtype(tensors: Map<string, { dtype: string; name: string }>): BufferDtype {
+  const t = tensors.get("model.layers.0.self_attn.q_proj.weight");
+  return t?.dtype === "BF16" ? "bf16" : t?.dtype === "F16" ? "f16" : "f32";
+}
+
+async function readTokenizer(files: ModelFiles): Promise<TextTokenizer | undefined> {
+  const json = await readJsonFile(files, "tokenizer.json", "tokenizer.json");
+  if (json === undefined) return undefined;
+  const config = await readJsonFile(files, "tokenizer_config.json", "tokenizer_config.json") ?? {};
+  if (typeof config !== "object" || config === null) throw new ModelConfigError(`${files.describe("tokenizer_config.json")}: not a JSON object`);
+  const template = await files.text("chat_template.jinja");
+  return new TextTokenizer(json, config as Record<string, unknown>, files.describe("tokenizer.json"), template);
+}
+
+/** EOS/BOS ids and sampling defaults from generation_config.json, else config.json, else the tokenizer's EOS token. */
+async function readGenerationDefaults(files: ModelFiles, tokenizer: TextTokenizer | undefined): Promise<GenerationDefaults> {
+  const gen = (await readJsonFile(files, "generation_config.json", "generation_config.json") ?? {}) as Record<string, unknown>;
+  const cfg = (await readJsonFile(files, "config.json", "config.json") ?? {}) as Record<string, unknown>;
+  const ids = (v: unknown): number[] => (Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]).filter((x): x is number => Number.isInteger(x));
+  let eosTokenIds = ids(gen.eos_token_id ?? cfg.eos_token_id);
+  if (eosTokenIds.length === 0 && tokenizer?.eosToken !== undefined) {
+    const id = tokenizer.tokenId(tokenizer.eosToken);
+    if (id !== undefined) eosTokenIds = [id];
+  }
+  const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+  const sampling = gen.do_sample === true
+    // Hugging Face's defaults when sampling: temperature 1, top-k 50, top-p 1.
+    ? { temperature: num(gen.temperature) ?? 1, topK: num(gen.top_k) ?? 50, topP: num(gen.top_p) ?? 1 }
+    : { temperature: 0 };
+  const repetitionPenalty = num(gen.repetition_penalty);
+  return {
+    eosTokenIds, bosTokenId: ids(gen.bos_token_id ?? cfg.bos_token_id)[0],
+    sampling: repetitionPenalty === undefined ? sampling : { ...sampling, repetitionPenalty },
+    maxNewTokens: num(gen.max_new_tokens),
+  };
 }

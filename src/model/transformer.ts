@@ -29,7 +29,7 @@ export class TransformerModel {
    * weights are stored as `weightDtype` (16-bit stays 16-bit in wasm memory), norms and biases
    * as f32.
    */
-  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string) => Float32Array, weightDtype: BufferDtype = "f32") {
+  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string) => Float32Array, readonly weightDtype: BufferDtype = "f32") {
     const f32 = (name: string) => this.own(rt.upload(tensor(name)));
     const weight = (name: string) => this.own(rt.upload(tensor(name), weightDtype));
     this.layers = config.kvHeadsPerLayer.map((_, i) => {
@@ -57,9 +57,21 @@ export class TransformerModel {
 
   /**
    * Runs `tokens` (appended after what `seq` holds) through the model, appending their K/V to
-   * the cache, and returns the logits [tokens.length, vocab].
+   * the cache, and returns the logits [tokens.length, vocab], or with `logits: "last"` only
+   * those of the last token [vocab] (all a generation needs; the LM head is the largest matmul).
+   * On an error the sequence is rolled back to what it held before.
    */
-  forward(cache: KVCache, seq: KVSequence, tokens: number[]): Float32Array {
+  forward(cache: KVCache, seq: KVSequence, tokens: readonly number[], options: { logits?: "all" | "last" } = {}): Float32Array {
+    const before = seq.length(0);
+    try {
+      return this.forwardTokens(cache, seq, tokens, options.logits ?? "all");
+    } catch (e) {
+      if (!seq.isFreed && seq.lengths.some((n) => n > before)) cache.truncate(seq, before);
+      throw e;
+    }
+  }
+
+  private forwardTokens(cache: KVCache, seq: KVSequence, tokens: readonly number[], logitRows: "all" | "last"): Float32Array {
     const c = this.config, rt = this.rt, n = tokens.length;
     const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V } = c;
     if (n === 0) throw new RangeError("forward: no tokens");
@@ -102,8 +114,9 @@ export class TransformerModel {
         residual(x, down);
       });
       rt.kernels.rmsnorm_f32(x.ptr, this.finalNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
-      const logits = tmp(n * V);
-      linear(h, this.lmHead, logits, hd, V);
+      const rows = logitRows === "all" ? n : 1;
+      const logits = tmp(rows * V);
+      linear(h.subarray((n - rows) * hd, n * hd), this.lmHead, logits, hd, V);
       return logits.toFloat32Array();
     } finally {
       for (const b of buffers) b.free();

@@ -1,0 +1,211 @@
+// Where a model's files come from: a folder on disk (Node, Deno, Bun), files already in memory
+// (ArrayBuffers, bytes, strings or fetch Responses: a browser or a Worker), or a base URL
+// fetched file by file. The loader sees one interface and never which host it runs on.
+import { ModelConfigError } from "./config.ts";
+import { importNodeBuiltin } from "../runtime/node-builtins.ts";
+
+/** One file given in memory: bytes, text, or a fetch Response still to be read. */
+export type ModelFileValue = ArrayBuffer | ArrayBufferView | string | Response;
+
+/**
+ * A model: a folder path or file: URL, an http(s) URL of the folder (each file is fetched from
+ * it), or the files by name ({ "config.json": ..., "model.safetensors": ..., ... }).
+ */
+export type ModelSource = string | URL | Record<string, ModelFileValue> | Map<string, ModelFileValue>;
+
+export interface ModelFiles {
+  /** Where the files are, for messages. */
+  readonly location: string;
+  /** The file's text, or undefined when there is no such file. */
+  text(name: string): Promise<string | undefined>;
+  /** The first `length` bytes (the safetensors header) and the file's size, reading no more than needed. */
+  head(name: string, length: number): Promise<{ bytes: Uint8Array; size: number }>;
+  /** The whole file; `progress` hears the bytes read so far. */
+  bytes(name: string, progress?: (readBytes: number) => void): Promise<Uint8Array>;
+  /** A path for messages about one file. */
+  describe(name: string): string;
+}
+
+export function openModelFiles(source: ModelSource): ModelFiles {
+  if (source instanceof Map) return new MemoryFiles(source);
+  if (source instanceof URL) {
+    if (source.protocol === "file:") return new FolderFiles(decodeURIComponent(source.pathname));
+    return new UrlFiles(source);
+  }
+  if (typeof source === "string") return /^https?:\/\//.test(source) ? new UrlFiles(new URL(source)) : new FolderFiles(source);
+  if (source !== null && typeof source === "object") return new MemoryFiles(new Map(Object.entries(source)));
+  throw new TypeError(`loadModel: expected a folder path, a URL or the files by name, got ${source === null ? "null" : typeof source}`);
+}
+
+type Fs = typeof import("node:fs/promises");
+type Path = typeof import("node:path");
+
+/** Files in a folder on disk, read through Node's fs (Node, Deno and Bun all provide it). */
+class FolderFiles implements ModelFiles {
+  private modules?: Promise<{ fs: Fs; path: Path }>;
+  constructor(readonly location: string) {}
+
+  private async node(): Promise<{ fs: Fs; path: Path }> {
+    this.modules ??= (async () => {
+      const [fs, path] = await Promise.all([importNodeBuiltin<Fs>("fs/promises"), importNodeBuiltin<Path>("path")]);
+      const stat = await fs.stat(this.location).catch(() => undefined);
+      if (!stat?.isDirectory()) throw new ModelConfigError(`${this.location}: not a model folder (no such directory)`);
+      return { fs, path };
+    })();
+    return this.modules;
+  }
+
+  describe(name: string): string { return `${this.location.replace(/\/+$/, "")}/${name}`; }
+
+  async text(name: string): Promise<string | undefined> {
+    const { fs, path } = await this.node();
+    try {
+      return await fs.readFile(path.join(this.location, name), "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw new ModelConfigError(`${this.describe(name)}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  }
+
+  async head(name: string, length: number): Promise<{ bytes: Uint8Array; size: number }> {
+    const { fs, path } = await this.node();
+    const handle = await this.open(fs, path.join(this.location, name), name);
+    try {
+      const size = (await handle.stat()).size;
+      const bytes = new Uint8Array(Math.min(length, size));
+      await handle.read(bytes, 0, bytes.length, 0);
+      return { bytes, size };
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async bytes(name: string, progress?: (readBytes: number) => void): Promise<Uint8Array> {
+    const { fs, path } = await this.node();
+    const handle = await this.open(fs, path.join(this.location, name), name);
+    try {
+      const size = (await handle.stat()).size;
+      const out = new Uint8Array(size);
+      // In chunks, so that a progress bar moves while a multi-gigabyte shard is read.
+      const CHUNK = 32 << 20;
+      for (let at = 0; at < size;) {
+        const { bytesRead } = await handle.read(out, at, Math.min(CHUNK, size - at), at);
+        if (bytesRead === 0) throw new ModelConfigError(`${this.describe(name)}: the file ended after ${at} of ${size} bytes`);
+        at += bytesRead;
+        progress?.(at);
+      }
+      return out;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async open(fs: Fs, full: string, name: string) {
+    return fs.open(full, "r").catch((e: NodeJS.ErrnoException) => {
+      throw new ModelConfigError(`${this.describe(name)}: cannot open (${e.code ?? e.message})`);
+    });
+  }
+}
+
+/** Files handed over in memory; Responses are read once, when first needed. */
+class MemoryFiles implements ModelFiles {
+  readonly location = "(files in memory)";
+  private readonly read = new Map<string, Promise<Uint8Array>>();
+  constructor(private readonly files: Map<string, ModelFileValue>) {}
+
+  describe(name: string): string { return name; }
+
+  async text(name: string): Promise<string | undefined> {
+    const value = this.files.get(name);
+    if (value === undefined) return undefined;
+    if (typeof value === "string") return value;
+    return new TextDecoder().decode(await this.bytes(name));
+  }
+
+  async head(name: string, length: number): Promise<{ bytes: Uint8Array; size: number }> {
+    const all = await this.bytes(name);
+    return { bytes: all.subarray(0, length), size: all.length };
+  }
+
+  bytes(name: string, progress?: (readBytes: number) => void): Promise<Uint8Array> {
+    let p = this.read.get(name);
+    if (!p) {
+      const value = this.files.get(name);
+      if (value === undefined) throw new ModelConfigError(`${name}: not among the files given (${[...this.files.keys()].join(", ")})`);
+      p = toBytes(value, name, progress);
+      this.read.set(name, p);
+    }
+    return p;
+  }
+}
+
+/** A folder served over http(s): each file fetched once from base/name. */
+class UrlFiles implements ModelFiles {
+  readonly location: string;
+  private readonly read = new Map<string, Promise<Uint8Array | undefined>>();
+  constructor(private readonly base: URL) {
+    this.base = new URL(base.href.endsWith("/") ? base.href : `${base.href}/`);
+    this.location = this.base.href;
+  }
+
+  describe(name: string): string { return new URL(name, this.base).href; }
+
+  private fetchFile(name: string, progress?: (readBytes: number) => void): Promise<Uint8Array | undefined> {
+    let p = this.read.get(name);
+    if (!p) {
+      p = (async () => {
+        const url = this.describe(name);
+        const res = await fetch(url).catch((e: Error) => { throw new ModelConfigError(`${url}: fetch failed (${e.message})`); });
+        if (res.status === 404) return undefined;
+        if (!res.ok) throw new ModelConfigError(`${url}: HTTP ${res.status} ${res.statusText}`);
+        return toBytes(res, url, progress);
+      })();
+      this.read.set(name, p);
+    }
+    return p;
+  }
+
+  async text(name: string): Promise<string | undefined> {
+    const b = await this.fetchFile(name);
+    return b && new TextDecoder().decode(b);
+  }
+
+  async head(name: string, length: number): Promise<{ bytes: Uint8Array; size: number }> {
+    const all = await this.bytes(name);
+    return { bytes: all.subarray(0, length), size: all.length };
+  }
+
+  async bytes(name: string, progress?: (readBytes: number) => void): Promise<Uint8Array> {
+    const b = await this.fetchFile(name, progress);
+    if (!b) throw new ModelConfigError(`${this.describe(name)}: HTTP 404 Not Found`);
+    return b;
+  }
+}
+
+async function toBytes(value: ModelFileValue, name: string, progress?: (readBytes: number) => void): Promise<Uint8Array> {
+  if (typeof value === "string") return new TextEncoder().encode(value);
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (typeof Response !== "undefined" && value instanceof Response) {
+    if (!value.ok) throw new ModelConfigError(`${name}: HTTP ${value.status} ${value.statusText}`);
+    const total = Number(value.headers.get("content-length") ?? NaN);
+    if (!value.body || !Number.isFinite(total)) {
+      const b = new Uint8Array(await value.arrayBuffer());
+      progress?.(b.length);
+      return b;
+    }
+    // Streamed into one buffer of the announced size, reporting as it arrives.
+    let out = new Uint8Array(total), at = 0;
+    const reader = value.body.getReader();
+    for (;;) {
+      const { done, value: chunk } = await reader.read();
+      if (done) break;
+      if (at + chunk.length > out.length) { const grown = new Uint8Array(Math.max(out.length * 2, at + chunk.length)); grown.set(out.subarray(0, at)); out = grown; }
+      out.set(chunk, at);
+      at += chunk.length;
+      progress?.(at);
+    }
+    return out.subarray(0, at);
+  }
+  throw new TypeError(`${name}: expected an ArrayBuffer, bytes, a string or a Response, got ${Object.prototype.toString.call(value)}`);
+}

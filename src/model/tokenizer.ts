@@ -1,0 +1,84 @@
+// Text <-> token ids from a model's tokenizer.json and tokenizer_config.json, with
+// @huggingface/tokenizers (the Hugging Face tokenizer pipeline in JS), and chat prompts rendered
+// from the model's own Jinja chat template with @huggingface/jinja.
+import { Template } from "@huggingface/jinja";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { ModelConfigError } from "./config.ts";
+
+export interface ChatMessage {
+  role: "system" | "user" | "assistant" | (string & {});
+  content: string;
+}
+
+export class TextTokenizer {
+  private readonly tokenizer: Tokenizer;
+  private readonly template?: Template;
+  readonly bosToken?: string;
+  readonly eosToken?: string;
+
+  /**
+   * `chatTemplate` overrides the one in tokenizer_config.json (newer checkpoints ship it as
+   * chat_template.jinja beside it).
+   */
+  constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown> = {}, source = "tokenizer.json", chatTemplate?: string) {
+    try {
+      this.tokenizer = new Tokenizer(tokenizerJson as object, tokenizerConfig);
+    } catch (e) {
+      throw new ModelConfigError(`${source}: not a tokenizer this runtime can read (${(e as Error).message})`);
+    }
+    this.bosToken = tokenText(tokenizerConfig.bos_token);
+    this.eosToken = tokenText(tokenizerConfig.eos_token);
+    const template = chatTemplate ?? pickTemplate(tokenizerConfig.chat_template);
+    if (template !== undefined) {
+      try {
+        this.template = new Template(template);
+      } catch (e) {
+        throw new ModelConfigError(`${source}: the chat template does not parse (${(e as Error).message})`);
+      }
+    }
+  }
+
+  get hasChatTemplate(): boolean { return this.template !== undefined; }
+
+  /** Token ids of `text`; `addSpecialTokens` adds what the tokenizer's post-processor adds (e.g. BOS). */
+  encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  /** The text of `ids`; special tokens (EOS, chat markers) are left out unless asked for. */
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    return this.tokenizer.decode(ids as number[], { skip_special_tokens: options.skipSpecialTokens ?? true });
+  }
+
+  tokenId(token: string): number | undefined { return this.tokenizer.token_to_id(token); }
+
+  /** The prompt text for `messages`, as the model was trained to see them, ending with the assistant's turn opened. */
+  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
+    if (!this.template) throw new ModelConfigError("this model's tokenizer has no chat template (tokenizer_config.json chat_template or chat_template.jinja)");
+    try {
+      return this.template.render({
+        messages, add_generation_prompt: options.addGenerationPrompt ?? true,
+        bos_token: this.bosToken ?? "", eos_token: this.eosToken ?? "",
+      });
+    } catch (e) {
+      throw new ModelConfigError(`the chat template failed on these messages (${(e as Error).message})`);
+    }
+  }
+}
+
+/** A special token as tokenizer_config.json writes it: a string or an AddedToken object. */
+function tokenText(value: unknown): string | undefined {
+  if (typeof value === "string") return value;
+  if (value && typeof value === "object" && typeof (value as { content?: unknown }).content === "string") return (value as { content: string }).content;
+  return undefined;
+}
+
+/** chat_template is a string, or a list of named templates of which "default" is the chat one. */
+function pickTemplate(value: unknown): string | undefined {
+  if (typeof value === "string") return value;
+  if (Array.isArray(value)) {
+    const named = value.find((t) => t?.name === "default") ?? value[0];
+    return typeof named?.template === "string" ? named.template : undefined;
+  }
+  return undefined;
+}

@@ -1,0 +1,215 @@
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createRuntime, loadModel, type GenerateOptions, type Generation, type LanguageModel, type LoadProgress, type Runtime } from "../src/index.ts";
+import { SPECIAL_TOKENS, TOKENIZER_VOCAB, textModel, writeModelFolder, writeTokenizer } from "./model-helpers.ts";
+
+/** Every streamed piece, and the result. */
+async function collect(g: Generation) {
+  const pieces: string[] = [], tokens: number[] = [];
+  for await (const step of g) { pieces.push(step.text); tokens.push(step.token); }
+  return { pieces, tokens, result: await g.done };
+}
+
+/** Greedy continuation computed the slow way: the whole sequence through a fresh cache each step. */
+function recomputed(model: LanguageModel, prompt: number[], n: number): number[] {
+  const seqIds = [...prompt];
+  for (let i = 0; i < n; i++) {
+    const cache = model.transformer.createCache();
+    const logits = model.transformer.forward(cache, cache.createSequence(), seqIds, { logits: "last" });
+    cache.dispose();
+    seqIds.push(logits.indexOf(Math.max(...logits)));
+  }
+  return seqIds.slice(prompt.length);
+}
+
+describe("text generation: tokenizer, streaming, stop rules, cancellation, chat", function () {
+  this.timeout(120_000);
+  let rt: Runtime, dir: string, model: LanguageModel;
+  const greedy: GenerateOptions = { temperature: 0, stopTokens: [] };
+  before(async () => {
+    rt = await createRuntime();
+    dir = writeModelFolder(textModel);
+    writeTokenizer(dir);
+    model = await loadModel(rt, dir);
+  });
+  after(() => { model.dispose(); rmSync(dir, { recursive: true, force: true }); });
+
+  it("tokenizes with tokenizer.json (byte-level BPE, merges, special tokens) and decodes back", () => {
+    const tok = model.tokenizer!;
+    const text = "the theme in a café 🙂 <|im_end|>";
+    const ids = tok.encode(text);
+    assert.ok(ids.includes(tok.tokenId("Ġthe")!), "the merge 'Ġthe' applies");
+    assert.ok(ids.includes(SPECIAL_TOKENS.indexOf("<|im_end|>")), "special tokens are matched whole");
+    assert.equal(tok.decode(ids, { skipSpecialTokens: false }), text);
+    assert.equal(tok.decode(ids), "the theme in a café 🙂 ");
+    assert.ok(ids.every((id) => id >= 0 && id < TOKENIZER_VOCAB));
+  });
+
+  it("renders the chat template from tokenizer_config.json", () => {
+    const text = model.tokenizer!.applyChatTemplate([{ role: "system", content: "Be brief." }, { role: "user", content: "Hi" }]);
+    assert.equal(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  });
+
+  it("streams: the pieces join into the result text, and the tokens equal recomputing the whole forward each step", async () => {
+    const prompt = model.encode("the theme");
+    const { pieces, tokens, result } = await collect(model.generate("the theme", { ...greedy, maxNewTokens: 12 }));
+    assert.equal(result.finishReason, "max-tokens");
+    assert.deepEqual(result.tokens, recomputed(model, prompt, 12));
+    assert.deepEqual(tokens, result.tokens);
+    assert.equal(pieces.join(""), result.text);
+    assert.equal(result.text, model.tokenizer!.decode(result.tokens));
+    assert.equal(result.promptTokens, prompt.length);
+    assert.ok(result.kvCacheBytes > 0 && result.prefillTokensPerSecond > 0 && result.decodeTokensPerSecond > 0);
+  });
+
+  it("never streams half a UTF-8 character: pieces are held until the character is complete", async () => {
+    const { TextStream } = await import("../src/model/generation.ts");
+    const emoji = model.tokenizer!.encode("🙂");
+    assert.equal(emoji.length, 4, "one byte token per UTF-8 byte of the emoji");
+    const stream = new TextStream(model.tokenizer, []);
+    const pieces = emoji.map((id) => stream.push(id));
+    assert.deepEqual(pieces, ["", "", "", "🙂"]);
+  });
+
+  it("stops at a stop string, which is cut from the text and never streamed", async () => {
+    const free = await model.generate("in a", { ...greedy, maxNewTokens: 24 }).done;
+    // A two-character stop string from the middle of the free run's text.
+    let at = 4;
+    while (at < free.text.length - 2 && /\uFFFD/.test(free.text.slice(at, at + 2))) at++;
+    const stop = free.text.slice(at, at + 2);
+    const expected = free.text.slice(0, free.text.indexOf(stop));
+    const { pieces, result } = await collect(model.generate("in a", { ...greedy, maxNewTokens: 24, stopStrings: [stop] }));
+    assert.equal(result.finishReason, "stop-string");
+    assert.equal(result.text, expected);
+    assert.equal(pieces.join(""), expected);
+  });
+
+  it("stops at EOS from generation_config.json, including it in the tokens but not in the text", async () => {
+    const free = await model.generate("the", { ...greedy, maxNewTokens: 10 }).done;
+    const eos = free.tokens[5]!;
+    writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [99999, eos], do_sample: false }));
+    const withEos = await loadModel(rt, dir);
+    try {
+      assert.deepEqual(withEos.defaults.eosTokenIds, [99999, eos]);
+      const r = await withEos.generate("the", { maxNewTokens: 10 }).done;
+      assert.equal(r.finishReason, "eos");
+      assert.deepEqual(r.tokens, free.tokens.slice(0, free.tokens.indexOf(eos) + 1));
+      assert.equal(r.text, withEos.tokenizer!.decode(r.tokens.slice(0, -1)));
+    } finally {
+      withEos.dispose();
+      rmSync(join(dir, "generation_config.json"));
+    }
+  });
+
+  it("generation_config.json sampling defaults apply, explicit options win, a seed reproduces", async () => {
+    writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ do_sample: true, temperature: 1.3, top_p: 0.9, repetition_penalty: 1.1 }));
+    const sampled = await loadModel(rt, dir);
+    try {
+      assert.deepEqual(sampled.defaults.sampling, { temperature: 1.3, topK: 50, topP: 0.9, repetitionPenalty: 1.1 });
+      const a = await sampled.generate("the", { maxNewTokens: 16, seed: 7, stopTokens: [] }).done;
+      const b = await sampled.generate("the", { maxNewTokens: 16, seed: 7, stopTokens: [] }).done;
+      const c = await sampled.generate("the", { maxNewTokens: 16, seed: 8, stopTokens: [] }).done;
+      assert.deepEqual(a.tokens, b.tokens);
+      assert.notDeepEqual(a.tokens, c.tokens);
+      const g = await sampled.generate("the", { maxNewTokens: 16, temperature: 0, repetitionPenalty: 1, stopTokens: [] }).done;
+      assert.deepEqual(g.tokens, (await model.generate("the", { ...greedy, maxNewTokens: 16 }).done).tokens);
+    } finally {
+      sampled.dispose();
+      rmSync(join(dir, "generation_config.json"));
+    }
+  });
+
+  it("an AbortSignal ends the stream at the next token with finishReason 'aborted', and the model stays usable", async () => {
+    const controller = new AbortController();
+    const g = model.generate("the", { ...greedy, maxNewTokens: 200, signal: controller.signal });
+    let seen = 0;
+    for await (const _ of g) if (++seen === 3) controller.abort();
+    const r = await g.done;
+    assert.equal(r.finishReason, "aborted");
+    assert.equal(r.tokens.length, 3);
+    const already = new AbortController();
+    already.abort();
+    assert.equal((await model.generate("the", { signal: already.signal }).done).tokens.length, 0);
+    assert.equal((await model.generate("the", { ...greedy, maxNewTokens: 4 }).done).tokens.length, 4);
+    assert.equal(model.kvCache().stats().sequences.length, 0, "every generation's pages went back to the cache");
+  });
+
+  it("stops when the context (max_position_embeddings) is full", async () => {
+    const long = Array.from({ length: 505 }, (_, i) => 10 + (i % 200));
+    const r = await model.generate(long, { ...greedy, maxNewTokens: 50 }).done;
+    assert.equal(r.finishReason, "context-full");
+    assert.equal(r.promptTokens + r.tokens.length, 512);
+    assert.throws(() => model.generate(Array(512).fill(5), greedy), /prompt has 512 tokens; the model's context is 512/);
+  });
+
+  it("multi-turn chat keeps the conversation in the cache: each turn computes only its new tokens, and equals a fresh run", async () => {
+    const chat = model.chat({ system: "You are terse." });
+    const first = await collect(chat.send("Hi there", { ...greedy, maxNewTokens: 6 }));
+    assert.equal(first.result.reusedTokens, 0);
+    assert.equal(chat.messages.length, 3);
+    assert.equal(chat.messages[2]!.content, first.result.text);
+    const second = await chat.send("And then?", { ...greedy, maxNewTokens: 6 }).done;
+    // The second prompt starts with the whole first prompt: those K/V were not recomputed.
+    assert.ok(second.reusedTokens >= first.result.promptTokens, `reused ${second.reusedTokens} of ${second.promptTokens}`);
+    // The same conversation from scratch gives the same reply.
+    const prompt = model.tokenizer!.encode(model.tokenizer!.applyChatTemplate(chat.messages.slice(0, 4)), { addSpecialTokens: false });
+    assert.equal(prompt.length, second.promptTokens);
+    assert.deepEqual(second.tokens, recomputed(model, prompt, second.tokens.length));
+    assert.throws(() => { chat.send("a"); chat.send("b"); }, /still being generated/);
+    chat.dispose();
+  });
+
+  it("loads the same model from ArrayBuffers, fetch Responses and a URL as from the folder, reporting progress", async () => {
+    const files: Record<string, ArrayBuffer> = {};
+    for (const f of readdirSync(dir)) { const b = readFileSync(join(dir, f)); files[f] = b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength); }
+    const expected = (await model.generate("the theme", { ...greedy, maxNewTokens: 8 }).done).tokens;
+    const progress: LoadProgress[] = [];
+    const fromBuffers = await loadModel(rt, files, { onProgress: (p) => progress.push({ ...p }) });
+    const responses = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, new Response(v, { headers: { "content-length": String(v.byteLength) } })]));
+    const fromResponses = await loadModel(rt, responses);
+    const { createServer } = await import("node:http");
+    const server = createServer((req, res) => {
+      const name = decodeURIComponent(req.url!.split("/").pop()!);
+      if (!(name in files)) { res.writeHead(404).end(); return; }
+      res.writeHead(200, { "content-length": files[name]!.byteLength }).end(Buffer.from(files[name]!));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as { port: number };
+    try {
+      const fromUrl = await loadModel(rt, `http://127.0.0.1:${port}/models/tiny`);
+      for (const m of [fromBuffers, fromResponses, fromUrl]) {
+        assert.deepEqual((await m.generate("the theme", { ...greedy, maxNewTokens: 8 }).done).tokens, expected);
+        m.dispose();
+      }
+    } finally { server.close(); }
+    const reads = progress.filter((p) => p.phase === "read"), uploads = progress.filter((p) => p.phase === "upload");
+    assert.ok(reads.length > 0 && uploads.length > 0);
+    for (const list of [reads, uploads]) {
+      list.forEach((p, i) => assert.ok(p.doneBytes >= (list[i - 1]?.doneBytes ?? 0) && p.doneBytes <= p.totalBytes));
+      assert.equal(list.at(-1)!.doneBytes, list.at(-1)!.totalBytes);
+    }
+  });
+
+  it("clear errors: text without a tokenizer, chat without a template, bad tokenizer.json, missing files in memory", async () => {
+    const bare = writeModelFolder(textModel);
+    const noTemplate = writeModelFolder(textModel);
+    writeTokenizer(noTemplate, { chatTemplate: null });
+    const badTok = writeModelFolder(textModel);
+    writeFileSync(join(badTok, "tokenizer.json"), "{\"model\": 3");
+    try {
+      const m = await loadModel(rt, bare);
+      assert.throws(() => m.generate("hi"), /needs the model's tokenizer \(tokenizer\.json/);
+      assert.deepEqual((await m.generate([1, 2], { ...greedy, maxNewTokens: 2 }).done).tokens.length, 2);
+      m.dispose();
+      const n = await loadModel(rt, noTemplate);
+      assert.throws(() => n.chat(), /chat needs a chat template/);
+      n.dispose();
+      await assert.rejects(loadModel(rt, badTok), /tokenizer\.json: tokenizer\.json is not valid JSON/);
+      await assert.rejects(loadModel(rt, { "config.json": JSON.stringify(textModel) }), /model\.safetensors: not among the files given \(config\.json\)/);
+      await assert.rejects(loadModel(rt, 42 as never), /expected a folder path, a URL or the files by name/);
+    } finally {
+      for (const d of [bare, noTemplate, badTok]) rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
