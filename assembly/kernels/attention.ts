@@ -2,6 +2,7 @@ import { fmadd, hmax } from "../simd";
 import { exp1, exp4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
+import { touchLines, TOUCH_BYTES } from "../touch";
 
 // Grouped-query attention, flash style. A *row block* is a few query positions times every query
 // head of the KV-head range; the rows of one KV head (its group of G = numHeads / numKvHeads
@@ -22,8 +23,6 @@ export const BLOCK_KEYS: i32 = 128;
 const TARGET_ROWS: i32 = 128;
 
 const NEG_INF: f32 = -Infinity;
-/** Bytes of K or V touched ahead of use at a time: well inside L2 (512 KiB here, 256 KiB+ common). */
-const TOUCH_BYTES: i32 = 128 << 10;
 
 /** Query positions per row block when `heads` query heads are in the range. */
 // @ts-ignore: decorator
@@ -33,8 +32,7 @@ const TOUCH_BYTES: i32 = 128 << 10;
 
 /**
  * Scratch for one call on any KV-head range: the row-block state (see RowBlock) for at most
- * max(TARGET_ROWS, numHeads) rows, then 64 bytes for the touch loads' sink and the RowBlock
- * descriptor (see sinkOf).
+ * max(TARGET_ROWS, numHeads) rows, then 64 bytes holding the RowBlock descriptor (see descriptorOf).
  */
 export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32): i32 {
   return max(TARGET_ROWS, numHeads) * ROW_STATE_BYTES + 64;
@@ -231,20 +229,6 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
 }
 
 /**
- * Loads one word per 64-byte line of `rows` segments of `bytes` bytes, `stride` apart, in
- * address order, so the hardware prefetcher streams them into cache; the sum goes to `sink`
- * so the loads are kept.
- */
-function touchLines(p: usize, stride: usize, rows: i32, bytes: usize, sink: usize): void {
-  let acc: u32 = 0;
-  for (let r = 0; r < rows; r++) {
-    for (let o: usize = 0; o < bytes; o += 64) acc += load<u32>(p + o);
-    p += stride;
-  }
-  store<u32>(sink, load<u32>(sink) + acc);
-}
-
-/**
  * Grouped-query attention over token-major tensors: q/out [seqQ, numHeads, headDim],
  * k/v [seqK, numKvHeads, headDim]. Query head h reads KV head h / (numHeads / numKvHeads).
  * Computes KV heads [kvHeadBegin, kvHeadEnd) for query positions [qBegin, qEnd): disjoint ranges
@@ -271,7 +255,6 @@ export function attention_f32(
   const headsPerTouch = max(1, TOUCH_BYTES / (BLOCK_KEYS * headDim * 4));
   const kRange = k + <usize>kvHeadBegin * rowBytes;
   const vRange = v + <usize>kvHeadBegin * rowBytes;
-  const sink = sinkOf(scratch, numHeads);
   for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
     const nPos = min(perBlock, qEnd - i0);
     const rowsPerHead = nPos * group;
@@ -287,7 +270,7 @@ export function attention_f32(
       const masked = j0 + nk > firstMasked;
       for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
         const h1 = min(nHeads, h0 + headsPerTouch);
-        touchLines(kRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes, sink);
+        touchLines(kRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes);
         for (let h = h0; h < h1; h++) {
           const r0 = h * rowsPerHead;
           scoreKeys<f32>(b, r0, r0 + rowsPerHead, kRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim, scale);
@@ -296,7 +279,7 @@ export function attention_f32(
       }
       for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
         const h1 = min(nHeads, h0 + headsPerTouch);
-        touchLines(vRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes, sink);
+        touchLines(vRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes);
         for (let h = h0; h < h1; h++) {
           const r0 = h * rowsPerHead;
           accumulateKeys<f32>(b, r0, r0 + rowsPerHead, vRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim);
@@ -307,9 +290,9 @@ export function attention_f32(
   }
 }
 
-/** 64 bytes after the row state in scratch: the touch loads' sink, then the RowBlock descriptor. */
+/** The RowBlock descriptor: 16 bytes after the row state in scratch. */
 // @ts-ignore: decorator
-@inline function sinkOf(scratch: usize, numHeads: i32): usize {
+@inline function descriptorOf(scratch: usize, numHeads: i32): usize {
   return scratch + <usize>max(TARGET_ROWS, numHeads) * <usize>ROW_STATE_BYTES;
 }
 
@@ -322,7 +305,7 @@ function startRowBlock(
   scratch: usize, numHeads: i32, nHeads: i32, rowsPerHead: i32, q: usize, out: usize, qPosStride: usize,
   i0: i32, kvHeadBegin: i32, group: i32, headDim: i32, causalOffset: i32,
 ): RowBlock {
-  const b = changetype<RowBlock>(sinkOf(scratch, numHeads) + 16);
+  const b = changetype<RowBlock>(descriptorOf(scratch, numHeads) + 16);
   layoutRowBlock(b, scratch, rowsPerHead * nHeads);
   for (let h = 0; h < nHeads; h++) {
     beginRows(b, h * rowsPerHead, rowsPerHead, q, out, qPosStride, i0, (kvHeadBegin + h) * group, group, headDim, causalOffset);
@@ -476,7 +459,6 @@ function attendPaged<T>(
   const vOffset = <usize>numKvHeads * headBytes;
   const scaleOffset = <usize>kv_scale_offset(numKvHeads, headDim, pageSize);
   const vScaleOffset = scaleOffset + (<usize>(numKvHeads * pageSize) << 2);
-  const sink = sinkOf(scratch, numHeads);
   const causalOffset = seqK - seqQ;
   const perBlock = positionsPerBlock(nHeads * group);
   for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
@@ -499,7 +481,7 @@ function attendPaged<T>(
           const inPage = j % pageSize;
           const len = min(pageSize - inPage, j0 + nk - j);
           const page = <usize>load<u32>(pages + (<usize>(j / pageSize) << 2));
-          touchLines(page + headOffset + <usize>inPage * kvRowBytes, 0, 1, <usize>len * kvRowBytes, sink);
+          touchLines(page + headOffset + <usize>inPage * kvRowBytes, 0, 1, <usize>len * kvRowBytes);
           scoreKeys<T>(b, r0, r1, page + headOffset + <usize>inPage * kvRowBytes, kvRowBytes, len, j - j0, headDim, scale);
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, page + scaleOffset + (<usize>(kh * pageSize + inPage) << 2));
           j += len;
@@ -510,7 +492,7 @@ function attendPaged<T>(
           const len = min(pageSize - inPage, j0 + nk - j);
           const page = <usize>load<u32>(pages + (<usize>(j / pageSize) << 2));
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, page + vScaleOffset + (<usize>(kh * pageSize + inPage) << 2));
-          touchLines(page + vOffset + headOffset + <usize>inPage * kvRowBytes, 0, 1, <usize>len * kvRowBytes, sink);
+          touchLines(page + vOffset + headOffset + <usize>inPage * kvRowBytes, 0, 1, <usize>len * kvRowBytes);
           accumulateKeys<T>(b, r0, r1, page + vOffset + headOffset + <usize>inPage * kvRowBytes, kvRowBytes, len, j - j0, headDim);
           j += len;
         }
