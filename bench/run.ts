@@ -4,7 +4,7 @@
 //   --quick            fewer cases and samples (a smoke run)
 //   --builds a,b       kernel builds to time (default: every build this engine validates)
 //   --out FILE         where to write the JSON
-//   --only core|kv|threads  run one part
+//   --only core|kv|threads|model  run one part
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname } from "node:path";
@@ -16,6 +16,7 @@ import { initTfjs, tfjsMatMul } from "./anchors/tfjs-wasm.ts";
 import { plainAttention, plainLinear } from "./anchors/plain-js.ts";
 import { kvCases, type KvRow } from "./kv-cases.ts";
 import { threadCases, type ThreadRow } from "./thread-cases.ts";
+import { modelCases, type ModelRow } from "./model-cases.ts";
 import { seededArray as random } from "../src/random.ts";
 
 const argv = process.argv.slice(2);
@@ -174,6 +175,7 @@ async function main(): Promise<void> {
   const kvRows: KvRow[] = only !== undefined && only !== "kv" ? [] : kvCases(best, quick, (bytes, flops) =>
     Math.max(bytes / (readGBps(best, bytes) * 1e6), flops / (fmaPeakGflops(best) * 1e6)));
   const threadRows: ThreadRow[] = only !== undefined && only !== "threads" ? [] : await threadCases(best.build, quick);
+  const modelRows: ModelRow[] = only !== undefined && only !== "model" ? [] : modelCases(best, quick, (bytes) => readGBps(best, bytes));
 
   // ---- report ----
   const anchorNames = ["onnxruntime-web", "tfjs-wasm", "plain JS"];
@@ -200,6 +202,15 @@ async function main(): Promise<void> {
       r.ortMs === undefined ? "-" : r.ortMs.toFixed(2), r.vsOrt === undefined ? "-" : `${r.vsOrt.toFixed(2)}x`,
     ]));
   }
+  if (modelRows.length > 0) {
+    console.log("");
+    printTable(console.log, ["model (synthetic)", "weights", "context", "decode tok/s", "prefill tok/s", "weight MB/token", "bound tok/s", "% weight bound", "% weight+KV bound"], modelRows.map((r) => [
+      r.model, r.weights, String(r.context), r.decodeTokensPerSecond.toFixed(1), r.prefillTokensPerSecond.toFixed(1),
+      (r.weightBytesPerToken / 1e6).toFixed(0), r.weightBoundTokensPerSecond.toFixed(1),
+      `${(100 * r.fractionOfWeightBound).toFixed(0)}%`, `${(100 * r.fractionOfWeightAndKvBound).toFixed(0)}%`,
+    ]));
+    console.log(`bound = weight bytes per token / read bandwidth of a 256 MiB buffer (${modelRows[0]!.readGBps.toFixed(1)} GB/s); prefill = a 128-token chunk on top of context - 128 cached tokens; 1 thread.`);
+  }
   console.log("");
   console.log("x anchor = anchor median time / our median time (higher is better). roofline = max(bytes / read GB/s at that size, FLOPs / FMA peak), both probes at their fastest sample.");
   const probes = {
@@ -209,7 +220,7 @@ async function main(): Promise<void> {
   if (peakCache.size > 0) console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}`);
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, JSON.stringify({
-    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows,
+    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows, modelRows,
   }, null, 2));
   console.log(`wrote ${outFile}`);
 }

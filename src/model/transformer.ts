@@ -18,9 +18,9 @@ interface LayerWeights {
 export class TransformerModel {
   private readonly layers: LayerWeights[];
   private readonly finalNorm: WasmBuffer;
+  /** [vocab, hidden] in the weight dtype; with tied embeddings also the LM head. */
+  private readonly embedding: WasmBuffer;
   private readonly lmHead: WasmBuffer;
-  /** Embedding rows for the lookup, f32 on the host side. */
-  private readonly embedding: Float32Array;
   private rope: { cos: WasmBuffer; sin: WasmBuffer; positions: number };
   private readonly owned: WasmBuffer[] = [];
 
@@ -45,8 +45,8 @@ export class TransformerModel {
       };
     });
     this.finalNorm = f32("model.norm.weight");
-    this.embedding = tensor("model.embed_tokens.weight");
-    this.lmHead = this.own(rt.upload(config.tieWordEmbeddings ? this.embedding : tensor("lm_head.weight"), weightDtype));
+    this.embedding = weight("model.embed_tokens.weight");
+    this.lmHead = config.tieWordEmbeddings ? this.embedding : weight("lm_head.weight");
     this.rope = this.ropeTables(Math.min(config.maxPositionEmbeddings, 256));
   }
 
@@ -82,19 +82,24 @@ export class TransformerModel {
     const buffers: WasmBuffer[] = [];
     const tmp = (len: number) => { const b = rt.alloc(len); buffers.push(b); return b; };
     try {
-      const x = tmp(n * hd), h = tmp(n * hd), q = tmp(n * H * D), attn = tmp(n * H * D), o = tmp(n * hd);
-      const gate = tmp(n * ff), up = tmp(n * ff), down = tmp(n * hd);
+      // The linear layers run on `m` rows: n rounded up to whole 4-row GEMM tiles, so that every
+      // weight is read once per call (rows outside a tile would each stream the weights again).
+      // The padding rows are zeros and stay out of norms, RoPE, attention and the cache.
+      const m = n === 1 ? 1 : Math.ceil(n / 4) * 4;
+      const x = tmp(m * hd), h = tmp(m * hd), q = tmp(m * H * D), attn = tmp(m * H * D), o = tmp(m * hd);
+      const gate = tmp(m * ff), up = tmp(m * ff), down = tmp(m * hd);
+      const qRows = q.subarray(0, n * H * D), attnRows = attn.subarray(0, n * H * D);
       const xs = x.array;
-      tokens.forEach((t, i) => xs.set(this.embedding.subarray(t * hd, (t + 1) * hd), i * hd));
+      tokens.forEach((t, i) => xs.set(this.embedding.subarray(t * hd, (t + 1) * hd).toFloat32Array(), i * hd));
       // K and V of the new tokens, sized for the layer with the most KV heads, reused by every layer.
       const maxKv = Math.max(...c.kvHeadsPerLayer);
-      const kAll = tmp(n * maxKv * D), vAll = tmp(n * maxKv * D);
+      const kAll = tmp(m * maxKv * D), vAll = tmp(m * maxKv * D);
       const linear = (input: WasmBuffer, w: WasmBuffer, out: WasmBuffer, inF: number, outF: number, bias?: WasmBuffer) =>
         rt.linearInto({ x: input, weight: w, bias, out, inFeatures: inF, outFeatures: outF });
       const residual = (into: WasmBuffer, add: WasmBuffer) => { const a = into.array, b = add.array; for (let i = 0; i < a.length; i++) a[i]! += b[i]!; };
       this.layers.forEach((L, l) => {
         const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
-        const kb = kAll.subarray(0, n * kvDim), vb = vAll.subarray(0, n * kvDim);
+        const kb = kAll.subarray(0, m * kvDim), vb = vAll.subarray(0, m * kvDim);
         rt.kernels.rmsnorm_f32(x.ptr, L.inputNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
         linear(h, L.q, q, hd, H * D, L.qBias);
         linear(h, L.k, kb, hd, kvDim, L.kBias);
@@ -102,8 +107,8 @@ export class TransformerModel {
         rt.kernels.rope_f32(q.ptr, n, H, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
         rt.kernels.rope_f32(kb.ptr, n, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
         // Copies: appending may grow memory, which would detach views of kb / vb.
-        cache.append(seq, l, kb.toFloat32Array(), vb.toFloat32Array());
-        cache.attentionInto(seq, l, { q, out: attn, numHeads: H, slidingWindow: c.slidingWindow });
+        cache.append(seq, l, kb.subarray(0, n * kvDim).toFloat32Array(), vb.subarray(0, n * kvDim).toFloat32Array());
+        cache.attentionInto(seq, l, { q: qRows, out: attnRows, numHeads: H, slidingWindow: c.slidingWindow });
         linear(attn, L.o, o, H * D, hd);
         residual(x, o);
         rt.kernels.rmsnorm_f32(x.ptr, L.postNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
@@ -114,9 +119,10 @@ export class TransformerModel {
         residual(x, down);
       });
       rt.kernels.rmsnorm_f32(x.ptr, this.finalNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
-      const rows = logitRows === "all" ? n : 1;
+      const rows = logitRows === "all" ? m : 1;
       const logits = tmp(rows * V);
-      linear(h.subarray((n - rows) * hd, n * hd), this.lmHead, logits, hd, V);
+      linear(logitRows === "all" ? h : h.subarray((n - 1) * hd, n * hd), this.lmHead, logits, hd, V);
+      if (rows > n) return logits.subarray(0, n * V).toFloat32Array();
       return logits.toFloat32Array();
     } finally {
       for (const b of buffers) b.free();
