@@ -105,7 +105,7 @@ async function main(argv: string[]): Promise<number> {
   });
   if (flags.get("model") !== "none") {
     process.stdout.write("\n");
-    runModelDemo(rt);
+    await runModelDemo(rt);
   }
   return 0;
 }

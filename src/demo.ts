@@ -3,8 +3,8 @@ import { createKVCache } from "./kv/kv-cache.ts";
 import { maxAbsDiff, referenceAttention } from "./reference.ts";
 import { fillSeeded, seededArray } from "./random.ts";
 import { expectedTensors, parseModelConfig } from "./model/config.ts";
-import { Sampler } from "./model/sampling.ts";
 import { TransformerModel } from "./model/transformer.ts";
+import { LanguageModel } from "./model/language-model.ts";
 
 // The seed idea made visible: the same Llama-3-8B-like attention (32 query heads, head_dim 128,
 // 32 layers) with fewer KV heads keeps a smaller KV cache and decodes faster.
@@ -151,43 +151,32 @@ export const SMOLLM2_135M_SHAPE = {
  * A tiny end-to-end generation: a SmolLM2-135M-shaped model with deterministic random weights
  * (bf16, made in memory), a prompt of token ids, greedy decoding through the paged KV cache.
  */
-export function runModelDemo(rt: Runtime, options: { newTokens?: number; print?: (line: string) => void } = {}): void {
+export async function runModelDemo(rt: Runtime, options: { newTokens?: number; print?: (line: string) => void } = {}): Promise<void> {
   const print = options.print ?? console.log;
   const cfg = parseModelConfig(SMOLLM2_135M_SHAPE);
   const shapes = expectedTensors(cfg);
   let seed = 1;
   const t0 = performance.now();
-  const model = new TransformerModel(rt, cfg, (name) => {
+  const transformer = new TransformerModel(rt, cfg, (name) => {
     const n = shapes.get(name)!.reduce((a, b) => a * b, 1);
     return name.endsWith("norm.weight") ? new Float32Array(n).fill(1) : seededArray(n, seed++, 0.05);
   }, "bf16");
   const loadMs = performance.now() - t0;
-  const cache = model.createCache();
+  // No tokenizer: the prompt is token ids, and so is the output.
+  const model = new LanguageModel(transformer, undefined, { eosTokenIds: [], sampling: { temperature: 0 } });
   try {
-    const seq = cache.createSequence();
     const prompt = [1, 504, 3287, 314, 260, 1345, 28, 4779, 30, 16, 2];
-    const V = cfg.vocabSize;
-    let t = performance.now();
-    let logits = model.forward(cache, seq, prompt);
-    const prefillMs = performance.now() - t;
-    const greedy = new Sampler();
-    const generated: number[] = [greedy.next(logits.subarray((prompt.length - 1) * V))];
-    t = performance.now();
-    while (generated.length < (options.newTokens ?? 16)) {
-      logits = model.forward(cache, seq, [generated[generated.length - 1]!]);
-      generated.push(greedy.next(logits));
-    }
-    const decodeMs = performance.now() - t;
+    const r = await model.generate(prompt, { maxNewTokens: options.newTokens ?? 16 }).done;
     const params = [...shapes.values()].reduce((s, sh) => s + sh.reduce((a, b) => a * b, 1), 0);
     print(`Synthetic SmolLM2-135M-shaped model (${(params / 1e6).toFixed(0)}M parameters, random bf16 weights made in ${(loadMs / 1000).toFixed(1)} s, ${cfg.numLayers} layers, ${cfg.numHeads} heads / ${cfg.kvHeadsPerLayer[0]} KV heads):`);
-    print(`  prefill ${prompt.length} tokens: ${(prompt.length / (prefillMs / 1000)).toFixed(1)} tokens/s; greedy decode: ${((generated.length - 1) / (decodeMs / 1000)).toFixed(1)} tokens/s`);
-    print(`  generated ids: ${generated.join(",")} (random weights: the ids mean nothing, the speed does)`);
-    print(`  KV cache: ${cache.stats().bytesPerToken} bytes per token (f32); as MHA it would be ${cfg.numLayers * 2 * cfg.numHeads * cfg.headDim * 4}`);
-    print("A real model: download a Hugging Face folder (e.g. SmolLM2-135M) and run");
+    print(`  prefill ${prompt.length} tokens: ${r.prefillTokensPerSecond.toFixed(1)} tokens/s; greedy decode through the paged KV cache: ${r.decodeTokensPerSecond.toFixed(1)} tokens/s`);
+    print(`  generated ids: ${r.tokens.join(",")} (random weights: the ids mean nothing, the speed does)`);
+    print(`  KV cache: ${model.kvCache().stats().bytesPerToken} bytes per token (f32); as MHA it would be ${cfg.numLayers * 2 * cfg.numHeads * cfg.headDim * 4}`);
+    print("A real model: download a Hugging Face folder (e.g. HuggingFaceTB/SmolLM2-135M-Instruct) and run");
     print("  gqa-wasm info --model DIR");
-    print("  gqa-wasm generate --model DIR --tokens 1,504,3287 --max-new-tokens 16 --temperature 0 --json --dtype bf16");
+    print('  gqa-wasm run --model DIR --prompt "The capital of France is" --max-new-tokens 32');
+    print("  gqa-wasm run --model DIR --chat        (one user turn per line of stdin, the conversation kept in the KV cache)");
   } finally {
-    cache.dispose();
     model.dispose();
   }
 }

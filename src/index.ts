@@ -29,3 +29,4 @@ export { Sampler } from "./model/sampling.ts";
 export type { SamplingOptions } from "./model/sampling.ts";
 export { parseModelConfig, ModelConfigError } from "./model/config.ts";
 export type { ModelConfig, ModelType } from "./model/config.ts";
+export { syntheticModelFiles, syntheticWeights, byteLevelTokenizer, TINY_CHAT_MODEL } from "./model/synthetic.ts";

@@ -34,8 +34,8 @@ describe("gqa-wasm CLI", () => {
     // Node 20 gets relaxed SIMD from the CLI's own V8 flag.
     assert.match(r.stdout, /relaxed kernels/);
     // Then the synthetic-model generation, with its speeds and how to run a real folder.
-    assert.match(r.stdout, /Synthetic SmolLM2-135M-shaped model \(135M parameters[\s\S]*prefill 11 tokens: [\d.]+ tokens\/s; greedy decode: [\d.]+ tokens\/s/);
-    assert.match(r.stdout, /gqa-wasm generate --model DIR/);
+    assert.match(r.stdout, /Synthetic SmolLM2-135M-shaped model \(135M parameters[\s\S]*prefill 11 tokens: [\d.]+ tokens\/s; greedy decode through the paged KV cache: [\d.]+ tokens\/s/);
+    assert.match(r.stdout, /gqa-wasm run --model DIR --prompt/);
   });
 
   it("prints help, and rejects unknown commands and options with usage and exit code 2", () => {

@@ -3,10 +3,11 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { referenceAttention, writeSafetensors, type TensorToWrite } from "../src/index.ts";
+import { writeSafetensors, type TensorToWrite } from "../src/index.ts";
+export { referenceForward } from "./model-reference.ts";
 import { expectedTensors, parseModelConfig, type ModelConfig } from "../src/model/config.ts";
-import { ropeInverseFrequencies } from "../src/model/rope.ts";
 import { randomArray } from "./helpers.ts";
+import { BYTE_TOKENIZER_VOCAB, byteLevelTokenizer } from "../src/model/synthetic.ts";
 
 export type Weights = Map<string, Float32Array>;
 
@@ -20,45 +21,6 @@ export function randomWeights(cfg: ModelConfig): Weights {
   if (cfg.tieWordEmbeddings) w.set("lm_head.weight", w.get("model.embed_tokens.weight")!);
   return w;
 }
-
-/** The decoder in plain float64, written from the Hugging Face modeling code, not from ours. */
-export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[]): number[][] {
-  const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V, rmsNormEps: eps } = cfg;
-  const get = (name: string) => w.get(name)!;
-  const rms = (x: number[], g: Float32Array) => { const ms = x.reduce((s, v) => s + v * v, 0) / x.length; return x.map((v, i) => (v / Math.sqrt(ms + eps)) * g[i]!); };
-  const matvec = (x: number[], W: Float32Array, out: number, b?: Float32Array) =>
-    Array.from({ length: out }, (_, o) => x.reduce((s, v, i) => s + v * W[o * x.length + i]!, b ? b[o]! : 0));
-  const inv = ropeInverseFrequencies(D, cfg.ropeTheta, cfg.ropeScaling);
-  const rope = (vec: number[], heads: number, pos: number) => {
-    const out = vec.slice();
-    for (let h = 0; h < heads; h++) for (let i = 0; i < D / 2; i++) {
-      const a = vec[h * D + i]!, b = vec[h * D + i + D / 2]!, ang = pos * inv[i]!;
-      out[h * D + i] = a * Math.cos(ang) - b * Math.sin(ang);
-      out[h * D + i + D / 2] = b * Math.cos(ang) + a * Math.sin(ang);
-    }
-    return out;
-  };
-  let x = tokens.map((t) => Array.from(get("model.embed_tokens.weight").subarray(t * hd, (t + 1) * hd)));
-  cfg.kvHeadsPerLayer.forEach((KV, l) => {
-    const p = `model.layers.${l}`;
-    const h = x.map((r) => rms(r, get(`${p}.input_layernorm.weight`)));
-    const bias = (k: string) => (cfg.attentionBias ? get(`${p}.self_attn.${k}_proj.bias`) : undefined);
-    const q = h.map((r, i) => rope(matvec(r, get(`${p}.self_attn.q_proj.weight`), H * D, bias("q")), H, i));
-    const k = h.map((r, i) => rope(matvec(r, get(`${p}.self_attn.k_proj.weight`), KV * D, bias("k")), KV, i));
-    const v = h.map((r) => matvec(r, get(`${p}.self_attn.v_proj.weight`), KV * D, bias("v")));
-    const attn = referenceAttention({ q: q.flat(), k: k.flat(), v: v.flat(), numHeads: H, numKvHeads: KV, headDim: D, causal: true, slidingWindow: cfg.slidingWindow });
-    x = x.map((r, i) => {
-      const o = matvec(Array.from(attn.subarray(i * H * D, (i + 1) * H * D)), get(`${p}.self_attn.o_proj.weight`), hd);
-      const x1 = r.map((val, j) => val + o[j]!);
-      const h2 = rms(x1, get(`${p}.post_attention_layernorm.weight`));
-      const g = matvec(h2, get(`${p}.mlp.gate_proj.weight`), ff), u = matvec(h2, get(`${p}.mlp.up_proj.weight`), ff);
-      const d = matvec(g.map((gv, j) => (gv / (1 + Math.exp(-gv))) * u[j]!), get(`${p}.mlp.down_proj.weight`), hd);
-      return x1.map((val, j) => val + d[j]!);
-    });
-  });
-  return x.map((r) => matvec(rms(r, get("model.norm.weight")), get("lm_head.weight"), V));
-}
-
 
 /** Tiny configs of every supported architecture, for the forward and CLI tests. */
 export const base = { hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 40, rms_norm_eps: 1e-5, max_position_embeddings: 512 };
@@ -108,42 +70,12 @@ export function writeModelFolder(config: Record<string, unknown>, opts: FolderOp
   return dir;
 }
 
-/** GPT-2's byte -> printable character map (byte-level BPE vocabularies are written in it). */
-function byteChars(): string[] {
-  const printable = [...Array(94).keys()].map((i) => i + 33).concat([...Array(12).keys()].map((i) => i + 161), [...Array(82).keys()].map((i) => i + 174));
-  const chars: string[] = [];
-  let extra = 0;
-  for (let b = 0; b < 256; b++) chars.push(String.fromCodePoint(printable.includes(b) ? b : 256 + extra++));
-  return chars;
-}
-
-export const SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-const MERGES: [string, string][] = [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["i", "n"], ["Ġ", "a"]];
-/** Vocabulary size of the test tokenizer: 3 special tokens, 256 bytes, 5 merges. */
-export const TOKENIZER_VOCAB = SPECIAL_TOKENS.length + 256 + MERGES.length;
-/** The ChatML template of SmolLM2 / Qwen2.5, as tokenizer_config.json carries it. */
-export const CHATML_TEMPLATE = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
-
-/**
- * A real byte-level BPE tokenizer.json (the GPT-2 / Llama-3 / Qwen2 kind: every byte a token,
- * a few merges, ChatML special tokens) and its tokenizer_config.json, written into `dir`.
- */
+/** The byte-level BPE tokenizer of src/model/synthetic.ts, written into `dir`. */
 export function writeTokenizer(dir: string, opts: { chatTemplate?: string | null } = {}): void {
-  const vocab: Record<string, number> = {};
-  SPECIAL_TOKENS.forEach((t, i) => { vocab[t] = i; });
-  for (const c of byteChars()) vocab[c] = Object.keys(vocab).length;
-  for (const [a, b] of MERGES) vocab[a + b] = Object.keys(vocab).length;
-  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
-  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify({
-    version: "1.0",
-    added_tokens: SPECIAL_TOKENS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
-    normalizer: null, pre_tokenizer: byteLevel, post_processor: null, decoder: byteLevel,
-    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: "", end_of_word_suffix: "", fuse_unk: false, byte_fallback: false, vocab, merges: MERGES.map((m) => m.join(" ")) },
-  }));
-  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({
-    bos_token: null, eos_token: "<|im_end|>", ...(opts.chatTemplate === null ? {} : { chat_template: opts.chatTemplate ?? CHATML_TEMPLATE }),
-  }));
+  for (const [name, text] of Object.entries(byteLevelTokenizer(opts))) writeFileSync(join(dir, name), text);
 }
+
+export { CHATML_SPECIAL_TOKENS as SPECIAL_TOKENS, BYTE_TOKENIZER_VOCAB as TOKENIZER_VOCAB } from "../src/model/synthetic.ts";
 
 /** A llama GQA config whose vocabulary is the test tokenizer's. */
-export const textModel = { ...base, model_type: "llama", num_key_value_heads: 2, vocab_size: TOKENIZER_VOCAB };
+export const textModel = { ...base, model_type: "llama", num_key_value_heads: 2, vocab_size: BYTE_TOKENIZER_VOCAB };

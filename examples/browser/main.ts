@@ -10,6 +10,10 @@ const points: Point[] = [];
 const progress = document.getElementById("progress") as HTMLProgressElement;
 const status = document.getElementById("status")!;
 const canvas = document.getElementById("chart") as HTMLCanvasElement;
+const load = document.getElementById("load") as HTMLProgressElement;
+const genStatus = document.getElementById("gen-status")!;
+const generation = document.getElementById("generation")!;
+const result = window as unknown as { exampleResult: unknown };
 
 function draw(): void {
   const ctx = canvas.getContext("2d")!;
@@ -40,7 +44,13 @@ worker.onmessage = (e: MessageEvent<FromWorker>) => {
   const m = e.data;
   if (m.type === "start") { progress.max = m.total; status.textContent = `${m.build} kernels: measuring…`; }
   if (m.type === "point") { points.push(m.point); progress.value = points.length; draw(); }
-  if (m.type === "done") { status.textContent = `done: ${points.length} points`; (window as unknown as { exampleResult: unknown }).exampleResult = { points }; }
-  if (m.type === "error") { status.textContent = `error: ${m.message}`; (window as unknown as { exampleResult: unknown }).exampleResult = { error: m.message }; }
+  if (m.type === "done") status.textContent = `done: ${points.length} points`;
+  if (m.type === "load") { load.value = m.fraction; genStatus.textContent = `loading the model: ${m.phase} ${(100 * m.fraction).toFixed(0)}%`; }
+  if (m.type === "token") { generation.textContent += m.text; genStatus.textContent = "generating…"; }
+  if (m.type === "generated") {
+    genStatus.textContent = `${m.tokens.length} tokens at ${m.decodeTokensPerSecond.toFixed(0)} tokens/s`;
+    result.exampleResult = { points, generation: { text: m.text, tokens: m.tokens, shown: generation.textContent } };
+  }
+  if (m.type === "error") { status.textContent = `error: ${m.message}`; result.exampleResult = { error: m.message }; }
 };
 worker.postMessage({ base: new URL("/", location.href).href, contexts, kvHeads });

@@ -1,9 +1,13 @@
 // The Web Worker: times one decode step through the paged KV cache at growing context lengths,
-// for each KV-head count, posting each point as it is measured.
-import { createKVCache, createRuntime, type Runtime } from "gqa-wasm";
+// for each KV-head count, posting each point as it is measured; then loads a tiny model from
+// files in memory (with load progress) and streams a generation, token by token.
+import { createKVCache, createRuntime, loadModel, syntheticModelFiles, type Runtime } from "gqa-wasm";
 
 export interface Point { kvHeads: number; context: number; ms: number }
-export type FromWorker = { type: "start"; build: string; total: number } | { type: "point"; point: Point } | { type: "done" } | { type: "error"; message: string };
+export type FromWorker =
+  | { type: "start"; build: string; total: number } | { type: "point"; point: Point } | { type: "done" }
+  | { type: "load"; phase: string; fraction: number } | { type: "token"; text: string }
+  | { type: "generated"; text: string; tokens: number[]; decodeTokensPerSecond: number } | { type: "error"; message: string };
 
 const post = (m: FromWorker) => (self as unknown as Worker).postMessage(m);
 
@@ -42,6 +46,14 @@ self.onmessage = async (e: MessageEvent<{ base: string; contexts: number[]; kvHe
       cache.dispose();
     }
     post({ type: "done" });
+    const model = await loadModel(rt, syntheticModelFiles(), {
+      onProgress: (p) => post({ type: "load", phase: p.phase, fraction: p.totalBytes ? p.doneBytes / p.totalBytes : 1 }),
+    });
+    const generation = model.generate("The attention heads share their keys and values", { maxNewTokens: 40, temperature: 0 });
+    for await (const step of generation) post({ type: "token", text: step.text });
+    const r = await generation.done;
+    post({ type: "generated", text: r.text, tokens: r.tokens, decodeTokensPerSecond: r.decodeTokensPerSecond });
+    model.dispose();
   } catch (err) {
     post({ type: "error", message: (err as Error).message });
   }

@@ -1,7 +1,8 @@
-// A Deno script: decode time against the KV-cache size for MHA, GQA and MQA on this machine.
+// A Deno script: decode time against the KV-cache size for MHA, GQA and MQA on this machine,
+// then a short generation with a tiny model.
 //   deno run -A examples/deno/decode.ts [contexts, e.g. 512,2048]
 // (In a project of your own, map "gqa-wasm" to "npm:gqa-wasm" in deno.json.)
-import { createKVCache, createRuntime } from "gqa-wasm";
+import { createKVCache, createRuntime, loadModel, syntheticModelFiles } from "gqa-wasm";
 
 const contexts = (Deno.args[0] ?? "512,2048").split(",").map(Number);
 const [numHeads, headDim] = [32, 128];
@@ -27,4 +28,11 @@ for (const kvHeads of [32, 8, 1]) {
   console.log([kvHeads, ...times, cache.stats().bytesPerToken].join("\t"));
   cache.dispose();
 }
+// A generation with a tiny GQA model loaded from files in memory (synthetic weights: noise text).
+const model = await loadModel(rt, syntheticModelFiles());
+const generation = model.generate("Deno decodes", { maxNewTokens: 16, temperature: 0 });
+let text = "";
+for await (const step of generation) text += step.text;
+console.log(`generation: ${JSON.stringify(text)} (${(await generation.done).tokens.length} tokens)`);
+model.dispose();
 await rt.dispose();

@@ -1,6 +1,8 @@
 // One set of conformance cases for every host (Node, Deno, Bun; the browser and workerd next):
 // plain TypeScript on the public API, no host built-ins, so any JavaScript engine can run it.
-import { createKVCache, maxAbsDiff, referenceAttention, referenceLinear, type Runtime } from "../../src/index.ts";
+import { createKVCache, loadModel, maxAbsDiff, parseModelConfig, referenceAttention, referenceLinear, type Runtime } from "../../src/index.ts";
+import { syntheticModelFiles, syntheticWeights, TINY_CHAT_MODEL } from "../../src/model/synthetic.ts";
+import { referenceForward } from "../model-reference.ts";
 import { seededArray as random } from "../../src/random.ts";
 
 export interface Case { name: string; run(rt: Runtime): void | Promise<void> }
@@ -64,6 +66,40 @@ export const CASES: Case[] = [
           check(maxAbsDiff(cache.readLayer(copy, 0).k, cache.readLayer(seq, 0).k) === 0, `${dtype}: snapshot round trip`);
         } finally { cache.dispose(); }
       }
+    },
+  },
+  {
+    name: "tiny GQA model from files in memory: logits match a float64 reference, greedy generation through the cache equals recomputing, text streams",
+    async run(rt) {
+      const config = { ...TINY_CHAT_MODEL, num_hidden_layers: 2 };
+      const model = await loadModel(rt, syntheticModelFiles(config, { dtype: "F32" }));
+      try {
+        const prompt = model.encode("the theme");
+        const weights = syntheticWeights(config);
+        weights.set("lm_head.weight", weights.get("model.embed_tokens.weight")!);
+        const ref = referenceForward(parseModelConfig(config), weights, prompt);
+        const forward = (ids: number[]) => {
+          const cache = model.transformer.createCache();
+          try { return model.transformer.forward(cache, cache.createSequence(), ids); } finally { cache.dispose(); }
+        };
+        const logits = forward(prompt), V = config.vocab_size;
+        ref.forEach((row, i) => {
+          const err = maxAbsDiff(logits.subarray(i * V, (i + 1) * V), row);
+          check(err <= 2e-3, `position ${i}: max logit error ${err}`);
+        });
+        const generation = model.generate("the theme", { maxNewTokens: 8, temperature: 0, stopTokens: [] });
+        let streamed = "";
+        for await (const step of generation) streamed += step.text;
+        const r = await generation.done;
+        check(r.tokens.length === 8, `${r.tokens.length} tokens`);
+        check(streamed === r.text && r.text === model.tokenizer!.decode(r.tokens), "streamed text = result text = decoded tokens");
+        const ids = [...prompt];
+        for (const t of r.tokens) {
+          const last = forward(ids).subarray((ids.length - 1) * V, ids.length * V);
+          check(last.indexOf(Math.max(...last)) === t, `token ${ids.length - prompt.length}: cache and recompute disagree`);
+          ids.push(t);
+        }
+      } finally { model.dispose(); }
     },
   },
   {

@@ -114,6 +114,6 @@ export function runBrowserExample(screenshot?: string): Promise<{ points?: { kvH
   return withPage(entries, { "/": ["text/html", join(root, "examples/browser/index.html")] }, false, async (page) => {
     await page.waitForFunction(() => (window as { exampleResult?: unknown }).exampleResult !== undefined, undefined, { timeout: 150_000 });
     if (screenshot) await page.screenshot({ path: screenshot });
-    return page.evaluate(() => (window as unknown as { exampleResult: { points?: { kvHeads: number; context: number; ms: number }[]; error?: string } }).exampleResult);
+    return page.evaluate(() => (window as unknown as { exampleResult: { points?: { kvHeads: number; context: number; ms: number }[]; generation?: { text: string; tokens: number[]; shown: string }; error?: string } }).exampleResult);
   });
 }

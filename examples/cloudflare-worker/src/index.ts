@@ -1,8 +1,12 @@
 // GET /?kvHeads=8&context=2048 — fills a one-layer paged KV cache (32 query heads x 128) with
 // `context` random tokens, decodes one token against it, and answers with the time, the KV bytes
-// per token and the wasm memory this took. The runtime refuses to grow past MEMORY_BUDGET, so a
-// request too large for the 128 MB isolate fails with a clear error instead of killing it.
-import { createKVCache, createRuntime, WasmOutOfMemoryError, type Runtime } from "gqa-wasm";
+// per token and the wasm memory this took.
+// GET /generate?prompt=...&maxNewTokens=16 — generates text with a tiny GQA model (synthetic
+// bf16 weights and a byte-level BPE tokenizer, loaded from files in memory as a real folder
+// would be from R2 or KV), greedy through the paged KV cache.
+// The runtime refuses to grow past MEMORY_BUDGET, so a request too large for the 128 MB isolate
+// fails with a clear error instead of killing it.
+import { createKVCache, createRuntime, loadModel, syntheticModelFiles, WasmOutOfMemoryError, type LanguageModel, type Runtime } from "gqa-wasm";
 // @ts-expect-error: a CompiledWasm module (wrangler.toml), a WebAssembly.Module at run time
 import kernels from "gqa-wasm/build/gqa-relaxed.wasm";
 
@@ -10,6 +14,7 @@ const MEMORY_BUDGET = 96 << 20; // leaves room for the isolate's own heap under 
 const NUM_HEADS = 32, HEAD_DIM = 128;
 
 let runtime: Promise<Runtime> | undefined;
+let tinyModel: Promise<LanguageModel> | undefined;
 
 function intParam(url: URL, name: string, fallback: number, max: number): number {
   const raw = url.searchParams.get(name);
@@ -18,9 +23,29 @@ function intParam(url: URL, name: string, fallback: number, max: number): number
   return n;
 }
 
+async function generate(url: URL, rt: Runtime): Promise<Response> {
+  const prompt = url.searchParams.get("prompt") ?? "Once upon a time";
+  let maxNewTokens: number;
+  try {
+    maxNewTokens = intParam(url, "maxNewTokens", 16, 256);
+    if (prompt.length === 0 || prompt.length > 2000) throw new RangeError(`prompt must have 1 to 2000 characters, got ${prompt.length}`);
+  } catch (e) {
+    return Response.json({ error: (e as Error).message }, { status: 400 });
+  }
+  tinyModel ??= loadModel(rt, syntheticModelFiles());
+  const model = await tinyModel;
+  const result = await model.generate(prompt, { maxNewTokens, temperature: 0 }).done;
+  return Response.json({
+    prompt, text: result.text, tokens: result.tokens, finishReason: result.finishReason, promptTokens: result.promptTokens,
+    kvCacheBytes: result.kvCacheBytes, build: rt.build, wasmMemoryBytes: rt.stats().memoryBytes, memoryBudgetBytes: MEMORY_BUDGET,
+  });
+}
+
 export default {
   async fetch(request: Request): Promise<Response> {
     const url = new URL(request.url);
+    runtime ??= createRuntime({ wasm: kernels as WebAssembly.Module, maxMemoryBytes: MEMORY_BUDGET });
+    if (url.pathname === "/generate") return generate(url, await runtime);
     let kvHeads: number, context: number;
     try {
       kvHeads = intParam(url, "kvHeads", 8, NUM_HEADS);
@@ -29,7 +54,6 @@ export default {
     } catch (e) {
       return Response.json({ error: (e as Error).message }, { status: 400 });
     }
-    runtime ??= createRuntime({ wasm: kernels as WebAssembly.Module, maxMemoryBytes: MEMORY_BUDGET });
     const rt = await runtime;
     const cache = createKVCache(rt, { layers: [{ numKvHeads: kvHeads, headDim: HEAD_DIM }] });
     try {

@@ -1,0 +1,45 @@
+// The float64 reference decoder, written plainly from the Hugging Face modeling code (not from
+// ours). No host built-ins: the conformance suite runs it in every host too.
+import { referenceAttention } from "../src/reference.ts";
+import type { ModelConfig } from "../src/model/config.ts";
+import { ropeInverseFrequencies } from "../src/model/rope.ts";
+
+export type Weights = Map<string, Float32Array>;
+
+/** The decoder in plain float64, written from the Hugging Face modeling code, not from ours. */
+export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[]): number[][] {
+  const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V, rmsNormEps: eps } = cfg;
+  const get = (name: string) => w.get(name)!;
+  const rms = (x: number[], g: Float32Array) => { const ms = x.reduce((s, v) => s + v * v, 0) / x.length; return x.map((v, i) => (v / Math.sqrt(ms + eps)) * g[i]!); };
+  const matvec = (x: number[], W: Float32Array, out: number, b?: Float32Array) =>
+    Array.from({ length: out }, (_, o) => x.reduce((s, v, i) => s + v * W[o * x.length + i]!, b ? b[o]! : 0));
+  const inv = ropeInverseFrequencies(D, cfg.ropeTheta, cfg.ropeScaling);
+  const rope = (vec: number[], heads: number, pos: number) => {
+    const out = vec.slice();
+    for (let h = 0; h < heads; h++) for (let i = 0; i < D / 2; i++) {
+      const a = vec[h * D + i]!, b = vec[h * D + i + D / 2]!, ang = pos * inv[i]!;
+      out[h * D + i] = a * Math.cos(ang) - b * Math.sin(ang);
+      out[h * D + i + D / 2] = b * Math.cos(ang) + a * Math.sin(ang);
+    }
+    return out;
+  };
+  let x = tokens.map((t) => Array.from(get("model.embed_tokens.weight").subarray(t * hd, (t + 1) * hd)));
+  cfg.kvHeadsPerLayer.forEach((KV, l) => {
+    const p = `model.layers.${l}`;
+    const h = x.map((r) => rms(r, get(`${p}.input_layernorm.weight`)));
+    const bias = (k: string) => (cfg.attentionBias ? get(`${p}.self_attn.${k}_proj.bias`) : undefined);
+    const q = h.map((r, i) => rope(matvec(r, get(`${p}.self_attn.q_proj.weight`), H * D, bias("q")), H, i));
+    const k = h.map((r, i) => rope(matvec(r, get(`${p}.self_attn.k_proj.weight`), KV * D, bias("k")), KV, i));
+    const v = h.map((r) => matvec(r, get(`${p}.self_attn.v_proj.weight`), KV * D, bias("v")));
+    const attn = referenceAttention({ q: q.flat(), k: k.flat(), v: v.flat(), numHeads: H, numKvHeads: KV, headDim: D, causal: true, slidingWindow: cfg.slidingWindow });
+    x = x.map((r, i) => {
+      const o = matvec(Array.from(attn.subarray(i * H * D, (i + 1) * H * D)), get(`${p}.self_attn.o_proj.weight`), hd);
+      const x1 = r.map((val, j) => val + o[j]!);
+      const h2 = rms(x1, get(`${p}.post_attention_layernorm.weight`));
+      const g = matvec(h2, get(`${p}.mlp.gate_proj.weight`), ff), u = matvec(h2, get(`${p}.mlp.up_proj.weight`), ff);
+      const d = matvec(g.map((gv, j) => (gv / (1 + Math.exp(-gv))) * u[j]!), get(`${p}.mlp.down_proj.weight`), hd);
+      return x1.map((val, j) => val + d[j]!);
+    });
+  });
+  return x.map((r) => matvec(rms(r, get("model.norm.weight")), get("lm_head.weight"), V));
+}
