@@ -12,39 +12,73 @@ async function enableRelaxedSimdOnNode20(): Promise<void> {
   v8.setFlagsFromString("--experimental-wasm-relaxed-simd");
 }
 
-const HELP = `usage: gqa-wasm <command> [options]
-
-commands:
-  demo      (default) MHA vs GQA-8 vs GQA-4 vs MQA vs DeciLM-7B variable GQA: KV-cache bytes
-            per token, decode time per token, speed-up over MHA, error against float64
-  run       --model DIR --prompt "..." [--chat --system "..." --stop STR --max-new-tokens N
-            --temperature T --top-k K --top-p P --seed S --repetition-penalty R --dtype ...]:
-            streams the continuation (or with --chat the assistant's reply, through the model's
-            chat template) to stdout; load time, prefill and decode tokens/s and KV-cache bytes go
-            to stderr. --chat without --prompt reads one user turn per line of stdin, keeping the
-            conversation in the KV cache. Unset sampling options follow generation_config.json.
-  info      a Hugging Face model folder (llama, qwen2, mistral, deci): architecture, parameters,
-            KV heads per layer, KV-cache bytes per token, and what the same model needs as MHA
-  logits    --model DIR --tokens 1,2,3 --out FILE.json [--dtype f32|bf16]: the logits at every
-            position ({"logits": [[...vocab] per token]}); the ids are used as given (no BOS)
-  generate  --model DIR --tokens 1,2,3 --max-new-tokens N [--temperature T --top-k K --top-p P
-            --seed S --repetition-penalty R] --json [--dtype ...]: a continuation through the KV
-            cache (greedy at temperature 0), {"tokens": [new ids]}; stops at EOS
-  --dtype   f32 | bf16 | f16: how linear weights live in memory (default: as the files store them)
+const COMMANDS = `commands (gqa-wasm <command> --help for its options):
+  demo      (default) MHA vs GQA-8 vs GQA-4 vs MQA vs DeciLM-7B variable GQA decode, then a
+            synthetic SmolLM2-135M-shaped generation
+  run       generate text with a Hugging Face model folder (streamed), or chat with it
+  info      what a model folder holds: architecture, parameters, KV heads, KV bytes vs MHA
+  logits    the logits at every position of a list of token ids, as JSON
+  generate  a greedy or sampled continuation of token ids, as JSON
   help      this text
+`;
 
-demo options:
+const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (default: generation_config.json, else 256)
+  --temperature T            0: greedy; unset: generation_config.json (greedy unless do_sample)
+  --top-k K  --top-p P       sampling filters
+  --seed S                   the sampling seed (a seed reproduces a run)
+  --repetition-penalty R     > 1 discourages repeats
+  --dtype f32|bf16|f16       how linear weights live in memory (default: as the files store them)
+`;
+
+const COMMAND_HELP: Record<string, string> = {
+  demo: `usage: gqa-wasm demo [options]    (what npm start runs)
+
+MHA vs GQA-8 vs GQA-4 vs MQA vs DeciLM-7B variable GQA: KV-cache bytes per token, decode time per
+token, speed-up over MHA, error against float64; then a synthetic SmolLM2-135M-shaped model's
+prefill and greedy decode through the paged KV cache, with tokens/s.
+
   --contexts 512,2048,8192   context lengths to time
   --heads 32                 query heads
   --head-dim 128             head dimension
   --repeats 15               timed calls per shape (median reported)
   --build relaxed|simd       force a kernel build (default: the best this engine runs)
   --model none               skip the synthetic-model generation at the end
+`,
+  run: `usage: gqa-wasm run --model DIR --prompt "..." [options]
+       gqa-wasm run --model DIR --chat [--system "..."] [--prompt "..."]
 
-info options:
+Streams the continuation of the prompt to stdout (with --chat: the assistant's reply, through the
+model's chat template). --chat without --prompt reads one user turn per line of stdin and keeps
+the conversation in the KV cache between turns. Load time, prefill and decode tokens/s, KV-cache
+bytes and why it stopped go to stderr (with a load progress bar on a terminal). Ctrl-C stops.
+
+  --model DIR                config.json, safetensors (one file or shards), tokenizer.json
+  --prompt TEXT              the prompt (encoded with the model's special tokens, e.g. BOS)
+  --chat                     use the chat template
+  --system TEXT              a system message (with --chat)
+  --stop TEXT                stop at this text (it is not printed)
+${SAMPLING_HELP}`,
+  info: `usage: gqa-wasm info --model DIR [--json]
+
+Reads config.json and the safetensors headers (not the weights): architecture, parameters, KV
+heads per layer, KV-cache bytes per token, and what the same model would need as MHA.
+
   --model DIR                the folder (config.json, model.safetensors or sharded + index)
   --json                     print the summary as JSON
-`;
+`,
+  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json [--dtype f32|bf16|f16]
+
+Writes {"logits": [[...vocab floats] for every input position]}; the ids are used as given (no BOS).
+`,
+  generate: `usage: gqa-wasm generate --model DIR --tokens 1,2,3 [options] [--json]
+
+A continuation of the ids through the KV cache, stopping at EOS or --max-new-tokens; prints the
+new ids ({"tokens": [...]} with --json).
+
+${SAMPLING_HELP}`,
+};
+
+const HELP = `usage: gqa-wasm <command> [options]\n\n${COMMANDS}`;
 
 function parseFlags(args: string[], booleans: string[] = []): Map<string, string> {
   const flags = new Map<string, string>();
@@ -80,8 +114,12 @@ function int(flags: Map<string, string>, name: string): number | undefined {
 
 async function main(argv: string[]): Promise<number> {
   const [command = "demo", ...rest] = argv;
-  if (command === "help" || command === "--help" || command === "-h" || rest.includes("--help")) {
+  if (command === "help" || command === "--help" || command === "-h") {
     process.stdout.write(HELP);
+    return 0;
+  }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    process.stdout.write(COMMAND_HELP[command] ?? HELP);
     return 0;
   }
   if (command === "info") return info(rest);
@@ -264,11 +302,13 @@ async function info(args: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+const command = argv[0] ?? "demo";
+main(argv).then(
   (code) => { process.exitCode = code; },
   (e: unknown) => {
     if (e instanceof UsageError) {
-      process.stderr.write(`gqa-wasm: ${e.message}\n\n${HELP}`);
+      process.stderr.write(`gqa-wasm: ${e.message}\n(gqa-wasm ${COMMAND_HELP[command] ? `${command} ` : ""}--help for usage)\n`);
       process.exitCode = 2;
     } else if (e instanceof CliError || e instanceof Error && (e.name === "RangeError" || e.name === "TypeError" || e.name.startsWith("Wasm") ||
       e.name === "ModelConfigError" || e.name === "SafetensorsError" || e.name === "KVCacheFullError")) {

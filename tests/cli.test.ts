@@ -38,14 +38,19 @@ describe("gqa-wasm CLI", () => {
     assert.match(r.stdout, /gqa-wasm run --model DIR --prompt/);
   });
 
-  it("prints help, and rejects unknown commands and options with usage and exit code 2", () => {
+  it("prints help (each command its own), and rejects unknown commands and options with a pointer to the usage and exit code 2", () => {
     const help = run("--help");
     assert.equal(help.status, 0);
     assert.match(help.stdout, /usage: gqa-wasm <command>/);
+    for (const command of ["demo", "run", "info", "logits", "generate"]) {
+      const r = run(command, "--help");
+      assert.equal(r.status, 0);
+      assert.match(r.stdout, new RegExp(`^usage: gqa-wasm ${command} `));
+    }
     for (const args of [["frobnicate"], ["demo", "--bogus", "1"], ["demo", "--contexts", "0"], ["demo", "--build", "avx"]]) {
       const r = run(...args);
       assert.equal(r.status, 2, args.join(" "));
-      assert.match(r.stderr, /^gqa-wasm: .*\n\nusage:/);
+      assert.match(r.stderr, /^gqa-wasm: .*\n\(gqa-wasm (demo )?--help for usage\)\n$/);
       assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace for a usage error");
     }
   });
