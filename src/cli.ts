@@ -28,6 +28,7 @@ const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (def
   --seed S                   the sampling seed (a seed reproduces a run)
   --repetition-penalty R     > 1 discourages repeats
   --dtype f32|bf16|f16       how linear weights live in memory (default: as the files store them)
+  --kv-dtype f32|bf16|int8   how the KV cache stores K and V (default f32; bf16 halves its bytes)
 `;
 
 const COMMAND_HELP: Record<string, string> = {
@@ -162,8 +163,8 @@ function tokenList(raw: string | undefined): number[] {
 const SAMPLING_FLAGS = ["max-new-tokens", "temperature", "top-k", "top-p", "seed", "repetition-penalty"];
 const MODEL_FLAGS: Record<"logits" | "generate" | "run", string[]> = {
   logits: ["model", "tokens", "out", "dtype"],
-  generate: ["model", "tokens", "dtype", ...SAMPLING_FLAGS],
-  run: ["model", "prompt", "system", "stop", "dtype", ...SAMPLING_FLAGS],
+  generate: ["model", "tokens", "dtype", "kv-dtype", ...SAMPLING_FLAGS],
+  run: ["model", "prompt", "system", "stop", "dtype", "kv-dtype", ...SAMPLING_FLAGS],
 };
 
 /** Generation options from the flags (unset ones fall back to the model's generation_config.json). */
@@ -188,6 +189,8 @@ async function generationOptions(flags: Map<string, string>): Promise<import("./
 async function loadForCli(flags: Map<string, string>, showProgress: boolean) {
   const dtype = flags.get("dtype");
   if (dtype !== undefined && dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new UsageError(`--dtype is f32, bf16 or f16, got '${dtype}'`);
+  const kvDtype = flags.get("kv-dtype");
+  if (kvDtype !== undefined && kvDtype !== "f32" && kvDtype !== "bf16" && kvDtype !== "int8") throw new UsageError(`--kv-dtype is f32, bf16 or int8, got '${kvDtype}'`);
   await enableRelaxedSimdOnNode20();
   const { createRuntime } = await import("./runtime/runtime.ts");
   const { loadModel } = await import("./model/load.ts");
@@ -195,7 +198,7 @@ async function loadForCli(flags: Map<string, string>, showProgress: boolean) {
   const bar = showProgress ? progressBar() : undefined;
   const start = performance.now();
   try {
-    const model = await loadModel(rt, flags.get("model")!, { dtype, onProgress: bar?.update });
+    const model = await loadModel(rt, flags.get("model")!, { dtype, onProgress: bar?.update, cache: kvDtype ? { dtype: kvDtype } : undefined });
     return { model, loadSeconds: (performance.now() - start) / 1000 };
   } finally {
     bar?.end();

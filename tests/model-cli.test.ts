@@ -103,6 +103,7 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
       [["run", "--model", dir, "--prompt", "hi"], 1, /has no tokenizer\.json; run needs one/],
       [["run", "--model", dir, "--prompt", "hi", "--system", "x"], 2, /--system needs --chat/],
       [["run", "--model", dir, "--prompt", "hi", "--dtype", "f8"], 2, /--dtype is f32, bf16 or f16, got 'f8'/],
+      [["run", "--model", dir, "--prompt", "hi", "--kv-dtype", "f16"], 2, /--kv-dtype is f32, bf16 or int8, got 'f16'/],
       [["run", "--model", join(dir, "nope"), "--prompt", "hi"], 1, /not a model folder \(no such directory\)/],
     ];
     for (const [args, status, message] of cases) {
@@ -128,6 +129,11 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
       assert.equal(r.stdout, `${expected.text}\n`);
       assert.match(r.stderr, /^loaded .* in [\d.]+ s \(llama, bf16 weights\)$/m);
       assert.match(r.stderr, /^prefill: \d+ tokens at [\d.]+ tokens\/s; decode: 10 tokens at [\d.]+ tokens\/s; KV cache: [\d.]+ KiB; stop: max-tokens$/m);
+      // A bf16 KV cache: half the bytes.
+      const half = run("run", "--model", dir, "--prompt", "the theme", "--max-new-tokens", "10", "--temperature", "0", "--kv-dtype", "bf16");
+      assert.equal(half.status, 0, half.stderr);
+      const kib = (text: string) => Number(/KV cache: ([\d.]+) KiB/.exec(text)![1]);
+      assert.equal(kib(half.stderr), kib(r.stderr) / 2);
     });
 
     it("--chat renders the chat template; turns read from stdin reuse the cached conversation", async () => {
