@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { createRuntime } from "../src/index.ts";
 import { parseModelConfig } from "../src/model/config.ts";
 import { loadModel } from "../src/model/load.ts";
-import { bf16ToF32, f32ToBf16 } from "../src/formats/half.ts";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../src/formats/half.ts";
 import { base, models, randomWeights, referenceForward, textModel, writeModelFolder, writeTokenizer } from "./model-helpers.ts";
 
 const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
@@ -48,6 +48,21 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
     const out = join(mkdtempSync(join(tmpdir(), "gqa-logits-")), "logits.json");
     dirs.push(dir, join(out, ".."));
     assert.equal(run("logits", "--model", dir, "--tokens", tokens.join(","), "--out", out, "--dtype", "bf16").status, 0);
+    const { logits } = JSON.parse(readFileSync(out, "utf8")) as { logits: number[][] };
+    const ref = referenceForward(cfg, weights, tokens);
+    const err = Math.max(...logits.flatMap((row, i) => row.map((v, j) => Math.abs(v - ref[i]![j]!))));
+    assert.ok(err <= 2e-2, `max error ${err}`);
+  });
+
+  it("F16 folders load (weights kept f16) within 2e-2 of the reference on the stored weights", () => {
+    const raw = models[2]![1], cfg = parseModelConfig(raw); // qwen2: biases too
+    const weights = randomWeights(cfg);
+    const dir = writeModelFolder(raw, { weights, dtype: "F16" });
+    for (const [name, w] of weights) weights.set(name, Float32Array.from(w, (x) => f16ToF32(f32ToF16(x))));
+    const out = join(mkdtempSync(join(tmpdir(), "gqa-logits-")), "logits.json");
+    dirs.push(dir, join(out, ".."));
+    const r = run("logits", "--model", dir, "--tokens", tokens.join(","), "--out", out);
+    assert.equal(r.status, 0, r.stderr);
     const { logits } = JSON.parse(readFileSync(out, "utf8")) as { logits: number[][] };
     const ref = referenceForward(cfg, weights, tokens);
     const err = Math.max(...logits.flatMap((row, i) => row.map((v, j) => Math.abs(v - ref[i]![j]!))));

@@ -191,6 +191,19 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     }
   });
 
+  it("a model too big for the memory budget fails to load with WasmOutOfMemoryError, frees what it uploaded, and the runtime stays usable", async () => {
+    const small = await createRuntime({ maxMemoryBytes: 8 << 20 });
+    const before = small.stats().persistentLiveBytes;
+    const big = writeModelFolder({ ...textModel, hidden_size: 512, intermediate_size: 2048, num_attention_heads: 8 }); // ~12 MB of f32 weights
+    try {
+      await assert.rejects(loadModel(small, big), (e: Error) => e.name === "WasmOutOfMemoryError" && /limit is 8\.0 MiB/.test(e.message));
+      assert.equal(small.stats().persistentLiveBytes, before, "the weights uploaded before the failure were freed");
+      const fits = await loadModel(small, dir);
+      assert.equal((await fits.generate("the", { ...greedy, maxNewTokens: 3 }).done).tokens.length, 3);
+      fits.dispose();
+    } finally { rmSync(big, { recursive: true, force: true }); }
+  });
+
   it("clear errors: text without a tokenizer, chat without a template, bad tokenizer.json, missing files in memory", async () => {
     const bare = writeModelFolder(textModel);
     const noTemplate = writeModelFolder(textModel);

@@ -37,7 +37,7 @@ export interface FolderOptions {
   shards?: number;
   /** leave this tensor out */
   drop?: string;
-  dtype?: "F32" | "BF16";
+  dtype?: "F32" | "BF16" | "F16";
   /** the weights to write (random ones of the config's shapes otherwise) */
   weights?: Weights;
   /** take the tensor shapes from this config instead (to write a broken config over good tensors) */

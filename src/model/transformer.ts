@@ -30,24 +30,31 @@ export class TransformerModel {
    * as f32.
    */
   constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string) => Float32Array, readonly weightDtype: BufferDtype = "f32") {
-    const f32 = (name: string) => this.own(rt.upload(tensor(name)));
-    const weight = (name: string) => this.own(rt.upload(tensor(name), weightDtype));
-    this.layers = config.kvHeadsPerLayer.map((_, i) => {
-      const p = `model.layers.${i}`;
-      return {
-        inputNorm: f32(`${p}.input_layernorm.weight`), postNorm: f32(`${p}.post_attention_layernorm.weight`),
-        q: weight(`${p}.self_attn.q_proj.weight`), k: weight(`${p}.self_attn.k_proj.weight`),
-        v: weight(`${p}.self_attn.v_proj.weight`), o: weight(`${p}.self_attn.o_proj.weight`),
-        ...(config.attentionBias ? {
-          qBias: f32(`${p}.self_attn.q_proj.bias`), kBias: f32(`${p}.self_attn.k_proj.bias`), vBias: f32(`${p}.self_attn.v_proj.bias`),
-        } : {}),
-        gate: weight(`${p}.mlp.gate_proj.weight`), up: weight(`${p}.mlp.up_proj.weight`), down: weight(`${p}.mlp.down_proj.weight`),
-      };
-    });
-    this.finalNorm = f32("model.norm.weight");
-    this.embedding = weight("model.embed_tokens.weight");
-    this.lmHead = config.tieWordEmbeddings ? this.embedding : weight("lm_head.weight");
-    this.rope = this.ropeTables(Math.min(config.maxPositionEmbeddings, 256));
+    // Uploaded weights are tracked as they go, so a failure part-way (out of memory, a bad
+    // tensor) frees them and leaves the runtime as it was.
+    try {
+      const f32 = (name: string) => this.own(rt.upload(tensor(name)));
+      const weight = (name: string) => this.own(rt.upload(tensor(name), weightDtype));
+      this.layers = config.kvHeadsPerLayer.map((_, i) => {
+        const p = `model.layers.${i}`;
+        return {
+          inputNorm: f32(`${p}.input_layernorm.weight`), postNorm: f32(`${p}.post_attention_layernorm.weight`),
+          q: weight(`${p}.self_attn.q_proj.weight`), k: weight(`${p}.self_attn.k_proj.weight`),
+          v: weight(`${p}.self_attn.v_proj.weight`), o: weight(`${p}.self_attn.o_proj.weight`),
+          ...(config.attentionBias ? {
+            qBias: f32(`${p}.self_attn.q_proj.bias`), kBias: f32(`${p}.self_attn.k_proj.bias`), vBias: f32(`${p}.self_attn.v_proj.bias`),
+          } : {}),
+          gate: weight(`${p}.mlp.gate_proj.weight`), up: weight(`${p}.mlp.up_proj.weight`), down: weight(`${p}.mlp.down_proj.weight`),
+        };
+      });
+      this.finalNorm = f32("model.norm.weight");
+      this.embedding = weight("model.embed_tokens.weight");
+      this.lmHead = config.tieWordEmbeddings ? this.embedding : weight("lm_head.weight");
+      this.rope = this.ropeTables(Math.min(config.maxPositionEmbeddings, 256));
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
   }
 
   /** A paged KV cache shaped for this model (one layer entry per decoder layer). */
@@ -132,7 +139,7 @@ export class TransformerModel {
   /** Frees every weight. */
   dispose(): void {
     for (const b of this.owned) b.free();
-    this.rope.cos.free(); this.rope.sin.free();
+    this.rope?.cos.free(); this.rope?.sin.free();
     this.owned.length = 0;
   }
 
