@@ -38,7 +38,7 @@ for (const build of BUILDS) {
   describe(`linear layer (${build} build) against the float64 reference`, () => {
     const shapes: [number, number, number, boolean][] = [
       // [rows, outFeatures, inFeatures, bias]
-      [1, 1, 1, false], [1, 13, 37, true], [1, 64, 4096, false], [1, 4099, 3, true],
+      [1, 1, 1, false], [1, 13, 37, true], [1, 64, 4096, false], [1, 67, 2051, true], [1, 4099, 3, true],
       [2, 9, 130, true], [3, 33, 7, false], [4, 2, 8, false], [5, 7, 1031, true],
       [7, 129, 513, false], [16, 64, 600, true], [64, 96, 1536, true], [130, 31, 65, false],
     ];
@@ -56,7 +56,7 @@ for (const build of BUILDS) {
     for (const dtype of ["bf16", "f16"] as const) {
       it(`${dtype} weights stay 16-bit and are widened in registers (GEMV and GEMM with tails)`, async () => {
         const rt = await runtimeFor(build);
-        for (const [M, N, K] of [[1, 67, 301], [6, 37, 130], [9, 5, 4099]] as const) {
+        for (const [M, N, K] of [[1, 67, 301], [1, 67, 2053], [2, 9, 4100], [6, 37, 130], [9, 5, 4099]] as const) {
           const xa = randomArray(M * K, M + K), wa = randomArray(N * K, N * K), ba = randomArray(N, 3);
           const x = rt.upload(xa), w = rt.upload(wa, dtype), b = rt.upload(ba), y = rt.alloc(M * N);
           try {
@@ -69,6 +69,33 @@ for (const build of BUILDS) {
         }
       });
     }
+
+    it("GEMV column ranges give the same bits as one call, for short rows (one at a time) and long rows (four at a time), in every weight dtype", async () => {
+      const rt = await runtimeFor(build);
+      for (const K of [301, 2053]) for (const dtype of ["f32", "bf16", "f16"] as const) {
+        const N = 37;
+        const x = rt.upload(randomArray(K, 5)), w = rt.upload(randomArray(N * K, 6), dtype), y = rt.alloc(N), parts = rt.alloc(N);
+        try {
+          rt.linearInto({ x, weight: w, out: y, inFeatures: K, outFeatures: N });
+          parts.array.fill(NaN);
+          for (const [n0, n1] of [[0, 5], [5, 6], [6, 37]]) rt.kernels[`linear_${dtype}`](x.ptr, w.ptr, 0, parts.ptr, 1, N, K, n0!, n1!);
+          assert.deepEqual(parts.toFloat32Array(), y.toFloat32Array(), `K ${K}, ${dtype}`);
+        } finally { for (const t of [x, w, y, parts]) t.free(); }
+      }
+    });
+
+    it("upload takes a checkpoint's raw bf16 / f16 bits as they are", async () => {
+      const rt = await runtimeFor(build);
+      const values = randomArray(300, 9);
+      for (const dtype of ["bf16", "f16"] as const) {
+        const converted = rt.upload(values, dtype);
+        const bits = new Uint16Array(rt.memory.memory.buffer, converted.ptr, values.length).slice();
+        const raw = rt.upload(bits, dtype);
+        assert.deepEqual(raw.toFloat32Array(), converted.toFloat32Array());
+        converted.free(); raw.free();
+      }
+      assert.throws(() => rt.upload(new Uint16Array(4), "f32"), /a Uint16Array holds bf16 or f16 bits; pass dtype "bf16" or "f16", not f32/);
+    });
 
     it("16-bit weights widen zeros, subnormals, the largest finite values and infinities exactly", async () => {
       const rt = await runtimeFor(build);

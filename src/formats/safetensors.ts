@@ -3,7 +3,7 @@
 // then the data, which the tensors must cover exactly (no overlap, no hole). Any malformed file
 // throws SafetensorsError naming the file, the tensor and what is wrong.
 import { SafetensorsError } from "../errors.ts";
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./half.ts";
+import { f16ToF32, f32ToBf16, f32ToF16 } from "./half.ts";
 
 export type SafetensorsDtype = "F32" | "F16" | "BF16";
 const DTYPE_BYTES: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2 };
@@ -116,9 +116,21 @@ export function readFloat32(file: Safetensors, name: string): Float32Array {
   if (info.dtype === "F32") return new Float32Array(raw.buffer);
   const halves = new Uint16Array(raw.buffer);
   const out = new Float32Array(halves.length);
-  const widen = info.dtype === "BF16" ? bf16ToF32 : f16ToF32;
-  for (let i = 0; i < halves.length; i++) out[i] = widen(halves[i]!);
+  if (info.dtype === "BF16") {
+    // bfloat16 is the high half of a float32.
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < halves.length; i++) bits[i] = halves[i]! << 16;
+  } else {
+    for (let i = 0; i < halves.length; i++) out[i] = f16ToF32(halves[i]!);
+  }
   return out;
+}
+
+/** A 16-bit (F16 or BF16) tensor's raw bits, copied out of the file. */
+export function readBits16(file: Safetensors, name: string): Uint16Array {
+  const info = tensorInfo(file, name);
+  if (info.dtype === "F32") throw new SafetensorsError(`${file.source}: tensor '${name}' is F32, not 16-bit`);
+  return new Uint16Array(file.bytes.slice(info.byteOffset, info.byteOffset + info.byteLength).buffer);
 }
 
 export interface TensorToWrite { dtype: SafetensorsDtype; shape: number[]; data: Float32Array }

@@ -1,7 +1,7 @@
 // Loads a Hugging Face model (a folder, a URL or files in memory) into a LanguageModel: checks
 // config.json and every safetensors header first (inspectModel), then reads each weight file
 // once and uploads its tensors, reporting progress; reads the tokenizer and generation defaults.
-import { parseSafetensors, readFloat32, type Safetensors } from "../formats/safetensors.ts";
+import { parseSafetensors, readBits16, readFloat32, type Safetensors } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
@@ -46,10 +46,11 @@ export async function loadModel(rt: Runtime, source: ModelSource, options: LoadO
   const dtype = options.dtype ?? storedDtype(folder.tensors);
   const tensorBytes = [...folder.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
   let uploaded = 0;
-  const transformer = new TransformerModel(rt, folder.config, (name) => {
+  const transformer = new TransformerModel(rt, folder.config, (name, want) => {
     const t = folder.tensors.get(name);
     if (!t) throw new ModelConfigError(`${files.location}: tensor '${name}' is missing`);
-    const data = readFloat32(parsed.get(t.file)!, name);
+    // Stored as wanted (bf16 -> bf16, f16 -> f16): the bits as they are; otherwise via float32.
+    const data = t.dtype.toLowerCase() === want && want !== "f32" ? readBits16(parsed.get(t.file)!, name) : readFloat32(parsed.get(t.file)!, name);
     uploaded += t.byteLength;
     progress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes });
     return data;

@@ -25,16 +25,17 @@ export class TransformerModel {
   private readonly owned: WasmBuffer[] = [];
 
   /**
-   * Uploads the weights: `tensor(name)` gives each Hugging Face tensor as float32; linear
-   * weights are stored as `weightDtype` (16-bit stays 16-bit in wasm memory), norms and biases
-   * as f32.
+   * Uploads the weights: `tensor(name, dtype)` gives each Hugging Face tensor as float32, or as
+   * the raw bits of `dtype` when it is 16-bit and the checkpoint stores it so (no conversion).
+   * Linear weights and embeddings are stored as `weightDtype` (16-bit stays 16-bit in wasm
+   * memory), norms and biases as f32.
    */
-  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string) => Float32Array, readonly weightDtype: BufferDtype = "f32") {
+  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string, dtype: BufferDtype) => Float32Array | Uint16Array, readonly weightDtype: BufferDtype = "f32") {
     // Uploaded weights are tracked as they go, so a failure part-way (out of memory, a bad
     // tensor) frees them and leaves the runtime as it was.
     try {
-      const f32 = (name: string) => this.own(rt.upload(tensor(name)));
-      const weight = (name: string) => this.own(rt.upload(tensor(name), weightDtype));
+      const f32 = (name: string) => this.own(rt.upload(tensor(name, "f32"), "f32"));
+      const weight = (name: string) => this.own(rt.upload(tensor(name, weightDtype), weightDtype));
       this.layers = config.kvHeadsPerLayer.map((_, i) => {
         const p = `model.layers.${i}`;
         return {

@@ -111,9 +111,16 @@ export class Runtime {
 
   /**
    * Copies `data` into a new buffer in wasm memory; with dtype bf16 or f16 it is stored 16-bit
-   * (rounded to nearest even), as weights for linearInto.
+   * (rounded to nearest even), as weights for linearInto. A Uint16Array is taken as the raw
+   * bits of a bf16 or f16 `dtype` and copied as they are (a checkpoint's 16-bit tensors).
    */
-  upload(data: Float32Array, dtype: BufferDtype = "f32"): WasmBuffer {
+  upload(data: Float32Array | Uint16Array, dtype: BufferDtype = "f32"): WasmBuffer {
+    if (data instanceof Uint16Array) {
+      if (dtype !== "bf16" && dtype !== "f16") throw new TypeError(`upload: a Uint16Array holds bf16 or f16 bits; pass dtype "bf16" or "f16", not ${String(dtype)}`);
+      const buffer = this.newBuffer("upload", data.length, dtype);
+      new Uint16Array(this.memory.memory.buffer, buffer.ptr, data.length).set(data);
+      return buffer;
+    }
     float32Array("upload", "data", data);
     const buffer = this.newBuffer("upload", data.length, dtype);
     if (data.length > 0) buffer.set(data);
