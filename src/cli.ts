@@ -29,6 +29,7 @@ const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (def
   --repetition-penalty R     > 1 discourages repeats
   --dtype f32|bf16|f16       how linear weights live in memory (default: as the files store them)
   --kv-dtype f32|bf16|int8   how the KV cache stores K and V (default f32; bf16 halves its bytes)
+  --threads N|auto           worker threads sharing each layer (default 1; auto: one per core)
 `;
 
 const COMMAND_HELP: Record<string, string> = {
@@ -163,8 +164,8 @@ function tokenList(raw: string | undefined): number[] {
 const SAMPLING_FLAGS = ["max-new-tokens", "temperature", "top-k", "top-p", "seed", "repetition-penalty"];
 const MODEL_FLAGS: Record<"logits" | "generate" | "run", string[]> = {
   logits: ["model", "tokens", "out", "dtype"],
-  generate: ["model", "tokens", "dtype", "kv-dtype", ...SAMPLING_FLAGS],
-  run: ["model", "prompt", "system", "stop", "dtype", "kv-dtype", ...SAMPLING_FLAGS],
+  generate: ["model", "tokens", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS],
+  run: ["model", "prompt", "system", "stop", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS],
 };
 
 /** Generation options from the flags (unset ones fall back to the model's generation_config.json). */
@@ -194,7 +195,9 @@ async function loadForCli(flags: Map<string, string>, showProgress: boolean) {
   await enableRelaxedSimdOnNode20();
   const { createRuntime } = await import("./runtime/runtime.ts");
   const { loadModel } = await import("./model/load.ts");
-  const rt = await createRuntime();
+  const rawThreads = flags.get("threads");
+  const threads = rawThreads === undefined || rawThreads === "auto" ? rawThreads : int(flags, "threads");
+  const rt = await createRuntime({ threads: threads as "auto" | number | undefined });
   const bar = showProgress ? progressBar() : undefined;
   const start = performance.now();
   try {
@@ -251,7 +254,7 @@ async function runModel(command: "logits" | "generate" | "run", args: string[]):
   if (flags.has("system") && !chat) throw new UsageError("--system needs --chat");
   const { model, loadSeconds } = await loadForCli(flags, true);
   if (!model.tokenizer) throw new CliError(`${flags.get("model")} has no tokenizer.json; run needs one (generate --tokens works on ids)`);
-  process.stderr.write(`loaded ${flags.get("model")} in ${loadSeconds.toFixed(2)} s (${model.config.modelType}, ${model.transformer.weightDtype} weights)\n`);
+  process.stderr.write(`loaded ${flags.get("model")} in ${loadSeconds.toFixed(2)} s (${model.config.modelType}, ${model.transformer.weightDtype} weights, ${model.transformer.rt.threadInfo})\n`);
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
   const stream = async (generation: import("./model/generation.ts").Generation) => {

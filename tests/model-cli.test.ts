@@ -89,6 +89,10 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
     }
     assert.deepEqual(generated, sequence.slice(3));
     model.dispose();
+    // Two worker threads share every layer and give the same tokens.
+    const threaded = run("generate", "--model", dir, "--tokens", "3,17,0", "--max-new-tokens", "8", "--temperature", "0", "--json", "--threads", "2");
+    assert.equal(threaded.status, 0, threaded.stderr);
+    assert.deepEqual((JSON.parse(threaded.stdout) as { tokens: number[] }).tokens, generated);
   });
 
   it("sampling is reproducible from its seed and differs across seeds", () => {
@@ -142,7 +146,7 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
       const expected = await model.generate("the theme", { maxNewTokens: 10, temperature: 0 }).done;
       model.dispose();
       assert.equal(r.stdout, `${expected.text}\n`);
-      assert.match(r.stderr, /^loaded .* in [\d.]+ s \(llama, bf16 weights\)$/m);
+      assert.match(r.stderr, /^loaded .* in [\d.]+ s \(llama, bf16 weights, 1 thread \(the default\)\)$/m);
       assert.match(r.stderr, /^prefill: \d+ tokens at [\d.]+ tokens\/s; decode: 10 tokens at [\d.]+ tokens\/s; KV cache: [\d.]+ KiB; stop: max-tokens$/m);
       // A bf16 KV cache: half the bytes.
       const half = run("run", "--model", dir, "--prompt", "the theme", "--max-new-tokens", "10", "--temperature", "0", "--kv-dtype", "bf16");
