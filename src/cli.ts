@@ -2,6 +2,7 @@
 // The gqa-wasm command line. `demo` (the default, what `npm start` runs) shows MHA vs GQA vs MQA
 // vs variable GQA on synthetic Llama-3-8B-like shapes; `run`, `generate`, `logits` and `info`
 // work on Hugging Face model folders.
+import { formatBytes } from "./format.ts";
 
 async function enableRelaxedSimdOnNode20(): Promise<void> {
   // Node 20 accepts relaxed SIMD only behind a V8 flag, settable before the first compile.
@@ -150,9 +151,6 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-function formatBytes(n: number): string {
-  return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`;
-}
 
 function tokenList(raw: string | undefined): number[] {
   if (!raw) throw new UsageError("--tokens needs a comma-separated list of token ids");

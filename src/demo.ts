@@ -1,4 +1,5 @@
 import type { Runtime } from "./runtime/runtime.ts";
+import { formatBytes } from "./format.ts";
 import { createKVCache } from "./kv/kv-cache.ts";
 import { maxAbsDiff, referenceAttention } from "./reference.ts";
 import { fillSeeded, seededArray } from "./random.ts";
@@ -128,9 +129,6 @@ function maxError(rt: Runtime, H: number, kvHeadsPerLayer: number[], D: number):
   return worst;
 }
 
-function formatBytes(n: number): string {
-  return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(2)} MiB` : `${(n / 1024).toFixed(0)} KiB`;
-}
 
 export function printTable(print: (line: string) => void, header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));

@@ -20,10 +20,10 @@ describe("gqa-wasm CLI", () => {
     }
     assert.deepEqual([...rows.keys()], ["MHA", "GQA-8", "GQA-4", "MQA", "DeciLM-7B var."]);
     // 32 layers x K and V x kvHeads x 128 x 4 bytes
-    assert.equal(rows.get("MHA")![1], "1.00 MiB");
-    assert.equal(rows.get("GQA-8")![1], "256 KiB");
-    assert.equal(rows.get("MQA")![1], "32 KiB");
-    assert.equal(rows.get("DeciLM-7B var.")![1], "67 KiB"); // 67 KV heads over 32 layers
+    assert.equal(rows.get("MHA")![1], "1.0 MiB");
+    assert.equal(rows.get("GQA-8")![1], "256.0 KiB");
+    assert.equal(rows.get("MQA")![1], "32.0 KiB");
+    assert.equal(rows.get("DeciLM-7B var.")![1], "67.0 KiB"); // 67 KV heads over 32 layers
     // columns: KV heads, KV bytes/token, ms/tok @64, ms/tok @130, x MHA @64, x MHA @130, max err
     for (const [name, cells] of rows) {
       assert.equal(cells.length, 7, `${name}: ${cells.join(" | ")}`);
