@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createRuntime, loadModel, type GenerateOptions, type Generation, type LanguageModel, type LoadProgress, type Runtime } from "../src/index.ts";
-import { SPECIAL_TOKENS, TOKENIZER_VOCAB, textModel, writeModelFolder, writeTokenizer } from "./model-helpers.ts";
+import { SPECIAL_TOKENS, TOKENIZER_VOCAB, textModel, SENTENCEPIECE_VOCAB, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
 
 /** Every streamed piece, and the result. */
 async function collect(g: Generation) {
@@ -223,6 +223,34 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
       await assert.rejects(loadModel(rt, 42 as never), /expected a folder path, a URL or the files by name/);
     } finally {
       for (const d of [bare, noTemplate, badTok]) rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("text generation with a SentencePiece-style tokenizer (byte fallback, <s> added)", function () {
+  this.timeout(60_000);
+  it("adds BOS, round-trips text through byte-fallback tokens, holds back partial characters, and streams the decoded text", async () => {
+    const rt = await createRuntime();
+    const dir = writeModelFolder({ ...textModel, vocab_size: SENTENCEPIECE_VOCAB, bos_token_id: 1, eos_token_id: 2 });
+    writeSentencePieceTokenizer(dir);
+    const model = await loadModel(rt, dir);
+    try {
+      const tok = model.tokenizer!;
+      const ids = model.encode("Hello wörld €");
+      assert.equal(ids[0], 1, "<s> first");
+      assert.ok(ids.includes(tok.tokenId("<0xC3>")!), "ö falls back to bytes");
+      assert.equal(ids.length > 0 && tok.decode(ids), "Hello wörld €");
+      assert.ok(ids.every((id) => id < SENTENCEPIECE_VOCAB));
+      const { TextStream } = await import("../src/model/generation.ts");
+      const stream = new TextStream(tok, []);
+      assert.deepEqual(["<0xE2>", "<0x82>", "<0xAC>"].map((t) => stream.push(tok.tokenId(t)!)), ["", "", "€"]);
+      assert.deepEqual(model.defaults.eosTokenIds, [2]);
+      const { pieces, result } = await collect(model.generate("Hello world", { temperature: 0, maxNewTokens: 16, stopTokens: [] }));
+      assert.equal(pieces.join(""), result.text);
+      assert.equal(result.text, tok.decode(result.tokens));
+    } finally {
+      model.dispose();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -79,3 +79,26 @@ export { CHATML_SPECIAL_TOKENS as SPECIAL_TOKENS, BYTE_TOKENIZER_VOCAB as TOKENI
 
 /** A llama GQA config whose vocabulary is the test tokenizer's. */
 export const textModel = { ...base, model_type: "llama", num_key_value_heads: 2, vocab_size: BYTE_TOKENIZER_VOCAB };
+
+/**
+ * A SentencePiece-style tokenizer.json (Llama 2 / Mistral / TinyLlama): BPE over "▁"-joined
+ * text with byte fallback (<0xNN> tokens), a Metaspace-like normalizer and decoder, and a
+ * template post-processor that adds <s>. 3 special tokens, 256 byte tokens, 14 pieces.
+ */
+export const SENTENCEPIECE_VOCAB = 3 + 256 + 14;
+export function writeSentencePieceTokenizer(dir: string): void {
+  const vocab: Record<string, number> = { "<unk>": 0, "<s>": 1, "</s>": 2 };
+  for (let b = 0; b < 256; b++) vocab[`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`] = Object.keys(vocab).length;
+  for (const p of ["▁", "e", "h", "l", "o", "w", "r", "d", "H", "▁w", "▁H", "ll", "▁He", "llo"]) vocab[p] = Object.keys(vocab).length;
+  const merges = ["▁ w", "▁ H", "l l", "▁H e", "ll o"];
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify({
+    version: "1.0",
+    added_tokens: ["<unk>", "<s>", "</s>"].map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, { type: "Replace", pattern: { String: " " }, content: "▁" }] },
+    pre_tokenizer: null,
+    post_processor: { type: "TemplateProcessing", single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }], pair: [], special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } } },
+    decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, { type: "Strip", content: " ", start: 1, stop: 0 }] },
+    model: { type: "BPE", dropout: null, unk_token: "<unk>", continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges },
+  }));
+  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>", eos_token: "</s>", add_bos_token: true }));
+}
