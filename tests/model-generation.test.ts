@@ -160,7 +160,7 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     chat.dispose();
   });
 
-  it("loads the same model from ArrayBuffers, fetch Responses and a URL as from the folder, reporting progress", async () => {
+  it("loads the same model from ArrayBuffers, fetch Responses, Files and a URL as from the folder, reporting progress", async () => {
     const files: Record<string, ArrayBuffer> = {};
     for (const f of readdirSync(dir)) { const b = readFileSync(join(dir, f)); files[f] = b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength); }
     const expected = (await model.generate("the theme", { ...greedy, maxNewTokens: 8 }).done).tokens;
@@ -168,6 +168,10 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     const fromBuffers = await loadModel(rt, files, { onProgress: (p) => progress.push({ ...p }) });
     const responses = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, new Response(v, { headers: { "content-length": String(v.byteLength) } })]));
     const fromResponses = await loadModel(rt, responses);
+    // A file picker's File objects (Blobs), as a browser page gets them.
+    const blobProgress: LoadProgress[] = [];
+    const fromBlobs = await loadModel(rt, Object.fromEntries(Object.entries(files).map(([k, v]) => [k, new File([v], k)])), { onProgress: (p) => blobProgress.push({ ...p }) });
+    assert.equal(blobProgress.at(-1)!.doneBytes, blobProgress.at(-1)!.totalBytes);
     const { createServer } = await import("node:http");
     const server = createServer((req, res) => {
       const name = decodeURIComponent(req.url!.split("/").pop()!);
@@ -178,7 +182,7 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     const { port } = server.address() as { port: number };
     try {
       const fromUrl = await loadModel(rt, `http://127.0.0.1:${port}/models/tiny`);
-      for (const m of [fromBuffers, fromResponses, fromUrl]) {
+      for (const m of [fromBuffers, fromResponses, fromBlobs, fromUrl]) {
         assert.deepEqual((await m.generate("the theme", { ...greedy, maxNewTokens: 8 }).done).tokens, expected);
         m.dispose();
       }

@@ -1,11 +1,11 @@
 // Where a model's files come from: a folder on disk (Node, Deno, Bun), files already in memory
-// (ArrayBuffers, bytes, strings or fetch Responses: a browser or a Worker), or a base URL
-// fetched file by file. The loader sees one interface and never which host it runs on.
+// (ArrayBuffers, bytes, strings, fetch Responses, Blobs / Files: a browser or a Worker), or a
+// base URL fetched file by file. The loader sees one interface and never which host it runs on.
 import { ModelConfigError } from "./config.ts";
 import { importNodeBuiltin } from "../runtime/node-builtins.ts";
 
-/** One file given in memory: bytes, text, or a fetch Response still to be read. */
-export type ModelFileValue = ArrayBuffer | ArrayBufferView | string | Response;
+/** One file given in memory: bytes, text, a fetch Response still to be read, or a Blob / File (a file picker's). */
+export type ModelFileValue = ArrayBuffer | ArrayBufferView | string | Response | Blob;
 
 /**
  * A model: a folder path or file: URL, an http(s) URL of the folder (each file is fetched from
@@ -186,6 +186,7 @@ async function toBytes(value: ModelFileValue, name: string, progress?: (readByte
   if (typeof value === "string") return new TextEncoder().encode(value);
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (typeof Blob !== "undefined" && value instanceof Blob) return readStream(value.stream(), value.size, progress);
   if (typeof Response !== "undefined" && value instanceof Response) {
     if (!value.ok) throw new ModelConfigError(`${name}: HTTP ${value.status} ${value.statusText}`);
     const total = Number(value.headers.get("content-length") ?? NaN);
@@ -194,18 +195,22 @@ async function toBytes(value: ModelFileValue, name: string, progress?: (readByte
       progress?.(b.length);
       return b;
     }
-    // Streamed into one buffer of the announced size, reporting as it arrives.
-    let out = new Uint8Array(total), at = 0;
-    const reader = value.body.getReader();
-    for (;;) {
-      const { done, value: chunk } = await reader.read();
-      if (done) break;
-      if (at + chunk.length > out.length) { const grown = new Uint8Array(Math.max(out.length * 2, at + chunk.length)); grown.set(out.subarray(0, at)); out = grown; }
-      out.set(chunk, at);
-      at += chunk.length;
-      progress?.(at);
-    }
-    return out.subarray(0, at);
+    return readStream(value.body, total, progress);
   }
-  throw new TypeError(`${name}: expected an ArrayBuffer, bytes, a string or a Response, got ${Object.prototype.toString.call(value)}`);
+  throw new TypeError(`${name}: expected an ArrayBuffer, bytes, a string, a Response or a Blob, got ${Object.prototype.toString.call(value)}`);
+}
+
+/** Reads a byte stream into one buffer of the announced size (grown if it lied), reporting as it arrives. */
+async function readStream(body: ReadableStream<Uint8Array>, total: number, progress?: (readBytes: number) => void): Promise<Uint8Array> {
+  let out = new Uint8Array(total), at = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value: chunk } = await reader.read();
+    if (done) break;
+    if (at + chunk.length > out.length) { const grown = new Uint8Array(Math.max(out.length * 2, at + chunk.length)); grown.set(out.subarray(0, at)); out = grown; }
+    out.set(chunk, at);
+    at += chunk.length;
+    progress?.(at);
+  }
+  return out.subarray(0, at);
 }
