@@ -45,6 +45,9 @@ describe("model folders and `gqa-wasm info`", () => {
       [["info", "--model", folder({ ...llama, model_type: "gpt2" }, { tensorsOf: llama })], /model_type "gpt2" is not supported \(llama, qwen2, mistral, deci\)/],
       [["info", "--model", folder(llama, { drop: "model.layers.1.mlp.up_proj.weight" })], /missing tensors model.layers.1.mlp.up_proj.weight/],
       [["info", "--model", folder({ ...llama, num_key_value_heads: 3 }, { tensorsOf: llama })], /num_attention_heads 8 is not a multiple of its 3 KV heads/],
+      [["info", "--model", folder({ ...llama, rope_scaling: { type: "yarn", factor: 4 } }, { tensorsOf: llama })], /rope_scaling type "yarn" is not supported \(llama3, linear, dynamic\)/],
+      [["info", "--model", folder({ ...llama, hidden_act: "gelu" }, { tensorsOf: llama })], /hidden_act "gelu" is not supported/],
+      [["info", "--model", folder({ ...llama, mlp_bias: true }, { tensorsOf: llama })], /mlp_bias: true is not supported/],
     ];
     const broken = folder(llama);
     writeFileSync(join(broken, "model.safetensors"), new Uint8Array([255, 0, 0, 0, 0, 0, 0, 0, 1, 2]));

@@ -2,9 +2,24 @@
 // ours). No host built-ins: the conformance suite runs it in every host too.
 import { referenceAttention } from "../src/reference.ts";
 import type { ModelConfig } from "../src/model/config.ts";
-import { ropeInverseFrequencies } from "../src/model/rope.ts";
 
 export type Weights = Map<string, Float32Array>;
+
+/** RoPE inverse frequencies as Hugging Face's rope init functions compute them (default, linear, dynamic within the context, llama3). */
+function referenceInverseFrequencies(cfg: ModelConfig): number[] {
+  const D = cfg.headDim, s = cfg.ropeScaling;
+  const inv = Array.from({ length: D / 2 }, (_, i) => 1 / cfg.ropeTheta ** ((2 * i) / D));
+  if (!s || s.type === "dynamic") return inv;
+  if (s.type === "linear") return inv.map((f) => f / s.factor);
+  return inv.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    const low = s.originalMaxPositionEmbeddings / s.lowFreqFactor, high = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+    if (wavelen < high) return f;
+    if (wavelen > low) return f / s.factor;
+    const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+    return (1 - smooth) * f / s.factor + smooth * f;
+  });
+}
 
 /** The decoder in plain float64, written from the Hugging Face modeling code, not from ours. */
 export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[]): number[][] {
@@ -13,7 +28,7 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
   const rms = (x: number[], g: Float32Array) => { const ms = x.reduce((s, v) => s + v * v, 0) / x.length; return x.map((v, i) => (v / Math.sqrt(ms + eps)) * g[i]!); };
   const matvec = (x: number[], W: Float32Array, out: number, b?: Float32Array) =>
     Array.from({ length: out }, (_, o) => x.reduce((s, v, i) => s + v * W[o * x.length + i]!, b ? b[o]! : 0));
-  const inv = ropeInverseFrequencies(D, cfg.ropeTheta, cfg.ropeScaling);
+  const inv = referenceInverseFrequencies(cfg);
   const rope = (vec: number[], heads: number, pos: number) => {
     const out = vec.slice();
     for (let h = 0; h < heads; h++) for (let i = 0; i < D / 2; i++) {

@@ -21,7 +21,13 @@ export interface ModelConfig {
   vocabSize: number;
   rmsNormEps: number;
   ropeTheta: number;
-  ropeScaling?: { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+  /**
+   * llama3: low frequencies divided by `factor`, blended (Llama 3.1/3.2); linear: every
+   * position divided by `factor`; dynamic (NTK, e.g. DeciLM-7B): the plain angles up to
+   * max_position_embeddings, which is as far as this runtime goes.
+   */
+  ropeScaling?: { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
+    | { type: "linear"; factor: number } | { type: "dynamic"; factor: number };
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
   /** q/k/v projections have biases (Qwen2, or Llama's attention_bias). */
@@ -68,10 +74,18 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   const rs = c.rope_scaling as Record<string, unknown> | null | undefined;
   if (rs !== undefined && rs !== null) {
     const type = rs.rope_type ?? rs.type;
-    if (type !== "llama3") throw fail(`rope_scaling type ${JSON.stringify(type)} is not supported (llama3)`);
     const f = (k: string) => { const v = rs[k]; if (typeof v !== "number" || !(v > 0)) throw fail(`rope_scaling.${k} must be a positive number`); return v; };
-    ropeScaling = { type, factor: f("factor"), lowFreqFactor: f("low_freq_factor"), highFreqFactor: f("high_freq_factor"), originalMaxPositionEmbeddings: f("original_max_position_embeddings") };
+    if (type === "llama3") {
+      ropeScaling = { type, factor: f("factor"), lowFreqFactor: f("low_freq_factor"), highFreqFactor: f("high_freq_factor"), originalMaxPositionEmbeddings: f("original_max_position_embeddings") };
+    } else if (type === "linear" || type === "dynamic") {
+      ropeScaling = { type, factor: f("factor") };
+    } else if (type !== "default") {
+      throw fail(`rope_scaling type ${JSON.stringify(type)} is not supported (llama3, linear, dynamic)`);
+    }
   }
+  const act = c.hidden_act ?? "silu";
+  if (act !== "silu" && act !== "swish") throw fail(`hidden_act ${JSON.stringify(act)} is not supported (silu: the SwiGLU MLP)`);
+  if (c.mlp_bias === true) throw fail("mlp_bias: true is not supported (MLP projections without biases)");
   const slidingWindow = modelType === "mistral" && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
   return {
     modelType: modelType as ModelType, hiddenSize, intermediateSize: int("intermediate_size"), numLayers, numHeads, kvHeadsPerLayer, headDim,

@@ -1,12 +1,14 @@
 // Rotary embedding angles, computed once on the host in float64: inverse frequencies
-// theta^(-2i/d) (Hugging Face), optionally rescaled the llama3 way, and cos/sin tables
+// theta^(-2i/d) (Hugging Face), optionally rescaled (llama3, linear; dynamic NTK changes nothing
+// within max_position_embeddings, past which the runtime does not go), and cos/sin tables
 // [positions][headDim/2] for the rope_f32 kernel.
 import type { ModelConfig } from "./config.ts";
 
 export function ropeInverseFrequencies(headDim: number, theta: number, scaling?: ModelConfig["ropeScaling"]): Float64Array {
   const half = headDim >> 1;
   const inv = Float64Array.from({ length: half }, (_, i) => 1 / theta ** ((2 * i) / headDim));
-  if (!scaling) return inv;
+  if (!scaling || scaling.type === "dynamic") return inv;
+  if (scaling.type === "linear") return inv.map((f) => f / scaling.factor);
   // llama3: keep high frequencies, divide low ones by `factor`, blend smoothly in between.
   const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: old } = scaling;
   const lowWavelen = old / lowFreqFactor, highWavelen = old / highFreqFactor;
