@@ -48,6 +48,7 @@ describe("model folders and `gqa-wasm info`", () => {
       [["info", "--model", folder({ ...llama, rope_scaling: { type: "yarn", factor: 4 } }, { tensorsOf: llama })], /rope_scaling type "yarn" is not supported \(llama3, linear, dynamic\)/],
       [["info", "--model", folder({ ...llama, hidden_act: "gelu" }, { tensorsOf: llama })], /hidden_act "gelu" is not supported/],
       [["info", "--model", folder({ ...llama, mlp_bias: true }, { tensorsOf: llama })], /mlp_bias: true is not supported/],
+      [["info", "--model", folder({ ...llama, model_type: "qwen2", use_sliding_window: true, sliding_window: 4 }, { tensorsOf: { ...llama, model_type: "qwen2" } })], /use_sliding_window: true \(Qwen2's per-layer window\) is not supported/],
     ];
     const broken = folder(llama);
     writeFileSync(join(broken, "model.safetensors"), new Uint8Array([255, 0, 0, 0, 0, 0, 0, 0, 1, 2]));

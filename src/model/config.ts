@@ -86,6 +86,7 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   const act = c.hidden_act ?? "silu";
   if (act !== "silu" && act !== "swish") throw fail(`hidden_act ${JSON.stringify(act)} is not supported (silu: the SwiGLU MLP)`);
   if (c.mlp_bias === true) throw fail("mlp_bias: true is not supported (MLP projections without biases)");
+  if (modelType === "qwen2" && c.use_sliding_window === true) throw fail("use_sliding_window: true (Qwen2's per-layer window) is not supported");
   const slidingWindow = modelType === "mistral" && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
   return {
     modelType: modelType as ModelType, hiddenSize, intermediateSize: int("intermediate_size"), numLayers, numHeads, kvHeadsPerLayer, headDim,
