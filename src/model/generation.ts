@@ -72,7 +72,7 @@ export class Generation implements AsyncIterable<GenerationStep> {
   private started = false;
 
   constructor(ctx: GenerationContext, prompt: readonly number[], options: GenerateOptions & { defaultStopTokens?: readonly number[] }) {
-    this.steps = run(ctx, prompt, options, settle(ctx, prompt, options));
+    this.steps = run(ctx, prompt, options, prepareSettings(ctx, prompt, options));
     this.ended = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
     this.ended.catch(() => { /* the error reaches whoever iterates or awaits done */ });
   }
@@ -115,7 +115,7 @@ export class Generation implements AsyncIterable<GenerationStep> {
 interface Settings { maxNew: number; chunk: number; stopTokens: Set<number>; sampler: Sampler; text: TextStream }
 
 /** Checks a generation's arguments up front, so that generate() itself throws on bad input. */
-function settle(ctx: GenerationContext, prompt: readonly number[], options: GenerateOptions & { defaultStopTokens?: readonly number[] }): Settings {
+function prepareSettings(ctx: GenerationContext, prompt: readonly number[], options: GenerateOptions & { defaultStopTokens?: readonly number[] }): Settings {
   const maxNew = options.maxNewTokens ?? 256;
   if (!Number.isInteger(maxNew) || maxNew < 1) throw new RangeError(`generate: maxNewTokens must be a positive integer, got ${maxNew}`);
   const chunk = options.prefillChunk ?? 128;
