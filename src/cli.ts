@@ -270,19 +270,27 @@ async function runModel(command: "logits" | "generate" | "run", args: string[]):
     return 0;
   }
   const conversation = model.chat({ system: flags.get("system") });
-  const turns = prompt !== undefined ? [prompt] : await readLines();
-  for (const turn of turns) {
+  for await (const turn of prompt !== undefined ? [prompt] : userTurns()) {
     if (abort.signal.aborted) break;
     await stream(conversation.send(turn, { ...options, signal: abort.signal }));
   }
   return 0;
 }
 
-/** Non-empty lines of stdin (the user's turns of a --chat run). */
-async function readLines(): Promise<string[]> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString("utf8").split("\n").map((l) => l.trim()).filter((l) => l.length > 0);
+/** The user's turns of a --chat run: each non-empty line of stdin, as soon as it is typed. */
+async function* userTurns(): AsyncGenerator<string> {
+  const { createInterface } = await import("node:readline");
+  const lines = createInterface({ input: process.stdin, terminal: false });
+  const ask = () => { if (process.stdin.isTTY) process.stderr.write("> "); };
+  try {
+    ask();
+    for await (const line of lines) {
+      if (line.trim()) yield line.trim();
+      ask();
+    }
+  } finally {
+    lines.close();
+  }
 }
 
 async function info(args: string[]): Promise<number> {

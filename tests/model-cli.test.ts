@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -170,6 +170,20 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
       assert.equal(two.status, 0, two.stderr);
       assert.equal(two.stdout, `${first.text}\n${second.text}\n`);
       assert.match(two.stderr, new RegExp(`\\(${second.reusedTokens} reused from the cache\\)`));
+      // Interactive: the reply to a line comes before the next line is typed (stdin stays open).
+      const child = spawn(process.execPath, [cli, "run", "--model", dir, "--chat", "--system", "Be brief.", "--max-new-tokens", "5", "--temperature", "0"]);
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => { out += d.toString(); });
+      child.stdin.write("Hi\n");
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no reply while stdin stayed open: '${out}'`)), 30_000);
+        child.stdout.on("data", () => { if (out.length >= first.text.length + 1) { clearTimeout(timer); resolve(); } });
+      });
+      assert.equal(out, `${first.text}\n`);
+      child.stdin.end("More?\n");
+      const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+      assert.equal(code, 0);
+      assert.equal(out, `${first.text}\n${second.text}\n`);
     });
   });
 });
