@@ -173,7 +173,8 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
       // Interactive: the reply to a line comes before the next line is typed (stdin stays open).
       const child = spawn(process.execPath, [cli, "run", "--model", dir, "--chat", "--system", "Be brief.", "--max-new-tokens", "5", "--temperature", "0"]);
       let out = "";
-      child.stdout.on("data", (d: Buffer) => { out += d.toString(); });
+      child.stdout.setEncoding("utf8"); // whole characters, however the chunks fall
+      child.stdout.on("data", (d: string) => { out += d; });
       child.stdin.write("Hi\n");
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`no reply while stdin stayed open: '${out}'`)), 30_000);
