@@ -32,7 +32,8 @@ async function generate(url: URL, rt: Runtime): Promise<Response> {
   } catch (e) {
     return Response.json({ error: (e as Error).message }, { status: 400 });
   }
-  tinyModel ??= loadModel(rt, syntheticModelFiles());
+  // Loaded once per isolate; a failed load is not kept, so the next request tries again.
+  tinyModel ??= loadModel(rt, syntheticModelFiles()).catch((e: unknown) => { tinyModel = undefined; throw e; });
   const model = await tinyModel;
   const result = await model.generate(prompt, { maxNewTokens, temperature: 0 }).done;
   return Response.json({
