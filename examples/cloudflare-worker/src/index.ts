@@ -46,7 +46,14 @@ export default {
   async fetch(request: Request): Promise<Response> {
     const url = new URL(request.url);
     runtime ??= createRuntime({ wasm: kernels as WebAssembly.Module, maxMemoryBytes: MEMORY_BUDGET });
-    if (url.pathname === "/generate") return generate(url, await runtime);
+    if (url.pathname === "/generate") {
+      try {
+        return await generate(url, await runtime);
+      } catch (e) {
+        if (e instanceof WasmOutOfMemoryError) return Response.json({ error: e.message }, { status: 507 });
+        throw e;
+      }
+    }
     let kvHeads: number, context: number;
     try {
       kvHeads = intParam(url, "kvHeads", 8, NUM_HEADS);
