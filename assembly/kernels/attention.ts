@@ -46,7 +46,8 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
 
 /**
  * The state of a row block of `rows` rows in scratch: S [rows][BLOCK_KEYS], then one array each
- * of m, l, q row pointer, out row pointer and causal limit (last visible key).
+ * of m, l, q row pointer, out row pointer and causal limit (last visible key); and the keys the
+ * block visits: [keyStart, keyStop), of which every row sees those before firstMasked.
  */
 @unmanaged export class RowBlock {
   scores: usize;
@@ -55,6 +56,9 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
   q: usize;
   o: usize;
   limit: usize;
+  keyStart: i32;
+  keyStop: i32;
+  firstMasked: i32;
 }
 
 // @ts-ignore: decorator
@@ -249,7 +253,6 @@ export function attention_f32(
   const rowBytes = <usize>headDim << 2;
   const qPosStride = <usize>numHeads * rowBytes;
   const ldkv = <usize>numKvHeads * rowBytes;
-  const causalOffset = seqK - seqQ;
   const perBlock = positionsPerBlock(nHeads * group);
   // Heads whose block of K (or V) rows fits the touch budget: touched together, then computed.
   const headsPerTouch = max(1, TOUCH_BYTES / (BLOCK_KEYS * headDim * 4));
@@ -258,16 +261,12 @@ export function attention_f32(
   for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
     const nPos = min(perBlock, qEnd - i0);
     const rowsPerHead = nPos * group;
-    const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim, causalOffset);
-    // Keys every row may see end at firstMasked; keys no row may see start at keyStop.
-    const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
-    const keyStop = causal ? min(keyEnd, i0 + nPos + causalOffset) : keyEnd;
-    // With a sliding window, keys older than the first row's window are seen by no row.
-    const keyStart = window > 0 ? max(keyBegin, i0 + causalOffset - window + 1) : keyBegin;
-    for (let j0 = keyStart; j0 < keyStop; j0 += BLOCK_KEYS) {
-      const nk = min(BLOCK_KEYS, keyStop - j0);
+    const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim,
+      seqQ, seqK, causal, window, keyBegin, keyEnd);
+    for (let j0 = b.keyStart; j0 < b.keyStop; j0 += BLOCK_KEYS) {
+      const nk = min(BLOCK_KEYS, b.keyStop - j0);
       const offset = <usize>j0 * ldkv;
-      const masked = j0 + nk > firstMasked;
+      const masked = j0 + nk > b.firstMasked;
       for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
         const h1 = min(nHeads, h0 + headsPerTouch);
         touchLines(kRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes);
@@ -298,15 +297,24 @@ export function attention_f32(
 
 /**
  * Lays out the row block of query positions [i0, i0 + rowsPerHead / group) for the nHeads KV
- * heads of the range in scratch, and starts every row. The descriptor lives in this call's
- * scratch, not in static memory, so that threads sharing one memory never share it.
+ * heads of the range in scratch, starts every row, and sets the keys the block visits within
+ * [keyBegin, keyEnd) under the causal rule and sliding window. The descriptor lives in this
+ * call's scratch, not in static memory, so that threads sharing one memory never share it.
  */
 function startRowBlock(
   scratch: usize, numHeads: i32, nHeads: i32, rowsPerHead: i32, q: usize, out: usize, qPosStride: usize,
-  i0: i32, kvHeadBegin: i32, group: i32, headDim: i32, causalOffset: i32,
+  i0: i32, kvHeadBegin: i32, group: i32, headDim: i32,
+  seqQ: i32, seqK: i32, causal: i32, window: i32, keyBegin: i32, keyEnd: i32,
 ): RowBlock {
   const b = changetype<RowBlock>(descriptorOf(scratch, numHeads) + 16);
   layoutRowBlock(b, scratch, rowsPerHead * nHeads);
+  const causalOffset = seqK - seqQ;
+  const nPos = rowsPerHead / group;
+  // Keys every row may see end at firstMasked; keys no row may see start at keyStop.
+  b.firstMasked = causal ? i0 + causalOffset + 1 : seqK;
+  b.keyStop = causal ? min(keyEnd, i0 + nPos + causalOffset) : keyEnd;
+  // With a sliding window, keys older than the first row's window are seen by no row.
+  b.keyStart = window > 0 ? max(keyBegin, i0 + causalOffset - window + 1) : keyBegin;
   for (let h = 0; h < nHeads; h++) {
     beginRows(b, h * rowsPerHead, rowsPerHead, q, out, qPosStride, i0, (kvHeadBegin + h) * group, group, headDim, causalOffset);
   }
@@ -459,19 +467,15 @@ function attendPaged<T>(
   const vOffset = <usize>numKvHeads * headBytes;
   const scaleOffset = <usize>kv_scale_offset(numKvHeads, headDim, pageSize);
   const vScaleOffset = scaleOffset + (<usize>(numKvHeads * pageSize) << 2);
-  const causalOffset = seqK - seqQ;
   const perBlock = positionsPerBlock(nHeads * group);
   for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
     const nPos = min(perBlock, qEnd - i0);
     const rowsPerHead = nPos * group;
-    const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim, causalOffset);
-    const firstMasked = causal ? i0 + causalOffset + 1 : seqK;
-    const keyStop = causal ? min(keyEnd, i0 + nPos + causalOffset) : keyEnd;
-    // With a sliding window, keys older than the first row's window are seen by no row.
-    const keyStart = window > 0 ? max(keyBegin, i0 + causalOffset - window + 1) : keyBegin;
-    for (let j0 = keyStart; j0 < keyStop; j0 += BLOCK_KEYS) {
-      const nk = min(BLOCK_KEYS, keyStop - j0);
-      const masked = j0 + nk > firstMasked;
+    const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim,
+      seqQ, seqK, causal, window, keyBegin, keyEnd);
+    for (let j0 = b.keyStart; j0 < b.keyStop; j0 += BLOCK_KEYS) {
+      const nk = min(BLOCK_KEYS, b.keyStop - j0);
+      const masked = j0 + nk > b.firstMasked;
       for (let h = 0; h < nHeads; h++) {
         const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead;
         const kh = kvHeadBegin + h;
