@@ -19,16 +19,23 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
   const dirs: string[] = [];
   after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
 
+  /** `gqa-wasm logits` on the test tokens: the logits it writes, after checking it succeeded. */
+  const cliLogits = (dir: string, ...flags: string[]): number[][] => {
+    const outDir = mkdtempSync(join(tmpdir(), "gqa-logits-"));
+    dirs.push(outDir);
+    const out = join(outDir, "logits.json");
+    const r = run("logits", "--model", dir, "--tokens", tokens.join(","), "--out", out, ...flags);
+    assert.equal(r.status, 0, r.stderr);
+    return (JSON.parse(readFileSync(out, "utf8")) as { logits: number[][] }).logits;
+  };
+
   for (const [name, raw] of models) {
     it(`logits of a ${name} folder match the float64 reference at every position`, () => {
       const cfg = parseModelConfig(raw);
       const weights = randomWeights(cfg);
       const dir = writeModelFolder(raw, { weights, shards: 2 });
-      const out = join(mkdtempSync(join(tmpdir(), "gqa-logits-")), "logits.json");
-      dirs.push(dir, join(out, ".."));
-      const r = run("logits", "--model", dir, "--tokens", tokens.join(","), "--out", out);
-      assert.equal(r.status, 0, r.stderr);
-      const { logits } = JSON.parse(readFileSync(out, "utf8")) as { logits: number[][] };
+      dirs.push(dir);
+      const logits = cliLogits(dir);
       const ref = referenceForward(cfg, weights, tokens);
       assert.equal(logits.length, tokens.length);
       logits.forEach((row, i) => {
@@ -39,35 +46,24 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
     });
   }
 
-  it("BF16 folders load (16-bit weights kept 16-bit) within 2e-2 of the reference on the stored weights", () => {
-    const raw = models[0]![1], cfg = parseModelConfig(raw);
-    const weights = randomWeights(cfg);
-    const dir = writeModelFolder(raw, { weights, dtype: "BF16" });
-    // The reference runs on what the file holds: every weight rounded to bfloat16.
-    for (const [name, w] of weights) weights.set(name, Float32Array.from(w, (x) => bf16ToF32(f32ToBf16(x))));
-    const out = join(mkdtempSync(join(tmpdir(), "gqa-logits-")), "logits.json");
-    dirs.push(dir, join(out, ".."));
-    assert.equal(run("logits", "--model", dir, "--tokens", tokens.join(","), "--out", out, "--dtype", "bf16").status, 0);
-    const { logits } = JSON.parse(readFileSync(out, "utf8")) as { logits: number[][] };
-    const ref = referenceForward(cfg, weights, tokens);
-    const err = Math.max(...logits.flatMap((row, i) => row.map((v, j) => Math.abs(v - ref[i]![j]!))));
-    assert.ok(err <= 2e-2, `max error ${err}`);
-  });
-
-  it("F16 folders load (weights kept f16) within 2e-2 of the reference on the stored weights", () => {
-    const raw = models[2]![1], cfg = parseModelConfig(raw); // qwen2: biases too
-    const weights = randomWeights(cfg);
-    const dir = writeModelFolder(raw, { weights, dtype: "F16" });
-    for (const [name, w] of weights) weights.set(name, Float32Array.from(w, (x) => f16ToF32(f32ToF16(x))));
-    const out = join(mkdtempSync(join(tmpdir(), "gqa-logits-")), "logits.json");
-    dirs.push(dir, join(out, ".."));
-    const r = run("logits", "--model", dir, "--tokens", tokens.join(","), "--out", out);
-    assert.equal(r.status, 0, r.stderr);
-    const { logits } = JSON.parse(readFileSync(out, "utf8")) as { logits: number[][] };
-    const ref = referenceForward(cfg, weights, tokens);
-    const err = Math.max(...logits.flatMap((row, i) => row.map((v, j) => Math.abs(v - ref[i]![j]!))));
-    assert.ok(err <= 2e-2, `max error ${err}`);
-  });
+  const sixteenBit = [
+    { dtype: "BF16", model: models[0]!, round: (x: number) => bf16ToF32(f32ToBf16(x)), flags: ["--dtype", "bf16"] },
+    { dtype: "F16", model: models[2]!, round: (x: number) => f16ToF32(f32ToF16(x)), flags: [] }, // qwen2: biases too
+  ] as const;
+  for (const { dtype, model: [name, raw], round, flags } of sixteenBit) {
+    it(`${dtype} folders (${name}) load with 16-bit weights kept 16-bit, within 2e-2 of the reference on the stored weights`, () => {
+      const cfg = parseModelConfig(raw);
+      const weights = randomWeights(cfg);
+      const dir = writeModelFolder(raw, { weights, dtype });
+      dirs.push(dir);
+      // The reference runs on what the file holds: every weight rounded to the 16-bit type.
+      for (const [n, w] of weights) weights.set(n, Float32Array.from(w, round));
+      const logits = cliLogits(dir, ...flags);
+      const ref = referenceForward(cfg, weights, tokens);
+      const err = Math.max(...logits.flatMap((row, i) => row.map((v, j) => Math.abs(v - ref[i]![j]!))));
+      assert.ok(err <= 2e-2, `max error ${err}`);
+    });
+  }
 
   it("greedy generate through the KV cache equals recomputing the whole forward at every step", async () => {
     const raw = { ...base, model_type: "llama", num_key_value_heads: 2 };
