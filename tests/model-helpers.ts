@@ -6,18 +6,13 @@ import { join } from "node:path";
 import { writeSafetensors, type TensorToWrite } from "../src/index.ts";
 export { referenceForward } from "./model-reference.ts";
 import { expectedTensors, parseModelConfig, type ModelConfig } from "../src/model/config.ts";
-import { randomArray } from "./helpers.ts";
-import { BYTE_TOKENIZER_VOCAB, byteLevelTokenizer } from "../src/model/synthetic.ts";
+import { BYTE_TOKENIZER_VOCAB, byteLevelTokenizer, syntheticWeights } from "../src/model/synthetic.ts";
 
 export type Weights = Map<string, Float32Array>;
 
+/** syntheticWeights, with lm_head.weight naming the embedding when tied (as the reference forward reads it). */
 export function randomWeights(cfg: ModelConfig): Weights {
-  const w: Weights = new Map();
-  let seed = 11;
-  for (const [name, shape] of expectedTensors(cfg)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    w.set(name, name.endsWith("norm.weight") ? Float32Array.from(randomArray(n, seed++, 0.2), (x) => 1 + x) : randomArray(n, seed++, 0.3));
-  }
+  const w = syntheticWeights(cfg);
   if (cfg.tieWordEmbeddings) w.set("lm_head.weight", w.get("model.embed_tokens.weight")!);
   return w;
 }

@@ -6,7 +6,7 @@
 // the text means nothing, the path it takes and its speed do.
 import { writeSafetensors, type SafetensorsDtype, type TensorToWrite } from "../formats/safetensors.ts";
 import { seededArray } from "../random.ts";
-import { expectedTensors, parseModelConfig } from "./config.ts";
+import { expectedTensors, parseModelConfig, type ModelConfig } from "./config.ts";
 
 /** ChatML special tokens (SmolLM2, Qwen2.5), ids 0, 1, 2. */
 export const CHATML_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
@@ -52,8 +52,7 @@ export function byteLevelTokenizer(options: { chatTemplate?: string | null } = {
 }
 
 /** Deterministic random weights for a config: norms near 1, everything else uniform in ±scale. */
-export function syntheticWeights(config: Record<string, unknown>, options: { seed?: number; scale?: number } = {}): Map<string, Float32Array> {
-  const cfg = parseModelConfig(config);
+export function syntheticWeights(cfg: ModelConfig, options: { seed?: number; scale?: number } = {}): Map<string, Float32Array> {
   const weights = new Map<string, Float32Array>();
   let seed = options.seed ?? 11;
   for (const [name, shape] of expectedTensors(cfg)) {
@@ -70,7 +69,7 @@ export function syntheticWeights(config: Record<string, unknown>, options: { see
 export function syntheticModelFiles(config: Record<string, unknown> = TINY_CHAT_MODEL, options: { dtype?: SafetensorsDtype; seed?: number; tokenizer?: boolean } = {}): Record<string, Uint8Array | string> {
   const tensors: Record<string, TensorToWrite> = {};
   const cfg = parseModelConfig(config);
-  const weights = syntheticWeights(config, { seed: options.seed });
+  const weights = syntheticWeights(cfg, { seed: options.seed });
   for (const [name, shape] of expectedTensors(cfg)) tensors[name] = { dtype: options.dtype ?? "BF16", shape, data: weights.get(name)! };
   return {
     "config.json": JSON.stringify(config),

@@ -75,9 +75,10 @@ export const CASES: Case[] = [
       const model = await loadModel(rt, syntheticModelFiles(config, { dtype: "F32" }));
       try {
         const prompt = model.encode("the theme");
-        const weights = syntheticWeights(config);
+        const cfg = parseModelConfig(config);
+        const weights = syntheticWeights(cfg);
         weights.set("lm_head.weight", weights.get("model.embed_tokens.weight")!);
-        const ref = referenceForward(parseModelConfig(config), weights, prompt);
+        const ref = referenceForward(cfg, weights, prompt);
         const forward = (ids: number[]) => {
           const cache = model.transformer.createCache();
           try { return model.transformer.forward(cache, cache.createSequence(), ids); } finally { cache.dispose(); }
