@@ -12,7 +12,11 @@ export interface ModelFolder {
   /** where the files are */
   dir: string;
   config: ModelConfig;
+  /** config.json as written (generation defaults such as eos_token_id live there too) */
+  configJson: Record<string, unknown>;
   tensors: Map<string, FolderTensor>;
+  /** byte size of each safetensors file */
+  fileBytes: Map<string, number>;
   files: ModelFiles;
 }
 
@@ -39,12 +43,12 @@ export async function readJsonFile(files: ModelFiles, name: string, what: string
   }
 }
 
-async function readHeader(files: ModelFiles, file: string): Promise<Map<string, TensorInfo>> {
+async function readHeader(files: ModelFiles, file: string): Promise<{ tensors: Map<string, TensorInfo>; size: number }> {
   const source = files.describe(file);
   const first = await files.head(file, 8);
   const length = readHeaderLength(first.bytes, first.size, source);
   const header = (await files.head(file, 8 + length)).bytes.subarray(8);
-  return parseHeader(header, first.size, source).tensors;
+  return { tensors: parseHeader(header, first.size, source).tensors, size: first.size };
 }
 
 /**
@@ -70,8 +74,11 @@ export async function inspectModel(source: ModelSource | ModelFiles): Promise<Mo
     names = ["model.safetensors"];
   }
   const tensors = new Map<string, FolderTensor>();
+  const fileBytes = new Map<string, number>();
   for (const file of names) {
-    for (const [name, info] of await readHeader(files, file)) {
+    const header = await readHeader(files, file);
+    fileBytes.set(file, header.size);
+    for (const [name, info] of header.tensors) {
       if (tensors.has(name)) throw new SafetensorsError(`${files.describe(file)}: tensor '${name}' is also in ${tensors.get(name)!.file}`);
       tensors.set(name, { ...info, file });
     }
@@ -92,7 +99,7 @@ export async function inspectModel(source: ModelSource | ModelFiles): Promise<Mo
   if (missing.length > 0) {
     throw new ModelConfigError(`${files.location}: missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
   }
-  return { dir: files.location, config, tensors, files };
+  return { dir: files.location, config, configJson: json as Record<string, unknown>, tensors, fileBytes, files };
 }
 
 function isModelFiles(x: unknown): x is ModelFiles {

@@ -30,13 +30,11 @@ export interface LoadOptions {
 export async function loadModel(rt: Runtime, source: ModelSource, options: LoadOptions = {}): Promise<LanguageModel> {
   const files = openModelFiles(source);
   const folder = await inspectModel(files);
-  const fileNames = [...new Set([...folder.tensors.values()].map((t) => t.file))];
-  const sizes = await Promise.all(fileNames.map(async (f) => (await files.head(f, 0)).size));
-  const totalBytes = sizes.reduce((a, b) => a + b, 0);
+  const totalBytes = [...folder.fileBytes.values()].reduce((a, b) => a + b, 0);
   const progress = options.onProgress;
   let done = 0;
   const parsed = new Map<string, Safetensors>();
-  for (const file of fileNames) {
+  for (const file of folder.fileBytes.keys()) {
     const before = done;
     const bytes = await files.bytes(file, (n) => progress?.({ phase: "read", doneBytes: before + n, totalBytes }));
     parsed.set(file, parseSafetensors(bytes, files.describe(file)));
@@ -57,7 +55,7 @@ export async function loadModel(rt: Runtime, source: ModelSource, options: LoadO
   }, dtype);
   parsed.clear();
   const tokenizer = await readTokenizer(files);
-  const defaults = await readGenerationDefaults(files, tokenizer);
+  const defaults = await readGenerationDefaults(files, folder.configJson, tokenizer);
   return new LanguageModel(transformer, tokenizer, defaults, options.cache);
 }
 
@@ -77,9 +75,8 @@ async function readTokenizer(files: ModelFiles): Promise<TextTokenizer | undefin
 }
 
 /** EOS/BOS ids and sampling defaults from generation_config.json, else config.json, else the tokenizer's EOS token. */
-async function readGenerationDefaults(files: ModelFiles, tokenizer: TextTokenizer | undefined): Promise<GenerationDefaults> {
+async function readGenerationDefaults(files: ModelFiles, cfg: Record<string, unknown>, tokenizer: TextTokenizer | undefined): Promise<GenerationDefaults> {
   const gen = (await readJsonFile(files, "generation_config.json", "generation_config.json") ?? {}) as Record<string, unknown>;
-  const cfg = (await readJsonFile(files, "config.json", "config.json") ?? {}) as Record<string, unknown>;
   const ids = (v: unknown): number[] => (Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]).filter((x): x is number => Number.isInteger(x));
   let eosTokenIds = ids(gen.eos_token_id ?? cfg.eos_token_id);
   if (eosTokenIds.length === 0 && tokenizer?.eosToken !== undefined) {
