@@ -8,6 +8,7 @@ import { createRuntime } from "../src/index.ts";
 import { parseModelConfig } from "../src/model/config.ts";
 import { loadModel } from "../src/model/load.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../src/formats/half.ts";
+import { greedyByRecomputing } from "./model-reference.ts";
 import { base, models, randomWeights, referenceForward, textModel, writeModelFolder, writeTokenizer } from "./model-helpers.ts";
 
 const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
@@ -75,15 +76,7 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
     assert.equal(generated.length, 8);
     const rt = await createRuntime();
     const model = await loadModel(rt, dir);
-    const sequence = [3, 17, 0];
-    for (let step = 0; step < 8; step++) {
-      const cache = model.transformer.createCache();
-      const logits = model.transformer.forward(cache, cache.createSequence(), sequence); // no reuse: the whole prefix again
-      cache.dispose();
-      const V = model.config.vocabSize, last = logits.subarray((sequence.length - 1) * V);
-      sequence.push(last.indexOf(Math.max(...last)));
-    }
-    assert.deepEqual(generated, sequence.slice(3));
+    assert.deepEqual(generated, greedyByRecomputing(model.transformer, [3, 17, 0], 8));
     model.dispose();
     // Two worker threads share every layer and give the same tokens.
     const threaded = run("generate", "--model", dir, "--tokens", "3,17,0", "--max-new-tokens", "8", "--temperature", "0", "--json", "--threads", "2");

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createRuntime, loadModel, type GenerateOptions, type Generation, type LanguageModel, type LoadProgress, type Runtime } from "../src/index.ts";
+import { greedyByRecomputing } from "./model-reference.ts";
 import { SPECIAL_TOKENS, TOKENIZER_VOCAB, textModel, SENTENCEPIECE_VOCAB, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
 
 /** Every streamed piece, and the result. */
@@ -9,18 +10,6 @@ async function collect(g: Generation) {
   const pieces: string[] = [], tokens: number[] = [];
   for await (const step of g) { pieces.push(step.text); tokens.push(step.token); }
   return { pieces, tokens, result: await g.done };
-}
-
-/** Greedy continuation computed the slow way: the whole sequence through a fresh cache each step. */
-function recomputed(model: LanguageModel, prompt: number[], n: number): number[] {
-  const seqIds = [...prompt];
-  for (let i = 0; i < n; i++) {
-    const cache = model.transformer.createCache();
-    const logits = model.transformer.forward(cache, cache.createSequence(), seqIds, { logits: "last" });
-    cache.dispose();
-    seqIds.push(logits.indexOf(Math.max(...logits)));
-  }
-  return seqIds.slice(prompt.length);
 }
 
 describe("text generation: tokenizer, streaming, stop rules, cancellation, chat", function () {
@@ -55,7 +44,7 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     const prompt = model.encode("the theme");
     const { pieces, tokens, result } = await collect(model.generate("the theme", { ...greedy, maxNewTokens: 12 }));
     assert.equal(result.finishReason, "max-tokens");
-    assert.deepEqual(result.tokens, recomputed(model, prompt, 12));
+    assert.deepEqual(result.tokens, greedyByRecomputing(model.transformer, prompt, 12));
     assert.deepEqual(tokens, result.tokens);
     assert.equal(pieces.join(""), result.text);
     assert.equal(result.text, model.tokenizer!.decode(result.tokens));
@@ -155,7 +144,7 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     // The same conversation from scratch gives the same reply.
     const prompt = model.tokenizer!.encode(model.tokenizer!.applyChatTemplate(chat.messages.slice(0, 4)), { addSpecialTokens: false });
     assert.equal(prompt.length, second.promptTokens);
-    assert.deepEqual(second.tokens, recomputed(model, prompt, second.tokens.length));
+    assert.deepEqual(second.tokens, greedyByRecomputing(model.transformer, prompt, second.tokens.length));
     assert.throws(() => { chat.send("a"); chat.send("b"); }, /still being generated/);
     chat.dispose();
   });

@@ -2,6 +2,7 @@
 // ours). No host built-ins: the conformance suite runs it in every host too.
 import { referenceAttention } from "../src/reference.ts";
 import type { ModelConfig } from "../src/model/config.ts";
+import type { TransformerModel } from "../src/model/transformer.ts";
 
 export type Weights = Map<string, Float32Array>;
 
@@ -57,4 +58,17 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
     });
   });
   return x.map((r) => matvec(rms(r, get("model.norm.weight")), get("lm_head.weight"), V));
+}
+
+/** Greedy continuation the slow way: the whole sequence through a fresh cache at every step. */
+export function greedyByRecomputing(model: TransformerModel, prompt: readonly number[], n: number): number[] {
+  const ids = [...prompt];
+  for (let i = 0; i < n; i++) {
+    const cache = model.createCache();
+    try {
+      const logits = model.forward(cache, cache.createSequence(), ids, { logits: "last" });
+      ids.push(logits.indexOf(Math.max(...logits)));
+    } finally { cache.dispose(); }
+  }
+  return ids.slice(prompt.length);
 }
