@@ -1,6 +1,6 @@
 // Drivers for the hosts that are not command lines: Cloudflare workerd (through miniflare) and
-// headless Chromium (Debian's chromium through playwright-core), each served from 127.0.0.1.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+// headless Chromium (through playwright-core), each served from 127.0.0.1.
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -53,6 +53,22 @@ export function runWorkerExample(queries: string[]): Promise<{ status: number; b
   });
 }
 
+/**
+ * The Chromium to drive: $CHROMIUM_PATH, else a system Chromium, else the one the
+ * @sparticuz/chromium dev dependency ships compressed inside its npm package (unpacked into the
+ * temporary folder on first use), so that `npm test` needs no browser installed by hand.
+ */
+export async function chromiumPath(): Promise<string> {
+  const given = process.env.CHROMIUM_PATH;
+  if (given) {
+    if (!existsSync(given)) throw new Error(`CHROMIUM_PATH=${given} does not exist`);
+    return given;
+  }
+  for (const path of ["/usr/bin/chromium", "/usr/bin/chromium-browser"]) if (existsSync(path)) return path;
+  const { default: packaged } = await import("@sparticuz/chromium");
+  return packaged.executablePath();
+}
+
 /** A file served by withPage: its content type, and its path (or, for HTML, its text). */
 type Served = Record<string, [contentType: string, pathOrHtml: string]>;
 
@@ -83,7 +99,7 @@ async function withPage<T>(entries: Record<string, string>, files: Served, isola
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as { port: number }).port;
   const context = await chromium.launchPersistentContext(join(dir, "profile"), {
-    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium", headless: true,
+    executablePath: await chromiumPath(), headless: true,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
   try {
