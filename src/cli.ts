@@ -59,7 +59,7 @@ bytes and why it stopped go to stderr (with a load progress bar on a terminal). 
   --prompt TEXT              the prompt (encoded with the model's special tokens, e.g. BOS)
   --chat                     use the chat template
   --system TEXT              a system message (with --chat)
-  --stop TEXT                stop at this text (it is not printed)
+  --stop TEXT                stop at this text (it is not printed; may be given more than once)
 ${SAMPLING_HELP}`,
   info: `usage: gqa-wasm info --model DIR [--json]
 
@@ -69,9 +69,11 @@ heads per layer, KV-cache bytes per token, and what the same model would need as
   --model DIR                the folder (config.json, model.safetensors or sharded + index)
   --json                     print the summary as JSON
 `,
-  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json [--dtype f32|bf16|f16]
+  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json|FILE.npy [--dtype f32|bf16|f16]
 
-Writes {"logits": [[...vocab floats] for every input position]}; the ids are used as given (no BOS).
+Writes {"logits": [[...vocab floats] for every input position]}, row by row as the forward pass
+goes; with a .npy name, numpy's format instead (float32 [positions, vocab], np.load reads it),
+four times smaller for long runs. The ids are decimal, used as given (no BOS).
 `,
   generate: `usage: gqa-wasm generate --model DIR --tokens 1,2,3 [options] [--json]
 
@@ -83,36 +85,72 @@ ${SAMPLING_HELP}`,
 
 const HELP = `usage: gqa-wasm <command> [options]\n\n${COMMANDS}`;
 
-function parseFlags(args: string[], booleans: string[] = []): Map<string, string> {
-  const flags = new Map<string, string>();
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (!a.startsWith("--")) throw new UsageError(`unexpected argument '${a}'`);
-    const [name, inline] = a.slice(2).split("=", 2) as [string, string | undefined];
-    if (booleans.includes(name)) { flags.set(name, inline ?? "true"); continue; }
-    const value = inline ?? args[++i];
-    if (value === undefined) throw new UsageError(`--${name} needs a value`);
-    flags.set(name, value);
-  }
-  return flags;
-}
-
 class UsageError extends Error {}
 /** A user error that is not about the command line's shape: one line, exit 1. */
 class CliError extends Error {}
 
-function intList(flags: Map<string, string>, name: string): number[] | undefined {
-  const raw = flags.get(name);
-  if (raw === undefined) return undefined;
-  const xs = raw.split(",").map(Number);
-  if (xs.some((x) => !Number.isInteger(x) || x <= 0)) throw new UsageError(`--${name} takes positive integers, got '${raw}'`);
-  return xs;
+type FlagSpec = Record<string, { type: "string" | "boolean"; multiple?: boolean }>;
+type Flags = Record<string, string | boolean | string[] | undefined>;
+
+/**
+ * The command's flags, parsed strictly by node:util's parseArgs: unknown flags, missing values,
+ * stray arguments and a flag given twice (unless it may repeat) are usage errors.
+ */
+function parseFlags(command: string, args: string[], spec: FlagSpec): Flags {
+  const { parseArgs } = nodeUtil;
+  let parsed: ReturnType<typeof parseArgs<{ args: string[]; options: FlagSpec; strict: true; allowPositionals: false; tokens: true }>>;
+  try {
+    parsed = parseArgs({ args, options: spec, strict: true, allowPositionals: false, tokens: true });
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    const option = /'(-[^' ]+)/.exec(err.message)?.[1];
+    if (err.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw new UsageError(`unknown option ${option ?? ""} for ${command}`);
+    if (err.code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") throw new UsageError(`unexpected argument '${/'([^']*)'/.exec(err.message)?.[1] ?? ""}'`);
+    if (err.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+      throw new UsageError(/does not take an argument/.test(err.message) ? `${option} takes no value` : `${option} needs a value${/ambiguous/.test(err.message) ? ` (write ${option}=VALUE for a value that starts with '-')` : ""}`);
+    }
+    throw new UsageError(err.message.split("\n")[0]!);
+  }
+  const seen = new Set<string>();
+  for (const t of parsed.tokens ?? []) {
+    if (t.kind !== "option") continue;
+    if (seen.has(t.name) && !spec[t.name]?.multiple) throw new UsageError(`--${t.name} is given more than once`);
+    seen.add(t.name);
+  }
+  return parsed.values as Flags;
 }
 
-function int(flags: Map<string, string>, name: string): number | undefined {
-  const xs = intList(flags, name);
-  if (xs && xs.length !== 1) throw new UsageError(`--${name} takes one positive integer`);
-  return xs?.[0];
+const nodeUtil = await import("node:util");
+
+function str(flags: Flags, name: string): string | undefined {
+  const v = flags[name];
+  return typeof v === "string" ? v : undefined;
+}
+
+/** A decimal integer >= min: digits only (no "0x10", "1e1", "", "1.0"). */
+function decimalInt(raw: string, what: string, min: number): number {
+  const x = /^[0-9]+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(x) || x < min) throw new UsageError(`${what} takes ${min > 0 ? "positive" : "non-negative"} decimal integers, got '${raw}'`);
+  return x;
+}
+
+function intList(flags: Flags, name: string): number[] | undefined {
+  const raw = str(flags, name);
+  if (raw === undefined) return undefined;
+  return raw.split(",").map((item) => decimalInt(item, `--${name}`, 1));
+}
+
+function int(flags: Flags, name: string): number | undefined {
+  const raw = str(flags, name);
+  return raw === undefined ? undefined : decimalInt(raw, `--${name}`, 1);
+}
+
+/** A decimal number (e.g. 0.7, -1.5, 2e-3); no hex, no empty string, no Infinity. */
+function decimalNumber(flags: Flags, name: string): number | undefined {
+  const raw = str(flags, name);
+  if (raw === undefined) return undefined;
+  if (!/^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$/.test(raw) || !Number.isFinite(Number(raw))) throw new UsageError(`--${name} takes a decimal number, got '${raw}'`);
+  return Number(raw);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -128,79 +166,84 @@ async function main(argv: string[]): Promise<number> {
   if (command === "info") return info(rest);
   if (command === "logits" || command === "generate" || command === "run") return runModel(command, rest);
   if (command !== "demo") throw new UsageError(`unknown command '${command}'`);
-  const flags = parseFlags(rest);
-  for (const name of flags.keys()) {
-    if (!["contexts", "heads", "head-dim", "repeats", "build", "model"].includes(name)) throw new UsageError(`unknown option --${name}`);
-  }
-  const build = flags.get("build");
+  const flags = parseFlags("demo", rest, stringFlags("contexts", "heads", "head-dim", "repeats", "build", "model"));
+  const build = str(flags, "build");
   if (build !== undefined && build !== "relaxed" && build !== "simd") throw new UsageError(`--build is relaxed or simd, got '${build}'`);
+  const model = str(flags, "model");
+  if (model !== undefined && model !== "none") throw new UsageError(`--model takes only 'none' here (gqa-wasm run --model DIR runs a folder), got '${model}'`);
+  const options = { contexts: intList(flags, "contexts"), numHeads: int(flags, "heads"), headDim: int(flags, "head-dim"), repeats: int(flags, "repeats") };
   await enableRelaxedSimdOnNode20();
   const { createRuntime } = await import("./runtime/runtime.ts");
   const { runDemo, runModelDemo } = await import("./demo.ts");
   const rt = await createRuntime({ build: build as "relaxed" | "simd" | undefined });
-  runDemo(rt, {
-    contexts: intList(flags, "contexts"),
-    numHeads: int(flags, "heads"),
-    headDim: int(flags, "head-dim"),
-    repeats: int(flags, "repeats"),
-  });
-  if (flags.get("model") !== "none") {
+  runDemo(rt, options);
+  if (model !== "none") {
     process.stdout.write("\n");
     await runModelDemo(rt);
   }
   return 0;
 }
 
+function stringFlags(...names: string[]): FlagSpec {
+  return Object.fromEntries(names.map((n) => [n, { type: "string" as const }]));
+}
 
+/** --tokens: decimal ids separated by commas ("1,,2", "0x10", "1e1" and "" are usage errors). */
 function tokenList(raw: string | undefined): number[] {
   if (!raw) throw new UsageError("--tokens needs a comma-separated list of token ids");
-  const ids = raw.split(",").map(Number);
-  if (ids.some((t) => !Number.isInteger(t) || t < 0)) throw new UsageError(`--tokens takes non-negative integers, got '${raw}'`);
-  return ids;
+  return raw.split(",").map((item, i) => {
+    if (!/^[0-9]+$/.test(item)) throw new UsageError(`--tokens takes decimal token ids separated by commas; item ${i + 1} of '${raw}' is '${item}'`);
+    return decimalInt(item, "--tokens", 0);
+  });
 }
 
 const SAMPLING_FLAGS = ["max-new-tokens", "temperature", "top-k", "top-p", "seed", "repetition-penalty"];
-const MODEL_FLAGS: Record<"logits" | "generate" | "run", string[]> = {
-  logits: ["model", "tokens", "out", "dtype"],
-  generate: ["model", "tokens", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS],
-  run: ["model", "prompt", "system", "stop", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS],
+const MODEL_FLAGS: Record<"logits" | "generate" | "run", FlagSpec> = {
+  logits: stringFlags("model", "tokens", "out", "dtype"),
+  generate: { ...stringFlags("model", "tokens", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS), json: { type: "boolean" } },
+  run: { ...stringFlags("model", "prompt", "system", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS), stop: { type: "string", multiple: true }, chat: { type: "boolean" } },
 };
 
 /** Generation options from the flags (unset ones fall back to the model's generation_config.json). */
-async function generationOptions(flags: Map<string, string>): Promise<import("./model/generation.ts").GenerateOptions> {
-  const number = (name: string) => {
-    const raw = flags.get(name);
-    if (raw === undefined) return undefined;
-    const x = Number(raw);
-    if (!Number.isFinite(x)) throw new UsageError(`--${name} takes a number, got '${raw}'`);
-    return x;
-  };
+async function generationOptions(flags: Flags): Promise<import("./model/generation.ts").GenerateOptions> {
+  const stops = flags.stop as string[] | undefined;
   const options = {
-    maxNewTokens: int(flags, "max-new-tokens"), temperature: number("temperature"), topK: number("top-k"), topP: number("top-p"),
-    seed: number("seed"), repetitionPenalty: number("repetition-penalty"),
-    stopStrings: flags.has("stop") ? [flags.get("stop")!] : undefined,
+    maxNewTokens: int(flags, "max-new-tokens"), temperature: decimalNumber(flags, "temperature"), topK: decimalNumber(flags, "top-k"), topP: decimalNumber(flags, "top-p"),
+    seed: decimalNumber(flags, "seed"), repetitionPenalty: decimalNumber(flags, "repetition-penalty"),
+    stopStrings: stops?.length ? stops : undefined,
   };
   const { Sampler } = await import("./model/sampling.ts");
   try { new Sampler(options); } catch (e) { throw new UsageError((e as Error).message); }
   return options;
 }
 
-async function loadForCli(flags: Map<string, string>, showProgress: boolean) {
-  const dtype = flags.get("dtype");
+function checkLoadFlags(flags: Flags): void {
+  const dtype = str(flags, "dtype");
   if (dtype !== undefined && dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new UsageError(`--dtype is f32, bf16 or f16, got '${dtype}'`);
-  const kvDtype = flags.get("kv-dtype");
+  const kvDtype = str(flags, "kv-dtype");
   if (kvDtype !== undefined && kvDtype !== "f32" && kvDtype !== "bf16" && kvDtype !== "int8") throw new UsageError(`--kv-dtype is f32, bf16 or int8, got '${kvDtype}'`);
+  const threads = str(flags, "threads");
+  if (threads !== undefined && threads !== "auto") int(flags, "threads");
+}
+
+async function loadForCli(flags: Flags, showProgress: boolean) {
+  checkLoadFlags(flags);
+  const dtype = str(flags, "dtype") as import("./memory/wasm-buffer.ts").BufferDtype | undefined;
+  const kvDtype = str(flags, "kv-dtype") as "f32" | "bf16" | "int8" | undefined;
   await enableRelaxedSimdOnNode20();
   const { createRuntime } = await import("./runtime/runtime.ts");
   const { loadModel } = await import("./model/load.ts");
-  const rawThreads = flags.get("threads");
+  const rawThreads = str(flags, "threads");
   const threads = rawThreads === undefined || rawThreads === "auto" ? rawThreads : int(flags, "threads");
-  const rt = await createRuntime({ threads: threads as "auto" | number | undefined });
+  const rt = await createRuntime({ threads });
   const bar = showProgress ? progressBar() : undefined;
   const start = performance.now();
   try {
-    const model = await loadModel(rt, flags.get("model")!, { dtype, onProgress: bar?.update, cache: kvDtype ? { dtype: kvDtype } : undefined });
+    const model = await loadModel(rt, str(flags, "model")!, { dtype, onProgress: bar?.update, cache: kvDtype ? { dtype: kvDtype } : undefined });
     return { model, loadSeconds: (performance.now() - start) / 1000 };
+  } catch (e) {
+    await rt.dispose();
+    throw e;
   } finally {
     bar?.end();
   }
@@ -222,37 +265,27 @@ function progressBar() {
 }
 
 async function runModel(command: "logits" | "generate" | "run", args: string[]): Promise<number> {
-  const booleans = command === "logits" ? [] : command === "generate" ? ["json"] : ["chat"];
-  const flags = parseFlags(args, booleans);
-  for (const name of flags.keys()) if (!MODEL_FLAGS[command].includes(name) && !booleans.includes(name)) throw new UsageError(`unknown option --${name} for ${command}`);
-  if (!flags.get("model")) throw new UsageError(`${command} needs --model DIR`);
-  if (command === "logits") {
-    const tokens = tokenList(flags.get("tokens"));
-    if (!flags.get("out")) throw new UsageError("logits needs --out FILE.json");
-    const { model } = await loadForCli(flags, false);
-    const cache = model.transformer.createCache();
-    const logits = model.transformer.forward(cache, cache.createSequence(), tokens);
-    const V = model.config.vocabSize;
-    const rows = tokens.map((_, i) => Array.from(logits.subarray(i * V, (i + 1) * V)));
-    const { writeFile } = await import("node:fs/promises");
-    await writeFile(flags.get("out")!, JSON.stringify({ logits: rows }));
-    return 0;
-  }
+  const flags = parseFlags(command, args, MODEL_FLAGS[command]);
+  if (!str(flags, "model")) throw new UsageError(`${command} needs --model DIR`);
+  if (command === "logits") return logits(flags);
+  checkLoadFlags(flags);
   const options = await generationOptions(flags);
   if (command === "generate") {
-    const tokens = tokenList(flags.get("tokens"));
+    const tokens = tokenList(str(flags, "tokens"));
     const { model } = await loadForCli(flags, false);
     const result = await model.generate(tokens, options).done;
-    process.stdout.write(flags.has("json") ? `${JSON.stringify({ tokens: result.tokens })}\n` : `${result.tokens.join(",")}\n`);
+    process.stdout.write(flags.json ? `${JSON.stringify({ tokens: result.tokens })}\n` : `${result.tokens.join(",")}\n`);
     return 0;
   }
-  const chat = flags.has("chat");
-  const prompt = flags.get("prompt");
+  const chat = flags.chat === true;
+  const prompt = str(flags, "prompt");
   if (prompt === undefined && !chat) throw new UsageError("run needs --prompt TEXT (or --chat to read turns from stdin)");
-  if (flags.has("system") && !chat) throw new UsageError("--system needs --chat");
+  if (flags.system !== undefined && !chat) throw new UsageError("--system needs --chat");
   const { model, loadSeconds } = await loadForCli(flags, true);
-  if (!model.tokenizer) throw new CliError(`${flags.get("model")} has no tokenizer.json; run needs one (generate --tokens works on ids)`);
-  process.stderr.write(`loaded ${flags.get("model")} in ${loadSeconds.toFixed(2)} s (${model.config.modelType}, ${model.transformer.weightDtype} weights, ${model.transformer.rt.threadInfo})\n`);
+  const where = str(flags, "model");
+  if (!model.tokenizer) throw new CliError(`${where} has no tokenizer.json; run needs one (generate --tokens works on ids)`);
+  if (chat && !model.tokenizer.hasChatTemplate) throw new CliError(`${where} has no chat template (tokenizer_config.json chat_template or chat_template.jinja); run it without --chat`);
+  process.stderr.write(`loaded ${where} in ${loadSeconds.toFixed(2)} s (${model.config.modelType}, ${model.transformer.weightDtype} weights, ${model.transformer.rt.threadInfo})\n`);
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
   const stream = async (generation: import("./model/generation.ts").Generation) => {
@@ -269,39 +302,127 @@ async function runModel(command: "logits" | "generate" | "run", args: string[]):
     await stream(model.generate(prompt!, { ...options, signal: abort.signal }));
     return 0;
   }
-  const conversation = model.chat({ system: flags.get("system") });
-  for await (const turn of prompt !== undefined ? [prompt] : userTurns()) {
+  const conversation = model.chat({ system: str(flags, "system") });
+  // A turn longer than this many bytes cannot fit the context (a token is rarely over 16 bytes):
+  // it is refused before it is decoded or tokenized, and never held whole in memory.
+  const maxTurnBytes = Math.max(64 << 10, 16 * model.config.maxPositionEmbeddings);
+  const turns = prompt !== undefined ? [{ text: prompt, bytes: Buffer.byteLength(prompt) }] : userTurns(maxTurnBytes);
+  for await (const turn of turns) {
     if (abort.signal.aborted) break;
-    await stream(conversation.send(turn, { ...options, signal: abort.signal }));
+    if (turn.text === undefined || turn.bytes > maxTurnBytes) {
+      process.stderr.write(`gqa-wasm: this turn is ${formatBytes(turn.bytes)}, more than the ${formatBytes(maxTurnBytes)} a turn may be for a ${model.config.maxPositionEmbeddings}-token context; it was not sent\n`);
+      continue;
+    }
+    let generation;
+    try {
+      generation = conversation.send(turn.text, { ...options, signal: abort.signal });
+    } catch (e) {
+      if (!(e instanceof RangeError)) throw e;
+      process.stderr.write(`gqa-wasm: ${e.message}\n`);
+      continue;
+    }
+    await stream(generation);
   }
   return 0;
 }
 
-/** The user's turns of a --chat run: each non-empty line of stdin, as soon as it is typed. */
-async function* userTurns(): AsyncGenerator<string> {
-  const { createInterface } = await import("node:readline");
-  const lines = createInterface({ input: process.stdin, terminal: false });
-  const ask = () => { if (process.stdin.isTTY) process.stderr.write("> "); };
+/**
+ * `logits`: the output file is opened before the model loads (a bad path fails at once), and
+ * written as the forward pass goes, a chunk of positions at a time: JSON row by row, or with a
+ * .npy name numpy's format (float32 [positions, vocab]), so no output size is held whole in memory.
+ */
+async function logits(flags: Flags): Promise<number> {
+  const tokens = tokenList(str(flags, "tokens"));
+  const out = str(flags, "out");
+  if (!out) throw new UsageError("logits needs --out FILE.json (or FILE.npy)");
+  checkLoadFlags(flags);
+  const fs = await import("node:fs/promises");
+  const handle = await fs.open(out, "w").catch((e: NodeJS.ErrnoException) => {
+    throw new CliError(`cannot write ${out} (${e.code === "EISDIR" ? "it is a directory" : e.code === "ENOENT" ? "no such directory" : e.code === "EACCES" ? "permission denied" : e.code ?? e.message})`);
+  });
+  let ok = false;
   try {
-    ask();
-    for await (const line of lines) {
-      if (line.trim()) yield line.trim();
-      ask();
+    const { model } = await loadForCli(flags, false);
+    const V = model.config.vocabSize;
+    const npy = /\.npy$/i.test(out);
+    const pending: (string | Uint8Array)[] = [];
+    let pendingBytes = 0;
+    const write = async (part: string | Uint8Array, force = false) => {
+      pending.push(part);
+      pendingBytes += part.length;
+      if (pendingBytes < (4 << 20) && !force) return;
+      for (const p of pending.splice(0)) await (typeof p === "string" ? handle.write(p) : handle.write(p));
+      pendingBytes = 0;
+    };
+    await write(npy ? npyHeader([tokens.length, V]) : '{"logits": [');
+    const cache = model.transformer.createCache();
+    const seq = cache.createSequence();
+    const CHUNK = 128;
+    for (let at = 0; at < tokens.length; at += CHUNK) {
+      const part = tokens.slice(at, at + CHUNK);
+      const rows = model.transformer.forward(cache, seq, part);
+      if (npy) await write(new Uint8Array(rows.buffer, rows.byteOffset, rows.byteLength).slice());
+      else for (let i = 0; i < part.length; i++) await write(`${at + i > 0 ? "," : ""}${JSON.stringify(Array.from(rows.subarray(i * V, (i + 1) * V)))}`);
     }
+    await write(npy ? new Uint8Array(0) : "]}\n", true);
+    ok = true;
+    return 0;
   } finally {
-    lines.close();
+    await handle.close();
+    if (!ok) await fs.rm(out, { force: true });
   }
 }
 
+/** The header of a version 1.0 .npy file holding little-endian float32 of `shape`, C order. */
+function npyHeader(shape: number[]): Uint8Array {
+  let dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(", ")}${shape.length === 1 ? "," : ""}), }`;
+  const unpadded = 10 + dict.length + 1;
+  dict += " ".repeat((64 - (unpadded % 64)) % 64) + "\n";
+  const out = new Uint8Array(10 + dict.length);
+  out.set([0x93, ...new TextEncoder().encode("NUMPY"), 1, 0, dict.length & 0xff, dict.length >> 8]);
+  out.set(new TextEncoder().encode(dict), 10);
+  return out;
+}
+
+/**
+ * The user's turns of a --chat run: each non-empty line of stdin, as soon as it is typed. A line
+ * longer than `maxBytes` is not kept: its bytes are counted and dropped, and it comes as
+ * { text: undefined, bytes } so the caller can refuse it and go on.
+ */
+async function* userTurns(maxBytes: number): AsyncGenerator<{ text?: string; bytes: number }> {
+  const ask = () => { if (process.stdin.isTTY) process.stderr.write("> "); };
+  let parts: Buffer[] = [], bytes = 0;
+  const line = () => {
+    const result = bytes > maxBytes ? { bytes } : { text: Buffer.concat(parts).toString("utf8").replace(/\r$/, "").trim(), bytes };
+    parts = []; bytes = 0;
+    return result;
+  };
+  ask();
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    let from = 0;
+    for (let nl = chunk.indexOf(10); nl >= 0; nl = chunk.indexOf(10, from)) {
+      bytes += nl - from;
+      if (bytes <= maxBytes) parts.push(chunk.subarray(from, nl));
+      from = nl + 1;
+      const turn = line();
+      if (turn.text !== "") yield turn;
+      ask();
+    }
+    bytes += chunk.length - from;
+    if (bytes <= maxBytes) parts.push(chunk.subarray(from));
+    else parts = [];
+  }
+  const turn = line();
+  if (turn.bytes > 0 && turn.text !== "") yield turn;
+}
+
 async function info(args: string[]): Promise<number> {
-  const flags = parseFlags(args, ["json"]);
-  const json = flags.delete("json");
-  for (const name of flags.keys()) if (name !== "model") throw new UsageError(`unknown option --${name}`);
-  const dir = flags.get("model");
+  const flags = parseFlags("info", args, { model: { type: "string" }, json: { type: "boolean" } });
+  const dir = str(flags, "model");
   if (!dir) throw new UsageError("info needs --model DIR");
   const { inspectModel, summarizeModel } = await import("./model/folder.ts");
   const s = summarizeModel(await inspectModel(dir));
-  if (json) { process.stdout.write(`${JSON.stringify(s)}\n`); return 0; }
+  if (flags.json) { process.stdout.write(`${JSON.stringify(s)}\n`); return 0; }
   const kv = s.kvHeadsPerLayer;
   process.stdout.write([
     `model: ${dir}`,
@@ -314,6 +435,9 @@ async function info(args: string[]): Promise<number> {
   return 0;
 }
 
+/** Errors that are the user's input (a file, a flag's value, memory), printed as one line. */
+const USER_ERRORS = new Set(["RangeError", "TypeError", "ModelConfigError", "SafetensorsError", "KVCacheFullError", "TemplateError"]);
+
 const argv = process.argv.slice(2);
 const command = argv[0] ?? "demo";
 main(argv).then(
@@ -322,12 +446,14 @@ main(argv).then(
     if (e instanceof UsageError) {
       process.stderr.write(`gqa-wasm: ${e.message}\n(gqa-wasm ${COMMAND_HELP[command] ? `${command} ` : ""}--help for usage)\n`);
       process.exitCode = 2;
-    } else if (e instanceof CliError || e instanceof Error && (e.name === "RangeError" || e.name === "TypeError" || e.name.startsWith("Wasm") ||
-      e.name === "ModelConfigError" || e.name === "SafetensorsError" || e.name === "KVCacheFullError")) {
-      process.stderr.write(`gqa-wasm: ${e.message}\n`);
+    } else if (e instanceof CliError || e instanceof Error && (USER_ERRORS.has(e.name) || e.name.startsWith("Wasm"))) {
+      process.stderr.write(`gqa-wasm: ${e.message.split("\n")[0]}\n`);
       process.exitCode = 1;
     } else {
       throw e;
     }
   },
-);
+).finally(() => {
+  // Worker threads and stdin must not keep a finished command alive.
+  if (process.exitCode !== undefined) setTimeout(() => process.exit(), 50).unref();
+});

@@ -1,6 +1,6 @@
 import { KVCacheFullError, KVSnapshotError, UseAfterFreeError, WasmOutOfMemoryError } from "../errors.ts";
 import type { PagePool } from "../memory/page-pool.ts";
-import type { WasmBuffer } from "../memory/wasm-buffer.ts";
+import { residentBuffer, type WasmBuffer } from "../memory/wasm-buffer.ts";
 import { attentionShape } from "../ops/attention.ts";
 import { float32Array, positiveInt } from "../ops/validate.ts";
 import type { Runtime } from "../runtime/runtime.ts";
@@ -261,12 +261,7 @@ export class KVCache {
   /** As attention(), with q and out resident in wasm memory (no copies). */
   attentionInto(seq: KVSequence, layer: number, args: KVResidentAttentionArgs): void {
     const op = "KVCache.attentionInto";
-    const q = args?.q, out = args?.out;
-    for (const [name, b] of [["q", q], ["out", out]] as const) {
-      if (!b || typeof (b as WasmBuffer).check !== "function") throw new TypeError(`${op}: ${name} must be a WasmBuffer`);
-      b.check(`${op}: ${name}`);
-      if (b.dtype !== "f32") throw new TypeError(`${op}: ${name} must hold f32, not ${b.dtype}`);
-    }
+    const q = residentBuffer(op, "q", args?.q, this.rt.memory, "f32"), out = residentBuffer(op, "out", args?.out, this.rt.memory, "f32");
     if (out.length !== q.length) throw new RangeError(`${op}: out has ${out.length} elements; expected ${q.length}, like q`);
     this.rt.call(() => ({ ...this.pagedJobs(op, seq, layer, args, q.length, q.ptr, out.ptr), finish: () => undefined }));
   }
@@ -475,7 +470,7 @@ export class KVCache {
       pages = store.pool.allocPages(count);
     } catch (e) {
       if (!(e instanceof WasmOutOfMemoryError)) throw e;
-      throw new KVCacheFullError(`KV cache is full: ${count} more page(s) of ${store.pageBytes} bytes needed for a ${store.shape.numKvHeads}x${store.shape.headDim} layer (${e.message})`,
+      throw new KVCacheFullError(`KV cache is full: ${count} more page(s) of ${store.pageBytes} bytes needed for a ${store.shape.numKvHeads}x${store.shape.headDim} layer, ${store.pool.pagesFree} free (${e.message.replace(/^KV page pool is full: /, "")})`,
         e.requestedBytes, e.memoryBytes, e.limitBytes);
     }
     for (const p of pages) this.refs.set(p, 1);

@@ -34,7 +34,7 @@ export class PagePool {
 
   /** Takes n pages all-or-nothing. */
   allocPages(n: number): number[] {
-    if (this.freePages.length < n) this.addSlab(n - this.freePages.length);
+    if (this.freePages.length < n) this.addSlab(n - this.freePages.length, n);
     return this.freePages.splice(this.freePages.length - n, n).reverse();
   }
 
@@ -48,10 +48,11 @@ export class PagePool {
     this.totalPages = 0;
   }
 
-  private addSlab(atLeast: number): void {
+  /** Adds at least `atLeast` pages, for a request of `asked` pages (for the message). */
+  private addSlab(atLeast: number, asked = atLeast): void {
     const room = this.maxPages - this.totalPages;
     if (room < atLeast) {
-      throw new WasmOutOfMemoryError(`KV page pool is full: ${atLeast} more page(s) needed, ${this.totalPages} of at most ${this.maxPages} in use`,
+      throw new WasmOutOfMemoryError(`KV page pool is full: ${asked} page(s) asked, ${this.freePages.length} free, ${this.totalPages} of at most ${this.maxPages} allocated`,
         atLeast * this.pageBytes, this.totalPages * this.pageBytes, this.maxPages * this.pageBytes);
     }
     const n = Math.min(Math.max(atLeast, this.pagesPerSlab), room);

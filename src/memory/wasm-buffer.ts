@@ -1,5 +1,6 @@
 import { UseAfterFreeError } from "../errors.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/half.ts";
+import { describe } from "../ops/validate.ts";
 import type { LinearMemory } from "./linear-memory.ts";
 import type { PersistentArena } from "./persistent-arena.ts";
 
@@ -50,7 +51,7 @@ export class WasmBuffer {
   /** Copies `data` in at element `offset` (rounded to nearest even for 16-bit buffers). */
   set(data: ArrayLike<number>, offset = 0): this {
     this.check("set");
-    if (offset < 0 || offset + data.length > this.length) {
+    if (!Number.isInteger(offset) || offset < 0 || offset + data.length > this.length) {
       throw new RangeError(`WasmBuffer.set: ${data.length} elements at offset ${offset} do not fit in ${this.length}`);
     }
     if (this.dtype === "f32") { this.array.set(data, offset); return this; }
@@ -75,8 +76,23 @@ export class WasmBuffer {
     this.arena.release(this.ptr);
   }
 
+  /** Whether the buffer lives in `memory` (a runtime's), so that its pointer means something there. */
+  belongsTo(memory: LinearMemory): boolean { return this.mem === memory; }
+
   /** Throws unless the buffer is live; `what` names the caller in the message. */
   check(what: string): void {
     if (this.isFreed) throw new UseAfterFreeError(`${what}: this WasmBuffer was freed`);
   }
+}
+
+/**
+ * `value` as a live WasmBuffer of `memory` (of this runtime: a buffer of another runtime's memory
+ * would have its pointer used in the wrong memory), holding `dtype` when one is asked for.
+ */
+export function residentBuffer(op: string, name: string, value: unknown, memory: LinearMemory, dtype?: BufferDtype): WasmBuffer {
+  if (!(value instanceof WasmBuffer)) throw new TypeError(`${op}: ${name} must be a WasmBuffer (rt.alloc / rt.upload), got ${describe(value)}`);
+  value.check(`${op}: ${name}`);
+  if (!value.belongsTo(memory)) throw new TypeError(`${op}: ${name} is a WasmBuffer of another runtime; use buffers this runtime allocated`);
+  if (dtype && value.dtype !== dtype) throw new TypeError(`${op}: ${name} must hold ${dtype}, not ${value.dtype}`);
+  return value;
 }

@@ -36,6 +36,16 @@ export interface ModelConfig {
   slidingWindow?: number;
 }
 
+/**
+ * Upper bounds on config.json sizes, checked before anything proportional to them is allocated:
+ * far above every released model (Llama 3.1 405B: 126 layers, hidden 16384, 128 heads; vocab
+ * 262k at most; contexts of 1M), far below what would exhaust memory by itself.
+ */
+export const CONFIG_LIMITS: Record<string, number> = {
+  num_hidden_layers: 1024, hidden_size: 1 << 17, intermediate_size: 1 << 20, num_attention_heads: 4096,
+  num_key_value_heads: 4096, head_dim: 4096, vocab_size: 1 << 22, max_position_embeddings: 1 << 24, sliding_window: 1 << 24,
+};
+
 export function parseModelConfig(json: unknown, source = "config.json"): ModelConfig {
   const fail = (why: string) => new ModelConfigError(`${source}: ${why}`);
   if (json === null || typeof json !== "object" || Array.isArray(json)) throw fail("not a JSON object");
@@ -43,6 +53,8 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   const int = (key: string, fallback?: number): number => {
     const v = c[key] ?? fallback;
     if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw fail(`${key} must be a positive integer, got ${JSON.stringify(c[key])}`);
+    const most = CONFIG_LIMITS[key];
+    if (most !== undefined && v > most) throw fail(`${key} is ${v}, over the ${most} this runtime accepts`);
     return v;
   };
   const num = (key: string, fallback: number): number => {
@@ -57,10 +69,11 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   const hiddenSize = int("hidden_size"), numLayers = int("num_hidden_layers"), numHeads = int("num_attention_heads");
   const headDim = c.head_dim === undefined || c.head_dim === null ? hiddenSize / numHeads : int("head_dim");
   if (!Number.isInteger(headDim)) throw fail(`hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} (and no head_dim is given)`);
+  if (headDim % 2 !== 0) throw fail(`head_dim ${headDim} is odd; rotary embeddings rotate pairs of dimensions`);
   let kvHeadsPerLayer: number[];
   if (modelType === "deci") {
     const per = c.num_key_value_heads_per_layer;
-    if (!Array.isArray(per) || per.length !== numLayers || per.some((n) => !Number.isInteger(n) || n <= 0)) {
+    if (!Array.isArray(per) || per.length !== numLayers || per.some((n) => !Number.isInteger(n) || n <= 0 || n > CONFIG_LIMITS.num_key_value_heads!)) {
       throw fail(`num_key_value_heads_per_layer must list ${numLayers} positive integers, got ${JSON.stringify(per)}`);
     }
     kvHeadsPerLayer = per as number[];

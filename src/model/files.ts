@@ -26,6 +26,18 @@ export interface ModelFiles {
   describe(name: string): string;
 }
 
+/**
+ * A name that can only mean a file directly inside the model's folder: no separators, no "." or
+ * "..", no URL scheme or NUL. Names of shards come from the folder's own (untrusted) index.
+ */
+export function isPlainFileName(name: string): boolean {
+  return name.length > 0 && name.length <= 255 && name !== "." && name !== ".." && !/[/\\:\0]/.test(name);
+}
+
+function checkName(files: ModelFiles, name: string): void {
+  if (!isPlainFileName(name)) throw new ModelConfigError(`${files.location}: ${JSON.stringify(name)} is not a plain file name in the model's folder`);
+}
+
 export function openModelFiles(source: ModelSource): ModelFiles {
   if (source instanceof Map) return new MemoryFiles(source);
   if (source instanceof URL) {
@@ -36,6 +48,9 @@ export function openModelFiles(source: ModelSource): ModelFiles {
   if (source !== null && typeof source === "object") return new MemoryFiles(new Map(Object.entries(source)));
   throw new TypeError(`loadModel: expected a folder path, a URL or the files by name, got ${source === null ? "null" : typeof source}`);
 }
+
+/** The largest config / tokenizer / template file read (tokenizer.json files reach ~35 MB). */
+const MAX_TEXT_BYTES = 128 << 20;
 
 type Fs = typeof import("node:fs/promises");
 type Path = typeof import("node:path");
@@ -49,7 +64,8 @@ class FolderFiles implements ModelFiles {
     this.modules ??= (async () => {
       const [fs, path] = await Promise.all([importNodeBuiltin<Fs>("fs/promises"), importNodeBuiltin<Path>("path")]);
       const stat = await fs.stat(this.location).catch(() => undefined);
-      if (!stat?.isDirectory()) throw new ModelConfigError(`${this.location}: not a model folder (no such directory)`);
+      if (!stat) throw new ModelConfigError(`${this.location}: not a model folder (no such directory)`);
+      if (!stat.isDirectory()) throw new ModelConfigError(`${this.location}: not a model folder (it is a file; give the folder holding config.json and the safetensors)`);
       return { fs, path };
     })();
     return this.modules;
@@ -58,18 +74,19 @@ class FolderFiles implements ModelFiles {
   describe(name: string): string { return `${this.location.replace(/\/+$/, "")}/${name}`; }
 
   async text(name: string): Promise<string | undefined> {
-    const { fs, path } = await this.node();
+    const handle = await this.open(name, true);
+    if (!handle) return undefined;
     try {
-      return await fs.readFile(path.join(this.location, name), "utf8");
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw new ModelConfigError(`${this.describe(name)}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      const size = (await handle.stat()).size;
+      if (size > MAX_TEXT_BYTES) throw new ModelConfigError(`${this.describe(name)}: ${size} bytes, more than the ${MAX_TEXT_BYTES} a JSON or template file of a model may be`);
+      return new TextDecoder().decode(await this.readAll(handle, name));
+    } finally {
+      await handle.close();
     }
   }
 
   async head(name: string, length: number): Promise<{ bytes: Uint8Array; size: number }> {
-    const { fs, path } = await this.node();
-    const handle = await this.open(fs, path.join(this.location, name), name);
+    const handle = (await this.open(name))!;
     try {
       const size = (await handle.stat()).size;
       const bytes = new Uint8Array(Math.min(length, size));
@@ -81,29 +98,48 @@ class FolderFiles implements ModelFiles {
   }
 
   async bytes(name: string, progress?: (readBytes: number) => void): Promise<Uint8Array> {
-    const { fs, path } = await this.node();
-    const handle = await this.open(fs, path.join(this.location, name), name);
+    const handle = (await this.open(name))!;
     try {
-      const size = (await handle.stat()).size;
-      const out = new Uint8Array(size);
-      // In chunks, so that a progress bar moves while a multi-gigabyte shard is read.
-      const CHUNK = 32 << 20;
-      for (let at = 0; at < size;) {
-        const { bytesRead } = await handle.read(out, at, Math.min(CHUNK, size - at), at);
-        if (bytesRead === 0) throw new ModelConfigError(`${this.describe(name)}: the file ended after ${at} of ${size} bytes`);
-        at += bytesRead;
-        progress?.(at);
-      }
-      return out;
+      return await this.readAll(handle, name, progress);
     } finally {
       await handle.close();
     }
   }
 
-  private async open(fs: Fs, full: string, name: string) {
-    return fs.open(full, "r").catch((e: NodeJS.ErrnoException) => {
-      throw new ModelConfigError(`${this.describe(name)}: cannot open (${e.code ?? e.message})`);
+  private async readAll(handle: import("node:fs/promises").FileHandle, name: string, progress?: (readBytes: number) => void): Promise<Uint8Array> {
+    const size = (await handle.stat()).size;
+    const out = new Uint8Array(size);
+    // In chunks, so that a progress bar moves while a multi-gigabyte shard is read.
+    const CHUNK = 32 << 20;
+    for (let at = 0; at < size;) {
+      const { bytesRead } = await handle.read(out, at, Math.min(CHUNK, size - at), at);
+      if (bytesRead === 0) throw new ModelConfigError(`${this.describe(name)}: the file ended after ${at} of ${size} bytes`);
+      at += bytesRead;
+      progress?.(at);
+    }
+    return out;
+  }
+
+  /**
+   * Opens a plain file name of the folder for reading; regular files only (symbolic links to
+   * them are fine, as in the Hugging Face cache). Non-blocking, so a FIFO cannot hang the open;
+   * it is then refused like a directory or a device. `optional`: undefined when it does not exist.
+   */
+  private async open(name: string, optional = false) {
+    checkName(this, name);
+    const { fs, path } = await this.node();
+    const { constants } = await importNodeBuiltin<typeof import("node:fs")>("fs");
+    const handle = await fs.open(path.join(this.location, name), constants.O_RDONLY | (constants.O_NONBLOCK ?? 0)).catch((e: NodeJS.ErrnoException) => {
+      if (optional && e.code === "ENOENT") return undefined;
+      throw new ModelConfigError(`${this.describe(name)}: cannot open (${e.code === "ENOENT" ? "no such file" : e.code ?? e.message})`);
     });
+    if (!handle) return undefined;
+    const stat = await handle.stat();
+    if (!stat.isFile()) {
+      await handle.close();
+      throw new ModelConfigError(`${this.describe(name)}: not a regular file (${stat.isDirectory() ? "a directory" : stat.isFIFO() ? "a FIFO" : "a device or socket"})`);
+    }
+    return handle;
   }
 }
 
@@ -151,6 +187,7 @@ class UrlFiles implements ModelFiles {
   describe(name: string): string { return new URL(name, this.base).href; }
 
   private fetchFile(name: string, progress?: (readBytes: number) => void): Promise<Uint8Array | undefined> {
+    checkName(this, name);
     let p = this.read.get(name);
     if (!p) {
       p = (async () => {

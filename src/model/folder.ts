@@ -3,7 +3,7 @@
 // inspectModel reads only the headers, and checks every tensor the config needs is there with its shape.
 import { SafetensorsError } from "../errors.ts";
 import { parseHeader, readHeaderLength, type TensorInfo } from "../formats/safetensors.ts";
-import { openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
+import { isPlainFileName, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
 import { expectedTensors, ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
 
 export interface FolderTensor extends TensorInfo { file: string }
@@ -70,6 +70,11 @@ export async function inspectModel(source: ModelSource | ModelFiles): Promise<Mo
     }
     weightMap = index.weight_map as Record<string, string>;
     names = [...new Set(Object.values(weightMap))];
+    for (const file of names) {
+      if (typeof file !== "string" || !isPlainFileName(file)) {
+        throw new ModelConfigError(`${files.describe(indexName)}: shard ${JSON.stringify(file)} is not a plain file name in the model's folder`);
+      }
+    }
   } else {
     names = ["model.safetensors"];
   }
@@ -87,6 +92,11 @@ export async function inspectModel(source: ModelSource | ModelFiles): Promise<Mo
     for (const [name, file] of Object.entries(weightMap)) {
       if (tensors.get(name)?.file !== file) throw new SafetensorsError(`${files.describe(indexName)}: tensor '${name}' is mapped to ${file}, which does not hold it`);
     }
+  }
+  // Each layer has at least 9 tensors: a config that claims more layers than the files could
+  // hold is refused before anything proportional to its layer count is built.
+  if (config.numLayers * 9 + 2 > tensors.size) {
+    throw new ModelConfigError(`${files.describe("config.json")}: num_hidden_layers is ${config.numLayers}, but the safetensors files hold only ${tensors.size} tensors (each layer needs at least 9)`);
   }
   const missing: string[] = [];
   for (const [name, shape] of expectedTensors(config)) {

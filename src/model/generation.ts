@@ -15,15 +15,19 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokens?: readonly number[];
   /** Texts that end the generation; they are not part of the returned text. */
   stopStrings?: readonly string[];
-  /** Aborting ends the stream at the next token (or prefill chunk) with finishReason "aborted". */
+  /** Aborting ends the stream at the next token (or prefill chunk) with finishReason "aborted": that token is the last step. */
   signal?: AbortSignal;
   /** Prompt tokens per forward call during prefill (default 128). */
   prefillChunk?: number;
 }
 
+/** One generated token, streamed once; the steps' tokens are `GenerationResult.tokens`, in order. */
 export interface GenerationStep {
   token: number;
-  /** New text this token completes (may be "" while text is held back). */
+  /**
+   * New text this token completes (may be "" while text is held back). The last step carries
+   * whatever was still held back; the steps' texts joined are `GenerationResult.text`.
+   */
   text: string;
 }
 
@@ -161,23 +165,30 @@ function* run(ctx: GenerationContext, prompt: readonly number[], options: Genera
   prefillSeconds = (now() - prefillStart) / 1000;
   const history = [...prompt];
   let reason: FinishReason = "max-tokens";
+  // Each token is streamed exactly once, in order, and what ends the generation is known before
+  // its token is streamed, so the last step also carries the text held back until then (a
+  // possible stop-string prefix, half a character). An EOS token is streamed with no text.
   for (;;) {
     const next = sampler.next(logits!, history);
     tokens.push(next);
     history.push(next);
     if (tokens.length === 1) decodeStart = now();
-    if (stopTokens.has(next)) { reason = "eos"; break; }
-    const piece = text.push(next);
-    if (text.stopped) { reason = "stop-string"; if (piece) yield { token: next, text: piece }; break; }
+    let piece = "", end: FinishReason | undefined;
+    if (stopTokens.has(next)) end = "eos";
+    else {
+      piece = text.push(next);
+      if (text.stopped) end = "stop-string";
+    }
+    end ??= aborted() ? "aborted" : tokens.length >= maxNew ? "max-tokens" : history.length >= context ? "context-full" : undefined;
+    if (end) {
+      reason = end;
+      yield { token: next, text: piece + text.flush() };
+      break;
+    }
     yield { token: next, text: piece };
-    if (aborted()) { reason = "aborted"; break; }
-    if (tokens.length >= maxNew) break;
-    if (history.length >= context) { reason = "context-full"; break; }
     logits = model.forward(cache, seq, [next], { logits: "last" });
     cached.push(next);
   }
-  const tail = text.flush();
-  if (tail) yield { token: tokens[tokens.length - 1]!, text: tail };
   return finish(reason);
 
   function finish(finishReason: FinishReason): GenerationResult {

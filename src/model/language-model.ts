@@ -102,7 +102,8 @@ export class Chat {
 
   /**
    * Adds the user's message and generates the assistant's reply (streamed like generate()); the
-   * reply joins the conversation when the generation ends, however it ends.
+   * reply joins the conversation when the generation ends, however it ends. A message that would
+   * not fit the context throws a RangeError and leaves the conversation as it was.
    */
   send(content: string, options: GenerateOptions = {}): Generation {
     if (this.busy) throw new Error("chat: the previous reply is still being generated");
@@ -110,6 +111,10 @@ export class Chat {
     const messages = [...this.messages, { role: "user", content }];
     // The template writes the special tokens itself (BOS included where the model wants one).
     const ids = tokenizer.encode(tokenizer.applyChatTemplate(messages), { addSpecialTokens: false });
+    const context = this.model.config.maxPositionEmbeddings;
+    if (ids.length >= context) {
+      throw new RangeError(`chat: with this message the conversation is ${ids.length} tokens, and the model's context is ${context}; the message was not added`);
+    }
     const generation = new Generation({ model: this.model.transformer, cache: this.cache, seq: this.seq, cached: this.cached, tokenizer }, ids, this.model.withDefaults(options));
     this.busy = true;
     return generation.onEnd((result) => {

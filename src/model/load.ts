@@ -48,7 +48,10 @@ export async function loadModel(rt: Runtime, source: ModelSource, options: LoadO
     const t = folder.tensors.get(name);
     if (!t) throw new ModelConfigError(`${files.location}: tensor '${name}' is missing`);
     // Stored as wanted (bf16 -> bf16, f16 -> f16): the bits as they are; otherwise via float32.
-    const data = t.dtype.toLowerCase() === want && want !== "f32" ? readBits16(parsed.get(t.file)!, name) : readFloat32(parsed.get(t.file)!, name);
+    const bits16 = t.dtype.toLowerCase() === want && want !== "f32";
+    const data = bits16 ? readBits16(parsed.get(t.file)!, name) : readFloat32(parsed.get(t.file)!, name);
+    const bad = firstNonFinite(data, bits16 ? (want as "bf16" | "f16") : "f32");
+    if (bad >= 0) throw new ModelConfigError(`${files.describe(t.file)}: tensor '${name}' holds a non-finite value (NaN or infinity) at element ${bad}; the checkpoint is corrupt`);
     uploaded += t.byteLength;
     progress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes });
     return data;
@@ -57,6 +60,21 @@ export async function loadModel(rt: Runtime, source: ModelSource, options: LoadO
   const tokenizer = await readTokenizer(files);
   const defaults = await readGenerationDefaults(files, folder.configJson, tokenizer);
   return new LanguageModel(transformer, tokenizer, defaults, options.cache);
+}
+
+/**
+ * The index of the first NaN or infinity, or -1: one pass while uploading, so that a corrupt
+ * checkpoint fails at load instead of generating garbage. 16-bit data is checked on its bits
+ * (exponent all ones).
+ */
+export function firstNonFinite(data: Float32Array | Uint16Array, dtype: "f32" | "bf16" | "f16"): number {
+  if (data instanceof Float32Array) {
+    for (let i = 0; i < data.length; i++) if (data[i]! - data[i]! !== 0) return i;
+    return -1;
+  }
+  const mask = dtype === "bf16" ? 0x7f80 : 0x7c00;
+  for (let i = 0; i < data.length; i++) if ((data[i]! & mask) === mask) return i;
+  return -1;
 }
 
 /** 16-bit checkpoints stay 16-bit (decode reads every weight once per token); f32 stays f32. */
@@ -71,7 +89,8 @@ async function readTokenizer(files: ModelFiles): Promise<TextTokenizer | undefin
   const config = await readJsonFile(files, "tokenizer_config.json", "tokenizer_config.json") ?? {};
   if (typeof config !== "object" || config === null) throw new ModelConfigError(`${files.describe("tokenizer_config.json")}: not a JSON object`);
   const template = await files.text("chat_template.jinja");
-  return new TextTokenizer(json, config as Record<string, unknown>, files.describe("tokenizer.json"), template);
+  return new TextTokenizer(json, config as Record<string, unknown>, files.describe("tokenizer.json"),
+    template === undefined ? undefined : { text: template, source: files.describe("chat_template.jinja") }, files.describe("tokenizer_config.json"));
 }
 
 /** EOS/BOS ids and sampling defaults from generation_config.json, else config.json, else the tokenizer's EOS token. */

@@ -1,8 +1,8 @@
 // Text <-> token ids from a model's tokenizer.json and tokenizer_config.json, with
 // @huggingface/tokenizers (the Hugging Face tokenizer pipeline in JS), and chat prompts rendered
 // from the model's own Jinja chat template with @huggingface/jinja.
-import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { ChatTemplate } from "./chat-template.ts";
 import { ModelConfigError } from "./config.ts";
 
 export interface ChatMessage {
@@ -12,15 +12,15 @@ export interface ChatMessage {
 
 export class TextTokenizer {
   private readonly tokenizer: Tokenizer;
-  private readonly template?: Template;
+  private readonly template?: ChatTemplate;
   readonly bosToken?: string;
   readonly eosToken?: string;
 
   /**
    * `chatTemplate` overrides the one in tokenizer_config.json (newer checkpoints ship it as
-   * chat_template.jinja beside it).
+   * chat_template.jinja beside it); the sources name the files, for messages.
    */
-  constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown> = {}, source = "tokenizer.json", chatTemplate?: string) {
+  constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown> = {}, source = "tokenizer.json", chatTemplate?: { text: string; source: string }, configSource = "tokenizer_config.json") {
     try {
       this.tokenizer = new Tokenizer(tokenizerJson as object, tokenizerConfig);
     } catch (e) {
@@ -28,14 +28,9 @@ export class TextTokenizer {
     }
     this.bosToken = tokenText(tokenizerConfig.bos_token);
     this.eosToken = tokenText(tokenizerConfig.eos_token);
-    const template = chatTemplate ?? pickTemplate(tokenizerConfig.chat_template);
-    if (template !== undefined) {
-      try {
-        this.template = new Template(template);
-      } catch (e) {
-        throw new ModelConfigError(`${source}: the chat template does not parse (${(e as Error).message})`);
-      }
-    }
+    const fromConfig = pickTemplate(tokenizerConfig.chat_template);
+    const template = chatTemplate ?? (fromConfig === undefined ? undefined : { text: fromConfig, source: configSource });
+    if (template !== undefined) this.template = new ChatTemplate(template.text, template.source);
   }
 
   get hasChatTemplate(): boolean { return this.template !== undefined; }
@@ -55,14 +50,10 @@ export class TextTokenizer {
   /** The prompt text for `messages`, as the model was trained to see them, ending with the assistant's turn opened. */
   applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
     if (!this.template) throw new ModelConfigError("this model's tokenizer has no chat template (tokenizer_config.json chat_template or chat_template.jinja)");
-    try {
-      return this.template.render({
-        messages, add_generation_prompt: options.addGenerationPrompt ?? true,
-        bos_token: this.bosToken ?? "", eos_token: this.eosToken ?? "",
-      });
-    } catch (e) {
-      throw new ModelConfigError(`the chat template failed on these messages (${(e as Error).message})`);
-    }
+    return this.template.render({
+      messages, add_generation_prompt: options.addGenerationPrompt ?? true,
+      bos_token: this.bosToken ?? "", eos_token: this.eosToken ?? "",
+    });
   }
 }
 

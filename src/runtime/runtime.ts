@@ -2,7 +2,7 @@ import { LinearMemory } from "../memory/linear-memory.ts";
 import { PagePool } from "../memory/page-pool.ts";
 import { PersistentArena } from "../memory/persistent-arena.ts";
 import { ScratchArena } from "../memory/scratch-arena.ts";
-import { DTYPE_BYTES, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
+import { DTYPE_BYTES, residentBuffer, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import { attentionArrays, attentionShape, type AttentionArgs, type AttentionShape } from "../ops/attention.ts";
 import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts";
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
@@ -74,6 +74,12 @@ export class Runtime {
   threadInfo = "1 thread (the default)";
 
   constructor(module: WebAssembly.Module, options: RuntimeOptions = {}, shared = false) {
+    for (const key of ["initialMemoryBytes", "maxMemoryBytes"] as const) {
+      const v = options[key];
+      if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v <= 0)) {
+        throw new RangeError(`createRuntime: ${key} must be a positive number of bytes, got ${describe(v)}`);
+      }
+    }
     this.memory = new LinearMemory({ initialBytes: options.initialMemoryBytes ?? 4 << 20, maxBytes: options.maxMemoryBytes, shared });
     let instance: WebAssembly.Instance;
     try {
@@ -233,8 +239,8 @@ export class Runtime {
 
   private prepareAttentionInto(args: ResidentAttentionArgs): PreparedCall<void> {
     const op = "attentionInto";
-    const q = residentBuffer(op, "q", args.q, "f32"), k = residentBuffer(op, "k", args.k, "f32");
-    const v = residentBuffer(op, "v", args.v, "f32"), out = residentBuffer(op, "out", args.out, "f32");
+    const q = residentBuffer(op, "q", args.q, this.memory, "f32"), k = residentBuffer(op, "k", args.k, this.memory, "f32");
+    const v = residentBuffer(op, "v", args.v, this.memory, "f32"), out = residentBuffer(op, "out", args.out, this.memory, "f32");
     const shape = attentionShape(op, args, q.length, k.length, v.length);
     if (out.length !== q.length) throw new RangeError(`${op}: out has ${out.length} elements; expected ${q.length}, like q`);
     for (const [name, other] of [["q", q], ["k", k], ["v", v]] as const) {
@@ -266,9 +272,9 @@ export class Runtime {
 
   private prepareLinearInto(args: ResidentLinearArgs): PreparedCall<void> {
     const op = "linearInto";
-    const x = residentBuffer(op, "x", args.x, "f32"), weight = residentBuffer(op, "weight", args.weight);
-    const out = residentBuffer(op, "out", args.out, "f32");
-    const bias = args.bias === undefined ? undefined : residentBuffer(op, "bias", args.bias, "f32");
+    const x = residentBuffer(op, "x", args.x, this.memory, "f32"), weight = residentBuffer(op, "weight", args.weight, this.memory);
+    const out = residentBuffer(op, "out", args.out, this.memory, "f32");
+    const bias = args.bias === undefined ? undefined : residentBuffer(op, "bias", args.bias, this.memory, "f32");
     const shape = linearShape(op, args.inFeatures, args.outFeatures, x.length, weight.length, bias?.length);
     if (out.length !== shape.rows * shape.outFeatures) {
       throw new RangeError(`${op}: out has ${out.length} elements; expected [rows, outFeatures] = ${shape.rows * shape.outFeatures}`);
@@ -339,13 +345,6 @@ function attentionJob(s: AttentionShape, q: number, k: number, v: number, out: n
 
 const LINEAR_KERNELS = { f32: "linear_f32", bf16: "linear_bf16", f16: "linear_f16" } as const;
 
-function residentBuffer(op: string, name: string, value: unknown, dtype?: BufferDtype): WasmBuffer {
-  if (!(value instanceof WasmBuffer)) throw new TypeError(`${op}: ${name} must be a WasmBuffer (rt.alloc / rt.upload), got ${describe(value)}`);
-  value.check(`${op}: ${name}`);
-  if (dtype && value.dtype !== dtype) throw new TypeError(`${op}: ${name} must hold ${dtype}, not ${value.dtype}`);
-  return value;
-}
-
 function overlaps(a: WasmBuffer, b: WasmBuffer): boolean {
   return a.ptr < b.ptr + b.byteLength && b.ptr < a.ptr + a.byteLength;
 }
@@ -404,6 +403,15 @@ async function threadSupport(): Promise<{ cores: number } | { why: string }> {
   return { cores: g.navigator?.hardwareConcurrency ?? 1 };
 }
 
+/**
+ * The most threads a runtime starts: each is a worker with its own instance, and past the
+ * cores they only take turns. A few more than the cores stay allowed on small machines (tests
+ * check that splits over 3 threads agree on 2 cores).
+ */
+export function maxThreads(cores: number): number {
+  return Math.max(cores, 4);
+}
+
 async function chooseThreads(requested: RuntimeOptions["threads"]): Promise<{ threads: number; info: string }> {
   if (requested === undefined) return { threads: 1, info: "1 thread (the default)" };
   if (requested !== "auto" && (typeof requested !== "number" || !Number.isInteger(requested) || requested < 1)) {
@@ -417,6 +425,10 @@ async function chooseThreads(requested: RuntimeOptions["threads"]): Promise<{ th
   }
   if (requested === "auto") {
     return support.cores > 1 ? { threads: support.cores, info: `${support.cores} threads (auto: one per core)` } : { threads: 1, info: "1 thread (auto: one core)" };
+  }
+  const most = maxThreads(support.cores);
+  if (requested > most) {
+    throw new RangeError(`createRuntime: ${requested} threads asked; this host has ${support.cores} cores, and a runtime takes at most ${most} (the cores, or 4 where there are fewer)`);
   }
   return { threads: requested, info: `${requested} threads (asked; ${support.cores} cores)` };
 }
