@@ -98,6 +98,14 @@ type Flags = Record<string, string | boolean | string[] | undefined>;
  */
 function parseFlags(command: string, args: string[], spec: FlagSpec): Flags {
   const { parseArgs } = nodeUtil;
+  // A negative number is a value, not an option: "--temperature -1" reads as "--temperature=-1".
+  const joined: string[] = [];
+  for (const a of args) {
+    const prev = joined[joined.length - 1];
+    if (prev !== undefined && /^-[0-9.]/.test(a) && /^--[^=]+$/.test(prev) && spec[prev.slice(2)]?.type === "string") joined[joined.length - 1] = `${prev}=${a}`;
+    else joined.push(a);
+  }
+  args = joined;
   let parsed: ReturnType<typeof parseArgs<{ args: string[]; options: FlagSpec; strict: true; allowPositionals: false; tokens: true }>>;
   try {
     parsed = parseArgs({ args, options: spec, strict: true, allowPositionals: false, tokens: true });

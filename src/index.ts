@@ -24,6 +24,8 @@ export { Generation } from "./model/generation.ts";
 export type { GenerateOptions, GenerationStep, GenerationResult, FinishReason } from "./model/generation.ts";
 export { TransformerModel } from "./model/transformer.ts";
 export { TextTokenizer } from "./model/tokenizer.ts";
+export { ChatTemplate, TemplateError } from "./model/chat-template.ts";
+export type { TemplateLimits } from "./model/chat-template.ts";
 export type { ChatMessage } from "./model/tokenizer.ts";
 export { Sampler } from "./model/sampling.ts";
 export type { SamplingOptions } from "./model/sampling.ts";

@@ -106,7 +106,7 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
       [["generate", "--model", dir, "--tokens", "1,2", "--temperature", "-1"], 2, /temperature must be >= 0, got -1/],
       [["generate", "--model", dir, "--tokens", "1,2", "--top-p", "1.5"], 2, /topP must be in \(0, 1\], got 1.5/],
       [["logits", "--model", dir, "--tokens", "1,2"], 2, /logits needs --out FILE.json/],
-      [["logits", "--model", dir, "--tokens", "a,b", "--out", "/tmp/x.json"], 2, /--tokens takes non-negative integers/],
+      [["logits", "--model", dir, "--tokens", "a,b", "--out", "/tmp/x.json"], 2, /--tokens takes decimal token ids separated by commas; item 1 of 'a,b' is 'a'/],
       [["run", "--model", dir], 2, /run needs --prompt TEXT \(or --chat/],
       [["run", "--model", dir, "--prompt", "hi"], 1, /has no tokenizer\.json; run needs one/],
       [["run", "--model", dir, "--prompt", "hi", "--system", "x"], 2, /--system needs --chat/],

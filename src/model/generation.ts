@@ -15,7 +15,7 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokens?: readonly number[];
   /** Texts that end the generation; they are not part of the returned text. */
   stopStrings?: readonly string[];
-  /** Aborting ends the stream at the next token (or prefill chunk) with finishReason "aborted": that token is the last step. */
+  /** Aborting ends the stream after the step being consumed (or the prefill chunk) with finishReason "aborted". */
   signal?: AbortSignal;
   /** Prompt tokens per forward call during prefill (default 128). */
   prefillChunk?: number;
@@ -165,9 +165,11 @@ function* run(ctx: GenerationContext, prompt: readonly number[], options: Genera
   prefillSeconds = (now() - prefillStart) / 1000;
   const history = [...prompt];
   let reason: FinishReason = "max-tokens";
-  // Each token is streamed exactly once, in order, and what ends the generation is known before
-  // its token is streamed, so the last step also carries the text held back until then (a
-  // possible stop-string prefix, half a character). An EOS token is streamed with no text.
+  // Each token is streamed exactly once, in order. What ends the generation is known before its
+  // token is streamed, so the last step also carries the text held back until then (a possible
+  // stop-string prefix, half a character); an EOS token is streamed with no text of its own. An
+  // abort arrives while a step is being consumed: the stream ends there, and text still held
+  // back is dropped (the result's text is what was streamed).
   for (;;) {
     const next = sampler.next(logits!, history);
     tokens.push(next);
@@ -179,13 +181,14 @@ function* run(ctx: GenerationContext, prompt: readonly number[], options: Genera
       piece = text.push(next);
       if (text.stopped) end = "stop-string";
     }
-    end ??= aborted() ? "aborted" : tokens.length >= maxNew ? "max-tokens" : history.length >= context ? "context-full" : undefined;
+    end ??= tokens.length >= maxNew ? "max-tokens" : history.length >= context ? "context-full" : undefined;
     if (end) {
       reason = end;
       yield { token: next, text: piece + text.flush() };
       break;
     }
     yield { token: next, text: piece };
+    if (aborted()) { reason = "aborted"; break; }
     logits = model.forward(cache, seq, [next], { logits: "last" });
     cached.push(next);
   }
@@ -195,7 +198,7 @@ function* run(ctx: GenerationContext, prompt: readonly number[], options: Genera
     const decodeSeconds = tokens.length > 1 ? (now() - decodeStart) / 1000 : 0;
     const computed = prompt.length - reused;
     return {
-      tokens, text: text.text, finishReason, promptTokens: prompt.length, reusedTokens: reused,
+      tokens, text: finishReason === "aborted" ? text.streamed : text.text, finishReason, promptTokens: prompt.length, reusedTokens: reused,
       prefillSeconds, decodeSeconds,
       prefillTokensPerSecond: prefillSeconds ? computed / prefillSeconds : 0,
       decodeTokensPerSecond: decodeSeconds > 0 ? (tokens.length - 1) / decodeSeconds : 0,
@@ -238,6 +241,9 @@ export class TextStream {
     this.text = full;
     return this.take(Math.max(end, this.emitted));
   }
+
+  /** The text handed out so far. */
+  get streamed(): string { return this.text.slice(0, this.emitted); }
 
   /** What was held back, once the generation has ended. */
   flush(): string { return this.take(this.text.length); }
