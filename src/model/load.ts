@@ -30,6 +30,9 @@ export interface LoadOptions {
 export async function loadModel(rt: Runtime, source: ModelSource, options: LoadOptions = {}): Promise<LanguageModel> {
   const files = openModelFiles(source);
   const folder = await inspectModel(files);
+  // The small files first: a bad tokenizer or generation config fails before any weight is read.
+  const tokenizer = await readTokenizer(files);
+  const defaults = await readGenerationDefaults(files, folder.configJson, tokenizer);
   const totalBytes = [...folder.fileBytes.values()].reduce((a, b) => a + b, 0);
   const progress = options.onProgress;
   let done = 0;
@@ -57,8 +60,6 @@ export async function loadModel(rt: Runtime, source: ModelSource, options: LoadO
     return data;
   }, dtype);
   parsed.clear();
-  const tokenizer = await readTokenizer(files);
-  const defaults = await readGenerationDefaults(files, folder.configJson, tokenizer);
   return new LanguageModel(transformer, tokenizer, defaults, options.cache);
 }
 

@@ -20,7 +20,7 @@ export class TextTokenizer {
    * `chatTemplate` overrides the one in tokenizer_config.json (newer checkpoints ship it as
    * chat_template.jinja beside it); the sources name the files, for messages.
    */
-  constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown> = {}, source = "tokenizer.json", chatTemplate?: { text: string; source: string }, configSource = "tokenizer_config.json") {
+  constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown> = {}, private readonly source = "tokenizer.json", chatTemplate?: { text: string; source: string }, configSource = "tokenizer_config.json") {
     try {
       this.tokenizer = new Tokenizer(tokenizerJson as object, tokenizerConfig);
     } catch (e) {
@@ -37,12 +37,21 @@ export class TextTokenizer {
 
   /** Token ids of `text`; `addSpecialTokens` adds what the tokenizer's post-processor adds (e.g. BOS). */
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
-    return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    try {
+      return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    } catch (e) {
+      throw new ModelConfigError(`${this.source}: the tokenizer failed to encode (${(e as Error).message})`);
+    }
   }
 
   /** The text of `ids`; special tokens (EOS, chat markers) are left out unless asked for. */
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
-    return this.tokenizer.decode(ids as number[], { skip_special_tokens: options.skipSpecialTokens ?? true });
+    if (ids.length === 0) return "";
+    try {
+      return this.tokenizer.decode(ids as number[], { skip_special_tokens: options.skipSpecialTokens ?? true });
+    } catch (e) {
+      throw new ModelConfigError(`${this.source}: the tokenizer failed to decode (${(e as Error).message})`);
+    }
   }
 
   tokenId(token: string): number | undefined { return this.tokenizer.token_to_id(token); }
