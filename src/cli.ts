@@ -28,7 +28,9 @@ const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (def
   --top-k K  --top-p P       sampling filters
   --seed S                   the sampling seed (a seed reproduces a run)
   --repetition-penalty R     > 1 discourages repeats
-  --dtype f32|bf16|f16       how linear weights live in memory (default: as the files store them)
+  --dtype f32|bf16|f16|q8_0|q4_0
+                             how linear weights and embeddings live in memory (default: as the
+                             files store them); q8_0 / q4_0 quantize at load (GGUF's blocks)
   --kv-dtype f32|bf16|int8   how the KV cache stores K and V (default f32; bf16 halves its bytes)
   --threads N|auto           worker threads sharing each layer (default 1; auto: one per core)
 `;
@@ -69,7 +71,7 @@ heads per layer, KV-cache bytes per token, and what the same model would need as
   --model DIR                the folder (config.json, model.safetensors or sharded + index)
   --json                     print the summary as JSON
 `,
-  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json|FILE.npy [--dtype f32|bf16|f16]
+  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json|FILE.npy [--dtype f32|bf16|f16|q8_0|q4_0]
 
 Writes {"logits": [[...vocab floats] for every input position]}, row by row as the forward pass
 goes; with a .npy name, numpy's format instead (float32 [positions, vocab], np.load reads it),
@@ -227,7 +229,7 @@ async function generationOptions(flags: Flags): Promise<import("./model/generati
 
 function checkLoadFlags(flags: Flags): void {
   const dtype = str(flags, "dtype");
-  if (dtype !== undefined && dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") throw new UsageError(`--dtype is f32, bf16 or f16, got '${dtype}'`);
+  if (dtype !== undefined && !["f32", "bf16", "f16", "q8_0", "q4_0"].includes(dtype)) throw new UsageError(`--dtype is f32, bf16, f16, q8_0 or q4_0, got '${dtype}'`);
   const kvDtype = str(flags, "kv-dtype");
   if (kvDtype !== undefined && kvDtype !== "f32" && kvDtype !== "bf16" && kvDtype !== "int8") throw new UsageError(`--kv-dtype is f32, bf16 or int8, got '${kvDtype}'`);
   const threads = str(flags, "threads");

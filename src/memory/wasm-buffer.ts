@@ -1,12 +1,23 @@
 import { UseAfterFreeError } from "../errors.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../formats/half.ts";
+import { dequantizeRows, isQuantDtype, quantizeRows, quantRowBytes, type QuantDtype } from "../formats/quant.ts";
 import { describe } from "../ops/validate.ts";
 import type { LinearMemory } from "./linear-memory.ts";
 import type { PersistentArena } from "./persistent-arena.ts";
 
-/** How a buffer's elements are stored: f32, or 16-bit (weights stay 16-bit; kernels widen). */
-export type BufferDtype = "f32" | "bf16" | "f16";
-export const DTYPE_BYTES: Record<BufferDtype, number> = { f32: 4, bf16: 2, f16: 2 };
+/**
+ * How a buffer's elements are stored: f32, 16-bit (weights stay 16-bit; kernels widen), or
+ * block-quantized (Q8_0, Q4_0: GGUF's block layouts, rows of `rowLength` weights).
+ */
+export type BufferDtype = "f32" | "bf16" | "f16" | QuantDtype;
+export const BUFFER_DTYPES: readonly BufferDtype[] = ["f32", "bf16", "f16", "q8_0", "q4_0"];
+const ELEMENT_BYTES: Record<"f32" | "bf16" | "f16", number> = { f32: 4, bf16: 2, f16: 2 };
+
+/** Bytes of `length` elements stored as `dtype` (quantized: whole rows of `rowLength`). */
+export function bufferBytes(dtype: BufferDtype, length: number, rowLength?: number): number {
+  if (isQuantDtype(dtype)) return (length / rowLength!) * quantRowBytes(dtype, rowLength!);
+  return length * ELEMENT_BYTES[dtype];
+}
 
 /**
  * A tensor resident in wasm memory (persistent arena), for zero-copy calls: weights, a K/V
@@ -27,18 +38,23 @@ export class WasmBuffer {
     /** Set on views made by subarray(): they share the parent's memory and lifetime. */
     private readonly parent?: WasmBuffer,
     readonly dtype: BufferDtype = "f32",
+    /** Quantized buffers: the weights per row (blocks never span rows). */
+    readonly rowLength?: number,
   ) {}
 
-  get byteLength(): number { return this.length * DTYPE_BYTES[this.dtype]; }
+  get byteLength(): number { return bufferBytes(this.dtype, this.length, this.rowLength); }
   get isFreed(): boolean { return this.parent ? this.parent.isFreed : this.freed; }
 
-  /** A view of elements [begin, end) with no copy (e.g. a prefix of a K/V history). */
+  /** A view of elements [begin, end) with no copy (e.g. a prefix of a K/V history; quantized: whole rows). */
   subarray(begin: number, end = this.length): WasmBuffer {
     this.check("subarray");
     if (!Number.isInteger(begin) || !Number.isInteger(end) || begin < 0 || end > this.length || begin >= end) {
       throw new RangeError(`WasmBuffer.subarray: [${begin}, ${end}) is not a non-empty range of [0, ${this.length})`);
     }
-    return new WasmBuffer(this.mem, this.arena, this.ptr + begin * DTYPE_BYTES[this.dtype], end - begin, this.parent ?? this, this.dtype);
+    if (this.rowLength !== undefined && (begin % this.rowLength !== 0 || end % this.rowLength !== 0)) {
+      throw new RangeError(`WasmBuffer.subarray: a ${this.dtype} buffer is viewed in whole rows of ${this.rowLength}, not [${begin}, ${end})`);
+    }
+    return new WasmBuffer(this.mem, this.arena, this.ptr + bufferBytes(this.dtype, begin, this.rowLength), end - begin, this.parent ?? this, this.dtype, this.rowLength);
   }
 
   /** A view of the elements (f32 buffers), valid until the memory next grows. */
@@ -48,13 +64,20 @@ export class WasmBuffer {
     return this.mem.f32.subarray(this.ptr >>> 2, (this.ptr >>> 2) + this.length);
   }
 
-  /** Copies `data` in at element `offset` (rounded to nearest even for 16-bit buffers). */
+  /** Copies `data` in at element `offset` (rounded to nearest even for 16-bit buffers; quantized: whole rows). */
   set(data: ArrayLike<number>, offset = 0): this {
     this.check("set");
     if (!Number.isInteger(offset) || offset < 0 || offset + data.length > this.length) {
       throw new RangeError(`WasmBuffer.set: ${data.length} elements at offset ${offset} do not fit in ${this.length}`);
     }
     if (this.dtype === "f32") { this.array.set(data, offset); return this; }
+    if (isQuantDtype(this.dtype)) {
+      const K = this.rowLength!;
+      if (offset % K !== 0 || data.length % K !== 0) throw new RangeError(`WasmBuffer.set: a ${this.dtype} buffer is written in whole rows of ${K}`);
+      const at = this.ptr + bufferBytes(this.dtype, offset, K);
+      quantizeRows(this.dtype, data, K, new Uint8Array(this.mem.memory.buffer, at, bufferBytes(this.dtype, data.length, K)));
+      return this;
+    }
     const narrow = this.dtype === "bf16" ? f32ToBf16 : f32ToF16;
     const halves = new Uint16Array(this.mem.memory.buffer, this.ptr + offset * 2, data.length);
     for (let i = 0; i < data.length; i++) halves[i] = narrow(data[i]!);
@@ -65,6 +88,7 @@ export class WasmBuffer {
   toFloat32Array(): Float32Array {
     if (this.dtype === "f32") return this.array.slice();
     this.check("toFloat32Array");
+    if (isQuantDtype(this.dtype)) return dequantizeRows(this.dtype, new Uint8Array(this.mem.memory.buffer, this.ptr, this.byteLength), this.rowLength!);
     const widen = this.dtype === "bf16" ? bf16ToF32 : f16ToF32;
     return Float32Array.from(new Uint16Array(this.mem.memory.buffer, this.ptr, this.length), widen);
   }

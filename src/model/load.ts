@@ -20,7 +20,10 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions {
-  /** How linear-layer weights live in wasm memory: as stored (default for 16-bit files), or widened to f32. */
+  /**
+   * How linear-layer weights and embeddings live in wasm memory: as stored (the default: 16-bit
+   * files stay 16-bit), widened to f32, or quantized at load to q8_0 / q4_0 (GGUF's blocks).
+   */
   dtype?: BufferDtype;
   onProgress?: (p: LoadProgress) => void;
   /** Options of the KV cache the model's generations share (pageSize, dtype, maxTokens, maxBytes). */

@@ -4,6 +4,7 @@
 import { createKVCache, type KVCache, type KVCacheOptions, type KVSequence } from "../kv/kv-cache.ts";
 import type { BufferDtype, WasmBuffer } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import { isQuantDtype } from "../formats/quant.ts";
 import type { ModelConfig } from "./config.ts";
 import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
 
@@ -35,22 +36,27 @@ export class TransformerModel {
     // tensor) frees them and leaves the runtime as it was.
     try {
       const f32 = (name: string) => this.own(rt.upload(tensor(name, "f32"), "f32"));
-      const weight = (name: string) => this.own(rt.upload(tensor(name, weightDtype), weightDtype));
+      // Linear weights [out, in] and the embedding [vocab, hidden] in the weight dtype; quantized
+      // ones are quantized here, a row of `inFeatures` at a time (blocks never span rows).
+      const weight = (name: string, inFeatures: number) => this.own(isQuantDtype(weightDtype)
+        ? rt.upload(tensor(name, "f32") as Float32Array, weightDtype, inFeatures)
+        : rt.upload(tensor(name, weightDtype), weightDtype));
+      const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff } = config;
       this.layers = config.kvHeadsPerLayer.map((_, i) => {
         const p = `model.layers.${i}`;
         return {
           inputNorm: f32(`${p}.input_layernorm.weight`), postNorm: f32(`${p}.post_attention_layernorm.weight`),
-          q: weight(`${p}.self_attn.q_proj.weight`), k: weight(`${p}.self_attn.k_proj.weight`),
-          v: weight(`${p}.self_attn.v_proj.weight`), o: weight(`${p}.self_attn.o_proj.weight`),
+          q: weight(`${p}.self_attn.q_proj.weight`, hd), k: weight(`${p}.self_attn.k_proj.weight`, hd),
+          v: weight(`${p}.self_attn.v_proj.weight`, hd), o: weight(`${p}.self_attn.o_proj.weight`, H * D),
           ...(config.attentionBias ? {
             qBias: f32(`${p}.self_attn.q_proj.bias`), kBias: f32(`${p}.self_attn.k_proj.bias`), vBias: f32(`${p}.self_attn.v_proj.bias`),
           } : {}),
-          gate: weight(`${p}.mlp.gate_proj.weight`), up: weight(`${p}.mlp.up_proj.weight`), down: weight(`${p}.mlp.down_proj.weight`),
+          gate: weight(`${p}.mlp.gate_proj.weight`, hd), up: weight(`${p}.mlp.up_proj.weight`, hd), down: weight(`${p}.mlp.down_proj.weight`, ff),
         };
       });
       this.finalNorm = f32("model.norm.weight");
-      this.embedding = weight("model.embed_tokens.weight");
-      this.lmHead = config.tieWordEmbeddings ? this.embedding : weight("lm_head.weight");
+      this.embedding = weight("model.embed_tokens.weight", hd);
+      this.lmHead = config.tieWordEmbeddings ? this.embedding : weight("lm_head.weight", hd);
       this.rope = this.ropeTables(Math.min(config.maxPositionEmbeddings, 256));
     } catch (e) {
       this.dispose();

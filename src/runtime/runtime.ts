@@ -2,7 +2,8 @@ import { LinearMemory } from "../memory/linear-memory.ts";
 import { PagePool } from "../memory/page-pool.ts";
 import { PersistentArena } from "../memory/persistent-arena.ts";
 import { ScratchArena } from "../memory/scratch-arena.ts";
-import { DTYPE_BYTES, residentBuffer, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
+import { BUFFER_DTYPES, bufferBytes, residentBuffer, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
+import { isQuantDtype, quantRowBytes, QUANT_BLOCK, type QuantDtype } from "../formats/quant.ts";
 import { attentionArrays, attentionShape, type AttentionArgs, type AttentionShape } from "../ops/attention.ts";
 import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts";
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
@@ -107,10 +108,13 @@ export class Runtime {
     await pool?.dispose();
   }
 
-  /** A zeroed buffer of `length` elements in wasm memory (f32 unless `dtype` says bf16 or f16). */
-  alloc(length: number, dtype: BufferDtype = "f32"): WasmBuffer {
+  /**
+   * A zeroed buffer of `length` elements in wasm memory (f32 unless `dtype` says bf16, f16, or
+   * q8_0 / q4_0 with rows of `rowLength`).
+   */
+  alloc(length: number, dtype: BufferDtype = "f32", rowLength?: number): WasmBuffer {
     positiveInt("alloc", "length", length);
-    const buffer = this.newBuffer("alloc", length, dtype);
+    const buffer = this.newBuffer("alloc", length, dtype, rowLength);
     this.memory.u8.fill(0, buffer.ptr, buffer.ptr + buffer.byteLength);
     return buffer;
   }
@@ -120,7 +124,27 @@ export class Runtime {
    * (rounded to nearest even), as weights for linearInto. A Uint16Array is taken as the raw
    * bits of a bf16 or f16 `dtype` and copied as they are (a checkpoint's 16-bit tensors).
    */
-  upload(data: Float32Array | Uint16Array, dtype: BufferDtype = "f32"): WasmBuffer {
+  upload(data: Float32Array | Uint16Array, dtype?: BufferDtype): WasmBuffer;
+  /**
+   * Block-quantized weights (rows of `rowLength`): floats are quantized as ggml does; bytes are
+   * taken as the blocks themselves (a GGUF tensor's data), copied as they are.
+   */
+  upload(data: Float32Array | Uint8Array, dtype: QuantDtype, rowLength: number): WasmBuffer;
+  upload(data: Float32Array | Uint16Array | Uint8Array, dtype: BufferDtype = "f32", rowLength?: number): WasmBuffer {
+    if (isQuantDtype(dtype)) {
+      positiveInt("upload", "rowLength", rowLength);
+      if (data instanceof Uint8Array) {
+        const rowBytes = quantRowBytes(dtype, rowLength!);
+        if (data.length === 0 || data.length % rowBytes !== 0) throw new RangeError(`upload: ${data.length} bytes are not whole ${dtype} rows of ${rowLength} weights (${rowBytes} bytes each)`);
+        const buffer = this.newBuffer("upload", (data.length / rowBytes) * rowLength!, dtype, rowLength);
+        this.memory.u8.set(data, buffer.ptr);
+        return buffer;
+      }
+      float32Array("upload", "data", data);
+      if (data.length === 0 || data.length % rowLength! !== 0) throw new RangeError(`upload: ${data.length} floats are not whole rows of ${rowLength}`);
+      return this.newBuffer("upload", data.length, dtype, rowLength).set(data);
+    }
+    if (data instanceof Uint8Array) throw new TypeError(`upload: bytes are taken for q8_0 / q4_0 blocks only, not ${String(dtype)}`);
     if (data instanceof Uint16Array) {
       if (dtype !== "bf16" && dtype !== "f16") throw new TypeError(`upload: a Uint16Array holds bf16 or f16 bits; pass dtype "bf16" or "f16", not ${String(dtype)}`);
       const buffer = this.newBuffer("upload", data.length, dtype);
@@ -133,10 +157,14 @@ export class Runtime {
     return buffer;
   }
 
-  private newBuffer(op: string, length: number, dtype: BufferDtype): WasmBuffer {
-    if (!Object.hasOwn(DTYPE_BYTES, dtype)) throw new RangeError(`${op}: dtype must be f32, bf16 or f16, got ${String(dtype)}`);
-    const ptr = this.persistent.alloc(length * DTYPE_BYTES[dtype]);
-    return new WasmBuffer(this.memory, this.persistent, ptr, length, undefined, dtype);
+  private newBuffer(op: string, length: number, dtype: BufferDtype, rowLength?: number): WasmBuffer {
+    if (!BUFFER_DTYPES.includes(dtype)) throw new RangeError(`${op}: dtype must be ${BUFFER_DTYPES.join(", ")}, got ${String(dtype)}`);
+    if (isQuantDtype(dtype)) {
+      positiveInt(op, "rowLength", rowLength);
+      if (length % rowLength! !== 0) throw new RangeError(`${op}: ${length} elements are not whole rows of ${rowLength}`);
+    } else rowLength = undefined;
+    const ptr = this.persistent.alloc(bufferBytes(dtype, length, rowLength));
+    return new WasmBuffer(this.memory, this.persistent, ptr, length, undefined, dtype, rowLength);
   }
 
   /** A pool of fixed-size pages (the KV cache's storage). */
@@ -280,6 +308,9 @@ export class Runtime {
       throw new RangeError(`${op}: out has ${out.length} elements; expected [rows, outFeatures] = ${shape.rows * shape.outFeatures}`);
     }
     if (overlaps(out, x)) throw new RangeError(`${op}: out overlaps x`);
+    if (weight.rowLength !== undefined && weight.rowLength !== shape.inFeatures) {
+      throw new RangeError(`${op}: the ${weight.dtype} weight has rows of ${weight.rowLength}; inFeatures is ${shape.inFeatures}`);
+    }
     return { jobs: this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype), finish: () => undefined };
   }
 
@@ -316,7 +347,9 @@ export class Runtime {
     // Below ~1 MFLOP a thread hand-off costs more than it saves.
     const threads = s.rows * s.outFeatures * s.inFeatures < 1 << 19 ? 1 : this.threads;
     return columnSplits(s.outFeatures, threads).map(([n0, n1]) => ({
-      kernel: LINEAR_KERNELS[dtype], args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1],
+      kernel: LINEAR_KERNELS[dtype], args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1,
+        // Quantized weights: each job quantizes the activations into its own scratch.
+        ...(isQuantDtype(dtype) ? [this.scratch.alloc(this.kernels.linear_quant_scratch_bytes(s.rows, s.inFeatures))] : [])],
     }));
   }
 
@@ -343,7 +376,7 @@ function attentionJob(s: AttentionShape, q: number, k: number, v: number, out: n
   };
 }
 
-const LINEAR_KERNELS = { f32: "linear_f32", bf16: "linear_bf16", f16: "linear_f16" } as const;
+const LINEAR_KERNELS = { f32: "linear_f32", bf16: "linear_bf16", f16: "linear_f16", q8_0: "linear_q8_0", q4_0: "linear_q4_0" } as const;
 
 function overlaps(a: WasmBuffer, b: WasmBuffer): boolean {
   return a.ptr < b.ptr + b.byteLength && b.ptr < a.ptr + a.byteLength;

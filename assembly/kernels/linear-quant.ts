@@ -1,0 +1,288 @@
+import { fmadd, hsum, hsum4x4 } from "../simd";
+
+// The linear layer y[M, N] = x[M, K] · Wᵀ (+ b) with block-quantized weights, W kept in GGUF's
+// block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
+// 32; a row's last block is zero-padded when K is not a multiple of 32):
+//   Q8_0: f16 scale d, then 32 x i8 q                         (34 bytes; w = d·q)
+//   Q4_0: f16 scale d, then 16 bytes: weight j in the low nibble of byte j, weight j+16 in the
+//         high nibble                                         (18 bytes; w = d·(q - 8))
+//
+// Arithmetic, chosen by measurement (npm run bench, "MatMul 1x4096x4096" rows): integer dot
+// products on activations quantized per 32-block to 8 bits (one f32 scale per block), as
+// llama.cpp does. Widening every weight to f32 for FMAs costs ~2x the instructions per weight
+// (i8 -> i16 -> i32 -> f32, then one FMA per 4 weights); with integers a block of 32 weights is
+// four i32x4.dot_i16x8_s on activations kept as i16, the weights widened once per block (and
+// once for four rows in prefill). Q4_0 nibbles stay unsigned (0..15): the -8 offset comes in as
+// -8 · the block's activation sum, precomputed with the activations.
+// The relaxed build computes Q4_0 blocks with i16x8.relaxed_dot_i8x16_i7x16_s (see
+// blockDotQ4Relaxed). Not used: i32x4.relaxed_dot_i8x16_i7x16_add_s, which Node 20's V8
+// computes wrongly: it ignores the accumulator and doubles the sums (a = -1, b = 2, c = 100 gives
+// -16 on Node 20.20, 92 on Deno 2.9 and Bun 1.4), and Node 20 runs the relaxed build.
+//
+// Quantized activations (per x row, per block of 32, QA_BLOCK bytes): 32 x i16 (simd dot
+// products), 32 x i8 (relaxed ones), an i32x4 [-8·sum, 0, 0, 0], the f32 scale. They are
+// made by each call in its scratch (every thread its own copy: M·K work against N·K per thread).
+// Output columns [nBegin, nEnd) can go to different threads: each column is computed the same
+// way whatever the range, so splits give the same bits.
+
+export const QK: i32 = 32;
+const QA_BLOCK: usize = 128;
+const QA_I8: usize = 64;
+const QA_CORR: usize = 96;
+const QA_SCALE: usize = 112;
+
+/** Bytes of scratch the quantized activations of M rows of K take. */
+export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
+  return M * ((K + QK - 1) / QK) * <i32>QA_BLOCK;
+}
+
+/** f16 bits to f32 (normal, subnormal and zero; scales are never inf/NaN in a valid file). */
+// @ts-ignore: decorator
+@inline function halfToF32(h: u32): f32 {
+  const em = h & 0x7fff;
+  // em << 13 as an f32 is the value times 2^-112, normal and subnormal alike.
+  const v = reinterpret<f32>(em << 13) * 5.192296858534828e33;
+  return (h & 0x8000) != 0 ? -v : v;
+}
+
+/**
+ * Quantizes rows [0, M) of x (f32, K per row) into `qa`: per block of 32 the scale
+ * d = max|x| / 127 and q = round(x / d) (half away from zero, as ggml), zero past K.
+ */
+function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
+  const nb = (K + QK - 1) / QK;
+  for (let m = 0; m < M; m++) {
+    const row = x + (<usize>m * <usize>K << 2);
+    for (let b = 0; b < nb; b++) {
+      const blk = qa + (<usize>(m * nb + b)) * QA_BLOCK;
+      const k0 = b * QK, n = min(QK, K - k0);
+      const src = row + (<usize>k0 << 2);
+      let amax: f32 = 0;
+      if (n == QK) {
+        let mx = f32x4.splat(0);
+        for (let i: usize = 0; i < 32; i += 4) mx = f32x4.max(mx, f32x4.abs(v128.load(src + (i << 2))));
+        const m2 = f32x4.max(mx, v128.shuffle<f32>(mx, mx, 2, 3, 0, 1));
+        amax = f32x4.extract_lane(f32x4.max(m2, v128.shuffle<f32>(m2, m2, 1, 0, 3, 2)), 0);
+      } else {
+        for (let i = 0; i < n; i++) amax = max(amax, abs(load<f32>(src + (<usize>i << 2))));
+      }
+      const d = amax / 127;
+      const id: f32 = d != 0 ? 1 / d : 0;
+      let sum = 0;
+      for (let i = 0; i < QK; i++) {
+        let q = 0;
+        if (i < n) {
+          const v = load<f32>(src + (<usize>i << 2)) * id;
+          // round half away from zero, like C's roundf
+          q = <i32>(v >= 0 ? floor(v + 0.5) : -floor(-v + 0.5));
+        }
+        store<i16>(blk + (<usize>i << 1), <i16>q);
+        store<i8>(blk + QA_I8 + <usize>i, <i8>q);
+        sum += q;
+      }
+      v128.store(blk + QA_CORR, i32x4.replace_lane(i32x4.splat(0), 0, -8 * sum));
+      store<f32>(blk + QA_SCALE, d);
+    }
+  }
+}
+
+/** The weight block's 32 values as four i16x8 vectors (Q8_0: q; Q4_0: the nibbles 0..15). */
+// @ts-ignore: decorator
+@inline function weightsI16(wb: usize, isQ4: bool, part: i32): v128 {
+  if (isQ4) {
+    const q = v128.load(wb + 2);
+    const nib = part < 2 ? v128.and(q, i8x16.splat(0x0f)) : i8x16.shr_u(q, 4);
+    return (part & 1) == 0 ? i16x8.extend_low_i8x16_u(nib) : i16x8.extend_high_i8x16_u(nib);
+  }
+  const q = v128.load(wb + 2 + (part < 2 ? 0 : 16));
+  return (part & 1) == 0 ? i16x8.extend_low_i8x16_s(q) : i16x8.extend_high_i8x16_s(q);
+}
+
+/** Integer dot of one weight block with one activation block, as i32x4 partial sums. */
+// @ts-ignore: decorator
+@inline function blockDot(w0: v128, w1: v128, w2: v128, w3: v128, a: usize, isQ4: bool): v128 {
+  let s = i32x4.dot_i16x8_s(w0, v128.load(a));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(w1, v128.load(a + 16)));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(w2, v128.load(a + 32)));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(w3, v128.load(a + 48)));
+  // Q4_0 nibbles are stored with +8: the precomputed -8·sum(a) undoes it.
+  return isQ4 ? i32x4.add(s, v128.load(a + QA_CORR)) : s;
+}
+
+// @ts-ignore: decorator
+@inline function blockBytes(isQ4: bool): usize { return isQ4 ? 18 : 34; }
+
+/**
+ * Relaxed build, Q4_0: i16x8.relaxed_dot_i8x16_i7x16_s with the nibbles (0..15) as the 7-bit
+ * operand (exact on every engine: a pair of products is at most 2·127·15), two per block instead
+ * of four widenings and four dot products. The i32x4 form would also add, but Node 20's V8
+ * computes that one wrongly (it ignores the accumulator and doubles the sums), so the pairs are
+ * added with extadd_pairwise.
+ */
+// @ts-ignore: decorator
+@inline function blockDotQ4Relaxed(q: v128, a0: v128, a1: v128, corr: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const pairs = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(a0, v128.and(q, i8x16.splat(0x0f))), i16x8.relaxed_dot_i8x16_i7x16_s(a1, i8x16.shr_u(q, 4)));
+    return i32x4.add(i32x4.extadd_pairwise_i16x8_s(pairs), corr);
+  }
+  return unreachable();
+}
+
+/** One output: dot(activation row qa, weight row w) over nb blocks. */
+// @ts-ignore: decorator
+@inline function dotq_1x1(qa: usize, w: usize, nb: i32, isQ4: bool): f32 {
+  const bb = blockBytes(isQ4);
+  let acc = f32x4.splat(0);
+  for (let b = 0; b < nb; b++) {
+    const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
+    const s = isQ4 && ASC_FEATURE_RELAXED_SIMD
+      ? blockDotQ4Relaxed(v128.load(wb + 2), v128.load(a + QA_I8), v128.load(a + QA_I8 + 16), v128.load(a + QA_CORR))
+      : blockDot(weightsI16(wb, isQ4, 0), weightsI16(wb, isQ4, 1), weightsI16(wb, isQ4, 2), weightsI16(wb, isQ4, 3), a, isQ4);
+    acc = fmadd(f32x4.convert_i32x4_s(s), f32x4.splat(halfToF32(load<u16>(wb)) * load<f32>(a + QA_SCALE)), acc);
+  }
+  return hsum(acc);
+}
+
+/** The f16 scales of four weight blocks, times the activation block's scale, as four lanes. */
+// @ts-ignore: decorator
+@inline function scales4(w0: usize, w1: usize, w2: usize, w3: usize, da: f32): v128 {
+  let h = i32x4.splat(<i32>load<u16>(w0));
+  h = i32x4.replace_lane(h, 1, <i32>load<u16>(w1));
+  h = i32x4.replace_lane(h, 2, <i32>load<u16>(w2));
+  h = i32x4.replace_lane(h, 3, <i32>load<u16>(w3));
+  // as halfToF32, four at a time
+  const v = f32x4.mul(i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13), f32x4.splat(5.192296858534828e33));
+  return f32x4.mul(v128.or(v, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16)), f32x4.splat(da));
+}
+
+/** Four outputs: one activation row against four weight rows, each activation block loaded once. */
+// @ts-ignore: decorator
+@inline function dotq_1x4(qa: usize, w: usize, ldw: usize, nb: i32, isQ4: bool, y: usize): void {
+  const bb = blockBytes(isQ4);
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
+  for (let b = 0; b < nb; b++) {
+    const a = qa + <usize>b * QA_BLOCK;
+    const wb0 = w + <usize>b * bb, wb1 = wb0 + ldw, wb2 = wb1 + ldw, wb3 = wb2 + ldw;
+    const relaxedQ4 = isQ4 && ASC_FEATURE_RELAXED_SIMD;
+    const a0 = v128.load(a + (relaxedQ4 ? QA_I8 : 0)), a1 = v128.load(a + (relaxedQ4 ? QA_I8 + 16 : 16));
+    const a2 = relaxedQ4 ? a0 : v128.load(a + 32), a3 = relaxedQ4 ? a1 : v128.load(a + 48);
+    const corr = v128.load(a + QA_CORR);
+    const sc = scales4(wb0, wb1, wb2, wb3, load<f32>(a + QA_SCALE));
+    c0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb0, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 0, 0, 0, 0), c0);
+    c1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb1, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 1, 1, 1, 1), c1);
+    c2 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb2, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 2, 2, 2, 2), c2);
+    c3 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb3, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 3, 3, 3, 3), c3);
+  }
+  v128.store(y, hsum4x4(c0, c1, c2, c3));
+}
+
+/**
+ * One weight block against activations already in registers (a0..a3: i16x8, or for Q4_0 in the
+ * relaxed build a0, a1: i8x16; corr: the -8·sum vector).
+ */
+// @ts-ignore: decorator
+@inline function blockDotRow(wb: usize, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, isQ4: bool): v128 {
+  if (isQ4 && ASC_FEATURE_RELAXED_SIMD) return blockDotQ4Relaxed(v128.load(wb + 2), a0, a1, corr);
+  let s = i32x4.dot_i16x8_s(weightsI16(wb, isQ4, 0), a0);
+  s = i32x4.add(s, i32x4.dot_i16x8_s(weightsI16(wb, isQ4, 1), a1));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(weightsI16(wb, isQ4, 2), a2));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(weightsI16(wb, isQ4, 3), a3));
+  return isQ4 ? i32x4.add(s, corr) : s;
+}
+
+/** Four outputs: four activation rows against one weight row, each weight block decoded once. */
+// @ts-ignore: decorator
+@inline function dotq_4x1(qa: usize, ldqa: usize, w: usize, nb: i32, isQ4: bool, y: usize, ldy: usize): void {
+  const bb = blockBytes(isQ4);
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
+  for (let b = 0; b < nb; b++) {
+    const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
+    const d = halfToF32(load<u16>(wb));
+    let s0: v128, s1: v128, s2: v128, s3: v128;
+    if (isQ4 && ASC_FEATURE_RELAXED_SIMD) {
+      const q = v128.load(wb + 2);
+      s0 = blockDotQ4Relaxed(q, v128.load(a + QA_I8), v128.load(a + QA_I8 + 16), v128.load(a + QA_CORR));
+      s1 = blockDotQ4Relaxed(q, v128.load(a + ldqa + QA_I8), v128.load(a + ldqa + QA_I8 + 16), v128.load(a + ldqa + QA_CORR));
+      s2 = blockDotQ4Relaxed(q, v128.load(a + 2 * ldqa + QA_I8), v128.load(a + 2 * ldqa + QA_I8 + 16), v128.load(a + 2 * ldqa + QA_CORR));
+      s3 = blockDotQ4Relaxed(q, v128.load(a + 3 * ldqa + QA_I8), v128.load(a + 3 * ldqa + QA_I8 + 16), v128.load(a + 3 * ldqa + QA_CORR));
+    } else {
+      const w0 = weightsI16(wb, isQ4, 0), w1 = weightsI16(wb, isQ4, 1), w2 = weightsI16(wb, isQ4, 2), w3 = weightsI16(wb, isQ4, 3);
+      s0 = blockDot(w0, w1, w2, w3, a, isQ4);
+      s1 = blockDot(w0, w1, w2, w3, a + ldqa, isQ4);
+      s2 = blockDot(w0, w1, w2, w3, a + 2 * ldqa, isQ4);
+      s3 = blockDot(w0, w1, w2, w3, a + 3 * ldqa, isQ4);
+    }
+    c0 = fmadd(f32x4.convert_i32x4_s(s0), f32x4.splat(d * load<f32>(a + QA_SCALE)), c0);
+    c1 = fmadd(f32x4.convert_i32x4_s(s1), f32x4.splat(d * load<f32>(a + ldqa + QA_SCALE)), c1);
+    c2 = fmadd(f32x4.convert_i32x4_s(s2), f32x4.splat(d * load<f32>(a + 2 * ldqa + QA_SCALE)), c2);
+    c3 = fmadd(f32x4.convert_i32x4_s(s3), f32x4.splat(d * load<f32>(a + 3 * ldqa + QA_SCALE)), c3);
+  }
+  store<f32>(y, hsum(c0));
+  store<f32>(y + ldy, hsum(c1));
+  store<f32>(y + 2 * ldy, hsum(c2));
+  store<f32>(y + 3 * ldy, hsum(c3));
+}
+
+// @ts-ignore: decorator
+@inline function linearQuant(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, scratch: usize, isQ4: bool): void {
+  const nb = (K + QK - 1) / QK;
+  const ldw = <usize>nb * blockBytes(isQ4);
+  const ldqa = <usize>nb * QA_BLOCK;
+  const ldy = <usize>N << 2;
+  quantizeActivations(x, M, K, scratch);
+  let m = 0;
+  // Row tiles of 4 share every weight block's decoding (prefill); the rows past them, and decode,
+  // go one at a time. Each output is computed by the same sequence of operations either way.
+  for (; m + 4 <= M; m += 4) {
+    const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
+    for (let n = nBegin; n < nEnd; n++) dotq_4x1(qa, ldqa, w + <usize>n * ldw, nb, isQ4, yRow + (<usize>n << 2), ldy);
+  }
+  for (; m < M; m++) {
+    const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
+    let n = nBegin;
+    for (; n + 4 <= nEnd; n += 4) dotq_1x4(qa, w + <usize>n * ldw, ldw, nb, isQ4, yRow + (<usize>n << 2));
+    for (; n < nEnd; n++) store<f32>(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4));
+  }
+  if (bias != 0) {
+    for (let r = 0; r < M; r++) {
+      const yRow = y + <usize>r * ldy;
+      for (let n = nBegin; n < nEnd; n++) {
+        const o = <usize>n << 2;
+        store<f32>(yRow + o, load<f32>(yRow + o) + load<f32>(bias + o));
+      }
+    }
+  }
+}
+
+/** The linear layer with Q8_0 weights; `scratch`: linear_quant_scratch_bytes(M, K), one per thread. */
+export function linear_q8_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, scratch, false);
+}
+
+/** The linear layer with Q4_0 weights; `scratch`: linear_quant_scratch_bytes(M, K), one per thread. */
+export function linear_q4_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, scratch, true);
+}
+
+/** Rows [rowBegin, rowEnd) of a quantized matrix (dtype 0: Q8_0, 1: Q4_0) with K columns, as f32 (embedding lookups). */
+export function dequantize_rows(w: usize, dtype: i32, K: i32, rowBegin: i32, rowEnd: i32, out: usize): void {
+  const isQ4 = dtype == 1;
+  const nb = (K + QK - 1) / QK;
+  const bb = blockBytes(isQ4);
+  for (let r = rowBegin; r < rowEnd; r++) {
+    const row = w + <usize>r * <usize>nb * bb;
+    const dst = out + (<usize>(r - rowBegin) * <usize>K << 2);
+    for (let k = 0; k < K; k++) {
+      const wb = row + <usize>(k / QK) * bb, j = k % QK;
+      const d = halfToF32(load<u16>(wb));
+      let q: i32;
+      if (isQ4) {
+        const byte = <i32>load<u8>(wb + 2 + <usize>(j & 15));
+        q = (j < 16 ? byte & 15 : byte >> 4) - 8;
+      } else {
+        q = <i32>load<i8>(wb + 2 + <usize>j);
+      }
+      store<f32>(dst + (<usize>k << 2), d * <f32>q);
+    }
+  }
+}

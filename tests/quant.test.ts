@@ -1,0 +1,226 @@
+// Block-quantized weights (Q8_0, Q4_0 in GGUF's layouts): the host's quantizer against ggml's
+// reference rules, the kernels against a float64 emulation of the arithmetic they promise
+// (weights' blocks times activations quantized per block of 32, as llama.cpp computes), the
+// error that activation quantization adds against the exact product, thread splits, and models.
+import assert from "node:assert/strict";
+import { createRuntime, loadModel, syntheticModelFiles, type Runtime } from "../src/index.ts";
+import { f16ToF32 } from "../src/formats/half.ts";
+import { dequantizeRows, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
+import { BUILDS, randomArray, runtimeFor } from "./helpers.ts";
+
+const DTYPES: QuantDtype[] = ["q8_0", "q4_0"];
+
+/** Activations quantized as the kernels do: per block of 32, d = max|x| / 127 (f32), q = round(x / d). */
+function quantizeActivations(x: Float32Array, K: number): { q: Int8Array; d: Float32Array } {
+  const rows = x.length / K, nb = Math.ceil(K / 32);
+  const q = new Int8Array(rows * nb * 32), d = new Float32Array(rows * nb);
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < nb; b++) {
+      let amax = 0;
+      for (let j = 0; j < 32 && b * 32 + j < K; j++) amax = Math.max(amax, Math.abs(x[r * K + b * 32 + j]!));
+      const scale = Math.fround(amax / 127), id = scale ? Math.fround(1 / scale) : 0;
+      d[r * nb + b] = scale;
+      for (let j = 0; j < 32 && b * 32 + j < K; j++) {
+        const v = Math.fround(x[r * K + b * 32 + j]! * id);
+        q[(r * nb + b) * 32 + j] = v >= 0 ? Math.floor(v + 0.5) : -Math.floor(-v + 0.5);
+      }
+    }
+  }
+  return { q, d };
+}
+
+/** y = x · Wᵀ in float64 as llama.cpp defines it for these formats: Σ_blocks d_w · d_x · Σ q_w · q_x. */
+function emulate(dtype: QuantDtype, x: Float32Array, w: Uint8Array, M: number, N: number, K: number): Float64Array {
+  const nb = Math.ceil(K / 32), bb = quantRowBytes(dtype, 32);
+  const { q, d } = quantizeActivations(x, K);
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let acc = 0;
+      for (let b = 0; b < nb; b++) {
+        const at = (n * nb + b) * bb, dw = f16ToF32(w[at]! | (w[at + 1]! << 8));
+        let s = 0;
+        for (let j = 0; j < 32; j++) {
+          const qw = dtype === "q8_0" ? (w[at + 2 + j]! << 24) >> 24 : (j < 16 ? w[at + 2 + j]! & 15 : w[at + 2 + j - 16]! >> 4) - 8;
+          s += qw * q[(m * nb + b) * 32 + j]!;
+        }
+        acc += dw * d[m * nb + b]! * s;
+      }
+      y[m * N + n] = acc;
+    }
+  }
+  return y;
+}
+
+const blocksOf = (rt: Runtime, b: { ptr: number; byteLength: number }) => new Uint8Array(rt.memory.memory.buffer, b.ptr, b.byteLength).slice();
+
+describe("block-quantized weights: the formats", () => {
+  it("Q8_0 quantizes as ggml: d = max|x| / 127 stored as f16, q = round(x / d) half away from zero", () => {
+    const x = Float32Array.from({ length: 32 }, (_, i) => (i - 16) / 8); // -2 .. 1.875
+    const out = new Uint8Array(34);
+    quantizeRows("q8_0", x, 32, out);
+    const d = f16ToF32(out[0]! | (out[1]! << 8));
+    assert.ok(Math.abs(d - 2 / 127) <= 2 / 127 / 2048, "the f16 nearest 2/127");
+    const q = Array.from(new Int8Array(out.buffer, 2, 32));
+    assert.equal(q[0], -127);
+    assert.deepEqual(q, Array.from(x, (v) => { const t = Math.fround(v * Math.fround(1 / Math.fround(2 / 127))); return t >= 0 ? Math.floor(t + 0.5) : -Math.floor(-t + 0.5); }));
+    // A block of zeros has d = 0 and q = 0.
+    quantizeRows("q8_0", new Float32Array(32), 32, out);
+    assert.deepEqual([...out], new Array(34).fill(0));
+  });
+
+  it("Q4_0 quantizes as ggml: d = (the x of largest |x|) / -8, q = min(15, trunc(x / d + 8.5)), nibbles j and j+16 share byte j", () => {
+    const x = new Float32Array(32);
+    x[0] = -4; x[16] = 4; x[1] = 1; x[17] = -0.25;
+    const out = new Uint8Array(18);
+    quantizeRows("q4_0", x, 32, out);
+    assert.equal(f16ToF32(out[0]! | (out[1]! << 8)), 0.5); // -4 / -8
+    // x / d + 8.5: -4 -> 0.5 -> 0; 4 -> 16.5 -> 15 (clamped); 1 -> 10.5 -> 10; -0.25 -> 8; 0 -> 8
+    assert.equal(out[2], 0 | (15 << 4));
+    assert.equal(out[3], 10 | (8 << 4));
+    assert.equal(out[4], 8 | (8 << 4));
+    assert.deepEqual(Array.from(dequantizeRows("q4_0", out, 32).subarray(0, 2)), [-4, 1]);
+    assert.equal(dequantizeRows("q4_0", out, 32)[16], 3.5, "the largest positive value is 7·d");
+  });
+
+  it("rows of any length: blocks never span rows, the last block is zero-padded", () => {
+    for (const dtype of DTYPES) {
+      for (const K of [1, 31, 33, 50, 64, 100]) {
+        const x = randomArray(3 * K, K);
+        const out = new Uint8Array(3 * quantRowBytes(dtype, K));
+        quantizeRows(dtype, x, K, out);
+        const back = dequantizeRows(dtype, out, K);
+        assert.equal(back.length, 3 * K);
+        const step = dtype === "q8_0" ? 1 / 127 : 1 / 8;
+        back.forEach((v, i) => assert.ok(Math.abs(v - x[i]!) <= step * 1.01 * Math.max(...Array.from(x.subarray(Math.floor(i / K) * K, Math.floor(i / K) * K + K), Math.abs)), `${dtype} K=${K} element ${i}`));
+      }
+    }
+  });
+});
+
+for (const build of BUILDS) {
+  describe(`block-quantized linear layer (${build} build)`, () => {
+    const shapes: [number, number, number][] = [[1, 1, 1], [1, 7, 31], [1, 13, 33], [2, 9, 50], [3, 5, 64], [4, 6, 96], [5, 11, 100], [9, 4, 576], [1, 64, 1000]];
+    for (const dtype of DTYPES) {
+      it(`${dtype}: equals the float64 emulation of llama.cpp's arithmetic for any M, N and K (tails), with a bias`, async () => {
+        const rt = await runtimeFor(build);
+        for (const [M, N, K] of shapes) {
+          const w = randomArray(N * K, 11 + K), x = randomArray(M * K, 12 + M), bias = randomArray(N, 13);
+          const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N);
+          try {
+            rt.linearInto({ x: xb, weight: wb, bias: bb, out: yb, inFeatures: K, outFeatures: N });
+            const ref = emulate(dtype, x, blocksOf(rt, wb), M, N, K);
+            const y = yb.array;
+            for (let i = 0; i < y.length; i++) {
+              const want = ref[i]! + bias[i % N]!;
+              assert.ok(Math.abs(y[i]! - want) <= 1e-5 * (1 + Math.abs(want)), `${M}x${N}x${K} element ${i}: ${y[i]} vs ${want}`);
+            }
+          } finally { for (const b of [wb, xb, bb, yb]) b.free(); }
+        }
+      });
+
+      it(`${dtype}: within the bound that activation quantization allows of the exact product with the stored weights`, async () => {
+        const rt = await runtimeFor(build);
+        const [M, N, K] = [3, 40, 576];
+        const w = randomArray(N * K, 21), x = randomArray(M * K, 22);
+        const wb = rt.upload(w, dtype, K);
+        const stored = wb.toFloat32Array();
+        const y = rt.linear({ x, weight: new Float32Array(0), inFeatures: K, outFeatures: N, ...{ weight: stored } });
+        const yq = rt.alloc(M * N), xb = rt.upload(x);
+        rt.linearInto({ x: xb, weight: wb, out: yq, inFeatures: K, outFeatures: N });
+        // |x - x̂| <= d/2 per block of 32, d = max|x in the block| / 127.
+        for (let m = 0; m < M; m++) {
+          for (let n = 0; n < N; n++) {
+            let bound = 0;
+            for (let b = 0; b < K / 32; b++) {
+              let amax = 0, wsum = 0;
+              for (let j = 0; j < 32; j++) { amax = Math.max(amax, Math.abs(x[m * K + b * 32 + j]!)); wsum += Math.abs(stored[n * K + b * 32 + j]!); }
+              bound += (amax / 127 / 2) * wsum;
+            }
+            const err = Math.abs(yq.array[m * N + n]! - y[m * N + n]!);
+            assert.ok(err <= bound * 1.001 + 1e-5, `(${m}, ${n}): ${err} > ${bound}`);
+          }
+        }
+        for (const b of [wb, yq, xb]) b.free();
+      });
+    }
+  });
+}
+
+describe("block-quantized weights: buffers, threads and models", function () {
+  this.timeout(120_000);
+
+  it("uploading a tensor's blocks as bytes keeps them as they are; views, set and reads go by whole rows", async () => {
+    const rt = await createRuntime();
+    for (const dtype of DTYPES) {
+      const K = 40, w = randomArray(5 * K, 3);
+      const a = rt.upload(w, dtype, K);
+      const bytes = new Uint8Array(rt.memory.memory.buffer, a.ptr, a.byteLength).slice();
+      assert.equal(a.byteLength, 5 * quantRowBytes(dtype, K));
+      const b = rt.upload(bytes, dtype, K);
+      assert.equal(b.length, 5 * K);
+      assert.deepEqual(b.toFloat32Array(), a.toFloat32Array());
+      assert.deepEqual(a.subarray(2 * K, 4 * K).toFloat32Array(), a.toFloat32Array().subarray(2 * K, 4 * K));
+      assert.throws(() => a.subarray(1, K), /whole rows of 40/);
+      a.set(new Float32Array(K), K);
+      assert.ok(a.subarray(K, 2 * K).toFloat32Array().every((v) => v === 0));
+      assert.throws(() => a.set(new Float32Array(3), 0), /whole rows of 40/);
+      assert.throws(() => rt.upload(bytes.subarray(1), dtype, K), /not whole .* rows of 40 weights/);
+      assert.throws(() => rt.upload(w, dtype, undefined as unknown as number), /rowLength must be an integer/);
+      assert.throws(() => rt.upload(w, dtype, 7), /not whole rows of 7/);
+      const x = rt.upload(randomArray(2 * 20, 4)), y = rt.alloc(2 * 10);
+      assert.throws(() => rt.linearInto({ x, weight: a, out: y, inFeatures: 20, outFeatures: 10 }), /has rows of 40; inFeatures is 20/);
+      for (const buf of [a, b, x, y]) buf.free();
+    }
+  });
+
+  it("column splits over 1, 2 and 3 threads give the same bits, GEMV and GEMM", async () => {
+    const runtimes = [await createRuntime(), await createRuntime({ threads: 2 }), await createRuntime({ threads: 3 })];
+    try {
+      for (const dtype of DTYPES) {
+        for (const [M, N, K] of [[1, 1031, 512], [2, 301, 96], [37, 300, 256]] as const) {
+          const w = randomArray(N * K, 5), x = randomArray(M * K, 6), bias = randomArray(N, 7);
+          const ys = runtimes.map((rt) => {
+            const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N);
+            rt.linearInto({ x: xb, weight: wb, bias: bb, out: yb, inFeatures: K, outFeatures: N });
+            const y = yb.array.slice();
+            for (const b of [wb, xb, bb, yb]) b.free();
+            return y;
+          });
+          assert.ok(ys[0]!.every(Number.isFinite));
+          assert.deepEqual(ys[1], ys[0], `${dtype} ${M}x${N}x${K}, 2 threads`);
+          assert.deepEqual(ys[2], ys[0], `${dtype} ${M}x${N}x${K}, 3 threads`);
+        }
+      }
+    } finally { for (const rt of runtimes) await rt.dispose(); }
+  });
+
+  it("models quantized at load (--dtype q8_0 / q4_0) run, their logits within a measured bound of f32, and take the format's bytes", async () => {
+    const rt = await createRuntime();
+    const files = syntheticModelFiles(undefined, { dtype: "F32" });
+    const ids = [5, 77, 201, 3, 99, 150, 42, 7];
+    const held = () => rt.stats().persistentLiveBytes - rt.stats().scratchReservedBytes;
+    const logits = async (dtype?: "f32" | QuantDtype) => {
+      const start = held();
+      const m = await loadModel(rt, files, { dtype });
+      const before = held() - start;
+      const c = m.transformer.createCache();
+      const out = m.transformer.forward(c, c.createSequence(), ids);
+      c.dispose();
+      m.dispose();
+      return { out, weights: before };
+    };
+    const f32 = await logits("f32");
+    const scale = Math.max(...Array.from(f32.out, Math.abs));
+    // Measured on this synthetic model (uniform random weights, the hardest case for 4 bits):
+    // max |Δlogit| / max |logit| 0.05 (Q8_0), 0.54 (Q4_0); the bounds leave room for both builds.
+    for (const [dtype, bound, bytesPerWeight] of [["q8_0", 0.1, 34 / 32], ["q4_0", 0.8, 18 / 32]] as const) {
+      const q = await logits(dtype);
+      let err = 0;
+      q.out.forEach((v, i) => { err = Math.max(err, Math.abs(v - f32.out[i]!)); });
+      assert.ok(Number.isFinite(err) && err <= bound * scale, `${dtype}: max |Δlogit| ${err} vs max |logit| ${scale}`);
+      // Norms stay f32 and every buffer is 64-byte aligned: a little over the format's bytes.
+      assert.ok(q.weights < f32.weights * (bytesPerWeight / 4) * 1.1, `${dtype}: ${q.weights} bytes of weights (f32: ${f32.weights})`);
+    }
+  });
+});
