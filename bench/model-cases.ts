@@ -1,9 +1,10 @@
 // The model part of `npm run bench`: decode and prefill tokens/s of synthetic models shaped like
-// SmolLM2-135M and Qwen2.5-0.5B (random weights, f32 and bf16), at contexts 512 and 2048,
+// SmolLM2-135M and Qwen2.5-0.5B (random weights; f32, bf16, Q8_0, Q4_0), at contexts 512 and 2048,
 // next to the bound set by the weight bytes every decoded token reads and the read-bandwidth
 // probe. The cache is filled to the context with random K/V (the timing does not depend on the
 // values); each timed call is rolled back so the context stays put.
 import type { Runtime } from "../src/index.ts";
+import { bufferBytes, type BufferDtype } from "../src/memory/wasm-buffer.ts";
 import { SMOLLM2_135M_SHAPE } from "../src/demo.ts";
 import { expectedTensors, parseModelConfig } from "../src/model/config.ts";
 import { TransformerModel } from "../src/model/transformer.ts";
@@ -18,7 +19,7 @@ export const QWEN25_05B_SHAPE = {
 
 export interface ModelRow {
   model: string;
-  weights: "f32" | "bf16";
+  weights: BufferDtype;
   context: number;
   decodeMs: number;
   decodeTokensPerSecond: number;
@@ -41,7 +42,7 @@ const PREFILL_CHUNK = 128;
 export function modelCases(rt: Runtime, quick: boolean, readGBps: (bytes: number) => number): ModelRow[] {
   const rows: ModelRow[] = [];
   const models = quick ? [["SmolLM2-135M", SMOLLM2_135M_SHAPE] as const] : [["SmolLM2-135M", SMOLLM2_135M_SHAPE] as const, ["Qwen2.5-0.5B", QWEN25_05B_SHAPE] as const];
-  const dtypes = quick ? (["bf16"] as const) : (["bf16", "f32"] as const);
+  const dtypes = quick ? (["bf16", "q4_0"] as const) : (["bf16", "f32", "q8_0", "q4_0"] as const);
   const contexts = quick ? [512] : [512, 2048];
   // DRAM bandwidth: a buffer far beyond the caches (the weights are hundreds of MB).
   const gbps = readGBps(256 << 20);
@@ -49,15 +50,14 @@ export function modelCases(rt: Runtime, quick: boolean, readGBps: (bytes: number
     const cfg = parseModelConfig(shape);
     const shapes = expectedTensors(cfg);
     const elements = (n: string) => shapes.get(n)!.reduce((a, b) => a * b, 1);
-    const linearElements = [...shapes.keys()].filter((n) => n.endsWith("proj.weight") || n === "lm_head.weight").reduce((s, n) => s + elements(n), 0)
-      + (cfg.tieWordEmbeddings ? elements("model.embed_tokens.weight") : 0);
+    const linear = [...shapes.keys()].filter((n) => n.endsWith("proj.weight") || n === "lm_head.weight" || (cfg.tieWordEmbeddings && n === "model.embed_tokens.weight"));
     for (const dtype of dtypes) {
       let seed = 1;
       const model = new TransformerModel(rt, cfg, (n) => n.endsWith("norm.weight") ? new Float32Array(elements(n)).fill(1) : random(elements(n), seed++, 0.05), dtype);
       const cache = model.createCache();
       const seq = cache.createSequence();
       try {
-        const weightBytes = linearElements * (dtype === "f32" ? 4 : 2);
+        const weightBytes = linear.reduce((sum, n) => sum + bufferBytes(dtype, elements(n), shapes.get(n)![1]), 0);
         for (const context of contexts) {
           fillTo(cache, seq, cfg.kvHeadsPerLayer, cfg.headDim, context - PREFILL_CHUNK);
           const chunk = Array.from({ length: PREFILL_CHUNK }, (_, i) => (i * 7919) % cfg.vocabSize);

@@ -18,6 +18,8 @@ import { kvCases, type KvRow } from "./kv-cases.ts";
 import { threadCases, type ThreadRow } from "./thread-cases.ts";
 import { modelCases, type ModelRow } from "./model-cases.ts";
 import { seededArray as random } from "../src/random.ts";
+import { bufferBytes, type BufferDtype } from "../src/memory/wasm-buffer.ts";
+import { isQuantDtype } from "../src/formats/quant.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : undefined; };
@@ -119,9 +121,9 @@ async function attentionCase(runtimes: Runtime[], kind: "decode" | "prefill", H:
   } finally { await ort.dispose(); }
 }
 
-async function matmulCase(runtimes: Runtime[], M: number, N: number, K: number, weights: "f32" | "bf16" = "f32"): Promise<void> {
+async function matmulCase(runtimes: Runtime[], M: number, N: number, K: number, weights: BufferDtype = "f32"): Promise<void> {
   const x = random(M * K, 4), w = random(N * K, 5);
-  const flops = 2 * M * N * K, bytes = (M * K + M * N) * 4 + N * K * (weights === "f32" ? 4 : 2);
+  const flops = 2 * M * N * K, bytes = (M * K + M * N) * 4 + bufferBytes(weights, N * K, K);
   const ort = await ortMatMul(x, w, M, N, K);
   const tf = tfjsMatMul(x, w, M, N, K);
   try {
@@ -132,7 +134,7 @@ async function matmulCase(runtimes: Runtime[], M: number, N: number, K: number, 
     const y = new Float32Array(M * N);
     const jsT = measure(() => plainLinear(x, w, y, M, N, K), { minSamples: 2, maxTimeS: 0.5 });
     for (const rt of runtimes) {
-      const xb = rt.upload(x), wb = rt.upload(w, weights), out = rt.alloc(M * N);
+      const xb = rt.upload(x), wb = isQuantDtype(weights) ? rt.upload(w, weights, K) : rt.upload(w, weights), out = rt.alloc(M * N);
       try {
         const args = { x: xb, weight: wb, out, inFeatures: K, outFeatures: N };
         for (let i = 0; i < 5; i++) rt.linearInto(args);
@@ -167,8 +169,10 @@ async function main(): Promise<void> {
     for (const [M, N, K] of quick ? [[1, 1024, 1024], [64, 512, 512]] : [[1, 4096, 4096], [128, 2048, 2048], [512, 512, 512]]) {
       await matmulCase(runtimes, M!, N!, K!);
     }
-    // Decode is bound by weight bytes: the GEMV with 16-bit weights (the anchors use f32).
-    await matmulCase(runtimes, 1, quick ? 1024 : 4096, quick ? 1024 : 4096, "bf16");
+    // Decode is bound by weight bytes: the GEMV with 16-bit and block-quantized weights (the
+    // anchors use f32); prefill's GEMM with quantized weights too.
+    for (const weights of ["bf16", "q8_0", "q4_0"] as const) await matmulCase(runtimes, 1, quick ? 1024 : 4096, quick ? 1024 : 4096, weights);
+    for (const weights of ["q8_0", "q4_0"] as const) await matmulCase(runtimes, quick ? 64 : 128, quick ? 512 : 2048, quick ? 512 : 2048, weights);
   }
   // The KV cache on the best build.
   const best = runtimes[0]!;

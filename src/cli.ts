@@ -17,7 +17,8 @@ const COMMANDS = `commands (gqa-wasm <command> --help for its options):
   demo      (default) MHA vs GQA-8 vs GQA-4 vs MQA vs DeciLM-7B variable GQA decode, then a
             synthetic SmolLM2-135M-shaped generation
   run       generate text with a Hugging Face model folder (streamed), or chat with it
-  info      what a model folder holds: architecture, parameters, KV heads, KV bytes vs MHA
+  info      what a model holds: architecture, parameters, KV heads, KV bytes vs MHA
+  quantize  write a Hugging Face folder as a GGUF file (q8_0, q4_0, f16, bf16, f32)
   logits    the logits at every position of a list of token ids, as JSON
   generate  a greedy or sampled continuation of token ids, as JSON
   help      this text
@@ -57,13 +58,22 @@ model's chat template). --chat without --prompt reads one user turn per line of 
 the conversation in the KV cache between turns. Load time, prefill and decode tokens/s, KV-cache
 bytes and why it stopped go to stderr (with a load progress bar on a terminal). Ctrl-C stops.
 
-  --model DIR                config.json, safetensors (one file or shards), tokenizer.json
+  --model DIR|FILE.gguf      a Hugging Face folder (config.json, safetensors, tokenizer.json)
+                             or a GGUF file (its first split for -0000i-of-0000N.gguf)
   --prompt TEXT              the prompt (encoded with the model's special tokens, e.g. BOS)
   --chat                     use the chat template
   --system TEXT              a system message (with --chat)
   --stop TEXT                stop at this text (it is not printed; may be given more than once)
 ${SAMPLING_HELP}`,
-  info: `usage: gqa-wasm info --model DIR [--json]
+  quantize: `usage: gqa-wasm quantize --model DIR --dtype q8_0|q4_0|f16|bf16|f32 --out FILE.gguf
+
+Writes the folder's model as a GGUF file (version 3) that llama.cpp and gqa-wasm read: llama or
+qwen2 metadata, norms in F32, linear weights and the embedding in --dtype (quantized as ggml's
+reference quantizers do; rows must be whole blocks of 32), q/k rows permuted as llama.cpp's
+converter does, and the tokenizer (tokenizer.json) as tokenizer.ggml.* metadata with the chat
+template.
+`,
+  info: `usage: gqa-wasm info --model DIR|FILE.gguf [--json]
 
 Reads config.json and the safetensors headers (not the weights): architecture, parameters, KV
 heads per layer, KV-cache bytes per token, and what the same model would need as MHA.
@@ -174,6 +184,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === "info") return info(rest);
+  if (command === "quantize") return quantize(rest);
   if (command === "logits" || command === "generate" || command === "run") return runModel(command, rest);
   if (command !== "demo") throw new UsageError(`unknown command '${command}'`);
   const flags = parseFlags("demo", rest, stringFlags("contexts", "heads", "head-dim", "repeats", "build", "model"));
@@ -426,12 +437,50 @@ async function* userTurns(maxBytes: number): AsyncGenerator<{ text?: string; byt
   if (turn.bytes > 0 && turn.text !== "") yield turn;
 }
 
+/** `quantize`: a Hugging Face folder written as a GGUF file llama.cpp reads. */
+async function quantize(args: string[]): Promise<number> {
+  const flags = parseFlags("quantize", args, stringFlags("model", "dtype", "out"));
+  const dir = str(flags, "model"), out = str(flags, "out"), dtype = str(flags, "dtype") ?? "q8_0";
+  if (!dir) throw new UsageError("quantize needs --model DIR");
+  if (!out || !/\.gguf$/i.test(out)) throw new UsageError("quantize needs --out FILE.gguf");
+  if (!["f32", "f16", "bf16", "q8_0", "q4_0"].includes(dtype)) throw new UsageError(`--dtype is f32, f16, bf16, q8_0 or q4_0, got '${dtype}'`);
+  const fs = await import("node:fs/promises");
+  const handle = await fs.open(out, "w").catch((e: NodeJS.ErrnoException) => { throw new CliError(`cannot write ${out} (${e.code ?? e.message})`); });
+  let ok = false;
+  try {
+    const { folderToGGUF } = await import("./model/gguf-export.ts");
+    const start = performance.now();
+    const bytes = await folderToGGUF(dir, { dtype: dtype as import("./memory/wasm-buffer.ts").BufferDtype, name: dir.replace(/\/+$/, "").split("/").pop() });
+    await handle.write(bytes);
+    ok = true;
+    process.stderr.write(`wrote ${out}: ${formatBytes(bytes.length)}, ${dtype} weights, in ${((performance.now() - start) / 1000).toFixed(2)} s\n`);
+    return 0;
+  } finally {
+    await handle.close();
+    if (!ok) await fs.rm(out, { force: true });
+  }
+}
+
 async function info(args: string[]): Promise<number> {
   const flags = parseFlags("info", args, { model: { type: "string" }, json: { type: "boolean" } });
   const dir = str(flags, "model");
   if (!dir) throw new UsageError("info needs --model DIR");
   const { inspectModel, summarizeModel } = await import("./model/folder.ts");
-  const s = summarizeModel(await inspectModel(dir));
+  const { ggufTarget } = await import("./model/files.ts");
+  const gguf = ggufTarget(dir);
+  let types = "";
+  let s;
+  if (gguf) {
+    const { inspectGGUF } = await import("./model/gguf-model.ts");
+    const found = await inspectGGUF(gguf.files, gguf.name);
+    const tensors = new Map([...found.tensors].map(([name, t]) => [name, t.tensor]));
+    s = summarizeModel({ config: found.config, tensors });
+    const count = new Map<string, number>();
+    for (const t of tensors.values()) count.set(t.type, (count.get(t.type) ?? 0) + 1);
+    types = [...count].map(([t, n]) => `${t} x${n}`).join(", ");
+  } else {
+    s = summarizeModel(await inspectModel(dir));
+  }
   if (flags.json) { process.stdout.write(`${JSON.stringify(s)}\n`); return 0; }
   const kv = s.kvHeadsPerLayer;
   process.stdout.write([
@@ -439,6 +488,7 @@ async function info(args: string[]): Promise<number> {
     `architecture: ${s.architecture}`,
     `parameters: ${s.parameters.toLocaleString("en-US")} (${formatBytes(s.weightBytes)} of weights)`,
     `layers: ${s.layers}, query heads: ${s.numHeads}, head_dim: ${s.headDim}`,
+    ...(types ? [`GGUF tensor types: ${types}`] : []),
     `KV heads per layer: ${new Set(kv).size === 1 ? `${kv[0]} in every layer` : kv.join(",")}`,
     `KV cache per token (f32): ${formatBytes(s.kvBytesPerToken)}; as MHA: ${formatBytes(s.mhaKvBytesPerToken)} (${(s.mhaKvBytesPerToken / s.kvBytesPerToken).toFixed(1)}x more)`,
   ].join("\n") + "\n");
@@ -446,7 +496,7 @@ async function info(args: string[]): Promise<number> {
 }
 
 /** Errors that are the user's input (a file, a flag's value, memory), printed as one line. */
-const USER_ERRORS = new Set(["RangeError", "TypeError", "ModelConfigError", "SafetensorsError", "KVCacheFullError", "TemplateError"]);
+const USER_ERRORS = new Set(["RangeError", "TypeError", "ModelConfigError", "SafetensorsError", "KVCacheFullError", "TemplateError", "GGUFError"]);
 
 const argv = process.argv.slice(2);
 const command = argv[0] ?? "demo";

@@ -5,7 +5,7 @@
 //   Q4_0: f16 d, 16 bytes of nibbles    (18 bytes per 32 weights; w = d·(q - 8); weight j in the
 //         low nibble of byte j, weight j+16 in the high nibble)
 // A row of K weights is ceil(K/32) blocks; past K the last block holds zeros.
-import { f16ToF32, f32ToF16 } from "./half.ts";
+import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
 export type QuantDtype = "q8_0" | "q4_0";
 export const QUANT_BLOCK = 32;
@@ -79,4 +79,79 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
 /** C's roundf: halves away from zero. */
 function roundAway(v: number): number {
   return v >= 0 ? Math.floor(v + 0.5) : -Math.floor(-v + 0.5);
+}
+
+/**
+ * GGUF tensor data of any type this runtime reads, as floats: what a tensor of a type the
+ * kernels do not compute on is converted through at load (ggml's reference dequantizers:
+ * Q4_1, Q5_0, Q5_1 in blocks of 32; Q4_K, Q5_K, Q6_K in super-blocks of 256).
+ */
+export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1" | "Q8_0" | "Q4_K" | "Q5_K" | "Q6_K", bytes: Uint8Array, elements: number): Float32Array {
+  const out = new Float32Array(elements);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const half = (at: number) => f16ToF32(view.getUint16(at, true));
+  switch (type) {
+    case "F32": for (let i = 0; i < elements; i++) out[i] = view.getFloat32(4 * i, true); return out;
+    case "F16": for (let i = 0; i < elements; i++) out[i] = half(2 * i); return out;
+    case "BF16": for (let i = 0; i < elements; i++) out[i] = bf16ToF32(view.getUint16(2 * i, true)); return out;
+    case "Q8_0": return dequantizeRows("q8_0", bytes, elements);
+    case "Q4_0": return dequantizeRows("q4_0", bytes, elements);
+  }
+  if (type === "Q4_1" || type === "Q5_0" || type === "Q5_1") {
+    const bb = type === "Q4_1" ? 20 : type === "Q5_0" ? 22 : 24;
+    for (let b = 0; b < elements / 32; b++) {
+      const at = b * bb, d = half(at);
+      const m = type === "Q5_0" ? 0 : half(at + 2);
+      const qh = type === "Q4_1" ? 0 : view.getUint32(at + (type === "Q5_0" ? 2 : 4), true);
+      const qs = at + (type === "Q4_1" ? 4 : type === "Q5_0" ? 6 : 8);
+      for (let j = 0; j < 16; j++) {
+        let x0 = bytes[qs + j]! & 15, x1 = bytes[qs + j]! >> 4;
+        if (type !== "Q4_1") { x0 |= ((qh >>> j) << 4) & 0x10; x1 |= (qh >>> (j + 12)) & 0x10; }
+        if (type === "Q5_0") { x0 -= 16; x1 -= 16; }
+        out[b * 32 + j] = Math.fround(x0 * d + m);
+        out[b * 32 + j + 16] = Math.fround(x1 * d + m);
+      }
+    }
+    return out;
+  }
+  const blocks = elements / 256;
+  for (let b = 0; b < blocks; b++) {
+    const y = b * 256;
+    if (type === "Q6_K") {
+      const at = b * 210, ql0 = at, qh0 = at + 128, sc0 = at + 192, d = half(at + 208);
+      for (let n = 0; n < 2; n++) {
+        const ql = ql0 + 64 * n, qh = qh0 + 32 * n, sc = sc0 + 8 * n, yn = y + 128 * n;
+        for (let l = 0; l < 32; l++) {
+          const is = l >> 4;
+          const q1 = ((bytes[ql + l]! & 15) | (((bytes[qh + l]! >> 0) & 3) << 4)) - 32;
+          const q2 = ((bytes[ql + l + 32]! & 15) | (((bytes[qh + l]! >> 2) & 3) << 4)) - 32;
+          const q3 = ((bytes[ql + l]! >> 4) | (((bytes[qh + l]! >> 4) & 3) << 4)) - 32;
+          const q4 = ((bytes[ql + l + 32]! >> 4) | (((bytes[qh + l]! >> 6) & 3) << 4)) - 32;
+          out[yn + l] = Math.fround(d * view.getInt8(sc + is) * q1);
+          out[yn + l + 32] = Math.fround(d * view.getInt8(sc + is + 2) * q2);
+          out[yn + l + 64] = Math.fround(d * view.getInt8(sc + is + 4) * q3);
+          out[yn + l + 96] = Math.fround(d * view.getInt8(sc + is + 6) * q4);
+        }
+      }
+      continue;
+    }
+    // Q4_K and Q5_K: d, dmin, 12 bytes of 6-bit sub-block scales and mins, (Q5_K: 32 bytes of high bits), 128 bytes of nibbles.
+    const at = b * (type === "Q4_K" ? 144 : 176), d = half(at), dmin = half(at + 2), scales = at + 4;
+    const qh = at + 16, qs = at + (type === "Q4_K" ? 16 : 48);
+    const scaleMin = (j: number): [number, number] => j < 4
+      ? [bytes[scales + j]! & 63, bytes[scales + j + 4]! & 63]
+      : [(bytes[scales + j + 4]! & 15) | ((bytes[scales + j - 4]! >> 6) << 4), (bytes[scales + j + 4]! >> 4) | ((bytes[scales + j]! >> 6) << 4)];
+    for (let j = 0, is = 0, u1 = 1, u2 = 2; j < 256; j += 64, is += 2, u1 <<= 2, u2 <<= 2) {
+      const [sc1, m1] = scaleMin(is), [sc2, m2] = scaleMin(is + 1);
+      const d1 = d * sc1, dm1 = dmin * m1, d2 = d * sc2, dm2 = dmin * m2;
+      const q = qs + j / 2;
+      for (let l = 0; l < 32; l++) {
+        const hi1 = type === "Q5_K" && (bytes[qh + l]! & u1) !== 0 ? 16 : 0;
+        const hi2 = type === "Q5_K" && (bytes[qh + l]! & u2) !== 0 ? 16 : 0;
+        out[y + j + l] = Math.fround(d1 * ((bytes[q + l]! & 15) + hi1) - dm1);
+        out[y + j + 32 + l] = Math.fround(d2 * ((bytes[q + l]! >> 4) + hi2) - dm2);
+      }
+    }
+  }
+  return out;
 }

@@ -38,6 +38,32 @@ function checkName(files: ModelFiles, name: string): void {
   if (!isPlainFileName(name)) throw new ModelConfigError(`${files.location}: ${JSON.stringify(name)} is not a plain file name in the model's folder`);
 }
 
+/**
+ * A GGUF model source: a path or URL ending in .gguf, or files in memory holding a .gguf (and no
+ * config.json). The files are those of its folder; `name` is the file (or its first split).
+ */
+export function ggufTarget(source: ModelSource): { files: ModelFiles; name: string } | undefined {
+  const isGGUF = (n: string) => /\.gguf$/i.test(n);
+  if (typeof source === "string" || source instanceof URL) {
+    const text = source instanceof URL ? source.href : source;
+    if (!isGGUF(text.replace(/[?#].*$/, ""))) return undefined;
+    if (source instanceof URL && source.protocol === "file:") return ggufTarget(decodeURIComponent(source.pathname));
+    if (/^https?:\/\//.test(text)) {
+      const url = new URL(text);
+      const name = decodeURIComponent(url.pathname.slice(url.pathname.lastIndexOf("/") + 1));
+      return { files: new UrlFiles(new URL(".", url)), name };
+    }
+    const cut = text.lastIndexOf("/");
+    return { files: new FolderFiles(cut < 0 ? "." : text.slice(0, cut) || "/"), name: text.slice(cut + 1) };
+  }
+  if (source === null || typeof source !== "object") return undefined;
+  const names = source instanceof Map ? [...source.keys()] : Object.keys(source);
+  if (names.includes("config.json")) return undefined;
+  const ggufs = names.filter(isGGUF).sort();
+  if (ggufs.length === 0) return undefined;
+  return { files: openModelFiles(source), name: ggufs[0]! };
+}
+
 export function openModelFiles(source: ModelSource): ModelFiles {
   if (source instanceof Map) return new MemoryFiles(source);
   if (source instanceof URL) {

@@ -116,7 +116,8 @@ function isModelFiles(x: unknown): x is ModelFiles {
   return typeof x === "object" && x !== null && typeof (x as ModelFiles).head === "function" && typeof (x as ModelFiles).describe === "function";
 }
 
-export function summarizeModel(folder: ModelFolder): ModelSummary {
+/** What inspectModel (a folder) or inspectGGUF (a GGUF file) found, summarized; `tensors` need shape and byteLength. */
+export function summarizeModel(folder: { config: ModelConfig; tensors: Map<string, { shape: number[]; byteLength: number }> }): ModelSummary {
   const c = folder.config;
   let parameters = 0, weightBytes = 0;
   for (const t of folder.tensors.values()) {

@@ -6,7 +6,11 @@ import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { ModelConfigError } from "./config.ts";
-import { openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
+import { ggufTarget, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
+import { dequantizeGGML, isQuantDtype, quantizeRows, quantRowBytes, type QuantDtype } from "../formats/quant.ts";
+import type { GGMLType } from "../formats/gguf.ts";
+import { inspectGGUF, unpermuteRows } from "./gguf-model.ts";
+import type { QuantizedTensor } from "./transformer.ts";
 import { inspectModel, readJsonFile } from "./folder.ts";
 import { LanguageModel, type GenerationDefaults } from "./language-model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
@@ -31,6 +35,8 @@ export interface LoadOptions {
 }
 
 export async function loadModel(rt: Runtime, source: ModelSource, options: LoadOptions = {}): Promise<LanguageModel> {
+  const gguf = ggufTarget(source);
+  if (gguf) return loadGGUF(rt, gguf.files, gguf.name, options);
   const files = openModelFiles(source);
   const folder = await inspectModel(files);
   // The small files first: a bad tokenizer or generation config fails before any weight is read.
@@ -117,4 +123,82 @@ async function readGenerationDefaults(files: ModelFiles, cfg: Record<string, unk
     sampling: repetitionPenalty === undefined ? sampling : { ...sampling, repetitionPenalty },
     maxNewTokens: num(gen.max_new_tokens),
   };
+}
+
+/**
+ * Loads a GGUF model (one file, or its -0000i-of-0000N splits). Q8_0 and Q4_0 tensors are kept
+ * as their blocks (the kernels compute on them); F32, F16 and BF16 as they are; every other type
+ * (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) is dequantized and requantized at load to `options.dtype`
+ * (default q8_0), whose error is far below the source type's own.
+ */
+async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: LoadOptions): Promise<LanguageModel> {
+  const info = await inspectGGUF(files, name);
+  const where = files.describe(name);
+  const tokenizer = info.tokenizer
+    ? new TextTokenizer(info.tokenizer.json, info.tokenizer.config, `${where} (tokenizer metadata)`, undefined, `${where} (tokenizer.chat_template)`)
+    : undefined;
+  const id = (key: string) => { const v = info.metadata.get(key); return typeof v === "number" && Number.isInteger(v) && v >= 0 ? v : undefined; };
+  const eos = [id("tokenizer.ggml.eos_token_id"), id("tokenizer.ggml.eot_token_id")].filter((x): x is number => x !== undefined);
+  const defaults: GenerationDefaults = { eosTokenIds: [...new Set(eos)], bosTokenId: id("tokenizer.ggml.bos_token_id"), sampling: { temperature: 0 } };
+  const totalBytes = [...info.fileBytes.values()].reduce((a, b) => a + b, 0);
+  const progress = options.onProgress;
+  const data = new Map<string, Uint8Array>();
+  let done = 0;
+  for (const file of info.fileBytes.keys()) {
+    const before = done;
+    const bytes = await files.bytes(file, (n) => progress?.({ phase: "read", doneBytes: before + n, totalBytes }));
+    if (bytes.length !== info.fileBytes.get(file)) throw new ModelConfigError(`${files.describe(file)}: the file changed while it was read`);
+    data.set(file, bytes);
+    done = before + bytes.length;
+  }
+  // Float files stay as they are; in a quantized file, tensors of types the kernels do not
+  // compute on become Q8_0 (or options.dtype). The model's dtype names the most bytes' type.
+  const matrices = [...info.tensors.values()].filter((t) => t.tensor.shape.length === 2).map((t) => t.tensor);
+  const floatFile = matrices.every((t) => t.type === matrices[0]!.type && (t.type === "F32" || t.type === "F16" || t.type === "BF16"));
+  const target: BufferDtype = options.dtype ?? (floatFile ? (matrices[0]!.type.toLowerCase() as BufferDtype) : "q8_0");
+  const bytesByType = new Map<string, number>();
+  for (const t of matrices) bytesByType.set(t.type, (bytesByType.get(t.type) ?? 0) + t.byteLength);
+  const dominant = [...bytesByType.entries()].sort((a, b) => b[1] - a[1])[0]![0].toLowerCase();
+  const dtype: BufferDtype = options.dtype ?? ((["f32", "f16", "bf16", "q8_0", "q4_0"] as string[]).includes(dominant) ? (dominant as BufferDtype) : "q8_0");
+  const tensorBytes = [...info.tensors.values()].reduce((s, t) => s + t.tensor.byteLength, 0);
+  let uploaded = 0;
+  const transformer = new TransformerModel(rt, info.config, (hf, want): Float32Array | Uint16Array | QuantizedTensor => {
+    const { file, tensor, permutedHeads } = info.tensors.get(hf)!;
+    const bytes = data.get(file)!.subarray(tensor.offset, tensor.offset + tensor.byteLength);
+    const K = tensor.shape[tensor.shape.length - 1]!, elements = tensor.shape.reduce((a, b) => a * b, 1);
+    const fix = <T extends Uint8Array | Uint16Array | Float32Array>(x: T, rowElements: number): T => (permutedHeads ? unpermuteRows(x, permutedHeads, rowElements) : x);
+    uploaded += tensor.byteLength;
+    progress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes });
+    const native = tensor.type === "Q8_0" || tensor.type === "Q4_0" ? (tensor.type.toLowerCase() as QuantDtype) : undefined;
+    if (native && tensor.shape.length === 2 && (options.dtype === undefined || options.dtype === native)) {
+      const bad = firstNonFiniteScale(bytes, native);
+      if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${tensor.name}' has a non-finite scale in block ${bad}; the file is corrupt`);
+      return { dtype: native, blocks: fix(bytes.slice(), quantRowBytes(native, K)) };
+    }
+    if ((want === "bf16" || want === "f16") && tensor.type === want.toUpperCase()) {
+      const bits = new Uint16Array(elements);
+      new Uint8Array(bits.buffer).set(bytes);
+      const bad = firstNonFinite(bits, want);
+      if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${tensor.name}' holds a non-finite value at element ${bad}`);
+      return fix(bits, K);
+    }
+    const floats = dequantizeGGML(tensor.type as Exclude<GGMLType, never>, bytes, elements);
+    const bad = firstNonFinite(floats, "f32");
+    if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${tensor.name}' holds a non-finite value (NaN or infinity) at element ${bad}; the file is corrupt`);
+    if (tensor.shape.length === 2 && isQuantDtype(target)) {
+      const blocks = new Uint8Array((elements / K) * quantRowBytes(target, K));
+      quantizeRows(target, floats, K, blocks);
+      return { dtype: target, blocks: fix(blocks, quantRowBytes(target, K)) };
+    }
+    return fix(floats, tensor.shape.length === 2 ? K : 1);
+  }, dtype);
+  data.clear();
+  return new LanguageModel(transformer, tokenizer, defaults, options.cache);
+}
+
+/** The first block of Q8_0 / Q4_0 data whose f16 scale is infinite or NaN, or -1. */
+function firstNonFiniteScale(bytes: Uint8Array, dtype: QuantDtype): number {
+  const bb = quantRowBytes(dtype, 32);
+  for (let b = 0, at = 0; at < bytes.length; b++, at += bb) if ((bytes[at + 1]! & 0x7c) === 0x7c) return b;
+  return -1;
 }

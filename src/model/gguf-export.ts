@@ -1,0 +1,157 @@
+// A model as a GGUF file llama.cpp reads (`gqa-wasm quantize`): the metadata its loader expects
+// for the llama / qwen2 architectures, norms in F32, linear weights and embeddings in F32, F16,
+// BF16, Q8_0 or Q4_0 (quantized as ggml's reference quantizers do), q/k rows permuted the way
+// llama.cpp's converter does for llama-style RoPE, and the tokenizer as tokenizer.ggml.* metadata.
+import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
+import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
+import { quantizeRows, quantRowBytes, QUANT_BLOCK } from "../formats/quant.ts";
+import type { BufferDtype } from "../memory/wasm-buffer.ts";
+import { expectedTensors, ModelConfigError, type ModelConfig } from "./config.ts";
+import { ggufTensorName, PRE_TOKENIZERS } from "./gguf-model.ts";
+
+const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
+  f32: { type: "F32", fileType: 0 }, f16: { type: "F16", fileType: 1 }, bf16: { type: "BF16", fileType: 32 },
+  q8_0: { type: "Q8_0", fileType: 7 }, q4_0: { type: "Q4_0", fileType: 2 },
+};
+
+export interface GGUFExportOptions {
+  dtype: BufferDtype;
+  name?: string;
+  /** tokenizer.json and tokenizer_config.json, as objects. */
+  tokenizer?: { json: Record<string, unknown>; config: Record<string, unknown> };
+}
+
+/** The GGUF bytes of a model given as float32 tensors by Hugging Face name. */
+export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float32Array, options: GGUFExportOptions): Uint8Array {
+  const fail = (why: string) => new ModelConfigError(`gguf export: ${why}`);
+  if (config.modelType === "deci") throw fail("deci (per-layer KV heads) has no llama.cpp architecture to write");
+  if (config.ropeScaling && config.ropeScaling.type !== "linear") throw fail(`rope scaling ${config.ropeScaling.type} is not written (linear only)`);
+  const { type, fileType } = GGML[options.dtype];
+  // llama.cpp runs Mistral checkpoints as its llama architecture (it has no sliding window there).
+  const arch = config.modelType === "qwen2" ? "qwen2" : "llama";
+  const a = (key: string) => `${arch}.${key}`;
+  const metadata: GGUFMetadataToWrite = {
+    "general.architecture": { type: "string", value: arch },
+    "general.name": { type: "string", value: options.name ?? "gqa-wasm export" },
+    "general.file_type": { type: "u32", value: fileType },
+    "general.quantization_version": { type: "u32", value: 2 },
+    [a("context_length")]: { type: "u32", value: config.maxPositionEmbeddings },
+    [a("embedding_length")]: { type: "u32", value: config.hiddenSize },
+    [a("block_count")]: { type: "u32", value: config.numLayers },
+    [a("feed_forward_length")]: { type: "u32", value: config.intermediateSize },
+    [a("attention.head_count")]: { type: "u32", value: config.numHeads },
+    [a("attention.head_count_kv")]: { type: "u32", value: config.kvHeadsPerLayer[0]! },
+    [a("attention.layer_norm_rms_epsilon")]: { type: "f32", value: config.rmsNormEps },
+    [a("rope.freq_base")]: { type: "f32", value: config.ropeTheta },
+    [a("rope.dimension_count")]: { type: "u32", value: config.headDim },
+    [a("vocab_size")]: { type: "u32", value: config.vocabSize },
+    ...(config.headDim * config.numHeads !== config.hiddenSize ? {
+      [a("attention.key_length")]: { type: "u32", value: config.headDim }, [a("attention.value_length")]: { type: "u32", value: config.headDim },
+    } : {}),
+    ...(config.ropeScaling?.type === "linear" ? {
+      [a("rope.scaling.type")]: { type: "string", value: "linear" }, [a("rope.scaling.factor")]: { type: "f32", value: config.ropeScaling.factor },
+    } : {}),
+    ...(options.tokenizer ? tokenizerMetadata(options.tokenizer.json, options.tokenizer.config) : {}),
+  };
+  const tensors: Record<string, GGUFTensorToWrite> = {};
+  for (const [hf, shape] of expectedTensors(config)) {
+    let data = tensor(hf);
+    const layer = /^model\.layers\.(\d+)\.self_attn\.([qk])_proj\.(weight|bias)$/.exec(hf);
+    if (layer && arch === "llama") {
+      data = permuteRows(data, layer[2] === "q" ? config.numHeads : config.kvHeadsPerLayer[Number(layer[1])]!, shape.length === 2 ? shape[1]! : 1);
+    }
+    const matrix = shape.length === 2;
+    const K = shape[shape.length - 1]!;
+    if (!matrix || type === "F32") { tensors[ggufTensorName(hf)] = { shape, type: "F32", data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }; continue; }
+    if (type === "F16" || type === "BF16") {
+      const narrow = type === "F16" ? f32ToF16 : f32ToBf16;
+      tensors[ggufTensorName(hf)] = { shape, type, data: new Uint8Array(Uint16Array.from(data, narrow).buffer) };
+      continue;
+    }
+    if (K % QUANT_BLOCK !== 0) throw fail(`${hf}: rows of ${K} are not whole blocks of ${QUANT_BLOCK} (GGUF needs them)`);
+    const dtype = options.dtype as "q8_0" | "q4_0";
+    const blocks = new Uint8Array((data.length / K) * quantRowBytes(dtype, K));
+    quantizeRows(dtype, data, K, blocks);
+    tensors[ggufTensorName(hf)] = { shape, type, data: blocks };
+  }
+  return writeGGUF(metadata, tensors);
+}
+
+/** llama.cpp's converter's row permutation (the inverse of unpermuteRows). */
+function permuteRows(data: Float32Array, heads: number, rowElements: number): Float32Array {
+  const rows = data.length / rowElements, headDim = rows / heads, halfDim = headDim / 2;
+  const out = new Float32Array(data.length);
+  for (let h = 0; h < heads; h++) {
+    for (let half = 0; half < 2; half++) {
+      for (let i = 0; i < halfDim; i++) {
+        const from = h * headDim + half * halfDim + i, to = h * headDim + 2 * i + half;
+        out.set(data.subarray(from * rowElements, (from + 1) * rowElements), to * rowElements);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * tokenizer.ggml.* from a tokenizer.json: byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM) as
+ * "gpt2" with its merges and the llama.cpp pre-tokenizer name its splitting matches;
+ * SentencePiece-style BPE with byte fallback as "llama", merge ranks as scores.
+ */
+function tokenizerMetadata(json: Record<string, unknown>, config: Record<string, unknown>): GGUFMetadataToWrite {
+  const fail = (why: string) => new ModelConfigError(`gguf export: tokenizer.json: ${why}`);
+  const model = json.model as { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[]; byte_fallback?: boolean } | undefined;
+  if (model?.type !== "BPE" || !model.vocab || !model.merges) throw fail("only BPE tokenizers are written");
+  const added = (json.added_tokens as { id: number; content: string; special: boolean }[] | undefined) ?? [];
+  const size = Math.max(...Object.values(model.vocab), ...added.map((t) => t.id)) + 1;
+  const tokens = new Array<string>(size).fill("");
+  const types = new Array<number>(size).fill(1);
+  for (const [t, id] of Object.entries(model.vocab)) tokens[id] = t;
+  for (const t of added) { tokens[t.id] = t.content; types[t.id] = t.special ? 3 : 4; }
+  tokens.forEach((t, i) => { if (t === "") { tokens[i] = `[PAD${i}]`; types[i] = 5; } });
+  const merges = model.merges.map((m) => (Array.isArray(m) ? m.join(" ") : m));
+  const idOf = (v: unknown) => { const s = typeof v === "string" ? v : (v as { content?: string } | null)?.content; return s === undefined ? undefined : tokens.indexOf(s); };
+  const bos = idOf(config.bos_token), eos = idOf(config.eos_token);
+  const common: GGUFMetadataToWrite = {
+    "tokenizer.ggml.tokens": { type: "array", itemType: "string", value: tokens },
+    "tokenizer.ggml.token_type": { type: "array", itemType: "i32", value: types },
+    ...(bos !== undefined && bos >= 0 ? { "tokenizer.ggml.bos_token_id": { type: "u32", value: bos } } : {}),
+    ...(eos !== undefined && eos >= 0 ? { "tokenizer.ggml.eos_token_id": { type: "u32", value: eos } } : {}),
+    ...(typeof config.chat_template === "string" ? { "tokenizer.chat_template": { type: "string", value: config.chat_template } } : {}),
+  };
+  if (model.byte_fallback) {
+    tokens.forEach((t, i) => { if (/^<0x[0-9A-F]{2}>$/.test(t)) types[i] = 6; });
+    const scores = new Array<number>(size).fill(0);
+    merges.forEach((m, rank) => { const id = model.vocab![m.replace(" ", "")]; if (id !== undefined) scores[id] = -rank; });
+    return { ...common, "tokenizer.ggml.model": { type: "string", value: "llama" }, "tokenizer.ggml.scores": { type: "array", itemType: "f32", value: scores },
+      "tokenizer.ggml.add_bos_token": { type: "bool", value: json.post_processor !== null && json.post_processor !== undefined } };
+  }
+  const pre = Object.entries(PRE_TOKENIZERS).find(([name, p]) => name !== "default" && JSON.stringify(preTokenizerList(json.pre_tokenizer)) === JSON.stringify(p))?.[0];
+  if (!pre) throw fail("its pre-tokenizer matches none that llama.cpp names (gpt2, smollm, llama-bpe, qwen2)");
+  return { ...common, "tokenizer.ggml.model": { type: "string", value: "gpt2" }, "tokenizer.ggml.pre": { type: "string", value: pre },
+    "tokenizer.ggml.merges": { type: "array", itemType: "string", value: merges } };
+}
+
+function preTokenizerList(pre: unknown): unknown[] {
+  if (pre && typeof pre === "object" && (pre as { type?: string }).type === "Sequence") return (pre as { pretokenizers: unknown[] }).pretokenizers;
+  return pre ? [pre] : [];
+}
+
+/** A Hugging Face folder (any ModelSource) as GGUF bytes: its weights read as float32, its tokenizer when present. */
+export async function folderToGGUF(source: import("./files.ts").ModelSource, options: Omit<GGUFExportOptions, "tokenizer">): Promise<Uint8Array> {
+  const { openModelFiles } = await import("./files.ts");
+  const { inspectModel, readJsonFile } = await import("./folder.ts");
+  const { parseSafetensors, readFloat32 } = await import("../formats/safetensors.ts");
+  const files = openModelFiles(source);
+  const folder = await inspectModel(files);
+  const parsed = new Map<string, import("../formats/safetensors.ts").Safetensors>();
+  for (const file of folder.fileBytes.keys()) parsed.set(file, parseSafetensors(await files.bytes(file), files.describe(file)));
+  const json = await readJsonFile(files, "tokenizer.json", "tokenizer.json") as Record<string, unknown> | undefined;
+  const config = (await readJsonFile(files, "tokenizer_config.json", "tokenizer_config.json") ?? {}) as Record<string, unknown>;
+  const template = await files.text("chat_template.jinja");
+  if (template !== undefined) config.chat_template = template;
+  return exportGGUF(folder.config, (name) => {
+    const t = folder.tensors.get(name) ?? (name === "lm_head.weight" ? folder.tensors.get("model.embed_tokens.weight") : undefined);
+    if (!t) throw new ModelConfigError(`${files.location}: tensor '${name}' is missing`);
+    return readFloat32(parsed.get(t.file)!, t.name);
+  }, { ...options, tokenizer: json ? { json, config } : undefined });
+}

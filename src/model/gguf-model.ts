@@ -1,0 +1,238 @@
+// A GGUF file (llama.cpp's format, what most CPU users download) as a model source: its
+// metadata becomes the same Hugging Face config the safetensors path parses (so the same
+// bounds and checks apply), its tensor names map to Hugging Face's, llama.cpp's row
+// permutation of q/k (for its RoPE layout) is undone, and its tokenizer metadata becomes a
+// tokenizer.json for @huggingface/tokenizers (byte-level BPE with merges, or SentencePiece
+// with scores turned into merges) with the chat template from tokenizer.chat_template.
+import { GGUFError, readGGUFHeader, type GGUFHeader, type GGUFTensor, type GGUFValue } from "../formats/gguf.ts";
+import { expectedTensors, ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
+import type { ModelFiles } from "./files.ts";
+
+export interface GGUFModelInfo {
+  config: ModelConfig;
+  /** The Hugging Face config.json the metadata says (what parseModelConfig read). */
+  configJson: Record<string, unknown>;
+  /** Hugging Face tensor name -> its GGUF tensor, the file (split) holding it, and whether its rows are permuted. */
+  tensors: Map<string, { file: string; tensor: GGUFTensor; permutedHeads?: number }>;
+  /** The split files, in order, with their sizes. */
+  fileBytes: Map<string, number>;
+  metadata: Map<string, GGUFValue>;
+  /** tokenizer.json and tokenizer_config.json built from the metadata. */
+  tokenizer?: { json: Record<string, unknown>; config: Record<string, unknown> };
+}
+
+const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "mistral"] as const;
+
+/** The file names of a GGUF model: the file itself, or every split of a -0000i-of-0000N.gguf set. */
+export function ggufSplitNames(name: string): string[] {
+  const m = SPLIT.exec(name);
+  if (!m) return [name];
+  const count = Number(m[3]);
+  if (count < 1 || count > 999 || Number(m[2]) < 1 || Number(m[2]) > count) throw new ModelConfigError(`${name}: not a valid split name (-0000i-of-0000N.gguf)`);
+  return Array.from({ length: count }, (_, i) => `${m[1]}-${String(i + 1).padStart(5, "0")}-of-${m[3]}.gguf`);
+}
+
+/** Reads every split's header and maps the model onto a Hugging Face config and tensor names. */
+export async function inspectGGUF(files: ModelFiles, name: string): Promise<GGUFModelInfo> {
+  const names = ggufSplitNames(name);
+  const headers: GGUFHeader[] = [];
+  const fileBytes = new Map<string, number>();
+  for (const file of names) {
+    const { size } = await files.head(file, 0);
+    const header = await readGGUFHeader(async (n) => (await files.head(file, n)).bytes, size, files.describe(file)).catch((e) => {
+      throw e instanceof GGUFError ? new ModelConfigError(e.message) : e;
+    });
+    headers.push(header);
+    fileBytes.set(file, size);
+  }
+  const metadata = headers[0]!.metadata;
+  const where = files.describe(names[0]!);
+  const fail = (why: string) => new ModelConfigError(`${where}: ${why}`);
+  if (names.length > 1) {
+    const count = metadata.get("split.count");
+    if (count !== undefined && count !== names.length) throw fail(`split.count is ${String(count)}, but the name says ${names.length} files`);
+  }
+  const byName = new Map<string, { file: string; tensor: GGUFTensor }>();
+  headers.forEach((h, i) => {
+    for (const [n, t] of h.tensors) {
+      if (byName.has(n)) throw fail(`tensor ${n} is in two split files`);
+      byName.set(n, { file: names[i]!, tensor: t });
+    }
+  });
+
+  const str = (key: string) => { const v = metadata.get(key); return typeof v === "string" ? v : undefined; };
+  const num = (key: string) => { const v = metadata.get(key); return typeof v === "number" ? v : typeof v === "bigint" ? Number(v) : undefined; };
+  const arch = str("general.architecture");
+  if (!arch || !(GGUF_ARCHITECTURES as readonly string[]).includes(arch)) throw fail(`general.architecture ${JSON.stringify(arch ?? null)} is not supported (${GGUF_ARCHITECTURES.join(", ")})`);
+  if (byName.has("rope_freqs.weight")) throw fail("rope_freqs.weight (Llama 3.1-style per-frequency rope factors) is not supported yet");
+  const embd = byName.get("token_embd.weight");
+  if (!embd) throw fail("no token_embd.weight tensor");
+  const headCount = num(`${arch}.attention.head_count`);
+  const kv = metadata.get(`${arch}.attention.head_count_kv`);
+  if (Array.isArray(kv)) throw fail(`${arch}.attention.head_count_kv is per layer, which ${arch} does not have`);
+  const keyLength = num(`${arch}.attention.key_length`), valueLength = num(`${arch}.attention.value_length`);
+  if (keyLength !== undefined && valueLength !== undefined && keyLength !== valueLength) throw fail(`key_length ${keyLength} and value_length ${valueLength} differ`);
+  const scalingType = str(`${arch}.rope.scaling.type`);
+  if (scalingType !== undefined && scalingType !== "none" && scalingType !== "linear") throw fail(`rope scaling ${scalingType} is not supported (linear)`);
+  const configJson: Record<string, unknown> = {
+    model_type: arch,
+    hidden_size: num(`${arch}.embedding_length`),
+    intermediate_size: num(`${arch}.feed_forward_length`),
+    num_hidden_layers: num(`${arch}.block_count`),
+    num_attention_heads: headCount,
+    num_key_value_heads: typeof kv === "number" ? kv : headCount,
+    ...(keyLength !== undefined ? { head_dim: keyLength } : {}),
+    vocab_size: embd.tensor.shape[0],
+    rms_norm_eps: num(`${arch}.attention.layer_norm_rms_epsilon`) ?? 1e-5,
+    rope_theta: num(`${arch}.rope.freq_base`) ?? 10000,
+    max_position_embeddings: num(`${arch}.context_length`) ?? 2048,
+    tie_word_embeddings: !byName.has("output.weight"),
+    ...(scalingType === "linear" ? { rope_scaling: { type: "linear", factor: num(`${arch}.rope.scaling.factor`) } } : {}),
+    ...(arch === "mistral" && num(`${arch}.attention.sliding_window`) ? { sliding_window: num(`${arch}.attention.sliding_window`) } : {}),
+    ...(arch === "llama" && byName.has("blk.0.attn_q.bias") ? { attention_bias: true } : {}),
+  };
+  const config = parseModelConfig(configJson, `${where} (metadata)`);
+  if (config.numLayers * 9 + 2 > byName.size) throw fail(`${arch}.block_count is ${config.numLayers}, but the file holds only ${byName.size} tensors`);
+
+  // llama.cpp's converter permutes q and k rows of llama-style models for its RoPE layout.
+  const permutes = arch === "llama" || arch === "mistral";
+  const tensors = new Map<string, { file: string; tensor: GGUFTensor; permutedHeads?: number }>();
+  const missing: string[] = [];
+  for (const [hf, shape] of expectedTensors(config)) {
+    const gguf = ggufTensorName(hf);
+    const t = byName.get(gguf);
+    if (!t) { missing.push(gguf); continue; }
+    if (t.tensor.shape.join("x") !== shape.join("x")) throw fail(`tensor ${gguf} has shape [${t.tensor.shape.join(", ")}], the metadata needs [${shape.join(", ")}]`);
+    const layer = /^model\.layers\.(\d+)\.self_attn\.([qk])_proj\.(weight|bias)$/.exec(hf);
+    const permutedHeads = permutes && layer ? (layer[2] === "q" ? config.numHeads : config.kvHeadsPerLayer[Number(layer[1])]) : undefined;
+    tensors.set(hf, { ...t, permutedHeads });
+  }
+  if (missing.length > 0) throw fail(`missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
+  return { config, configJson, tensors, fileBytes, metadata, tokenizer: ggufTokenizer(metadata, where) };
+}
+
+/** The GGUF name of a Hugging Face tensor name. */
+export function ggufTensorName(hf: string): string {
+  const fixed: Record<string, string> = { "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight" };
+  if (fixed[hf]) return fixed[hf]!;
+  const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(hf);
+  if (!m) return hf;
+  const parts: Record<string, string> = {
+    input_layernorm: "attn_norm", post_attention_layernorm: "ffn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+  };
+  return `blk.${m[1]}.${parts[m[2]!] ?? m[2]}.${m[3]}`;
+}
+
+/**
+ * Undoes llama.cpp's q/k row permutation: within each head of `rows / heads` rows, GGUF row
+ * 2i + half holds Hugging Face row half · (headDim / 2) + i. `rowBytes` bytes per row.
+ */
+export function unpermuteRows<T extends Uint8Array | Uint16Array | Float32Array>(data: T, heads: number, rowElements: number): T {
+  const rows = data.length / rowElements, headDim = rows / heads, halfDim = headDim / 2;
+  const out = new (data.constructor as new (n: number) => T)(data.length);
+  for (let h = 0; h < heads; h++) {
+    for (let half = 0; half < 2; half++) {
+      for (let i = 0; i < halfDim; i++) {
+        const from = h * headDim + 2 * i + half, to = h * headDim + half * halfDim + i;
+        out.set(data.subarray(from * rowElements, (from + 1) * rowElements) as never, to * rowElements);
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- tokenizer
+
+/** Pre-tokenizer regexes of llama.cpp's `tokenizer.ggml.pre` types (as their tokenizer.json files split). */
+export const PRE_TOKENIZERS: Record<string, unknown[]> = {
+  gpt2: [{ type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true }],
+  default: [{ type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true }],
+  smollm: [{ type: "Digits", individual_digits: true }, { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true }],
+  "llama-bpe": [
+    { type: "Split", pattern: { Regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" }, behavior: "Isolated", invert: false },
+    { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
+  ],
+  qwen2: [
+    { type: "Split", pattern: { Regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" }, behavior: "Isolated", invert: false },
+    { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false },
+  ],
+};
+
+/** tokenizer.json + tokenizer_config.json from `tokenizer.ggml.*` metadata (undefined when there is none). */
+export function ggufTokenizer(metadata: Map<string, GGUFValue>, where: string): { json: Record<string, unknown>; config: Record<string, unknown> } | undefined {
+  const model = metadata.get("tokenizer.ggml.model");
+  if (model === undefined) return undefined;
+  const fail = (why: string) => new ModelConfigError(`${where}: ${why}`);
+  const tokens = metadata.get("tokenizer.ggml.tokens");
+  if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== "string")) throw fail("tokenizer.ggml.tokens is not a list of strings");
+  const list = tokens as string[];
+  const types = metadata.get("tokenizer.ggml.token_type");
+  const typeOf = (i: number) => (Array.isArray(types) && typeof types[i] === "number" ? types[i] as number : 1);
+  const id = (key: string) => { const v = metadata.get(key); return typeof v === "number" && v >= 0 && v < list.length ? v : undefined; };
+  const bos = id("tokenizer.ggml.bos_token_id"), eos = id("tokenizer.ggml.eos_token_id"), unk = id("tokenizer.ggml.unknown_token_id");
+  const addBos = metadata.get("tokenizer.ggml.add_bos_token");
+  const vocab: Record<string, number> = {};
+  list.forEach((t, i) => { if (!(t in vocab)) vocab[t] = i; });
+  // Control (3) and user-defined (4) tokens are matched whole, as added tokens.
+  const added = list.flatMap((content, i) => (typeOf(i) === 3 || typeOf(i) === 4 ? [{ id: i, content, single_word: false, lstrip: false, rstrip: false, normalized: typeOf(i) === 4, special: typeOf(i) === 3 }] : []));
+  const withBos = (single: unknown[]) => ({ type: "TemplateProcessing", single, pair: [], special_tokens: bos === undefined ? {} : { [list[bos]!]: { id: list[bos]!, ids: [bos], tokens: [list[bos]!] } } });
+  let json: Record<string, unknown>;
+  if (model === "gpt2") {
+    const merges = metadata.get("tokenizer.ggml.merges");
+    if (!Array.isArray(merges) || merges.some((m) => typeof m !== "string")) throw fail("tokenizer.ggml.merges is not a list of strings");
+    const pre = (metadata.get("tokenizer.ggml.pre") as string | undefined) ?? "default";
+    const pretokenizers = PRE_TOKENIZERS[pre];
+    if (!pretokenizers) throw fail(`tokenizer.ggml.pre ${JSON.stringify(pre)} is not supported (${Object.keys(PRE_TOKENIZERS).join(", ")})`);
+    const useBos = addBos === true && bos !== undefined;
+    json = {
+      version: "1.0", truncation: null, padding: null, added_tokens: added, normalizer: null,
+      pre_tokenizer: { type: "Sequence", pretokenizers },
+      post_processor: useBos ? withBos([{ SpecialToken: { id: list[bos!]!, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }]) : { type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true },
+      decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+      model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: pre === "llama-bpe", vocab, merges },
+    };
+  } else if (model === "llama") {
+    const scores = metadata.get("tokenizer.ggml.scores");
+    if (!Array.isArray(scores) || scores.length !== list.length || scores.some((s) => typeof s !== "number")) throw fail("tokenizer.ggml.scores is not one number per token");
+    const useBos = addBos !== false && bos !== undefined;
+    json = {
+      version: "1.0", truncation: null, padding: null, added_tokens: added,
+      normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, { type: "Replace", pattern: { String: " " }, content: "▁" }] },
+      pre_tokenizer: null,
+      post_processor: useBos ? withBos([{ SpecialToken: { id: list[bos!]!, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }]) : null,
+      decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, { type: "Strip", content: " ", start: 1, stop: 0 }] },
+      model: { type: "BPE", dropout: null, unk_token: unk === undefined ? null : list[unk], continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges: sentencePieceMerges(list, scores as number[], typeOf) },
+    };
+  } else {
+    throw fail(`tokenizer.ggml.model ${JSON.stringify(model)} is not supported (gpt2, llama)`);
+  }
+  const template = metadata.get("tokenizer.chat_template");
+  const config: Record<string, unknown> = {
+    ...(bos !== undefined ? { bos_token: list[bos] } : {}), ...(eos !== undefined ? { eos_token: list[eos] } : {}),
+    ...(typeof template === "string" ? { chat_template: template } : {}),
+  };
+  return { json, config };
+}
+
+/**
+ * BPE merges of a SentencePiece vocabulary, as Hugging Face's converter makes them: every split
+ * of a normal token into two tokens of the vocabulary, ordered by the merged token's score.
+ */
+function sentencePieceMerges(tokens: string[], scores: number[], typeOf: (i: number) => number): [string, string][] {
+  const ids = new Map<string, number>();
+  tokens.forEach((t, i) => { if (!ids.has(t)) ids.set(t, i); });
+  const merges: { l: string; r: string; score: number; li: number; ri: number }[] = [];
+  tokens.forEach((piece, i) => {
+    if (typeOf(i) !== 1 || piece.length < 2) return;
+    const chars = [...piece];
+    for (let k = 1; k < chars.length; k++) {
+      const l = chars.slice(0, k).join(""), r = chars.slice(k).join("");
+      const li = ids.get(l), ri = ids.get(r);
+      if (li !== undefined && ri !== undefined) merges.push({ l, r, score: scores[i]!, li, ri });
+    }
+  });
+  merges.sort((a, b) => b.score - a.score || a.li - b.li || a.ri - b.ri);
+  return merges.map((m) => [m.l, m.r]);
+}
