@@ -12,6 +12,8 @@ import {
   referenceAttention, SafetensorsError, TemplateError, TextTokenizer, WasmOutOfMemoryError, writeSafetensors, type KVCache, type KVSequence, type Runtime,
 } from "../../src/index.ts";
 import { byteLevelTokenizer, syntheticModelFiles, TINY_CHAT_MODEL } from "../../src/model/synthetic.ts";
+import { GGUFError, parseGGUFHeader, writeGGUF } from "../../src/formats/gguf.ts";
+import { folderToGGUF } from "../../src/model/gguf-export.ts";
 
 export interface FuzzContext { rt: Runtime }
 
@@ -94,6 +96,28 @@ function fileWithHeader(header: string, dataBytes: number): Uint8Array {
   return out;
 }
 
+// ---------------------------------------------------------------- GGUF
+
+const validGGUF = writeGGUF({
+  "general.architecture": { type: "string", value: "llama" }, "llama.block_count": { type: "u32", value: 1 },
+  "tokenizer.ggml.tokens": { type: "array", itemType: "string", value: ["a", "b", "ab"] }, "x.f": { type: "f32", value: 1.5 },
+}, {
+  "token_embd.weight": { shape: [2, 32], type: "Q8_0", data: new Uint8Array(68) },
+  "blk.0.attn_q.weight": { shape: [1, 64], type: "Q4_0", data: new Uint8Array(36) },
+  "output_norm.weight": { shape: [4], type: "F32", data: new Uint8Array(16) },
+});
+
+/** A parse that succeeded describes tensors inside the data section, not overlapping. */
+function checkGGUF(bytes: Uint8Array): void {
+  let header;
+  try { header = parseGGUFHeader(bytes, bytes.length, "fuzz.gguf"); } catch (e) { expectOnly(e, GGUFError); return; }
+  const spans = [...header.tensors.values()].sort((a, b) => a.offset - b.offset);
+  spans.forEach((t, i) => {
+    if (t.offset < header.dataOffset || t.offset + t.byteLength > bytes.length) throw new Error(`${t.name} lies outside the data`);
+    if (i > 0 && t.offset < spans[i - 1]!.offset + spans[i - 1]!.byteLength) throw new Error(`${t.name} overlaps`);
+  });
+}
+
 // ---------------------------------------------------------------- model folders
 
 const CONFIG_KEYS = ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
@@ -158,6 +182,8 @@ async function loadOrRefuse(rt: Runtime, files: Files): Promise<void> {
   }
   if (held() !== live) throw new Error(`a disposed model left ${held() - live} bytes allocated`);
 }
+
+let ggufModel: Uint8Array | undefined;
 
 // ---------------------------------------------------------------- KV cache
 
@@ -329,6 +355,21 @@ export const PROPERTIES: FuzzProperty[] = [
     runs: 1500,
     property: () => fc.property(headerJson, fc.nat(400), fc.boolean(), (header, dataBytes, asText) => {
       checkParsed(fileWithHeader(asText ? JSON.stringify(header).slice(0, -1) : JSON.stringify(header), dataBytes));
+    }),
+  },
+  {
+    name: "GGUF: arbitrary bytes and a valid file mutated (bytes, length) are parsed consistently or refused with GGUFError",
+    runs: 1500,
+    property: () => fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }).map((b) => Uint8Array.from([0x47, 0x47, 0x55, 0x46, 3, 0, 0, 0, ...b])), mutation.map((m) => ({ m }))), (input) => {
+      checkGGUF(input instanceof Uint8Array ? input : mutate(validGGUF, { ...input.m, headerLength: undefined }));
+    }),
+  },
+  {
+    name: "GGUF models: a valid model file mutated loads and generates, or is refused, with nothing left allocated",
+    runs: 150,
+    property: ({ rt }) => fc.asyncProperty(mutation, async (m) => {
+      ggufModel ??= await folderToGGUF(syntheticModelFiles({ ...TINY_CHAT_MODEL, num_hidden_layers: 2, hidden_size: 32, intermediate_size: 64, num_attention_heads: 4, max_position_embeddings: 64 }, { dtype: "F32" }), { dtype: "q8_0" });
+      await loadOrRefuse(rt, { "model.gguf": mutate(ggufModel, { ...m, headerLength: undefined }) });
     }),
   },
   {

@@ -1,0 +1,332 @@
+// GGUF: the reader against hostile headers, the writer round trip, GGUF files as a model source
+// (twins of safetensors folders give the same logits and tokens), llama.cpp's q/k permutation,
+// the tokenizer from metadata, splits, the types converted at load, and `gqa-wasm quantize`.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRuntime, loadModel, parseModelConfig, type LanguageModel, type Runtime } from "../src/index.ts";
+import { GGUFError, GGUFNeedMore, parseGGUFHeader, readGGUFHeader, writeGGUF, type GGMLType } from "../src/formats/gguf.ts";
+import { f32ToF16 } from "../src/formats/half.ts";
+import { dequantizeGGML } from "../src/formats/quant.ts";
+import { exportGGUF, folderToGGUF } from "../src/model/gguf-export.ts";
+import { base, randomWeights, SENTENCEPIECE_VOCAB, textModel, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
+
+const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+
+function logitsOf(model: LanguageModel, ids: number[]): Float32Array {
+  const cache = model.transformer.createCache();
+  const out = model.transformer.forward(cache, cache.createSequence(), ids);
+  cache.dispose();
+  return out;
+}
+const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+
+describe("GGUF files", function () {
+  this.timeout(120_000);
+  const dirs: string[] = [];
+  const tmp = () => { const d = mkdtempSync(join(tmpdir(), "gqa-gguf-")); dirs.push(d); return d; };
+  let rt: Runtime;
+  before(async () => { rt = await createRuntime(); });
+  after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+
+  describe("the reader", () => {
+    const sample = () => writeGGUF({
+      "general.architecture": { type: "string", value: "llama" },
+      "a.u32": { type: "u32", value: 7 }, "a.f32": { type: "f32", value: 0.5 }, "a.bool": { type: "bool", value: true },
+      "a.list": { type: "array", itemType: "string", value: ["x", "yz", ""] }, "a.ints": { type: "array", itemType: "i32", value: [-1, 2] },
+    }, {
+      "m.weight": { shape: [2, 32], type: "Q8_0", data: new Uint8Array(2 * 34).fill(1) },
+      "v.weight": { shape: [3], type: "F32", data: new Uint8Array(new Float32Array([1, 2, 3]).buffer) },
+    });
+
+    it("reads back what the writer wrote: typed metadata, shapes in Hugging Face order, aligned data", () => {
+      const bytes = sample();
+      const h = parseGGUFHeader(bytes, bytes.length);
+      assert.equal(h.version, 3);
+      assert.equal(h.metadata.get("a.u32"), 7);
+      assert.equal(h.metadata.get("a.f32"), 0.5);
+      assert.equal(h.metadata.get("a.bool"), true);
+      assert.deepEqual(h.metadata.get("a.list"), ["x", "yz", ""]);
+      assert.deepEqual(h.metadata.get("a.ints"), [-1, 2]);
+      const m = h.tensors.get("m.weight")!, v = h.tensors.get("v.weight")!;
+      assert.deepEqual([m.shape, m.type, m.byteLength], [[2, 32], "Q8_0", 68]);
+      assert.equal(m.offset % 32, 0);
+      assert.deepEqual(Array.from(new Float32Array(bytes.slice(v.offset, v.offset + 12).buffer)), [1, 2, 3]);
+    });
+
+    it("asks for more bytes while the header goes on, and reads it through a growing prefix", async () => {
+      const bytes = sample();
+      assert.throws(() => parseGGUFHeader(bytes.subarray(0, 40), bytes.length), GGUFNeedMore);
+      const reads: number[] = [];
+      const h = await readGGUFHeader(async (n) => { reads.push(n); return bytes.subarray(0, n); }, bytes.length);
+      assert.equal(h.tensors.size, 2);
+      assert.deepEqual(reads, [bytes.length], "a small file is read at once");
+    });
+
+    const header = (parts: (number | bigint | string)[]): Uint8Array => {
+      const chunks: number[] = [];
+      for (const p of parts) {
+        if (typeof p === "string") { const b = new TextEncoder().encode(p); chunks.push(...new Uint8Array(new BigUint64Array([BigInt(b.length)]).buffer), ...b); }
+        else if (typeof p === "bigint") chunks.push(...new Uint8Array(new BigUint64Array([p]).buffer));
+        else chunks.push(...new Uint8Array(new Uint32Array([p]).buffer));
+      }
+      return Uint8Array.from([...chunks, ...new Array(64).fill(0)]);
+    };
+    const MAGIC = 0x46554747;
+    for (const [what, bytes, message] of [
+      ["a bad magic", header([0x12345678, 3, 0n, 0n]), /not a GGUF file/],
+      ["version 1", header([MAGIC, 1, 0n, 0n]), /version 1 is not supported/],
+      ["a tensor count of 2^40", header([MAGIC, 3, 1n << 40n, 0n]), /the tensor count is \d+, more than the \d+ bytes left could hold/],
+      ["a metadata count of 2^62", header([MAGIC, 3, 0n, 1n << 62n]), /too large|more than the/],
+      ["a key of 2^50 bytes", header([MAGIC, 3, 0n, 1n, 1n << 50n]), /claims|too large/],
+      ["an array of 2^40 u32", header([MAGIC, 3, 0n, 1n, "k", 9, 4, 1n << 40n]), /the length of k is \d+, more than/],
+      ["an unknown value type", header([MAGIC, 3, 0n, 1n, "k", 99]), /unknown value type 99/],
+      ["a tensor with 5 dimensions", header([MAGIC, 3, 1n, 0n, "t", 5]), /5 dimensions/],
+      ["a tensor dimension of 0", header([MAGIC, 3, 1n, 0n, "t", 1, 0n]), /a dimension of 0/],
+      ["an unknown tensor type", header([MAGIC, 3, 1n, 0n, "t", 1, 32n, 99, 0n]), /ggml type 99/],
+      ["a misaligned offset", header([MAGIC, 3, 1n, 0n, "t", 1, 4n, 0, 4n]), /not aligned to 32/],
+      ["data past the end", header([MAGIC, 3, 1n, 0n, "t", 1, 1n << 30n, 0, 0n]), /larger than the file|ends past/],
+      ["rows that are not whole blocks", header([MAGIC, 3, 1n, 0n, "t", 2, 16n, 1n, 8, 0n]), /rows of 16 are not whole Q8_0 blocks of 32/],
+      ["two tensors overlapping", header([MAGIC, 3, 2n, 0n, "a", 1, 8n, 0, 0n, "b", 1, 8n, 0, 0n]), /overlap/],
+      ["a tensor named twice", header([MAGIC, 3, 2n, 0n, "a", 1, 1n, 0, 0n, "a", 1, 1n, 0, 32n]), /appears twice/],
+      ["an alignment of 3", header([MAGIC, 3, 0n, 1n, "general.alignment", 4, 3]), /not a power of two/],
+      ["a bool holding 2", header([MAGIC, 3, 0n, 1n, "k", 7]).map((b, i, a) => (i === a.length - 64 ? 2 : b)), /a bool holds 2/],
+    ] as const) {
+      it(`refuses ${what} with a GGUFError, allocating nothing in proportion`, () => {
+        assert.throws(() => parseGGUFHeader(bytes, bytes.length, "x.gguf"), (e: Error) => e instanceof GGUFError && message.test(e.message) && e.message.startsWith("x.gguf: "));
+      });
+    }
+  });
+
+  describe("K-quant and 5-bit dequantizers follow ggml's block layouts", () => {
+    it("Q4_1, Q5_0, Q5_1: d, m and the high bits", () => {
+      const q41 = new Uint8Array(20);
+      new DataView(q41.buffer).setUint16(0, f32ToF16(0.5), true);
+      new DataView(q41.buffer).setUint16(2, f32ToF16(-1), true);
+      q41[4] = 0x3 | (0xa << 4); // weight 0 = 3, weight 16 = 10
+      const w41 = dequantizeGGML("Q4_1", q41, 32);
+      assert.deepEqual([w41[0], w41[16], w41[1]], [0.5 * 3 - 1, 0.5 * 10 - 1, -1]);
+      const q50 = new Uint8Array(22);
+      new DataView(q50.buffer).setUint16(0, f32ToF16(2), true);
+      new DataView(q50.buffer).setUint32(2, (1 << 0) | (1 << 17), true); // high bit of weight 0 and of weight 17
+      q50[6] = 0x1; q50[7] = 0x20;
+      const w50 = dequantizeGGML("Q5_0", q50, 32);
+      assert.deepEqual([w50[0], w50[16], w50[17], w50[1]], [2 * (17 - 16), 2 * (0 - 16), 2 * (18 - 16), 2 * (0 - 16)]);
+      const q51 = new Uint8Array(24);
+      new DataView(q51.buffer).setUint16(0, f32ToF16(1), true);
+      new DataView(q51.buffer).setUint16(2, f32ToF16(0.25), true);
+      new DataView(q51.buffer).setUint32(4, 1 << 31, true); // high bit of weight 31
+      q51[8 + 15] = 0xf0;
+      const w51 = dequantizeGGML("Q5_1", q51, 32);
+      assert.deepEqual([w51[31], w51[15]], [31 + 0.25, 0.25]);
+    });
+
+    it("Q4_K and Q5_K: 6-bit scales and mins of 8 sub-blocks, nibbles two sub-blocks per 32 bytes", () => {
+      const q = new Uint8Array(144);
+      const v = new DataView(q.buffer);
+      v.setUint16(0, f32ToF16(1), true); v.setUint16(2, f32ToF16(0.5), true);
+      q[4 + 0] = 2; q[4 + 4] = 4;            // sub-block 0: scale 2, min 4
+      q[4 + 1] = 3 | (1 << 6);               // sub-block 1: scale 3 (+ high bits of sub-block 5's scale)
+      q[4 + 8 + 1] = 0x21;                   // sub-block 5: scale 1 | (1 << 4) = 17, min 2 | ...
+      q[16] = 0x75;                          // weight 0 = 5 (sub-block 0), weight 32 = 7 (sub-block 1)
+      const w = dequantizeGGML("Q4_K", q, 256);
+      assert.equal(w[0], 1 * 2 * 5 - 0.5 * 4);
+      assert.equal(w[32], 1 * 3 * 7 - 0.5 * 0);
+      assert.equal(w[5 * 32], 1 * 17 * 0 - 0.5 * (2 | ((q[4 + 5]! >> 6) << 4)));
+      const q5 = new Uint8Array(176);
+      q5.set(q.subarray(0, 16));
+      q5[16] = 0b11;                         // weight 0 and weight 32 get +16
+      q5[48] = 0x75;
+      const w5 = dequantizeGGML("Q5_K", q5, 256);
+      assert.equal(w5[0], 1 * 2 * 21 - 0.5 * 4);
+      assert.equal(w5[32], 1 * 3 * 23);
+    });
+
+    it("Q6_K: 4 low and 2 high bits, 16 signed scales, d last", () => {
+      const q = new Uint8Array(210);
+      new DataView(q.buffer).setUint16(208, f32ToF16(0.5), true);
+      q[192] = 2; q[192 + 2] = -3 & 0xff;      // scales of weights 0.. and 32..
+      q[0] = 0x0f | (0x1 << 4);               // weight 0 low 15, weight 64 low 1
+      q[128] = 0b10;                           // weight 0 high bits 2
+      const w = dequantizeGGML("Q6_K", q, 256);
+      assert.equal(w[0], 0.5 * 2 * ((15 | (2 << 4)) - 32));
+      assert.equal(w[32], 0.5 * -3 * (0 - 32));
+      assert.equal(w[64], 0.5 * 0 * (1 - 32));
+    });
+  });
+
+  describe("as a model source", () => {
+    const models: [string, Record<string, unknown>][] = [
+      ["llama GQA (q/k rows permuted by the converter)", { ...textModel, hidden_size: 64, intermediate_size: 96 }],
+      ["qwen2 with biases (not permuted)", { ...textModel, model_type: "qwen2", hidden_size: 64, intermediate_size: 96 }],
+      ["llama MQA with tied embeddings and an explicit head_dim", { ...textModel, hidden_size: 64, intermediate_size: 96, num_key_value_heads: 1, head_dim: 32, tie_word_embeddings: true }],
+    ];
+    const text = "the theme in a café, 42 times";
+    for (const [name, config] of models) {
+      it(`${name}: an F32 GGUF twin gives the folder's logits (<= 1e-4) and tokens; Q8_0 / Q4_0 files equal quantizing at load`, async () => {
+        const dir = writeModelFolder(config);
+        dirs.push(dir);
+        writeTokenizer(dir);
+        const folder = await loadModel(rt, dir);
+        const ids = folder.encode(text);
+        const want = logitsOf(folder, ids);
+        for (const dtype of ["f32", "q8_0", "q4_0"] as const) {
+          const file = join(tmp(), "model.gguf");
+          writeFileSync(file, await folderToGGUF(dir, { dtype }));
+          const gguf = await loadModel(rt, file);
+          assert.deepEqual(gguf.encode(text), ids, `${dtype}: the same tokens`);
+          assert.equal(gguf.tokenizer!.decode(ids), folder.tokenizer!.decode(ids));
+          assert.equal(gguf.tokenizer!.applyChatTemplate([{ role: "user", content: "hi" }]), folder.tokenizer!.applyChatTemplate([{ role: "user", content: "hi" }]));
+          assert.equal(gguf.transformer.weightDtype, dtype);
+          const got = logitsOf(gguf, ids);
+          if (dtype === "f32") assert.ok(maxDiff(got, want) <= 1e-4, `f32: ${maxDiff(got, want)}`);
+          else {
+            const atLoad = await loadModel(rt, dir, { dtype });
+            assert.deepEqual(got, logitsOf(atLoad, ids), `${dtype}: the file's blocks are the ones quantizing at load makes`);
+            atLoad.dispose();
+          }
+          assert.deepEqual((await gguf.generate(ids, { maxNewTokens: 6, temperature: 0, stopTokens: [] }).done).tokens.length, 6);
+          gguf.dispose();
+        }
+        folder.dispose();
+      });
+    }
+
+    it("a SentencePiece tokenizer (scores as merges, byte fallback, BOS) encodes as its tokenizer.json", async () => {
+      const dir = writeModelFolder({ ...textModel, hidden_size: 64, intermediate_size: 96, vocab_size: SENTENCEPIECE_VOCAB, bos_token_id: 1, eos_token_id: 2 });
+      dirs.push(dir);
+      writeSentencePieceTokenizer(dir);
+      const file = join(tmp(), "spm.gguf");
+      writeFileSync(file, await folderToGGUF(dir, { dtype: "q8_0" }));
+      const [a, b] = [await loadModel(rt, dir), await loadModel(rt, file)];
+      for (const t of ["Hello world", "Hello  wörld 🙂", "wHere", ""]) assert.deepEqual(b.encode(t), a.encode(t), t);
+      assert.deepEqual(b.defaults.eosTokenIds, [2]);
+      a.dispose(); b.dispose();
+    });
+
+    it("in memory, over http(s) and split into -0000i-of-0000N.gguf files it loads the same model", async () => {
+      const dir = writeModelFolder(models[0]![1]);
+      dirs.push(dir);
+      writeTokenizer(dir);
+      const bytes = await folderToGGUF(dir, { dtype: "q8_0" });
+      const file = join(tmp(), "m.gguf");
+      writeFileSync(file, bytes);
+      const ref = await loadModel(rt, file);
+      const ids = ref.encode("the theme");
+      const want = logitsOf(ref, ids);
+      const fromMemory = await loadModel(rt, { "m.gguf": bytes });
+      assert.deepEqual(logitsOf(fromMemory, ids), want);
+      const server = createServer((req, res) => { if (req.url === "/models/m.gguf") res.writeHead(200).end(bytes); else res.writeHead(404).end(); });
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      try {
+        const fromUrl = await loadModel(rt, `http://127.0.0.1:${(server.address() as { port: number }).port}/models/m.gguf`);
+        assert.deepEqual(logitsOf(fromUrl, ids), want);
+      } finally { server.close(); }
+      // Splits: the same tensors over two files, metadata in the first.
+      const h = parseGGUFHeader(bytes, bytes.length);
+      const names = [...h.tensors.keys()];
+      const half = Math.ceil(names.length / 2);
+      const part = (list: string[]) => Object.fromEntries(list.map((n) => { const t = h.tensors.get(n)!; return [n, { shape: t.shape, type: t.type, data: bytes.subarray(t.offset, t.offset + t.byteLength) }]; }));
+      const meta = (no: number) => ({ "split.no": { type: "u32" as const, value: no }, "split.count": { type: "u32" as const, value: 2 } });
+      const first = writeGGUF({ ...metadataOf(h.metadata), ...meta(0) }, part(names.slice(0, half)));
+      const second = writeGGUF(meta(1), part(names.slice(half)));
+      const splitDir = tmp();
+      writeFileSync(join(splitDir, "m-00001-of-00002.gguf"), first);
+      writeFileSync(join(splitDir, "m-00002-of-00002.gguf"), second);
+      const split = await loadModel(rt, join(splitDir, "m-00001-of-00002.gguf"));
+      assert.deepEqual(logitsOf(split, ids), want);
+      rmSync(join(splitDir, "m-00002-of-00002.gguf"));
+      await assert.rejects(loadModel(rt, join(splitDir, "m-00001-of-00002.gguf")), /m-00002-of-00002\.gguf: cannot open \(no such file\)/);
+      for (const m of [ref, fromMemory, split]) m.dispose();
+    });
+
+    it("types the kernels do not compute on (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are converted to Q8_0 at load, within Q8_0's error of their values", async () => {
+      const config = { ...base, model_type: "qwen2", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
+      const cfg = parseModelConfig(config);
+      const weights = randomWeights(cfg);
+      const f32 = exportGGUF(cfg, (n) => weights.get(n)!, { dtype: "f32" });
+      const h = parseGGUFHeader(f32, f32.length);
+      const types: GGMLType[] = ["Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"];
+      const sizes: Record<string, number> = { Q4_1: 20, Q5_0: 22, Q5_1: 24, Q4_K: 144, Q5_K: 176, Q6_K: 210 };
+      // Random blocks of each type, with finite small scales; the reference runs on their dequantized values.
+      let seed = 1;
+      const rand = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff; };
+      const blockOf = (type: GGMLType, elements: number) => {
+        const per = type.endsWith("_K") ? 256 : 32, n = elements / per, bb = sizes[type]!;
+        const b = Uint8Array.from({ length: n * bb }, () => Math.floor(rand() * 256));
+        const v = new DataView(b.buffer);
+        for (let i = 0; i < n; i++) {
+          const at = i * bb;
+          if (type === "Q6_K") v.setUint16(at + 208, f32ToF16(0.002), true);
+          else {
+            v.setUint16(at, f32ToF16(type.endsWith("_K") ? 0.004 : 0.01), true);
+            if (type !== "Q5_0") v.setUint16(at + 2, f32ToF16(type.endsWith("_K") ? 0.01 : -0.05), true);
+          }
+        }
+        return b;
+      };
+      const tensors: Record<string, { shape: number[]; type: GGMLType; data: Uint8Array }> = {};
+      const dequantized = new Map<string, Float32Array>();
+      let i = 0;
+      for (const [name, t] of h.tensors) {
+        const elements = t.shape.reduce((a, b) => a * b, 1);
+        if (t.shape.length === 2) {
+          const type = types[i++ % types.length]!;
+          const data = blockOf(type, elements);
+          tensors[name] = { shape: t.shape, type, data };
+          dequantized.set(name, dequantizeGGML(type as never, data, elements));
+        } else {
+          tensors[name] = { shape: t.shape, type: "F32", data: f32.subarray(t.offset, t.offset + t.byteLength) };
+          dequantized.set(name, new Float32Array(f32.slice(t.offset, t.offset + t.byteLength).buffer));
+        }
+      }
+      const meta = metadataOf(h.metadata);
+      const mixed = await loadModel(rt, { "mixed.gguf": writeGGUF(meta, tensors) });
+      assert.equal(mixed.transformer.weightDtype, "q8_0");
+      const exact = await loadModel(rt, { "exact.gguf": writeGGUF(meta, Object.fromEntries([...dequantized].map(([n, d]) => [n, { shape: tensors[n]!.shape, type: "F32" as const, data: new Uint8Array(d.buffer) }]))) });
+      const ids = [1, 5, 200, 17, 3];
+      const [a, b] = [logitsOf(mixed, ids), logitsOf(exact, ids)];
+      const scale = Math.max(...Array.from(b, Math.abs));
+      assert.ok(maxDiff(a, b) <= 0.05 * scale, `converted: max |Δlogit| ${maxDiff(a, b)} vs max |logit| ${scale}`);
+      mixed.dispose(); exact.dispose();
+    });
+
+    it("`gqa-wasm quantize` writes a GGUF that `info`, `run` and `generate` read; hostile GGUF files are one line", () => {
+      const dir = writeModelFolder(models[0]![1]);
+      dirs.push(dir);
+      writeTokenizer(dir);
+      const out = join(tmp(), "q.gguf");
+      const q = spawnSync(process.execPath, [cli, "quantize", "--model", dir, "--dtype", "q4_0", "--out", out], { encoding: "utf8", timeout: 60_000 });
+      assert.equal(q.status, 0, q.stderr);
+      assert.match(q.stderr, /wrote .*q\.gguf: .*, q4_0 weights/);
+      const info = spawnSync(process.execPath, [cli, "info", "--model", out], { encoding: "utf8" });
+      assert.match(info.stdout, /GGUF tensor types: Q4_0 x\d+, F32 x\d+/);
+      const gen = spawnSync(process.execPath, [cli, "run", "--model", out, "--prompt", "the theme", "--max-new-tokens", "4", "--temperature", "0"], { encoding: "utf8" });
+      assert.equal(gen.status, 0, gen.stderr);
+      assert.match(gen.stderr, /\(llama, q4_0 weights/);
+      const broken = join(tmp(), "broken.gguf");
+      const bytes = readFileSync(out);
+      writeFileSync(broken, bytes.subarray(0, 200));
+      const bad = spawnSync(process.execPath, [cli, "generate", "--model", broken, "--tokens", "1"], { encoding: "utf8" });
+      assert.equal(bad.status, 1);
+      assert.match(bad.stderr, /^gqa-wasm: .*broken\.gguf: /);
+      assert.doesNotMatch(bad.stderr, /\n\s+at /);
+    });
+  });
+});
+
+/** Metadata of a parsed header in the writer's form (what the tests copy into new files). */
+function metadataOf(metadata: Map<string, unknown>): Parameters<typeof writeGGUF>[0] {
+  const out: Parameters<typeof writeGGUF>[0] = {};
+  for (const [key, value] of metadata) {
+    if (typeof value === "string") out[key] = { type: "string", value };
+    else if (typeof value === "boolean") out[key] = { type: "bool", value };
+    else if (typeof value === "number") out[key] = { type: Number.isInteger(value) && !/eps|freq|factor/.test(key) ? "u32" : "f32", value };
+    else if (Array.isArray(value)) out[key] = { type: "array", itemType: typeof value[0] === "string" ? "string" : key.endsWith("scores") ? "f32" : "i32", value: value as (string | number)[] };
+  }
+  return out;
+}
