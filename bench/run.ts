@@ -17,6 +17,7 @@ import { plainAttention, plainLinear } from "./anchors/plain-js.ts";
 import { kvCases, type KvRow } from "./kv-cases.ts";
 import { threadCases, type ThreadRow } from "./thread-cases.ts";
 import { modelCases, type ModelRow } from "./model-cases.ts";
+import { qualityCases, type QualityRow } from "./quality-cases.ts";
 import { seededArray as random } from "../src/random.ts";
 import { bufferBytes, type BufferDtype } from "../src/memory/wasm-buffer.ts";
 import { isQuantDtype } from "../src/formats/quant.ts";
@@ -180,6 +181,7 @@ async function main(): Promise<void> {
     Math.max(bytes / (readGBps(best, bytes) * 1e6), flops / (fmaPeakGflops(best) * 1e6)));
   const threadRows: ThreadRow[] = only !== undefined && only !== "threads" ? [] : await threadCases(best.build, quick);
   const modelRows: ModelRow[] = only !== undefined && only !== "model" ? [] : modelCases(best, quick, (bytes) => readGBps(best, bytes));
+  const qualityRows: QualityRow[] = only !== undefined && only !== "quality" ? [] : await qualityCases(best, quick);
 
   // ---- report ----
   const anchorNames = ["onnxruntime-web", "tfjs-wasm", "plain JS"];
@@ -215,6 +217,13 @@ async function main(): Promise<void> {
     ]));
     console.log(`bound = weight bytes per token / read bandwidth of a 256 MiB buffer (${modelRows[0]!.readGBps.toFixed(1)} GB/s); prefill = a 128-token chunk on top of context - 128 cached tokens; 1 thread.`);
   }
+  if (qualityRows.length > 0) {
+    console.log("");
+    printTable(console.log, ["quality (synthetic, vs f32)", "weights", "mean KL (nats)", "top-1 agreement", "perplexity", "f32 perplexity"], qualityRows.map((r) => [
+      r.model, r.variant, r.meanKl.toExponential(2), `${(100 * r.top1Agreement).toFixed(1)}%`, r.perplexity.toFixed(0), r.referencePerplexity.toFixed(0),
+    ]));
+    console.log(`quality = gqa-wasm eval's measures over ${qualityRows[0]!.tokens} next-token predictions (windows of 128 pseudo-random ids).`);
+  }
   console.log("");
   console.log("x anchor = anchor median time / our median time (higher is better). roofline = max(bytes / read GB/s at that size, FLOPs / FMA peak), both probes at their fastest sample.");
   const probes = {
@@ -224,7 +233,7 @@ async function main(): Promise<void> {
   if (peakCache.size > 0) console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}`);
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, JSON.stringify({
-    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows, modelRows,
+    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows, modelRows, qualityRows,
   }, null, 2));
   console.log(`wrote ${outFile}`);
 }

@@ -19,6 +19,7 @@ const COMMANDS = `commands (gqa-wasm <command> --help for its options):
   run       generate text with a Hugging Face model folder (streamed), or chat with it
   info      what a model holds: architecture, parameters, KV heads, KV bytes vs MHA
   quantize  write a Hugging Face folder as a GGUF file (q8_0, q4_0, f16, bf16, f32)
+  eval      perplexity on a text file; with --reference, KL divergence and top-1 agreement
   logits    the logits at every position of a list of token ids, as JSON
   generate  a greedy or sampled continuation of token ids, as JSON
   help      this text
@@ -72,6 +73,15 @@ qwen2 metadata, norms in F32, linear weights and the embedding in --dtype (quant
 reference quantizers do; rows must be whole blocks of 32), q/k rows permuted as llama.cpp's
 converter does, and the tokenizer (tokenizer.json) as tokenizer.ggml.* metadata with the chat
 template.
+`,
+  eval: `usage: gqa-wasm eval --model M --text FILE [--reference M2] [--ctx N] [--dtype D] [--reference-dtype D] [--json]
+
+Tokenizes FILE with M's tokenizer, cuts it into windows of --ctx tokens (default 512, or the
+context if shorter), runs each from an empty cache and scores every next-token prediction:
+perplexity; with --reference (a model with the same vocabulary, e.g. the f32 original of a
+quantized M), the reference's perplexity, the mean KL(reference || M) of the next-token
+distributions in nats, and the fraction of positions whose top-1 tokens agree. M and M2 are
+folders or GGUF files; --dtype / --reference-dtype as for run (e.g. --dtype q4_0 on a folder).
 `,
   info: `usage: gqa-wasm info --model DIR|FILE.gguf [--json]
 
@@ -185,6 +195,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === "info") return info(rest);
   if (command === "quantize") return quantize(rest);
+  if (command === "eval") return evalCommand(rest);
   if (command === "logits" || command === "generate" || command === "run") return runModel(command, rest);
   if (command !== "demo") throw new UsageError(`unknown command '${command}'`);
   const flags = parseFlags("demo", rest, stringFlags("contexts", "heads", "head-dim", "repeats", "build", "model"));
@@ -435,6 +446,59 @@ async function* userTurns(maxBytes: number): AsyncGenerator<{ text?: string; byt
   }
   const turn = line();
   if (turn.bytes > 0 && turn.text !== "") yield turn;
+}
+
+/** `eval`: perplexity, and KL divergence / top-1 agreement against a reference. */
+async function evalCommand(args: string[]): Promise<number> {
+  const flags = parseFlags("eval", args, { ...stringFlags("model", "text", "reference", "ctx", "dtype", "reference-dtype", "threads"), json: { type: "boolean" } });
+  const modelPath = str(flags, "model"), textPath = str(flags, "text"), refPath = str(flags, "reference");
+  if (!modelPath) throw new UsageError("eval needs --model M");
+  if (!textPath) throw new UsageError("eval needs --text FILE");
+  const ctx = int(flags, "ctx");
+  checkLoadFlags(flags);
+  const refDtype = str(flags, "reference-dtype");
+  if (refDtype !== undefined && !["f32", "bf16", "f16", "q8_0", "q4_0"].includes(refDtype)) throw new UsageError(`--reference-dtype is f32, bf16, f16, q8_0 or q4_0, got '${refDtype}'`);
+  const fs = await import("node:fs/promises");
+  const stat = await fs.stat(textPath).catch(() => undefined);
+  if (!stat?.isFile()) throw new CliError(`${textPath}: no such file`);
+  if (stat.size > 256 << 20) throw new CliError(`${textPath}: ${formatBytes(stat.size)} is more text than eval reads (256 MiB)`);
+  const text = await fs.readFile(textPath, "utf8");
+  const { model } = await loadForCli(flags, false);
+  if (!model.tokenizer) throw new CliError(`${modelPath} has no tokenizer; eval tokenizes the text with it`);
+  let reference;
+  if (refPath) {
+    const { loadModel } = await import("./model/load.ts");
+    reference = await loadModel(model.transformer.rt, refPath, { dtype: refDtype as import("./memory/wasm-buffer.ts").BufferDtype | undefined });
+  }
+  const ids = model.tokenizer.encode(text);
+  const { evaluate } = await import("./model/eval.ts");
+  const bar = progressLine("scoring");
+  let r;
+  try {
+    r = evaluate(model.transformer, ids, { ctx, reference: reference?.transformer, onProgress: bar.update });
+  } finally { bar.end(); }
+  if (flags.json) { process.stdout.write(`${JSON.stringify(r)}\n`); return 0; }
+  process.stdout.write([
+    `model: ${modelPath} (${model.transformer.weightDtype} weights)${refPath ? `; reference: ${refPath} (${reference!.transformer.weightDtype} weights)` : ""}`,
+    `tokens: ${r.tokens} in ${r.windows} window(s) of up to ${r.ctx}; ${r.scored} predictions scored`,
+    `perplexity: ${r.perplexity.toFixed(4)}${r.referencePerplexity !== undefined ? ` (reference: ${r.referencePerplexity.toFixed(4)})` : ""}`,
+    ...(r.meanKl !== undefined ? [`mean KL(reference || model): ${r.meanKl.toExponential(3)} nats; top-1 agreement: ${(100 * r.top1Agreement!).toFixed(2)}%`] : []),
+  ].join("\n") + "\n");
+  return 0;
+}
+
+/** A progress line on stderr when it is a terminal: "label 40% (done / total)". */
+function progressLine(label: string) {
+  const tty = process.stderr.isTTY === true;
+  let last = "";
+  return {
+    update: (done: number, total: number) => {
+      if (!tty) return;
+      const line = `${label} ${(100 * done / total).toFixed(0).padStart(3)}% (${done} / ${total})`;
+      if (line !== last) { process.stderr.write(`\r${line}`); last = line; }
+    },
+    end: () => { if (tty && last) process.stderr.write("\r\x1b[K"); },
+  };
 }
 
 /** `quantize`: a Hugging Face folder written as a GGUF file llama.cpp reads. */

@@ -11,7 +11,8 @@ import { fileURLToPath } from "node:url";
 import { createRuntime, loadModel, parseModelConfig, type LanguageModel, type Runtime } from "../src/index.ts";
 import { GGUFError, GGUFNeedMore, parseGGUFHeader, readGGUFHeader, writeGGUF, type GGMLType } from "../src/formats/gguf.ts";
 import { f32ToF16 } from "../src/formats/half.ts";
-import { dequantizeGGML } from "../src/formats/quant.ts";
+import { dequantizeGGML, quantizeGGML } from "../src/formats/quant.ts";
+import { seededArray as randomArray } from "../src/random.ts";
 import { exportGGUF, folderToGGUF } from "../src/model/gguf-export.ts";
 import { base, randomWeights, SENTENCEPIECE_VOCAB, textModel, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
 
@@ -144,6 +145,19 @@ describe("GGUF files", function () {
       const w5 = dequantizeGGML("Q5_K", q5, 256);
       assert.equal(w5[0], 1 * 2 * 21 - 0.5 * 4);
       assert.equal(w5[32], 1 * 3 * 23);
+    });
+
+    it("Q5_0 and Q4_K written by our quantizers read back within their steps (every scale bit, nibble and high bit in place)", () => {
+      for (const type of ["Q5_0", "Q4_K"] as const) {
+        const K = 512, x = randomArray(4 * K, 3);
+        const blocks = quantizeGGML(type, x, K);
+        assert.equal(blocks.length, (4 * K / (type === "Q5_0" ? 32 : 256)) * (type === "Q5_0" ? 22 : 144));
+        const y = dequantizeGGML(type, blocks, x.length);
+        // Q5_0: d = max|x| / 16 per block of 32 (asymmetric range: up to one step off at +max);
+        // Q4_K: (max - min) / 15 per sub-block of 32, half a step, plus the 6-bit scale's rounding.
+        const bound = type === "Q5_0" ? 1 / 16 : (2 / 15) * (0.5 + 1 / 63) + 2 / 63 / 63;
+        x.forEach((v, i) => assert.ok(Math.abs(v - y[i]!) <= bound * 1.02, `${type} element ${i}: ${v} -> ${y[i]}`));
+      }
     });
 
     it("Q6_K: 4 low and 2 high bits, 16 signed scales, d last", () => {

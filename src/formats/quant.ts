@@ -155,3 +155,62 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
   }
   return out;
 }
+
+/**
+ * Q5_0 and Q4_K blocks from floats, for writing test and benchmark files of those types (the
+ * runtime converts them at load; llama.cpp's quantizer searches scales more carefully, these
+ * take min/max): Q5_0 as ggml's reference (d = the x of largest |x| / -16); Q4_K with each
+ * sub-block of 32 mapped from [min(0, min x), max x] onto 0..15, its scale and min stored in 6
+ * bits against the super-block's f16 d and dmin. K must be a multiple of the block (32, 256).
+ */
+export function quantizeGGML(type: "Q5_0" | "Q4_K", x: Float32Array, K: number): Uint8Array {
+  const block = type === "Q5_0" ? 32 : 256, bb = type === "Q5_0" ? 22 : 144;
+  if (K % block !== 0 || x.length % K !== 0) throw new RangeError(`quantizeGGML: rows of ${K} are not whole ${type} blocks of ${block}`);
+  const n = x.length / block, out = new Uint8Array(n * bb), view = new DataView(out.buffer);
+  for (let b = 0; b < n; b++) {
+    const xs = x.subarray(b * block, (b + 1) * block), at = b * bb;
+    if (type === "Q5_0") {
+      let amax = 0, max = 0;
+      for (const v of xs) if (Math.abs(v) > amax) { amax = Math.abs(v); max = v; }
+      const d = Math.fround(max / -16), id = d ? Math.fround(1 / d) : 0;
+      view.setUint16(at, f32ToF16(d), true);
+      let qh = 0;
+      for (let j = 0; j < 16; j++) {
+        const q0 = Math.min(31, Math.trunc(Math.fround(Math.fround(xs[j]! * id) + 16.5)));
+        const q1 = Math.min(31, Math.trunc(Math.fround(Math.fround(xs[j + 16]! * id) + 16.5)));
+        out[at + 6 + j] = (q0 & 15) | ((q1 & 15) << 4);
+        qh |= ((q0 >> 4) & 1) << j;
+        qh |= ((q1 >> 4) & 1) << (j + 16);
+      }
+      view.setUint32(at + 2, qh >>> 0, true);
+      continue;
+    }
+    const scales = new Float64Array(8), mins = new Float64Array(8);
+    for (let s = 0; s < 8; s++) {
+      let lo = 0, hi = -Infinity;
+      for (let l = 0; l < 32; l++) { lo = Math.min(lo, xs[32 * s + l]!); hi = Math.max(hi, xs[32 * s + l]!); }
+      scales[s] = (hi - lo) / 15;
+      mins[s] = -lo;
+    }
+    const d = f16ToF32(f32ToF16(Math.max(...scales) / 63)), dmin = f16ToF32(f32ToF16(Math.max(...mins) / 63));
+    view.setUint16(at, f32ToF16(d), true);
+    view.setUint16(at + 2, f32ToF16(dmin), true);
+    const sc = Array.from(scales, (v) => (d ? Math.min(63, Math.round(v / d)) : 0));
+    const mn = Array.from(mins, (v) => (dmin ? Math.min(63, Math.round(v / dmin)) : 0));
+    for (let j = 0; j < 4; j++) {
+      out[at + 4 + j] = sc[j]! | ((sc[j + 4]! >> 4) << 6);
+      out[at + 8 + j] = mn[j]! | ((mn[j + 4]! >> 4) << 6);
+      out[at + 12 + j] = (sc[j + 4]! & 15) | ((mn[j + 4]! & 15) << 4);
+    }
+    for (let s = 0; s < 8; s++) {
+      const step = d * sc[s]!, offset = dmin * mn[s]!;
+      for (let l = 0; l < 32; l++) {
+        const q = step ? Math.max(0, Math.min(15, Math.round((xs[32 * s + l]! + offset) / step))) : 0;
+        // Sub-blocks 2k and 2k+1 share 32 bytes: low nibbles, then high nibbles.
+        const byte = at + 16 + 32 * (s >> 1) + l;
+        out[byte] = (s & 1) === 0 ? (out[byte]! & 0xf0) | q : (out[byte]! & 0x0f) | (q << 4);
+      }
+    }
+  }
+  return out;
+}

@@ -4,7 +4,7 @@
 // llama.cpp's converter does for llama-style RoPE, and the tokenizer as tokenizer.ggml.* metadata.
 import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
-import { quantizeRows, quantRowBytes, QUANT_BLOCK } from "../formats/quant.ts";
+import { quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK } from "../formats/quant.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { expectedTensors, ModelConfigError, type ModelConfig } from "./config.ts";
 import { ggufTensorName, PRE_TOKENIZERS } from "./gguf-model.ts";
@@ -19,6 +19,11 @@ export interface GGUFExportOptions {
   name?: string;
   /** tokenizer.json and tokenizer_config.json, as objects. */
   tokenizer?: { json: Record<string, unknown>; config: Record<string, unknown> };
+  /**
+   * A type per matrix instead of `dtype` (e.g. a Q4_K_M-like mix for benchmarks): Q5_0 and
+   * Q4_K are written by quantizeGGML; undefined keeps `dtype`.
+   */
+  tensorType?: (name: string, shape: number[]) => "Q5_0" | "Q4_K" | undefined;
 }
 
 /** The GGUF bytes of a model given as float32 tensors by Hugging Face name. */
@@ -62,6 +67,8 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     }
     const matrix = shape.length === 2;
     const K = shape[shape.length - 1]!;
+    const special = matrix ? options.tensorType?.(hf, shape) : undefined;
+    if (special) { tensors[ggufTensorName(hf)] = { shape, type: special, data: quantizeGGML(special, data, K) }; continue; }
     if (!matrix || type === "F32") { tensors[ggufTensorName(hf)] = { shape, type: "F32", data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }; continue; }
     if (type === "F16" || type === "BF16") {
       const narrow = type === "F16" ? f32ToF16 : f32ToBf16;

@@ -5,7 +5,7 @@
 // examples and the conformance suite run generation end to end with them. Random weights:
 // the text means nothing, the path it takes and its speed do.
 import { writeSafetensors, type SafetensorsDtype, type TensorToWrite } from "../formats/safetensors.ts";
-import { seededArray } from "../random.ts";
+import { seededArray, seededTrainedLike } from "../random.ts";
 import { expectedTensors, parseModelConfig, type ModelConfig } from "./config.ts";
 
 /** ChatML special tokens (SmolLM2, Qwen2.5), ids 0, 1, 2. */
@@ -51,13 +51,19 @@ export function byteLevelTokenizer(options: { chatTemplate?: string | null } = {
   };
 }
 
-/** Deterministic random weights for a config: norms near 1, everything else uniform in ±scale. */
-export function syntheticWeights(cfg: ModelConfig, options: { seed?: number; scale?: number } = {}): Map<string, Float32Array> {
+/**
+ * Deterministic random weights for a config: norms near 1, everything else uniform in ±scale;
+ * or with `trainedLike`, normal with per-row scales and rare outliers (seededTrainedLike), the
+ * statistics quantization error depends on.
+ */
+export function syntheticWeights(cfg: ModelConfig, options: { seed?: number; scale?: number; trainedLike?: boolean } = {}): Map<string, Float32Array> {
   const weights = new Map<string, Float32Array>();
   let seed = options.seed ?? 11;
   for (const [name, shape] of expectedTensors(cfg)) {
     const n = shape.reduce((a, b) => a * b, 1);
-    weights.set(name, name.endsWith("norm.weight") ? Float32Array.from(seededArray(n, seed++, 0.2), (x) => 1 + x) : seededArray(n, seed++, options.scale ?? 0.3));
+    if (name.endsWith("norm.weight")) weights.set(name, Float32Array.from(seededArray(n, seed++, 0.2), (x) => 1 + x));
+    else if (options.trainedLike) weights.set(name, seededTrainedLike(n, shape[shape.length - 1]!, seed++, name.includes("embed") ? 0.05 : options.scale ?? 0.02));
+    else weights.set(name, seededArray(n, seed++, options.scale ?? 0.3));
   }
   return weights;
 }
