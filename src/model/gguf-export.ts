@@ -56,7 +56,7 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     ...(config.ropeScaling?.type === "linear" ? {
       [a("rope.scaling.type")]: { type: "string", value: "linear" }, [a("rope.scaling.factor")]: { type: "f32", value: config.ropeScaling.factor },
     } : {}),
-    ...(options.tokenizer ? tokenizerMetadata(options.tokenizer.json, options.tokenizer.config) : {}),
+    ...(options.tokenizer ? tokenizerMetadata(options.tokenizer.json, options.tokenizer.config, config.vocabSize) : {}),
   };
   const tensors: Record<string, GGUFTensorToWrite> = {};
   for (const [hf, shape] of expectedTensors(config)) {
@@ -104,12 +104,17 @@ function permuteRows(data: Float32Array, heads: number, rowElements: number): Fl
  * "gpt2" with its merges and the llama.cpp pre-tokenizer name its splitting matches;
  * SentencePiece-style BPE with byte fallback as "llama", merge ranks as scores.
  */
-function tokenizerMetadata(json: Record<string, unknown>, config: Record<string, unknown>): GGUFMetadataToWrite {
+function tokenizerMetadata(json: Record<string, unknown>, config: Record<string, unknown>, vocabSize: number): GGUFMetadataToWrite {
   const fail = (why: string) => new ModelConfigError(`gguf export: tokenizer.json: ${why}`);
   const model = json.model as { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[]; byte_fallback?: boolean } | undefined;
   if (model?.type !== "BPE" || !model.vocab || !model.merges) throw fail("only BPE tokenizers are written");
   const added = (json.added_tokens as { id: number; content: string; special: boolean }[] | undefined) ?? [];
-  const size = Math.max(...Object.values(model.vocab), ...added.map((t) => t.id)) + 1;
+  // One token per embedding row, as llama.cpp requires: ids the tokenizer does not use are
+  // written as unused ([PADi], type 5).
+  let size = vocabSize;
+  for (const i of Object.values(model.vocab)) size = Math.max(size, i + 1);
+  for (const t of added) size = Math.max(size, t.id + 1);
+  if (size > vocabSize) throw fail(`it has ids up to ${size - 1}, past the model's ${vocabSize} embedding rows`);
   const tokens = new Array<string>(size).fill("");
   const types = new Array<number>(size).fill(1);
   for (const [t, id] of Object.entries(model.vocab)) tokens[id] = t;
@@ -133,7 +138,7 @@ function tokenizerMetadata(json: Record<string, unknown>, config: Record<string,
       "tokenizer.ggml.add_bos_token": { type: "bool", value: json.post_processor !== null && json.post_processor !== undefined } };
   }
   const pre = Object.entries(PRE_TOKENIZERS).find(([name, p]) => name !== "default" && JSON.stringify(preTokenizerList(json.pre_tokenizer)) === JSON.stringify(p))?.[0];
-  if (!pre) throw fail("its pre-tokenizer matches none that llama.cpp names (gpt2, smollm, llama-bpe, qwen2)");
+  if (!pre) throw fail("its pre-tokenizer matches none that llama.cpp names (gpt-2, smollm, llama-bpe, qwen2)");
   return { ...common, "tokenizer.ggml.model": { type: "string", value: "gpt2" }, "tokenizer.ggml.pre": { type: "string", value: pre },
     "tokenizer.ggml.merges": { type: "array", itemType: "string", value: merges } };
 }

@@ -147,7 +147,7 @@ export function unpermuteRows<T extends Uint8Array | Uint16Array | Float32Array>
 
 /** Pre-tokenizer regexes of llama.cpp's `tokenizer.ggml.pre` types (as their tokenizer.json files split). */
 export const PRE_TOKENIZERS: Record<string, unknown[]> = {
-  gpt2: [{ type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true }],
+  "gpt-2": [{ type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true }],
   default: [{ type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true }],
   smollm: [{ type: "Digits", individual_digits: true }, { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true }],
   "llama-bpe": [

@@ -1,0 +1,106 @@
+// `npm run bench:e2e`: end to end against llama.cpp native (node-llama-cpp's prebuilt binaries,
+// installed into bench/e2e on first use). Synthetic models of the SmolLM2-135M and Qwen2.5-0.5B
+// shapes with trained-looking random weights are written as GGUF files (the same draws for every
+// dtype, q/k rows permuted as llama.cpp's converter does); both runtimes load the same file, take
+// the same 128 prompt ids and decode 64 greedy tokens, at 1 and 2 threads. Reported: prefill and
+// decode tokens/s, the ratio, and whether the greedy tokens agree (a check of the file, the
+// permutation and both forward passes). Medians of --repeats runs.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { createRuntime, loadModel, type Runtime } from "../../src/index.ts";
+import { printTable, SMOLLM2_135M_SHAPE } from "../../src/demo.ts";
+import { parseModelConfig } from "../../src/model/config.ts";
+import { exportGGUF } from "../../src/model/gguf-export.ts";
+import { byteLevelTokenizer, syntheticWeights } from "../../src/model/synthetic.ts";
+import { QWEN25_05B_SHAPE } from "../model-cases.ts";
+
+const { values } = parseArgs({ options: {
+  models: { type: "string", default: "SmolLM2-135M,Qwen2.5-0.5B" }, dtypes: { type: "string", default: "f32,f16,q8_0,q4_0" },
+  threads: { type: "string", default: "1,2" }, repeats: { type: "string", default: "3" }, prompt: { type: "string", default: "128" }, gen: { type: "string", default: "64" },
+}, strict: true });
+const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE };
+const promptLength = Number(values.prompt), gen = Number(values.gen), repeats = Number(values.repeats);
+const threadCounts = values.threads.split(",").map(Number);
+
+const { getLlama, LlamaLogLevel } = await import(new URL("./node_modules/node-llama-cpp/dist/index.js", import.meta.url).href) as typeof import("node-llama-cpp");
+const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
+
+interface Timing { prefill: number; decode: number; tokens: number[] }
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function ours(rt: Runtime, file: string, prompt: number[]): Promise<Timing> {
+  const model = await loadModel(rt, file);
+  try {
+    const runs: Timing[] = [];
+    for (let r = 0; r < repeats; r++) {
+      const g = await model.generate(prompt, { maxNewTokens: gen, temperature: 0, stopTokens: [] }).done;
+      runs.push({ prefill: g.prefillTokensPerSecond, decode: g.decodeTokensPerSecond, tokens: g.tokens });
+    }
+    return { prefill: median(runs.map((r) => r.prefill)), decode: median(runs.map((r) => r.decode)), tokens: runs[0]!.tokens };
+  } finally { model.dispose(); }
+}
+
+async function native(file: string, prompt: number[], threads: number): Promise<Timing> {
+  const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+  try {
+    const runs: Timing[] = [];
+    for (let r = 0; r < repeats; r++) {
+      const ctx = await model.createContext({ contextSize: promptLength + gen + 16, threads, batchSize: promptLength });
+      const seq = ctx.getSequence();
+      const tokens: number[] = [];
+      const start = performance.now();
+      let first = 0;
+      for await (const t of seq.evaluate(prompt as never, { temperature: 0 })) {
+        if (tokens.length === 0) first = performance.now();
+        tokens.push(t as number);
+        if (tokens.length >= gen) break;
+      }
+      const end = performance.now();
+      await ctx.dispose();
+      runs.push({ prefill: promptLength / ((first - start) / 1000), decode: (gen - 1) / ((end - first) / 1000), tokens });
+    }
+    return { prefill: median(runs.map((r) => r.prefill)), decode: median(runs.map((r) => r.decode)), tokens: runs[0]!.tokens };
+  } finally { await model.dispose(); }
+}
+
+// The synthetic byte-level BPE tokenizer (llama.cpp needs one); its unused ids are padded up to the vocabulary.
+const tokenizerFiles = byteLevelTokenizer();
+const tokenizer = { json: JSON.parse(tokenizerFiles["tokenizer.json"]), config: JSON.parse(tokenizerFiles["tokenizer_config.json"]) };
+const rows: string[][] = [];
+const results: unknown[] = [];
+const work = mkdtempSync(join(tmpdir(), "gqa-e2e-"));
+try {
+  for (const name of values.models.split(",")) {
+    const cfg = parseModelConfig({ ...SHAPES[name]!, max_position_embeddings: 2048 });
+    const weights = syntheticWeights(cfg, { trainedLike: true });
+    const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919 + 13) % cfg.vocabSize);
+    for (const dtype of values.dtypes.split(",") as ("f32" | "f16" | "q8_0" | "q4_0")[]) {
+      const file = join(work, `${name}-${dtype}.gguf`);
+      writeFileSync(file, exportGGUF(cfg, (n) => weights.get(n)!, { dtype, name, tokenizer }));
+      for (const threads of threadCounts) {
+        const rt = await createRuntime({ threads });
+        const a = await ours(rt, file, prompt);
+        await rt.dispose();
+        const b = await native(file, prompt, threads);
+        let same = 0;
+        while (same < Math.min(a.tokens.length, b.tokens.length) && a.tokens[same] === b.tokens[same]) same++;
+        rows.push([name, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), `${(a.prefill / b.prefill).toFixed(2)}x`,
+          a.decode.toFixed(1), b.decode.toFixed(1), `${(a.decode / b.decode).toFixed(2)}x`, `${same}/${gen}`]);
+        results.push({ model: name, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, sameGreedyTokens: same });
+        console.error(rows.at(-1)!.join("  "));
+      }
+      rmSync(file);
+    }
+  }
+} finally { rmSync(work, { recursive: true, force: true }); }
+console.log("");
+printTable(console.log, ["model (synthetic)", "weights", "threads", "prefill tok/s", "llama.cpp", "ratio", "decode tok/s", "llama.cpp", "ratio", "same greedy tokens"], rows);
+console.log(`prompt ${promptLength} ids, then ${gen} greedy tokens; the same GGUF file in both; medians of ${repeats}; llama.cpp native = node-llama-cpp ${"3.21.1"} prebuilt (CPU).`);
+const out = new URL("../results/e2e.json", import.meta.url);
+const { mkdirSync } = await import("node:fs");
+mkdirSync(new URL(".", out), { recursive: true });
+writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.versions.node, results }, null, 2));
+console.log(`wrote ${out.pathname}`);
+process.exit(0);
