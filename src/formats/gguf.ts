@@ -268,3 +268,29 @@ export function writeGGUF(metadata: GGUFMetadataToWrite, tensors: Record<string,
   entries.forEach(([, t], i) => out.set(t.data, dataStart + offsets[i]!));
   return out;
 }
+
+/**
+ * Reads the header from the front of a stream of chunks (`size` bytes in all): chunks are kept
+ * until the header parses. Returns it with the bytes read so far (the header and whatever data
+ * came with the last chunk); the rest of the stream is left to the caller.
+ */
+export async function readGGUFHeaderFromStream(size: number, chunks: AsyncIterator<Uint8Array>, source = "model.gguf"): Promise<{ header: GGUFHeader; prefix: Uint8Array }> {
+  let prefix = new Uint8Array(0), want = Math.min(size, 24);
+  for (;;) {
+    while (prefix.length < want) {
+      const r = await chunks.next();
+      if (r.done) throw new GGUFError(`${source}: the file ends inside its header (${prefix.length} bytes)`);
+      const grown = new Uint8Array(prefix.length + r.value.length);
+      grown.set(prefix);
+      grown.set(r.value, prefix.length);
+      prefix = grown;
+    }
+    try {
+      return { header: parseGGUFHeader(prefix, size, source), prefix };
+    } catch (e) {
+      if (!(e instanceof GGUFNeedMore)) throw e;
+      // Parsing again costs the header so far: ask for at least twice as much each time.
+      want = Math.min(size, Math.max(e.atLeast, 2 * prefix.length));
+    }
+  }
+}

@@ -5,13 +5,19 @@ import { ModelConfigError } from "./config.ts";
 import { importNodeBuiltin } from "../runtime/node-builtins.ts";
 
 /** One file given in memory: bytes, text, a fetch Response still to be read, or a Blob / File (a file picker's). */
-export type ModelFileValue = ArrayBuffer | ArrayBufferView | string | Response | Blob;
+export type ModelFileValue = ArrayBuffer | ArrayBufferView | string | Response | Blob | ReadableStream<Uint8Array> | { stream: ReadableStream<Uint8Array>; size: number };
 
 /**
  * A model: a folder path or file: URL, an http(s) URL of the folder (each file is fetched from
  * it), or the files by name ({ "config.json": ..., "model.safetensors": ..., ... }).
  */
 export type ModelSource = string | URL | Record<string, ModelFileValue> | Map<string, ModelFileValue>;
+
+/** A file read front to back: its size, and its bytes chunk by chunk. */
+export interface FileStream { size: number; chunks: AsyncIterator<Uint8Array> }
+
+/** Chunks of a file read from disk or memory, so that progress moves and no read is huge. */
+const CHUNK_BYTES = 8 << 20;
 
 export interface ModelFiles {
   /** Where the files are, for messages. */
@@ -22,6 +28,11 @@ export interface ModelFiles {
   head(name: string, length: number): Promise<{ bytes: Uint8Array; size: number }>;
   /** The whole file; `progress` hears the bytes read so far. */
   bytes(name: string, progress?: (readBytes: number) => void): Promise<Uint8Array>;
+  /**
+   * The file as a stream of chunks, with its size, read once from the start: how a GGUF model
+   * goes into wasm memory without a whole copy of the file in JS.
+   */
+  open(name: string): Promise<FileStream>;
   /** A path for messages about one file. */
   describe(name: string): string;
 }
@@ -100,7 +111,7 @@ class FolderFiles implements ModelFiles {
   describe(name: string): string { return `${this.location.replace(/\/+$/, "")}/${name}`; }
 
   async text(name: string): Promise<string | undefined> {
-    const handle = await this.open(name, true);
+    const handle = await this.open_(name, true);
     if (!handle) return undefined;
     try {
       const size = (await handle.stat()).size;
@@ -112,7 +123,7 @@ class FolderFiles implements ModelFiles {
   }
 
   async head(name: string, length: number): Promise<{ bytes: Uint8Array; size: number }> {
-    const handle = (await this.open(name))!;
+    const handle = (await this.open_(name))!;
     try {
       const size = (await handle.stat()).size;
       const bytes = new Uint8Array(Math.min(length, size));
@@ -124,12 +135,30 @@ class FolderFiles implements ModelFiles {
   }
 
   async bytes(name: string, progress?: (readBytes: number) => void): Promise<Uint8Array> {
-    const handle = (await this.open(name))!;
+    const handle = (await this.open_(name))!;
     try {
       return await this.readAll(handle, name, progress);
     } finally {
       await handle.close();
     }
+  }
+
+  async open(name: string): Promise<FileStream> {
+    const handle = (await this.open_(name))!;
+    const size = (await handle.stat()).size;
+    const where = this.describe(name);
+    async function* read(): AsyncGenerator<Uint8Array> {
+      try {
+        for (let at = 0; at < size;) {
+          const chunk = new Uint8Array(Math.min(CHUNK_BYTES, size - at));
+          const { bytesRead } = await handle.read(chunk, 0, chunk.length, at);
+          if (bytesRead === 0) throw new ModelConfigError(`${where}: the file ended after ${at} of ${size} bytes`);
+          at += bytesRead;
+          yield chunk.subarray(0, bytesRead);
+        }
+      } finally { await handle.close(); }
+    }
+    return { size, chunks: read() };
   }
 
   private async readAll(handle: import("node:fs/promises").FileHandle, name: string, progress?: (readBytes: number) => void): Promise<Uint8Array> {
@@ -151,7 +180,7 @@ class FolderFiles implements ModelFiles {
    * them are fine, as in the Hugging Face cache). Non-blocking, so a FIFO cannot hang the open;
    * it is then refused like a directory or a device. `optional`: undefined when it does not exist.
    */
-  private async open(name: string, optional = false) {
+  private async open_(name: string, optional = false) {
     checkName(this, name);
     const { fs, path } = await this.node();
     const { constants } = await importNodeBuiltin<typeof import("node:fs")>("fs");
@@ -192,13 +221,64 @@ class MemoryFiles implements ModelFiles {
   bytes(name: string, progress?: (readBytes: number) => void): Promise<Uint8Array> {
     let p = this.read.get(name);
     if (!p) {
-      const value = this.files.get(name);
-      if (value === undefined) throw new ModelConfigError(`${name}: not among the files given (${[...this.files.keys()].join(", ")})`);
-      p = toBytes(value, name, progress);
+      p = toBytes(this.value(name), name, progress);
       this.read.set(name, p);
     }
     return p;
   }
+
+  async open(name: string): Promise<FileStream> {
+    if (this.read.has(name)) return chunksOf(await this.read.get(name)!);
+    const value = this.value(name);
+    if (value instanceof ReadableStream || isSizedStream(value)) {
+      // A stream is read once: it is handed over, not kept.
+      this.files.delete(name);
+      return value instanceof ReadableStream ? streamChunks(value, NaN, name) : streamChunks(value.stream, value.size, name);
+    }
+    if (typeof Response !== "undefined" && value instanceof Response) {
+      if (!value.ok) throw new ModelConfigError(`${name}: HTTP ${value.status} ${value.statusText}`);
+      this.files.delete(name);
+      return streamChunks(value.body!, Number(value.headers.get("content-length") ?? NaN), name);
+    }
+    if (typeof Blob !== "undefined" && value instanceof Blob) return streamChunks(value.stream(), value.size, name);
+    return chunksOf(await this.bytes(name));
+  }
+
+  private value(name: string): ModelFileValue {
+    const value = this.files.get(name);
+    if (value === undefined) throw new ModelConfigError(`${name}: not among the files given (${[...this.files.keys()].join(", ")})`);
+    return value;
+  }
+}
+
+function isSizedStream(v: unknown): v is { stream: ReadableStream<Uint8Array>; size: number } {
+  return typeof v === "object" && v !== null && (v as { stream?: unknown }).stream instanceof ReadableStream && typeof (v as { size?: unknown }).size === "number";
+}
+
+/** Bytes already in memory as a FileStream, in CHUNK_BYTES pieces. */
+function chunksOf(bytes: Uint8Array): FileStream {
+  async function* each(): AsyncGenerator<Uint8Array> { for (let at = 0; at < bytes.length; at += CHUNK_BYTES) yield bytes.subarray(at, at + CHUNK_BYTES); }
+  return { size: bytes.length, chunks: each() };
+}
+
+/** A byte stream of a known size as a FileStream; it must deliver exactly that many bytes. */
+function streamChunks(body: ReadableStream<Uint8Array>, size: number, name: string): FileStream {
+  if (!Number.isSafeInteger(size) || size < 0) throw new ModelConfigError(`${name}: a streamed file needs its size (a content-length, or { stream, size })`);
+  const reader = body.getReader();
+  async function* each(): AsyncGenerator<Uint8Array> {
+    let at = 0;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        at += value.length;
+        if (at > size) throw new ModelConfigError(`${name}: more bytes than the ${size} announced`);
+        yield value;
+      }
+      if (at < size) throw new ModelConfigError(`${name}: the stream ended after ${at} of ${size} bytes`);
+    } finally { reader.releaseLock(); }
+  }
+  return { size, chunks: each() };
 }
 
 /** A folder served over http(s): each file fetched once from base/name. */
@@ -243,6 +323,17 @@ class UrlFiles implements ModelFiles {
     if (!b) throw new ModelConfigError(`${this.describe(name)}: HTTP 404 Not Found`);
     return b;
   }
+
+  async open(name: string): Promise<FileStream> {
+    checkName(this, name);
+    if (this.read.has(name)) return chunksOf(await this.bytes(name));
+    const url = this.describe(name);
+    const res = await fetch(url).catch((e: Error) => { throw new ModelConfigError(`${url}: fetch failed (${e.message})`); });
+    if (!res.ok) throw new ModelConfigError(`${url}: HTTP ${res.status} ${res.statusText}`);
+    const size = Number(res.headers.get("content-length") ?? NaN);
+    if (!res.body || !Number.isSafeInteger(size)) return chunksOf(await toBytes(res, url));
+    return streamChunks(res.body, size, url);
+  }
 }
 
 async function toBytes(value: ModelFileValue, name: string, progress?: (readBytes: number) => void): Promise<Uint8Array> {
@@ -250,6 +341,13 @@ async function toBytes(value: ModelFileValue, name: string, progress?: (readByte
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   if (typeof Blob !== "undefined" && value instanceof Blob) return readStream(value.stream(), value.size, progress);
+  if (value instanceof ReadableStream || isSizedStream(value)) {
+    const { size, chunks } = value instanceof ReadableStream ? streamChunks(value, NaN, name) : streamChunks(value.stream, value.size, name);
+    const out = new Uint8Array(size);
+    let at = 0;
+    for (let r = await chunks.next(); !r.done; r = await chunks.next()) { out.set(r.value, at); at += r.value.length; progress?.(at); }
+    return out;
+  }
   if (typeof Response !== "undefined" && value instanceof Response) {
     if (!value.ok) throw new ModelConfigError(`${name}: HTTP ${value.status} ${value.statusText}`);
     const total = Number(value.headers.get("content-length") ?? NaN);

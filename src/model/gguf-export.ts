@@ -84,7 +84,7 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   return writeGGUF(metadata, tensors);
 }
 
-/** llama.cpp's converter's row permutation (the inverse of unpermuteRows). */
+/** llama.cpp's converter's row permutation (the loader's unpermutedRow undoes it). */
 function permuteRows(data: Float32Array, heads: number, rowElements: number): Float32Array {
   const rows = data.length / rowElements, headDim = rows / heads, halfDim = headDim / 2;
   const out = new Float32Array(data.length);

@@ -33,7 +33,7 @@ export function ggufSplitNames(name: string): string[] {
   return Array.from({ length: count }, (_, i) => `${m[1]}-${String(i + 1).padStart(5, "0")}-of-${m[3]}.gguf`);
 }
 
-/** Reads every split's header and maps the model onto a Hugging Face config and tensor names. */
+/** Reads every split's header (through head(), not the data) and describes the model. */
 export async function inspectGGUF(files: ModelFiles, name: string): Promise<GGUFModelInfo> {
   const names = ggufSplitNames(name);
   const headers: GGUFHeader[] = [];
@@ -46,6 +46,11 @@ export async function inspectGGUF(files: ModelFiles, name: string): Promise<GGUF
     headers.push(header);
     fileBytes.set(file, size);
   }
+  return describeGGUF(files, names, headers, fileBytes);
+}
+
+/** The model that the headers of `names` (a file, or every split in order) describe. */
+export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHeader[], fileBytes: Map<string, number>): GGUFModelInfo {
   const metadata = headers[0]!.metadata;
   const where = files.describe(names[0]!);
   const fail = (why: string) => new ModelConfigError(`${where}: ${why}`);
@@ -123,24 +128,6 @@ export function ggufTensorName(hf: string): string {
     "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
   };
   return `blk.${m[1]}.${parts[m[2]!] ?? m[2]}.${m[3]}`;
-}
-
-/**
- * Undoes llama.cpp's q/k row permutation: within each head of `rows / heads` rows, GGUF row
- * 2i + half holds Hugging Face row half · (headDim / 2) + i. `rowBytes` bytes per row.
- */
-export function unpermuteRows<T extends Uint8Array | Uint16Array | Float32Array>(data: T, heads: number, rowElements: number): T {
-  const rows = data.length / rowElements, headDim = rows / heads, halfDim = headDim / 2;
-  const out = new (data.constructor as new (n: number) => T)(data.length);
-  for (let h = 0; h < heads; h++) {
-    for (let half = 0; half < 2; half++) {
-      for (let i = 0; i < halfDim; i++) {
-        const from = h * headDim + 2 * i + half, to = h * headDim + half * halfDim + i;
-        out.set(data.subarray(from * rowElements, (from + 1) * rowElements) as never, to * rowElements);
-      }
-    }
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------- tokenizer

@@ -7,10 +7,10 @@ import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { ModelConfigError } from "./config.ts";
 import { ggufTarget, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
-import { dequantizeGGML, isQuantDtype, quantizeRows, quantRowBytes, type QuantDtype } from "../formats/quant.ts";
-import type { GGMLType } from "../formats/gguf.ts";
-import { inspectGGUF, unpermuteRows } from "./gguf-model.ts";
-import type { QuantizedTensor } from "./transformer.ts";
+import { dequantizeGGML, isQuantDtype, quantRowBytes, type QuantDtype } from "../formats/quant.ts";
+import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
+import { BUFFER_DTYPES, type WasmBuffer } from "../memory/wasm-buffer.ts";
+import { describeGGUF, ggufSplitNames } from "./gguf-model.ts";
 import { inspectModel, readJsonFile } from "./folder.ts";
 import { LanguageModel, type GenerationDefaults } from "./language-model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
@@ -126,74 +126,149 @@ async function readGenerationDefaults(files: ModelFiles, cfg: Record<string, unk
 }
 
 /**
- * Loads a GGUF model (one file, or its -0000i-of-0000N splits). Q8_0 and Q4_0 tensors are kept
- * as their blocks (the kernels compute on them); F32, F16 and BF16 as they are; every other type
- * (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) is dequantized and requantized at load to `options.dtype`
- * (default q8_0), whose error is far below the source type's own.
+ * Loads a GGUF model (one file, or its -0000i-of-0000N splits) by streaming each file once:
+ * the header from the front, then every tensor's bytes straight into its buffer in wasm memory
+ * as they arrive, so no whole copy of the file is ever held in JS (the 128 MB Worker). Q8_0 and
+ * Q4_0 blocks, F32, F16 and BF16 are copied as they are (q/k rows to their unpermuted places);
+ * every other type (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) is staged one tensor at a time and
+ * requantized, a group of rows at a time, to `options.dtype` (default q8_0), whose error is far
+ * below the source type's own. Every buffer is allocated before any byte is read, so a model
+ * that does not fit fails at once; a failure frees them all.
  */
 async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: LoadOptions): Promise<LanguageModel> {
-  const info = await inspectGGUF(files, name);
-  const where = files.describe(name);
-  const tokenizer = info.tokenizer
-    ? new TextTokenizer(info.tokenizer.json, info.tokenizer.config, `${where} (tokenizer metadata)`, undefined, `${where} (tokenizer.chat_template)`)
-    : undefined;
-  const id = (key: string) => { const v = info.metadata.get(key); return typeof v === "number" && Number.isInteger(v) && v >= 0 ? v : undefined; };
-  const eos = [id("tokenizer.ggml.eos_token_id"), id("tokenizer.ggml.eot_token_id")].filter((x): x is number => x !== undefined);
-  const defaults: GenerationDefaults = { eosTokenIds: [...new Set(eos)], bosTokenId: id("tokenizer.ggml.bos_token_id"), sampling: { temperature: 0 } };
-  const totalBytes = [...info.fileBytes.values()].reduce((a, b) => a + b, 0);
-  const progress = options.onProgress;
-  const data = new Map<string, Uint8Array>();
-  let done = 0;
-  for (const file of info.fileBytes.keys()) {
-    const before = done;
-    const bytes = await files.bytes(file, (n) => progress?.({ phase: "read", doneBytes: before + n, totalBytes }));
-    if (bytes.length !== info.fileBytes.get(file)) throw new ModelConfigError(`${files.describe(file)}: the file changed while it was read`);
-    data.set(file, bytes);
-    done = before + bytes.length;
+  const names = ggufSplitNames(name);
+  const opened: { file: string; size: number; header: GGUFHeader; prefix: Uint8Array; chunks: AsyncIterator<Uint8Array> }[] = [];
+  const closeAll = async () => { for (const o of opened) await o.chunks.return?.(); };
+  try {
+    for (const file of names) {
+      const { size, chunks } = await files.open(file);
+      const { header, prefix } = await readGGUFHeaderFromStream(size, chunks, files.describe(file)).catch(async (e) => {
+        await chunks.return?.();
+        throw e instanceof GGUFError ? new ModelConfigError(e.message) : e;
+      });
+      opened.push({ file, size, header, prefix, chunks });
+    }
+  } catch (e) { await closeAll(); throw e; }
+  const owned: WasmBuffer[] = [];
+  try {
+    const info = describeGGUF(files, names, opened.map((o) => o.header), new Map(opened.map((o) => [o.file, o.size])));
+    const where = files.describe(name);
+    const tokenizer = info.tokenizer
+      ? new TextTokenizer(info.tokenizer.json, info.tokenizer.config, `${where} (tokenizer metadata)`, undefined, `${where} (tokenizer.chat_template)`)
+      : undefined;
+    const id = (key: string) => { const v = info.metadata.get(key); return typeof v === "number" && Number.isInteger(v) && v >= 0 ? v : undefined; };
+    const eos = [id("tokenizer.ggml.eos_token_id"), id("tokenizer.ggml.eot_token_id")].filter((x): x is number => x !== undefined);
+    const defaults: GenerationDefaults = { eosTokenIds: [...new Set(eos)], bosTokenId: id("tokenizer.ggml.bos_token_id"), sampling: { temperature: 0 } };
+
+    // Float files stay as they are; in a quantized file, matrices of types the kernels do not
+    // compute on become Q8_0 (or options.dtype). The model's dtype names the most bytes' type.
+    const matrices = [...info.tensors.values()].filter((t) => t.tensor.shape.length === 2).map((t) => t.tensor);
+    const floatFile = matrices.every((t) => t.type === matrices[0]!.type && (t.type === "F32" || t.type === "F16" || t.type === "BF16"));
+    const target: BufferDtype = options.dtype ?? (floatFile ? (matrices[0]!.type.toLowerCase() as BufferDtype) : "q8_0");
+    const bytesByType = new Map<string, number>();
+    for (const t of matrices) bytesByType.set(t.type, (bytesByType.get(t.type) ?? 0) + t.byteLength);
+    const dominant = [...bytesByType.entries()].sort((x, y) => y[1] - x[1])[0]![0].toLowerCase();
+    const dtype: BufferDtype = options.dtype ?? (BUFFER_DTYPES.includes(dominant as BufferDtype) ? (dominant as BufferDtype) : "q8_0");
+
+    const plans: TensorPlan[] = [];
+    for (const [hf, t] of info.tensors) {
+      const { tensor } = t;
+      const matrix = tensor.shape.length === 2, K = tensor.shape[tensor.shape.length - 1]!;
+      const elements = tensor.shape.reduce((x, y) => x * y, 1);
+      const native = tensor.type === "Q8_0" || tensor.type === "Q4_0" ? (tensor.type.toLowerCase() as QuantDtype) : undefined;
+      const bufferDtype: BufferDtype = !matrix ? "f32" : native && (options.dtype === undefined || options.dtype === native) ? native : target;
+      const copy = bufferDtype.toUpperCase() === tensor.type;
+      const buffer = rt.alloc(elements, bufferDtype, isQuantDtype(bufferDtype) ? K : undefined);
+      owned.push(buffer);
+      const srcRowBytes = matrix ? tensor.byteLength / tensor.shape[0]! : tensor.byteLength / elements;
+      plans.push({ hf, file: t.file, tensor, buffer, copy, K: matrix ? K : 1, rows: matrix ? tensor.shape[0]! : elements, srcRowBytes, permutedHeads: t.permutedHeads, filled: 0 });
+    }
+    const totalBytes = opened.reduce((sum, o) => sum + o.size, 0);
+    let done = 0;
+    for (const o of opened) {
+      const mine = plans.filter((p) => p.file === o.file).sort((x, y) => x.tensor.offset - y.tensor.offset);
+      let pos = 0, first = 0;
+      const feed = (chunk: Uint8Array) => {
+        const end = pos + chunk.length;
+        while (first < mine.length && mine[first]!.tensor.offset + mine[first]!.tensor.byteLength <= pos) first++;
+        for (let j = first; j < mine.length && mine[j]!.tensor.offset < end; j++) {
+          const p = mine[j]!, from = Math.max(pos, p.tensor.offset), to = Math.min(end, p.tensor.offset + p.tensor.byteLength);
+          if (from < to) writeTensorBytes(rt, p, chunk.subarray(from - pos, to - pos), from - p.tensor.offset, where);
+        }
+        pos = end;
+        done += chunk.length;
+        options.onProgress?.({ phase: "read", doneBytes: done, totalBytes });
+      };
+      feed(o.prefix);
+      for (let r = await o.chunks.next(); !r.done; r = await o.chunks.next()) feed(r.value);
+    }
+    for (const p of plans) if (p.filled !== p.tensor.byteLength) throw new ModelConfigError(`${where}: tensor '${p.tensor.name}' got ${p.filled} of its ${p.tensor.byteLength} bytes`);
+    options.onProgress?.({ phase: "upload", doneBytes: totalBytes, totalBytes });
+    const byName = new Map(plans.map((p) => [p.hf, p.buffer]));
+    const transformer = new TransformerModel(rt, info.config, (hf) => byName.get(hf)!, dtype);
+    return new LanguageModel(transformer, tokenizer, defaults, options.cache);
+  } catch (e) {
+    for (const b of owned) if (!b.isFreed) b.free();
+    throw e;
+  } finally {
+    await closeAll();
   }
-  // Float files stay as they are; in a quantized file, tensors of types the kernels do not
-  // compute on become Q8_0 (or options.dtype). The model's dtype names the most bytes' type.
-  const matrices = [...info.tensors.values()].filter((t) => t.tensor.shape.length === 2).map((t) => t.tensor);
-  const floatFile = matrices.every((t) => t.type === matrices[0]!.type && (t.type === "F32" || t.type === "F16" || t.type === "BF16"));
-  const target: BufferDtype = options.dtype ?? (floatFile ? (matrices[0]!.type.toLowerCase() as BufferDtype) : "q8_0");
-  const bytesByType = new Map<string, number>();
-  for (const t of matrices) bytesByType.set(t.type, (bytesByType.get(t.type) ?? 0) + t.byteLength);
-  const dominant = [...bytesByType.entries()].sort((a, b) => b[1] - a[1])[0]![0].toLowerCase();
-  const dtype: BufferDtype = options.dtype ?? ((["f32", "f16", "bf16", "q8_0", "q4_0"] as string[]).includes(dominant) ? (dominant as BufferDtype) : "q8_0");
-  const tensorBytes = [...info.tensors.values()].reduce((s, t) => s + t.tensor.byteLength, 0);
-  let uploaded = 0;
-  const transformer = new TransformerModel(rt, info.config, (hf, want): Float32Array | Uint16Array | QuantizedTensor => {
-    const { file, tensor, permutedHeads } = info.tensors.get(hf)!;
-    const bytes = data.get(file)!.subarray(tensor.offset, tensor.offset + tensor.byteLength);
-    const K = tensor.shape[tensor.shape.length - 1]!, elements = tensor.shape.reduce((a, b) => a * b, 1);
-    const fix = <T extends Uint8Array | Uint16Array | Float32Array>(x: T, rowElements: number): T => (permutedHeads ? unpermuteRows(x, permutedHeads, rowElements) : x);
-    uploaded += tensor.byteLength;
-    progress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes });
-    const native = tensor.type === "Q8_0" || tensor.type === "Q4_0" ? (tensor.type.toLowerCase() as QuantDtype) : undefined;
-    if (native && tensor.shape.length === 2 && (options.dtype === undefined || options.dtype === native)) {
-      const bad = firstNonFiniteScale(bytes, native);
-      if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${tensor.name}' has a non-finite scale in block ${bad}; the file is corrupt`);
-      return { dtype: native, blocks: fix(bytes.slice(), quantRowBytes(native, K)) };
+}
+
+/** Where one GGUF tensor goes: its buffer, and whether its bytes are copied or converted. */
+interface TensorPlan {
+  hf: string; file: string; tensor: GGUFTensor; buffer: WasmBuffer;
+  /** The file's bytes are the buffer's (else staged, then converted). */
+  copy: boolean;
+  K: number; rows: number; srcRowBytes: number; permutedHeads?: number;
+  filled: number; staged?: Uint8Array;
+}
+
+/** Row `src` of a q/k tensor as llama.cpp's converter permuted it goes to row dst (Hugging Face order). */
+function unpermutedRow(src: number, rows: number, heads: number): number {
+  const headDim = rows / heads, h = Math.floor(src / headDim), j = src % headDim;
+  return h * headDim + (j % 2) * (headDim / 2) + (j >> 1);
+}
+
+/** `bytes` of a tensor, `at` bytes into it: copied into place, or staged and converted once complete. */
+function writeTensorBytes(rt: Runtime, p: TensorPlan, bytes: Uint8Array, at: number, where: string): void {
+  p.filled += bytes.length;
+  if (p.copy) {
+    const u8 = rt.memory.u8, base = p.buffer.ptr;
+    if (!p.permutedHeads) u8.set(bytes, base + at);
+    else {
+      for (let k = 0; k < bytes.length;) {
+        const row = Math.floor((at + k) / p.srcRowBytes), inRow = (at + k) % p.srcRowBytes, n = Math.min(bytes.length - k, p.srcRowBytes - inRow);
+        u8.set(bytes.subarray(k, k + n), base + unpermutedRow(row, p.rows, p.permutedHeads) * p.srcRowBytes + inRow);
+        k += n;
+      }
     }
-    if ((want === "bf16" || want === "f16") && tensor.type === want.toUpperCase()) {
-      const bits = new Uint16Array(elements);
-      new Uint8Array(bits.buffer).set(bytes);
-      const bad = firstNonFinite(bits, want);
-      if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${tensor.name}' holds a non-finite value at element ${bad}`);
-      return fix(bits, K);
-    }
-    const floats = dequantizeGGML(tensor.type as Exclude<GGMLType, never>, bytes, elements);
+    if (p.filled === p.tensor.byteLength) checkFinite(rt, p, where);
+    return;
+  }
+  p.staged ??= new Uint8Array(p.tensor.byteLength);
+  p.staged.set(bytes, at);
+  if (p.filled < p.tensor.byteLength) return;
+  // Complete: dequantize and store a group of rows at a time (bounded temporaries).
+  const GROUP = 256;
+  for (let r0 = 0; r0 < p.rows; r0 += GROUP) {
+    const r1 = Math.min(p.rows, r0 + GROUP);
+    const floats = dequantizeGGML(p.tensor.type as never, p.staged.subarray(r0 * p.srcRowBytes, r1 * p.srcRowBytes), (r1 - r0) * p.K);
     const bad = firstNonFinite(floats, "f32");
-    if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${tensor.name}' holds a non-finite value (NaN or infinity) at element ${bad}; the file is corrupt`);
-    if (tensor.shape.length === 2 && isQuantDtype(target)) {
-      const blocks = new Uint8Array((elements / K) * quantRowBytes(target, K));
-      quantizeRows(target, floats, K, blocks);
-      return { dtype: target, blocks: fix(blocks, quantRowBytes(target, K)) };
-    }
-    return fix(floats, tensor.shape.length === 2 ? K : 1);
-  }, dtype);
-  data.clear();
-  return new LanguageModel(transformer, tokenizer, defaults, options.cache);
+    if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${p.tensor.name}' holds a non-finite value (NaN or infinity) at element ${r0 * p.K + bad}; the file is corrupt`);
+    if (!p.permutedHeads) p.buffer.set(floats, r0 * p.K);
+    else for (let r = r0; r < r1; r++) p.buffer.set(floats.subarray((r - r0) * p.K, (r - r0 + 1) * p.K), unpermutedRow(r, p.rows, p.permutedHeads) * p.K);
+  }
+  p.staged = undefined;
+}
+
+/** A copied tensor is checked in place: NaN or infinity (f32, 16-bit) or a non-finite block scale (Q8_0, Q4_0). */
+function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
+  const b = p.buffer, bytes = new Uint8Array(rt.memory.memory.buffer, b.ptr, b.byteLength);
+  const bad = isQuantDtype(b.dtype) ? firstNonFiniteScale(bytes, b.dtype)
+    : b.dtype === "f32" ? firstNonFinite(new Float32Array(bytes.buffer, bytes.byteOffset, b.length), "f32")
+    : firstNonFinite(new Uint16Array(bytes.buffer, bytes.byteOffset, b.length), b.dtype as "bf16" | "f16");
+  if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${p.tensor.name}' holds a non-finite ${isQuantDtype(b.dtype) ? "scale in block" : "value at element"} ${bad}; the file is corrupt`);
 }
 
 /** The first block of Q8_0 / Q4_0 data whose f16 scale is infinite or NaN, or -1. */

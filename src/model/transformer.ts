@@ -2,7 +2,7 @@
 // q/k/v projections -> RoPE -> append K/V to the paged cache -> grouped attention over the cache
 // -> o projection + residual -> RMSNorm -> SwiGLU MLP + residual; final RMSNorm and the LM head.
 import { createKVCache, type KVCache, type KVCacheOptions, type KVSequence } from "../kv/kv-cache.ts";
-import type { BufferDtype, WasmBuffer } from "../memory/wasm-buffer.ts";
+import { WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { isQuantDtype, type QuantDtype } from "../formats/quant.ts";
 import type { ModelConfig } from "./config.ts";
@@ -35,12 +35,13 @@ export class TransformerModel {
    * are. Other linear weights and embeddings are stored as `weightDtype` (16-bit stays 16-bit in
    * wasm memory; q8_0 / q4_0 are quantized here), norms and biases as f32.
    */
-  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string, dtype: BufferDtype) => Float32Array | Uint16Array | QuantizedTensor, readonly weightDtype: BufferDtype = "f32") {
+  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string, dtype: BufferDtype) => Float32Array | Uint16Array | QuantizedTensor | WasmBuffer, readonly weightDtype: BufferDtype = "f32") {
     // Uploaded weights are tracked as they go, so a failure part-way (out of memory, a bad
     // tensor) frees them and leaves the runtime as it was.
     try {
       const f32 = (name: string) => {
         const data = tensor(name, "f32");
+        if (data instanceof WasmBuffer && data.dtype === "f32") return this.own(data);
         if (!(data instanceof Float32Array)) throw new TypeError(`TransformerModel: ${name} must come as float32`);
         return this.own(rt.upload(data, "f32"));
       };
@@ -48,6 +49,8 @@ export class TransformerModel {
       // `inFeatures` at a time (blocks never span rows).
       const weight = (name: string, inFeatures: number) => {
         const data = tensor(name, isQuantDtype(weightDtype) ? "f32" : weightDtype);
+        // Already resident (a GGUF tensor streamed into wasm memory): taken over as it is.
+        if (data instanceof WasmBuffer) return this.own(data);
         if (data instanceof Float32Array || data instanceof Uint16Array) {
           return this.own(isQuantDtype(weightDtype) ? rt.upload(data as Float32Array, weightDtype, inFeatures) : rt.upload(data, weightDtype));
         }
