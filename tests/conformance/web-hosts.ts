@@ -16,8 +16,11 @@ function parse(text: string): HostResult {
   return m ? { passed: Number(m[1]), failed: Number(m[2]), text } : { passed: 0, failed: 1, text };
 }
 
-/** Serves a Worker script (bundled from `entry`) with `wasmName` from build/ in workerd; calls `fn` with its URL. */
-async function withWorker<T>(entry: string, wasmName: string, wasmFile: string, fn: (url: URL) => Promise<T>): Promise<T> {
+/**
+ * Serves a Worker script (bundled from `entry`) with `wasmName` from build/ in workerd; calls `fn`
+ * with its URL. `r2` puts objects into a local R2 bucket bound as MODEL first.
+ */
+async function withWorker<T>(entry: string, wasmName: string, wasmFile: string, fn: (url: URL) => Promise<T>, r2?: Record<string, Uint8Array>): Promise<T> {
   const { Miniflare } = await import("miniflare");
   const dir = mkdtempSync(join(tmpdir(), "gqa-workerd-"));
   try {
@@ -29,9 +32,15 @@ async function withWorker<T>(entry: string, wasmName: string, wasmFile: string, 
       modulesRoot: dir,
       modules: [{ type: "ESModule", path: join(dir, "worker.js") }, { type: "CompiledWasm", path: join(dir, wasmName) }],
       compatibilityDate: "2025-01-01", host: "127.0.0.1", port: 0,
+      ...(r2 ? { r2Buckets: ["MODEL"], bindings: { MODEL_PREFIX: "model.gguf." } } : {}),
     });
     try {
-      return await fn(await mf.ready);
+      const url = await mf.ready;
+      if (r2) {
+        const bucket = await mf.getR2Bucket("MODEL");
+        for (const [key, bytes] of Object.entries(r2)) await bucket.put(key, bytes);
+      }
+      return await fn(url);
     } finally { await mf.dispose(); }
   } finally { rmSync(dir, { recursive: true, force: true }); }
 }
@@ -67,6 +76,11 @@ export async function chromiumPath(): Promise<string> {
   for (const path of ["/usr/bin/chromium", "/usr/bin/chromium-browser"]) if (existsSync(path)) return path;
   const { default: packaged } = await import("@sparticuz/chromium");
   return packaged.executablePath();
+}
+
+/** The Cloudflare Worker example with model shards in its R2 bucket: `fn` gets its URL. */
+export function withWorkerExample<T>(r2: Record<string, Uint8Array>, fn: (url: URL) => Promise<T>): Promise<T> {
+  return withWorker("examples/cloudflare-worker/src/index.ts", "gqa-relaxed.wasm", "gqa-relaxed.wasm", fn, r2);
 }
 
 /** A file served by withPage: its content type, and its path (or, for HTML, its text). */
