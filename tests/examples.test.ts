@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { createRuntime, loadModel, syntheticModelFiles } from "../src/index.ts";
-import { runBrowserExample, runWorkerExample } from "./conformance/web-hosts.ts";
+import { runBrowserExample, runGgufPage, runWorkerExample } from "./conformance/web-hosts.ts";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { folderToGGUF } from "../src/model/gguf-export.ts";
+import { textModel, writeModelFolder, writeTokenizer } from "./model-helpers.ts";
 
 // The examples run as a user would run them.
 describe("examples", function () {
@@ -49,6 +54,33 @@ describe("examples", function () {
     model.dispose();
     assert.deepEqual(r.generation!.tokens, expected.tokens);
     assert.equal(r.generation!.shown, expected.text, "the streamed pieces on the page add up to the text");
+  });
+
+  it("the browser's GGUF page loads a model by URL (the second visit from Cache Storage, no download) or from a picked file, and streams the same tokens as Node", async () => {
+    const dir = writeModelFolder({ ...textModel, hidden_size: 64, intermediate_size: 96 });
+    writeTokenizer(dir);
+    const work = mkdtempSync(join(tmpdir(), "gqa-gguf-page-"));
+    try {
+      const file = join(work, "model.gguf");
+      writeFileSync(file, await folderToGGUF(dir, { dtype: "q4_0" }));
+      const prompt = "The theme of the keys";
+      const rt = await createRuntime();
+      const model = await loadModel(rt, file);
+      const expected = await model.generate(prompt, { maxNewTokens: 12, temperature: 0 }).done;
+      model.dispose();
+      const r = await runGgufPage(file, prompt, 12);
+      for (const [i, visit] of r.visits.entries()) {
+        assert.equal(visit.error, undefined);
+        assert.deepEqual(visit.tokens, expected.tokens, `visit ${i + 1}`);
+        assert.equal(visit.shown, expected.text);
+      }
+      assert.deepEqual(r.visits.map((v) => v.cached), [false, true], "the second visit reads Cache Storage");
+      assert.equal(r.modelRequests, 1, "the model was downloaded once");
+      assert.deepEqual(r.picked.tokens, expected.tokens, "a picked file gives the same tokens");
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("the Deno script prints decode times for MHA, GQA-8 and MQA, then the tiny model's generation (the same text as Node)", async () => {

@@ -237,8 +237,11 @@ class MemoryFiles implements ModelFiles {
     }
     if (typeof Response !== "undefined" && value instanceof Response) {
       if (!value.ok) throw new ModelConfigError(`${name}: HTTP ${value.status} ${value.statusText}`);
+      const size = Number(value.headers.get("content-length") ?? NaN);
+      // Without a length (a chunked or compressed response) it can only be read whole first.
+      if (!value.body || !Number.isSafeInteger(size)) return chunksOf(await this.bytes(name));
       this.files.delete(name);
-      return streamChunks(value.body!, Number(value.headers.get("content-length") ?? NaN), name);
+      return streamChunks(value.body, size, name);
     }
     if (typeof Blob !== "undefined" && value instanceof Blob) return streamChunks(value.stream(), value.size, name);
     return chunksOf(await this.bytes(name));

@@ -5,7 +5,7 @@ import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundle } from "./bundle.ts";
+import { bundle } from "../../examples/bundle.ts";
 
 export interface HostResult { passed: number; failed: number; text: string }
 
@@ -95,7 +95,7 @@ const WASM_FILES: Served = Object.fromEntries(["relaxed", "simd", "relaxed-threa
  * and the kernels from 127.0.0.1 (with COOP/COEP headers when `isolated`), opens "/" in headless
  * Chromium and returns what `fn` reads from the page.
  */
-async function withPage<T>(entries: Record<string, string>, files: Served, isolated: boolean, fn: (page: import("playwright-core").Page) => Promise<T>): Promise<T> {
+async function withPage<T>(entries: Record<string, string>, files: Served, isolated: boolean, fn: (page: import("playwright-core").Page, base: string) => Promise<T>, requests?: Map<string, number>): Promise<T> {
   const { chromium } = await import("playwright-core");
   const dir = mkdtempSync(join(tmpdir(), "gqa-chromium-"));
   const served: Served = { ...WASM_FILES, ...files };
@@ -104,7 +104,9 @@ async function withPage<T>(entries: Record<string, string>, files: Served, isola
     served[`/${name}`] = ["text/javascript", join(dir, name)];
   }
   const server = createServer((req, res) => {
-    const file = served[new URL(req.url ?? "/", "http://x").pathname];
+    const path = new URL(req.url ?? "/", "http://x").pathname;
+    requests?.set(path, (requests.get(path) ?? 0) + 1);
+    const file = served[path];
     if (!file) { res.writeHead(404).end(); return; }
     const headers: Record<string, string> = { "content-type": file[0] };
     if (isolated) Object.assign(headers, { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" });
@@ -119,7 +121,7 @@ async function withPage<T>(entries: Record<string, string>, files: Served, isola
   try {
     const page = await context.newPage();
     await page.goto(`http://127.0.0.1:${port}/`);
-    return await fn(page);
+    return await fn(page, `http://127.0.0.1:${port}/`);
   } finally {
     await context.close();
     server.close();
@@ -136,6 +138,37 @@ export function runInChromium(crossOriginIsolated: boolean): Promise<HostResult 
     const isolated = await page.evaluate(() => self.crossOriginIsolated);
     return { ...parse(r.lines.join("\n")), isolated };
   });
+}
+
+export interface GgufPageResult { text?: string; tokens?: number[]; shown?: string; cached?: boolean; error?: string }
+
+/**
+ * The browser example's GGUF page: loads `modelFile` by URL twice (a first visit, then a second
+ * that should read Cache Storage) and once through the file picker, each generating `tokens`
+ * tokens of `prompt`; also how often the server was asked for the model.
+ */
+export function runGgufPage(modelFile: string, prompt: string, tokens: number): Promise<{ visits: GgufPageResult[]; picked: GgufPageResult; modelRequests: number }> {
+  const entries = { "gguf-main.js": "examples/browser/gguf-main.ts", "gguf-worker.js": "examples/browser/gguf-worker.ts" };
+  const requests = new Map<string, number>();
+  const files: Served = { "/": ["text/html", join(root, "examples/browser/gguf.html")], "/model.gguf": ["application/octet-stream", modelFile] };
+  return withPage(entries, files, true, async (page, base) => {
+    const wait = async () => {
+      await page.waitForFunction(() => (window as { ggufResult?: unknown }).ggufResult !== undefined, undefined, { timeout: 150_000 });
+      return page.evaluate(() => (window as unknown as { ggufResult: GgufPageResult }).ggufResult);
+    };
+    const query = `?auto=1&model=${encodeURIComponent("/model.gguf")}&prompt=${encodeURIComponent(prompt)}&tokens=${tokens}`;
+    const visits: GgufPageResult[] = [];
+    for (let i = 0; i < 2; i++) {
+      await page.goto(`${base}${query}`);
+      visits.push(await wait());
+    }
+    await page.goto(`${base}?prompt=${encodeURIComponent(prompt)}&tokens=${tokens}&auto=`);
+    await page.setInputFiles("#file", modelFile);
+    await page.waitForFunction(() => !(document.getElementById("generate") as HTMLButtonElement).disabled, undefined, { timeout: 150_000 });
+    await page.click("#generate");
+    const picked = await wait();
+    return { visits, picked, modelRequests: requests.get("/model.gguf") ?? 0 };
+  }, requests);
 }
 
 /** The browser example (page, Web Worker, kernels); optionally saves a screenshot. */
