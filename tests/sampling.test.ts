@@ -42,3 +42,45 @@ describe("sampling", () => {
     assert.throws(() => new Sampler({ repetitionPenalty: 0 }), /repetitionPenalty must be > 0/);
   });
 });
+
+describe("sampling without sorting the vocabulary", () => {
+  /** The kept candidates as the plain definition says: sort everything, cut at top-k, then at top-p. */
+  function keptByDefinition(logits: Float32Array, temperature: number, topK: number, topP: number): number[] {
+    let order = Array.from(logits.keys()).sort((a, b) => logits[b]! - logits[a]! || a - b);
+    if (topK > 0) order = order.slice(0, topK);
+    const w = order.map((t) => Math.exp((logits[t]! - logits[order[0]!]!) / temperature));
+    const total = w.reduce((a, b) => a + b, 0);
+    let c = 0;
+    for (let i = 0; i < order.length; i++) { c += w[i]! / total; if (topP < 1 && c >= topP) return order.slice(0, i + 1); }
+    return order;
+  }
+
+  it("draws only from the set the plain definition keeps, and from all of it, for random logits, top-k and top-p", () => {
+    let seed = 5;
+    const rand = () => { seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0; return seed / 2 ** 32; };
+    for (let trial = 0; trial < 30; trial++) {
+      const V = 5 + Math.floor(rand() * 60);
+      const logits = Float32Array.from({ length: V }, () => Math.round((rand() * 6 - 3) * 4) / 4); // with ties
+      const temperature = 0.5 + rand() * 1.5, topK = trial % 3 === 0 ? 0 : 1 + Math.floor(rand() * V), topP = trial % 2 === 0 ? 1 : 0.3 + rand() * 0.7;
+      if (topK === 0 && topP === 1) continue;
+      const want = new Set(keptByDefinition(logits, temperature, topK, topP));
+      const s = new Sampler({ temperature, topK, topP, seed: trial });
+      const seen = new Set<number>();
+      for (let i = 0; i < 3000; i++) seen.add(s.next(logits));
+      for (const t of seen) assert.ok(want.has(t), `trial ${trial}: drew ${t}, outside the kept set`);
+      const likely = [...want].filter((t) => Math.exp((logits[t]! - Math.max(...logits)) / temperature) > 0.05);
+      for (const t of likely) assert.ok(seen.has(t), `trial ${trial}: never drew ${t}`);
+    }
+  });
+
+  it("top-k 50 + top-p 0.9 over a 152k vocabulary keeps the same set as the definition", () => {
+    const V = 151936;
+    const logits = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 12.9898) * 8);
+    const want = keptByDefinition(logits, 0.7, 50, 0.9);
+    const s = new Sampler({ temperature: 0.7, topK: 50, topP: 0.9, seed: 1 });
+    const seen = new Set<number>();
+    for (let i = 0; i < 400; i++) seen.add(s.next(logits));
+    for (const t of seen) assert.ok(want.includes(t));
+    assert.ok(seen.size > 1);
+  });
+});

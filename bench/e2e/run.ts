@@ -17,7 +17,7 @@ import { byteLevelTokenizer, syntheticWeights } from "../../src/model/synthetic.
 import { QWEN25_05B_SHAPE } from "../model-cases.ts";
 
 const { values } = parseArgs({ options: {
-  models: { type: "string", default: "SmolLM2-135M,Qwen2.5-0.5B" }, dtypes: { type: "string", default: "f32,f16,q8_0,q4_0" },
+  models: { type: "string", default: "SmolLM2-135M,Qwen2.5-0.5B" }, dtypes: { type: "string", default: "f32,f16,q8_0,q4_0,q4_k_m" },
   threads: { type: "string", default: "1,2" }, repeats: { type: "string", default: "3" }, prompt: { type: "string", default: "128" }, gen: { type: "string", default: "64" },
 }, strict: true });
 const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE };
@@ -76,9 +76,12 @@ try {
     const cfg = parseModelConfig({ ...SHAPES[name]!, max_position_embeddings: 2048 });
     const weights = syntheticWeights(cfg, { trainedLike: true });
     const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919 + 13) % cfg.vocabSize);
-    for (const dtype of values.dtypes.split(",") as ("f32" | "f16" | "q8_0" | "q4_0")[]) {
+    for (const dtype of values.dtypes.split(",") as ("f32" | "f16" | "q8_0" | "q4_0" | "q4_k_m")[]) {
       const file = join(work, `${name}-${dtype}.gguf`);
-      writeFileSync(file, exportGGUF(cfg, (n) => weights.get(n)!, { dtype, name, tokenizer }));
+      // q4_k_m: Q4_K where rows are whole 256-blocks, Q5_0 elsewhere (as llama.cpp falls back for
+      // 576- and 896-wide rows); gqa-wasm converts both to Q8_0 at load, llama.cpp computes on them.
+      const mixed = dtype === "q4_k_m" ? { dtype: "q8_0" as const, tensorType: (_: string, shape: number[]) => (shape[1]! % 256 === 0 ? "Q4_K" as const : "Q5_0" as const) } : { dtype };
+      writeFileSync(file, exportGGUF(cfg, (n) => weights.get(n)!, { ...mixed, name, tokenizer }));
       for (const threads of threadCounts) {
         const rt = await createRuntime({ threads });
         const a = await ours(rt, file, prompt);
