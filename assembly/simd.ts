@@ -40,15 +40,15 @@
 export type BF16 = u16;
 export type F16 = i16;
 
-/** f16 bit patterns in 32-bit lanes to f32: exponent rebias by a multiply, inf/NaN kept. */
+/**
+ * f16 bit patterns, sign-extended into 32-bit lanes, to f32 for finite values (weights, which
+ * the loaders check): shifting left by 13 puts exponent and mantissa in f32's places (the sign
+ * extension fills bits 28-31 with the sign), the mask keeps bit 31 as the sign, and one multiply
+ * by 2^112 rebiases the exponent, subnormals included. Four operations per four weights.
+ */
 // @ts-ignore: decorator
 @inline function widenF16(h: v128): v128 {
-  const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
-  const em = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
-  // em as an f32 is the value times 2^-112, for normal and subnormal halves alike.
-  const finite = f32x4.mul(em, f32x4.splat(5.192296858534828e33)); // 2^112
-  const special = i32x4.eq(v128.and(h, i32x4.splat(0x7c00)), i32x4.splat(0x7c00));
-  return v128.or(v128.bitselect(v128.or(em, i32x4.splat(0x7f800000)), finite, special), sign);
+  return f32x4.mul(v128.and(i32x4.shl(h, 13), i32x4.splat(0x8fffe000)), f32x4.splat(5.192296858534828e33)); // 2^112
 }
 
 /** Four consecutive elements from index i of a T row, widened to f32 lanes. */
@@ -56,8 +56,8 @@ export type F16 = i16;
 @inline export function load4<T>(p: usize, i: usize): v128 {
   if (sizeof<T>() == 4) return v128.load(p + (i << 2));
   if (sizeof<T>() == 2) {
-    const h = i32x4.extend_low_i16x8_u(v128.load64_zero(p + (i << 1)));
-    return isSigned<T>() ? widenF16(h) : i32x4.shl(h, 16);
+    const bits = v128.load64_zero(p + (i << 1));
+    return isSigned<T>() ? widenF16(i32x4.extend_low_i16x8_s(bits)) : i32x4.shl(i32x4.extend_low_i16x8_u(bits), 16);
   }
   return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p + i))));
 }
@@ -67,8 +67,8 @@ export type F16 = i16;
 @inline export function load1<T>(p: usize, i: usize): f32 {
   if (sizeof<T>() == 4) return load<f32>(p + (i << 2));
   if (sizeof<T>() == 2) {
-    const h = <u32>load<u16>(p + (i << 1));
-    return isSigned<T>() ? f32x4.extract_lane(widenF16(i32x4.splat(h)), 0) : reinterpret<f32>(h << 16);
+    if (isSigned<T>()) return f32x4.extract_lane(widenF16(i32x4.splat(<i32>load<i16>(p + (i << 1)))), 0);
+    return reinterpret<f32>(<u32>load<u16>(p + (i << 1)) << 16);
   }
   return <f32>load<i8>(p + i);
 }
