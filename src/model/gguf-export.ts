@@ -72,7 +72,9 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     if (!matrix || type === "F32") { tensors[ggufTensorName(hf)] = { shape, type: "F32", data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }; continue; }
     if (type === "F16" || type === "BF16") {
       const narrow = type === "F16" ? f32ToF16 : f32ToBf16;
-      tensors[ggufTensorName(hf)] = { shape, type, data: new Uint8Array(Uint16Array.from(data, narrow).buffer) };
+      const halves = new Uint16Array(data.length);
+      for (let i = 0; i < data.length; i++) halves[i] = narrow(data[i]!);
+      tensors[ggufTensorName(hf)] = { shape, type, data: new Uint8Array(halves.buffer) };
       continue;
     }
     if (K % QUANT_BLOCK !== 0) throw fail(`${hf}: rows of ${K} are not whole blocks of ${QUANT_BLOCK} (GGUF needs them)`);
