@@ -19,6 +19,7 @@ import { QWEN25_05B_SHAPE } from "../model-cases.ts";
 const { values } = parseArgs({ options: {
   models: { type: "string", default: "SmolLM2-135M,Qwen2.5-0.5B" }, dtypes: { type: "string", default: "f32,f16,q8_0,q4_0,q4_k_m" },
   threads: { type: "string", default: "1,2" }, repeats: { type: "string", default: "3" }, prompt: { type: "string", default: "128" }, gen: { type: "string", default: "64" },
+  "no-wllama": { type: "boolean" },
 }, strict: true });
 const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE };
 const promptLength = Number(values.prompt), gen = Number(values.gen), repeats = Number(values.repeats);
@@ -47,7 +48,7 @@ async function native(file: string, prompt: number[], threads: number): Promise<
   try {
     const runs: Timing[] = [];
     for (let r = 0; r < repeats; r++) {
-      const ctx = await model.createContext({ contextSize: promptLength + gen + 16, threads, batchSize: promptLength });
+      const ctx = await model.createContext({ contextSize: prompt.length + gen + 16, threads, batchSize: prompt.length });
       const seq = ctx.getSequence();
       const tokens: number[] = [];
       const start = performance.now();
@@ -59,7 +60,7 @@ async function native(file: string, prompt: number[], threads: number): Promise<
       }
       const end = performance.now();
       await ctx.dispose();
-      runs.push({ prefill: promptLength / ((first - start) / 1000), decode: (gen - 1) / ((end - first) / 1000), tokens });
+      runs.push({ prefill: prompt.length / ((first - start) / 1000), decode: (gen - 1) / ((end - first) / 1000), tokens });
     }
     return { prefill: median(runs.map((r) => r.prefill)), decode: median(runs.map((r) => r.decode)), tokens: runs[0]!.tokens };
   } finally { await model.dispose(); }
@@ -68,6 +69,15 @@ async function native(file: string, prompt: number[], threads: number): Promise<
 // The synthetic byte-level BPE tokenizer (llama.cpp needs one); its unused ids are padded up to the vocabulary.
 const tokenizerFiles = byteLevelTokenizer();
 const tokenizer = { json: JSON.parse(tokenizerFiles["tokenizer.json"]), config: JSON.parse(tokenizerFiles["tokenizer_config.json"]) };
+// wllama takes text: the prompt is words that the synthetic tokenizer makes exactly `promptLength` tokens of.
+const { TextTokenizer } = await import("../../src/model/tokenizer.ts");
+const textTokenizer = new TextTokenizer(tokenizer.json, tokenizer.config);
+const words = ["the", "theme", "in", "a", "café", "keys", "values", "share"];
+let promptText = "";
+for (let i = 0; textTokenizer.encode(promptText).length < promptLength; i++) promptText += `${i ? " " : ""}${words[(i * 5 + 3) % words.length]}`;
+const promptIds = textTokenizer.encode(promptText);
+const { startWllama } = await import("./wllama.ts");
+const wllama = values["no-wllama"] ? undefined : await startWllama();
 const rows: string[][] = [];
 const results: unknown[] = [];
 const work = mkdtempSync(join(tmpdir(), "gqa-e2e-"));
@@ -75,7 +85,7 @@ try {
   for (const name of values.models.split(",")) {
     const cfg = parseModelConfig({ ...SHAPES[name]!, max_position_embeddings: 2048 });
     const weights = syntheticWeights(cfg, { trainedLike: true });
-    const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919 + 13) % cfg.vocabSize);
+    const prompt = promptIds;
     for (const dtype of values.dtypes.split(",") as ("f32" | "f16" | "q8_0" | "q4_0" | "q4_k_m")[]) {
       const file = join(work, `${name}-${dtype}.gguf`);
       // q4_k_m: Q4_K where rows are whole 256-blocks, Q5_0 elsewhere (as llama.cpp falls back for
@@ -89,9 +99,12 @@ try {
         const b = await native(file, prompt, threads);
         let same = 0;
         while (same < Math.min(a.tokens.length, b.tokens.length) && a.tokens[same] === b.tokens[same]) same++;
-        rows.push([name, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), `${(a.prefill / b.prefill).toFixed(2)}x`,
-          a.decode.toFixed(1), b.decode.toFixed(1), `${(a.decode / b.decode).toFixed(2)}x`, `${same}/${gen}`]);
-        results.push({ model: name, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, sameGreedyTokens: same });
+        // wllama reads a model through one ArrayBuffer (at most 2 GB): a failure is reported, not fatal.
+        const w = wllama ? await wllama.run(file, threads, promptText, gen, promptLength + gen + 16).catch((e: Error) => { console.error(`wllama ${name} ${dtype}: ${e.message}`); return undefined; }) : undefined;
+        const ratio = (x: number, y?: number) => (y ? `${(x / y).toFixed(2)}x` : "-");
+        rows.push([name, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), ratio(a.prefill, b.prefill), w ? w.prefill.toFixed(1) : "-", ratio(a.prefill, w?.prefill),
+          a.decode.toFixed(1), b.decode.toFixed(1), ratio(a.decode, b.decode), w ? w.decode.toFixed(1) : "-", ratio(a.decode, w?.decode), `${same}/${gen}`]);
+        results.push({ model: name, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, wllama: w, sameGreedyTokens: same });
         console.error(rows.at(-1)!.join("  "));
       }
       rmSync(file);
@@ -99,8 +112,9 @@ try {
   }
 } finally { rmSync(work, { recursive: true, force: true }); }
 console.log("");
-printTable(console.log, ["model (synthetic)", "weights", "threads", "prefill tok/s", "llama.cpp", "ratio", "decode tok/s", "llama.cpp", "ratio", "same greedy tokens"], rows);
-console.log(`prompt ${promptLength} ids, then ${gen} greedy tokens; the same GGUF file in both; medians of ${repeats}; llama.cpp native = node-llama-cpp ${"3.21.1"} prebuilt (CPU).`);
+await wllama?.close();
+printTable(console.log, ["model (synthetic)", "weights", "threads", "prefill tok/s", "native", "x native", "wllama", "x wllama", "decode tok/s", "native", "x native", "wllama", "x wllama", "same greedy tokens as native"], rows);
+console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; gqa-wasm and native: medians of ${repeats}; native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run, its own timings.`);
 const out = new URL("../results/e2e.json", import.meta.url);
 const { mkdirSync } = await import("node:fs");
 mkdirSync(new URL(".", out), { recursive: true });
