@@ -1,15 +1,15 @@
-// Loads a Hugging Face model (a folder, a URL or files in memory) into a LanguageModel: checks
-// config.json and every safetensors header first (inspectModel), then reads each weight file
-// once and uploads its tensors, reporting progress; reads the tokenizer and generation defaults.
+// Loads a model into a LanguageModel. A Hugging Face folder (a path, a URL or files in memory):
+// config.json and every safetensors header first (inspectModel), then each weight file once,
+// its tensors uploaded, with progress; the tokenizer and generation defaults. A GGUF file (or
+// its splits): streamed, each tensor straight into wasm memory (loadGGUF).
+import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
+import { dequantizeGGML, isQuantDtype, quantRowBytes, type QuantDtype } from "../formats/quant.ts";
 import { parseSafetensors, readBits16, readFloat32, type Safetensors } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
-import type { BufferDtype } from "../memory/wasm-buffer.ts";
+import { BUFFER_DTYPES, type BufferDtype, type WasmBuffer } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { ModelConfigError } from "./config.ts";
 import { ggufTarget, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
-import { dequantizeGGML, isQuantDtype, quantRowBytes, type QuantDtype } from "../formats/quant.ts";
-import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
-import { BUFFER_DTYPES, type WasmBuffer } from "../memory/wasm-buffer.ts";
 import { describeGGUF, ggufSplitNames } from "./gguf-model.ts";
 import { inspectModel, readJsonFile } from "./folder.ts";
 import { LanguageModel, type GenerationDefaults } from "./language-model.ts";

@@ -4,12 +4,9 @@
 import { createKVCache, type KVCache, type KVCacheOptions, type KVSequence } from "../kv/kv-cache.ts";
 import { WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
-import { isQuantDtype, type QuantDtype } from "../formats/quant.ts";
+import { isQuantDtype } from "../formats/quant.ts";
 import type { ModelConfig } from "./config.ts";
 import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
-
-/** A tensor already in a block-quantized format (a GGUF file's data), kept as it is. */
-export interface QuantizedTensor { dtype: QuantDtype; blocks: Uint8Array }
 
 /** The weights of one layer, resident in wasm memory. */
 interface LayerWeights {
@@ -31,11 +28,11 @@ export class TransformerModel {
   /**
    * Uploads the weights: `tensor(name, dtype)` gives each Hugging Face tensor as float32, or as
    * the raw bits of `dtype` when it is 16-bit and the checkpoint stores it so (no conversion),
-   * or as quantized blocks (`QuantizedTensor`, a GGUF file's Q8_0 / Q4_0 data) to keep as they
-   * are. Other linear weights and embeddings are stored as `weightDtype` (16-bit stays 16-bit in
+   * or as a WasmBuffer already filled (a GGUF tensor streamed into wasm memory), taken over as it
+   * is. Other linear weights and embeddings are stored as `weightDtype` (16-bit stays 16-bit in
    * wasm memory; q8_0 / q4_0 are quantized here), norms and biases as f32.
    */
-  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string, dtype: BufferDtype) => Float32Array | Uint16Array | QuantizedTensor | WasmBuffer, readonly weightDtype: BufferDtype = "f32") {
+  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string, dtype: BufferDtype) => Float32Array | Uint16Array | WasmBuffer, readonly weightDtype: BufferDtype = "f32") {
     // Uploaded weights are tracked as they go, so a failure part-way (out of memory, a bad
     // tensor) frees them and leaves the runtime as it was.
     try {
@@ -51,10 +48,7 @@ export class TransformerModel {
         const data = tensor(name, isQuantDtype(weightDtype) ? "f32" : weightDtype);
         // Already resident (a GGUF tensor streamed into wasm memory): taken over as it is.
         if (data instanceof WasmBuffer) return this.own(data);
-        if (data instanceof Float32Array || data instanceof Uint16Array) {
-          return this.own(isQuantDtype(weightDtype) ? rt.upload(data as Float32Array, weightDtype, inFeatures) : rt.upload(data, weightDtype));
-        }
-        return this.own(rt.upload(data.blocks, data.dtype, inFeatures));
+        return this.own(isQuantDtype(weightDtype) ? rt.upload(data as Float32Array, weightDtype, inFeatures) : rt.upload(data, weightDtype));
       };
       const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff } = config;
       this.layers = config.kvHeadsPerLayer.map((_, i) => {
