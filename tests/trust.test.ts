@@ -365,6 +365,18 @@ describe("trust: hostile files and careless input", function () {
     });
   });
 
+  describe("GGUF tokenizer metadata", () => {
+    it("a SentencePiece vocabulary with a million-character token is read at once (merges are not derived from such tokens)", async () => {
+      const { ggufTokenizer } = await import("../src/model/gguf-model.ts");
+      const tokens = ["<unk>", "<s>", "</s>", "a", "b", "ab", "x".repeat(1_000_000)];
+      const t = ggufTokenizer(new Map<string, never>([["tokenizer.ggml.model", "llama" as never], ["tokenizer.ggml.tokens", tokens as never], ["tokenizer.ggml.scores", tokens.map(() => 0) as never]]), "x.gguf")!;
+      assert.deepEqual((t.json.model as { merges: string[][] }).merges, [["a", "b"]]);
+      const many = Array.from({ length: 120_000 }, (_, i) => `${"y".repeat(58)}${i}`); // 59 to 64 characters each
+      assert.throws(() => ggufTokenizer(new Map<string, never>([["tokenizer.ggml.model", "llama" as never], ["tokenizer.ggml.tokens", many as never], ["tokenizer.ggml.scores", many.map(() => 0) as never]]), "x.gguf"),
+        /too large to derive SentencePiece merges from/);
+    });
+  });
+
   describe("npm test itself", () => {
     it("a failing run ends with its failures even when something still holds the event loop", () => {
       const dir = tmp();

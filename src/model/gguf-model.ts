@@ -190,7 +190,7 @@ export function ggufTokenizer(metadata: Map<string, GGUFValue>, where: string): 
       pre_tokenizer: null,
       post_processor: useBos ? withBos([{ SpecialToken: { id: list[bos!]!, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }]) : null,
       decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, { type: "Strip", content: " ", start: 1, stop: 0 }] },
-      model: { type: "BPE", dropout: null, unk_token: unk === undefined ? null : list[unk], continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges: sentencePieceMerges(list, scores as number[], typeOf) },
+      model: { type: "BPE", dropout: null, unk_token: unk === undefined ? null : list[unk], continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges: sentencePieceMerges(list, scores as number[], typeOf, where) },
     };
   } else {
     throw fail(`tokenizer.ggml.model ${JSON.stringify(model)} is not supported (gpt2, llama)`);
@@ -206,14 +206,21 @@ export function ggufTokenizer(metadata: Map<string, GGUFValue>, where: string): 
 /**
  * BPE merges of a SentencePiece vocabulary, as Hugging Face's converter makes them: every split
  * of a normal token into two tokens of the vocabulary, ordered by the merged token's score.
+ * Splitting costs the square of a token's length, and the tokens come from the file: tokens
+ * longer than MAX_MERGED_TOKEN characters get no merges (real vocabularies' longest are runs of
+ * a few dozen spaces), and the whole derivation has a budget of characters.
  */
-function sentencePieceMerges(tokens: string[], scores: number[], typeOf: (i: number) => number): [string, string][] {
+const MAX_MERGED_TOKEN = 64;
+const MERGE_BUDGET_CHARS = 64 << 20;
+function sentencePieceMerges(tokens: string[], scores: number[], typeOf: (i: number) => number, where: string): [string, string][] {
   const ids = new Map<string, number>();
   tokens.forEach((t, i) => { if (!ids.has(t)) ids.set(t, i); });
   const merges: { l: string; r: string; score: number; li: number; ri: number }[] = [];
+  let budget = MERGE_BUDGET_CHARS;
   tokens.forEach((piece, i) => {
-    if (typeOf(i) !== 1 || piece.length < 2) return;
+    if (typeOf(i) !== 1 || piece.length < 2 || piece.length > MAX_MERGED_TOKEN) return;
     const chars = [...piece];
+    if ((budget -= chars.length * chars.length) < 0) throw new ModelConfigError(`${where}: tokenizer.ggml.tokens is too large to derive SentencePiece merges from`);
     for (let k = 1; k < chars.length; k++) {
       const l = chars.slice(0, k).join(""), r = chars.slice(k).join("");
       const li = ids.get(l), ri = ids.get(r);

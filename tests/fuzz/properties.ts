@@ -12,7 +12,8 @@ import {
   referenceAttention, SafetensorsError, TemplateError, TextTokenizer, WasmOutOfMemoryError, writeSafetensors, type KVCache, type KVSequence, type Runtime,
 } from "../../src/index.ts";
 import { byteLevelTokenizer, syntheticModelFiles, TINY_CHAT_MODEL } from "../../src/model/synthetic.ts";
-import { GGUFError, parseGGUFHeader, writeGGUF } from "../../src/formats/gguf.ts";
+import { GGUFError, parseGGUFHeader, writeGGUF, type GGUFValue } from "../../src/formats/gguf.ts";
+import { ggufTokenizer } from "../../src/model/gguf-model.ts";
 import { folderToGGUF } from "../../src/model/gguf-export.ts";
 
 export interface FuzzContext { rt: Runtime }
@@ -371,6 +372,30 @@ export const PROPERTIES: FuzzProperty[] = [
       ggufModel ??= await folderToGGUF(syntheticModelFiles({ ...TINY_CHAT_MODEL, num_hidden_layers: 2, hidden_size: 32, intermediate_size: 64, num_attention_heads: 4, max_position_embeddings: 64 }, { dtype: "F32" }), { dtype: "q8_0" });
       await loadOrRefuse(rt, { "model.gguf": mutate(ggufModel, { ...m, headerLength: undefined }) });
     }),
+  },
+  {
+    name: "GGUF tokenizer metadata: hostile tokens, types, scores, merges and ids make a working tokenizer or a ModelConfigError",
+    runs: 300,
+    property: () => fc.property(
+      fc.constantFrom("gpt2", "llama", "bert", 5),
+      fc.array(fc.oneof(fc.string({ maxLength: 6 }), fc.constantFrom("a", "b", "ab", "▁", "▁a", "<unk>", "<s>", "</s>", "<0x41>"), fc.nat(3000).map((n) => "x".repeat(n))), { maxLength: 40 }),
+      fc.array(fc.oneof(fc.integer({ min: -2, max: 8 }), fc.jsonValue({ maxDepth: 0 })), { maxLength: 40 }),
+      fc.array(fc.oneof(fc.double({ noNaN: false }), fc.jsonValue({ maxDepth: 0 })), { maxLength: 40 }),
+      fc.array(fc.oneof(fc.constantFrom("a b", "ab c", "a", " ", "x x"), fc.string({ maxLength: 5 })), { maxLength: 20 }),
+      fc.record({ bos: fc.integer({ min: -1, max: 50 }), eos: fc.integer({ min: -1, max: 50 }), pre: fc.constantFrom("gpt-2", "default", "smollm", "llama-bpe", "qwen2", "falcon", "") }),
+      (model, tokens, types, scores, merges, ids) => {
+        const metadata = new Map<string, GGUFValue>([
+          ["tokenizer.ggml.model", model as GGUFValue], ["tokenizer.ggml.tokens", tokens], ["tokenizer.ggml.token_type", types as GGUFValue[]],
+          ["tokenizer.ggml.scores", scores.length === tokens.length ? scores as GGUFValue[] : tokens.map(() => 0)], ["tokenizer.ggml.merges", merges],
+          ["tokenizer.ggml.bos_token_id", ids.bos], ["tokenizer.ggml.eos_token_id", ids.eos], ["tokenizer.ggml.pre", ids.pre],
+        ]);
+        let built;
+        try { built = ggufTokenizer(metadata, "fuzz.gguf"); } catch (e) { expectOnly(e, ModelConfigError); return; }
+        if (!built) return;
+        let tok;
+        try { tok = new TextTokenizer(built.json, built.config); } catch (e) { expectOnly(e, ModelConfigError); return; }
+        try { tok.decode(tok.encode("ab a▁b xx")); } catch (e) { expectOnly(e, ModelConfigError); }
+      }),
   },
   {
     name: "model folders: hostile config.json values load or are refused, with nothing left allocated",
