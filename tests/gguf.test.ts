@@ -210,6 +210,17 @@ describe("GGUF files", function () {
       });
     }
 
+    it("tokens named like Object.prototype's properties (constructor, __proto__, toString) are ordinary tokens", async () => {
+      const { ggufTokenizer } = await import("../src/model/gguf-model.ts");
+      const { TextTokenizer } = await import("../src/model/tokenizer.ts");
+      const tokens = ["c", "o", "n", "s", "t", "r", "u", "_", "p", "constructor", "__proto__", "toString", "S", "i", "g"];
+      const built = ggufTokenizer(new Map<string, never>([["tokenizer.ggml.model", "gpt2" as never], ["tokenizer.ggml.tokens", tokens as never], ["tokenizer.ggml.merges", [] as never], ["tokenizer.ggml.pre", "gpt-2" as never]]), "x.gguf")!;
+      const vocab = (built.json.model as { vocab: Record<string, number> }).vocab;
+      assert.deepEqual([vocab.constructor, vocab.__proto__, vocab.toString], [9, 10, 11]);
+      assert.deepEqual(Object.keys(JSON.parse(JSON.stringify(vocab))).length, tokens.length);
+      assert.ok(new TextTokenizer(built.json, built.config));
+    });
+
     it("a SentencePiece tokenizer (scores as merges, byte fallback, BOS) encodes as its tokenizer.json", async () => {
       const dir = writeModelFolder({ ...textModel, hidden_size: 64, intermediate_size: 96, vocab_size: SENTENCEPIECE_VOCAB, bos_token_id: 1, eos_token_id: 2 });
       dirs.push(dir);

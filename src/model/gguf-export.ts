@@ -135,7 +135,7 @@ function tokenizerMetadata(json: Record<string, unknown>, config: Record<string,
   if (model.byte_fallback) {
     tokens.forEach((t, i) => { if (/^<0x[0-9A-F]{2}>$/.test(t)) types[i] = 6; });
     const scores = new Array<number>(size).fill(0);
-    merges.forEach((m, rank) => { const id = model.vocab![m.replace(" ", "")]; if (id !== undefined) scores[id] = -rank; });
+    merges.forEach((m, rank) => { const merged = m.replace(" ", ""); if (Object.hasOwn(model.vocab!, merged)) scores[model.vocab![merged]!] = -rank; });
     return { ...common, "tokenizer.ggml.model": { type: "string", value: "llama" }, "tokenizer.ggml.scores": { type: "array", itemType: "f32", value: scores },
       "tokenizer.ggml.add_bos_token": { type: "bool", value: json.post_processor !== null && json.post_processor !== undefined } };
   }

@@ -160,8 +160,9 @@ export function ggufTokenizer(metadata: Map<string, GGUFValue>, where: string): 
   const id = (key: string) => { const v = metadata.get(key); return typeof v === "number" && v >= 0 && v < list.length ? v : undefined; };
   const bos = id("tokenizer.ggml.bos_token_id"), eos = id("tokenizer.ggml.eos_token_id"), unk = id("tokenizer.ggml.unknown_token_id");
   const addBos = metadata.get("tokenizer.ggml.add_bos_token");
-  const vocab: Record<string, number> = {};
-  list.forEach((t, i) => { if (!(t in vocab)) vocab[t] = i; });
+  // No prototype: tokens such as "constructor" or "__proto__" are ordinary keys.
+  const vocab: Record<string, number> = Object.create(null);
+  list.forEach((t, i) => { if (!Object.hasOwn(vocab, t)) vocab[t] = i; });
   // Control (3) and user-defined (4) tokens are matched whole, as added tokens.
   const added = list.flatMap((content, i) => (typeOf(i) === 3 || typeOf(i) === 4 ? [{ id: i, content, single_word: false, lstrip: false, rstrip: false, normalized: typeOf(i) === 4, special: typeOf(i) === 3 }] : []));
   const withBos = (single: unknown[]) => ({ type: "TemplateProcessing", single, pair: [], special_tokens: bos === undefined ? {} : { [list[bos]!]: { id: list[bos]!, ids: [bos], tokens: [list[bos]!] } } });
