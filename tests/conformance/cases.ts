@@ -2,6 +2,7 @@
 // plain TypeScript on the public API, no host built-ins, so any JavaScript engine can run it.
 import { createKVCache, loadModel, maxAbsDiff, parseModelConfig, referenceAttention, referenceLinear, type Runtime } from "../../src/index.ts";
 import { syntheticModelFiles, syntheticWeights, TINY_CHAT_MODEL } from "../../src/model/synthetic.ts";
+import { folderToGGUF } from "../../src/model/gguf-export.ts";
 import { greedyByRecomputing, referenceForward } from "../model-reference.ts";
 import { seededArray as random } from "../../src/random.ts";
 
@@ -97,6 +98,23 @@ export const CASES: Case[] = [
         const recomputed = greedyByRecomputing(model.transformer, prompt, 8);
         check(r.tokens.every((t, i) => t === recomputed[i]), `cache ${r.tokens} and recompute ${recomputed} disagree`);
       } finally { model.dispose(); }
+    },
+  },
+  {
+    name: "a GGUF file (Q8_0, written in memory, streamed in as a ReadableStream) gives the logits of the same model quantized at load from safetensors",
+    async run(rt) {
+      const files = syntheticModelFiles(TINY_CHAT_MODEL, { dtype: "F32" });
+      const bytes = await folderToGGUF(files, { dtype: "q8_0" });
+      let at = 0;
+      // Chunks of 1000 bytes: tensors and block rows cut anywhere, as a network would deliver them.
+      const stream = new ReadableStream<Uint8Array>({ pull(c) { if (at >= bytes.length) c.close(); else { c.enqueue(bytes.slice(at, at + 1000)); at += 1000; } } });
+      const [gguf, folder] = [await loadModel(rt, { "tiny.gguf": { stream, size: bytes.length } }), await loadModel(rt, files, { dtype: "q8_0" })];
+      try {
+        const ids = gguf.encode("The keys and values");
+        check(ids.join() === folder.encode("The keys and values").join(), "the GGUF's tokenizer encodes as tokenizer.json");
+        const [a, b] = [gguf, folder].map((m) => { const c = m.transformer.createCache(); const l = m.transformer.forward(c, c.createSequence(), ids); c.dispose(); return l; });
+        check(a!.every((v, i) => v === b![i]), "the same logits, bit for bit");
+      } finally { gguf.dispose(); folder.dispose(); }
     },
   },
   {
