@@ -9,7 +9,7 @@ export function kernel_features(): i32 { return ASC_FEATURE_RELAXED_SIMD ? 1 : 0
 
 export { attention_f32, attention_paged, attention_combine, attention_scratch_bytes, kv_page_bytes, kv_scale_offset } from "./kernels/attention";
 export { linear_f32, linear_bf16, linear_f16 } from "./kernels/linear";
-export { linear_q8_0, linear_q4_0, linear_quant_scratch_bytes, dequantize_rows } from "./kernels/linear-quant";
+export { linear_q8_0, linear_q4_0, linear_quant_scratch_bytes } from "./kernels/linear-quant";
 export { rmsnorm_f32 } from "./kernels/rmsnorm";
 export { rope_f32 } from "./kernels/rope";
 export { swiglu_f32 } from "./kernels/swiglu";

@@ -263,26 +263,3 @@ export function linear_q8_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N
 export function linear_q4_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, scratch: usize): void {
   linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, scratch, true);
 }
-
-/** Rows [rowBegin, rowEnd) of a quantized matrix (dtype 0: Q8_0, 1: Q4_0) with K columns, as f32 (embedding lookups). */
-export function dequantize_rows(w: usize, dtype: i32, K: i32, rowBegin: i32, rowEnd: i32, out: usize): void {
-  const isQ4 = dtype == 1;
-  const nb = (K + QK - 1) / QK;
-  const bb = blockBytes(isQ4);
-  for (let r = rowBegin; r < rowEnd; r++) {
-    const row = w + <usize>r * <usize>nb * bb;
-    const dst = out + (<usize>(r - rowBegin) * <usize>K << 2);
-    for (let k = 0; k < K; k++) {
-      const wb = row + <usize>(k / QK) * bb, j = k % QK;
-      const d = halfToF32(load<u16>(wb));
-      let q: i32;
-      if (isQ4) {
-        const byte = <i32>load<u8>(wb + 2 + <usize>(j & 15));
-        q = (j < 16 ? byte & 15 : byte >> 4) - 8;
-      } else {
-        q = <i32>load<i8>(wb + 2 + <usize>j);
-      }
-      store<f32>(dst + (<usize>k << 2), d * <f32>q);
-    }
-  }
-}

@@ -10,8 +10,6 @@ import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 export type QuantDtype = "q8_0" | "q4_0";
 export const QUANT_BLOCK = 32;
 export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = { q8_0: 34, q4_0: 18 };
-/** The kernels' code for each format (dequantize_rows). */
-export const QUANT_KERNEL_CODE: Record<QuantDtype, number> = { q8_0: 0, q4_0: 1 };
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
   return dtype === "q8_0" || dtype === "q4_0";

@@ -35,8 +35,6 @@ export interface KernelExports {
   linear_q8_0(x: number, w: number, bias: number, y: number, M: number, N: number, K: number, nBegin: number, nEnd: number, scratch: number): void;
   linear_q4_0(x: number, w: number, bias: number, y: number, M: number, N: number, K: number, nBegin: number, nEnd: number, scratch: number): void;
   linear_quant_scratch_bytes(M: number, K: number): number;
-  /** rows of a Q8_0 (dtype 0) or Q4_0 (1) matrix with K columns, as f32 */
-  dequantize_rows(w: number, dtype: number, K: number, rowBegin: number, rowEnd: number, out: number): void;
   rmsnorm_f32(x: number, w: number, out: number, dim: number, eps: number, rowBegin: number, rowEnd: number): void;
   rope_f32(x: number, rows: number, heads: number, headDim: number, cos: number, sin: number, tableRow0: number): void;
   swiglu_f32(gate: number, up: number, out: number, n: number): void;
@@ -47,7 +45,7 @@ export interface KernelExports {
 
 export const KERNEL_EXPORT_NAMES: readonly (keyof KernelExports)[] = [
   "heap_base", "kernel_features", "attention_f32", "attention_paged", "attention_combine", "attention_scratch_bytes", "kv_page_bytes", "kv_scale_offset", "linear_f32", "linear_bf16", "linear_f16",
-  "linear_q8_0", "linear_q4_0", "linear_quant_scratch_bytes", "dequantize_rows",
+  "linear_q8_0", "linear_q4_0", "linear_quant_scratch_bytes",
   "rmsnorm_f32", "rope_f32", "swiglu_f32", "exp_f32", "probe_read", "probe_fma",
 ];
 
