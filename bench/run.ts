@@ -19,6 +19,7 @@ import { threadCases, type ThreadRow } from "./thread-cases.ts";
 import { modelCases, type ModelRow } from "./model-cases.ts";
 import { qualityCases, type QualityRow } from "./quality-cases.ts";
 import { seededArray as random } from "../src/random.ts";
+import { Sampler } from "../src/model/sampling.ts";
 import { bufferBytes, type BufferDtype } from "../src/memory/wasm-buffer.ts";
 import { isQuantDtype } from "../src/formats/quant.ts";
 
@@ -182,6 +183,14 @@ async function main(): Promise<void> {
   const threadRows: ThreadRow[] = only !== undefined && only !== "threads" ? [] : await threadCases(best.build, quick);
   const modelRows: ModelRow[] = only !== undefined && only !== "model" ? [] : modelCases(best, quick, (bytes) => readGBps(best, bytes));
   const qualityRows: QualityRow[] = only !== undefined && only !== "quality" ? [] : await qualityCases(best, quick);
+  // Sampling a token from a row of logits (SmolLM2's and Qwen2.5's vocabularies), as generation does per token.
+  const samplingRows = only !== undefined && only !== "sampling" ? [] : [49152, 151936].flatMap((V) => {
+    const logits = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 12.9898) * 8);
+    return ([["greedy", {}], ["top-k 50 + top-p 0.9, T 0.7", { temperature: 0.7, topK: 50, topP: 0.9 }], ["top-p 0.9, T 0.7", { temperature: 0.7, topP: 0.9 }]] as const).map(([what, o]) => {
+      const sampler = new Sampler({ ...o, seed: 1 });
+      return { vocabulary: V, what, ms: measure(() => sampler.next(logits), { maxTimeS: 0.5 }).medianMs };
+    });
+  });
 
   // ---- report ----
   const anchorNames = ["onnxruntime-web", "tfjs-wasm", "plain JS"];
@@ -217,6 +226,10 @@ async function main(): Promise<void> {
     ]));
     console.log(`bound = weight bytes per token / read bandwidth of a 256 MiB buffer (${modelRows[0]!.readGBps.toFixed(1)} GB/s); prefill = a 128-token chunk on top of context - 128 cached tokens; 1 thread.`);
   }
+  if (samplingRows.length > 0) {
+    console.log("");
+    printTable(console.log, ["sampling one token", "vocabulary", "ms"], samplingRows.map((r) => [r.what, String(r.vocabulary), r.ms.toFixed(3)]));
+  }
   if (qualityRows.length > 0) {
     console.log("");
     printTable(console.log, ["quality (synthetic, vs f32)", "weights", "mean KL (nats)", "top-1 agreement", "perplexity", "f32 perplexity"], qualityRows.map((r) => [
@@ -233,7 +246,7 @@ async function main(): Promise<void> {
   if (peakCache.size > 0) console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}`);
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, JSON.stringify({
-    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows, modelRows, qualityRows,
+    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows, modelRows, qualityRows, samplingRows,
   }, null, 2));
   console.log(`wrote ${outFile}`);
 }
