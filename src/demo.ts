@@ -174,6 +174,8 @@ export async function runModelDemo(rt: Runtime, options: { newTokens?: number; p
     print("  gqa-wasm info --model DIR");
     print('  gqa-wasm run --model DIR --prompt "The capital of France is" --max-new-tokens 32');
     print("  gqa-wasm run --model DIR --chat        (one user turn per line of stdin, the conversation kept in the KV cache)");
+    print("or a GGUF file (Q8_0, Q4_0, Q4_K_M, F16, ...): gqa-wasm run --model model.gguf --prompt \"...\"; quantize a folder with");
+    print("  gqa-wasm quantize --model DIR --dtype q4_0 --out model.gguf");
   } finally {
     model.dispose();
   }
