@@ -1,6 +1,7 @@
 // The edge model of the Worker example and its memory test: a SmolLM2-135M-shaped Q4_0 GGUF
 // (random weights, the synthetic byte-level tokenizer padded to the 49,152-token vocabulary),
 // cut into byte shards of at most 25 MiB as they would sit in R2. Made once per test run.
+import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,10 +14,16 @@ import { seededArray } from "../src/random.ts";
 export const SHARD_BYTES = 25 << 20;
 export const EDGE_CONFIG = { ...SMOLLM2_135M_SHAPE, max_position_embeddings: 2048 };
 
-/** The shards' folder (model.gguf.00, .01, ...), written on first use. */
+/**
+ * The shards' folder (model.gguf.00, .01, ...), written on first use and kept in the temporary
+ * folder under a name that hashes the code that writes it (a changed writer makes new shards).
+ */
 export function edgeModelShards(): string {
-  const dir = join(tmpdir(), "gqa-edge-model-v1");
-  if (readdirSync(tmpdir()).includes("gqa-edge-model-v1") && readdirSync(dir).some((f) => f.endsWith(".done"))) return dir;
+  const hash = createHash("sha256");
+  for (const f of ["../src/model/gguf-export.ts", "../src/formats/gguf.ts", "../src/formats/quant.ts", "../src/model/synthetic.ts", "./edge-model.ts"]) hash.update(readFileSync(new URL(f, import.meta.url)));
+  const name = `gqa-edge-model-${hash.digest("hex").slice(0, 16)}`;
+  const dir = join(tmpdir(), name);
+  if (readdirSync(tmpdir()).includes(name) && readdirSync(dir).some((f) => f.endsWith(".done"))) return dir;
   mkdirSync(dir, { recursive: true });
   const cfg = parseModelConfig(EDGE_CONFIG);
   const shapes = expectedTensors(cfg);
