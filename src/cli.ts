@@ -542,6 +542,10 @@ async function info(args: string[]): Promise<number> {
     const count = new Map<string, number>();
     for (const t of tensors.values()) count.set(t.type, (count.get(t.type) ?? 0) + 1);
     types = [...count].map(([t, n]) => `${t} x${n}`).join(", ");
+    const name = found.metadata.get("general.name");
+    const tok = found.tokenizer;
+    const vocab = tok ? Object.keys((tok.json.model as { vocab: object }).vocab).length : 0;
+    types += `\n${typeof name === "string" ? `GGUF name: ${name}; ` : ""}tokenizer: ${tok ? `${found.metadata.get("tokenizer.ggml.model")}, ${vocab} tokens${tok.config.chat_template ? ", with a chat template" : ""}` : "none in the file"}`;
   } else {
     s = summarizeModel(await inspectModel(dir));
   }

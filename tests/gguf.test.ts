@@ -329,7 +329,7 @@ describe("GGUF files", function () {
       assert.equal(q.status, 0, q.stderr);
       assert.match(q.stderr, /wrote .*q\.gguf: .*, q4_0 weights/);
       const info = spawnSync(process.execPath, [cli, "info", "--model", out], { encoding: "utf8" });
-      assert.match(info.stdout, /GGUF tensor types: Q4_0 x\d+, F32 x\d+/);
+      assert.match(info.stdout, /GGUF tensor types: Q4_0 x\d+, F32 x\d+\nGGUF name: .*; tokenizer: gpt2, \d+ tokens, with a chat template\n/);
       const gen = spawnSync(process.execPath, [cli, "run", "--model", out, "--prompt", "the theme", "--max-new-tokens", "4", "--temperature", "0"], { encoding: "utf8" });
       assert.equal(gen.status, 0, gen.stderr);
       assert.match(gen.stderr, /\(llama, q4_0 weights/);
