@@ -275,22 +275,25 @@ export function writeGGUF(metadata: GGUFMetadataToWrite, tensors: Record<string,
  * came with the last chunk); the rest of the stream is left to the caller.
  */
 export async function readGGUFHeaderFromStream(size: number, chunks: AsyncIterator<Uint8Array>, source = "model.gguf"): Promise<{ header: GGUFHeader; prefix: Uint8Array }> {
-  let prefix = new Uint8Array(0), want = Math.min(size, 24);
+  // Chunks are kept as they come and joined only for a parse attempt (small network chunks would
+  // otherwise be copied again with every one that arrives).
+  let parts: Uint8Array[] = [], have = 0, want = Math.min(size, 24);
   for (;;) {
-    while (prefix.length < want) {
+    while (have < want) {
       const r = await chunks.next();
-      if (r.done) throw new GGUFError(`${source}: the file ends inside its header (${prefix.length} bytes)`);
-      const grown = new Uint8Array(prefix.length + r.value.length);
-      grown.set(prefix);
-      grown.set(r.value, prefix.length);
-      prefix = grown;
+      if (r.done) throw new GGUFError(`${source}: the file ends inside its header (${have} bytes)`);
+      parts.push(r.value);
+      have += r.value.length;
     }
+    const prefix = parts.length === 1 ? parts[0]! : new Uint8Array(have);
+    if (parts.length > 1) { let at = 0; for (const p of parts) { prefix.set(p, at); at += p.length; } }
+    parts = [prefix];
     try {
       return { header: parseGGUFHeader(prefix, size, source), prefix };
     } catch (e) {
       if (!(e instanceof GGUFNeedMore)) throw e;
       // Parsing again costs the header so far: ask for at least twice as much each time.
-      want = Math.min(size, Math.max(e.atLeast, 2 * prefix.length));
+      want = Math.min(size, Math.max(e.atLeast, 2 * have));
     }
   }
 }
