@@ -98,15 +98,34 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
   return (part & 1) == 0 ? i16x8.extend_low_i8x16_s(q) : i16x8.extend_high_i8x16_s(q);
 }
 
-/** Integer dot of one weight block with one activation block, as i32x4 partial sums. */
+/** Integer dot of one weight block with one activation block, both in registers (i16x8), as i32x4 partial sums. */
+// @ts-ignore: decorator
+@inline function blockDotRegs(w0: v128, w1: v128, w2: v128, w3: v128, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, isQ4: bool): v128 {
+  let s = i32x4.dot_i16x8_s(w0, a0);
+  s = i32x4.add(s, i32x4.dot_i16x8_s(w1, a1));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(w2, a2));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(w3, a3));
+  // Q4_0 nibbles are stored with +8: the precomputed -8·sum(a) undoes it.
+  return isQ4 ? i32x4.add(s, corr) : s;
+}
+
+/** Part 0..3 of an activation block as the block dot takes it: i16x8, or i8x16 (parts 0, 1) for the relaxed build's Q4_0. */
+// @ts-ignore: decorator
+@inline function activations(a: usize, part: i32, isQ4: bool): v128 {
+  if (isQ4 && ASC_FEATURE_RELAXED_SIMD) return v128.load(a + QA_I8 + (<usize>(part & 1) << 4));
+  return v128.load(a + (<usize>part << 4));
+}
+
+/** The -8·sum vector of an activation block (Q4_0 only). */
+// @ts-ignore: decorator
+@inline function correction(a: usize, isQ4: bool): v128 {
+  return isQ4 ? v128.load(a + QA_CORR) : i32x4.splat(0);
+}
+
+/** One block, the weights already widened in registers and the activations at `a`. */
 // @ts-ignore: decorator
 @inline function blockDot(w0: v128, w1: v128, w2: v128, w3: v128, a: usize, isQ4: bool): v128 {
-  let s = i32x4.dot_i16x8_s(w0, v128.load(a));
-  s = i32x4.add(s, i32x4.dot_i16x8_s(w1, v128.load(a + 16)));
-  s = i32x4.add(s, i32x4.dot_i16x8_s(w2, v128.load(a + 32)));
-  s = i32x4.add(s, i32x4.dot_i16x8_s(w3, v128.load(a + 48)));
-  // Q4_0 nibbles are stored with +8: the precomputed -8·sum(a) undoes it.
-  return isQ4 ? i32x4.add(s, v128.load(a + QA_CORR)) : s;
+  return blockDotRegs(w0, w1, w2, w3, activations(a, 0, isQ4), activations(a, 1, isQ4), activations(a, 2, isQ4), activations(a, 3, isQ4), correction(a, isQ4), isQ4);
 }
 
 // @ts-ignore: decorator
@@ -135,9 +154,7 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
   let acc = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
     const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
-    const s = isQ4 && ASC_FEATURE_RELAXED_SIMD
-      ? blockDotQ4Relaxed(v128.load(wb + 2), v128.load(a + QA_I8), v128.load(a + QA_I8 + 16), v128.load(a + QA_CORR))
-      : blockDot(weightsI16(wb, isQ4, 0), weightsI16(wb, isQ4, 1), weightsI16(wb, isQ4, 2), weightsI16(wb, isQ4, 3), a, isQ4);
+    const s = blockDotRow(wb, activations(a, 0, isQ4), activations(a, 1, isQ4), activations(a, 2, isQ4), activations(a, 3, isQ4), correction(a, isQ4), isQ4);
     acc = fmadd(f32x4.convert_i32x4_s(s), f32x4.splat(halfToF32(load<u16>(wb)) * load<f32>(a + QA_SCALE)), acc);
   }
   return hsum(acc);
@@ -163,10 +180,8 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
   for (let b = 0; b < nb; b++) {
     const a = qa + <usize>b * QA_BLOCK;
     const wb0 = w + <usize>b * bb, wb1 = wb0 + ldw, wb2 = wb1 + ldw, wb3 = wb2 + ldw;
-    const relaxedQ4 = isQ4 && ASC_FEATURE_RELAXED_SIMD;
-    const a0 = v128.load(a + (relaxedQ4 ? QA_I8 : 0)), a1 = v128.load(a + (relaxedQ4 ? QA_I8 + 16 : 16));
-    const a2 = relaxedQ4 ? a0 : v128.load(a + 32), a3 = relaxedQ4 ? a1 : v128.load(a + 48);
-    const corr = v128.load(a + QA_CORR);
+    const a0 = activations(a, 0, isQ4), a1 = activations(a, 1, isQ4), a2 = activations(a, 2, isQ4), a3 = activations(a, 3, isQ4);
+    const corr = correction(a, isQ4);
     const sc = scales4(wb0, wb1, wb2, wb3, load<f32>(a + QA_SCALE));
     c0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb0, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 0, 0, 0, 0), c0);
     c1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb1, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 1, 1, 1, 1), c1);
@@ -183,11 +198,7 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
 // @ts-ignore: decorator
 @inline function blockDotRow(wb: usize, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, isQ4: bool): v128 {
   if (isQ4 && ASC_FEATURE_RELAXED_SIMD) return blockDotQ4Relaxed(v128.load(wb + 2), a0, a1, corr);
-  let s = i32x4.dot_i16x8_s(weightsI16(wb, isQ4, 0), a0);
-  s = i32x4.add(s, i32x4.dot_i16x8_s(weightsI16(wb, isQ4, 1), a1));
-  s = i32x4.add(s, i32x4.dot_i16x8_s(weightsI16(wb, isQ4, 2), a2));
-  s = i32x4.add(s, i32x4.dot_i16x8_s(weightsI16(wb, isQ4, 3), a3));
-  return isQ4 ? i32x4.add(s, corr) : s;
+  return blockDotRegs(weightsI16(wb, isQ4, 0), weightsI16(wb, isQ4, 1), weightsI16(wb, isQ4, 2), weightsI16(wb, isQ4, 3), a0, a1, a2, a3, corr, isQ4);
 }
 
 /** Four outputs: four activation rows against one weight row, each weight block decoded once. */
@@ -201,10 +212,10 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
     let s0: v128, s1: v128, s2: v128, s3: v128;
     if (isQ4 && ASC_FEATURE_RELAXED_SIMD) {
       const q = v128.load(wb + 2);
-      s0 = blockDotQ4Relaxed(q, v128.load(a + QA_I8), v128.load(a + QA_I8 + 16), v128.load(a + QA_CORR));
-      s1 = blockDotQ4Relaxed(q, v128.load(a + ldqa + QA_I8), v128.load(a + ldqa + QA_I8 + 16), v128.load(a + ldqa + QA_CORR));
-      s2 = blockDotQ4Relaxed(q, v128.load(a + 2 * ldqa + QA_I8), v128.load(a + 2 * ldqa + QA_I8 + 16), v128.load(a + 2 * ldqa + QA_CORR));
-      s3 = blockDotQ4Relaxed(q, v128.load(a + 3 * ldqa + QA_I8), v128.load(a + 3 * ldqa + QA_I8 + 16), v128.load(a + 3 * ldqa + QA_CORR));
+      s0 = blockDotQ4Relaxed(q, activations(a, 0, isQ4), activations(a, 1, isQ4), correction(a, isQ4));
+      s1 = blockDotQ4Relaxed(q, activations(a + ldqa, 0, isQ4), activations(a + ldqa, 1, isQ4), correction(a + ldqa, isQ4));
+      s2 = blockDotQ4Relaxed(q, activations(a + 2 * ldqa, 0, isQ4), activations(a + 2 * ldqa, 1, isQ4), correction(a + 2 * ldqa, isQ4));
+      s3 = blockDotQ4Relaxed(q, activations(a + 3 * ldqa, 0, isQ4), activations(a + 3 * ldqa, 1, isQ4), correction(a + 3 * ldqa, isQ4));
     } else {
       const w0 = weightsI16(wb, isQ4, 0), w1 = weightsI16(wb, isQ4, 1), w2 = weightsI16(wb, isQ4, 2), w3 = weightsI16(wb, isQ4, 3);
       s0 = blockDot(w0, w1, w2, w3, a, isQ4);
