@@ -5,11 +5,12 @@
 //   Q4_0: f16 d, 16 bytes of nibbles    (18 bytes per 32 weights; w = d·(q - 8); weight j in the
 //         low nibble of byte j, weight j+16 in the high nibble)
 // A row of K weights is ceil(K/32) blocks; past K the last block holds zeros.
+import { GGML_TYPES } from "./gguf.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
 export type QuantDtype = "q8_0" | "q4_0";
 export const QUANT_BLOCK = 32;
-export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = { q8_0: 34, q4_0: 18 };
+export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = { q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes };
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
   return dtype === "q8_0" || dtype === "q4_0";
@@ -42,9 +43,7 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
         view.setUint16(at, f32ToF16(d), true);
         for (let i = 0; i < QUANT_BLOCK; i++) view.setInt8(at + 2 + i, roundAway(Math.fround(block[i]! * id)));
       } else {
-        let amax = 0, max = 0;
-        for (const v of block) if (Math.abs(v) > amax) { amax = Math.abs(v); max = v; }
-        const d = Math.fround(max / -8), id = d ? Math.fround(1 / d) : 0;
+        const d = Math.fround(largestMagnitude(block) / -8), id = d ? Math.fround(1 / d) : 0;
         view.setUint16(at, f32ToF16(d), true);
         for (let j = 0; j < 16; j++) {
           const q0 = Math.min(15, Math.trunc(Math.fround(Math.fround(block[j]! * id) + 8.5)));
@@ -56,7 +55,7 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
   }
 }
 
-/** The rows back as floats (what the kernels compute with). */
+/** The rows back as floats (what the kernels compute with); each block's scale converted once. */
 export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number): Float32Array {
   const nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
   const rows = bytes.length / (nb * bb);
@@ -64,14 +63,22 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
   const out = new Float32Array(rows * K);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let r = 0; r < rows; r++) {
-    for (let k = 0; k < K; k++) {
-      const at = (r * nb + Math.floor(k / QUANT_BLOCK)) * bb, j = k % QUANT_BLOCK;
-      const d = f16ToF32(view.getUint16(at, true));
-      const q = dtype === "q8_0" ? view.getInt8(at + 2 + j) : (j < 16 ? bytes[at + 2 + j]! & 15 : bytes[at + 2 + j - 16]! >> 4) - 8;
-      out[r * K + k] = Math.fround(d * q);
+    for (let b = 0; b < nb; b++) {
+      const at = (r * nb + b) * bb, d = f16ToF32(view.getUint16(at, true));
+      for (let j = 0, k = b * QUANT_BLOCK; j < QUANT_BLOCK && k < K; j++, k++) {
+        const q = dtype === "q8_0" ? view.getInt8(at + 2 + j) : (j < 16 ? bytes[at + 2 + j]! & 15 : bytes[at + 2 + j - 16]! >> 4) - 8;
+        out[r * K + k] = Math.fround(d * q);
+      }
     }
   }
   return out;
+}
+
+/** The value of largest magnitude (its sign kept), as ggml's Q4_0 / Q5_0 quantizers scale by. */
+function largestMagnitude(xs: ArrayLike<number>): number {
+  let amax = 0, max = 0;
+  for (let i = 0; i < xs.length; i++) if (Math.abs(xs[i]!) > amax) { amax = Math.abs(xs[i]!); max = xs[i]!; }
+  return max;
 }
 
 /** C's roundf: halves away from zero. */
@@ -96,7 +103,7 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
     case "Q4_0": return dequantizeRows("q4_0", bytes, elements);
   }
   if (type === "Q4_1" || type === "Q5_0" || type === "Q5_1") {
-    const bb = type === "Q4_1" ? 20 : type === "Q5_0" ? 22 : 24;
+    const bb = GGML_TYPES[type].bytes;
     for (let b = 0; b < elements / 32; b++) {
       const at = b * bb, d = half(at);
       const m = type === "Q5_0" ? 0 : half(at + 2);
@@ -112,11 +119,11 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
     }
     return out;
   }
-  const blocks = elements / 256;
+  const blocks = elements / GGML_TYPES[type].block;
   for (let b = 0; b < blocks; b++) {
     const y = b * 256;
     if (type === "Q6_K") {
-      const at = b * 210, ql0 = at, qh0 = at + 128, sc0 = at + 192, d = half(at + 208);
+      const at = b * GGML_TYPES.Q6_K.bytes, ql0 = at, qh0 = at + 128, sc0 = at + 192, d = half(at + 208);
       for (let n = 0; n < 2; n++) {
         const ql = ql0 + 64 * n, qh = qh0 + 32 * n, sc = sc0 + 8 * n, yn = y + 128 * n;
         for (let l = 0; l < 32; l++) {
@@ -134,7 +141,7 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
       continue;
     }
     // Q4_K and Q5_K: d, dmin, 12 bytes of 6-bit sub-block scales and mins, (Q5_K: 32 bytes of high bits), 128 bytes of nibbles.
-    const at = b * (type === "Q4_K" ? 144 : 176), d = half(at), dmin = half(at + 2), scales = at + 4;
+    const at = b * GGML_TYPES[type].bytes, d = half(at), dmin = half(at + 2), scales = at + 4;
     const qh = at + 16, qs = at + (type === "Q4_K" ? 16 : 48);
     const scaleMin = (j: number): [number, number] => j < 4
       ? [bytes[scales + j]! & 63, bytes[scales + j + 4]! & 63]
@@ -162,15 +169,13 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
  * bits against the super-block's f16 d and dmin. K must be a multiple of the block (32, 256).
  */
 export function quantizeGGML(type: "Q5_0" | "Q4_K", x: Float32Array, K: number): Uint8Array {
-  const block = type === "Q5_0" ? 32 : 256, bb = type === "Q5_0" ? 22 : 144;
+  const { block, bytes: bb } = GGML_TYPES[type];
   if (K % block !== 0 || x.length % K !== 0) throw new RangeError(`quantizeGGML: rows of ${K} are not whole ${type} blocks of ${block}`);
   const n = x.length / block, out = new Uint8Array(n * bb), view = new DataView(out.buffer);
   for (let b = 0; b < n; b++) {
     const xs = x.subarray(b * block, (b + 1) * block), at = b * bb;
     if (type === "Q5_0") {
-      let amax = 0, max = 0;
-      for (const v of xs) if (Math.abs(v) > amax) { amax = Math.abs(v); max = v; }
-      const d = Math.fround(max / -16), id = d ? Math.fround(1 / d) : 0;
+      const d = Math.fround(largestMagnitude(xs) / -16), id = d ? Math.fround(1 / d) : 0;
       view.setUint16(at, f32ToF16(d), true);
       let qh = 0;
       for (let j = 0; j < 16; j++) {
