@@ -7,7 +7,7 @@ import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWr
 import { quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK } from "../formats/quant.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { expectedTensors, ModelConfigError, type ModelConfig } from "./config.ts";
-import { ggufTensorName, PRE_TOKENIZERS } from "./gguf-model.ts";
+import { ggufTensorName, PRE_TOKENIZERS, qkPermutedHeads, unpermutedRow } from "./gguf-model.ts";
 
 const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
   f32: { type: "F32", fileType: 0 }, f16: { type: "F16", fileType: 1 }, bf16: { type: "BF16", fileType: 32 },
@@ -61,10 +61,8 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   const tensors: Record<string, GGUFTensorToWrite> = {};
   for (const [hf, shape] of expectedTensors(config)) {
     let data = tensor(hf);
-    const layer = /^model\.layers\.(\d+)\.self_attn\.([qk])_proj\.(weight|bias)$/.exec(hf);
-    if (layer && arch === "llama") {
-      data = permuteRows(data, layer[2] === "q" ? config.numHeads : config.kvHeadsPerLayer[Number(layer[1])]!, shape.length === 2 ? shape[1]! : 1);
-    }
+    const heads = arch === "llama" ? qkPermutedHeads(hf, config) : undefined;
+    if (heads) data = permuteRows(data, heads, shape.length === 2 ? shape[1]! : 1);
     const matrix = shape.length === 2;
     const K = shape[shape.length - 1]!;
     const special = matrix ? options.tensorType?.(hf, shape) : undefined;
@@ -86,17 +84,12 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   return writeGGUF(metadata, tensors);
 }
 
-/** llama.cpp's converter's row permutation (the loader's unpermutedRow undoes it). */
+/** llama.cpp's converter's row permutation: GGUF row r holds the Hugging Face row the loader's unpermutedRow(r) names. */
 function permuteRows(data: Float32Array, heads: number, rowElements: number): Float32Array {
-  const rows = data.length / rowElements, headDim = rows / heads, halfDim = headDim / 2;
-  const out = new Float32Array(data.length);
-  for (let h = 0; h < heads; h++) {
-    for (let half = 0; half < 2; half++) {
-      for (let i = 0; i < halfDim; i++) {
-        const from = h * headDim + half * halfDim + i, to = h * headDim + 2 * i + half;
-        out.set(data.subarray(from * rowElements, (from + 1) * rowElements), to * rowElements);
-      }
-    }
+  const rows = data.length / rowElements, out = new Float32Array(data.length);
+  for (let r = 0; r < rows; r++) {
+    const from = unpermutedRow(r, rows, heads);
+    out.set(data.subarray(from * rowElements, (from + 1) * rowElements), r * rowElements);
   }
   return out;
 }

@@ -109,12 +109,26 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     const t = byName.get(gguf);
     if (!t) { missing.push(gguf); continue; }
     if (t.tensor.shape.join("x") !== shape.join("x")) throw fail(`tensor ${gguf} has shape [${t.tensor.shape.join(", ")}], the metadata needs [${shape.join(", ")}]`);
-    const layer = /^model\.layers\.(\d+)\.self_attn\.([qk])_proj\.(weight|bias)$/.exec(hf);
-    const permutedHeads = permutes && layer ? (layer[2] === "q" ? config.numHeads : config.kvHeadsPerLayer[Number(layer[1])]) : undefined;
-    tensors.set(hf, { ...t, permutedHeads });
+    tensors.set(hf, { ...t, permutedHeads: permutes ? qkPermutedHeads(hf, config) : undefined });
   }
   if (missing.length > 0) throw fail(`missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
   return { config, configJson, tensors, fileBytes, metadata, tokenizer: ggufTokenizer(metadata, where) };
+}
+
+/** The heads of a q or k projection (weight or bias), whose rows llama.cpp's converter permutes for llama-style RoPE; else undefined. */
+export function qkPermutedHeads(hf: string, config: ModelConfig): number | undefined {
+  const m = /^model\.layers\.(\d+)\.self_attn\.([qk])_proj\.(weight|bias)$/.exec(hf);
+  if (!m) return undefined;
+  return m[2] === "q" ? config.numHeads : config.kvHeadsPerLayer[Number(m[1])];
+}
+
+/**
+ * Where row `src` of a q/k tensor as llama.cpp's converter wrote it belongs in Hugging Face
+ * order: within each head of `rows / heads` rows, GGUF row 2i + half is HF row half · headDim/2 + i.
+ */
+export function unpermutedRow(src: number, rows: number, heads: number): number {
+  const headDim = rows / heads, h = Math.floor(src / headDim), j = src % headDim;
+  return h * headDim + (j % 2) * (headDim / 2) + (j >> 1);
 }
 
 /** The GGUF name of a Hugging Face tensor name. */

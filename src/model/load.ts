@@ -10,7 +10,7 @@ import { BUFFER_DTYPES, type BufferDtype, type WasmBuffer } from "../memory/wasm
 import type { Runtime } from "../runtime/runtime.ts";
 import { ModelConfigError } from "./config.ts";
 import { ggufTarget, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
-import { describeGGUF, ggufSplitNames } from "./gguf-model.ts";
+import { describeGGUF, ggufSplitNames, unpermutedRow } from "./gguf-model.ts";
 import { inspectModel, readJsonFile } from "./folder.ts";
 import { LanguageModel, type GenerationDefaults } from "./language-model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
@@ -222,12 +222,6 @@ interface TensorPlan {
   copy: boolean;
   K: number; rows: number; srcRowBytes: number; permutedHeads?: number;
   filled: number; staged?: Uint8Array;
-}
-
-/** Row `src` of a q/k tensor as llama.cpp's converter permuted it goes to row dst (Hugging Face order). */
-function unpermutedRow(src: number, rows: number, heads: number): number {
-  const headDim = rows / heads, h = Math.floor(src / headDim), j = src % headDim;
-  return h * headDim + (j % 2) * (headDim / 2) + (j >> 1);
 }
 
 /** `bytes` of a tensor, `at` bytes into it: copied into place, or staged and converted once complete. */
