@@ -3,6 +3,7 @@
 // top-1 tokens agree (what a quantized model loses against its f32 original). Windows of `ctx`
 // tokens, each from an empty cache (as llama.cpp's perplexity tool does), scored on every
 // position after the first; logits are read a chunk of positions at a time.
+import { argmax } from "./sampling.ts";
 import type { TransformerModel } from "./transformer.ts";
 
 export interface EvalOptions {
@@ -87,10 +88,4 @@ function logSoftmax(x: ArrayLike<number>): Float64Array {
   for (let i = 0; i < x.length; i++) sum += Math.exp(x[i]! - max);
   const lse = max + Math.log(sum);
   return Float64Array.from(x, (v) => v - lse);
-}
-
-function argmax(x: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
-  return best;
 }

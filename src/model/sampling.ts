@@ -47,8 +47,7 @@ export class Sampler {
         if (t >= 0 && t < z.length) z[t] = z[t]! > 0 ? z[t]! / this.repetitionPenalty : z[t]! * this.repetitionPenalty;
       }
     }
-    let best = 0;
-    for (let j = 1; j < z.length; j++) if (z[j]! > z[best]!) best = j;
+    const best = argmax(z);
     if (this.temperature === 0) return best;
     const top = z[best]!, T = this.temperature;
     const weight = (t: number) => Math.exp((z[t]! - top) / T);
@@ -104,6 +103,13 @@ export class Sampler {
 
 /** z[a] ranks before z[b]: larger, or equal with the lower id (the order a stable sort gives). */
 type Logits = Float32Array | Float64Array;
+
+/** The index of the largest value (the first of equals): greedy decoding's choice. */
+export function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
+  return best;
+}
 
 function ranksBefore(z: Logits, a: number, b: number): boolean {
   return z[a]! > z[b]! || (z[a] === z[b] && a < b);
