@@ -3,6 +3,7 @@
 // vs variable GQA on synthetic Llama-3-8B-like shapes; `run`, `generate`, `logits` and `info`
 // work on Hugging Face model folders.
 import { formatBytes } from "./format.ts";
+import { BUFFER_DTYPES, type BufferDtype } from "./memory/wasm-buffer.ts";
 
 async function enableRelaxedSimdOnNode20(): Promise<void> {
   // Node 20 accepts relaxed SIMD only behind a V8 flag, settable before the first compile.
@@ -249,9 +250,18 @@ async function generationOptions(flags: Flags): Promise<import("./model/generati
   return options;
 }
 
+/** A weight dtype flag: one of the runtime's buffer dtypes (f32, bf16, f16, q8_0, q4_0). */
+function bufferDtype(flags: Flags, name: string): BufferDtype | undefined {
+  const raw = str(flags, name);
+  if (raw !== undefined && !(BUFFER_DTYPES as readonly string[]).includes(raw)) {
+    throw new UsageError(`--${name} is ${BUFFER_DTYPES.slice(0, -1).join(", ")} or ${BUFFER_DTYPES.at(-1)}, got '${raw}'`);
+  }
+  return raw as BufferDtype | undefined;
+}
+
+/** Checks the flags loadForCli reads (callers check before they open files or load). */
 function checkLoadFlags(flags: Flags): void {
-  const dtype = str(flags, "dtype");
-  if (dtype !== undefined && !["f32", "bf16", "f16", "q8_0", "q4_0"].includes(dtype)) throw new UsageError(`--dtype is f32, bf16, f16, q8_0 or q4_0, got '${dtype}'`);
+  bufferDtype(flags, "dtype");
   const kvDtype = str(flags, "kv-dtype");
   if (kvDtype !== undefined && kvDtype !== "f32" && kvDtype !== "bf16" && kvDtype !== "int8") throw new UsageError(`--kv-dtype is f32, bf16 or int8, got '${kvDtype}'`);
   const threads = str(flags, "threads");
@@ -259,8 +269,7 @@ function checkLoadFlags(flags: Flags): void {
 }
 
 async function loadForCli(flags: Flags, showProgress: boolean) {
-  checkLoadFlags(flags);
-  const dtype = str(flags, "dtype") as import("./memory/wasm-buffer.ts").BufferDtype | undefined;
+  const dtype = bufferDtype(flags, "dtype");
   const kvDtype = str(flags, "kv-dtype") as "f32" | "bf16" | "int8" | undefined;
   await enableRelaxedSimdOnNode20();
   const { createRuntime } = await import("./runtime/runtime.ts");
@@ -281,18 +290,25 @@ async function loadForCli(flags: Flags, showProgress: boolean) {
   }
 }
 
-/** A one-line progress bar on stderr when it is a terminal (silent otherwise). */
-function progressBar() {
+/** One line on stderr, rewritten in place, when stderr is a terminal (silent otherwise). */
+function terminalLine() {
   const tty = process.stderr.isTTY === true;
   let last = "";
   return {
-    update: (p: import("./model/load.ts").LoadProgress) => {
-      if (!tty) return;
-      const f = p.totalBytes > 0 ? p.doneBytes / p.totalBytes : 1, width = 30, fill = Math.round(f * width);
-      const line = `${p.phase === "read" ? "reading  " : "uploading"} [${"#".repeat(fill)}${".".repeat(width - fill)}] ${(100 * f).toFixed(0).padStart(3)}% of ${formatBytes(p.totalBytes)}`;
-      if (line !== last) { process.stderr.write(`\r${line}`); last = line; }
-    },
+    show: (line: string) => { if (tty && line !== last) { process.stderr.write(`\r${line}`); last = line; } },
     end: () => { if (tty && last) process.stderr.write("\r\x1b[K"); },
+  };
+}
+
+/** A load progress bar (terminalLine). */
+function progressBar() {
+  const line = terminalLine();
+  return {
+    update: (p: import("./model/load.ts").LoadProgress) => {
+      const f = p.totalBytes > 0 ? p.doneBytes / p.totalBytes : 1, width = 30, fill = Math.round(f * width);
+      line.show(`${p.phase === "read" ? "reading  " : "uploading"} [${"#".repeat(fill)}${".".repeat(width - fill)}] ${(100 * f).toFixed(0).padStart(3)}% of ${formatBytes(p.totalBytes)}`);
+    },
+    end: line.end,
   };
 }
 
@@ -456,8 +472,7 @@ async function evalCommand(args: string[]): Promise<number> {
   if (!textPath) throw new UsageError("eval needs --text FILE");
   const ctx = int(flags, "ctx");
   checkLoadFlags(flags);
-  const refDtype = str(flags, "reference-dtype");
-  if (refDtype !== undefined && !["f32", "bf16", "f16", "q8_0", "q4_0"].includes(refDtype)) throw new UsageError(`--reference-dtype is f32, bf16, f16, q8_0 or q4_0, got '${refDtype}'`);
+  const refDtype = bufferDtype(flags, "reference-dtype");
   const fs = await import("node:fs/promises");
   const stat = await fs.stat(textPath).catch(() => undefined);
   if (!stat?.isFile()) throw new CliError(`${textPath}: no such file`);
@@ -468,7 +483,7 @@ async function evalCommand(args: string[]): Promise<number> {
   let reference;
   if (refPath) {
     const { loadModel } = await import("./model/load.ts");
-    reference = await loadModel(model.transformer.rt, refPath, { dtype: refDtype as import("./memory/wasm-buffer.ts").BufferDtype | undefined });
+    reference = await loadModel(model.transformer.rt, refPath, { dtype: refDtype });
   }
   const ids = model.tokenizer.encode(text);
   const { evaluate } = await import("./model/eval.ts");
@@ -487,34 +502,25 @@ async function evalCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-/** A progress line on stderr when it is a terminal: "label 40% (done / total)". */
+/** "label 40% (done / total)" as a terminalLine. */
 function progressLine(label: string) {
-  const tty = process.stderr.isTTY === true;
-  let last = "";
-  return {
-    update: (done: number, total: number) => {
-      if (!tty) return;
-      const line = `${label} ${(100 * done / total).toFixed(0).padStart(3)}% (${done} / ${total})`;
-      if (line !== last) { process.stderr.write(`\r${line}`); last = line; }
-    },
-    end: () => { if (tty && last) process.stderr.write("\r\x1b[K"); },
-  };
+  const line = terminalLine();
+  return { update: (done: number, total: number) => line.show(`${label} ${(100 * done / total).toFixed(0).padStart(3)}% (${done} / ${total})`), end: line.end };
 }
 
 /** `quantize`: a Hugging Face folder written as a GGUF file llama.cpp reads. */
 async function quantize(args: string[]): Promise<number> {
   const flags = parseFlags("quantize", args, stringFlags("model", "dtype", "out"));
-  const dir = str(flags, "model"), out = str(flags, "out"), dtype = str(flags, "dtype") ?? "q8_0";
+  const dir = str(flags, "model"), out = str(flags, "out"), dtype = bufferDtype(flags, "dtype") ?? "q8_0";
   if (!dir) throw new UsageError("quantize needs --model DIR");
   if (!out || !/\.gguf$/i.test(out)) throw new UsageError("quantize needs --out FILE.gguf");
-  if (!["f32", "f16", "bf16", "q8_0", "q4_0"].includes(dtype)) throw new UsageError(`--dtype is f32, f16, bf16, q8_0 or q4_0, got '${dtype}'`);
   const fs = await import("node:fs/promises");
   const handle = await fs.open(out, "w").catch((e: NodeJS.ErrnoException) => { throw new CliError(`cannot write ${out} (${e.code ?? e.message})`); });
   let ok = false;
   try {
     const { folderToGGUF } = await import("./model/gguf-export.ts");
     const start = performance.now();
-    const bytes = await folderToGGUF(dir, { dtype: dtype as import("./memory/wasm-buffer.ts").BufferDtype, name: dir.replace(/\/+$/, "").split("/").pop() });
+    const bytes = await folderToGGUF(dir, { dtype, name: dir.replace(/\/+$/, "").split("/").pop() });
     await handle.write(bytes);
     ok = true;
     process.stderr.write(`wrote ${out}: ${formatBytes(bytes.length)}, ${dtype} weights, in ${((performance.now() - start) / 1000).toFixed(2)} s\n`);
