@@ -165,9 +165,8 @@ class FolderFiles implements ModelFiles {
     const size = (await handle.stat()).size;
     const out = new Uint8Array(size);
     // In chunks, so that a progress bar moves while a multi-gigabyte shard is read.
-    const CHUNK = 32 << 20;
     for (let at = 0; at < size;) {
-      const { bytesRead } = await handle.read(out, at, Math.min(CHUNK, size - at), at);
+      const { bytesRead } = await handle.read(out, at, Math.min(CHUNK_BYTES, size - at), at);
       if (bytesRead === 0) throw new ModelConfigError(`${this.describe(name)}: the file ended after ${at} of ${size} bytes`);
       at += bytesRead;
       progress?.(at);

@@ -3,7 +3,7 @@ import { PagePool } from "../memory/page-pool.ts";
 import { PersistentArena } from "../memory/persistent-arena.ts";
 import { ScratchArena } from "../memory/scratch-arena.ts";
 import { BUFFER_DTYPES, bufferBytes, residentBuffer, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
-import { isQuantDtype, quantRowBytes, QUANT_BLOCK, type QuantDtype } from "../formats/quant.ts";
+import { isQuantDtype, quantRowBytes, type QuantDtype } from "../formats/quant.ts";
 import { attentionArrays, attentionShape, type AttentionArgs, type AttentionShape } from "../ops/attention.ts";
 import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts";
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
