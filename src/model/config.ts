@@ -109,6 +109,15 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   };
 }
 
+/**
+ * The fewest tensors a model of this config has (9 per layer, the embedding, the final norm):
+ * a config that claims more layers than its files could hold is refused before anything
+ * proportional to its layer count is built.
+ */
+export function minTensorCount(cfg: ModelConfig): number {
+  return cfg.numLayers * 9 + 2;
+}
+
 /** Tensor names and shapes this config needs (Hugging Face naming). */
 export function expectedTensors(cfg: ModelConfig): Map<string, number[]> {
   const m = new Map<string, number[]>();

@@ -4,7 +4,7 @@
 import { SafetensorsError } from "../errors.ts";
 import { parseHeader, readHeaderLength, type TensorInfo } from "../formats/safetensors.ts";
 import { isPlainFileName, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
-import { expectedTensors, ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
+import { expectedTensors, minTensorCount, ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
 
 export interface FolderTensor extends TensorInfo { file: string }
 
@@ -93,9 +93,7 @@ export async function inspectModel(source: ModelSource | ModelFiles): Promise<Mo
       if (tensors.get(name)?.file !== file) throw new SafetensorsError(`${files.describe(indexName)}: tensor '${name}' is mapped to ${file}, which does not hold it`);
     }
   }
-  // Each layer has at least 9 tensors: a config that claims more layers than the files could
-  // hold is refused before anything proportional to its layer count is built.
-  if (config.numLayers * 9 + 2 > tensors.size) {
+  if (minTensorCount(config) > tensors.size) {
     throw new ModelConfigError(`${files.describe("config.json")}: num_hidden_layers is ${config.numLayers}, but the safetensors files hold only ${tensors.size} tensors (each layer needs at least 9)`);
   }
   const missing: string[] = [];

@@ -5,7 +5,7 @@
 // tokenizer.json for @huggingface/tokenizers (byte-level BPE with merges, or SentencePiece
 // with scores turned into merges) with the chat template from tokenizer.chat_template.
 import { GGUFError, readGGUFHeader, type GGUFHeader, type GGUFTensor, type GGUFValue } from "../formats/gguf.ts";
-import { expectedTensors, ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
+import { expectedTensors, minTensorCount, ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
 import type { ModelFiles } from "./files.ts";
 
 export interface GGUFModelInfo {
@@ -98,7 +98,7 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     ...(arch === "llama" && byName.has("blk.0.attn_q.bias") ? { attention_bias: true } : {}),
   };
   const config = parseModelConfig(configJson, `${where} (metadata)`);
-  if (config.numLayers * 9 + 2 > byName.size) throw fail(`${arch}.block_count is ${config.numLayers}, but the file holds only ${byName.size} tensors`);
+  if (minTensorCount(config) > byName.size) throw fail(`${arch}.block_count is ${config.numLayers}, but the file holds only ${byName.size} tensors`);
 
   // llama.cpp's converter permutes q and k rows of llama-style models for its RoPE layout.
   const permutes = arch === "llama" || arch === "mistral";
