@@ -18,6 +18,8 @@ const COMMANDS = `commands (gqa-wasm <command> --help for its options):
   demo      (default) MHA vs GQA-8 vs GQA-4 vs MQA vs DeciLM-7B variable GQA decode, then a
             synthetic SmolLM2-135M-shaped generation
   run       generate text with a Hugging Face model folder (streamed), or chat with it
+  serve     an OpenAI-compatible HTTP API (chat, completions, streaming, JSON schemas) with
+            continuous batching
   info      what a model holds: architecture, parameters, KV heads, KV bytes vs MHA
   quantize  write a Hugging Face folder as a GGUF file (q8_0, q4_0, f16, bf16, f32)
   eval      perplexity on a text file; with --reference, KL divergence and top-1 agreement
@@ -51,6 +53,22 @@ prefill and greedy decode through the paged KV cache, with tokens/s.
   --repeats 15               timed calls per shape (median reported)
   --build relaxed|simd       force a kernel build (default: the best this engine runs)
   --model none               skip the synthetic-model generation at the end
+`,
+  serve: `usage: gqa-wasm serve --model DIR|FILE.gguf [options]
+
+An OpenAI-compatible API: GET /v1/models, POST /v1/chat/completions, POST /v1/completions
+(streaming, stop, seed, logprobs, response_format json_object / json_schema), GET /health.
+Requests in flight decode together (continuous batching); repeated prompt prefixes are reused.
+
+  --host 127.0.0.1           address to listen on (only this machine unless told otherwise)
+  --port 8080                port (0: any free port; the address is printed)
+  --model-id NAME            the model name clients send (default: the folder or file name)
+  --api-key KEY              require Authorization: Bearer KEY (or set GQA_WASM_API_KEY)
+  --max-sequences 8          requests decoding at once; more wait in a queue
+  --max-queue 64             requests waiting; beyond it 503 with Retry-After
+  --kv-tokens N              KV cache for all requests (default max-sequences x min(context, 4096))
+  --max-body-bytes 4194304   largest request body (413 beyond)
+  --dtype f32|bf16|f16|q8_0|q4_0   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
 `,
   run: `usage: gqa-wasm run --model DIR --prompt "..." [options]
        gqa-wasm run --model DIR --chat [--system "..."] [--prompt "..."]
@@ -152,6 +170,7 @@ function parseFlags(command: string, args: string[], spec: FlagSpec): Flags {
 }
 
 const nodeUtil = await import("node:util");
+const nodePath = await import("node:path");
 
 function str(flags: Flags, name: string): string | undefined {
   const v = flags[name];
@@ -197,6 +216,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === "info") return info(rest);
   if (command === "quantize") return quantize(rest);
   if (command === "eval") return evalCommand(rest);
+  if (command === "serve") return serve(rest);
   if (command === "logits" || command === "generate" || command === "run") return runModel(command, rest);
   if (command !== "demo") throw new UsageError(`unknown command '${command}'`);
   const flags = parseFlags("demo", rest, stringFlags("contexts", "heads", "head-dim", "repeats", "build", "model"));
@@ -566,6 +586,37 @@ async function info(args: string[]): Promise<number> {
     `KV heads per layer: ${new Set(kv).size === 1 ? `${kv[0]} in every layer` : kv.join(",")}`,
     `KV cache per token (f32): ${formatBytes(s.kvBytesPerToken)}; as MHA: ${formatBytes(s.mhaKvBytesPerToken)} (${(s.mhaKvBytesPerToken / s.kvBytesPerToken).toFixed(1)}x more)`,
   ].join("\n") + "\n");
+  return 0;
+}
+
+async function serve(args: string[]): Promise<number> {
+  const flags = parseFlags("serve", args, stringFlags("model", "host", "port", "model-id", "api-key", "max-sequences", "max-queue", "kv-tokens", "max-body-bytes", "dtype", "kv-dtype", "threads"));
+  const dir = str(flags, "model");
+  if (!dir) throw new UsageError("--model is required");
+  checkLoadFlags(flags);
+  const port = int(flags, "port") ?? 8080;
+  if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
+  const host = str(flags, "host") ?? "127.0.0.1";
+  const options = {
+    modelId: str(flags, "model-id") ?? nodePath.basename(nodePath.resolve(dir)).replace(/\.gguf$/i, ""),
+    apiKey: str(flags, "api-key") ?? (process.env.GQA_WASM_API_KEY || undefined),
+    maxSequences: int(flags, "max-sequences"), maxQueue: int(flags, "max-queue"), maxCacheTokens: int(flags, "kv-tokens"),
+    maxBodyBytes: int(flags, "max-body-bytes"), kvDtype: str(flags, "kv-dtype") as "f32" | "bf16" | "int8" | undefined,
+  };
+  for (const [name, v] of [["max-sequences", options.maxSequences], ["max-queue", options.maxQueue], ["kv-tokens", options.maxCacheTokens], ["max-body-bytes", options.maxBodyBytes]] as const) {
+    if (v !== undefined && v < 1) throw new UsageError(`--${name} must be at least 1, got ${v}`);
+  }
+  const { model } = await loadForCli(flags, true);
+  const { serveNode } = await import("./serve/node.ts");
+  const server = await serveNode(model, { ...options, host, port });
+  process.stderr.write(`gqa-wasm: serving '${options.modelId}' at ${server.url}/v1 (${options.apiKey ? "API key required" : "no API key"}); Ctrl-C stops\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => { process.off("SIGINT", stop); process.off("SIGTERM", stop); resolve(); };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+  await server.close();
+  model.dispose();
   return 0;
 }
 

@@ -267,7 +267,7 @@ function longestStopPrefix(text: string, stops: readonly string[]): number {
 }
 
 /** One macrotask: setImmediate where it exists (Node, Bun, Deno), else a MessageChannel round trip. */
-function yieldToEventLoop(): Promise<void> {
+export function yieldToEventLoop(): Promise<void> {
   const g = globalThis as { setImmediate?: (f: () => void) => void };
   if (g.setImmediate) return new Promise((resolve) => g.setImmediate!(resolve));
   if (typeof MessageChannel !== "undefined") {

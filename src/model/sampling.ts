@@ -116,7 +116,7 @@ function ranksBefore(z: Logits, a: number, b: number): boolean {
 }
 
 /** The k best ids, best first, in one pass keeping a k-sized min-heap (most tokens fail one comparison). */
-function topKOf(z: Logits, k: number): number[] {
+export function topKOf(z: Logits, k: number): number[] {
   const h: number[] = [];
   const down = (i: number) => {
     for (;;) {

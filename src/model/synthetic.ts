@@ -7,6 +7,7 @@
 import { writeSafetensors, type SafetensorsDtype, type TensorToWrite } from "../formats/safetensors.ts";
 import { seededArray, seededTrainedLike } from "../random.ts";
 import { expectedTensors, parseModelConfig, type ModelConfig } from "./config.ts";
+import { byteChars } from "./tokenizer.ts";
 
 /** ChatML special tokens (SmolLM2, Qwen2.5), ids 0, 1, 2. */
 export const CHATML_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
@@ -22,15 +23,6 @@ export const TINY_CHAT_MODEL = {
   num_key_value_heads: 2, vocab_size: BYTE_TOKENIZER_VOCAB, rms_norm_eps: 1e-5, rope_theta: 10000,
   max_position_embeddings: 1024, tie_word_embeddings: true, eos_token_id: 2,
 };
-
-/** GPT-2's byte -> printable character map, in which byte-level BPE vocabularies are written. */
-function byteChars(): string[] {
-  const printable = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-  const chars: string[] = [];
-  let extra = 0;
-  for (let b = 0; b < 256; b++) chars.push(String.fromCodePoint(printable(b) ? b : 256 + extra++));
-  return chars;
-}
 
 /** tokenizer.json and tokenizer_config.json of a byte-level BPE tokenizer (the GPT-2 / Llama-3 / Qwen2 kind). */
 export function byteLevelTokenizer(options: { chatTemplate?: string | null } = {}): { "tokenizer.json": string; "tokenizer_config.json": string } {

@@ -13,6 +13,7 @@ export interface ChatMessage {
 export class TextTokenizer {
   private readonly tokenizer: Tokenizer;
   private readonly template?: ChatTemplate;
+  private readonly byteLevel: boolean;
   readonly bosToken?: string;
   readonly eosToken?: string;
 
@@ -26,6 +27,9 @@ export class TextTokenizer {
     } catch (e) {
       throw new ModelConfigError(`${source}: not a tokenizer this runtime can read (${(e as Error).message})`);
     }
+    // Byte-level vocabularies (GPT-2, Llama 3, Qwen2) write bytes as printable characters;
+    // SentencePiece ones write spaces as U+2581 and raw bytes as <0xNN>.
+    this.byteLevel = JSON.stringify((tokenizerJson as { decoder?: unknown })?.decoder ?? null).includes("ByteLevel");
     this.bosToken = tokenText(tokenizerConfig.bos_token);
     this.eosToken = tokenText(tokenizerConfig.eos_token);
     const fromConfig = pickTemplate(tokenizerConfig.chat_template);
@@ -56,6 +60,29 @@ export class TextTokenizer {
 
   tokenId(token: string): number | undefined { return this.tokenizer.token_to_id(token); }
 
+  /**
+   * The bytes each token id below `vocabSize` stands for in decoded text (what constrained
+   * decoding matches against); undefined for added and special tokens and unused ids.
+   */
+  tokenBytes(vocabSize: number): (Uint8Array | undefined)[] {
+    const added = new Set(this.tokenizer.added_tokens.map((t: { id: number }) => t.id));
+    const fromChar = new Map(byteChars().map((c, b) => [c, b]));
+    const utf8 = new TextEncoder();
+    const table: (Uint8Array | undefined)[] = [];
+    for (let id = 0; id < vocabSize; id++) {
+      const piece = added.has(id) ? undefined : this.tokenizer.id_to_token(id);
+      if (piece === undefined) { table.push(undefined); continue; }
+      if (this.byteLevel) {
+        const bytes = [...piece].map((c) => fromChar.get(c));
+        table.push(bytes.every((b) => b !== undefined) ? Uint8Array.from(bytes as number[]) : undefined);
+        continue;
+      }
+      const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+      table.push(byte ? Uint8Array.of(parseInt(byte[1]!, 16)) : utf8.encode(piece.replaceAll("\u2581", " ")));
+    }
+    return table;
+  }
+
   /** The prompt text for `messages`, as the model was trained to see them, ending with the assistant's turn opened. */
   applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
     if (!this.template) throw new ModelConfigError("this model's tokenizer has no chat template (tokenizer_config.json chat_template or chat_template.jinja)");
@@ -64,6 +91,15 @@ export class TextTokenizer {
       bos_token: this.bosToken ?? "", eos_token: this.eosToken ?? "",
     });
   }
+}
+
+/** GPT-2's byte -> printable character map, in which byte-level BPE vocabularies are written. */
+export function byteChars(): string[] {
+  const printable = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  const chars: string[] = [];
+  let extra = 0;
+  for (let b = 0; b < 256; b++) chars.push(String.fromCodePoint(printable(b) ? b : 256 + extra++));
+  return chars;
 }
 
 /** A special token as tokenizer_config.json writes it: a string or an AddedToken object. */

@@ -16,6 +16,9 @@ interface LayerWeights {
   gate: WasmBuffer; up: WasmBuffer; down: WasmBuffer;
 }
 
+/** One sequence's share of a batched forward pass: the tokens to append after what it holds. */
+export interface BatchItem { seq: KVSequence; tokens: readonly number[] }
+
 export class TransformerModel {
   private readonly layers: LayerWeights[];
   private readonly finalNorm: WasmBuffer;
@@ -85,27 +88,49 @@ export class TransformerModel {
    * On an error the sequence is rolled back to what it held before.
    */
   forward(cache: KVCache, seq: KVSequence, tokens: readonly number[], options: { logits?: "all" | "last" } = {}): Float32Array {
-    const before = seq.length(0);
+    return this.forwardBatch(cache, [{ seq, tokens }], options);
+  }
+
+  /**
+   * One pass over the weights for several sequences at once (continuous batching): each item's
+   * tokens are appended after what its sequence holds, the linear layers run on all their rows
+   * together, RoPE and attention per sequence at its own positions. Returns the logits of every
+   * row [rows, vocab] in item order, or with `logits: "last"` each item's last row [items, vocab].
+   * On an error every sequence is rolled back to what it held before.
+   */
+  forwardBatch(cache: KVCache, items: readonly BatchItem[], options: { logits?: "all" | "last" } = {}): Float32Array {
+    const starts = items.map(({ seq }) => seq.length(0));
     try {
-      return this.forwardTokens(cache, seq, tokens, options.logits ?? "all");
+      return this.forwardRows(cache, items, starts, options.logits ?? "all");
     } catch (e) {
-      if (!seq.isFreed && seq.lengths.some((n) => n > before)) cache.truncate(seq, before);
+      items.forEach(({ seq }, i) => {
+        if (!seq.isFreed && seq.lengths.some((n) => n > starts[i]!)) cache.truncate(seq, starts[i]!);
+      });
       throw e;
     }
   }
 
-  private forwardTokens(cache: KVCache, seq: KVSequence, tokens: readonly number[], logitRows: "all" | "last"): Float32Array {
-    const c = this.config, rt = this.rt, n = tokens.length;
+  private forwardRows(cache: KVCache, items: readonly BatchItem[], starts: readonly number[], logitRows: "all" | "last"): Float32Array {
+    const c = this.config, rt = this.rt;
     const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V } = c;
-    if (n === 0) throw new RangeError("forward: no tokens");
-    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= V) throw new RangeError(`forward: token id ${t} is outside the vocabulary [0, ${V})`);
-    const start = seq.length(0);
-    if (start + n > c.maxPositionEmbeddings) throw new RangeError(`forward: position ${start + n} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
-    if (start + n > this.rope.positions) this.growRope(start + n);
+    if (items.length === 0) throw new RangeError("forward: no sequences");
+    if (new Set(items.map(({ seq }) => seq)).size !== items.length) throw new RangeError("forward: a sequence appears twice in one batch");
+    let n = 0;
+    items.forEach(({ tokens }, i) => {
+      if (tokens.length === 0) throw new RangeError("forward: no tokens");
+      for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= V) throw new RangeError(`forward: token id ${t} is outside the vocabulary [0, ${V})`);
+      const end = starts[i]! + tokens.length;
+      if (end > c.maxPositionEmbeddings) throw new RangeError(`forward: position ${end} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
+      if (end > this.rope.positions) this.growRope(end);
+      n += tokens.length;
+    });
+    // Row ranges of the items in the batch.
+    const firstRow: number[] = [];
+    items.reduce((row, { tokens }) => { firstRow.push(row); return row + tokens.length; }, 0);
     const buffers: WasmBuffer[] = [];
     const tmp = (len: number) => { const b = rt.alloc(len); buffers.push(b); return b; };
     try {
-      // From 4 tokens up the linear layers run on `m` rows, n rounded up to whole 4-row GEMM
+      // From 4 rows up the linear layers run on `m` rows, n rounded up to whole 4-row GEMM
       // tiles: the kernel's rows past the last tile go one at a time, slower per row than a
       // zero-padded tile (SmolLM2-135M bf16, 11 tokens: 241 ms unpadded, 201 ms padded); below 4
       // rows that one-row path is the faster one (2 tokens: 75 vs 107 ms). Padding rows are zeros
@@ -113,15 +138,15 @@ export class TransformerModel {
       const m = n < 4 ? n : Math.ceil(n / 4) * 4;
       const x = tmp(m * hd), h = tmp(m * hd), q = tmp(m * H * D), attn = tmp(m * H * D), o = tmp(m * hd);
       const gate = tmp(m * ff), up = tmp(m * ff), down = tmp(m * hd);
-      const qRows = q.subarray(0, n * H * D), attnRows = attn.subarray(0, n * H * D);
       const xs = x.array;
-      tokens.forEach((t, i) => xs.set(this.embedding.subarray(t * hd, (t + 1) * hd).toFloat32Array(), i * hd));
+      items.forEach(({ tokens }, i) => tokens.forEach((t, j) => xs.set(this.embedding.subarray(t * hd, (t + 1) * hd).toFloat32Array(), (firstRow[i]! + j) * hd)));
       // K and V of the new tokens, sized for the layer with the most KV heads, reused by every layer.
       const maxKv = Math.max(...c.kvHeadsPerLayer);
       const kAll = tmp(m * maxKv * D), vAll = tmp(m * maxKv * D);
       const linear = (input: WasmBuffer, w: WasmBuffer, out: WasmBuffer, inF: number, outF: number, bias?: WasmBuffer) =>
         rt.linearInto({ x: input, weight: w, bias, out, inFeatures: inF, outFeatures: outF });
       const residual = (into: WasmBuffer, add: WasmBuffer) => { const a = into.array, b = add.array; for (let i = 0; i < a.length; i++) a[i]! += b[i]!; };
+      const rows = (buf: WasmBuffer, i: number, width: number) => buf.subarray(firstRow[i]! * width, (firstRow[i]! + items[i]!.tokens.length) * width);
       this.layers.forEach((L, l) => {
         const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
         const kb = kAll.subarray(0, m * kvDim), vb = vAll.subarray(0, m * kvDim);
@@ -129,11 +154,14 @@ export class TransformerModel {
         linear(h, L.q, q, hd, H * D, L.qBias);
         linear(h, L.k, kb, hd, kvDim, L.kBias);
         linear(h, L.v, vb, hd, kvDim, L.vBias);
-        rt.kernels.rope_f32(q.ptr, n, H, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
-        rt.kernels.rope_f32(kb.ptr, n, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, start);
-        // Copies: appending may grow memory, which would detach views of kb / vb.
-        cache.append(seq, l, kb.subarray(0, n * kvDim).toFloat32Array(), vb.subarray(0, n * kvDim).toFloat32Array());
-        cache.attentionInto(seq, l, { q: qRows, out: attnRows, numHeads: H, slidingWindow: c.slidingWindow });
+        items.forEach(({ seq, tokens }, i) => {
+          const count = tokens.length, qi = rows(q, i, H * D), ki = rows(kb, i, kvDim);
+          rt.kernels.rope_f32(qi.ptr, count, H, D, this.rope.cos.ptr, this.rope.sin.ptr, starts[i]!);
+          rt.kernels.rope_f32(ki.ptr, count, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, starts[i]!);
+          // Copies: appending may grow memory, which would detach views of kb / vb.
+          cache.append(seq, l, ki.toFloat32Array(), rows(vb, i, kvDim).toFloat32Array());
+          cache.attentionInto(seq, l, { q: rows(q, i, H * D), out: rows(attn, i, H * D), numHeads: H, slidingWindow: c.slidingWindow });
+        });
         linear(attn, L.o, o, H * D, hd);
         residual(x, o);
         rt.kernels.rmsnorm_f32(x.ptr, L.postNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
@@ -144,10 +172,19 @@ export class TransformerModel {
         residual(x, down);
       });
       rt.kernels.rmsnorm_f32(x.ptr, this.finalNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
-      const rows = logitRows === "all" ? m : 1;
-      const logits = tmp(rows * V);
-      linear(logitRows === "all" ? h : h.subarray((n - 1) * hd, n * hd), this.lmHead, logits, hd, V);
-      if (rows > n) return logits.subarray(0, n * V).toFloat32Array();
+      if (logitRows === "all") {
+        const logits = tmp(m * V);
+        linear(h, this.lmHead, logits, hd, V);
+        return logits.subarray(0, n * V).toFloat32Array();
+      }
+      // Only each item's last row goes through the LM head, gathered into consecutive rows.
+      const last = items.length === 1 ? h.subarray((n - 1) * hd, n * hd) : tmp(items.length * hd);
+      if (items.length > 1) {
+        const hs = h.array, ls = last.array;
+        items.forEach(({ tokens }, i) => { const r = firstRow[i]! + tokens.length - 1; ls.set(hs.subarray(r * hd, (r + 1) * hd), i * hd); });
+      }
+      const logits = tmp(items.length * V);
+      linear(last, this.lmHead, logits, hd, V);
       return logits.toFloat32Array();
     } finally {
       for (const b of buffers) b.free();

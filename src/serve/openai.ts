@@ -1,0 +1,357 @@
+// The OpenAI-compatible API as one web-standard handler, `(Request) => Promise<Response>`, on
+// Hono: the same object serves Node (@hono/node-server), Deno.serve, Bun.serve and a Cloudflare
+// Worker. Requests are checked field by field (unknown fields, wrong types and out-of-range
+// values are 400s in OpenAI's error shape) before anything is queued; generation runs on the
+// BatchScheduler, so concurrent requests decode together.
+import { Hono, type Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import type { LanguageModel } from "../model/language-model.ts";
+import type { ChatMessage } from "../model/tokenizer.ts";
+import type { KVDtype } from "../kv/kv-cache.ts";
+import { compileSchema, JSON_OBJECT, JsonConstraint, SchemaError, TokenTable } from "./json-constraint.ts";
+import { BatchScheduler, ServerBusyError, type CompletionJob, type CompletionOutcome, type SchedulerOptions, type TokenEvent } from "./scheduler.ts";
+
+export interface OpenAIServerOptions extends SchedulerOptions {
+  /** The id /v1/models lists and requests must name (default "gqa-wasm"). */
+  modelId?: string;
+  /** With a key, /v1 requests need `Authorization: Bearer KEY`. */
+  apiKey?: string;
+  /** Largest request body (default 4 MiB). */
+  maxBodyBytes?: number;
+  /** KV cache for all sequences, in tokens (default maxSequences x min(context, 4096)). */
+  maxCacheTokens?: number;
+  kvDtype?: KVDtype;
+}
+
+export interface OpenAIServer {
+  fetch: (request: Request) => Promise<Response>;
+  scheduler: BatchScheduler;
+  /** Ends running requests, frees the server's KV cache. */
+  close(): void;
+}
+
+/** A request the API refuses: status, OpenAI error type, the parameter at fault. */
+export class ApiError extends Error {
+  constructor(readonly status: number, message: string, readonly param: string | null = null, readonly code: string | null = null, readonly type = status === 401 ? "authentication_error" : status >= 500 ? "server_error" : "invalid_request_error") {
+    super(message);
+  }
+}
+
+const CHAT_FIELDS = new Set(["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "n", "response_format", "user"]);
+const COMPLETION_FIELDS = new Set(["model", "prompt", "stream", "stream_options", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "n", "best_of", "echo", "user", "response_format"]);
+const now = () => Math.floor(Date.now() / 1000);
+
+export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOptions = {}): OpenAIServer {
+  const modelId = options.modelId ?? "gqa-wasm";
+  const context = model.config.maxPositionEmbeddings;
+  const maxSequences = options.maxSequences ?? 8;
+  const cache = model.transformer.createCache({ dtype: options.kvDtype, maxTokens: options.maxCacheTokens ?? maxSequences * Math.min(context, 4096) });
+  const scheduler = new BatchScheduler(model.transformer, cache, model.tokenizer, { ...options, maxSequences, maxCacheTokens: options.maxCacheTokens ?? maxSequences * Math.min(context, 4096) });
+  const created = now();
+  let tokenTable: TokenTable | undefined;
+  let tokenBytes: (Uint8Array | undefined)[] | undefined;
+  const bytesOf = () => (tokenBytes ??= model.tokenizer?.tokenBytes(model.config.vocabSize) ?? []);
+  const expectedKey = options.apiKey;
+
+  const app = new Hono();
+  app.onError((e, c) => errorResponse(c, e));
+  app.notFound((c) => errorResponse(c, new ApiError(404, `no route ${c.req.method} ${new URL(c.req.url).pathname}`)));
+  app.use("/v1/*", async (c, next) => {
+    if (expectedKey !== undefined && !(await sameSecret(bearer(c.req.header("authorization")), expectedKey))) {
+      throw new ApiError(401, "a valid API key is needed: Authorization: Bearer <key>", null, "invalid_api_key");
+    }
+    await next();
+  });
+  app.use("/v1/*", bodyLimit({ maxSize: options.maxBodyBytes ?? 4 << 20, onError: (c) => errorResponse(c, new ApiError(413, `the request body is larger than ${options.maxBodyBytes ?? 4 << 20} bytes`)) }));
+
+  app.get("/health", (c) => c.json({ status: "ok", model: modelId, scheduler: scheduler.stats() }));
+  const modelObject = { id: modelId, object: "model", created, owned_by: "gqa-wasm" };
+  app.get("/v1/models", (c) => c.json({ object: "list", data: [modelObject] }));
+  app.get("/v1/models/:id", (c) => {
+    if (c.req.param("id") !== modelId) throw new ApiError(404, `the model '${c.req.param("id")}' does not exist; this server has '${modelId}'`, "model", "model_not_found");
+    return c.json(modelObject);
+  });
+
+  app.post("/v1/chat/completions", async (c) => {
+    const body = await jsonBody(c);
+    checkFields(body, CHAT_FIELDS);
+    checkModel(body.model, modelId);
+    const messages = chatMessages(body.messages);
+    const tokenizer = model.tokenizer;
+    if (!tokenizer?.hasChatTemplate) throw new ApiError(400, "this model has no chat template; use /v1/completions", "messages");
+    const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages), { addSpecialTokens: false });
+    const logprobs = optional(body.logprobs, "logprobs", "boolean") ?? false;
+    const top = integerIn(body.top_logprobs, "top_logprobs", 0, 20);
+    if (top !== undefined && !logprobs) throw new ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs");
+    const maxTokens = body.max_completion_tokens !== undefined ? body.max_completion_tokens : body.max_tokens;
+    const job = buildJob(body, prompt, maxTokens === body.max_completion_tokens && body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens", logprobs ? top ?? 0 : undefined);
+    return respond(c, body, job, "chat");
+  });
+
+  app.post("/v1/completions", async (c) => {
+    const body = await jsonBody(c);
+    checkFields(body, COMPLETION_FIELDS);
+    checkModel(body.model, modelId);
+    if (body.echo !== undefined && body.echo !== false) throw new ApiError(400, "echo is not supported", "echo");
+    if (body.best_of !== undefined && body.best_of !== 1) throw new ApiError(400, "best_of must be 1", "best_of");
+    const prompt = completionPrompt(body.prompt);
+    const top = integerIn(body.logprobs, "logprobs", 0, 5);
+    return respond(c, body, buildJob(body, prompt, "max_tokens", top), "text");
+  });
+
+  function completionPrompt(p: unknown): number[] {
+    const V = model.config.vocabSize;
+    const text = (s: string) => {
+      if (!model.tokenizer) throw new ApiError(400, "this model has no tokenizer; send the prompt as token ids", "prompt");
+      return model.encode(s);
+    };
+    if (typeof p === "string") return text(p);
+    if (Array.isArray(p) && p.length === 1 && typeof p[0] === "string") return text(p[0]);
+    if (Array.isArray(p) && p.length === 1 && Array.isArray(p[0])) return completionPrompt(p[0]);
+    if (Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t))) {
+      for (const t of p as number[]) if (t < 0 || t >= V) throw new ApiError(400, `token id ${t} is outside the vocabulary [0, ${V})`, "prompt");
+      return p as number[];
+    }
+    if (Array.isArray(p) && p.length > 1) throw new ApiError(400, "one prompt per request (a list of prompts is not supported)", "prompt");
+    throw new ApiError(400, "prompt must be a string or a list of token ids", "prompt");
+  }
+
+  function buildJob(body: Record<string, unknown>, prompt: number[], maxTokensField: string, logprobs: number | undefined): CompletionJob {
+    if (prompt.length === 0) throw new ApiError(400, "the prompt has no tokens", "prompt");
+    const n = integerIn(body.n, "n", 1, Infinity);
+    if (n !== undefined && n !== 1) throw new ApiError(400, "n must be 1 (one choice per request)", "n");
+    const room = context - prompt.length;
+    if (room < 1) throw new ApiError(400, `this model's maximum context length is ${context} tokens; the prompt has ${prompt.length}`, "messages", "context_length_exceeded");
+    const asked = integerIn(body[maxTokensField], maxTokensField, 1, Infinity);
+    if (asked !== undefined && asked > room) {
+      throw new ApiError(400, `this model's maximum context length is ${context} tokens; the prompt has ${prompt.length} and ${maxTokensField} asks for ${asked}`, maxTokensField, "context_length_exceeded");
+    }
+    const fits = scheduler.maxRequestTokens - prompt.length;
+    if (fits < 1) throw new ApiError(400, `the prompt (${prompt.length} tokens) does not fit this server's KV cache (${scheduler.maxRequestTokens} tokens per request)`, "messages", "context_length_exceeded");
+    const maxTokens = asked ?? Math.min(room, fits);
+    const temperature = numberIn(body.temperature, "temperature", 0, 2) ?? model.defaults.sampling.temperature ?? 1;
+    const topP = numberIn(body.top_p, "top_p", 0, 1) ?? model.defaults.sampling.topP ?? 1;
+    const eos = new Set(model.defaults.eosTokenIds);
+    return {
+      prompt, maxTokens, temperature, topP: Math.max(topP, 1e-9), topK: integerIn(body.top_k, "top_k", 0, Infinity) ?? model.defaults.sampling.topK,
+      seed: integerIn(body.seed, "seed", -(2 ** 53), 2 ** 53) ?? Math.floor(Math.random() * 2 ** 31),
+      frequencyPenalty: numberIn(body.frequency_penalty, "frequency_penalty", -2, 2) ?? 0,
+      presencePenalty: numberIn(body.presence_penalty, "presence_penalty", -2, 2) ?? 0,
+      stopTokens: eos, stopStrings: stopList(body.stop), logprobs,
+      constraint: constraintFor(body.response_format, eos),
+    };
+  }
+
+  function constraintFor(format: unknown, eos: Set<number>): JsonConstraint | undefined {
+    if (format === undefined || format === null) return undefined;
+    if (!isRecord(format) || typeof format.type !== "string") throw new ApiError(400, "response_format must be { type: 'text' | 'json_object' | 'json_schema' }", "response_format");
+    if (format.type === "text") return undefined;
+    if (!model.tokenizer) throw new ApiError(400, "response_format needs the model's tokenizer", "response_format");
+    let root;
+    if (format.type === "json_object") root = JSON_OBJECT;
+    else if (format.type === "json_schema") {
+      const js = format.json_schema;
+      if (!isRecord(js) || typeof js.name !== "string") throw new ApiError(400, "response_format.json_schema needs a name and a schema", "response_format");
+      try {
+        root = compileSchema(js.schema ?? {}, "json_schema.schema");
+      } catch (e) {
+        if (e instanceof SchemaError) throw new ApiError(400, e.message, "response_format");
+        throw e;
+      }
+    } else throw new ApiError(400, `response_format.type '${format.type}' is not one of text, json_object, json_schema`, "response_format");
+    tokenTable ??= new TokenTable(bytesOf(), [...eos]);
+    return new JsonConstraint(tokenTable, root);
+  }
+
+  function stopList(stop: unknown): string[] {
+    if (stop === undefined || stop === null) return [];
+    const list = typeof stop === "string" ? [stop] : stop;
+    if (!Array.isArray(list) || list.length > 4 || !list.every((s) => typeof s === "string" && s.length > 0 && s.length <= 1024)) {
+      throw new ApiError(400, "stop must be a string or a list of up to 4 non-empty strings", "stop");
+    }
+    if (!model.tokenizer) throw new ApiError(400, "stop strings need the model's tokenizer", "stop");
+    return list as string[];
+  }
+
+  const tokenText = (id: number) => {
+    const b = bytesOf()[id];
+    return b ? new TextDecoder().decode(b) : model.tokenizer?.decode([id], { skipSpecialTokens: false }) ?? String(id);
+  };
+  const tokenBytesList = (id: number) => [...(bytesOf()[id] ?? new TextEncoder().encode(tokenText(id)))];
+
+  function chatLogprobs(e: TokenEvent) {
+    return {
+      token: tokenText(e.token), logprob: e.logprob!, bytes: tokenBytesList(e.token),
+      top_logprobs: (e.topLogprobs ?? []).map((t) => ({ token: tokenText(t.token), logprob: t.logprob, bytes: tokenBytesList(t.token) })),
+    };
+  }
+
+  function usage(o: CompletionOutcome) {
+    return { prompt_tokens: o.promptTokens, completion_tokens: o.tokens.length, total_tokens: o.promptTokens + o.tokens.length, prompt_tokens_details: { cached_tokens: o.cachedPromptTokens } };
+  }
+
+  async function respond(c: Context, body: Record<string, unknown>, job: CompletionJob, kind: "chat" | "text"): Promise<Response> {
+    const stream = optional(body.stream, "stream", "boolean") ?? false;
+    const streamOptions = body.stream_options;
+    if (streamOptions !== undefined && streamOptions !== null && (!stream || !isRecord(streamOptions))) throw new ApiError(400, "stream_options needs stream: true", "stream_options");
+    const includeUsage = isRecord(streamOptions) && streamOptions.include_usage === true;
+    const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID().replaceAll("-", "")}`;
+    const stamp = now();
+    const abort = new AbortController();
+    const clientSignal = c.req.raw.signal;
+    clientSignal?.addEventListener("abort", () => abort.abort(), { once: true });
+    job.signal = abort.signal;
+
+    if (!stream) {
+      const events: TokenEvent[] = [];
+      job.onToken = (e) => events.push(e);
+      const outcome = await submit(job);
+      const finish = outcome.finishReason === "length" ? "length" : "stop";
+      const lp = job.logprobs === undefined ? null : kind === "chat" ? { content: events.map(chatLogprobs) } : textLogprobs(events);
+      const choice = kind === "chat"
+        ? { index: 0, message: { role: "assistant", content: outcome.text, refusal: null }, logprobs: lp, finish_reason: finish }
+        : { index: 0, text: outcome.text, logprobs: lp, finish_reason: finish };
+      return c.json({ id, object: kind === "chat" ? "chat.completion" : "text_completion", created: stamp, model: modelId, system_fingerprint: null, choices: [choice], usage: usage(outcome) });
+    }
+
+    const encoder = new TextEncoder();
+    const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
+    let offset = 0;
+    const body$ = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        const send = (data: unknown) => { try { controller.enqueue(encoder.encode(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`)); } catch { /* the client left */ } };
+        const chunk = (choice: Record<string, unknown>) => send({ id, object, created: stamp, model: modelId, system_fingerprint: null, choices: [{ index: 0, ...choice }], ...(includeUsage ? { usage: null } : {}) });
+        if (kind === "chat") chunk({ delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null });
+        job.onToken = (e) => {
+          if (e.text === "" && job.logprobs === undefined) return;
+          if (kind === "chat") chunk({ delta: { content: e.text }, logprobs: job.logprobs === undefined ? null : { content: [chatLogprobs(e)] }, finish_reason: null });
+          else { chunk({ text: e.text, logprobs: job.logprobs === undefined ? null : textLogprobs([e], offset), finish_reason: null }); offset += e.text.length; }
+        };
+        submit(job).then((outcome) => {
+          if (outcome.finishReason === "aborted") return;
+          const finish = outcome.finishReason === "length" ? "length" : "stop";
+          if (kind === "chat") chunk({ delta: {}, logprobs: null, finish_reason: finish });
+          else chunk({ text: "", logprobs: null, finish_reason: finish });
+          if (includeUsage) send({ id, object, created: stamp, model: modelId, system_fingerprint: null, choices: [], usage: usage(outcome) });
+          send("[DONE]");
+        }, (e) => {
+          const err = toApiError(e);
+          send({ error: { message: err.message, type: err.type, param: err.param, code: err.code } });
+        }).finally(() => { try { controller.close(); } catch { /* already closed */ } });
+      },
+      cancel: () => abort.abort(),
+    });
+    return new Response(body$, { headers: { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "keep-alive" } });
+  }
+
+  function textLogprobs(events: TokenEvent[], start = 0) {
+    let at = start;
+    return {
+      tokens: events.map((e) => tokenText(e.token)),
+      token_logprobs: events.map((e) => e.logprob!),
+      top_logprobs: events.map((e) => Object.fromEntries((e.topLogprobs ?? []).map((t) => [tokenText(t.token), t.logprob]))),
+      text_offset: events.map((e) => { const o = at; at += e.text.length; return o; }),
+    };
+  }
+
+  async function submit(job: CompletionJob): Promise<CompletionOutcome> {
+    try {
+      return await scheduler.submit(job);
+    } catch (e) {
+      throw toApiError(e);
+    }
+  }
+
+  return { fetch: (request) => Promise.resolve(app.fetch(request)), scheduler, close: () => { scheduler.close(); cache.dispose(); } };
+}
+
+function toApiError(e: unknown): ApiError {
+  if (e instanceof ApiError) return e;
+  if (e instanceof ServerBusyError) return Object.assign(new ApiError(503, e.message, null, "server_busy"), { retryAfter: e.retryAfterSeconds });
+  if (e instanceof RangeError) return new ApiError(400, e.message, null, "context_length_exceeded");
+  return new ApiError(500, (e as Error)?.message ?? String(e));
+}
+
+function errorResponse(c: Context, e: unknown): Response {
+  const err = toApiError(e);
+  const headers: Record<string, string> = {};
+  const retry = (err as { retryAfter?: number }).retryAfter;
+  if (retry !== undefined) headers["retry-after"] = String(retry);
+  if (err.status === 401) headers["www-authenticate"] = "Bearer";
+  return c.json({ error: { message: err.message, type: err.type, param: err.param, code: err.code } }, err.status as 400, headers);
+}
+
+async function jsonBody(c: Context): Promise<Record<string, unknown>> {
+  let body: unknown;
+  try {
+    body = JSON.parse(await c.req.text());
+  } catch (e) {
+    if ((e as { status?: number })?.status === 413 || (e as Error)?.name === "BodyLimitError") throw e;
+    throw new ApiError(400, "the request body is not valid JSON");
+  }
+  if (!isRecord(body)) throw new ApiError(400, "the request body must be a JSON object");
+  return body;
+}
+
+function checkFields(body: Record<string, unknown>, known: Set<string>): void {
+  for (const k of Object.keys(body)) if (!known.has(k)) throw new ApiError(400, `Unrecognized request argument supplied: ${k}`, k);
+}
+
+function checkModel(model: unknown, id: string): void {
+  if (typeof model !== "string") throw new ApiError(400, "model is required", "model");
+  if (model !== id) throw new ApiError(404, `the model '${model}' does not exist; this server has '${id}'`, "model", "model_not_found");
+}
+
+function chatMessages(raw: unknown): ChatMessage[] {
+  if (!Array.isArray(raw) || raw.length === 0) throw new ApiError(400, "messages must be a non-empty list", "messages");
+  return raw.map((m, i) => {
+    const at = `messages[${i}]`;
+    if (!isRecord(m)) throw new ApiError(400, `${at} must be an object`, at);
+    const role = m.role === "developer" ? "system" : m.role;
+    if (role !== "system" && role !== "user" && role !== "assistant") throw new ApiError(400, `${at}.role must be system, developer, user or assistant`, `${at}.role`);
+    for (const k of Object.keys(m)) if (k !== "role" && k !== "content" && k !== "name") throw new ApiError(400, `${at}.${k} is not supported`, `${at}.${k}`);
+    let content = m.content;
+    if (Array.isArray(content)) {
+      content = content.map((part, j) => {
+        if (!isRecord(part) || part.type !== "text" || typeof part.text !== "string") throw new ApiError(400, `${at}.content[${j}]: only text parts are supported`, `${at}.content`);
+        return part.text;
+      }).join("");
+    }
+    if (typeof content !== "string") throw new ApiError(400, `${at}.content must be a string or a list of text parts`, `${at}.content`);
+    return { role, content };
+  });
+}
+
+function optional<T extends "boolean">(v: unknown, name: string, type: T): boolean | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== type) throw new ApiError(400, `${name} must be a ${type}`, name);
+  return v as boolean;
+}
+
+function numberIn(v: unknown, name: string, min: number, max: number): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max) throw new ApiError(400, `${name} must be a number in [${min}, ${max}]`, name);
+  return v;
+}
+
+function integerIn(v: unknown, name: string, min: number, max: number): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) throw new ApiError(400, `${name} must be an integer${max === Infinity ? ` >= ${min}` : ` in [${min}, ${max}]`}`, name);
+  return v;
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> { return typeof x === "object" && x !== null && !Array.isArray(x); }
+
+function bearer(header: string | undefined): string {
+  const m = /^Bearer\s+(.+)$/i.exec(header ?? "");
+  return m ? m[1]!.trim() : "";
+}
+
+/** Compares digests of the two keys byte by byte, all bytes every time (constant time). */
+async function sameSecret(given: string, expected: string): Promise<boolean> {
+  const digest = async (s: string) => new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)));
+  const [a, b] = await Promise.all([digest(given), digest(expected)]);
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
