@@ -70,7 +70,11 @@ export function compileSchema(schema: unknown, path = "schema", depth = 0): Node
   const type = schema.type;
   if (Array.isArray(type)) {
     if (type.length === 0) throw new SchemaError(`${path}.type: must not be empty`);
-    return union(type.map((t, i) => compileSchema({ ...schema, type: t }, `${path}.type[${i}]`, depth + 1)), `${path}.type`);
+    // Each type takes the keywords that apply to it (maxLength the string, items the array).
+    const unused = keys.filter((k) => k !== "type" && !type.some((t) => SUPPORTED[t as string]?.has(k)));
+    if (unused.length > 0) throw new SchemaError(`${path}: ${unused.join(", ")} ${unused.length > 1 ? "are" : "is"} not supported for constrained decoding`);
+    const only = (t: unknown) => Object.fromEntries(Object.entries(schema).filter(([k]) => IGNORED.has(k) || SUPPORTED[t as string]?.has(k)).map(([k, v]) => [k, k === "type" ? t : v]));
+    return union(type.map((t, i) => compileSchema(only(t), `${path}.type[${i}]`, depth + 1)), `${path}.type`);
   }
   if (typeof type !== "string" || !SUPPORTED[type]) {
     throw new SchemaError(type === undefined ? `${path}: needs a type (or enum, const, anyOf)` : `${path}.type: '${String(type)}' is not a JSON schema type`);

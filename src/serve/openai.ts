@@ -249,7 +249,12 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     return {
       tokens: events.map((e) => tokenText(e.token)),
       token_logprobs: events.map((e) => e.logprob!),
-      top_logprobs: events.map((e) => Object.fromEntries((e.topLogprobs ?? []).map((t) => [tokenText(t.token), t.logprob]))),
+      // Keyed by text, most likely first: tokens that decode alike (parts of a character) keep the likelier.
+      top_logprobs: events.map((e) => {
+        const top: Record<string, number> = {};
+        for (const t of e.topLogprobs ?? []) top[tokenText(t.token)] ??= t.logprob;
+        return top;
+      }),
       text_offset: events.map((e) => { const o = at; at += e.text.length; return o; }),
     };
   }
@@ -278,6 +283,8 @@ function errorResponse(c: Context, e: unknown): Response {
   const retry = (err as { retryAfter?: number }).retryAfter;
   if (retry !== undefined) headers["retry-after"] = String(retry);
   if (err.status === 401) headers["www-authenticate"] = "Bearer";
+  // The body was not read to its end: the connection cannot carry another request.
+  if (err.status === 413) headers.connection = "close";
   return c.json({ error: { message: err.message, type: err.type, param: err.param, code: err.code } }, err.status as 400, headers);
 }
 

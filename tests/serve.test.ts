@@ -1,0 +1,303 @@
+// The OpenAI-compatible server, driven by the official `openai` client over loopback.
+import assert from "node:assert/strict";
+import { Ajv } from "ajv";
+import OpenAI from "openai";
+import { createRuntime, loadModel, syntheticModelFiles, type LanguageModel, type Runtime } from "../src/index.ts";
+import { serveNode, type NodeServer } from "../src/serve/node.ts";
+import { Sampler } from "../src/model/sampling.ts";
+
+const MODEL = "tiny";
+
+describe("serve: OpenAI-compatible API with continuous batching", function () {
+  this.timeout(180_000);
+  let rt: Runtime, model: LanguageModel, server: NodeServer, client: OpenAI;
+  const health = async () => (await (await fetch(`${server.url}/health`)).json()).scheduler;
+  /** Waits until nothing runs or waits, then checks that only the prefix cache holds pages. */
+  const idle = async () => {
+    for (let i = 0; i < 400; i++) {
+      const s = await health();
+      if (s.running === 0 && s.queued === 0) return s;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error("the server did not become idle");
+  };
+  const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+    fetch(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
+
+  before(async () => {
+    rt = await createRuntime();
+    model = await loadModel(rt, syntheticModelFiles());
+    server = await serveNode(model, { port: 0, modelId: MODEL, maxSequences: 16, maxBodyBytes: 256 << 10 });
+    client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused", maxRetries: 0 });
+  });
+  after(async () => { await server?.close(); model?.dispose(); await rt?.dispose(); });
+
+  it("forwardBatch gives each sequence the logits it gets alone", () => {
+    const t = model.transformer, cache = t.createCache();
+    const prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14], [20]];
+    const solo = prompts.map((p) => { const s = cache.createSequence(); const l = t.forward(cache, s, p, { logits: "last" }); cache.free(s); return l; });
+    const seqs = prompts.map(() => cache.createSequence());
+    const batch = t.forwardBatch(cache, prompts.map((p, i) => ({ seq: seqs[i]!, tokens: p })), { logits: "last" });
+    const V = t.config.vocabSize;
+    prompts.forEach((p, i) => {
+      assert.equal(seqs[i]!.length(), p.length);
+      for (let j = 0; j < V; j++) assert.ok(Math.abs(batch[i * V + j]! - solo[i]![j]!) < 1e-4, `sequence ${i} logit ${j}`);
+    });
+    assert.throws(() => t.forwardBatch(cache, [{ seq: seqs[0]!, tokens: [1] }, { seq: seqs[0]!, tokens: [2] }]), /appears twice/);
+    assert.throws(() => t.forwardBatch(cache, [{ seq: seqs[0]!, tokens: [1] }, { seq: seqs[1]!, tokens: [99999] }]), /outside the vocabulary/);
+    assert.deepEqual(seqs.map((s) => s.length()), prompts.map((p) => p.length), "a refused batch leaves every sequence as it was");
+    cache.dispose();
+  });
+
+  it("lists the model and answers a chat, streamed and not, with the same text and usage", async () => {
+    const models = await client.models.list();
+    assert.deepEqual(models.data.map((m) => m.id), [MODEL]);
+    const messages = [{ role: "system" as const, content: "Be brief." }, { role: "user" as const, content: "Hello there" }];
+    const r = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 16, temperature: 0 });
+    assert.equal(r.object, "chat.completion");
+    assert.equal(r.choices[0]!.message.role, "assistant");
+    assert.equal(r.choices[0]!.finish_reason, "length");
+    const prompt = model.tokenizer!.encode(model.tokenizer!.applyChatTemplate(messages), { addSpecialTokens: false });
+    assert.equal(r.usage!.prompt_tokens, prompt.length);
+    assert.equal(r.usage!.completion_tokens, 16);
+    // The same tokens as generating in-process, greedily.
+    const direct = await model.generate(prompt, { temperature: 0, maxNewTokens: 16, stopTokens: [2] }).done;
+    assert.equal(r.choices[0]!.message.content, direct.text);
+    const stream = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 16, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let text = "", finish: string | null = null, usage;
+    const roles: string[] = [];
+    for await (const chunk of stream) {
+      if (chunk.usage) usage = chunk.usage;
+      const c = chunk.choices[0];
+      if (!c) continue;
+      if (c.delta.role) roles.push(c.delta.role);
+      text += c.delta.content ?? "";
+      finish = c.finish_reason ?? finish;
+    }
+    assert.deepEqual(roles, ["assistant"]);
+    assert.equal(text, r.choices[0]!.message.content);
+    assert.equal(finish, "length");
+    assert.equal(usage!.completion_tokens, 16);
+    assert.ok(usage!.prompt_tokens_details!.cached_tokens! >= prompt.length - 1, "the second request reused the first one's prompt from the prefix cache");
+  });
+
+  it("completions: text and token-id prompts, stop strings, seeds, logprobs", async () => {
+    const ids = model.encode("the cat");
+    const a = await client.completions.create({ model: MODEL, prompt: "the cat", max_tokens: 12, temperature: 0 });
+    const b = await client.completions.create({ model: MODEL, prompt: ids, max_tokens: 12, temperature: 0 });
+    assert.equal(a.object, "text_completion");
+    assert.equal(a.choices[0]!.text, b.choices[0]!.text);
+    // A stop string cut from the text, finish_reason stop.
+    const full = a.choices[0]!.text;
+    const stop = full.slice(4, 6);
+    if (stop.length === 2 && !full.slice(0, 4).includes(stop)) {
+      const s = await client.completions.create({ model: MODEL, prompt: "the cat", max_tokens: 12, temperature: 0, stop: [stop] });
+      assert.equal(s.choices[0]!.text, full.slice(0, full.indexOf(stop)));
+      assert.equal(s.choices[0]!.finish_reason, "stop");
+    }
+    // Sampling: the same seed gives the same text, streamed or not.
+    const sampled = (seed: number) => client.completions.create({ model: MODEL, prompt: "the cat", max_tokens: 20, temperature: 1.2, top_p: 0.95, seed }).then((r) => r.choices[0]!.text);
+    assert.equal(await sampled(7), await sampled(7));
+    assert.notEqual(await sampled(7), await sampled(8));
+    // logprobs: the greedy token is the most likely, its logprob the top one.
+    const lp = await client.completions.create({ model: MODEL, prompt: "the cat", max_tokens: 5, temperature: 0, logprobs: 3 });
+    const l = lp.choices[0]!.logprobs!;
+    assert.equal(l.tokens!.length, 5);
+    l.token_logprobs!.forEach((v, i) => {
+      const top = Object.values(l.top_logprobs![i]!);
+      // Keyed by token text: tokens that decode alike (partial UTF-8) share a key.
+      assert.ok(top.length >= 1 && top.length <= 3);
+      assert.ok(v! <= 0 && Math.abs(v! - Math.max(...top)) < 1e-9);
+    });
+    const chat = await client.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "x" }], max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 2 });
+    const content = chat.choices[0]!.logprobs!.content!;
+    assert.equal(content.length, 4);
+    for (const c of content) {
+      assert.equal(c.top_logprobs.length, 2);
+      assert.ok(c.top_logprobs[0]!.logprob >= c.top_logprobs[1]!.logprob && c.logprob === c.top_logprobs[0]!.logprob);
+      assert.ok(Array.isArray(c.bytes));
+    }
+  });
+
+  it("frequency and presence penalties follow OpenAI's rule", async () => {
+    // Greedy with a large presence penalty never repeats a token until every other is worse.
+    const r = await client.completions.create({ model: MODEL, prompt: [5, 6, 7], max_tokens: 30, temperature: 0, presence_penalty: 2, frequency_penalty: 2 });
+    const plain = await client.completions.create({ model: MODEL, prompt: [5, 6, 7], max_tokens: 30, temperature: 0 });
+    assert.notEqual(r.choices[0]!.text, plain.choices[0]!.text);
+    // Checked against a plain computation of the rule on the model's own logits.
+    const t = model.transformer, cache = t.createCache(), seq = cache.createSequence();
+    let logits = t.forward(cache, seq, [5, 6, 7], { logits: "last" });
+    const counts = new Map<number, number>(), out: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const z = Float32Array.from(logits);
+      for (const [tok, n] of counts) z[tok]! -= n * 2 + 2;
+      const next = new Sampler().next(z);
+      out.push(next);
+      if (next === 2) break;
+      counts.set(next, (counts.get(next) ?? 0) + 1);
+      logits = t.forward(cache, seq, [next], { logits: "last" });
+    }
+    cache.dispose();
+    assert.equal(r.choices[0]!.text, model.tokenizer!.decode(out));
+  });
+
+  it("json_schema and json_object outputs always parse and validate", async () => {
+    const ajv = new Ajv({ strict: false });
+    const schema = {
+      type: "object", additionalProperties: false, required: ["name", "age", "tags", "member"],
+      properties: { name: { type: "string", maxLength: 12 }, age: { type: "integer" }, tags: { type: "array", items: { enum: ["red", "green", "blue"] }, maxItems: 3 }, member: { type: "boolean" }, note: { type: ["string", "null"], maxLength: 5 } },
+    };
+    const validate = ajv.compile(schema);
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const r = await client.chat.completions.create({
+        model: MODEL, messages: [{ role: "user", content: `person ${seed}` }], max_tokens: 300, temperature: 1, seed,
+        response_format: { type: "json_schema", json_schema: { name: "person", schema, strict: true } },
+      });
+      assert.equal(r.choices[0]!.finish_reason, "stop", "the bounded schema completes within max_tokens");
+      const value = JSON.parse(r.choices[0]!.message.content!);
+      assert.ok(validate(value), `${r.choices[0]!.message.content}: ${ajv.errorsText(validate.errors)}`);
+    }
+    const stream = await client.chat.completions.create({
+      model: MODEL, messages: [{ role: "user", content: "list" }], max_tokens: 300, temperature: 0.8, seed: 9, stream: true,
+      response_format: { type: "json_schema", json_schema: { name: "list", schema: { type: "array", items: { type: "number" }, minItems: 1, maxItems: 4 } } },
+    });
+    let text = "";
+    for await (const c of stream) text += c.choices[0]?.delta.content ?? "";
+    const arr = JSON.parse(text);
+    assert.ok(Array.isArray(arr) && arr.length >= 1 && arr.length <= 4 && arr.every((x: unknown) => typeof x === "number"), text);
+    // json_object: an object; unbounded, so it may be cut by max_tokens: then finish_reason says so.
+    const o = await client.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "obj" }], max_tokens: 200, temperature: 0.7, seed: 3, response_format: { type: "json_object" } });
+    if (o.choices[0]!.finish_reason === "stop") assert.equal(typeof JSON.parse(o.choices[0]!.message.content!), "object");
+    else assert.equal(o.choices[0]!.finish_reason, "length");
+    const bad = await post("/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "x" }], response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "string", pattern: "a+" } } } });
+    assert.equal(bad.status, 400);
+    assert.match((await bad.json()).error.message, /pattern is not supported/);
+  });
+
+  it("16 concurrent greedy streams each equal their solo run, decoded in shared steps", async () => {
+    const prompts = Array.from({ length: 16 }, (_, i) => `request number ${i}: ${"abc".repeat(i % 5)}`);
+    const run = async (p: string) => {
+      const s = await client.completions.create({ model: MODEL, prompt: p, max_tokens: 24, temperature: 0, stream: true });
+      let text = "";
+      for await (const c of s) text += c.choices[0]?.text ?? "";
+      return text;
+    };
+    const solo: string[] = [];
+    for (const p of prompts) solo.push(await run(p));
+    const before = (await health()).steps;
+    const together = await Promise.all(prompts.map(run));
+    const steps = (await health()).steps - before;
+    assert.deepEqual(together, solo);
+    assert.ok(steps < 16 * 24 / 4, `16 x 24 tokens took ${steps} steps: sequences shared them`);
+  });
+
+  it("a client that disconnects mid-stream aborts its sequence and frees its pages", async () => {
+    const controller = new AbortController();
+    const stream = await client.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "go on" }], max_tokens: 500, temperature: 0, stream: true }, { signal: controller.signal });
+    const abortedBefore = (await health()).aborted;
+    let chunks = 0;
+    try {
+      for await (const _ of stream) if (++chunks === 3) controller.abort();
+    } catch { /* the client's abort */ }
+    const s = await idle();
+    assert.equal(s.aborted, abortedBefore + 1);
+    assert.equal(s.liveSequences, s.prefixEntries, "only the prefix cache holds sequences");
+  });
+
+  it("refuses bad requests with OpenAI's error shape and status", async () => {
+    const msg = [{ role: "user", content: "x" }];
+    const cases: [unknown, number, RegExp][] = [
+      ["{not json", 400, /not valid JSON/],
+      [{ model: MODEL, messages: msg, frobnicate: 1 }, 400, /Unrecognized request argument supplied: frobnicate/],
+      [{ model: "other", messages: msg }, 404, /does not exist/],
+      [{ model: MODEL, messages: msg, n: 2 }, 400, /n must be 1/],
+      [{ model: MODEL, messages: msg, temperature: 3 }, 400, /temperature must be a number in \[0, 2\]/],
+      [{ model: MODEL, messages: msg, max_tokens: 5000 }, 400, /maximum context length is 1024/],
+      [{ model: MODEL, messages: [{ role: "user", content: "word ".repeat(1200) }] }, 400, /maximum context length/],
+      [{ model: MODEL, messages: [{ role: "tool", content: "x" }] }, 400, /role must be/],
+      [{ model: MODEL, messages: [] }, 400, /non-empty list/],
+      [{ model: MODEL, messages: msg, stop: ["a", "b", "c", "d", "e"] }, 400, /up to 4/],
+      [{ model: MODEL, messages: msg, top_logprobs: 2 }, 400, /needs logprobs/],
+      [{ model: MODEL, messages: msg, stream_options: { include_usage: true } }, 400, /needs stream: true/],
+    ];
+    for (const [body, status, message] of cases) {
+      const r = await post("/v1/chat/completions", body);
+      assert.equal(r.status, status, JSON.stringify(body).slice(0, 80));
+      const j = await r.json();
+      assert.match(j.error.message, message);
+      assert.ok("type" in j.error && "param" in j.error && "code" in j.error);
+    }
+    const big = await post("/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "x".repeat(300 << 10) }] });
+    assert.equal(big.status, 413);
+    assert.match((await big.json()).error.message, /larger than/);
+    const unknown = await fetch(`${server.url}/v1/embeddings`, { method: "POST" });
+    assert.equal(unknown.status, 404);
+    // The official client surfaces them as typed errors.
+    await assert.rejects(client.chat.completions.create({ model: "other", messages: [{ role: "user", content: "x" }] }), (e: unknown) => e instanceof OpenAI.NotFoundError);
+  });
+
+  it("with an API key, only requests that carry it get through", async () => {
+    const keyed = await serveNode(model, { port: 0, modelId: MODEL, apiKey: "s3cret" });
+    try {
+      const ok = new OpenAI({ baseURL: `${keyed.url}/v1`, apiKey: "s3cret", maxRetries: 0 });
+      assert.equal((await ok.models.list()).data[0]!.id, MODEL);
+      for (const key of ["wrong", "s3cre", "s3cret2"]) {
+        await assert.rejects(new OpenAI({ baseURL: `${keyed.url}/v1`, apiKey: key, maxRetries: 0 }).models.list(), (e: unknown) => e instanceof OpenAI.AuthenticationError);
+      }
+      const none = await fetch(`${keyed.url}/v1/models`);
+      assert.equal(none.status, 401);
+      assert.equal(none.headers.get("www-authenticate"), "Bearer");
+    } finally {
+      await keyed.close();
+    }
+  });
+
+  it("a full queue answers 503 with Retry-After; waiting requests run when slots free", async () => {
+    const small = await serveNode(model, { port: 0, modelId: MODEL, maxSequences: 1, maxQueue: 1 });
+    try {
+      const body = { model: MODEL, prompt: [5, 6], max_tokens: 300, temperature: 0 };
+      const send = () => fetch(`${small.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      const first = send(), second = send();
+      await new Promise((r) => setTimeout(r, 20));
+      const third = await send();
+      assert.equal(third.status, 503);
+      assert.equal(third.headers.get("retry-after"), "1");
+      assert.equal((await third.json()).error.code, "server_busy");
+      const [a, b] = await Promise.all([first, second]);
+      assert.equal(a.status, 200);
+      assert.equal(b.status, 200);
+      assert.equal((await a.json()).choices[0].text, (await b.json()).choices[0].text);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it("bounded load with random aborts: no failures, no leaked pages", async () => {
+    let state = 12345;
+    const rand = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const failedBefore = (await health()).failed;
+    const jobs = Array.from({ length: 48 }, async (_, i) => {
+      const controller = new AbortController();
+      const abortAfter = rand() < 0.4 ? Math.floor(rand() * 200) : undefined;
+      if (abortAfter !== undefined) setTimeout(() => controller.abort(), abortAfter);
+      const stream = rand() < 0.5;
+      try {
+        const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: "system", content: "Shared system prompt." }, { role: "user", content: `load ${i}` }], max_tokens: 1 + Math.floor(rand() * 40), temperature: rand(), seed: i, stream }, { signal: controller.signal });
+        if (stream) for await (const _ of r as AsyncIterable<unknown>) { /* drain */ }
+        return "done";
+      } catch (e) {
+        if (controller.signal.aborted) return "aborted";
+        throw e;
+      }
+    });
+    const outcomes = await Promise.all(jobs);
+    assert.ok(outcomes.includes("done"));
+    const s = await idle();
+    assert.equal(s.failed, failedBefore, "no request failed");
+    server.api.scheduler.clearPrefixCache();
+    const after = await health();
+    assert.equal(after.pagesUsed, 0, "every page is free");
+    assert.equal(after.liveSequences, 0);
+    assert.equal(after.pagesReserved, 0);
+  });
+});
