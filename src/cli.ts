@@ -190,9 +190,9 @@ function intList(flags: Flags, name: string): number[] | undefined {
   return raw.split(",").map((item) => decimalInt(item, `--${name}`, 1));
 }
 
-function int(flags: Flags, name: string): number | undefined {
+function int(flags: Flags, name: string, min = 1): number | undefined {
   const raw = str(flags, name);
-  return raw === undefined ? undefined : decimalInt(raw, `--${name}`, 1);
+  return raw === undefined ? undefined : decimalInt(raw, `--${name}`, min);
 }
 
 /** A decimal number (e.g. 0.7, -1.5, 2e-3); no hex, no empty string, no Infinity. */
@@ -594,7 +594,7 @@ async function serve(args: string[]): Promise<number> {
   const dir = str(flags, "model");
   if (!dir) throw new UsageError("--model is required");
   checkLoadFlags(flags);
-  const port = int(flags, "port") ?? 8080;
+  const port = int(flags, "port", 0) ?? 8080;
   if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
   const host = str(flags, "host") ?? "127.0.0.1";
   const options = {
@@ -603,9 +603,6 @@ async function serve(args: string[]): Promise<number> {
     maxSequences: int(flags, "max-sequences"), maxQueue: int(flags, "max-queue"), maxCacheTokens: int(flags, "kv-tokens"),
     maxBodyBytes: int(flags, "max-body-bytes"), kvDtype: str(flags, "kv-dtype") as "f32" | "bf16" | "int8" | undefined,
   };
-  for (const [name, v] of [["max-sequences", options.maxSequences], ["max-queue", options.maxQueue], ["kv-tokens", options.maxCacheTokens], ["max-body-bytes", options.maxBodyBytes]] as const) {
-    if (v !== undefined && v < 1) throw new UsageError(`--${name} must be at least 1, got ${v}`);
-  }
   const { model } = await loadForCli(flags, true);
   const { serveNode } = await import("./serve/node.ts");
   const server = await serveNode(model, { ...options, host, port });
