@@ -1,5 +1,5 @@
 // The edge, for real: the Cloudflare Worker example serves a SmolLM2-135M-shaped Q4_0 GGUF from
-// R2 byte shards (miniflare's local R2, workerd), streaming generation and chat; and, measured in
+// R2 byte shards (miniflare's local R2, workerd) through the OpenAI-compatible API; and, measured in
 // a process of its own, loading the same shards as one stream, filling a 2048-token int8 KV
 // cache and decoding stays under 128 MB of JS heap + external memory (wasm memory included).
 import assert from "node:assert/strict";
@@ -25,7 +25,7 @@ describe("the edge: a SmolLM2-135M-shaped Q4_0 model in a 128 MB Worker", functi
     console.log(`      peak JS heap + external: ${(m.peakJsAndExternalBytes / 2 ** 20).toFixed(1)} MiB, of which wasm memory ${(m.wasmMemoryBytes / 2 ** 20).toFixed(1)} MiB; KV cache ${(m.kvBytes / 2 ** 20).toFixed(1)} MiB`);
   });
 
-  it("the Worker streams /model/generate and /model/chat from R2 shards, the same tokens as Node, inside its memory budget", async () => {
+  it("the Worker serves the OpenAI API over the R2 shards: the same tokens as Node, streamed, inside its memory budget", async () => {
     const shards = edgeShardFiles();
     assert.ok(Object.values(shards).every((b) => b.length <= SHARD_BYTES) && Object.keys(shards).length >= 3);
     const whole = new Uint8Array(Object.values(shards).reduce((s, b) => s + b.length, 0));
@@ -34,28 +34,34 @@ describe("the edge: a SmolLM2-135M-shaped Q4_0 model in a 128 MB Worker", functi
     const rt = await createRuntime();
     const node = await loadModel(rt, { "model.gguf": whole });
     const prompt = "The keys and values";
-    const wantText = (await node.generate(prompt, { maxNewTokens: 8, temperature: 0 }).done).text;
-    const chat = node.chat();
-    const wantChat = await chat.send("Hi there", { maxNewTokens: 6, temperature: 0 }).done;
+    const want = await node.generate(prompt, { maxNewTokens: 8, temperature: 0 }).done;
+    const tok = node.tokenizer!;
+    const wantChat = await node.generate(tok.encode(tok.applyChatTemplate([{ role: "user", content: "Hi there" }]), { addSpecialTokens: false }), { maxNewTokens: 6, temperature: 0 }).done;
+    const bytes = tok.tokenBytes(node.config.vocabSize);
     node.dispose();
     await withWorkerExample(shards, async (url) => {
-      const gen = await fetch(new URL(`/model/generate?prompt=${encodeURIComponent(prompt)}&maxNewTokens=8`, url));
+      const post = (path: string, body: unknown) => fetch(new URL(path, url), { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      // Tokens compared as bytes (logprobs carry them): exact even where random weights make invalid UTF-8.
+      const gen = await post("/v1/completions", { model: "model", prompt, max_tokens: 8, temperature: 0 });
       assert.equal(gen.status, 200, await gen.clone().text());
-      assert.match(gen.headers.get("content-type")!, /^text\/plain/);
-      assert.equal(await gen.text(), wantText);
-      assert.ok(Number(gen.headers.get("x-wasm-memory-bytes")) <= 108 << 20);
-      const sse = await fetch(new URL("/model/chat", url), { method: "POST", body: JSON.stringify({ messages: [{ role: "user", content: "Hi there" }], maxNewTokens: 6 }) });
+      const sse = await post("/v1/chat/completions", { model: "model", messages: [{ role: "user", content: "Hi there" }], max_tokens: 6, temperature: 0, stream: true, logprobs: true, stream_options: { include_usage: true } });
       assert.equal(sse.status, 200);
-      assert.equal(sse.headers.get("content-type"), "text/event-stream");
-      const events = (await sse.text()).split("\n\n").filter(Boolean).map((e) => JSON.parse(e.replace(/^data: /, "")) as { text?: string; done?: boolean; tokens?: number[]; wasmMemoryBytes?: number });
-      const done = events.at(-1)!;
-      assert.equal(done.done, true);
-      assert.deepEqual(done.tokens, wantChat.tokens);
-      assert.equal(events.filter((e) => e.text).map((e) => e.text).join(""), wantChat.text);
-      assert.ok(done.wasmMemoryBytes! <= 108 << 20);
-      const bad = await fetch(new URL("/model/chat", url), { method: "POST", body: "{}" });
+      assert.equal(sse.headers.get("content-type"), "text/event-stream; charset=utf-8");
+      const events = (await sse.text()).split("\n\n").filter(Boolean).map((e) => e.replace(/^data: /, ""));
+      assert.equal(events.pop(), "[DONE]");
+      const chunks = events.map((e) => JSON.parse(e) as { choices: { logprobs: { content: { bytes: number[] }[] } | null; finish_reason: string | null }[]; usage: { completion_tokens: number } | null });
+      const streamed = chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []).flatMap((c) => c.bytes);
+      const wantBytes = wantChat.tokens.filter((t) => bytes[t]).flatMap((t) => [...bytes[t]!]);
+      assert.deepEqual(streamed, wantBytes);
+      assert.equal(chunks.at(-1)!.usage!.completion_tokens, wantChat.tokens.length);
+      const completion = (await gen.json()) as { choices: { text: string }[]; usage: { completion_tokens: number } };
+      assert.equal(completion.usage.completion_tokens, want.tokens.length);
+      assert.equal(completion.choices[0]!.text, want.text);
+      const health = await (await fetch(new URL("/health", url))).json() as { wasmMemoryBytes: number };
+      assert.ok(health.wasmMemoryBytes <= 108 << 20, `wasm memory ${health.wasmMemoryBytes}`);
+      const bad = await post("/v1/chat/completions", { model: "model" });
       assert.equal(bad.status, 400);
-      assert.match(((await bad.json()) as { error: string }).error, /messages must be 1 to 64/);
+      assert.match(((await bad.json()) as { error: { message: string } }).error.message, /messages must be a non-empty list/);
     });
   });
 });

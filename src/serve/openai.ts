@@ -7,7 +7,7 @@ import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { LanguageModel } from "../model/language-model.ts";
 import type { ChatMessage } from "../model/tokenizer.ts";
-import type { KVDtype } from "../kv/kv-cache.ts";
+import type { KVCache, KVDtype } from "../kv/kv-cache.ts";
 import { compileSchema, JSON_OBJECT, JsonConstraint, SchemaError, TokenTable } from "./json-constraint.ts";
 import { BatchScheduler, ServerBusyError, type CompletionJob, type CompletionOutcome, type SchedulerOptions, type TokenEvent } from "./scheduler.ts";
 
@@ -26,6 +26,8 @@ export interface OpenAIServerOptions extends SchedulerOptions {
 export interface OpenAIServer {
   fetch: (request: Request) => Promise<Response>;
   scheduler: BatchScheduler;
+  /** The server's KV cache (its sequences belong to the scheduler). */
+  cache: KVCache;
   /** Ends running requests, frees the server's KV cache. */
   close(): void;
 }
@@ -64,7 +66,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
   });
   app.use("/v1/*", bodyLimit({ maxSize: options.maxBodyBytes ?? 4 << 20, onError: (c) => errorResponse(c, new ApiError(413, `the request body is larger than ${options.maxBodyBytes ?? 4 << 20} bytes`)) }));
 
-  app.get("/health", (c) => c.json({ status: "ok", model: modelId, scheduler: scheduler.stats() }));
+  app.get("/health", (c) => c.json({ status: "ok", model: modelId, scheduler: scheduler.stats(), wasmMemoryBytes: model.transformer.rt.stats().memoryBytes }));
   const modelObject = { id: modelId, object: "model", created, owned_by: "gqa-wasm" };
   app.get("/v1/models", (c) => c.json({ object: "list", data: [modelObject] }));
   app.get("/v1/models/:id", (c) => {
@@ -267,7 +269,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     }
   }
 
-  return { fetch: (request) => Promise.resolve(app.fetch(request)), scheduler, close: () => { scheduler.close(); cache.dispose(); } };
+  return { fetch: (request) => Promise.resolve(app.fetch(request)), scheduler, cache, close: () => { scheduler.close(); cache.dispose(); } };
 }
 
 function toApiError(e: unknown): ApiError {

@@ -71,6 +71,8 @@ export interface SchedulerOptions {
   prefillChunk?: number;
   /** Most finished sequences kept for their prefixes (default 32). */
   maxPrefixEntries?: number;
+  /** Called when a finished sequence joins the prefix cache (e.g. to save its K/V elsewhere). */
+  onPrefixCached?: (seq: KVSequence, tokens: readonly number[]) => void;
 }
 
 interface PrefixEntry { seq: KVSequence; tokens: number[]; used: number }
@@ -110,6 +112,7 @@ export class BatchScheduler {
   private readonly queue: Waiting[] = [];
   private readonly running: Running[] = [];
   private readonly prefixes: PrefixEntry[] = [];
+  private readonly onPrefixCached?: SchedulerOptions["onPrefixCached"];
   private reserved = 0;
   private clock = 0;
   private looping = false;
@@ -127,6 +130,7 @@ export class BatchScheduler {
     this.maxQueue = positive("maxQueue", options.maxQueue, 64);
     this.prefillChunk = positive("prefillChunk", options.prefillChunk, 64);
     this.maxPrefixEntries = options.maxPrefixEntries ?? 32;
+    this.onPrefixCached = options.onPrefixCached;
     this.pageCapacity = Math.floor(positive("maxCacheTokens", options.maxCacheTokens, 1) / cache.pageSize);
   }
 
@@ -159,6 +163,15 @@ export class BatchScheduler {
       pagesUsed: kv.pagesUsed, pagesReserved: this.reserved, pageCapacityPerLayer: this.pageCapacity,
       liveSequences: kv.sequences.length, ...this.counters,
     };
+  }
+
+  /**
+   * Adds a sequence holding `tokens` (e.g. restored from a KV snapshot) to the prefix cache,
+   * which owns it from now on: the next prompt starting with those tokens skips their prefill.
+   */
+  addPrefix(seq: KVSequence, tokens: readonly number[]): void {
+    if (seq.length() !== tokens.length) throw new RangeError(`addPrefix: the sequence holds ${seq.length()} tokens, ${tokens.length} ids were given`);
+    this.keepPrefix(seq, [...tokens]);
   }
 
   /** Frees the prefix cache (every page is free once nothing runs). */
@@ -349,6 +362,7 @@ export class BatchScheduler {
     }
     this.prefixes.push({ seq, tokens: [...tokens], used: ++this.clock });
     while (this.prefixes.length > this.maxPrefixEntries) this.evictPrefix();
+    if (!seq.isFreed) this.onPrefixCached?.(seq, tokens);
   }
 
   private evictPrefix(): void {

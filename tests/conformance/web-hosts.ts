@@ -16,11 +16,21 @@ function parse(text: string): HostResult {
   return m ? { passed: Number(m[1]), failed: Number(m[2]), text } : { passed: 0, failed: 1, text };
 }
 
+interface WorkerOptions {
+  /** Objects put into a local R2 bucket bound as MODEL first. */
+  r2?: Record<string, Uint8Array>;
+  /** Durable Object bindings: name -> exported class. */
+  durableObjects?: Record<string, string>;
+  /** A folder where Durable Object storage persists (a later Worker on the same folder finds it). */
+  persistDir?: string;
+}
+
 /**
  * Serves a Worker script (bundled from `entry`) with `wasmName` from build/ in workerd; calls `fn`
- * with its URL. `r2` puts objects into a local R2 bucket bound as MODEL first.
+ * with its URL.
  */
-async function withWorker<T>(entry: string, wasmName: string, wasmFile: string, fn: (url: URL) => Promise<T>, r2?: Record<string, Uint8Array>): Promise<T> {
+async function withWorker<T>(entry: string, wasmName: string, wasmFile: string, fn: (url: URL) => Promise<T>, options: WorkerOptions = {}): Promise<T> {
+  const { r2, durableObjects, persistDir } = options;
   const { Miniflare } = await import("miniflare");
   const dir = mkdtempSync(join(tmpdir(), "gqa-workerd-"));
   try {
@@ -33,6 +43,8 @@ async function withWorker<T>(entry: string, wasmName: string, wasmFile: string, 
       modules: [{ type: "ESModule", path: join(dir, "worker.js") }, { type: "CompiledWasm", path: join(dir, wasmName) }],
       compatibilityDate: "2025-01-01", host: "127.0.0.1", port: 0,
       ...(r2 ? { r2Buckets: ["MODEL"], bindings: { MODEL_PREFIX: "model.gguf." } } : {}),
+      ...(durableObjects ? { durableObjects } : {}),
+      ...(persistDir ? { durableObjectsPersist: persistDir } : {}),
     });
     try {
       const url = await mf.ready;
@@ -59,8 +71,10 @@ export function runWorkerExample(queries: string[]): Promise<{ status: number; b
       answers.push({ status: res.status, body: (await res.json()) as Record<string, unknown> });
     }
     return answers;
-  });
+  }, { durableObjects: EXAMPLE_DURABLE_OBJECTS });
 }
+
+const EXAMPLE_DURABLE_OBJECTS = { SERVER: "ModelServer" };
 
 /**
  * The Chromium to drive: $CHROMIUM_PATH, else a system Chromium, else the one the
@@ -78,9 +92,12 @@ export async function chromiumPath(): Promise<string> {
   return packaged.executablePath();
 }
 
-/** The Cloudflare Worker example with model shards in its R2 bucket: `fn` gets its URL. */
-export function withWorkerExample<T>(r2: Record<string, Uint8Array>, fn: (url: URL) => Promise<T>): Promise<T> {
-  return withWorker("examples/cloudflare-worker/src/index.ts", "gqa-relaxed.wasm", "gqa-relaxed.wasm", fn, r2);
+/**
+ * The Cloudflare Worker example with model shards in its R2 bucket: `fn` gets its URL. With
+ * `persistDir`, its Durable Objects' storage outlives this Worker (a restart finds it).
+ */
+export function withWorkerExample<T>(r2: Record<string, Uint8Array>, fn: (url: URL) => Promise<T>, persistDir?: string): Promise<T> {
+  return withWorker("examples/cloudflare-worker/src/index.ts", "gqa-relaxed.wasm", "gqa-relaxed.wasm", fn, { r2, durableObjects: EXAMPLE_DURABLE_OBJECTS, persistDir });
 }
 
 /** A file served by withPage: its content type, and its path (or, for HTML, its text). */

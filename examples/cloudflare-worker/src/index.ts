@@ -4,15 +4,17 @@
 // GET /generate?prompt=...&maxNewTokens=16 — generates text with a tiny GQA model (synthetic
 // bf16 weights and a byte-level BPE tokenizer, loaded from files in memory as a real folder
 // would be from R2 or KV), greedy through the paged KV cache.
-// GET /model/generate?prompt=...&maxNewTokens=64 — streams a continuation (text/plain) from the
-// GGUF model in the R2 bucket MODEL, stored as byte shards of at most 25 MiB under
-// MODEL_PREFIX (e.g. `split -b 25M model.gguf model.gguf.` then `wrangler r2 object put`): the
-// shards are streamed into wasm memory in order, never held whole in JS.
-// POST /model/chat {"messages": [{"role": "user", "content": "..."}], "maxNewTokens": 64} —
-// the model's chat template over the messages, the reply as Server-Sent Events.
-// The runtime refuses to grow past MEMORY_BUDGET, so a request too large for the 128 MB isolate
-// fails with a clear error instead of killing it.
-import { createKVCache, createRuntime, loadModel, syntheticModelFiles, WasmOutOfMemoryError, type Generation, type LanguageModel, type Runtime } from "gqa-wasm";
+// /v1/* and /health — the OpenAI-compatible API (the same handler as `gqa-wasm serve`) over the
+// GGUF model in the R2 bucket MODEL, stored as byte shards of at most 25 MiB under MODEL_PREFIX
+// (e.g. `split -b 25M model.gguf model.gguf.` then `wrangler r2 object put`): the shards are
+// streamed into wasm memory in order, never held whole in JS. The API runs in a Durable Object
+// (ModelServer): requests to one object share its event loop, so they decode together
+// (continuous batching). With an `x-conversation-id` header a request goes to that
+// conversation's own object, which keeps the conversation's KV cache in Durable Object storage:
+// the next turn resumes without recomputing the earlier ones, even in a new isolate.
+// The runtime refuses to grow past its memory budget, so a request too large for the 128 MB
+// isolate fails with a clear error instead of killing it.
+import { createKVCache, createOpenAIServer, createRuntime, loadModel, syntheticModelFiles, WasmOutOfMemoryError, type LanguageModel, type OpenAIServer, type Runtime } from "gqa-wasm";
 // @ts-expect-error: a CompiledWasm module (wrangler.toml), a WebAssembly.Module at run time
 import kernels from "gqa-wasm/build/gqa-relaxed.wasm";
 
@@ -22,7 +24,17 @@ const MODEL_MEMORY_BUDGET = 108 << 20;
 const MODEL_CONTEXT = 2048;
 const NUM_HEADS = 32, HEAD_DIM = 128;
 
-interface Env { MODEL?: R2Like; MODEL_PREFIX?: string }
+interface Env { MODEL?: R2Like; MODEL_PREFIX?: string; SERVER?: DurableObjectNamespaceLike; API_KEY?: string }
+/** The parts of a Durable Object namespace binding and of an object's state this Worker uses. */
+interface DurableObjectNamespaceLike { idFromName(name: string): unknown; get(id: unknown): { fetch(request: Request): Promise<Response> } }
+interface DurableObjectStateLike {
+  storage: {
+    get<T>(key: string): Promise<T | undefined>;
+    put(entries: Record<string, unknown>): Promise<void>;
+    delete(keys: string[]): Promise<number>;
+  };
+  blockConcurrencyWhile<T>(fn: () => Promise<T>): Promise<T>;
+}
 /** The parts of an R2 bucket binding this Worker uses. */
 interface R2Like {
   list(options: { prefix: string; cursor?: string }): Promise<{ objects: { key: string; size: number }[]; truncated: boolean; cursor?: string }>;
@@ -72,60 +84,9 @@ function edge(env: Env): Promise<LanguageModel> {
   edgeRuntime ??= createRuntime({ wasm: kernels as WebAssembly.Module, maxMemoryBytes: MODEL_MEMORY_BUDGET });
   edgeModel ??= (async () => {
     const file = await shardedFile(env.MODEL!, prefix);
-    return loadModel(await edgeRuntime!, { "model.gguf": file }, { cache: { dtype: "int8", maxTokens: MODEL_CONTEXT } });
+    return loadModel(await edgeRuntime!, { "model.gguf": file });
   })().catch((e: unknown) => { edgeModel = undefined; throw e; });
   return edgeModel;
-}
-
-/** A generation's text as a streamed body: plain text, or Server-Sent Events ending with the result. */
-function streamed(generation: Generation, sse: boolean, rt: Runtime): Response {
-  const encoder = new TextEncoder();
-  const body = new ReadableStream<Uint8Array>({
-    async start(controller) {
-      try {
-        for await (const step of generation) {
-          if (step.text) controller.enqueue(encoder.encode(sse ? `data: ${JSON.stringify({ text: step.text })}\n\n` : step.text));
-        }
-        const r = await generation.done;
-        if (sse) controller.enqueue(encoder.encode(`data: ${JSON.stringify({ done: true, finishReason: r.finishReason, tokens: r.tokens, wasmMemoryBytes: rt.stats().memoryBytes })}\n\n`));
-        controller.close();
-      } catch (e) { controller.error(e); }
-    },
-  });
-  return new Response(body, { headers: { "content-type": sse ? "text/event-stream" : "text/plain; charset=utf-8", "x-wasm-memory-bytes": String(rt.stats().memoryBytes) } });
-}
-
-async function edgeRequest(request: Request, url: URL, env: Env): Promise<Response> {
-  let prompt: string | { role: string; content: string }[], maxNewTokens: number;
-  try {
-    if (url.pathname === "/model/generate") {
-      prompt = url.searchParams.get("prompt") ?? "Once upon a time";
-      maxNewTokens = intParam(url, "maxNewTokens", 64, 512);
-      if (prompt.length === 0 || prompt.length > 4000) throw new RangeError(`prompt must have 1 to 4000 characters, got ${prompt.length}`);
-    } else {
-      if (request.method !== "POST") return Response.json({ error: "POST a JSON body {messages, maxNewTokens}" }, { status: 405 });
-      const body = await request.json().catch(() => null) as { messages?: unknown; maxNewTokens?: unknown } | null;
-      const messages = body?.messages;
-      if (!Array.isArray(messages) || messages.length === 0 || messages.length > 64 || messages.some((m) => typeof m?.role !== "string" || typeof m?.content !== "string" || m.content.length > 4000)) {
-        throw new RangeError("messages must be 1 to 64 {role, content} objects with at most 4000 characters each");
-      }
-      prompt = messages as { role: string; content: string }[];
-      maxNewTokens = body?.maxNewTokens === undefined ? 64 : Number(body.maxNewTokens);
-      if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1 || maxNewTokens > 512) throw new RangeError(`maxNewTokens must be an integer in [1, 512], got ${String(body?.maxNewTokens)}`);
-    }
-  } catch (e) {
-    return Response.json({ error: (e as Error).message }, { status: 400 });
-  }
-  const model = await edge(env);
-  const rt = await edgeRuntime!;
-  if (typeof prompt === "string") return streamed(model.generate(prompt, { maxNewTokens, temperature: 0 }), false, rt);
-  const chat = model.chat();
-  const last = prompt[prompt.length - 1]!;
-  chat.messages.push(...prompt.slice(0, -1));
-  const generation = chat.send(last.content, { maxNewTokens, temperature: 0 });
-  // The conversation's pages go back to the cache when the reply ends.
-  generation.onEnd(() => chat.dispose());
-  return streamed(generation, true, rt);
 }
 
 function intParam(url: URL, name: string, fallback: number, max: number): number {
@@ -157,15 +118,7 @@ async function generate(url: URL, rt: Runtime): Promise<Response> {
 export default {
   async fetch(request: Request, env: Env = {}): Promise<Response> {
     const url = new URL(request.url);
-    if (url.pathname === "/model/generate" || url.pathname === "/model/chat") {
-      try {
-        return await edgeRequest(request, url, env);
-      } catch (e) {
-        if (e instanceof WasmOutOfMemoryError) return Response.json({ error: e.message }, { status: 507 });
-        if (e instanceof RangeError) return Response.json({ error: e.message }, { status: 503 });
-        throw e;
-      }
-    }
+    if (url.pathname.startsWith("/v1/") || url.pathname === "/health") return toModelServer(request, env);
     runtime ??= createRuntime({ wasm: kernels as WebAssembly.Module, maxMemoryBytes: MEMORY_BUDGET });
     if (url.pathname === "/generate") {
       try {
@@ -210,3 +163,88 @@ export default {
     }
   },
 };
+
+/** Sends an API request to the shared ModelServer, or to its conversation's own one. */
+function toModelServer(request: Request, env: Env): Promise<Response> | Response {
+  const error = (status: number, message: string) => Response.json({ error: { message, type: "invalid_request_error", param: null, code: null } }, { status });
+  if (!env.SERVER) return error(503, "no SERVER Durable Object binding (wrangler.toml durable_objects)");
+  const conversation = request.headers.get("x-conversation-id");
+  if (conversation !== null && !/^[A-Za-z0-9_.-]{1,128}$/.test(conversation)) return error(400, "x-conversation-id must be 1 to 128 letters, digits, '.', '_' or '-'");
+  const stub = env.SERVER.get(env.SERVER.idFromName(conversation === null ? "shared" : `conversation:${conversation}`));
+  const headers = new Headers(request.headers);
+  headers.set("x-gqa-persist", conversation === null ? "0" : "1");
+  return stub.fetch(new Request(request, { headers }));
+}
+
+/** Durable Object storage values are at most 128 KiB: a snapshot is kept in chunks. */
+const CHUNK_BYTES = 120 << 10;
+interface SavedConversation { generation: number; chunks: number; tokens: number[] }
+
+/**
+ * The OpenAI-compatible API in a Durable Object. A conversation's object saves the K/V of its
+ * latest reply (a KV snapshot, in chunks) after each completion and restores it when a new
+ * isolate starts, so the next turn's prompt finds its earlier turns in the prefix cache.
+ */
+export class ModelServer {
+  private api?: Promise<OpenAIServer>;
+  private saving: Promise<void> = Promise.resolve();
+
+  constructor(private readonly state: DurableObjectStateLike, private readonly env: Env) {}
+
+  async fetch(request: Request): Promise<Response> {
+    const persist = request.headers.get("x-gqa-persist") === "1";
+    this.api ??= this.state.blockConcurrencyWhile(() => this.start(persist)).catch((e: unknown) => { this.api = undefined; throw e; });
+    let api: OpenAIServer;
+    try {
+      api = await this.api;
+    } catch (e) {
+      const status = e instanceof WasmOutOfMemoryError ? 507 : 503;
+      return Response.json({ error: { message: (e as Error).message, type: "server_error", param: null, code: null } }, { status });
+    }
+    return api.fetch(request);
+  }
+
+  private async start(persist: boolean): Promise<OpenAIServer> {
+    const model = await edge(this.env);
+    let restoring = true;
+    const api = createOpenAIServer(model, {
+      modelId: "model", apiKey: this.env.API_KEY, maxSequences: persist ? 1 : 4, maxCacheTokens: MODEL_CONTEXT, kvDtype: "int8",
+      // A conversation keeps one sequence: its latest turn.
+      maxPrefixEntries: persist ? 1 : 8,
+      onPrefixCached: persist ? (seq, tokens) => { if (!restoring) this.save(api.cache.snapshot(seq), tokens); } : undefined,
+    });
+    if (persist) {
+      const saved = await this.state.storage.get<SavedConversation>("conversation");
+      if (saved) {
+        const parts = await Promise.all(Array.from({ length: saved.chunks }, (_, i) => this.state.storage.get<Uint8Array>(`kv:${saved.generation}:${i}`)));
+        if (parts.every((p) => p instanceof Uint8Array)) {
+          const bytes = new Uint8Array(parts.reduce((n, p) => n + p!.length, 0));
+          parts.reduce((at, p) => { bytes.set(p!, at); return at + p!.length; }, 0);
+          // A snapshot that does not fit this model (a different file since) is dropped, not fatal.
+          try { api.scheduler.addPrefix(api.cache.restore(bytes), saved.tokens); } catch { /* start afresh */ }
+        }
+      }
+    }
+    restoring = false;
+    return api;
+  }
+
+  /** Writes the snapshot's chunks under a new generation, then the record naming it (one atomic put), then drops the old chunks. */
+  private save(snapshot: Uint8Array, tokens: readonly number[]): void {
+    this.saving = this.saving.then(async () => {
+      const old = await this.state.storage.get<SavedConversation>("conversation");
+      const generation = (old?.generation ?? 0) + 1;
+      const chunks = Math.ceil(snapshot.length / CHUNK_BYTES);
+      for (let i = 0; i < chunks; i += 100) {
+        const batch: Record<string, Uint8Array> = {};
+        for (let j = i; j < Math.min(chunks, i + 100); j++) batch[`kv:${generation}:${j}`] = snapshot.slice(j * CHUNK_BYTES, (j + 1) * CHUNK_BYTES);
+        await this.state.storage.put(batch);
+      }
+      await this.state.storage.put({ conversation: { generation, chunks, tokens: [...tokens] } satisfies SavedConversation });
+      if (old) {
+        const keys = Array.from({ length: old.chunks }, (_, i) => `kv:${old.generation}:${i}`);
+        for (let i = 0; i < keys.length; i += 128) await this.state.storage.delete(keys.slice(i, i + 128));
+      }
+    }).catch(() => { /* the next save tries again */ });
+  }
+}
