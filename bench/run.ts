@@ -4,7 +4,7 @@
 //   --quick            fewer cases and samples (a smoke run)
 //   --builds a,b       kernel builds to time (default: every build this engine validates)
 //   --out FILE         where to write the JSON
-//   --only core|kv|threads|model  run one part
+//   --only core|kv|threads|model|quality|sampling|serve  run one part
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname } from "node:path";
@@ -18,6 +18,7 @@ import { kvCases, type KvRow } from "./kv-cases.ts";
 import { threadCases, type ThreadRow } from "./thread-cases.ts";
 import { modelCases, type ModelRow } from "./model-cases.ts";
 import { qualityCases, type QualityRow } from "./quality-cases.ts";
+import { serveCases } from "./serve-cases.ts";
 import { seededArray as random } from "../src/random.ts";
 import { Sampler } from "../src/model/sampling.ts";
 import { bufferBytes, type BufferDtype } from "../src/memory/wasm-buffer.ts";
@@ -183,6 +184,7 @@ async function main(): Promise<void> {
   const threadRows: ThreadRow[] = only !== undefined && only !== "threads" ? [] : await threadCases(best.build, quick);
   const modelRows: ModelRow[] = only !== undefined && only !== "model" ? [] : modelCases(best, quick, (bytes) => readGBps(best, bytes));
   const qualityRows: QualityRow[] = only !== undefined && only !== "quality" ? [] : await qualityCases(best, quick);
+  const serve = only !== undefined && only !== "serve" ? { serveRows: [], prefixRows: [], constraintRows: [] } : await serveCases(quick);
   // Sampling a token from a row of logits (SmolLM2's and Qwen2.5's vocabularies), as generation does per token.
   const samplingRows = only !== undefined && only !== "sampling" ? [] : [49152, 151936].flatMap((V) => {
     const logits = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 12.9898) * 8);
@@ -230,6 +232,15 @@ async function main(): Promise<void> {
     console.log("");
     printTable(console.log, ["sampling one token", "vocabulary", "ms"], samplingRows.map((r) => [r.what, String(r.vocabulary), r.ms.toFixed(3)]));
   }
+  if (serve.serveRows.length > 0) {
+    console.log("");
+    printTable(console.log, ["serving (synthetic, in-process HTTP handler)", "weights", "threads", "streams", "aggregate tok/s", "x one stream", "TTFT p50 ms", "TTFT p99 ms", "steps"], serve.serveRows.map((r) => [
+      r.model, r.weights, String(r.threads), String(r.streams), r.aggregateTokensPerSecond.toFixed(1), `${r.speedup.toFixed(2)}x`, r.ttftP50Ms.toFixed(0), r.ttftP99Ms.toFixed(0), String(r.steps),
+    ]));
+    console.log("serving = streamed /v1/completions, each stream a 16-token prompt and 64 greedy tokens, all started together; aggregate = all tokens / time until the last stream ends (median of 3 rounds).");
+    for (const r of serve.prefixRows) console.log(`prefix cache: a ${r.systemTokens}-token system prompt already cached: first token after ${r.warmMs.toFixed(0)} ms instead of ${r.coldMs.toFixed(0)} ms (${r.speedup.toFixed(1)}x sooner)`);
+    for (const r of serve.constraintRows) console.log(`constrained decoding: JSON-schema token mask at a ${r.vocabulary}-token vocabulary: ${r.maskMeanMs.toFixed(3)} ms mean, ${r.maskP99Ms.toFixed(3)} ms p99 over ${r.steps} steps = ${(100 * r.fractionOfStep).toFixed(1)}% of a decode step (${r.decodeStepMs.toFixed(1)} ms, 1 stream, 1 thread)`);
+  }
   if (qualityRows.length > 0) {
     console.log("");
     printTable(console.log, ["quality (synthetic, vs f32)", "weights", "mean KL (nats)", "top-1 agreement", "perplexity", "f32 perplexity"], qualityRows.map((r) => [
@@ -246,7 +257,7 @@ async function main(): Promise<void> {
   if (peakCache.size > 0) console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}`);
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, JSON.stringify({
-    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows, modelRows, qualityRows, samplingRows,
+    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows, modelRows, qualityRows, samplingRows, ...serve,
   }, null, 2));
   console.log(`wrote ${outFile}`);
 }

@@ -5,6 +5,7 @@ import OpenAI from "openai";
 import { createRuntime, loadModel, syntheticModelFiles, type LanguageModel, type Runtime } from "../src/index.ts";
 import { serveNode, type NodeServer } from "../src/serve/node.ts";
 import { Sampler } from "../src/model/sampling.ts";
+import { BatchScheduler } from "../src/serve/scheduler.ts";
 
 const MODEL = "tiny";
 
@@ -46,6 +47,32 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
     assert.throws(() => t.forwardBatch(cache, [{ seq: seqs[0]!, tokens: [1] }, { seq: seqs[0]!, tokens: [2] }]), /appears twice/);
     assert.throws(() => t.forwardBatch(cache, [{ seq: seqs[0]!, tokens: [1] }, { seq: seqs[1]!, tokens: [99999] }]), /outside the vocabulary/);
     assert.deepEqual(seqs.map((s) => s.length()), prompts.map((p) => p.length), "a refused batch leaves every sequence as it was");
+    cache.dispose();
+  });
+
+  it("the scheduler under a tight KV budget: shared prefixes reused, requests wait for pages instead of failing, nothing leaks", async () => {
+    const cache = model.transformer.createCache({ maxTokens: 320 });
+    // 10 pages of 32 tokens per layer: a request needs up to 3, so only a few run or stay cached at once.
+    const scheduler = new BatchScheduler(model.transformer, cache, model.tokenizer, { maxSequences: 4, maxQueue: 100, maxCacheTokens: 320, prefillChunk: 16 });
+    let state = 99;
+    const rand = (n: number) => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) % n);
+    const prefixes = [0, 1, 2].map((p) => Array.from({ length: 40 }, (_, i) => 3 + ((p * 31 + i * 7) % 250)));
+    const jobs = Array.from({ length: 40 }, (_, i) => {
+      const controller = new AbortController();
+      if (rand(4) === 0) setTimeout(() => controller.abort(), rand(30));
+      const prompt = [...prefixes[rand(3)]!, ...Array.from({ length: 1 + rand(10) }, () => 3 + rand(250))];
+      return scheduler.submit({
+        prompt, maxTokens: 1 + rand(20), temperature: 0, topP: 1, seed: i, frequencyPenalty: 0, presencePenalty: 0,
+        stopTokens: new Set(), stopStrings: [], signal: controller.signal,
+      });
+    });
+    const outcomes = await Promise.all(jobs);
+    assert.equal(scheduler.counters.failed, 0);
+    assert.ok(outcomes.some((o) => o.cachedPromptTokens >= 32), "later requests forked a cached prefix");
+    assert.ok(outcomes.filter((o) => o.finishReason !== "aborted").every((o) => o.tokens.length > 0));
+    await assert.rejects(scheduler.submit({ prompt: Array(400).fill(5), maxTokens: 1, temperature: 0, topP: 1, seed: 0, frequencyPenalty: 0, presencePenalty: 0, stopTokens: new Set(), stopStrings: [] }), /need .* tokens of KV cache; this server holds 320/);
+    scheduler.close();
+    assert.equal(cache.stats().pagesUsed, 0, "every page is free");
     cache.dispose();
   });
 
@@ -274,7 +301,7 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
 
   it("bounded load with random aborts: no failures, no leaked pages", async () => {
     let state = 12345;
-    const rand = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const rand = () => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32);
     const failedBefore = (await health()).failed;
     const jobs = Array.from({ length: 48 }, async (_, i) => {
       const controller = new AbortController();

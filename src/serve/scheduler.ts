@@ -75,7 +75,11 @@ export interface SchedulerOptions {
   onPrefixCached?: (seq: KVSequence, tokens: readonly number[]) => void;
 }
 
-interface PrefixEntry { seq: KVSequence; tokens: number[]; used: number }
+/**
+ * A cached sequence. `pins`: running requests forked from it; their reservations leave out the
+ * pages they share with it, so it stays (and stays counted) until they end.
+ */
+interface PrefixEntry { seq: KVSequence; tokens: number[]; used: number; pins: number }
 
 interface Running {
   job: CompletionJob;
@@ -92,6 +96,8 @@ interface Running {
   text: TextStream;
   /** Pages per layer reserved for this request. */
   pages: number;
+  /** The prefix entry it forked, if any. */
+  pinned?: PrefixEntry;
   submitted: number;
   firstTokenAt?: number;
   resolve: (o: CompletionOutcome) => void;
@@ -143,7 +149,7 @@ export class BatchScheduler {
    */
   submit(job: CompletionJob): Promise<CompletionOutcome> {
     if (this.closed) return Promise.reject(new ServerBusyError("the server is shutting down"));
-    const need = this.pagesFor(job);
+    const need = this.pagesFor(job, 0);
     if (need > this.pageCapacity) {
       return Promise.reject(new RangeError(`the prompt (${job.prompt.length} tokens) and max_tokens (${job.maxTokens}) need ${need * this.cache.pageSize} tokens of KV cache; this server holds ${this.pageCapacity * this.cache.pageSize}`));
     }
@@ -176,7 +182,7 @@ export class BatchScheduler {
 
   /** Frees the prefix cache (every page is free once nothing runs). */
   clearPrefixCache(): void {
-    for (const e of this.prefixes.splice(0)) this.cache.free(e.seq);
+    for (const e of [...this.prefixes]) if (e.pins === 0) this.dropPrefix(e);
   }
 
   /** Refuses new work, ends what waits and runs as aborted, frees everything. */
@@ -187,11 +193,26 @@ export class BatchScheduler {
     this.clearPrefixCache();
   }
 
-  private pagesFor(job: CompletionJob): number {
+  /** Pages per layer a request can take: all its tokens' pages but the whole ones it shares with a forked prefix of `shared` tokens. */
+  private pagesFor(job: CompletionJob, shared: number): number {
     const tokens = Math.min(job.prompt.length + job.maxTokens, this.model.config.maxPositionEmbeddings);
     // One more page: a forked prefix's last, shared page is copied on its first write.
-    return Math.ceil(tokens / this.cache.pageSize) + 1;
+    return Math.ceil(tokens / this.cache.pageSize) + 1 - Math.floor(shared / this.cache.pageSize);
   }
+
+  /** The cached entry sharing the longest prefix with `prompt` (never its last token: its logits are needed). */
+  private bestPrefix(prompt: readonly number[]): { entry: PrefixEntry; length: number } | undefined {
+    let best: { entry: PrefixEntry; length: number } | undefined;
+    for (const entry of this.prefixes) {
+      const limit = Math.min(entry.tokens.length, prompt.length - 1);
+      let n = 0;
+      while (n < limit && entry.tokens[n] === prompt[n]) n++;
+      if (n > (best?.length ?? 0)) best = { entry, length: n };
+    }
+    return best;
+  }
+
+  private fits(need: number): boolean { return this.reserved + this.prefixPages() + need <= this.pageCapacity; }
 
   private kick(): void {
     if (this.looping) return;
@@ -214,36 +235,39 @@ export class BatchScheduler {
     while (this.queue.length > 0 && this.running.length < this.maxSequences) {
       const w = this.queue[0]!;
       if (w.job.signal?.aborted) { this.queue.shift(); w.resolve(emptyOutcome(w, "aborted")); this.counters.aborted++; continue; }
-      const need = this.pagesFor(w.job);
-      while (this.reserved + this.prefixPages() + need > this.pageCapacity && this.prefixes.length > 0) this.evictPrefix();
-      if (this.reserved + need > this.pageCapacity) return;
+      let match = this.bestPrefix(w.job.prompt);
+      let need = this.pagesFor(w.job, match?.length ?? 0);
+      // Make room from the least recently used entries, keeping the one this request forks...
+      while (!this.fits(need) && this.evictPrefix(match?.entry)) { /* evicted one */ }
+      // ... and if that is not enough, that one too (the prompt is then computed in full).
+      if (!this.fits(need) && match && match.entry.pins === 0) {
+        this.dropPrefix(match.entry);
+        match = undefined;
+        need = this.pagesFor(w.job, 0);
+        while (!this.fits(need) && this.evictPrefix()) { /* evicted one */ }
+      }
+      if (!this.fits(need)) return;
       this.queue.shift();
-      this.start(w, need);
+      this.start(w, need, match);
     }
   }
 
-  private start(w: Waiting, pages: number): void {
+  private start(w: Waiting, pages: number, match: { entry: PrefixEntry; length: number } | undefined): void {
     const { job } = w;
     const prompt = job.prompt;
-    // The longest cached prefix; the last prompt token is always computed, for its logits.
-    let best: PrefixEntry | undefined, bestLength = 0;
-    for (const e of this.prefixes) {
-      const limit = Math.min(e.tokens.length, prompt.length - 1);
-      let n = 0;
-      while (n < limit && e.tokens[n] === prompt[n]) n++;
-      if (n > bestLength) { best = e; bestLength = n; }
-    }
+    const reused = match?.length ?? 0;
     let seq: KVSequence;
-    if (best) {
-      seq = this.cache.fork(best.seq);
-      this.cache.truncate(seq, bestLength);
-      best.used = ++this.clock;
+    if (match) {
+      seq = this.cache.fork(match.entry.seq);
+      this.cache.truncate(seq, reused);
+      match.entry.used = ++this.clock;
+      match.entry.pins++;
       this.counters.prefixHits++;
     } else seq = this.cache.createSequence();
     this.reserved += pages;
     this.running.push({
-      job, seq, cached: prompt.slice(0, bestLength), reused: bestLength, pending: prompt.slice(bestLength),
-      generated: [], counts: new Map(), pages, submitted: w.submitted,
+      job, seq, cached: prompt.slice(0, reused), reused, pending: prompt.slice(reused),
+      generated: [], counts: new Map(), pages, pinned: match?.entry, submitted: w.submitted,
       sampler: new Sampler({ temperature: job.temperature, topP: job.topP, topK: job.topK, seed: job.seed }),
       text: new TextStream(this.tokenizer, job.stopStrings), resolve: w.resolve, reject: w.reject,
     });
@@ -348,28 +372,33 @@ export class BatchScheduler {
   private release(r: Running): void {
     this.running.splice(this.running.indexOf(r), 1);
     this.reserved -= r.pages;
+    if (r.pinned) r.pinned.pins--;
   }
 
   /** A finished sequence's tokens stay cached; an entry that is a prefix of it is dropped. */
   private keepPrefix(seq: KVSequence, tokens: number[]): void {
     if (this.maxPrefixEntries === 0 || tokens.length === 0) { this.cache.free(seq); return; }
-    for (let i = this.prefixes.length - 1; i >= 0; i--) {
-      const e = this.prefixes[i]!;
-      if (e.tokens.length <= tokens.length && e.tokens.every((t, j) => tokens[j] === t)) {
-        this.cache.free(e.seq);
-        this.prefixes.splice(i, 1);
-      }
+    // Entries this one extends are of no more use, unless running requests still lean on them.
+    for (const e of [...this.prefixes]) {
+      if (e.pins === 0 && e.tokens.length <= tokens.length && e.tokens.every((t, j) => tokens[j] === t)) this.dropPrefix(e);
     }
-    this.prefixes.push({ seq, tokens: [...tokens], used: ++this.clock });
-    while (this.prefixes.length > this.maxPrefixEntries) this.evictPrefix();
+    this.prefixes.push({ seq, tokens: [...tokens], used: ++this.clock, pins: 0 });
+    while (this.prefixes.length > this.maxPrefixEntries && this.evictPrefix()) { /* evicted one */ }
     if (!seq.isFreed) this.onPrefixCached?.(seq, tokens);
   }
 
-  private evictPrefix(): void {
-    let lru = 0;
-    this.prefixes.forEach((e, i) => { if (e.used < this.prefixes[lru]!.used) lru = i; });
-    const [e] = this.prefixes.splice(lru, 1);
-    this.cache.free(e!.seq);
+  /** Frees the least recently used entry that no running request forked (other than `keep`); false if there is none. */
+  private evictPrefix(keep?: PrefixEntry): boolean {
+    let lru: PrefixEntry | undefined;
+    for (const e of this.prefixes) if (e.pins === 0 && e !== keep && (!lru || e.used < lru.used)) lru = e;
+    if (!lru) return false;
+    this.dropPrefix(lru);
+    return true;
+  }
+
+  private dropPrefix(e: PrefixEntry): void {
+    this.prefixes.splice(this.prefixes.indexOf(e), 1);
+    this.cache.free(e.seq);
   }
 
   /** Pages per layer the prefix cache holds (counted in full even where running sequences share them). */
