@@ -22,8 +22,8 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
     }
     throw new Error("the server did not become idle");
   };
-  const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
-    fetch(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
+  const post = (path: string, body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal) =>
+    fetch(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body), signal });
 
   before(async () => {
     rt = await createRuntime();
@@ -229,6 +229,15 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
     const s = await idle();
     assert.equal(s.aborted, abortedBefore + 1);
     assert.equal(s.liveSequences, s.prefixEntries, "only the prefix cache holds sequences");
+    // The same for a request that is not streamed: the closed connection aborts it.
+    const quiet = new AbortController();
+    const pending = post("/v1/completions", { model: MODEL, prompt: [5, 6, 7], max_tokens: 900, temperature: 0 }, {}, quiet.signal);
+    while ((await health()).running === 0) await new Promise((r) => setTimeout(r, 5));
+    quiet.abort();
+    await assert.rejects(pending);
+    const after = await idle();
+    assert.equal(after.aborted, abortedBefore + 2);
+    assert.equal(after.liveSequences, after.prefixEntries);
   });
 
   it("refuses bad requests with OpenAI's error shape and status", async () => {
