@@ -96,6 +96,43 @@ describe("threads: a worker pool on one shared memory", function () {
     assert.deepEqual(answers[1], answers[0]);
   });
 
+  it("attention for a batch of sequences in one call: on 1 thread, or on 3 with a sequence per thread, each output equals its one-thread call", () => {
+    const solo = new Map<number, Float32Array>();
+    for (const rt of [runtimes[0]!, runtimes[2]!]) {
+      const cache = createKVCache(rt, { layers: [{ numKvHeads: 3, headDim: 64 }], pageSize: 16 });
+      const lengths = [1, 40, 700, 3];
+      const seqs = lengths.map((n, i) => { const s = cache.createSequence(); cache.append(s, 0, randomArray(n * 3 * 64, 20 + i), randomArray(n * 3 * 64, 30 + i)); return s; });
+      const rows = [1, 1, 1, 2];
+      const qs = rows.map((r, i) => rt.upload(randomArray(r * 9 * 64, 40 + i)));
+      const outs = rows.map((r) => rt.alloc(r * 9 * 64));
+      cache.attentionBatchInto(seqs.map((seq, i) => ({ seq, q: qs[i]!, out: outs[i]! })), 0, { numHeads: 9 });
+      seqs.forEach((seq, i) => {
+        if (rt.threads === 1) {
+          const alone = rt.alloc(rows[i]! * 9 * 64);
+          cache.attentionInto(seq, 0, { q: qs[i]!, out: alone, numHeads: 9 });
+          solo.set(i, alone.toFloat32Array());
+          alone.free();
+        }
+        assert.deepEqual(outs[i]!.toFloat32Array(), solo.get(i), `sequence ${i} on ${rt.threads} thread(s)`);
+      });
+      for (const b of [...qs, ...outs]) b.free();
+      cache.dispose();
+    }
+    // Fewer sequences than threads: each split as alone (their jobs run in rounds of 3), the bits of its own 3-thread call.
+    const rt = runtimes[2]!;
+    const cache = createKVCache(rt, { layers: [{ numKvHeads: 3, headDim: 64 }] });
+    const seqs = [900, 50].map((n, i) => { const s = cache.createSequence(); cache.append(s, 0, randomArray(n * 3 * 64, 50 + i), randomArray(n * 3 * 64, 60 + i)); return s; });
+    const qs = seqs.map((_, i) => rt.upload(randomArray(9 * 64, 70 + i))), outs = seqs.map(() => rt.alloc(9 * 64));
+    cache.attentionBatchInto(seqs.map((seq, i) => ({ seq, q: qs[i]!, out: outs[i]! })), 0, { numHeads: 9 });
+    seqs.forEach((seq, i) => {
+      const alone = rt.alloc(9 * 64);
+      cache.attentionInto(seq, 0, { q: qs[i]!, out: alone, numHeads: 9 });
+      assert.deepEqual(outs[i]!.toFloat32Array(), alone.toFloat32Array(), `sequence ${i}, 2 sequences on 3 threads`);
+      alone.free();
+    });
+    cache.dispose();
+  });
+
   it("async calls await the workers and give the sync answers", async () => {
     const rt = runtimes[2]!;
     const args = { q: randomArray(64 * 8 * 32, 1), k: randomArray(64 * 2 * 32, 2), v: randomArray(64 * 2 * 32, 3), numHeads: 8, numKvHeads: 2, headDim: 32, causal: true };

@@ -267,6 +267,31 @@ export class KVCache {
   }
 
   /**
+   * Attention for several sequences at once, q and out resident (a batched forward pass). With
+   * at least as many sequences as threads, each sequence is one job and the threads take a
+   * sequence each (a hand-off per `threads` sequences, not one per sequence); then every output
+   * has the bits a one-thread call gives. Fewer sequences than threads are split as alone.
+   */
+  attentionBatchInto(items: readonly { seq: KVSequence; q: WasmBuffer; out: WasmBuffer }[], layer: number, args: Omit<KVResidentAttentionArgs, "q" | "out">): void {
+    const op = "KVCache.attentionBatchInto";
+    const checked = items.map(({ seq, q, out }, i) => {
+      const qb = residentBuffer(`${op}: items[${i}]`, "q", q, this.rt.memory, "f32"), ob = residentBuffer(`${op}: items[${i}]`, "out", out, this.rt.memory, "f32");
+      if (ob.length !== qb.length) throw new RangeError(`${op}: items[${i}]: out has ${ob.length} elements; expected ${qb.length}, like q`);
+      return { seq, q: qb, out: ob };
+    });
+    this.rt.call(() => {
+      const jobs: Job[] = [], after: Job[] = [];
+      const threads = checked.length >= this.rt.threads ? 1 : this.rt.threads;
+      for (const { seq, q, out } of checked) {
+        const c = this.pagedJobs(op, seq, layer, { ...args, q, out }, q.length, q.ptr, out.ptr, threads);
+        jobs.push(...c.jobs);
+        if (c.after) after.push(...c.after);
+      }
+      return { jobs, after, finish: () => undefined };
+    });
+  }
+
+  /**
    * Batched decode: attention for several sequences (of any lengths) in one call, each against
    * its own cached tokens of `layer`. Every item is checked before any kernel runs.
    */
@@ -444,7 +469,7 @@ export class KVCache {
 
   /** Validates a paged attention call and cuts it into kernel jobs (inside rt.call). */
   private pagedJobs(op: string, seq: KVSequence, layer: number, args: KVAttentionArgs | KVResidentAttentionArgs,
-    qLength: number, qPtr: number, outPtr: number): { jobs: Job[]; after?: Job } {
+    qLength: number, qPtr: number, outPtr: number, threads = this.rt.threads): { jobs: Job[]; after?: Job[] } {
     this.checkSeq(op, seq);
     const store = this.store(op, layer);
     const seqK = seq.lengths[layer]!;
@@ -458,7 +483,7 @@ export class KVCache {
     const call = this.rt.attentionJobs(s, outPtr, (r, scratch, out, stats) => ({
       kernel: "attention_paged",
       args: [qPtr, out, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0, s.slidingWindow, tablePtr, this.pageSize, dtype, ...r, stats, scratch],
-    }));
+    }), threads);
     new Uint32Array(this.rt.memory.memory.buffer, tablePtr, table.length).set(table);
     return call;
   }

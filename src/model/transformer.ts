@@ -160,8 +160,9 @@ export class TransformerModel {
           rt.kernels.rope_f32(ki.ptr, count, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, starts[i]!);
           // Copies: appending may grow memory, which would detach views of kb / vb.
           cache.append(seq, l, ki.toFloat32Array(), rows(vb, i, kvDim).toFloat32Array());
-          cache.attentionInto(seq, l, { q: rows(q, i, H * D), out: rows(attn, i, H * D), numHeads: H, slidingWindow: c.slidingWindow });
         });
+        // Every sequence's attention in one call: one hand-off to the worker pool per layer.
+        cache.attentionBatchInto(items.map(({ seq }, i) => ({ seq, q: rows(q, i, H * D), out: rows(attn, i, H * D) })), l, { numHeads: H, slidingWindow: c.slidingWindow });
         linear(attn, L.o, o, H * D, hd);
         residual(x, o);
         rt.kernels.rmsnorm_f32(x.ptr, L.postNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);

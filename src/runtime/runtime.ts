@@ -220,7 +220,7 @@ export class Runtime {
     try {
       const c = prepare();
       this.runJobs(c.jobs);
-      if (c.after) this.runJob(c.after);
+      for (const j of c.after ?? []) this.runJob(j);
       return c.finish();
     } finally {
       this.scratch.reset();
@@ -234,9 +234,11 @@ export class Runtime {
     this.asyncInFlight = true;
     try {
       const c = prepare();
-      if (c.jobs.length === 1) this.runJob(c.jobs[0]!);
-      else await this.pool.runAsync(c.jobs);
-      if (c.after) this.runJob(c.after);
+      for (const round of this.rounds(c.jobs)) {
+        if (round.length === 1) this.runJob(round[0]!);
+        else await this.pool.runAsync(round);
+      }
+      for (const j of c.after ?? []) this.runJob(j);
       return c.finish();
     } finally {
       this.asyncInFlight = false;
@@ -332,15 +334,15 @@ export class Runtime {
    * builder gets the range, its scratch, where to write, and the statistics pointer (0: none).
    * @internal
    */
-  attentionJobs(s: AttentionShape, out: number, job: (range: AttentionRange, scratch: number, out: number, stats: number) => Job): { jobs: Job[]; after?: Job } {
-    const { ranges, splitKv } = attentionSplits(s.seqQ, s.seqK, s.numKvHeads, s.causal, this.threads);
+  attentionJobs(s: AttentionShape, out: number, job: (range: AttentionRange, scratch: number, out: number, stats: number) => Job, threads = this.threads): { jobs: Job[]; after?: Job[] } {
+    const { ranges, splitKv } = attentionSplits(s.seqQ, s.seqK, s.numKvHeads, s.causal, threads);
     const bytes = this.kernels.attention_scratch_bytes(s.numHeads, s.numKvHeads);
     if (!splitKv) return { jobs: ranges.map((r) => job(r, this.scratch.alloc(bytes), out, 0)) };
     const rows = s.seqQ * s.numHeads, parts = ranges.length;
     const partials = this.scratch.alloc(parts * rows * s.headDim * 4);
     const stats = this.scratch.alloc(parts * rows * 8);
     const jobs = ranges.map((r, i) => job(r, this.scratch.alloc(bytes), partials + i * rows * s.headDim * 4, stats + i * rows * 8));
-    return { jobs, after: { kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] } };
+    return { jobs, after: [{ kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] }] };
   }
 
   private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number, dtype: BufferDtype = "f32"): Job[] {
@@ -354,8 +356,18 @@ export class Runtime {
   }
 
   private runJobs(jobs: Job[]): void {
-    if (jobs.length === 1 || !this.pool) for (const j of jobs) this.runJob(j);
-    else this.pool.run(jobs);
+    if (!this.pool) { for (const j of jobs) this.runJob(j); return; }
+    for (const round of this.rounds(jobs)) {
+      if (round.length === 1) this.runJob(round[0]!);
+      else this.pool.run(round);
+    }
+  }
+
+  /** The pool runs one job per thread at a time: more jobs go in rounds of that many. */
+  private rounds(jobs: Job[]): Job[][] {
+    const size = this.threads, out: Job[][] = [];
+    for (let i = 0; i < jobs.length; i += size) out.push(jobs.slice(i, i + size));
+    return out;
   }
 
   /** Runs one job on the calling thread. @internal */
@@ -366,8 +378,8 @@ export class Runtime {
 
 }
 
-/** A call set up in scratch: its kernel jobs, a job to run after them, then how to read its result. */
-export interface PreparedCall<T> { jobs: Job[]; after?: Job; finish: () => T }
+/** A call set up in scratch: its kernel jobs (run in parallel), jobs to run after them in order, then how to read its result. */
+export interface PreparedCall<T> { jobs: Job[]; after?: Job[]; finish: () => T }
 
 function attentionJob(s: AttentionShape, q: number, k: number, v: number, out: number, r: AttentionRange, stats: number, scratch: number): Job {
   return {
