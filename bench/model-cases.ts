@@ -6,7 +6,8 @@
 import type { Runtime } from "../src/index.ts";
 import { bufferBytes, type BufferDtype } from "../src/memory/wasm-buffer.ts";
 import { SMOLLM2_135M_SHAPE } from "../src/demo.ts";
-import { expectedTensors, parseModelConfig } from "../src/model/config.ts";
+import { expectedTensors, modelTensors } from "../src/model/architecture.ts";
+import { parseModelConfig } from "../src/model/config.ts";
 import { TransformerModel } from "../src/model/transformer.ts";
 import { seededArray as random } from "../src/random.ts";
 import { measure } from "./harness.ts";
@@ -50,7 +51,8 @@ export function modelCases(rt: Runtime, quick: boolean, readGBps: (bytes: number
     const cfg = parseModelConfig(shape);
     const shapes = expectedTensors(cfg);
     const elements = (n: string) => shapes.get(n)!.reduce((a, b) => a * b, 1);
-    const linear = [...shapes.keys()].filter((n) => n.endsWith("proj.weight") || n === "lm_head.weight" || (cfg.tieWordEmbeddings && n === "model.embed_tokens.weight"));
+    // What a decoded token reads: every linear weight, and the embedding as the tied LM head.
+    const linear = modelTensors(cfg).filter((t) => t.kind === "linear" || (cfg.tieWordEmbeddings && t.role === "embedding")).map((t) => t.name);
     for (const dtype of dtypes) {
       let seed = 1;
       const model = new TransformerModel(rt, cfg, (n) => n.endsWith("norm.weight") ? new Float32Array(elements(n)).fill(1) : random(elements(n), seed++, 0.05), dtype);

@@ -3,7 +3,8 @@ import { formatBytes } from "./format.ts";
 import { createKVCache } from "./kv/kv-cache.ts";
 import { maxAbsDiff, referenceAttention } from "./reference.ts";
 import { fillSeeded, seededArray } from "./random.ts";
-import { expectedTensors, parseModelConfig } from "./model/config.ts";
+import { expectedTensors } from "./model/architecture.ts";
+import { parseModelConfig } from "./model/config.ts";
 import { TransformerModel } from "./model/transformer.ts";
 import { LanguageModel } from "./model/language-model.ts";
 

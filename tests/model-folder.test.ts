@@ -3,7 +3,8 @@ import { spawnSync } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { expectedTensors, parseModelConfig } from "../src/model/config.ts";
+import { expectedTensors } from "../src/model/architecture.ts";
+import { parseModelConfig } from "../src/model/config.ts";
 import { writeModelFolder, type FolderOptions } from "./model-helpers.ts";
 
 const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));

@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeSafetensors, type TensorToWrite } from "../src/index.ts";
 export { referenceForward } from "./model-reference.ts";
-import { expectedTensors, parseModelConfig, type ModelConfig } from "../src/model/config.ts";
+import { expectedTensors } from "../src/model/architecture.ts";
+import { parseModelConfig, type ModelConfig } from "../src/model/config.ts";
 import { BYTE_TOKENIZER_VOCAB, byteLevelTokenizer, syntheticWeights } from "../src/model/synthetic.ts";
 
 export type Weights = Map<string, Float32Array>;

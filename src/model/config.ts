@@ -2,6 +2,8 @@
 // layer (variable GQA included) and the MLP/norm/rope parameters. Llama, Qwen2, Mistral and
 // DeciLM; anything else is a clear error.
 
+import { ARCHITECTURES } from "./architecture.ts";
+
 export class ModelConfigError extends Error {
   override name = "ModelConfigError";
 }
@@ -105,42 +107,6 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
     modelType: modelType as ModelType, hiddenSize, intermediateSize: int("intermediate_size"), numLayers, numHeads, kvHeadsPerLayer, headDim,
     vocabSize: int("vocab_size"), rmsNormEps: num("rms_norm_eps", 1e-6), ropeTheta: num("rope_theta", 10000), ropeScaling,
     maxPositionEmbeddings: int("max_position_embeddings", 2048), tieWordEmbeddings: c.tie_word_embeddings === true,
-    attentionBias: modelType === "qwen2" || c.attention_bias === true, slidingWindow,
+    attentionBias: ARCHITECTURES[modelType as ModelType].attentionBias === true || c.attention_bias === true, slidingWindow,
   };
-}
-
-/**
- * The fewest tensors a model of this config has (9 per layer, the embedding, the final norm):
- * a config that claims more layers than its files could hold is refused before anything
- * proportional to its layer count is built.
- */
-export function minTensorCount(cfg: ModelConfig): number {
-  return cfg.numLayers * 9 + 2;
-}
-
-/** Tensor names and shapes this config needs (Hugging Face naming). */
-export function expectedTensors(cfg: ModelConfig): Map<string, number[]> {
-  const m = new Map<string, number[]>();
-  const { hiddenSize: h, headDim: d, numHeads: H, intermediateSize: f, vocabSize: v } = cfg;
-  m.set("model.embed_tokens.weight", [v, h]);
-  cfg.kvHeadsPerLayer.forEach((kv, i) => {
-    const p = `model.layers.${i}`;
-    m.set(`${p}.input_layernorm.weight`, [h]);
-    m.set(`${p}.post_attention_layernorm.weight`, [h]);
-    m.set(`${p}.self_attn.q_proj.weight`, [H * d, h]);
-    m.set(`${p}.self_attn.k_proj.weight`, [kv * d, h]);
-    m.set(`${p}.self_attn.v_proj.weight`, [kv * d, h]);
-    m.set(`${p}.self_attn.o_proj.weight`, [h, H * d]);
-    if (cfg.attentionBias) {
-      m.set(`${p}.self_attn.q_proj.bias`, [H * d]);
-      m.set(`${p}.self_attn.k_proj.bias`, [kv * d]);
-      m.set(`${p}.self_attn.v_proj.bias`, [kv * d]);
-    }
-    m.set(`${p}.mlp.gate_proj.weight`, [f, h]);
-    m.set(`${p}.mlp.up_proj.weight`, [f, h]);
-    m.set(`${p}.mlp.down_proj.weight`, [h, f]);
-  });
-  m.set("model.norm.weight", [h]);
-  if (!cfg.tieWordEmbeddings) m.set("lm_head.weight", [v, h]);
-  return m;
 }

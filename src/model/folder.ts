@@ -4,7 +4,8 @@
 import { SafetensorsError } from "../errors.ts";
 import { parseHeader, readHeaderLength, type TensorInfo } from "../formats/safetensors.ts";
 import { isPlainFileName, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
-import { expectedTensors, minTensorCount, ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
+import { expectedTensors, minTensorCount } from "./architecture.ts";
+import { ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
 
 export interface FolderTensor extends TensorInfo { file: string }
 

@@ -6,8 +6,9 @@ import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
 import { quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK } from "../formats/quant.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
-import { expectedTensors, ModelConfigError, type ModelConfig } from "./config.ts";
-import { ggufTensorName, PRE_TOKENIZERS, qkPermutedHeads, unpermutedRow } from "./gguf-model.ts";
+import { ARCHITECTURES, expectedTensors, ggufPermutesQK, ggufTensorName, globalTensorName, qkPermutedHeads } from "./architecture.ts";
+import { ModelConfigError, type ModelConfig } from "./config.ts";
+import { PRE_TOKENIZERS, unpermutedRow } from "./gguf-model.ts";
 
 const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
   f32: { type: "F32", fileType: 0 }, f16: { type: "F16", fileType: 1 }, bf16: { type: "BF16", fileType: 32 },
@@ -29,11 +30,10 @@ export interface GGUFExportOptions {
 /** The GGUF bytes of a model given as float32 tensors by Hugging Face name. */
 export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float32Array, options: GGUFExportOptions): Uint8Array {
   const fail = (why: string) => new ModelConfigError(`gguf export: ${why}`);
-  if (config.modelType === "deci") throw fail("deci (per-layer KV heads) has no llama.cpp architecture to write");
+  const arch = ARCHITECTURES[config.modelType].ggufArchitecture;
+  if (!arch) throw fail(`${config.modelType}${config.modelType === "deci" ? " (per-layer KV heads)" : ""} has no llama.cpp architecture to write`);
   if (config.ropeScaling && config.ropeScaling.type !== "linear") throw fail(`rope scaling ${config.ropeScaling.type} is not written (linear only)`);
   const { type, fileType } = GGML[options.dtype];
-  // llama.cpp runs Mistral checkpoints as its llama architecture (it has no sliding window there).
-  const arch = config.modelType === "qwen2" ? "qwen2" : "llama";
   const a = (key: string) => `${arch}.${key}`;
   const metadata: GGUFMetadataToWrite = {
     "general.architecture": { type: "string", value: arch },
@@ -61,7 +61,7 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   const tensors: Record<string, GGUFTensorToWrite> = {};
   for (const [hf, shape] of expectedTensors(config)) {
     let data = tensor(hf);
-    const heads = arch === "llama" ? qkPermutedHeads(hf, config) : undefined;
+    const heads = ggufPermutesQK(arch) ? qkPermutedHeads(hf, config) : undefined;
     if (heads) data = permuteRows(data, heads, shape.length === 2 ? shape[1]! : 1);
     const matrix = shape.length === 2;
     const K = shape[shape.length - 1]!;
@@ -157,7 +157,7 @@ export async function folderToGGUF(source: import("./files.ts").ModelSource, opt
   const template = await files.text("chat_template.jinja");
   if (template !== undefined) config.chat_template = template;
   return exportGGUF(folder.config, (name) => {
-    const t = folder.tensors.get(name) ?? (name === "lm_head.weight" ? folder.tensors.get("model.embed_tokens.weight") : undefined);
+    const t = folder.tensors.get(name) ?? (name === globalTensorName("lmHead") ? folder.tensors.get(globalTensorName("embedding")) : undefined);
     if (!t) throw new ModelConfigError(`${files.location}: tensor '${name}' is missing`);
     return readFloat32(parsed.get(t.file)!, t.name);
   }, { ...options, tokenizer: json ? { json, config } : undefined });

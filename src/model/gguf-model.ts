@@ -5,7 +5,8 @@
 // tokenizer.json for @huggingface/tokenizers (byte-level BPE with merges, or SentencePiece
 // with scores turned into merges) with the chat template from tokenizer.chat_template.
 import { GGUFError, readGGUFHeader, type GGUFHeader, type GGUFTensor, type GGUFValue } from "../formats/gguf.ts";
-import { expectedTensors, minTensorCount, ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
+import { expectedTensors, ggufPermutesQK, ggufTensorName, minTensorCount, qkPermutedHeads } from "./architecture.ts";
+import { ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
 import type { ModelFiles } from "./files.ts";
 
 export interface GGUFModelInfo {
@@ -100,8 +101,7 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   const config = parseModelConfig(configJson, `${where} (metadata)`);
   if (minTensorCount(config) > byName.size) throw fail(`${arch}.block_count is ${config.numLayers}, but the file holds only ${byName.size} tensors`);
 
-  // llama.cpp's converter permutes q and k rows of llama-style models for its RoPE layout.
-  const permutes = arch === "llama" || arch === "mistral";
+  const permutes = ggufPermutesQK(arch);
   const tensors = new Map<string, { file: string; tensor: GGUFTensor; permutedHeads?: number }>();
   const missing: string[] = [];
   for (const [hf, shape] of expectedTensors(config)) {
@@ -115,13 +115,6 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   return { config, configJson, tensors, fileBytes, metadata, tokenizer: ggufTokenizer(metadata, where) };
 }
 
-/** The heads of a q or k projection (weight or bias), whose rows llama.cpp's converter permutes for llama-style RoPE; else undefined. */
-export function qkPermutedHeads(hf: string, config: ModelConfig): number | undefined {
-  const m = /^model\.layers\.(\d+)\.self_attn\.([qk])_proj\.(weight|bias)$/.exec(hf);
-  if (!m) return undefined;
-  return m[2] === "q" ? config.numHeads : config.kvHeadsPerLayer[Number(m[1])];
-}
-
 /**
  * Where row `src` of a q/k tensor as llama.cpp's converter wrote it belongs in Hugging Face
  * order: within each head of `rows / heads` rows, GGUF row 2i + half is HF row half · headDim/2 + i.
@@ -129,19 +122,6 @@ export function qkPermutedHeads(hf: string, config: ModelConfig): number | undef
 export function unpermutedRow(src: number, rows: number, heads: number): number {
   const headDim = rows / heads, h = Math.floor(src / headDim), j = src % headDim;
   return h * headDim + (j % 2) * (headDim / 2) + (j >> 1);
-}
-
-/** The GGUF name of a Hugging Face tensor name. */
-export function ggufTensorName(hf: string): string {
-  const fixed: Record<string, string> = { "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight" };
-  if (fixed[hf]) return fixed[hf]!;
-  const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(hf);
-  if (!m) return hf;
-  const parts: Record<string, string> = {
-    input_layernorm: "attn_norm", post_attention_layernorm: "ffn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-  };
-  return `blk.${m[1]}.${parts[m[2]!] ?? m[2]}.${m[3]}`;
 }
 
 // ---------------------------------------------------------------- tokenizer

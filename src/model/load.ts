@@ -8,6 +8,7 @@ import { parseSafetensors, readBits16, readFloat32, type Safetensors } from "../
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, type BufferDtype, type WasmBuffer } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import { layerTensorName } from "./architecture.ts";
 import { ModelConfigError } from "./config.ts";
 import { ggufTarget, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
 import { describeGGUF, ggufSplitNames, unpermutedRow } from "./gguf-model.ts";
@@ -89,7 +90,7 @@ export function firstNonFinite(data: Float32Array | Uint16Array, dtype: "f32" | 
 
 /** 16-bit checkpoints stay 16-bit (decode reads every weight once per token); f32 stays f32. */
 function storedDtype(tensors: Map<string, { dtype: string; name: string }>): BufferDtype {
-  const t = tensors.get("model.layers.0.self_attn.q_proj.weight");
+  const t = tensors.get(layerTensorName(0, "q"));
   return t?.dtype === "BF16" ? "bf16" : t?.dtype === "F16" ? "f16" : "f32";
 }
 

@@ -6,7 +6,8 @@
 // the text means nothing, the path it takes and its speed do.
 import { writeSafetensors, type SafetensorsDtype, type TensorToWrite } from "../formats/safetensors.ts";
 import { seededArray, seededTrainedLike } from "../random.ts";
-import { expectedTensors, parseModelConfig, type ModelConfig } from "./config.ts";
+import { expectedTensors } from "./architecture.ts";
+import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { byteChars } from "./tokenizer.ts";
 
 /** ChatML special tokens (SmolLM2, Qwen2.5), ids 0, 1, 2. */

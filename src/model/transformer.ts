@@ -5,16 +5,12 @@ import { createKVCache, type KVCache, type KVCacheOptions, type KVSequence } fro
 import { WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { isQuantDtype } from "../formats/quant.ts";
+import { modelTensors, type GlobalRole, type LayerRole } from "./architecture.ts";
 import type { ModelConfig } from "./config.ts";
 import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
 
-/** The weights of one layer, resident in wasm memory. */
-interface LayerWeights {
-  inputNorm: WasmBuffer; postNorm: WasmBuffer;
-  q: WasmBuffer; k: WasmBuffer; v: WasmBuffer; o: WasmBuffer;
-  qBias?: WasmBuffer; kBias?: WasmBuffer; vBias?: WasmBuffer;
-  gate: WasmBuffer; up: WasmBuffer; down: WasmBuffer;
-}
+/** The weights of one layer, resident in wasm memory, by role (architecture.ts). */
+type LayerWeights = Record<Exclude<LayerRole, "qBias" | "kBias" | "vBias">, WasmBuffer> & Partial<Record<"qBias" | "kBias" | "vBias", WasmBuffer>>;
 
 /** One sequence's share of a batched forward pass: the tokens to append after what it holds. */
 export interface BatchItem { seq: KVSequence; tokens: readonly number[] }
@@ -53,22 +49,18 @@ export class TransformerModel {
         if (data instanceof WasmBuffer) return this.own(data);
         return this.own(isQuantDtype(weightDtype) ? rt.upload(data as Float32Array, weightDtype, inFeatures) : rt.upload(data, weightDtype));
       };
-      const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff } = config;
-      this.layers = config.kvHeadsPerLayer.map((_, i) => {
-        const p = `model.layers.${i}`;
-        return {
-          inputNorm: f32(`${p}.input_layernorm.weight`), postNorm: f32(`${p}.post_attention_layernorm.weight`),
-          q: weight(`${p}.self_attn.q_proj.weight`, hd), k: weight(`${p}.self_attn.k_proj.weight`, hd),
-          v: weight(`${p}.self_attn.v_proj.weight`, hd), o: weight(`${p}.self_attn.o_proj.weight`, H * D),
-          ...(config.attentionBias ? {
-            qBias: f32(`${p}.self_attn.q_proj.bias`), kBias: f32(`${p}.self_attn.k_proj.bias`), vBias: f32(`${p}.self_attn.v_proj.bias`),
-          } : {}),
-          gate: weight(`${p}.mlp.gate_proj.weight`, hd), up: weight(`${p}.mlp.up_proj.weight`, hd), down: weight(`${p}.mlp.down_proj.weight`, ff),
-        };
-      });
-      this.finalNorm = f32("model.norm.weight");
-      this.embedding = weight("model.embed_tokens.weight", hd);
-      this.lmHead = config.tieWordEmbeddings ? this.embedding : weight("lm_head.weight", hd);
+      // The architecture's tensors, by role: norms and biases f32, the rest in the weight dtype.
+      const layers: Partial<Record<LayerRole, WasmBuffer>>[] = config.kvHeadsPerLayer.map(() => ({}));
+      const globals: Partial<Record<GlobalRole, WasmBuffer>> = {};
+      for (const t of modelTensors(config)) {
+        const buffer = t.kind === "norm" || t.kind === "bias" ? f32(t.name) : weight(t.name, t.inFeatures!);
+        if (t.layer === undefined) globals[t.role as GlobalRole] = buffer;
+        else layers[t.layer]![t.role as LayerRole] = buffer;
+      }
+      this.layers = layers as LayerWeights[];
+      this.finalNorm = globals.finalNorm!;
+      this.embedding = globals.embedding!;
+      this.lmHead = globals.lmHead ?? this.embedding;
       this.rope = this.ropeTables(Math.min(config.maxPositionEmbeddings, 256));
     } catch (e) {
       this.dispose();

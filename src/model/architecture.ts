@@ -1,0 +1,143 @@
+// The tensors of the model families this runtime runs, in one place: what each tensor is for
+// (its role), its Hugging Face and GGUF names, its shape, and per architecture what differs
+// (biases, how GGUF files store it). Inspect, load (safetensors and GGUF), the GGUF writer, the
+// forward pass, synthetic models, the demo and the bench all take tensor names from here: a new
+// architecture of this family is a new entry of ARCHITECTURES (and its test reference).
+import type { ModelConfig, ModelType } from "./config.ts";
+
+/** What a tensor is for in the forward pass. */
+export type GlobalRole = "embedding" | "finalNorm" | "lmHead";
+export type LayerRole = "inputNorm" | "postNorm" | "q" | "k" | "v" | "o" | "qBias" | "kBias" | "vBias" | "gate" | "up" | "down";
+/** norm and bias tensors stay f32; linear ones (and the embedding) take the weight dtype. */
+export type TensorKind = "embedding" | "norm" | "linear" | "bias";
+
+export interface TensorSpec {
+  /** Hugging Face name */
+  name: string;
+  gguf: string;
+  shape: number[];
+  kind: TensorKind;
+  role: GlobalRole | LayerRole;
+  layer?: number;
+  /** For linear weights: the length of a row (the input features). */
+  inFeatures?: number;
+}
+
+interface RoleSpec<R> { role: R; hf: string; gguf: string; kind: TensorKind; shape: (c: ModelConfig, kvHeads: number) => number[]; bias?: boolean }
+
+const GLOBAL: RoleSpec<GlobalRole>[] = [
+  { role: "embedding", hf: "model.embed_tokens.weight", gguf: "token_embd.weight", kind: "embedding", shape: (c) => [c.vocabSize, c.hiddenSize] },
+  { role: "finalNorm", hf: "model.norm.weight", gguf: "output_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize] },
+  { role: "lmHead", hf: "lm_head.weight", gguf: "output.weight", kind: "linear", shape: (c) => [c.vocabSize, c.hiddenSize] },
+];
+
+/** Per layer, Hugging Face `model.layers.{i}.{hf}`, GGUF `blk.{i}.{gguf}`. */
+const LAYER: RoleSpec<LayerRole>[] = [
+  { role: "inputNorm", hf: "input_layernorm.weight", gguf: "attn_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize] },
+  { role: "postNorm", hf: "post_attention_layernorm.weight", gguf: "ffn_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize] },
+  { role: "q", hf: "self_attn.q_proj.weight", gguf: "attn_q.weight", kind: "linear", shape: (c) => [c.numHeads * c.headDim, c.hiddenSize] },
+  { role: "k", hf: "self_attn.k_proj.weight", gguf: "attn_k.weight", kind: "linear", shape: (c, kv) => [kv * c.headDim, c.hiddenSize] },
+  { role: "v", hf: "self_attn.v_proj.weight", gguf: "attn_v.weight", kind: "linear", shape: (c, kv) => [kv * c.headDim, c.hiddenSize] },
+  { role: "o", hf: "self_attn.o_proj.weight", gguf: "attn_output.weight", kind: "linear", shape: (c) => [c.hiddenSize, c.numHeads * c.headDim] },
+  { role: "qBias", hf: "self_attn.q_proj.bias", gguf: "attn_q.bias", kind: "bias", shape: (c) => [c.numHeads * c.headDim], bias: true },
+  { role: "kBias", hf: "self_attn.k_proj.bias", gguf: "attn_k.bias", kind: "bias", shape: (c, kv) => [kv * c.headDim], bias: true },
+  { role: "vBias", hf: "self_attn.v_proj.bias", gguf: "attn_v.bias", kind: "bias", shape: (c, kv) => [kv * c.headDim], bias: true },
+  { role: "gate", hf: "mlp.gate_proj.weight", gguf: "ffn_gate.weight", kind: "linear", shape: (c) => [c.intermediateSize, c.hiddenSize] },
+  { role: "up", hf: "mlp.up_proj.weight", gguf: "ffn_up.weight", kind: "linear", shape: (c) => [c.intermediateSize, c.hiddenSize] },
+  { role: "down", hf: "mlp.down_proj.weight", gguf: "ffn_down.weight", kind: "linear", shape: (c) => [c.hiddenSize, c.intermediateSize] },
+];
+
+export interface Architecture {
+  /** q/k/v biases whatever config.json says (Qwen2 always has them). */
+  attentionBias?: boolean;
+  /** The llama.cpp architecture a GGUF file of it is written as; undefined: none (no GGUF export). */
+  ggufArchitecture?: "llama" | "qwen2";
+}
+
+/** Every model type: Llama's layout, with what differs. */
+export const ARCHITECTURES: Record<ModelType, Architecture> = {
+  llama: { ggufArchitecture: "llama" },
+  qwen2: { attentionBias: true, ggufArchitecture: "qwen2" },
+  // llama.cpp runs Mistral checkpoints as its llama architecture (it has no sliding window there).
+  mistral: { ggufArchitecture: "llama" },
+  // Per-layer KV heads: no llama.cpp architecture holds them.
+  deci: {},
+};
+
+/**
+ * llama.cpp's converter permutes the rows of q and k (weights and biases) of models it writes as
+ * its llama architecture, for its RoPE layout; qwen2 files keep Hugging Face's order.
+ */
+export function ggufPermutesQK(ggufArchitecture: string): boolean {
+  return ggufArchitecture === "llama" || ggufArchitecture === "mistral";
+}
+
+/** The tensors a config needs, in order: the embedding, each layer's, the final norm, the LM head unless tied. */
+export function modelTensors(cfg: ModelConfig): TensorSpec[] {
+  const out: TensorSpec[] = [];
+  const global = (r: RoleSpec<GlobalRole>) => {
+    const shape = r.shape(cfg, 0);
+    out.push({ name: r.hf, gguf: r.gguf, shape, kind: r.kind, role: r.role, inFeatures: r.kind === "norm" ? undefined : shape[1] });
+  };
+  global(GLOBAL[0]!);
+  cfg.kvHeadsPerLayer.forEach((kv, i) => {
+    for (const r of LAYER) {
+      if (r.bias && !cfg.attentionBias) continue;
+      const shape = r.shape(cfg, kv);
+      out.push({ name: layerTensorName(i, r.role), gguf: `blk.${i}.${r.gguf}`, shape, kind: r.kind, role: r.role, layer: i, inFeatures: r.kind === "linear" ? shape[1] : undefined });
+    }
+  });
+  global(GLOBAL[1]!);
+  if (!cfg.tieWordEmbeddings) global(GLOBAL[2]!);
+  return out;
+}
+
+/** Tensor names and shapes a config needs (Hugging Face naming). */
+export function expectedTensors(cfg: ModelConfig): Map<string, number[]> {
+  return new Map(modelTensors(cfg).map((t) => [t.name, t.shape]));
+}
+
+/** The fewest tensors a model of this many layers has (no biases, tied embeddings): checked before a tensor list proportional to the layer count is built. */
+export function minTensorCount(cfg: ModelConfig): number {
+  return cfg.numLayers * LAYER.filter((r) => !r.bias).length + 2;
+}
+
+/** The Hugging Face name of a global tensor. */
+export function globalTensorName(role: GlobalRole): string {
+  return GLOBAL.find((r) => r.role === role)!.hf;
+}
+
+/** The Hugging Face name of layer `layer`'s tensor for `role`. */
+export function layerTensorName(layer: number, role: LayerRole): string {
+  return `model.layers.${layer}.${LAYER.find((r) => r.role === role)!.hf}`;
+}
+
+const LAYER_BY_HF = new Map(LAYER.map((r) => [r.hf, r]));
+const GLOBAL_BY_HF = new Map(GLOBAL.map((r) => [r.hf, r]));
+
+/** The role (and layer) of a Hugging Face tensor name; undefined for a name of no role. */
+export function tensorRole(name: string): { role: GlobalRole | LayerRole; layer?: number } | undefined {
+  const g = GLOBAL_BY_HF.get(name);
+  if (g) return { role: g.role };
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
+  const r = m ? LAYER_BY_HF.get(m[2]!) : undefined;
+  return r ? { role: r.role, layer: Number(m![1]) } : undefined;
+}
+
+/** The GGUF name of a Hugging Face tensor name (names of no role are kept). */
+export function ggufTensorName(name: string): string {
+  const g = GLOBAL_BY_HF.get(name);
+  if (g) return g.gguf;
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
+  const r = m ? LAYER_BY_HF.get(m[2]!) : undefined;
+  return r ? `blk.${m![1]}.${r.gguf}` : name;
+}
+
+/** The heads of a q or k projection (weight or bias), whose rows llama.cpp's converter permutes; else undefined. */
+export function qkPermutedHeads(name: string, config: ModelConfig): number | undefined {
+  const r = tensorRole(name);
+  if (!r || r.layer === undefined) return undefined;
+  if (r.role === "q" || r.role === "qBias") return config.numHeads;
+  if (r.role === "k" || r.role === "kBias") return config.kvHeadsPerLayer[r.layer];
+  return undefined;
+}
