@@ -133,6 +133,32 @@ describe("threads: a worker pool on one shared memory", function () {
     cache.dispose();
   });
 
+  it("several linear layers in one call (one hand-off) give what each gives alone, on 1 and 3 threads", () => {
+    for (const rt of [runtimes[0]!, runtimes[2]!]) {
+      const x = rt.upload(randomArray(3 * 200, 1));
+      const shapes = [[200, 300], [200, 40], [200, 40]] as const;
+      for (const dtype of ["f32", "q8_0"] as const) {
+        const weights = shapes.map(([k, n], i) => dtype === "f32" ? rt.upload(randomArray(n * k, 10 + i)) : rt.upload(randomArray(n * k, 10 + i), dtype, k));
+        const together = shapes.map(([, n]) => rt.alloc(3 * n));
+        rt.linearsInto(shapes.map(([k, n], i) => ({ x, weight: weights[i]!, out: together[i]!, inFeatures: k, outFeatures: n })));
+        shapes.forEach(([k, n], i) => {
+          const alone = rt.alloc(3 * n);
+          rt.linearInto({ x, weight: weights[i]!, out: alone, inFeatures: k, outFeatures: n });
+          assert.deepEqual(together[i]!.toFloat32Array(), alone.toFloat32Array(), `${dtype} layer ${i} on ${rt.threads} thread(s)`);
+          alone.free();
+        });
+        for (const b of [...weights, ...together]) b.free();
+      }
+      // A call may not read what another call of the batch writes.
+      const w = rt.upload(randomArray(40 * 200, 3)), w2 = rt.upload(randomArray(10 * 40, 4)), y = rt.alloc(3 * 40), z = rt.alloc(3 * 10);
+      assert.throws(() => rt.linearsInto([
+        { x, weight: w, out: y, inFeatures: 200, outFeatures: 40 },
+        { x: y, weight: w2, out: z, inFeatures: 40, outFeatures: 10 },
+      ]), /linearsInto: the output of call 0 overlaps call 1's input/);
+      for (const b of [x, w, w2, y, z]) b.free();
+    }
+  });
+
   it("async calls await the workers and give the sync answers", async () => {
     const rt = runtimes[2]!;
     const args = { q: randomArray(64 * 8 * 32, 1), k: randomArray(64 * 2 * 32, 2), v: randomArray(64 * 2 * 32, 3), numHeads: 8, numKvHeads: 2, headDim: 32, causal: true };
@@ -145,11 +171,11 @@ describe("threads: a worker pool on one shared memory", function () {
 
   it("a worker that fails fails the call with its error, and the pool stays usable", () => {
     const rt = runtimes[1]!;
-    const pool = (rt as unknown as { pool: { run(j: unknown[]): void } }).pool;
+    const pool = (rt as unknown as { pool: { run(j: unknown[][]): void } }).pool;
     const beyond = rt.memory.byteLength + (1 << 20);
     const job = (q: number) => ({ kernel: "attention_f32", args: [q, q, q, q + 4096, 1, 4, 2, 2, 16, 0.25, 0, 0, 0, 2, 0, 1, 0, 4, 0, q + 8192] });
     const ok = rt.alloc(1 << 16);
-    assert.throws(() => pool.run([job(ok.ptr), job(beyond)]), /threads: thread 1 failed: .*out of bounds/);
+    assert.throws(() => pool.run([[job(ok.ptr)], [job(beyond)]]), /threads: thread 1 failed: .*out of bounds/);
     ok.free();
     const args = { q: randomArray(32, 1), k: randomArray(64, 2), v: randomArray(64, 3), numHeads: 2, numKvHeads: 2, headDim: 16 };
     assert.deepEqual(rt.attention(args), runtimes[0]!.attention(args));

@@ -143,9 +143,12 @@ export class TransformerModel {
         const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
         const kb = kAll.subarray(0, m * kvDim), vb = vAll.subarray(0, m * kvDim);
         rt.kernels.rmsnorm_f32(x.ptr, L.inputNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
-        linear(h, L.q, q, hd, H * D, L.qBias);
-        linear(h, L.k, kb, hd, kvDim, L.kBias);
-        linear(h, L.v, vb, hd, kvDim, L.vBias);
+        // q, k and v in one call (one hand-off to the worker pool), as gate and up below.
+        rt.linearsInto([
+          { x: h, weight: L.q, bias: L.qBias, out: q, inFeatures: hd, outFeatures: H * D },
+          { x: h, weight: L.k, bias: L.kBias, out: kb, inFeatures: hd, outFeatures: kvDim },
+          { x: h, weight: L.v, bias: L.vBias, out: vb, inFeatures: hd, outFeatures: kvDim },
+        ]);
         items.forEach(({ seq, tokens }, i) => {
           const count = tokens.length, qi = rows(q, i, H * D), ki = rows(kb, i, kvDim);
           rt.kernels.rope_f32(qi.ptr, count, H, D, this.rope.cos.ptr, this.rope.sin.ptr, starts[i]!);
@@ -158,8 +161,10 @@ export class TransformerModel {
         linear(attn, L.o, o, H * D, hd);
         residual(x, o);
         rt.kernels.rmsnorm_f32(x.ptr, L.postNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
-        linear(h, L.gate, gate, hd, ff);
-        linear(h, L.up, up, hd, ff);
+        rt.linearsInto([
+          { x: h, weight: L.gate, out: gate, inFeatures: hd, outFeatures: ff },
+          { x: h, weight: L.up, out: up, inFeatures: hd, outFeatures: ff },
+        ]);
         rt.kernels.swiglu_f32(gate.ptr, up.ptr, gate.ptr, n * ff);
         linear(gate, L.down, down, ff, hd);
         residual(x, down);

@@ -7,7 +7,7 @@ import { isQuantDtype, quantRowBytes, type QuantDtype } from "../formats/quant.t
 import { attentionArrays, attentionShape, type AttentionArgs, type AttentionShape } from "../ops/attention.ts";
 import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts";
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
-import { ThreadPool, type Job } from "../threads/pool.ts";
+import { MAX_CALLS_PER_THREAD, ThreadPool, type Job } from "../threads/pool.ts";
 import { attentionSplits, columnSplits, type AttentionRange } from "../threads/splits.ts";
 import { kernelExportsOf, type KernelExports } from "./kernel-exports.ts";
 import { importNodeBuiltin } from "./node-builtins.ts";
@@ -211,6 +211,21 @@ export class Runtime {
   }
 
   /**
+   * Several independent linear layers in one call (e.g. q, k and v of one input): their jobs
+   * go to the worker pool in one hand-off. Each output is what linearInto gives it alone.
+   */
+  linearsInto(list: readonly ResidentLinearArgs[]): void {
+    this.call(() => {
+      const prepared = list.map((args) => this.prepareLinearInto(args));
+      const outs = list.map((a) => a.out as WasmBuffer);
+      outs.forEach((o, i) => list.forEach((a, j) => {
+        if (i !== j && (overlaps(o, a.x as WasmBuffer) || overlaps(o, a.out as WasmBuffer))) throw new RangeError(`linearsInto: the output of call ${i} overlaps call ${j}'s ${overlaps(o, a.x as WasmBuffer) ? "input" : "output"}`);
+      }));
+      return { jobs: prepared.flatMap((p) => p.jobs), finish: () => undefined };
+    });
+  }
+
+  /**
    * Runs a prepared call: its kernel jobs (on the pool when there is one), then its finish step;
    * the scratch arena is reset afterwards whatever happens. Used by the KV cache too.
    * @internal
@@ -235,7 +250,7 @@ export class Runtime {
     try {
       const c = prepare();
       for (const round of this.rounds(c.jobs)) {
-        if (round.length === 1) this.runJob(round[0]!);
+        if (round.length === 1) for (const j of round[0]!) this.runJob(j);
         else await this.pool.runAsync(round);
       }
       for (const j of c.after ?? []) this.runJob(j);
@@ -358,15 +373,25 @@ export class Runtime {
   private runJobs(jobs: Job[]): void {
     if (!this.pool) { for (const j of jobs) this.runJob(j); return; }
     for (const round of this.rounds(jobs)) {
-      if (round.length === 1) this.runJob(round[0]!);
+      if (round.length === 1) for (const j of round[0]!) this.runJob(j);
       else this.pool.run(round);
     }
   }
 
-  /** The pool runs one job per thread at a time: more jobs go in rounds of that many. */
-  private rounds(jobs: Job[]): Job[][] {
-    const size = this.threads, out: Job[][] = [];
-    for (let i = 0; i < jobs.length; i += size) out.push(jobs.slice(i, i + size));
+  /**
+   * Jobs dealt to the threads in turn, each thread a list of calls per hand-off (one hand-off
+   * for all of them unless there are more than the pool's lists hold). A lone job runs on the
+   * caller. The result is [round][thread][call].
+   */
+  private rounds(jobs: Job[]): Job[][][] {
+    const size = this.threads, perRound = size * MAX_CALLS_PER_THREAD, out: Job[][][] = [];
+    for (let i = 0; i < jobs.length; i += perRound) {
+      const part = jobs.slice(i, i + perRound);
+      if (part.length === 1) { out.push([part]); continue; }
+      const lists: Job[][] = Array.from({ length: Math.min(size, part.length) }, () => []);
+      part.forEach((j, k) => lists[k % lists.length]!.push(j));
+      out.push(lists);
+    }
     return out;
   }
 

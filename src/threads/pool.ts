@@ -1,9 +1,10 @@
 import { importNodeBuiltin } from "../runtime/node-builtins.ts";
 
 // A pool of worker threads on one shared WebAssembly.Memory. Every worker instantiates the same
-// compiled Module on that memory; a call hands each thread (the caller is thread 0) one kernel
-// call with its own ranges, and completion is counted with Atomics. Kernels are pure functions
-// of pointers and ranges, so the threads need no other shared state.
+// compiled Module on that memory; a call hands each thread (the caller is thread 0) a list of
+// kernel calls with their own ranges (several ops, or several sequences, in one hand-off), and
+// completion is counted with Atomics. Kernels are pure functions of pointers and ranges, so the
+// threads need no other shared state.
 
 /** Kernels a job can name (index = id). */
 export const JOB_KERNELS = ["", "attention_f32", "attention_paged", "attention_combine", "linear_f32", "linear_bf16", "linear_f16", "linear_q8_0", "linear_q4_0"] as const;
@@ -11,7 +12,10 @@ export type JobKernel = Exclude<(typeof JOB_KERNELS)[number], "">;
 export interface Job { kernel: JobKernel; args: number[] }
 
 const MAX_ARGS = 24;
-const SLOT = MAX_ARGS + 2; // id, argc, args
+/** Kernel calls one thread takes per hand-off. */
+export const MAX_CALLS_PER_THREAD = 64;
+const CALL = MAX_ARGS + 2; // id, argc, args
+const SLOT = 1 + MAX_CALLS_PER_THREAD * CALL; // count, calls
 const GEN = 0, DONE = 1, ERROR = 2, STOP = -1;
 const MESSAGE_BYTES = 512;
 
@@ -32,9 +36,8 @@ function serve({ module: wasmModule, memory, control, jobs, message, index }, re
     gen = Atomics.load(ctl, ${GEN});
     if (gen === ${STOP}) break;
     const base = index * ${SLOT};
-    const id = slots[base];
     try {
-      if (id > 0) kernels[id](...slots.subarray(base + 2, base + 2 + slots[base + 1]));
+      for (let c = 0, at = base + 1; c < slots[base]; c++, at += ${CALL}) kernels[slots[at]](...slots.subarray(at + 2, at + 2 + slots[at + 1]));
     } catch (e) {
       if (Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
         const bytes = new TextEncoder().encode(String(e && e.message || e)).subarray(0, ${MESSAGE_BYTES});
@@ -99,14 +102,14 @@ export class ThreadPool {
     return new ThreadPool(size, workers, control, jobs, message, run0, canBlock);
   }
 
-  /** Runs jobs[t] on thread t (thread 0 is the caller) and waits, blocking, for all of them. */
-  run(jobs: (Job | undefined)[]): void {
+  /** Runs the calls of lists[t] on thread t, in order (thread 0 is the caller), and waits, blocking, for all of them. */
+  run(jobs: Job[][]): void {
     if (!this.canBlock) {
       throw new Error("threads: a browser's main thread cannot block: use the async calls (attentionAsync, linearAsync, ...) or run gqa-wasm in a Web Worker");
     }
     this.post(jobs);
     let error: unknown;
-    try { if (jobs[0]) this.run0(jobs[0]); } catch (e) { error = e; }
+    try { for (const j of jobs[0] ?? []) this.run0(j); } catch (e) { error = e; }
     for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
       Atomics.wait(this.ctl, DONE, done);
     }
@@ -114,10 +117,10 @@ export class ThreadPool {
   }
 
   /** As run(), but the caller awaits the workers instead of blocking (browsers' main thread). */
-  async runAsync(jobs: (Job | undefined)[]): Promise<void> {
+  async runAsync(jobs: Job[][]): Promise<void> {
     this.post(jobs);
     let error: unknown;
-    try { if (jobs[0]) this.run0(jobs[0]); } catch (e) { error = e; }
+    try { for (const j of jobs[0] ?? []) this.run0(j); } catch (e) { error = e; }
     for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
       const w = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } }).waitAsync(this.ctl, DONE, done);
       if (w.async) await w.value;
@@ -134,15 +137,21 @@ export class ThreadPool {
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 
-  private post(jobs: (Job | undefined)[]): void {
+  private post(jobs: Job[][]): void {
     if (this.disposed) throw new Error("threads: the runtime was disposed");
+    for (const list of jobs) {
+      if (list.length > MAX_CALLS_PER_THREAD) throw new RangeError(`threads: at most ${MAX_CALLS_PER_THREAD} calls per thread at once, got ${list.length}`);
+      for (const job of list) if (job.args.length > MAX_ARGS) throw new RangeError(`threads: ${job.kernel} takes at most ${MAX_ARGS} arguments`);
+    }
     for (let t = 1; t < this.size; t++) {
-      const job = jobs[t], base = t * SLOT;
-      if (!job) { this.slots[base] = 0; continue; }
-      if (job.args.length > MAX_ARGS) throw new RangeError(`threads: ${job.kernel} takes at most ${MAX_ARGS} arguments`);
-      this.slots[base] = JOB_KERNELS.indexOf(job.kernel);
-      this.slots[base + 1] = job.args.length;
-      this.slots.set(job.args, base + 2);
+      const list = jobs[t] ?? [], base = t * SLOT;
+      this.slots[base] = list.length;
+      list.forEach((job, c) => {
+        const at = base + 1 + c * CALL;
+        this.slots[at] = JOB_KERNELS.indexOf(job.kernel);
+        this.slots[at + 1] = job.args.length;
+        this.slots.set(job.args, at + 2);
+      });
     }
     Atomics.store(this.ctl, DONE, 0);
     Atomics.store(this.ctl, ERROR, 0);
