@@ -308,6 +308,24 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
     }
   });
 
+  it("without max_tokens a request takes at most its sequence's share of the KV cache, so such requests run side by side", async () => {
+    const small = await serveNode(model, { port: 0, modelId: MODEL, maxSequences: 4, maxCacheTokens: 512 });
+    try {
+      const ask = () => new OpenAI({ baseURL: `${small.url}/v1`, apiKey: "-", maxRetries: 0 }).completions.create({ model: MODEL, prompt: [5, 6, 7, 8], temperature: 0 });
+      const results = await Promise.all([ask(), ask(), ask(), ask()]);
+      // 512 tokens over 4 sequences: 4 pages of 32 each, one kept for copy-on-write: 96 tokens.
+      for (const r of results) {
+        const n = r.usage!.completion_tokens;
+        assert.ok(r.choices[0]!.finish_reason === "length" ? n === 96 - 4 : n < 96 - 4, `${n} tokens, ${r.choices[0]!.finish_reason}`);
+      }
+      const s = small.api.scheduler.stats();
+      const most = Math.max(...results.map((r) => r.usage!.completion_tokens));
+      assert.ok(s.steps < 2 * most, `${s.steps} steps for 4 x ${most} tokens: they ran together`);
+    } finally {
+      await small.close();
+    }
+  });
+
   it("bounded load with random aborts: no failures, no leaked pages", async () => {
     let state = 12345;
     const rand = () => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32);

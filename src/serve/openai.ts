@@ -130,7 +130,9 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     }
     const fits = scheduler.maxRequestTokens - prompt.length;
     if (fits < 1) throw new ApiError(400, `the prompt (${prompt.length} tokens) does not fit this server's KV cache (${scheduler.maxRequestTokens} tokens per request)`, "messages", "context_length_exceeded");
-    const maxTokens = asked ?? Math.min(room, fits);
+    // Unasked, a request may fill the context, up to its share of the KV cache when every
+    // sequence slot is busy (so that requests without max_tokens still run side by side).
+    const maxTokens = asked ?? Math.min(room, fits, Math.max(1, scheduler.sequenceShareTokens - prompt.length));
     const temperature = numberIn(body.temperature, "temperature", 0, 2) ?? model.defaults.sampling.temperature ?? 1;
     const topP = numberIn(body.top_p, "top_p", 0, 1) ?? model.defaults.sampling.topP ?? 1;
     const eos = new Set(model.defaults.eosTokenIds);

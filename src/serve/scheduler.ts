@@ -143,6 +143,9 @@ export class BatchScheduler {
   /** Tokens of KV cache one request may need at most (prompt + max tokens). */
   get maxRequestTokens(): number { return (this.pageCapacity - 1) * this.cache.pageSize; }
 
+  /** One sequence's share of the KV cache when maxSequences run at once, in tokens. */
+  get sequenceShareTokens(): number { return (Math.floor(this.pageCapacity / this.maxSequences) - 1) * this.cache.pageSize; }
+
   /**
    * Queues a completion. Resolves when it ends (stop, length or aborted); rejects with
    * ServerBusyError when the queue is full, RangeError when it could never fit.
