@@ -321,6 +321,12 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
       const s = small.api.scheduler.stats();
       const most = Math.max(...results.map((r) => r.usage!.completion_tokens));
       assert.ok(s.steps < 2 * most, `${s.steps} steps for 4 x ${most} tokens: they ran together`);
+      // max_tokens within the context but beyond what the cache holds per request: a 400 before any stream starts (found by the fuzz property).
+      const tooMany = await fetch(`${small.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: MODEL, prompt: [5, 6], max_tokens: 600, stream: true }) });
+      assert.equal(tooMany.status, 400);
+      const err = (await tooMany.json()).error;
+      assert.equal(err.code, "context_length_exceeded");
+      assert.match(err.message, /need more than this server's KV cache holds per request \(480 tokens\)/);
     } finally {
       await small.close();
     }

@@ -130,6 +130,10 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     }
     const fits = scheduler.maxRequestTokens - prompt.length;
     if (fits < 1) throw new ApiError(400, `the prompt (${prompt.length} tokens) does not fit this server's KV cache (${scheduler.maxRequestTokens} tokens per request)`, "messages", "context_length_exceeded");
+    // Refused here, before a stream starts, rather than by the scheduler after its 200.
+    if (asked !== undefined && asked > fits) {
+      throw new ApiError(400, `the prompt (${prompt.length} tokens) and ${maxTokensField} (${asked}) need more than this server's KV cache holds per request (${scheduler.maxRequestTokens} tokens)`, maxTokensField, "context_length_exceeded");
+    }
     // Unasked, a request may fill the context, up to its share of the KV cache when every
     // sequence slot is busy (so that requests without max_tokens still run side by side).
     const maxTokens = asked ?? Math.min(room, fits, Math.max(1, scheduler.sequenceShareTokens - prompt.length));

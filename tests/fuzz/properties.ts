@@ -487,6 +487,33 @@ export const PROPERTIES: FuzzProperty[] = [
     }),
   },
   {
+    name: "OpenAI API: hostile request bodies get a response or an OpenAI error (never a 500), one line each, and every page comes back",
+    runs: 400,
+    property: ({ rt }) => fc.asyncProperty(fc.oneof(
+      { arbitrary: apiRequest, weight: 10 },
+      { arbitrary: fc.record({ path: fc.constantFrom("/v1/chat/completions", "/v1/completions"), body: fc.oneof(fc.string({ maxLength: 40 }), fc.string({ minLength: 5000, maxLength: 5000 })) }), weight: 1 },
+    ), async ({ path, body }) => {
+      const { api } = await fuzzApi(rt);
+      const res = await api.fetch(new Request(`http://fuzz${path}`, { method: "POST", headers: { "content-type": "application/json" }, body }));
+      const text = await res.text();
+      if (![200, 400, 404, 413].includes(res.status)) throw new Error(`status ${res.status}: ${text.slice(0, 300)}`);
+      if (res.status === 200) {
+        if (res.headers.get("content-type")?.startsWith("text/event-stream")) {
+          const events = text.split("\n\n").filter(Boolean);
+          if (events.at(-1) !== "data: [DONE]") throw new Error(`a stream that did not end with [DONE]: ${text.slice(-300)}`);
+        } else if (!Array.isArray((JSON.parse(text) as { choices?: unknown }).choices)) throw new Error(`no choices: ${text.slice(0, 300)}`);
+      } else {
+        const message = (JSON.parse(text) as { error?: { message?: unknown } }).error?.message;
+        if (typeof message !== "string" || message.length === 0 || message.length > 2000 || message.includes("\n")) throw new Error(`not a one-line error: ${text.slice(0, 300)}`);
+      }
+      const stats = api.scheduler.stats();
+      if (stats.failed !== 0) throw new Error(`${stats.failed} requests failed inside the scheduler`);
+      if (stats.running !== 0 || stats.queued !== 0) throw new Error("a request is still running after its response was read");
+      api.scheduler.clearPrefixCache();
+      if (api.cache.stats().pagesUsed !== 0) throw new Error(`${api.cache.stats().pagesUsed} pages still used`);
+    }),
+  },
+  {
     name: "KV cache API: random append / fork / truncate / free / snapshot / restore / attention sequences agree with a plain model, and every page comes back",
     runs: 400,
     property: ({ rt }) => fc.property(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 8, max: 40 }), fc.commands(kvCommands, { maxCommands: 80, size: "medium" }), (pageSize, maxTokens, commands) => {
@@ -507,6 +534,63 @@ export const PROPERTIES: FuzzProperty[] = [
     }),
   },
 ];
+
+// ---------------------------------------------------------------- the OpenAI-compatible API
+
+const apiValue = fc.oneof(
+  fc.integer({ min: -5, max: 2000 }), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null), fc.string({ maxLength: 12 }),
+  fc.array(fc.oneof(fc.integer({ min: -2, max: 300 }), fc.string({ maxLength: 6 })), { maxLength: 5 }), fc.dictionary(fc.string({ maxLength: 6 }), fc.integer(), { maxKeys: 3 }),
+);
+const message = fc.record({
+  role: fc.oneof({ arbitrary: fc.constantFrom("system", "developer", "user", "assistant"), weight: 8 }, { arbitrary: fc.oneof(fc.constant("tool"), fc.string({ maxLength: 5 })), weight: 1 }),
+  content: fc.oneof({ arbitrary: fc.string({ maxLength: 40 }), weight: 6 }, { arbitrary: fc.array(fc.record({ type: fc.constantFrom("text", "text", "image_url"), text: fc.string({ maxLength: 10 }) }), { maxLength: 3 }), weight: 2 }, { arbitrary: apiValue, weight: 1 }),
+}, { requiredKeys: ["role", "content"] });
+const schema: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
+  node: fc.oneof({ depthSize: "small" },
+    fc.record({ type: fc.constantFrom("string", "integer", "number", "boolean", "null", "object", "array", "date") }),
+    fc.record({ enum: fc.array(fc.oneof(fc.string({ maxLength: 4 }), fc.integer()), { minLength: 1, maxLength: 3 }) }),
+    fc.record({ type: fc.constant("object"), properties: fc.dictionary(fc.string({ maxLength: 5 }), tie("node"), { maxKeys: 3 }), required: fc.array(fc.string({ maxLength: 5 }), { maxLength: 2 }) }, { requiredKeys: ["type"] }),
+    fc.record({ type: fc.constant("array"), items: tie("node"), maxItems: fc.integer({ min: -1, max: 3 }) }, { requiredKeys: ["type"] }),
+    fc.record({ type: fc.constant("string"), maxLength: fc.integer({ min: -1, max: 6 }), pattern: fc.constant("a+") }, { requiredKeys: ["type"] }),
+    fc.record({ anyOf: fc.array(tie("node"), { minLength: 1, maxLength: 3 }) }),
+    apiValue,
+  ),
+})).node;
+const responseFormat = fc.oneof(
+  { arbitrary: fc.record({ type: fc.constantFrom("text", "json_object", "json_schema", "xml") }), weight: 2 },
+  { arbitrary: fc.record({ type: fc.constant("json_schema"), json_schema: fc.record({ name: fc.string({ maxLength: 5 }), schema }, { requiredKeys: [] }) }), weight: 3 },
+  { arbitrary: apiValue as fc.Arbitrary<unknown>, weight: 1 },
+);
+/** Mostly a valid value of a field, sometimes any value. */
+const validOr = <T>(valid: fc.Arbitrary<T>) => fc.oneof({ arbitrary: valid, weight: 15 }, { arbitrary: apiValue as fc.Arbitrary<unknown>, weight: 1 });
+const commonFields = {
+  model: fc.oneof({ arbitrary: fc.constant("tiny"), weight: 12 }, { arbitrary: apiValue, weight: 1 }),
+  stream: validOr(fc.boolean()), stream_options: validOr(fc.record({ include_usage: fc.boolean() })),
+  max_tokens: validOr(fc.integer({ min: 1, max: 24 })), temperature: validOr(fc.double({ min: 0, max: 2, noNaN: true })),
+  top_p: validOr(fc.double({ min: 0, max: 1, noNaN: true })), seed: validOr(fc.integer()),
+  stop: validOr(fc.oneof(fc.string({ maxLength: 3 }), fc.array(fc.string({ minLength: 1, maxLength: 3 }), { maxLength: 4 }))),
+  frequency_penalty: validOr(fc.double({ min: -2, max: 2, noNaN: true })), presence_penalty: validOr(fc.double({ min: -2, max: 2, noNaN: true })),
+  n: validOr(fc.constant(1)), response_format: responseFormat,
+};
+/** A chat or completions body with the path it goes to: mostly known fields, now and then an unknown one. */
+const apiRequest = fc.tuple(
+  fc.oneof(
+    fc.record({ path: fc.constant("/v1/chat/completions"), body: fc.record({ ...commonFields, messages: validOr(fc.array(message, { minLength: 1, maxLength: 3 })), logprobs: validOr(fc.boolean()), top_logprobs: validOr(fc.integer({ min: 0, max: 21 })) }, { requiredKeys: ["model", "messages"] }) }),
+    fc.record({ path: fc.constant("/v1/completions"), body: fc.record({ ...commonFields, prompt: validOr(fc.oneof(fc.string({ maxLength: 30 }), fc.array(fc.integer({ min: -1, max: 270 }), { minLength: 1, maxLength: 10 }))), logprobs: validOr(fc.integer({ min: 0, max: 6 })) }, { requiredKeys: ["model", "prompt"] }) }),
+  ),
+  fc.oneof({ arbitrary: fc.constant(null), weight: 12 }, { arbitrary: apiValue as fc.Arbitrary<unknown>, weight: 1 }),
+).map(([{ path, body }, extra]) => ({ path, body: JSON.stringify(extra === null ? body : { ...body, frobnicate: extra }) }));
+
+let apiServer: Promise<{ api: import("../../src/serve/openai.ts").OpenAIServer }> | undefined;
+/** The tiny chat model behind the handler, with a KV budget small enough that every request is short. */
+function fuzzApi(rt: Runtime) {
+  apiServer ??= (async () => {
+    const { createOpenAIServer } = await import("../../src/serve/openai.ts");
+    const model = await loadModel(rt, syntheticModelFiles());
+    return { api: createOpenAIServer(model, { modelId: "tiny", maxSequences: 2, maxCacheTokens: 256, maxBodyBytes: 4096 }) };
+  })();
+  return apiServer;
+}
 
 /** A runtime for the properties: a memory budget so that a hostile size cannot take the machine. */
 export function fuzzRuntime(): Promise<Runtime> {
