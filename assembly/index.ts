@@ -1,5 +1,6 @@
-// Every Wasm export of gqa-wasm, in one list. The host's typed view of this list is
-// src/runtime/kernel-exports.ts; keep the two in step.
+// Every Wasm export of gqa-wasm, in one list. The host's table of kernels is
+// src/runtime/kernel-exports.ts (signatures, which the pool runs, the linear kernel per dtype);
+// tests/runtime.test.ts checks the two agree, names and arities.
 
 /** Where the host may start placing buffers: above the module's static data. */
 export function heap_base(): usize { return __heap_base; }

@@ -53,6 +53,19 @@ describe("createRuntime", () => {
     await assert.rejects(createRuntime(empty), /lacks the kernel exports heap_base/);
   });
 
+  it("every build's exports are the host's kernel table, names and arities (one place to add a kernel)", async () => {
+    const { KERNELS, JOB_KERNELS, LINEAR_KERNELS } = await import("../src/runtime/kernel-exports.ts");
+    for (const build of ["simd", "relaxed", "simd-threads", "relaxed-threads"]) {
+      const module = await WebAssembly.compile(await readFile(new URL(`../build/gqa-${build}.wasm`, import.meta.url)));
+      const exported = WebAssembly.Module.exports(module).filter((e) => e.kind === "function").map((e) => e.name).sort();
+      assert.deepEqual(exported, Object.keys(KERNELS).sort(), `${build}: assembly/index.ts and src/runtime/kernel-exports.ts list the same kernels`);
+    }
+    const rt = await createRuntime();
+    for (const [name, spec] of Object.entries(KERNELS)) assert.equal((rt.kernels as unknown as Record<string, (...a: number[]) => unknown>)[name]!.length, spec.params.length, `${name} takes ${spec.params.length} arguments`);
+    assert.deepEqual(JOB_KERNELS, ["", "attention_f32", "attention_paged", "attention_combine", "linear_f32", "linear_bf16", "linear_f16", "linear_q8_0", "linear_q4_0"]);
+    assert.deepEqual(LINEAR_KERNELS, { f32: "linear_f32", bf16: "linear_bf16", f16: "linear_f16", q8_0: "linear_q8_0", q4_0: "linear_q4_0" });
+  });
+
   it("rejects a missing file with a message that says how to build", async () => {
     await assert.rejects(createRuntime("/nonexistent/gqa.wasm"), /cannot read .*npm run build/);
   });

@@ -1,59 +1,82 @@
-// The host's typed view of assembly/index.ts, the one list of Wasm exports. Pointers and sizes
-// are byte offsets into the memory the host owns; kernels never allocate.
+// The one table of kernels on the host side: every Wasm export of assembly/index.ts with its
+// parameters, whether it returns a value, whether the worker pool runs it, and which weight
+// dtype a linear kernel computes on. The typed signatures (KernelExports), the pool's kernel
+// list, the linear kernel per dtype and the load-time check of a module's exports (names and
+// arities) all derive from it: a new kernel is one entry here and its export in
+// assembly/index.ts (a test checks the two agree). Pointers and sizes are byte offsets into the
+// memory the host owns; kernels never allocate.
 
-export interface KernelExports {
-  heap_base(): number;
-  kernel_features(): number;
-  attention_f32(
-    q: number, k: number, v: number, out: number,
-    seqQ: number, seqK: number, numHeads: number, numKvHeads: number, headDim: number,
-    scale: number, causal: number, slidingWindow: number,
-    kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number,
-    keyBegin: number, keyEnd: number, stats: number, scratch: number,
-  ): void;
-  attention_paged(
-    q: number, out: number, seqQ: number, seqK: number, numHeads: number, numKvHeads: number, headDim: number,
-    scale: number, causal: number, slidingWindow: number, pages: number, pageSize: number, dtype: number,
-    kvHeadBegin: number, kvHeadEnd: number, qBegin: number, qEnd: number,
-    keyBegin: number, keyEnd: number, stats: number, scratch: number,
-  ): void;
-  attention_combine(
-    partials: number, stats: number, nParts: number, rows: number, headDim: number, out: number, rowBegin: number, rowEnd: number,
-  ): void;
-  kv_page_bytes(numKvHeads: number, headDim: number, pageSize: number, dtype: number): number;
-  kv_scale_offset(numKvHeads: number, headDim: number, pageSize: number): number;
-  attention_scratch_bytes(numHeads: number, numKvHeads: number): number;
-  linear_f32(
-    x: number, w: number, bias: number, y: number,
-    M: number, N: number, K: number, nBegin: number, nEnd: number,
-  ): void;
-  /** linear_f32 with bfloat16 weights (u16 elements) */
-  linear_bf16(x: number, w: number, bias: number, y: number, M: number, N: number, K: number, nBegin: number, nEnd: number): void;
-  /** linear_f32 with IEEE half weights */
-  linear_f16(x: number, w: number, bias: number, y: number, M: number, N: number, K: number, nBegin: number, nEnd: number): void;
-  /** The linear layer with Q8_0 / Q4_0 weights (GGUF block layout); scratch: linear_quant_scratch_bytes(M, K) per job */
-  linear_q8_0(x: number, w: number, bias: number, y: number, M: number, N: number, K: number, nBegin: number, nEnd: number, scratch: number): void;
-  linear_q4_0(x: number, w: number, bias: number, y: number, M: number, N: number, K: number, nBegin: number, nEnd: number, scratch: number): void;
-  linear_quant_scratch_bytes(M: number, K: number): number;
-  rmsnorm_f32(x: number, w: number, out: number, dim: number, eps: number, rowBegin: number, rowEnd: number): void;
-  rope_f32(x: number, rows: number, heads: number, headDim: number, cos: number, sin: number, tableRow0: number): void;
-  swiglu_f32(gate: number, up: number, out: number, n: number): void;
-  exp_f32(x: number, out: number, n: number): void;
-  probe_read(ptr: number, bytes: number, reps: number): number;
-  probe_fma(iters: number): number;
+const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd"] as const;
+const LINEAR_QUANT = [...LINEAR, "scratch"] as const;
+const ATTENTION_RANGES = ["kvHeadBegin", "kvHeadEnd", "qBegin", "qEnd", "keyBegin", "keyEnd", "stats", "scratch"] as const;
+
+interface KernelSpec {
+  params: readonly string[];
+  /** Returns a number (sizes, probes); else void. */
+  returns?: true;
+  /** The worker pool may run it as a job (it works on a range). */
+  pool?: true;
+  /** A linear kernel: the weight dtype it computes on. */
+  linear?: "f32" | "bf16" | "f16" | "q8_0" | "q4_0";
 }
 
-export const KERNEL_EXPORT_NAMES: readonly (keyof KernelExports)[] = [
-  "heap_base", "kernel_features", "attention_f32", "attention_paged", "attention_combine", "attention_scratch_bytes", "kv_page_bytes", "kv_scale_offset", "linear_f32", "linear_bf16", "linear_f16",
-  "linear_q8_0", "linear_q4_0", "linear_quant_scratch_bytes",
-  "rmsnorm_f32", "rope_f32", "swiglu_f32", "exp_f32", "probe_read", "probe_fma",
-];
+export const KERNELS = {
+  /** Where the host may place buffers: above the module's static data. */
+  heap_base: { params: [], returns: true },
+  /** Bit 0: the build uses relaxed-SIMD FMA. */
+  kernel_features: { params: [], returns: true },
+  attention_f32: { params: ["q", "k", "v", "out", "seqQ", "seqK", "numHeads", "numKvHeads", "headDim", "scale", "causal", "slidingWindow", ...ATTENTION_RANGES], pool: true },
+  /** Attention over KV-cache pages (a page table of `pages`, page size, storage dtype code). */
+  attention_paged: { params: ["q", "out", "seqQ", "seqK", "numHeads", "numKvHeads", "headDim", "scale", "causal", "slidingWindow", "pages", "pageSize", "dtype", ...ATTENTION_RANGES], pool: true },
+  /** Combines split-KV partial outputs (running max, sum, unnormalised output). */
+  attention_combine: { params: ["partials", "stats", "nParts", "rows", "headDim", "out", "rowBegin", "rowEnd"], pool: true },
+  attention_scratch_bytes: { params: ["numHeads", "numKvHeads"], returns: true },
+  kv_page_bytes: { params: ["numKvHeads", "headDim", "pageSize", "dtype"], returns: true },
+  kv_scale_offset: { params: ["numKvHeads", "headDim", "pageSize"], returns: true },
+  linear_f32: { params: LINEAR, pool: true, linear: "f32" },
+  /** bfloat16 weights (u16 elements) */
+  linear_bf16: { params: LINEAR, pool: true, linear: "bf16" },
+  /** IEEE half weights */
+  linear_f16: { params: LINEAR, pool: true, linear: "f16" },
+  /** Q8_0 / Q4_0 weights (GGUF block layout); scratch: linear_quant_scratch_bytes(M, K) per job */
+  linear_q8_0: { params: LINEAR_QUANT, pool: true, linear: "q8_0" },
+  linear_q4_0: { params: LINEAR_QUANT, pool: true, linear: "q4_0" },
+  linear_quant_scratch_bytes: { params: ["M", "K"], returns: true },
+  rmsnorm_f32: { params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"] },
+  rope_f32: { params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"] },
+  swiglu_f32: { params: ["gate", "up", "out", "n"] },
+  exp_f32: { params: ["x", "out", "n"] },
+  probe_read: { params: ["ptr", "bytes", "reps"], returns: true },
+  probe_fma: { params: ["iters"], returns: true },
+} as const satisfies Record<string, KernelSpec>;
 
-/** Checks an instance has every export, so a stale or foreign .wasm fails at load, not mid-call. */
+export type KernelName = keyof typeof KERNELS;
+
+/** The typed signatures: one number per parameter; a number back where the kernel returns one. */
+export type KernelExports = {
+  [K in KernelName]: (...args: Numbers<(typeof KERNELS)[K]["params"]>) => (typeof KERNELS)[K] extends { returns: true } ? number : void;
+};
+/** A number for each name of a parameter list. */
+type Numbers<P extends readonly string[]> = { -readonly [I in keyof P]: number };
+
+/** Kernels the worker pool runs (index = the id a job slot carries; 0 is none). */
+export const JOB_KERNELS = ["", ...(Object.keys(KERNELS) as KernelName[]).filter((k) => (KERNELS[k] as KernelSpec).pool)] as const;
+export type JobKernel = { [K in KernelName]: (typeof KERNELS)[K] extends { pool: true } ? K : never }[KernelName];
+
+/** The linear kernel of each weight dtype. */
+export const LINEAR_KERNELS = Object.fromEntries((Object.keys(KERNELS) as KernelName[]).flatMap((k) => {
+  const dtype = (KERNELS[k] as KernelSpec).linear;
+  return dtype ? [[dtype, k]] : [];
+})) as Record<NonNullable<KernelSpec["linear"]>, JobKernel>;
+
+/** Checks an instance has every export with its arity, so a stale or foreign .wasm fails at load, not mid-call. */
 export function kernelExportsOf(instance: WebAssembly.Instance): KernelExports {
-  const missing = KERNEL_EXPORT_NAMES.filter((n) => typeof instance.exports[n] !== "function");
-  if (missing.length > 0) {
-    throw new TypeError(`createRuntime: the wasm module lacks the kernel exports ${missing.join(", ")} (not a gqa-wasm build, or an older one)`);
+  const wrong = (Object.keys(KERNELS) as KernelName[]).filter((n) => {
+    const f = instance.exports[n];
+    return typeof f !== "function" || f.length !== KERNELS[n].params.length;
+  });
+  if (wrong.length > 0) {
+    throw new TypeError(`createRuntime: the wasm module lacks the kernel exports ${wrong.join(", ")} or takes other arguments (not a gqa-wasm build, or an older one)`);
   }
   return instance.exports as unknown as KernelExports;
 }

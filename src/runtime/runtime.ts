@@ -9,7 +9,7 @@ import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
 import { MAX_CALLS_PER_THREAD, ThreadPool, type Job } from "../threads/pool.ts";
 import { attentionSplits, columnSplits, type AttentionRange } from "../threads/splits.ts";
-import { kernelExportsOf, type KernelExports } from "./kernel-exports.ts";
+import { kernelExportsOf, LINEAR_KERNELS, type KernelExports } from "./kernel-exports.ts";
 import { importNodeBuiltin } from "./node-builtins.ts";
 import { compileKernels, type KernelBuild, type WasmSource } from "./wasm-source.ts";
 
@@ -413,7 +413,6 @@ function attentionJob(s: AttentionShape, q: number, k: number, v: number, out: n
   };
 }
 
-const LINEAR_KERNELS = { f32: "linear_f32", bf16: "linear_bf16", f16: "linear_f16", q8_0: "linear_q8_0", q4_0: "linear_q4_0" } as const;
 
 function overlaps(a: WasmBuffer, b: WasmBuffer): boolean {
   return a.ptr < b.ptr + b.byteLength && b.ptr < a.ptr + a.byteLength;

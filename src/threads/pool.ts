@@ -6,9 +6,8 @@ import { importNodeBuiltin } from "../runtime/node-builtins.ts";
 // completion is counted with Atomics. Kernels are pure functions of pointers and ranges, so the
 // threads need no other shared state.
 
-/** Kernels a job can name (index = id). */
-export const JOB_KERNELS = ["", "attention_f32", "attention_paged", "attention_combine", "linear_f32", "linear_bf16", "linear_f16", "linear_q8_0", "linear_q4_0"] as const;
-export type JobKernel = Exclude<(typeof JOB_KERNELS)[number], "">;
+import { JOB_KERNELS, type JobKernel } from "../runtime/kernel-exports.ts";
+
 export interface Job { kernel: JobKernel; args: number[] }
 
 const MAX_ARGS = 24;
