@@ -216,7 +216,10 @@ export class Runtime {
    */
   linearsInto(list: readonly ResidentLinearArgs[]): void {
     this.call(() => {
-      const prepared = list.map((args) => this.prepareLinearInto(args));
+      // Split by the work of all of them together: each op over every thread, thread t taking
+      // range t of each (a k/v projection too small to split alone still shares the load).
+      const macs = list.reduce((sum, a) => sum + (a.x as WasmBuffer).length * a.outFeatures, 0);
+      const prepared = list.map((args) => this.prepareLinearInto(args, this.threadsFor(macs)));
       const outs = list.map((a) => a.out as WasmBuffer);
       outs.forEach((o, i) => list.forEach((a, j) => {
         if (i !== j && (overlaps(o, a.x as WasmBuffer) || overlaps(o, a.out as WasmBuffer))) throw new RangeError(`linearsInto: the output of call ${i} overlaps call ${j}'s ${overlaps(o, a.x as WasmBuffer) ? "input" : "output"}`);
@@ -315,7 +318,7 @@ export class Runtime {
     };
   }
 
-  private prepareLinearInto(args: ResidentLinearArgs): PreparedCall<void> {
+  private prepareLinearInto(args: ResidentLinearArgs, threads?: number): PreparedCall<void> {
     const op = "linearInto";
     const x = residentBuffer(op, "x", args.x, this.memory, "f32"), weight = residentBuffer(op, "weight", args.weight, this.memory);
     const out = residentBuffer(op, "out", args.out, this.memory, "f32");
@@ -328,7 +331,7 @@ export class Runtime {
     if (weight.rowLength !== undefined && weight.rowLength !== shape.inFeatures) {
       throw new RangeError(`${op}: the ${weight.dtype} weight has rows of ${weight.rowLength}; inFeatures is ${shape.inFeatures}`);
     }
-    return { jobs: this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype), finish: () => undefined };
+    return { jobs: this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype, threads), finish: () => undefined };
   }
 
   stats(): RuntimeStats {
@@ -360,9 +363,10 @@ export class Runtime {
     return { jobs, after: [{ kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] }] };
   }
 
-  private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number, dtype: BufferDtype = "f32"): Job[] {
-    // Below ~1 MFLOP a thread hand-off costs more than it saves.
-    const threads = s.rows * s.outFeatures * s.inFeatures < 1 << 19 ? 1 : this.threads;
+  /** Below ~1 MFLOP (of the call, all its ops together) a thread hand-off costs more than it saves. */
+  private threadsFor(macs: number): number { return macs < 1 << 19 ? 1 : this.threads; }
+
+  private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number, dtype: BufferDtype = "f32", threads = this.threadsFor(s.rows * s.outFeatures * s.inFeatures)): Job[] {
     return columnSplits(s.outFeatures, threads).map(([n0, n1]) => ({
       kernel: LINEAR_KERNELS[dtype], args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1,
         // Quantized weights: each job quantizes the activations into its own scratch.
