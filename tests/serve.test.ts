@@ -70,7 +70,7 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
     assert.equal(scheduler.counters.failed, 0);
     assert.ok(outcomes.some((o) => o.cachedPromptTokens >= 32), "later requests forked a cached prefix");
     assert.ok(outcomes.filter((o) => o.finishReason !== "aborted").every((o) => o.tokens.length > 0));
-    await assert.rejects(scheduler.submit({ prompt: Array(400).fill(5), maxTokens: 1, temperature: 0, topP: 1, seed: 0, frequencyPenalty: 0, presencePenalty: 0, stopTokens: new Set(), stopStrings: [] }), /need .* tokens of KV cache; this server holds 320/);
+    assert.throws(() => scheduler.submit({ prompt: Array(400).fill(5), maxTokens: 1, temperature: 0, topP: 1, seed: 0, frequencyPenalty: 0, presencePenalty: 0, stopTokens: new Set(), stopStrings: [] }), /need .* tokens of KV cache; this server holds 320/);
     scheduler.close();
     assert.equal(cache.stats().pagesUsed, 0, "every page is free");
     cache.dispose();
@@ -299,6 +299,10 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
       assert.equal(third.status, 503);
       assert.equal(third.headers.get("retry-after"), "1");
       assert.equal((await third.json()).error.code, "server_busy");
+      // Streamed too: the refusal is the status, not a 200 and an error event.
+      const streamed = await fetch(`${small.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...body, stream: true }) });
+      assert.equal(streamed.status, 503);
+      assert.equal((await streamed.json()).error.code, "server_busy");
       const [a, b] = await Promise.all([first, second]);
       assert.equal(a.status, 200);
       assert.equal(b.status, 200);

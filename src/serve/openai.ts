@@ -213,7 +213,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     if (!stream) {
       const events: TokenEvent[] = [];
       job.onToken = (e) => events.push(e);
-      const outcome = await submit(job);
+      const outcome = await submitted(job);
       const finish = outcome.finishReason === "length" ? "length" : "stop";
       const lp = job.logprobs === undefined ? null : kind === "chat" ? { content: events.map(chatLogprobs) } : textLogprobs(events);
       const choice = kind === "chat"
@@ -235,7 +235,9 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
           if (kind === "chat") chunk({ delta: { content: e.text }, logprobs: job.logprobs === undefined ? null : { content: [chatLogprobs(e)] }, finish_reason: null });
           else { chunk({ text: e.text, logprobs: job.logprobs === undefined ? null : textLogprobs([e], offset), finish_reason: null }); offset += e.text.length; }
         };
-        submit(job).then((outcome) => {
+        // Refusals (a full queue) throw here, inside start, which the ReadableStream constructor
+        // rethrows: the client gets the error status, not a 200 and then an error event.
+        scheduler.submit(job).then((outcome) => {
           if (outcome.finishReason === "aborted") return;
           const finish = outcome.finishReason === "length" ? "length" : "stop";
           if (kind === "chat") chunk({ delta: {}, logprobs: null, finish_reason: finish });
@@ -267,7 +269,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     };
   }
 
-  async function submit(job: CompletionJob): Promise<CompletionOutcome> {
+  async function submitted(job: CompletionJob): Promise<CompletionOutcome> {
     try {
       return await scheduler.submit(job);
     } catch (e) {

@@ -147,16 +147,18 @@ export class BatchScheduler {
   get sequenceShareTokens(): number { return (Math.floor(this.pageCapacity / this.maxSequences) - 1) * this.cache.pageSize; }
 
   /**
-   * Queues a completion. Resolves when it ends (stop, length or aborted); rejects with
-   * ServerBusyError when the queue is full, RangeError when it could never fit.
+   * Queues a completion; the promise resolves when it ends (stop, length or aborted). A request
+   * that cannot be queued is refused at once, by a throw (so that a server can still answer with
+   * an error status before it starts a stream): ServerBusyError when the queue is full or the
+   * scheduler closed, RangeError when it could never fit.
    */
   submit(job: CompletionJob): Promise<CompletionOutcome> {
-    if (this.closed) return Promise.reject(new ServerBusyError("the server is shutting down"));
+    if (this.closed) throw new ServerBusyError("the server is shutting down");
     const need = this.pagesFor(job, 0);
     if (need > this.pageCapacity) {
-      return Promise.reject(new RangeError(`the prompt (${job.prompt.length} tokens) and max_tokens (${job.maxTokens}) need ${need * this.cache.pageSize} tokens of KV cache; this server holds ${this.pageCapacity * this.cache.pageSize}`));
+      throw new RangeError(`the prompt (${job.prompt.length} tokens) and max_tokens (${job.maxTokens}) need ${need * this.cache.pageSize} tokens of KV cache; this server holds ${this.pageCapacity * this.cache.pageSize}`);
     }
-    if (this.queue.length >= this.maxQueue) return Promise.reject(new ServerBusyError(`${this.running.length} sequences are running and ${this.queue.length} requests are waiting; try again shortly`));
+    if (this.queue.length >= this.maxQueue) throw new ServerBusyError(`${this.running.length} sequences are running and ${this.queue.length} requests are waiting; try again shortly`);
     return new Promise((resolve, reject) => {
       this.queue.push({ job, submitted: now(), resolve, reject });
       this.kick();
