@@ -183,6 +183,30 @@ for (const build of BUILDS) {
       } finally { cache.dispose(); }
     });
 
+    it("releaseFreePages gives whole free slabs back to the runtime and keeps the ones in use", () => {
+      const before = rt.stats().persistentLiveBytes;
+      const cache = createKVCache(rt, { layers: [{ numKvHeads: 2, headDim: 16 }], pageSize: 4 });
+      try {
+        const a = cache.createSequence(), b = cache.createSequence();
+        const rows = (n: number, seed: number) => kvRows(n, 2, 16, seed);
+        const ra = rows(4 * 70, 1), rb = rows(3, 2);
+        cache.append(a, 0, ra.k, ra.v); // 70 pages: a slab of 64 and another
+        cache.append(b, 0, rb.k, rb.v);
+        const used = cache.stats().pagesTotal;
+        cache.free(a);
+        const released = cache.releaseFreePages();
+        assert.ok(released > 0 && released < used, `${released} of ${used} pages released; b's slab stays`);
+        assert.deepEqual(cache.readLayer(b, 0), { k: rb.k, v: rb.v }, "b's K/V intact");
+        cache.free(b);
+        cache.releaseFreePages();
+        assert.equal(cache.stats().pagesTotal, 0);
+        assert.equal(rt.stats().persistentLiveBytes, before, "every slab back in the arena");
+        const again = cache.createSequence();
+        cache.append(again, 0, rb.k, rb.v);
+        assert.deepEqual(cache.readLayer(again, 0), { k: rb.k, v: rb.v }, "the cache still works");
+      } finally { cache.dispose(); }
+    });
+
     it("soak: 20,000 appends and frees across many sequences end with every page back in the pool", () => {
       const [KV, D] = [2, 8];
       const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }, { numKvHeads: 1, headDim: D }], pageSize: 4, maxTokens: 4000 });

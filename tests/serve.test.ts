@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { Ajv } from "ajv";
 import OpenAI from "openai";
-import { createRuntime, loadModel, syntheticModelFiles, type LanguageModel, type Runtime } from "../src/index.ts";
+import { createOpenAIServer, createRuntime, loadModel, syntheticModelFiles, TINY_CHAT_MODEL, type LanguageModel, type OpenAIServer, type Runtime } from "../src/index.ts";
 import { serveNode, type NodeServer } from "../src/serve/node.ts";
 import { Sampler } from "../src/model/sampling.ts";
 import { BatchScheduler } from "../src/serve/scheduler.ts";
@@ -333,6 +333,29 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
       assert.match(err.message, /need more than this server's KV cache holds per request \(480 tokens\)/);
     } finally {
       await small.close();
+    }
+  });
+
+  it("a memory budget that runs out: the prefix cache gives way first, else a 503 out_of_memory, and the server goes on serving", async () => {
+    // A model whose 1000-token prompt needs 8 MiB of K/V, in runtimes of 16 and 8 MiB.
+    const big = { ...TINY_CHAT_MODEL, hidden_size: 256, num_attention_heads: 8, num_key_value_heads: 8, intermediate_size: 512 };
+    const complete = (api: OpenAIServer, prompt: number[]) => api.fetch(new Request("http://local/v1/completions", { method: "POST", body: JSON.stringify({ model: MODEL, prompt, max_tokens: 2, temperature: 0 }) }));
+    for (const [mb, firstStatus] of [[16, 200], [8, 503]] as const) {
+      const small = await createRuntime({ maxMemoryBytes: mb << 20 });
+      const m = await loadModel(small, syntheticModelFiles(big));
+      const api = createOpenAIServer(m, { modelId: MODEL, maxSequences: 2, maxCacheTokens: 2048 });
+      try {
+        const first = await complete(api, Array(1000).fill(7));
+        assert.equal(first.status, firstStatus, `${mb} MiB`);
+        if (firstStatus === 503) assert.equal((await first.json()).error.code, "out_of_memory");
+        // The next request runs: at 16 MiB the first one's cached K/V give way, at 8 MiB its pages went back to the runtime.
+        const second = await complete(api, [5, 6, 7]);
+        assert.equal(second.status, 200, `${mb} MiB: ${await second.clone().text()}`);
+      } finally {
+        api.close();
+        m.dispose();
+        await small.dispose();
+      }
     }
   });
 

@@ -460,6 +460,15 @@ export class KVCache {
     };
   }
 
+  /**
+   * Gives the memory of pages no sequence holds back to the runtime (whole slabs), for other
+   * allocations: e.g. after a pass ran out of memory. Returns the pages released.
+   */
+  releaseFreePages(): number {
+    this.checkLive("KVCache.releaseFreePages");
+    return this.pools.reduce((n, p) => n + p.releaseFreeSlabs(), 0);
+  }
+
   /** Frees every sequence and returns all pages to the runtime. */
   dispose(): void {
     for (const s of [...this.sequences.values()]) this.free(s);

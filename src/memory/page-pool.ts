@@ -9,7 +9,7 @@ import { alignUp, type PersistentArena } from "./persistent-arena.ts";
 export class PagePool {
   readonly pageBytes: number;
   private readonly freePages: number[] = [];
-  private readonly slabs: number[] = [];
+  private readonly slabs: { addr: number; pages: number }[] = [];
   private totalPages = 0;
 
   constructor(
@@ -40,9 +40,33 @@ export class PagePool {
 
   freePage(addr: number): void { this.freePages.push(addr); }
 
+  /** Returns slabs none of whose pages is in use to the arena (memory for other allocations); the pages they held. */
+  releaseFreeSlabs(): number {
+    const free = new Set(this.freePages);
+    let released = 0;
+    for (let i = this.slabs.length - 1; i >= 0; i--) {
+      const { addr, pages } = this.slabs[i]!;
+      let all = true;
+      for (let p = 0; p < pages && all; p++) all = free.has(addr + p * this.pageBytes);
+      if (!all) continue;
+      for (let p = 0; p < pages; p++) free.delete(addr + p * this.pageBytes);
+      this.arena.release(addr);
+      this.slabs.splice(i, 1);
+      this.totalPages -= pages;
+      released += pages;
+    }
+    if (released > 0) {
+      // Keep the remaining free pages in the order allocPage takes them.
+      const kept = this.freePages.filter((p) => free.has(p));
+      this.freePages.length = 0;
+      this.freePages.push(...kept);
+    }
+    return released;
+  }
+
   /** Returns every page and slab to the arena. */
   dispose(): void {
-    for (const s of this.slabs) this.arena.release(s);
+    for (const s of this.slabs) this.arena.release(s.addr);
     this.slabs.length = 0;
     this.freePages.length = 0;
     this.totalPages = 0;
@@ -55,9 +79,17 @@ export class PagePool {
       throw new WasmOutOfMemoryError(`KV page pool is full: ${asked} page(s) asked, ${this.freePages.length} free, ${this.totalPages} of at most ${this.maxPages} allocated`,
         atLeast * this.pageBytes, this.totalPages * this.pageBytes, this.maxPages * this.pageBytes);
     }
-    const n = Math.min(Math.max(atLeast, this.pagesPerSlab), room);
-    const slab = this.arena.alloc(n * this.pageBytes);
-    this.slabs.push(slab);
+    let n = Math.min(Math.max(atLeast, this.pagesPerSlab), room);
+    let slab: number;
+    try {
+      slab = this.arena.alloc(n * this.pageBytes);
+    } catch (e) {
+      // Near the memory limit a whole slab may not fit where the pages asked for do.
+      if (!(e instanceof WasmOutOfMemoryError) || n === atLeast) throw e;
+      n = atLeast;
+      slab = this.arena.alloc(n * this.pageBytes);
+    }
+    this.slabs.push({ addr: slab, pages: n });
     // Push in reverse so pages come out in address order.
     for (let i = n - 1; i >= 0; i--) this.freePages.push(slab + i * this.pageBytes);
     this.totalPages += n;

@@ -5,6 +5,7 @@
 // BatchScheduler, so concurrent requests decode together.
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { WasmOutOfMemoryError } from "../errors.ts";
 import type { LanguageModel } from "../model/language-model.ts";
 import type { ChatMessage } from "../model/tokenizer.ts";
 import type { KVCache, KVDtype } from "../kv/kv-cache.ts";
@@ -283,7 +284,9 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
 function toApiError(e: unknown): ApiError {
   if (e instanceof ApiError) return e;
   if (e instanceof ServerBusyError) return Object.assign(new ApiError(503, e.message, null, "server_busy"), { retryAfter: e.retryAfterSeconds });
-  if (e instanceof RangeError) return new ApiError(400, e.message, null, "context_length_exceeded");
+  // The runtime's memory budget ran out mid-pass (other requests hold it, or this one is too big for it).
+  if (e instanceof WasmOutOfMemoryError) return Object.assign(new ApiError(503, e.message.split("\n")[0]!, null, "out_of_memory"), { retryAfter: 1 });
+  if (e instanceof RangeError) return new ApiError(400, e.message);
   return new ApiError(500, (e as Error)?.message ?? String(e));
 }
 

@@ -6,6 +6,7 @@
 // while they are taken, and frees them the moment it finishes or is aborted. Finished sequences
 // stay as a prefix cache: a prompt that starts with tokens already cached (a shared system
 // prompt, the earlier turns of a conversation) forks those pages instead of recomputing them.
+import { WasmOutOfMemoryError } from "../errors.ts";
 import type { KVCache, KVSequence } from "../kv/kv-cache.ts";
 import { TextStream, yieldToEventLoop } from "../model/generation.ts";
 import { Sampler, topKOf } from "../model/sampling.ts";
@@ -292,13 +293,28 @@ export class BatchScheduler {
     }
     if (batch.length === 0) return;
     this.counters.steps++;
+    const items = batch.map(({ r, tokens }) => ({ seq: r.seq, tokens }));
     let logits: Float32Array;
     try {
-      logits = this.model.forwardBatch(this.cache, batch.map(({ r, tokens }) => ({ seq: r.seq, tokens })), { logits: "last" });
+      logits = this.model.forwardBatch(this.cache, items, { logits: "last" });
     } catch (e) {
-      // The pass was rolled back for every sequence; they all end with the error.
-      for (const { r } of batch) this.fail(r, e);
-      return;
+      // The pass was rolled back for every sequence. Out of memory, the prefix cache goes first
+      // (its pages back to the runtime) and the pass is tried again once; else they all end with
+      // the error, and the memory their pages held goes back to the runtime for the next requests.
+      let error = e;
+      if (e instanceof WasmOutOfMemoryError && this.prefixes.some((p) => p.pins === 0)) {
+        this.clearPrefixCache();
+        this.cache.releaseFreePages();
+        try {
+          logits = this.model.forwardBatch(this.cache, items, { logits: "last" });
+          error = undefined;
+        } catch (again) { error = again; }
+      }
+      if (error !== undefined) {
+        for (const { r } of batch) this.fail(r, error);
+        this.cache.releaseFreePages();
+        return;
+      }
     }
     const V = this.model.config.vocabSize;
     batch.forEach(({ r, tokens }, i) => {
