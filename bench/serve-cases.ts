@@ -13,7 +13,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRuntime, LanguageModel, TextTokenizer, type Runtime } from "../src/index.ts";
-import { SMOLLM2_135M_SHAPE } from "../src/demo.ts";
+import { median, SMOLLM2_135M_SHAPE } from "../src/demo.ts";
 import { expectedTensors } from "../src/model/architecture.ts";
 import { parseModelConfig } from "../src/model/config.ts";
 import { byteLevelTokenizer } from "../src/model/synthetic.ts";
@@ -37,7 +37,6 @@ export interface ConstraintRow { vocabulary: number; steps: number; maskMeanMs: 
 
 const PROMPT = 16, NEW_TOKENS = 64;
 const now = () => performance.now();
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 const percentile = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))]!; };
 
 function smolLM(rt: Runtime, weights: BufferDtype): LanguageModel {

@@ -597,8 +597,9 @@ async function serve(args: string[]): Promise<number> {
   const port = int(flags, "port", 0) ?? 8080;
   if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
   const host = str(flags, "host") ?? "127.0.0.1";
+  const { modelIdOf } = await import("./serve/openai.ts");
   const options = {
-    modelId: str(flags, "model-id") ?? nodePath.basename(nodePath.resolve(dir)).replace(/\.gguf$/i, ""),
+    modelId: str(flags, "model-id") ?? modelIdOf(nodePath.resolve(dir)),
     apiKey: str(flags, "api-key") ?? (process.env.GQA_WASM_API_KEY || undefined),
     maxSequences: int(flags, "max-sequences"), maxQueue: int(flags, "max-queue"), maxCacheTokens: int(flags, "kv-tokens"),
     maxBodyBytes: int(flags, "max-body-bytes"), kvDtype: str(flags, "kv-dtype") as "f32" | "bf16" | "int8" | undefined,

@@ -25,7 +25,7 @@ export interface DemoOptions {
 
 interface Config { name: string; kvHeadsPerLayer: number[] }
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[s.length >> 1]!;
 }

@@ -32,7 +32,7 @@ export type { SamplingOptions } from "./model/sampling.ts";
 export { parseModelConfig, ModelConfigError } from "./model/config.ts";
 export type { ModelConfig, ModelType } from "./model/config.ts";
 export { syntheticModelFiles, syntheticWeights, byteLevelTokenizer, TINY_CHAT_MODEL } from "./model/synthetic.ts";
-export { createOpenAIServer, ApiError } from "./serve/openai.ts";
+export { createOpenAIServer, modelIdOf, ApiError } from "./serve/openai.ts";
 export type { OpenAIServer, OpenAIServerOptions } from "./serve/openai.ts";
 export { BatchScheduler, ServerBusyError } from "./serve/scheduler.ts";
 export type { CompletionJob, CompletionOutcome, SchedulerOptions, TokenEvent } from "./serve/scheduler.ts";

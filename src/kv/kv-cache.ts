@@ -261,9 +261,7 @@ export class KVCache {
   /** As attention(), with q and out resident in wasm memory (no copies). */
   attentionInto(seq: KVSequence, layer: number, args: KVResidentAttentionArgs): void {
     const op = "KVCache.attentionInto";
-    const q = residentBuffer(op, "q", args?.q, this.rt.memory, "f32"), out = residentBuffer(op, "out", args?.out, this.rt.memory, "f32");
-    if (out.length !== q.length) throw new RangeError(`${op}: out has ${out.length} elements; expected ${q.length}, like q`);
-    this.rt.call(() => ({ ...this.pagedJobs(op, seq, layer, args, q.length, q.ptr, out.ptr), finish: () => undefined }));
+    this.attendResident(op, [{ seq, q: args?.q, out: args?.out }], layer, args, () => op);
   }
 
   /**
@@ -274,9 +272,14 @@ export class KVCache {
    */
   attentionBatchInto(items: readonly { seq: KVSequence; q: WasmBuffer; out: WasmBuffer }[], layer: number, args: Omit<KVResidentAttentionArgs, "q" | "out">): void {
     const op = "KVCache.attentionBatchInto";
+    this.attendResident(op, items, layer, args, (i) => `${op}: items[${i}]`);
+  }
+
+  /** attentionInto for one sequence or several; `where(i)` names item i in errors. */
+  private attendResident(op: string, items: readonly { seq: KVSequence; q: unknown; out: unknown }[], layer: number, args: Omit<KVResidentAttentionArgs, "q" | "out">, where: (i: number) => string): void {
     const checked = items.map(({ seq, q, out }, i) => {
-      const qb = residentBuffer(`${op}: items[${i}]`, "q", q, this.rt.memory, "f32"), ob = residentBuffer(`${op}: items[${i}]`, "out", out, this.rt.memory, "f32");
-      if (ob.length !== qb.length) throw new RangeError(`${op}: items[${i}]: out has ${ob.length} elements; expected ${qb.length}, like q`);
+      const qb = residentBuffer(where(i), "q", q, this.rt.memory, "f32"), ob = residentBuffer(where(i), "out", out, this.rt.memory, "f32");
+      if (ob.length !== qb.length) throw new RangeError(`${where(i)}: out has ${ob.length} elements; expected ${qb.length}, like q`);
       return { seq, q: qb, out: ob };
     });
     this.rt.call(() => {

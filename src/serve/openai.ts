@@ -44,12 +44,18 @@ const CHAT_FIELDS = new Set(["model", "messages", "stream", "stream_options", "m
 const COMPLETION_FIELDS = new Set(["model", "prompt", "stream", "stream_options", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "n", "best_of", "echo", "user", "response_format"]);
 const now = () => Math.floor(Date.now() / 1000);
 
+/** The model id a server names by default: the folder's or file's name (without .gguf). */
+export function modelIdOf(path: string): string {
+  return path.replace(/[\\/]+$/, "").split(/[\\/]/).pop()!.replace(/\.gguf$/i, "");
+}
+
 export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOptions = {}): OpenAIServer {
   const modelId = options.modelId ?? "gqa-wasm";
   const context = model.config.maxPositionEmbeddings;
   const maxSequences = options.maxSequences ?? 8;
-  const cache = model.transformer.createCache({ dtype: options.kvDtype, maxTokens: options.maxCacheTokens ?? maxSequences * Math.min(context, 4096) });
-  const scheduler = new BatchScheduler(model.transformer, cache, model.tokenizer, { ...options, maxSequences, maxCacheTokens: options.maxCacheTokens ?? maxSequences * Math.min(context, 4096) });
+  const maxCacheTokens = options.maxCacheTokens ?? maxSequences * Math.min(context, 4096);
+  const cache = model.transformer.createCache({ dtype: options.kvDtype, maxTokens: maxCacheTokens });
+  const scheduler = new BatchScheduler(model.transformer, cache, model.tokenizer, { ...options, maxSequences, maxCacheTokens });
   const created = now();
   let tokenTable: TokenTable | undefined;
   let tokenBytes: (Uint8Array | undefined)[] | undefined;
@@ -83,11 +89,12 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     const tokenizer = model.tokenizer;
     if (!tokenizer?.hasChatTemplate) throw new ApiError(400, "this model has no chat template; use /v1/completions", "messages");
     const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages), { addSpecialTokens: false });
-    const logprobs = optional(body.logprobs, "logprobs", "boolean") ?? false;
+    const logprobs = optionalBoolean(body.logprobs, "logprobs") ?? false;
     const top = integerIn(body.top_logprobs, "top_logprobs", 0, 20);
     if (top !== undefined && !logprobs) throw new ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs");
-    const maxTokens = body.max_completion_tokens !== undefined ? body.max_completion_tokens : body.max_tokens;
-    const job = buildJob(body, prompt, maxTokens === body.max_completion_tokens && body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens", logprobs ? top ?? 0 : undefined);
+    // The newer name wins where a client sends both.
+    const maxTokensField = body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens";
+    const job = buildJob(body, prompt, maxTokensField, logprobs ? top ?? 0 : undefined);
     return respond(c, body, job, "chat");
   });
 
@@ -182,9 +189,10 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     return list as string[];
   }
 
+  const utf8 = new TextDecoder();
   const tokenText = (id: number) => {
     const b = bytesOf()[id];
-    return b ? new TextDecoder().decode(b) : model.tokenizer?.decode([id], { skipSpecialTokens: false }) ?? String(id);
+    return b ? utf8.decode(b) : model.tokenizer?.decode([id], { skipSpecialTokens: false }) ?? String(id);
   };
   const tokenBytesList = (id: number) => [...(bytesOf()[id] ?? new TextEncoder().encode(tokenText(id)))];
 
@@ -200,7 +208,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
   }
 
   async function respond(c: Context, body: Record<string, unknown>, job: CompletionJob, kind: "chat" | "text"): Promise<Response> {
-    const stream = optional(body.stream, "stream", "boolean") ?? false;
+    const stream = optionalBoolean(body.stream, "stream") ?? false;
     const streamOptions = body.stream_options;
     if (streamOptions !== undefined && streamOptions !== null && (!stream || !isRecord(streamOptions))) throw new ApiError(400, "stream_options needs stream: true", "stream_options");
     const includeUsage = isRecord(streamOptions) && streamOptions.include_usage === true;
@@ -342,10 +350,10 @@ function chatMessages(raw: unknown): ChatMessage[] {
   });
 }
 
-function optional<T extends "boolean">(v: unknown, name: string, type: T): boolean | undefined {
+function optionalBoolean(v: unknown, name: string): boolean | undefined {
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== type) throw new ApiError(400, `${name} must be a ${type}`, name);
-  return v as boolean;
+  if (typeof v !== "boolean") throw new ApiError(400, `${name} must be a boolean`, name);
+  return v;
 }
 
 function numberIn(v: unknown, name: string, min: number, max: number): number | undefined {
