@@ -8,7 +8,8 @@ export function heap_base(): usize { return __heap_base; }
 /** Bit 0: this build uses relaxed-SIMD FMA. */
 export function kernel_features(): i32 { return ASC_FEATURE_RELAXED_SIMD ? 1 : 0; }
 
-export { attention_f32, attention_paged, attention_combine, attention_scratch_bytes, kv_page_bytes, kv_scale_offset } from "./kernels/attention";
+export { attention_f32, attention_paged, attention_combine, attention_scratch_bytes } from "./kernels/attention";
+export { kv_page_bytes, kv_scale_offset, kv_write } from "./kernels/kv-pages";
 export { linear_f32, linear_bf16, linear_f16 } from "./kernels/linear";
 export { linear_q8_0, linear_q4_0, linear_quant_scratch_bytes } from "./kernels/linear-quant";
 export { rmsnorm_f32 } from "./kernels/rmsnorm";

@@ -128,7 +128,7 @@ for (const build of BUILDS) {
         rt.linearInto({ x, weight: w, bias: b, out: y, inFeatures: K, outFeatures: N });
         assert.deepEqual(y.toFloat32Array(), rt.linear({ x: xa, weight: wa, bias: ba, inFeatures: K, outFeatures: N }));
         parts.array.fill(NaN);
-        for (const [n0, n1] of [[0, 5], [5, 6], [6, 37]]) rt.kernels.linear_f32(x.ptr, w.ptr, b.ptr, parts.ptr, M, N, K, n0!, n1!);
+        for (const [n0, n1] of [[0, 5], [5, 6], [6, 37]]) rt.kernels.linear_f32(x.ptr, w.ptr, b.ptr, parts.ptr, M, N, K, n0!, n1!, 0);
         assert.deepEqual(parts.toFloat32Array(), y.toFloat32Array());
       } finally {
         for (const t of [x, w, b, y, parts]) t.free();

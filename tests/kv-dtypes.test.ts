@@ -2,6 +2,28 @@ import assert from "node:assert/strict";
 import { createKVCache, type KVDtype } from "../src/index.ts";
 import { referenceAttention, maxAbsDiff } from "../src/reference.ts";
 import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
+import { f32ToBf16 } from "../src/formats/half.ts";
+
+/**
+ * The storage encoding written plainly: bf16 rounded to nearest even (NaN stays NaN); int8 per
+ * row of `rowLen` with scale fround(max|x| / 127) and q = clamp(Math.round(x / scale), ±127).
+ */
+function encodeRows(dtype: KVDtype, x: Float32Array, rowLen: number): { data: Uint8Array; scales?: Float32Array } {
+  if (dtype === "f32") return { data: new Uint8Array(x.slice().buffer) };
+  if (dtype === "bf16") return { data: new Uint8Array(Uint16Array.from(x, (e) => f32ToBf16(e)).buffer) };
+  const rows = x.length / rowLen;
+  const out = new Int8Array(x.length);
+  const scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let m = 0;
+    for (let i = r * rowLen; i < (r + 1) * rowLen; i++) m = Math.max(m, Math.abs(x[i]!));
+    const scale = Math.fround(m / 127);
+    scales[r] = scale;
+    if (scale === 0) continue;
+    for (let i = r * rowLen; i < (r + 1) * rowLen; i++) out[i] = Math.max(-127, Math.min(127, Math.round(x[i]! / scale)));
+  }
+  return { data: new Uint8Array(out.buffer), scales };
+}
 
 // bf16 and int8 caches: the kernels must compute exactly the attention of the K/V as stored
 // (checked against the float64 reference on the decoded K/V), and the storage error against
@@ -10,6 +32,32 @@ const SHAPES = [{ H: 32, KV: 8, D: 128 }, { H: 9, KV: 3, D: 64 }, { H: 14, KV: 2
 const STORAGE_ERROR: Record<KVDtype, number> = { f32: 0, bf16: 1e-2, int8: 4e-2 }; // of the output scale
 
 for (const build of BUILDS) {
+  it(`kv_write stores the bits of the plain encoding, every dtype (${build} build)`, async () => {
+    const rt = await runtimeFor(build);
+    const [KV, D, n] = [3, 37, 29];
+    for (const dtype of ["f32", "bf16", "int8"] as const) {
+      const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 5, dtype });
+      try {
+        const k = randomArray(n * KV * D, 11, 3), v = randomArray(n * KV * D, 12);
+        // Values at the edges: halfway cases of int8 rounding (x / scale = ±k.5), bf16 ties, zeros,
+        // a zero row, a subnormal, huge values.
+        for (let i = 0; i < D; i++) k[i] = i % 2 === 0 ? 127 : (i - 18) + 0.5;
+        for (let i = D; i < 2 * D; i++) k[i] = 0;
+        k[2 * D] = -0; k[2 * D + 1] = 1e-40; k[2 * D + 2] = 3e38; v[5] = 1 + 2 ** -8; v[6] = 1 + 3 * 2 ** -8;
+        const seq = cache.createSequence();
+        cache.append(seq, 0, k.subarray(0, 4 * KV * D), v.subarray(0, 4 * KV * D));
+        cache.append(seq, 0, k.subarray(4 * KV * D), v.subarray(4 * KV * D));
+        const snap = cache.snapshot(seq);
+        const ek = encodeRows(dtype, k, D), ev = encodeRows(dtype, v, D);
+        const parts = [ek.data, ev.data, ...(ek.scales ? [new Uint8Array(ek.scales.buffer), new Uint8Array(ev.scales!.buffer)] : [])];
+        const expected = new Uint8Array(parts.reduce((s, x) => s + x.length, 0));
+        parts.reduce((at, x) => { expected.set(x, at); return at + x.length; }, 0);
+        const header = 8 + 12 + 12;
+        assert.deepEqual(snap.subarray(header, snap.length - 4), expected, `${dtype}: stored bytes differ from the plain encoding`);
+      } finally { cache.dispose(); }
+    }
+  });
+
   for (const dtype of ["bf16", "int8"] as const) {
     describe(`${dtype} KV cache (${build} build)`, () => {
       for (const pageSize of [7, 16]) {

@@ -3,6 +3,7 @@ import { exp1, exp4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
 import { touchLines, TOUCH_BYTES } from "../touch";
+import { KV_BF16, KV_INT8, kv_scale_offset } from "./kv-pages";
 
 // Grouped-query attention, flash style. A *row block* is a few query positions times every query
 // head of the KV-head range; the rows of one KV head (its group of G = numHeads / numKvHeads
@@ -397,27 +398,6 @@ export function attention_combine(
     }
     scaleRow(o, headDim, <f32>1 / l);
   }
-}
-
-// KV page storage types (codes shared with the host's KV cache).
-export const KV_F32: i32 = 0;
-export const KV_BF16: i32 = 1;
-export const KV_INT8: i32 = 2;
-
-/**
- * Bytes of one page: K then V, each head-major [numKvHeads][pageSize][headDim] of the storage
- * type; for int8, then the f32 scales of K and of V, each [numKvHeads][pageSize], 16-byte aligned.
- */
-export function kv_page_bytes(numKvHeads: i32, headDim: i32, pageSize: i32, dtype: i32): i32 {
-  const data = 2 * numKvHeads * pageSize * headDim * kvElemBytes(dtype);
-  return dtype == KV_INT8 ? kv_scale_offset(numKvHeads, headDim, pageSize) + 2 * numKvHeads * pageSize * 4 : data;
-}
-
-// @ts-ignore: decorator
-@inline function kvElemBytes(dtype: i32): i32 { return dtype == KV_F32 ? 4 : dtype == KV_BF16 ? 2 : 1; }
-/** Byte offset of the int8 scales in a page (after K and V data, 16-byte aligned). */
-export function kv_scale_offset(numKvHeads: i32, headDim: i32, pageSize: i32): i32 {
-  return (2 * numKvHeads * pageSize * headDim + 15) & ~15;
 }
 
 /** S[r][col0 + j] *= scales[j] for rows [r0, r1): per-key int8 scales, on scores or on P. */

@@ -1,6 +1,6 @@
 import { fmadd, hsum, hsum4x4 } from "../simd";
 
-// The linear layer y[M, N] = x[M, K] · Wᵀ (+ b) with block-quantized weights, W kept in GGUF's
+// The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y += x · Wᵀ (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
 // 32; a row's last block is zero-padded when K is not a multiple of 32):
 //   Q8_0: f16 scale d, then 32 x i8 q                         (34 bytes; w = d·q)
@@ -176,7 +176,7 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
 
 /** Four outputs: one activation row against four weight rows, each activation block loaded once. */
 // @ts-ignore: decorator
-@inline function dotq_1x4(qa: usize, w: usize, ldw: usize, nb: i32, isQ4: bool, y: usize): void {
+@inline function dotq_1x4(qa: usize, w: usize, ldw: usize, nb: i32, isQ4: bool, y: usize, addToY: bool): void {
   const bb = blockBytes(isQ4);
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
@@ -190,7 +190,8 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
     c2 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb2, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 2, 2, 2, 2), c2);
     c3 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb3, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 3, 3, 3, 3), c3);
   }
-  v128.store(y, hsum4x4(c0, c1, c2, c3));
+  const sums = hsum4x4(c0, c1, c2, c3);
+  v128.store(y, addToY ? f32x4.add(v128.load(y), sums) : sums);
 }
 
 /**
@@ -205,7 +206,7 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
 
 /** Four outputs: four activation rows against one weight row, each weight block decoded once. */
 // @ts-ignore: decorator
-@inline function dotq_4x1(qa: usize, ldqa: usize, w: usize, nb: i32, isQ4: bool, y: usize, ldy: usize): void {
+@inline function dotq_4x1(qa: usize, ldqa: usize, w: usize, nb: i32, isQ4: bool, y: usize, ldy: usize, addToY: bool): void {
   const bb = blockBytes(isQ4);
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
@@ -230,14 +231,20 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
     c2 = fmadd(f32x4.convert_i32x4_s(s2), f32x4.splat(d * load<f32>(a + 2 * ldqa + QA_SCALE)), c2);
     c3 = fmadd(f32x4.convert_i32x4_s(s3), f32x4.splat(d * load<f32>(a + 3 * ldqa + QA_SCALE)), c3);
   }
-  store<f32>(y, hsum(c0));
-  store<f32>(y + ldy, hsum(c1));
-  store<f32>(y + 2 * ldy, hsum(c2));
-  store<f32>(y + 3 * ldy, hsum(c3));
+  storeOut(y, hsum(c0), addToY);
+  storeOut(y + ldy, hsum(c1), addToY);
+  storeOut(y + 2 * ldy, hsum(c2), addToY);
+  storeOut(y + 3 * ldy, hsum(c3), addToY);
+}
+
+/** y = value, or y += value (a fused residual add). */
+// @ts-ignore: decorator
+@inline function storeOut(y: usize, value: f32, addToY: bool): void {
+  store<f32>(y, addToY ? load<f32>(y) + value : value);
 }
 
 // @ts-ignore: decorator
-@inline function linearQuant(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, scratch: usize, isQ4: bool): void {
+@inline function linearQuant(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, addToY: bool, scratch: usize, isQ4: bool): void {
   const nb = (K + QK - 1) / QK;
   const ldw = <usize>nb * blockBytes(isQ4);
   const ldqa = <usize>nb * QA_BLOCK;
@@ -253,13 +260,13 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
     let m = 0;
     for (; m + 4 <= M; m += 4) {
       const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
-      for (let n = n0; n < n1; n++) dotq_4x1(qa, ldqa, w + <usize>n * ldw, nb, isQ4, yRow + (<usize>n << 2), ldy);
+      for (let n = n0; n < n1; n++) dotq_4x1(qa, ldqa, w + <usize>n * ldw, nb, isQ4, yRow + (<usize>n << 2), ldy, addToY);
     }
     for (; m < M; m++) {
       const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
       let n = n0;
-      for (; n + 4 <= n1; n += 4) dotq_1x4(qa, w + <usize>n * ldw, ldw, nb, isQ4, yRow + (<usize>n << 2));
-      for (; n < n1; n++) store<f32>(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4));
+      for (; n + 4 <= n1; n += 4) dotq_1x4(qa, w + <usize>n * ldw, ldw, nb, isQ4, yRow + (<usize>n << 2), addToY);
+      for (; n < n1; n++) storeOut(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
     }
   }
   if (bias != 0) {
@@ -274,11 +281,11 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
 }
 
 /** The linear layer with Q8_0 weights; `scratch`: linear_quant_scratch_bytes(M, K), one per thread. */
-export function linear_q8_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, scratch: usize): void {
-  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, scratch, false);
+export function linear_q8_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0, scratch, false);
 }
 
 /** The linear layer with Q4_0 weights; `scratch`: linear_quant_scratch_bytes(M, K), one per thread. */
-export function linear_q4_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, scratch: usize): void {
-  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, scratch, true);
+export function linear_q4_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0, scratch, true);
 }

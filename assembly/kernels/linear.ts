@@ -1,7 +1,8 @@
 import { BF16, F16 } from "../simd";
 import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 
-// Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), W stored [N, K] (PyTorch / Hugging Face layout) in
+// Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or with `accumulate` y += x · Wᵀ (+ b) (a residual
+// add fused into the store), W stored [N, K] (PyTorch / Hugging Face layout) in
 // f32, bf16 or f16 (16-bit weights stay 16-bit in memory: decode streams half the bytes),
 // so both operands are read along K: the dot-product microkernels need no packed copy of W.
 // GEMM (M >= 4): K is cut into KC-float slices so that a 4-row x tile stays in L1 while NB rows
@@ -14,18 +15,18 @@ const NB: i32 = 64;
 const LONG_ROW: i32 = 2048;
 
 /** The linear layer with f32 weights. */
-export function linear_f32(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32): void {
-  linear<f32>(x, w, bias, y, M, N, K, nBegin, nEnd);
+export function linear_f32(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32): void {
+  linear<f32>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0);
 }
 
 /** The linear layer with bfloat16 weights (half the bytes to stream), widened in registers. */
-export function linear_bf16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32): void {
-  linear<BF16>(x, w, bias, y, M, N, K, nBegin, nEnd);
+export function linear_bf16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32): void {
+  linear<BF16>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0);
 }
 
 /** The linear layer with IEEE half (f16) weights, widened in registers. */
-export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32): void {
-  linear<F16>(x, w, bias, y, M, N, K, nBegin, nEnd);
+export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32): void {
+  linear<F16>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0);
 }
 
 /** bf16 (u16 storage) takes the even/odd GEMV kernel; f16 is i16, f32 is f32. */
@@ -58,7 +59,7 @@ export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N:
 
 // @ts-ignore: decorator
 @inline function linear<W>(
-  x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32,
+  x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, addToY: bool,
 ): void {
   const ldx = <usize>K << 2;
   const ldw = <usize>K * sizeof<W>();
@@ -66,7 +67,7 @@ export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N:
   const kc = M >= 4 ? KC : K;
   for (let k0 = 0; k0 < K; k0 += kc) {
     const kLen = min(kc, K - k0);
-    const accumulate = k0 > 0;
+    const accumulate = k0 > 0 || addToY;
     const kOff = <usize>k0 << 2;
     const wOff = <usize>k0 * sizeof<W>();
     for (let n0 = nBegin; n0 < nEnd; n0 += NB) {

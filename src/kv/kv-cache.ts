@@ -5,8 +5,9 @@ import { attentionShape } from "../ops/attention.ts";
 import { float32Array, positiveInt } from "../ops/validate.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Job } from "../threads/pool.ts";
+import type { Program } from "../runtime/program.ts";
 import { crc32 } from "./crc32.ts";
-import { decodeRows, encodeRows, KV_DTYPE_CODES, KV_ELEM_BYTES, type EncodedRows, type KVDtype } from "./storage.ts";
+import { decodeRows, KV_DTYPE_CODES, KV_ELEM_BYTES, type EncodedRows, type KVDtype } from "./storage.ts";
 
 // A paged KV cache in wasm memory (PagedAttention's idea): fixed pages of `pageSize` tokens
 // from page pools, a block table per (sequence, layer), and attention kernels that walk the
@@ -171,8 +172,17 @@ export class KVCache {
     if (k.length === 0 || k.length % rowLen !== 0) throw new RangeError(`${op}: k has ${k.length} elements; expected [n, ${KV}, ${D}] for layer ${layer}`);
     if (v.length !== k.length) throw new RangeError(`${op}: v has ${v.length} elements but k has ${k.length}`);
     const n = k.length / rowLen;
-    this.appendEncoded(seq, layer, n, encodeRows(this.dtype, k, D), encodeRows(this.dtype, v, D));
+    // The same kernel as a forward pass's (kv_write): K/V copied into scratch, then encoded into the pages.
+    this.rt.call(() => {
+      const kPtr = this.rt.scratch.alloc(k.length * 4), vPtr = this.rt.scratch.alloc(v.length * 4);
+      const job = this.appendCall(seq, layer, n, kPtr, vPtr);
+      const heap = this.rt.memory.f32;
+      heap.set(k, kPtr >>> 2);
+      heap.set(v, vPtr >>> 2);
+      return { jobs: [job], finish: () => undefined };
+    });
   }
+
 
   /** Takes the pages n more tokens need (all or nothing), then writes the stored rows. */
   private appendEncoded(seq: KVSequence, layer: number, n: number, k: EncodedRows, v: EncodedRows): void {
@@ -181,19 +191,8 @@ export class KVCache {
     const table = seq.tables[layer]!;
     const len = seq.lengths[layer]!;
     const ps = this.pageSize;
-    const partial = len % ps !== 0;
-    const cow = partial && (this.refs.get(table[table.length - 1]!) ?? 0) > 1;
-    const fresh = Math.ceil((len + n) / ps) - table.length;
-    const pages = this.takePages(store, fresh + (cow ? 1 : 0));
+    this.growTable(seq, layer, n);
     const u8 = this.rt.memory.u8;
-    if (cow) {
-      const shared = table[table.length - 1]!;
-      const copy = pages.pop()!;
-      u8.copyWithin(copy, shared, shared + store.pageBytes);
-      this.unref(store, shared);
-      table[table.length - 1] = copy;
-    }
-    table.push(...pages);
     const rb = store.rowBytes;
     const f32 = this.rt.memory.f32;
     for (let t = 0; t < n; t++) {
@@ -213,6 +212,78 @@ export class KVCache {
       }
     }
     seq.lengths[layer] = len + n;
+  }
+
+  /**
+   * Makes `seq`'s block table in `layer` cover n more tokens: takes the pages (all or nothing;
+   * KVCacheFullError when there are none), copying a shared, partly filled last page first.
+   */
+  private growTable(seq: KVSequence, layer: number, n: number): void {
+    const store = this.stores[layer]!;
+    const table = seq.tables[layer]!;
+    const len = seq.lengths[layer]!;
+    const cow = len % this.pageSize !== 0 && (this.refs.get(table[table.length - 1]!) ?? 0) > 1;
+    const fresh = Math.ceil((len + n) / this.pageSize) - table.length;
+    const pages = this.takePages(store, fresh + (cow ? 1 : 0));
+    if (cow) {
+      const shared = table[table.length - 1]!;
+      const copy = pages.pop()!;
+      this.rt.memory.u8.copyWithin(copy, shared, shared + store.pageBytes);
+      this.unref(store, shared);
+      table[table.length - 1] = copy;
+    }
+    table.push(...pages);
+  }
+
+  /**
+   * For a kernel program (inside rt.runProgram): takes the pages n more tokens of `layer` need,
+   * counts them in, and returns the kv_write call that stores their K and V (resident f32,
+   * [n, numKvHeads, headDim] at `k` and `v`) when the program runs, so K/V go from the
+   * projections to the pages without leaving wasm. The caller rolls back (truncate) if the
+   * program fails.
+   * @internal
+   */
+  appendCall(seq: KVSequence, layer: number, n: number, k: number, v: number): Job {
+    const op = "KVCache.appendCall";
+    this.checkSeq(op, seq);
+    const store = this.store(op, layer);
+    positiveInt(op, "n", n);
+    const pos0 = seq.lengths[layer]!;
+    this.growTable(seq, layer, n);
+    seq.lengths[layer] = pos0 + n;
+    return { kernel: "kv_write", args: [k, v, 0, n, store.shape.numKvHeads, store.shape.headDim, this.tableInScratch(seq, layer), this.pageSize, KV_DTYPE_CODES[this.dtype], pos0] };
+  }
+
+  /**
+   * For a kernel program: the paged attention calls of several sequences in `layer` (their
+   * newest tokens' queries against all they hold), as attentionBatchInto would run them: with at
+   * least as many sequences as threads a sequence per thread, else each split over the threads.
+   * Split-KV partials are combined in a phase of their own after a barrier.
+   * @internal
+   */
+  attentionCalls(p: Program, items: readonly { seq: KVSequence; q: WasmBuffer; out: WasmBuffer }[], layer: number, args: Omit<KVResidentAttentionArgs, "q" | "out">): void {
+    const op = "KVCache.attentionCalls";
+    const whole = items.length >= p.threads;
+    const after: Job[] = [];
+    items.forEach(({ seq, q, out }, i) => {
+      const c = this.pagedJobs(op, seq, layer, { ...args, q, out }, q.length, q.ptr, out.ptr, whole ? 1 : p.threads,
+        (t, bytes) => p.threadScratch(whole ? i : t, "attention", bytes));
+      if (whole) p.add(i, c.jobs[0]!);
+      else p.addPerThread(c.jobs);
+      if (c.after) after.push(...c.after);
+    });
+    if (after.length > 0) {
+      p.barrier();
+      after.forEach((j, i) => p.add(i, j));
+    }
+  }
+
+  /** A copy of `seq`'s block table for `layer` in the runtime's scratch (valid until the call ends). */
+  private tableInScratch(seq: KVSequence, layer: number): number {
+    const table = seq.tables[layer]!;
+    const ptr = this.rt.scratch.alloc(table.length * 4);
+    new Uint32Array(this.rt.memory.memory.buffer, ptr, table.length).set(table);
+    return ptr;
   }
 
   /** The stored rows (token-major) of a layer of `seq`, in the storage type. */
@@ -481,7 +552,7 @@ export class KVCache {
 
   /** Validates a paged attention call and cuts it into kernel jobs (inside rt.call). */
   private pagedJobs(op: string, seq: KVSequence, layer: number, args: KVAttentionArgs | KVResidentAttentionArgs,
-    qLength: number, qPtr: number, outPtr: number, threads = this.rt.threads): { jobs: Job[]; after?: Job[] } {
+    qLength: number, qPtr: number, outPtr: number, threads = this.rt.threads, scratchFor?: (t: number, bytes: number) => number): { jobs: Job[]; after?: Job[] } {
     this.checkSeq(op, seq);
     const store = this.store(op, layer);
     const seqK = seq.lengths[layer]!;
@@ -489,15 +560,12 @@ export class KVCache {
     const { numKvHeads, headDim } = store.shape;
     const rowLen = numKvHeads * headDim;
     const s = attentionShape(op, { ...args, numKvHeads, headDim, causal: args.causal ?? true }, qLength, seqK * rowLen, seqK * rowLen);
-    const table = seq.tables[layer]!;
-    const tablePtr = this.rt.scratch.alloc(table.length * 4);
+    const tablePtr = this.tableInScratch(seq, layer);
     const dtype = KV_DTYPE_CODES[this.dtype];
-    const call = this.rt.attentionJobs(s, outPtr, (r, scratch, out, stats) => ({
+    return this.rt.attentionJobs(s, outPtr, (r, scratch, out, stats) => ({
       kernel: "attention_paged",
       args: [qPtr, out, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0, s.slidingWindow, tablePtr, this.pageSize, dtype, ...r, stats, scratch],
-    }), threads);
-    new Uint32Array(this.rt.memory.memory.buffer, tablePtr, table.length).set(table);
-    return call;
+    }), threads, scratchFor);
   }
 
   private takePages(store: LayerStore, count: number): number[] {

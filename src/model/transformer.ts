@@ -1,6 +1,9 @@
 // The forward pass of a Llama-family decoder (llama, qwen2, mistral, deci), top to bottom like llama2.c's run.c: embedding, then per layer RMSNorm ->
-// q/k/v projections -> RoPE -> append K/V to the paged cache -> grouped attention over the cache
-// -> o projection + residual -> RMSNorm -> SwiGLU MLP + residual; final RMSNorm and the LM head.
+// q/k/v projections -> RoPE -> K/V written into the paged cache -> grouped attention over the
+// cache -> o projection + residual -> RMSNorm -> SwiGLU MLP + residual; final RMSNorm and the LM
+// head. The whole pass is one kernel program (rt.runProgram): every op a wasm kernel on buffers
+// allocated once (RunState), phases separated by barriers, so with threads it is one hand-off to
+// the worker pool instead of one per op, and the activations never come back to JavaScript.
 import { createKVCache, type KVCache, type KVCacheOptions, type KVSequence } from "../kv/kv-cache.ts";
 import { WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
@@ -12,6 +15,17 @@ import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
 /** The weights of one layer, resident in wasm memory, by role (architecture.ts). */
 type LayerWeights = Record<Exclude<LayerRole, "qBias" | "kBias" | "vBias">, WasmBuffer> & Partial<Record<"qBias" | "kBias" | "vBias", WasmBuffer>>;
 
+/** A forward pass's activations in wasm memory, for up to `rows` rows and `items` sequences. */
+interface RunState {
+  rows: number; items: number;
+  /** The residual stream [rows, hidden], and its normalised copy. */
+  x: WasmBuffer; h: WasmBuffer;
+  q: WasmBuffer; attn: WasmBuffer; k: WasmBuffer; v: WasmBuffer;
+  gate: WasmBuffer; up: WasmBuffer;
+  /** Each sequence's last row, normalised, and its logits. */
+  last: WasmBuffer; logits: WasmBuffer;
+}
+
 /** One sequence's share of a batched forward pass: the tokens to append after what it holds. */
 export interface BatchItem { seq: KVSequence; tokens: readonly number[] }
 
@@ -22,6 +36,7 @@ export class TransformerModel {
   private readonly embedding: WasmBuffer;
   private readonly lmHead: WasmBuffer;
   private rope: { cos: WasmBuffer; sin: WasmBuffer; positions: number };
+  private state?: RunState;
   private readonly owned: WasmBuffer[] = [];
 
   /**
@@ -104,7 +119,7 @@ export class TransformerModel {
 
   private forwardRows(cache: KVCache, items: readonly BatchItem[], starts: readonly number[], logitRows: "all" | "last"): Float32Array {
     const c = this.config, rt = this.rt;
-    const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V } = c;
+    const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V, rmsNormEps: eps } = c;
     if (items.length === 0) throw new RangeError("forward: no sequences");
     if (new Set(items.map(({ seq }) => seq)).size !== items.length) throw new RangeError("forward: a sequence appears twice in one batch");
     let n = 0;
@@ -119,78 +134,129 @@ export class TransformerModel {
     // Row ranges of the items in the batch.
     const firstRow: number[] = [];
     items.reduce((row, { tokens }) => { firstRow.push(row); return row + tokens.length; }, 0);
-    const buffers: WasmBuffer[] = [];
-    const tmp = (len: number) => { const b = rt.alloc(len); buffers.push(b); return b; };
+    // From 4 rows up the linear layers run on `m` rows, n rounded up to whole 4-row GEMM tiles:
+    // the kernel's rows past the last tile go one at a time, slower per row than a zero-padded
+    // tile (SmolLM2-135M bf16, 11 tokens: 241 ms unpadded, 201 ms padded); below 4 rows that
+    // one-row path is the faster one (2 tokens: 75 vs 107 ms). Padding rows are zeros and stay
+    // out of norms, RoPE, attention and the cache.
+    const m = n < 4 ? n : Math.ceil(n / 4) * 4;
+    const state = this.runState(m, items.length);
+    // This pass's rows of the activations.
+    const s = {
+      x: state.x.subarray(0, m * hd), h: state.h.subarray(0, m * hd), q: state.q.subarray(0, m * H * D), attn: state.attn.subarray(0, m * H * D),
+      k: state.k, v: state.v, gate: state.gate.subarray(0, m * ff), up: state.up.subarray(0, m * ff), last: state.last.subarray(0, items.length * hd),
+    };
+    const xs = s.x.array;
+    items.forEach(({ tokens }, i) => tokens.forEach((t, j) => xs.set(this.embedding.subarray(t * hd, (t + 1) * hd).toFloat32Array(), (firstRow[i]! + j) * hd)));
+    for (const b of [s.x, s.h, s.attn]) b.array.fill(0, n * (b.length / m));
+    const logits = logitRows === "all" ? rt.alloc(m * V) : state.logits.subarray(0, items.length * V);
     try {
-      // From 4 rows up the linear layers run on `m` rows, n rounded up to whole 4-row GEMM
-      // tiles: the kernel's rows past the last tile go one at a time, slower per row than a
-      // zero-padded tile (SmolLM2-135M bf16, 11 tokens: 241 ms unpadded, 201 ms padded); below 4
-      // rows that one-row path is the faster one (2 tokens: 75 vs 107 ms). Padding rows are zeros
-      // and stay out of norms, RoPE, attention and the cache.
-      const m = n < 4 ? n : Math.ceil(n / 4) * 4;
-      const x = tmp(m * hd), h = tmp(m * hd), q = tmp(m * H * D), attn = tmp(m * H * D), o = tmp(m * hd);
-      const gate = tmp(m * ff), up = tmp(m * ff), down = tmp(m * hd);
-      const xs = x.array;
-      items.forEach(({ tokens }, i) => tokens.forEach((t, j) => xs.set(this.embedding.subarray(t * hd, (t + 1) * hd).toFloat32Array(), (firstRow[i]! + j) * hd)));
-      // K and V of the new tokens, sized for the layer with the most KV heads, reused by every layer.
-      const maxKv = Math.max(...c.kvHeadsPerLayer);
-      const kAll = tmp(m * maxKv * D), vAll = tmp(m * maxKv * D);
-      const linear = (input: WasmBuffer, w: WasmBuffer, out: WasmBuffer, inF: number, outF: number, bias?: WasmBuffer) =>
-        rt.linearInto({ x: input, weight: w, bias, out, inFeatures: inF, outFeatures: outF });
-      const residual = (into: WasmBuffer, add: WasmBuffer) => { const a = into.array, b = add.array; for (let i = 0; i < a.length; i++) a[i]! += b[i]!; };
-      const rows = (buf: WasmBuffer, i: number, width: number) => buf.subarray(firstRow[i]! * width, (firstRow[i]! + items[i]!.tokens.length) * width);
-      this.layers.forEach((L, l) => {
-        const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
-        const kb = kAll.subarray(0, m * kvDim), vb = vAll.subarray(0, m * kvDim);
-        rt.kernels.rmsnorm_f32(x.ptr, L.inputNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
-        // q, k and v in one call (one hand-off to the worker pool), as gate and up below.
-        rt.linearsInto([
-          { x: h, weight: L.q, bias: L.qBias, out: q, inFeatures: hd, outFeatures: H * D },
-          { x: h, weight: L.k, bias: L.kBias, out: kb, inFeatures: hd, outFeatures: kvDim },
-          { x: h, weight: L.v, bias: L.vBias, out: vb, inFeatures: hd, outFeatures: kvDim },
-        ]);
-        items.forEach(({ seq, tokens }, i) => {
-          const count = tokens.length, qi = rows(q, i, H * D), ki = rows(kb, i, kvDim);
-          rt.kernels.rope_f32(qi.ptr, count, H, D, this.rope.cos.ptr, this.rope.sin.ptr, starts[i]!);
-          rt.kernels.rope_f32(ki.ptr, count, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, starts[i]!);
-          // Copies: appending may grow memory, which would detach views of kb / vb.
-          cache.append(seq, l, ki.toFloat32Array(), rows(vb, i, kvDim).toFloat32Array());
+      return rt.runProgram((p) => {
+        const T = p.threads, f32 = 4;
+        const rowsOf = (i: number) => items[i]!.tokens.length;
+        const rowPtr = (buf: WasmBuffer, row: number, width: number) => buf.ptr + row * width * f32;
+        const view = (buf: WasmBuffer, i: number, width: number) => buf.subarray(firstRow[i]! * width, (firstRow[i]! + rowsOf(i)) * width);
+        /** Rows [0, count) cut into up to T ranges (a thread each), the first thread taking any remainder. */
+        const rowRanges = (count: number, min = 1) => {
+          const parts = Math.max(1, Math.min(T, Math.floor(count / min)));
+          return Array.from({ length: parts }, (_, t) => [Math.floor((t * count) / parts), Math.floor(((t + 1) * count) / parts)] as const);
+        };
+        const rmsnorm = (w: WasmBuffer) => {
+          rowRanges(n).forEach(([r0, r1], t) => p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] }));
+          p.barrier();
+        };
+        const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) =>
+          rt.linearCalls(p, { x, weight, out, inFeatures, outFeatures, ...extra });
+        this.layers.forEach((L, l) => {
+          const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
+          const k = s.k.subarray(0, m * kvDim), v = s.v.subarray(0, m * kvDim);
+          rmsnorm(L.inputNorm);
+          linear(s.h, L.q, s.q, hd, H * D, { bias: L.qBias });
+          linear(s.h, L.k, k, hd, kvDim, { bias: L.kBias });
+          linear(s.h, L.v, v, hd, kvDim, { bias: L.vBias });
+          p.barrier();
+          // RoPE on q and k, then K/V into the cache's pages (kv_write): each sequence's rows on
+          // a thread, or a lone long sequence's rows over all of them.
+          items.forEach(({ seq }, i) => {
+            const q0 = firstRow[i]!, count = rowsOf(i);
+            const write = cache.appendCall(seq, l, count, rowPtr(k, q0, kvDim), rowPtr(v, q0, kvDim));
+            const ranges = items.length >= T ? [[0, count] as const] : rowRanges(count, 4);
+            ranges.forEach(([r0, r1], j) => {
+              const t = items.length >= T ? i : j, pos = starts[i]! + r0;
+              p.add(t, { kernel: "rope_f32", args: [rowPtr(s.q, q0 + r0, H * D), r1 - r0, H, D, this.rope.cos.ptr, this.rope.sin.ptr, pos] });
+              p.add(t, { kernel: "rope_f32", args: [rowPtr(k, q0 + r0, kvDim), r1 - r0, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, pos] });
+              p.add(t, { kernel: "kv_write", args: [write.args[0]!, write.args[1]!, r0, r1, ...write.args.slice(4)] });
+            });
+          });
+          p.barrier();
+          cache.attentionCalls(p, items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D) })), l, { numHeads: H, slidingWindow: c.slidingWindow });
+          p.barrier();
+          linear(s.attn, L.o, s.x, H * D, hd, { accumulate: true }); // the residual add, fused
+          p.barrier();
+          rmsnorm(L.postNorm);
+          linear(s.h, L.gate, s.gate, hd, ff);
+          linear(s.h, L.up, s.up, hd, ff);
+          p.barrier();
+          const total = n * ff;
+          rowRanges(Math.ceil(total / 4)).forEach(([a, b], t) => { // in quads of elements
+            const off = a * 4 * f32;
+            p.add(t, { kernel: "swiglu_f32", args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * 4, total) - a * 4] });
+          });
+          p.barrier();
+          linear(s.gate, L.down, s.x, ff, hd, { accumulate: true });
+          p.barrier();
         });
-        // Every sequence's attention in one call: one hand-off to the worker pool per layer.
-        cache.attentionBatchInto(items.map(({ seq }, i) => ({ seq, q: rows(q, i, H * D), out: rows(attn, i, H * D) })), l, { numHeads: H, slidingWindow: c.slidingWindow });
-        linear(attn, L.o, o, H * D, hd);
-        residual(x, o);
-        rt.kernels.rmsnorm_f32(x.ptr, L.postNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
-        rt.linearsInto([
-          { x: h, weight: L.gate, out: gate, inFeatures: hd, outFeatures: ff },
-          { x: h, weight: L.up, out: up, inFeatures: hd, outFeatures: ff },
-        ]);
-        rt.kernels.swiglu_f32(gate.ptr, up.ptr, gate.ptr, n * ff);
-        linear(gate, L.down, down, ff, hd);
-        residual(x, down);
+        if (logitRows === "all") {
+          rmsnorm(this.finalNorm);
+          linear(s.h, this.lmHead, logits, hd, V);
+          return () => logits.subarray(0, n * V).toFloat32Array();
+        }
+        // Only each item's last row is normalised and goes through the LM head, gathered into consecutive rows.
+        items.forEach((_, i) => p.add(i, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, firstRow[i]! + rowsOf(i) - 1, hd), this.finalNorm.ptr, rowPtr(s.last, i, hd), hd, eps, 0, 1] }));
+        p.barrier();
+        linear(s.last, this.lmHead, logits, hd, V);
+        return () => logits.toFloat32Array();
       });
-      rt.kernels.rmsnorm_f32(x.ptr, this.finalNorm.ptr, h.ptr, hd, c.rmsNormEps, 0, n);
-      if (logitRows === "all") {
-        const logits = tmp(m * V);
-        linear(h, this.lmHead, logits, hd, V);
-        return logits.subarray(0, n * V).toFloat32Array();
-      }
-      // Only each item's last row goes through the LM head, gathered into consecutive rows.
-      const last = items.length === 1 ? h.subarray((n - 1) * hd, n * hd) : tmp(items.length * hd);
-      if (items.length > 1) {
-        const hs = h.array, ls = last.array;
-        items.forEach(({ tokens }, i) => { const r = firstRow[i]! + tokens.length - 1; ls.set(hs.subarray(r * hd, (r + 1) * hd), i * hd); });
-      }
-      const logits = tmp(items.length * V);
-      linear(last, this.lmHead, logits, hd, V);
-      return logits.toFloat32Array();
     } finally {
-      for (const b of buffers) b.free();
+      if (logitRows === "all") logits.free();
     }
   }
 
-  /** Frees every weight. */
+  /**
+   * The activations of a forward pass (llama2.c's RunState): allocated once, grown when a pass
+   * has more rows or sequences than any before, freed with the model.
+   */
+  private runState(rows: number, items: number): RunState {
+    const have = this.state;
+    if (have && have.rows >= rows && have.items >= items) return have;
+    const c = this.config, maxKv = Math.max(...c.kvHeadsPerLayer);
+    const R = Math.max(rows, have?.rows ?? 0), I = Math.max(items, have?.items ?? 0);
+    this.freeRunState();
+    const made: WasmBuffer[] = [];
+    const buf = (len: number) => { const b = this.rt.alloc(len); made.push(b); return b; };
+    try {
+      this.state = {
+        rows: R, items: I,
+        x: buf(R * c.hiddenSize), h: buf(R * c.hiddenSize), q: buf(R * c.numHeads * c.headDim), attn: buf(R * c.numHeads * c.headDim),
+        k: buf(R * maxKv * c.headDim), v: buf(R * maxKv * c.headDim), gate: buf(R * c.intermediateSize), up: buf(R * c.intermediateSize),
+        last: buf(I * c.hiddenSize), logits: buf(I * c.vocabSize),
+      };
+    } catch (e) {
+      for (const b of made) b.free();
+      throw e;
+    }
+    return this.state;
+  }
+
+  private freeRunState(): void {
+    if (!this.state) return;
+    for (const [key, b] of Object.entries(this.state)) if (key !== "rows" && key !== "items") (b as WasmBuffer).free();
+    this.state = undefined;
+  }
+
+  /** Frees every weight and the activations. */
   dispose(): void {
+    this.freeRunState();
     for (const b of this.owned) b.free();
     this.rope?.cos.free(); this.rope?.sin.free();
     this.owned.length = 0;

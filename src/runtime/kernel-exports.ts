@@ -6,7 +6,8 @@
 // assembly/index.ts (a test checks the two agree). Pointers and sizes are byte offsets into the
 // memory the host owns; kernels never allocate.
 
-const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd"] as const;
+/** accumulate 1: y += x·Wᵀ (+ bias), a residual add fused into the store. */
+const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "accumulate"] as const;
 const LINEAR_QUANT = [...LINEAR, "scratch"] as const;
 const ATTENTION_RANGES = ["kvHeadBegin", "kvHeadEnd", "qBegin", "qEnd", "keyBegin", "keyEnd", "stats", "scratch"] as const;
 
@@ -33,6 +34,8 @@ export const KERNELS = {
   attention_scratch_bytes: { params: ["numHeads", "numKvHeads"], returns: true },
   kv_page_bytes: { params: ["numKvHeads", "headDim", "pageSize", "dtype"], returns: true },
   kv_scale_offset: { params: ["numKvHeads", "headDim", "pageSize"], returns: true },
+  /** Stores K/V rows [rowBegin, rowEnd) at positions pos0 + row of a block table, in the storage dtype. */
+  kv_write: { params: ["k", "v", "rowBegin", "rowEnd", "numKvHeads", "headDim", "pages", "pageSize", "dtype", "pos0"], pool: true },
   linear_f32: { params: LINEAR, pool: true, linear: "f32" },
   /** bfloat16 weights (u16 elements) */
   linear_bf16: { params: LINEAR, pool: true, linear: "bf16" },
@@ -42,9 +45,9 @@ export const KERNELS = {
   linear_q8_0: { params: LINEAR_QUANT, pool: true, linear: "q8_0" },
   linear_q4_0: { params: LINEAR_QUANT, pool: true, linear: "q4_0" },
   linear_quant_scratch_bytes: { params: ["M", "K"], returns: true },
-  rmsnorm_f32: { params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"] },
-  rope_f32: { params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"] },
-  swiglu_f32: { params: ["gate", "up", "out", "n"] },
+  rmsnorm_f32: { params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
+  rope_f32: { params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"], pool: true },
+  swiglu_f32: { params: ["gate", "up", "out", "n"], pool: true },
   exp_f32: { params: ["x", "out", "n"] },
   probe_read: { params: ["ptr", "bytes", "reps"], returns: true },
   probe_fma: { params: ["iters"], returns: true },

@@ -8,6 +8,7 @@ import { attentionArrays, attentionShape, type AttentionArgs, type AttentionShap
 import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts";
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
 import { MAX_CALLS_PER_THREAD, ThreadPool, type Job } from "../threads/pool.ts";
+import { Program } from "./program.ts";
 import { attentionSplits, columnSplits, type AttentionRange } from "../threads/splits.ts";
 import { kernelExportsOf, LINEAR_KERNELS, type KernelExports } from "./kernel-exports.ts";
 import { importNodeBuiltin } from "./node-builtins.ts";
@@ -46,6 +47,8 @@ export interface ResidentLinearArgs extends Omit<LinearArgs, "x" | "weight" | "b
   bias?: WasmBuffer;
   /** [rows, outFeatures]; must not overlap x. */
   out: WasmBuffer;
+  /** out += x · weightᵀ (+ bias) instead of out = ... (a residual add fused into the kernel). */
+  accumulate?: boolean;
 }
 
 export interface RuntimeStats {
@@ -229,6 +232,37 @@ export class Runtime {
   }
 
   /**
+   * Builds a kernel program (the calls of a whole step, in phases; see Program) and runs it: one
+   * hand-off to the worker pool for all of it where it fits, on one thread in order otherwise.
+   * `build` adds the calls and returns how to read the result; scratch is reset afterwards.
+   */
+  runProgram<T>(build: (p: Program) => () => T): T {
+    this.checkIdle();
+    try {
+      const p = new Program(this.threads, (bytes) => this.scratch.alloc(bytes));
+      const finish = build(p);
+      if (!this.pool) {
+        for (const call of p.lists[0]!) if (call !== "barrier") this.runJob(call);
+      } else {
+        for (const round of p.rounds()) this.pool.run(round);
+      }
+      return finish();
+    } finally {
+      this.scratch.reset();
+    }
+  }
+
+  /**
+   * A linear layer's calls in a program, one column range per thread (in a program a split costs
+   * no extra hand-off), each thread's quantized activations in its own scratch.
+   */
+  linearCalls(p: Program, args: ResidentLinearArgs): void {
+    const { shape, x, weight, bias, out } = this.checkLinearInto(args);
+    p.addPerThread(this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype, p.threads, args.accumulate ?? false,
+      (t, bytes) => p.threadScratch(t, "linear", bytes)));
+  }
+
+  /**
    * Runs a prepared call: its kernel jobs (on the pool when there is one), then its finish step;
    * the scratch arena is reset afterwards whatever happens. Used by the KV cache too.
    * @internal
@@ -319,6 +353,11 @@ export class Runtime {
   }
 
   private prepareLinearInto(args: ResidentLinearArgs, threads?: number): PreparedCall<void> {
+    const { shape, x, weight, bias, out } = this.checkLinearInto(args);
+    return { jobs: this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype, threads, args.accumulate ?? false), finish: () => undefined };
+  }
+
+  private checkLinearInto(args: ResidentLinearArgs): { shape: LinearShape; x: WasmBuffer; weight: WasmBuffer; bias?: WasmBuffer; out: WasmBuffer } {
     const op = "linearInto";
     const x = residentBuffer(op, "x", args.x, this.memory, "f32"), weight = residentBuffer(op, "weight", args.weight, this.memory);
     const out = residentBuffer(op, "out", args.out, this.memory, "f32");
@@ -331,7 +370,7 @@ export class Runtime {
     if (weight.rowLength !== undefined && weight.rowLength !== shape.inFeatures) {
       throw new RangeError(`${op}: the ${weight.dtype} weight has rows of ${weight.rowLength}; inFeatures is ${shape.inFeatures}`);
     }
-    return { jobs: this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype, threads), finish: () => undefined };
+    return { shape, x, weight, bias, out };
   }
 
   stats(): RuntimeStats {
@@ -347,30 +386,33 @@ export class Runtime {
 
   /**
    * An attention problem cut into per-thread ranges (KV heads or key ranges for decode, query
-   * positions for prefill), each job with its own kernel scratch. Key ranges (split-KV) write
+   * positions for prefill), job t with scratch `scratchFor(t, bytes)` (default: its own). Key ranges (split-KV) write
    * partial outputs and statistics to scratch, and `after` combines them into `out`. The job
    * builder gets the range, its scratch, where to write, and the statistics pointer (0: none).
    * @internal
    */
-  attentionJobs(s: AttentionShape, out: number, job: (range: AttentionRange, scratch: number, out: number, stats: number) => Job, threads = this.threads): { jobs: Job[]; after?: Job[] } {
+  attentionJobs(s: AttentionShape, out: number, job: (range: AttentionRange, scratch: number, out: number, stats: number) => Job, threads = this.threads,
+    scratchFor = (_t: number, bytes: number) => this.scratch.alloc(bytes)): { jobs: Job[]; after?: Job[] } {
     const { ranges, splitKv } = attentionSplits(s.seqQ, s.seqK, s.numKvHeads, s.causal, threads);
     const bytes = this.kernels.attention_scratch_bytes(s.numHeads, s.numKvHeads);
-    if (!splitKv) return { jobs: ranges.map((r) => job(r, this.scratch.alloc(bytes), out, 0)) };
+    if (!splitKv) return { jobs: ranges.map((r, t) => job(r, scratchFor(t, bytes), out, 0)) };
     const rows = s.seqQ * s.numHeads, parts = ranges.length;
     const partials = this.scratch.alloc(parts * rows * s.headDim * 4);
     const stats = this.scratch.alloc(parts * rows * 8);
-    const jobs = ranges.map((r, i) => job(r, this.scratch.alloc(bytes), partials + i * rows * s.headDim * 4, stats + i * rows * 8));
+    const jobs = ranges.map((r, i) => job(r, scratchFor(i, bytes), partials + i * rows * s.headDim * 4, stats + i * rows * 8));
     return { jobs, after: [{ kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] }] };
   }
 
   /** Below ~1 MFLOP (of the call, all its ops together) a thread hand-off costs more than it saves. */
   private threadsFor(macs: number): number { return macs < 1 << 19 ? 1 : this.threads; }
 
-  private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number, dtype: BufferDtype = "f32", threads = this.threadsFor(s.rows * s.outFeatures * s.inFeatures)): Job[] {
-    return columnSplits(s.outFeatures, threads).map(([n0, n1]) => ({
-      kernel: LINEAR_KERNELS[dtype], args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1,
+  /** Job t computes column range t; `scratchFor(t, bytes)` gives job t's scratch (default: its own). */
+  private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number, dtype: BufferDtype = "f32", threads = this.threadsFor(s.rows * s.outFeatures * s.inFeatures),
+    accumulate = false, scratchFor = (_t: number, bytes: number) => this.scratch.alloc(bytes)): Job[] {
+    return columnSplits(s.outFeatures, threads).map(([n0, n1], t) => ({
+      kernel: LINEAR_KERNELS[dtype], args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1, accumulate ? 1 : 0,
         // Quantized weights: each job quantizes the activations into its own scratch.
-        ...(isQuantDtype(dtype) ? [this.scratch.alloc(this.kernels.linear_quant_scratch_bytes(s.rows, s.inFeatures))] : [])],
+        ...(isQuantDtype(dtype) ? [scratchFor(t, this.kernels.linear_quant_scratch_bytes(s.rows, s.inFeatures))] : [])],
     }));
   }
 

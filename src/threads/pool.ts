@@ -3,31 +3,60 @@ import { importNodeBuiltin } from "../runtime/node-builtins.ts";
 // A pool of worker threads on one shared WebAssembly.Memory. Every worker instantiates the same
 // compiled Module on that memory; a call hands each thread (the caller is thread 0) a list of
 // kernel calls with their own ranges (several ops, or several sequences, in one hand-off), and
-// completion is counted with Atomics. Kernels are pure functions of pointers and ranges, so the
-// threads need no other shared state.
+// completion is counted with Atomics. A list may hold barriers: every thread reaches its n-th
+// barrier before any goes past it, so a whole layer (or decode step) of dependent ops is one
+// hand-off, the threads spinning briefly between ops instead of sleeping and being woken.
+// Kernels are pure functions of pointers and ranges, so the threads need no other shared state.
 
 import { JOB_KERNELS, type JobKernel } from "../runtime/kernel-exports.ts";
 
 export interface Job { kernel: JobKernel; args: number[] }
+/** A point in every thread's list that all threads reach before any goes on. */
+export const BARRIER = "barrier";
+/** One entry of a thread's list: a kernel call or a barrier. */
+export type Call = Job | typeof BARRIER;
 
 const MAX_ARGS = 24;
-/** Kernel calls one thread takes per hand-off. */
-export const MAX_CALLS_PER_THREAD = 64;
-const CALL = MAX_ARGS + 2; // id, argc, args
+/** Calls (kernels and barriers) one thread takes per hand-off. */
+export const MAX_CALLS_PER_THREAD = 256;
+const CALL = MAX_ARGS + 2; // id (-1: barrier), argc, args
 const SLOT = 1 + MAX_CALLS_PER_THREAD * CALL; // count, calls
-const GEN = 0, DONE = 1, ERROR = 2, STOP = -1;
+const GEN = 0, DONE = 1, ERROR = 2, STOP = -1; // control words; 3 and 4 are the barrier's (barrierWait)
+const CONTROL_INTS = 8;
 const MESSAGE_BYTES = 512;
+
+/**
+ * Waits at a barrier of `size` threads: control word 3 counts arrivals, word 4 is the barrier's
+ * generation; the last to arrive resets the count and advances the generation. Spins first (the
+ * phases between barriers are short; 20,000 loads are tens of microseconds), then sleeps;
+ * `canSleep` false (a browser's main thread) spins only. Self-contained: the workers run its
+ * source text.
+ */
+function barrierWait(ctl: Int32Array, size: number, canSleep: boolean): void {
+  const BAR_COUNT = 3, BAR_GEN = 4, BARRIER_SPINS = 20000;
+  const gen = Atomics.load(ctl, BAR_GEN);
+  if (Atomics.add(ctl, BAR_COUNT, 1) === size - 1) {
+    Atomics.store(ctl, BAR_COUNT, 0);
+    Atomics.add(ctl, BAR_GEN, 1);
+    Atomics.notify(ctl, BAR_GEN);
+    return;
+  }
+  for (let spins = 0; Atomics.load(ctl, BAR_GEN) === gen;) {
+    if (++spins > BARRIER_SPINS && canSleep) Atomics.wait(ctl, BAR_GEN, gen);
+  }
+}
 
 // The worker's program: one loop for both kinds of worker, after a prologue that receives the
 // Module, the memory and the control buffers (worker_threads: workerData; Web Workers: the
 // first message). Kept as strings so the pool needs no separate file to locate.
 const WORKER_LOOP = `
-function serve({ module: wasmModule, memory, control, jobs, message, index }, ready) {
+function serve({ module: wasmModule, memory, control, jobs, message, index, size }, ready) {
   const ctl = new Int32Array(control);
   const slots = new Float64Array(jobs);
   const text = new Uint8Array(message);
   const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
   const kernels = ${JSON.stringify(JOB_KERNELS)}.map((n) => n && instance.exports[n]);
+  ${barrierWait.toString()}
   ready();
   let gen = 0;
   for (;;) {
@@ -35,12 +64,19 @@ function serve({ module: wasmModule, memory, control, jobs, message, index }, re
     gen = Atomics.load(ctl, ${GEN});
     if (gen === ${STOP}) break;
     const base = index * ${SLOT};
-    try {
-      for (let c = 0, at = base + 1; c < slots[base]; c++, at += ${CALL}) kernels[slots[at]](...slots.subarray(at + 2, at + 2 + slots[at + 1]));
-    } catch (e) {
-      if (Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
-        const bytes = new TextEncoder().encode(String(e && e.message || e)).subarray(0, ${MESSAGE_BYTES});
-        text.fill(0); text.set(bytes);
+    // After a failure the thread skips its kernels but still meets every barrier.
+    let failed = false;
+    for (let c = 0, at = base + 1; c < slots[base]; c++, at += ${CALL}) {
+      if (slots[at] < 0) { barrierWait(ctl, size, true); continue; }
+      if (failed) continue;
+      try {
+        kernels[slots[at]](...slots.subarray(at + 2, at + 2 + slots[at + 1]));
+      } catch (e) {
+        failed = true;
+        if (Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
+          const bytes = new TextEncoder().encode(String(e && e.message || e)).subarray(0, ${MESSAGE_BYTES});
+          text.fill(0); text.set(bytes);
+        }
       }
     }
     Atomics.add(ctl, ${DONE}, 1);
@@ -84,12 +120,12 @@ export class ThreadPool {
    * cross-origin-isolated page, where SharedArrayBuffer exists).
    */
   static async start(size: number, module: WebAssembly.Module, memory: WebAssembly.Memory, run0: (job: Job) => void): Promise<ThreadPool> {
-    const control = new SharedArrayBuffer(16), jobs = new SharedArrayBuffer(size * SLOT * 8), message = new SharedArrayBuffer(MESSAGE_BYTES);
+    const control = new SharedArrayBuffer(4 * CONTROL_INTS), jobs = new SharedArrayBuffer(size * SLOT * 8), message = new SharedArrayBuffer(MESSAGE_BYTES);
     const onNode = Boolean((globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node);
     const workers: PoolWorker[] = [];
     try {
       for (let index = 1; index < size; index++) {
-        const data = { module, memory, control, jobs, message, index };
+        const data = { module, memory, control, jobs, message, index, size };
         workers.push(onNode ? await startNodeWorker(data) : await startWebWorker(data));
       }
     } catch (e) {
@@ -101,14 +137,16 @@ export class ThreadPool {
     return new ThreadPool(size, workers, control, jobs, message, run0, canBlock);
   }
 
-  /** Runs the calls of lists[t] on thread t, in order (thread 0 is the caller), and waits, blocking, for all of them. */
-  run(jobs: Job[][]): void {
+  /**
+   * Runs the calls of lists[t] on thread t, in order (thread 0 is the caller), and waits,
+   * blocking, for all of them. Every list holds the same number of barriers.
+   */
+  run(jobs: Call[][]): void {
     if (!this.canBlock) {
       throw new Error("threads: a browser's main thread cannot block: use the async calls (attentionAsync, linearAsync, ...) or run gqa-wasm in a Web Worker");
     }
     this.post(jobs);
-    let error: unknown;
-    try { for (const j of jobs[0] ?? []) this.run0(j); } catch (e) { error = e; }
+    const error = this.runOwn(jobs[0] ?? []);
     for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
       Atomics.wait(this.ctl, DONE, done);
     }
@@ -116,10 +154,9 @@ export class ThreadPool {
   }
 
   /** As run(), but the caller awaits the workers instead of blocking (browsers' main thread). */
-  async runAsync(jobs: Job[][]): Promise<void> {
+  async runAsync(jobs: Call[][]): Promise<void> {
     this.post(jobs);
-    let error: unknown;
-    try { for (const j of jobs[0] ?? []) this.run0(j); } catch (e) { error = e; }
+    const error = this.runOwn(jobs[0] ?? []);
     for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
       const w = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } }).waitAsync(this.ctl, DONE, done);
       if (w.async) await w.value;
@@ -136,17 +173,33 @@ export class ThreadPool {
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 
-  private post(jobs: Job[][]): void {
+  /** The caller's own list (thread 0): its kernels, and its part in every barrier; the first error, if any. */
+  private runOwn(list: Call[]): unknown {
+    let error: unknown;
+    for (const call of list) {
+      if (call === BARRIER) { barrierWait(this.ctl, this.size, this.canBlock); continue; }
+      if (error !== undefined) continue;
+      try { this.run0(call); } catch (e) { error = e ?? new Error("kernel failed"); }
+    }
+    return error;
+  }
+
+  private post(jobs: Call[][]): void {
     if (this.disposed) throw new Error("threads: the runtime was disposed");
-    for (const list of jobs) {
+    const barriers = (list: Call[]) => list.reduce((n, c) => n + (c === BARRIER ? 1 : 0), 0);
+    const expected = barriers(jobs[0] ?? []);
+    for (let t = 0; t < this.size; t++) {
+      const list = jobs[t] ?? [];
       if (list.length > MAX_CALLS_PER_THREAD) throw new RangeError(`threads: at most ${MAX_CALLS_PER_THREAD} calls per thread at once, got ${list.length}`);
-      for (const job of list) if (job.args.length > MAX_ARGS) throw new RangeError(`threads: ${job.kernel} takes at most ${MAX_ARGS} arguments`);
+      if (barriers(list) !== expected) throw new RangeError(`threads: thread ${t} has ${barriers(list)} barriers, thread 0 ${expected}: every thread must meet every barrier`);
+      for (const job of list) if (job !== BARRIER && job.args.length > MAX_ARGS) throw new RangeError(`threads: ${job.kernel} takes at most ${MAX_ARGS} arguments`);
     }
     for (let t = 1; t < this.size; t++) {
       const list = jobs[t] ?? [], base = t * SLOT;
       this.slots[base] = list.length;
       list.forEach((job, c) => {
         const at = base + 1 + c * CALL;
+        if (job === BARRIER) { this.slots[at] = -1; this.slots[at + 1] = 0; return; }
         this.slots[at] = JOB_KERNELS.indexOf(job.kernel);
         this.slots[at + 1] = job.args.length;
         this.slots.set(job.args, at + 2);
@@ -170,7 +223,7 @@ export class ThreadPool {
   }
 }
 
-type WorkerData = { module: WebAssembly.Module; memory: WebAssembly.Memory; control: SharedArrayBuffer; jobs: SharedArrayBuffer; message: SharedArrayBuffer; index: number };
+type WorkerData = { module: WebAssembly.Module; memory: WebAssembly.Memory; control: SharedArrayBuffer; jobs: SharedArrayBuffer; message: SharedArrayBuffer; index: number; size: number };
 
 async function startNodeWorker(data: WorkerData): Promise<PoolWorker> {
   const { Worker } = await importNodeBuiltin<typeof import("node:worker_threads")>("worker_threads");

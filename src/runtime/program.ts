@@ -1,0 +1,89 @@
+import { BARRIER, MAX_CALLS_PER_THREAD, type Call, type Job } from "../threads/pool.ts";
+
+/**
+ * The kernel calls of a whole step (a layer, a decode step) for every thread, in phases: within
+ * a phase each thread runs its own calls in order; every call of a phase is done before any call
+ * of the next begins (a barrier). rt.runProgram runs it as one hand-off to the worker pool (a few,
+ * when the lists are longer than a hand-off holds), or on one thread in order. Each thread has
+ * its own kernel scratch per purpose, reused by its calls in turn, so a long program takes no
+ * more scratch than one call of each kind.
+ */
+export class Program {
+  /** lists[t]: thread t's calls and barriers. */
+  readonly lists: Call[][];
+  private phaseHasCalls = false;
+  private readonly scratch = new Map<string, { ptr: number; bytes: number }>();
+
+  /** @internal: made by rt.runProgram. */
+  constructor(readonly threads: number, private readonly allocScratch: (bytes: number) => number) {
+    this.lists = Array.from({ length: threads }, () => []);
+  }
+
+  /** Adds a call to thread t's part of the current phase. */
+  add(thread: number, job: Job): void {
+    this.lists[thread % this.threads]!.push(job);
+    this.phaseHasCalls = true;
+  }
+
+  /** Adds calls that are one per thread (job i on thread i), e.g. the column ranges of a linear layer. */
+  addPerThread(jobs: readonly Job[]): void {
+    jobs.forEach((j, t) => this.add(t, j));
+  }
+
+  /** Ends the current phase (nothing when it is empty). */
+  barrier(): void {
+    if (!this.phaseHasCalls) return;
+    for (const l of this.lists) l.push(BARRIER);
+    this.phaseHasCalls = false;
+  }
+
+  /**
+   * Thread t's scratch for `purpose` of at least `bytes` (valid until the program's call ends).
+   * Calls of one thread run one after another, so they share it.
+   */
+  threadScratch(thread: number, purpose: string, bytes: number): number {
+    const key = `${thread % this.threads}:${purpose}`;
+    const have = this.scratch.get(key);
+    if (have && have.bytes >= bytes) return have.ptr;
+    const ptr = this.allocScratch(bytes);
+    this.scratch.set(key, { ptr, bytes });
+    return ptr;
+  }
+
+  /**
+   * The lists cut into hand-offs of at most MAX_CALLS_PER_THREAD calls per thread, at barriers
+   * (a hand-off's end joins all threads, so the barrier there is dropped). A phase longer than
+   * that alone is cut between its calls, which are independent.
+   */
+  rounds(): Call[][][] {
+    const phases: Job[][][] = []; // [phase][thread][call]
+    const at = this.lists.map(() => 0);
+    for (;;) {
+      const phase = this.lists.map((l, t) => {
+        const calls: Job[] = [];
+        for (; at[t]! < l.length && l[at[t]!] !== BARRIER; at[t]!++) calls.push(l[at[t]!] as Job);
+        return calls;
+      });
+      if (phase.some((c) => c.length > 0)) phases.push(phase);
+      if (at.every((i, t) => i >= this.lists[t]!.length)) break;
+      at.forEach((_, t) => { at[t]!++; }); // past the barrier
+    }
+    const rounds: Call[][][] = [];
+    let round: Call[][] | undefined;
+    for (const phase of phases) {
+      const longest = Math.max(...phase.map((c) => c.length));
+      if (longest > MAX_CALLS_PER_THREAD) {
+        for (let i = 0; i < longest; i += MAX_CALLS_PER_THREAD) rounds.push(phase.map((c) => c.slice(i, i + MAX_CALLS_PER_THREAD)));
+        round = undefined;
+        continue;
+      }
+      if (round && round.every((l, t) => l.length + 1 + phase[t]!.length <= MAX_CALLS_PER_THREAD)) {
+        round.forEach((l, t) => l.push(BARRIER, ...phase[t]!));
+      } else {
+        round = phase.map((c) => [...c]);
+        rounds.push(round);
+      }
+    }
+    return rounds;
+  }
+}
