@@ -134,5 +134,32 @@ for (const build of BUILDS) {
         for (const t of [x, w, b, y, parts]) t.free();
       }
     });
+
+  describe(`linear layer with accumulate (${build} build): out = (out + x·Wᵀ) + b, the residual add fused`, () => {
+    for (const dtype of ["f32", "bf16", "f16", "q8_0", "q4_0"] as const) {
+      it(`equals the product added afterwards, ${dtype}, GEMV and GEMM rows, K past one slice`, async () => {
+        const rt = await runtimeFor(build);
+        for (const [M, N, K] of [[1, 9, 40], [3, 5, 700], [6, 13, 96], [8, 6, 700]] as const) {
+          const x = rt.upload(randomArray(M * K, 1)), bias = rt.upload(randomArray(N, 3));
+          const w = dtype === "q8_0" || dtype === "q4_0" ? rt.upload(randomArray(N * K, 2), dtype, K) : rt.upload(randomArray(N * K, 2), dtype);
+          const y0 = randomArray(M * N, 4), acc = rt.upload(y0), plain = rt.alloc(M * N);
+          try {
+            rt.linearInto({ x, weight: w, out: plain, inFeatures: K, outFeatures: N });
+            const bs = bias.toFloat32Array();
+            for (const b of [undefined, bias]) {
+              acc.set(y0);
+              rt.linearInto({ x, weight: w, bias: b, out: acc, inFeatures: K, outFeatures: N, accumulate: true });
+              // (y + x·Wᵀ) + b, in f32
+              const expected = Float32Array.from(plain.array, (v, i) => Math.fround(y0[i]! + v) + (b ? bs[i % N]! : 0));
+              // One K slice (and every GEMV) adds y once at the end: the same bits. A GEMM over
+              // several K slices adds the slices onto y in turn: a reassociation.
+              if (M < 4 || K <= 512) assert.deepEqual(acc.toFloat32Array(), expected, `${M}x${N}x${K}${b ? " + bias" : ""}`);
+              else assert.ok(maxAbsDiff(acc.toFloat32Array(), expected) <= 1e-5 * maxAbs(expected), `${M}x${N}x${K}: ${maxAbsDiff(acc.toFloat32Array(), expected)}`);
+            }
+          } finally { for (const t of [x, w, bias, acc, plain]) t.free(); }
+        }
+      });
+    }
+  });
   });
 }

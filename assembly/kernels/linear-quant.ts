@@ -1,6 +1,6 @@
 import { fmadd, hsum, hsum4x4 } from "../simd";
 
-// The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y += x · Wᵀ (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
+// The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
 // 32; a row's last block is zero-padded when K is not a multiple of 32):
 //   Q8_0: f16 scale d, then 32 x i8 q                         (34 bytes; w = d·q)

@@ -1,7 +1,7 @@
 import { BF16, F16 } from "../simd";
 import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 
-// Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or with `accumulate` y += x · Wᵀ (+ b) (a residual
+// Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or with `accumulate` y = (y + x · Wᵀ) (+ b) (a residual
 // add fused into the store), W stored [N, K] (PyTorch / Hugging Face layout) in
 // f32, bf16 or f16 (16-bit weights stay 16-bit in memory: decode streams half the bytes),
 // so both operands are read along K: the dot-product microkernels need no packed copy of W.

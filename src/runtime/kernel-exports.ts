@@ -6,7 +6,7 @@
 // assembly/index.ts (a test checks the two agree). Pointers and sizes are byte offsets into the
 // memory the host owns; kernels never allocate.
 
-/** accumulate 1: y += x·Wᵀ (+ bias), a residual add fused into the store. */
+/** accumulate 1: y = (y + x·Wᵀ) + bias, a residual add fused into the store. */
 const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "accumulate"] as const;
 const LINEAR_QUANT = [...LINEAR, "scratch"] as const;
 const ATTENTION_RANGES = ["kvHeadBegin", "kvHeadEnd", "qBegin", "qEnd", "keyBegin", "keyEnd", "stats", "scratch"] as const;

@@ -47,7 +47,7 @@ export interface ResidentLinearArgs extends Omit<LinearArgs, "x" | "weight" | "b
   bias?: WasmBuffer;
   /** [rows, outFeatures]; must not overlap x. */
   out: WasmBuffer;
-  /** out += x · weightᵀ (+ bias) instead of out = ... (a residual add fused into the kernel). */
+  /** out = (out + x · weightᵀ) + bias instead of out = x · weightᵀ + bias (a residual add fused into the kernel). */
   accumulate?: boolean;
 }
 
