@@ -186,11 +186,11 @@ describe("threads: a worker pool on one shared memory", function () {
   });
 
   it("a kernel program: each phase sees every thread's results of the one before, across several hand-offs, the same bits on 1, 2 and 3 threads", () => {
-    // A residual chain like a model's layers: h = rmsnorm(x); y = W1·h; x += W2·y (fused), 150
-    // times: each phase reads what all threads wrote in the previous one. 150 x 6 calls and
+    // A residual chain like a model's layers: h = rmsnorm(x); y = W1·h; x += W2·y (fused), 200
+    // times: each phase reads what all threads wrote in the previous one. 200 x 6 calls and
     // barriers per thread are more than one hand-off holds (MAX_CALLS_PER_THREAD), so the program
     // goes in several rounds.
-    const [rows, dim, hidden, steps] = [3, 40, 24, 150];
+    const [rows, dim, hidden, steps] = [3, 40, 24, 200];
     assert.ok(steps * 6 > MAX_CALLS_PER_THREAD);
     const x0 = randomArray(rows * dim, 1), w1 = randomArray(hidden * dim, 2, 0.3), w2 = randomArray(dim * hidden, 3, 0.3), g = randomArray(dim, 4);
     const results = runtimes.map((rt) => {

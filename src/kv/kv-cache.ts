@@ -282,7 +282,7 @@ export class KVCache {
   private tableInScratch(seq: KVSequence, layer: number): number {
     const table = seq.tables[layer]!;
     const ptr = this.rt.scratch.alloc(table.length * 4);
-    new Uint32Array(this.rt.memory.memory.buffer, ptr, table.length).set(table);
+    this.rt.memory.i32.set(table, ptr >>> 2); // addresses past 2^31 keep their bits
     return ptr;
   }
 

@@ -12,7 +12,7 @@ export class Program {
   /** lists[t]: thread t's calls and barriers. */
   readonly lists: Call[][];
   private phaseHasCalls = false;
-  private readonly scratch = new Map<string, { ptr: number; bytes: number }>();
+  private readonly scratch = new Map<number, { ptr: number; bytes: number }>();
 
   /** @internal: made by rt.runProgram. */
   constructor(readonly threads: number, private readonly allocScratch: (bytes: number) => number) {
@@ -41,8 +41,8 @@ export class Program {
    * Thread t's scratch for `purpose` of at least `bytes` (valid until the program's call ends).
    * Calls of one thread run one after another, so they share it.
    */
-  threadScratch(thread: number, purpose: string, bytes: number): number {
-    const key = `${thread % this.threads}:${purpose}`;
+  threadScratch(thread: number, purpose: "linear" | "attention", bytes: number): number {
+    const key = (thread % this.threads) * 2 + (purpose === "linear" ? 0 : 1);
     const have = this.scratch.get(key);
     if (have && have.bytes >= bytes) return have.ptr;
     const ptr = this.allocScratch(bytes);
@@ -56,6 +56,7 @@ export class Program {
    * that alone is cut between its calls, which are independent.
    */
   rounds(): Call[][][] {
+    if (this.lists.every((l) => l.length <= MAX_CALLS_PER_THREAD)) return [this.lists];
     const phases: Job[][][] = []; // [phase][thread][call]
     const at = this.lists.map(() => 0);
     for (;;) {

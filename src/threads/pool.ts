@@ -18,7 +18,7 @@ export type Call = Job | typeof BARRIER;
 
 const MAX_ARGS = 24;
 /** Calls (kernels and barriers) one thread takes per hand-off. */
-export const MAX_CALLS_PER_THREAD = 256;
+export const MAX_CALLS_PER_THREAD = 1024;
 const CALL = MAX_ARGS + 2; // id (-1: barrier), argc, args
 const SLOT = 1 + MAX_CALLS_PER_THREAD * CALL; // count, calls
 const GEN = 0, DONE = 1, ERROR = 2, STOP = -1; // control words; 3 and 4 are the barrier's (barrierWait)
@@ -91,6 +91,8 @@ serve(workerData, () => parentPort.postMessage("ready"));
 const WEB_WORKER_SOURCE = `${WORKER_LOOP}
 self.onmessage = (e) => serve(e.data, () => self.postMessage("ready"));
 `;
+
+const JOB_IDS = new Map<string, number>(JOB_KERNELS.map((k, i) => [k, i]));
 
 /** What the pool needs of a worker, whichever kind. */
 interface PoolWorker { terminate(): unknown }
@@ -200,7 +202,7 @@ export class ThreadPool {
       list.forEach((job, c) => {
         const at = base + 1 + c * CALL;
         if (job === BARRIER) { this.slots[at] = -1; this.slots[at + 1] = 0; return; }
-        this.slots[at] = JOB_KERNELS.indexOf(job.kernel);
+        this.slots[at] = JOB_IDS.get(job.kernel)!;
         this.slots[at + 1] = job.args.length;
         this.slots.set(job.args, at + 2);
       });
