@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { referenceAttention, maxAbsDiff } from "../src/reference.ts";
 import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
+import { structBytes, writeStruct } from "../src/runtime/kernel-exports.ts";
 
 interface Case {
   numHeads: number; numKvHeads: number; headDim: number; seqQ: number; seqK: number;
@@ -154,18 +155,20 @@ for (const build of BUILDS) {
       const q = rt.upload(randomArray(SQ * H * D, 7)), k = rt.upload(randomArray(SK * KV * D, 8));
       const v = rt.upload(randomArray(SK * KV * D, 9)), whole = rt.alloc(SQ * H * D), parts = rt.alloc(SQ * H * D);
       const state = rt.alloc(rt.kernels.attention_scratch_bytes(H, KV) / 4);
+      const call = rt.alloc(structBytes("AttentionCall") / 4);
       try {
         rt.attentionInto({ q, k, v, out: whole, numHeads: H, numKvHeads: KV, headDim: D, causal: true });
         parts.array.fill(NaN); // a range that is skipped or done twice shows up
-        const scale = 1 / Math.sqrt(D);
+        writeStruct(rt.memory, call.ptr, "AttentionCall", { q: q.ptr, k: k.ptr, v: v.ptr, out: parts.ptr, seqQ: SQ, seqK: SK, numHeads: H, numKvHeads: KV, headDim: D,
+          scale: 1 / Math.sqrt(D), causal: 1, window: 0, pages: 0, pageSize: 0, dtype: 0 });
         for (const [h0, h1] of [[0, 1], [1, 4]]) {
           for (const [i0, i1] of [[0, 10], [10, 11], [11, 37]]) {
-            rt.kernels.attention_f32(q.ptr, k.ptr, v.ptr, parts.ptr, SQ, SK, H, KV, D, scale, 1, 0, h0!, h1!, i0!, i1!, 0, SK, 0, state.ptr);
+            rt.kernels.attention_f32(call.ptr, h0!, h1!, i0!, i1!, 0, SK, 0, state.ptr);
           }
         }
         assert.deepEqual(parts.toFloat32Array(), whole.toFloat32Array());
       } finally {
-        for (const b of [q, k, v, whole, parts, state]) b.free();
+        for (const b of [q, k, v, whole, parts, state, call]) b.free();
       }
     });
   });

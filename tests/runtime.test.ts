@@ -53,6 +53,13 @@ describe("createRuntime", () => {
     await assert.rejects(createRuntime(empty), /lacks the kernel exports heap_base/);
   });
 
+  it("the kernels' export list and shared codes/structs (assembly/index.ts, assembly/abi.ts) are the ones the kernel table renders", async () => {
+    const { renderAbi } = await import("../scripts/gen-abi.ts");
+    for (const [path, text] of Object.entries(renderAbi())) {
+      assert.equal(await readFile(new URL(`../${path}`, import.meta.url), "utf8"), text, `${path} is stale: run npm run asbuild`);
+    }
+  });
+
   it("every build's exports are the host's kernel table, names and arities (one place to add a kernel)", async () => {
     const { KERNELS, JOB_KERNELS, LINEAR_KERNELS } = await import("../src/runtime/kernel-exports.ts");
     for (const build of ["simd", "relaxed", "simd-threads", "relaxed-threads"]) {

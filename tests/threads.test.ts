@@ -177,7 +177,8 @@ describe("threads: a worker pool on one shared memory", function () {
     const rt = runtimes[1]!;
     const pool = (rt as unknown as { pool: { run(j: unknown[][]): void } }).pool;
     const beyond = rt.memory.byteLength + (1 << 20);
-    const job = (q: number) => ({ kernel: "attention_f32", args: [q, q, q, q + 4096, 1, 4, 2, 2, 16, 0.25, 0, 0, 0, 2, 0, 1, 0, 4, 0, q + 8192] });
+    // A linear call whose weights lie past the end of memory traps on thread 1.
+    const job = (w: number) => ({ kernel: "linear_f32", args: [ok.ptr, w, 0, ok.ptr + 4096, 1, 8, 16, 0, 8, 0] });
     const ok = rt.alloc(1 << 16);
     assert.throws(() => pool.run([[job(ok.ptr)], [job(beyond)]]), /threads: thread 1 failed: .*out of bounds/);
     ok.free();

@@ -3,7 +3,8 @@ import { exp1, exp4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
 import { touchLines, TOUCH_BYTES } from "../touch";
-import { KV_BF16, KV_INT8, kv_scale_offset } from "./kv-pages";
+import { AttentionCall, KV_BF16, KV_INT8 } from "../abi";
+import { kv_scale_offset } from "./kv-pages";
 
 // Grouped-query attention, flash style. A *row block* is a few query positions times every query
 // head of the KV-head range; the rows of one KV head (its group of G = numHeads / numKvHeads
@@ -234,8 +235,8 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
 }
 
 /**
- * Grouped-query attention over token-major tensors: q/out [seqQ, numHeads, headDim],
- * k/v [seqK, numKvHeads, headDim]. Query head h reads KV head h / (numHeads / numKvHeads).
+ * Grouped-query attention over token-major tensors, the problem given by the AttentionCall at
+ * `call` (abi.ts): q/out [seqQ, numHeads, headDim], k/v [seqK, numKvHeads, headDim]. Query head h reads KV head h / (numHeads / numKvHeads).
  * Computes KV heads [kvHeadBegin, kvHeadEnd) for query positions [qBegin, qEnd): disjoint ranges
  * can run on different threads, each with its own scratch (attention_scratch_bytes). Only keys
  * [keyBegin, keyEnd) are visited; with stats != 0 the result is a split-KV partial (see endRows
@@ -245,6 +246,14 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
  * that sees no key gets zeros. out must not overlap q, k or v.
  */
 export function attention_f32(
+  call: usize, kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
+): void {
+  const c = changetype<AttentionCall>(call);
+  attendContiguous(c.q, c.k, c.v, c.out, c.seqQ, c.seqK, c.numHeads, c.numKvHeads, c.headDim, c.scale, c.causal, c.window,
+    kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+}
+
+function attendContiguous(
   q: usize, k: usize, v: usize, out: usize,
   seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32, scale: f32, causal: i32, window: i32,
   kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
@@ -423,10 +432,11 @@ function scaleColumns(b: RowBlock, r0: i32, r1: i32, col0: i32, n: i32, scales: 
  * causal rule as attention_f32.
  */
 export function attention_paged(
-  q: usize, out: usize, seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32,
-  scale: f32, causal: i32, window: i32, pages: usize, pageSize: i32, dtype: i32,
-  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
+  call: usize, kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
+  const c = changetype<AttentionCall>(call);
+  const q = c.q, out = c.out, seqQ = c.seqQ, seqK = c.seqK, numHeads = c.numHeads, numKvHeads = c.numKvHeads, headDim = c.headDim;
+  const scale = c.scale, causal = c.causal, window = c.window, pages = c.pages, pageSize = c.pageSize, dtype = c.dtype;
   if (dtype == KV_BF16) attendPaged<u16>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, window, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
   else if (dtype == KV_INT8) attendPaged<i8>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, window, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
   else attendPaged<f32>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, window, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);

@@ -1,11 +1,8 @@
 // The KV cache's page layout and the kernel that writes into it. A page holds `pageSize` tokens
 // of one layer: K then V, each head-major [numKvHeads][pageSize][headDim] in the storage type;
 // for int8, then the f32 scales of K and of V, each [numKvHeads][pageSize], 16-byte aligned.
-// The codes are the host's KV_DTYPE_CODES (src/kv/storage.ts; a test checks both agree).
-
-export const KV_F32: i32 = 0;
-export const KV_BF16: i32 = 1;
-export const KV_INT8: i32 = 2;
+// The storage codes come from the one kernel table (abi.ts, generated).
+import { KV_BF16, KV_F32, KV_INT8 } from "../abi";
 
 // @ts-ignore: decorator
 @inline function kvElemBytes(dtype: i32): i32 { return dtype == KV_F32 ? 4 : dtype == KV_BF16 ? 2 : 1; }

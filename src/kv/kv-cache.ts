@@ -564,7 +564,7 @@ export class KVCache {
     const dtype = KV_DTYPE_CODES[this.dtype];
     return this.rt.attentionJobs(s, outPtr, (r, scratch, out, stats) => ({
       kernel: "attention_paged",
-      args: [qPtr, out, s.seqQ, seqK, s.numHeads, numKvHeads, headDim, s.scale, s.causal ? 1 : 0, s.slidingWindow, tablePtr, this.pageSize, dtype, ...r, stats, scratch],
+      args: [this.rt.attentionCall(s, { q: qPtr, out, pages: tablePtr, pageSize: this.pageSize, dtype }), ...r, stats, scratch],
     }), threads, scratchFor);
   }
 

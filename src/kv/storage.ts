@@ -3,10 +3,12 @@
 // bytes, plus the scales). The kv_write kernel encodes (assembly/kernels/kv-pages.ts), the
 // attention kernels widen in registers, and the host decodes for readLayer.
 
+import { CODES } from "../runtime/kernel-exports.ts";
+
 export type KVDtype = "f32" | "bf16" | "int8";
 
-/** Codes shared with the kernels (KV_F32, KV_BF16, KV_INT8 in assembly/kernels/kv-pages.ts; a test checks they agree). */
-export const KV_DTYPE_CODES: Record<KVDtype, number> = { f32: 0, bf16: 1, int8: 2 };
+/** The kernels' storage codes (the one kernel table's CODES). */
+export const KV_DTYPE_CODES: Record<KVDtype, number> = { f32: CODES.KV_F32, bf16: CODES.KV_BF16, int8: CODES.KV_INT8 };
 
 export const KV_ELEM_BYTES: Record<KVDtype, number> = { f32: 4, bf16: 2, int8: 1 };
 

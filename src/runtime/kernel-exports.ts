@@ -1,9 +1,12 @@
-// The one table of kernels on the host side: every Wasm export of assembly/index.ts with its
-// parameters, whether it returns a value, whether the worker pool runs it, and which weight
-// dtype a linear kernel computes on. The typed signatures (KernelExports), the pool's kernel
-// list, the linear kernel per dtype and the load-time check of a module's exports (names and
-// arities) all derive from it: a new kernel is one entry here and its export in
-// assembly/index.ts (a test checks the two agree). Pointers and sizes are byte offsets into the
+// The one table of kernels: every Wasm export with the AssemblyScript module that defines it,
+// its parameters, whether it returns a value, whether the worker pool runs it, and which weight
+// dtype a linear kernel computes on; with the codes and the structs host and kernels share.
+// Everything else derives from it: the Wasm export list (assembly/index.ts) and the kernels'
+// codes and structs (assembly/abi.ts) are generated from it by scripts/gen-abi.ts (run by
+// `npm run asbuild`; a test checks the committed files are current), and on the host the typed
+// signatures (KernelExports), the pool's kernel list, the linear kernel per dtype, the KV dtype
+// codes and the load-time check of a module's exports (names and arities). A new kernel is one
+// entry here and its function in assembly/kernels. Pointers and sizes are byte offsets into the
 // memory the host owns; kernels never allocate.
 
 /** accumulate 1: y = (y + x·Wᵀ) + bias, a residual add fused into the store. */
@@ -11,7 +14,46 @@ const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "accumul
 const LINEAR_QUANT = [...LINEAR, "scratch"] as const;
 const ATTENTION_RANGES = ["kvHeadBegin", "kvHeadEnd", "qBegin", "qEnd", "keyBegin", "keyEnd", "stats", "scratch"] as const;
 
+/** Codes shared by the host and the kernels: the KV cache's storage types. */
+export const CODES = { KV_F32: 0, KV_BF16: 1, KV_INT8: 2 } as const;
+
+/**
+ * Structs the host writes into wasm memory for calls too wide for positional arguments: fields
+ * in order, 4 bytes each (wasm32 pointers, i32, f32). `call` arguments point at one.
+ */
+export const STRUCTS = {
+  /**
+   * One attention problem: queries q and output out [seqQ, numHeads, headDim]; keys and values
+   * either contiguous (k, v token-major [seqK, numKvHeads, headDim] f32) or paged (pages: the
+   * u32 block table, pageSize, dtype: a CODES.KV_* storage type); scale; causal (bottom-right
+   * aligned) and window (sliding window, 0: none).
+   */
+  AttentionCall: {
+    q: "usize", k: "usize", v: "usize", out: "usize", seqQ: "i32", seqK: "i32", numHeads: "i32", numKvHeads: "i32", headDim: "i32",
+    scale: "f32", causal: "i32", window: "i32", pages: "usize", pageSize: "i32", dtype: "i32",
+  },
+} as const satisfies Record<string, Record<string, "usize" | "i32" | "f32">>;
+
+export type StructName = keyof typeof STRUCTS;
+export type StructValues<S extends StructName> = { [F in keyof (typeof STRUCTS)[S]]: number };
+
+/** Bytes of a struct, rounded up to 16. */
+export function structBytes(name: StructName): number {
+  return (Object.keys(STRUCTS[name]).length * 4 + 15) & ~15;
+}
+
+/** Writes a struct at `ptr` (through the memory's i32 and f32 views). */
+export function writeStruct<S extends StructName>(mem: { i32: Int32Array; f32: Float32Array }, ptr: number, name: S, values: StructValues<S>): void {
+  const i32 = mem.i32, f32 = mem.f32, base = ptr >>> 2;
+  Object.entries(STRUCTS[name]).forEach(([field, type], i) => {
+    const v = (values as Record<string, number>)[field]!;
+    if (type === "f32") f32[base + i] = v; else i32[base + i] = v;
+  });
+}
+
 interface KernelSpec {
+  /** The AssemblyScript module under assembly/ that defines it. */
+  from: string;
   params: readonly string[];
   /** Returns a number (sizes, probes); else void. */
   returns?: true;
@@ -23,34 +65,35 @@ interface KernelSpec {
 
 export const KERNELS = {
   /** Where the host may place buffers: above the module's static data. */
-  heap_base: { params: [], returns: true },
+  heap_base: { from: "module-info", params: [], returns: true },
   /** Bit 0: the build uses relaxed-SIMD FMA. */
-  kernel_features: { params: [], returns: true },
-  attention_f32: { params: ["q", "k", "v", "out", "seqQ", "seqK", "numHeads", "numKvHeads", "headDim", "scale", "causal", "slidingWindow", ...ATTENTION_RANGES], pool: true },
-  /** Attention over KV-cache pages (a page table of `pages`, page size, storage dtype code). */
-  attention_paged: { params: ["q", "out", "seqQ", "seqK", "numHeads", "numKvHeads", "headDim", "scale", "causal", "slidingWindow", "pages", "pageSize", "dtype", ...ATTENTION_RANGES], pool: true },
+  kernel_features: { from: "module-info", params: [], returns: true },
+  /** Attention over contiguous K/V; `call`: an AttentionCall. */
+  attention_f32: { from: "kernels/attention", params: ["call", ...ATTENTION_RANGES], pool: true },
+  /** Attention over KV-cache pages; `call`: an AttentionCall with the block table. */
+  attention_paged: { from: "kernels/attention", params: ["call", ...ATTENTION_RANGES], pool: true },
   /** Combines split-KV partial outputs (running max, sum, unnormalised output). */
-  attention_combine: { params: ["partials", "stats", "nParts", "rows", "headDim", "out", "rowBegin", "rowEnd"], pool: true },
-  attention_scratch_bytes: { params: ["numHeads", "numKvHeads"], returns: true },
-  kv_page_bytes: { params: ["numKvHeads", "headDim", "pageSize", "dtype"], returns: true },
-  kv_scale_offset: { params: ["numKvHeads", "headDim", "pageSize"], returns: true },
+  attention_combine: { from: "kernels/attention", params: ["partials", "stats", "nParts", "rows", "headDim", "out", "rowBegin", "rowEnd"], pool: true },
+  attention_scratch_bytes: { from: "kernels/attention", params: ["numHeads", "numKvHeads"], returns: true },
+  kv_page_bytes: { from: "kernels/kv-pages", params: ["numKvHeads", "headDim", "pageSize", "dtype"], returns: true },
+  kv_scale_offset: { from: "kernels/kv-pages", params: ["numKvHeads", "headDim", "pageSize"], returns: true },
   /** Stores K/V rows [rowBegin, rowEnd) at positions pos0 + row of a block table, in the storage dtype. */
-  kv_write: { params: ["k", "v", "rowBegin", "rowEnd", "numKvHeads", "headDim", "pages", "pageSize", "dtype", "pos0"], pool: true },
-  linear_f32: { params: LINEAR, pool: true, linear: "f32" },
+  kv_write: { from: "kernels/kv-pages", params: ["k", "v", "rowBegin", "rowEnd", "numKvHeads", "headDim", "pages", "pageSize", "dtype", "pos0"], pool: true },
+  linear_f32: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f32" },
   /** bfloat16 weights (u16 elements) */
-  linear_bf16: { params: LINEAR, pool: true, linear: "bf16" },
+  linear_bf16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "bf16" },
   /** IEEE half weights */
-  linear_f16: { params: LINEAR, pool: true, linear: "f16" },
+  linear_f16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f16" },
   /** Q8_0 / Q4_0 weights (GGUF block layout); scratch: linear_quant_scratch_bytes(M, K) per job */
-  linear_q8_0: { params: LINEAR_QUANT, pool: true, linear: "q8_0" },
-  linear_q4_0: { params: LINEAR_QUANT, pool: true, linear: "q4_0" },
-  linear_quant_scratch_bytes: { params: ["M", "K"], returns: true },
-  rmsnorm_f32: { params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
-  rope_f32: { params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"], pool: true },
-  swiglu_f32: { params: ["gate", "up", "out", "n"], pool: true },
-  exp_f32: { params: ["x", "out", "n"] },
-  probe_read: { params: ["ptr", "bytes", "reps"], returns: true },
-  probe_fma: { params: ["iters"], returns: true },
+  linear_q8_0: { from: "kernels/linear-quant", params: LINEAR_QUANT, pool: true, linear: "q8_0" },
+  linear_q4_0: { from: "kernels/linear-quant", params: LINEAR_QUANT, pool: true, linear: "q4_0" },
+  linear_quant_scratch_bytes: { from: "kernels/linear-quant", params: ["M", "K"], returns: true },
+  rmsnorm_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
+  rope_f32: { from: "kernels/rope", params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"], pool: true },
+  swiglu_f32: { from: "kernels/swiglu", params: ["gate", "up", "out", "n"], pool: true },
+  exp_f32: { from: "math/exp", params: ["x", "out", "n"] },
+  probe_read: { from: "kernels/probes", params: ["ptr", "bytes", "reps"], returns: true },
+  probe_fma: { from: "kernels/probes", params: ["iters"], returns: true },
 } as const satisfies Record<string, KernelSpec>;
 
 export type KernelName = keyof typeof KERNELS;

@@ -10,7 +10,7 @@ import { describe, float32Array, positiveInt } from "../ops/validate.ts";
 import { MAX_CALLS_PER_THREAD, ThreadPool, type Job } from "../threads/pool.ts";
 import { Program } from "./program.ts";
 import { attentionSplits, columnSplits, type AttentionRange } from "../threads/splits.ts";
-import { kernelExportsOf, LINEAR_KERNELS, type KernelExports } from "./kernel-exports.ts";
+import { kernelExportsOf, LINEAR_KERNELS, structBytes, writeStruct, type KernelExports } from "./kernel-exports.ts";
 import { importNodeBuiltin } from "./node-builtins.ts";
 import { compileKernels, type KernelBuild, type WasmSource } from "./wasm-source.ts";
 
@@ -311,7 +311,8 @@ export class Runtime {
     const kPtr = this.scratch.alloc(k.length * 4);
     const vPtr = this.scratch.alloc(v.length * 4);
     const outPtr = this.scratch.alloc(q.length * 4);
-    const { jobs, after } = this.attentionJobs(shape, outPtr, (r, scratch, o, stats) => attentionJob(shape, qPtr, kPtr, vPtr, o, r, stats, scratch));
+    const { jobs, after } = this.attentionJobs(shape, outPtr, (r, scratch, o, stats) =>
+      ({ kernel: "attention_f32", args: [this.attentionCall(shape, { q: qPtr, k: kPtr, v: vPtr, out: o }), ...r, stats, scratch] }));
     const heap = this.memory.f32;
     heap.set(q, qPtr >>> 2);
     heap.set(k, kPtr >>> 2);
@@ -328,7 +329,8 @@ export class Runtime {
     for (const [name, other] of [["q", q], ["k", k], ["v", v]] as const) {
       if (overlaps(out, other)) throw new RangeError(`${op}: out overlaps ${name}`);
     }
-    const { jobs, after } = this.attentionJobs(shape, out.ptr, (r, scratch, o, stats) => attentionJob(shape, q.ptr, k.ptr, v.ptr, o, r, stats, scratch));
+    const { jobs, after } = this.attentionJobs(shape, out.ptr, (r, scratch, o, stats) =>
+      ({ kernel: "attention_f32", args: [this.attentionCall(shape, { q: q.ptr, k: k.ptr, v: v.ptr, out: o }), ...r, stats, scratch] }));
     return { jobs, after, finish: () => undefined };
   }
 
@@ -403,6 +405,21 @@ export class Runtime {
     return { jobs, after: [{ kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] }] };
   }
 
+  /**
+   * An AttentionCall struct (abi) in scratch for `shape`: `where` gives q and out, and k and v
+   * (contiguous) or pages, pageSize and dtype (paged).
+   * @internal
+   */
+  attentionCall(shape: AttentionShape, where: { q: number; out: number; k?: number; v?: number; pages?: number; pageSize?: number; dtype?: number }): number {
+    const ptr = this.scratch.alloc(structBytes("AttentionCall"));
+    writeStruct(this.memory, ptr, "AttentionCall", {
+      q: where.q, k: where.k ?? 0, v: where.v ?? 0, out: where.out, seqQ: shape.seqQ, seqK: shape.seqK, numHeads: shape.numHeads,
+      numKvHeads: shape.numKvHeads, headDim: shape.headDim, scale: shape.scale, causal: shape.causal ? 1 : 0, window: shape.slidingWindow,
+      pages: where.pages ?? 0, pageSize: where.pageSize ?? 0, dtype: where.dtype ?? 0,
+    });
+    return ptr;
+  }
+
   /** Below ~1 MFLOP (of the call, all its ops together) a thread hand-off costs more than it saves. */
   private threadsFor(macs: number): number { return macs < 1 << 19 ? 1 : this.threads; }
 
@@ -452,12 +469,6 @@ export class Runtime {
 /** A call set up in scratch: its kernel jobs (run in parallel), jobs to run after them in order, then how to read its result. */
 export interface PreparedCall<T> { jobs: Job[]; after?: Job[]; finish: () => T }
 
-function attentionJob(s: AttentionShape, q: number, k: number, v: number, out: number, r: AttentionRange, stats: number, scratch: number): Job {
-  return {
-    kernel: "attention_f32",
-    args: [q, k, v, out, s.seqQ, s.seqK, s.numHeads, s.numKvHeads, s.headDim, s.scale, s.causal ? 1 : 0, s.slidingWindow, ...r, stats, scratch],
-  };
-}
 
 
 function overlaps(a: WasmBuffer, b: WasmBuffer): boolean {
