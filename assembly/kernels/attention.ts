@@ -126,10 +126,10 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
     let j = 0;
     let kj = k;
     for (; j + 2 <= nk; j += 2) {
-      dotnt_4x2<K>(q0, q1, q2, q3, kj, kj + ldk, headDim, srow + (<usize>j << 2), lds, scale, false);
+      dotnt_4x2<K>(q0, q1, q2, q3, kj, kj + ldk, headDim, srow + (<usize>j << 2), lds, scale, false, 4);
       kj += ldk << 1;
     }
-    if (j < nk) dotnt_4x1<K>(q0, q1, q2, q3, kj, headDim, srow + (<usize>j << 2), lds, scale, false);
+    if (j < nk) dotnt_4x1<K>(q0, q1, q2, q3, kj, headDim, srow + (<usize>j << 2), lds, scale, false, 4);
   }
   for (; r < r1; r++) {
     const q0 = load<usize>(rowF32(b.q, r));

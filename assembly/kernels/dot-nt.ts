@@ -5,7 +5,10 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 // registers) is contiguous (q·kᵀ scores, x·Wᵀ linear layers).
 // One signature for the family: row pointers, length, destination with its row pitch in bytes,
 // alpha, and whether to add to what the destination holds. Tiles: 4x2 (8 accumulators, six
-// loads per eight FMAs), 4x1, 1x4, 1x1. Any n: a 4-float SIMD body plus a scalar tail.
+// loads per eight FMAs), 4x1, 1x4, 1x1. Any n: a 4-float SIMD body plus a scalar tail. The 4-row
+// tiles also take a row count: a tile of the last 1-3 rows of a matrix is computed on a0..a3 as
+// given (the caller repeats a valid row for the missing ones) and stores only its first `rows`
+// rows, so a matrix's row tail costs one tile, not one pass over b per row.
 
 // @ts-ignore: decorator
 @inline function finish(c: usize, value: f32, accumulate: bool): void {
@@ -23,7 +26,7 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 // @ts-ignore: decorator
 @inline export function dotnt_4x2<B>(
   a0: usize, a1: usize, a2: usize, a3: usize, b0: usize, b1: usize, n: i32,
-  c: usize, ldc: usize, alpha: f32, accumulate: bool,
+  c: usize, ldc: usize, alpha: f32, accumulate: bool, rows: i32,
 ): void {
   let c00 = f32x4.splat(0), c10 = f32x4.splat(0), c20 = f32x4.splat(0), c30 = f32x4.splat(0);
   let c01 = f32x4.splat(0), c11 = f32x4.splat(0), c21 = f32x4.splat(0), c31 = f32x4.splat(0);
@@ -51,18 +54,24 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   col1 = f32x4.mul(col1, f32x4.splat(alpha));
   finish(c, f32x4.extract_lane(col0, 0), accumulate);
   finish(c + 4, f32x4.extract_lane(col1, 0), accumulate);
-  finish(c + ldc, f32x4.extract_lane(col0, 1), accumulate);
-  finish(c + ldc + 4, f32x4.extract_lane(col1, 1), accumulate);
-  finish(c + 2 * ldc, f32x4.extract_lane(col0, 2), accumulate);
-  finish(c + 2 * ldc + 4, f32x4.extract_lane(col1, 2), accumulate);
-  finish(c + 3 * ldc, f32x4.extract_lane(col0, 3), accumulate);
-  finish(c + 3 * ldc + 4, f32x4.extract_lane(col1, 3), accumulate);
+  if (rows > 1) {
+    finish(c + ldc, f32x4.extract_lane(col0, 1), accumulate);
+    finish(c + ldc + 4, f32x4.extract_lane(col1, 1), accumulate);
+  }
+  if (rows > 2) {
+    finish(c + 2 * ldc, f32x4.extract_lane(col0, 2), accumulate);
+    finish(c + 2 * ldc + 4, f32x4.extract_lane(col1, 2), accumulate);
+  }
+  if (rows > 3) {
+    finish(c + 3 * ldc, f32x4.extract_lane(col0, 3), accumulate);
+    finish(c + 3 * ldc + 4, f32x4.extract_lane(col1, 3), accumulate);
+  }
 }
 
 // @ts-ignore: decorator
 @inline export function dotnt_4x1<B>(
   a0: usize, a1: usize, a2: usize, a3: usize, b0: usize, n: i32,
-  c: usize, ldc: usize, alpha: f32, accumulate: bool,
+  c: usize, ldc: usize, alpha: f32, accumulate: bool, rows: i32,
 ): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
   const body = <usize>(n & ~3);
@@ -80,9 +89,9 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   }
   col = f32x4.mul(col, f32x4.splat(alpha));
   finish(c, f32x4.extract_lane(col, 0), accumulate);
-  finish(c + ldc, f32x4.extract_lane(col, 1), accumulate);
-  finish(c + 2 * ldc, f32x4.extract_lane(col, 2), accumulate);
-  finish(c + 3 * ldc, f32x4.extract_lane(col, 3), accumulate);
+  if (rows > 1) finish(c + ldc, f32x4.extract_lane(col, 1), accumulate);
+  if (rows > 2) finish(c + 2 * ldc, f32x4.extract_lane(col, 2), accumulate);
+  if (rows > 3) finish(c + 3 * ldc, f32x4.extract_lane(col, 3), accumulate);
 }
 
 /** One a row against four b rows; the four results land side by side at c. */

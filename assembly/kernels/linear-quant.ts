@@ -204,9 +204,12 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
   return blockDotRegs(weightsI16(wb, isQ4, 0), weightsI16(wb, isQ4, 1), weightsI16(wb, isQ4, 2), weightsI16(wb, isQ4, 3), a0, a1, a2, a3, corr, isQ4);
 }
 
-/** Four outputs: four activation rows against one weight row, each weight block decoded once. */
+/**
+ * Four outputs: four activation rows (at qa and qa + o1, o2, o3) against one weight row, each
+ * weight block decoded once; only the first `rows` are stored (a partial tile repeats a row).
+ */
 // @ts-ignore: decorator
-@inline function dotq_4x1(qa: usize, ldqa: usize, w: usize, nb: i32, isQ4: bool, y: usize, ldy: usize, addToY: bool): void {
+@inline function dotq_4x1(qa: usize, o1: usize, o2: usize, o3: usize, w: usize, nb: i32, isQ4: bool, y: usize, ldy: usize, addToY: bool, rows: i32): void {
   const bb = blockBytes(isQ4);
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
@@ -216,25 +219,25 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
     if (isQ4 && ASC_FEATURE_RELAXED_SIMD) {
       const q = v128.load(wb + 2);
       s0 = blockDotQ4Relaxed(q, activations(a, 0, isQ4), activations(a, 1, isQ4), correction(a, isQ4));
-      s1 = blockDotQ4Relaxed(q, activations(a + ldqa, 0, isQ4), activations(a + ldqa, 1, isQ4), correction(a + ldqa, isQ4));
-      s2 = blockDotQ4Relaxed(q, activations(a + 2 * ldqa, 0, isQ4), activations(a + 2 * ldqa, 1, isQ4), correction(a + 2 * ldqa, isQ4));
-      s3 = blockDotQ4Relaxed(q, activations(a + 3 * ldqa, 0, isQ4), activations(a + 3 * ldqa, 1, isQ4), correction(a + 3 * ldqa, isQ4));
+      s1 = blockDotQ4Relaxed(q, activations(a + o1, 0, isQ4), activations(a + o1, 1, isQ4), correction(a + o1, isQ4));
+      s2 = blockDotQ4Relaxed(q, activations(a + o2, 0, isQ4), activations(a + o2, 1, isQ4), correction(a + o2, isQ4));
+      s3 = blockDotQ4Relaxed(q, activations(a + o3, 0, isQ4), activations(a + o3, 1, isQ4), correction(a + o3, isQ4));
     } else {
       const w0 = weightsI16(wb, isQ4, 0), w1 = weightsI16(wb, isQ4, 1), w2 = weightsI16(wb, isQ4, 2), w3 = weightsI16(wb, isQ4, 3);
       s0 = blockDot(w0, w1, w2, w3, a, isQ4);
-      s1 = blockDot(w0, w1, w2, w3, a + ldqa, isQ4);
-      s2 = blockDot(w0, w1, w2, w3, a + 2 * ldqa, isQ4);
-      s3 = blockDot(w0, w1, w2, w3, a + 3 * ldqa, isQ4);
+      s1 = blockDot(w0, w1, w2, w3, a + o1, isQ4);
+      s2 = blockDot(w0, w1, w2, w3, a + o2, isQ4);
+      s3 = blockDot(w0, w1, w2, w3, a + o3, isQ4);
     }
     c0 = fmadd(f32x4.convert_i32x4_s(s0), f32x4.splat(d * load<f32>(a + QA_SCALE)), c0);
-    c1 = fmadd(f32x4.convert_i32x4_s(s1), f32x4.splat(d * load<f32>(a + ldqa + QA_SCALE)), c1);
-    c2 = fmadd(f32x4.convert_i32x4_s(s2), f32x4.splat(d * load<f32>(a + 2 * ldqa + QA_SCALE)), c2);
-    c3 = fmadd(f32x4.convert_i32x4_s(s3), f32x4.splat(d * load<f32>(a + 3 * ldqa + QA_SCALE)), c3);
+    c1 = fmadd(f32x4.convert_i32x4_s(s1), f32x4.splat(d * load<f32>(a + o1 + QA_SCALE)), c1);
+    c2 = fmadd(f32x4.convert_i32x4_s(s2), f32x4.splat(d * load<f32>(a + o2 + QA_SCALE)), c2);
+    c3 = fmadd(f32x4.convert_i32x4_s(s3), f32x4.splat(d * load<f32>(a + o3 + QA_SCALE)), c3);
   }
   storeOut(y, hsum(c0), addToY);
-  storeOut(y + ldy, hsum(c1), addToY);
-  storeOut(y + 2 * ldy, hsum(c2), addToY);
-  storeOut(y + 3 * ldy, hsum(c3), addToY);
+  if (rows > 1) storeOut(y + ldy, hsum(c1), addToY);
+  if (rows > 2) storeOut(y + 2 * ldy, hsum(c2), addToY);
+  if (rows > 3) storeOut(y + 3 * ldy, hsum(c3), addToY);
 }
 
 /** y = value, or y += value (a fused residual add). */
@@ -253,14 +256,17 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
   // Columns go in blocks of NBQ weight rows, and every row tile runs over a block before the next
   // block: each weight row comes from memory once per call, however many rows (a batch of
   // sequences decoding together, a prefill chunk) share it from the cache. Row tiles of 4 share
-  // every weight block's decoding; the rows past them go one at a time, four columns at once.
-  // Each output is computed by the same sequence of operations either way.
+  // every weight block's decoding, the last 1-3 rows as one partial tile; fewer than 4 rows in
+  // all go one at a time, four columns at once. Each output is computed by the same sequence of
+  // operations either way.
   for (let n0 = nBegin; n0 < nEnd; n0 += NBQ) {
     const n1 = min(n0 + NBQ, nEnd);
     let m = 0;
-    for (; m + 4 <= M; m += 4) {
+    for (; M >= 4 && m < M; m += 4) {
+      const rows = min(4, M - m);
+      const o1: usize = rows > 1 ? ldqa : 0, o2: usize = rows > 2 ? 2 * ldqa : o1, o3: usize = rows > 3 ? 3 * ldqa : o2;
       const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
-      for (let n = n0; n < n1; n++) dotq_4x1(qa, ldqa, w + <usize>n * ldw, nb, isQ4, yRow + (<usize>n << 2), ldy, addToY);
+      for (let n = n0; n < n1; n++) dotq_4x1(qa, o1, o2, o3, w + <usize>n * ldw, nb, isQ4, yRow + (<usize>n << 2), ldy, addToY, rows);
     }
     for (; m < M; m++) {
       const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;

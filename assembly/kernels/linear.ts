@@ -6,7 +6,8 @@ import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x4, dotnt_4x1, dot
 // f32, bf16 or f16 (16-bit weights stay 16-bit in memory: decode streams half the bytes),
 // so both operands are read along K: the dot-product microkernels need no packed copy of W.
 // GEMM (M >= 4): K is cut into KC-float slices so that a 4-row x tile stays in L1 while NB rows
-// of W (NB · KC · 4 bytes) stay in L2 for all row tiles. GEMV (M < 4): W streams once, short
+// of W (NB · KC · 4 bytes) stay in L2 for all row tiles; the last 1-3 rows are one partial tile,
+// so callers need not pad M to a multiple of 4. GEMV (M < 4): W streams once, short
 // rows one at a time, long rows four at a time. Output columns [nBegin, nEnd) can go to different threads.
 
 const KC: i32 = 512;
@@ -72,18 +73,23 @@ export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N:
     const wOff = <usize>k0 * sizeof<W>();
     for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
       const n1 = min(n0 + NB, nEnd);
-      let m = 0;
-      for (; m + 4 <= M; m += 4) {
-        const a0 = x + <usize>m * ldx + kOff, a1 = a0 + ldx, a2 = a1 + ldx, a3 = a2 + ldx;
+      if (M < 4) {
+        for (let m = 0; m < M; m++) gemvRows<W>(x + <usize>m * ldx + kOff, w + wOff, ldw, y + <usize>m * ldy, n0, n1, kLen, accumulate);
+        continue;
+      }
+      // 4-row tiles; the last 1-3 rows as one partial tile (its missing rows repeat the last row).
+      for (let m = 0; m < M; m += 4) {
+        const rows = min(4, M - m);
+        const a0 = x + <usize>m * ldx + kOff;
+        const a1 = rows > 1 ? a0 + ldx : a0, a2 = rows > 2 ? a1 + ldx : a1, a3 = rows > 3 ? a2 + ldx : a2;
         const yRow = y + <usize>m * ldy;
         let n = n0;
         for (; n + 2 <= n1; n += 2) {
           const b0 = w + <usize>n * ldw + wOff;
-          dotnt_4x2<W>(a0, a1, a2, a3, b0, b0 + ldw, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
+          dotnt_4x2<W>(a0, a1, a2, a3, b0, b0 + ldw, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate, rows);
         }
-        if (n < n1) dotnt_4x1<W>(a0, a1, a2, a3, w + <usize>n * ldw + wOff, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate);
+        if (n < n1) dotnt_4x1<W>(a0, a1, a2, a3, w + <usize>n * ldw + wOff, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate, rows);
       }
-      for (; m < M; m++) gemvRows<W>(x + <usize>m * ldx + kOff, w + wOff, ldw, y + <usize>m * ldy, n0, n1, kLen, accumulate);
     }
   }
   if (bias != 0) {

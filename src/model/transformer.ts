@@ -134,22 +134,16 @@ export class TransformerModel {
     // Row ranges of the items in the batch.
     const firstRow: number[] = [];
     items.reduce((row, { tokens }) => { firstRow.push(row); return row + tokens.length; }, 0);
-    // From 4 rows up the linear layers run on `m` rows, n rounded up to whole 4-row GEMM tiles:
-    // the kernel's rows past the last tile go one at a time, slower per row than a zero-padded
-    // tile (SmolLM2-135M bf16, 11 tokens: 241 ms unpadded, 201 ms padded); below 4 rows that
-    // one-row path is the faster one (2 tokens: 75 vs 107 ms). Padding rows are zeros and stay
-    // out of norms, RoPE, attention and the cache.
-    const m = n < 4 ? n : Math.ceil(n / 4) * 4;
-    const state = this.runState(m, items.length);
+    // The linear kernels take any row count (a row tail is the kernel's job): no padding.
+    const state = this.runState(n, items.length);
     // This pass's rows of the activations.
     const s = {
-      x: state.x.subarray(0, m * hd), h: state.h.subarray(0, m * hd), q: state.q.subarray(0, m * H * D), attn: state.attn.subarray(0, m * H * D),
-      k: state.k, v: state.v, gate: state.gate.subarray(0, m * ff), up: state.up.subarray(0, m * ff), last: state.last.subarray(0, items.length * hd),
+      x: state.x.subarray(0, n * hd), h: state.h.subarray(0, n * hd), q: state.q.subarray(0, n * H * D), attn: state.attn.subarray(0, n * H * D),
+      k: state.k, v: state.v, gate: state.gate.subarray(0, n * ff), up: state.up.subarray(0, n * ff), last: state.last.subarray(0, items.length * hd),
     };
     const xs = s.x.array;
     items.forEach(({ tokens }, i) => tokens.forEach((t, j) => xs.set(this.embedding.subarray(t * hd, (t + 1) * hd).toFloat32Array(), (firstRow[i]! + j) * hd)));
-    for (const b of [s.x, s.h, s.attn]) b.array.fill(0, n * (b.length / m));
-    const logits = logitRows === "all" ? rt.alloc(m * V) : state.logits.subarray(0, items.length * V);
+    const logits = logitRows === "all" ? rt.alloc(n * V) : state.logits.subarray(0, items.length * V);
     try {
       return rt.runProgram((p) => {
         const T = p.threads, f32 = 4;
@@ -169,7 +163,7 @@ export class TransformerModel {
           rt.linearCalls(p, { x, weight, out, inFeatures, outFeatures, ...extra });
         this.layers.forEach((L, l) => {
           const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
-          const k = s.k.subarray(0, m * kvDim), v = s.v.subarray(0, m * kvDim);
+          const k = s.k.subarray(0, n * kvDim), v = s.v.subarray(0, n * kvDim);
           rmsnorm(L.inputNorm);
           linear(s.h, L.q, s.q, hd, H * D, { bias: L.qBias });
           linear(s.h, L.k, k, hd, kvDim, { bias: L.kBias });
@@ -209,7 +203,7 @@ export class TransformerModel {
         if (logitRows === "all") {
           rmsnorm(this.finalNorm);
           linear(s.h, this.lmHead, logits, hd, V);
-          return () => logits.subarray(0, n * V).toFloat32Array();
+          return () => logits.toFloat32Array();
         }
         // Only each item's last row is normalised and goes through the LM head, gathered into consecutive rows.
         items.forEach((_, i) => p.add(i, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, firstRow[i]! + rowsOf(i) - 1, hd), this.finalNorm.ptr, rowPtr(s.last, i, hd), hd, eps, 0, 1] }));
