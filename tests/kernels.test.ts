@@ -128,12 +128,29 @@ for (const build of BUILDS) {
         rt.linearInto({ x, weight: w, bias: b, out: y, inFeatures: K, outFeatures: N });
         assert.deepEqual(y.toFloat32Array(), rt.linear({ x: xa, weight: wa, bias: ba, inFeatures: K, outFeatures: N }));
         parts.array.fill(NaN);
-        for (const [n0, n1] of [[0, 5], [5, 6], [6, 37]]) rt.kernels.linear_f32(x.ptr, w.ptr, b.ptr, parts.ptr, M, N, K, n0!, n1!, 0);
+        for (const [n0, n1] of [[0, 5], [5, 6], [6, 37]]) rt.kernels.linear_f32(x.ptr, w.ptr, b.ptr, parts.ptr, M, N, K, n0!, n1!, 0, 0);
         assert.deepEqual(parts.toFloat32Array(), y.toFloat32Array());
       } finally {
         for (const t of [x, w, b, y, parts]) t.free();
       }
     });
+
+  describe(`16-bit weights in a GEMM (${build} build): widened into an f32 panel once per call`, () => {
+    for (const dtype of ["bf16", "f16"] as const) {
+      it(`gives the bits of the f32 kernel on the widened weights, ${dtype} (any M from 4, K over two slices, N past one block)`, async () => {
+        const rt = await runtimeFor(build);
+        for (const [M, N, K] of [[4, 70, 600], [7, 131, 1030], [9, 5, 33]] as const) {
+          const x = rt.upload(randomArray(M * K, 5)), w16 = rt.upload(randomArray(N * K, 6), dtype);
+          const w32 = rt.upload(w16.toFloat32Array()), a = rt.alloc(M * N), b = rt.alloc(M * N);
+          try {
+            rt.linearInto({ x, weight: w16, out: a, inFeatures: K, outFeatures: N });
+            rt.linearInto({ x, weight: w32, out: b, inFeatures: K, outFeatures: N });
+            assert.deepEqual(a.toFloat32Array(), b.toFloat32Array(), `${M}x${N}x${K}`);
+          } finally { for (const t of [x, w16, w32, a, b]) t.free(); }
+        }
+      });
+    }
+  });
 
   describe(`linear layer with accumulate (${build} build): out = (out + x·Wᵀ) + b, the residual add fused`, () => {
     for (const dtype of ["f32", "bf16", "f16", "q8_0", "q4_0"] as const) {

@@ -178,7 +178,7 @@ describe("threads: a worker pool on one shared memory", function () {
     const pool = (rt as unknown as { pool: { run(j: unknown[][]): void } }).pool;
     const beyond = rt.memory.byteLength + (1 << 20);
     // A linear call whose weights lie past the end of memory traps on thread 1.
-    const job = (w: number) => ({ kernel: "linear_f32", args: [ok.ptr, w, 0, ok.ptr + 4096, 1, 8, 16, 0, 8, 0] });
+    const job = (w: number) => ({ kernel: "linear_f32", args: [ok.ptr, w, 0, ok.ptr + 4096, 1, 8, 16, 0, 8, 0, 0] });
     const ok = rt.alloc(1 << 16);
     assert.throws(() => pool.run([[job(ok.ptr)], [job(beyond)]]), /threads: thread 1 failed: .*out of bounds/);
     ok.free();

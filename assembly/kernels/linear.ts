@@ -1,4 +1,4 @@
-import { BF16, F16 } from "../simd";
+import { BF16, F16, load1, load4 } from "../simd";
 import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 
 // Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or with `accumulate` y = (y + x · Wᵀ) (+ b) (a residual
@@ -7,7 +7,10 @@ import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x4, dotnt_4x1, dot
 // so both operands are read along K: the dot-product microkernels need no packed copy of W.
 // GEMM (M >= 4): K is cut into KC-float slices so that a 4-row x tile stays in L1 while NB rows
 // of W (NB · KC · 4 bytes) stay in L2 for all row tiles; the last 1-3 rows are one partial tile,
-// so callers need not pad M to a multiple of 4. GEMV (M < 4): W streams once, short
+// so callers need not pad M to a multiple of 4. 16-bit weights are first widened into an f32
+// panel of those NB x KC weights in the call's scratch (linear_panel_scratch_bytes), once for
+// all row tiles, instead of in registers once per tile: the same values in the same order, so
+// the same bits, for a fraction of the conversions. GEMV (M < 4): W streams once, short
 // rows one at a time, long rows four at a time. Output columns [nBegin, nEnd) can go to different threads.
 
 const KC: i32 = 512;
@@ -16,18 +19,23 @@ const NB: i32 = 64;
 const LONG_ROW: i32 = 2048;
 
 /** The linear layer with f32 weights. */
-export function linear_f32(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32): void {
-  linear<f32>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0);
+export function linear_f32(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32, scratch: usize): void {
+  linear<f32>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0, scratch);
 }
 
 /** The linear layer with bfloat16 weights (half the bytes to stream), widened in registers. */
-export function linear_bf16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32): void {
-  linear<BF16>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0);
+export function linear_bf16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32, scratch: usize): void {
+  linear<BF16>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0, scratch);
 }
 
 /** The linear layer with IEEE half (f16) weights, widened in registers. */
-export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32): void {
-  linear<F16>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0);
+export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32, scratch: usize): void {
+  linear<F16>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0, scratch);
+}
+
+/** Bytes of scratch a call with 16-bit weights takes (an f32 weight panel; none for GEMV). */
+export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
+  return M >= 4 ? NB * min(KC, K) * 4 : 0;
 }
 
 /** bf16 (u16 storage) takes the even/odd GEMV kernel; f16 is i16, f32 is f32. */
@@ -58,9 +66,40 @@ export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N:
   for (; n < n1; n++) dotnt_1x1<W>(a0, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), 1, accumulate);
 }
 
+/** rows x kLen weights (rows ldw bytes apart) widened to f32 at `panel`, rows kLen·4 bytes apart. */
+// @ts-ignore: decorator
+@inline function widenPanel<W>(w: usize, ldw: usize, rows: i32, kLen: i32, panel: usize): void {
+  const body = <usize>(kLen & ~3);
+  for (let r = 0; r < rows; r++) {
+    const src = w + <usize>r * ldw, dst = panel + (<usize>r * <usize>kLen << 2);
+    for (let i: usize = 0; i < body; i += 4) v128.store(dst + (i << 2), load4<W>(src, i));
+    for (let i = body, end = <usize>kLen; i < end; i++) store<f32>(dst + (i << 2), load1<W>(src, i));
+  }
+}
+
+/**
+ * Every 4-row tile of x (at column offset kOff) against weight rows [n0, n1) (row n at w + n·ldw),
+ * kLen long; the last 1-3 rows as one partial tile (its missing rows repeat the last row).
+ */
+// @ts-ignore: decorator
+@inline function gemmTiles<W>(x: usize, kOff: usize, ldx: usize, M: i32, w: usize, ldw: usize, y: usize, ldy: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
+  for (let m = 0; m < M; m += 4) {
+    const rows = min(4, M - m);
+    const a0 = x + <usize>m * ldx + kOff;
+    const a1 = rows > 1 ? a0 + ldx : a0, a2 = rows > 2 ? a1 + ldx : a1, a3 = rows > 3 ? a2 + ldx : a2;
+    const yRow = y + <usize>m * ldy;
+    let n = n0;
+    for (; n + 2 <= n1; n += 2) {
+      const b0 = w + <usize>n * ldw;
+      dotnt_4x2<W>(a0, a1, a2, a3, b0, b0 + ldw, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate, rows);
+    }
+    if (n < n1) dotnt_4x1<W>(a0, a1, a2, a3, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate, rows);
+  }
+}
+
 // @ts-ignore: decorator
 @inline function linear<W>(
-  x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, addToY: bool,
+  x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, addToY: bool, scratch: usize,
 ): void {
   const ldx = <usize>K << 2;
   const ldw = <usize>K * sizeof<W>();
@@ -77,18 +116,11 @@ export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N:
         for (let m = 0; m < M; m++) gemvRows<W>(x + <usize>m * ldx + kOff, w + wOff, ldw, y + <usize>m * ldy, n0, n1, kLen, accumulate);
         continue;
       }
-      // 4-row tiles; the last 1-3 rows as one partial tile (its missing rows repeat the last row).
-      for (let m = 0; m < M; m += 4) {
-        const rows = min(4, M - m);
-        const a0 = x + <usize>m * ldx + kOff;
-        const a1 = rows > 1 ? a0 + ldx : a0, a2 = rows > 2 ? a1 + ldx : a1, a3 = rows > 3 ? a2 + ldx : a2;
-        const yRow = y + <usize>m * ldy;
-        let n = n0;
-        for (; n + 2 <= n1; n += 2) {
-          const b0 = w + <usize>n * ldw + wOff;
-          dotnt_4x2<W>(a0, a1, a2, a3, b0, b0 + ldw, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate, rows);
-        }
-        if (n < n1) dotnt_4x1<W>(a0, a1, a2, a3, w + <usize>n * ldw + wOff, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate, rows);
+      if (sizeof<W>() == 2) {
+        widenPanel<W>(w + <usize>n0 * ldw + wOff, ldw, n1 - n0, kLen, scratch);
+        gemmTiles<f32>(x, kOff, ldx, M, scratch - (<usize>n0 * <usize>kLen << 2), <usize>kLen << 2, y, ldy, n0, n1, kLen, accumulate);
+      } else {
+        gemmTiles<W>(x, kOff, ldx, M, w + wOff, ldw, y, ldy, n0, n1, kLen, accumulate);
       }
     }
   }

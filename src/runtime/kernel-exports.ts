@@ -9,9 +9,11 @@
 // entry here and its function in assembly/kernels. Pointers and sizes are byte offsets into the
 // memory the host owns; kernels never allocate.
 
-/** accumulate 1: y = (y + x·Wᵀ) + bias, a residual add fused into the store. */
-const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "accumulate"] as const;
-const LINEAR_QUANT = [...LINEAR, "scratch"] as const;
+/**
+ * accumulate 1: y = (y + x·Wᵀ) + bias, a residual add fused into the store. scratch: the call's
+ * own (threads each their own), of the bytes its kernel's `scratchBytes` export says for (M, K).
+ */
+const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "accumulate", "scratch"] as const;
 const ATTENTION_RANGES = ["kvHeadBegin", "kvHeadEnd", "qBegin", "qEnd", "keyBegin", "keyEnd", "stats", "scratch"] as const;
 
 /** Codes shared by the host and the kernels: the KV cache's storage types. */
@@ -61,6 +63,8 @@ interface KernelSpec {
   pool?: true;
   /** A linear kernel: the weight dtype it computes on. */
   linear?: "f32" | "bf16" | "f16" | "q8_0" | "q4_0";
+  /** The export that gives the bytes of scratch a call takes, for (M, K). */
+  scratchBytes?: "linear_panel_scratch_bytes" | "linear_quant_scratch_bytes";
 }
 
 export const KERNELS = {
@@ -80,13 +84,14 @@ export const KERNELS = {
   /** Stores K/V rows [rowBegin, rowEnd) at positions pos0 + row of a block table, in the storage dtype. */
   kv_write: { from: "kernels/kv-pages", params: ["k", "v", "rowBegin", "rowEnd", "numKvHeads", "headDim", "pages", "pageSize", "dtype", "pos0"], pool: true },
   linear_f32: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f32" },
-  /** bfloat16 weights (u16 elements) */
-  linear_bf16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "bf16" },
-  /** IEEE half weights */
-  linear_f16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f16" },
-  /** Q8_0 / Q4_0 weights (GGUF block layout); scratch: linear_quant_scratch_bytes(M, K) per job */
-  linear_q8_0: { from: "kernels/linear-quant", params: LINEAR_QUANT, pool: true, linear: "q8_0" },
-  linear_q4_0: { from: "kernels/linear-quant", params: LINEAR_QUANT, pool: true, linear: "q4_0" },
+  /** bfloat16 weights (u16 elements); GEMM widens them into an f32 panel in scratch */
+  linear_bf16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "bf16", scratchBytes: "linear_panel_scratch_bytes" },
+  /** IEEE half weights, likewise */
+  linear_f16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f16", scratchBytes: "linear_panel_scratch_bytes" },
+  linear_panel_scratch_bytes: { from: "kernels/linear", params: ["M", "K"], returns: true },
+  /** Q8_0 / Q4_0 weights (GGUF block layout); scratch: the quantized activations */
+  linear_q8_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q8_0", scratchBytes: "linear_quant_scratch_bytes" },
+  linear_q4_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q4_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_quant_scratch_bytes: { from: "kernels/linear-quant", params: ["M", "K"], returns: true },
   rmsnorm_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
   rope_f32: { from: "kernels/rope", params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"], pool: true },

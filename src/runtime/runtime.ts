@@ -10,7 +10,7 @@ import { describe, float32Array, positiveInt } from "../ops/validate.ts";
 import { MAX_CALLS_PER_THREAD, ThreadPool, type Job } from "../threads/pool.ts";
 import { Program } from "./program.ts";
 import { attentionSplits, columnSplits, type AttentionRange } from "../threads/splits.ts";
-import { kernelExportsOf, LINEAR_KERNELS, structBytes, writeStruct, type KernelExports } from "./kernel-exports.ts";
+import { KERNELS, kernelExportsOf, LINEAR_KERNELS, structBytes, writeStruct, type KernelExports } from "./kernel-exports.ts";
 import { importNodeBuiltin } from "./node-builtins.ts";
 import { compileKernels, type KernelBuild, type WasmSource } from "./wasm-source.ts";
 
@@ -426,10 +426,11 @@ export class Runtime {
   /** Job t computes column range t; `scratchFor(t, bytes)` gives job t's scratch (default: its own). */
   private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number, dtype: BufferDtype = "f32", threads = this.threadsFor(s.rows * s.outFeatures * s.inFeatures),
     accumulate = false, scratchFor = (_t: number, bytes: number) => this.scratch.alloc(bytes)): Job[] {
+    const kernel = LINEAR_KERNELS[dtype], sizer = (KERNELS[kernel] as { scratchBytes?: "linear_panel_scratch_bytes" | "linear_quant_scratch_bytes" }).scratchBytes;
+    // Each job its own scratch: quantized activations, or a widened weight panel.
+    const bytes = sizer ? this.kernels[sizer](s.rows, s.inFeatures) : 0;
     return columnSplits(s.outFeatures, threads).map(([n0, n1], t) => ({
-      kernel: LINEAR_KERNELS[dtype], args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1, accumulate ? 1 : 0,
-        // Quantized weights: each job quantizes the activations into its own scratch.
-        ...(isQuantDtype(dtype) ? [scratchFor(t, this.kernels.linear_quant_scratch_bytes(s.rows, s.inFeatures))] : [])],
+      kernel, args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1, accumulate ? 1 : 0, bytes > 0 ? scratchFor(t, bytes) : 0],
     }));
   }
 
