@@ -5,6 +5,10 @@ import { fileURLToPath } from "node:url";
 import { createKVCache, createRuntime, type KernelBuild } from "../src/index.ts";
 import { measure } from "./harness.ts";
 import { seededArray as random } from "../src/random.ts";
+import { SMOLLM2_135M_SHAPE } from "../src/demo.ts";
+import { parseModelConfig } from "../src/model/config.ts";
+import { syntheticWeights } from "../src/model/synthetic.ts";
+import { TransformerModel } from "../src/model/transformer.ts";
 
 export interface ThreadRow {
   case: string;
@@ -37,6 +41,9 @@ export async function threadCases(build: KernelBuild, quick: boolean): Promise<T
   const S = quick ? 128 : 512, past = quick ? 1024 : 8192;
   const [H, KV, D] = [32, 8, 128];
   const [M, N, K] = quick ? [64, 512, 512] : [128, 2048, 2048];
+  // A whole model's decode step (one kernel program per token), the SmolLM2-135M shape.
+  const smol = parseModelConfig({ ...SMOLLM2_135M_SHAPE });
+  const smolWeights = syntheticWeights(smol, { trainedLike: true });
   for (const threads of counts) {
     const ort = ortAt(threads, quick);
     const rt = await createRuntime({ build, threads });
@@ -76,6 +83,19 @@ export async function threadCases(build: KernelBuild, quick: boolean): Promise<T
         const q = rt.upload(random(H * D, 9)), k = rt.upload(random(past * D, 10)), v = rt.upload(random(past * D, 11)), out = rt.alloc(H * D);
         timed(`decode MQA ${H}/1/${D} past ${past} (split-KV)`, () => rt.attentionInto({ q, k, v, out, numHeads: H, numKvHeads: 1, headDim: D }));
         for (const b of [q, k, v, out]) b.free();
+      }
+      for (const dtype of quick ? ["q8_0"] as const : ["f32", "bf16", "q8_0"] as const) {
+        const model = new TransformerModel(rt, smol, (n) => smolWeights.get(n)!, dtype);
+        const cache = model.createCache();
+        const seq = cache.createSequence();
+        model.forward(cache, seq, Array.from({ length: 128 }, (_, i) => (i * 31) % smol.vocabSize), { logits: "last" });
+        let token = 0;
+        timed(`SmolLM2-135M decode step, ${dtype} weights, context 128`, () => {
+          model.forward(cache, seq, [token++ % smol.vocabSize], { logits: "last" });
+          cache.truncate(seq, 128);
+        }, true);
+        cache.dispose();
+        model.dispose();
       }
     } finally { await rt.dispose(); }
   }

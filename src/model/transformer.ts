@@ -7,6 +7,7 @@
 import { createKVCache, type KVCache, type KVCacheOptions, type KVSequence } from "../kv/kv-cache.ts";
 import { WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import type { Job } from "../threads/pool.ts";
 import { isQuantDtype } from "../formats/quant.ts";
 import { modelTensors, type GlobalRole, type LayerRole } from "./architecture.ts";
 import type { ModelConfig } from "./config.ts";
@@ -24,6 +25,8 @@ interface RunState {
   gate: WasmBuffer; up: WasmBuffer;
   /** Each sequence's last row, normalised, and its logits. */
   last: WasmBuffer; logits: WasmBuffer;
+  /** Each thread's scratch for the linear kernels (quantized activations, weight panels): linearScratchBytes per thread. */
+  linearScratch: WasmBuffer; linearScratchBytes: number;
 }
 
 /** One sequence's share of a batched forward pass: the tokens to append after what it holds. */
@@ -37,6 +40,8 @@ export class TransformerModel {
   private readonly lmHead: WasmBuffer;
   private rope: { cos: WasmBuffer; sin: WasmBuffer; positions: number };
   private state?: RunState;
+  /** The linear layers' jobs of the last pass, by pass shape (see forwardRows). */
+  private linearPlan?: { key: string; state: RunState; jobs: Job[][] };
   private readonly owned: WasmBuffer[] = [];
 
   /**
@@ -159,8 +164,20 @@ export class TransformerModel {
           rowRanges(n).forEach(([r0, r1], t) => p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] }));
           p.barrier();
         };
-        const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) =>
-          rt.linearCalls(p, { x, weight, out, inFeatures, outFeatures, ...extra });
+        // The linear layers' jobs depend only on the pass's shape: a decode step reuses the last
+        // step's (JavaScript then builds little more than RoPE, K/V writes and attention per step).
+        const key = `${n}:${items.length}:${T}:${logitRows}`;
+        const cached = this.linearPlan?.key === key && this.linearPlan.state === state ? this.linearPlan.jobs : undefined;
+        const plan: Job[][] = cached ?? [];
+        let next = 0;
+        const slot = state.linearScratchBytes;
+        const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) => {
+          if (!cached) plan.push(rt.linearThreadJobs({ x, weight, out, inFeatures, outFeatures, ...extra }, T, (t, bytes) => {
+            if (bytes > slot) throw new RangeError(`forward: a linear call needs ${bytes} bytes of scratch; the RunState holds ${slot}`);
+            return state.linearScratch.ptr + t * slot;
+          }));
+          p.addPerThread(plan[next++]!);
+        };
         this.layers.forEach((L, l) => {
           const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
           const k = s.k.subarray(0, n * kvDim), v = s.v.subarray(0, n * kvDim);
@@ -202,13 +219,14 @@ export class TransformerModel {
         });
         if (logitRows === "all") {
           rmsnorm(this.finalNorm);
-          linear(s.h, this.lmHead, logits, hd, V);
+          rt.linearCalls(p, { x: s.h, weight: this.lmHead, out: logits, inFeatures: hd, outFeatures: V }); // a buffer of this call: not planned
           return () => logits.toFloat32Array();
         }
         // Only each item's last row is normalised and goes through the LM head, gathered into consecutive rows.
         items.forEach((_, i) => p.add(i, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, firstRow[i]! + rowsOf(i) - 1, hd), this.finalNorm.ptr, rowPtr(s.last, i, hd), hd, eps, 0, 1] }));
         p.barrier();
         linear(s.last, this.lmHead, logits, hd, V);
+        if (!cached) this.linearPlan = { key, state, jobs: plan };
         return () => logits.toFloat32Array();
       });
     } finally {
@@ -228,8 +246,13 @@ export class TransformerModel {
     this.freeRunState();
     const made: WasmBuffer[] = [];
     const buf = (len: number) => { const b = this.rt.alloc(len); made.push(b); return b; };
+    // Scratch for the largest linear call of a pass of R rows, whichever weight dtype.
+    const k = this.rt.kernels, T = this.rt.threads;
+    const slot = Math.max(...[c.hiddenSize, c.numHeads * c.headDim, c.intermediateSize].map((K) => Math.max(k.linear_quant_scratch_bytes(R, K), k.linear_panel_scratch_bytes(R, K))));
+    const linearScratchBytes = Math.ceil(slot / 64) * 64;
     try {
       this.state = {
+        linearScratch: buf(Math.max(1, (T * linearScratchBytes) / 4)), linearScratchBytes,
         rows: R, items: I,
         x: buf(R * c.hiddenSize), h: buf(R * c.hiddenSize), q: buf(R * c.numHeads * c.headDim), attn: buf(R * c.numHeads * c.headDim),
         k: buf(R * maxKv * c.headDim), v: buf(R * maxKv * c.headDim), gate: buf(R * c.intermediateSize), up: buf(R * c.intermediateSize),
@@ -244,8 +267,9 @@ export class TransformerModel {
 
   private freeRunState(): void {
     if (!this.state) return;
-    for (const [key, b] of Object.entries(this.state)) if (key !== "rows" && key !== "items") (b as WasmBuffer).free();
+    for (const b of Object.values(this.state)) if (b instanceof WasmBuffer) b.free();
     this.state = undefined;
+    this.linearPlan = undefined;
   }
 
   /** Frees every weight and the activations. */

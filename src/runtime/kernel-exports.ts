@@ -44,13 +44,16 @@ export function structBytes(name: StructName): number {
   return (Object.keys(STRUCTS[name]).length * 4 + 15) & ~15;
 }
 
+/** Each struct's fields in order, and which are f32. */
+const FIELDS = Object.fromEntries(Object.entries(STRUCTS).map(([name, fields]) => [name, Object.entries(fields).map(([f, t]) => [f, t === "f32"] as const)])) as unknown as Record<StructName, readonly (readonly [string, boolean])[]>;
+
 /** Writes a struct at `ptr` (through the memory's i32 and f32 views). */
 export function writeStruct<S extends StructName>(mem: { i32: Int32Array; f32: Float32Array }, ptr: number, name: S, values: StructValues<S>): void {
-  const i32 = mem.i32, f32 = mem.f32, base = ptr >>> 2;
-  Object.entries(STRUCTS[name]).forEach(([field, type], i) => {
-    const v = (values as Record<string, number>)[field]!;
-    if (type === "f32") f32[base + i] = v; else i32[base + i] = v;
-  });
+  const i32 = mem.i32, f32 = mem.f32, base = ptr >>> 2, fields = FIELDS[name], v = values as Record<string, number>;
+  for (let i = 0; i < fields.length; i++) {
+    const [field, isF32] = fields[i]!;
+    if (isF32) f32[base + i] = v[field]!; else i32[base + i] = v[field]!;
+  }
 }
 
 interface KernelSpec {

@@ -257,9 +257,18 @@ export class Runtime {
    * no extra hand-off), each thread's quantized activations in its own scratch.
    */
   linearCalls(p: Program, args: ResidentLinearArgs): void {
+    p.addPerThread(this.linearThreadJobs(args, p.threads, (t, bytes) => p.threadScratch(t, "linear", bytes)));
+  }
+
+  /**
+   * A linear layer's jobs for a program of `threads` threads, job t for thread t, with the
+   * scratch `scratchFor(t, bytes)` gives (kept by the caller, e.g. to reuse the jobs in later
+   * programs).
+   * @internal
+   */
+  linearThreadJobs(args: ResidentLinearArgs, threads: number, scratchFor: (t: number, bytes: number) => number): Job[] {
     const { shape, x, weight, bias, out } = this.checkLinearInto(args);
-    p.addPerThread(this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype, p.threads, args.accumulate ?? false,
-      (t, bytes) => p.threadScratch(t, "linear", bytes)));
+    return this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype, threads, args.accumulate ?? false, scratchFor);
   }
 
   /**
