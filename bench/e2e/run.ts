@@ -17,7 +17,7 @@ import { byteLevelTokenizer, syntheticWeights } from "../../src/model/synthetic.
 import { QWEN25_05B_SHAPE } from "../model-cases.ts";
 
 const { values } = parseArgs({ options: {
-  models: { type: "string", default: "SmolLM2-135M,Qwen2.5-0.5B" }, dtypes: { type: "string", default: "f32,f16,q8_0,q4_0,q4_k_m" },
+  models: { type: "string", default: "SmolLM2-135M,Qwen2.5-0.5B" }, dtypes: { type: "string", default: "f32,bf16,f16,q8_0,q4_0,q4_k_m" },
   threads: { type: "string", default: "1,2" }, repeats: { type: "string", default: "3" }, prompt: { type: "string", default: "128" }, gen: { type: "string", default: "64" },
   "no-wllama": { type: "boolean" },
 }, strict: true });
@@ -86,7 +86,7 @@ try {
     const cfg = parseModelConfig({ ...SHAPES[name]!, max_position_embeddings: 2048 });
     const weights = syntheticWeights(cfg, { trainedLike: true });
     const prompt = promptIds;
-    for (const dtype of values.dtypes.split(",") as ("f32" | "f16" | "q8_0" | "q4_0" | "q4_k_m")[]) {
+    for (const dtype of values.dtypes.split(",") as ("f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k_m")[]) {
       const file = join(work, `${name}-${dtype}.gguf`);
       // q4_k_m: Q4_K where rows are whole 256-blocks, Q5_0 elsewhere (as llama.cpp falls back for
       // 576- and 896-wide rows); gqa-wasm converts both to Q8_0 at load, llama.cpp computes on them.

@@ -16,14 +16,15 @@ export function attentionSplits(seqQ: number, seqK: number, numKvHeads: number, 
   const all: AttentionRange = [0, numKvHeads, 0, seqQ, 0, seqK];
   if (threads <= 1) return { ranges: [all], splitKv: false };
   if (seqQ < 4 * threads) {
-    // Few query rows (decode): KV heads apart when there are enough of them, each thread
-    // reading only its heads' K/V ...
-    if (numKvHeads >= threads) {
+    // Few query rows (decode): KV heads apart when they divide evenly among the threads (or the
+    // keys are too few to split), each thread reading only its heads' K/V ...
+    const parts = Math.min(threads, Math.floor(seqK / MIN_KEYS_PER_PART));
+    if (numKvHeads >= threads && (numKvHeads % threads === 0 || parts < threads)) {
       const t = threads;
       return { ranges: Array.from({ length: t }, (_, i) => [Math.floor((i * numKvHeads) / t), Math.floor(((i + 1) * numKvHeads) / t), 0, seqQ, 0, seqK]), splitKv: false };
     }
-    // ... else the keys apart (Flash-Decoding), so that one long sequence uses every core.
-    const parts = Math.min(threads, Math.floor(seqK / MIN_KEYS_PER_PART));
+    // ... else the keys apart (Flash-Decoding), so that one long sequence uses every core evenly
+    // (SmolLM2's 3 KV heads on 2 threads would be 1 : 2).
     if (parts <= 1) return { ranges: [all], splitKv: false };
     return { ranges: Array.from({ length: parts }, (_, i) => [0, numKvHeads, 0, seqQ, Math.floor((i * seqK) / parts), Math.floor(((i + 1) * seqK) / parts)]), splitKv: true };
   }
