@@ -248,55 +248,7 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
 export function attention_f32(
   call: usize, kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
-  const c = changetype<AttentionCall>(call);
-  attendContiguous(c.q, c.k, c.v, c.out, c.seqQ, c.seqK, c.numHeads, c.numKvHeads, c.headDim, c.scale, c.causal, c.window,
-    kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
-}
-
-function attendContiguous(
-  q: usize, k: usize, v: usize, out: usize,
-  seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32, scale: f32, causal: i32, window: i32,
-  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
-): void {
-  const group = numHeads / numKvHeads;
-  const nHeads = kvHeadEnd - kvHeadBegin;
-  const rowBytes = <usize>headDim << 2;
-  const qPosStride = <usize>numHeads * rowBytes;
-  const ldkv = <usize>numKvHeads * rowBytes;
-  const perBlock = positionsPerBlock(nHeads * group);
-  // Heads whose block of K (or V) rows fits the touch budget: touched together, then computed.
-  const headsPerTouch = max(1, TOUCH_BYTES / (BLOCK_KEYS * headDim * 4));
-  const kRange = k + <usize>kvHeadBegin * rowBytes;
-  const vRange = v + <usize>kvHeadBegin * rowBytes;
-  for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
-    const nPos = min(perBlock, qEnd - i0);
-    const rowsPerHead = nPos * group;
-    const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim,
-      seqQ, seqK, causal, window, keyBegin, keyEnd);
-    for (let j0 = b.keyStart; j0 < b.keyStop; j0 += BLOCK_KEYS) {
-      const nk = min(BLOCK_KEYS, b.keyStop - j0);
-      const offset = <usize>j0 * ldkv;
-      const masked = j0 + nk > b.firstMasked;
-      for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
-        const h1 = min(nHeads, h0 + headsPerTouch);
-        touchLines(kRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes);
-        for (let h = h0; h < h1; h++) {
-          const r0 = h * rowsPerHead;
-          scoreKeys<f32>(b, r0, r0 + rowsPerHead, kRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim, scale);
-          softmaxBlock(b, r0, r0 + rowsPerHead, nk, j0, headDim, masked, window);
-        }
-      }
-      for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
-        const h1 = min(nHeads, h0 + headsPerTouch);
-        touchLines(vRange + offset + <usize>h0 * rowBytes, ldkv, nk, <usize>(h1 - h0) * rowBytes);
-        for (let h = h0; h < h1; h++) {
-          const r0 = h * rowsPerHead;
-          accumulateKeys<f32>(b, r0, r0 + rowsPerHead, vRange + offset + <usize>h * rowBytes, ldkv, nk, 0, headDim);
-        }
-      }
-    }
-    endRows(b, 0, rowsPerHead * nHeads, headDim, out, stats);
-  }
+  attend<f32>(changetype<AttentionCall>(call), false, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
 }
 
 /** The RowBlock descriptor: 16 bytes after the row state in scratch. */
@@ -435,28 +387,39 @@ export function attention_paged(
   call: usize, kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
   const c = changetype<AttentionCall>(call);
-  const q = c.q, out = c.out, seqQ = c.seqQ, seqK = c.seqK, numHeads = c.numHeads, numKvHeads = c.numKvHeads, headDim = c.headDim;
-  const scale = c.scale, causal = c.causal, window = c.window, pages = c.pages, pageSize = c.pageSize, dtype = c.dtype;
-  if (dtype == KV_BF16) attendPaged<u16>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, window, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
-  else if (dtype == KV_INT8) attendPaged<i8>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, window, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
-  else attendPaged<f32>(q, out, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causal, window, pages, pageSize, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+  if (c.dtype == KV_BF16) attend<u16>(c, true, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+  else if (c.dtype == KV_INT8) attend<i8>(c, true, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+  else attend<f32>(c, true, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
 }
 
-function attendPaged<T>(
-  q: usize, out: usize, seqQ: i32, seqK: i32, numHeads: i32, numKvHeads: i32, headDim: i32,
-  scale: f32, causal: i32, window: i32, pages: usize, pageSize: i32,
-  kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
+/**
+ * The one attention driver, over either K/V source: contiguous token-major rows (key j of head
+ * h at k + (j·numKvHeads + h)·headDim·4) or pages of a block table (key j of head h at
+ * page(j) + h·pageSize·rowBytes + (j mod pageSize)·rowBytes, V after the page's K; int8 rows
+ * with one scale each). A key block is read as segments of consecutive keys (one for
+ * contiguous K/V, one per page it spans otherwise), each touched in address order before use:
+ * contiguous K/V interleave the heads, so a few heads are touched together (TOUCH_BYTES).
+ */
+// @ts-ignore: decorator
+@inline function attend<T>(
+  c: AttentionCall, paged: bool, kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
+  const numHeads = c.numHeads, numKvHeads = c.numKvHeads, headDim = c.headDim, seqQ = c.seqQ, seqK = c.seqK;
+  const scale = c.scale, causal = c.causal, window = c.window, q = c.q, out = c.out;
   const quantised = isInteger<T>() && isSigned<T>();
   const group = numHeads / numKvHeads;
   const nHeads = kvHeadEnd - kvHeadBegin;
-  const rowBytes = <usize>headDim << 2;
+  const qPosStride = <usize>numHeads * (<usize>headDim << 2);
   const kvRowBytes = <usize>headDim * sizeof<T>();
-  const qPosStride = <usize>numHeads * rowBytes;
-  const headBytes = <usize>pageSize * kvRowBytes;
-  const vOffset = <usize>numKvHeads * headBytes;
-  const scaleOffset = <usize>kv_scale_offset(numKvHeads, headDim, pageSize);
+  // Within a segment keys are `ldk` bytes apart and heads `headStride`; a segment holds at most
+  // `segmentKeys` keys from a multiple of it.
+  const pageSize = paged ? c.pageSize : seqK;
+  const ldk = paged ? kvRowBytes : <usize>numKvHeads * kvRowBytes;
+  const headStride = paged ? <usize>pageSize * kvRowBytes : kvRowBytes;
+  const vOffset = paged ? <usize>numKvHeads * headStride : c.v - c.k;
+  const scaleOffset = paged ? <usize>kv_scale_offset(numKvHeads, headDim, pageSize) : 0;
   const vScaleOffset = scaleOffset + (<usize>(numKvHeads * pageSize) << 2);
+  const headsPerTouch = paged ? 1 : max(1, TOUCH_BYTES / (BLOCK_KEYS * headDim * 4));
   const perBlock = positionsPerBlock(nHeads * group);
   for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
     const nPos = min(perBlock, qEnd - i0);
@@ -466,32 +429,58 @@ function attendPaged<T>(
     for (let j0 = b.keyStart; j0 < b.keyStop; j0 += BLOCK_KEYS) {
       const nk = min(BLOCK_KEYS, b.keyStop - j0);
       const masked = j0 + nk > b.firstMasked;
-      for (let h = 0; h < nHeads; h++) {
-        const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead;
-        const kh = kvHeadBegin + h;
-        const headOffset = <usize>kh * headBytes;
-        // The block's keys, one segment per page it spans.
+      for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
+        const h1 = min(nHeads, h0 + headsPerTouch);
         for (let j = j0; j < j0 + nk;) {
-          const inPage = j % pageSize;
-          const len = min(pageSize - inPage, j0 + nk - j);
-          const page = <usize>load<u32>(pages + (<usize>(j / pageSize) << 2));
-          touchLines(page + headOffset + <usize>inPage * kvRowBytes, 0, 1, <usize>len * kvRowBytes);
-          scoreKeys<T>(b, r0, r1, page + headOffset + <usize>inPage * kvRowBytes, kvRowBytes, len, j - j0, headDim, scale);
-          if (quantised) scaleColumns(b, r0, r1, j - j0, len, page + scaleOffset + (<usize>(kh * pageSize + inPage) << 2));
+          const len = min(pageSize - j % pageSize, j0 + nk - j);
+          touchLines(keyAddress(c, paged, j, kvHeadBegin + h0, ldk, headStride), ldk, len, <usize>(h1 - h0) * kvRowBytes);
           j += len;
         }
-        softmaxBlock(b, r0, r1, nk, j0, headDim, masked, window);
+        for (let h = h0; h < h1; h++) {
+          const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
+          for (let j = j0; j < j0 + nk;) {
+            const len = min(pageSize - j % pageSize, j0 + nk - j);
+            const k = keyAddress(c, paged, j, kh, ldk, headStride);
+            scoreKeys<T>(b, r0, r1, k, ldk, len, j - j0, headDim, scale);
+            if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, scaleOffset));
+            j += len;
+          }
+          softmaxBlock(b, r0, r1, nk, j0, headDim, masked, window);
+        }
+      }
+      for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
+        const h1 = min(nHeads, h0 + headsPerTouch);
         for (let j = j0; j < j0 + nk;) {
-          const inPage = j % pageSize;
-          const len = min(pageSize - inPage, j0 + nk - j);
-          const page = <usize>load<u32>(pages + (<usize>(j / pageSize) << 2));
-          if (quantised) scaleColumns(b, r0, r1, j - j0, len, page + vScaleOffset + (<usize>(kh * pageSize + inPage) << 2));
-          touchLines(page + vOffset + headOffset + <usize>inPage * kvRowBytes, 0, 1, <usize>len * kvRowBytes);
-          accumulateKeys<T>(b, r0, r1, page + vOffset + headOffset + <usize>inPage * kvRowBytes, kvRowBytes, len, j - j0, headDim);
+          const len = min(pageSize - j % pageSize, j0 + nk - j);
+          touchLines(keyAddress(c, paged, j, kvHeadBegin + h0, ldk, headStride) + vOffset, ldk, len, <usize>(h1 - h0) * kvRowBytes);
           j += len;
+        }
+        for (let h = h0; h < h1; h++) {
+          const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
+          for (let j = j0; j < j0 + nk;) {
+            const len = min(pageSize - j % pageSize, j0 + nk - j);
+            if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, vScaleOffset));
+            accumulateKeys<T>(b, r0, r1, keyAddress(c, paged, j, kh, ldk, headStride) + vOffset, ldk, len, j - j0, headDim);
+            j += len;
+          }
         }
       }
     }
     endRows(b, 0, rowsPerHead * nHeads, headDim, out, stats);
   }
+}
+
+/** Where key j of KV head kh starts (its V row is vOffset further). */
+// @ts-ignore: decorator
+@inline function keyAddress(c: AttentionCall, paged: bool, j: i32, kh: i32, ldk: usize, headStride: usize): usize {
+  if (!paged) return c.k + <usize>j * ldk + <usize>kh * headStride;
+  const page = <usize>load<u32>(c.pages + (<usize>(j / c.pageSize) << 2));
+  return page + <usize>kh * headStride + <usize>(j % c.pageSize) * ldk;
+}
+
+/** The int8 scales of keys j.. of KV head kh in its page (K scales at scaleOffset, V's after them). */
+// @ts-ignore: decorator
+@inline function rowScales(c: AttentionCall, j: i32, kh: i32, pageSize: i32, offset: usize): usize {
+  const page = <usize>load<u32>(c.pages + (<usize>(j / pageSize) << 2));
+  return page + offset + (<usize>(kh * pageSize + j % pageSize) << 2);
 }
