@@ -57,6 +57,9 @@ function serve({ module: wasmModule, memory, control, jobs, message, index, size
   const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
   const kernels = ${JSON.stringify(JOB_KERNELS)}.map((n) => n && instance.exports[n]);
   ${barrierWait.toString()}
+  // Every call passes all ${MAX_ARGS} argument words (a Wasm export ignores those past its
+  // parameters): no array is made per call.
+  const call = (f, s, a) => f(${Array.from({ length: MAX_ARGS }, (_, i) => `s[a + ${i}]`).join(", ")});
   ready();
   let gen = 0;
   for (;;) {
@@ -70,7 +73,7 @@ function serve({ module: wasmModule, memory, control, jobs, message, index, size
       if (slots[at] < 0) { barrierWait(ctl, size, true); continue; }
       if (failed) continue;
       try {
-        kernels[slots[at]](...slots.subarray(at + 2, at + 2 + slots[at + 1]));
+        call(kernels[slots[at]], slots, at + 2);
       } catch (e) {
         failed = true;
         if (Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
