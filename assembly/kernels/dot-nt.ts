@@ -10,8 +10,9 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 // given (the caller repeats a valid row for the missing ones) and stores only its first `rows`
 // rows, so a matrix's row tail costs one tile, not one pass over b per row.
 
+/** c = value, or with `accumulate` c += value (a K slice's partial sum, a fused residual add). */
 // @ts-ignore: decorator
-@inline function finish(c: usize, value: f32, accumulate: bool): void {
+@inline export function finish(c: usize, value: f32, accumulate: bool): void {
   store<f32>(c, accumulate ? load<f32>(c) + value : value);
 }
 

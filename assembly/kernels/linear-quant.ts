@@ -1,4 +1,5 @@
 import { fmadd, hsum, hsum4x4 } from "../simd";
+import { finish } from "./dot-nt";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
@@ -234,16 +235,10 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
     c2 = fmadd(f32x4.convert_i32x4_s(s2), f32x4.splat(d * load<f32>(a + o2 + QA_SCALE)), c2);
     c3 = fmadd(f32x4.convert_i32x4_s(s3), f32x4.splat(d * load<f32>(a + o3 + QA_SCALE)), c3);
   }
-  storeOut(y, hsum(c0), addToY);
-  if (rows > 1) storeOut(y + ldy, hsum(c1), addToY);
-  if (rows > 2) storeOut(y + 2 * ldy, hsum(c2), addToY);
-  if (rows > 3) storeOut(y + 3 * ldy, hsum(c3), addToY);
-}
-
-/** y = value, or y += value (a fused residual add). */
-// @ts-ignore: decorator
-@inline function storeOut(y: usize, value: f32, addToY: bool): void {
-  store<f32>(y, addToY ? load<f32>(y) + value : value);
+  finish(y, hsum(c0), addToY);
+  if (rows > 1) finish(y + ldy, hsum(c1), addToY);
+  if (rows > 2) finish(y + 2 * ldy, hsum(c2), addToY);
+  if (rows > 3) finish(y + 3 * ldy, hsum(c3), addToY);
 }
 
 // @ts-ignore: decorator
@@ -272,7 +267,7 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
       const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
       let n = n0;
       for (; n + 4 <= n1; n += 4) dotq_1x4(qa, w + <usize>n * ldw, ldw, nb, isQ4, yRow + (<usize>n << 2), addToY);
-      for (; n < n1; n++) storeOut(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
+      for (; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
     }
   }
   if (bias != 0) {

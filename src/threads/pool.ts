@@ -19,7 +19,7 @@ export type Call = Job | typeof BARRIER;
 const MAX_ARGS = 24;
 /** Calls (kernels and barriers) one thread takes per hand-off. */
 export const MAX_CALLS_PER_THREAD = 1024;
-const CALL = MAX_ARGS + 2; // id (-1: barrier), argc, args
+const CALL = MAX_ARGS + 1; // id (-1: barrier), args
 const SLOT = 1 + MAX_CALLS_PER_THREAD * CALL; // count, calls
 const GEN = 0, DONE = 1, ERROR = 2, STOP = -1; // control words; 3 and 4 are the barrier's (barrierWait)
 const CONTROL_INTS = 8;
@@ -73,7 +73,7 @@ function serve({ module: wasmModule, memory, control, jobs, message, index, size
       if (slots[at] < 0) { barrierWait(ctl, size, true); continue; }
       if (failed) continue;
       try {
-        call(kernels[slots[at]], slots, at + 2);
+        call(kernels[slots[at]], slots, at + 1);
       } catch (e) {
         failed = true;
         if (Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
@@ -204,10 +204,9 @@ export class ThreadPool {
       this.slots[base] = list.length;
       list.forEach((job, c) => {
         const at = base + 1 + c * CALL;
-        if (job === BARRIER) { this.slots[at] = -1; this.slots[at + 1] = 0; return; }
+        if (job === BARRIER) { this.slots[at] = -1; return; }
         this.slots[at] = JOB_IDS.get(job.kernel)!;
-        this.slots[at + 1] = job.args.length;
-        this.slots.set(job.args, at + 2);
+        this.slots.set(job.args, at + 1);
       });
     }
     Atomics.store(this.ctl, DONE, 0);
