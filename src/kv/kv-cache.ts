@@ -261,8 +261,7 @@ export class KVCache {
    * Split-KV partials are combined in a phase of their own after a barrier.
    * @internal
    */
-  attentionCalls(p: Program, items: readonly { seq: KVSequence; q: WasmBuffer; out: WasmBuffer }[], layer: number, args: Omit<KVResidentAttentionArgs, "q" | "out">): void {
-    const op = "KVCache.attentionCalls";
+  attentionCalls(p: Program, items: readonly { seq: KVSequence; q: WasmBuffer; out: WasmBuffer }[], layer: number, args: Omit<KVResidentAttentionArgs, "q" | "out">, op = "KVCache.attentionCalls"): void {
     const whole = items.length >= p.threads;
     const after: Job[] = [];
     items.forEach(({ seq, q, out }, i) => {
@@ -353,16 +352,7 @@ export class KVCache {
       if (ob.length !== qb.length) throw new RangeError(`${where(i)}: out has ${ob.length} elements; expected ${qb.length}, like q`);
       return { seq, q: qb, out: ob };
     });
-    this.rt.call(() => {
-      const jobs: Job[] = [], after: Job[] = [];
-      const threads = checked.length >= this.rt.threads ? 1 : this.rt.threads;
-      for (const { seq, q, out } of checked) {
-        const c = this.pagedJobs(op, seq, layer, { ...args, q, out }, q.length, q.ptr, out.ptr, threads);
-        jobs.push(...c.jobs);
-        if (c.after) after.push(...c.after);
-      }
-      return { jobs, after, finish: () => undefined };
-    });
+    this.rt.runProgram((p) => { this.attentionCalls(p, checked, layer, args, op); return () => undefined; });
   }
 
   /**

@@ -7,7 +7,7 @@ import { isQuantDtype, quantRowBytes, type QuantDtype } from "../formats/quant.t
 import { attentionArrays, attentionShape, type AttentionArgs, type AttentionShape } from "../ops/attention.ts";
 import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts";
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
-import { MAX_CALLS_PER_THREAD, ThreadPool, type Job } from "../threads/pool.ts";
+import { BARRIER, ThreadPool, type Call, type Job } from "../threads/pool.ts";
 import { Program } from "./program.ts";
 import { attentionSplits, columnSplits, type AttentionRange } from "../threads/splits.ts";
 import { KERNELS, kernelExportsOf, LINEAR_KERNELS, structBytes, writeStruct, type KernelExports } from "./kernel-exports.ts";
@@ -239,13 +239,9 @@ export class Runtime {
   runProgram<T>(build: (p: Program) => () => T): T {
     this.checkIdle();
     try {
-      const p = new Program(this.threads, (bytes) => this.scratch.alloc(bytes));
+      const p = this.newProgram();
       const finish = build(p);
-      if (!this.pool) {
-        for (const call of p.lists[0]!) if (call !== "barrier") this.runJob(call);
-      } else {
-        for (const round of p.rounds()) this.pool.run(round);
-      }
+      this.runRounds(p);
       return finish();
     } finally {
       this.scratch.reset();
@@ -280,8 +276,7 @@ export class Runtime {
     this.checkIdle();
     try {
       const c = prepare();
-      this.runJobs(c.jobs);
-      for (const j of c.after ?? []) this.runJob(j);
+      this.runRounds(this.programOf(c));
       return c.finish();
     } finally {
       this.scratch.reset();
@@ -295,11 +290,10 @@ export class Runtime {
     this.asyncInFlight = true;
     try {
       const c = prepare();
-      for (const round of this.rounds(c.jobs)) {
-        if (round.length === 1) for (const j of round[0]!) this.runJob(j);
+      for (const round of this.programOf(c).rounds()) {
+        if (callerOnly(round)) this.runOnCaller(round[0]!);
         else await this.pool.runAsync(round);
       }
-      for (const j of c.after ?? []) this.runJob(j);
       return c.finish();
     } finally {
       this.asyncInFlight = false;
@@ -443,29 +437,31 @@ export class Runtime {
     }));
   }
 
-  private runJobs(jobs: Job[]): void {
-    if (!this.pool) { for (const j of jobs) this.runJob(j); return; }
-    for (const round of this.rounds(jobs)) {
-      if (round.length === 1) for (const j of round[0]!) this.runJob(j);
+  private newProgram(): Program {
+    return new Program(this.threads, (bytes) => this.scratch.alloc(bytes));
+  }
+
+  /** A prepared call as a program: its jobs dealt to the threads in turn, then its `after` jobs in order on the caller. */
+  private programOf(c: PreparedCall<unknown>): Program {
+    const p = this.newProgram();
+    c.jobs.forEach((j, i) => p.add(i, j));
+    if (c.after?.length) {
+      p.barrier();
+      for (const j of c.after) p.add(0, j);
+    }
+    return p;
+  }
+
+  /** Runs a program's rounds: one hand-off each, or on the caller alone where only it has calls (no workers woken). */
+  private runRounds(p: Program): void {
+    for (const round of p.rounds()) {
+      if (!this.pool || callerOnly(round)) this.runOnCaller(round[0]!);
       else this.pool.run(round);
     }
   }
 
-  /**
-   * Jobs dealt to the threads in turn, each thread a list of calls per hand-off (one hand-off
-   * for all of them unless there are more than the pool's lists hold). A lone job runs on the
-   * caller. The result is [round][thread][call].
-   */
-  private rounds(jobs: Job[]): Job[][][] {
-    const size = this.threads, perRound = size * MAX_CALLS_PER_THREAD, out: Job[][][] = [];
-    for (let i = 0; i < jobs.length; i += perRound) {
-      const part = jobs.slice(i, i + perRound);
-      if (part.length === 1) { out.push([part]); continue; }
-      const lists: Job[][] = Array.from({ length: Math.min(size, part.length) }, () => []);
-      part.forEach((j, k) => lists[k % lists.length]!.push(j));
-      out.push(lists);
-    }
-    return out;
+  private runOnCaller(list: Call[]): void {
+    for (const c of list) if (c !== BARRIER) this.runJob(c);
   }
 
   /** Runs one job on the calling thread. @internal */
@@ -474,6 +470,11 @@ export class Runtime {
   }
 
 
+}
+
+/** Whether only thread 0 has kernel calls in a round (the others hold barriers at most). */
+function callerOnly(round: Call[][]): boolean {
+  return round.every((list, t) => t === 0 || list.every((c) => c === BARRIER));
 }
 
 /** A call set up in scratch: its kernel jobs (run in parallel), jobs to run after them in order, then how to read its result. */
