@@ -195,6 +195,38 @@ describe("block-quantized weights: buffers, threads and models", function () {
     } finally { for (const rt of runtimes) await rt.dispose(); }
   });
 
+  it("activations quantized once (quantize_activations, by block ranges on any threads) give the same bits as calls that quantize for themselves, with columns claimed in chunks", async () => {
+    const runtimes = [await createRuntime(), await createRuntime({ threads: 2 }), await createRuntime({ threads: 3 })];
+    try {
+      for (const dtype of DTYPES) {
+        for (const [M, N, K] of [[1, 1031, 512], [2, 301, 96], [37, 300, 250]] as const) {
+          const w = randomArray(N * K, 8), x = randomArray(M * K, 9), y0 = randomArray(M * N, 10);
+          const ys = runtimes.map((rt) => {
+            const wb = rt.upload(w, dtype, K), xb = rt.upload(x), self = rt.upload(y0), once = rt.upload(y0);
+            const qa = rt.alloc(rt.kernels.linear_quant_scratch_bytes(M, K) / 4);
+            rt.linearInto({ x: xb, weight: wb, out: self, inFeatures: K, outFeatures: N, accumulate: true });
+            rt.runProgram((p) => {
+              p.addPerThread(rt.quantizeJobs(xb.ptr, M, K, qa.ptr, p.threads));
+              p.barrier();
+              const jobs = rt.linearThreadJobs({ x: xb, weight: wb, out: once, inFeatures: K, outFeatures: N, accumulate: true }, p.threads, qa.ptr, () => { throw new Error("no scratch wanted"); });
+              if (p.threads > 1) assert.ok(jobs.every((j) => j.claim && j.claim.chunk < N), "the threads claim columns in chunks");
+              p.addPerThread(jobs);
+              return () => undefined;
+            });
+            const out = [self.array.slice(), once.array.slice()];
+            for (const b of [wb, xb, self, once, qa]) b.free();
+            return out;
+          });
+          assert.ok(ys[0]![0]!.every(Number.isFinite));
+          for (const [t, [self, once]] of ys.entries()) {
+            assert.deepEqual(once, ys[0]![0], `${dtype} ${M}x${N}x${K}, quantized once, ${t + 1} threads`);
+            assert.deepEqual(self, ys[0]![0], `${dtype} ${M}x${N}x${K}, quantized by the calls, ${t + 1} threads`);
+          }
+        }
+      }
+    } finally { for (const rt of runtimes) await rt.dispose(); }
+  });
+
   it("models quantized at load (--dtype q8_0 / q4_0) run, their logits within a measured bound of f32, and take the format's bytes", async () => {
     const rt = await createRuntime();
     const files = syntheticModelFiles(undefined, { dtype: "F32" });

@@ -69,7 +69,7 @@ describe("createRuntime", () => {
     }
     const rt = await createRuntime();
     for (const [name, spec] of Object.entries(KERNELS)) assert.equal((rt.kernels as unknown as Record<string, (...a: number[]) => unknown>)[name]!.length, spec.params.length, `${name} takes ${spec.params.length} arguments`);
-    assert.deepEqual(JOB_KERNELS, ["", "attention_f32", "attention_paged", "attention_combine", "kv_write", "linear_f32", "linear_bf16", "linear_f16", "linear_q8_0", "linear_q4_0", "rmsnorm_f32", "rope_f32", "swiglu_f32"]);
+    assert.deepEqual(JOB_KERNELS, ["", "attention_f32", "attention_paged", "attention_combine", "kv_write", "linear_f32", "linear_bf16", "linear_f16", "linear_q8_0", "linear_q4_0", "quantize_activations", "rmsnorm_f32", "rope_f32", "swiglu_f32"]);
     assert.deepEqual(LINEAR_KERNELS, { f32: "linear_f32", bf16: "linear_bf16", f16: "linear_f16", q8_0: "linear_q8_0", q4_0: "linear_q4_0" });
   });
 

@@ -1,5 +1,6 @@
 import { fmadd, hsum, hsum4x4 } from "../simd";
 import { finish } from "./dot-nt";
+import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
@@ -22,7 +23,7 @@ import { finish } from "./dot-nt";
 //
 // Quantized activations (per x row, per block of 32, QA_BLOCK bytes): 32 x i16 (simd dot
 // products), 32 x i8 (relaxed ones), an i32x4 [-8·sum, 0, 0, 0], the f32 scale. They are
-// made by each call in its scratch (every thread its own copy: M·K work against N·K per thread).
+// made by each call in its scratch, or once per x by quantize_activations (LINEAR_X_QUANTIZED).
 // Output columns [nBegin, nEnd) can go to different threads: each column is computed the same
 // way whatever the range, so splits give the same bits.
 
@@ -49,44 +50,51 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
 }
 
 /**
- * Quantizes rows [0, M) of x (f32, K per row) into `qa`: per block of 32 the scale
+ * Quantizes block b of x's rows (row b / nb, columns from (b % nb)·32) into `qa`: the scale
  * d = max|x| / 127 and q = round(x / d) (half away from zero, as ggml), zero past K.
  */
-function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
-  const nb = (K + QK - 1) / QK;
-  for (let m = 0; m < M; m++) {
-    const row = x + (<usize>m * <usize>K << 2);
-    for (let b = 0; b < nb; b++) {
-      const blk = qa + (<usize>(m * nb + b)) * QA_BLOCK;
-      const k0 = b * QK, n = min(QK, K - k0);
-      const src = row + (<usize>k0 << 2);
-      let amax: f32 = 0;
-      if (n == QK) {
-        let mx = f32x4.splat(0);
-        for (let i: usize = 0; i < 32; i += 4) mx = f32x4.max(mx, f32x4.abs(v128.load(src + (i << 2))));
-        const m2 = f32x4.max(mx, v128.shuffle<f32>(mx, mx, 2, 3, 0, 1));
-        amax = f32x4.extract_lane(f32x4.max(m2, v128.shuffle<f32>(m2, m2, 1, 0, 3, 2)), 0);
-      } else {
-        for (let i = 0; i < n; i++) amax = max(amax, abs(load<f32>(src + (<usize>i << 2))));
-      }
-      const d = amax / 127;
-      const id: f32 = d != 0 ? 1 / d : 0;
-      let sum = 0;
-      for (let i = 0; i < QK; i++) {
-        let q = 0;
-        if (i < n) {
-          const v = load<f32>(src + (<usize>i << 2)) * id;
-          // round half away from zero, like C's roundf
-          q = <i32>(v >= 0 ? floor(v + 0.5) : -floor(-v + 0.5));
-        }
-        store<i16>(blk + (<usize>i << 1), <i16>q);
-        store<i8>(blk + QA_I8 + <usize>i, <i8>q);
-        sum += q;
-      }
-      v128.store(blk + QA_CORR, i32x4.replace_lane(i32x4.splat(0), 0, -8 * sum));
-      store<f32>(blk + QA_SCALE, d);
-    }
+// @ts-ignore: decorator
+@inline function quantizeBlock(x: usize, K: i32, nb: i32, b: i32, qa: usize): void {
+  const m = b / nb, k0 = (b % nb) * QK, n = min(QK, K - k0);
+  const blk = qa + <usize>b * QA_BLOCK;
+  const src = x + ((<usize>m * <usize>K + <usize>k0) << 2);
+  let amax: f32 = 0;
+  if (n == QK) {
+    let mx = f32x4.splat(0);
+    for (let i: usize = 0; i < 32; i += 4) mx = f32x4.max(mx, f32x4.abs(v128.load(src + (i << 2))));
+    const m2 = f32x4.max(mx, v128.shuffle<f32>(mx, mx, 2, 3, 0, 1));
+    amax = f32x4.extract_lane(f32x4.max(m2, v128.shuffle<f32>(m2, m2, 1, 0, 3, 2)), 0);
+  } else {
+    for (let i = 0; i < n; i++) amax = max(amax, abs(load<f32>(src + (<usize>i << 2))));
   }
+  const d = amax / 127;
+  const id: f32 = d != 0 ? 1 / d : 0;
+  let sum = 0;
+  for (let i = 0; i < QK; i++) {
+    let q = 0;
+    if (i < n) {
+      const v = load<f32>(src + (<usize>i << 2)) * id;
+      // round half away from zero, like C's roundf
+      q = <i32>(v >= 0 ? floor(v + 0.5) : -floor(-v + 0.5));
+    }
+    store<i16>(blk + (<usize>i << 1), <i16>q);
+    store<i8>(blk + QA_I8 + <usize>i, <i8>q);
+    sum += q;
+  }
+  v128.store(blk + QA_CORR, i32x4.replace_lane(i32x4.splat(0), 0, -8 * sum));
+  store<f32>(blk + QA_SCALE, d);
+}
+
+/**
+ * Quantizes blocks [blockBegin, blockEnd) of x [M, K] (ceil(K/32) blocks per row, numbered row
+ * by row) into `qa` (linear_quant_scratch_bytes(M, K)), as the linear kernels read them with
+ * LINEAR_X_QUANTIZED: threads quantize disjoint block ranges once for every call that shares x,
+ * instead of each call (and each thread) quantizing all of x itself.
+ */
+export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockBegin: i32, blockEnd: i32): void {
+  const nb = (K + QK - 1) / QK;
+  const end = min(blockEnd, M * nb);
+  for (let b = max(blockBegin, 0); b < end; b++) quantizeBlock(x, K, nb, b, qa);
 }
 
 /** The weight block's 32 values as four i16x8 vectors (Q8_0: q; Q4_0: the nibbles 0..15). */
@@ -242,12 +250,13 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
 }
 
 // @ts-ignore: decorator
-@inline function linearQuant(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, addToY: bool, scratch: usize, isQ4: bool): void {
+@inline function linearQuant(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize, isQ4: bool): void {
   const nb = (K + QK - 1) / QK;
   const ldw = <usize>nb * blockBytes(isQ4);
   const ldqa = <usize>nb * QA_BLOCK;
   const ldy = <usize>N << 2;
-  quantizeActivations(x, M, K, scratch);
+  const addToY = (flags & LINEAR_ACCUMULATE) != 0;
+  if ((flags & LINEAR_X_QUANTIZED) == 0) for (let b = 0, end = M * nb; b < end; b++) quantizeBlock(x, K, nb, b, scratch);
   // Columns go in blocks of NBQ weight rows, and every row tile runs over a block before the next
   // block: each weight row comes from memory once per call, however many rows (a batch of
   // sequences decoding together, a prefill chunk) share it from the cache. Row tiles of 4 share
@@ -281,12 +290,16 @@ function quantizeActivations(x: usize, M: i32, K: i32, qa: usize): void {
   }
 }
 
-/** The linear layer with Q8_0 weights; `scratch`: linear_quant_scratch_bytes(M, K), one per thread. */
-export function linear_q8_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32, scratch: usize): void {
-  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0, scratch, false);
+/**
+ * The linear layer with Q8_0 weights; `scratch`: linear_quant_scratch_bytes(M, K), the call's own
+ * (it quantizes x there), or with LINEAR_X_QUANTIZED x already quantized there by
+ * quantize_activations (shared by threads and calls, read only).
+ */
+export function linear_q8_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, false);
 }
 
-/** The linear layer with Q4_0 weights; `scratch`: linear_quant_scratch_bytes(M, K), one per thread. */
-export function linear_q4_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32, scratch: usize): void {
-  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0, scratch, true);
+/** The linear layer with Q4_0 weights; `scratch` as linear_q8_0's. */
+export function linear_q4_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, true);
 }

@@ -1,4 +1,5 @@
 import { BF16, F16, load1, load4 } from "../simd";
+import { LINEAR_ACCUMULATE } from "../abi";
 import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 
 // Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or with `accumulate` y = (y + x · Wᵀ) (+ b) (a residual
@@ -19,18 +20,18 @@ const NB: i32 = 64;
 const LONG_ROW: i32 = 2048;
 
 /** The linear layer with f32 weights. */
-export function linear_f32(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32, scratch: usize): void {
-  linear<f32>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0, scratch);
+export function linear_f32(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linear<f32>(x, w, bias, y, M, N, K, nBegin, nEnd, (flags & LINEAR_ACCUMULATE) != 0, scratch);
 }
 
 /** The linear layer with bfloat16 weights (half the bytes to stream), widened in registers. */
-export function linear_bf16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32, scratch: usize): void {
-  linear<BF16>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0, scratch);
+export function linear_bf16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linear<BF16>(x, w, bias, y, M, N, K, nBegin, nEnd, (flags & LINEAR_ACCUMULATE) != 0, scratch);
 }
 
 /** The linear layer with IEEE half (f16) weights, widened in registers. */
-export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, accumulate: i32, scratch: usize): void {
-  linear<F16>(x, w, bias, y, M, N, K, nBegin, nEnd, accumulate != 0, scratch);
+export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linear<F16>(x, w, bias, y, M, N, K, nBegin, nEnd, (flags & LINEAR_ACCUMULATE) != 0, scratch);
 }
 
 /** Bytes of scratch a call with 16-bit weights takes (an f32 weight panel; none for GEMV). */

@@ -25,8 +25,10 @@ interface RunState {
   gate: WasmBuffer; up: WasmBuffer;
   /** Each sequence's last row, normalised, and its logits. */
   last: WasmBuffer; logits: WasmBuffer;
-  /** Each thread's scratch for the linear kernels (quantized activations, weight panels): linearScratchBytes per thread. */
+  /** Each thread's scratch for the linear kernels (16-bit weight panels, inputs a call quantizes itself): linearScratchBytes per thread. */
   linearScratch: WasmBuffer; linearScratchBytes: number;
+  /** The input of the linear layers on quantized weights, quantized once for all threads and calls. */
+  qa: WasmBuffer;
 }
 
 /** One sequence's share of a batched forward pass: the tokens to append after what it holds. */
@@ -160,9 +162,30 @@ export class TransformerModel {
           const parts = Math.max(1, Math.min(T, Math.floor(count / min)));
           return Array.from({ length: parts }, (_, t) => [Math.floor((t * count) / parts), Math.floor(((t + 1) * count) / parts)] as const);
         };
-        const rmsnorm = (w: WasmBuffer) => {
-          rowRanges(n).forEach(([r0, r1], t) => p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] }));
+        // Linear layers on quantized weights read their input quantized to 8 bits per 32-block
+        // (as llama.cpp's vec_dot does): quantized once for all their calls and threads into
+        // state.qa by the threads that made the input (after RMSNorm, after SwiGLU), or else in a
+        // phase of its own when the input has 4 rows or more; a decode step's o projection and LM
+        // head quantize their few hundred inputs in each call instead (a phase costs a barrier).
+        // Each returns where the quantized input is, or undefined (the calls quantize it).
+        const nb = (K: number) => Math.ceil(K / 32);
+        const anyQuantized = (weights: readonly WasmBuffer[]) => weights.some((w) => isQuantDtype(w.dtype));
+        /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized. */
+        const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[]) => {
+          const quantize = anyQuantized(next);
+          rowRanges(n).forEach(([r0, r1], t) => {
+            p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] });
+            if (quantize) p.add(t, { kernel: "quantize_activations", args: [s.h.ptr, n, hd, state.qa.ptr, r0 * nb(hd), r1 * nb(hd)] });
+          });
           p.barrier();
+          return quantize ? state.qa.ptr : undefined;
+        };
+        /** Quantizes x [rows, K] for `next` in a phase of its own when worth it. */
+        const quantizeFor = (x: WasmBuffer, rows: number, K: number, next: WasmBuffer) => {
+          if (!anyQuantized([next]) || rows < 4) return undefined;
+          p.addPerThread(rt.quantizeJobs(x.ptr, rows, K, state.qa.ptr, T));
+          p.barrier();
+          return state.qa.ptr;
         };
         // The linear layers' jobs depend only on the pass's shape: a decode step reuses the last
         // step's (JavaScript then builds little more than RoPE, K/V writes and attention per step).
@@ -171,8 +194,9 @@ export class TransformerModel {
         const plan: Job[][] = cached ?? [];
         let next = 0;
         const slot = state.linearScratchBytes;
-        const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) => {
-          if (!cached) plan.push(rt.linearThreadJobs({ x, weight, out, inFeatures, outFeatures, ...extra }, T, (t, bytes) => {
+        const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, qa: number | undefined, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) => {
+          const quantizedX = isQuantDtype(weight.dtype) ? qa : undefined;
+          if (!cached) plan.push(rt.linearThreadJobs({ x, weight, out, inFeatures, outFeatures, ...extra }, T, quantizedX, (t, bytes) => {
             if (bytes > slot) throw new RangeError(`forward: a linear call needs ${bytes} bytes of scratch; the RunState holds ${slot}`);
             return state.linearScratch.ptr + t * slot;
           }));
@@ -181,10 +205,10 @@ export class TransformerModel {
         this.layers.forEach((L, l) => {
           const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
           const k = s.k.subarray(0, n * kvDim), v = s.v.subarray(0, n * kvDim);
-          rmsnorm(L.inputNorm);
-          linear(s.h, L.q, s.q, hd, H * D, { bias: L.qBias });
-          linear(s.h, L.k, k, hd, kvDim, { bias: L.kBias });
-          linear(s.h, L.v, v, hd, kvDim, { bias: L.vBias });
+          const hq = rmsnorm(L.inputNorm, [L.q, L.k, L.v]);
+          linear(s.h, L.q, s.q, hd, H * D, hq, { bias: L.qBias });
+          linear(s.h, L.k, k, hd, kvDim, hq, { bias: L.kBias });
+          linear(s.h, L.v, v, hd, kvDim, hq, { bias: L.vBias });
           p.barrier();
           // RoPE on q and k, then K/V into the cache's pages (kv_write): each sequence's rows on
           // a thread, or a lone long sequence's rows over all of them.
@@ -202,30 +226,35 @@ export class TransformerModel {
           p.barrier();
           cache.attentionCalls(p, items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D) })), l, { numHeads: H, slidingWindow: c.slidingWindow });
           p.barrier();
-          linear(s.attn, L.o, s.x, H * D, hd, { accumulate: true }); // the residual add, fused
+          const aq = quantizeFor(s.attn, n, H * D, L.o);
+          linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true }); // the residual add, fused
           p.barrier();
-          rmsnorm(L.postNorm);
-          linear(s.h, L.gate, s.gate, hd, ff);
-          linear(s.h, L.up, s.up, hd, ff);
+          const hq2 = rmsnorm(L.postNorm, [L.gate, L.up]);
+          linear(s.h, L.gate, s.gate, hd, ff, hq2);
+          linear(s.h, L.up, s.up, hd, ff, hq2);
           p.barrier();
-          const total = n * ff;
-          rowRanges(Math.ceil(total / 4)).forEach(([a, b], t) => { // in quads of elements
-            const off = a * 4 * f32;
-            p.add(t, { kernel: "swiglu_f32", args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * 4, total) - a * 4] });
+          // SwiGLU in quads of elements, or in 32-blocks whose thread quantizes them for the down
+          // projection (rows of ff are whole blocks).
+          const total = n * ff, fuse = isQuantDtype(L.down.dtype) && ff % 32 === 0, unit = fuse ? 32 : 4;
+          rowRanges(Math.ceil(total / unit)).forEach(([a, b], t) => {
+            const off = a * unit * f32;
+            p.add(t, { kernel: "swiglu_f32", args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] });
+            if (fuse) p.add(t, { kernel: "quantize_activations", args: [s.gate.ptr, n, ff, state.qa.ptr, a, b] });
           });
           p.barrier();
-          linear(s.gate, L.down, s.x, ff, hd, { accumulate: true });
+          const gq = fuse ? state.qa.ptr : quantizeFor(s.gate, n, ff, L.down);
+          linear(s.gate, L.down, s.x, ff, hd, gq, { accumulate: true });
           p.barrier();
         });
         if (logitRows === "all") {
-          rmsnorm(this.finalNorm);
+          rmsnorm(this.finalNorm, []); // linearCalls quantizes for itself
           rt.linearCalls(p, { x: s.h, weight: this.lmHead, out: logits, inFeatures: hd, outFeatures: V }); // a buffer of this call: not planned
           return () => logits.toFloat32Array();
         }
         // Only each item's last row is normalised and goes through the LM head, gathered into consecutive rows.
         items.forEach((_, i) => p.add(i, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, firstRow[i]! + rowsOf(i) - 1, hd), this.finalNorm.ptr, rowPtr(s.last, i, hd), hd, eps, 0, 1] }));
         p.barrier();
-        linear(s.last, this.lmHead, logits, hd, V);
+        linear(s.last, this.lmHead, logits, hd, V, quantizeFor(s.last, items.length, hd, this.lmHead));
         if (!cached) this.linearPlan = { key, state, jobs: plan };
         return () => logits.toFloat32Array();
       });
@@ -248,8 +277,10 @@ export class TransformerModel {
     const buf = (len: number) => { const b = this.rt.alloc(len); made.push(b); return b; };
     // Scratch for the largest linear call of a pass of R rows, whichever weight dtype.
     const k = this.rt.kernels, T = this.rt.threads;
-    const slot = Math.max(...[c.hiddenSize, c.numHeads * c.headDim, c.intermediateSize].map((K) => Math.max(k.linear_quant_scratch_bytes(R, K), k.linear_panel_scratch_bytes(R, K))));
+    const widths = [c.hiddenSize, c.numHeads * c.headDim, c.intermediateSize];
+    const slot = Math.max(...widths.map((K) => Math.max(k.linear_quant_scratch_bytes(R, K), k.linear_panel_scratch_bytes(R, K))));
     const linearScratchBytes = Math.ceil(slot / 64) * 64;
+    const qaBytes = Math.max(...widths.map((K) => k.linear_quant_scratch_bytes(R, K)));
     try {
       this.state = {
         linearScratch: buf(Math.max(1, (T * linearScratchBytes) / 4)), linearScratchBytes,
@@ -257,6 +288,7 @@ export class TransformerModel {
         x: buf(R * c.hiddenSize), h: buf(R * c.hiddenSize), q: buf(R * c.numHeads * c.headDim), attn: buf(R * c.numHeads * c.headDim),
         k: buf(R * maxKv * c.headDim), v: buf(R * maxKv * c.headDim), gate: buf(R * c.intermediateSize), up: buf(R * c.intermediateSize),
         last: buf(I * c.hiddenSize), logits: buf(I * c.vocabSize),
+        qa: buf(Math.ceil(qaBytes / 4)),
       };
     } catch (e) {
       for (const b of made) b.free();

@@ -10,14 +10,16 @@
 // memory the host owns; kernels never allocate.
 
 /**
- * accumulate 1: y = (y + x·Wᵀ) + bias, a residual add fused into the store. scratch: the call's
- * own (threads each their own), of the bytes its kernel's `scratchBytes` export says for (M, K).
+ * flags: CODES.LINEAR_ACCUMULATE: y = (y + x·Wᵀ) + bias, a residual add fused into the store;
+ * CODES.LINEAR_X_QUANTIZED (quantized weights): x is already quantized into `scratch` by
+ * quantize_activations. scratch: else the call's own (threads each their own), of the bytes its
+ * kernel's `scratchBytes` export says for (M, K).
  */
-const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "accumulate", "scratch"] as const;
+const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "flags", "scratch"] as const;
 const ATTENTION_RANGES = ["kvHeadBegin", "kvHeadEnd", "qBegin", "qEnd", "keyBegin", "keyEnd", "stats", "scratch"] as const;
 
-/** Codes shared by the host and the kernels: the KV cache's storage types. */
-export const CODES = { KV_F32: 0, KV_BF16: 1, KV_INT8: 2 } as const;
+/** Codes shared by the host and the kernels: the KV cache's storage types; the linear kernels' flags. */
+export const CODES = { KV_F32: 0, KV_BF16: 1, KV_INT8: 2, LINEAR_ACCUMULATE: 1, LINEAR_X_QUANTIZED: 2 } as const;
 
 /**
  * Structs the host writes into wasm memory for calls too wide for positional arguments: fields
@@ -96,6 +98,8 @@ export const KERNELS = {
   linear_q8_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q8_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q4_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q4_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_quant_scratch_bytes: { from: "kernels/linear-quant", params: ["M", "K"], returns: true },
+  /** Quantizes x's 32-blocks [blockBegin, blockEnd) (row by row) for linear_q8_0 / q4_0 with LINEAR_X_QUANTIZED */
+  quantize_activations: { from: "kernels/linear-quant", params: ["x", "M", "K", "qa", "blockBegin", "blockEnd"], pool: true },
   rmsnorm_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
   rope_f32: { from: "kernels/rope", params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"], pool: true },
   swiglu_f32: { from: "kernels/swiglu", params: ["gate", "up", "out", "n"], pool: true },

@@ -1,4 +1,4 @@
-import { BARRIER, MAX_CALLS_PER_THREAD, type Call, type Job } from "../threads/pool.ts";
+import { BARRIER, MAX_CALLS_PER_THREAD, MAX_CLAIMS, type Call, type Claim, type Job } from "../threads/pool.ts";
 
 /**
  * The kernel calls of a whole step (a layer, a decode step) for every thread, in phases: within
@@ -6,21 +6,33 @@ import { BARRIER, MAX_CALLS_PER_THREAD, type Call, type Job } from "../threads/p
  * of the next begins (a barrier). rt.runProgram runs it as one hand-off to the worker pool (a few,
  * when the lists are longer than a hand-off holds), or on one thread in order. Each thread has
  * its own kernel scratch per purpose, reused by its calls in turn, so a long program takes no
- * more scratch than one call of each kind.
+ * more scratch than one call of each kind. Jobs may share a range (a Claim) that their threads
+ * take chunk by chunk as they run, so that threads reach each barrier together.
  */
 export class Program {
   /** lists[t]: thread t's calls and barriers. */
   readonly lists: Call[][];
   private phaseHasCalls = false;
   private readonly scratch = new Map<number, { ptr: number; bytes: number }>();
+  /** The counter of each claim the program's jobs hold. */
+  readonly claims = new Map<Claim, number>();
 
   /** @internal: made by rt.runProgram. */
   constructor(readonly threads: number, private readonly allocScratch: (bytes: number) => number) {
     this.lists = Array.from({ length: threads }, () => []);
   }
 
-  /** Adds a call to thread t's part of the current phase. */
+  /**
+   * Adds a call to thread t's part of the current phase. A job with a claim gets the claim's
+   * counter; past MAX_CLAIMS in one program it gets instead part t of the claim's range, cut
+   * statically (same outputs, no balancing).
+   */
   add(thread: number, job: Job): void {
+    const claim = job.claim;
+    if (claim && !this.claims.has(claim)) {
+      if (this.claims.size < MAX_CLAIMS) this.claims.set(claim, this.claims.size);
+      else job = staticPart(job, claim, thread);
+    }
     this.lists[thread % this.threads]!.push(job);
     this.phaseHasCalls = true;
   }
@@ -87,4 +99,13 @@ export class Program {
     }
     return rounds;
   }
+}
+
+/** Part t of parts of a claimed job's range, in whole chunks. */
+function staticPart(job: Job, claim: Claim, t: number): Job {
+  const chunks = Math.ceil((claim.to - claim.from) / claim.chunk), parts = claim.parts;
+  const at = (i: number) => Math.min(claim.to, claim.from + claim.chunk * Math.floor((i * chunks) / parts));
+  const args = job.args.slice();
+  args[claim.arg] = at(t); args[claim.arg + 1] = at(t + 1);
+  return { kernel: job.kernel, args };
 }

@@ -7,10 +7,10 @@ import { isQuantDtype, quantRowBytes, type QuantDtype } from "../formats/quant.t
 import { attentionArrays, attentionShape, type AttentionArgs, type AttentionShape } from "../ops/attention.ts";
 import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts";
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
-import { BARRIER, ThreadPool, type Call, type Job } from "../threads/pool.ts";
+import { BARRIER, ThreadPool, type Call, type Claim, type Job } from "../threads/pool.ts";
 import { Program } from "./program.ts";
-import { attentionSplits, columnSplits, type AttentionRange } from "../threads/splits.ts";
-import { KERNELS, kernelExportsOf, LINEAR_KERNELS, structBytes, writeStruct, type KernelExports } from "./kernel-exports.ts";
+import { attentionSplits, columnChunk, columnSplits, type AttentionRange } from "../threads/splits.ts";
+import { CODES, KERNELS, kernelExportsOf, LINEAR_KERNELS, structBytes, writeStruct, type KernelExports } from "./kernel-exports.ts";
 import { importNodeBuiltin } from "./node-builtins.ts";
 import { compileKernels, type KernelBuild, type WasmSource } from "./wasm-source.ts";
 
@@ -249,11 +249,11 @@ export class Runtime {
   }
 
   /**
-   * A linear layer's calls in a program, one column range per thread (in a program a split costs
-   * no extra hand-off), each thread's quantized activations in its own scratch.
+   * A linear layer's calls in a program: the threads share its columns (in a program a split
+   * costs no extra hand-off); on quantized weights each quantizes x in its own scratch.
    */
   linearCalls(p: Program, args: ResidentLinearArgs): void {
-    p.addPerThread(this.linearThreadJobs(args, p.threads, (t, bytes) => p.threadScratch(t, "linear", bytes)));
+    p.addPerThread(this.linearThreadJobs(args, p.threads, undefined, (t, bytes) => p.threadScratch(t, "linear", bytes)));
   }
 
   /**
@@ -262,9 +262,9 @@ export class Runtime {
    * programs).
    * @internal
    */
-  linearThreadJobs(args: ResidentLinearArgs, threads: number, scratchFor: (t: number, bytes: number) => number): Job[] {
+  linearThreadJobs(args: ResidentLinearArgs, threads: number, quantizedX: number | undefined, scratchFor: (t: number, bytes: number) => number): Job[] {
     const { shape, x, weight, bias, out } = this.checkLinearInto(args);
-    return this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype, threads, args.accumulate ?? false, scratchFor);
+    return this.linearJobs(shape, x.ptr, weight.ptr, bias?.ptr ?? 0, out.ptr, weight.dtype, threads, args.accumulate ?? false, scratchFor, quantizedX);
   }
 
   /**
@@ -289,10 +289,11 @@ export class Runtime {
     this.checkIdle();
     this.asyncInFlight = true;
     try {
-      const c = prepare();
-      for (const round of this.programOf(c).rounds()) {
-        if (callerOnly(round)) this.runOnCaller(round[0]!);
-        else await this.pool.runAsync(round);
+      const c = prepare(), p = this.programOf(c), pool = this.pool;
+      pool.resetClaims(p.claims.size);
+      for (const round of p.rounds()) {
+        if (callerOnly(round)) pool.runOnCaller(round[0]!, p.claims);
+        else await pool.runAsync(round, p.claims);
       }
       return c.finish();
     } finally {
@@ -426,14 +427,39 @@ export class Runtime {
   /** Below ~1 MFLOP (of the call, all its ops together) a thread hand-off costs more than it saves. */
   private threadsFor(macs: number): number { return macs < 1 << 19 ? 1 : this.threads; }
 
-  /** Job t computes column range t; `scratchFor(t, bytes)` gives job t's scratch (default: its own). */
+  /**
+   * Job t for thread t; `scratchFor(t, bytes)` gives job t's scratch (default: its own).
+   * `quantizedX`: x already quantized there (quantized weights; see quantizeJobs). On several
+   * threads the jobs share the output columns as a claim, chunk by chunk, except for quantized
+   * weights whose calls quantize x themselves (each chunk would quantize it again): those take
+   * fixed column ranges.
+   */
   private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number, dtype: BufferDtype = "f32", threads = this.threadsFor(s.rows * s.outFeatures * s.inFeatures),
-    accumulate = false, scratchFor = (_t: number, bytes: number) => this.scratch.alloc(bytes)): Job[] {
+    accumulate = false, scratchFor = (_t: number, bytes: number) => this.scratch.alloc(bytes), quantizedX?: number): Job[] {
     const kernel = LINEAR_KERNELS[dtype], sizer = (KERNELS[kernel] as { scratchBytes?: "linear_panel_scratch_bytes" | "linear_quant_scratch_bytes" }).scratchBytes;
+    if (quantizedX !== undefined && sizer !== "linear_quant_scratch_bytes") throw new RangeError(`linear: quantized activations are for quantized weights, not ${dtype}`);
     // Each job its own scratch: quantized activations, or a widened weight panel.
-    const bytes = sizer ? this.kernels[sizer](s.rows, s.inFeatures) : 0;
-    return columnSplits(s.outFeatures, threads).map(([n0, n1], t) => ({
-      kernel, args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1, accumulate ? 1 : 0, bytes > 0 ? scratchFor(t, bytes) : 0],
+    const bytes = sizer && quantizedX === undefined ? this.kernels[sizer](s.rows, s.inFeatures) : 0;
+    const flags = (accumulate ? CODES.LINEAR_ACCUMULATE : 0) | (quantizedX !== undefined ? CODES.LINEAR_X_QUANTIZED : 0);
+    const job = (t: number, n0: number, n1: number, claim?: Claim): Job => ({
+      kernel, args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1, flags, quantizedX ?? (bytes > 0 ? scratchFor(t, bytes) : 0)], ...(claim ? { claim } : {}),
+    });
+    if (threads > 1 && !(sizer === "linear_quant_scratch_bytes" && quantizedX === undefined)) {
+      const claim: Claim = { arg: 7, from: 0, to: s.outFeatures, chunk: columnChunk(s.rows, s.outFeatures, threads), parts: threads };
+      return Array.from({ length: threads }, (_, t) => job(t, 0, s.outFeatures, claim));
+    }
+    return columnSplits(s.outFeatures, threads).map(([n0, n1], t) => job(t, n0, n1));
+  }
+
+  /**
+   * Jobs that quantize x [rows, inFeatures] into `qa` (linear_quant_scratch_bytes(rows, K) bytes)
+   * for linear calls on quantized weights, its 32-blocks split over up to `threads` threads.
+   * @internal
+   */
+  quantizeJobs(x: number, rows: number, inFeatures: number, qa: number, threads: number): Job[] {
+    const blocks = rows * Math.ceil(inFeatures / 32), parts = Math.max(1, Math.min(threads, Math.floor(blocks / 8)));
+    return Array.from({ length: parts }, (_, t) => ({
+      kernel: "quantize_activations" as const, args: [x, rows, inFeatures, qa, Math.floor((t * blocks) / parts), Math.floor(((t + 1) * blocks) / parts)],
     }));
   }
 
@@ -454,14 +480,22 @@ export class Runtime {
 
   /** Runs a program's rounds: one hand-off each, or on the caller alone where only it has calls (no workers woken). */
   private runRounds(p: Program): void {
-    for (const round of p.rounds()) {
-      if (!this.pool || callerOnly(round)) this.runOnCaller(round[0]!);
-      else this.pool.run(round);
+    const pool = this.pool;
+    if (!pool) {
+      // One thread: a claimed job's args hold its whole range; each claim runs once.
+      const ran = new Set<Claim>();
+      for (const c of p.lists[0]!) {
+        if (c === BARRIER || (c.claim && ran.has(c.claim))) continue;
+        if (c.claim) ran.add(c.claim);
+        this.runJob(c);
+      }
+      return;
     }
-  }
-
-  private runOnCaller(list: Call[]): void {
-    for (const c of list) if (c !== BARRIER) this.runJob(c);
+    pool.resetClaims(p.claims.size);
+    for (const round of p.rounds()) {
+      if (callerOnly(round)) pool.runOnCaller(round[0]!, p.claims);
+      else pool.run(round, p.claims);
+    }
   }
 
   /** Runs one job on the calling thread. @internal */

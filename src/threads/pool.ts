@@ -5,12 +5,23 @@ import { importNodeBuiltin } from "../runtime/node-builtins.ts";
 // kernel calls with their own ranges (several ops, or several sequences, in one hand-off), and
 // completion is counted with Atomics. A list may hold barriers: every thread reaches its n-th
 // barrier before any goes past it, so a whole layer (or decode step) of dependent ops is one
-// hand-off, the threads spinning briefly between ops instead of sleeping and being woken.
+// hand-off, the threads spinning briefly between ops instead of sleeping and being woken. Jobs
+// may share a range (a Claim) that their threads take in chunks from an atomic counter, so a
+// phase's work goes to whichever thread is free.
 // Kernels are pure functions of pointers and ranges, so the threads need no other shared state.
 
 import { JOB_KERNELS, type JobKernel } from "../runtime/kernel-exports.ts";
 
-export interface Job { kernel: JobKernel; args: number[] }
+/**
+ * A range the threads holding a job share out as they run: each takes the next `chunk` of
+ * [from, to) (written into args[arg] and args[arg + 1]) until none is left, so a thread slowed
+ * by anything (another process on its core, a slower core) takes fewer chunks and the threads
+ * reach the phase's barrier together. `parts`: how many threads' jobs share it (the fallback
+ * splits it statically into that many). Only for kernels whose outputs do not depend on how
+ * the range is cut (the linear layers' columns), so answers never depend on the timing.
+ */
+export interface Claim { readonly arg: number; readonly from: number; readonly to: number; readonly chunk: number; readonly parts: number }
+export interface Job { kernel: JobKernel; args: number[]; claim?: Claim }
 /** A point in every thread's list that all threads reach before any goes on. */
 export const BARRIER = "barrier";
 /** One entry of a thread's list: a kernel call or a barrier. */
@@ -19,7 +30,11 @@ export type Call = Job | typeof BARRIER;
 const MAX_ARGS = 24;
 /** Calls (kernels and barriers) one thread takes per hand-off. */
 export const MAX_CALLS_PER_THREAD = 1024;
-const CALL = MAX_ARGS + 1; // id (-1: barrier), args
+/** Claims (shared ranges) one program can use; each has a counter. */
+export const MAX_CLAIMS = 4096;
+// A call: id (-1: barrier), claim counter (-1: none), the claimed argument, from, to, chunk; args.
+const HEADER = 6;
+const CALL = HEADER + MAX_ARGS;
 const SLOT = 1 + MAX_CALLS_PER_THREAD * CALL; // count, calls
 const GEN = 0, DONE = 1, ERROR = 2, STOP = -1; // control words; 3 and 4 are the barrier's (barrierWait)
 const CONTROL_INTS = 8;
@@ -50,8 +65,9 @@ function barrierWait(ctl: Int32Array, size: number, canSleep: boolean): void {
 // Module, the memory and the control buffers (worker_threads: workerData; Web Workers: the
 // first message). Kept as strings so the pool needs no separate file to locate.
 const WORKER_LOOP = `
-function serve({ module: wasmModule, memory, control, jobs, message, index, size }, ready) {
+function serve({ module: wasmModule, memory, control, claimCounters, jobs, message, index, size }, ready) {
   const ctl = new Int32Array(control);
+  const counters = new Int32Array(claimCounters);
   const slots = new Float64Array(jobs);
   const text = new Uint8Array(message);
   const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
@@ -73,7 +89,13 @@ function serve({ module: wasmModule, memory, control, jobs, message, index, size
       if (slots[at] < 0) { barrierWait(ctl, size, true); continue; }
       if (failed) continue;
       try {
-        call(kernels[slots[at]], slots, at + 1);
+        const f = kernels[slots[at]], claim = slots[at + 1];
+        if (claim < 0) { call(f, slots, at + ${HEADER}); continue; }
+        const arg = at + ${HEADER} + slots[at + 2], from = slots[at + 3], to = slots[at + 4], chunk = slots[at + 5];
+        for (let b = from + Atomics.add(counters, claim, 1) * chunk; b < to; b = from + Atomics.add(counters, claim, 1) * chunk) {
+          slots[arg] = b; slots[arg + 1] = Math.min(b + chunk, to);
+          call(f, slots, at + ${HEADER});
+        }
       } catch (e) {
         failed = true;
         if (Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
@@ -102,6 +124,7 @@ interface PoolWorker { terminate(): unknown }
 
 export class ThreadPool {
   private readonly ctl: Int32Array;
+  private readonly counters: Int32Array;
   private readonly slots: Float64Array;
   private readonly text: Uint8Array;
   private disposed = false;
@@ -110,12 +133,13 @@ export class ThreadPool {
     /** Threads including the caller. */
     readonly size: number,
     private readonly workers: PoolWorker[],
-    control: SharedArrayBuffer, jobs: SharedArrayBuffer, message: SharedArrayBuffer,
+    control: SharedArrayBuffer, claimCounters: SharedArrayBuffer, jobs: SharedArrayBuffer, message: SharedArrayBuffer,
     private readonly run0: (job: Job) => void,
     /** False on a browser's main thread, where Atomics.wait is not allowed. */
     private readonly canBlock: boolean,
   ) {
     this.ctl = new Int32Array(control);
+    this.counters = new Int32Array(claimCounters);
     this.slots = new Float64Array(jobs);
     this.text = new Uint8Array(message);
   }
@@ -125,12 +149,12 @@ export class ThreadPool {
    * cross-origin-isolated page, where SharedArrayBuffer exists).
    */
   static async start(size: number, module: WebAssembly.Module, memory: WebAssembly.Memory, run0: (job: Job) => void): Promise<ThreadPool> {
-    const control = new SharedArrayBuffer(4 * CONTROL_INTS), jobs = new SharedArrayBuffer(size * SLOT * 8), message = new SharedArrayBuffer(MESSAGE_BYTES);
+    const control = new SharedArrayBuffer(4 * CONTROL_INTS), claimCounters = new SharedArrayBuffer(4 * MAX_CLAIMS), jobs = new SharedArrayBuffer(size * SLOT * 8), message = new SharedArrayBuffer(MESSAGE_BYTES);
     const onNode = Boolean((globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node);
     const workers: PoolWorker[] = [];
     try {
       for (let index = 1; index < size; index++) {
-        const data = { module, memory, control, jobs, message, index, size };
+        const data = { module, memory, control, claimCounters, jobs, message, index, size };
         workers.push(onNode ? await startNodeWorker(data) : await startWebWorker(data));
       }
     } catch (e) {
@@ -139,19 +163,26 @@ export class ThreadPool {
     }
     const g = globalThis as { window?: unknown; document?: unknown };
     const canBlock = onNode || !(g.window !== undefined && g.document !== undefined);
-    return new ThreadPool(size, workers, control, jobs, message, run0, canBlock);
+    return new ThreadPool(size, workers, control, claimCounters, jobs, message, run0, canBlock);
+  }
+
+  /** Sets the first `count` claim counters to zero: claims of a program start from their first chunk. */
+  resetClaims(count: number): void {
+    if (count > MAX_CLAIMS) throw new RangeError(`threads: at most ${MAX_CLAIMS} claims per program, got ${count}`);
+    this.counters.fill(0, 0, count);
   }
 
   /**
    * Runs the calls of lists[t] on thread t, in order (thread 0 is the caller), and waits,
-   * blocking, for all of them. Every list holds the same number of barriers.
+   * blocking, for all of them. Every list holds the same number of barriers. `claims`: the
+   * counter of each claim the jobs hold (see Claim; counters are reset by resetClaims).
    */
-  run(jobs: Call[][]): void {
+  run(jobs: Call[][], claims: ReadonlyMap<Claim, number>): void {
     if (!this.canBlock) {
       throw new Error("threads: a browser's main thread cannot block: use the async calls (attentionAsync, linearAsync, ...) or run gqa-wasm in a Web Worker");
     }
-    this.post(jobs);
-    const error = this.runOwn(jobs[0] ?? []);
+    this.post(jobs, claims);
+    const error = this.runOwn(jobs[0] ?? [], claims);
     for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
       Atomics.wait(this.ctl, DONE, done);
     }
@@ -159,9 +190,9 @@ export class ThreadPool {
   }
 
   /** As run(), but the caller awaits the workers instead of blocking (browsers' main thread). */
-  async runAsync(jobs: Call[][]): Promise<void> {
-    this.post(jobs);
-    const error = this.runOwn(jobs[0] ?? []);
+  async runAsync(jobs: Call[][], claims: ReadonlyMap<Claim, number>): Promise<void> {
+    this.post(jobs, claims);
+    const error = this.runOwn(jobs[0] ?? [], claims);
     for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
       const w = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } }).waitAsync(this.ctl, DONE, done);
       if (w.async) await w.value;
@@ -178,18 +209,35 @@ export class ThreadPool {
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 
+  /**
+   * Runs a list on the caller alone (the workers asleep): a round where only thread 0 has calls.
+   * Its claims still go through their counters (another round may hold part of one).
+   */
+  runOnCaller(list: Call[], claims: ReadonlyMap<Claim, number>): void {
+    const error = this.runOwn(list, claims, false);
+    if (error) throw error;
+  }
+
   /** The caller's own list (thread 0): its kernels, and its part in every barrier; the first error, if any. */
-  private runOwn(list: Call[]): unknown {
+  private runOwn(list: Call[], claims: ReadonlyMap<Claim, number>, barriers = true): unknown {
     let error: unknown;
     for (const call of list) {
-      if (call === BARRIER) { barrierWait(this.ctl, this.size, this.canBlock); continue; }
+      if (call === BARRIER) { if (barriers) barrierWait(this.ctl, this.size, this.canBlock); continue; }
       if (error !== undefined) continue;
-      try { this.run0(call); } catch (e) { error = e ?? new Error("kernel failed"); }
+      try {
+        const claim = call.claim;
+        if (!claim) { this.run0(call); continue; }
+        const counter = claimCounter(claims, claim), args = call.args.slice(), job = { kernel: call.kernel, args };
+        for (let b = claim.from + Atomics.add(this.counters, counter, 1) * claim.chunk; b < claim.to; b = claim.from + Atomics.add(this.counters, counter, 1) * claim.chunk) {
+          args[claim.arg] = b; args[claim.arg + 1] = Math.min(b + claim.chunk, claim.to);
+          this.run0(job);
+        }
+      } catch (e) { error = e ?? new Error("kernel failed"); }
     }
     return error;
   }
 
-  private post(jobs: Call[][]): void {
+  private post(jobs: Call[][], claims: ReadonlyMap<Claim, number>): void {
     if (this.disposed) throw new Error("threads: the runtime was disposed");
     const barriers = (list: Call[]) => list.reduce((n, c) => n + (c === BARRIER ? 1 : 0), 0);
     const expected = barriers(jobs[0] ?? []);
@@ -206,7 +254,12 @@ export class ThreadPool {
         const at = base + 1 + c * CALL;
         if (job === BARRIER) { this.slots[at] = -1; return; }
         this.slots[at] = JOB_IDS.get(job.kernel)!;
-        this.slots.set(job.args, at + 1);
+        const claim = job.claim;
+        if (claim) {
+          this.slots[at + 1] = claimCounter(claims, claim);
+          this.slots[at + 2] = claim.arg; this.slots[at + 3] = claim.from; this.slots[at + 4] = claim.to; this.slots[at + 5] = claim.chunk;
+        } else this.slots[at + 1] = -1;
+        this.slots.set(job.args, at + HEADER);
       });
     }
     Atomics.store(this.ctl, DONE, 0);
@@ -227,7 +280,13 @@ export class ThreadPool {
   }
 }
 
-type WorkerData = { module: WebAssembly.Module; memory: WebAssembly.Memory; control: SharedArrayBuffer; jobs: SharedArrayBuffer; message: SharedArrayBuffer; index: number; size: number };
+function claimCounter(claims: ReadonlyMap<Claim, number>, claim: Claim): number {
+  const counter = claims.get(claim);
+  if (counter === undefined) throw new Error("threads: a job's claim has no counter (jobs with claims go through a Program)");
+  return counter;
+}
+
+type WorkerData = { module: WebAssembly.Module; memory: WebAssembly.Memory; control: SharedArrayBuffer; claimCounters: SharedArrayBuffer; jobs: SharedArrayBuffer; message: SharedArrayBuffer; index: number; size: number };
 
 async function startNodeWorker(data: WorkerData): Promise<PoolWorker> {
   const { Worker } = await importNodeBuiltin<typeof import("node:worker_threads")>("worker_threads");
