@@ -198,7 +198,7 @@ describe("threads: a worker pool on one shared memory", function () {
     const results = runtimes.map((rt) => {
       const x = rt.upload(x0), h = rt.alloc(rows * dim), y = rt.alloc(rows * hidden), W1 = rt.upload(w1), W2 = rt.upload(w2), G = rt.upload(g);
       let hands = 0;
-      const pool = (rt as unknown as { pool?: { run(...a: unknown[]): void } }).pool;
+      const pool = rt.threads > 1 ? (rt as unknown as { pool: { run(...a: unknown[]): void } }).pool : undefined;
       const run = pool?.run.bind(pool);
       if (pool) pool.run = (...a) => { hands++; run!(...a); };
       rt.runProgram((p) => {

@@ -72,8 +72,9 @@ export class Runtime {
   readonly scratch: ScratchArena;
   /** The raw kernels (pointers and sizes). */
   readonly kernels: KernelExports;
-  /** Set by createRuntime when threads > 1. */
-  private pool?: ThreadPool;
+  /** The threads programs run on: the caller alone, or with workers (createRuntime, threads > 1). */
+  private pool: ThreadPool;
+  private readonly exports: Record<string, unknown>;
   /** Which thread count was chosen, and why. */
   threadInfo = "1 thread (the default)";
 
@@ -92,23 +93,29 @@ export class Runtime {
       throw new TypeError(`createRuntime: the kernels do not link against a ${shared ? "shared" : "non-shared"} memory (${(e as Error).message}); ${shared ? "threads need a -threads build" : "pass a build without threads"}`);
     }
     this.kernels = kernelExportsOf(instance);
+    this.exports = instance.exports;
+    this.pool = ThreadPool.caller(this.exports);
     this.build = (this.kernels.kernel_features() & 1) !== 0 ? "relaxed" : "simd";
     this.persistent = new PersistentArena(this.memory, this.kernels.heap_base());
     this.scratch = new ScratchArena(this.persistent);
   }
 
-  /** Threads the kernels run on (1 without a pool). */
-  get threads(): number { return this.pool?.size ?? 1; }
+  /** Threads the kernels run on. */
+  get threads(): number { return this.pool.size; }
 
   /** @internal */
   attachPool(pool: ThreadPool, info: string): void { this.pool = pool; this.threadInfo = info; }
 
+  /** @internal: this instance's exports, which thread 0 calls. */
+  get instanceExports(): Record<string, unknown> { return this.exports; }
+
   /** Ends the worker threads, if any (the runtime stays usable on one thread). */
   async dispose(): Promise<void> {
     const pool = this.pool;
-    this.pool = undefined;
+    if (pool.size === 1) return;
+    this.pool = ThreadPool.caller(this.exports);
     this.threadInfo = "1 thread (disposed pool)";
-    await pool?.dispose();
+    await pool.dispose();
   }
 
   /**
@@ -285,7 +292,7 @@ export class Runtime {
 
   /** As call(), awaiting the worker threads. */
   private async callAsync<T>(prepare: () => PreparedCall<T>): Promise<T> {
-    if (!this.pool) return this.call(prepare);
+    if (this.pool.size === 1) return this.call(prepare);
     this.checkIdle();
     this.asyncInFlight = true;
     try {
@@ -481,29 +488,12 @@ export class Runtime {
   /** Runs a program's rounds: one hand-off each, or on the caller alone where only it has calls (no workers woken). */
   private runRounds(p: Program): void {
     const pool = this.pool;
-    if (!pool) {
-      // One thread: a claimed job's args hold its whole range; each claim runs once.
-      const ran = new Set<Claim>();
-      for (const c of p.lists[0]!) {
-        if (c === BARRIER || (c.claim && ran.has(c.claim))) continue;
-        if (c.claim) ran.add(c.claim);
-        this.runJob(c);
-      }
-      return;
-    }
     pool.resetClaims(p.claims.size);
     for (const round of p.rounds()) {
       if (callerOnly(round)) pool.runOnCaller(round[0]!, p.claims);
       else pool.run(round, p.claims);
     }
   }
-
-  /** Runs one job on the calling thread. @internal */
-  runJob(job: Job): void {
-    (this.kernels[job.kernel] as (...a: number[]) => void)(...job.args);
-  }
-
-
 }
 
 /** Whether only thread 0 has kernel calls in a round (the others hold barriers at most). */
@@ -549,7 +539,7 @@ export async function createRuntime(options?: RuntimeOptions | WasmSource): Prom
     rt.threadInfo = "1 thread: the given kernels are not a -threads build";
     return rt;
   }
-  rt.attachPool(await ThreadPool.start(threads, module, rt.memory.memory, (job) => rt.runJob(job)), info);
+  rt.attachPool(await ThreadPool.start(threads, module, rt.memory.memory, rt.instanceExports), info);
   return rt;
 }
 

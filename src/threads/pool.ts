@@ -61,6 +61,42 @@ function barrierWait(ctl: Int32Array, size: number, canSleep: boolean): void {
   }
 }
 
+/** Calls f with the MAX_ARGS argument words at s[a]... (a Wasm export ignores those past its parameters): no array per call. Self-contained. */
+function callWords(f: KernelFn, s: Float64Array, a: number): void {
+  f(s[a]!, s[a + 1]!, s[a + 2]!, s[a + 3]!, s[a + 4]!, s[a + 5]!, s[a + 6]!, s[a + 7]!, s[a + 8]!, s[a + 9]!, s[a + 10]!, s[a + 11]!,
+    s[a + 12]!, s[a + 13]!, s[a + 14]!, s[a + 15]!, s[a + 16]!, s[a + 17]!, s[a + 18]!, s[a + 19]!, s[a + 20]!, s[a + 21]!, s[a + 22]!, s[a + 23]!);
+}
+
+/**
+ * Runs one thread's list from the slots at `base` (count, then calls of `call` words: id, claim
+ * counter, the claimed argument, from, to, chunk, then the arguments from `header`): kernels in
+ * order, barriers met (unless `barriers` is false: a list run on the caller alone), claimed
+ * ranges taken chunk by chunk from their counters. After a kernel fails the thread skips its
+ * kernels but still meets every barrier, so nobody waits forever; the first error is returned.
+ * The caller and every worker run this same function (the workers its source text).
+ */
+function runList(kernels: readonly KernelFn[], slots: Float64Array, base: number, counters: Int32Array, ctl: Int32Array, size: number,
+  canSleep: boolean, barriers: boolean, header: number, call: number): unknown {
+  let error: unknown;
+  for (let c = 0, at = base + 1, n = slots[base]!; c < n; c++, at += call) {
+    const id = slots[at]!;
+    if (id < 0) { if (barriers) barrierWait(ctl, size, canSleep); continue; }
+    if (error !== undefined) continue;
+    try {
+      const f = kernels[id]!, claim = slots[at + 1]!;
+      if (claim < 0) { callWords(f, slots, at + header); continue; }
+      const arg = at + header + slots[at + 2]!, from = slots[at + 3]!, to = slots[at + 4]!, chunk = slots[at + 5]!;
+      for (let b = from + Atomics.add(counters, claim, 1) * chunk; b < to; b = from + Atomics.add(counters, claim, 1) * chunk) {
+        slots[arg] = b; slots[arg + 1] = Math.min(b + chunk, to);
+        callWords(f, slots, at + header);
+      }
+    } catch (e) {
+      error = e ?? new Error("kernel failed");
+    }
+  }
+  return error;
+}
+
 // The worker's program: one loop for both kinds of worker, after a prologue that receives the
 // Module, the memory and the control buffers (worker_threads: workerData; Web Workers: the
 // first message). Kept as strings so the pool needs no separate file to locate.
@@ -73,36 +109,18 @@ function serve({ module: wasmModule, memory, control, claimCounters, jobs, messa
   const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
   const kernels = ${JSON.stringify(JOB_KERNELS)}.map((n) => n && instance.exports[n]);
   ${barrierWait.toString()}
-  // Every call passes all ${MAX_ARGS} argument words (a Wasm export ignores those past its
-  // parameters): no array is made per call.
-  const call = (f, s, a) => f(${Array.from({ length: MAX_ARGS }, (_, i) => `s[a + ${i}]`).join(", ")});
+  ${callWords.toString()}
+  ${runList.toString()}
   ready();
   let gen = 0;
   for (;;) {
     Atomics.wait(ctl, ${GEN}, gen);
     gen = Atomics.load(ctl, ${GEN});
     if (gen === ${STOP}) break;
-    const base = index * ${SLOT};
-    // After a failure the thread skips its kernels but still meets every barrier.
-    let failed = false;
-    for (let c = 0, at = base + 1; c < slots[base]; c++, at += ${CALL}) {
-      if (slots[at] < 0) { barrierWait(ctl, size, true); continue; }
-      if (failed) continue;
-      try {
-        const f = kernels[slots[at]], claim = slots[at + 1];
-        if (claim < 0) { call(f, slots, at + ${HEADER}); continue; }
-        const arg = at + ${HEADER} + slots[at + 2], from = slots[at + 3], to = slots[at + 4], chunk = slots[at + 5];
-        for (let b = from + Atomics.add(counters, claim, 1) * chunk; b < to; b = from + Atomics.add(counters, claim, 1) * chunk) {
-          slots[arg] = b; slots[arg + 1] = Math.min(b + chunk, to);
-          call(f, slots, at + ${HEADER});
-        }
-      } catch (e) {
-        failed = true;
-        if (Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
-          const bytes = new TextEncoder().encode(String(e && e.message || e)).subarray(0, ${MESSAGE_BYTES});
-          text.fill(0); text.set(bytes);
-        }
-      }
+    const e = runList(kernels, slots, index * ${SLOT}, counters, ctl, size, true, true, ${HEADER}, ${CALL});
+    if (e !== undefined && Atomics.compareExchange(ctl, ${ERROR}, 0, index + 1) === 0) {
+      const bytes = new TextEncoder().encode(String(e && e.message || e)).subarray(0, ${MESSAGE_BYTES});
+      text.fill(0); text.set(bytes);
     }
     Atomics.add(ctl, ${DONE}, 1);
     Atomics.notify(ctl, ${DONE});
@@ -122,6 +140,13 @@ const JOB_IDS = new Map<string, number>(JOB_KERNELS.map((k, i) => [k, i]));
 /** What the pool needs of a worker, whichever kind. */
 interface PoolWorker { terminate(): unknown }
 
+/** Shared memory where there is some (a pool of one thread works on plain buffers too). */
+const sharedBuffer = (bytes: number) => (typeof SharedArrayBuffer === "function" ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
+
+/**
+ * The threads a runtime's kernel programs run on: the caller (thread 0) and size - 1 workers
+ * (none for one thread). Every thread runs its list the same way (runList).
+ */
 export class ThreadPool {
   private readonly ctl: Int32Array;
   private readonly counters: Int32Array;
@@ -133,8 +158,9 @@ export class ThreadPool {
     /** Threads including the caller. */
     readonly size: number,
     private readonly workers: PoolWorker[],
-    control: SharedArrayBuffer, claimCounters: SharedArrayBuffer, jobs: SharedArrayBuffer, message: SharedArrayBuffer,
-    private readonly run0: (job: Job) => void,
+    control: ArrayBufferLike, claimCounters: ArrayBufferLike, jobs: ArrayBufferLike, message: ArrayBufferLike,
+    /** The caller's kernels, by job id (JOB_KERNELS). */
+    private readonly kernels: readonly KernelFn[],
     /** False on a browser's main thread, where Atomics.wait is not allowed. */
     private readonly canBlock: boolean,
   ) {
@@ -144,11 +170,16 @@ export class ThreadPool {
     this.text = new Uint8Array(message);
   }
 
+  /** The caller alone (one thread): programs run on it through the same list runner. */
+  static caller(exports: Record<string, unknown>): ThreadPool {
+    return new ThreadPool(1, [], sharedBuffer(4 * CONTROL_INTS), sharedBuffer(4 * MAX_CLAIMS), new ArrayBuffer(SLOT * 8), new ArrayBuffer(MESSAGE_BYTES), kernelsOf(exports), true);
+  }
+
   /**
    * Starts size - 1 workers: worker_threads on Node, Deno and Bun; Web Workers elsewhere (a
-   * cross-origin-isolated page, where SharedArrayBuffer exists).
+   * cross-origin-isolated page, where SharedArrayBuffer exists). `exports`: the caller's instance's.
    */
-  static async start(size: number, module: WebAssembly.Module, memory: WebAssembly.Memory, run0: (job: Job) => void): Promise<ThreadPool> {
+  static async start(size: number, module: WebAssembly.Module, memory: WebAssembly.Memory, exports: Record<string, unknown>): Promise<ThreadPool> {
     const control = new SharedArrayBuffer(4 * CONTROL_INTS), claimCounters = new SharedArrayBuffer(4 * MAX_CLAIMS), jobs = new SharedArrayBuffer(size * SLOT * 8), message = new SharedArrayBuffer(MESSAGE_BYTES);
     const onNode = Boolean((globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node);
     const workers: PoolWorker[] = [];
@@ -163,7 +194,7 @@ export class ThreadPool {
     }
     const g = globalThis as { window?: unknown; document?: unknown };
     const canBlock = onNode || !(g.window !== undefined && g.document !== undefined);
-    return new ThreadPool(size, workers, control, claimCounters, jobs, message, run0, canBlock);
+    return new ThreadPool(size, workers, control, claimCounters, jobs, message, kernelsOf(exports), canBlock);
   }
 
   /** Sets the first `count` claim counters to zero: claims of a program start from their first chunk. */
@@ -178,11 +209,11 @@ export class ThreadPool {
    * counter of each claim the jobs hold (see Claim; counters are reset by resetClaims).
    */
   run(jobs: Call[][], claims: ReadonlyMap<Claim, number>): void {
-    if (!this.canBlock) {
+    if (!this.canBlock && this.size > 1) {
       throw new Error("threads: a browser's main thread cannot block: use the async calls (attentionAsync, linearAsync, ...) or run gqa-wasm in a Web Worker");
     }
     this.post(jobs, claims);
-    const error = this.runOwn(jobs[0] ?? [], claims);
+    const error = this.runOwn(true);
     for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
       Atomics.wait(this.ctl, DONE, done);
     }
@@ -192,7 +223,7 @@ export class ThreadPool {
   /** As run(), but the caller awaits the workers instead of blocking (browsers' main thread). */
   async runAsync(jobs: Call[][], claims: ReadonlyMap<Claim, number>): Promise<void> {
     this.post(jobs, claims);
-    const error = this.runOwn(jobs[0] ?? [], claims);
+    const error = this.runOwn(true);
     for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
       const w = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } }).waitAsync(this.ctl, DONE, done);
       if (w.async) await w.value;
@@ -200,68 +231,62 @@ export class ThreadPool {
     this.finish(error);
   }
 
-  /** Ends every worker. */
-  async dispose(): Promise<void> {
-    if (this.disposed) return;
-    this.disposed = true;
-    Atomics.store(this.ctl, GEN, STOP);
-    Atomics.notify(this.ctl, GEN);
-    await Promise.all(this.workers.map((w) => w.terminate()));
-  }
-
   /**
    * Runs a list on the caller alone (the workers asleep): a round where only thread 0 has calls.
    * Its claims still go through their counters (another round may hold part of one).
    */
   runOnCaller(list: Call[], claims: ReadonlyMap<Claim, number>): void {
-    const error = this.runOwn(list, claims, false);
+    if (this.disposed) throw new Error("threads: the runtime was disposed");
+    this.write(0, list, claims);
+    const error = this.runOwn(false);
     if (error) throw error;
   }
 
-  /** The caller's own list (thread 0): its kernels, and its part in every barrier; the first error, if any. */
-  private runOwn(list: Call[], claims: ReadonlyMap<Claim, number>, barriers = true): unknown {
-    let error: unknown;
-    for (const call of list) {
-      if (call === BARRIER) { if (barriers) barrierWait(this.ctl, this.size, this.canBlock); continue; }
-      if (error !== undefined) continue;
-      try {
-        const claim = call.claim;
-        if (!claim) { this.run0(call); continue; }
-        const counter = claimCounter(claims, claim), args = call.args.slice(), job = { kernel: call.kernel, args };
-        for (let b = claim.from + Atomics.add(this.counters, counter, 1) * claim.chunk; b < claim.to; b = claim.from + Atomics.add(this.counters, counter, 1) * claim.chunk) {
-          args[claim.arg] = b; args[claim.arg + 1] = Math.min(b + claim.chunk, claim.to);
-          this.run0(job);
-        }
-      } catch (e) { error = e ?? new Error("kernel failed"); }
+  /** Ends every worker. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    Atomics.store(this.ctl, GEN, STOP);
+    if (this.workers.length > 0) Atomics.notify(this.ctl, GEN);
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  /** The caller's own list (thread 0, written at slot 0); the first error, if any. */
+  private runOwn(barriers: boolean): unknown {
+    return runList(this.kernels, this.slots, 0, this.counters, this.ctl, this.size, this.canBlock, barriers, HEADER, CALL);
+  }
+
+  /** Writes thread t's list into its slot. */
+  private write(t: number, list: Call[], claims: ReadonlyMap<Claim, number>): void {
+    if (list.length > MAX_CALLS_PER_THREAD) throw new RangeError(`threads: at most ${MAX_CALLS_PER_THREAD} calls per thread at once, got ${list.length}`);
+    const slots = this.slots, base = t * SLOT;
+    slots[base] = 0; // until the list is whole (a bad job below must not leave half a list to run)
+    for (let c = 0, at = base + 1; c < list.length; c++, at += CALL) {
+      const job = list[c]!;
+      if (job === BARRIER) { slots[at] = -1; continue; }
+      if (job.args.length > MAX_ARGS) throw new RangeError(`threads: ${job.kernel} takes at most ${MAX_ARGS} arguments`);
+      slots[at] = JOB_IDS.get(job.kernel)!;
+      const claim = job.claim;
+      if (claim) {
+        const counter = claims.get(claim);
+        if (counter === undefined) throw new Error("threads: a job's claim has no counter (jobs with claims go through a Program)");
+        slots[at + 1] = counter; slots[at + 2] = claim.arg; slots[at + 3] = claim.from; slots[at + 4] = claim.to; slots[at + 5] = claim.chunk;
+      } else slots[at + 1] = -1;
+      slots.set(job.args, at + HEADER);
     }
-    return error;
+    slots[base] = list.length;
   }
 
   private post(jobs: Call[][], claims: ReadonlyMap<Claim, number>): void {
     if (this.disposed) throw new Error("threads: the runtime was disposed");
     const barriers = (list: Call[]) => list.reduce((n, c) => n + (c === BARRIER ? 1 : 0), 0);
     const expected = barriers(jobs[0] ?? []);
-    for (let t = 0; t < this.size; t++) {
-      const list = jobs[t] ?? [];
-      if (list.length > MAX_CALLS_PER_THREAD) throw new RangeError(`threads: at most ${MAX_CALLS_PER_THREAD} calls per thread at once, got ${list.length}`);
-      if (barriers(list) !== expected) throw new RangeError(`threads: thread ${t} has ${barriers(list)} barriers, thread 0 ${expected}: every thread must meet every barrier`);
-      for (const job of list) if (job !== BARRIER && job.args.length > MAX_ARGS) throw new RangeError(`threads: ${job.kernel} takes at most ${MAX_ARGS} arguments`);
-    }
     for (let t = 1; t < this.size; t++) {
-      const list = jobs[t] ?? [], base = t * SLOT;
-      this.slots[base] = list.length;
-      list.forEach((job, c) => {
-        const at = base + 1 + c * CALL;
-        if (job === BARRIER) { this.slots[at] = -1; return; }
-        this.slots[at] = JOB_IDS.get(job.kernel)!;
-        const claim = job.claim;
-        if (claim) {
-          this.slots[at + 1] = claimCounter(claims, claim);
-          this.slots[at + 2] = claim.arg; this.slots[at + 3] = claim.from; this.slots[at + 4] = claim.to; this.slots[at + 5] = claim.chunk;
-        } else this.slots[at + 1] = -1;
-        this.slots.set(job.args, at + HEADER);
-      });
+      const list = jobs[t] ?? [];
+      if (barriers(list) !== expected) throw new RangeError(`threads: thread ${t} has ${barriers(list)} barriers, thread 0 ${expected}: every thread must meet every barrier`);
     }
+    for (let t = 0; t < this.size; t++) this.write(t, jobs[t] ?? [], claims);
+    if (this.size === 1) return;
     Atomics.store(this.ctl, DONE, 0);
     Atomics.store(this.ctl, ERROR, 0);
     const gen = Atomics.load(this.ctl, GEN);
@@ -280,10 +305,11 @@ export class ThreadPool {
   }
 }
 
-function claimCounter(claims: ReadonlyMap<Claim, number>, claim: Claim): number {
-  const counter = claims.get(claim);
-  if (counter === undefined) throw new Error("threads: a job's claim has no counter (jobs with claims go through a Program)");
-  return counter;
+type KernelFn = (...args: number[]) => unknown;
+
+/** An instance's kernels by job id (JOB_KERNELS; id 0 is none). */
+function kernelsOf(exports: Record<string, unknown>): KernelFn[] {
+  return JOB_KERNELS.map((n) => (n ? exports[n] as KernelFn : () => { throw new Error("threads: no kernel 0"); }));
 }
 
 type WorkerData = { module: WebAssembly.Module; memory: WebAssembly.Memory; control: SharedArrayBuffer; claimCounters: SharedArrayBuffer; jobs: SharedArrayBuffer; message: SharedArrayBuffer; index: number; size: number };
