@@ -1,6 +1,6 @@
 import { BF16, F16, load1, load4 } from "../simd";
 import { LINEAR_ACCUMULATE } from "../abi";
-import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
+import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x4, dotnt_4x1, dotnt_4x2, splitEvenOdd } from "./dot-nt";
 
 // Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or with `accumulate` y = (y + x · Wᵀ) (+ b) (a residual
 // add fused into the store), W stored [N, K] (PyTorch / Hugging Face layout) in
@@ -34,9 +34,9 @@ export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N:
   linear<F16>(x, w, bias, y, M, N, K, nBegin, nEnd, (flags & LINEAR_ACCUMULATE) != 0, scratch);
 }
 
-/** Bytes of scratch a call with 16-bit weights takes (an f32 weight panel; none for GEMV). */
+/** Bytes of scratch a call with 16-bit weights takes: an f32 weight panel (GEMM), or GEMV's x rows split for bf16 (splitEvenOdd). */
 export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
-  return M >= 4 ? NB * min(KC, K) * 4 : 0;
+  return M >= 4 ? NB * min(KC, K) * 4 : M * K * 4;
 }
 
 /** bf16 (u16 storage) takes the even/odd GEMV kernel; f16 is i16, f32 is f32. */
@@ -51,11 +51,11 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
  * their tiles do, so a split over threads gives the same bits.
  */
 // @ts-ignore: decorator
-@inline function gemvRows<W>(a0: usize, w: usize, ldw: usize, yRow: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
+@inline function gemvRows<W>(a0: usize, split: usize, w: usize, ldw: usize, yRow: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
   let n = n0;
   if (kLen < LONG_ROW) {
     for (; n < n1; n++) {
-      if (isBf16<W>()) dotnt_1x1_u32_bf16(a0, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), accumulate);
+      if (isBf16<W>()) dotnt_1x1_u32_bf16(a0, split, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), accumulate);
       else dotnt_1x1_u16<W>(a0, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), accumulate);
     }
     return;
@@ -106,6 +106,9 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
   const ldw = <usize>K * sizeof<W>();
   const ldy = <usize>N << 2;
   const kc = M >= 4 ? KC : K;
+  // bf16 GEMV with short rows: each x row split into even and odd elements once, for all weight rows.
+  const split = M < 4 && isBf16<W>() && K < LONG_ROW && scratch != 0;
+  if (split) for (let m = 0; m < M; m++) splitEvenOdd(x + <usize>m * ldx, K, scratch + <usize>m * ldx);
   for (let k0 = 0; k0 < K; k0 += kc) {
     const kLen = min(kc, K - k0);
     const accumulate = k0 > 0 || addToY;
@@ -114,7 +117,7 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
     for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
       const n1 = min(n0 + NB, nEnd);
       if (M < 4) {
-        for (let m = 0; m < M; m++) gemvRows<W>(x + <usize>m * ldx + kOff, w + wOff, ldw, y + <usize>m * ldy, n0, n1, kLen, accumulate);
+        for (let m = 0; m < M; m++) gemvRows<W>(x + <usize>m * ldx + kOff, split ? scratch + <usize>m * ldx : 0, w + wOff, ldw, y + <usize>m * ldy, n0, n1, kLen, accumulate);
         continue;
       }
       if (sizeof<W>() == 2) {
