@@ -7,7 +7,8 @@ import { importNodeBuiltin } from "../runtime/node-builtins.ts";
 // barrier before any goes past it, so a whole layer (or decode step) of dependent ops is one
 // hand-off, the threads spinning briefly between ops instead of sleeping and being woken. Jobs
 // may share a range (a Claim) that their threads take in chunks from an atomic counter, so a
-// phase's work goes to whichever thread is free.
+// phase's work goes to whichever thread is free. Every thread, the caller included, runs its list
+// from the same slots with the same function (runList); a runtime of one thread is a pool of one.
 // Kernels are pure functions of pointers and ranges, so the threads need no other shared state.
 
 import { JOB_KERNELS, type JobKernel } from "../runtime/kernel-exports.ts";
