@@ -42,8 +42,8 @@ export class TransformerModel {
   private readonly lmHead: WasmBuffer;
   private rope: { cos: WasmBuffer; sin: WasmBuffer; positions: number };
   private state?: RunState;
-  /** The linear layers' jobs of the last pass, by pass shape (see forwardRows). */
-  private linearPlan?: { key: string; state: RunState; jobs: Job[][] };
+  /** The shape-only jobs of the last pass, by pass shape (see forwardRows). */
+  private plan?: { key: string; state: RunState; jobs: (readonly [number, Job])[][] };
   private readonly owned: WasmBuffer[] = [];
 
   /**
@@ -162,6 +162,23 @@ export class TransformerModel {
           const parts = Math.max(1, Math.min(T, Math.floor(count / min)));
           return Array.from({ length: parts }, (_, t) => [Math.floor((t * count) / parts), Math.floor(((t + 1) * count) / parts)] as const);
         };
+        // Jobs that depend only on the pass's shape (rows, sequences, threads) and the RunState:
+        // the linear layers, RMSNorm, SwiGLU, activation quantization. A decode step reuses the
+        // last step's of the same shape, in the same order; JavaScript then builds little more
+        // than RoPE, K/V writes and attention per step.
+        const key = `${n}:${items.length}:${T}:${logitRows}`;
+        const cached = this.plan?.key === key && this.plan.state === state ? this.plan.jobs : undefined;
+        const plan: (readonly [number, Job])[][] = cached ?? [];
+        let next = 0;
+        /** Adds the jobs `make` gives ([thread, job] pairs), or the last step's at this point. */
+        const planned = (make: () => (readonly [number, Job])[]) => {
+          let jobs = cached?.[next];
+          if (!jobs) plan.push(jobs = make());
+          next++;
+          for (const [t, job] of jobs) p.add(t, job);
+        };
+        const on = (t: number, job: Job) => [t, job] as const;
+        const perThread = (jobs: Job[]) => jobs.map((job, t) => on(t, job));
         // Linear layers on quantized weights read their input quantized to 8 bits per 32-block
         // (as llama.cpp's vec_dot does): quantized once for all their calls and threads into
         // state.qa by the threads that made the input (after RMSNorm, after SwiGLU), or else in a
@@ -173,34 +190,27 @@ export class TransformerModel {
         /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized. */
         const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[]) => {
           const quantize = anyQuantized(next);
-          rowRanges(n).forEach(([r0, r1], t) => {
-            p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] });
-            if (quantize) p.add(t, { kernel: "quantize_activations", args: [s.h.ptr, n, hd, state.qa.ptr, r0 * nb(hd), r1 * nb(hd)] });
-          });
+          planned(() => rowRanges(n).flatMap(([r0, r1], t) => [
+            on(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] }),
+            ...(quantize ? [on(t, { kernel: "quantize_activations", args: [s.h.ptr, n, hd, state.qa.ptr, r0 * nb(hd), r1 * nb(hd)] })] : []),
+          ]));
           p.barrier();
           return quantize ? state.qa.ptr : undefined;
         };
         /** Quantizes x [rows, K] for `next` in a phase of its own when worth it. */
         const quantizeFor = (x: WasmBuffer, rows: number, K: number, next: WasmBuffer) => {
           if (!anyQuantized([next]) || rows < 4) return undefined;
-          p.addPerThread(rt.quantizeJobs(x.ptr, rows, K, state.qa.ptr, T));
+          planned(() => perThread(rt.quantizeJobs(x.ptr, rows, K, state.qa.ptr, T)));
           p.barrier();
           return state.qa.ptr;
         };
-        // The linear layers' jobs depend only on the pass's shape: a decode step reuses the last
-        // step's (JavaScript then builds little more than RoPE, K/V writes and attention per step).
-        const key = `${n}:${items.length}:${T}:${logitRows}`;
-        const cached = this.linearPlan?.key === key && this.linearPlan.state === state ? this.linearPlan.jobs : undefined;
-        const plan: Job[][] = cached ?? [];
-        let next = 0;
         const slot = state.linearScratchBytes;
         const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, qa: number | undefined, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) => {
           const quantizedX = isQuantDtype(weight.dtype) ? qa : undefined;
-          if (!cached) plan.push(rt.linearThreadJobs({ x, weight, out, inFeatures, outFeatures, ...extra }, T, quantizedX, (t, bytes) => {
+          planned(() => perThread(rt.linearThreadJobs({ x, weight, out, inFeatures, outFeatures, ...extra }, T, quantizedX, (t, bytes) => {
             if (bytes > slot) throw new RangeError(`forward: a linear call needs ${bytes} bytes of scratch; the RunState holds ${slot}`);
             return state.linearScratch.ptr + t * slot;
-          }));
-          p.addPerThread(plan[next++]!);
+          })));
         };
         this.layers.forEach((L, l) => {
           const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
@@ -236,11 +246,13 @@ export class TransformerModel {
           // SwiGLU in quads of elements, or in 32-blocks whose thread quantizes them for the down
           // projection (rows of ff are whole blocks).
           const total = n * ff, fuse = isQuantDtype(L.down.dtype) && ff % 32 === 0, unit = fuse ? 32 : 4;
-          rowRanges(Math.ceil(total / unit)).forEach(([a, b], t) => {
+          planned(() => rowRanges(Math.ceil(total / unit)).flatMap(([a, b], t) => {
             const off = a * unit * f32;
-            p.add(t, { kernel: "swiglu_f32", args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] });
-            if (fuse) p.add(t, { kernel: "quantize_activations", args: [s.gate.ptr, n, ff, state.qa.ptr, a, b] });
-          });
+            return [
+              on(t, { kernel: "swiglu_f32", args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] }),
+              ...(fuse ? [on(t, { kernel: "quantize_activations", args: [s.gate.ptr, n, ff, state.qa.ptr, a, b] })] : []),
+            ];
+          }));
           p.barrier();
           const gq = fuse ? state.qa.ptr : quantizeFor(s.gate, n, ff, L.down);
           linear(s.gate, L.down, s.x, ff, hd, gq, { accumulate: true });
@@ -255,7 +267,7 @@ export class TransformerModel {
         items.forEach((_, i) => p.add(i, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, firstRow[i]! + rowsOf(i) - 1, hd), this.finalNorm.ptr, rowPtr(s.last, i, hd), hd, eps, 0, 1] }));
         p.barrier();
         linear(s.last, this.lmHead, logits, hd, V, quantizeFor(s.last, items.length, hd, this.lmHead));
-        if (!cached) this.linearPlan = { key, state, jobs: plan };
+        if (!cached) this.plan = { key, state, jobs: plan };
         return () => logits.toFloat32Array();
       });
     } finally {
@@ -301,7 +313,7 @@ export class TransformerModel {
     if (!this.state) return;
     for (const b of Object.values(this.state)) if (b instanceof WasmBuffer) b.free();
     this.state = undefined;
-    this.linearPlan = undefined;
+    this.plan = undefined;
   }
 
   /** Frees every weight and the activations. */
