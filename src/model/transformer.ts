@@ -212,6 +212,9 @@ export class TransformerModel {
             return state.linearScratch.ptr + t * slot;
           })));
         };
+        // Every layer's attention reads q and writes attn at the same rows.
+        const attentionItems = items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D) }));
+        const attentionArgs = { numHeads: H, slidingWindow: c.slidingWindow };
         this.layers.forEach((L, l) => {
           const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
           const k = s.k.subarray(0, n * kvDim), v = s.v.subarray(0, n * kvDim);
@@ -234,7 +237,7 @@ export class TransformerModel {
             });
           });
           p.barrier();
-          cache.attentionCalls(p, items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D) })), l, { numHeads: H, slidingWindow: c.slidingWindow });
+          cache.attentionCalls(p, attentionItems, l, attentionArgs);
           p.barrier();
           const aq = quantizeFor(s.attn, n, H * D, L.o);
           linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true }); // the residual add, fused

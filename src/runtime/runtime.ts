@@ -407,13 +407,22 @@ export class Runtime {
   attentionJobs(s: AttentionShape, out: number, job: (range: AttentionRange, scratch: number, out: number, stats: number) => Job, threads = this.threads,
     scratchFor = (_t: number, bytes: number) => this.scratch.alloc(bytes)): { jobs: Job[]; after?: Job[] } {
     const { ranges, splitKv } = attentionSplits(s.seqQ, s.seqK, s.numKvHeads, s.causal, threads);
-    const bytes = this.kernels.attention_scratch_bytes(s.numHeads, s.numKvHeads);
+    const bytes = this.attentionScratchBytes(s.numHeads, s.numKvHeads);
     if (!splitKv) return { jobs: ranges.map((r, t) => job(r, scratchFor(t, bytes), out, 0)) };
     const rows = s.seqQ * s.numHeads, parts = ranges.length;
     const partials = this.scratch.alloc(parts * rows * s.headDim * 4);
     const stats = this.scratch.alloc(parts * rows * 8);
     const jobs = ranges.map((r, i) => job(r, scratchFor(i, bytes), partials + i * rows * s.headDim * 4, stats + i * rows * 8));
     return { jobs, after: [{ kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] }] };
+  }
+
+  private readonly attentionScratch = new Map<number, number>();
+  /** attention_scratch_bytes, asked once per head shape. */
+  private attentionScratchBytes(numHeads: number, numKvHeads: number): number {
+    const key = numHeads * 65536 + numKvHeads;
+    let bytes = this.attentionScratch.get(key);
+    if (bytes === undefined) this.attentionScratch.set(key, bytes = this.kernels.attention_scratch_bytes(numHeads, numKvHeads));
+    return bytes;
   }
 
   /**
