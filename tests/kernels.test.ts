@@ -78,7 +78,10 @@ for (const build of BUILDS) {
         try {
           rt.linearInto({ x, weight: w, out: y, inFeatures: K, outFeatures: N });
           parts.array.fill(NaN);
-          for (const [n0, n1] of [[0, 5], [5, 6], [6, 37]]) rt.kernels[`linear_${dtype}`](x.ptr, w.ptr, 0, parts.ptr, 1, N, K, n0!, n1!);
+          // Each call with the scratch its kernel asks for (bf16 GEMV splits x there).
+          const scratch = rt.alloc(Math.max(1, rt.kernels.linear_panel_scratch_bytes(1, K) / 4));
+          for (const [n0, n1] of [[0, 5], [5, 6], [6, 37]]) rt.kernels[`linear_${dtype}`](x.ptr, w.ptr, 0, parts.ptr, 1, N, K, n0!, n1!, 0, scratch.ptr);
+          scratch.free();
           assert.deepEqual(parts.toFloat32Array(), y.toFloat32Array(), `K ${K}, ${dtype}`);
         } finally { for (const t of [x, w, y, parts]) t.free(); }
       }

@@ -142,7 +142,7 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 
 // bf16 rows, eight weights per load: a u32 lane holds two bf16 (w[2i] low, w[2i+1] high), so
 // `lane << 16` is w[2i] as f32 and `lane & 0xFFFF0000` is w[2i+1]. Splitting the a row into its
-// even and odd elements (two shuffles, shared by the four b rows) replaces widening each weight:
+// even and odd elements (once per row, shared by all the b rows) replaces widening each weight:
 // per eight weights one load, a shift, an and and two FMAs. Decode streams these rows from
 // memory, so fewer instructions per byte is what lets it keep up with the bandwidth.
 
@@ -157,9 +157,10 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 
 /**
  * One f32 a row against one bf16 b row (alpha 1), 32 elements per step in four independent
- * even/odd accumulator pairs; `split`: the a row as splitEvenOdd leaves it (0: shuffle here). GEMV (decode) reads its weight rows one at a time, each a single
- * sequential stream that the prefetcher follows: four rows at once (short rows, as in a
- * 576-wide LM head) ran at 60% of the speed from memory.
+ * even/odd accumulator pairs, reading the a row as splitEvenOdd leaves it at `split` (the tail
+ * past the last whole group of 8 from a0). GEMV (decode) reads its weight rows one at a time,
+ * each a single sequential stream that the prefetcher follows: four rows at once (short rows,
+ * as in a 576-wide LM head) ran at 60% of the speed from memory.
  */
 // @ts-ignore: decorator
 @inline export function dotnt_1x1_u32_bf16(a0: usize, split: usize, b0: usize, n: i32, c: usize, accumulate: bool): void {
@@ -167,40 +168,20 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   let o0 = f32x4.splat(0), o1 = f32x4.splat(0), o2 = f32x4.splat(0), o3 = f32x4.splat(0);
   const body32 = <usize>(n & ~31), body8 = <usize>(n & ~7);
   let i: usize = 0;
-  if (split != 0) {
-    // The row already split (splitEvenOdd): the same values, loaded instead of shuffled.
-    for (; i < body32; i += 32) {
-      const a = split + (i << 2), b = b0 + (i << 1);
-      let w = v128.load(b);
-      e0 = fmadd(v128.load(a), lowBf16(w), e0); o0 = fmadd(v128.load(a, 16), highBf16(w), o0);
-      w = v128.load(b, 16);
-      e1 = fmadd(v128.load(a, 32), lowBf16(w), e1); o1 = fmadd(v128.load(a, 48), highBf16(w), o1);
-      w = v128.load(b, 32);
-      e2 = fmadd(v128.load(a, 64), lowBf16(w), e2); o2 = fmadd(v128.load(a, 80), highBf16(w), o2);
-      w = v128.load(b, 48);
-      e3 = fmadd(v128.load(a, 96), lowBf16(w), e3); o3 = fmadd(v128.load(a, 112), highBf16(w), o3);
-    }
-    for (; i < body8; i += 8) {
-      const w = v128.load(b0 + (i << 1));
-      e0 = fmadd(v128.load(split + (i << 2)), lowBf16(w), e0); o0 = fmadd(v128.load(split + (i << 2), 16), highBf16(w), o0);
-    }
-  }
   for (; i < body32; i += 32) {
-    const a = a0 + (i << 2), b = b0 + (i << 1);
-    let xa = v128.load(a), xb = v128.load(a, 16);
+    const a = split + (i << 2), b = b0 + (i << 1);
     let w = v128.load(b);
-    e0 = fmadd(evens(xa, xb), lowBf16(w), e0); o0 = fmadd(odds(xa, xb), highBf16(w), o0);
-    xa = v128.load(a, 32); xb = v128.load(a, 48); w = v128.load(b, 16);
-    e1 = fmadd(evens(xa, xb), lowBf16(w), e1); o1 = fmadd(odds(xa, xb), highBf16(w), o1);
-    xa = v128.load(a, 64); xb = v128.load(a, 80); w = v128.load(b, 32);
-    e2 = fmadd(evens(xa, xb), lowBf16(w), e2); o2 = fmadd(odds(xa, xb), highBf16(w), o2);
-    xa = v128.load(a, 96); xb = v128.load(a, 112); w = v128.load(b, 48);
-    e3 = fmadd(evens(xa, xb), lowBf16(w), e3); o3 = fmadd(odds(xa, xb), highBf16(w), o3);
+    e0 = fmadd(v128.load(a), lowBf16(w), e0); o0 = fmadd(v128.load(a, 16), highBf16(w), o0);
+    w = v128.load(b, 16);
+    e1 = fmadd(v128.load(a, 32), lowBf16(w), e1); o1 = fmadd(v128.load(a, 48), highBf16(w), o1);
+    w = v128.load(b, 32);
+    e2 = fmadd(v128.load(a, 64), lowBf16(w), e2); o2 = fmadd(v128.load(a, 80), highBf16(w), o2);
+    w = v128.load(b, 48);
+    e3 = fmadd(v128.load(a, 96), lowBf16(w), e3); o3 = fmadd(v128.load(a, 112), highBf16(w), o3);
   }
   for (; i < body8; i += 8) {
-    const xa = v128.load(a0 + (i << 2)), xb = v128.load(a0 + (i << 2), 16);
     const w = v128.load(b0 + (i << 1));
-    e0 = fmadd(evens(xa, xb), lowBf16(w), e0); o0 = fmadd(odds(xa, xb), highBf16(w), o0);
+    e0 = fmadd(v128.load(split + (i << 2)), lowBf16(w), e0); o0 = fmadd(v128.load(split + (i << 2), 16), highBf16(w), o0);
   }
   const s = f32x4.add(f32x4.add(f32x4.add(e0, o0), f32x4.add(e1, o1)), f32x4.add(f32x4.add(e2, o2), f32x4.add(e3, o3)));
   let sum = hsum4x4(s, s, s, s);

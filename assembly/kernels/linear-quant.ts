@@ -283,7 +283,7 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   const ldqa = <usize>nb * QA_BLOCK;
   const ldy = <usize>N << 2;
   const addToY = (flags & LINEAR_ACCUMULATE) != 0;
-  if ((flags & LINEAR_X_QUANTIZED) == 0) for (let b = 0, end = M * nb; b < end; b++) quantizeBlock(x, K, nb, b, scratch);
+  if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
   // Columns go in blocks of NBQ weight rows, and every row tile runs over a block before the next
   // block: each weight row comes from memory once per call, however many rows (a batch of
   // sequences decoding together, a prefill chunk) share it from the cache. Row tiles of 4 share

@@ -106,8 +106,9 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
   const ldw = <usize>K * sizeof<W>();
   const ldy = <usize>N << 2;
   const kc = M >= 4 ? KC : K;
-  // bf16 GEMV with short rows: each x row split into even and odd elements once, for all weight rows.
-  const split = M < 4 && isBf16<W>() && K < LONG_ROW && scratch != 0;
+  // bf16 GEMV with short rows: each x row split into even and odd elements once (in the call's
+  // scratch, linear_panel_scratch_bytes), for all weight rows.
+  const split = M < 4 && isBf16<W>() && K < LONG_ROW;
   if (split) for (let m = 0; m < M; m++) splitEvenOdd(x + <usize>m * ldx, K, scratch + <usize>m * ldx);
   for (let k0 = 0; k0 < K; k0 += kc) {
     const kLen = min(kc, K - k0);

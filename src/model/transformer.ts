@@ -192,7 +192,7 @@ export class TransformerModel {
           const quantize = anyQuantized(next);
           planned(() => rowRanges(n).flatMap(([r0, r1], t) => [
             on(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] }),
-            ...(quantize ? [on(t, { kernel: "quantize_activations", args: [s.h.ptr, n, hd, state.qa.ptr, r0 * nb(hd), r1 * nb(hd)] })] : []),
+            ...(quantize ? [on(t, rt.quantizeJob(s.h.ptr, n, hd, state.qa.ptr, r0 * nb(hd), r1 * nb(hd)))] : []),
           ]));
           p.barrier();
           return quantize ? state.qa.ptr : undefined;
@@ -253,7 +253,7 @@ export class TransformerModel {
             const off = a * unit * f32;
             return [
               on(t, { kernel: "swiglu_f32", args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] }),
-              ...(fuse ? [on(t, { kernel: "quantize_activations", args: [s.gate.ptr, n, ff, state.qa.ptr, a, b] })] : []),
+              ...(fuse ? [on(t, rt.quantizeJob(s.gate.ptr, n, ff, state.qa.ptr, a, b))] : []),
             ];
           }));
           p.barrier();

@@ -474,9 +474,15 @@ export class Runtime {
    */
   quantizeJobs(x: number, rows: number, inFeatures: number, qa: number, threads: number): Job[] {
     const blocks = rows * Math.ceil(inFeatures / 32), parts = Math.max(1, Math.min(threads, Math.floor(blocks / 8)));
-    return Array.from({ length: parts }, (_, t) => ({
-      kernel: "quantize_activations" as const, args: [x, rows, inFeatures, qa, Math.floor((t * blocks) / parts), Math.floor(((t + 1) * blocks) / parts)],
-    }));
+    return Array.from({ length: parts }, (_, t) => this.quantizeJob(x, rows, inFeatures, qa, Math.floor((t * blocks) / parts), Math.floor(((t + 1) * blocks) / parts)));
+  }
+
+  /**
+   * One quantize_activations call: x's 32-blocks [blockBegin, blockEnd) (row by row) into `qa`.
+   * @internal
+   */
+  quantizeJob(x: number, rows: number, inFeatures: number, qa: number, blockBegin: number, blockEnd: number): Job {
+    return { kernel: "quantize_activations", args: [x, rows, inFeatures, qa, blockBegin, blockEnd] };
   }
 
   private newProgram(): Program {
