@@ -291,10 +291,11 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
   it("a full queue answers 503 with Retry-After; waiting requests run when slots free", async () => {
     const small = await serveNode(model, { port: 0, modelId: MODEL, maxSequences: 1, maxQueue: 1 });
     try {
-      const body = { model: MODEL, prompt: [5, 6], max_tokens: 300, temperature: 0 };
+      // Long enough that the first is still running and the second waiting when the third comes.
+      const body = { model: MODEL, prompt: [5, 6], max_tokens: 900, temperature: 0 };
       const send = () => fetch(`${small.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
       const first = send(), second = send();
-      await new Promise((r) => setTimeout(r, 20));
+      for (let waited = 0; small.api.scheduler.stats().queued < 1 && waited < 5000; waited += 5) await new Promise((r) => setTimeout(r, 5));
       const third = await send();
       assert.equal(third.status, 503);
       assert.equal(third.headers.get("retry-after"), "1");

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createKVCache, createRuntime, type Runtime } from "../src/index.ts";
 import { randomArray } from "./helpers.ts";
-import { models, randomWeights } from "./model-helpers.ts";
+import { base, models, randomWeights } from "./model-helpers.ts";
 import { parseModelConfig } from "../src/model/config.ts";
 import { TransformerModel } from "../src/model/transformer.ts";
 import { MAX_CALLS_PER_THREAD, MAX_CLAIMS } from "../src/threads/pool.ts";
@@ -198,9 +198,9 @@ describe("threads: a worker pool on one shared memory", function () {
     const results = runtimes.map((rt) => {
       const x = rt.upload(x0), h = rt.alloc(rows * dim), y = rt.alloc(rows * hidden), W1 = rt.upload(w1), W2 = rt.upload(w2), G = rt.upload(g);
       let hands = 0;
-      const pool = rt.threads > 1 ? (rt as unknown as { pool: { run(...a: unknown[]): void } }).pool : undefined;
-      const run = pool?.run.bind(pool);
-      if (pool) pool.run = (...a) => { hands++; run!(...a); };
+      const pool = rt.threads > 1 ? (rt as unknown as { pool: { runEncoded(...a: unknown[]): void } }).pool : undefined;
+      const run = pool?.runEncoded.bind(pool);
+      if (pool) pool.runEncoded = (...a) => { hands++; run!(...a); };
       rt.runProgram((p) => {
         for (let i = 0; i < steps; i++) {
           for (let r = 0; r < rows; r++) p.add(r, { kernel: "rmsnorm_f32", args: [x.ptr, G.ptr, h.ptr, dim, 1e-5, r, r + 1] });
@@ -212,7 +212,7 @@ describe("threads: a worker pool on one shared memory", function () {
         }
         return () => undefined;
       });
-      if (pool) { pool.run = run!; assert.ok(hands > 1 && hands < steps, `${hands} hand-offs for ${steps} steps`); }
+      if (pool) { pool.runEncoded = run!; assert.ok(hands > 1 && hands < steps, `${hands} hand-offs for ${steps} steps`); }
       const out = x.toFloat32Array();
       for (const b of [x, h, y, W1, W2, G]) b.free();
       return out;
@@ -280,6 +280,60 @@ describe("threads: a worker pool on one shared memory", function () {
       assert.deepEqual(runs[2], runs[0]);
     });
   }
+
+  it("a kept decode program, run again at later steps, gives the bits of one built for each step: pages filling, block tables outgrown, the attention split changing, other sequences of the same shape, RoPE tables grown", () => {
+    // 3 KV heads on 2 threads: decode attention splits by heads below 512 keys, by keys (two
+    // parts, combined) from 512 on; the RoPE tables grow past 256 and 512 positions.
+    const cfg = parseModelConfig({ ...base, model_type: "llama", hidden_size: 48, num_attention_heads: 6, num_key_value_heads: 3, max_position_embeddings: 2048 });
+    const w = randomWeights(cfg);
+    for (const rt of [runtimes[0]!, runtimes[1]!]) {
+      const kept = new TransformerModel(rt, cfg, (n) => w.get(n)!), fresh = new TransformerModel(rt, cfg, (n) => w.get(n)!);
+      const caches = [kept.createCache({ pageSize: 8 }), fresh.createCache({ pageSize: 8 })];
+      let builds = 0, steps = 0;
+      const build = (kept as unknown as { buildStep: (...a: unknown[]) => unknown }).buildStep.bind(kept);
+      (kept as unknown as { buildStep: (...a: unknown[]) => unknown }).buildStep = (...a) => { builds++; return build(...a); };
+      try {
+        const seqs = caches.map((c) => [c.createSequence(), c.createSequence(), c.createSequence()]);
+        /** The same pass on both models: the kept one reusing its programs, the other building each step's anew. */
+        const both = (items: (s: typeof seqs[0]) => { seq: (typeof seqs)[0][0]; tokens: number[] }[]) => {
+          steps++;
+          (fresh as unknown as { dropSteps(): void }).dropSteps();
+          const a = kept.forwardBatch(caches[0]!, items(seqs[0]!), { logits: "last" });
+          const b = fresh.forwardBatch(caches[1]!, items(seqs[1]!), { logits: "last" });
+          assert.ok(a.every(Number.isFinite));
+          assert.deepEqual(a, b, `step ${steps}`);
+        };
+        both((s) => [{ seq: s[0]!, tokens: Array.from({ length: 500 }, (_, i) => (i * 7) % 40) }]);
+        for (let i = 0; i < 20; i++) both((s) => [{ seq: s[0]!, tokens: [(i * 3) % 40] }]); // past 512 keys
+        both((s) => [{ seq: s[1]!, tokens: [5, 6] }]);
+        for (let i = 0; i < 70; i++) both((s) => [{ seq: s[1]!, tokens: [(i * 5) % 40] }]); // past 8 pages
+        both((s) => [{ seq: s[2]!, tokens: [7, 8, 9] }]);
+        for (let i = 0; i < 6; i++) both((s) => (i % 2 ? [{ seq: s[1]!, tokens: [i] }, { seq: s[2]!, tokens: [i + 1] }] : [{ seq: s[2]!, tokens: [i] }, { seq: s[0]!, tokens: [i + 2] }]));
+        // Reused: a build for each new shape and each time a program stopped fitting, not one per step.
+        assert.ok(builds >= 5 && builds < 15, `${builds} builds for ${steps} steps`);
+      } finally {
+        for (const c of caches) c.dispose();
+        kept.dispose(); fresh.dispose();
+      }
+    }
+  });
+
+  it("resident logits: a view of the same values a copy gives, valid until the next pass", () => {
+    const cfg = parseModelConfig({ ...base, model_type: "llama", num_key_value_heads: 2 });
+    const w = randomWeights(cfg), rt = runtimes[1]!;
+    const model = new TransformerModel(rt, cfg, (n) => w.get(n)!), cache = model.createCache();
+    try {
+      const [a, b] = [cache.createSequence(), cache.createSequence()];
+      const copy = model.forward(cache, a, [1, 2, 3], { logits: "last" });
+      const view = model.forward(cache, b, [1, 2, 3], { logits: "last", resident: true });
+      assert.deepEqual(view, copy);
+      assert.equal(view.buffer, rt.memory.f32.buffer);
+      const next = model.forward(cache, b, [4], { logits: "last" });
+      assert.deepEqual(view, next); // the view now shows the next pass's logits
+      assert.throws(() => model.forward(cache, a, [4], { resident: true }), /forward: resident logits are the last rows' \(logits: "last"\)/);
+      assert.equal(a.length(), 3); // nothing appended
+    } finally { cache.dispose(); model.dispose(); }
+  });
 
   it("threads: 'auto' picks the cores, dispose ends the workers and leaves one thread", async () => {
     const rt = await createRuntime({ threads: "auto" });

@@ -1,7 +1,9 @@
 import { KVCacheFullError, KVSnapshotError, UseAfterFreeError, WasmOutOfMemoryError } from "../errors.ts";
 import type { PagePool } from "../memory/page-pool.ts";
 import { residentBuffer, type WasmBuffer } from "../memory/wasm-buffer.ts";
-import { attentionShape } from "../ops/attention.ts";
+import { attentionShape, type AttentionShape } from "../ops/attention.ts";
+import { structField } from "../runtime/kernel-exports.ts";
+import { attentionSplits } from "../threads/splits.ts";
 import { float32Array, positiveInt } from "../ops/validate.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Job } from "../threads/pool.ts";
@@ -18,6 +20,17 @@ import { decodeRows, KV_DTYPE_CODES, KV_ELEM_BYTES, type EncodedRows, type KVDty
 // shares a parent's pages; a shared, partly filled last page is copied on write.
 
 export interface KVLayerShape { numKvHeads: number; headDim: number }
+
+/** A block table's place in a kept program's memory (KVCache.blockTable), and whose tables it holds. @internal */
+export interface BlockTable { readonly ptr: number; readonly capacity: number; holds?: { seq: KVSequence; version: number } }
+
+/**
+ * A layer's attention calls in a program (KVCache.attentionCalls). `refresh(seqs)` points them at
+ * the sequences' current lengths (item i: seqs[i]) before a kept program runs again; false when
+ * the threads would now split them differently (build the program again).
+ * @internal
+ */
+export interface PagedAttentionCalls { refresh(seqs: readonly KVSequence[]): boolean }
 
 export type { KVDtype } from "./storage.ts";
 
@@ -75,6 +88,8 @@ export class KVSequence {
   /** @internal */ readonly tables: number[][];
   /** @internal */ readonly lengths: number[];
   /** @internal */ freed = false;
+  /** @internal Counts changes of the block tables (pages taken, copied on write, released): a program's copy of them is current while it matches. */
+  tablesVersion = 0;
 
   /** @internal */
   constructor(readonly id: number, layers: number, tables?: number[][], lengths?: number[]) {
@@ -233,54 +248,120 @@ export class KVCache {
       table[table.length - 1] = copy;
     }
     table.push(...pages);
+    if (pages.length > 0 || cow) seq.tablesVersion++;
   }
 
   /**
-   * For a kernel program (inside rt.runProgram): takes the pages n more tokens of `layer` need,
-   * counts them in, and returns the kv_write call that stores their K and V (resident f32,
-   * [n, numKvHeads, headDim] at `k` and `v`) when the program runs, so K/V go from the
-   * projections to the pages without leaving wasm. The caller rolls back (truncate) if the
-   * program fails.
+   * For a kernel program: takes the pages n more tokens of `layer` need and counts them in;
+   * returns the position of the first (where its kv_write call starts). The caller rolls back
+   * (truncate) if the program fails.
    * @internal
    */
-  appendCall(seq: KVSequence, layer: number, n: number, k: number, v: number): Job {
-    const op = "KVCache.appendCall";
+  reserve(seq: KVSequence, layer: number, n: number): number {
+    const op = "KVCache.reserve";
     this.checkSeq(op, seq);
-    const store = this.store(op, layer);
+    this.store(op, layer);
     positiveInt(op, "n", n);
     const pos0 = seq.lengths[layer]!;
     this.growTable(seq, layer, n);
     seq.lengths[layer] = pos0 + n;
-    return { kernel: "kv_write", args: [k, v, 0, n, store.shape.numKvHeads, store.shape.headDim, this.tableInScratch(seq, layer), this.pageSize, KV_DTYPE_CODES[this.dtype], pos0] };
+    return pos0;
+  }
+
+  /**
+   * The kv_write call that stores n tokens' K and V (resident f32, [n, numKvHeads, headDim] at
+   * `k` and `v`) into the pages of the block table at `table`, from position pos0 (argument 9),
+   * so K/V go from the projections to the pages without leaving wasm.
+   * @internal
+   */
+  writeJob(layer: number, table: number, k: number, v: number, n: number, pos0: number): Job {
+    const { numKvHeads, headDim } = this.store("KVCache.writeJob", layer).shape;
+    return { kernel: "kv_write", args: [k, v, 0, n, numKvHeads, headDim, table, this.pageSize, KV_DTYPE_CODES[this.dtype], pos0] };
+  }
+
+  /** reserve() and writeJob() for a program run once (the block table in the runtime's scratch). @internal */
+  appendCall(seq: KVSequence, layer: number, n: number, k: number, v: number): Job {
+    const pos0 = this.reserve(seq, layer, n);
+    return this.writeJob(layer, this.tableInScratch(seq, layer, (bytes) => this.rt.scratch.alloc(bytes)), k, v, n, pos0);
+  }
+
+  /**
+   * Room in a kept program's memory for a block table of `seq`'s in `layer` (twice the pages it
+   * has, at least 8), for its kv_write and attention calls: rewritten before each run (writeTable).
+   * @internal
+   */
+  blockTable(p: Program, seq: KVSequence, layer: number): BlockTable {
+    const capacity = Math.max(8, 2 * seq.tables[layer]!.length);
+    return { ptr: p.alloc(capacity * 4), capacity };
+  }
+
+  /** Writes `seq`'s block table of `layer` into `table` (unless it holds it already); false when it has outgrown it. @internal */
+  writeTable(table: BlockTable, seq: KVSequence, layer: number): boolean {
+    if (table.holds?.seq === seq && table.holds.version === seq.tablesVersion) return true;
+    const pages = seq.tables[layer]!;
+    if (pages.length > table.capacity) return false;
+    this.rt.memory.i32.set(pages, table.ptr >>> 2); // addresses past 2^31 keep their bits
+    table.holds = { seq, version: seq.tablesVersion };
+    return true;
   }
 
   /**
    * For a kernel program: the paged attention calls of several sequences in `layer` (their
-   * newest tokens' queries against all they hold), as attentionBatchInto would run them: with at
-   * least as many sequences as threads a sequence per thread, else each split over the threads.
-   * Split-KV partials are combined in a phase of their own after a barrier.
+   * newest tokens' queries against all they hold, through each item's block table, or a copy
+   * in the program's memory), as attentionBatchInto would run them: with at least as many
+   * sequences as threads a sequence per thread, else each split over the threads. Split-KV
+   * partials are combined in a phase of their own after a barrier. A kept program runs them
+   * again at later steps after `refresh` has pointed them at the sequences' new lengths.
    * @internal
    */
-  attentionCalls(p: Program, items: readonly { seq: KVSequence; q: WasmBuffer; out: WasmBuffer }[], layer: number, args: Omit<KVResidentAttentionArgs, "q" | "out">, op = "KVCache.attentionCalls"): void {
+  attentionCalls(p: Program, items: readonly { seq: KVSequence; q: WasmBuffer; out: WasmBuffer; table?: BlockTable }[], layer: number, args: Omit<KVResidentAttentionArgs, "q" | "out">, op = "KVCache.attentionCalls"): PagedAttentionCalls {
     const whole = items.length >= p.threads;
     const after: Job[] = [];
-    items.forEach(({ seq, q, out }, i) => {
-      const c = this.pagedJobs(op, seq, layer, { ...args, q, out }, q.length, q.ptr, out.ptr, whole ? 1 : p.threads,
-        (t, bytes) => p.threadScratch(whole ? i : t, "attention", bytes));
+    const calls = items.map(({ seq, q, out, table }, i) => {
+      const threads = whole ? 1 : p.threads;
+      const c = this.pagedJobs(op, seq, layer, { ...args, q, out }, q.length, q.ptr, out.ptr, threads, (bytes) => p.alloc(bytes),
+        (t, bytes) => p.threadScratch(whole ? i : t, "attention", bytes), table?.ptr);
       if (whole) p.add(i, c.jobs[0]!);
       else p.addPerThread(c.jobs);
       if (c.after) after.push(...c.after);
+      return { ...c, threads };
     });
     if (after.length > 0) {
       p.barrier();
       after.forEach((j, i) => p.add(i, j));
     }
+    // What a later step changes: each call's length (in its struct) and key and query ranges
+    // (arguments 1-6), packed per item as [struct word, 6 variables, their 6 values] per call:
+    // a refresh runs just after the weights have streamed through the caches, so it touches
+    // little memory (mostly only the key range's end changes).
+    const seqK = structField("AttentionCall", "seqK"), W = 13;
+    const packed = calls.map(({ jobs }) => Int32Array.from(jobs.flatMap((job) => [(job.args[0]! >>> 2) + seqK, ...[1, 2, 3, 4, 5, 6].map((a) => p.variable(job, a)), ...job.args.slice(1, 7)])));
+    return {
+      refresh: (seqs) => {
+        const i32 = this.rt.memory.i32;
+        for (let i = 0; i < calls.length; i++) {
+          const { shape, splitKv, threads } = calls[i]!, words = packed[i]!, length = seqs[i]!.lengths[layer]!;
+          const split = attentionSplits(shape.seqQ, length, shape.numKvHeads, shape.causal, threads);
+          if (split.splitKv !== splitKv || split.ranges.length * W !== words.length) return false;
+          for (let j = 0, w = 0; j < split.ranges.length; j++, w += W) {
+            i32[words[w]!] = length;
+            const range = split.ranges[j]!;
+            for (let r = 0; r < 6; r++) {
+              if (words[w + 7 + r] === range[r]) continue;
+              p.set(words[w + 1 + r]!, range[r]!);
+              words[w + 7 + r] = range[r]!;
+            }
+          }
+        }
+        return true;
+      },
+    };
   }
 
-  /** A copy of `seq`'s block table for `layer` in the runtime's scratch (valid until the call ends). */
-  private tableInScratch(seq: KVSequence, layer: number): number {
+  /** A copy of `seq`'s block table for `layer` in memory from `alloc` (valid as long as that memory). */
+  private tableInScratch(seq: KVSequence, layer: number, alloc: (bytes: number) => number): number {
     const table = seq.tables[layer]!;
-    const ptr = this.rt.scratch.alloc(table.length * 4);
+    const ptr = alloc(table.length * 4);
     this.rt.memory.i32.set(table, ptr >>> 2); // addresses past 2^31 keep their bits
     return ptr;
   }
@@ -322,7 +403,7 @@ export class KVCache {
       const q = float32Array(op, "q", args?.q);
       const qPtr = this.rt.scratch.alloc(q.length * 4);
       const outPtr = this.rt.scratch.alloc(q.length * 4);
-      const { jobs, after } = this.pagedJobs(op, seq, layer, args, q.length, qPtr, outPtr);
+      const { jobs, after } = this.pagedJobs(op, seq, layer, args, q.length, qPtr, outPtr, this.rt.threads, (bytes) => this.rt.scratch.alloc(bytes));
       this.rt.memory.f32.set(q, qPtr >>> 2);
       return { jobs, after, finish: () => this.rt.memory.f32.slice(outPtr >>> 2, (outPtr >>> 2) + q.length) };
     });
@@ -499,12 +580,14 @@ export class KVCache {
       for (const p of table.splice(keep)) this.unref(this.stores[layer]!, p);
       seq.lengths[layer] = n;
     });
+    seq.tablesVersion++;
   }
 
   /** Releases the sequence's pages; using it afterwards throws UseAfterFreeError. */
   free(seq: KVSequence): void {
     this.checkSeq("KVCache.free", seq);
     seq.tables.forEach((table, layer) => { for (const p of table) this.unref(this.stores[layer]!, p); table.length = 0; });
+    seq.tablesVersion++;
     seq.freed = true;
     this.sequences.delete(seq.id);
   }
@@ -541,8 +624,8 @@ export class KVCache {
   }
 
   /** Validates a paged attention call and cuts it into kernel jobs (inside rt.call). */
-  private pagedJobs(op: string, seq: KVSequence, layer: number, args: KVAttentionArgs | KVResidentAttentionArgs,
-    qLength: number, qPtr: number, outPtr: number, threads = this.rt.threads, scratchFor?: (t: number, bytes: number) => number): { jobs: Job[]; after?: Job[] } {
+  private pagedJobs(op: string, seq: KVSequence, layer: number, args: KVAttentionArgs | KVResidentAttentionArgs, qLength: number, qPtr: number, outPtr: number,
+    threads: number, alloc: (bytes: number) => number, scratchFor?: (t: number, bytes: number) => number, table?: number): { jobs: Job[]; after?: Job[]; shape: AttentionShape; splitKv: boolean } {
     this.checkSeq(op, seq);
     const store = this.store(op, layer);
     const seqK = seq.lengths[layer]!;
@@ -550,12 +633,13 @@ export class KVCache {
     const { numKvHeads, headDim } = store.shape;
     const rowLen = numKvHeads * headDim;
     const s = attentionShape(op, { ...args, numKvHeads, headDim, causal: args.causal ?? true }, qLength, seqK * rowLen, seqK * rowLen);
-    const tablePtr = this.tableInScratch(seq, layer);
+    const tablePtr = table ?? this.tableInScratch(seq, layer, alloc);
     const dtype = KV_DTYPE_CODES[this.dtype];
-    return this.rt.attentionJobs(s, outPtr, (r, scratch, out, stats) => ({
+    const c = this.rt.attentionJobs(s, outPtr, (r, scratch, out, stats) => ({
       kernel: "attention_paged",
-      args: [this.rt.attentionCall(s, { q: qPtr, out, pages: tablePtr, pageSize: this.pageSize, dtype }), ...r, stats, scratch],
-    }), threads, scratchFor);
+      args: [this.rt.attentionCall(s, { q: qPtr, out, pages: tablePtr, pageSize: this.pageSize, dtype }, alloc), ...r, stats, scratch],
+    }), threads, scratchFor, alloc);
+    return { ...c, shape: s, splitKv: c.after !== undefined };
   }
 
   private takePages(store: LayerStore, count: number): number[] {

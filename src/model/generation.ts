@@ -155,7 +155,7 @@ function* run(ctx: GenerationContext, prompt: readonly number[], options: Genera
   let logits: Float32Array | undefined;
   for (let at = reused; at < prompt.length; at += chunk) {
     const part = prompt.slice(at, Math.min(prompt.length, at + chunk));
-    logits = model.forward(cache, seq, part, { logits: "last" });
+    logits = model.forward(cache, seq, part, { logits: "last", resident: true }); // read before the next pass
     cached.push(...part);
     if (at + chunk < prompt.length) {
       yield undefined;
@@ -189,7 +189,7 @@ function* run(ctx: GenerationContext, prompt: readonly number[], options: Genera
     }
     yield { token: next, text: piece };
     if (aborted()) { reason = "aborted"; break; }
-    logits = model.forward(cache, seq, [next], { logits: "last" });
+    logits = model.forward(cache, seq, [next], { logits: "last", resident: true });
     cached.push(next);
   }
   return finish(reason);

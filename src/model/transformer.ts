@@ -4,8 +4,9 @@
 // head. The whole pass is one kernel program (rt.runProgram): every op a wasm kernel on buffers
 // allocated once (RunState), phases separated by barriers, so with threads it is one hand-off to
 // the worker pool instead of one per op, and the activations never come back to JavaScript.
-import { createKVCache, type KVCache, type KVCacheOptions, type KVSequence } from "../kv/kv-cache.ts";
+import { createKVCache, type BlockTable, type KVCache, type KVCacheOptions, type KVSequence, type PagedAttentionCalls } from "../kv/kv-cache.ts";
 import { WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
+import type { Program } from "../runtime/program.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Job } from "../threads/pool.ts";
 import { isQuantDtype } from "../formats/quant.ts";
@@ -31,6 +32,18 @@ interface RunState {
   qa: WasmBuffer;
 }
 
+/** A decode step's program kept for the next step of its shape (threads, token counts per item) on `cache`. */
+interface KeptStep { key: string; cache: KVCache; program: Program; refresh(items: readonly BatchItem[], starts: readonly number[]): boolean }
+/** Kept decode programs: a server alternates a few shapes (batch sizes). */
+const KEPT_STEPS = 4;
+
+export interface ForwardOptions {
+  /** "all" (default): every row's logits; "last": each item's last row's. */
+  logits?: "all" | "last";
+  /** With "last": a view of the logits in wasm memory instead of a copy (see forward). */
+  resident?: boolean;
+}
+
 /** One sequence's share of a batched forward pass: the tokens to append after what it holds. */
 export interface BatchItem { seq: KVSequence; tokens: readonly number[] }
 
@@ -42,8 +55,8 @@ export class TransformerModel {
   private readonly lmHead: WasmBuffer;
   private rope: { cos: WasmBuffer; sin: WasmBuffer; positions: number };
   private state?: RunState;
-  /** The shape-only jobs of the last pass, by pass shape (see forwardRows). */
-  private plan?: { key: string; state: RunState; jobs: (readonly [number, Job])[][] };
+  /** Programs of recent decode steps, by shape, newest first (see forwardRows). */
+  private steps: KeptStep[] = [];
   private readonly owned: WasmBuffer[] = [];
 
   /**
@@ -99,9 +112,12 @@ export class TransformerModel {
    * Runs `tokens` (appended after what `seq` holds) through the model, appending their K/V to
    * the cache, and returns the logits [tokens.length, vocab], or with `logits: "last"` only
    * those of the last token [vocab] (all a generation needs; the LM head is the largest matmul).
-   * On an error the sequence is rolled back to what it held before.
+   * With `resident: true` (and "last") the logits are not copied out of wasm memory: the view
+   * is valid until the next forward pass of this model, or until wasm memory grows (any
+   * allocation may grow it), so read or copy it at once. On an error the sequence is rolled
+   * back to what it held before.
    */
-  forward(cache: KVCache, seq: KVSequence, tokens: readonly number[], options: { logits?: "all" | "last" } = {}): Float32Array {
+  forward(cache: KVCache, seq: KVSequence, tokens: readonly number[], options: ForwardOptions = {}): Float32Array {
     return this.forwardBatch(cache, [{ seq, tokens }], options);
   }
 
@@ -109,13 +125,16 @@ export class TransformerModel {
    * One pass over the weights for several sequences at once (continuous batching): each item's
    * tokens are appended after what its sequence holds, the linear layers run on all their rows
    * together, RoPE and attention per sequence at its own positions. Returns the logits of every
-   * row [rows, vocab] in item order, or with `logits: "last"` each item's last row [items, vocab].
+   * row [rows, vocab] in item order, or with `logits: "last"` each item's last row [items, vocab]
+   * (with `resident: true` a view of wasm memory, as forward() says).
    * On an error every sequence is rolled back to what it held before.
    */
-  forwardBatch(cache: KVCache, items: readonly BatchItem[], options: { logits?: "all" | "last" } = {}): Float32Array {
+  forwardBatch(cache: KVCache, items: readonly BatchItem[], options: ForwardOptions = {}): Float32Array {
     const starts = items.map(({ seq }) => seq.length(0));
+    const logits = options.logits ?? "all";
+    if (options.resident && logits !== "last") throw new RangeError("forward: resident logits are the last rows' (logits: \"last\")");
     try {
-      return this.forwardRows(cache, items, starts, options.logits ?? "all");
+      return this.forwardRows(cache, items, starts, logits, options.resident ?? false);
     } catch (e) {
       items.forEach(({ seq }, i) => {
         if (!seq.isFreed && seq.lengths.some((n) => n > starts[i]!)) cache.truncate(seq, starts[i]!);
@@ -124,9 +143,9 @@ export class TransformerModel {
     }
   }
 
-  private forwardRows(cache: KVCache, items: readonly BatchItem[], starts: readonly number[], logitRows: "all" | "last"): Float32Array {
+  private forwardRows(cache: KVCache, items: readonly BatchItem[], starts: readonly number[], logitRows: "all" | "last", resident: boolean): Float32Array {
     const c = this.config, rt = this.rt;
-    const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V, rmsNormEps: eps } = c;
+    const { hiddenSize: hd, vocabSize: V } = c;
     if (items.length === 0) throw new RangeError("forward: no sequences");
     if (new Set(items.map(({ seq }) => seq)).size !== items.length) throw new RangeError("forward: a sequence appears twice in one batch");
     let n = 0;
@@ -138,144 +157,188 @@ export class TransformerModel {
       if (end > this.rope.positions) this.growRope(end);
       n += tokens.length;
     });
-    // Row ranges of the items in the batch.
-    const firstRow: number[] = [];
-    items.reduce((row, { tokens }) => { firstRow.push(row); return row + tokens.length; }, 0);
     // The linear kernels take any row count (a row tail is the kernel's job): no padding.
     const state = this.runState(n, items.length);
+    // The embeddings into the residual stream, item after item.
+    const xs = state.x.array;
+    let row = 0;
+    for (const { tokens } of items) for (const t of tokens) xs.set(this.embedding.subarray(t * hd, (t + 1) * hd).toFloat32Array(), hd * row++);
+    // Pages for the new tokens' K/V in every layer (rolled back by forwardBatch on an error).
+    items.forEach(({ seq, tokens }) => this.layers.forEach((_, l) => cache.reserve(seq, l, tokens.length)));
+    if (logitRows === "all") {
+      // A pass of its own logits [rows, vocab]: built, run once, freed.
+      const logits = rt.alloc(n * V), p = rt.keepProgram();
+      try {
+        const step = this.buildStep(p, cache, items, starts, state, { logits, lastOnly: false });
+        if (!step.refresh(items, starts)) throw new Error("forward: a program no longer fits the step it was built for");
+        rt.runKept(p);
+        return logits.toFloat32Array();
+      } finally { p.dispose(); logits.free(); }
+    }
+    // A decode step runs the program of the last step of its shape again, pointed at this step's
+    // sequences and positions (a few stores); a new shape, or one the program no longer fits
+    // (a block table outgrown, attention split another way), builds one.
+    const key = `${rt.threads}:${items.map(({ tokens }) => tokens.length).join(",")}`;
+    let step = this.steps.find((k) => k.key === key && k.cache === cache);
+    if (step && !step.refresh(items, starts)) { this.dropStep(step); step = undefined; }
+    if (!step) {
+      const p = rt.keepProgram();
+      try {
+        step = { key, cache, program: p, ...this.buildStep(p, cache, items, starts, state, { logits: state.logits.subarray(0, items.length * V), lastOnly: true }) };
+        if (!step.refresh(items, starts)) throw new Error("forward: a program no longer fits the step it was built for");
+      } catch (e) { p.dispose(); throw e; }
+      this.steps.unshift(step);
+      if (this.steps.length > KEPT_STEPS) this.dropStep(this.steps[KEPT_STEPS]!);
+    }
+    rt.runKept(step.program);
+    const logits = state.logits.array.subarray(0, items.length * V);
+    return resident ? logits : logits.slice();
+  }
+
+  /**
+   * Builds a forward pass of `items` (their token counts) into p; its `refresh(items, starts)`
+   * points the calls at the sequences and positions of a step (block tables, RoPE positions,
+   * K/V write positions, attention lengths) before each run, or returns false when the program
+   * no longer fits them. The logits of every row [rows, vocab], or with `lastOnly` each item's
+   * last row's [items, vocab].
+   */
+  private buildStep(p: Program, cache: KVCache, items: readonly BatchItem[], starts: readonly number[], state: RunState, { logits, lastOnly }: { logits: WasmBuffer; lastOnly: boolean }): { refresh(items: readonly BatchItem[], starts: readonly number[]): boolean } {
+    const c = this.config, rt = this.rt;
+    const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V, rmsNormEps: eps } = c;
+    const n = items.reduce((sum, { tokens }) => sum + tokens.length, 0);
+    const T = p.threads, f32 = 4;
+    // Row ranges of the items in the batch.
+    const firstRow: number[] = [];
+    items.reduce((r, { tokens }) => { firstRow.push(r); return r + tokens.length; }, 0);
+    const rowsOf = (i: number) => items[i]!.tokens.length;
     // This pass's rows of the activations.
     const s = {
       x: state.x.subarray(0, n * hd), h: state.h.subarray(0, n * hd), q: state.q.subarray(0, n * H * D), attn: state.attn.subarray(0, n * H * D),
-      k: state.k, v: state.v, gate: state.gate.subarray(0, n * ff), up: state.up.subarray(0, n * ff), last: state.last.subarray(0, items.length * hd),
+      gate: state.gate.subarray(0, n * ff), up: state.up.subarray(0, n * ff), last: state.last.subarray(0, items.length * hd),
     };
-    const xs = s.x.array;
-    items.forEach(({ tokens }, i) => tokens.forEach((t, j) => xs.set(this.embedding.subarray(t * hd, (t + 1) * hd).toFloat32Array(), (firstRow[i]! + j) * hd)));
-    const logits = logitRows === "all" ? rt.alloc(n * V) : state.logits.subarray(0, items.length * V);
-    try {
-      return rt.runProgram((p) => {
-        const T = p.threads, f32 = 4;
-        const rowsOf = (i: number) => items[i]!.tokens.length;
-        const rowPtr = (buf: WasmBuffer, row: number, width: number) => buf.ptr + row * width * f32;
-        const view = (buf: WasmBuffer, i: number, width: number) => buf.subarray(firstRow[i]! * width, (firstRow[i]! + rowsOf(i)) * width);
-        /** Rows [0, count) cut into up to T ranges (a thread each), the first thread taking any remainder. */
-        const rowRanges = (count: number, min = 1) => {
-          const parts = Math.max(1, Math.min(T, Math.floor(count / min)));
-          return Array.from({ length: parts }, (_, t) => [Math.floor((t * count) / parts), Math.floor(((t + 1) * count) / parts)] as const);
-        };
-        // Jobs that depend only on the pass's shape (rows, sequences, threads) and the RunState:
-        // the linear layers, RMSNorm, SwiGLU, activation quantization. A decode step reuses the
-        // last step's of the same shape, in the same order; JavaScript then builds little more
-        // than RoPE, K/V writes and attention per step.
-        const key = `${n}:${items.length}:${T}:${logitRows}`;
-        const cached = this.plan?.key === key && this.plan.state === state ? this.plan.jobs : undefined;
-        const plan: (readonly [number, Job])[][] = cached ?? [];
-        let next = 0;
-        /** Adds the jobs `make` gives ([thread, job] pairs), or the last step's at this point. */
-        const planned = (make: () => (readonly [number, Job])[]) => {
-          let jobs = cached?.[next];
-          if (!jobs) plan.push(jobs = make());
-          next++;
-          for (const [t, job] of jobs) p.add(t, job);
-        };
-        const on = (t: number, job: Job) => [t, job] as const;
-        const perThread = (jobs: Job[]) => jobs.map((job, t) => on(t, job));
-        // Linear layers on quantized weights read their input quantized to 8 bits per 32-block
-        // (as llama.cpp's vec_dot does): quantized once for all their calls and threads into
-        // state.qa by the threads that made the input (after RMSNorm, after SwiGLU), or else in a
-        // phase of its own when the input has 4 rows or more; a decode step's o projection and LM
-        // head quantize their few hundred inputs in each call instead (a phase costs a barrier).
-        // Each returns where the quantized input is, or undefined (the calls quantize it).
-        const nb = (K: number) => Math.ceil(K / 32);
-        const anyQuantized = (weights: readonly WasmBuffer[]) => weights.some((w) => isQuantDtype(w.dtype));
-        /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized. */
-        const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[]) => {
-          const quantize = anyQuantized(next);
-          planned(() => rowRanges(n).flatMap(([r0, r1], t) => [
-            on(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] }),
-            ...(quantize ? [on(t, rt.quantizeJob(s.h.ptr, n, hd, state.qa.ptr, r0 * nb(hd), r1 * nb(hd)))] : []),
-          ]));
-          p.barrier();
-          return quantize ? state.qa.ptr : undefined;
-        };
-        /** Quantizes x [rows, K] for `next` in a phase of its own when worth it. */
-        const quantizeFor = (x: WasmBuffer, rows: number, K: number, next: WasmBuffer) => {
-          if (!anyQuantized([next]) || rows < 4) return undefined;
-          planned(() => perThread(rt.quantizeJobs(x.ptr, rows, K, state.qa.ptr, T)));
-          p.barrier();
-          return state.qa.ptr;
-        };
-        const slot = state.linearScratchBytes;
-        const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, qa: number | undefined, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) => {
-          const quantizedX = isQuantDtype(weight.dtype) ? qa : undefined;
-          planned(() => perThread(rt.linearThreadJobs({ x, weight, out, inFeatures, outFeatures, ...extra }, T, quantizedX, (t, bytes) => {
-            if (bytes > slot) throw new RangeError(`forward: a linear call needs ${bytes} bytes of scratch; the RunState holds ${slot}`);
-            return state.linearScratch.ptr + t * slot;
-          })));
-        };
-        // Every layer's attention reads q and writes attn at the same rows.
-        const attentionItems = items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D) }));
-        const attentionArgs = { numHeads: H, slidingWindow: c.slidingWindow };
-        this.layers.forEach((L, l) => {
-          const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
-          const k = s.k.subarray(0, n * kvDim), v = s.v.subarray(0, n * kvDim);
-          const hq = rmsnorm(L.inputNorm, [L.q, L.k, L.v]);
-          linear(s.h, L.q, s.q, hd, H * D, hq, { bias: L.qBias });
-          linear(s.h, L.k, k, hd, kvDim, hq, { bias: L.kBias });
-          linear(s.h, L.v, v, hd, kvDim, hq, { bias: L.vBias });
-          p.barrier();
-          // RoPE on q and k, then K/V into the cache's pages (kv_write): each sequence's rows on
-          // a thread, or a lone long sequence's rows over all of them.
-          items.forEach(({ seq }, i) => {
-            const q0 = firstRow[i]!, count = rowsOf(i);
-            const write = cache.appendCall(seq, l, count, rowPtr(k, q0, kvDim), rowPtr(v, q0, kvDim));
-            const ranges = items.length >= T ? [[0, count] as const] : rowRanges(count, 4);
-            ranges.forEach(([r0, r1], j) => {
-              const t = items.length >= T ? i : j, pos = starts[i]! + r0;
-              p.add(t, { kernel: "rope_f32", args: [rowPtr(s.q, q0 + r0, H * D), r1 - r0, H, D, this.rope.cos.ptr, this.rope.sin.ptr, pos] });
-              p.add(t, { kernel: "rope_f32", args: [rowPtr(k, q0 + r0, kvDim), r1 - r0, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, pos] });
-              p.add(t, { kernel: "kv_write", args: [write.args[0]!, write.args[1]!, r0, r1, ...write.args.slice(4)] });
-            });
-          });
-          p.barrier();
-          cache.attentionCalls(p, attentionItems, l, attentionArgs);
-          p.barrier();
-          const aq = quantizeFor(s.attn, n, H * D, L.o);
-          linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true }); // the residual add, fused
-          p.barrier();
-          const hq2 = rmsnorm(L.postNorm, [L.gate, L.up]);
-          linear(s.h, L.gate, s.gate, hd, ff, hq2);
-          linear(s.h, L.up, s.up, hd, ff, hq2);
-          p.barrier();
-          // SwiGLU in quads of elements, or in 32-blocks whose thread quantizes them for the down
-          // projection (rows of ff are whole blocks).
-          const total = n * ff, fuse = isQuantDtype(L.down.dtype) && ff % 32 === 0, unit = fuse ? 32 : 4;
-          planned(() => rowRanges(Math.ceil(total / unit)).flatMap(([a, b], t) => {
-            const off = a * unit * f32;
-            return [
-              on(t, { kernel: "swiglu_f32", args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] }),
-              ...(fuse ? [on(t, rt.quantizeJob(s.gate.ptr, n, ff, state.qa.ptr, a, b))] : []),
-            ];
-          }));
-          p.barrier();
-          const gq = fuse ? state.qa.ptr : quantizeFor(s.gate, n, ff, L.down);
-          linear(s.gate, L.down, s.x, ff, hd, gq, { accumulate: true });
-          p.barrier();
-        });
-        if (logitRows === "all") {
-          rmsnorm(this.finalNorm, []); // linearCalls quantizes for itself
-          rt.linearCalls(p, { x: s.h, weight: this.lmHead, out: logits, inFeatures: hd, outFeatures: V }); // a buffer of this call: not planned
-          return () => logits.toFloat32Array();
-        }
-        // Only each item's last row is normalised and goes through the LM head, gathered into consecutive rows.
-        items.forEach((_, i) => p.add(i, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, firstRow[i]! + rowsOf(i) - 1, hd), this.finalNorm.ptr, rowPtr(s.last, i, hd), hd, eps, 0, 1] }));
-        p.barrier();
-        linear(s.last, this.lmHead, logits, hd, V, quantizeFor(s.last, items.length, hd, this.lmHead));
-        if (!cached) this.plan = { key, state, jobs: plan };
-        return () => logits.toFloat32Array();
+    const rowPtr = (buf: WasmBuffer, r: number, width: number) => buf.ptr + r * width * f32;
+    const view = (buf: WasmBuffer, i: number, width: number) => buf.subarray(firstRow[i]! * width, (firstRow[i]! + rowsOf(i)) * width);
+    /** Rows [0, count) cut into up to T ranges (a thread each), the first thread taking any remainder. */
+    const rowRanges = (count: number, min = 1) => {
+      const parts = Math.max(1, Math.min(T, Math.floor(count / min)));
+      return Array.from({ length: parts }, (_, t) => [Math.floor((t * count) / parts), Math.floor(((t + 1) * count) / parts)] as const);
+    };
+    // Linear layers on quantized weights read their input quantized to 8 bits per 32-block
+    // (as llama.cpp's vec_dot does): quantized once for all their calls and threads into
+    // state.qa by the threads that made the input (after RMSNorm, after SwiGLU), or else in a
+    // phase of its own when the input has 4 rows or more; a decode step's o projection and LM
+    // head quantize their few hundred inputs in each call instead (a phase costs a barrier).
+    // Each returns where the quantized input is, or undefined (the calls quantize it).
+    const nb = (K: number) => Math.ceil(K / 32);
+    const anyQuantized = (weights: readonly WasmBuffer[]) => weights.some((w) => isQuantDtype(w.dtype));
+    /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized. */
+    const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[]) => {
+      const quantize = anyQuantized(next);
+      rowRanges(n).forEach(([r0, r1], t) => {
+        p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] });
+        if (quantize) p.add(t, rt.quantizeJob(s.h.ptr, n, hd, state.qa.ptr, r0 * nb(hd), r1 * nb(hd)));
       });
-    } finally {
-      if (logitRows === "all") logits.free();
+      p.barrier();
+      return quantize ? state.qa.ptr : undefined;
+    };
+    /** Quantizes x [rows, K] for `next` in a phase of its own when worth it. */
+    const quantizeFor = (x: WasmBuffer, rows: number, K: number, next: WasmBuffer) => {
+      if (!anyQuantized([next]) || rows < 4) return undefined;
+      p.addPerThread(rt.quantizeJobs(x.ptr, rows, K, state.qa.ptr, T));
+      p.barrier();
+      return state.qa.ptr;
+    };
+    const slot = state.linearScratchBytes;
+    const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, qa: number | undefined, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) => {
+      const quantizedX = isQuantDtype(weight.dtype) ? qa : undefined;
+      p.addPerThread(rt.linearThreadJobs({ x, weight, out, inFeatures, outFeatures, ...extra }, T, quantizedX, (t, bytes) => {
+        if (bytes > slot) throw new RangeError(`forward: a linear call needs ${bytes} bytes of scratch; the RunState holds ${slot}`);
+        return state.linearScratch.ptr + t * slot;
+      }));
+    };
+    // What a step changes: each item's block table per layer, the positions its RoPE and K/V
+    // write calls start from, and the attention calls' lengths.
+    const tables = items.map(() => [] as BlockTable[]);
+    const positioned = items.map(() => [] as number[]); // [variable, offset from the item's first position] pairs
+    const attention: PagedAttentionCalls[] = [];
+    const attentionArgs = { numHeads: H, slidingWindow: c.slidingWindow };
+    this.layers.forEach((L, l) => {
+      const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
+      const k = state.k.subarray(0, n * kvDim), v = state.v.subarray(0, n * kvDim);
+      const hq = rmsnorm(L.inputNorm, [L.q, L.k, L.v]);
+      linear(s.h, L.q, s.q, hd, H * D, hq, { bias: L.qBias });
+      linear(s.h, L.k, k, hd, kvDim, hq, { bias: L.kBias });
+      linear(s.h, L.v, v, hd, kvDim, hq, { bias: L.vBias });
+      p.barrier();
+      // RoPE on q and k, then K/V into the cache's pages (kv_write): each sequence's rows on
+      // a thread, or a lone long sequence's rows over all of them.
+      items.forEach(({ seq }, i) => {
+        const q0 = firstRow[i]!, count = rowsOf(i), table = cache.blockTable(p, seq, l);
+        tables[i]!.push(table);
+        const write = cache.writeJob(l, table.ptr, rowPtr(k, q0, kvDim), rowPtr(v, q0, kvDim), count, starts[i]!);
+        const ranges = items.length >= T ? [[0, count] as const] : rowRanges(count, 4);
+        ranges.forEach(([r0, r1], j) => {
+          const t = items.length >= T ? i : j, pos = starts[i]! + r0;
+          const ropeQ: Job = { kernel: "rope_f32", args: [rowPtr(s.q, q0 + r0, H * D), r1 - r0, H, D, this.rope.cos.ptr, this.rope.sin.ptr, pos] };
+          const ropeK: Job = { kernel: "rope_f32", args: [rowPtr(k, q0 + r0, kvDim), r1 - r0, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, pos] };
+          const kv: Job = { kernel: "kv_write", args: [write.args[0]!, write.args[1]!, r0, r1, ...write.args.slice(4)] };
+          p.add(t, ropeQ); p.add(t, ropeK); p.add(t, kv);
+          positioned[i]!.push(p.variable(ropeQ, 6), r0, p.variable(ropeK, 6), r0, p.variable(kv, 9), 0);
+        });
+      });
+      p.barrier();
+      attention.push(cache.attentionCalls(p, items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D), table: tables[i]![l] })), l, attentionArgs));
+      p.barrier();
+      const aq = quantizeFor(s.attn, n, H * D, L.o);
+      linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true }); // the residual add, fused
+      p.barrier();
+      const hq2 = rmsnorm(L.postNorm, [L.gate, L.up]);
+      linear(s.h, L.gate, s.gate, hd, ff, hq2);
+      linear(s.h, L.up, s.up, hd, ff, hq2);
+      p.barrier();
+      // SwiGLU in quads of elements, or in 32-blocks whose thread quantizes them for the down
+      // projection (rows of ff are whole blocks).
+      const total = n * ff, fuse = isQuantDtype(L.down.dtype) && ff % 32 === 0, unit = fuse ? 32 : 4;
+      rowRanges(Math.ceil(total / unit)).forEach(([a, b], t) => {
+        const off = a * unit * f32;
+        p.add(t, { kernel: "swiglu_f32", args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] });
+        if (fuse) p.add(t, rt.quantizeJob(s.gate.ptr, n, ff, state.qa.ptr, a, b));
+      });
+      p.barrier();
+      const gq = fuse ? state.qa.ptr : quantizeFor(s.gate, n, ff, L.down);
+      linear(s.gate, L.down, s.x, ff, hd, gq, { accumulate: true });
+      p.barrier();
+    });
+    if (!lastOnly) {
+      rmsnorm(this.finalNorm, []); // linearCalls quantizes for itself
+      rt.linearCalls(p, { x: s.h, weight: this.lmHead, out: logits, inFeatures: hd, outFeatures: V });
+    } else {
+      // Only each item's last row is normalised and goes through the LM head, gathered into consecutive rows.
+      items.forEach((_, i) => p.add(i, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, firstRow[i]! + rowsOf(i) - 1, hd), this.finalNorm.ptr, rowPtr(s.last, i, hd), hd, eps, 0, 1] }));
+      p.barrier();
+      linear(s.last, this.lmHead, logits, hd, V, quantizeFor(s.last, items.length, hd, this.lmHead));
     }
+    const positions = positioned.map((pairs) => Int32Array.from(pairs));
+    return {
+      refresh: (now, nowStarts) => {
+        for (let i = 0; i < now.length; i++) {
+          const seq = now[i]!.seq, pos0 = nowStarts[i]!, pairs = positions[i]!;
+          for (let l = 0; l < tables[i]!.length; l++) if (!cache.writeTable(tables[i]![l]!, seq, l)) return false;
+          for (let j = 0; j < pairs.length; j += 2) p.set(pairs[j]!, pos0 + pairs[j + 1]!);
+        }
+        const seqs = now.map(({ seq }) => seq);
+        return attention.every((a) => a.refresh(seqs));
+      },
+    };
+  }
+
+  private dropStep(step: KeptStep): void {
+    this.steps.splice(this.steps.indexOf(step), 1);
+    step.program.dispose();
+  }
+
+  private dropSteps(): void {
+    for (const step of this.steps.splice(0)) step.program.dispose();
   }
 
   /**
@@ -316,7 +379,7 @@ export class TransformerModel {
     if (!this.state) return;
     for (const b of Object.values(this.state)) if (b instanceof WasmBuffer) b.free();
     this.state = undefined;
-    this.plan = undefined;
+    this.dropSteps(); // their calls point into the activations
   }
 
   /** Frees every weight and the activations. */
@@ -338,5 +401,6 @@ export class TransformerModel {
     const next = this.ropeTables(Math.min(this.config.maxPositionEmbeddings, Math.max(positions, 2 * this.rope.positions)));
     this.rope.cos.free(); this.rope.sin.free();
     this.rope = next;
+    this.dropSteps(); // their RoPE calls read the old tables
   }
 }

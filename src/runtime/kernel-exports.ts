@@ -46,6 +46,13 @@ export function structBytes(name: StructName): number {
   return (Object.keys(STRUCTS[name]).length * 4 + 15) & ~15;
 }
 
+/** The word (4-byte) index of a struct's field, for a store of one field into a struct already written. */
+export function structField<S extends StructName>(name: S, field: keyof (typeof STRUCTS)[S] & string): number {
+  const i = Object.keys(STRUCTS[name]).indexOf(field);
+  if (i < 0) throw new RangeError(`${name} has no field ${field}`);
+  return i;
+}
+
 /** Each struct's fields in order, and which are f32. */
 const FIELDS = Object.fromEntries(Object.entries(STRUCTS).map(([name, fields]) => [name, Object.entries(fields).map(([f, t]) => [f, t === "f32"] as const)])) as unknown as Record<StructName, readonly (readonly [string, boolean])[]>;
 

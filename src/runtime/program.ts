@@ -1,4 +1,7 @@
-import { BARRIER, MAX_CALLS_PER_THREAD, MAX_CLAIMS, type Call, type Claim, type Job } from "../threads/pool.ts";
+import { BARRIER, encodeList, MAX_CALLS_PER_THREAD, MAX_CLAIMS, type Call, type Claim, type Job } from "../threads/pool.ts";
+
+/** A hand-off of a program, encoded for the pool: each thread's list, and whether only the caller has calls (no workers woken). */
+export interface EncodedRound { lists: Float64Array[]; callerOnly: boolean }
 
 /**
  * The kernel calls of a whole step (a layer, a decode step) for every thread, in phases: within
@@ -8,6 +11,11 @@ import { BARRIER, MAX_CALLS_PER_THREAD, MAX_CLAIMS, type Call, type Claim, type 
  * its own kernel scratch per purpose, reused by its calls in turn, so a long program takes no
  * more scratch than one call of each kind. Jobs may share a range (a Claim) that their threads
  * take chunk by chunk as they run, so that threads reach each barrier together.
+ *
+ * A program is encoded for the pool once; run again (a decode step of the same shape), it needs
+ * only the arguments that change (variable, set) rewritten, so a step's JavaScript is a few stores.
+ * Its memory (alloc: kernel scratch, call structs, block tables) lives as long as it does: the
+ * runtime's scratch for a program run once (rt.runProgram), its own for one kept (rt.keepProgram).
  */
 export class Program {
   /** lists[t]: thread t's calls and barriers. */
@@ -16,10 +24,22 @@ export class Program {
   private readonly scratch = new Map<number, { ptr: number; bytes: number }>();
   /** The counter of each claim the program's jobs hold. */
   readonly claims = new Map<Claim, number>();
+  private readonly variables: { job: Job; arg: number }[] = [];
+  private encoding?: { rounds: EncodedRound[]; words: Float64Array; variableWords: Int32Array };
 
-  /** @internal: made by rt.runProgram. */
-  constructor(readonly threads: number, private readonly allocScratch: (bytes: number) => number) {
+  /** @internal: made by rt.runProgram and rt.keepProgram. */
+  constructor(readonly threads: number, private readonly allocate: (bytes: number) => number, private readonly release: () => void = () => undefined) {
     this.lists = Array.from({ length: threads }, () => []);
+  }
+
+  /** Wasm memory for the program's life (16-byte aligned). */
+  alloc(bytes: number): number {
+    return this.allocate(bytes);
+  }
+
+  /** Frees the memory of a kept program (nothing for one run once: the runtime's scratch is reset after it). */
+  dispose(): void {
+    this.release();
   }
 
   /**
@@ -28,6 +48,7 @@ export class Program {
    * statically (same outputs, no balancing).
    */
   add(thread: number, job: Job): void {
+    if (this.encoding) throw new Error("Program: calls are added before its first run");
     const claim = job.claim;
     if (claim && !this.claims.has(claim)) {
       if (this.claims.size < MAX_CLAIMS) this.claims.set(claim, this.claims.size);
@@ -57,9 +78,62 @@ export class Program {
     const key = (thread % this.threads) * 2 + (purpose === "linear" ? 0 : 1);
     const have = this.scratch.get(key);
     if (have && have.bytes >= bytes) return have.ptr;
-    const ptr = this.allocScratch(bytes);
+    const ptr = this.alloc(bytes);
     this.scratch.set(key, { ptr, bytes });
     return ptr;
+  }
+
+  /**
+   * Marks argument `arg` of a job of this program as one that changes between runs (a kept
+   * program: a decode step's positions and lengths); returns its handle for set().
+   */
+  variable(job: Job, arg: number): number {
+    if (this.encoding) throw new Error("Program: variables are marked before its first run");
+    if (!Number.isInteger(arg) || arg < 0 || arg >= job.args.length) throw new RangeError(`Program: ${job.kernel} has no argument ${arg}`);
+    this.variables.push({ job, arg });
+    return this.variables.length - 1;
+  }
+
+  /** Sets a variable argument (variable()) for the next run: one store into the encoded program. */
+  set(variable: number, value: number): void {
+    const e = this.encoding ?? this.encode();
+    e.words[e.variableWords[variable]!] = value;
+  }
+
+  /** The program as the pool runs it: its rounds encoded, once (later runs copy them into the slots). */
+  encoded(): EncodedRound[] {
+    return (this.encoding ?? this.encode()).rounds;
+  }
+
+  private encode(): NonNullable<Program["encoding"]> {
+    // Every thread's list of every round in one buffer, so that a variable is one index into it.
+    const at = new Map<Job, number[]>();
+    const callRounds = this.rounds();
+    const images = callRounds.map((round) => round.map((calls) => {
+      const jobs: [Job, number][] = [];
+      return { image: encodeList(calls, this.claims, (job, word) => jobs.push([job, word])), jobs };
+    }));
+    const words = new Float64Array(images.flat().reduce((n, { image }) => n + image.length, 0));
+    let offset = 0;
+    const rounds = images.map((round, r) => ({
+      lists: round.map(({ image, jobs }) => {
+        words.set(image, offset);
+        for (const [job, word] of jobs) {
+          const places = at.get(job);
+          if (places) places.push(offset + word); else at.set(job, [offset + word]);
+        }
+        offset += image.length;
+        return words.subarray(offset - image.length, offset);
+      }),
+      // Only thread 0 has kernel calls (the others hold barriers at most): no workers woken.
+      callerOnly: callRounds[r]!.every((list, t) => t === 0 || list.every((c) => c === BARRIER)),
+    }));
+    const variableWords = Int32Array.from(this.variables, ({ job, arg }) => {
+      const places = at.get(job);
+      if (!places || places.length !== 1) throw new Error(`Program: a variable's ${job.kernel} call must be in the program once (found ${places?.length ?? 0})`);
+      return places[0]! + arg;
+    });
+    return (this.encoding = { rounds, words, variableWords });
   }
 
   /**
@@ -67,7 +141,7 @@ export class Program {
    * (a hand-off's end joins all threads, so the barrier there is dropped). A phase longer than
    * that alone is cut between its calls, which are independent.
    */
-  rounds(): Call[][][] {
+  private rounds(): Call[][][] {
     if (this.lists.every((l) => l.length <= MAX_CALLS_PER_THREAD)) return [this.lists];
     const phases: Job[][][] = []; // [phase][thread][call]
     const at = this.lists.map(() => 0);

@@ -7,7 +7,7 @@ import { isQuantDtype, quantRowBytes, type QuantDtype } from "../formats/quant.t
 import { attentionArrays, attentionShape, type AttentionArgs, type AttentionShape } from "../ops/attention.ts";
 import { linearShape, type LinearArgs, type LinearShape } from "../ops/linear.ts";
 import { describe, float32Array, positiveInt } from "../ops/validate.ts";
-import { BARRIER, ThreadPool, type Call, type Claim, type Job } from "../threads/pool.ts";
+import { ThreadPool, type Claim, type Job } from "../threads/pool.ts";
 import { Program } from "./program.ts";
 import { attentionSplits, columnChunk, columnSplits, type AttentionRange } from "../threads/splits.ts";
 import { CODES, KERNELS, kernelExportsOf, LINEAR_KERNELS, structBytes, writeStruct, type KernelExports } from "./kernel-exports.ts";
@@ -246,13 +246,34 @@ export class Runtime {
   runProgram<T>(build: (p: Program) => () => T): T {
     this.checkIdle();
     try {
-      const p = this.newProgram();
+      const p = new Program(this.threads, (bytes) => this.scratch.alloc(bytes));
       const finish = build(p);
       this.runRounds(p);
       return finish();
     } finally {
       this.scratch.reset();
     }
+  }
+
+  /**
+   * A program to build once and run many times (runKept): a decode step of one shape, whose
+   * calls change only in a few arguments from step to step (Program.variable, set). Its memory is its
+   * own until dispose().
+   * @internal
+   */
+  keepProgram(): Program {
+    const owned: WasmBuffer[] = [];
+    return new Program(this.threads, (bytes) => {
+      const b = this.alloc(Math.max(1, Math.ceil(bytes / 4)));
+      owned.push(b);
+      return b.ptr;
+    }, () => { for (const b of owned.splice(0)) b.free(); });
+  }
+
+  /** Runs a kept program (keepProgram), as built and updated. @internal */
+  runKept(p: Program): void {
+    this.checkIdle();
+    this.runRounds(p);
   }
 
   /**
@@ -298,9 +319,9 @@ export class Runtime {
     try {
       const c = prepare(), p = this.programOf(c), pool = this.pool;
       pool.resetClaims(p.claims.size);
-      for (const round of p.rounds()) {
-        if (callerOnly(round)) pool.runOnCaller(round[0]!, p.claims);
-        else await pool.runAsync(round, p.claims);
+      for (const round of p.encoded()) {
+        if (round.callerOnly) pool.runOnCaller(round.lists[0]!);
+        else await pool.runEncodedAsync(round.lists);
       }
       return c.finish();
     } finally {
@@ -399,20 +420,22 @@ export class Runtime {
 
   /**
    * An attention problem cut into per-thread ranges (KV heads or key ranges for decode, query
-   * positions for prefill), job t with scratch `scratchFor(t, bytes)` (default: its own). Key ranges (split-KV) write
-   * partial outputs and statistics to scratch, and `after` combines them into `out`. The job
+   * positions for prefill), job t with scratch `scratchFor(t, bytes)` (default: its own, from
+   * `alloc`, itself by default the runtime's scratch). Key ranges (split-KV) write partial outputs
+   * and statistics to memory from `alloc`, and `after` combines them into `out`. The job
    * builder gets the range, its scratch, where to write, and the statistics pointer (0: none).
    * @internal
    */
   attentionJobs(s: AttentionShape, out: number, job: (range: AttentionRange, scratch: number, out: number, stats: number) => Job, threads = this.threads,
-    scratchFor = (_t: number, bytes: number) => this.scratch.alloc(bytes)): { jobs: Job[]; after?: Job[] } {
+    scratchFor?: (t: number, bytes: number) => number, alloc = (bytes: number) => this.scratch.alloc(bytes)): { jobs: Job[]; after?: Job[] } {
     const { ranges, splitKv } = attentionSplits(s.seqQ, s.seqK, s.numKvHeads, s.causal, threads);
     const bytes = this.attentionScratchBytes(s.numHeads, s.numKvHeads);
-    if (!splitKv) return { jobs: ranges.map((r, t) => job(r, scratchFor(t, bytes), out, 0)) };
+    const scratch = scratchFor ?? ((_t: number, n: number) => alloc(n));
+    if (!splitKv) return { jobs: ranges.map((r, t) => job(r, scratch(t, bytes), out, 0)) };
     const rows = s.seqQ * s.numHeads, parts = ranges.length;
-    const partials = this.scratch.alloc(parts * rows * s.headDim * 4);
-    const stats = this.scratch.alloc(parts * rows * 8);
-    const jobs = ranges.map((r, i) => job(r, scratchFor(i, bytes), partials + i * rows * s.headDim * 4, stats + i * rows * 8));
+    const partials = alloc(parts * rows * s.headDim * 4);
+    const stats = alloc(parts * rows * 8);
+    const jobs = ranges.map((r, i) => job(r, scratch(i, bytes), partials + i * rows * s.headDim * 4, stats + i * rows * 8));
     return { jobs, after: [{ kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] }] };
   }
 
@@ -426,12 +449,13 @@ export class Runtime {
   }
 
   /**
-   * An AttentionCall struct (abi) in scratch for `shape`: `where` gives q and out, and k and v
+   * An AttentionCall struct (abi) for `shape` in memory from `alloc` (default: scratch): `where` gives q and out, and k and v
    * (contiguous) or pages, pageSize and dtype (paged).
    * @internal
    */
-  attentionCall(shape: AttentionShape, where: { q: number; out: number; k?: number; v?: number; pages?: number; pageSize?: number; dtype?: number }): number {
-    const ptr = this.scratch.alloc(structBytes("AttentionCall"));
+  attentionCall(shape: AttentionShape, where: { q: number; out: number; k?: number; v?: number; pages?: number; pageSize?: number; dtype?: number },
+    alloc = (bytes: number) => this.scratch.alloc(bytes)): number {
+    const ptr = alloc(structBytes("AttentionCall"));
     writeStruct(this.memory, ptr, "AttentionCall", {
       q: where.q, k: where.k ?? 0, v: where.v ?? 0, out: where.out, seqQ: shape.seqQ, seqK: shape.seqK, numHeads: shape.numHeads,
       numKvHeads: shape.numKvHeads, headDim: shape.headDim, scale: shape.scale, causal: shape.causal ? 1 : 0, window: shape.slidingWindow,
@@ -485,13 +509,9 @@ export class Runtime {
     return { kernel: "quantize_activations", args: [x, rows, inFeatures, qa, blockBegin, blockEnd] };
   }
 
-  private newProgram(): Program {
-    return new Program(this.threads, (bytes) => this.scratch.alloc(bytes));
-  }
-
   /** A prepared call as a program: its jobs dealt to the threads in turn, then its `after` jobs in order on the caller. */
   private programOf(c: PreparedCall<unknown>): Program {
-    const p = this.newProgram();
+    const p = new Program(this.threads, (bytes) => this.scratch.alloc(bytes));
     c.jobs.forEach((j, i) => p.add(i, j));
     if (c.after?.length) {
       p.barrier();
@@ -504,16 +524,11 @@ export class Runtime {
   private runRounds(p: Program): void {
     const pool = this.pool;
     pool.resetClaims(p.claims.size);
-    for (const round of p.rounds()) {
-      if (callerOnly(round)) pool.runOnCaller(round[0]!, p.claims);
-      else pool.run(round, p.claims);
+    for (const round of p.encoded()) {
+      if (round.callerOnly) pool.runOnCaller(round.lists[0]!);
+      else pool.runEncoded(round.lists);
     }
   }
-}
-
-/** Whether only thread 0 has kernel calls in a round (the others hold barriers at most). */
-function callerOnly(round: Call[][]): boolean {
-  return round.every((list, t) => t === 0 || list.every((c) => c === BARRIER));
 }
 
 /** A call set up in scratch: its kernel jobs (run in parallel), jobs to run after them in order, then how to read its result. */

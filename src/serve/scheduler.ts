@@ -296,7 +296,7 @@ export class BatchScheduler {
     const items = batch.map(({ r, tokens }) => ({ seq: r.seq, tokens }));
     let logits: Float32Array;
     try {
-      logits = this.model.forwardBatch(this.cache, items, { logits: "last" });
+      logits = this.model.forwardBatch(this.cache, items, { logits: "last", resident: true });
     } catch (e) {
       // The pass was rolled back for every sequence. Out of memory, the prefix cache goes first
       // (its pages back to the runtime) and the pass is tried again once; else they all end with
@@ -306,7 +306,7 @@ export class BatchScheduler {
         this.clearPrefixCache();
         this.cache.releaseFreePages();
         try {
-          logits = this.model.forwardBatch(this.cache, items, { logits: "last" });
+          logits = this.model.forwardBatch(this.cache, items, { logits: "last", resident: true });
           error = undefined;
         } catch (again) { error = again; }
       }
@@ -316,23 +316,25 @@ export class BatchScheduler {
         return;
       }
     }
+    // The logits are a view of wasm memory: each row that picks a token is copied out before
+    // anything else runs (advance may end a request, and what that frees or takes could grow memory).
     const V = this.model.config.vocabSize;
+    const rows = batch.map(({ r, tokens }, i) => (r.pending.length === tokens.length ? logits.slice(i * V, (i + 1) * V) : undefined));
     batch.forEach(({ r, tokens }, i) => {
       r.cached.push(...tokens);
       r.pending = r.pending.slice(tokens.length);
       if (r.pending.length > 0) return; // prefill goes on next step
       try {
-        this.advance(r, logits.subarray(i * V, (i + 1) * V));
+        this.advance(r, rows[i]!);
       } catch (e) {
         this.fail(r, e);
       }
     });
   }
 
-  /** Picks the next token of a sequence whose inputs are all computed, streams it, decides whether it ends. */
-  private advance(r: Running, row: Float32Array): void {
+  /** Picks the next token of a sequence whose inputs are all computed, streams it, decides whether it ends. `z`: its logits (a copy, changed here). */
+  private advance(r: Running, z: Float32Array): void {
     const { job } = r;
-    const z = new Float32Array(row);
     if (job.frequencyPenalty !== 0 || job.presencePenalty !== 0) {
       for (const [t, n] of r.counts) z[t]! -= n * job.frequencyPenalty + job.presencePenalty;
     }

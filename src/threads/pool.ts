@@ -11,7 +11,7 @@ import { importNodeBuiltin } from "../runtime/node-builtins.ts";
 // from the same slots with the same function (runList); a runtime of one thread is a pool of one.
 // Kernels are pure functions of pointers and ranges, so the threads need no other shared state.
 
-import { JOB_KERNELS, type JobKernel } from "../runtime/kernel-exports.ts";
+import { JOB_KERNELS, KERNELS, type JobKernel } from "../runtime/kernel-exports.ts";
 
 /**
  * A range the threads holding a job share out as they run: each takes the next `chunk` of
@@ -28,7 +28,8 @@ export const BARRIER = "barrier";
 /** One entry of a thread's list: a kernel call or a barrier. */
 export type Call = Job | typeof BARRIER;
 
-const MAX_ARGS = 24;
+/** Argument words per call: the widest pool kernel's (the linear kernels' 11), checked below. */
+const MAX_ARGS = 12;
 /** Calls (kernels and barriers) one thread takes per hand-off. */
 export const MAX_CALLS_PER_THREAD = 1024;
 /** Claims (shared ranges) one program can use; each has a counter. */
@@ -64,8 +65,7 @@ function barrierWait(ctl: Int32Array, size: number, canSleep: boolean): void {
 
 /** Calls f with the MAX_ARGS argument words at s[a]... (a Wasm export ignores those past its parameters): no array per call. Self-contained. */
 function callWords(f: KernelFn, s: Float64Array, a: number): void {
-  f(s[a]!, s[a + 1]!, s[a + 2]!, s[a + 3]!, s[a + 4]!, s[a + 5]!, s[a + 6]!, s[a + 7]!, s[a + 8]!, s[a + 9]!, s[a + 10]!, s[a + 11]!,
-    s[a + 12]!, s[a + 13]!, s[a + 14]!, s[a + 15]!, s[a + 16]!, s[a + 17]!, s[a + 18]!, s[a + 19]!, s[a + 20]!, s[a + 21]!, s[a + 22]!, s[a + 23]!);
+  f(s[a]!, s[a + 1]!, s[a + 2]!, s[a + 3]!, s[a + 4]!, s[a + 5]!, s[a + 6]!, s[a + 7]!, s[a + 8]!, s[a + 9]!, s[a + 10]!, s[a + 11]!);
 }
 
 /**
@@ -137,6 +137,45 @@ self.onmessage = (e) => serve(e.data, () => self.postMessage("ready"));
 `;
 
 const JOB_IDS = new Map<string, number>(JOB_KERNELS.map((k, i) => [k, i]));
+for (const k of JOB_KERNELS) {
+  if (k && KERNELS[k].params.length > MAX_ARGS) throw new Error(`threads: ${k} takes ${KERNELS[k].params.length} arguments; a call holds ${MAX_ARGS} (callWords)`);
+}
+
+/** Barriers in a list. */
+function countBarriers(list: readonly Call[]): number {
+  let n = 0;
+  for (const c of list) if (c === BARRIER) n++;
+  return n;
+}
+
+/**
+ * A thread's list as its slot holds it (count, then per call: id, claim counter, the claimed
+ * argument, from, to, chunk, the arguments), ready to be copied in. `onJob(job, word)`: where
+ * each job's arguments begin, so that a list encoded once can take new arguments (a Program run
+ * many times). `claims`: the counter of each claim the jobs hold.
+ */
+export function encodeList(list: readonly Call[], claims: ReadonlyMap<Claim, number>, onJob?: (job: Job, word: number) => void): Float64Array {
+  if (list.length > MAX_CALLS_PER_THREAD) throw new RangeError(`threads: at most ${MAX_CALLS_PER_THREAD} calls per thread at once, got ${list.length}`);
+  const image = new Float64Array(1 + list.length * CALL);
+  image[0] = list.length;
+  for (let c = 0, at = 1; c < list.length; c++, at += CALL) {
+    const job = list[c]!;
+    if (job === BARRIER) { image[at] = -1; continue; }
+    if (job.args.length > MAX_ARGS) throw new RangeError(`threads: ${job.kernel} takes at most ${MAX_ARGS} arguments`);
+    const id = JOB_IDS.get(job.kernel);
+    if (id === undefined) throw new RangeError(`threads: ${String(job.kernel)} is not a pool kernel`);
+    image[at] = id;
+    const claim = job.claim;
+    if (claim) {
+      const counter = claims.get(claim);
+      if (counter === undefined) throw new Error("threads: a job's claim has no counter (jobs with claims go through a Program)");
+      image[at + 1] = counter; image[at + 2] = claim.arg; image[at + 3] = claim.from; image[at + 4] = claim.to; image[at + 5] = claim.chunk;
+    } else image[at + 1] = -1;
+    image.set(job.args, at + HEADER);
+    onJob?.(job, at + HEADER);
+  }
+  return image;
+}
 
 /** What the pool needs of a worker, whichever kind. */
 interface PoolWorker { terminate(): unknown }
@@ -210,10 +249,20 @@ export class ThreadPool {
    * counter of each claim the jobs hold (see Claim; counters are reset by resetClaims).
    */
   run(jobs: Call[][], claims: ReadonlyMap<Claim, number>): void {
+    const expected = countBarriers(jobs[0] ?? []);
+    for (let t = 1; t < this.size; t++) {
+      const n = countBarriers(jobs[t] ?? []);
+      if (n !== expected) throw new RangeError(`threads: thread ${t} has ${n} barriers, thread 0 ${expected}: every thread must meet every barrier`);
+    }
+    this.runEncoded(Array.from({ length: this.size }, (_, t) => encodeList(jobs[t] ?? [], claims)));
+  }
+
+  /** As run(), on lists already encoded (encodeList; a Program's rounds, encoded once and run many times). */
+  runEncoded(lists: readonly Float64Array[]): void {
     if (!this.canBlock && this.size > 1) {
       throw new Error("threads: a browser's main thread cannot block: use the async calls (attentionAsync, linearAsync, ...) or run gqa-wasm in a Web Worker");
     }
-    this.post(jobs, claims);
+    this.post(lists);
     const error = this.runOwn(true);
     for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
       Atomics.wait(this.ctl, DONE, done);
@@ -221,9 +270,9 @@ export class ThreadPool {
     this.finish(error);
   }
 
-  /** As run(), but the caller awaits the workers instead of blocking (browsers' main thread). */
-  async runAsync(jobs: Call[][], claims: ReadonlyMap<Claim, number>): Promise<void> {
-    this.post(jobs, claims);
+  /** As runEncoded(), but the caller awaits the workers instead of blocking (browsers' main thread). */
+  async runEncodedAsync(lists: readonly Float64Array[]): Promise<void> {
+    this.post(lists);
     const error = this.runOwn(true);
     for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
       const w = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } }).waitAsync(this.ctl, DONE, done);
@@ -233,12 +282,12 @@ export class ThreadPool {
   }
 
   /**
-   * Runs a list on the caller alone (the workers asleep): a round where only thread 0 has calls.
-   * Its claims still go through their counters (another round may hold part of one).
+   * Runs an encoded list on the caller alone (the workers asleep): a round where only thread 0
+   * has calls. Its claims still go through their counters (another round may hold part of one).
    */
-  runOnCaller(list: Call[], claims: ReadonlyMap<Claim, number>): void {
+  runOnCaller(list: Float64Array): void {
     if (this.disposed) throw new Error("threads: the runtime was disposed");
-    this.write(0, list, claims);
+    this.slots.set(list, 0);
     const error = this.runOwn(false);
     if (error) throw error;
   }
@@ -257,36 +306,11 @@ export class ThreadPool {
     return runList(this.kernels, this.slots, 0, this.counters, this.ctl, this.size, this.canBlock, barriers, HEADER, CALL);
   }
 
-  /** Writes thread t's list into its slot. */
-  private write(t: number, list: Call[], claims: ReadonlyMap<Claim, number>): void {
-    if (list.length > MAX_CALLS_PER_THREAD) throw new RangeError(`threads: at most ${MAX_CALLS_PER_THREAD} calls per thread at once, got ${list.length}`);
-    const slots = this.slots, base = t * SLOT;
-    slots[base] = 0; // until the list is whole (a bad job below must not leave half a list to run)
-    for (let c = 0, at = base + 1; c < list.length; c++, at += CALL) {
-      const job = list[c]!;
-      if (job === BARRIER) { slots[at] = -1; continue; }
-      if (job.args.length > MAX_ARGS) throw new RangeError(`threads: ${job.kernel} takes at most ${MAX_ARGS} arguments`);
-      slots[at] = JOB_IDS.get(job.kernel)!;
-      const claim = job.claim;
-      if (claim) {
-        const counter = claims.get(claim);
-        if (counter === undefined) throw new Error("threads: a job's claim has no counter (jobs with claims go through a Program)");
-        slots[at + 1] = counter; slots[at + 2] = claim.arg; slots[at + 3] = claim.from; slots[at + 4] = claim.to; slots[at + 5] = claim.chunk;
-      } else slots[at + 1] = -1;
-      slots.set(job.args, at + HEADER);
-    }
-    slots[base] = list.length;
-  }
-
-  private post(jobs: Call[][], claims: ReadonlyMap<Claim, number>): void {
+  /** Writes each thread's encoded list into its slot and wakes the workers. */
+  private post(lists: readonly Float64Array[]): void {
     if (this.disposed) throw new Error("threads: the runtime was disposed");
-    const barriers = (list: Call[]) => list.reduce((n, c) => n + (c === BARRIER ? 1 : 0), 0);
-    const expected = barriers(jobs[0] ?? []);
-    for (let t = 1; t < this.size; t++) {
-      const list = jobs[t] ?? [];
-      if (barriers(list) !== expected) throw new RangeError(`threads: thread ${t} has ${barriers(list)} barriers, thread 0 ${expected}: every thread must meet every barrier`);
-    }
-    for (let t = 0; t < this.size; t++) this.write(t, jobs[t] ?? [], claims);
+    if (lists.length !== this.size) throw new RangeError(`threads: ${lists.length} lists for ${this.size} threads`);
+    lists.forEach((list, t) => this.slots.set(list, t * SLOT));
     if (this.size === 1) return;
     Atomics.store(this.ctl, DONE, 0);
     Atomics.store(this.ctl, ERROR, 0);

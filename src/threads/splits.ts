@@ -12,21 +12,34 @@ const MIN_KEYS_PER_PART = 256;
  * combined (attention_combine); otherwise they write disjoint parts of the output. Head and
  * query splits are bit-identical to one thread; split-KV differs only by reassociation.
  */
-export function attentionSplits(seqQ: number, seqK: number, numKvHeads: number, causal: boolean, threads: number): { ranges: AttentionRange[]; splitKv: boolean } {
+export function attentionSplits(seqQ: number, seqK: number, numKvHeads: number, causal: boolean, threads: number): { ranges: readonly AttentionRange[]; splitKv: boolean } {
+  // The last answer again for the same question: a kept decode program asks it for every layer at every step.
+  const last = lastSplit;
+  if (last && last.seqQ === seqQ && last.seqK === seqK && last.numKvHeads === numKvHeads && last.causal === causal && last.threads === threads) return last.split;
+  const split = splitAttention(seqQ, seqK, numKvHeads, causal, threads);
+  lastSplit = { seqQ, seqK, numKvHeads, causal, threads, split };
+  return split;
+}
+
+let lastSplit: { seqQ: number; seqK: number; numKvHeads: number; causal: boolean; threads: number; split: { ranges: readonly AttentionRange[]; splitKv: boolean } } | undefined;
+
+function splitAttention(seqQ: number, seqK: number, numKvHeads: number, causal: boolean, threads: number): { ranges: AttentionRange[]; splitKv: boolean } {
   const all: AttentionRange = [0, numKvHeads, 0, seqQ, 0, seqK];
   if (threads <= 1) return { ranges: [all], splitKv: false };
   if (seqQ < 4 * threads) {
     // Few query rows (decode): KV heads apart when they divide evenly among the threads (or the
     // keys are too few to split), each thread reading only its heads' K/V ...
     const parts = Math.min(threads, Math.floor(seqK / MIN_KEYS_PER_PART));
+    const ranges: AttentionRange[] = [];
     if (numKvHeads >= threads && (numKvHeads % threads === 0 || parts < threads)) {
-      const t = threads;
-      return { ranges: Array.from({ length: t }, (_, i) => [Math.floor((i * numKvHeads) / t), Math.floor(((i + 1) * numKvHeads) / t), 0, seqQ, 0, seqK]), splitKv: false };
+      for (let i = 0; i < threads; i++) ranges.push([Math.floor((i * numKvHeads) / threads), Math.floor(((i + 1) * numKvHeads) / threads), 0, seqQ, 0, seqK]);
+      return { ranges, splitKv: false };
     }
     // ... else the keys apart (Flash-Decoding), so that one long sequence uses every core evenly
     // (SmolLM2's 3 KV heads on 2 threads would be 1 : 2).
     if (parts <= 1) return { ranges: [all], splitKv: false };
-    return { ranges: Array.from({ length: parts }, (_, i) => [0, numKvHeads, 0, seqQ, Math.floor((i * seqK) / parts), Math.floor(((i + 1) * seqK) / parts)]), splitKv: true };
+    for (let i = 0; i < parts; i++) ranges.push([0, numKvHeads, 0, seqQ, Math.floor((i * seqK) / parts), Math.floor(((i + 1) * seqK) / parts)]);
+    return { ranges, splitKv: true };
   }
   // Many query rows (prefill): contiguous query ranges of equal work (causal rows see more keys
   // the later they are).
