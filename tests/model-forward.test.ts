@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createRuntime, type Runtime } from "../src/index.ts";
+import { createRuntime, type Runtime, type WasmBuffer } from "../src/index.ts";
 import { parseModelConfig } from "../src/model/config.ts";
 import { TransformerModel } from "../src/model/transformer.ts";
 import { models, randomWeights, referenceForward } from "./model-helpers.ts";
@@ -47,6 +47,44 @@ describe("model forward pass against a float64 reference", function () {
       assert.ok(err <= 2e-2, `max |logit error| ${err}`);
       assert.ok(err > 0, "16-bit weights change the logits a little");
     } finally { cache.dispose(); model.dispose(); }
+  });
+
+  it("q/k/v (with their biases) and gate/up are one buffer each after load, and one call on it gives the bits of a call per part; a part stored in another dtype keeps them apart", () => {
+    const cfg = parseModelConfig(models.find(([name]) => name.startsWith("qwen2"))![1]);
+    const w = randomWeights(cfg);
+    type Fused = { layers: Record<string, WasmBuffer | undefined>[] };
+    for (const dtype of ["f32", "q8_0"] as const) {
+      const model = new TransformerModel(rt, cfg, (n) => w.get(n)!, dtype);
+      try {
+        const L = (model as unknown as Fused).layers[1]!;
+        const [qkv, q, k, v, gateUp, gate, up] = ["qkv", "q", "k", "v", "gateUp", "gate", "up"].map((r) => L[r]!);
+        assert.deepEqual([q.ptr, k.ptr - q.ptr, v.ptr - k.ptr, qkv.byteLength], [qkv.ptr, q.byteLength, k.byteLength, q.byteLength + k.byteLength + v.byteLength]);
+        assert.deepEqual([gate.ptr, up.ptr - gate.ptr], [gateUp.ptr, gate.byteLength]);
+        assert.equal(L.qkvBias!.length, q.length / cfg.hiddenSize + 2 * (k.length / cfg.hiddenSize));
+        const x = rt.upload(Float32Array.from({ length: cfg.hiddenSize }, (_, i) => Math.sin(i))), hd = cfg.hiddenSize;
+        const whole = rt.alloc(qkv.length / hd), part = rt.alloc(qkv.length / hd);
+        rt.linearInto({ x, weight: qkv, bias: L.qkvBias, out: whole, inFeatures: hd, outFeatures: qkv.length / hd });
+        let at = 0;
+        for (const [wt, b] of [[q, L.qBias], [k, L.kBias], [v, L.vBias]] as const) {
+          rt.linearInto({ x, weight: wt, bias: b, out: part.subarray(at, at + wt.length / hd), inFeatures: hd, outFeatures: wt.length / hd });
+          at += wt.length / hd;
+        }
+        assert.deepEqual(whole.toFloat32Array(), part.toFloat32Array());
+        for (const b of [x, whole, part]) b.free();
+      } finally { model.dispose(); }
+    }
+    // v in Q4_0 among Q8_0 weights (as some GGUF files store it): q/k/v stay apart, gate/up fuse; the pass runs.
+    const mixed = new TransformerModel(rt, cfg, (n) => (n.endsWith("v_proj.weight") ? rt.upload(w.get(n)!, "q4_0", cfg.hiddenSize) : w.get(n)!), "q8_0");
+    const cache = mixed.createCache();
+    try {
+      const L = (mixed as unknown as Fused).layers[0]!;
+      assert.equal(L.qkv, undefined);
+      assert.equal(L.v!.dtype, "q4_0");
+      assert.ok(L.gateUp);
+      const seq = cache.createSequence();
+      mixed.forward(cache, seq, tokens.slice(0, 4));
+      assert.ok(mixed.forward(cache, seq, [7], { logits: "last" }).every(Number.isFinite));
+    } finally { cache.dispose(); mixed.dispose(); }
   });
 
   it("rejects token ids outside the vocabulary, naming them", () => {

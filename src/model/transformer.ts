@@ -5,7 +5,7 @@
 // allocated once (RunState), phases separated by barriers, so with threads it is one hand-off to
 // the worker pool instead of one per op, and the activations never come back to JavaScript.
 import { createKVCache, type BlockTable, type KVCache, type KVCacheOptions, type KVSequence, type PagedAttentionCalls } from "../kv/kv-cache.ts";
-import { WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
+import { bufferBytes, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Program } from "../runtime/program.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Job } from "../threads/pool.ts";
@@ -14,16 +14,23 @@ import { modelTensors, type GlobalRole, type LayerRole } from "./architecture.ts
 import type { ModelConfig } from "./config.ts";
 import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
 
-/** The weights of one layer, resident in wasm memory, by role (architecture.ts). */
-type LayerWeights = Record<Exclude<LayerRole, "qBias" | "kBias" | "vBias">, WasmBuffer> & Partial<Record<"qBias" | "kBias" | "vBias", WasmBuffer>>;
+/**
+ * The weights of one layer, resident in wasm memory, by role (architecture.ts). q, k and v
+ * (and their biases), and gate and up, are views of one buffer each when they share a dtype
+ * (`qkv`, `qkvBias`, `gateUp`: concatenated at load), so a one-row pass projects each group in
+ * one call (one stream of weights, one claim range for the threads).
+ */
+type LayerWeights = Record<Exclude<LayerRole, "qBias" | "kBias" | "vBias">, WasmBuffer> & Partial<Record<"qBias" | "kBias" | "vBias" | "qkv" | "qkvBias" | "gateUp", WasmBuffer>>;
 
 /** A forward pass's activations in wasm memory, for up to `rows` rows and `items` sequences. */
 interface RunState {
   rows: number; items: number;
   /** The residual stream [rows, hidden], and its normalised copy. */
   x: WasmBuffer; h: WasmBuffer;
-  q: WasmBuffer; attn: WasmBuffer; k: WasmBuffer; v: WasmBuffer;
-  gate: WasmBuffer; up: WasmBuffer;
+  /** q, k and v of a pass of n rows, one after the other ([n, q], [n, kv], [n, kv]): of one row, the output of one fused call. */
+  qkv: WasmBuffer; attn: WasmBuffer;
+  /** gate then up ([n, ff] each), likewise. */
+  gateUp: WasmBuffer;
   /** Each sequence's last row, normalised, and its logits. */
   last: WasmBuffer; logits: WasmBuffer;
   /** Each thread's scratch for the linear kernels (16-bit weight panels, inputs a call quantizes itself): linearScratchBytes per thread. */
@@ -92,7 +99,7 @@ export class TransformerModel {
         if (t.layer === undefined) globals[t.role as GlobalRole] = buffer;
         else layers[t.layer]![t.role as LayerRole] = buffer;
       }
-      this.layers = layers as LayerWeights[];
+      this.layers = layers.map((L) => this.fuseLayer(L as LayerWeights));
       this.finalNorm = globals.finalNorm!;
       this.embedding = globals.embedding!;
       this.lmHead = globals.lmHead ?? this.embedding;
@@ -213,8 +220,8 @@ export class TransformerModel {
     const rowsOf = (i: number) => items[i]!.tokens.length;
     // This pass's rows of the activations.
     const s = {
-      x: state.x.subarray(0, n * hd), h: state.h.subarray(0, n * hd), q: state.q.subarray(0, n * H * D), attn: state.attn.subarray(0, n * H * D),
-      gate: state.gate.subarray(0, n * ff), up: state.up.subarray(0, n * ff), last: state.last.subarray(0, items.length * hd),
+      x: state.x.subarray(0, n * hd), h: state.h.subarray(0, n * hd), q: state.qkv.subarray(0, n * H * D), attn: state.attn.subarray(0, n * H * D),
+      gate: state.gateUp.subarray(0, n * ff), up: state.gateUp.subarray(n * ff, 2 * n * ff), last: state.last.subarray(0, items.length * hd),
     };
     const rowPtr = (buf: WasmBuffer, r: number, width: number) => buf.ptr + r * width * f32;
     const view = (buf: WasmBuffer, i: number, width: number) => buf.subarray(firstRow[i]! * width, (firstRow[i]! + rowsOf(i)) * width);
@@ -264,11 +271,14 @@ export class TransformerModel {
     const attentionArgs = { numHeads: H, slidingWindow: c.slidingWindow };
     this.layers.forEach((L, l) => {
       const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
-      const k = state.k.subarray(0, n * kvDim), v = state.v.subarray(0, n * kvDim);
+      const qDim = H * D, k = state.qkv.subarray(n * qDim, n * (qDim + kvDim)), v = state.qkv.subarray(n * (qDim + kvDim), n * (qDim + 2 * kvDim));
       const hq = rmsnorm(L.inputNorm, [L.q, L.k, L.v]);
-      linear(s.h, L.q, s.q, hd, H * D, hq, { bias: L.qBias });
-      linear(s.h, L.k, k, hd, kvDim, hq, { bias: L.kBias });
-      linear(s.h, L.v, v, hd, kvDim, hq, { bias: L.vBias });
+      if (n === 1 && L.qkv) linear(s.h, L.qkv, state.qkv.subarray(0, qDim + 2 * kvDim), hd, qDim + 2 * kvDim, hq, { bias: L.qkvBias });
+      else {
+        linear(s.h, L.q, s.q, hd, qDim, hq, { bias: L.qBias });
+        linear(s.h, L.k, k, hd, kvDim, hq, { bias: L.kBias });
+        linear(s.h, L.v, v, hd, kvDim, hq, { bias: L.vBias });
+      }
       p.barrier();
       // RoPE on q and k, then K/V into the cache's pages (kv_write): each sequence's rows on
       // a thread, or a lone long sequence's rows over all of them.
@@ -293,8 +303,11 @@ export class TransformerModel {
       linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true }); // the residual add, fused
       p.barrier();
       const hq2 = rmsnorm(L.postNorm, [L.gate, L.up]);
-      linear(s.h, L.gate, s.gate, hd, ff, hq2);
-      linear(s.h, L.up, s.up, hd, ff, hq2);
+      if (n === 1 && L.gateUp) linear(s.h, L.gateUp, state.gateUp.subarray(0, 2 * ff), hd, 2 * ff, hq2);
+      else {
+        linear(s.h, L.gate, s.gate, hd, ff, hq2);
+        linear(s.h, L.up, s.up, hd, ff, hq2);
+      }
       p.barrier();
       // SwiGLU in quads of elements, or in 32-blocks whose thread quantizes them for the down
       // projection (rows of ff are whole blocks).
@@ -363,8 +376,8 @@ export class TransformerModel {
       this.state = {
         linearScratch: buf(Math.max(1, (T * linearScratchBytes) / 4)), linearScratchBytes,
         rows: R, items: I,
-        x: buf(R * c.hiddenSize), h: buf(R * c.hiddenSize), q: buf(R * c.numHeads * c.headDim), attn: buf(R * c.numHeads * c.headDim),
-        k: buf(R * maxKv * c.headDim), v: buf(R * maxKv * c.headDim), gate: buf(R * c.intermediateSize), up: buf(R * c.intermediateSize),
+        x: buf(R * c.hiddenSize), h: buf(R * c.hiddenSize), qkv: buf(R * (c.numHeads + 2 * maxKv) * c.headDim), attn: buf(R * c.numHeads * c.headDim),
+        gateUp: buf(2 * R * c.intermediateSize),
         last: buf(I * c.hiddenSize), logits: buf(I * c.vocabSize),
         qa: buf(Math.ceil(qaBytes / 4)),
       };
@@ -391,6 +404,49 @@ export class TransformerModel {
   }
 
   private own(b: WasmBuffer): WasmBuffer { this.owned.push(b); return b; }
+
+  /** q/k/v (and biases) and gate/up of a layer concatenated into one buffer each, the parts becoming views of it (see LayerWeights). */
+  private fuseLayer(L: LayerWeights): LayerWeights {
+    const fused = { ...L };
+    const qkv = this.concatenate([L.q, L.k, L.v] as const);
+    if (qkv) {
+      [fused.q, fused.k, fused.v] = qkv.parts;
+      fused.qkv = qkv.whole;
+      if (L.qBias && L.kBias && L.vBias) {
+        const bias = this.concatenate([L.qBias, L.kBias, L.vBias] as const)!;
+        [fused.qBias, fused.kBias, fused.vBias] = bias.parts;
+        fused.qkvBias = bias.whole;
+      } else if (L.qBias || L.kBias || L.vBias) fused.qkv = undefined; // some biases only: calls per part
+    }
+    const gateUp = this.concatenate([L.gate, L.up] as const);
+    if (gateUp) {
+      [fused.gate, fused.up] = gateUp.parts;
+      fused.gateUp = gateUp.whole;
+    }
+    return fused;
+  }
+
+  /**
+   * Owned buffers of one dtype (and row length) copied one after the other into a new buffer,
+   * which replaces them: returns it and views of it in their place; undefined (nothing changed)
+   * when their dtypes differ (a GGUF file may store v in more bits than q and k).
+   */
+  private concatenate<P extends readonly WasmBuffer[]>(parts: P): { whole: WasmBuffer; parts: { -readonly [I in keyof P]: WasmBuffer } } | undefined {
+    const [first] = parts;
+    if (!first || parts.some((b) => b.dtype !== first.dtype || b.rowLength !== first.rowLength)) return undefined;
+    const whole = this.own(this.rt.alloc(parts.reduce((n, b) => n + b.length, 0), first.dtype, first.rowLength));
+    const u8 = this.rt.memory.u8;
+    let at = 0;
+    const views = parts.map((b) => {
+      u8.copyWithin(whole.ptr + bufferBytes(first.dtype, at, first.rowLength), b.ptr, b.ptr + b.byteLength);
+      const view = whole.subarray(at, at + b.length);
+      at += b.length;
+      this.owned.splice(this.owned.indexOf(b), 1);
+      b.free();
+      return view;
+    });
+    return { whole, parts: views as { -readonly [I in keyof P]: WasmBuffer } };
+  }
 
   private ropeTables(positions: number): { cos: WasmBuffer; sin: WasmBuffer; positions: number } {
     const t = ropeTable(positions, ropeInverseFrequencies(this.config.headDim, this.config.ropeTheta, this.config.ropeScaling));
