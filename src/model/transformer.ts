@@ -1,9 +1,11 @@
 // The forward pass of a Llama-family decoder (llama, qwen2, mistral, deci), top to bottom like llama2.c's run.c: embedding, then per layer RMSNorm ->
 // q/k/v projections -> RoPE -> K/V written into the paged cache -> grouped attention over the
 // cache -> o projection + residual -> RMSNorm -> SwiGLU MLP + residual; final RMSNorm and the LM
-// head. The whole pass is one kernel program (rt.runProgram): every op a wasm kernel on buffers
+// head. The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
 // allocated once (RunState), phases separated by barriers, so with threads it is one hand-off to
-// the worker pool instead of one per op, and the activations never come back to JavaScript.
+// the worker pool instead of one per op, and the activations never come back to JavaScript. A
+// decode step runs the program built for the last step of its shape again, with only its
+// positions, lengths and block tables rewritten (buildStep, refresh).
 import { createKVCache, type BlockTable, type KVCache, type KVCacheOptions, type KVSequence, type PagedAttentionCalls } from "../kv/kv-cache.ts";
 import { bufferBytes, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Program } from "../runtime/program.ts";
