@@ -47,8 +47,11 @@ export class Sampler {
         if (t >= 0 && t < z.length) z[t] = z[t]! > 0 ? z[t]! / this.repetitionPenalty : z[t]! * this.repetitionPenalty;
       }
     }
-    const best = argmax(z);
-    if (this.temperature === 0) return best;
+    if (this.temperature === 0) return argmax(z);
+    // Top-k's candidates come best first, so its first is the argmax (no pass of its own).
+    const k = this.topK > 0 ? Math.min(this.topK, z.length) : z.length;
+    const topK = this.topK > 0 ? topKOf(z, k) : undefined;
+    const best = topK ? topK[0]! : argmax(z);
     const top = z[best]!, T = this.temperature;
     const weight = (t: number) => Math.exp((z[t]! - top) / T);
     if (this.topK === 0 && this.topP === 1) {
@@ -59,12 +62,11 @@ export class Sampler {
       return best;
     }
     // Top-k, then softmax at the temperature over those, then top-p.
-    const k = this.topK > 0 ? Math.min(this.topK, z.length) : z.length;
     const order: number[] = [], weights: number[] = [];
     let total = 0;
     let candidates: CandidateHeap | undefined;
-    if (this.topK > 0) {
-      for (const t of topKOf(z, k)) { order.push(t); weights.push(weight(t)); total += weights[weights.length - 1]!; }
+    if (topK) {
+      for (const t of topK) { order.push(t); weights.push(weight(t)); total += weights[weights.length - 1]!; }
     } else {
       candidates = new CandidateHeap(z);
       for (let t = 0; t < z.length; t++) total += weight(t);
@@ -129,13 +131,17 @@ export function topKOf(z: Logits, k: number): number[] {
       i = m;
     }
   };
-  for (let t = 0; t < z.length; t++) {
-    if (h.length < k) {
-      h.push(t);
-      for (let i = h.length - 1; i > 0;) { const p = (i - 1) >> 1; if (!ranksBefore(z, h[p]!, h[i]!)) break; [h[i], h[p]] = [h[p]!, h[i]!]; i = p; }
-    } else if (z[t]! > z[h[0]!]!) {
+  let t = 0;
+  for (; t < z.length && h.length < k; t++) {
+    h.push(t);
+    for (let i = h.length - 1; i > 0;) { const p = (i - 1) >> 1; if (!ranksBefore(z, h[p]!, h[i]!)) break; [h[i], h[p]] = [h[p]!, h[i]!]; i = p; }
+  }
+  // The heap's worst in a local: most of a vocabulary fails this one comparison.
+  for (let worst = z[h[0]!]!; t < z.length; t++) {
+    if (z[t]! > worst) {
       h[0] = t;
       down(0);
+      worst = z[h[0]!]!;
     }
   }
   return h.sort((a, b) => (ranksBefore(z, a, b) ? -1 : 1));
