@@ -73,14 +73,18 @@ describe("sampling without sorting the vocabulary", () => {
     }
   });
 
-  it("top-k 50 + top-p 0.9 over a 152k vocabulary keeps the same set as the definition", () => {
-    const V = 151936;
-    const logits = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 12.9898) * 8);
-    const want = keptByDefinition(logits, 0.7, 50, 0.9);
-    const s = new Sampler({ temperature: 0.7, topK: 50, topP: 0.9, seed: 1 });
-    const seen = new Set<number>();
-    for (let i = 0; i < 400; i++) seen.add(s.next(logits));
-    for (const t of seen) assert.ok(want.includes(t));
-    assert.ok(seen.size > 1);
-  });
+  for (const topK of [50, 0]) {
+    it(`${topK ? "top-k 50 + " : ""}top-p 0.9 over a 152k vocabulary keeps the same set as the definition (flat and peaked logits, one ±0 tie)`, () => {
+      const V = 151936;
+      for (const logits of [Float32Array.from({ length: V }, (_, i) => Math.sin(i * 12.9898) * 8), Float32Array.from({ length: V }, (_, i) => (i % 1000 === 0 ? 20 + (i % 7) : Math.sin(i) * 3))]) {
+        logits[5] = 0; logits[6] = -0;
+        const want = new Set(keptByDefinition(logits, 0.7, topK, 0.9));
+        const s = new Sampler({ temperature: 0.7, topK, topP: 0.9, seed: 1 });
+        const seen = new Set<number>();
+        for (let i = 0; i < (topK ? 400 : 100); i++) seen.add(s.next(logits));
+        for (const t of seen) assert.ok(want.has(t), `drew ${t}, outside the kept set`);
+        assert.ok(seen.size > 1);
+      }
+    });
+  }
 });
