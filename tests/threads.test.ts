@@ -311,6 +311,17 @@ describe("threads: a worker pool on one shared memory", function () {
         for (let i = 0; i < 6; i++) both((s) => (i % 2 ? [{ seq: s[1]!, tokens: [i] }, { seq: s[2]!, tokens: [i + 1] }] : [{ seq: s[2]!, tokens: [i] }, { seq: s[0]!, tokens: [i + 2] }]));
         // Reused: a build for each new shape and each time a program stopped fitting, not one per step.
         assert.ok(builds >= 5 && builds < 15, `${builds} builds for ${steps} steps`);
+        // The programs used most recently are the ones kept: a decode shape used between four new
+        // shapes (prefill chunks of 2-5 tokens) is not built again (once built for this sequence's
+        // longer block tables).
+        both((s) => [{ seq: s[0]!, tokens: [1] }]);
+        const before = builds;
+        for (let n = 2; n <= 5; n++) {
+          both((s) => [{ seq: s[0]!, tokens: [n] }]);
+          both((s) => [{ seq: s[1]!, tokens: Array.from({ length: n }, (_, i) => i) }]);
+        }
+        both((s) => [{ seq: s[0]!, tokens: [1] }]);
+        assert.equal(builds - before, 4);
       } finally {
         for (const c of caches) c.dispose();
         kept.dispose(); fresh.dispose();

@@ -70,9 +70,10 @@ export class Sampler {
     } else {
       // Top-p alone: the tokens it can keep, ranked by one native sort (a heap popped token by
       // token took 10-35 ms at 152k tokens, the nucleus of a flat distribution being thousands).
-      const mass = new Float64Array(NUCLEUS_BINS);
-      for (let t = 0; t < z.length; t++) { const w = weight(t); total += w; mass[nucleusBin(z[t]!, top, T)]! += w; }
-      const ranked = z instanceof Float32Array ? rankedNucleusCandidates(z, top, T, total, this.topP, mass) : undefined;
+      // (float32 logits: their order packs into a key; a repetition penalty's float64 copy pops the heap)
+      const mass = z instanceof Float32Array ? new Float64Array(NUCLEUS_BINS) : undefined;
+      for (let t = 0; t < z.length; t++) { const w = weight(t); total += w; if (mass) mass[nucleusBin(z[t]!, top, T)]! += w; }
+      const ranked = mass ? rankedNucleusCandidates(z as Float32Array, top, T, total, this.topP, mass) : undefined;
       if (ranked) for (const t of ranked) { order.push(t); weights.push(weight(t)); }
       candidates = ranked ? undefined : new CandidateHeap(z);
     }

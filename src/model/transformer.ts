@@ -64,7 +64,7 @@ export class TransformerModel {
   private readonly lmHead: WasmBuffer;
   private rope: { cos: WasmBuffer; sin: WasmBuffer; positions: number };
   private state?: RunState;
-  /** Programs of recent decode steps, by shape, newest first (see forwardRows). */
+  /** Programs of recent decode steps, by shape, the most recently used first (see forwardRows). */
   private steps: KeptStep[] = [];
   private readonly owned: WasmBuffer[] = [];
 
@@ -174,31 +174,35 @@ export class TransformerModel {
     for (const { tokens } of items) for (const t of tokens) xs.set(this.embedding.subarray(t * hd, (t + 1) * hd).toFloat32Array(), hd * row++);
     // Pages for the new tokens' K/V in every layer (rolled back by forwardBatch on an error).
     items.forEach(({ seq, tokens }) => this.layers.forEach((_, l) => cache.reserve(seq, l, tokens.length)));
+    /** A new program for this pass, pointed at it; its memory freed if that fails. */
+    const build = (outputs: { logits: WasmBuffer; lastOnly: boolean }) => {
+      const p = rt.keepProgram();
+      try {
+        const step = this.buildStep(p, cache, items, starts, state, outputs);
+        if (!step.refresh(items, starts)) throw new Error("forward: a program no longer fits the step it was built for");
+        return { program: p, refresh: step.refresh };
+      } catch (e) { p.dispose(); throw e; }
+    };
     if (logitRows === "all") {
       // A pass of its own logits [rows, vocab]: built, run once, freed.
-      const logits = rt.alloc(n * V), p = rt.keepProgram();
+      const logits = rt.alloc(n * V);
       try {
-        const step = this.buildStep(p, cache, items, starts, state, { logits, lastOnly: false });
-        if (!step.refresh(items, starts)) throw new Error("forward: a program no longer fits the step it was built for");
-        rt.runKept(p);
+        const { program } = build({ logits, lastOnly: false });
+        try { rt.runKept(program); } finally { program.dispose(); }
         return logits.toFloat32Array();
-      } finally { p.dispose(); logits.free(); }
+      } finally { logits.free(); }
     }
     // A decode step runs the program of the last step of its shape again, pointed at this step's
     // sequences and positions (a few stores); a new shape, or one the program no longer fits
-    // (a block table outgrown, attention split another way), builds one.
+    // (a block table outgrown, attention split another way), builds one. The programs used most
+    // recently are kept.
     const key = `${rt.threads}:${items.map(({ tokens }) => tokens.length).join(",")}`;
     let step = this.steps.find((k) => k.key === key && k.cache === cache);
     if (step && !step.refresh(items, starts)) { this.dropStep(step); step = undefined; }
-    if (!step) {
-      const p = rt.keepProgram();
-      try {
-        step = { key, cache, program: p, ...this.buildStep(p, cache, items, starts, state, { logits: state.logits.subarray(0, items.length * V), lastOnly: true }) };
-        if (!step.refresh(items, starts)) throw new Error("forward: a program no longer fits the step it was built for");
-      } catch (e) { p.dispose(); throw e; }
-      this.steps.unshift(step);
-      if (this.steps.length > KEPT_STEPS) this.dropStep(this.steps[KEPT_STEPS]!);
-    }
+    if (step) this.steps.splice(this.steps.indexOf(step), 1);
+    else step = { key, cache, ...build({ logits: state.logits.subarray(0, items.length * V), lastOnly: true }) };
+    this.steps.unshift(step);
+    if (this.steps.length > KEPT_STEPS) this.dropStep(this.steps[KEPT_STEPS]!);
     rt.runKept(step.program);
     const logits = state.logits.array.subarray(0, items.length * V);
     return resident ? logits : logits.slice();

@@ -246,7 +246,7 @@ export class Runtime {
   runProgram<T>(build: (p: Program) => () => T): T {
     this.checkIdle();
     try {
-      const p = new Program(this.threads, (bytes) => this.scratch.alloc(bytes));
+      const p = this.scratchProgram();
       const finish = build(p);
       this.runRounds(p);
       return finish();
@@ -509,9 +509,14 @@ export class Runtime {
     return { kernel: "quantize_activations", args: [x, rows, inFeatures, qa, blockBegin, blockEnd] };
   }
 
+  /** A program to run once, its memory from the runtime's scratch (reset after the call). */
+  private scratchProgram(): Program {
+    return new Program(this.threads, (bytes) => this.scratch.alloc(bytes));
+  }
+
   /** A prepared call as a program: its jobs dealt to the threads in turn, then its `after` jobs in order on the caller. */
   private programOf(c: PreparedCall<unknown>): Program {
-    const p = new Program(this.threads, (bytes) => this.scratch.alloc(bytes));
+    const p = this.scratchProgram();
     c.jobs.forEach((j, i) => p.add(i, j));
     if (c.after?.length) {
       p.barrier();
