@@ -156,34 +156,33 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 @inline function highBf16(w: v128): v128 { return v128.and(w, i32x4.splat(0xFFFF0000)); }
 
 /**
- * One f32 a row against one bf16 b row (alpha 1), 32 elements per step in four independent
+ * One f32 a row against one bf16 b row (alpha 1), 16 elements per step in two independent
  * even/odd accumulator pairs, reading the a row as splitEvenOdd leaves it at `split` (the tail
- * past the last whole group of 8 from a0). GEMV (decode) reads its weight rows one at a time,
+ * past the last whole group of 8 from a0). 32 a step in four pairs held more values than the
+ * registers (TurboFan loads a whole step up front): the accumulators were spilled and carried
+ * through the stack, 1.4x slower from cache, 7-11% from memory. GEMV (decode) reads its weight rows one at a time,
  * each a single sequential stream that the prefetcher follows: four rows at once (short rows,
  * as in a 576-wide LM head) ran at 60% of the speed from memory.
  */
 // @ts-ignore: decorator
 @inline export function dotnt_1x1_u32_bf16(a0: usize, split: usize, b0: usize, n: i32, c: usize, accumulate: bool): void {
-  let e0 = f32x4.splat(0), e1 = f32x4.splat(0), e2 = f32x4.splat(0), e3 = f32x4.splat(0);
-  let o0 = f32x4.splat(0), o1 = f32x4.splat(0), o2 = f32x4.splat(0), o3 = f32x4.splat(0);
-  const body32 = <usize>(n & ~31), body8 = <usize>(n & ~7);
+  let e0 = f32x4.splat(0), e1 = f32x4.splat(0);
+  let o0 = f32x4.splat(0), o1 = f32x4.splat(0);
+  const body16 = <usize>(n & ~15), body8 = <usize>(n & ~7);
   let i: usize = 0;
-  for (; i < body32; i += 32) {
+  for (; i < body16; i += 16) {
     const a = split + (i << 2), b = b0 + (i << 1);
     let w = v128.load(b);
     e0 = fmadd(v128.load(a), lowBf16(w), e0); o0 = fmadd(v128.load(a, 16), highBf16(w), o0);
     w = v128.load(b, 16);
     e1 = fmadd(v128.load(a, 32), lowBf16(w), e1); o1 = fmadd(v128.load(a, 48), highBf16(w), o1);
-    w = v128.load(b, 32);
-    e2 = fmadd(v128.load(a, 64), lowBf16(w), e2); o2 = fmadd(v128.load(a, 80), highBf16(w), o2);
-    w = v128.load(b, 48);
-    e3 = fmadd(v128.load(a, 96), lowBf16(w), e3); o3 = fmadd(v128.load(a, 112), highBf16(w), o3);
   }
-  for (; i < body8; i += 8) {
+  if (i < body8) {
     const w = v128.load(b0 + (i << 1));
     e0 = fmadd(v128.load(split + (i << 2)), lowBf16(w), e0); o0 = fmadd(v128.load(split + (i << 2), 16), highBf16(w), o0);
+    i += 8;
   }
-  const s = f32x4.add(f32x4.add(f32x4.add(e0, o0), f32x4.add(e1, o1)), f32x4.add(f32x4.add(e2, o2), f32x4.add(e3, o3)));
+  const s = f32x4.add(f32x4.add(e0, o0), f32x4.add(e1, o1));
   let sum = hsum4x4(s, s, s, s);
   for (let end = <usize>n; i < end; i++) {
     sum = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), f32x4.splat(load1<u16>(b0, i)), sum);
