@@ -49,6 +49,14 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
   return reinterpret<f32>(((h & 0x7fff) << 13) | ((h & 0x8000) << 16)) * 5.192296858534828e33;
 }
 
+/** round(x·id) half away from zero (C's roundf), lane by lane, as i32: floor(|v| + 0.5) with v's sign. */
+// @ts-ignore: decorator
+@inline function roundHalfAway(x: v128, id: v128): v128 {
+  const v = f32x4.mul(x, id);
+  const r = f32x4.floor(f32x4.add(f32x4.abs(v), f32x4.splat(0.5)));
+  return i32x4.trunc_sat_f32x4_s(v128.or(r, v128.and(v, i32x4.splat(0x80000000))));
+}
+
 /**
  * Quantizes block b of x's rows (row b / nb, columns from (b % nb)·32) into `qa`: the scale
  * d = max|x| / 127 and q = round(x / d) (half away from zero, as ggml), zero past K.
@@ -70,6 +78,26 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
   const d = amax / 127;
   const id: f32 = d != 0 ? 1 / d : 0;
   let sum = 0;
+  if (n == QK) {
+    // Sixteen at a time: the same rounding as the scalar loop below, lane by lane (it was 4% of
+    // a Q8_0 decode step as scalars).
+    const idv = f32x4.splat(id);
+    let sums = i32x4.splat(0);
+    for (let i: usize = 0; i < 32; i += 16) {
+      const at = src + (i << 2);
+      const q0 = roundHalfAway(v128.load(at), idv), q1 = roundHalfAway(v128.load(at, 16), idv);
+      const q2 = roundHalfAway(v128.load(at, 32), idv), q3 = roundHalfAway(v128.load(at, 48), idv);
+      const h0 = i16x8.narrow_i32x4_s(q0, q1), h1 = i16x8.narrow_i32x4_s(q2, q3);
+      v128.store(blk + (i << 1), h0);
+      v128.store(blk + (i << 1), h1, 16);
+      v128.store(blk + QA_I8 + i, i8x16.narrow_i16x8_s(h0, h1));
+      sums = i32x4.add(sums, i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3)));
+    }
+    sum = i32x4.extract_lane(sums, 0) + i32x4.extract_lane(sums, 1) + i32x4.extract_lane(sums, 2) + i32x4.extract_lane(sums, 3);
+    v128.store(blk + QA_CORR, i32x4.replace_lane(i32x4.splat(0), 0, -8 * sum));
+    store<f32>(blk + QA_SCALE, d);
+    return;
+  }
   for (let i = 0; i < QK; i++) {
     let q = 0;
     if (i < n) {
