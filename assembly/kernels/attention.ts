@@ -74,11 +74,14 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
   block.limit = block.o + arr;
 }
 
-/** Max over n scores, n a multiple of 4. */
+/**
+ * Max over n scores, n a multiple of 4. pmax (one instruction; max's NaN rules take seven): a
+ * NaN score is skipped here, and its e^(s - m) makes the row NaN all the same.
+ */
 // @ts-ignore: decorator
 @inline function rowMax(s: usize, n: i32): f32 {
   let mv = f32x4.splat(NEG_INF);
-  for (let o: usize = 0, end = <usize>n << 2; o < end; o += 16) mv = f32x4.max(mv, v128.load(s + o));
+  for (let o: usize = 0, end = <usize>n << 2; o < end; o += 16) mv = f32x4.pmax(mv, v128.load(s + o));
   return hmax(mv);
 }
 
