@@ -160,15 +160,15 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
  * even/odd accumulator pairs, reading the a row as splitEvenOdd leaves it at `split` (the tail
  * past the last whole group of 8 from a0). 32 a step in four pairs held more values than the
  * registers (TurboFan loads a whole step up front): the accumulators were spilled and carried
- * through the stack, 1.4x slower from cache, 7-11% from memory. GEMV (decode) reads its weight rows one at a time,
- * each a single sequential stream that the prefetcher follows: four rows at once (short rows,
- * as in a 576-wide LM head) ran at 60% of the speed from memory.
+ * through the stack, 1.4x slower from cache, 7-11% from memory. Each weight row is a single
+ * sequential stream that the prefetcher follows (four adjacent short rows at once ran at 60% of
+ * the speed from memory); dotnt_1x2_u32_bf16 runs two distant rows side by side.
  */
 // @ts-ignore: decorator
 @inline export function dotnt_1x1_u32_bf16(a0: usize, split: usize, b0: usize, n: i32, c: usize, accumulate: bool): void {
   let e0 = f32x4.splat(0), e1 = f32x4.splat(0);
   let o0 = f32x4.splat(0), o1 = f32x4.splat(0);
-  const body16 = <usize>(n & ~15), body8 = <usize>(n & ~7);
+  const body16 = <usize>(n & ~15);
   let i: usize = 0;
   for (; i < body16; i += 16) {
     const a = split + (i << 2), b = b0 + (i << 1);
@@ -177,7 +177,13 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
     w = v128.load(b, 16);
     e1 = fmadd(v128.load(a, 32), lowBf16(w), e1); o1 = fmadd(v128.load(a, 48), highBf16(w), o1);
   }
-  if (i < body8) {
+  bf16RowEnd(a0, split, b0, n, c, accumulate, i, e0, e1, o0, o1);
+}
+
+/** The end of a bf16 row from element i (a multiple of 16): the last group of 8, the reduction, the scalar tail. */
+// @ts-ignore: decorator
+@inline function bf16RowEnd(a0: usize, split: usize, b0: usize, n: i32, c: usize, accumulate: bool, i: usize, e0: v128, e1: v128, o0: v128, o1: v128): void {
+  if (i < <usize>(n & ~7)) {
     const w = v128.load(b0 + (i << 1));
     e0 = fmadd(v128.load(split + (i << 2)), lowBf16(w), e0); o0 = fmadd(v128.load(split + (i << 2), 16), highBf16(w), o0);
     i += 8;
@@ -188,6 +194,28 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
     sum = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), f32x4.splat(load1<u16>(b0, i)), sum);
   }
   finish(c, f32x4.extract_lane(sum, 0), accumulate);
+}
+
+/** Two bf16 rows (anywhere) against one a row: each row reduced exactly as dotnt_1x1_u32_bf16 reduces it; two streams from memory at once. */
+// @ts-ignore: decorator
+@inline export function dotnt_1x2_u32_bf16(a0: usize, split: usize, b0: usize, b1: usize, n: i32, c0: usize, c1: usize, accumulate: bool): void {
+  let e0 = f32x4.splat(0), e1 = f32x4.splat(0), o0 = f32x4.splat(0), o1 = f32x4.splat(0);
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), p0 = f32x4.splat(0), p1 = f32x4.splat(0);
+  const body16 = <usize>(n & ~15);
+  let i: usize = 0;
+  for (; i < body16; i += 16) {
+    const a = split + (i << 2);
+    const x0 = v128.load(a), x1 = v128.load(a, 16);
+    let w = v128.load(b0 + (i << 1)), v = v128.load(b1 + (i << 1));
+    e0 = fmadd(x0, lowBf16(w), e0); o0 = fmadd(x1, highBf16(w), o0);
+    f0 = fmadd(x0, lowBf16(v), f0); p0 = fmadd(x1, highBf16(v), p0);
+    const x2 = v128.load(a, 32), x3 = v128.load(a, 48);
+    w = v128.load(b0 + (i << 1), 16); v = v128.load(b1 + (i << 1), 16);
+    e1 = fmadd(x2, lowBf16(w), e1); o1 = fmadd(x3, highBf16(w), o1);
+    f1 = fmadd(x2, lowBf16(v), f1); p1 = fmadd(x3, highBf16(v), p1);
+  }
+  bf16RowEnd(a0, split, b0, n, c0, accumulate, i, e0, e1, o0, o1);
+  bf16RowEnd(a0, split, b1, n, c1, accumulate, i, f0, f1, p0, p1);
 }
 
 /**
