@@ -236,7 +236,7 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 // @ts-ignore: decorator
 @inline export function dotnt_1x1_u16<B>(a0: usize, b0: usize, n: i32, c: usize, accumulate: bool): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
-  const body16 = <usize>(n & ~15), body4 = <usize>(n & ~3);
+  const body16 = <usize>(n & ~15);
   let i: usize = 0;
   for (; i < body16; i += 16) {
     const a = a0 + (i << 2);
@@ -245,7 +245,35 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
     c2 = fmadd(v128.load(a, 32), load4<B>(b0, i + 8), c2);
     c3 = fmadd(v128.load(a, 48), load4<B>(b0, i + 12), c3);
   }
-  for (; i < body4; i += 4) c0 = fmadd(v128.load(a0 + (i << 2)), load4<B>(b0, i), c0);
+  rowEnd<B>(a0, b0, n, c, accumulate, i, c0, c1, c2, c3);
+}
+
+/** Two rows (anywhere) of dotnt_1x1_u16, each reduced exactly as alone: two streams from memory at once. */
+// @ts-ignore: decorator
+@inline export function dotnt_1x2_u16<B>(a0: usize, b0: usize, b1: usize, n: i32, c0: usize, c1: usize, accumulate: bool): void {
+  let r0 = f32x4.splat(0), r1 = f32x4.splat(0), r2 = f32x4.splat(0), r3 = f32x4.splat(0);
+  let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+  const body16 = <usize>(n & ~15);
+  let i: usize = 0;
+  for (; i < body16; i += 16) {
+    const a = a0 + (i << 2);
+    let x = v128.load(a);
+    r0 = fmadd(x, load4<B>(b0, i), r0); s0 = fmadd(x, load4<B>(b1, i), s0);
+    x = v128.load(a, 16);
+    r1 = fmadd(x, load4<B>(b0, i + 4), r1); s1 = fmadd(x, load4<B>(b1, i + 4), s1);
+    x = v128.load(a, 32);
+    r2 = fmadd(x, load4<B>(b0, i + 8), r2); s2 = fmadd(x, load4<B>(b1, i + 8), s2);
+    x = v128.load(a, 48);
+    r3 = fmadd(x, load4<B>(b0, i + 12), r3); s3 = fmadd(x, load4<B>(b1, i + 12), s3);
+  }
+  rowEnd<B>(a0, b0, n, c0, accumulate, i, r0, r1, r2, r3);
+  rowEnd<B>(a0, b1, n, c1, accumulate, i, s0, s1, s2, s3);
+}
+
+/** The end of a dotnt_1x1_u16 row from element i (a multiple of 16): groups of 4, the reduction, the scalar tail. */
+// @ts-ignore: decorator
+@inline function rowEnd<B>(a0: usize, b0: usize, n: i32, c: usize, accumulate: bool, i: usize, c0: v128, c1: v128, c2: v128, c3: v128): void {
+  for (const body4 = <usize>(n & ~3); i < body4; i += 4) c0 = fmadd(v128.load(a0 + (i << 2)), load4<B>(b0, i), c0);
   const s = f32x4.add(f32x4.add(c0, c1), f32x4.add(c2, c3));
   let sum = hsum4x4(s, s, s, s);
   for (let end = <usize>n; i < end; i++) {

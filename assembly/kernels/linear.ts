@@ -1,6 +1,6 @@
 import { BF16, F16, load1, load4 } from "../simd";
 import { LINEAR_ACCUMULATE } from "../abi";
-import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x2_u32_bf16, dotnt_1x4, dotnt_4x1, dotnt_4x2, splitEvenOdd } from "./dot-nt";
+import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x2_u16, dotnt_1x2_u32_bf16, dotnt_1x4, dotnt_4x1, dotnt_4x2, splitEvenOdd } from "./dot-nt";
 
 // Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or with `accumulate` y = (y + x · Wᵀ) (+ b) (a residual
 // add fused into the store), W stored [N, K] (PyTorch / Hugging Face layout) in
@@ -46,9 +46,9 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
 /**
  * y[n] (+)= x·w_n for weight rows [n0, n1). Short rows (an LM head or MLP of a small model) are
  * each one sequential stream from memory, where four adjacent short rows at once ran at 60% of
- * the speed; bf16 ones go two at a time from the two halves of [n0, n1) (rows tens of KB
- * apart): two streams in flight where one left the memory idle between its misses (bf16 GEMV
- * 1536x576 from memory 1.4x). Long rows stream well four at a time, which shares every x load
+ * the speed; they go two at a time from the two halves of [n0, n1) (rows tens of KB apart):
+ * two streams in flight where one left the memory idle between its misses (GEMV 1536x576 from
+ * memory 1.4x for bf16, f32 and f16). Long rows stream well four at a time, which shares every x load
  * between four rows. The choice depends on K alone, and every row reduces as its one-row kernel
  * does, so a split over threads gives the same bits.
  */
@@ -56,13 +56,13 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
 @inline function gemvRows<W>(a0: usize, split: usize, w: usize, ldw: usize, yRow: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
   let n = n0;
   if (kLen < LONG_ROW) {
-    if (isBf16<W>()) {
-      const half = (n1 - n0) >> 1;
-      for (; n < n0 + half; n++) {
-        dotnt_1x2_u32_bf16(a0, split, w + <usize>n * ldw, w + <usize>(n + half) * ldw, kLen, yRow + (<usize>n << 2), yRow + (<usize>(n + half) << 2), accumulate);
-      }
-      n += half;
+    const half = (n1 - n0) >> 1;
+    for (; n < n0 + half; n++) {
+      const b0 = w + <usize>n * ldw, b1 = w + <usize>(n + half) * ldw, c0 = yRow + (<usize>n << 2), c1 = yRow + (<usize>(n + half) << 2);
+      if (isBf16<W>()) dotnt_1x2_u32_bf16(a0, split, b0, b1, kLen, c0, c1, accumulate);
+      else dotnt_1x2_u16<W>(a0, b0, b1, kLen, c0, c1, accumulate);
     }
+    n += half;
     for (; n < n1; n++) {
       if (isBf16<W>()) dotnt_1x1_u32_bf16(a0, split, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), accumulate);
       else dotnt_1x1_u16<W>(a0, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), accumulate);
