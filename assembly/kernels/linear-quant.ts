@@ -225,6 +225,26 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   return hsum(acc);
 }
 
+/**
+ * Two outputs: one activation row against two weight rows anywhere (two streams from memory at
+ * once), each activation block loaded once for both; each output computed exactly as dotq_1x1
+ * computes it.
+ */
+// @ts-ignore: decorator
+@inline function dotq_1x2(qa: usize, w0: usize, w1: usize, nb: i32, isQ4: bool, y0: usize, y1: usize, addToY: bool): void {
+  const bb = blockBytes(isQ4);
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  for (let b = 0; b < nb; b++) {
+    const a = qa + <usize>b * QA_BLOCK, wb0 = w0 + <usize>b * bb, wb1 = w1 + <usize>b * bb;
+    const a0 = activations(a, 0, isQ4), a1 = activations(a, 1, isQ4), a2 = activations(a, 2, isQ4), a3 = activations(a, 3, isQ4);
+    const corr = correction(a, isQ4), da = load<f32>(a + QA_SCALE);
+    acc0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb0, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(wb0) * da), acc0);
+    acc1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb1, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(wb1) * da), acc1);
+  }
+  finish(y0, hsum(acc0), addToY);
+  finish(y1, hsum(acc1), addToY);
+}
+
 /** A weight block (at wb) against an activation block (at a), as i32x4 partial sums. */
 // @ts-ignore: decorator
 @inline function blockDotAt(wb: usize, a: usize, isQ4: bool): v128 {
@@ -343,6 +363,11 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
       const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
       let n = n0;
       if (isQ4) for (; n + 4 <= n1; n += 4) dotq_1x4(qa, w + <usize>n * ldw, ldw, nb, isQ4, yRow + (<usize>n << 2), addToY);
+      if (!isQ4) {
+        const half = (n1 - n0) >> 1;
+        for (; n < n0 + half; n++) dotq_1x2(qa, w + <usize>n * ldw, w + <usize>(n + half) * ldw, nb, isQ4, yRow + (<usize>n << 2), yRow + (<usize>(n + half) << 2), addToY);
+        n += half;
+      }
       for (; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
     }
   }
