@@ -70,7 +70,7 @@ for (const build of BUILDS) {
       });
     }
 
-    it("GEMV column ranges give the same bits as one call, for short rows (one at a time) and long rows (four at a time), in every weight dtype", async () => {
+    it("GEMV column ranges give the same bits as one call, for short rows (two distant rows at a time, each as alone) and long rows (four at a time), in every weight dtype", async () => {
       const rt = await runtimeFor(build);
       for (const K of [301, 2053]) for (const dtype of ["f32", "bf16", "f16"] as const) {
         const N = 37;
@@ -81,8 +81,12 @@ for (const build of BUILDS) {
           // Each call with the scratch its kernel asks for (bf16 GEMV splits x there).
           const scratch = rt.alloc(Math.max(1, rt.kernels.linear_panel_scratch_bytes(1, K) / 4));
           for (const [n0, n1] of [[0, 5], [5, 6], [6, 37]]) rt.kernels[`linear_${dtype}`](x.ptr, w.ptr, 0, parts.ptr, 1, N, K, n0!, n1!, 0, scratch.ptr);
-          scratch.free();
           assert.deepEqual(parts.toFloat32Array(), y.toFloat32Array(), `K ${K}, ${dtype}`);
+          // Every column alone (the one-row kernel) against the same column paired in one call.
+          parts.array.fill(NaN);
+          for (let n = 0; n < N; n++) rt.kernels[`linear_${dtype}`](x.ptr, w.ptr, 0, parts.ptr, 1, N, K, n, n + 1, 0, scratch.ptr);
+          scratch.free();
+          assert.deepEqual(parts.toFloat32Array(), y.toFloat32Array(), `K ${K}, ${dtype}, columns alone`);
         } finally { for (const t of [x, w, y, parts]) t.free(); }
       }
     });

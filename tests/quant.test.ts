@@ -195,6 +195,28 @@ describe("block-quantized weights: buffers, threads and models", function () {
     } finally { for (const rt of runtimes) await rt.dispose(); }
   });
 
+  it("GEMV: every column alone gives the bits of one call over all columns (two distant rows at a time for Q8_0, four for Q4_0), and of a batch of four rows", async () => {
+    const rt = await createRuntime();
+    try {
+      for (const dtype of DTYPES) {
+        for (const [N, K] of [[37, 576], [21, 100]] as const) {
+          const wb = rt.upload(randomArray(N * K, 11), dtype, K), x = randomArray(K, 12), xb = rt.upload(x);
+          const all = rt.alloc(N), alone = rt.alloc(N), scratch = rt.alloc(rt.kernels.linear_quant_scratch_bytes(4, K) / 4);
+          const kernel = rt.kernels[`linear_${dtype}`];
+          kernel(xb.ptr, wb.ptr, 0, all.ptr, 1, N, K, 0, N, 0, scratch.ptr);
+          alone.array.fill(NaN);
+          for (let n = 0; n < N; n++) kernel(xb.ptr, wb.ptr, 0, alone.ptr, 1, N, K, n, n + 1, 0, scratch.ptr);
+          assert.deepEqual(alone.toFloat32Array(), all.toFloat32Array(), `${dtype} ${N}x${K}`);
+          // The same row among four (the GEMM tile, as in a batch of sequences decoding together).
+          const x4 = rt.upload(Float32Array.from({ length: 4 * K }, (_, i) => x[i % K]!)), y4 = rt.alloc(4 * N);
+          kernel(x4.ptr, wb.ptr, 0, y4.ptr, 4, N, K, 0, N, 0, scratch.ptr);
+          for (let r = 0; r < 4; r++) assert.deepEqual(y4.toFloat32Array().subarray(r * N, (r + 1) * N), all.toFloat32Array(), `${dtype} ${N}x${K}, row ${r} of 4`);
+          for (const b of [wb, xb, all, alone, scratch, x4, y4]) b.free();
+        }
+      }
+    } finally { await rt.dispose(); }
+  });
+
   it("activations quantized once (quantize_activations, by block ranges on any threads) give the same bits as calls that quantize for themselves, with columns claimed in chunks", async () => {
     const runtimes = [await createRuntime(), await createRuntime({ threads: 2 }), await createRuntime({ threads: 3 })];
     try {

@@ -345,11 +345,11 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   // block: each weight row comes from memory once per call, however many rows (a batch of
   // sequences decoding together, a prefill chunk) share it from the cache. Row tiles of 4 share
   // every weight block's decoding, the last 1-3 rows as one partial tile; fewer than 4 rows in
-  // all go one at a time: Q8_0 one weight row at a time, each row one sequential stream from
-  // memory (12-27% faster than four rows sharing each activation block, GEMV 1536x576 ..
-  // 49152x576, as for bf16: see dotnt_1x1_u32_bf16); Q4_0, whose blocks take fewer operations,
-  // four rows at a time (1x1 was 8% slower). Each output is computed by the same sequence of
-  // operations either way.
+  // all go one at a time: Q8_0 two weight rows at a time from the two halves of the block, two
+  // sequential streams from memory (four adjacent rows sharing each activation block were 12-27%
+  // slower than one, two distant ones 5-7% faster, GEMV 1536x576); Q4_0, whose blocks take fewer
+  // operations, four adjacent rows at a time (1x1 was 8% slower, four a quarter apart 17%). Each
+  // output is computed by the same sequence of operations either way.
   for (let n0 = nBegin; n0 < nEnd; n0 += NBQ) {
     const n1 = min(n0 + NBQ, nEnd);
     let m = 0;
