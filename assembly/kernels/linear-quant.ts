@@ -83,8 +83,8 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
   const id: f32 = d != 0 ? 1 / d : 0;
   let sum = 0;
   if (n == QK) {
-    // Sixteen at a time: the same rounding as the scalar loop below, lane by lane (it was 4% of
-    // a Q8_0 decode step as scalars).
+    // Sixteen at a time: the same rounding as the scalar loop (a row's last, partial block), lane
+    // by lane (all scalar, it was 4% of a Q8_0 decode step).
     const idv = f32x4.splat(id);
     let sums = i32x4.splat(0);
     for (let i: usize = 0; i < 32; i += 16) {
@@ -98,20 +98,18 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
       sums = i32x4.add(sums, i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3)));
     }
     sum = i32x4.extract_lane(sums, 0) + i32x4.extract_lane(sums, 1) + i32x4.extract_lane(sums, 2) + i32x4.extract_lane(sums, 3);
-    v128.store(blk + QA_CORR, i32x4.replace_lane(i32x4.splat(0), 0, -8 * sum));
-    store<f32>(blk + QA_SCALE, d);
-    return;
-  }
-  for (let i = 0; i < QK; i++) {
-    let q = 0;
-    if (i < n) {
-      const v = load<f32>(src + (<usize>i << 2)) * id;
-      // round half away from zero, like C's roundf
-      q = <i32>(v >= 0 ? floor(v + 0.5) : -floor(-v + 0.5));
+  } else {
+    for (let i = 0; i < QK; i++) {
+      let q = 0;
+      if (i < n) {
+        const v = load<f32>(src + (<usize>i << 2)) * id;
+        // round half away from zero, like C's roundf
+        q = <i32>(v >= 0 ? floor(v + 0.5) : -floor(-v + 0.5));
+      }
+      store<i16>(blk + (<usize>i << 1), <i16>q);
+      store<i8>(blk + QA_I8 + <usize>i, <i8>q);
+      sum += q;
     }
-    store<i16>(blk + (<usize>i << 1), <i16>q);
-    store<i8>(blk + QA_I8 + <usize>i, <i8>q);
-    sum += q;
   }
   v128.store(blk + QA_CORR, i32x4.replace_lane(i32x4.splat(0), 0, -8 * sum));
   store<f32>(blk + QA_SCALE, d);
@@ -344,12 +342,12 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   // Columns go in blocks of NBQ weight rows, and every row tile runs over a block before the next
   // block: each weight row comes from memory once per call, however many rows (a batch of
   // sequences decoding together, a prefill chunk) share it from the cache. Row tiles of 4 share
-  // every weight block's decoding, the last 1-3 rows as one partial tile; fewer than 4 rows in
-  // all go one at a time: Q8_0 two weight rows at a time from the two halves of the block, two
-  // sequential streams from memory (four adjacent rows sharing each activation block were 12-27%
-  // slower than one, two distant ones 5-7% faster, GEMV 1536x576); Q4_0, whose blocks take fewer
-  // operations, four adjacent rows at a time (1x1 was 8% slower, four a quarter apart 17%). Each
-  // output is computed by the same sequence of operations either way.
+  // every weight block's decoding, the last 1-3 rows as one partial tile. Fewer than 4 rows in
+  // all go one at a time, each against Q8_0 weight rows two at a time from the two halves of the
+  // block, two sequential streams from memory (four adjacent rows sharing each activation block
+  // were 12-27% slower than one, two distant ones 5-7% faster, GEMV 1536x576), or Q4_0 ones, whose
+  // blocks take fewer operations, four adjacent ones at a time (1x1 was 8% slower, four a quarter
+  // apart 17%). Each output is computed by the same sequence of operations either way.
   for (let n0 = nBegin; n0 < nEnd; n0 += NBQ) {
     const n1 = min(n0 + NBQ, nEnd);
     let m = 0;
@@ -362,8 +360,9 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
     for (; m < M; m++) {
       const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
       let n = n0;
-      if (isQ4) for (; n + 4 <= n1; n += 4) dotq_1x4(qa, w + <usize>n * ldw, ldw, nb, isQ4, yRow + (<usize>n << 2), addToY);
-      if (!isQ4) {
+      if (isQ4) {
+        for (; n + 4 <= n1; n += 4) dotq_1x4(qa, w + <usize>n * ldw, ldw, nb, isQ4, yRow + (<usize>n << 2), addToY);
+      } else {
         const half = (n1 - n0) >> 1;
         for (; n < n0 + half; n++) dotq_1x2(qa, w + <usize>n * ldw, w + <usize>(n + half) * ldw, nb, isQ4, yRow + (<usize>n << 2), yRow + (<usize>(n + half) << 2), addToY);
         n += half;

@@ -12,7 +12,7 @@ import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x2_u16, dotnt_1x2_
 // panel of those NB x KC weights in the call's scratch (linear_panel_scratch_bytes), once for
 // all row tiles, instead of in registers once per tile: the same values in the same order, so
 // the same bits, for a fraction of the conversions. GEMV (M < 4): W streams once, short
-// rows one at a time, long rows four at a time. Output columns [nBegin, nEnd) can go to different threads.
+// rows two distant ones at a time, long rows four adjacent ones at a time. Output columns [nBegin, nEnd) can go to different threads.
 
 const KC: i32 = 512;
 const NB: i32 = 64;
