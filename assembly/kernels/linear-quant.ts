@@ -16,19 +16,25 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
 // session: 2.1x slower). With integers a block of 32 weights is four i32x4.dot_i16x8_s on
 // activations kept as i16, the weights widened once per block (and once for four rows in prefill). Q4_0 nibbles stay unsigned (0..15): the -8 offset comes in as
 // -8 · the block's activation sum, precomputed with the activations.
-// The relaxed build computes Q4_0 blocks with i16x8.relaxed_dot_i8x16_i7x16_s (see
-// blockDotQ4Relaxed). Not used: i32x4.relaxed_dot_i8x16_i7x16_add_s, which Node 20's V8
-// computes wrongly: it ignores the accumulator and doubles the sums (a = -1, b = 2, c = 100 gives
-// -16 on Node 20.20, 92 on Deno 2.9 and Bun 1.4), and Node 20 runs the relaxed build.
+// The relaxed build computes blocks with i16x8.relaxed_dot_i8x16_i7x16_s (x86's pmaddubsw, 16
+// products a step), whose second operand must be 7-bit: Q4_0's nibbles as they are
+// (blockDotQ4Relaxed), Q8_0's activations split into a⁺ and a⁻ (blockDotQ8Relaxed; Q8_0 GEMV
+// 1536x576 +6-10%, SmolLM2 Q8_0 decode +3-10%). Every row of a GEMM tile goes through the same
+// block dot as a GEMV row, so a row's bits do not depend on the rows beside it. Not used:
+// i32x4.relaxed_dot_i8x16_i7x16_add_s, which Node 20's V8 computes wrongly: it ignores the
+// accumulator and doubles the sums (a = -1, b = 2, c = 100 gives -16 on Node 20.20, 92 on Deno
+// 2.9 and Bun 1.4), and Node 20 runs the relaxed build.
 //
-// Quantized activations (per x row, per block of 32, QA_BLOCK bytes): 32 x i16 (simd dot
-// products), 32 x i8 (relaxed ones), an i32x4 [-8·sum, 0, 0, 0], the f32 scale. They are
-// made by each call in its scratch, or once per x by quantize_activations (LINEAR_X_QUANTIZED).
+// Quantized activations (per x row, per block of 32, QA_BLOCK bytes): 64 bytes of 32 x i16 (simd
+// build) or of a⁺ then a⁻, 32 x i8 each (relaxed build), 32 x i8 (relaxed Q4_0), an i32x4 [-8·sum,
+// 0, 0, 0], the f32 scale. They are made by each call in its scratch, or once per x by
+// quantize_activations (LINEAR_X_QUANTIZED).
 // Output columns [nBegin, nEnd) can go to different threads: each column is computed the same
 // way whatever the range, so splits give the same bits.
 
 export const QK: i32 = 32;
 const QA_BLOCK: usize = 128;
+const QA_NEG: usize = 32;
 const QA_I8: usize = 64;
 const QA_CORR: usize = 96;
 const QA_SCALE: usize = 112;
@@ -92,9 +98,15 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
       const q0 = roundHalfAway(v128.load(at), idv), q1 = roundHalfAway(v128.load(at, 16), idv);
       const q2 = roundHalfAway(v128.load(at, 32), idv), q3 = roundHalfAway(v128.load(at, 48), idv);
       const h0 = i16x8.narrow_i32x4_s(q0, q1), h1 = i16x8.narrow_i32x4_s(q2, q3);
-      v128.store(blk + (i << 1), h0);
-      v128.store(blk + (i << 1), h1, 16);
-      v128.store(blk + QA_I8 + i, i8x16.narrow_i16x8_s(h0, h1));
+      const q8 = i8x16.narrow_i16x8_s(h0, h1);
+      if (ASC_FEATURE_RELAXED_SIMD) {
+        v128.store(blk + i, i8x16.max_s(q8, i8x16.splat(0)));
+        v128.store(blk + QA_NEG + i, i8x16.max_s(i8x16.neg(q8), i8x16.splat(0)));
+      } else {
+        v128.store(blk + (i << 1), h0);
+        v128.store(blk + (i << 1), h1, 16);
+      }
+      v128.store(blk + QA_I8 + i, q8);
       sums = i32x4.add(sums, i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3)));
     }
     sum = i32x4.extract_lane(sums, 0) + i32x4.extract_lane(sums, 1) + i32x4.extract_lane(sums, 2) + i32x4.extract_lane(sums, 3);
@@ -106,7 +118,12 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
         // round half away from zero, like C's roundf
         q = <i32>(v >= 0 ? floor(v + 0.5) : -floor(-v + 0.5));
       }
-      store<i16>(blk + (<usize>i << 1), <i16>q);
+      if (ASC_FEATURE_RELAXED_SIMD) {
+        store<i8>(blk + <usize>i, <i8>max(q, 0));
+        store<i8>(blk + QA_NEG + <usize>i, <i8>max(-q, 0));
+      } else {
+        store<i16>(blk + (<usize>i << 1), <i16>q);
+      }
       store<i8>(blk + QA_I8 + <usize>i, <i8>q);
       sum += q;
     }
@@ -286,18 +303,38 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
 }
 
 /**
- * One weight block against activations already in registers (a0..a3: i16x8, or for Q4_0 in the
- * relaxed build a0, a1: i8x16; corr: the -8·sum vector).
+ * Relaxed build, Q8_0: the same 7-bit dot on the activations' positive and negative parts (a =
+ * a⁺ - a⁻, both 0..127), subtracted in 16 bits: each dot is exact (at most 2·128·127 in
+ * magnitude) and so is their difference w·a, which fits, though the subtraction may wrap on the
+ * way. Four dots, two subtractions and two pair-adds per block where widening the weights took
+ * four widenings, four dot products and three adds.
+ */
+// @ts-ignore: decorator
+@inline function blockDotQ8Relaxed(wb: usize, pos0: v128, pos1: v128, neg0: v128, neg1: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const q0 = v128.load(wb + 2), q1 = v128.load(wb + 18);
+    const p0 = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(q0, pos0), i16x8.relaxed_dot_i8x16_i7x16_s(q0, neg0));
+    const p1 = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(q1, pos1), i16x8.relaxed_dot_i8x16_i7x16_s(q1, neg1));
+    return i32x4.add(i32x4.extadd_pairwise_i16x8_s(p0), i32x4.extadd_pairwise_i16x8_s(p1));
+  }
+  return unreachable();
+}
+
+/**
+ * One weight block against activations already in registers (a0..a3: i16x8; in the relaxed build
+ * Q4_0's a0, a1: i8x16, Q8_0's a⁺ (a0, a1) and a⁻ (a2, a3) as i8x16; corr: the -8·sum vector).
  */
 // @ts-ignore: decorator
 @inline function blockDotRow(wb: usize, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, isQ4: bool): v128 {
   if (isQ4 && ASC_FEATURE_RELAXED_SIMD) return blockDotQ4Relaxed(v128.load(wb + 2), a0, a1, corr);
+  if (ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(wb, a0, a1, a2, a3);
   return blockDotRegs(weightsI16(wb, isQ4, 0), weightsI16(wb, isQ4, 1), weightsI16(wb, isQ4, 2), weightsI16(wb, isQ4, 3), a0, a1, a2, a3, corr, isQ4);
 }
 
 /**
  * Four outputs: four activation rows (at qa and qa + o1, o2, o3) against one weight row, each
- * weight block decoded once; only the first `rows` are stored (a partial tile repeats a row).
+ * weight block decoded once (simd build); only the first `rows` are stored (a partial tile
+ * repeats a row).
  */
 // @ts-ignore: decorator
 @inline function dotq_4x1(qa: usize, o1: usize, o2: usize, o3: usize, w: usize, nb: i32, isQ4: bool, y: usize, ldy: usize, addToY: bool, rows: i32): void {
@@ -307,12 +344,12 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
     const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
     const d = halfAt(wb);
     let s0: v128, s1: v128, s2: v128, s3: v128;
-    if (isQ4 && ASC_FEATURE_RELAXED_SIMD) {
-      const q = v128.load(wb + 2);
-      s0 = blockDotQ4Relaxed(q, activations(a, 0, isQ4), activations(a, 1, isQ4), correction(a, isQ4));
-      s1 = blockDotQ4Relaxed(q, activations(a + o1, 0, isQ4), activations(a + o1, 1, isQ4), correction(a + o1, isQ4));
-      s2 = blockDotQ4Relaxed(q, activations(a + o2, 0, isQ4), activations(a + o2, 1, isQ4), correction(a + o2, isQ4));
-      s3 = blockDotQ4Relaxed(q, activations(a + o3, 0, isQ4), activations(a + o3, 1, isQ4), correction(a + o3, isQ4));
+    if (ASC_FEATURE_RELAXED_SIMD) {
+      // Nothing to decode: each row's block dot as a GEMV row computes it.
+      s0 = blockDotAt(wb, a, isQ4);
+      s1 = blockDotAt(wb, a + o1, isQ4);
+      s2 = blockDotAt(wb, a + o2, isQ4);
+      s3 = blockDotAt(wb, a + o3, isQ4);
     } else {
       const w0 = weightsI16(wb, isQ4, 0), w1 = weightsI16(wb, isQ4, 1), w2 = weightsI16(wb, isQ4, 2), w3 = weightsI16(wb, isQ4, 3);
       s0 = blockDot(w0, w1, w2, w3, a, isQ4);
@@ -342,7 +379,7 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   // Columns go in blocks of NBQ weight rows, and every row tile runs over a block before the next
   // block: each weight row comes from memory once per call, however many rows (a batch of
   // sequences decoding together, a prefill chunk) share it from the cache. Row tiles of 4 share
-  // every weight block's decoding, the last 1-3 rows as one partial tile. Fewer than 4 rows in
+  // every weight block's decoding (simd build), the last 1-3 rows as one partial tile. Fewer than 4 rows in
   // all go one at a time, each against Q8_0 weight rows two at a time from the two halves of the
   // block, two sequential streams from memory (four adjacent rows sharing each activation block
   // were 12-27% slower than one, two distant ones 5-7% faster, GEMV 1536x576), or Q4_0 ones, whose

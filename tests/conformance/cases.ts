@@ -49,6 +49,27 @@ export const CASES: Case[] = [
     },
   },
   {
+    // Engines may differ in their integer dot products (the relaxed build's Q8_0 and Q4_0 blocks
+    // use i16x8.relaxed_dot_i8x16_i7x16_s): the error stays the quantization's, and a row gives the
+    // same bits alone as among six (batched decode, prefill tiles).
+    name: "quantized linear layers (Q8_0, Q4_0): GEMV and GEMM near the float64 reference, a row the same alone and in a batch",
+    run(rt) {
+      const N = 37, K = 300, x = random(6 * K, 21), w = random(N * K, 22);
+      const ref = referenceLinear(x, w, undefined, K, N);
+      for (const [dtype, tolerance] of [["q8_0", 0.02], ["q4_0", 0.25]] as const) {
+        const weight = rt.upload(w, dtype, K), x1 = rt.upload(x.subarray(0, K)), xb = rt.upload(x), one = rt.alloc(N), six = rt.alloc(6 * N);
+        try {
+          rt.linearInto({ x: x1, weight, out: one, inFeatures: K, outFeatures: N });
+          rt.linearInto({ x: xb, weight, out: six, inFeatures: K, outFeatures: N });
+          const a = one.toFloat32Array(), b = six.toFloat32Array();
+          const err = maxAbsDiff(b, ref);
+          check(err <= tolerance * maxAbs(ref), `${dtype}: max error ${err} against ${maxAbs(ref)}`);
+          check(a.every((v, i) => v === b[i]), `${dtype}: row 0 alone differs from row 0 of six`);
+        } finally { for (const buf of [weight, x1, xb, one, six]) buf.free(); }
+      }
+    },
+  },
+  {
     name: "KV cache decode (f32, bf16, int8 pages) equals attention on the stored K/V",
     run(rt) {
       for (const dtype of ["f32", "bf16", "int8"] as const) {
