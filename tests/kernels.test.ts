@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { referenceLinear, maxAbsDiff } from "../src/reference.ts";
 import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
+import { EMBED_KERNELS } from "../src/runtime/kernel-exports.ts";
 
 for (const build of BUILDS) {
   describe(`SIMD exp (${build} build)`, () => {
@@ -141,6 +142,26 @@ for (const build of BUILDS) {
         for (const t of [x, w, b, y, parts]) t.free();
       }
     });
+
+  describe(`embedding lookup (${build} build)`, () => {
+    it("gives each id's table row as the host reads it, bit for bit, in every table dtype, for any row range and a row length past whole blocks", async () => {
+      const rt = await runtimeFor(build);
+      const V = 11, K = 70; // 70: two whole 32-blocks and a partial one, and a 4-float tail
+      const table = randomArray(V * K, 31).map((v, i) => (i % 17 === 0 ? v * 1e-6 : v * 3));
+      for (const dtype of ["f32", "bf16", "f16", "q8_0", "q4_0"] as const) {
+        const w = dtype === "q8_0" || dtype === "q4_0" ? rt.upload(table, dtype, K) : rt.upload(table, dtype);
+        const tokens = [7, 0, 10, 7, 3], ids = rt.alloc(tokens.length), out = rt.alloc(tokens.length * K);
+        try {
+          rt.memory.i32.set(tokens, ids.ptr >>> 2);
+          out.array.fill(NaN);
+          const kernel = rt.kernels[EMBED_KERNELS[dtype]];
+          kernel(w.ptr, K, ids.ptr, 0, 2, out.ptr);
+          kernel(w.ptr, K, ids.ptr, 2, tokens.length, out.ptr);
+          tokens.forEach((t, r) => assert.deepEqual(out.toFloat32Array().subarray(r * K, (r + 1) * K), w.subarray(t * K, (t + 1) * K).toFloat32Array(), `${dtype}: row ${r} (token ${t})`));
+        } finally { for (const b of [w, ids, out]) b.free(); }
+      }
+    });
+  });
 
   describe(`16-bit weights in a GEMM (${build} build): widened into an f32 panel once per call`, () => {
     for (const dtype of ["bf16", "f16"] as const) {

@@ -55,7 +55,7 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
  * GEMV 2.5x.
  */
 // @ts-ignore: decorator
-@inline function halfAt(p: usize): f32 {
+@inline export function halfAt(p: usize): f32 {
   return reinterpret<f32>((<i32>load<i16>(p) << 13) & 0x8fffe000) * 5.192296858534828e33;
 }
 

@@ -269,6 +269,24 @@ export class KVCache {
   }
 
   /**
+   * reserve() in every layer, for a decode step: a layer whose pages already hold n more tokens
+   * (the last page not shared) only counts them. Throws as reserve() does, part way through; the
+   * caller rolls back.
+   * @internal
+   */
+  reserveAll(seq: KVSequence, n: number): void {
+    const op = "KVCache.reserve";
+    this.checkSeq(op, seq);
+    positiveInt(op, "n", n);
+    const ps = this.pageSize;
+    for (let l = 0; l < this.layers.length; l++) {
+      const len = seq.lengths[l]!, table = seq.tables[l]!;
+      if (len + n > table.length * ps || (len % ps !== 0 && (this.refs.get(table[table.length - 1]!) ?? 0) > 1)) this.growTable(seq, l, n);
+      seq.lengths[l] = len + n;
+    }
+  }
+
+  /**
    * The kv_write call that stores n tokens' K and V (resident f32, [n, numKvHeads, headDim] at
    * `k` and `v`) into the pages of the block table at `table`, from position pos0 (argument 9),
    * so K/V go from the projections to the pages without leaving wasm.

@@ -9,6 +9,7 @@
 import { createKVCache, type BlockTable, type KVCache, type KVCacheOptions, type KVSequence, type PagedAttentionCalls } from "../kv/kv-cache.ts";
 import { bufferBytes, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Program } from "../runtime/program.ts";
+import { EMBED_KERNELS } from "../runtime/kernel-exports.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Job } from "../threads/pool.ts";
 import { isQuantDtype } from "../formats/quant.ts";
@@ -27,6 +28,8 @@ type LayerWeights = Record<Exclude<LayerRole, "qBias" | "kBias" | "vBias">, Wasm
 /** A forward pass's activations in wasm memory, for up to `rows` rows and `items` sequences. */
 interface RunState {
   rows: number; items: number;
+  /** The pass's token ids (i32), one per row: the program looks their embedding rows up itself. */
+  ids: WasmBuffer;
   /** The residual stream [rows, hidden], and its normalised copy. */
   x: WasmBuffer; h: WasmBuffer;
   /** q, k and v of a pass of n rows, one after the other ([n, q], [n, kv], [n, kv]): of one row, the output of one fused call. */
@@ -168,12 +171,12 @@ export class TransformerModel {
     });
     // The linear kernels take any row count (a row tail is the kernel's job): no padding.
     const state = this.runState(n, items.length);
-    // The embeddings into the residual stream, item after item.
-    const xs = state.x.array;
-    let row = 0;
-    for (const { tokens } of items) for (const t of tokens) xs.set(this.embedding.subarray(t * hd, (t + 1) * hd).toFloat32Array(), hd * row++);
+    // The token ids, item after item (the program's first calls put their embeddings into the residual stream).
+    const ids = rt.memory.i32;
+    let at = state.ids.ptr >>> 2;
+    for (const { tokens } of items) for (const t of tokens) ids[at++] = t;
     // Pages for the new tokens' K/V in every layer (rolled back by forwardBatch on an error).
-    items.forEach(({ seq, tokens }) => this.layers.forEach((_, l) => cache.reserve(seq, l, tokens.length)));
+    for (const { seq, tokens } of items) cache.reserveAll(seq, tokens.length);
     /** A new program for this pass, pointed at it; its memory freed if that fails. */
     const build = (outputs: { logits: WasmBuffer; lastOnly: boolean }) => {
       const p = rt.keepProgram();
@@ -275,6 +278,9 @@ export class TransformerModel {
     const positioned = items.map(() => [] as number[]); // [variable, offset from the item's first position] pairs
     const attention: PagedAttentionCalls[] = [];
     const attentionArgs = { numHeads: H, slidingWindow: c.slidingWindow };
+    // The rows' embeddings into the residual stream, each thread the rows the first RMSNorm gives
+    // it (the same rowRanges), so no barrier stands between them.
+    rowRanges(n).forEach(([r0, r1], t) => p.add(t, { kernel: EMBED_KERNELS[this.embedding.dtype], args: [this.embedding.ptr, hd, state.ids.ptr, r0, r1, s.x.ptr] }));
     this.layers.forEach((L, l) => {
       const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
       const qDim = H * D, k = state.qkv.subarray(n * qDim, n * (qDim + kvDim)), v = state.qkv.subarray(n * (qDim + kvDim), n * (qDim + 2 * kvDim));
@@ -338,11 +344,17 @@ export class TransformerModel {
       linear(s.last, this.lmHead, logits, hd, V, quantizeFor(s.last, items.length, hd, this.lmHead));
     }
     const positions = positioned.map((pairs) => Int32Array.from(pairs));
+    // The sequence and table version each item's tables were last written for: a step that took
+    // no new page skips them (every layer's table of a sequence changes with its one version).
+    const written = items.map(() => ({ seq: undefined as KVSequence | undefined, version: -1 }));
     return {
       refresh: (now, nowStarts) => {
         for (let i = 0; i < now.length; i++) {
-          const seq = now[i]!.seq, pos0 = nowStarts[i]!, pairs = positions[i]!;
-          for (let l = 0; l < tables[i]!.length; l++) if (!cache.writeTable(tables[i]![l]!, seq, l)) return false;
+          const seq = now[i]!.seq, pos0 = nowStarts[i]!, pairs = positions[i]!, held = written[i]!;
+          if (held.seq !== seq || held.version !== seq.tablesVersion) {
+            for (let l = 0; l < tables[i]!.length; l++) if (!cache.writeTable(tables[i]![l]!, seq, l)) return false;
+            held.seq = seq; held.version = seq.tablesVersion;
+          }
           for (let j = 0; j < pairs.length; j += 2) p.set(pairs[j]!, pos0 + pairs[j + 1]!);
         }
         const seqs = now.map(({ seq }) => seq);
@@ -381,7 +393,7 @@ export class TransformerModel {
     try {
       this.state = {
         linearScratch: buf(Math.max(1, (T * linearScratchBytes) / 4)), linearScratchBytes,
-        rows: R, items: I,
+        rows: R, items: I, ids: buf(R),
         x: buf(R * c.hiddenSize), h: buf(R * c.hiddenSize), qkv: buf(R * (c.numHeads + 2 * maxKv) * c.headDim), attn: buf(R * c.numHeads * c.headDim),
         gateUp: buf(2 * R * c.intermediateSize),
         last: buf(I * c.hiddenSize), logits: buf(I * c.vocabSize),

@@ -16,6 +16,7 @@
  * kernel's `scratchBytes` export says for (M, K).
  */
 const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "flags", "scratch"] as const;
+const EMBED = ["table", "K", "ids", "rowBegin", "rowEnd", "out"] as const;
 const ATTENTION_RANGES = ["kvHeadBegin", "kvHeadEnd", "qBegin", "qEnd", "keyBegin", "keyEnd", "stats", "scratch"] as const;
 
 /** Codes shared by the host and the kernels: the KV cache's storage types; the linear kernels' flags. */
@@ -75,6 +76,8 @@ interface KernelSpec {
   pool?: true;
   /** A linear kernel: the weight dtype it computes on. */
   linear?: "f32" | "bf16" | "f16" | "q8_0" | "q4_0";
+  /** An embedding lookup: the table dtype it reads. */
+  embed?: "f32" | "bf16" | "f16" | "q8_0" | "q4_0";
   /** The export that gives the bytes of scratch a call takes, for (M, K). */
   scratchBytes?: "linear_panel_scratch_bytes" | "linear_quant_scratch_bytes";
 }
@@ -107,6 +110,12 @@ export const KERNELS = {
   linear_quant_scratch_bytes: { from: "kernels/linear-quant", params: ["M", "K"], returns: true },
   /** Quantizes x's 32-blocks [blockBegin, blockEnd) (row by row) for linear_q8_0 / q4_0 with LINEAR_X_QUANTIZED */
   quantize_activations: { from: "kernels/linear-quant", params: ["x", "M", "K", "qa", "blockBegin", "blockEnd"], pool: true },
+  /** Rows [rowBegin, rowEnd) of out [rows, K] f32 = the table's rows ids[row] (i32 token ids), widened or dequantized. */
+  embed_rows_f32: { from: "kernels/embedding", params: EMBED, pool: true, embed: "f32" },
+  embed_rows_bf16: { from: "kernels/embedding", params: EMBED, pool: true, embed: "bf16" },
+  embed_rows_f16: { from: "kernels/embedding", params: EMBED, pool: true, embed: "f16" },
+  embed_rows_q8_0: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q8_0" },
+  embed_rows_q4_0: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q4_0" },
   rmsnorm_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
   rope_f32: { from: "kernels/rope", params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"], pool: true },
   swiglu_f32: { from: "kernels/swiglu", params: ["gate", "up", "out", "n"], pool: true },
@@ -133,6 +142,12 @@ export const LINEAR_KERNELS = Object.fromEntries((Object.keys(KERNELS) as Kernel
   const dtype = (KERNELS[k] as KernelSpec).linear;
   return dtype ? [[dtype, k]] : [];
 })) as Record<NonNullable<KernelSpec["linear"]>, JobKernel>;
+
+/** The embedding lookup of each table dtype. */
+export const EMBED_KERNELS = Object.fromEntries((Object.keys(KERNELS) as KernelName[]).flatMap((k) => {
+  const dtype = (KERNELS[k] as KernelSpec).embed;
+  return dtype ? [[dtype, k]] : [];
+})) as Record<NonNullable<KernelSpec["embed"]>, JobKernel>;
 
 /** Checks an instance has every export with its arity, so a stale or foreign .wasm fails at load, not mid-call. */
 export function kernelExportsOf(instance: WebAssembly.Instance): KernelExports {

@@ -1,0 +1,71 @@
+import { load1, load4 } from "../simd";
+import { halfAt, QK } from "./linear-quant";
+
+// Embedding lookup: rows [rowBegin, rowEnd) of out [rows, K] (f32) are the table's rows ids[row]
+// (i32 token ids, checked by the host), widened or dequantized from the weight dtype exactly as
+// the host's readers compute them (a quantized weight d·q is one f32 product), so a token's row
+// is the same whichever side reads it. In a kernel program the lookup is part of the step: the
+// host writes the ids, not the rows.
+
+/** One row of a 16-bit or f32 table (element type T) widened to f32. */
+// @ts-ignore: decorator
+@inline function widenRow<T>(src: usize, K: i32, dst: usize): void {
+  const body = <usize>(K & ~3);
+  for (let i: usize = 0; i < body; i += 4) v128.store(dst + (i << 2), load4<T>(src, i));
+  for (let i = body, end = <usize>K; i < end; i++) store<f32>(dst + (i << 2), load1<T>(src, i));
+}
+
+/** One row of Q8_0 (isQ4 false) or Q4_0 blocks dequantized: d·q, or d·(nibble - 8). */
+// @ts-ignore: decorator
+@inline function dequantizeRow(src: usize, K: i32, dst: usize, isQ4: bool): void {
+  const bb: usize = isQ4 ? 18 : 34;
+  for (let k0 = 0, b = 0; k0 < K; k0 += QK, b++) {
+    const blk = src + <usize>b * bb, d = halfAt(blk), n = min(QK, K - k0), out = dst + (<usize>k0 << 2);
+    for (let j = 0; j < n; j++) {
+      let q: i32;
+      if (isQ4) {
+        const byte = <i32>load<u8>(blk + 2 + <usize>(j & 15));
+        q = (j < 16 ? byte & 15 : byte >> 4) - 8;
+      } else {
+        q = <i32>load<i8>(blk + 2 + <usize>j);
+      }
+      store<f32>(out + (<usize>j << 2), d * <f32>q);
+    }
+  }
+}
+
+/** Bytes of one table row of K weights. */
+// @ts-ignore: decorator
+@inline function rowBytes<T>(K: i32, quant: i32): usize {
+  if (quant == 8) return <usize>((K + QK - 1) / QK) * 34;
+  if (quant == 4) return <usize>((K + QK - 1) / QK) * 18;
+  return <usize>K * sizeof<T>();
+}
+
+// @ts-ignore: decorator
+@inline function embedRows<T>(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize, quant: i32): void {
+  const rb = rowBytes<T>(K, quant), ldo = <usize>K << 2;
+  for (let r = rowBegin; r < rowEnd; r++) {
+    const src = table + <usize>load<i32>(ids + (<usize>r << 2)) * rb, dst = out + <usize>r * ldo;
+    if (quant != 0) dequantizeRow(src, K, dst, quant == 4);
+    else widenRow<T>(src, K, dst);
+  }
+}
+
+export function embed_rows_f32(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
+  embedRows<f32>(table, K, ids, rowBegin, rowEnd, out, 0);
+}
+/** bfloat16 rows (u16 elements). */
+export function embed_rows_bf16(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
+  embedRows<u16>(table, K, ids, rowBegin, rowEnd, out, 0);
+}
+/** IEEE half rows (i16 elements). */
+export function embed_rows_f16(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
+  embedRows<i16>(table, K, ids, rowBegin, rowEnd, out, 0);
+}
+export function embed_rows_q8_0(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
+  embedRows<u8>(table, K, ids, rowBegin, rowEnd, out, 8);
+}
+export function embed_rows_q4_0(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
+  embedRows<u8>(table, K, ids, rowBegin, rowEnd, out, 4);
+}
