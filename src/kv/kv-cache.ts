@@ -269,17 +269,18 @@ export class KVCache {
   }
 
   /**
-   * reserve() in every layer, for a decode step: a layer whose pages already hold n more tokens
-   * (the last page not shared) only counts them. Throws as reserve() does, part way through; the
-   * caller rolls back.
+   * reserve() in layers [0, layers), for a model's step: a layer whose pages already hold n more
+   * tokens (the last page not shared) only counts them. Throws as reserve() does, part way
+   * through; the caller rolls back.
    * @internal
    */
-  reserveAll(seq: KVSequence, n: number): void {
+  reserveLayers(seq: KVSequence, layers: number, n: number): void {
     const op = "KVCache.reserve";
     this.checkSeq(op, seq);
+    this.store(op, layers - 1);
     positiveInt(op, "n", n);
     const ps = this.pageSize;
-    for (let l = 0; l < this.layers.length; l++) {
+    for (let l = 0; l < layers; l++) {
       const len = seq.lengths[l]!, table = seq.tables[l]!;
       if (len + n > table.length * ps || (len % ps !== 0 && (this.refs.get(table[table.length - 1]!) ?? 0) > 1)) this.growTable(seq, l, n);
       seq.lengths[l] = len + n;

@@ -157,7 +157,7 @@ export class TransformerModel {
 
   private forwardRows(cache: KVCache, items: readonly BatchItem[], starts: readonly number[], logitRows: "all" | "last", resident: boolean): Float32Array {
     const c = this.config, rt = this.rt;
-    const { hiddenSize: hd, vocabSize: V } = c;
+    const { vocabSize: V } = c;
     if (items.length === 0) throw new RangeError("forward: no sequences");
     if (new Set(items.map(({ seq }) => seq)).size !== items.length) throw new RangeError("forward: a sequence appears twice in one batch");
     let n = 0;
@@ -176,7 +176,7 @@ export class TransformerModel {
     let at = state.ids.ptr >>> 2;
     for (const { tokens } of items) for (const t of tokens) ids[at++] = t;
     // Pages for the new tokens' K/V in every layer (rolled back by forwardBatch on an error).
-    for (const { seq, tokens } of items) cache.reserveAll(seq, tokens.length);
+    for (const { seq, tokens } of items) cache.reserveLayers(seq, this.layers.length, tokens.length);
     /** A new program for this pass, pointed at it; its memory freed if that fails. */
     const build = (outputs: { logits: WasmBuffer; lastOnly: boolean }) => {
       const p = rt.keepProgram();
