@@ -72,3 +72,11 @@ export type F16 = i16;
   }
   return <f32>load<i8>(p + i);
 }
+
+/** n elements of a T row at src widened to f32 at dst (a SIMD body of four and a scalar tail). */
+// @ts-ignore: decorator
+@inline export function widenRow<T>(src: usize, n: i32, dst: usize): void {
+  const body = <usize>(n & ~3);
+  for (let i: usize = 0; i < body; i += 4) v128.store(dst + (i << 2), load4<T>(src, i));
+  for (let i = body, end = <usize>n; i < end; i++) store<f32>(dst + (i << 2), load1<T>(src, i));
+}

@@ -1,5 +1,5 @@
-import { load1, load4 } from "../simd";
-import { halfAt, QK } from "./linear-quant";
+import { widenRow } from "../simd";
+import { blockBytes, halfAt, QK } from "./linear-quant";
 
 // Embedding lookup: rows [rowBegin, rowEnd) of out [rows, K] (f32) are the table's rows ids[row]
 // (i32 token ids, checked by the host), widened or dequantized from the weight dtype exactly as
@@ -7,18 +7,10 @@ import { halfAt, QK } from "./linear-quant";
 // is the same whichever side reads it. In a kernel program the lookup is part of the step: the
 // host writes the ids, not the rows.
 
-/** One row of a 16-bit or f32 table (element type T) widened to f32. */
-// @ts-ignore: decorator
-@inline function widenRow<T>(src: usize, K: i32, dst: usize): void {
-  const body = <usize>(K & ~3);
-  for (let i: usize = 0; i < body; i += 4) v128.store(dst + (i << 2), load4<T>(src, i));
-  for (let i = body, end = <usize>K; i < end; i++) store<f32>(dst + (i << 2), load1<T>(src, i));
-}
-
 /** One row of Q8_0 (isQ4 false) or Q4_0 blocks dequantized: d·q, or d·(nibble - 8). */
 // @ts-ignore: decorator
 @inline function dequantizeRow(src: usize, K: i32, dst: usize, isQ4: bool): void {
-  const bb: usize = isQ4 ? 18 : 34;
+  const bb = blockBytes(isQ4);
   for (let k0 = 0, b = 0; k0 < K; k0 += QK, b++) {
     const blk = src + <usize>b * bb, d = halfAt(blk), n = min(QK, K - k0), out = dst + (<usize>k0 << 2);
     for (let j = 0; j < n; j++) {
@@ -34,17 +26,9 @@ import { halfAt, QK } from "./linear-quant";
   }
 }
 
-/** Bytes of one table row of K weights. */
-// @ts-ignore: decorator
-@inline function rowBytes<T>(K: i32, quant: i32): usize {
-  if (quant == 8) return <usize>((K + QK - 1) / QK) * 34;
-  if (quant == 4) return <usize>((K + QK - 1) / QK) * 18;
-  return <usize>K * sizeof<T>();
-}
-
 // @ts-ignore: decorator
 @inline function embedRows<T>(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize, quant: i32): void {
-  const rb = rowBytes<T>(K, quant), ldo = <usize>K << 2;
+  const rb = quant != 0 ? <usize>((K + QK - 1) / QK) * blockBytes(quant == 4) : <usize>K * sizeof<T>(), ldo = <usize>K << 2;
   for (let r = rowBegin; r < rowEnd; r++) {
     const src = table + <usize>load<i32>(ids + (<usize>r << 2)) * rb, dst = out + <usize>r * ldo;
     if (quant != 0) dequantizeRow(src, K, dst, quant == 4);

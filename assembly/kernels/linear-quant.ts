@@ -197,7 +197,7 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
 }
 
 // @ts-ignore: decorator
-@inline function blockBytes(isQ4: bool): usize { return isQ4 ? 18 : 34; }
+@inline export function blockBytes(isQ4: bool): usize { return isQ4 ? 18 : 34; }
 
 /**
  * Relaxed build, Q4_0: i16x8.relaxed_dot_i8x16_i7x16_s with the nibbles (0..15) as the 7-bit

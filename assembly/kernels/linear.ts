@@ -1,4 +1,4 @@
-import { BF16, F16, load1, load4 } from "../simd";
+import { BF16, F16, widenRow } from "../simd";
 import { LINEAR_ACCUMULATE } from "../abi";
 import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x2_u16, dotnt_1x2_u32_bf16, dotnt_1x4, dotnt_4x1, dotnt_4x2, splitEvenOdd } from "./dot-nt";
 
@@ -79,12 +79,7 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
 /** rows x kLen weights (rows ldw bytes apart) widened to f32 at `panel`, rows kLen·4 bytes apart. */
 // @ts-ignore: decorator
 @inline function widenPanel<W>(w: usize, ldw: usize, rows: i32, kLen: i32, panel: usize): void {
-  const body = <usize>(kLen & ~3);
-  for (let r = 0; r < rows; r++) {
-    const src = w + <usize>r * ldw, dst = panel + (<usize>r * <usize>kLen << 2);
-    for (let i: usize = 0; i < body; i += 4) v128.store(dst + (i << 2), load4<W>(src, i));
-    for (let i = body, end = <usize>kLen; i < end; i++) store<f32>(dst + (i << 2), load1<W>(src, i));
-  }
+  for (let r = 0; r < rows; r++) widenRow<W>(w + <usize>r * ldw, kLen, panel + (<usize>r * <usize>kLen << 2));
 }
 
 /**

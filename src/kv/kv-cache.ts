@@ -239,6 +239,7 @@ export class KVCache {
     const len = seq.lengths[layer]!;
     const cow = len % this.pageSize !== 0 && (this.refs.get(table[table.length - 1]!) ?? 0) > 1;
     const fresh = Math.ceil((len + n) / this.pageSize) - table.length;
+    if (fresh <= 0 && !cow) return; // the pages hold them already (most decode steps)
     const pages = this.takePages(store, fresh + (cow ? 1 : 0));
     if (cow) {
       const shared = table[table.length - 1]!;
@@ -269,9 +270,8 @@ export class KVCache {
   }
 
   /**
-   * reserve() in layers [0, layers), for a model's step: a layer whose pages already hold n more
-   * tokens (the last page not shared) only counts them. Throws as reserve() does, part way
-   * through; the caller rolls back.
+   * reserve() in layers [0, layers), for a model's step: its checks once, not per layer. Throws
+   * as reserve() does, part way through; the caller rolls back.
    * @internal
    */
   reserveLayers(seq: KVSequence, layers: number, n: number): void {
@@ -279,11 +279,9 @@ export class KVCache {
     this.checkSeq(op, seq);
     this.store(op, layers - 1);
     positiveInt(op, "n", n);
-    const ps = this.pageSize;
     for (let l = 0; l < layers; l++) {
-      const len = seq.lengths[l]!, table = seq.tables[l]!;
-      if (len + n > table.length * ps || (len % ps !== 0 && (this.refs.get(table[table.length - 1]!) ?? 0) > 1)) this.growTable(seq, l, n);
-      seq.lengths[l] = len + n;
+      this.growTable(seq, l, n);
+      seq.lengths[l] = seq.lengths[l]! + n;
     }
   }
 

@@ -66,6 +66,8 @@ export function writeStruct<S extends StructName>(mem: { i32: Int32Array; f32: F
   }
 }
 
+type WeightDtype = "f32" | "bf16" | "f16" | "q8_0" | "q4_0";
+
 interface KernelSpec {
   /** The AssemblyScript module under assembly/ that defines it. */
   from: string;
@@ -75,9 +77,9 @@ interface KernelSpec {
   /** The worker pool may run it as a job (it works on a range). */
   pool?: true;
   /** A linear kernel: the weight dtype it computes on. */
-  linear?: "f32" | "bf16" | "f16" | "q8_0" | "q4_0";
+  linear?: WeightDtype;
   /** An embedding lookup: the table dtype it reads. */
-  embed?: "f32" | "bf16" | "f16" | "q8_0" | "q4_0";
+  embed?: WeightDtype;
   /** The export that gives the bytes of scratch a call takes, for (M, K). */
   scratchBytes?: "linear_panel_scratch_bytes" | "linear_quant_scratch_bytes";
 }
@@ -137,17 +139,18 @@ type Numbers<P extends readonly string[]> = { -readonly [I in keyof P]: number }
 export const JOB_KERNELS = ["", ...(Object.keys(KERNELS) as KernelName[]).filter((k) => (KERNELS[k] as KernelSpec).pool)] as const;
 export type JobKernel = { [K in KernelName]: (typeof KERNELS)[K] extends { pool: true } ? K : never }[KernelName];
 
-/** The linear kernel of each weight dtype. */
-export const LINEAR_KERNELS = Object.fromEntries((Object.keys(KERNELS) as KernelName[]).flatMap((k) => {
-  const dtype = (KERNELS[k] as KernelSpec).linear;
-  return dtype ? [[dtype, k]] : [];
-})) as Record<NonNullable<KernelSpec["linear"]>, JobKernel>;
+/** The kernel of each weight dtype in a family whose specs name their dtype in `field`. */
+function kernelsByDtype(field: "linear" | "embed"): Record<WeightDtype, JobKernel> {
+  return Object.fromEntries((Object.keys(KERNELS) as KernelName[]).flatMap((k) => {
+    const dtype = (KERNELS[k] as KernelSpec)[field];
+    return dtype ? [[dtype, k]] : [];
+  })) as Record<WeightDtype, JobKernel>;
+}
 
+/** The linear kernel of each weight dtype. */
+export const LINEAR_KERNELS = kernelsByDtype("linear");
 /** The embedding lookup of each table dtype. */
-export const EMBED_KERNELS = Object.fromEntries((Object.keys(KERNELS) as KernelName[]).flatMap((k) => {
-  const dtype = (KERNELS[k] as KernelSpec).embed;
-  return dtype ? [[dtype, k]] : [];
-})) as Record<NonNullable<KernelSpec["embed"]>, JobKernel>;
+export const EMBED_KERNELS = kernelsByDtype("embed");
 
 /** Checks an instance has every export with its arity, so a stale or foreign .wasm fails at load, not mid-call. */
 export function kernelExportsOf(instance: WebAssembly.Instance): KernelExports {

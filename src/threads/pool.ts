@@ -47,11 +47,23 @@ const CONTROL_INTS = 8;
 const MESSAGE_BYTES = 512;
 
 /**
+ * Waits while control word `index` holds `value`: `spins` loads first, then asleep
+ * (Atomics.wait) unless `canSleep` is false (a browser's main thread spins only). Waking a sleeping
+ * thread costs tens to hundreds of microseconds, so every wait of the pool spins first.
+ * Self-contained: the workers run its source text.
+ */
+function spinWait(ctl: Int32Array, index: number, value: number, spins: number, canSleep: boolean): void {
+  for (let n = 0; Atomics.load(ctl, index) === value;) {
+    if (++n > spins && canSleep) Atomics.wait(ctl, index, value);
+  }
+}
+
+/**
  * Waits at a barrier of `size` threads: control word 3 counts arrivals, word 4 is the barrier's
  * generation; the last to arrive resets the count and advances the generation. Spins first (the
  * phases between barriers are short; 20,000 loads are tens of microseconds), then sleeps;
- * `canSleep` false (a browser's main thread) spins only. Self-contained: the workers run its
- * source text.
+ * `canSleep` false (a browser's main thread) spins only. Self-contained but for spinWait: the
+ * workers run both source texts.
  */
 function barrierWait(ctl: Int32Array, size: number, canSleep: boolean): void {
   const BAR_COUNT = 3, BAR_GEN = 4, BARRIER_SPINS = 20000;
@@ -62,9 +74,7 @@ function barrierWait(ctl: Int32Array, size: number, canSleep: boolean): void {
     Atomics.notify(ctl, BAR_GEN);
     return;
   }
-  for (let spins = 0; Atomics.load(ctl, BAR_GEN) === gen;) {
-    if (++spins > BARRIER_SPINS && canSleep) Atomics.wait(ctl, BAR_GEN, gen);
-  }
+  spinWait(ctl, BAR_GEN, gen, BARRIER_SPINS, canSleep);
 }
 
 /** Calls f with the MAX_ARGS argument words at s[a]... (a Wasm export ignores those past its parameters): no array per call. Self-contained. */
@@ -113,6 +123,7 @@ function serve({ module: wasmModule, memory, control, claimCounters, jobs, messa
   const text = new Uint8Array(message);
   const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
   const kernels = ${JSON.stringify(JOB_KERNELS)}.map((n) => n && instance.exports[n]);
+  ${spinWait.toString()}
   ${barrierWait.toString()}
   ${callWords.toString()}
   ${runList.toString()}
@@ -121,9 +132,7 @@ function serve({ module: wasmModule, memory, control, claimCounters, jobs, messa
   for (;;) {
     // Between runs (a decode step's few hundred microseconds of JavaScript) spin before
     // sleeping: waking a sleeping worker took 150-190 us of every step on a 2-core VM.
-    for (let spins = 0; Atomics.load(ctl, ${GEN}) === gen;) {
-      if (++spins > ${IDLE_SPINS}) Atomics.wait(ctl, ${GEN}, gen);
-    }
+    spinWait(ctl, ${GEN}, gen, ${IDLE_SPINS}, true);
     gen = Atomics.load(ctl, ${GEN});
     if (gen === ${STOP}) break;
     const e = runList(kernels, slots, index * ${SLOT}, counters, ctl, size, true, true, ${HEADER}, ${CALL});
@@ -272,8 +281,8 @@ export class ThreadPool {
     }
     this.post(lists);
     const error = this.runOwn(true);
-    for (let done = Atomics.load(this.ctl, DONE), spins = 0; done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
-      if (++spins > DONE_SPINS) Atomics.wait(this.ctl, DONE, done);
+    for (let done = Atomics.load(this.ctl, DONE); done < this.size - 1; done = Atomics.load(this.ctl, DONE)) {
+      spinWait(this.ctl, DONE, done, DONE_SPINS, true);
     }
     this.finish(error);
   }
