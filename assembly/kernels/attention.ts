@@ -18,7 +18,9 @@ import { kv_scale_offset } from "./kv-pages";
 // per key and defeats the hardware prefetcher. So the key-block loop is outermost, and before
 // the heads read a block it is touched once in address order (one load per cache line), which
 // streams it into L2 at full bandwidth. K is touched before the scores, V before P·V, a few
-// heads at a time (TOUCH_BYTES), so what was touched is still in L2 when it is used.
+// heads at a time (TOUCH_BYTES), so what was touched is still in L2 when it is used. A page of
+// the paged cache holds each head's rows contiguously, which the prefetcher follows on its own
+// while the kernels compute: touching it first only made the reads wait (1.2-1.35x slower).
 
 export const BLOCK_KEYS: i32 = 128;
 /** Rows per row block, over all KV heads of the range: enough query positions to fill this many. */
@@ -120,19 +122,22 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
 ): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
   const cOff = <usize>col0 << 2;
-  // S = scale · Q·Kᵀ in 4-row tiles: each K row is loaded once for 4 query rows.
+  // S = scale · Q·Kᵀ in 4-row tiles: each K row is loaded once for 4 query rows. A tail of 2 or
+  // 3 rows runs the same tile on the last row repeated (stores only its real rows): fewer loads
+  // per FMA than a pass per row, and the group sizes of real models (3, 7) end in such tails.
   let r = r0;
-  for (; r + 4 <= r1; r += 4) {
+  for (; r + 2 <= r1; r += 4) {
+    const rows = min(4, r1 - r), last = r + rows - 1;
     const q0 = load<usize>(rowF32(b.q, r)), q1 = load<usize>(rowF32(b.q, r + 1));
-    const q2 = load<usize>(rowF32(b.q, r + 2)), q3 = load<usize>(rowF32(b.q, r + 3));
+    const q2 = load<usize>(rowF32(b.q, min(r + 2, last))), q3 = load<usize>(rowF32(b.q, min(r + 3, last)));
     const srow = b.scores + <usize>r * lds + cOff;
     let j = 0;
     let kj = k;
     for (; j + 2 <= nk; j += 2) {
-      dotnt_4x2<K>(q0, q1, q2, q3, kj, kj + ldk, headDim, srow + (<usize>j << 2), lds, scale, false, 4);
+      dotnt_4x2<K>(q0, q1, q2, q3, kj, kj + ldk, headDim, srow + (<usize>j << 2), lds, scale, false, rows);
       kj += ldk << 1;
     }
-    if (j < nk) dotnt_4x1<K>(q0, q1, q2, q3, kj, headDim, srow + (<usize>j << 2), lds, scale, false, 4);
+    if (j < nk) dotnt_4x1<K>(q0, q1, q2, q3, kj, headDim, srow + (<usize>j << 2), lds, scale, false, rows);
   }
   for (; r < r1; r++) {
     const q0 = load<usize>(rowF32(b.q, r));
@@ -203,11 +208,14 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
   const d8 = headDim & ~7;
   const d4 = headDim & ~3;
   let r = r0;
-  // 4-row tiles, head_dim in 8-float chunks: each V row is loaded once for 4 query rows.
-  for (; r + 4 <= r1; r += 4) {
-    const p0 = b.scores + <usize>r * lds + cOff, p1 = p0 + lds, p2 = p1 + lds, p3 = p2 + lds;
+  // 4-row tiles, head_dim in 8-float chunks: each V row is loaded once for 4 query rows. A tail
+  // of 2 or 3 rows repeats its last row, whose copies compute and store the same values.
+  for (; r + 2 <= r1; r += 4) {
+    const last = min(r + 3, r1 - 1);
+    const p0 = b.scores + <usize>r * lds + cOff, p1 = p0 + lds;
+    const p2 = b.scores + <usize>min(r + 2, last) * lds + cOff, p3 = b.scores + <usize>last * lds + cOff;
     const o0 = load<usize>(rowF32(b.o, r)), o1 = load<usize>(rowF32(b.o, r + 1));
-    const o2 = load<usize>(rowF32(b.o, r + 2)), o3 = load<usize>(rowF32(b.o, r + 3));
+    const o2 = load<usize>(rowF32(b.o, min(r + 2, last))), o3 = load<usize>(rowF32(b.o, last));
     let d = 0;
     for (; d < d8; d += 8) {
       const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
@@ -220,10 +228,11 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
     }
     for (; d < headDim; d++) {
       const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      // One row at a time (load, add, store): a repeated row must not run twice.
       pvacc_1x1<V>(p0, v + xv, ldv, nk, o0 + x);
       pvacc_1x1<V>(p1, v + xv, ldv, nk, o1 + x);
-      pvacc_1x1<V>(p2, v + xv, ldv, nk, o2 + x);
-      pvacc_1x1<V>(p3, v + xv, ldv, nk, o3 + x);
+      if (last >= r + 2) pvacc_1x1<V>(p2, v + xv, ldv, nk, o2 + x);
+      if (last >= r + 3) pvacc_1x1<V>(p3, v + xv, ldv, nk, o3 + x);
     }
   }
   const d16 = headDim & ~15;
@@ -367,12 +376,11 @@ export function attention_combine(
 /** S[r][col0 + j] *= scales[j] for rows [r0, r1): per-key int8 scales, on scores or on P. */
 function scaleColumns(b: RowBlock, r0: i32, r1: i32, col0: i32, n: i32, scales: usize): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
+  const body = <usize>(n & ~3) << 2, end = <usize>n << 2;
   for (let r = r0; r < r1; r++) {
     const srow = b.scores + <usize>r * lds + (<usize>col0 << 2);
-    for (let j = 0; j < n; j++) {
-      const o = <usize>j << 2;
-      store<f32>(srow + o, load<f32>(srow + o) * load<f32>(scales + o));
-    }
+    for (let o: usize = 0; o < body; o += 16) v128.store(srow + o, f32x4.mul(v128.load(srow + o), v128.load(scales + o)));
+    for (let o = body; o < end; o += 4) store<f32>(srow + o, load<f32>(srow + o) * load<f32>(scales + o));
   }
 }
 
@@ -381,8 +389,8 @@ function scaleColumns(b: RowBlock, r0: i32, r1: i32, col0: i32, n: i32, scales: 
  * token-major [seqQ, numHeads, headDim] as in attention_f32; the seqK cached keys live in pages
  * of `pageSize` tokens whose addresses are the u32 array at `pages` (the block table), laid out
  * as kv_page_bytes says, in storage type `dtype` (KV_F32, KV_BF16, KV_INT8). One head's rows
- * are contiguous within a page and are read in place (no gather), widened in registers; each
- * segment is touched in address order just before use, as in attention_f32. With
+ * are contiguous within a page and are read in place (no gather), widened in registers, in
+ * address order (not touched first, see the top of this file). With
  * f32 pages the key blocks and results are those of attention_f32, bit for bit. Ranges and the
  * causal rule as attention_f32.
  */
@@ -400,8 +408,8 @@ export function attention_paged(
  * h at k + (j·numKvHeads + h)·headDim·4) or pages of a block table (key j of head h at
  * page(j) + h·pageSize·rowBytes + (j mod pageSize)·rowBytes, V after the page's K; int8 rows
  * with one scale each). A key block is read as segments of consecutive keys (one for
- * contiguous K/V, one per page it spans otherwise), each touched in address order before use:
- * contiguous K/V interleave the heads, so a few heads are touched together (TOUCH_BYTES).
+ * contiguous K/V, one per page it spans otherwise). Contiguous K/V interleave the heads, so a
+ * few heads' rows of a block are touched together (TOUCH_BYTES) before use.
  */
 // @ts-ignore: decorator
 @inline function attend<T>(
@@ -422,7 +430,7 @@ export function attention_paged(
   const vOffset = paged ? <usize>numKvHeads * headStride : c.v - c.k;
   const scaleOffset = paged ? <usize>kv_scale_offset(numKvHeads, headDim, pageSize) : 0;
   const vScaleOffset = scaleOffset + (<usize>(numKvHeads * pageSize) << 2);
-  const headsPerTouch = paged ? 1 : max(1, TOUCH_BYTES / (BLOCK_KEYS * headDim * 4));
+  const headsPerTouch = paged ? nHeads : max(1, TOUCH_BYTES / (BLOCK_KEYS * headDim * 4));
   const perBlock = positionsPerBlock(nHeads * group);
   for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
     const nPos = min(perBlock, qEnd - i0);
@@ -434,11 +442,7 @@ export function attention_paged(
       const masked = j0 + nk > b.firstMasked;
       for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
         const h1 = min(nHeads, h0 + headsPerTouch);
-        for (let j = j0; j < j0 + nk;) {
-          const len = min(pageSize - j % pageSize, j0 + nk - j);
-          touchLines(keyAddress(c, paged, j, kvHeadBegin + h0, ldk, headStride), ldk, len, <usize>(h1 - h0) * kvRowBytes);
-          j += len;
-        }
+        if (!paged) touchLines(keyAddress(c, false, j0, kvHeadBegin + h0, ldk, headStride), ldk, nk, <usize>(h1 - h0) * kvRowBytes);
         for (let h = h0; h < h1; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
           for (let j = j0; j < j0 + nk;) {
@@ -453,11 +457,7 @@ export function attention_paged(
       }
       for (let h0 = 0; h0 < nHeads; h0 += headsPerTouch) {
         const h1 = min(nHeads, h0 + headsPerTouch);
-        for (let j = j0; j < j0 + nk;) {
-          const len = min(pageSize - j % pageSize, j0 + nk - j);
-          touchLines(keyAddress(c, paged, j, kvHeadBegin + h0, ldk, headStride) + vOffset, ldk, len, <usize>(h1 - h0) * kvRowBytes);
-          j += len;
-        }
+        if (!paged) touchLines(keyAddress(c, false, j0, kvHeadBegin + h0, ldk, headStride) + vOffset, ldk, nk, <usize>(h1 - h0) * kvRowBytes);
         for (let h = h0; h < h1; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
           for (let j = j0; j < j0 + nk;) {
