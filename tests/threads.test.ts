@@ -24,6 +24,7 @@ describe("threads: a worker pool on one shared memory", function () {
     { name: "GQA decode 32/8/128, 700 keys", H: 32, KV: 8, D: 128, SQ: 1, SK: 700, causal: false },
     { name: "MHA decode 12/12/64", H: 12, KV: 12, D: 64, SQ: 1, SK: 300, causal: false },
     { name: "MQA decode 16/1/64", H: 16, KV: 1, D: 64, SQ: 1, SK: 300, causal: false },
+    { name: "GQA decode 9/3/64, 200 keys (KV heads 1 : 2 on 2 threads)", H: 9, KV: 3, D: 64, SQ: 1, SK: 200, causal: true },
     { name: "causal prefill 9/3/64, 150 tokens", H: 9, KV: 3, D: 64, SQ: 150, SK: 150, causal: true },
     { name: "chunked prefill 14/2/40, 37 of 200", H: 14, KV: 2, D: 40, SQ: 37, SK: 200, causal: true },
   ];
