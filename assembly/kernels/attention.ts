@@ -451,7 +451,7 @@ export function attention_paged(
         }
         j += len;
       }
-      for (let h = 0; h < nHeads; h++) softmaxBlock(b, h * rowsPerHead, (h + 1) * rowsPerHead, nk, j0, headDim, masked, window);
+      softmaxBlock(b, 0, nHeads * rowsPerHead, nk, j0, headDim, masked, window);
       for (let j = j0; j < j0 + nk;) {
         const len = min(segmentV - j % segmentV, j0 + nk - j);
         for (let h = 0; h < nHeads; h++) {

@@ -249,7 +249,7 @@ export class KVCache {
       table[table.length - 1] = copy;
     }
     table.push(...pages);
-    if (pages.length > 0 || cow) seq.tablesVersion++;
+    seq.tablesVersion++;
   }
 
   /**
