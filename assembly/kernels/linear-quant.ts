@@ -1,4 +1,4 @@
-import { fmadd, hsum, hsum4x4 } from "../simd";
+import { fmadd, hsum } from "../simd";
 import { finish } from "./dot-nt";
 import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
 
@@ -38,8 +38,10 @@ const QA_NEG: usize = 32;
 const QA_I8: usize = 64;
 const QA_CORR: usize = 96;
 const QA_SCALE: usize = 112;
-/** Weight rows per column block (a multiple of 4): 16 rows of K = 1536 Q8_0 are 26 KB, at home in L2 while every row tile passes. */
+/** GEMM: weight rows per column block: 16 rows of K = 1536 Q8_0 are 26 KB, at home in L2 while every row tile passes. */
 const NBQ: i32 = 16;
+/** GEMV: weight rows per column block, four streams of a quarter each (64 rows of K = 576 Q8_0: 39 KB apart). */
+const GEMV_ROWS: i32 = 256;
 
 /** Bytes of scratch the quantized activations of M rows of K take. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
@@ -241,65 +243,33 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
 }
 
 /**
- * Two outputs: one activation row against two weight rows anywhere (two streams from memory at
- * once), each activation block loaded once for both; each output computed exactly as dotq_1x1
- * computes it.
+ * Four outputs: one activation row against four weight rows anywhere (four streams from memory
+ * at once), each activation block loaded once for all four; each output computed exactly as
+ * dotq_1x1 computes it.
  */
 // @ts-ignore: decorator
-@inline function dotq_1x2(qa: usize, w0: usize, w1: usize, nb: i32, isQ4: bool, y0: usize, y1: usize, addToY: bool): void {
+@inline function dotq_1x4(qa: usize, w0: usize, w1: usize, w2: usize, w3: usize, nb: i32, isQ4: bool, y0: usize, y1: usize, y2: usize, y3: usize, addToY: bool): void {
   const bb = blockBytes(isQ4);
-  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0), acc2 = f32x4.splat(0), acc3 = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
-    const a = qa + <usize>b * QA_BLOCK, wb0 = w0 + <usize>b * bb, wb1 = w1 + <usize>b * bb;
+    const a = qa + <usize>b * QA_BLOCK, o = <usize>b * bb;
     const a0 = activations(a, 0, isQ4), a1 = activations(a, 1, isQ4), a2 = activations(a, 2, isQ4), a3 = activations(a, 3, isQ4);
     const corr = correction(a, isQ4), da = load<f32>(a + QA_SCALE);
-    acc0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb0, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(wb0) * da), acc0);
-    acc1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb1, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(wb1) * da), acc1);
+    acc0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w0 + o, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(w0 + o) * da), acc0);
+    acc1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w1 + o, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(w1 + o) * da), acc1);
+    acc2 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w2 + o, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(w2 + o) * da), acc2);
+    acc3 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w3 + o, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(w3 + o) * da), acc3);
   }
   finish(y0, hsum(acc0), addToY);
   finish(y1, hsum(acc1), addToY);
+  finish(y2, hsum(acc2), addToY);
+  finish(y3, hsum(acc3), addToY);
 }
 
 /** A weight block (at wb) against an activation block (at a), as i32x4 partial sums. */
 // @ts-ignore: decorator
 @inline function blockDotAt(wb: usize, a: usize, isQ4: bool): v128 {
   return blockDotRow(wb, activations(a, 0, isQ4), activations(a, 1, isQ4), activations(a, 2, isQ4), activations(a, 3, isQ4), correction(a, isQ4), isQ4);
-}
-
-/** The f16 values at four addresses as f32 lanes (halfAt, four at a time). */
-// @ts-ignore: decorator
-@inline function halves4(w0: usize, w1: usize, w2: usize, w3: usize): v128 {
-  let h = i32x4.splat(<i32>load<i16>(w0));
-  h = i32x4.replace_lane(h, 1, <i32>load<i16>(w1));
-  h = i32x4.replace_lane(h, 2, <i32>load<i16>(w2));
-  h = i32x4.replace_lane(h, 3, <i32>load<i16>(w3));
-  return f32x4.mul(v128.and(i32x4.shl(h, 13), i32x4.splat(0x8fffe000)), f32x4.splat(5.192296858534828e33));
-}
-
-/** The f16 scales of four weight blocks, times the activation block's scale, as four lanes. */
-// @ts-ignore: decorator
-@inline function scales4(w0: usize, w1: usize, w2: usize, w3: usize, da: f32): v128 {
-  return f32x4.mul(halves4(w0, w1, w2, w3), f32x4.splat(da));
-}
-
-/** Four outputs: one activation row against four weight rows, each activation block loaded once. */
-// @ts-ignore: decorator
-@inline function dotq_1x4(qa: usize, w: usize, ldw: usize, nb: i32, isQ4: bool, y: usize, addToY: bool): void {
-  const bb = blockBytes(isQ4);
-  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
-  for (let b = 0; b < nb; b++) {
-    const a = qa + <usize>b * QA_BLOCK;
-    const wb0 = w + <usize>b * bb, wb1 = wb0 + ldw, wb2 = wb1 + ldw, wb3 = wb2 + ldw;
-    const a0 = activations(a, 0, isQ4), a1 = activations(a, 1, isQ4), a2 = activations(a, 2, isQ4), a3 = activations(a, 3, isQ4);
-    const corr = correction(a, isQ4);
-    const sc = scales4(wb0, wb1, wb2, wb3, load<f32>(a + QA_SCALE));
-    c0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb0, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 0, 0, 0, 0), c0);
-    c1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb1, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 1, 1, 1, 1), c1);
-    c2 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb2, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 2, 2, 2, 2), c2);
-    c3 = fmadd(f32x4.convert_i32x4_s(blockDotRow(wb3, a0, a1, a2, a3, corr, isQ4)), i32x4.shuffle(sc, sc, 3, 3, 3, 3), c3);
-  }
-  const sums = hsum4x4(c0, c1, c2, c3);
-  v128.store(y, addToY ? f32x4.add(v128.load(y), sums) : sums);
 }
 
 /**
@@ -376,35 +346,37 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   const ldy = <usize>N << 2;
   const addToY = (flags & LINEAR_ACCUMULATE) != 0;
   if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
-  // Columns go in blocks of NBQ weight rows, and every row tile runs over a block before the next
-  // block: each weight row comes from memory once per call, however many rows (a batch of
-  // sequences decoding together, a prefill chunk) share it from the cache. Row tiles of 4 share
-  // every weight block's decoding (simd build), the last 1-3 rows as one partial tile. Fewer than 4 rows in
-  // all go one at a time, each against Q8_0 weight rows two at a time from the two halves of the
-  // block, two sequential streams from memory (four adjacent rows sharing each activation block
-  // were 12-27% slower than one, two distant ones 5-7% faster, GEMV 1536x576), or Q4_0 ones, whose
-  // blocks take fewer operations, four adjacent ones at a time (1x1 was 8% slower, four a quarter
-  // apart 17%). Each output is computed by the same sequence of operations either way.
-  for (let n0 = nBegin; n0 < nEnd; n0 += NBQ) {
-    const n1 = min(n0 + NBQ, nEnd);
-    let m = 0;
-    for (; M >= 4 && m < M; m += 4) {
-      const rows = min(4, M - m);
-      const o1: usize = rows > 1 ? ldqa : 0, o2: usize = rows > 2 ? 2 * ldqa : o1, o3: usize = rows > 3 ? 3 * ldqa : o2;
-      const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
-      for (let n = n0; n < n1; n++) dotq_4x1(qa, o1, o2, o3, w + <usize>n * ldw, nb, isQ4, yRow + (<usize>n << 2), ldy, addToY, rows);
-    }
-    for (; m < M; m++) {
-      const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
-      let n = n0;
-      if (isQ4) {
-        for (; n + 4 <= n1; n += 4) dotq_1x4(qa, w + <usize>n * ldw, ldw, nb, isQ4, yRow + (<usize>n << 2), addToY);
-      } else {
-        const half = (n1 - n0) >> 1;
-        for (; n < n0 + half; n++) dotq_1x2(qa, w + <usize>n * ldw, w + <usize>(n + half) * ldw, nb, isQ4, yRow + (<usize>n << 2), yRow + (<usize>(n + half) << 2), addToY);
-        n += half;
+  if (M < 4) {
+    // GEMV: weight rows in blocks of GEMV_ROWS, each block's rows four at a time from its four
+    // quarters: four sequential streams from memory at once, each activation block loaded once
+    // for the four. From memory (weights past the L2, as a model's are) four streams kept the
+    // prefetchers ahead where two streams 8 rows apart left them behind: Q8_0 GEMV 1536x576
+    // 1.2-1.5x, Q4_0 1.35-1.6x (scratch/gemvab.ts, relaxed build; level from the L2). A second
+    // row of x (2-3 sequences decoding together) reads the block again from the L2.
+    for (let n0 = nBegin; n0 < nEnd; n0 += GEMV_ROWS) {
+      const n1 = min(n0 + GEMV_ROWS, nEnd), q = (n1 - n0) >> 2;
+      for (let m = 0; m < M; m++) {
+        const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
+        for (let n = n0; n < n0 + q; n++) {
+          const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2), dw = <usize>q * ldw, dy = <usize>q << 2;
+          dotq_1x4(qa, w0, w0 + dw, w0 + 2 * dw, w0 + 3 * dw, nb, isQ4, y0, y0 + dy, y0 + 2 * dy, y0 + 3 * dy, addToY);
+        }
+        for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
       }
-      for (; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
+    }
+  } else {
+    // GEMM: columns in blocks of NBQ weight rows, and every row tile runs over a block before the
+    // next block: each weight row comes from memory once per call, however many rows (a prefill
+    // chunk, a batch of sequences) share it from the cache. Row tiles of 4 share every weight
+    // block's decoding (simd build), the last 1-3 rows as one partial tile.
+    for (let n0 = nBegin; n0 < nEnd; n0 += NBQ) {
+      const n1 = min(n0 + NBQ, nEnd);
+      for (let m = 0; m < M; m += 4) {
+        const rows = min(4, M - m);
+        const o1: usize = rows > 1 ? ldqa : 0, o2: usize = rows > 2 ? 2 * ldqa : o1, o3: usize = rows > 3 ? 3 * ldqa : o2;
+        const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
+        for (let n = n0; n < n1; n++) dotq_4x1(qa, o1, o2, o3, w + <usize>n * ldw, nb, isQ4, yRow + (<usize>n << 2), ldy, addToY, rows);
+      }
     }
   }
   if (bias != 0) {
