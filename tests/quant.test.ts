@@ -195,11 +195,11 @@ describe("block-quantized weights: buffers, threads and models", function () {
     } finally { for (const rt of runtimes) await rt.dispose(); }
   });
 
-  it("GEMV: every column alone gives the bits of one call over all columns (two distant rows at a time for Q8_0, four for Q4_0), and of a batch of four rows", async () => {
+  it("GEMV: every column alone gives the bits of one call over all columns (four distant rows at a time, rows over several blocks), and of a batch of four rows", async () => {
     const rt = await createRuntime();
     try {
       for (const dtype of DTYPES) {
-        for (const [N, K] of [[37, 576], [21, 100]] as const) {
+        for (const [N, K] of [[37, 576], [21, 100], [301, 64]] as const) { // 301 rows of K = 64: two GEMV blocks
           const wb = rt.upload(randomArray(N * K, 11), dtype, K), x = randomArray(K, 12), xb = rt.upload(x);
           const all = rt.alloc(N), alone = rt.alloc(N), scratch = rt.alloc(rt.kernels.linear_quant_scratch_bytes(4, K) / 4);
           const kernel = rt.kernels[`linear_${dtype}`];

@@ -140,11 +140,11 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   finish(c, f32x4.extract_lane(f32x4.mul(sum, f32x4.splat(alpha)), 0), accumulate);
 }
 
-// bf16 rows, eight weights per load: a u32 lane holds two bf16 (w[2i] low, w[2i+1] high), so
-// `lane << 16` is w[2i] as f32 and `lane & 0xFFFF0000` is w[2i+1]. Splitting the a row into its
-// even and odd elements (once per row, shared by all the b rows) replaces widening each weight:
-// per eight weights one load, a shift, an and and two FMAs. Decode streams these rows from
-// memory, so fewer instructions per byte is what lets it keep up with the bandwidth.
+// GEMV (decode): short weight rows stream from memory, so what matters is keeping the memory
+// busy with few instructions per byte. bf16 rows, eight weights per load: a u32 lane holds two
+// bf16 (w[2i] low, w[2i+1] high), so `lane << 16` is w[2i] as f32 and `lane & 0xFFFF0000` is
+// w[2i+1]. Splitting the a row into its even and odd elements (once per row, shared by all the
+// b rows) replaces widening each weight: per eight weights one load, a shift, an and and two FMAs.
 
 // @ts-ignore: decorator
 @inline function evens(x0: v128, x1: v128): v128 { return v128.shuffle<f32>(x0, x1, 0, 2, 4, 6); }
@@ -156,71 +156,8 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 @inline function highBf16(w: v128): v128 { return v128.and(w, i32x4.splat(0xFFFF0000)); }
 
 /**
- * One f32 a row against one bf16 b row (alpha 1), 16 elements per step in two independent
- * even/odd accumulator pairs, reading the a row as splitEvenOdd leaves it at `split` (the tail
- * past the last whole group of 8 from a0). 32 a step in four pairs held more values than the
- * registers (TurboFan loads a whole step up front): the accumulators were spilled and carried
- * through the stack, 1.4x slower from cache, 7-11% from memory. Each weight row is a single
- * sequential stream that the prefetcher follows (four adjacent short rows at once ran at 60% of
- * the speed from memory); dotnt_1x2_u32_bf16 runs two distant rows side by side.
- */
-// @ts-ignore: decorator
-@inline export function dotnt_1x1_u32_bf16(a0: usize, split: usize, b0: usize, n: i32, c: usize, accumulate: bool): void {
-  let e0 = f32x4.splat(0), e1 = f32x4.splat(0);
-  let o0 = f32x4.splat(0), o1 = f32x4.splat(0);
-  const body16 = <usize>(n & ~15);
-  let i: usize = 0;
-  for (; i < body16; i += 16) {
-    const a = split + (i << 2), b = b0 + (i << 1);
-    let w = v128.load(b);
-    e0 = fmadd(v128.load(a), lowBf16(w), e0); o0 = fmadd(v128.load(a, 16), highBf16(w), o0);
-    w = v128.load(b, 16);
-    e1 = fmadd(v128.load(a, 32), lowBf16(w), e1); o1 = fmadd(v128.load(a, 48), highBf16(w), o1);
-  }
-  bf16RowEnd(a0, split, b0, n, c, accumulate, i, e0, e1, o0, o1);
-}
-
-/** The end of a bf16 row from element i (a multiple of 16): the last group of 8, the reduction, the scalar tail. */
-// @ts-ignore: decorator
-@inline function bf16RowEnd(a0: usize, split: usize, b0: usize, n: i32, c: usize, accumulate: bool, i: usize, e0: v128, e1: v128, o0: v128, o1: v128): void {
-  if (i < <usize>(n & ~7)) {
-    const w = v128.load(b0 + (i << 1));
-    e0 = fmadd(v128.load(split + (i << 2)), lowBf16(w), e0); o0 = fmadd(v128.load(split + (i << 2), 16), highBf16(w), o0);
-    i += 8;
-  }
-  const s = f32x4.add(f32x4.add(e0, o0), f32x4.add(e1, o1));
-  let sum = hsum4x4(s, s, s, s);
-  for (let end = <usize>n; i < end; i++) {
-    sum = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), f32x4.splat(load1<u16>(b0, i)), sum);
-  }
-  finish(c, f32x4.extract_lane(sum, 0), accumulate);
-}
-
-/** Two bf16 rows (anywhere) against one a row: each row reduced exactly as dotnt_1x1_u32_bf16 reduces it; two streams from memory at once. */
-// @ts-ignore: decorator
-@inline export function dotnt_1x2_u32_bf16(a0: usize, split: usize, b0: usize, b1: usize, n: i32, c0: usize, c1: usize, accumulate: bool): void {
-  let e0 = f32x4.splat(0), e1 = f32x4.splat(0), o0 = f32x4.splat(0), o1 = f32x4.splat(0);
-  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), p0 = f32x4.splat(0), p1 = f32x4.splat(0);
-  const body16 = <usize>(n & ~15);
-  let i: usize = 0;
-  for (; i < body16; i += 16) {
-    const a = split + (i << 2);
-    const x0 = v128.load(a), x1 = v128.load(a, 16);
-    let w = v128.load(b0 + (i << 1)), v = v128.load(b1 + (i << 1));
-    e0 = fmadd(x0, lowBf16(w), e0); o0 = fmadd(x1, highBf16(w), o0);
-    f0 = fmadd(x0, lowBf16(v), f0); p0 = fmadd(x1, highBf16(v), p0);
-    const x2 = v128.load(a, 32), x3 = v128.load(a, 48);
-    w = v128.load(b0 + (i << 1), 16); v = v128.load(b1 + (i << 1), 16);
-    e1 = fmadd(x2, lowBf16(w), e1); o1 = fmadd(x3, highBf16(w), o1);
-    f1 = fmadd(x2, lowBf16(v), f1); p1 = fmadd(x3, highBf16(v), p1);
-  }
-  bf16RowEnd(a0, split, b0, n, c0, accumulate, i, e0, e1, o0, o1);
-  bf16RowEnd(a0, split, b1, n, c1, accumulate, i, f0, f1, p0, p1);
-}
-
-/**
  * An f32 row's elements, each group of 8 as its 4 even then its 4 odd elements (what evens and
- * odds give): done once per row for all the bf16 weight rows it meets (dotnt_1x1_u32_bf16's
+ * odds give): done once per row for all the bf16 weight rows it meets (the bf16 GEMV kernels'
  * `split`), instead of two shuffles per 8 weights per row. Only the whole groups.
  */
 // @ts-ignore: decorator
@@ -232,52 +169,98 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   }
 }
 
-/** dotnt_1x1_u32_bf16's f32 / f16 sibling: 16 elements per step in four accumulators (alpha 1). */
+/**
+ * GEMV weight rows per column block (rows ldw bytes long): the block's four quarters are the four
+ * streams the GEMV kernels read side by side; 256 rows, fewer when that passes 512 KB, so that a
+ * second or third x row (sequences decoding together) finds the block still in the L2.
+ */
 // @ts-ignore: decorator
-@inline export function dotnt_1x1_u16<B>(a0: usize, b0: usize, n: i32, c: usize, accumulate: bool): void {
-  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
-  const body16 = <usize>(n & ~15);
-  let i: usize = 0;
-  for (; i < body16; i += 16) {
-    const a = a0 + (i << 2);
-    c0 = fmadd(v128.load(a), load4<B>(b0, i), c0);
-    c1 = fmadd(v128.load(a, 16), load4<B>(b0, i + 4), c1);
-    c2 = fmadd(v128.load(a, 32), load4<B>(b0, i + 8), c2);
-    c3 = fmadd(v128.load(a, 48), load4<B>(b0, i + 12), c3);
-  }
-  rowEnd<B>(a0, b0, n, c, accumulate, i, c0, c1, c2, c3);
+@inline export function gemvBlockRows(ldw: usize): i32 {
+  return <i32>min<usize>(256, max<usize>(16, (<usize>(512 << 10) / ldw) & ~3));
 }
 
-/** Two rows (anywhere) of dotnt_1x1_u16, each reduced exactly as alone: two streams from memory at once. */
+/**
+ * GEMV rows of f32 or f16 weights: one a row against four b rows anywhere (four streams from
+ * memory at once), 8 elements a step in two accumulators per row (eight in all: as many FMA
+ * chains as the FMA units keep in flight, and no spills), the a row loaded once for the four.
+ * dotnt_1x1_gemv reduces a row exactly as this does.
+ */
 // @ts-ignore: decorator
-@inline export function dotnt_1x2_u16<B>(a0: usize, b0: usize, b1: usize, n: i32, c0: usize, c1: usize, accumulate: bool): void {
-  let r0 = f32x4.splat(0), r1 = f32x4.splat(0), r2 = f32x4.splat(0), r3 = f32x4.splat(0);
-  let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
-  const body16 = <usize>(n & ~15);
+@inline export function dotnt_1x4_gemv<B>(a0: usize, b0: usize, b1: usize, b2: usize, b3: usize, n: i32, c0: usize, c1: usize, c2: usize, c3: usize, accumulate: bool): void {
+  let p0 = f32x4.splat(0), q0 = f32x4.splat(0), p1 = f32x4.splat(0), q1 = f32x4.splat(0);
+  let p2 = f32x4.splat(0), q2 = f32x4.splat(0), p3 = f32x4.splat(0), q3 = f32x4.splat(0);
+  const body8 = <usize>(n & ~7);
   let i: usize = 0;
-  for (; i < body16; i += 16) {
+  for (; i < body8; i += 8) {
     const a = a0 + (i << 2);
-    let x = v128.load(a);
-    r0 = fmadd(x, load4<B>(b0, i), r0); s0 = fmadd(x, load4<B>(b1, i), s0);
-    x = v128.load(a, 16);
-    r1 = fmadd(x, load4<B>(b0, i + 4), r1); s1 = fmadd(x, load4<B>(b1, i + 4), s1);
-    x = v128.load(a, 32);
-    r2 = fmadd(x, load4<B>(b0, i + 8), r2); s2 = fmadd(x, load4<B>(b1, i + 8), s2);
-    x = v128.load(a, 48);
-    r3 = fmadd(x, load4<B>(b0, i + 12), r3); s3 = fmadd(x, load4<B>(b1, i + 12), s3);
+    const x0 = v128.load(a), x1 = v128.load(a, 16);
+    p0 = fmadd(x0, load4<B>(b0, i), p0); q0 = fmadd(x1, load4<B>(b0, i + 4), q0);
+    p1 = fmadd(x0, load4<B>(b1, i), p1); q1 = fmadd(x1, load4<B>(b1, i + 4), q1);
+    p2 = fmadd(x0, load4<B>(b2, i), p2); q2 = fmadd(x1, load4<B>(b2, i + 4), q2);
+    p3 = fmadd(x0, load4<B>(b3, i), p3); q3 = fmadd(x1, load4<B>(b3, i + 4), q3);
   }
-  rowEnd<B>(a0, b0, n, c0, accumulate, i, r0, r1, r2, r3);
-  rowEnd<B>(a0, b1, n, c1, accumulate, i, s0, s1, s2, s3);
+  gemvRowEnd<B>(a0, b0, n, c0, accumulate, i, p0, q0);
+  gemvRowEnd<B>(a0, b1, n, c1, accumulate, i, p1, q1);
+  gemvRowEnd<B>(a0, b2, n, c2, accumulate, i, p2, q2);
+  gemvRowEnd<B>(a0, b3, n, c3, accumulate, i, p3, q3);
 }
 
-/** The end of a dotnt_1x1_u16 row from element i (a multiple of 16): groups of 4, the reduction, the scalar tail. */
+/** One row of dotnt_1x4_gemv, reduced as there. */
 // @ts-ignore: decorator
-@inline function rowEnd<B>(a0: usize, b0: usize, n: i32, c: usize, accumulate: bool, i: usize, c0: v128, c1: v128, c2: v128, c3: v128): void {
-  for (const body4 = <usize>(n & ~3); i < body4; i += 4) c0 = fmadd(v128.load(a0 + (i << 2)), load4<B>(b0, i), c0);
-  const s = f32x4.add(f32x4.add(c0, c1), f32x4.add(c2, c3));
+@inline export function dotnt_1x1_gemv<B>(a0: usize, b0: usize, n: i32, c: usize, accumulate: bool): void {
+  let p = f32x4.splat(0), q = f32x4.splat(0);
+  const body8 = <usize>(n & ~7);
+  let i: usize = 0;
+  for (; i < body8; i += 8) {
+    const a = a0 + (i << 2);
+    p = fmadd(v128.load(a), load4<B>(b0, i), p); q = fmadd(v128.load(a, 16), load4<B>(b0, i + 4), q);
+  }
+  gemvRowEnd<B>(a0, b0, n, c, accumulate, i, p, q);
+}
+
+/** The end of a GEMV row from element i (a multiple of 8): a group of 4, the reduction, the scalar tail. */
+// @ts-ignore: decorator
+@inline function gemvRowEnd<B>(a0: usize, b0: usize, n: i32, c: usize, accumulate: bool, i: usize, p: v128, q: v128): void {
+  if (i < <usize>(n & ~3)) { p = fmadd(v128.load(a0 + (i << 2)), load4<B>(b0, i), p); i += 4; }
+  const s = f32x4.add(p, q);
   let sum = hsum4x4(s, s, s, s);
-  for (let end = <usize>n; i < end; i++) {
-    sum = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), f32x4.splat(load1<B>(b0, i)), sum);
-  }
+  for (let end = <usize>n; i < end; i++) sum = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), f32x4.splat(load1<B>(b0, i)), sum);
   finish(c, f32x4.extract_lane(sum, 0), accumulate);
+}
+
+/**
+ * GEMV rows of bf16 weights: dotnt_1x4_gemv's shape on the a row split into even and odd
+ * elements (split): per 8 weights one load, a shift, an and and two FMAs per row.
+ */
+// @ts-ignore: decorator
+@inline export function dotnt_1x4_gemv_bf16(a0: usize, split: usize, b0: usize, b1: usize, b2: usize, b3: usize, n: i32, c0: usize, c1: usize, c2: usize, c3: usize, accumulate: bool): void {
+  let e0 = f32x4.splat(0), o0 = f32x4.splat(0), e1 = f32x4.splat(0), o1 = f32x4.splat(0);
+  let e2 = f32x4.splat(0), o2 = f32x4.splat(0), e3 = f32x4.splat(0), o3 = f32x4.splat(0);
+  const body8 = <usize>(n & ~7);
+  let i: usize = 0;
+  for (; i < body8; i += 8) {
+    const a = split + (i << 2), o = i << 1;
+    const x0 = v128.load(a), x1 = v128.load(a, 16);
+    let w = v128.load(b0 + o); e0 = fmadd(x0, lowBf16(w), e0); o0 = fmadd(x1, highBf16(w), o0);
+    w = v128.load(b1 + o); e1 = fmadd(x0, lowBf16(w), e1); o1 = fmadd(x1, highBf16(w), o1);
+    w = v128.load(b2 + o); e2 = fmadd(x0, lowBf16(w), e2); o2 = fmadd(x1, highBf16(w), o2);
+    w = v128.load(b3 + o); e3 = fmadd(x0, lowBf16(w), e3); o3 = fmadd(x1, highBf16(w), o3);
+  }
+  gemvRowEnd<u16>(a0, b0, n, c0, accumulate, i, e0, o0);
+  gemvRowEnd<u16>(a0, b1, n, c1, accumulate, i, e1, o1);
+  gemvRowEnd<u16>(a0, b2, n, c2, accumulate, i, e2, o2);
+  gemvRowEnd<u16>(a0, b3, n, c3, accumulate, i, e3, o3);
+}
+
+/** One row of dotnt_1x4_gemv_bf16, reduced as there. */
+// @ts-ignore: decorator
+@inline export function dotnt_1x1_gemv_bf16(a0: usize, split: usize, b0: usize, n: i32, c: usize, accumulate: bool): void {
+  let e = f32x4.splat(0), o = f32x4.splat(0);
+  const body8 = <usize>(n & ~7);
+  let i: usize = 0;
+  for (; i < body8; i += 8) {
+    const a = split + (i << 2), w = v128.load(b0 + (i << 1));
+    e = fmadd(v128.load(a), lowBf16(w), e); o = fmadd(v128.load(a, 16), highBf16(w), o);
+  }
+  gemvRowEnd<u16>(a0, b0, n, c, accumulate, i, e, o);
 }

@@ -1,5 +1,5 @@
 import { fmadd, hsum } from "../simd";
-import { finish } from "./dot-nt";
+import { finish, gemvBlockRows } from "./dot-nt";
 import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
@@ -40,8 +40,6 @@ const QA_CORR: usize = 96;
 const QA_SCALE: usize = 112;
 /** GEMM: weight rows per column block: 16 rows of K = 1536 Q8_0 are 26 KB, at home in L2 while every row tile passes. */
 const NBQ: i32 = 16;
-/** GEMV: weight rows per column block, four streams of a quarter each (64 rows of K = 576 Q8_0: 39 KB apart). */
-const GEMV_ROWS: i32 = 256;
 
 /** Bytes of scratch the quantized activations of M rows of K take. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
@@ -347,14 +345,15 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   const addToY = (flags & LINEAR_ACCUMULATE) != 0;
   if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
   if (M < 4) {
-    // GEMV: weight rows in blocks of GEMV_ROWS, each block's rows four at a time from its four
+    // GEMV: weight rows in blocks (gemvBlockRows), each block's rows four at a time from its four
     // quarters: four sequential streams from memory at once, each activation block loaded once
     // for the four. From memory (weights past the L2, as a model's are) four streams kept the
     // prefetchers ahead where two streams 8 rows apart left them behind: Q8_0 GEMV 1536x576
     // 1.2-1.5x, Q4_0 1.35-1.6x (scratch/gemvab.ts, relaxed build; level from the L2). A second
     // row of x (2-3 sequences decoding together) reads the block again from the L2.
-    for (let n0 = nBegin; n0 < nEnd; n0 += GEMV_ROWS) {
-      const n1 = min(n0 + GEMV_ROWS, nEnd), q = (n1 - n0) >> 2;
+    const rowsPerBlock = gemvBlockRows(ldw);
+    for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
+      const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2;
       for (let m = 0; m < M; m++) {
         const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
         for (let n = n0; n < n0 + q; n++) {

@@ -1,6 +1,6 @@
 import { BF16, F16, widenRow } from "../simd";
 import { LINEAR_ACCUMULATE } from "../abi";
-import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x2_u16, dotnt_1x2_u32_bf16, dotnt_1x4, dotnt_4x1, dotnt_4x2, splitEvenOdd } from "./dot-nt";
+import { dotnt_1x1_gemv, dotnt_1x1_gemv_bf16, dotnt_1x4_gemv, dotnt_1x4_gemv_bf16, dotnt_4x1, dotnt_4x2, gemvBlockRows, splitEvenOdd } from "./dot-nt";
 
 // Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or with `accumulate` y = (y + x · Wᵀ) (+ b) (a residual
 // add fused into the store), W stored [N, K] (PyTorch / Hugging Face layout) in
@@ -11,13 +11,11 @@ import { dotnt_1x1, dotnt_1x1_u16, dotnt_1x1_u32_bf16, dotnt_1x2_u16, dotnt_1x2_
 // so callers need not pad M to a multiple of 4. 16-bit weights are first widened into an f32
 // panel of those NB x KC weights in the call's scratch (linear_panel_scratch_bytes), once for
 // all row tiles, instead of in registers once per tile: the same values in the same order, so
-// the same bits, for a fraction of the conversions. GEMV (M < 4): W streams once, short
-// rows two distant ones at a time, long rows four adjacent ones at a time. Output columns [nBegin, nEnd) can go to different threads.
+// the same bits, for a fraction of the conversions. GEMV (M < 4): W streams once, four distant
+// rows at a time (gemvRows). Output columns [nBegin, nEnd) can go to different threads.
 
 const KC: i32 = 512;
 const NB: i32 = 64;
-/** GEMV rows at least this long go four at a time (see gemvRows). */
-const LONG_ROW: i32 = 2048;
 
 /** The linear layer with f32 weights. */
 export function linear_f32(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
@@ -44,36 +42,27 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
 @inline function isBf16<W>(): bool { return sizeof<W>() == 2 && !isSigned<W>(); }
 
 /**
- * y[n] (+)= x·w_n for weight rows [n0, n1). Short rows (an LM head or MLP of a small model) are
- * each one sequential stream from memory, where four adjacent short rows at once ran at 60% of
- * the speed; they go two at a time from the two halves of [n0, n1) (rows tens of KB apart):
- * two streams in flight where one left the memory idle between its misses (GEMV 1536x576 from
- * memory 1.4x for bf16, f32 and f16). Long rows stream well four at a time, which shares every x load
- * between four rows. The choice depends on K alone, and every row reduces as its one-row kernel
- * does, so a split over threads gives the same bits.
+ * y[n] (+)= x·w_n for weight rows [n0, n1) (a block of gemvBlockRows): rows four at a time from the
+ * four quarters of the block, four sequential streams from memory at once (64 rows of K = 576
+ * bf16 are 72 KB apart), the x row loaded once for the four. From memory (a model's weights are
+ * past the L2) four streams kept the prefetchers ahead where two rows 32 apart (short rows) or
+ * four adjacent ones (long rows) left them behind: GEMV 1536x576 1.34x f32, 1.21x bf16; 896x4864
+ * 1.3x f32, 1.35x bf16 (scratch/gemvab.ts, relaxed build; level from the L2). The block's last
+ * 1-3 rows go one at a time; every row reduces as its one-row kernel does, so a split over
+ * threads gives the same bits.
  */
 // @ts-ignore: decorator
 @inline function gemvRows<W>(a0: usize, split: usize, w: usize, ldw: usize, yRow: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
-  let n = n0;
-  if (kLen < LONG_ROW) {
-    const half = (n1 - n0) >> 1;
-    for (; n < n0 + half; n++) {
-      const b0 = w + <usize>n * ldw, b1 = w + <usize>(n + half) * ldw, c0 = yRow + (<usize>n << 2), c1 = yRow + (<usize>(n + half) << 2);
-      if (isBf16<W>()) dotnt_1x2_u32_bf16(a0, split, b0, b1, kLen, c0, c1, accumulate);
-      else dotnt_1x2_u16<W>(a0, b0, b1, kLen, c0, c1, accumulate);
-    }
-    n += half;
-    for (; n < n1; n++) {
-      if (isBf16<W>()) dotnt_1x1_u32_bf16(a0, split, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), accumulate);
-      else dotnt_1x1_u16<W>(a0, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), accumulate);
-    }
-    return;
+  const q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
+  for (let n = n0; n < n0 + q; n++) {
+    const b0 = w + <usize>n * ldw, c0 = yRow + (<usize>n << 2);
+    if (isBf16<W>()) dotnt_1x4_gemv_bf16(a0, split, b0, b0 + dw, b0 + 2 * dw, b0 + 3 * dw, kLen, c0, c0 + dy, c0 + 2 * dy, c0 + 3 * dy, accumulate);
+    else dotnt_1x4_gemv<W>(a0, b0, b0 + dw, b0 + 2 * dw, b0 + 3 * dw, kLen, c0, c0 + dy, c0 + 2 * dy, c0 + 3 * dy, accumulate);
   }
-  for (; n + 4 <= n1; n += 4) {
-    const b0 = w + <usize>n * ldw;
-    dotnt_1x4<W>(a0, b0, b0 + ldw, b0 + 2 * ldw, b0 + 3 * ldw, kLen, yRow + (<usize>n << 2), 1, accumulate);
+  for (let n = n0 + 4 * q; n < n1; n++) {
+    if (isBf16<W>()) dotnt_1x1_gemv_bf16(a0, split, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), accumulate);
+    else dotnt_1x1_gemv<W>(a0, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), accumulate);
   }
-  for (; n < n1; n++) dotnt_1x1<W>(a0, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), 1, accumulate);
 }
 
 /** rows x kLen weights (rows ldw bytes apart) widened to f32 at `panel`, rows kLen·4 bytes apart. */
@@ -110,17 +99,18 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
   const ldw = <usize>K * sizeof<W>();
   const ldy = <usize>N << 2;
   const kc = M >= 4 ? KC : K;
-  // bf16 GEMV with short rows: each x row split into even and odd elements once (in the call's
+  // bf16 GEMV: each x row split into even and odd elements once (in the call's
   // scratch, linear_panel_scratch_bytes), for all weight rows.
-  const split = M < 4 && isBf16<W>() && K < LONG_ROW;
+  const split = M < 4 && isBf16<W>();
   if (split) for (let m = 0; m < M; m++) splitEvenOdd(x + <usize>m * ldx, K, scratch + <usize>m * ldx);
   for (let k0 = 0; k0 < K; k0 += kc) {
     const kLen = min(kc, K - k0);
     const accumulate = k0 > 0 || addToY;
     const kOff = <usize>k0 << 2;
     const wOff = <usize>k0 * sizeof<W>();
-    for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
-      const n1 = min(n0 + NB, nEnd);
+    const nbl = M < 4 ? gemvBlockRows(ldw) : NB;
+    for (let n0 = nBegin; n0 < nEnd; n0 += nbl) {
+      const n1 = min(n0 + nbl, nEnd);
       if (M < 4) {
         for (let m = 0; m < M; m++) gemvRows<W>(x + <usize>m * ldx + kOff, split ? scratch + <usize>m * ldx : 0, w + wOff, ldw, y + <usize>m * ldy, n0, n1, kLen, accumulate);
         continue;
