@@ -18,7 +18,11 @@ import { kv_scale_offset } from "./kv-pages";
 // every head of a segment before the next segment: the reads then go through each token's row
 // in address order, which the prefetcher streams while the kernels compute (1.05-1.7x faster
 // than touching each block into cache first, which made the kernels wait for it). A page of the
-// paged cache is one such segment, each head's rows contiguous in it.
+// paged cache is one such segment, each head's rows contiguous in it: there the scores read a
+// head's keys as two streams (keys j and j + half, 4-row tiles) or four (one-row tiles, MHA),
+// where one stream through the page kept the memory less busy (MHA 32/32/128 past 2048 paged
+// 1.17-1.2x; 32/8/128 1.0-1.3x, this VM's noise; scratch/attab2.ts). Scores do not depend on
+// the order keys are read in, so paged and contiguous results stay the same bits.
 
 export const BLOCK_KEYS: i32 = 128;
 /** Keys of contiguous K/V per segment: for the scores, and for P·V. */
@@ -119,7 +123,7 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
  */
 // @ts-ignore: decorator
 @inline export function scoreKeys<K>(
-  b: RowBlock, r0: i32, r1: i32, k: usize, ldk: usize, nk: i32, col0: i32, headDim: i32, scale: f32,
+  b: RowBlock, r0: i32, r1: i32, k: usize, ldk: usize, nk: i32, col0: i32, headDim: i32, scale: f32, twoStreams: bool,
 ): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
   const cOff = <usize>col0 << 2;
@@ -132,6 +136,17 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
     const q0 = load<usize>(rowF32(b.q, r)), q1 = load<usize>(rowF32(b.q, r + 1));
     const q2 = load<usize>(rowF32(b.q, min(r + 2, last))), q3 = load<usize>(rowF32(b.q, min(r + 3, last)));
     const srow = b.scores + <usize>r * lds + cOff;
+    if (twoStreams) {
+      // Keys j and j + half side by side: two sequential streams through the segment.
+      const half = nk >> 1, dk = <usize>half * ldk, ds = <usize>half << 2;
+      let kj = k;
+      for (let j = 0; j < half; j++) {
+        dotnt_4x2<K>(q0, q1, q2, q3, kj, kj + dk, headDim, srow + (<usize>j << 2), lds, scale, false, rows, ds);
+        kj += ldk;
+      }
+      if (nk & 1) dotnt_4x1<K>(q0, q1, q2, q3, k + <usize>(nk - 1) * ldk, headDim, srow + (<usize>(nk - 1) << 2), lds, scale, false, rows);
+      continue;
+    }
     let j = 0;
     let kj = k;
     for (; j + 2 <= nk; j += 2) {
@@ -145,6 +160,16 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
     const srow = b.scores + <usize>r * lds + cOff;
     let j = 0;
     let kj = k;
+    if (twoStreams) {
+      // Keys j, j + q, j + 2q, j + 3q side by side: four sequential streams through the segment.
+      const q = nk >> 2, dk = <usize>q * ldk;
+      for (; j < q; j++) {
+        dotnt_1x4<K>(q0, kj, kj + dk, kj + 2 * dk, kj + 3 * dk, headDim, srow + (<usize>j << 2), scale, false, <usize>q << 2);
+        kj += ldk;
+      }
+      j = q << 2;
+      kj = k + <usize>j * ldk;
+    }
     for (; j + 4 <= nk; j += 4) {
       dotnt_1x4<K>(q0, kj, kj + ldk, kj + 2 * ldk, kj + 3 * ldk, headDim, srow + (<usize>j << 2), scale, false);
       kj += ldk << 2;
@@ -446,7 +471,7 @@ export function attention_paged(
         const len = min(segmentK - j % segmentK, j0 + nk - j);
         for (let h = 0; h < nHeads; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
-          scoreKeys<T>(b, r0, r1, keyAddress(c, paged, j, kh, ldk, headStride), ldk, len, j - j0, headDim, scale);
+          scoreKeys<T>(b, r0, r1, keyAddress(c, paged, j, kh, ldk, headStride), ldk, len, j - j0, headDim, scale, paged);
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, scaleOffset));
         }
         j += len;

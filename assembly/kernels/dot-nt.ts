@@ -27,7 +27,7 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 // @ts-ignore: decorator
 @inline export function dotnt_4x2<B>(
   a0: usize, a1: usize, a2: usize, a3: usize, b0: usize, b1: usize, n: i32,
-  c: usize, ldc: usize, alpha: f32, accumulate: bool, rows: i32,
+  c: usize, ldc: usize, alpha: f32, accumulate: bool, rows: i32, c1Offset: usize = 4,
 ): void {
   let c00 = f32x4.splat(0), c10 = f32x4.splat(0), c20 = f32x4.splat(0), c30 = f32x4.splat(0);
   let c01 = f32x4.splat(0), c11 = f32x4.splat(0), c21 = f32x4.splat(0), c31 = f32x4.splat(0);
@@ -54,18 +54,18 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   col0 = f32x4.mul(col0, f32x4.splat(alpha));
   col1 = f32x4.mul(col1, f32x4.splat(alpha));
   finish(c, f32x4.extract_lane(col0, 0), accumulate);
-  finish(c + 4, f32x4.extract_lane(col1, 0), accumulate);
+  finish(c + c1Offset, f32x4.extract_lane(col1, 0), accumulate);
   if (rows > 1) {
     finish(c + ldc, f32x4.extract_lane(col0, 1), accumulate);
-    finish(c + ldc + 4, f32x4.extract_lane(col1, 1), accumulate);
+    finish(c + ldc + c1Offset, f32x4.extract_lane(col1, 1), accumulate);
   }
   if (rows > 2) {
     finish(c + 2 * ldc, f32x4.extract_lane(col0, 2), accumulate);
-    finish(c + 2 * ldc + 4, f32x4.extract_lane(col1, 2), accumulate);
+    finish(c + 2 * ldc + c1Offset, f32x4.extract_lane(col1, 2), accumulate);
   }
   if (rows > 3) {
     finish(c + 3 * ldc, f32x4.extract_lane(col0, 3), accumulate);
-    finish(c + 3 * ldc + 4, f32x4.extract_lane(col1, 3), accumulate);
+    finish(c + 3 * ldc + c1Offset, f32x4.extract_lane(col1, 3), accumulate);
   }
 }
 
@@ -95,11 +95,11 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   if (rows > 3) finish(c + 3 * ldc, f32x4.extract_lane(col, 3), accumulate);
 }
 
-/** One a row against four b rows; the four results land side by side at c. */
+/** One a row against four b rows; the four results land at c, c + cStride, c + 2·cStride, c + 3·cStride (side by side by default). */
 // @ts-ignore: decorator
 @inline export function dotnt_1x4<B>(
   a0: usize, b0: usize, b1: usize, b2: usize, b3: usize, n: i32,
-  c: usize, alpha: f32, accumulate: bool,
+  c: usize, alpha: f32, accumulate: bool, cStride: usize = 4,
 ): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
   const body = <usize>(n & ~3);
@@ -119,8 +119,15 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
     row = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), bl, row);
   }
   row = f32x4.mul(row, f32x4.splat(alpha));
-  if (accumulate) row = f32x4.add(row, v128.load(c));
-  v128.store(c, row);
+  if (cStride == 4) {
+    if (accumulate) row = f32x4.add(row, v128.load(c));
+    v128.store(c, row);
+  } else {
+    finish(c, f32x4.extract_lane(row, 0), accumulate);
+    finish(c + cStride, f32x4.extract_lane(row, 1), accumulate);
+    finish(c + 2 * cStride, f32x4.extract_lane(row, 2), accumulate);
+    finish(c + 3 * cStride, f32x4.extract_lane(row, 3), accumulate);
+  }
 }
 
 /**
