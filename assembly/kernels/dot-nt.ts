@@ -8,7 +8,9 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 // loads per eight FMAs), 4x1, 1x4, 1x1. Any n: a 4-float SIMD body plus a scalar tail. The 4-row
 // tiles also take a row count: a tile of the last 1-3 rows of a matrix is computed on a0..a3 as
 // given (the caller repeats a valid row for the missing ones) and stores only its first `rows`
-// rows, so a matrix's row tail costs one tile, not one pass over b per row.
+// rows, so a matrix's row tail costs one tile, not one pass over b per row. The 4x2 and 1x4
+// tiles can also store their columns apart (c1Offset, cStride; adjacent by default): the paged
+// attention reads a page's keys from two or four places at once.
 
 /** c = value, or with `accumulate` c += value (a K slice's partial sum, a fused residual add). */
 // @ts-ignore: decorator
