@@ -119,11 +119,12 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
  * Scores S[r][col0 + j] = scale · q_r·k_j for rows [r0, r1) of one KV head and `nk` keys of a
  * block. k points at the first of them; consecutive keys are `ldk` bytes apart (token-major:
  * numKvHeads·headDim·4; a head-major page: headDim·4). A block can be filled by several such
- * segments (the pages of a paged cache).
+ * segments (the pages of a paged cache). `spreadKeys` (a page): a tile's keys come from two
+ * (4-row tiles) or four (one-row tiles) places in the segment, so that many streams run at once.
  */
 // @ts-ignore: decorator
 @inline export function scoreKeys<K>(
-  b: RowBlock, r0: i32, r1: i32, k: usize, ldk: usize, nk: i32, col0: i32, headDim: i32, scale: f32, twoStreams: bool,
+  b: RowBlock, r0: i32, r1: i32, k: usize, ldk: usize, nk: i32, col0: i32, headDim: i32, scale: f32, spreadKeys: bool,
 ): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
   const cOff = <usize>col0 << 2;
@@ -136,7 +137,7 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
     const q0 = load<usize>(rowF32(b.q, r)), q1 = load<usize>(rowF32(b.q, r + 1));
     const q2 = load<usize>(rowF32(b.q, min(r + 2, last))), q3 = load<usize>(rowF32(b.q, min(r + 3, last)));
     const srow = b.scores + <usize>r * lds + cOff;
-    if (twoStreams) {
+    if (spreadKeys) {
       // Keys j and j + half side by side: two sequential streams through the segment.
       const half = nk >> 1, dk = <usize>half * ldk, ds = <usize>half << 2;
       let kj = k;
@@ -160,7 +161,7 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
     const srow = b.scores + <usize>r * lds + cOff;
     let j = 0;
     let kj = k;
-    if (twoStreams) {
+    if (spreadKeys) {
       // Keys j, j + q, j + 2q, j + 3q side by side: four sequential streams through the segment.
       const q = nk >> 2, dk = <usize>q * ldk;
       for (; j < q; j++) {

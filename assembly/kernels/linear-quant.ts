@@ -353,11 +353,11 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
     // row of x (2-3 sequences decoding together) reads the block again from the L2.
     const rowsPerBlock = gemvBlockRows(ldw);
     for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
-      const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2;
+      const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
       for (let m = 0; m < M; m++) {
         const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
         for (let n = n0; n < n0 + q; n++) {
-          const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2), dw = <usize>q * ldw, dy = <usize>q << 2;
+          const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);
           dotq_1x4(qa, w0, w0 + dw, w0 + 2 * dw, w0 + 3 * dw, nb, isQ4, y0, y0 + dy, y0 + 2 * dy, y0 + 3 * dy, addToY);
         }
         for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);

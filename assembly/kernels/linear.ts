@@ -99,6 +99,7 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
   const ldw = <usize>K * sizeof<W>();
   const ldy = <usize>N << 2;
   const kc = M >= 4 ? KC : K;
+  const nbl = M < 4 ? gemvBlockRows(ldw) : NB;
   // bf16 GEMV: each x row split into even and odd elements once (in the call's
   // scratch, linear_panel_scratch_bytes), for all weight rows.
   const split = M < 4 && isBf16<W>();
@@ -108,7 +109,6 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
     const accumulate = k0 > 0 || addToY;
     const kOff = <usize>k0 << 2;
     const wOff = <usize>k0 * sizeof<W>();
-    const nbl = M < 4 ? gemvBlockRows(ldw) : NB;
     for (let n0 = nBegin; n0 < nEnd; n0 += nbl) {
       const n1 = min(n0 + nbl, nEnd);
       if (M < 4) {
