@@ -15,7 +15,8 @@ import { JOB_KERNELS, KERNELS, type JobKernel } from "../runtime/kernel-exports.
 
 /**
  * A range the threads holding a job share out as they run: each takes the next `chunk` of
- * [from, to) (written into args[arg] and args[arg + 1]) until none is left, so a thread slowed
+ * [from, to) (written into args[arg] and args[arg + 1]) until none is left (the last chunk per
+ * thread's worth in quarter chunks, so the threads finish close together), so a thread slowed
  * by anything (another process on its core, a slower core) takes fewer chunks and the threads
  * reach the phase's barrier together. `parts`: how many threads' jobs share it (the fallback
  * splits it statically into that many). Only for kernels whose outputs do not depend on how
@@ -101,8 +102,14 @@ function runList(kernels: readonly KernelFn[], slots: Float64Array, base: number
       const f = kernels[id]!, claim = slots[at + 1]!;
       if (claim < 0) { callWords(f, slots, at + header); continue; }
       const arg = at + header + slots[at + 2]!, from = slots[at + 3]!, to = slots[at + 4]!, chunk = slots[at + 5]!;
-      for (let b = from + Atomics.add(counters, claim, 1) * chunk; b < to; b = from + Atomics.add(counters, claim, 1) * chunk) {
-        slots[arg] = b; slots[arg + 1] = Math.min(b + chunk, to);
+      // The last `size` chunks' worth of the range goes in quarter chunks (multiples of 4), so
+      // the threads end the phase at most a quarter chunk apart.
+      const whole = Math.max(0, Math.ceil((to - from) / chunk) - size), tail = from + whole * chunk, small = Math.max(4, 4 * Math.floor(chunk / 16));
+      for (;;) {
+        const i = Atomics.add(counters, claim, 1);
+        const b = i < whole ? from + i * chunk : tail + (i - whole) * small;
+        if (b >= to) break;
+        slots[arg] = b; slots[arg + 1] = Math.min(b + (i < whole ? chunk : small), to);
         callWords(f, slots, at + header);
       }
     } catch (e) {
