@@ -59,29 +59,34 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
   return reinterpret<f32>((<i32>load<i16>(p) << 13) & 0x8fffe000) * 5.192296858534828e33;
 }
 
-/** round(x·id) half away from zero (C's roundf), lane by lane, as i32: floor(|v| + 0.5) with v's sign. */
+/**
+ * round(x·id) half away from zero (C's roundf), lane by lane, as i32: floor(|v| + 0.5) with v's
+ * sign, then to i32 by adding 1.5·2^23 (its low mantissa bits are then the integer, exactly, for
+ * |q| < 2^22; here |q| <= 127): two instructions where trunc_sat takes ten on x86 (its NaN and
+ * overflow handling).
+ */
 // @ts-ignore: decorator
 @inline function roundHalfAway(x: v128, id: v128): v128 {
   const v = f32x4.mul(x, id);
   const r = f32x4.floor(f32x4.add(f32x4.abs(v), f32x4.splat(0.5)));
-  return i32x4.trunc_sat_f32x4_s(v128.or(r, v128.and(v, i32x4.splat(0x80000000))));
+  const q = v128.or(r, v128.and(v, i32x4.splat(0x80000000)));
+  return i32x4.sub(f32x4.add(q, f32x4.splat(12582912)), i32x4.splat(0x4b400000));
 }
 
 /**
- * Quantizes block b of x's rows (row b / nb, columns from (b % nb)·32) into `qa`: the scale
- * d = max|x| / 127 and q = round(x / d) (half away from zero, as ggml), zero past K.
+ * Quantizes the n <= 32 floats at src into the activation block at blk: the scale
+ * d = max|x| / 127 and q = round(x / d) (half away from zero, as ggml), zero past n.
  */
 // @ts-ignore: decorator
-@inline function quantizeBlock(x: usize, K: i32, nb: i32, b: i32, qa: usize): void {
-  const m = b / nb, k0 = (b % nb) * QK, n = min(QK, K - k0);
-  const blk = qa + <usize>b * QA_BLOCK;
-  const src = x + ((<usize>m * <usize>K + <usize>k0) << 2);
+@inline function quantizeBlock(src: usize, n: i32, blk: usize): void {
   let amax: f32 = 0;
   if (n == QK) {
-    let mx = f32x4.splat(0);
-    for (let i: usize = 0; i < 32; i += 4) mx = f32x4.max(mx, f32x4.abs(v128.load(src + (i << 2))));
-    const m2 = f32x4.max(mx, v128.shuffle<f32>(mx, mx, 2, 3, 0, 1));
-    amax = f32x4.extract_lane(f32x4.max(m2, v128.shuffle<f32>(m2, m2, 1, 0, 3, 2)), 0);
+    // |x| as bits orders as its value does (NaN above inf, so a NaN still makes d NaN): an
+    // integer max is one instruction where f32x4.max's NaN rules take eight on x86.
+    let mx = i32x4.splat(0);
+    for (let i: usize = 0; i < 32; i += 4) mx = i32x4.max_s(mx, f32x4.abs(v128.load(src + (i << 2))));
+    const m2 = i32x4.max_s(mx, v128.shuffle<i32>(mx, mx, 2, 3, 0, 1));
+    amax = f32x4.extract_lane(i32x4.max_s(m2, v128.shuffle<i32>(m2, m2, 1, 0, 3, 2)), 0);
   } else {
     for (let i = 0; i < n; i++) amax = max(amax, abs(load<f32>(src + (<usize>i << 2))));
   }
@@ -141,7 +146,15 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
 export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockBegin: i32, blockEnd: i32): void {
   const nb = (K + QK - 1) / QK;
   const end = min(blockEnd, M * nb);
-  for (let b = max(blockBegin, 0); b < end; b++) quantizeBlock(x, K, nb, b, qa);
+  let b = max(blockBegin, 0);
+  if (b >= end) return;
+  // Block b is row b / nb, columns from (b % nb)·32: one division here, not two per block.
+  let m = b / nb, k0 = (b - m * nb) * QK;
+  for (; b < end; b++) {
+    quantizeBlock(x + ((<usize>m * <usize>K + <usize>k0) << 2), min(QK, K - k0), qa + <usize>b * QA_BLOCK);
+    k0 += QK;
+    if (k0 >= K) { m++; k0 = 0; }
+  }
 }
 
 /**
