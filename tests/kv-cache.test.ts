@@ -22,9 +22,10 @@ for (const build of BUILDS) {
     before(async () => { rt = await runtimeFor(build); });
 
     for (const pageSize of [1, 5, 16, 32, 100]) {
-      it(`paged attention equals contiguous attention bit for bit (page size ${pageSize}, layers 32/8/128, 9/3/64, 14/2/40, 8/1/67, MHA 4/4/32, 10/2/24)`, () => {
-        // MHA decode and a group of 5 (4 + 1) take the one-row score path, which reads a page's keys in four streams.
-        const layers = [{ H: 32, KV: 8, D: 128 }, { H: 9, KV: 3, D: 64 }, { H: 14, KV: 2, D: 40 }, { H: 8, KV: 1, D: 67 }, { H: 4, KV: 4, D: 32 }, { H: 10, KV: 2, D: 24 }];
+      it(`paged attention equals contiguous attention bit for bit (page size ${pageSize}, layers 32/8/128, 9/3/64, 14/2/40, 8/1/67, MHA 4/4/32, 10/2/24, 12/2/33, 18/2/20)`, () => {
+        // MHA decode and a group of 5 (4 + 1) take the one-row score path, which reads a page's keys in four streams;
+        // groups of 3, 6 (3 + 3), 7 (4 + 3) and 9 (3 + 3 + 3) the 3-row tiles, which read them in three.
+        const layers = [{ H: 32, KV: 8, D: 128 }, { H: 9, KV: 3, D: 64 }, { H: 14, KV: 2, D: 40 }, { H: 8, KV: 1, D: 67 }, { H: 4, KV: 4, D: 32 }, { H: 10, KV: 2, D: 24 }, { H: 12, KV: 2, D: 33 }, { H: 18, KV: 2, D: 20 }];
         const cache = createKVCache(rt, { layers: layers.map(({ KV, D }) => ({ numKvHeads: KV, headDim: D })), pageSize });
         try {
           const seq = cache.createSequence();

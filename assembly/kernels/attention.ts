@@ -1,7 +1,7 @@
 import { fmadd, hmax } from "../simd";
 import { exp1, exp4 } from "../math/exp";
-import { dotnt_1x1, dotnt_1x4, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
-import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
+import { dotnt_1x1, dotnt_1x4, dotnt_3x3, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
+import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_3x12, pvacc_3x4, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
 import { AttentionCall, KV_BF16, KV_INT8 } from "../abi";
 import { kv_scale_offset } from "./kv-pages";
 
@@ -116,14 +116,27 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
 }
 
 /**
+ * How many 3-row tiles end a head's n rows so that the rest are whole 4-row tiles: groups of 3
+ * (SmolLM2), 6 and 7 (Qwen2.5) then waste no repeated row. 0 when n is too small for that
+ * (1, 2, 5 rows: 4-row tiles with a repeated row, and single rows, as before).
+ */
+// @ts-ignore: decorator
+@inline function threeRowTiles(n: i32): i32 {
+  const t = (4 - (n & 3)) & 3;
+  return 3 * t <= n ? t : 0;
+}
+
+/**
  * Scores S[r][col0 + j] = scale · q_r·k_j for rows [r0, r1) of one KV head and `nk` keys of a
  * block. k points at the first of them; consecutive keys are `ldk` bytes apart (token-major:
  * numKvHeads·headDim·4; a head-major page: headDim·4). A block can be filled by several such
  * segments (the pages of a paged cache). `spreadKeys` (a page): a tile's keys come from two
- * (4-row tiles) or four (one-row tiles) places in the segment, so that many streams run at once.
+ * (4-row tiles), three (3-row tiles) or four (one-row tiles) places in the segment, so that many
+ * streams run at once. A function, not inlined into attend: V8 allocates registers per function,
+ * and in one function of every tile for three KV types it spilled the tiles' accumulators
+ * (32/8/128 paged 0.78x when the 3-row tiles were added inline).
  */
-// @ts-ignore: decorator
-@inline export function scoreKeys<K>(
+export function scoreKeys<K>(
   b: RowBlock, r0: i32, r1: i32, k: usize, ldk: usize, nk: i32, col0: i32, headDim: i32, scale: f32, spreadKeys: bool,
 ): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
@@ -132,8 +145,9 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
   // 3 rows runs the same tile on the last row repeated (stores only its real rows): fewer loads
   // per FMA than a pass per row, and the group sizes of real models (3, 7) end in such tails.
   let r = r0;
-  for (; r + 2 <= r1; r += 4) {
-    const rows = min(4, r1 - r), last = r + rows - 1;
+  const end4 = r1 - 3 * threeRowTiles(r1 - r0);
+  for (; r + 2 <= end4; r += 4) {
+    const rows = min(4, end4 - r), last = r + rows - 1;
     const q0 = load<usize>(rowF32(b.q, r)), q1 = load<usize>(rowF32(b.q, r + 1));
     const q2 = load<usize>(rowF32(b.q, min(r + 2, last))), q3 = load<usize>(rowF32(b.q, min(r + 3, last)));
     const srow = b.scores + <usize>r * lds + cOff;
@@ -155,6 +169,32 @@ const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
       kj += ldk << 1;
     }
     if (j < nk) dotnt_4x1<K>(q0, q1, q2, q3, kj, headDim, srow + (<usize>j << 2), lds, scale, false, rows);
+  }
+  // 3-row tiles, three keys at a time (from three places in a page, as above); the last 1-2
+  // keys in a 4-row tile whose fourth row repeats the third.
+  for (; r + 3 <= r1; r += 3) {
+    const q0 = load<usize>(rowF32(b.q, r)), q1 = load<usize>(rowF32(b.q, r + 1)), q2 = load<usize>(rowF32(b.q, r + 2));
+    const srow = b.scores + <usize>r * lds + cOff;
+    const t = spreadKeys ? nk / 3 : 1, dk = <usize>t * ldk, ds = <usize>t << 2;
+    let j = 0;
+    let kj = k;
+    if (spreadKeys) {
+      for (; j < t; j++) {
+        dotnt_3x3<K>(q0, q1, q2, kj, kj + dk, kj + 2 * dk, headDim, srow + (<usize>j << 2), lds, scale, false, ds);
+        kj += ldk;
+      }
+      j = 3 * t;
+      kj = k + <usize>j * ldk;
+    } else {
+      for (; j + 3 <= nk; j += 3) {
+        dotnt_3x3<K>(q0, q1, q2, kj, kj + ldk, kj + 2 * ldk, headDim, srow + (<usize>j << 2), lds, scale, false);
+        kj += 3 * ldk;
+      }
+    }
+    for (; j < nk; j++) {
+      dotnt_4x1<K>(q0, q1, q2, q2, kj, headDim, srow + (<usize>j << 2), lds, scale, false, 3);
+      kj += ldk;
+    }
   }
   for (; r < r1; r++) {
     const q0 = load<usize>(rowF32(b.q, r));
@@ -226,19 +266,20 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
 
 /**
  * O += P[:, col0 .. col0 + nk) · V for rows [r0, r1) of one KV head, over `nk` V rows `ldv`
- * bytes apart starting at v (one segment of the block, as in scoreKeys).
+ * bytes apart starting at v (one segment of the block, as in scoreKeys). A function, as scoreKeys.
  */
-// @ts-ignore: decorator
-@inline export function accumulateKeys<V>(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: usize, nk: i32, col0: i32, headDim: i32): void {
+export function accumulateKeys<V>(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: usize, nk: i32, col0: i32, headDim: i32): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
   const cOff = <usize>col0 << 2;
   const d8 = headDim & ~7;
   const d4 = headDim & ~3;
   let r = r0;
   // 4-row tiles, head_dim in 8-float chunks: each V row is loaded once for 4 query rows. A tail
-  // of 2 or 3 rows repeats its last row, whose copies compute and store the same values.
-  for (; r + 2 <= r1; r += 4) {
-    const last = min(r + 3, r1 - 1);
+  // of 2 or 3 rows repeats its last row, whose copies compute and store the same values (unless
+  // 3-row tiles end the head's rows: see threeRowTiles).
+  const end4 = r1 - 3 * threeRowTiles(r1 - r0);
+  for (; r + 2 <= end4; r += 4) {
+    const last = min(r + 3, end4 - 1);
     const p0 = b.scores + <usize>r * lds + cOff, p1 = p0 + lds;
     const p2 = b.scores + <usize>min(r + 2, last) * lds + cOff, p3 = b.scores + <usize>last * lds + cOff;
     const o0 = load<usize>(rowF32(b.o, r)), o1 = load<usize>(rowF32(b.o, r + 1));
@@ -260,6 +301,26 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
       pvacc_1x1<V>(p1, v + xv, ldv, nk, o1 + x);
       if (last >= r + 2) pvacc_1x1<V>(p2, v + xv, ldv, nk, o2 + x);
       if (last >= r + 3) pvacc_1x1<V>(p3, v + xv, ldv, nk, o3 + x);
+    }
+  }
+  // 3-row tiles, head_dim in 12-float chunks, then 4-float ones, then single floats.
+  for (; r + 3 <= r1; r += 3) {
+    const p0 = b.scores + <usize>r * lds + cOff, p1 = p0 + lds, p2 = p1 + lds;
+    const o0 = load<usize>(rowF32(b.o, r)), o1 = load<usize>(rowF32(b.o, r + 1)), o2 = load<usize>(rowF32(b.o, r + 2));
+    let d = 0;
+    for (; d + 12 <= headDim; d += 12) {
+      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      pvacc_3x12<V>(p0, p1, p2, v + xv, ldv, nk, o0 + x, o1 + x, o2 + x);
+    }
+    for (; d < d4; d += 4) {
+      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      pvacc_3x4<V>(p0, p1, p2, v + xv, ldv, nk, o0 + x, o1 + x, o2 + x);
+    }
+    for (; d < headDim; d++) {
+      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      pvacc_1x1<V>(p0, v + xv, ldv, nk, o0 + x);
+      pvacc_1x1<V>(p1, v + xv, ldv, nk, o1 + x);
+      pvacc_1x1<V>(p2, v + xv, ldv, nk, o2 + x);
     }
   }
   const d16 = headDim & ~15;

@@ -5,7 +5,7 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 // registers) is contiguous (q·kᵀ scores, x·Wᵀ linear layers).
 // One signature for the family: row pointers, length, destination with its row pitch in bytes,
 // alpha, and whether to add to what the destination holds. Tiles: 4x2 (8 accumulators, six
-// loads per eight FMAs), 4x1, 1x4, 1x1. Any n: a 4-float SIMD body plus a scalar tail. The 4-row
+// loads per eight FMAs), 4x1, 3x3, 1x4, 1x1. Any n: a 4-float SIMD body plus a scalar tail. The 4-row
 // tiles also take a row count: a tile of the last 1-3 rows of a matrix is computed on a0..a3 as
 // given (the caller repeats a valid row for the missing ones) and stores only its first `rows`
 // rows, so a matrix's row tail costs one tile, not one pass over b per row. The 4x2 and 1x4
@@ -95,6 +95,53 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   if (rows > 1) finish(c + ldc, f32x4.extract_lane(col, 1), accumulate);
   if (rows > 2) finish(c + 2 * ldc, f32x4.extract_lane(col, 2), accumulate);
   if (rows > 3) finish(c + 3 * ldc, f32x4.extract_lane(col, 3), accumulate);
+}
+
+/**
+ * Three a rows against three b rows (9 accumulators, six loads per nine FMAs): a group of 3 query
+ * heads (SmolLM2), or the last 3 rows of 7 (Qwen2.5-0.5B), without the repeated fourth row a
+ * 4-row tile would compute. Column k's results land at c + k·cStride (row r: + r·ldc); each
+ * result is reduced exactly as the 4-row tiles reduce it (the same hsum4x4 lane, the tail after).
+ */
+// @ts-ignore: decorator
+@inline export function dotnt_3x3<B>(
+  a0: usize, a1: usize, a2: usize, b0: usize, b1: usize, b2: usize, n: i32,
+  c: usize, ldc: usize, alpha: f32, accumulate: bool, cStride: usize = 4,
+): void {
+  let c00 = f32x4.splat(0), c10 = f32x4.splat(0), c20 = f32x4.splat(0);
+  let c01 = f32x4.splat(0), c11 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c02 = f32x4.splat(0), c12 = f32x4.splat(0), c22 = f32x4.splat(0);
+  const body = <usize>(n & ~3);
+  for (let i: usize = 0; i < body; i += 4) {
+    const o = i << 2;
+    const k0 = load4<B>(b0, i), k1 = load4<B>(b1, i), k2 = load4<B>(b2, i);
+    let x = v128.load(a0 + o);
+    c00 = fmadd(x, k0, c00); c01 = fmadd(x, k1, c01); c02 = fmadd(x, k2, c02);
+    x = v128.load(a1 + o);
+    c10 = fmadd(x, k0, c10); c11 = fmadd(x, k1, c11); c12 = fmadd(x, k2, c12);
+    x = v128.load(a2 + o);
+    c20 = fmadd(x, k0, c20); c21 = fmadd(x, k1, c21); c22 = fmadd(x, k2, c22);
+  }
+  let col0 = hsum4x4(c00, c10, c20, c20);
+  let col1 = hsum4x4(c01, c11, c21, c21);
+  let col2 = hsum4x4(c02, c12, c22, c22);
+  for (let i = body, end = <usize>n; i < end; i++) {
+    const x = lanes4(a0, a1, a2, a2, i << 2);
+    col0 = fmadd(x, f32x4.splat(load1<B>(b0, i)), col0);
+    col1 = fmadd(x, f32x4.splat(load1<B>(b1, i)), col1);
+    col2 = fmadd(x, f32x4.splat(load1<B>(b2, i)), col2);
+  }
+  const av = f32x4.splat(alpha);
+  col0 = f32x4.mul(col0, av); col1 = f32x4.mul(col1, av); col2 = f32x4.mul(col2, av);
+  finish(c, f32x4.extract_lane(col0, 0), accumulate);
+  finish(c + ldc, f32x4.extract_lane(col0, 1), accumulate);
+  finish(c + 2 * ldc, f32x4.extract_lane(col0, 2), accumulate);
+  finish(c + cStride, f32x4.extract_lane(col1, 0), accumulate);
+  finish(c + cStride + ldc, f32x4.extract_lane(col1, 1), accumulate);
+  finish(c + cStride + 2 * ldc, f32x4.extract_lane(col1, 2), accumulate);
+  finish(c + 2 * cStride, f32x4.extract_lane(col2, 0), accumulate);
+  finish(c + 2 * cStride + ldc, f32x4.extract_lane(col2, 1), accumulate);
+  finish(c + 2 * cStride + 2 * ldc, f32x4.extract_lane(col2, 2), accumulate);
 }
 
 /** One a row against four b rows; the four results land at c, c + cStride, c + 2·cStride, c + 3·cStride (side by side by default). */

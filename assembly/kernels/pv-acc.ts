@@ -4,7 +4,7 @@ import { fmadd, load1, load4 } from "../simd";
 // tile, j over a block of keys. v_j = v + j·ldv (bytes), so the keys may be strided (token-major
 // K/V) or contiguous (a head-major page); V elements are of type V (f32, bf16 as u16, i8),
 // widened in registers. Tiles: 4 rows x 8 floats (8 accumulators, six loads
-// per eight FMAs), 4x4, 1x16, 1x4, and a scalar column for head_dim tails.
+// per eight FMAs), 4x4, 3x12, 3x4, 1x16, 1x4, and a scalar column for head_dim tails.
 
 // @ts-ignore: decorator
 @inline export function pvacc_4x8<V>(
@@ -50,6 +50,42 @@ import { fmadd, load1, load4 } from "../simd";
     v += ldv;
   }
   v128.store(o0, a0); v128.store(o1, a1); v128.store(o2, a2); v128.store(o3, a3);
+}
+
+/** 3 rows x 12 floats (9 accumulators, six loads per nine FMAs): a group of 3 query heads without a repeated fourth row. */
+// @ts-ignore: decorator
+@inline export function pvacc_3x12<V>(p0: usize, p1: usize, p2: usize, v: usize, ldv: usize, nKeys: i32, o0: usize, o1: usize, o2: usize): void {
+  let a0 = v128.load(o0), b0 = v128.load(o0, 16), c0 = v128.load(o0, 32);
+  let a1 = v128.load(o1), b1 = v128.load(o1, 16), c1 = v128.load(o1, 32);
+  let a2 = v128.load(o2), b2 = v128.load(o2, 16), c2 = v128.load(o2, 32);
+  const end = <usize>nKeys << 2;
+  for (let j: usize = 0; j < end; j += 4) {
+    const va = load4<V>(v, 0), vb = load4<V>(v, 4), vc = load4<V>(v, 8);
+    let p = v128.load32_splat(p0 + j);
+    a0 = fmadd(p, va, a0); b0 = fmadd(p, vb, b0); c0 = fmadd(p, vc, c0);
+    p = v128.load32_splat(p1 + j);
+    a1 = fmadd(p, va, a1); b1 = fmadd(p, vb, b1); c1 = fmadd(p, vc, c1);
+    p = v128.load32_splat(p2 + j);
+    a2 = fmadd(p, va, a2); b2 = fmadd(p, vb, b2); c2 = fmadd(p, vc, c2);
+    v += ldv;
+  }
+  v128.store(o0, a0); v128.store(o0, b0, 16); v128.store(o0, c0, 32);
+  v128.store(o1, a1); v128.store(o1, b1, 16); v128.store(o1, c1, 32);
+  v128.store(o2, a2); v128.store(o2, b2, 16); v128.store(o2, c2, 32);
+}
+
+// @ts-ignore: decorator
+@inline export function pvacc_3x4<V>(p0: usize, p1: usize, p2: usize, v: usize, ldv: usize, nKeys: i32, o0: usize, o1: usize, o2: usize): void {
+  let a0 = v128.load(o0), a1 = v128.load(o1), a2 = v128.load(o2);
+  const end = <usize>nKeys << 2;
+  for (let j: usize = 0; j < end; j += 4) {
+    const va = load4<V>(v, 0);
+    a0 = fmadd(v128.load32_splat(p0 + j), va, a0);
+    a1 = fmadd(v128.load32_splat(p1 + j), va, a1);
+    a2 = fmadd(v128.load32_splat(p2 + j), va, a2);
+    v += ldv;
+  }
+  v128.store(o0, a0); v128.store(o1, a1); v128.store(o2, a2);
 }
 
 // @ts-ignore: decorator
