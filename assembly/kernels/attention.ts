@@ -19,10 +19,11 @@ import { kv_scale_offset } from "./kv-pages";
 // in address order, which the prefetcher streams while the kernels compute (1.05-1.7x faster
 // than touching each block into cache first, which made the kernels wait for it). A page of the
 // paged cache is one such segment, each head's rows contiguous in it: there the scores read a
-// head's keys as two streams (keys j and j + half, 4-row tiles) or four (one-row tiles, MHA),
-// where one stream through the page kept the memory less busy (MHA 32/32/128 past 2048 paged
-// 1.17-1.2x; 32/8/128 1.0-1.3x, this VM's noise; scratch/attab2.ts). Scores do not depend on
-// the order keys are read in, so paged and contiguous results stay the same bits.
+// head's keys as two streams (keys j and j + half, 4-row tiles), three (3-row tiles) or four
+// (one-row tiles, MHA), where one stream through the page kept the memory less busy (MHA
+// 32/32/128 past 2048 paged 1.17-1.2x; 32/8/128 1.0-1.3x, this VM's noise; scratch/attab2.ts).
+// Scores do not depend on the order keys are read in, so paged and contiguous results stay the
+// same bits.
 
 export const BLOCK_KEYS: i32 = 128;
 /** Keys of contiguous K/V per segment: for the scores, and for P·V. */
