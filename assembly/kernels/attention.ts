@@ -1,7 +1,7 @@
 import { fmadd, hmax } from "../simd";
 import { exp1, exp4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_3x3, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
-import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_3x12, pvacc_3x4, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
+import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_3x12, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
 import { AttentionCall, KV_BF16, KV_INT8 } from "../abi";
 import { kv_scale_offset } from "./kv-pages";
 
@@ -304,7 +304,8 @@ export function accumulateKeys<V>(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: 
       if (last >= r + 3) pvacc_1x1<V>(p3, v + xv, ldv, nk, o3 + x);
     }
   }
-  // 3-row tiles, head_dim in 12-float chunks, then 4-float ones, then single floats.
+  // 3-row tiles, head_dim in 12-float chunks, then 4-float ones on the 4-row tile with the third
+  // row repeated (its copy computes and stores the same values), then single floats.
   for (; r + 3 <= r1; r += 3) {
     const p0 = b.scores + <usize>r * lds + cOff, p1 = p0 + lds, p2 = p1 + lds;
     const o0 = load<usize>(rowF32(b.o, r)), o1 = load<usize>(rowF32(b.o, r + 1)), o2 = load<usize>(rowF32(b.o, r + 2));
@@ -315,7 +316,7 @@ export function accumulateKeys<V>(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: 
     }
     for (; d < d4; d += 4) {
       const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
-      pvacc_3x4<V>(p0, p1, p2, v + xv, ldv, nk, o0 + x, o1 + x, o2 + x);
+      pvacc_4x4<V>(p0, p1, p2, p2, v + xv, ldv, nk, o0 + x, o1 + x, o2 + x, o2 + x);
     }
     for (; d < headDim; d++) {
       const x = <usize>d << 2, xv = <usize>d * sizeof<V>();

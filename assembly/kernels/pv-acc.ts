@@ -4,7 +4,7 @@ import { fmadd, load1, load4 } from "../simd";
 // tile, j over a block of keys. v_j = v + j·ldv (bytes), so the keys may be strided (token-major
 // K/V) or contiguous (a head-major page); V elements are of type V (f32, bf16 as u16, i8),
 // widened in registers. Tiles: 4 rows x 8 floats (8 accumulators, six loads
-// per eight FMAs), 4x4, 3x12, 3x4, 1x16, 1x4, and a scalar column for head_dim tails.
+// per eight FMAs), 4x4, 3x12, 1x16, 1x4, and a scalar column for head_dim tails.
 
 // @ts-ignore: decorator
 @inline export function pvacc_4x8<V>(
@@ -72,20 +72,6 @@ import { fmadd, load1, load4 } from "../simd";
   v128.store(o0, a0); v128.store(o0, b0, 16); v128.store(o0, c0, 32);
   v128.store(o1, a1); v128.store(o1, b1, 16); v128.store(o1, c1, 32);
   v128.store(o2, a2); v128.store(o2, b2, 16); v128.store(o2, c2, 32);
-}
-
-// @ts-ignore: decorator
-@inline export function pvacc_3x4<V>(p0: usize, p1: usize, p2: usize, v: usize, ldv: usize, nKeys: i32, o0: usize, o1: usize, o2: usize): void {
-  let a0 = v128.load(o0), a1 = v128.load(o1), a2 = v128.load(o2);
-  const end = <usize>nKeys << 2;
-  for (let j: usize = 0; j < end; j += 4) {
-    const va = load4<V>(v, 0);
-    a0 = fmadd(v128.load32_splat(p0 + j), va, a0);
-    a1 = fmadd(v128.load32_splat(p1 + j), va, a1);
-    a2 = fmadd(v128.load32_splat(p2 + j), va, a2);
-    v += ldv;
-  }
-  v128.store(o0, a0); v128.store(o1, a1); v128.store(o2, a2);
 }
 
 // @ts-ignore: decorator
