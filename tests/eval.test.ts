@@ -12,12 +12,16 @@ import { textModel, writeModelFolder, writeTokenizer } from "./model-helpers.ts"
 
 const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 
-/** Next-token log-probabilities of every position, from one forward pass over the whole window. */
+/**
+ * Next-token log-probabilities of every position, from forward passes over the window in chunks
+ * of 128 positions as evaluate reads them (a quantized model's linear layers compute a chunk of
+ * 2 rows on 8-bit activations, one of 128 in f32: the chunks matter for the last digits).
+ */
 function logProbs(model: Awaited<ReturnType<typeof loadModel>>, window: number[]): number[][] {
-  const cache = model.transformer.createCache();
-  const logits = model.transformer.forward(cache, cache.createSequence(), window);
+  const cache = model.transformer.createCache(), seq = cache.createSequence(), V = model.config.vocabSize;
+  const logits = new Float32Array(window.length * V);
+  for (let at = 0; at < window.length; at += 128) logits.set(model.transformer.forward(cache, seq, window.slice(at, at + 128)), at * V);
   cache.dispose();
-  const V = model.config.vocabSize;
   return window.map((_, i) => {
     const row = Array.from(logits.subarray(i * V, (i + 1) * V));
     const max = Math.max(...row), lse = max + Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0));

@@ -119,6 +119,37 @@ for (const build of BUILDS) {
         }
       });
 
+      it(`${dtype}: from linear_quant_f32_rows rows (a prefill chunk), x in f32 times the stored weights: the exact product to f32 rounding, any K (tails, K slices), with a bias`, async () => {
+        const rt = await runtimeFor(build);
+        const from = rt.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0);
+        assert.ok(from >= 4 && from <= 64, `${from}`);
+        for (const [M, N, K] of [[from, 7, 31], [from, 13, 33], [from + 1, 9, 100], [37, 70, 576], [from + 3, 5, 1000], [128, 3, 64]] as const) {
+          const w = randomArray(N * K, 31 + K), x = randomArray(M * K, 32 + M), bias = randomArray(N, 33);
+          const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N);
+          try {
+            rt.linearInto({ x: xb, weight: wb, bias: bb, out: yb, inFeatures: K, outFeatures: N });
+            const stored = wb.toFloat32Array();
+            for (let m = 0; m < M; m++) {
+              for (let n = 0; n < N; n++) {
+                let exact = bias[n]!, magnitude = Math.abs(bias[n]!);
+                for (let k = 0; k < K; k++) { exact += x[m * K + k]! * stored[n * K + k]!; magnitude += Math.abs(x[m * K + k]! * stored[n * K + k]!); }
+                // f32 sums of K products: far inside the activation quantization's error (~max|x|/254 per weight).
+                const got = yb.array[m * N + n]!;
+                assert.ok(Math.abs(got - exact) <= 1e-5 * magnitude, `${M}x${N}x${K} (${m}, ${n}): ${got} vs ${exact}`);
+              }
+            }
+          } finally { for (const b of [wb, xb, bb, yb]) b.free(); }
+        }
+        // One row fewer reads x quantized: the emulation of llama.cpp's arithmetic, as above.
+        const [M, N, K] = [from - 1, 6, 96];
+        const w = randomArray(N * K, 41), x = randomArray(M * K, 42);
+        const wb = rt.upload(w, dtype, K), xb = rt.upload(x), yb = rt.alloc(M * N);
+        rt.linearInto({ x: xb, weight: wb, out: yb, inFeatures: K, outFeatures: N });
+        const ref = emulate(dtype, x, blocksOf(rt, wb), M, N, K);
+        for (let i = 0; i < M * N; i++) assert.ok(Math.abs(yb.array[i]! - ref[i]!) <= 1e-5 * (1 + Math.abs(ref[i]!)), `${M} rows, element ${i}`);
+        for (const b of [wb, xb, yb]) b.free();
+      });
+
       it(`${dtype}: within the bound that activation quantization allows of the exact product with the stored weights`, async () => {
         const rt = await runtimeFor(build);
         const [M, N, K] = [3, 40, 576];
@@ -221,7 +252,7 @@ describe("block-quantized weights: buffers, threads and models", function () {
     const runtimes = [await createRuntime(), await createRuntime({ threads: 2 }), await createRuntime({ threads: 3 })];
     try {
       for (const dtype of DTYPES) {
-        for (const [M, N, K] of [[1, 1031, 512], [2, 301, 96], [37, 300, 250]] as const) {
+        for (const [M, N, K] of [[1, 1031, 512], [2, 301, 96], [11, 300, 250]] as const) { // 11: the most rows that read quantized x in both formats
           const w = randomArray(N * K, 8), x = randomArray(M * K, 9), y0 = randomArray(M * N, 10);
           const ys = runtimes.map((rt) => {
             const wb = rt.upload(w, dtype, K), xb = rt.upload(x), self = rt.upload(y0), once = rt.upload(y0);

@@ -1,30 +1,11 @@
 import { widenRow } from "../simd";
-import { blockBytes, halfAt, QK } from "./linear-quant";
+import { blockBytes, dequantizeRow, QK } from "./linear-quant";
 
 // Embedding lookup: rows [rowBegin, rowEnd) of out [rows, K] (f32) are the table's rows ids[row]
 // (i32 token ids, checked by the host), widened or dequantized from the weight dtype exactly as
 // the host's readers compute them (a quantized weight d·q is one f32 product), so a token's row
 // is the same whichever side reads it. In a kernel program the lookup is part of the step: the
 // host writes the ids, not the rows.
-
-/** One row of Q8_0 (isQ4 false) or Q4_0 blocks dequantized: d·q, or d·(nibble - 8). */
-// @ts-ignore: decorator
-@inline function dequantizeRow(src: usize, K: i32, dst: usize, isQ4: bool): void {
-  const bb = blockBytes(isQ4);
-  for (let k0 = 0, b = 0; k0 < K; k0 += QK, b++) {
-    const blk = src + <usize>b * bb, d = halfAt(blk), n = min(QK, K - k0), out = dst + (<usize>k0 << 2);
-    for (let j = 0; j < n; j++) {
-      let q: i32;
-      if (isQ4) {
-        const byte = <i32>load<u8>(blk + 2 + <usize>(j & 15));
-        q = (j < 16 ? byte & 15 : byte >> 4) - 8;
-      } else {
-        q = <i32>load<i8>(blk + 2 + <usize>j);
-      }
-      store<f32>(out + (<usize>j << 2), d * <f32>q);
-    }
-  }
-}
 
 // @ts-ignore: decorator
 @inline function embedRows<T>(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize, quant: i32): void {

@@ -1,5 +1,6 @@
 import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
+import { gemmTiles, KC, linear_panel_scratch_bytes, NB } from "./linear";
 import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
@@ -20,7 +21,12 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
 // products a step), whose second operand must be 7-bit: Q4_0's nibbles as they are
 // (blockDotQ4Relaxed), Q8_0's activations split into a⁺ and a⁻ (blockDotQ8Relaxed; Q8_0 GEMV
 // 1536x576 +6-10%, SmolLM2 Q8_0 decode +3-10%). Every row of a GEMM tile goes through the same
-// block dot as a GEMV row, so a row's bits do not depend on the rows beside it. Not used:
+// block dot as a GEMV row, so a row's bits do not depend on the rows beside it, up to
+// linear_quant_f32_rows rows (12 for Q8_0, 32 for Q4_0): from there a call (a prefill chunk)
+// dequantizes each weight once into an f32 panel for all its rows and runs the f32 GEMM tiles
+// on x as it is (linear.ts), as llama.cpp's GPU backends dequantize for large batches: integer
+// block dots per row cost more instructions than f32 FMAs (SmolLM2 Q8_0 prefill 1.33-1.70x,
+// Q4_0 1.04-1.25x, scratch/ab.ts). Not used:
 // i32x4.relaxed_dot_i8x16_i7x16_add_s, which Node 20's V8 computes wrongly: it ignores the
 // accumulator and doubles the sums (a = -1, b = 2, c = 100 gives -16 on Node 20.20, 92 on Deno
 // 2.9 and Bun 1.4), and Node 20 runs the relaxed build.
@@ -41,9 +47,24 @@ const QA_SCALE: usize = 112;
 /** GEMM: weight rows per column block: 16 rows of K = 1536 Q8_0 are 26 KB, at home in L2 while every row tile passes. */
 const NBQ: i32 = 16;
 
-/** Bytes of scratch the quantized activations of M rows of K take. */
+/**
+ * Rows of x from which a call computes in f32 on weight panels dequantized once for all its rows
+ * (the GEMM_F32 path below) instead of on activations quantized to 8 bits: where it measured
+ * faster (GEMM 1536x576, relaxed build, scratch/gemmwab.ts: Q8_0 1.0x at 8 rows, 1.13-1.23x at
+ * 12, 1.3-1.47x from 24; Q4_0, whose 7-bit dots are cheaper, 0.87x at 16, 1.04-1.1x from 32).
+ */
+// @ts-ignore: decorator
+@inline function f32Rows(isQ4: bool): i32 { return isQ4 ? 32 : 12; }
+
+/** The rows of x from which linear_q8_0 (q4 = 0) or linear_q4_0 (q4 = 1) compute in f32: x not quantized, no LINEAR_X_QUANTIZED. */
+export function linear_quant_f32_rows(q4: i32): i32 {
+  return f32Rows(q4 != 0);
+}
+
+/** Bytes of scratch a call takes: the quantized activations of M rows of K, or (from the rows where either format computes in f32) as much as an f32 weight panel if more. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
-  return M * ((K + QK - 1) / QK) * <i32>QA_BLOCK;
+  const quantized = M * ((K + QK - 1) / QK) * <i32>QA_BLOCK;
+  return M >= min(f32Rows(false), f32Rows(true)) ? max(quantized, linear_panel_scratch_bytes(M, K)) : quantized;
 }
 
 /**
@@ -213,6 +234,52 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
 @inline export function blockBytes(isQ4: bool): usize { return isQ4 ? 18 : 34; }
 
 /**
+ * K weights of a row of Q8_0 (isQ4 false) or Q4_0 blocks, from its first block at `src`, as f32
+ * at `dst`: d·q, or d·(nibble - 8), each one exact f32 product (an f16 times a small integer), the
+ * values the host's readers compute. Whole blocks 16 weights a step; a last partial block (K not a
+ * multiple of 32) one weight at a time.
+ */
+// @ts-ignore: decorator
+@inline export function dequantizeRow(src: usize, K: i32, dst: usize, isQ4: bool): void {
+  const bb = blockBytes(isQ4), whole = K / QK;
+  for (let b = 0; b < whole; b++) {
+    const blk = src + <usize>b * bb, out = dst + (<usize>b << 7), d = f32x4.splat(halfAt(blk));
+    const q = v128.load(blk + 2);
+    let lo: v128, hi: v128; // weights 0-15 and 16-31 as i8x16
+    if (isQ4) {
+      lo = i8x16.sub(v128.and(q, i8x16.splat(0x0f)), i8x16.splat(8));
+      hi = i8x16.sub(highNibbles(q), i8x16.splat(8));
+    } else {
+      lo = q;
+      hi = v128.load(blk + 18);
+    }
+    dequantize16(lo, d, out);
+    dequantize16(hi, d, out + 64);
+  }
+  const blk = src + <usize>whole * bb, d = halfAt(blk);
+  for (let j = 0, n = K - whole * QK; j < n; j++) {
+    let q: i32;
+    if (isQ4) {
+      const byte = <i32>load<u8>(blk + 2 + <usize>(j & 15));
+      q = (j < 16 ? byte & 15 : byte >> 4) - 8;
+    } else {
+      q = <i32>load<i8>(blk + 2 + <usize>j);
+    }
+    store<f32>(dst + (<usize>(whole * QK + j) << 2), d * <f32>q);
+  }
+}
+
+/** 16 signed bytes times d, stored as 16 f32 at `out`. */
+// @ts-ignore: decorator
+@inline function dequantize16(q: v128, d: v128, out: usize): void {
+  const lo = i16x8.extend_low_i8x16_s(q), hi = i16x8.extend_high_i8x16_s(q);
+  v128.store(out, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), d));
+  v128.store(out + 16, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), d));
+  v128.store(out + 32, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), d));
+  v128.store(out + 48, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), d));
+}
+
+/**
  * Relaxed build, Q4_0: i16x8.relaxed_dot_i8x16_i7x16_s with the nibbles (0..15) as the 7-bit
  * operand (exact on every engine: a pair of products is at most 2·127·15), two per block instead
  * of four widenings and four dot products. The i32x4 form would also add, but Node 20's V8
@@ -356,8 +423,24 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   const ldqa = <usize>nb * QA_BLOCK;
   const ldy = <usize>N << 2;
   const addToY = (flags & LINEAR_ACCUMULATE) != 0;
-  if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
-  if (M < 4) {
+  if (M >= f32Rows(isQ4)) {
+    // GEMM_F32: with this many rows, decoding a weight once into f32 for all of them costs less
+    // than integer block dots per row, whose four 7-bit dots, subtractions and pair-adds per
+    // block are nearly twice the instructions of f32 FMAs (wasm has no int8 dot with accumulate
+    // that Node 20 computes right). The same panels as 16-bit weights (linear.ts), so the same
+    // f32 tiles; x as it is (more exact than quantized), the scratch the call's own panel.
+    if ((flags & LINEAR_X_QUANTIZED) != 0) unreachable(); // the scratch is shared quantized x
+    const ldx = <usize>K << 2;
+    for (let k0 = 0; k0 < K; k0 += KC) { // KC is whole blocks
+      const kLen = min(KC, K - k0), wOff = <usize>(k0 / QK) * blockBytes(isQ4);
+      for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
+        const n1 = min(n0 + NB, nEnd);
+        for (let n = n0; n < n1; n++) dequantizeRow(w + <usize>n * ldw + wOff, kLen, scratch + (<usize>(n - n0) * <usize>kLen << 2), isQ4);
+        gemmTiles<f32>(x, <usize>k0 << 2, ldx, M, scratch - (<usize>n0 * <usize>kLen << 2), <usize>kLen << 2, y, ldy, n0, n1, kLen, k0 > 0 || addToY);
+      }
+    }
+  } else if (M < 4) {
+    if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
     // GEMV: weight rows in blocks (gemvBlockRows), each block's rows four at a time from its four
     // quarters: four sequential streams from memory at once, each activation block loaded once
     // for the four. From memory (weights past the L2, as a model's are) four streams kept the
@@ -377,6 +460,7 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
       }
     }
   } else {
+    if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
     // GEMM: columns in blocks of NBQ weight rows, and every row tile runs over a block before the
     // next block: each weight row comes from memory once per call, however many rows (a prefill
     // chunk, a batch of sequences) share it from the cache. Row tiles of 4 share every weight

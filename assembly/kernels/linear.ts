@@ -14,8 +14,9 @@ import { dotnt_1x1_gemv, dotnt_1x1_gemv_bf16, dotnt_1x4_gemv, dotnt_1x4_gemv_bf1
 // the same bits, for a fraction of the conversions. GEMV (M < 4): W streams once, four distant
 // rows at a time (gemvRows). Output columns [nBegin, nEnd) can go to different threads.
 
-const KC: i32 = 512;
-const NB: i32 = 64;
+/** K slice and weight rows per panel (GEMM); KC is whole 32-blocks, so quantized rows slice on block bounds (linear-quant.ts). */
+export const KC: i32 = 512;
+export const NB: i32 = 64;
 
 /** The linear layer with f32 weights. */
 export function linear_f32(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
@@ -76,7 +77,7 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
  * kLen long; the last 1-3 rows as one partial tile (its missing rows repeat the last row).
  */
 // @ts-ignore: decorator
-@inline function gemmTiles<W>(x: usize, kOff: usize, ldx: usize, M: i32, w: usize, ldw: usize, y: usize, ldy: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
+@inline export function gemmTiles<W>(x: usize, kOff: usize, ldx: usize, M: i32, w: usize, ldw: usize, y: usize, ldy: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
   for (let m = 0; m < M; m += 4) {
     const rows = min(4, M - m);
     const a0 = x + <usize>m * ldx + kOff;

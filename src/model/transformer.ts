@@ -240,16 +240,17 @@ export class TransformerModel {
       return Array.from({ length: parts }, (_, t) => [Math.floor((t * count) / parts), Math.floor(((t + 1) * count) / parts)] as const);
     };
     // Linear layers on quantized weights read their input quantized to 8 bits per 32-block
-    // (as llama.cpp's vec_dot does): quantized once for all their calls and threads into
+    // (as llama.cpp's vec_dot does), up to the rows from which their kernel computes in f32 on
+    // dequantized weight panels (rt.readsQuantizedX; a prefill chunk): quantized once for all their calls and threads into
     // state.qa by the threads that made the input (after RMSNorm, after SwiGLU), or else in a
     // phase of its own when the input has 4 rows or more; a decode step's o projection and LM
     // head quantize their few hundred inputs in each call instead (a phase costs a barrier).
     // Each returns where the quantized input is, or undefined (the calls quantize it).
     const nb = (K: number) => Math.ceil(K / 32);
-    const anyQuantized = (weights: readonly WasmBuffer[]) => weights.some((w) => isQuantDtype(w.dtype));
+    const readsQuantized = (weights: readonly WasmBuffer[], rows: number) => weights.some((w) => rt.readsQuantizedX(w.dtype, rows));
     /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized. */
     const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[]) => {
-      const quantize = anyQuantized(next);
+      const quantize = readsQuantized(next, n);
       rowRanges(n).forEach(([r0, r1], t) => {
         p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] });
         if (quantize) p.add(t, rt.quantizeJob(s.h.ptr, n, hd, state.qa.ptr, r0 * nb(hd), r1 * nb(hd)));
@@ -259,14 +260,14 @@ export class TransformerModel {
     };
     /** Quantizes x [rows, K] for `next` in a phase of its own when worth it. */
     const quantizeFor = (x: WasmBuffer, rows: number, K: number, next: WasmBuffer) => {
-      if (!anyQuantized([next]) || rows < 4) return undefined;
+      if (!readsQuantized([next], rows) || rows < 4) return undefined;
       p.addPerThread(rt.quantizeJobs(x.ptr, rows, K, state.qa.ptr, T));
       p.barrier();
       return state.qa.ptr;
     };
     const slot = state.linearScratchBytes;
     const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, qa: number | undefined, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) => {
-      const quantizedX = isQuantDtype(weight.dtype) ? qa : undefined;
+      const quantizedX = rt.readsQuantizedX(weight.dtype, x.length / inFeatures) ? qa : undefined;
       p.addPerThread(rt.linearThreadJobs({ x, weight, out, inFeatures, outFeatures, ...extra }, T, quantizedX, (t, bytes) => {
         if (bytes > slot) throw new RangeError(`forward: a linear call needs ${bytes} bytes of scratch; the RunState holds ${slot}`);
         return state.linearScratch.ptr + t * slot;
@@ -323,7 +324,7 @@ export class TransformerModel {
       p.barrier();
       // SwiGLU in quads of elements, or in 32-blocks whose thread quantizes them for the down
       // projection (rows of ff are whole blocks).
-      const total = n * ff, fuse = isQuantDtype(L.down.dtype) && ff % 32 === 0, unit = fuse ? 32 : 4;
+      const total = n * ff, fuse = rt.readsQuantizedX(L.down.dtype, n) && ff % 32 === 0, unit = fuse ? 32 : 4;
       rowRanges(Math.ceil(total / unit)).forEach(([a, b], t) => {
         const off = a * unit * f32;
         p.add(t, { kernel: "swiglu_f32", args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] });

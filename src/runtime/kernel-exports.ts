@@ -11,8 +11,8 @@
 
 /**
  * flags: CODES.LINEAR_ACCUMULATE: y = (y + x·Wᵀ) + bias, a residual add fused into the store;
- * CODES.LINEAR_X_QUANTIZED (quantized weights): x is already quantized into `scratch` by
- * quantize_activations. scratch: else the call's own (threads each their own), of the bytes its
+ * CODES.LINEAR_X_QUANTIZED (quantized weights, fewer rows than linear_quant_f32_rows): x is
+ * already quantized into `scratch` by quantize_activations. scratch: else the call's own (threads each their own), of the bytes its
  * kernel's `scratchBytes` export says for (M, K).
  */
 const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "flags", "scratch"] as const;
@@ -106,10 +106,12 @@ export const KERNELS = {
   /** IEEE half weights, likewise */
   linear_f16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f16", scratchBytes: "linear_panel_scratch_bytes" },
   linear_panel_scratch_bytes: { from: "kernels/linear", params: ["M", "K"], returns: true },
-  /** Q8_0 / Q4_0 weights (GGUF block layout); scratch: the quantized activations */
+  /** Q8_0 / Q4_0 weights (GGUF block layout); scratch: the quantized activations, or from linear_quant_f32_rows rows a dequantized weight panel */
   linear_q8_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q8_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q4_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q4_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_quant_scratch_bytes: { from: "kernels/linear-quant", params: ["M", "K"], returns: true },
+  /** The rows of x from which linear_q8_0 (q4 = 0) / linear_q4_0 (q4 = 1) compute in f32 on dequantized weight panels: x is then not quantized */
+  linear_quant_f32_rows: { from: "kernels/linear-quant", params: ["q4"], returns: true },
   /** Quantizes x's 32-blocks [blockBegin, blockEnd) (row by row) for linear_q8_0 / q4_0 with LINEAR_X_QUANTIZED */
   quantize_activations: { from: "kernels/linear-quant", params: ["x", "M", "K", "qa", "blockBegin", "blockEnd"], pool: true },
   /** Rows [rowBegin, rowEnd) of out [rows, K] f32 = the table's rows ids[row] (i32 token ids), widened or dequantized. */

@@ -477,18 +477,29 @@ export class Runtime {
   private linearJobs(s: LinearShape, x: number, w: number, b: number, y: number, dtype: BufferDtype = "f32", threads = this.threadsFor(s.rows * s.outFeatures * s.inFeatures),
     accumulate = false, scratchFor = (_t: number, bytes: number) => this.scratch.alloc(bytes), quantizedX?: number): Job[] {
     const kernel = LINEAR_KERNELS[dtype], sizer = (KERNELS[kernel] as { scratchBytes?: "linear_panel_scratch_bytes" | "linear_quant_scratch_bytes" }).scratchBytes;
-    if (quantizedX !== undefined && sizer !== "linear_quant_scratch_bytes") throw new RangeError(`linear: quantized activations are for quantized weights, not ${dtype}`);
+    const quantizes = this.readsQuantizedX(dtype, s.rows);
+    if (quantizedX !== undefined && !quantizes) throw new RangeError(`linear: quantized activations are for quantized weights below ${this.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0)} rows, not ${dtype} x ${s.rows}`);
     // Each job its own scratch: quantized activations, or a widened weight panel.
     const bytes = sizer && quantizedX === undefined ? this.kernels[sizer](s.rows, s.inFeatures) : 0;
     const flags = (accumulate ? CODES.LINEAR_ACCUMULATE : 0) | (quantizedX !== undefined ? CODES.LINEAR_X_QUANTIZED : 0);
     const job = (t: number, n0: number, n1: number, claim?: Claim): Job => ({
       kernel, args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1, flags, quantizedX ?? (bytes > 0 ? scratchFor(t, bytes) : 0)], ...(claim ? { claim } : {}),
     });
-    if (threads > 1 && !(sizer === "linear_quant_scratch_bytes" && quantizedX === undefined)) {
+    if (threads > 1 && !(quantizes && quantizedX === undefined)) {
       const claim: Claim = { arg: (KERNELS[kernel].params as readonly string[]).indexOf("nBegin"), from: 0, to: s.outFeatures, chunk: columnChunk(s.rows, s.outFeatures, threads), parts: threads };
       return Array.from({ length: threads }, (_, t) => job(t, 0, s.outFeatures, claim));
     }
     return columnSplits(s.outFeatures, threads).map(([n0, n1], t) => job(t, n0, n1));
+  }
+
+  /**
+   * Whether a linear call on `dtype` weights over `rows` rows of x reads x quantized to 8 bits
+   * (quantizeJobs; LINEAR_X_QUANTIZED): quantized weights below the rows from which their kernel
+   * computes in f32 on dequantized weight panels (linear_quant_f32_rows).
+   * @internal
+   */
+  readsQuantizedX(dtype: BufferDtype, rows: number): boolean {
+    return isQuantDtype(dtype) && rows < this.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0);
   }
 
   /**
