@@ -276,6 +276,14 @@ describe("block-quantized weights: buffers, threads and models", function () {
             assert.deepEqual(self, ys[0]![0], `${dtype} ${M}x${N}x${K}, quantized by the calls, ${t + 1} threads`);
           }
         }
+        // From linear_quant_f32_rows rows the kernels read x in f32: quantized x offered for them is refused.
+        const rt = runtimes[1]!, K = 64, M = rt.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0);
+        assert.equal(rt.readsQuantizedX(dtype, M - 1), true);
+        assert.equal(rt.readsQuantizedX(dtype, M), false);
+        assert.equal(rt.readsQuantizedX("bf16", 1), false);
+        const wb = rt.upload(randomArray(8 * K, 1), dtype, K), xb = rt.alloc(M * K), yb = rt.alloc(M * 8);
+        assert.throws(() => rt.linearThreadJobs({ x: xb, weight: wb, out: yb, inFeatures: K, outFeatures: 8 }, 2, xb.ptr, () => 0), /quantized activations are for quantized weights below \d+ rows/);
+        for (const b of [wb, xb, yb]) b.free();
       }
     } finally { for (const rt of runtimes) await rt.dispose(); }
   });
