@@ -256,8 +256,10 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
     dequantize16(lo, d, out);
     dequantize16(hi, d, out + 64);
   }
+  const rest = K - whole * QK;
+  if (rest == 0) return; // no block past the row's last is read
   const blk = src + <usize>whole * bb, d = halfAt(blk);
-  for (let j = 0, n = K - whole * QK; j < n; j++) {
+  for (let j = 0; j < rest; j++) {
     let q: i32;
     if (isQ4) {
       const byte = <i32>load<u8>(blk + 2 + <usize>(j & 15));

@@ -240,11 +240,12 @@ export class TransformerModel {
       return Array.from({ length: parts }, (_, t) => [Math.floor((t * count) / parts), Math.floor(((t + 1) * count) / parts)] as const);
     };
     // Linear layers on quantized weights read their input quantized to 8 bits per 32-block
-    // (as llama.cpp's vec_dot does), up to the rows from which their kernel computes in f32 on
-    // dequantized weight panels (rt.readsQuantizedX; a prefill chunk): quantized once for all their calls and threads into
-    // state.qa by the threads that made the input (after RMSNorm, after SwiGLU), or else in a
-    // phase of its own when the input has 4 rows or more; a decode step's o projection and LM
-    // head quantize their few hundred inputs in each call instead (a phase costs a barrier).
+    // (as llama.cpp's vec_dot does), below the rows from which their kernel computes in f32 on
+    // dequantized weight panels (rt.readsQuantizedX; a prefill chunk): quantized once for all
+    // their calls and threads into state.qa by the threads that made the input (after RMSNorm,
+    // after SwiGLU), or else in a phase of its own when the input has 4 rows or more; a decode
+    // step's o projection and LM head quantize their few hundred inputs in each call instead (a
+    // phase costs a barrier).
     // Each returns where the quantized input is, or undefined (the calls quantize it).
     const nb = (K: number) => Math.ceil(K / 32);
     const readsQuantized = (weights: readonly WasmBuffer[], rows: number) => weights.some((w) => rt.readsQuantizedX(w.dtype, rows));

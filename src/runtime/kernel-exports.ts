@@ -12,8 +12,8 @@
 /**
  * flags: CODES.LINEAR_ACCUMULATE: y = (y + x·Wᵀ) + bias, a residual add fused into the store;
  * CODES.LINEAR_X_QUANTIZED (quantized weights, fewer rows than linear_quant_f32_rows): x is
- * already quantized into `scratch` by quantize_activations. scratch: else the call's own (threads each their own), of the bytes its
- * kernel's `scratchBytes` export says for (M, K).
+ * already quantized into `scratch` by quantize_activations. scratch: else the call's own
+ * (threads each their own), of the bytes its kernel's `scratchBytes` export says for (M, K).
  */
 const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "flags", "scratch"] as const;
 const EMBED = ["table", "K", "ids", "rowBegin", "rowEnd", "out"] as const;
