@@ -70,8 +70,9 @@ export function columnSplits(outFeatures: number, threads: number): [number, num
  * kernel's 4-row tiles; a claim costs an atomic add and a call, ~0.1 us, against ~2 us of work
  * for 16 columns of K = 576), then the claim's quarter chunks even the threads out at the end:
  * a SmolLM2 decode step at 2 threads 1.01-1.03x over eight per thread (Q8_0, bf16, f32; 30-40
- * alternating rounds, scratch/ab2.ts), sixteen 0.94-0.99x. GEMM: 64 columns (the kernels'
- * column block, so a chunk widens or reuses whole weight panels).
+ * alternating rounds, scratch/ab2.ts: inside this VM's noise, but the same sign in 5 of 6 runs),
+ * sixteen 0.94-0.99x. GEMM: 64 columns (the kernels' column block, so a chunk widens or reuses
+ * whole weight panels).
  */
 export function columnChunk(rows: number, outFeatures: number, threads: number): number {
   if (rows >= 4) return 64;
