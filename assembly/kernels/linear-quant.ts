@@ -1,6 +1,6 @@
 import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
-import { gemmTiles, KC, linear_panel_scratch_bytes, NB } from "./linear";
+import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
 import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
@@ -438,7 +438,7 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
       for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
         const n1 = min(n0 + NB, nEnd);
         for (let n = n0; n < n1; n++) dequantizeRow(w + <usize>n * ldw + wOff, kLen, scratch + (<usize>(n - n0) * <usize>kLen << 2), isQ4);
-        gemmTiles<f32>(x, <usize>k0 << 2, ldx, M, scratch - (<usize>n0 * <usize>kLen << 2), <usize>kLen << 2, y, ldy, n0, n1, kLen, k0 > 0 || addToY);
+        gemmPanel(x, <usize>k0 << 2, ldx, M, scratch, y, ldy, n0, n1, kLen, k0 > 0 || addToY);
       }
     }
   } else if (M < 4) {

@@ -12,7 +12,7 @@ import { dotnt_1x1_gemv, dotnt_1x1_gemv_bf16, dotnt_1x4_gemv, dotnt_1x4_gemv_bf1
 // panel of those NB x KC weights in the call's scratch (linear_panel_scratch_bytes), once for
 // all row tiles, instead of in registers once per tile: the same values in the same order, so
 // the same bits, for a fraction of the conversions (linear-quant.ts dequantizes Q8_0 / Q4_0
-// blocks into the same panels for gemmTiles). GEMV (M < 4): W streams once, four distant rows
+// blocks into the same panels for gemmPanel). GEMV (M < 4): W streams once, four distant rows
 // at a time (gemvRows). Output columns [nBegin, nEnd) can go to different threads.
 
 /** K slice and weight rows per panel (GEMM); KC is whole 32-blocks, so quantized rows slice on block bounds (linear-quant.ts). */
@@ -78,7 +78,7 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
  * kLen long; the last 1-3 rows as one partial tile (its missing rows repeat the last row).
  */
 // @ts-ignore: decorator
-@inline export function gemmTiles<W>(x: usize, kOff: usize, ldx: usize, M: i32, w: usize, ldw: usize, y: usize, ldy: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
+@inline function gemmTiles<W>(x: usize, kOff: usize, ldx: usize, M: i32, w: usize, ldw: usize, y: usize, ldy: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
   for (let m = 0; m < M; m += 4) {
     const rows = min(4, M - m);
     const a0 = x + <usize>m * ldx + kOff;
@@ -91,6 +91,16 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
     }
     if (n < n1) dotnt_4x1<W>(a0, a1, a2, a3, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate, rows);
   }
+}
+
+/**
+ * Every row tile of x (columns kOff.., kLen) against an f32 panel of weight rows [n0, n1) at
+ * `panel` (row n at panel + (n - n0)·kLen·4): 16-bit weights widened there, or quantized blocks
+ * dequantized there (linear-quant.ts).
+ */
+// @ts-ignore: decorator
+@inline export function gemmPanel(x: usize, kOff: usize, ldx: usize, M: i32, panel: usize, y: usize, ldy: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
+  gemmTiles<f32>(x, kOff, ldx, M, panel - (<usize>n0 * <usize>kLen << 2), <usize>kLen << 2, y, ldy, n0, n1, kLen, accumulate);
 }
 
 // @ts-ignore: decorator
@@ -119,7 +129,7 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
       }
       if (sizeof<W>() == 2) {
         widenPanel<W>(w + <usize>n0 * ldw + wOff, ldw, n1 - n0, kLen, scratch);
-        gemmTiles<f32>(x, kOff, ldx, M, scratch - (<usize>n0 * <usize>kLen << 2), <usize>kLen << 2, y, ldy, n0, n1, kLen, accumulate);
+        gemmPanel(x, kOff, ldx, M, scratch, y, ldy, n0, n1, kLen, accumulate);
       } else {
         gemmTiles<W>(x, kOff, ldx, M, w + wOff, ldw, y, ldy, n0, n1, kLen, accumulate);
       }

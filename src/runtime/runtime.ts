@@ -478,7 +478,7 @@ export class Runtime {
     accumulate = false, scratchFor = (_t: number, bytes: number) => this.scratch.alloc(bytes), quantizedX?: number): Job[] {
     const kernel = LINEAR_KERNELS[dtype], sizer = (KERNELS[kernel] as { scratchBytes?: "linear_panel_scratch_bytes" | "linear_quant_scratch_bytes" }).scratchBytes;
     const quantizes = this.readsQuantizedX(dtype, s.rows);
-    if (quantizedX !== undefined && !quantizes) throw new RangeError(`linear: quantized activations are for quantized weights below ${this.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0)} rows, not ${dtype} x ${s.rows}`);
+    if (quantizedX !== undefined && !quantizes) throw new RangeError(`linear: quantized activations are for quantized weights below ${this.quantF32Rows(dtype)} rows, not ${dtype} x ${s.rows}`);
     // Each job its own scratch: quantized activations, or a widened weight panel.
     const bytes = sizer && quantizedX === undefined ? this.kernels[sizer](s.rows, s.inFeatures) : 0;
     const flags = (accumulate ? CODES.LINEAR_ACCUMULATE : 0) | (quantizedX !== undefined ? CODES.LINEAR_X_QUANTIZED : 0);
@@ -499,7 +499,12 @@ export class Runtime {
    * @internal
    */
   readsQuantizedX(dtype: BufferDtype, rows: number): boolean {
-    return isQuantDtype(dtype) && rows < this.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0);
+    return isQuantDtype(dtype) && rows < this.quantF32Rows(dtype);
+  }
+
+  /** The rows from which the kernel of quantized `dtype` weights computes in f32 (linear_quant_f32_rows). */
+  private quantF32Rows(dtype: BufferDtype): number {
+    return this.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0);
   }
 
   /**
