@@ -15,14 +15,14 @@ import { JOB_KERNELS, KERNELS, type JobKernel } from "../runtime/kernel-exports.
 
 /**
  * A range the threads holding a job share out as they run: each takes the next `chunk` of
- * [from, to) (written into args[arg] and args[arg + 1]) until none is left (the last chunk per
- * thread's worth in quarter chunks, so the threads finish close together), so a thread slowed
- * by anything (another process on its core, a slower core) takes fewer chunks and the threads
- * reach the phase's barrier together. `parts`: how many threads' jobs share it (the fallback
- * splits it statically into that many). Only for kernels whose outputs do not depend on how
- * the range is cut (the linear layers' columns), so answers never depend on the timing.
+ * [from, to) (written into args[arg] and args[arg + 1]) until none is left, the last chunk per
+ * thread's worth in pieces of `tail` (smaller pieces: the threads finish close together), so a
+ * thread slowed by anything (another process on its core, a slower core) takes fewer chunks and
+ * the threads reach the phase's barrier together. `parts`: how many threads' jobs share it (the
+ * fallback splits it statically into that many). Only for kernels whose outputs do not depend
+ * on how the range is cut (the linear layers' columns), so answers never depend on the timing.
  */
-export interface Claim { readonly arg: number; readonly from: number; readonly to: number; readonly chunk: number; readonly parts: number }
+export interface Claim { readonly arg: number; readonly from: number; readonly to: number; readonly chunk: number; readonly tail: number; readonly parts: number }
 export interface Job { kernel: JobKernel; args: number[]; claim?: Claim }
 /** A point in every thread's list that all threads reach before any goes on. */
 export const BARRIER = "barrier";
@@ -35,8 +35,8 @@ const MAX_ARGS = 12;
 export const MAX_CALLS_PER_THREAD = 1024;
 /** Claims (shared ranges) one program can use; each has a counter. */
 export const MAX_CLAIMS = 4096;
-// A call: id (-1: barrier), claim counter (-1: none), the claimed argument, from, to, chunk; args.
-const HEADER = 6;
+// A call: id (-1: barrier), claim counter (-1: none), the claimed argument, from, to, chunk, tail; args.
+const HEADER = 7;
 const CALL = HEADER + MAX_ARGS;
 const SLOT = 1 + MAX_CALLS_PER_THREAD * CALL; // count, calls
 const GEN = 0, DONE = 1, ERROR = 2, STOP = -1; // control words; 3 and 4 are the barrier's (barrierWait)
@@ -85,7 +85,7 @@ function callWords(f: KernelFn, s: Float64Array, a: number): void {
 
 /**
  * Runs one thread's list from the slots at `base` (count, then calls of `call` words: id, claim
- * counter, the claimed argument, from, to, chunk, then the arguments from `header`): kernels in
+ * counter, the claimed argument, from, to, chunk, tail, then the arguments from `header`): kernels in
  * order, barriers met (unless `barriers` is false: a list run on the caller alone), claimed
  * ranges taken chunk by chunk from their counters. After a kernel fails the thread skips its
  * kernels but still meets every barrier, so nobody waits forever; the first error is returned.
@@ -101,10 +101,10 @@ function runList(kernels: readonly KernelFn[], slots: Float64Array, base: number
     try {
       const f = kernels[id]!, claim = slots[at + 1]!;
       if (claim < 0) { callWords(f, slots, at + header); continue; }
-      const arg = at + header + slots[at + 2]!, from = slots[at + 3]!, to = slots[at + 4]!, chunk = slots[at + 5]!;
-      // The last `size` chunks' worth of the range goes in quarter chunks (multiples of 4), so
-      // the threads end the phase at most a quarter chunk apart.
-      const whole = Math.max(0, Math.ceil((to - from) / chunk) - size), tail = from + whole * chunk, small = Math.max(4, 4 * Math.floor(chunk / 16));
+      const arg = at + header + slots[at + 2]!, from = slots[at + 3]!, to = slots[at + 4]!, chunk = slots[at + 5]!, small = slots[at + 6]!;
+      // The last `size` chunks' worth of the range goes in pieces of `small`, so the threads end
+      // the phase at most that far apart.
+      const whole = Math.max(0, Math.ceil((to - from) / chunk) - size), tail = from + whole * chunk;
       for (;;) {
         const i = Atomics.add(counters, claim, 1);
         const b = i < whole ? from + i * chunk : tail + (i - whole) * small;
@@ -174,7 +174,7 @@ function countBarriers(list: readonly Call[]): number {
 
 /**
  * A thread's list as its slot holds it (count, then per call: id, claim counter, the claimed
- * argument, from, to, chunk, the arguments), ready to be copied in. `onJob(job, word)`: where
+ * argument, from, to, chunk, tail, the arguments), ready to be copied in. `onJob(job, word)`: where
  * each job's arguments begin, so that a list encoded once can take new arguments (a Program run
  * many times). `claims`: the counter of each claim the jobs hold.
  */
@@ -193,7 +193,7 @@ export function encodeList(list: readonly Call[], claims: ReadonlyMap<Claim, num
     if (claim) {
       const counter = claims.get(claim);
       if (counter === undefined) throw new Error("threads: a job's claim has no counter (jobs with claims go through a Program)");
-      image[at + 1] = counter; image[at + 2] = claim.arg; image[at + 3] = claim.from; image[at + 4] = claim.to; image[at + 5] = claim.chunk;
+      image[at + 1] = counter; image[at + 2] = claim.arg; image[at + 3] = claim.from; image[at + 4] = claim.to; image[at + 5] = claim.chunk; image[at + 6] = claim.tail;
     } else image[at + 1] = -1;
     image.set(job.args, at + HEADER);
     onJob?.(job, at + HEADER);

@@ -65,16 +65,19 @@ export function columnSplits(outFeatures: number, threads: number): [number, num
 }
 
 /**
- * Output columns a thread claims at a time when the threads share a linear layer's columns
- * (see Claim). GEMV (fewer than 4 rows): about four chunks per thread, in multiples of 16 (the
- * kernel's 4-row tiles; a claim costs an atomic add and a call, ~0.1 us, against ~2 us of work
- * for 16 columns of K = 576), then the claim's quarter chunks even the threads out at the end:
- * a SmolLM2 decode step at 2 threads 1.01-1.03x over eight per thread (Q8_0, bf16, f32; 30-40
- * alternating rounds, scratch/ab2.ts: inside this VM's noise, but the same sign in 5 of 6 runs),
- * sixteen 0.94-0.99x. GEMM: 64 columns (the kernels' column block, so a chunk widens or reuses
- * whole weight panels).
+ * How the threads share a linear layer's output columns (see Claim): the columns a thread claims
+ * at a time, and the pieces the last chunk per thread's worth is cut into. GEMV (fewer than 4
+ * rows): one chunk per thread (multiples of 16, the kernel's 4-row tiles), no smaller pieces:
+ * a decode GEMV streams its weights from memory, and each call starts its four streams anew
+ * (~0.7 us each on this VM: a 576x576 bf16 GEMV on cold weights cut into 11 calls took 1.23x
+ * one call's time, 2 calls 1.03x; scratch/claimcost.ts), so a SmolLM2 decode step at 2 threads
+ * ran 1.07-1.08x faster (bf16, Q8_0; f32 level, its weights stream from DRAM) than in about four
+ * chunks per thread with quarter-chunk tails (scratch/ab2.ts, alternating). A thread slowed for
+ * long can still lose its chunk to one that finishes first. GEMM: 64 columns (the kernels'
+ * column block, so a chunk widens or reuses whole weight panels), the tail in 16s.
  */
-export function columnChunk(rows: number, outFeatures: number, threads: number): number {
-  if (rows >= 4) return 64;
-  return Math.max(16, 16 * Math.ceil(outFeatures / (threads * 4 * 16)));
+export function columnChunks(rows: number, outFeatures: number, threads: number): { chunk: number; tail: number } {
+  if (rows >= 4) return { chunk: 64, tail: 16 };
+  const chunk = Math.max(16, 16 * Math.ceil(outFeatures / (threads * 16)));
+  return { chunk, tail: chunk };
 }
