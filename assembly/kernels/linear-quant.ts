@@ -449,7 +449,7 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
     // prefetchers ahead where two streams 8 rows apart left them behind: Q8_0 GEMV 1536x576
     // 1.2-1.5x, Q4_0 1.35-1.6x (scratch/gemvab.ts, relaxed build; level from the L2). A second
     // row of x (2-3 sequences decoding together) reads the block again from the L2.
-    const rowsPerBlock = gemvBlockRows(ldw);
+    const rowsPerBlock = gemvBlockRows(ldw, M, nEnd - nBegin);
     for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
       const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
       for (let m = 0; m < M; m++) {

@@ -111,7 +111,7 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
   const ldw = <usize>K * sizeof<W>();
   const ldy = <usize>N << 2;
   const kc = M >= 4 ? KC : K;
-  const nbl = M < 4 ? gemvBlockRows(ldw) : NB;
+  const nbl = M < 4 ? gemvBlockRows(ldw, M, nEnd - nBegin) : NB;
   // bf16 GEMV: each x row split into even and odd elements once (in the call's
   // scratch, linear_panel_scratch_bytes), for all weight rows.
   const split = M < 4 && isBf16<W>();
