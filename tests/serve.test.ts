@@ -51,7 +51,7 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
   });
 
   it("the scheduler under a tight KV budget: shared prefixes reused, requests wait for pages instead of failing, nothing leaks", async () => {
-    const cache = model.transformer.createCache({ maxTokens: 320 });
+    const cache = model.transformer.createCache({ maxTokens: 320, pageSize: 32 });
     // 10 pages of 32 tokens per layer: a request needs up to 3, so only a few run or stay cached at once.
     const scheduler = new BatchScheduler(model.transformer, cache, model.tokenizer, { maxSequences: 4, maxQueue: 100, maxCacheTokens: 320, prefillChunk: 16 });
     let state = 99;
@@ -318,10 +318,12 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
     try {
       const ask = () => new OpenAI({ baseURL: `${small.url}/v1`, apiKey: "-", maxRetries: 0 }).completions.create({ model: MODEL, prompt: [5, 6, 7, 8], temperature: 0 });
       const results = await Promise.all([ask(), ask(), ask(), ask()]);
-      // 512 tokens over 4 sequences: 4 pages of 32 each, one kept for copy-on-write: 96 tokens.
+      // 512 tokens over 4 sequences in pages of 64 (the default): 2 pages each, one kept for
+      // copy-on-write: 64 tokens.
+      assert.equal(small.api.scheduler.sequenceShareTokens, 64);
       for (const r of results) {
         const n = r.usage!.completion_tokens;
-        assert.ok(r.choices[0]!.finish_reason === "length" ? n === 96 - 4 : n < 96 - 4, `${n} tokens, ${r.choices[0]!.finish_reason}`);
+        assert.ok(r.choices[0]!.finish_reason === "length" ? n === 64 - 4 : n < 64 - 4, `${n} tokens, ${r.choices[0]!.finish_reason}`);
       }
       const s = small.api.scheduler.stats();
       const most = Math.max(...results.map((r) => r.usage!.completion_tokens));
@@ -331,7 +333,7 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
       assert.equal(tooMany.status, 400);
       const err = (await tooMany.json()).error;
       assert.equal(err.code, "context_length_exceeded");
-      assert.match(err.message, /need more than this server's KV cache holds per request \(480 tokens\)/);
+      assert.match(err.message, /need more than this server's KV cache holds per request \(448 tokens\)/);
     } finally {
       await small.close();
     }
