@@ -230,9 +230,8 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
  * columns: the block's four quarters are the four streams the GEMV kernels read side by side.
  * One row of x: the whole span, so the four streams run from the call's start to its end (every
  * new block restarts them, ~0.7 us each from memory: SmolLM2 decode 1.06x bf16, 1.09x f32 over
- * 256-row blocks at 1 and 2 threads, scratch/ab.ts). Two or three rows (sequences decoding
- * together): 256 rows, fewer when that passes 512 KB, so that the next x row finds the block
- * still in the L2.
+ * 256-row blocks at 1 and 2 threads, scratch/ab.ts). More rows (sequences decoding together):
+ * 256 rows, fewer when that passes 512 KB, so that the next x row finds the block still in the L2.
  */
 // @ts-ignore: decorator
 @inline export function gemvBlockRows(ldw: usize, rows: i32, span: i32): i32 {

@@ -15,13 +15,14 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
 // with f32 activations (i8 -> i16 -> i32 -> f32, one FMA per 4 weights) ran a Q8_0 GEMV
 // 4096x4096 in 3.7-4.2 ms against 1.7-2.0 ms for this kernel (relaxed build, one thread, same
 // session: 2.1x slower). With integers a block of 32 weights is four i32x4.dot_i16x8_s on
-// activations kept as i16, the weights widened once per block (and once for four rows in prefill). Q4_0 nibbles stay unsigned (0..15): the -8 offset comes in as
+// activations kept as i16, the weights widened once per block. Q4_0 nibbles stay unsigned (0..15): the -8 offset comes in as
 // -8 · the block's activation sum, precomputed with the activations.
 // The relaxed build computes blocks with i16x8.relaxed_dot_i8x16_i7x16_s (x86's pmaddubsw, 16
 // products a step), whose second operand must be 7-bit: Q4_0's nibbles as they are
 // (blockDotQ4Relaxed), Q8_0's activations split into a⁺ and a⁻ (blockDotQ8Relaxed; Q8_0 GEMV
-// 1536x576 +6-10%, SmolLM2 Q8_0 decode +3-10%). Every row of a GEMM tile goes through the same
-// block dot as a GEMV row, so a row's bits do not depend on the rows beside it, up to
+// 1536x576 +6-10%, SmolLM2 Q8_0 decode +3-10%). Every row of x goes through the GEMV's block dots
+// (a batch of rows: each in turn over an L2-sized block of weight rows), so a row's bits do not
+// depend on the rows beside it, up to
 // linear_quant_f32_rows rows (12 for Q8_0, 32 for Q4_0): from there a call (a prefill chunk)
 // dequantizes each weight once into an f32 panel for all its rows and runs the f32 GEMM tiles
 // on x as it is (linear.ts), as llama.cpp's GPU backends dequantize for large batches: integer
@@ -44,8 +45,6 @@ const QA_NEG: usize = 32;
 const QA_I8: usize = 64;
 const QA_CORR: usize = 96;
 const QA_SCALE: usize = 112;
-/** GEMM: weight rows per column block: 16 rows of K = 1536 Q8_0 are 26 KB, at home in L2 while every row tile passes. */
-const NBQ: i32 = 16;
 
 /**
  * Rows of x from which a call computes in f32 on weight panels dequantized once for all its rows
@@ -224,12 +223,6 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   return isQ4 ? v128.load(a + QA_CORR) : i32x4.splat(0);
 }
 
-/** One block, the weights already widened in registers and the activations at `a`. */
-// @ts-ignore: decorator
-@inline function blockDot(w0: v128, w1: v128, w2: v128, w3: v128, a: usize, isQ4: bool): v128 {
-  return blockDotRegs(w0, w1, w2, w3, activations(a, 0, isQ4), activations(a, 1, isQ4), activations(a, 2, isQ4), activations(a, 3, isQ4), correction(a, isQ4), isQ4);
-}
-
 // @ts-ignore: decorator
 @inline export function blockBytes(isQ4: bool): usize { return isQ4 ? 18 : 34; }
 
@@ -381,43 +374,6 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   return blockDotRegs(weightsI16(wb, isQ4, 0), weightsI16(wb, isQ4, 1), weightsI16(wb, isQ4, 2), weightsI16(wb, isQ4, 3), a0, a1, a2, a3, corr, isQ4);
 }
 
-/**
- * Four outputs: four activation rows (at qa and qa + o1, o2, o3) against one weight row, each
- * weight block decoded once (simd build); only the first `rows` are stored (a partial tile
- * repeats a row).
- */
-// @ts-ignore: decorator
-@inline function dotq_4x1(qa: usize, o1: usize, o2: usize, o3: usize, w: usize, nb: i32, isQ4: bool, y: usize, ldy: usize, addToY: bool, rows: i32): void {
-  const bb = blockBytes(isQ4);
-  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
-  for (let b = 0; b < nb; b++) {
-    const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
-    const d = halfAt(wb);
-    let s0: v128, s1: v128, s2: v128, s3: v128;
-    if (ASC_FEATURE_RELAXED_SIMD) {
-      // Nothing to decode: each row's block dot as a GEMV row computes it.
-      s0 = blockDotAt(wb, a, isQ4);
-      s1 = blockDotAt(wb, a + o1, isQ4);
-      s2 = blockDotAt(wb, a + o2, isQ4);
-      s3 = blockDotAt(wb, a + o3, isQ4);
-    } else {
-      const w0 = weightsI16(wb, isQ4, 0), w1 = weightsI16(wb, isQ4, 1), w2 = weightsI16(wb, isQ4, 2), w3 = weightsI16(wb, isQ4, 3);
-      s0 = blockDot(w0, w1, w2, w3, a, isQ4);
-      s1 = blockDot(w0, w1, w2, w3, a + o1, isQ4);
-      s2 = blockDot(w0, w1, w2, w3, a + o2, isQ4);
-      s3 = blockDot(w0, w1, w2, w3, a + o3, isQ4);
-    }
-    c0 = fmadd(f32x4.convert_i32x4_s(s0), f32x4.splat(d * load<f32>(a + QA_SCALE)), c0);
-    c1 = fmadd(f32x4.convert_i32x4_s(s1), f32x4.splat(d * load<f32>(a + o1 + QA_SCALE)), c1);
-    c2 = fmadd(f32x4.convert_i32x4_s(s2), f32x4.splat(d * load<f32>(a + o2 + QA_SCALE)), c2);
-    c3 = fmadd(f32x4.convert_i32x4_s(s3), f32x4.splat(d * load<f32>(a + o3 + QA_SCALE)), c3);
-  }
-  finish(y, hsum(c0), addToY);
-  if (rows > 1) finish(y + ldy, hsum(c1), addToY);
-  if (rows > 2) finish(y + 2 * ldy, hsum(c2), addToY);
-  if (rows > 3) finish(y + 3 * ldy, hsum(c3), addToY);
-}
-
 // @ts-ignore: decorator
 @inline function linearQuant(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize, isQ4: bool): void {
   const nb = (K + QK - 1) / QK;
@@ -441,14 +397,17 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
         gemmPanel(x, <usize>k0 << 2, ldx, M, scratch, y, ldy, n0, n1, kLen, k0 > 0 || addToY);
       }
     }
-  } else if (M < 4) {
+  } else {
     if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
-    // GEMV: weight rows in blocks (gemvBlockRows), each block's rows four at a time from its four
-    // quarters: four sequential streams from memory at once, each activation block loaded once
-    // for the four. From memory (weights past the L2, as a model's are) four streams kept the
-    // prefetchers ahead where two streams 8 rows apart left them behind: Q8_0 GEMV 1536x576
-    // 1.2-1.5x, Q4_0 1.35-1.6x (scratch/gemvab.ts, relaxed build; level from the L2). A second
-    // row of x (2-3 sequences decoding together) reads the block again from the L2.
+    // GEMV, for every row of x (1 to f32Rows - 1: a decode step, a batch of sequences decoding
+    // together): weight rows in blocks (gemvBlockRows), each block's rows four at a time from
+    // its four quarters: four sequential streams from memory at once, each activation block
+    // loaded once for the four. From memory (weights past the L2, as a model's are) four streams
+    // kept the prefetchers ahead where two streams 8 rows apart left them behind: Q8_0 GEMV
+    // 1536x576 1.2-1.5x, Q4_0 1.35-1.6x (scratch/gemvab.ts, relaxed build; level from the L2).
+    // A second row of x reads the block again from the L2: a batch of 4 / 8 SmolLM2 decode rows
+    // ran 1.28x / 1.41x (Q8_0) and 1.19x / 1.25x (Q4_0) faster so than through 4-row tiles over
+    // one weight row at a time (their one stream, and each row's block dot all the same).
     const rowsPerBlock = gemvBlockRows(ldw, M, nEnd - nBegin);
     for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
       const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
@@ -459,21 +418,6 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
           dotq_1x4(qa, w0, w0 + dw, w0 + 2 * dw, w0 + 3 * dw, nb, isQ4, y0, y0 + dy, y0 + 2 * dy, y0 + 3 * dy, addToY);
         }
         for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
-      }
-    }
-  } else {
-    if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
-    // GEMM: columns in blocks of NBQ weight rows, and every row tile runs over a block before the
-    // next block: each weight row comes from memory once per call, however many rows (a prefill
-    // chunk, a batch of sequences) share it from the cache. Row tiles of 4 share every weight
-    // block's decoding (simd build), the last 1-3 rows as one partial tile.
-    for (let n0 = nBegin; n0 < nEnd; n0 += NBQ) {
-      const n1 = min(n0 + NBQ, nEnd);
-      for (let m = 0; m < M; m += 4) {
-        const rows = min(4, M - m);
-        const o1: usize = rows > 1 ? ldqa : 0, o2: usize = rows > 2 ? 2 * ldqa : o1, o3: usize = rows > 3 ? 3 * ldqa : o2;
-        const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
-        for (let n = n0; n < n1; n++) dotq_4x1(qa, o1, o2, o3, w + <usize>n * ldw, nb, isQ4, yRow + (<usize>n << 2), ldy, addToY, rows);
       }
     }
   }

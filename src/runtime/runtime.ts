@@ -486,7 +486,7 @@ export class Runtime {
       kernel, args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1, flags, quantizedX ?? (bytes > 0 ? scratchFor(t, bytes) : 0)], ...(claim ? { claim } : {}),
     });
     if (threads > 1 && !(quantizes && quantizedX === undefined)) {
-      const claim: Claim = { arg: (KERNELS[kernel].params as readonly string[]).indexOf("nBegin"), from: 0, to: s.outFeatures, ...columnChunks(s.rows, s.outFeatures, threads), parts: threads };
+      const claim: Claim = { arg: (KERNELS[kernel].params as readonly string[]).indexOf("nBegin"), from: 0, to: s.outFeatures, ...columnChunks(s.rows < 4 || quantizes, s.outFeatures, threads), parts: threads };
       return Array.from({ length: threads }, (_, t) => job(t, 0, s.outFeatures, claim));
     }
     return columnSplits(s.outFeatures, threads).map(([n0, n1], t) => job(t, n0, n1));

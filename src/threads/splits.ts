@@ -66,18 +66,19 @@ export function columnSplits(outFeatures: number, threads: number): [number, num
 
 /**
  * How the threads share a linear layer's output columns (see Claim): the columns a thread claims
- * at a time, and the pieces the last chunk per thread's worth is cut into. GEMV (fewer than 4
- * rows): one chunk per thread (multiples of 16, the kernel's 4-row tiles), no smaller pieces:
- * a decode GEMV streams its weights from memory, and each call starts its four streams anew
- * (~0.7 us each on this VM: a 576x576 bf16 GEMV on cold weights cut into 11 calls took 1.23x
- * one call's time, 2 calls 1.03x; scratch/claimcost.ts), so a SmolLM2 decode step at 2 threads
- * ran 1.07-1.08x faster (bf16, Q8_0; f32 level, its weights stream from DRAM) than in about four
- * chunks per thread with quarter-chunk tails (scratch/ab2.ts, alternating). A thread slowed for
- * long can still lose its chunk to one that finishes first. GEMM: 64 columns (the kernels'
- * column block, so a chunk widens or reuses whole weight panels), the tail in 16s.
+ * at a time, and the pieces the last chunk per thread's worth is cut into. `gemv`: the kernel
+ * streams the weights once per row of x (fewer than 4 rows; quantized weights below their f32
+ * rows): one chunk per thread (multiples of 16, the kernel's 4-row tiles), no smaller pieces: a
+ * decode GEMV streams its weights from memory, and each call starts its four streams anew
+ * (~0.7 us each on the Intel VM: a 576x576 bf16 GEMV on cold weights cut into 11 calls took
+ * 1.23x one call's time, 2 calls 1.03x; scratch/claimcost.ts), so a SmolLM2 decode step at 2
+ * threads ran 1.07-1.08x faster (bf16, Q8_0; f32 level, its weights stream from DRAM) than in
+ * about four chunks per thread with quarter-chunk tails (scratch/ab2.ts, alternating). A thread
+ * slowed for long can still lose its chunk to one that finishes first. GEMM: 64 columns (the
+ * kernels' column block, so a chunk widens or reuses whole weight panels), the tail in 16s.
  */
-export function columnChunks(rows: number, outFeatures: number, threads: number): { chunk: number; tail: number } {
-  if (rows >= 4) return { chunk: 64, tail: 16 };
+export function columnChunks(gemv: boolean, outFeatures: number, threads: number): { chunk: number; tail: number } {
+  if (!gemv) return { chunk: 64, tail: 16 };
   const chunk = Math.max(16, 16 * Math.ceil(outFeatures / (threads * 16)));
   return { chunk, tail: chunk };
 }
