@@ -201,8 +201,9 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 // bf16 (w[2i] low, w[2i+1] high), so `lane << 16` is w[2i] as f32 and `(lane >>> 16) << 16` is
 // w[2i+1]. Splitting the a row into its even and odd elements (once per row, shared by all the
 // b rows) replaces widening each weight: per eight weights one load, three shifts and two FMAs.
-// Not `lane & 0xFFFF0000`: V8 (Node 20) builds a v128 constant anew at every use inside a loop
-// (several instructions), and the shifts take none: SmolLM2 bf16 decode 1.43x (scratch/ab.ts).
+// Not `lane & 0xFFFF0000`: its mask took a register, and TurboFan (Node 20) then kept one of the
+// eight accumulators on the stack (that chain's every FMA waiting on a store and a load); the
+// shifts need none: SmolLM2 bf16 decode 1.43x (scratch/ab.ts, the loop read in --print-wasm-code).
 
 // @ts-ignore: decorator
 @inline function evens(x0: v128, x1: v128): v128 { return v128.shuffle<f32>(x0, x1, 0, 2, 4, 6); }
