@@ -316,27 +316,26 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
 }
 
 /**
- * Four outputs: one activation row against four weight rows anywhere (four streams from memory
- * at once), each activation block loaded once for all four; each output computed exactly as
- * dotq_1x1 computes it.
+ * Two outputs: one activation row against two weight rows anywhere (two of the GEMV's four
+ * streams), each activation block loaded once for both; each output computed exactly as
+ * dotq_1x1 computes it. Two rows, not four: with four rows' weights, the activations and four
+ * accumulators live at once, TurboFan kept two accumulators on the stack (each FMA then waiting
+ * on a store and a load); two at a time spill nothing: SmolLM2 Q8_0 decode 1.05x at 1 thread
+ * (twice), Q4_0 level (scratch/ab.ts).
  */
 // @ts-ignore: decorator
-@inline function dotq_1x4(qa: usize, w0: usize, w1: usize, w2: usize, w3: usize, nb: i32, isQ4: bool, y0: usize, y1: usize, y2: usize, y3: usize, addToY: bool): void {
+@inline function dotq_1x2(qa: usize, w0: usize, w1: usize, nb: i32, isQ4: bool, y0: usize, y1: usize, addToY: bool): void {
   const bb = blockBytes(isQ4);
-  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0), acc2 = f32x4.splat(0), acc3 = f32x4.splat(0);
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
     const a = qa + <usize>b * QA_BLOCK, o = <usize>b * bb;
     const a0 = activations(a, 0, isQ4), a1 = activations(a, 1, isQ4), a2 = activations(a, 2, isQ4), a3 = activations(a, 3, isQ4);
     const corr = correction(a, isQ4), da = load<f32>(a + QA_SCALE);
     acc0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w0 + o, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(w0 + o) * da), acc0);
     acc1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w1 + o, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(w1 + o) * da), acc1);
-    acc2 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w2 + o, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(w2 + o) * da), acc2);
-    acc3 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w3 + o, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(w3 + o) * da), acc3);
   }
   finish(y0, hsum(acc0), addToY);
   finish(y1, hsum(acc1), addToY);
-  finish(y2, hsum(acc2), addToY);
-  finish(y3, hsum(acc3), addToY);
 }
 
 /** A weight block (at wb) against an activation block (at a), as i32x4 partial sums. */
@@ -400,14 +399,14 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   } else {
     if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
     // GEMV, for every row of x (1 to f32Rows - 1: a decode step, a batch of sequences decoding
-    // together): weight rows in blocks (gemvBlockRows), each block's rows four at a time from
-    // its four quarters: four sequential streams from memory at once, each activation block
-    // loaded once for the four. From memory (weights past the L2, as a model's are) four streams
-    // kept the prefetchers ahead where two streams 8 rows apart left them behind: Q8_0 GEMV
-    // 1536x576 1.2-1.5x, Q4_0 1.35-1.6x (scratch/gemvab.ts, relaxed build; level from the L2).
-    // A second row of x reads the block again from the L2: a batch of 4 / 8 SmolLM2 decode rows
-    // ran 1.28x / 1.41x (Q8_0) and 1.19x / 1.25x (Q4_0) faster so than through 4-row tiles over
-    // one weight row at a time (their one stream, and each row's block dot all the same).
+    // together): weight rows in blocks (gemvBlockRows), each block's rows from its four
+    // quarters, the first two quarters' rows then the last two's (dotq_1x2): four sequential
+    // streams from memory at once. From memory (weights past the L2, as a model's are) four
+    // streams kept the prefetchers ahead where two streams 8 rows apart left them behind: Q8_0
+    // GEMV 1536x576 1.2-1.5x, Q4_0 1.35-1.6x (scratch/gemvab.ts, relaxed build; level from the
+    // L2). A second row of x reads the block again from the L2: a batch of 4 / 8 SmolLM2 decode
+    // rows ran 1.28x / 1.41x (Q8_0) and 1.19x / 1.25x (Q4_0) faster so than through 4-row tiles
+    // over one weight row at a time (their one stream, and each row's block dot all the same).
     const rowsPerBlock = gemvBlockRows(ldw, M, nEnd - nBegin);
     for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
       const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
@@ -415,7 +414,8 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
         const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
         for (let n = n0; n < n0 + q; n++) {
           const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);
-          dotq_1x4(qa, w0, w0 + dw, w0 + 2 * dw, w0 + 3 * dw, nb, isQ4, y0, y0 + dy, y0 + 2 * dy, y0 + 3 * dy, addToY);
+          dotq_1x2(qa, w0, w0 + dw, nb, isQ4, y0, y0 + dy, addToY);
+          dotq_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, nb, isQ4, y0 + 2 * dy, y0 + 3 * dy, addToY);
         }
         for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
       }
