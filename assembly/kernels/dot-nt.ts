@@ -243,15 +243,16 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 }
 
 /**
- * GEMV rows of f32 or f16 weights: one a row against four b rows anywhere (four streams from
- * memory at once), 8 elements a step in two accumulators per row (eight in all: as many FMA
- * chains as the FMA units keep in flight, and no spills), the a row loaded once for the four.
- * dotnt_1x1_gemv reduces a row exactly as this does.
+ * GEMV rows of f32 or f16 weights: one a row against two b rows anywhere (two of the GEMV's four
+ * streams from memory), 8 elements a step in two accumulators per row, the a row loaded once for
+ * both. Two rows, not four: four rows' eight accumulators, eight weight vectors and the a row
+ * did not fit V8's vector registers, and TurboFan kept two accumulators on the stack (each FMA
+ * then waiting on a store and a load); two at a time: SmolLM2 decode 1.11-1.14x f32, 1.11x f16
+ * at 1 thread (scratch/ab.ts). dotnt_1x1_gemv reduces a row exactly as this does.
  */
 // @ts-ignore: decorator
-@inline export function dotnt_1x4_gemv<B>(a0: usize, b0: usize, b1: usize, b2: usize, b3: usize, n: i32, c0: usize, c1: usize, c2: usize, c3: usize, accumulate: bool): void {
+@inline export function dotnt_1x2_gemv<B>(a0: usize, b0: usize, b1: usize, n: i32, c0: usize, c1: usize, accumulate: bool): void {
   let p0 = f32x4.splat(0), q0 = f32x4.splat(0), p1 = f32x4.splat(0), q1 = f32x4.splat(0);
-  let p2 = f32x4.splat(0), q2 = f32x4.splat(0), p3 = f32x4.splat(0), q3 = f32x4.splat(0);
   const body8 = <usize>(n & ~7);
   let i: usize = 0;
   for (; i < body8; i += 8) {
@@ -259,16 +260,12 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
     const x0 = v128.load(a), x1 = v128.load(a, 16);
     p0 = fmadd(x0, load4<B>(b0, i), p0); q0 = fmadd(x1, load4<B>(b0, i + 4), q0);
     p1 = fmadd(x0, load4<B>(b1, i), p1); q1 = fmadd(x1, load4<B>(b1, i + 4), q1);
-    p2 = fmadd(x0, load4<B>(b2, i), p2); q2 = fmadd(x1, load4<B>(b2, i + 4), q2);
-    p3 = fmadd(x0, load4<B>(b3, i), p3); q3 = fmadd(x1, load4<B>(b3, i + 4), q3);
   }
   gemvRowEnd<B>(a0, b0, n, c0, accumulate, i, p0, q0);
   gemvRowEnd<B>(a0, b1, n, c1, accumulate, i, p1, q1);
-  gemvRowEnd<B>(a0, b2, n, c2, accumulate, i, p2, q2);
-  gemvRowEnd<B>(a0, b3, n, c3, accumulate, i, p3, q3);
 }
 
-/** One row of dotnt_1x4_gemv, reduced as there. */
+/** One row of dotnt_1x2_gemv, reduced as there. */
 // @ts-ignore: decorator
 @inline export function dotnt_1x1_gemv<B>(a0: usize, b0: usize, n: i32, c: usize, accumulate: bool): void {
   let p = f32x4.splat(0), q = f32x4.splat(0);
@@ -292,8 +289,9 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 }
 
 /**
- * GEMV rows of bf16 weights: dotnt_1x4_gemv's shape on the a row split into even and odd
- * elements (split): per 8 weights one load, a shift, an and and two FMAs per row.
+ * GEMV rows of bf16 weights: dotnt_1x2_gemv's steps on four b rows (with no mask or widening
+ * constant they fit the registers) and the a row split into even and odd elements (split): per
+ * 8 weights one load, three shifts and two FMAs per row.
  */
 // @ts-ignore: decorator
 @inline export function dotnt_1x4_gemv_bf16(a0: usize, split: usize, b0: usize, b1: usize, b2: usize, b3: usize, n: i32, c0: usize, c1: usize, c2: usize, c3: usize, accumulate: bool): void {

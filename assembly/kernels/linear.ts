@@ -1,6 +1,6 @@
 import { BF16, F16, widenRow } from "../simd";
 import { LINEAR_ACCUMULATE } from "../abi";
-import { dotnt_1x1_gemv, dotnt_1x1_gemv_bf16, dotnt_1x4_gemv, dotnt_1x4_gemv_bf16, dotnt_4x1, dotnt_4x2, gemvBlockRows, splitEvenOdd } from "./dot-nt";
+import { dotnt_1x1_gemv, dotnt_1x1_gemv_bf16, dotnt_1x2_gemv, dotnt_1x4_gemv_bf16, dotnt_4x1, dotnt_4x2, gemvBlockRows, splitEvenOdd } from "./dot-nt";
 
 // Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or with `accumulate` y = (y + x · Wᵀ) (+ b) (a residual
 // add fused into the store), W stored [N, K] (PyTorch / Hugging Face layout) in
@@ -44,9 +44,10 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
 @inline function isBf16<W>(): bool { return sizeof<W>() == 2 && !isSigned<W>(); }
 
 /**
- * y[n] (+)= x·w_n for weight rows [n0, n1) (a block of gemvBlockRows): rows four at a time from the
- * four quarters of the block, four sequential streams from memory at once (64 rows of K = 576
- * bf16 are 72 KB apart), the x row loaded once for the four. From memory (a model's weights are
+ * y[n] (+)= x·w_n for weight rows [n0, n1) (a block of gemvBlockRows): rows from the four
+ * quarters of the block, four sequential streams from memory at once (64 rows of K = 576 bf16
+ * are 72 KB apart), bf16 four rows a step, f32 and f16 two (dotnt_1x2_gemv: the first two
+ * quarters' rows, then the last two's), the x row loaded once per step. From memory (a model's weights are
  * past the L2) four streams kept the prefetchers ahead where two rows 32 apart (short rows) or
  * four adjacent ones (long rows) left them behind: GEMV 1536x576 1.34x f32, 1.21x bf16; 896x4864
  * 1.3x f32, 1.35x bf16 (scratch/gemvab.ts, relaxed build; level from the L2). The block's last
@@ -59,7 +60,10 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
   for (let n = n0; n < n0 + q; n++) {
     const b0 = w + <usize>n * ldw, c0 = yRow + (<usize>n << 2);
     if (isBf16<W>()) dotnt_1x4_gemv_bf16(a0, split, b0, b0 + dw, b0 + 2 * dw, b0 + 3 * dw, kLen, c0, c0 + dy, c0 + 2 * dy, c0 + 3 * dy, accumulate);
-    else dotnt_1x4_gemv<W>(a0, b0, b0 + dw, b0 + 2 * dw, b0 + 3 * dw, kLen, c0, c0 + dy, c0 + 2 * dy, c0 + 3 * dy, accumulate);
+    else {
+      dotnt_1x2_gemv<W>(a0, b0, b0 + dw, kLen, c0, c0 + dy, accumulate);
+      dotnt_1x2_gemv<W>(a0, b0 + 2 * dw, b0 + 3 * dw, kLen, c0 + 2 * dy, c0 + 3 * dy, accumulate);
+    }
   }
   for (let n = n0 + 4 * q; n < n1; n++) {
     if (isBf16<W>()) dotnt_1x1_gemv_bf16(a0, split, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), accumulate);
