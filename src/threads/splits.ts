@@ -70,7 +70,7 @@ export function columnSplits(outFeatures: number, threads: number): [number, num
  * streams the weights once per row of x (fewer than 4 rows; quantized weights below their f32
  * rows): one chunk per thread (multiples of 16, the kernel's 4-row tiles), no smaller pieces: a
  * decode GEMV streams its weights from memory, and each call starts its four streams anew
- * (~0.7 us each on the Intel VM: a 576x576 bf16 GEMV on cold weights cut into 11 calls took
+ * (~0.7 us each on the AMD EPYC VM: a 576x576 bf16 GEMV on cold weights cut into 11 calls took
  * 1.23x one call's time, 2 calls 1.03x; scratch/claimcost.ts), so a SmolLM2 decode step at 2
  * threads ran 1.07-1.08x faster (bf16, Q8_0; f32 level, its weights stream from DRAM) than in
  * about four chunks per thread with quarter-chunk tails (scratch/ab2.ts, alternating). A thread
