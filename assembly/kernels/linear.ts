@@ -12,8 +12,8 @@ import { dotnt_1x1_gemv, dotnt_1x1_gemv_bf16, dotnt_1x2_gemv, dotnt_1x4_gemv_bf1
 // panel of those NB x KC weights in the call's scratch (linear_panel_scratch_bytes), once for
 // all row tiles, instead of in registers once per tile: the same values in the same order, so
 // the same bits, for a fraction of the conversions (linear-quant.ts dequantizes Q8_0 / Q4_0
-// blocks into the same panels for gemmPanel). GEMV (M < 4): W streams once, four distant rows
-// at a time (gemvRows). Output columns [nBegin, nEnd) can go to different threads.
+// blocks into the same panels for gemmPanel). GEMV (M < 4): W streams once per x row, from four
+// distant places at a time (gemvRows). Output columns [nBegin, nEnd) can go to different threads.
 
 /** K slice and weight rows per panel (GEMM); KC is whole 32-blocks, so quantized rows slice on block bounds (linear-quant.ts). */
 export const KC: i32 = 512;
