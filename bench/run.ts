@@ -179,8 +179,8 @@ async function main(): Promise<void> {
   }
   // The KV cache on the best build.
   const best = runtimes[0]!;
-  const kvRows: KvRow[] = only !== undefined && only !== "kv" ? [] : kvCases(best, quick, (bytes, flops) =>
-    Math.max(bytes / (readGBps(best, bytes) * 1e6), flops / (fmaPeakGflops(best) * 1e6)));
+  const kvRows: KvRow[] = only !== undefined && only !== "kv" ? [] : kvCases(best, quick, (bytes, flops, probeBytes) =>
+    Math.max(bytes / (readGBps(best, probeBytes) * 1e6), flops / (fmaPeakGflops(best) * 1e6)));
   const threadRows: ThreadRow[] = only !== undefined && only !== "threads" ? [] : await threadCases(best.build, quick);
   const modelRows: ModelRow[] = only !== undefined && only !== "model" ? [] : modelCases(best, quick, (bytes) => readGBps(best, bytes));
   const qualityRows: QualityRow[] = only !== undefined && only !== "quality" ? [] : await qualityCases(best, quick);
