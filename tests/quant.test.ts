@@ -119,9 +119,32 @@ for (const build of BUILDS) {
         }
       });
 
-      it(`${dtype}: from linear_quant_f32_rows rows (a prefill chunk), x in f32 times the stored weights: the exact product to f32 rounding, any K (tails, K slices), with a bias`, async () => {
+      it(`${dtype}: prefill-size calls: from linear_quant_f32_rows rows x in f32 times the stored weights (the exact product to f32 rounding), or in a build without such rows (Q4_0, relaxed) two-row integer tiles giving each row its bits alone; any K (tails, K slices), with a bias`, async () => {
         const rt = await runtimeFor(build);
         const from = rt.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0);
+        if (from === 2147483647) {
+          // Every row count reads x quantized (the relaxed build's Q4_0): llama.cpp's arithmetic,
+          // and each row of a prefill-size call the bits it has in a call of its own (a decode step).
+          for (const [M, N, K] of [[8, 7, 31], [9, 13, 33], [37, 70, 576], [16, 5, 1000], [128, 3, 64]] as const) {
+            const w = randomArray(N * K, 31 + K), x = randomArray(M * K, 32 + M), bias = randomArray(N, 33);
+            const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N), y1 = rt.alloc(N);
+            try {
+              rt.linearInto({ x: xb, weight: wb, bias: bb, out: yb, inFeatures: K, outFeatures: N });
+              const ref = emulate(dtype, x, blocksOf(rt, wb), M, N, K);
+              for (let i = 0; i < M * N; i++) {
+                const want = ref[i]! + bias[i % N]!;
+                assert.ok(Math.abs(yb.array[i]! - want) <= 1e-5 * (1 + Math.abs(want)), `${M}x${N}x${K} element ${i}: ${yb.array[i]} vs ${want}`);
+              }
+              for (let m = 0; m < M; m++) {
+                const row = rt.upload(x.subarray(m * K, (m + 1) * K));
+                rt.linearInto({ x: row, weight: wb, bias: bb, out: y1, inFeatures: K, outFeatures: N });
+                assert.deepEqual(y1.toFloat32Array(), yb.toFloat32Array().subarray(m * N, (m + 1) * N), `${M}x${N}x${K}, row ${m} alone`);
+                row.free();
+              }
+            } finally { for (const b of [wb, xb, bb, yb, y1]) b.free(); }
+          }
+          return;
+        }
         assert.ok(from >= 4 && from <= 64, `${from}`);
         for (const [M, N, K] of [[from, 7, 31], [from, 13, 33], [from + 1, 9, 100], [37, 70, 576], [from + 3, 5, 1000], [128, 3, 64]] as const) {
           const w = randomArray(N * K, 31 + K), x = randomArray(M * K, 32 + M), bias = randomArray(N, 33);
@@ -252,7 +275,10 @@ describe("block-quantized weights: buffers, threads and models", function () {
     const runtimes = [await createRuntime(), await createRuntime({ threads: 2 }), await createRuntime({ threads: 3 })];
     try {
       for (const dtype of DTYPES) {
-        for (const [M, N, K] of [[1, 1031, 512], [2, 301, 96], [11, 300, 250]] as const) { // 11: the most rows that read quantized x in both formats
+        // 11: the most rows that read quantized x in both formats; 37 rows (two-row tiles) where a build reads it quantized at any count.
+        const shapes: [number, number, number][] = [[1, 1031, 512], [2, 301, 96], [11, 300, 250]];
+        if (runtimes[0]!.readsQuantizedX(dtype, 37)) shapes.push([37, 70, 576]);
+        for (const [M, N, K] of shapes) {
           const w = randomArray(N * K, 8), x = randomArray(M * K, 9), y0 = randomArray(M * N, 10);
           const ys = runtimes.map((rt) => {
             const wb = rt.upload(w, dtype, K), xb = rt.upload(x), self = rt.upload(y0), once = rt.upload(y0);
@@ -276,8 +302,10 @@ describe("block-quantized weights: buffers, threads and models", function () {
             assert.deepEqual(self, ys[0]![0], `${dtype} ${M}x${N}x${K}, quantized by the calls, ${t + 1} threads`);
           }
         }
-        // From linear_quant_f32_rows rows the kernels read x in f32: quantized x offered for them is refused.
+        // From linear_quant_f32_rows rows the kernels read x in f32: quantized x offered for them is
+        // refused. A build without such rows (the relaxed build's Q4_0) reads it quantized at any count.
         const rt = runtimes[1]!, K = 64, M = rt.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0);
+        if (M === 2147483647) { assert.equal(rt.readsQuantizedX(dtype, 1 << 20), true); continue; }
         assert.equal(rt.readsQuantizedX(dtype, M - 1), true);
         assert.equal(rt.readsQuantizedX(dtype, M), false);
         assert.equal(rt.readsQuantizedX("bf16", 1), false);

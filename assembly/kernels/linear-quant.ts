@@ -23,11 +23,17 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
 // 1536x576 +6-10%, SmolLM2 Q8_0 decode +3-10%). Every row of x goes through the GEMV's block dots
 // (a batch of rows: each in turn over an L2-sized block of weight rows), so a row's bits do not
 // depend on the rows beside it, up to
-// linear_quant_f32_rows rows (12 for Q8_0, 32 for Q4_0): from there a call (a prefill chunk)
-// dequantizes each weight once into an f32 panel for all its rows and runs the f32 GEMM tiles
-// on x as it is (linear.ts), as llama.cpp's GPU backends dequantize for large batches: integer
-// block dots per row cost more instructions than f32 FMAs (SmolLM2 Q8_0 prefill 1.33-1.70x,
-// Q4_0 1.04-1.25x, scratch/ab.ts). Not used:
+// linear_quant_f32_rows rows (12 for Q8_0, 32 for Q4_0 in the simd build): from there a call (a
+// prefill chunk) dequantizes each weight once into an f32 panel for all its rows and runs the f32
+// GEMM tiles on x as it is (linear.ts), as llama.cpp's GPU backends dequantize for large batches:
+// integer block dots per row cost more instructions than f32 FMAs (SmolLM2 Q8_0 prefill
+// 1.33-1.70x, Q4_0 1.04-1.25x, scratch/ab.ts). The relaxed build's Q4_0 has no such rows: from
+// Q4_TILE_ROWS rows it takes x's rows two at a time against weight rows two at a time
+// (dotq4_2x2: each nibble and activation vector loaded once for two products, each output as the
+// GEMV computes it, so a prefill row has the bits it has decoded alone): SmolLM2 Q4_0 prefill
+// 1.20x over the f32 panels at 1 thread, 1.17x at 2, batches of 8 / 16 rows 1.04x / 1.06x over the
+// GEMV (scratch/ab.ts); the same tile for Q8_0 (its a⁺ and a⁻ double the activation vectors) ran
+// 0.74x. Not used:
 // i32x4.relaxed_dot_i8x16_i7x16_add_s, which Node 20's V8 computes wrongly: it ignores the
 // accumulator and doubles the sums (a = -1, b = 2, c = 100 gives -16 on Node 20.20, 92 on Deno
 // 2.9 and Bun 1.4), and Node 20 runs the relaxed build.
@@ -50,10 +56,16 @@ const QA_SCALE: usize = 112;
  * Rows of x from which a call computes in f32 on weight panels dequantized once for all its rows
  * (the GEMM_F32 path below) instead of on activations quantized to 8 bits: where it measured
  * faster (GEMM 1536x576, relaxed build, scratch/gemmwab.ts: Q8_0 1.0x at 8 rows, 1.13-1.23x at
- * 12, 1.3-1.47x from 24; Q4_0, whose 7-bit dots are cheaper, 0.87x at 16, 1.04-1.1x from 32).
+ * 12, 1.3-1.47x from 24; Q4_0, whose 7-bit dots are cheaper, 0.87x at 16, 1.04-1.1x from 32, now
+ * only in the simd build: the relaxed build's two-row tiles beat the panels at every row count).
  */
 // @ts-ignore: decorator
-@inline function f32Rows(isQ4: bool): i32 { return isQ4 ? 32 : 12; }
+@inline function f32Rows(isQ4: bool): i32 { return isQ4 ? (ASC_FEATURE_RELAXED_SIMD ? i32.MAX_VALUE : 32) : 12; }
+
+/** Rows of x from which the relaxed build's Q4_0 kernel takes two rows at a time (dotq4_2x2) instead of the GEMV's blocks. */
+const Q4_TILE_ROWS: i32 = 8;
+/** Weight rows per column block of the two-row tiles: 64 rows of K = 1536 are 55 KB of Q4_0 blocks, which the row pairs then read from the L2. */
+const Q4_TILE_COLS: i32 = 64;
 
 /** The rows of x from which linear_q8_0 (q4 = 0) or linear_q4_0 (q4 = 1) compute in f32: x not quantized, no LINEAR_X_QUANTIZED. */
 export function linear_quant_f32_rows(q4: i32): i32 {
@@ -338,6 +350,60 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   finish(y1, hsum(acc1), addToY);
 }
 
+/**
+ * Relaxed build, Q4_0, many rows of x (a prefill chunk): output columns in blocks of
+ * Q4_TILE_COLS weight rows, each block's rows two at a time against x's rows two at a time
+ * (dotq4_2x2); a last odd row or column as the GEMV computes it.
+ */
+function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, nb: i32, addToY: bool): void {
+  for (let n0 = nBegin; n0 < nEnd; n0 += Q4_TILE_COLS) {
+    const n1 = min(n0 + Q4_TILE_COLS, nEnd);
+    let m = 0;
+    for (; m + 2 <= M; m += 2) {
+      const qa0 = qa + <usize>m * ldqa, y0 = y + <usize>m * ldy;
+      let n = n0;
+      for (; n + 2 <= n1; n += 2) dotq4_2x2(qa0, qa0 + ldqa, w + <usize>n * ldw, ldw, nb, y0 + (<usize>n << 2), ldy, addToY);
+      if (n < n1) {
+        finish(y0 + (<usize>n << 2), dotq_1x1(qa0, w + <usize>n * ldw, nb, true), addToY);
+        finish(y0 + ldy + (<usize>n << 2), dotq_1x1(qa0 + ldqa, w + <usize>n * ldw, nb, true), addToY);
+      }
+    }
+    if (m < M) {
+      const qa0 = qa + <usize>m * ldqa, y0 = y + <usize>m * ldy;
+      for (let n = n0; n < n1; n++) finish(y0 + (<usize>n << 2), dotq_1x1(qa0, w + <usize>n * ldw, nb, true), addToY);
+    }
+  }
+}
+
+/**
+ * Relaxed build, Q4_0: two activation rows (qa0, qa1) against two weight rows (w0, w0 + ldw),
+ * each nibble vector and activation vector loaded once for two products; each output computed
+ * exactly as dotq_1x1 computes it (blockDotQ4Relaxed's steps, the same order), so a prefill row
+ * has the bits the same row has decoded alone. Outputs at y0, y0 + 4 and y0 + ldy, y0 + ldy + 4.
+ */
+// @ts-ignore: decorator
+@inline function dotq4_2x2(qa0: usize, qa1: usize, w0: usize, ldw: usize, nb: i32, y0: usize, ldy: usize, addToY: bool): void {
+  if (!ASC_FEATURE_RELAXED_SIMD) unreachable();
+  const w1 = w0 + ldw;
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  for (let b = 0; b < nb; b++) {
+    const a = qa0 + <usize>b * QA_BLOCK, a_ = qa1 + <usize>b * QA_BLOCK, o = <usize>b * 18;
+    const q0 = v128.load(w0 + o + 2), q1 = v128.load(w1 + o + 2);
+    const l0 = v128.and(q0, i8x16.splat(0x0f)), h0 = highNibbles(q0), l1 = v128.and(q1, i8x16.splat(0x0f)), h1 = highNibbles(q1);
+    const x0 = v128.load(a + QA_I8), x1 = v128.load(a + QA_I8 + 16), z0 = v128.load(a_ + QA_I8), z1 = v128.load(a_ + QA_I8 + 16);
+    const d0 = halfAt(w0 + o), d1 = halfAt(w1 + o), da = load<f32>(a + QA_SCALE), da_ = load<f32>(a_ + QA_SCALE);
+    const k0 = v128.load(a + QA_CORR), k1 = v128.load(a_ + QA_CORR);
+    c00 = fmadd(f32x4.convert_i32x4_s(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(x0, l0), i16x8.relaxed_dot_i8x16_i7x16_s(x1, h0))), k0)), f32x4.splat(d0 * da), c00);
+    c01 = fmadd(f32x4.convert_i32x4_s(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(x0, l1), i16x8.relaxed_dot_i8x16_i7x16_s(x1, h1))), k0)), f32x4.splat(d1 * da), c01);
+    c10 = fmadd(f32x4.convert_i32x4_s(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(z0, l0), i16x8.relaxed_dot_i8x16_i7x16_s(z1, h0))), k1)), f32x4.splat(d0 * da_), c10);
+    c11 = fmadd(f32x4.convert_i32x4_s(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(z0, l1), i16x8.relaxed_dot_i8x16_i7x16_s(z1, h1))), k1)), f32x4.splat(d1 * da_), c11);
+  }
+  finish(y0, hsum(c00), addToY);
+  finish(y0 + 4, hsum(c01), addToY);
+  finish(y0 + ldy, hsum(c10), addToY);
+  finish(y0 + ldy + 4, hsum(c11), addToY);
+}
+
 /** A weight block (at wb) against an activation block (at a), as i32x4 partial sums. */
 // @ts-ignore: decorator
 @inline function blockDotAt(wb: usize, a: usize, isQ4: bool): v128 {
@@ -398,6 +464,9 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
     }
   } else {
     if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
+    if (ASC_FEATURE_RELAXED_SIMD && isQ4 && M >= Q4_TILE_ROWS) {
+      q4Tiles(scratch, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
+    } else {
     // GEMV, for every row of x (1 to f32Rows - 1: a decode step, a batch of sequences decoding
     // together): weight rows in blocks (gemvBlockRows), each block's rows from its four
     // quarters, the first two quarters' rows then the last two's (dotq_1x2): four sequential
@@ -419,6 +488,7 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
         }
         for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
       }
+    }
     }
   }
   if (bias != 0) {
