@@ -295,8 +295,14 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
  */
 // @ts-ignore: decorator
 @inline function blockDotQ4Relaxed(q: v128, a0: v128, a1: v128, corr: v128): v128 {
+  return nibbleDotRelaxed(v128.and(q, i8x16.splat(0x0f)), highNibbles(q), a0, a1, corr);
+}
+
+/** blockDotQ4Relaxed on a block's nibbles already split (low: weights 0-15, high: 16-31), which dotq4_2x2 shares between two rows. */
+// @ts-ignore: decorator
+@inline function nibbleDotRelaxed(low: v128, high: v128, a0: v128, a1: v128, corr: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) {
-    const pairs = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(a0, v128.and(q, i8x16.splat(0x0f))), i16x8.relaxed_dot_i8x16_i7x16_s(a1, highNibbles(q)));
+    const pairs = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(a0, low), i16x8.relaxed_dot_i8x16_i7x16_s(a1, high));
     return i32x4.add(i32x4.extadd_pairwise_i16x8_s(pairs), corr);
   }
   return unreachable();
@@ -387,16 +393,16 @@ function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
   const w1 = w0 + ldw;
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
-    const a = qa0 + <usize>b * QA_BLOCK, a_ = qa1 + <usize>b * QA_BLOCK, o = <usize>b * 18;
+    const a = qa0 + <usize>b * QA_BLOCK, a_ = qa1 + <usize>b * QA_BLOCK, o = <usize>b * blockBytes(true);
     const q0 = v128.load(w0 + o + 2), q1 = v128.load(w1 + o + 2);
     const l0 = v128.and(q0, i8x16.splat(0x0f)), h0 = highNibbles(q0), l1 = v128.and(q1, i8x16.splat(0x0f)), h1 = highNibbles(q1);
-    const x0 = v128.load(a + QA_I8), x1 = v128.load(a + QA_I8 + 16), z0 = v128.load(a_ + QA_I8), z1 = v128.load(a_ + QA_I8 + 16);
+    const x0 = activations(a, 0, true), x1 = activations(a, 1, true), z0 = activations(a_, 0, true), z1 = activations(a_, 1, true);
     const d0 = halfAt(w0 + o), d1 = halfAt(w1 + o), da = load<f32>(a + QA_SCALE), da_ = load<f32>(a_ + QA_SCALE);
-    const k0 = v128.load(a + QA_CORR), k1 = v128.load(a_ + QA_CORR);
-    c00 = fmadd(f32x4.convert_i32x4_s(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(x0, l0), i16x8.relaxed_dot_i8x16_i7x16_s(x1, h0))), k0)), f32x4.splat(d0 * da), c00);
-    c01 = fmadd(f32x4.convert_i32x4_s(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(x0, l1), i16x8.relaxed_dot_i8x16_i7x16_s(x1, h1))), k0)), f32x4.splat(d1 * da), c01);
-    c10 = fmadd(f32x4.convert_i32x4_s(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(z0, l0), i16x8.relaxed_dot_i8x16_i7x16_s(z1, h0))), k1)), f32x4.splat(d0 * da_), c10);
-    c11 = fmadd(f32x4.convert_i32x4_s(i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(z0, l1), i16x8.relaxed_dot_i8x16_i7x16_s(z1, h1))), k1)), f32x4.splat(d1 * da_), c11);
+    const k0 = correction(a, true), k1 = correction(a_, true);
+    c00 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l0, h0, x0, x1, k0)), f32x4.splat(d0 * da), c00);
+    c01 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l1, h1, x0, x1, k0)), f32x4.splat(d1 * da), c01);
+    c10 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l0, h0, z0, z1, k1)), f32x4.splat(d0 * da_), c10);
+    c11 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l1, h1, z0, z1, k1)), f32x4.splat(d1 * da_), c11);
   }
   finish(y0, hsum(c00), addToY);
   finish(y0 + 4, hsum(c01), addToY);
@@ -467,28 +473,28 @@ function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
     if (ASC_FEATURE_RELAXED_SIMD && isQ4 && M >= Q4_TILE_ROWS) {
       q4Tiles(scratch, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
     } else {
-    // GEMV, for every row of x (1 to f32Rows - 1: a decode step, a batch of sequences decoding
-    // together): weight rows in blocks (gemvBlockRows), each block's rows from its four
-    // quarters, the first two quarters' rows then the last two's (dotq_1x2): four sequential
-    // streams from memory at once. From memory (weights past the L2, as a model's are) four
-    // streams kept the prefetchers ahead where two streams 8 rows apart left them behind: Q8_0
-    // GEMV 1536x576 1.2-1.5x, Q4_0 1.35-1.6x (scratch/gemvab.ts, relaxed build; level from the
-    // L2). A second row of x reads the block again from the L2: a batch of 4 / 8 SmolLM2 decode
-    // rows ran 1.28x / 1.41x (Q8_0) and 1.19x / 1.25x (Q4_0) faster so than through 4-row tiles
-    // over one weight row at a time (their one stream, and each row's block dot all the same).
-    const rowsPerBlock = gemvBlockRows(ldw, M, nEnd - nBegin);
-    for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
-      const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
-      for (let m = 0; m < M; m++) {
-        const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
-        for (let n = n0; n < n0 + q; n++) {
-          const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);
-          dotq_1x2(qa, w0, w0 + dw, nb, isQ4, y0, y0 + dy, addToY);
-          dotq_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, nb, isQ4, y0 + 2 * dy, y0 + 3 * dy, addToY);
+      // GEMV, for every row of x below f32Rows (below Q4_TILE_ROWS for the relaxed build's Q4_0:
+      // a decode step, a batch of sequences decoding together): weight rows in blocks
+      // (gemvBlockRows), each block's rows from its four quarters, the first two quarters' rows
+      // then the last two's (dotq_1x2): four sequential streams from memory at once. From memory (weights past the L2, as a model's are) four
+      // streams kept the prefetchers ahead where two streams 8 rows apart left them behind: Q8_0
+      // GEMV 1536x576 1.2-1.5x, Q4_0 1.35-1.6x (scratch/gemvab.ts, relaxed build; level from the
+      // L2). A second row of x reads the block again from the L2: a batch of 4 / 8 SmolLM2 decode
+      // rows ran 1.28x / 1.41x (Q8_0) and 1.19x / 1.25x (Q4_0) faster so than through 4-row tiles
+      // over one weight row at a time (their one stream, and each row's block dot all the same).
+      const rowsPerBlock = gemvBlockRows(ldw, M, nEnd - nBegin);
+      for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
+        const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
+        for (let m = 0; m < M; m++) {
+          const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
+          for (let n = n0; n < n0 + q; n++) {
+            const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);
+            dotq_1x2(qa, w0, w0 + dw, nb, isQ4, y0, y0 + dy, addToY);
+            dotq_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, nb, isQ4, y0 + 2 * dy, y0 + 3 * dy, addToY);
+          }
+          for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
         }
-        for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
       }
-    }
     }
   }
   if (bias != 0) {
