@@ -66,7 +66,13 @@ export function kvCases(
     return { case: name, build: rt.build, ms, bytes, gbps: bytes / ms / 1e6, rooflineMs: rl, rooflineFraction: rl / ms, ...extra };
   };
 
-  // Each time is per layer: one token through `layers` layers (layersFor), K/V from memory.
+  /** Per-layer ms of one token through `layers` layers (layersFor), K/V from memory: `call(l)` attends layer l. */
+  const msPerLayer = (layers: number, call: (l: number) => void): number => {
+    const step = () => { for (let l = 0; l < layers; l++) call(l); };
+    for (let i = 0; i < 3; i++) step();
+    return measure(step).medianMs / layers;
+  };
+
   for (const KV of [8, 32]) {
     for (const past of pasts) {
       const flops = 4 * H * D * past;
@@ -77,12 +83,9 @@ export function kvCases(
       const ks: WasmBuffer[] = [], vs: WasmBuffer[] = [];
       try {
         for (let l = 0; l < layers; l++) { const flat = cache.readLayer(seq, l); ks.push(rt.upload(flat.k)); vs.push(rt.upload(flat.v)); }
-        const contiguousStep = () => { for (let l = 0; l < layers; l++) rt.attentionInto({ q, k: ks[l]!, v: vs[l]!, out, numHeads: H, numKvHeads: KV, headDim: D }); };
         const pagedArgs = { q, out, numHeads: H };
-        const pagedStep = () => { for (let l = 0; l < layers; l++) cache.attentionInto(seq, l, pagedArgs); };
-        for (let i = 0; i < 3; i++) { contiguousStep(); pagedStep(); }
-        const contiguous = measure(contiguousStep).medianMs / layers;
-        const paged = measure(pagedStep).medianMs / layers;
+        const contiguous = msPerLayer(layers, (l) => rt.attentionInto({ q, k: ks[l]!, v: vs[l]!, out, numHeads: H, numKvHeads: KV, headDim: D }));
+        const paged = msPerLayer(layers, (l) => cache.attentionInto(seq, l, pagedArgs));
         const bytes = 2 * past * KV * D * 4;
         log(row(`contiguous ${H}/${KV}/${D} past ${past} (per layer of ${layers})`, contiguous, bytes, flops));
         log(row(`paged f32 ${H}/${KV}/${D} past ${past} (per layer of ${layers})`, paged, bytes, flops,
@@ -102,9 +105,7 @@ export function kvCases(
       const qb = rt.upload(q), out = rt.alloc(H * D);
       try {
         const args = { q: qb, out, numHeads: H };
-        const step = () => { for (let l = 0; l < layers; l++) cache.attentionInto(seq, l, args); };
-        for (let i = 0; i < 3; i++) step();
-        const ms = measure(step).medianMs / layers;
+        const ms = msPerLayer(layers, (l) => cache.attentionInto(seq, l, args));
         cache.attentionInto(seq, 0, args);
         const result = out.toFloat32Array();
         if (dtype === "f32") { f32Ms = ms; f32Out = result; }
@@ -129,9 +130,7 @@ export function kvCases(
     const q = rt.upload(random(H * D, 9)), out = rt.alloc(H * D);
     try {
       const args = { q, out, numHeads: H };
-      const step = () => { for (let l = 0; l < layers; l++) cache.attentionInto(seq, l, args); };
-      for (let i = 0; i < 3; i++) step();
-      msPerKv.set(KV, measure(step).medianMs / layers);
+      msPerKv.set(KV, msPerLayer(layers, (l) => cache.attentionInto(seq, l, args)));
     } finally { q.free(); out.free(); cache.dispose(); }
   }
   const stacks: [string, number[]][] = [["MHA x32 layers", Array(32).fill(H)], ["DeciLM-7B variable GQA", DECILM_7B_KV_HEADS]];
