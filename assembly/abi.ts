@@ -6,6 +6,10 @@ export const KV_BF16: i32 = 1;
 export const KV_INT8: i32 = 2;
 export const LINEAR_ACCUMULATE: i32 = 1;
 export const LINEAR_X_QUANTIZED: i32 = 2;
+export const WEIGHT_Q8_0: i32 = 0;
+export const WEIGHT_Q4_0: i32 = 1;
+export const WEIGHT_Q4_K: i32 = 2;
+export const WEIGHT_Q6_K: i32 = 3;
 
 @unmanaged export class AttentionCall {
   q: usize;

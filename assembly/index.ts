@@ -6,7 +6,8 @@ export { attention_f32, attention_paged, attention_combine, attention_scratch_by
 export { kv_page_bytes, kv_scale_offset, kv_write } from "./kernels/kv-pages";
 export { linear_f32, linear_bf16, linear_f16, linear_panel_scratch_bytes } from "./kernels/linear";
 export { linear_q8_0, linear_q4_0, linear_quant_scratch_bytes, linear_quant_f32_rows, quantize_activations } from "./kernels/linear-quant";
-export { embed_rows_f32, embed_rows_bf16, embed_rows_f16, embed_rows_q8_0, embed_rows_q4_0 } from "./kernels/embedding";
+export { linear_q4_k, linear_q6_k } from "./kernels/linear-kquant";
+export { embed_rows_f32, embed_rows_bf16, embed_rows_f16, embed_rows_q8_0, embed_rows_q4_0, embed_rows_q4_k, embed_rows_q6_k } from "./kernels/embedding";
 export { rmsnorm_f32 } from "./kernels/rmsnorm";
 export { rope_f32 } from "./kernels/rope";
 export { swiglu_f32 } from "./kernels/swiglu";

@@ -269,7 +269,7 @@ describe("GGUF files", function () {
       for (const m of [ref, fromMemory, split]) m.dispose();
     });
 
-    it("types the kernels do not compute on (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are converted to Q8_0 at load, within Q8_0's error of their values", async () => {
+    it("types the kernels do not compute on (Q4_1, Q5_0, Q5_1, Q5_K) are converted to Q8_0 at load, within Q8_0's error of their values, beside Q4_K and Q6_K kept as they are", async () => {
       const config = { ...base, model_type: "qwen2", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
       const cfg = parseModelConfig(config);
       const weights = randomWeights(cfg);
@@ -318,6 +318,37 @@ describe("GGUF files", function () {
       const scale = Math.max(...Array.from(b, Math.abs));
       assert.ok(maxDiff(a, b) <= 0.05 * scale, `converted: max |Δlogit| ${maxDiff(a, b)} vs max |logit| ${scale}`);
       mixed.dispose(); exact.dispose();
+    });
+
+    it("Q4_K and Q6_K files are computed on as stored: their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
+      const config = { ...textModel, hidden_size: 256, intermediate_size: 512, num_attention_heads: 4, num_key_value_heads: 2 };
+      const dir = writeModelFolder(config);
+      dirs.push(dir);
+      writeTokenizer(dir);
+      const ids = [1, 5, 200, 17, 3, 99];
+      const held = () => rt.stats().persistentLiveBytes - rt.stats().scratchReservedBytes;
+      const f32Start = held(), f32 = await loadModel(rt, dir), f32Bytes = held() - f32Start;
+      const want = logitsOf(f32, ids), scale = Math.max(...Array.from(want, Math.abs));
+      for (const [dtype, bytesPerWeight, bound] of [["q4_k", 144 / 256, 0.9], ["q6_k", 210 / 256, 0.35]] as const) {
+        const file = join(tmp(), `${dtype}.gguf`);
+        writeFileSync(file, await folderToGGUF(dir, { dtype }));
+        const start = held(), gguf = await loadModel(rt, file), bytes = held() - start;
+        assert.equal(gguf.transformer.weightDtype, dtype);
+        // Norms stay f32 and buffers are 64-byte aligned: a little over the format's bytes.
+        assert.ok(bytes < f32Bytes * (bytesPerWeight / 4) * 1.1, `${dtype}: ${bytes} bytes of weights (f32: ${f32Bytes})`);
+        const got = logitsOf(gguf, ids);
+        const atLoad = await loadModel(rt, dir, { dtype });
+        assert.deepEqual(got, logitsOf(atLoad, ids), `${dtype}: the file's blocks are the ones quantizing at load makes`);
+        // Random uniform weights at 4 and 6 bits (min/max scales): measured 0.59 / 0.20 of max |logit|
+        // (Q8_0 0.05, Q4_0 0.41, bf16 0.03 on this model).
+        assert.ok(maxDiff(got, want) <= bound * scale, `${dtype}: max |Δlogit| ${maxDiff(got, want)} vs max |logit| ${scale}`);
+        assert.equal((await gguf.generate(ids, { maxNewTokens: 4, temperature: 0, stopTokens: [] }).done).tokens.length, 4);
+        for (const m of [gguf, atLoad]) m.dispose();
+      }
+      f32.dispose();
+      const small = writeModelFolder(models[0]![1]); // hidden 64: rows of 64 weights
+      dirs.push(small);
+      await assert.rejects(loadModel(rt, small, { dtype: "q4_k" }), /model\.embed_tokens\.weight has rows of 64 weights, not whole q4_k super-blocks of 256 \(use q8_0 or q4_0 for this model\)/);
     });
 
     it("`gqa-wasm quantize` writes a GGUF that `info`, `run` and `generate` read; hostile GGUF files are one line", () => {

@@ -5,10 +5,12 @@
 import assert from "node:assert/strict";
 import { createRuntime, loadModel, syntheticModelFiles, type Runtime } from "../src/index.ts";
 import { f16ToF32 } from "../src/formats/half.ts";
-import { dequantizeRows, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
+import { dequantizeRows, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
+import { WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
 import { BUILDS, randomArray, runtimeFor } from "./helpers.ts";
 
 const DTYPES: QuantDtype[] = ["q8_0", "q4_0"];
+const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q4_k", "q6_k"];
 
 /** Activations quantized as the kernels do: per block of 32, d = max|x| / 127 (f32), q = round(x / d). */
 function quantizeActivations(x: Float32Array, K: number): { q: Int8Array; d: Float32Array } {
@@ -121,7 +123,7 @@ for (const build of BUILDS) {
 
       it(`${dtype}: prefill-size calls: from linear_quant_f32_rows rows x in f32 times the stored weights (the exact product to f32 rounding), or in a build without such rows (Q4_0, relaxed) two-row integer tiles giving each row its bits alone; any K (tails, K slices), with a bias`, async () => {
         const rt = await runtimeFor(build);
-        const from = rt.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0);
+        const from = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);
         if (from === 2147483647) {
           // Every row count reads x quantized (the relaxed build's Q4_0): llama.cpp's arithmetic,
           // and each row of a prefill-size call the bits it has in a call of its own (a decode step).
@@ -201,6 +203,94 @@ for (const build of BUILDS) {
   });
 }
 
+/** y = x · Wᵀ in float64 for K-quants: per activation block of 32, da · Σ w·q_x with the stored weights (d·sc·q - dmin·m, d·sc·(q - 32)); also Σ |terms| for the tolerance. */
+function emulateK(dtype: "q4_k" | "q6_k", x: Float32Array, w: Uint8Array, M: number, N: number, K: number): { y: Float64Array; magnitude: Float64Array } {
+  const stored = dequantizeRows(dtype, w, K), nb = K / 32;
+  const { q, d } = quantizeActivations(x, K);
+  const y = new Float64Array(M * N), magnitude = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let acc = 0, mag = 0;
+      for (let k = 0; k < K; k++) {
+        const t = stored[n * K + k]! * q[m * K + k]! * d[m * nb + (k >> 5)]!;
+        acc += t; mag += Math.abs(t);
+      }
+      y[m * N + n] = acc; magnitude[m * N + n] = mag;
+    }
+  }
+  return { y, magnitude };
+}
+
+describe("K-quant weights (Q4_K, Q6_K: GGUF super-blocks of 256)", () => {
+  it("Q6_K and Q4_K quantize into ggml's layouts: the reference dequantizer gives back the floats within each format's step", () => {
+    const K = 512, x = randomArray(3 * K, 5);
+    for (const [dtype, levels] of [["q6_k", 31], ["q4_k", 15]] as const) {
+      const out = new Uint8Array(3 * quantRowBytes(dtype, K));
+      quantizeRows(dtype, x, K, out);
+      const back = dequantizeRows(dtype, out, K);
+      for (let i = 0; i < x.length; i += 16) {
+        let amax = 0;
+        for (let j = 0; j < 16; j++) amax = Math.max(amax, Math.abs(x[i + j]!));
+        // Q6_K: a step of max|x| / 31 per 16 (its 8-bit scale against d adds < 1%); Q4_K: a range of at most 2·max|x| per 32 in 15 steps, 6-bit scales and mins.
+        const bound = dtype === "q6_k" ? (amax / levels) * 0.51 + 1e-6 : (4 * amax) / levels;
+        for (let j = 0; j < 16; j++) assert.ok(Math.abs(back[i + j]! - x[i + j]!) <= bound, `${dtype} ${i + j}: ${back[i + j]} vs ${x[i + j]}`);
+      }
+    }
+    assert.throws(() => quantRowBytes("q4_k", 576), /q4_k rows are whole super-blocks of 256 weights; a row of 576 is not/);
+  });
+
+  for (const build of BUILDS) {
+    for (const dtype of ["q4_k", "q6_k"] as const) {
+      it(`${build} build, ${dtype}: equals the float64 emulation (the stored weights times activations quantized per 32) for GEMV rows, batches and prefill-size calls, with a bias; rows alone give their bits`, async () => {
+        const rt = await runtimeFor(build);
+        const from = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);
+        assert.ok(from >= 4 && from <= 64, `${from}`);
+        for (const [M, N, K] of [[1, 1, 256], [1, 37, 512], [3, 13, 1536], [from - 1, 9, 768], [2, 301, 256]] as const) {
+          const w = randomArray(N * K, 11 + K), x = randomArray(M * K, 12 + M), bias = randomArray(N, 13);
+          const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N), y1 = rt.alloc(N);
+          try {
+            rt.linearInto({ x: xb, weight: wb, bias: bb, out: yb, inFeatures: K, outFeatures: N });
+            const { y: ref, magnitude } = emulateK(dtype, x, blocksOf(rt, wb), M, N, K);
+            for (let i = 0; i < M * N; i++) {
+              const want = ref[i]! + bias[i % N]!;
+              assert.ok(Math.abs(yb.array[i]! - want) <= 1e-6 * magnitude[i]! + 1e-6, `${M}x${N}x${K} element ${i}: ${yb.array[i]} vs ${want}`);
+            }
+            const m = M - 1, row = rt.upload(x.subarray(m * K, (m + 1) * K));
+            rt.linearInto({ x: row, weight: wb, bias: bb, out: y1, inFeatures: K, outFeatures: N });
+            assert.deepEqual(y1.toFloat32Array(), yb.toFloat32Array().subarray(m * N, (m + 1) * N), `${M}x${N}x${K}, row ${m} alone`);
+            row.free();
+          } finally { for (const b of [wb, xb, bb, yb, y1]) b.free(); }
+        }
+        // From linear_quant_f32_rows rows: x in f32 times the stored weights (each dequantized exactly as the host does).
+        for (const [M, N, K] of [[from, 7, 256], [37, 70, 1536], [from + 3, 5, 1024]] as const) {
+          const w = randomArray(N * K, 31 + K), x = randomArray(M * K, 32 + M), bias = randomArray(N, 33);
+          const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N);
+          try {
+            rt.linearInto({ x: xb, weight: wb, bias: bb, out: yb, inFeatures: K, outFeatures: N });
+            const stored = wb.toFloat32Array();
+            for (let m = 0; m < M; m++) {
+              for (let n = 0; n < N; n++) {
+                let exact = bias[n]!, magnitude = Math.abs(bias[n]!);
+                for (let k = 0; k < K; k++) { exact += x[m * K + k]! * stored[n * K + k]!; magnitude += Math.abs(x[m * K + k]! * stored[n * K + k]!); }
+                const got = yb.array[m * N + n]!;
+                assert.ok(Math.abs(got - exact) <= 1e-5 * magnitude, `${M}x${N}x${K} (${m}, ${n}): ${got} vs ${exact}`);
+              }
+            }
+          } finally { for (const b of [wb, xb, bb, yb]) b.free(); }
+        }
+        // The embedding lookup dequantizes a row exactly as the host does.
+        const K = 512, table = rt.upload(randomArray(6 * K, 3), dtype, K), ids = [4, 0, 5, 4];
+        const idBuf = rt.alloc(ids.length), rows = rt.alloc(ids.length * K);
+        new Int32Array(rt.memory.memory.buffer, idBuf.ptr, ids.length).set(ids);
+        rt.kernels[`embed_rows_${dtype}`](table.ptr, K, idBuf.ptr, 0, ids.length, rows.ptr);
+        const all = table.toFloat32Array();
+        ids.forEach((id, r) => assert.deepEqual(rows.toFloat32Array().subarray(r * K, (r + 1) * K), all.subarray(id * K, (id + 1) * K), `row ${r}`));
+        for (const b of [table, idBuf, rows]) b.free();
+      });
+    }
+  }
+});
+
 describe("block-quantized weights: buffers, threads and models", function () {
   this.timeout(120_000);
 
@@ -231,8 +321,9 @@ describe("block-quantized weights: buffers, threads and models", function () {
   it("column splits over 1, 2 and 3 threads give the same bits, GEMV and GEMM", async () => {
     const runtimes = [await createRuntime(), await createRuntime({ threads: 2 }), await createRuntime({ threads: 3 })];
     try {
-      for (const dtype of DTYPES) {
-        for (const [M, N, K] of [[1, 1031, 512], [2, 301, 96], [37, 300, 256]] as const) {
+      for (const dtype of ALL_DTYPES) {
+        for (const [M, N, K] of [[1, 1031, 512], [2, 301, 96], [37, 300, 256], [2, 301, 768]] as const) {
+          if (K % QUANT_BLOCK_WEIGHTS[dtype] !== 0) continue;
           const w = randomArray(N * K, 5), x = randomArray(M * K, 6), bias = randomArray(N, 7);
           const ys = runtimes.map((rt) => {
             const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N);
@@ -274,9 +365,9 @@ describe("block-quantized weights: buffers, threads and models", function () {
   it("activations quantized once (quantize_activations, by block ranges on any threads) give the same bits as calls that quantize for themselves, with columns claimed in chunks", async () => {
     const runtimes = [await createRuntime(), await createRuntime({ threads: 2 }), await createRuntime({ threads: 3 })];
     try {
-      for (const dtype of DTYPES) {
-        // 11: the most rows that read quantized x in both formats; 37 rows (two-row tiles) where a build reads it quantized at any count.
-        const shapes: [number, number, number][] = [[1, 1031, 512], [2, 301, 96], [11, 300, 250]];
+      for (const dtype of ALL_DTYPES) {
+        // 11: the most rows that read quantized x in every format; 37 rows (two-row tiles) where a build reads it quantized at any count.
+        const shapes: [number, number, number][] = [[1, 1031, 512], [2, 301, 96], [11, 300, 250], [11, 300, 768]].filter(([, , K]) => K! % QUANT_BLOCK_WEIGHTS[dtype] === 0) as [number, number, number][];
         if (runtimes[0]!.readsQuantizedX(dtype, 37)) shapes.push([37, 70, 576]);
         for (const [M, N, K] of shapes) {
           const w = randomArray(N * K, 8), x = randomArray(M * K, 9), y0 = randomArray(M * N, 10);
@@ -304,7 +395,7 @@ describe("block-quantized weights: buffers, threads and models", function () {
         }
         // From linear_quant_f32_rows rows the kernels read x in f32: quantized x offered for them is
         // refused. A build without such rows (the relaxed build's Q4_0) reads it quantized at any count.
-        const rt = runtimes[1]!, K = 64, M = rt.kernels.linear_quant_f32_rows(dtype === "q4_0" ? 1 : 0);
+        const rt = runtimes[1]!, K = QUANT_BLOCK_WEIGHTS[dtype] * 2, M = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);
         if (M === 2147483647) { assert.equal(rt.readsQuantizedX(dtype, 1 << 20), true); continue; }
         assert.equal(rt.readsQuantizedX(dtype, M - 1), true);
         assert.equal(rt.readsQuantizedX(dtype, M), false);

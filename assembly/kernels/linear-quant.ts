@@ -1,7 +1,7 @@
 import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
-import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
+import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
@@ -39,43 +39,53 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED } from "../abi";
 // 2.9 and Bun 1.4), and Node 20 runs the relaxed build.
 //
 // Quantized activations (per x row, per block of 32, QA_BLOCK bytes): 64 bytes of 32 x i16 (simd
-// build) or of a⁺ then a⁻, 32 x i8 each (relaxed build), 32 x i8 (relaxed Q4_0), an i32x4 [-8·sum,
-// 0, 0, 0], the f32 scale. They are made by each call in its scratch, or once per x by
+// build) or of a⁺ then a⁻, 32 x i8 each (relaxed build), 32 x i8 (relaxed Q4_0, K-quants), an i32x4 [-8·sum,
+// 0, 0, 0], the f32 scale, the i32 sums of the first and of the last 16, the scale times the sum
+// (the last two for linear-kquant.ts). They are made by each call in its scratch, or once per x by
 // quantize_activations (LINEAR_X_QUANTIZED).
 // Output columns [nBegin, nEnd) can go to different threads: each column is computed the same
 // way whatever the range, so splits give the same bits.
 
 export const QK: i32 = 32;
-const QA_BLOCK: usize = 128;
+export const QA_BLOCK: usize = 128;
 const QA_NEG: usize = 32;
-const QA_I8: usize = 64;
+export const QA_I8: usize = 64;
 const QA_CORR: usize = 96;
-const QA_SCALE: usize = 112;
+export const QA_SCALE: usize = 112;
+/** The i32 sums of the block's first and second 16 quantized activations (Q6_K's offsets). */
+export const QA_SUM16: usize = 116;
+/** The f32 scale times the sum of the 32 quantized activations (Q4_K's mins). */
+export const QA_DSUM: usize = 124;
 
 /**
  * Rows of x from which a call computes in f32 on weight panels dequantized once for all its rows
- * (the GEMM_F32 path below) instead of on activations quantized to 8 bits: where it measured
- * faster (GEMM 1536x576, relaxed build, scratch/gemmwab.ts: Q8_0 1.0x at 8 rows, 1.13-1.23x at
- * 12, 1.3-1.47x from 24; Q4_0, whose 7-bit dots are cheaper, 0.87x at 16, 1.04-1.1x from 32, now
- * only in the simd build: the relaxed build's two-row tiles beat the panels at every row count).
+ * (the GEMM_F32 path below) instead of on activations quantized to 8 bits, per weight format (a
+ * WEIGHT_* code): where it measured faster (GEMM 1536x576, relaxed build, scratch/gemmwab.ts:
+ * Q8_0 1.0x at 8 rows, 1.13-1.23x at 12, 1.3-1.47x from 24; Q4_0, whose 7-bit dots are cheaper,
+ * 0.87x at 16, 1.04-1.1x from 32, now only in the simd build: the relaxed build's two-row tiles
+ * beat the panels at every row count). K-quants (linear-kquant.ts): as Q8_0.
  */
 // @ts-ignore: decorator
-@inline function f32Rows(isQ4: bool): i32 { return isQ4 ? (ASC_FEATURE_RELAXED_SIMD ? i32.MAX_VALUE : 32) : 12; }
+@inline export function linearQuantF32Rows(format: i32): i32 {
+  if (format == WEIGHT_Q4_0) return ASC_FEATURE_RELAXED_SIMD ? i32.MAX_VALUE : 32;
+  return 12;
+}
 
 /** Rows of x from which the relaxed build's Q4_0 kernel takes two rows at a time (dotq4_2x2) instead of the GEMV's blocks. */
 const Q4_TILE_ROWS: i32 = 8;
 /** Weight rows per column block of the two-row tiles: 64 rows of K = 1536 are 55 KB of Q4_0 blocks, which the row pairs then read from the L2. */
 const Q4_TILE_COLS: i32 = 64;
 
-/** The rows of x from which linear_q8_0 (q4 = 0) or linear_q4_0 (q4 = 1) compute in f32: x not quantized, no LINEAR_X_QUANTIZED. */
-export function linear_quant_f32_rows(q4: i32): i32 {
-  return f32Rows(q4 != 0);
+/** The rows of x from which the linear kernel of weight format `format` (a WEIGHT_* code) computes in f32: x not quantized, no LINEAR_X_QUANTIZED. */
+export function linear_quant_f32_rows(format: i32): i32 {
+  return linearQuantF32Rows(format);
 }
 
 /** Bytes of scratch a call takes: the quantized activations of M rows of K, or (from the rows where either format computes in f32) as much as an f32 weight panel if more. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
   const quantized = M * ((K + QK - 1) / QK) * <i32>QA_BLOCK;
-  return M >= min(f32Rows(false), f32Rows(true)) ? max(quantized, linear_panel_scratch_bytes(M, K)) : quantized;
+  const fewest = min(min(linearQuantF32Rows(WEIGHT_Q8_0), linearQuantF32Rows(WEIGHT_Q4_0)), min(linearQuantF32Rows(WEIGHT_Q4_K), linearQuantF32Rows(WEIGHT_Q6_K)));
+  return M >= fewest ? max(quantized, linear_panel_scratch_bytes(M, K)) : quantized;
 }
 
 /**
@@ -129,7 +139,6 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
     // Sixteen at a time: the same rounding as the scalar loop (a row's last, partial block), lane
     // by lane (all scalar, it was 4% of a Q8_0 decode step).
     const idv = f32x4.splat(id);
-    let sums = i32x4.splat(0);
     for (let i: usize = 0; i < 32; i += 16) {
       const at = src + (i << 2);
       const q0 = roundHalfAway(v128.load(at), idv), q1 = roundHalfAway(v128.load(at, 16), idv);
@@ -144,11 +153,14 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
         v128.store(blk + (i << 1), h1, 16);
       }
       v128.store(blk + QA_I8 + i, q8);
-      sums = i32x4.add(sums, i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3)));
+      const half = i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3));
+      store<i32>(blk + QA_SUM16 + (i >> 2), i32x4.extract_lane(half, 0) + i32x4.extract_lane(half, 1) + i32x4.extract_lane(half, 2) + i32x4.extract_lane(half, 3));
     }
-    sum = i32x4.extract_lane(sums, 0) + i32x4.extract_lane(sums, 1) + i32x4.extract_lane(sums, 2) + i32x4.extract_lane(sums, 3);
+    sum = load<i32>(blk + QA_SUM16) + load<i32>(blk + QA_SUM16 + 4);
   } else {
+    let firstHalf = 0;
     for (let i = 0; i < QK; i++) {
+      if (i == 16) firstHalf = sum;
       let q = 0;
       if (i < n) {
         const v = load<f32>(src + (<usize>i << 2)) * id;
@@ -164,9 +176,12 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
       store<i8>(blk + QA_I8 + <usize>i, <i8>q);
       sum += q;
     }
+    store<i32>(blk + QA_SUM16, firstHalf);
+    store<i32>(blk + QA_SUM16 + 4, sum - firstHalf);
   }
   v128.store(blk + QA_CORR, i32x4.replace_lane(i32x4.splat(0), 0, -8 * sum));
   store<f32>(blk + QA_SCALE, d);
+  store<f32>(blk + QA_DSUM, d * <f32>sum);
 }
 
 /**
@@ -195,7 +210,7 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
  * here and masking with the low-nibble mask the block already holds saves them.
  */
 // @ts-ignore: decorator
-@inline function highNibbles(q: v128): v128 {
+@inline export function highNibbles(q: v128): v128 {
   return v128.and(i16x8.shr_u(q, 4), i8x16.splat(0x0f));
 }
 
@@ -452,7 +467,7 @@ function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
   const ldqa = <usize>nb * QA_BLOCK;
   const ldy = <usize>N << 2;
   const addToY = (flags & LINEAR_ACCUMULATE) != 0;
-  if (M >= f32Rows(isQ4)) {
+  if (M >= linearQuantF32Rows(isQ4 ? WEIGHT_Q4_0 : WEIGHT_Q8_0)) {
     // GEMM_F32: with this many rows, decoding a weight once into f32 for all of them costs less
     // than integer block dots per row, whose four 7-bit dots, subtractions and pair-adds per
     // block are nearly twice the instructions of f32 FMAs (wasm has no int8 dot with accumulate
@@ -473,7 +488,7 @@ function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
     if (ASC_FEATURE_RELAXED_SIMD && isQ4 && M >= Q4_TILE_ROWS) {
       q4Tiles(scratch, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
     } else {
-      // GEMV, for every row of x below f32Rows (below Q4_TILE_ROWS for the relaxed build's Q4_0:
+      // GEMV, for every row of x below linearQuantF32Rows (below Q4_TILE_ROWS for the relaxed build's Q4_0:
       // a decode step, a batch of sequences decoding together): weight rows in blocks
       // (gemvBlockRows), each block's rows from its four quarters, the first two quarters' rows
       // then the last two's (dotq_1x2): four sequential streams from memory at once. From memory (weights past the L2, as a model's are) four

@@ -5,20 +5,39 @@
 //   Q4_0: f16 d, 16 bytes of nibbles    (18 bytes per 32 weights; w = d·(q - 8); weight j in the
 //         low nibble of byte j, weight j+16 in the high nibble)
 // A row of K weights is ceil(K/32) blocks; past K the last block holds zeros.
+//   Q4_K, Q6_K: super-blocks of 256 (layouts in assembly/kernels/linear-kquant.ts); a row is
+//         K / 256 of them, K a multiple of 256 (GGUF has no partial super-block).
 import { GGML_TYPES } from "./gguf.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
-export type QuantDtype = "q8_0" | "q4_0";
+export type QuantDtype = "q8_0" | "q4_0" | "q4_k" | "q6_k";
 export const QUANT_BLOCK = 32;
-export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = { q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes };
+/** Weights per block of each format (a K-quant's super-block). */
+export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q4_k: 256, q6_k: 256 };
+export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = {
+  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
+};
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
-  return dtype === "q8_0" || dtype === "q4_0";
+  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q4_k" || dtype === "q6_k";
 }
 
-/** Bytes of one row of K weights. */
+/** A K-quant: rows must be whole super-blocks of 256. */
+export function isKQuant(dtype: QuantDtype): dtype is "q4_k" | "q6_k" {
+  return dtype === "q4_k" || dtype === "q6_k";
+}
+
+/** Why rows of K weights cannot be stored as `dtype` (a K-quant's rows are whole super-blocks), or undefined. */
+export function unfitRows(dtype: QuantDtype, K: number, tensor: string): string | undefined {
+  if (!isKQuant(dtype) || K % QUANT_BLOCK_WEIGHTS[dtype] === 0) return undefined;
+  return `${tensor} has rows of ${K} weights, not whole ${dtype} super-blocks of ${QUANT_BLOCK_WEIGHTS[dtype]} (use q8_0 or q4_0 for this model)`;
+}
+
+/** Bytes of one row of K weights (a K-quant's K must be a multiple of 256: RangeError else). */
 export function quantRowBytes(dtype: QuantDtype, K: number): number {
-  return Math.ceil(K / QUANT_BLOCK) * QUANT_BLOCK_BYTES[dtype];
+  const block = QUANT_BLOCK_WEIGHTS[dtype];
+  if (isKQuant(dtype) && K % block !== 0) throw new RangeError(`${dtype} rows are whole super-blocks of ${block} weights; a row of ${K} is not`);
+  return Math.ceil(K / block) * QUANT_BLOCK_BYTES[dtype];
 }
 
 /**
@@ -27,6 +46,12 @@ export function quantRowBytes(dtype: QuantDtype, K: number): number {
  * q = min(15, trunc(x / d + 8.5)). The scale is rounded to f16 after the q are computed.
  */
 export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number, out: Uint8Array): void {
+  if (isKQuant(dtype)) {
+    const rowBytes = quantRowBytes(dtype, K);
+    if (x.length % K !== 0 || out.length !== (x.length / K) * rowBytes) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${(x.length / K) * rowBytes} bytes`);
+    out.set(quantizeGGML(dtype === "q4_k" ? "Q4_K" : "Q6_K", Float32Array.from(x), K));
+    return;
+  }
   const rows = x.length / K, nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
   if (!Number.isInteger(rows) || out.length !== rows * nb * bb) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${rows * nb * bb} bytes`);
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
@@ -57,6 +82,11 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
 
 /** The rows back as floats (what the kernels compute with); each block's scale converted once. */
 export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number): Float32Array {
+  if (isKQuant(dtype)) {
+    const rowBytes = quantRowBytes(dtype, K);
+    if (bytes.length % rowBytes !== 0) throw new RangeError(`dequantizeRows: ${bytes.length} bytes are not whole rows of ${K} ${dtype} weights`);
+    return dequantizeGGML(dtype === "q4_k" ? "Q4_K" : "Q6_K", bytes, (bytes.length / rowBytes) * K);
+  }
   const nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
   const rows = bytes.length / (nb * bb);
   if (!Number.isInteger(rows)) throw new RangeError(`dequantizeRows: ${bytes.length} bytes are not whole rows of ${K} ${dtype} weights`);
@@ -162,13 +192,15 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
 }
 
 /**
- * Q5_0 and Q4_K blocks from floats, for writing test and benchmark files of those types (the
- * runtime converts them at load; llama.cpp's quantizer searches scales more carefully, these
+ * Q5_0, Q4_K and Q6_K blocks from floats, for quantizing at load (--dtype q4_k / q6_k) and for
+ * writing test and benchmark files (llama.cpp's quantizer searches scales more carefully, these
  * take min/max): Q5_0 as ggml's reference (d = the x of largest |x| / -16); Q4_K with each
  * sub-block of 32 mapped from [min(0, min x), max x] onto 0..15, its scale and min stored in 6
- * bits against the super-block's f16 d and dmin. K must be a multiple of the block (32, 256).
+ * bits against the super-block's f16 d and dmin; Q6_K with each 16 weights' scale max|x| / 31 in
+ * 8 bits against the super-block's f16 d (scales rounded up), q = round(x / (d·sc)) + 32 in 0..63. K must be a
+ * multiple of the block (32, 256).
  */
-export function quantizeGGML(type: "Q5_0" | "Q4_K", x: Float32Array, K: number): Uint8Array {
+export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q6_K", x: Float32Array, K: number): Uint8Array {
   const { block, bytes: bb } = GGML_TYPES[type];
   if (K % block !== 0 || x.length % K !== 0) throw new RangeError(`quantizeGGML: rows of ${K} are not whole ${type} blocks of ${block}`);
   const n = x.length / block, out = new Uint8Array(n * bb), view = new DataView(out.buffer);
@@ -188,6 +220,25 @@ export function quantizeGGML(type: "Q5_0" | "Q4_K", x: Float32Array, K: number):
       view.setUint32(at + 2, qh >>> 0, true);
       continue;
     }
+    if (type === "Q6_K") {
+      const groups = Array.from({ length: 16 }, (_, g) => { let m = 0; for (let l = 0; l < 16; l++) m = Math.max(m, Math.abs(xs[16 * g + l]!)); return m / 31; });
+      const d = f16ToF32(f32ToF16(Math.max(...groups) / 127));
+      view.setUint16(at + 208, f32ToF16(d), true);
+      for (let g = 0; g < 16; g++) {
+        const sc = d ? Math.min(127, Math.ceil(groups[g]! / d)) : 0; // rounded up: no value clipped
+        view.setInt8(at + 192 + g, sc);
+        const step = d * sc;
+        for (let l = 0; l < 16; l++) {
+          const i = 16 * g + l, q = step ? Math.max(0, Math.min(63, Math.round(xs[i]! / step) + 32)) : 32;
+          // Weight i of half n = i >> 7: low nibble in byte (i & 31) + 32·((i >> 5) & 1) of the
+          // half's 64 (the high nibble for (i >> 6) & 1), its top 2 bits at bit 2·((i >> 5) & 3) of qh byte i & 31.
+          const n = i >> 7, j = i & 127, lb = at + 64 * n + (j & 31) + 32 * ((j >> 5) & 1), hb = at + 128 + 32 * n + (j & 31);
+          out[lb] = (j >> 6) & 1 ? (out[lb]! & 0x0f) | ((q & 15) << 4) : (out[lb]! & 0xf0) | (q & 15);
+          out[hb] = out[hb]! | ((q >> 4) << (2 * ((j >> 5) & 3)));
+        }
+      }
+      continue;
+    }
     const scales = new Float64Array(8), mins = new Float64Array(8);
     for (let s = 0; s < 8; s++) {
       let lo = 0, hi = -Infinity;
@@ -198,7 +249,8 @@ export function quantizeGGML(type: "Q5_0" | "Q4_K", x: Float32Array, K: number):
     const d = f16ToF32(f32ToF16(Math.max(...scales) / 63)), dmin = f16ToF32(f32ToF16(Math.max(...mins) / 63));
     view.setUint16(at, f32ToF16(d), true);
     view.setUint16(at + 2, f32ToF16(dmin), true);
-    const sc = Array.from(scales, (v) => (d ? Math.min(63, Math.round(v / d)) : 0));
+    // Scales rounded up (a step never below the sub-block's range / 15: no value clipped).
+    const sc = Array.from(scales, (v) => (d ? Math.min(63, Math.ceil(v / d)) : 0));
     const mn = Array.from(mins, (v) => (dmin ? Math.min(63, Math.round(v / dmin)) : 0));
     for (let j = 0; j < 4; j++) {
       out[at + 4 + j] = sc[j]! | ((sc[j + 4]! >> 4) << 6);

@@ -1,10 +1,10 @@
 // A model as a GGUF file llama.cpp reads (`gqa-wasm quantize`): the metadata its loader expects
 // for the llama / qwen2 architectures, norms in F32, linear weights and embeddings in F32, F16,
-// BF16, Q8_0 or Q4_0 (quantized as ggml's reference quantizers do), q/k rows permuted the way
+// BF16, Q8_0, Q4_0 (quantized as ggml's reference quantizers do), Q4_K or Q6_K (min/max scales), q/k rows permuted the way
 // llama.cpp's converter does for llama-style RoPE, and the tokenizer as tokenizer.ggml.* metadata.
 import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
-import { quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK } from "../formats/quant.ts";
+import { quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK_WEIGHTS, type QuantDtype } from "../formats/quant.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { ARCHITECTURES, expectedTensors, ggufPermutesQK, ggufTensorName, globalTensorName, qkPermutedHeads } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
@@ -12,7 +12,7 @@ import { PRE_TOKENIZERS, unpermutedRow } from "./gguf-model.ts";
 
 const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
   f32: { type: "F32", fileType: 0 }, f16: { type: "F16", fileType: 1 }, bf16: { type: "BF16", fileType: 32 },
-  q8_0: { type: "Q8_0", fileType: 7 }, q4_0: { type: "Q4_0", fileType: 2 },
+  q8_0: { type: "Q8_0", fileType: 7 }, q4_0: { type: "Q4_0", fileType: 2 }, q4_k: { type: "Q4_K", fileType: 14 }, q6_k: { type: "Q6_K", fileType: 18 },
 };
 
 export interface GGUFExportOptions {
@@ -21,10 +21,10 @@ export interface GGUFExportOptions {
   /** tokenizer.json and tokenizer_config.json, as objects. */
   tokenizer?: { json: Record<string, unknown>; config: Record<string, unknown> };
   /**
-   * A type per matrix instead of `dtype` (e.g. a Q4_K_M-like mix for benchmarks): Q5_0 and
-   * Q4_K are written by quantizeGGML; undefined keeps `dtype`.
+   * A type per matrix instead of `dtype` (e.g. a Q4_K_M-like mix for benchmarks): Q5_0, Q4_K
+   * and Q6_K are written by quantizeGGML; undefined keeps `dtype`.
    */
-  tensorType?: (name: string, shape: number[]) => "Q5_0" | "Q4_K" | undefined;
+  tensorType?: (name: string, shape: number[]) => "Q5_0" | "Q4_K" | "Q6_K" | undefined;
 }
 
 /** The GGUF bytes of a model given as float32 tensors by Hugging Face name. */
@@ -75,8 +75,8 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
       tensors[ggufTensorName(hf)] = { shape, type, data: new Uint8Array(halves.buffer) };
       continue;
     }
-    if (K % QUANT_BLOCK !== 0) throw fail(`${hf}: rows of ${K} are not whole blocks of ${QUANT_BLOCK} (GGUF needs them)`);
-    const dtype = options.dtype as "q8_0" | "q4_0";
+    const dtype = options.dtype as QuantDtype, block = QUANT_BLOCK_WEIGHTS[dtype];
+    if (K % block !== 0) throw fail(`${hf}: rows of ${K} are not whole ${dtype} blocks of ${block} (GGUF needs them)`);
     const blocks = new Uint8Array((data.length / K) * quantRowBytes(dtype, K));
     quantizeRows(dtype, data, K, blocks);
     tensors[ggufTensorName(hf)] = { shape, type, data: blocks };

@@ -3,7 +3,7 @@
 // its tensors uploaded, with progress; the tokenizer and generation defaults. A GGUF file (or
 // its splits): streamed, each tensor straight into wasm memory (loadGGUF).
 import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
-import { dequantizeGGML, isQuantDtype, quantRowBytes, type QuantDtype } from "../formats/quant.ts";
+import { dequantizeGGML, isQuantDtype, QUANT_BLOCK_BYTES, unfitRows, type QuantDtype } from "../formats/quant.ts";
 import { parseSafetensors, readBits16, readFloat32, type Safetensors } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, type BufferDtype, type WasmBuffer } from "../memory/wasm-buffer.ts";
@@ -176,8 +176,10 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
       const { tensor } = t;
       const matrix = tensor.shape.length === 2, K = tensor.shape[tensor.shape.length - 1]!;
       const elements = tensor.shape.reduce((x, y) => x * y, 1);
-      const native = tensor.type === "Q8_0" || tensor.type === "Q4_0" ? (tensor.type.toLowerCase() as QuantDtype) : undefined;
+      const native = NATIVE_TYPES.has(tensor.type) ? (tensor.type.toLowerCase() as QuantDtype) : undefined;
       const bufferDtype: BufferDtype = !matrix ? "f32" : native && (options.dtype === undefined || options.dtype === native) ? native : target;
+      const unfit = isQuantDtype(bufferDtype) ? unfitRows(bufferDtype, K, hf) : undefined;
+      if (unfit) throw new ModelConfigError(`${where}: ${unfit}`);
       const copy = bufferDtype.toUpperCase() === tensor.type;
       const buffer = rt.alloc(elements, bufferDtype, isQuantDtype(bufferDtype) ? K : undefined);
       owned.push(buffer);
@@ -266,9 +268,15 @@ function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
   if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${p.tensor.name}' holds a non-finite ${isQuantDtype(b.dtype) ? "scale in block" : "value at element"} ${bad}; the file is corrupt`);
 }
 
-/** The first block of Q8_0 / Q4_0 data whose f16 scale is infinite or NaN, or -1. */
+/** The block-quantized GGUF types the kernels compute on as stored. */
+const NATIVE_TYPES = new Set(["Q8_0", "Q4_0", "Q4_K", "Q6_K"]);
+
+/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0), d and dmin (Q4_K), d after the quants (Q6_K). */
+const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q4_k: [0, 2], q6_k: [208] };
+
+/** The first block of quantized data with an infinite or NaN f16 scale, or -1. */
 function firstNonFiniteScale(bytes: Uint8Array, dtype: QuantDtype): number {
-  const bb = quantRowBytes(dtype, 32);
-  for (let b = 0, at = 0; at < bytes.length; b++, at += bb) if ((bytes[at + 1]! & 0x7c) === 0x7c) return b;
+  const bb = QUANT_BLOCK_BYTES[dtype], offsets = SCALE_OFFSETS[dtype];
+  for (let b = 0, at = 0; at < bytes.length; b++, at += bb) for (const o of offsets) if ((bytes[at + o + 1]! & 0x7c) === 0x7c) return b;
   return -1;
 }

@@ -12,9 +12,9 @@ import type { Program } from "../runtime/program.ts";
 import { EMBED_KERNELS } from "../runtime/kernel-exports.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Job } from "../threads/pool.ts";
-import { isQuantDtype } from "../formats/quant.ts";
+import { isQuantDtype, unfitRows } from "../formats/quant.ts";
 import { modelTensors, type GlobalRole, type LayerRole } from "./architecture.ts";
-import type { ModelConfig } from "./config.ts";
+import { ModelConfigError, type ModelConfig } from "./config.ts";
 import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
 
 /**
@@ -76,7 +76,7 @@ export class TransformerModel {
    * the raw bits of `dtype` when it is 16-bit and the checkpoint stores it so (no conversion),
    * or as a WasmBuffer already filled (a GGUF tensor streamed into wasm memory), taken over as it
    * is. Other linear weights and embeddings are stored as `weightDtype` (16-bit stays 16-bit in
-   * wasm memory; q8_0 / q4_0 are quantized here), norms and biases as f32.
+   * wasm memory; q8_0 / q4_0 / q4_k / q6_k are quantized here), norms and biases as f32.
    */
   constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string, dtype: BufferDtype) => Float32Array | Uint16Array | WasmBuffer, readonly weightDtype: BufferDtype = "f32") {
     // Uploaded weights are tracked as they go, so a failure part-way (out of memory, a bad
@@ -94,6 +94,8 @@ export class TransformerModel {
         const data = tensor(name, isQuantDtype(weightDtype) ? "f32" : weightDtype);
         // Already resident (a GGUF tensor streamed into wasm memory): taken over as it is.
         if (data instanceof WasmBuffer) return this.own(data);
+        const unfit = isQuantDtype(weightDtype) ? unfitRows(weightDtype, inFeatures, name) : undefined;
+        if (unfit) throw new ModelConfigError(unfit);
         return this.own(isQuantDtype(weightDtype) ? rt.upload(data as Float32Array, weightDtype, inFeatures) : rt.upload(data, weightDtype));
       };
       // The architecture's tensors, by role: norms and biases f32, the rest in the weight dtype.

@@ -19,8 +19,17 @@ const LINEAR = ["x", "w", "bias", "y", "M", "N", "K", "nBegin", "nEnd", "flags",
 const EMBED = ["table", "K", "ids", "rowBegin", "rowEnd", "out"] as const;
 const ATTENTION_RANGES = ["kvHeadBegin", "kvHeadEnd", "qBegin", "qEnd", "keyBegin", "keyEnd", "stats", "scratch"] as const;
 
-/** Codes shared by the host and the kernels: the KV cache's storage types; the linear kernels' flags. */
-export const CODES = { KV_F32: 0, KV_BF16: 1, KV_INT8: 2, LINEAR_ACCUMULATE: 1, LINEAR_X_QUANTIZED: 2 } as const;
+/**
+ * Codes shared by the host and the kernels: the KV cache's storage types; the linear kernels'
+ * flags; the block-quantized weight formats (linear_quant_f32_rows' argument).
+ */
+export const CODES = {
+  KV_F32: 0, KV_BF16: 1, KV_INT8: 2, LINEAR_ACCUMULATE: 1, LINEAR_X_QUANTIZED: 2,
+  WEIGHT_Q8_0: 0, WEIGHT_Q4_0: 1, WEIGHT_Q4_K: 2, WEIGHT_Q6_K: 3,
+} as const;
+
+/** The WEIGHT_* code of each block-quantized weight dtype. */
+export const WEIGHT_FORMATS = { q8_0: CODES.WEIGHT_Q8_0, q4_0: CODES.WEIGHT_Q4_0, q4_k: CODES.WEIGHT_Q4_K, q6_k: CODES.WEIGHT_Q6_K } as const;
 
 /**
  * Structs the host writes into wasm memory for calls too wide for positional arguments: fields
@@ -66,7 +75,7 @@ export function writeStruct<S extends StructName>(mem: { i32: Int32Array; f32: F
   }
 }
 
-type WeightDtype = "f32" | "bf16" | "f16" | "q8_0" | "q4_0";
+type WeightDtype = "f32" | "bf16" | "f16" | keyof typeof WEIGHT_FORMATS;
 
 interface KernelSpec {
   /** The AssemblyScript module under assembly/ that defines it. */
@@ -110,16 +119,21 @@ export const KERNELS = {
   linear_q8_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q8_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q4_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q4_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_quant_scratch_bytes: { from: "kernels/linear-quant", params: ["M", "K"], returns: true },
-  /** The rows of x from which linear_q8_0 (q4 = 0) / linear_q4_0 (q4 = 1) compute in f32 on dequantized weight panels: x is then not quantized */
-  linear_quant_f32_rows: { from: "kernels/linear-quant", params: ["q4"], returns: true },
-  /** Quantizes x's 32-blocks [blockBegin, blockEnd) (row by row) for linear_q8_0 / q4_0 with LINEAR_X_QUANTIZED */
+  /** The rows of x from which the kernel of a weight format (a WEIGHT_* code) computes in f32 on dequantized weight panels: x is then not quantized */
+  linear_quant_f32_rows: { from: "kernels/linear-quant", params: ["format"], returns: true },
+  /** Quantizes x's 32-blocks [blockBegin, blockEnd) (row by row) for the block-quantized kernels with LINEAR_X_QUANTIZED */
   quantize_activations: { from: "kernels/linear-quant", params: ["x", "M", "K", "qa", "blockBegin", "blockEnd"], pool: true },
+  /** Q4_K / Q6_K weights (GGUF super-blocks of 256: K a multiple of 256); scratch as linear_q8_0's */
+  linear_q4_k: { from: "kernels/linear-kquant", params: LINEAR, pool: true, linear: "q4_k", scratchBytes: "linear_quant_scratch_bytes" },
+  linear_q6_k: { from: "kernels/linear-kquant", params: LINEAR, pool: true, linear: "q6_k", scratchBytes: "linear_quant_scratch_bytes" },
   /** Rows [rowBegin, rowEnd) of out [rows, K] f32 = the table's rows ids[row] (i32 token ids), widened or dequantized. */
   embed_rows_f32: { from: "kernels/embedding", params: EMBED, pool: true, embed: "f32" },
   embed_rows_bf16: { from: "kernels/embedding", params: EMBED, pool: true, embed: "bf16" },
   embed_rows_f16: { from: "kernels/embedding", params: EMBED, pool: true, embed: "f16" },
   embed_rows_q8_0: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q8_0" },
   embed_rows_q4_0: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q4_0" },
+  embed_rows_q4_k: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q4_k" },
+  embed_rows_q6_k: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q6_k" },
   rmsnorm_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
   rope_f32: { from: "kernels/rope", params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"], pool: true },
   swiglu_f32: { from: "kernels/swiglu", params: ["gate", "up", "out", "n"], pool: true },

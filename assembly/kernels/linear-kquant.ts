@@ -1,0 +1,342 @@
+import { fmadd, hsum } from "../simd";
+import { finish, gemvBlockRows } from "./dot-nt";
+import { gemmPanel, KC, NB } from "./linear";
+import { halfAt, highNibbles, linearQuantF32Rows, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16, QK, quantize_activations } from "./linear-quant";
+import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_K, WEIGHT_Q6_K } from "../abi";
+
+// The linear layer with K-quant weights, kept in GGUF's super-blocks of 256 weights exactly as a
+// .gguf file stores them (a row is K / 256 super-blocks; GGUF allows no partial one):
+//   Q4_K: f16 d, f16 dmin, 12 bytes of 6-bit scales sc and mins m of the 8 sub-blocks of 32, then
+//         128 bytes of nibbles: sub-blocks 2i and 2i+1 share 32 bytes, low nibbles then high
+//                                                            (144 bytes; w = d·sc·q - dmin·m)
+//   Q6_K: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 x i8 scales (one per 16
+//         weights), f16 d                                    (210 bytes; w = d·sc·(q - 32))
+// Q4_K_M files (llama.cpp's most downloaded mix) are Q4_K and Q6_K where rows are whole
+// super-blocks. Computed on as stored, they take 0.56 / 0.82 bytes per weight where converting
+// them to Q8_0 at load took 1.06, and a decode step reads that much less.
+//
+// Arithmetic: the activations quantized per 32 as for Q8_0 / Q4_0 (linear-quant.ts, the same
+// blocks and quantize_activations), one K-quant sub-block of 32 against one activation block:
+// the weights' integers (0..15, 0..63: both 7-bit, the relaxed build's i8 x i7 dot takes them as
+// they are) times the activations' exactly in i32, then the scales in f32:
+//   Q4_K: d·sc·da · Σ q·a  -  dmin·m·da · Σ a
+//   Q6_K: d·da · Σ_halves sc_h · (Σ q·a - 32 · Σ a)   (the per-16 scales applied in integers)
+// llama.cpp quantizes activations per 256 (Q8_K) instead; per 32 is the finer of the two.
+// Like linear-quant.ts, from linearQuantF32Rows rows a call dequantizes each weight once into an
+// f32 panel for all its rows (exactly the host's dequantized values) and runs the f32 GEMM.
+// Output columns [nBegin, nEnd) can go to different threads with the same bits.
+
+const SUPER: i32 = 256;
+
+// @ts-ignore: decorator
+@inline function superBytes(format: i32): usize { return format == WEIGHT_Q4_K ? 144 : 210; }
+
+/** Bytes of one row of K weights (K a multiple of 256). */
+// @ts-ignore: decorator
+@inline export function kquantRowBytes(K: i32, format: i32): usize { return <usize>(K / SUPER) * superBytes(format); }
+
+/**
+ * A Q4_K super-block's 8 sub-block scales (bytes 0-7) and 8 mins (bytes 8-15), unpacked from their
+ * 12 bytes at p (6 bits each: sub-blocks 0-3 in the low 6 bits of bytes 0-3 and 4-7, sub-blocks
+ * 4-7 as the nibbles of bytes 8-11 with their top 2 bits in the top bits of bytes 0-7).
+ */
+// @ts-ignore: decorator
+@inline function q4kScalesMins(p: usize): v128 {
+  const v = v128.load(p); // bytes 12-15 (the nibbles') are not used
+  const x = v128.shuffle<u8>(v, v, 0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11);
+  const top = v128.shuffle<u8>(v, v, 0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
+  const low = v128.or(v128.and(x, i8x16(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)), v128.and(highNibbles(x), i8x16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+  // A byte's top 2 bits to bits 4-5 (i16 shift: the mask drops the bits from the byte above).
+  return v128.or(low, v128.and(i16x8.shr_u(top, 2), i8x16(0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30, 0, 0, 0, 0, 0x30, 0x30, 0x30, 0x30)));
+}
+
+/** The f32 at `off` in four consecutive activation blocks from a. */
+// @ts-ignore: decorator
+@inline function gather4(a: usize, off: usize): v128 {
+  let v = f32x4.splat(load<f32>(a + off));
+  v = f32x4.replace_lane(v, 1, load<f32>(a + QA_BLOCK + off));
+  v = f32x4.replace_lane(v, 2, load<f32>(a + 2 * QA_BLOCK + off));
+  return f32x4.replace_lane(v, 3, load<f32>(a + 3 * QA_BLOCK + off));
+}
+
+/**
+ * acc plus one Q4_K super-block (at wb) of a row against the 8 activation blocks from a0, whose
+ * scales (da) and scaled sums (da·Σa) come gathered as daLo/daHi and dsLo/dsHi (sub-blocks 0-3,
+ * 4-7; shared by the rows of a GEMV step): the mins, -dmin·m · da·Σa lane by lane, and each
+ * sub-block's integer dot times d·sc·da (d·sc exact), in a fixed order whatever rows are
+ * computed together.
+ */
+// @ts-ignore: decorator
+@inline function q4kSuperBlock(wb: usize, a0: usize, daLo: v128, daHi: v128, dsLo: v128, dsHi: v128, acc: v128): v128 {
+  const sm = q4kScalesMins(wb + 4);
+  const d = f32x4.splat(halfAt(wb)), negDmin = f32x4.splat(-halfAt(wb + 2));
+  const scales = i16x8.extend_low_i8x16_u(sm), mins = i16x8.extend_high_i8x16_u(sm);
+  const fLo = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(scales)), d), daLo);
+  const fHi = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(scales)), d), daHi);
+  acc = fmadd(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(mins)), negDmin), dsLo, acc);
+  acc = fmadd(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(mins)), negDmin), dsHi, acc);
+  // Sub-blocks 2i and 2i+1: the low and high nibbles of the same 32 bytes.
+  let q0 = v128.load(wb + 16), q1 = v128.load(wb + 32);
+  acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a0)), v128.shuffle<f32>(fLo, fLo, 0, 0, 0, 0), acc);
+  acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a0 + QA_BLOCK)), v128.shuffle<f32>(fLo, fLo, 1, 1, 1, 1), acc);
+  q0 = v128.load(wb + 48); q1 = v128.load(wb + 64);
+  acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a0 + 2 * QA_BLOCK)), v128.shuffle<f32>(fLo, fLo, 2, 2, 2, 2), acc);
+  acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a0 + 3 * QA_BLOCK)), v128.shuffle<f32>(fLo, fLo, 3, 3, 3, 3), acc);
+  q0 = v128.load(wb + 80); q1 = v128.load(wb + 96);
+  acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a0 + 4 * QA_BLOCK)), v128.shuffle<f32>(fHi, fHi, 0, 0, 0, 0), acc);
+  acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a0 + 5 * QA_BLOCK)), v128.shuffle<f32>(fHi, fHi, 1, 1, 1, 1), acc);
+  q0 = v128.load(wb + 112); q1 = v128.load(wb + 128);
+  acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a0 + 6 * QA_BLOCK)), v128.shuffle<f32>(fHi, fHi, 2, 2, 2, 2), acc);
+  acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a0 + 7 * QA_BLOCK)), v128.shuffle<f32>(fHi, fHi, 3, 3, 3, 3), acc);
+  return acc;
+}
+
+/** Q4_K sub-block s's scale (low byte) and min (high byte), one at a time (dequantizing; q4kScalesMins unpacks all 8). */
+// @ts-ignore: decorator
+@inline function q4kScaleMin(p: usize, s: i32): i32 {
+  if (s < 4) return (<i32>load<u8>(p + <usize>s) & 63) | ((<i32>load<u8>(p + <usize>s + 4) & 63) << 8);
+  const a = <i32>load<u8>(p + <usize>s + 4), lo = <i32>load<u8>(p + <usize>s - 4), hi = <i32>load<u8>(p + <usize>s);
+  return ((a & 15) | ((lo >> 6) << 4)) | (((a >> 4) | ((hi >> 6) << 4)) << 8);
+}
+
+/** 16 weights (part 0: weights 0-15, 1: 16-31) of Q4_K sub-block s of the super-block at wb, unsigned bytes 0..15. */
+// @ts-ignore: decorator
+@inline function q4kWeights(wb: usize, s: i32, part: i32): v128 {
+  const q = v128.load(wb + 16 + (<usize>(s >> 1) << 5) + (<usize>part << 4));
+  return (s & 1) == 0 ? v128.and(q, i8x16.splat(0x0f)) : highNibbles(q);
+}
+
+/**
+ * 16 weights of Q6_K sub-block s (0..7) of the super-block at wb, unsigned bytes 0..63: sub-blocks
+ * 4n..4n+3 are half n; t = s & 3 takes low (t < 2) or high nibbles of 32 bytes at 64n + 32·(t & 1),
+ * and bits 2t, 2t+1 of the half's 32 high-bit bytes. (i16 shifts: the mask drops what crosses bytes.)
+ */
+// @ts-ignore: decorator
+@inline function q6kWeights(wb: usize, s: i32, part: i32): v128 {
+  const n = <usize>(s >> 2), t = s & 3, o = <usize>part << 4;
+  const ql = v128.load(wb + (n << 6) + (<usize>(t & 1) << 5) + o);
+  const qh = v128.load(wb + 128 + (n << 5) + o);
+  const low = t < 2 ? v128.and(ql, i8x16.splat(0x0f)) : highNibbles(ql);
+  return v128.or(low, v128.and(i16x8.shl(i16x8.shr_u(qh, <i32>(t << 1)), 4), i8x16.splat(0x30)));
+}
+
+/** 16 weights of Q6_K: low nibbles (or, with high, the high nibbles) of ql and 2 high bits of qh moved to bits 4-5. */
+// @ts-ignore: decorator
+@inline function q6kSixteen(ql: v128, high: bool, qhBits: v128): v128 {
+  return v128.or(high ? highNibbles(ql) : v128.and(ql, i8x16.splat(0x0f)), v128.and(qhBits, i8x16.splat(0x30)));
+}
+
+/**
+ * acc plus one Q6_K super-block (at wb) of a row against the 8 activation blocks from a0, half by
+ * half (128 weights, 4 sub-blocks): each sub-block's Σ_groups sc·Σ w·a in integers times d·da,
+ * and the -32 offsets as -32 · Σ_groups sc·Σa times the same factors, four sub-blocks' worth a
+ * vector.
+ */
+// @ts-ignore: decorator
+@inline function q6kSuperBlock(wb: usize, a0: usize, acc: v128): v128 {
+  const d = f32x4.splat(halfAt(wb + 208));
+  for (let n: usize = 0; n < 2; n++) {
+    const ql = wb + (n << 6), qh = wb + 128 + (n << 5), a = a0 + (n << 2) * QA_BLOCK;
+    const f = f32x4.mul(gather4(a, QA_SCALE), d); // d·da of the half's 4 sub-blocks
+    // The half's 8 group scales as i16 (groups 2j, 2j+1: sub-block j's halves), and the offsets:
+    // sc·Σa per group (the activation blocks hold two Σa each, side by side), pairs added, -32·d·da.
+    const sc = i16x8.extend_low_i8x16_s(v128.load64_zero(wb + 192 + (n << 3))); // for the offsets
+    const s0 = v128.load64_lane(a + QA_BLOCK + QA_SUM16, v128.load64_zero(a + QA_SUM16), 1);
+    const s1 = v128.load64_lane(a + 3 * QA_BLOCK + QA_SUM16, v128.load64_zero(a + 2 * QA_BLOCK + QA_SUM16), 1);
+    const o0 = i32x4.mul(s0, i32x4.extend_low_i16x8_s(sc)), o1 = i32x4.mul(s1, i32x4.extend_high_i16x8_s(sc));
+    const offsets = i32x4.add(v128.shuffle<i32>(o0, o1, 0, 2, 4, 6), v128.shuffle<i32>(o0, o1, 1, 3, 5, 7));
+    acc = fmadd(f32x4.convert_i32x4_s(offsets), f32x4.mul(f, f32x4.splat(-32)), acc);
+    // Sub-block 0: low nibbles of ql[0..32), qh bits 0-1; 1: low of ql[32..64), bits 2-3; 2: high
+    // of ql[0..32), bits 4-5; 3: high of ql[32..64), bits 6-7: spelled out, constant shifts.
+    const scp = wb + 192 + (n << 3);
+    acc = fmadd(f32x4.convert_i32x4_s(i32x4.add(
+      dot16Scaled(q6kSixteen(v128.load(ql), false, i16x8.shl(v128.load(qh), 4)), a, 0, i16x8.splat(load<i8>(scp))),
+      dot16Scaled(q6kSixteen(v128.load(ql + 16), false, i16x8.shl(v128.load(qh + 16), 4)), a, 1, i16x8.splat(load<i8>(scp + 1))))), v128.shuffle<f32>(f, f, 0, 0, 0, 0), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(i32x4.add(
+      dot16Scaled(q6kSixteen(v128.load(ql + 32), false, i16x8.shl(v128.load(qh), 2)), a + QA_BLOCK, 0, i16x8.splat(load<i8>(scp + 2))),
+      dot16Scaled(q6kSixteen(v128.load(ql + 48), false, i16x8.shl(v128.load(qh + 16), 2)), a + QA_BLOCK, 1, i16x8.splat(load<i8>(scp + 3))))), v128.shuffle<f32>(f, f, 1, 1, 1, 1), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(i32x4.add(
+      dot16Scaled(q6kSixteen(v128.load(ql), true, v128.load(qh)), a + 2 * QA_BLOCK, 0, i16x8.splat(load<i8>(scp + 4))),
+      dot16Scaled(q6kSixteen(v128.load(ql + 16), true, v128.load(qh + 16)), a + 2 * QA_BLOCK, 1, i16x8.splat(load<i8>(scp + 5))))), v128.shuffle<f32>(f, f, 2, 2, 2, 2), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(i32x4.add(
+      dot16Scaled(q6kSixteen(v128.load(ql + 32), true, i16x8.shr_u(v128.load(qh), 2)), a + 3 * QA_BLOCK, 0, i16x8.splat(load<i8>(scp + 6))),
+      dot16Scaled(q6kSixteen(v128.load(ql + 48), true, i16x8.shr_u(v128.load(qh + 16), 2)), a + 3 * QA_BLOCK, 1, i16x8.splat(load<i8>(scp + 7))))), v128.shuffle<f32>(f, f, 3, 3, 3, 3), acc);
+  }
+  return acc;
+}
+
+/**
+ * sc · Σ w·a over 16 weights (unsigned, <= 63) and activation half `part` of a, as i32x4 partial
+ * sums, scv: sc in every i16 lane. The relaxed build's pair sums (<= 2·127·63) times sc in the
+ * pair-add itself (i32x4.dot_i16x8_s, what extadd_pairwise does with ones); the simd build scales
+ * the widened weights (<= 63·128) before its i16 dots. At most 4·127·63·128 a lane.
+ */
+// @ts-ignore: decorator
+@inline function dot16Scaled(w: v128, a: usize, part: i32, scv: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(a + QA_I8 + (<usize>part << 4)), w), scv);
+  }
+  const at = a + (<usize>part << 5);
+  return i32x4.add(i32x4.dot_i16x8_s(i16x8.mul(i16x8.extend_low_i8x16_u(w), scv), v128.load(at)), i32x4.dot_i16x8_s(i16x8.mul(i16x8.extend_high_i8x16_u(w), scv), v128.load(at, 16)));
+}
+
+/** Σ w·a over 16 weights (unsigned, <= 63) and the activation block a's half `part`, as i32x4 partial sums. */
+// @ts-ignore: decorator
+@inline function dot16(w: v128, a: usize, part: i32): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(a + QA_I8 + (<usize>part << 4)), w));
+  }
+  const at = a + (<usize>part << 5); // 32 x i16 activations
+  return i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(w), v128.load(at)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(w), v128.load(at, 16)));
+}
+
+/** Σ w·a over a sub-block of 32 weights (w0: 0-15, w1: 16-31, unsigned <= 15) and activation block a. */
+// @ts-ignore: decorator
+@inline function dot32(w0: v128, w1: v128, a: usize): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    // Pair sums <= 2·127·15: two of them add in 16 bits.
+    const pairs = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(a + QA_I8), w0), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(a + QA_I8 + 16), w1));
+    return i32x4.extadd_pairwise_i16x8_s(pairs);
+  }
+  return i32x4.add(dot16(w0, a, 0), dot16(w1, a, 1));
+}
+
+/**
+ * One output: the weight row at w (nsb super-blocks) against the activation row qa (Q6_K's -32
+ * offsets go into the integers).
+ */
+// @ts-ignore: decorator
+@inline function dotk_1x1(qa: usize, w: usize, nsb: i32, format: i32): f32 {
+  let acc = f32x4.splat(0);
+  for (let sb = 0; sb < nsb; sb++) {
+    const wb = w + <usize>sb * superBytes(format), a0 = qa + (<usize>sb << 3) * QA_BLOCK;
+    if (format == WEIGHT_Q4_K) {
+      const a4 = a0 + 4 * QA_BLOCK;
+      acc = q4kSuperBlock(wb, a0, gather4(a0, QA_SCALE), gather4(a4, QA_SCALE), gather4(a0, QA_DSUM), gather4(a4, QA_DSUM), acc);
+    } else {
+      acc = q6kSuperBlock(wb, a0, acc);
+    }
+  }
+  return hsum(acc);
+}
+
+/**
+ * Two outputs: one activation row against two weight rows anywhere (two of the GEMV's four
+ * streams), each output computed exactly as dotk_1x1 computes it; the activation block's loads
+ * shared by both.
+ */
+// @ts-ignore: decorator
+@inline function dotk_1x2(qa: usize, w0: usize, w1: usize, nsb: i32, format: i32, y0: usize, y1: usize, addToY: bool): void {
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  for (let sb = 0; sb < nsb; sb++) {
+    const o = <usize>sb * superBytes(format), b0 = w0 + o, b1 = w1 + o, a0 = qa + (<usize>sb << 3) * QA_BLOCK;
+    if (format == WEIGHT_Q4_K) {
+      const a4 = a0 + 4 * QA_BLOCK;
+      const daLo = gather4(a0, QA_SCALE), daHi = gather4(a4, QA_SCALE), dsLo = gather4(a0, QA_DSUM), dsHi = gather4(a4, QA_DSUM);
+      acc0 = q4kSuperBlock(b0, a0, daLo, daHi, dsLo, dsHi, acc0);
+      acc1 = q4kSuperBlock(b1, a0, daLo, daHi, dsLo, dsHi, acc1);
+    } else {
+      acc0 = q6kSuperBlock(b0, a0, acc0);
+      acc1 = q6kSuperBlock(b1, a0, acc1);
+    }
+  }
+  finish(y0, hsum(acc0), addToY);
+  finish(y1, hsum(acc1), addToY);
+}
+
+/** 16 integers (i8x16, |q| < 128) times the f32 vector f, stored as 16 f32 at out. */
+// @ts-ignore: decorator
+@inline function scale16(q: v128, f: v128, minus: v128, out: usize): void {
+  const lo = i16x8.extend_low_i8x16_s(q), hi = i16x8.extend_high_i8x16_s(q);
+  v128.store(out, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), f), minus));
+  v128.store(out + 16, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), f), minus));
+  v128.store(out + 32, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), f), minus));
+  v128.store(out + 48, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), f), minus));
+}
+
+/**
+ * K weights (a multiple of 256) of a row from its first super-block at src, as f32 at dst: Q4_K
+ * (d·sc)·q - dmin·m, Q6_K (d·sc)·(q - 32), each with one rounding (d·sc, dmin·m and (d·sc)·q for
+ * Q4_K are exact), the values the host's dequantizer computes.
+ */
+// @ts-ignore: decorator
+@inline export function dequantizeRowK(src: usize, K: i32, dst: usize, format: i32): void {
+  const nsb = K / SUPER;
+  for (let sb = 0; sb < nsb; sb++) {
+    const wb = src + <usize>sb * superBytes(format), out0 = dst + (<usize>sb << 10);
+    for (let s = 0; s < 8; s++) {
+      const out = out0 + (<usize>s << 7);
+      if (format == WEIGHT_Q4_K) {
+        const sm = q4kScaleMin(wb + 4, s);
+        const f = f32x4.splat(halfAt(wb) * <f32>(sm & 255)), minus = f32x4.splat(halfAt(wb + 2) * <f32>(sm >> 8));
+        scale16(q4kWeights(wb, s, 0), f, minus, out);
+        scale16(q4kWeights(wb, s, 1), f, minus, out + 64);
+      } else {
+        const d = halfAt(wb + 208), sc = wb + 192 + (<usize>s << 1), zero = f32x4.splat(0);
+        scale16(i8x16.sub(q6kWeights(wb, s, 0), i8x16.splat(32)), f32x4.splat(d * <f32>load<i8>(sc)), zero, out);
+        scale16(i8x16.sub(q6kWeights(wb, s, 1), i8x16.splat(32)), f32x4.splat(d * <f32>load<i8>(sc + 1)), zero, out + 64);
+      }
+    }
+  }
+}
+
+// @ts-ignore: decorator
+@inline function linearK(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize, format: i32): void {
+  const nsb = K / SUPER;
+  const ldw = kquantRowBytes(K, format);
+  const ldqa = <usize>(K / QK) * QA_BLOCK;
+  const ldy = <usize>N << 2;
+  const addToY = (flags & LINEAR_ACCUMULATE) != 0;
+  if (M >= linearQuantF32Rows(format)) {
+    // As linear-quant.ts's GEMM_F32: each weight dequantized once into an f32 panel for all rows.
+    if ((flags & LINEAR_X_QUANTIZED) != 0) unreachable();
+    const ldx = <usize>K << 2;
+    for (let k0 = 0; k0 < K; k0 += KC) { // KC is whole super-blocks
+      const kLen = min(KC, K - k0), wOff = <usize>(k0 / SUPER) * superBytes(format);
+      for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
+        const n1 = min(n0 + NB, nEnd);
+        for (let n = n0; n < n1; n++) dequantizeRowK(w + <usize>n * ldw + wOff, kLen, scratch + (<usize>(n - n0) * <usize>kLen << 2), format);
+        gemmPanel(x, <usize>k0 << 2, ldx, M, scratch, y, ldy, n0, n1, kLen, k0 > 0 || addToY);
+      }
+    }
+  } else {
+    if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * (K / QK));
+    // The GEMV as linear-quant.ts's: weight rows in L2-sized blocks, each block's rows from its
+    // four quarters (four sequential streams), rows of x in turn over the block.
+    const rowsPerBlock = gemvBlockRows(ldw, M, nEnd - nBegin);
+    for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
+      const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
+      for (let m = 0; m < M; m++) {
+        const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
+        for (let n = n0; n < n0 + q; n++) {
+          const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);
+          dotk_1x2(qa, w0, w0 + dw, nsb, format, y0, y0 + dy, addToY);
+          dotk_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, nsb, format, y0 + 2 * dy, y0 + 3 * dy, addToY);
+        }
+        for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotk_1x1(qa, w + <usize>n * ldw, nsb, format), addToY);
+      }
+    }
+  }
+  if (bias != 0) {
+    for (let r = 0; r < M; r++) {
+      const yRow = y + <usize>r * ldy;
+      for (let n = nBegin; n < nEnd; n++) {
+        const o = <usize>n << 2;
+        store<f32>(yRow + o, load<f32>(yRow + o) + load<f32>(bias + o));
+      }
+    }
+  }
+}
+
+/**
+ * The linear layer with Q4_K weights (K a multiple of 256); `scratch`: linear_quant_scratch_bytes(M,
+ * K), as linear_q8_0's (quantized x of its own, or shared with LINEAR_X_QUANTIZED).
+ */
+export function linear_q4_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearK(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q4_K);
+}
+
+/** The linear layer with Q6_K weights; as linear_q4_k. */
+export function linear_q6_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearK(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q6_K);
+}
