@@ -169,14 +169,15 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     const bytesByType = new Map<string, number>();
     for (const t of matrices) bytesByType.set(t.type, (bytesByType.get(t.type) ?? 0) + t.byteLength);
     const dominant = [...bytesByType.entries()].sort((x, y) => y[1] - x[1])[0]![0].toLowerCase();
-    const dtype: BufferDtype = options.dtype ?? (BUFFER_DTYPES.includes(dominant as BufferDtype) ? (dominant as BufferDtype) : "q8_0");
+    const kept = BUFFER_DTYPES.includes(dominant as BufferDtype) && (!COMPUTED_TYPES.has(dominant.toUpperCase()) || KEPT_TYPES.has(dominant.toUpperCase()));
+    const dtype: BufferDtype = options.dtype ?? (kept ? (dominant as BufferDtype) : "q8_0");
 
     const plans: TensorPlan[] = [];
     for (const [hf, t] of info.tensors) {
       const { tensor } = t;
       const matrix = tensor.shape.length === 2, K = tensor.shape[tensor.shape.length - 1]!;
       const elements = tensor.shape.reduce((x, y) => x * y, 1);
-      const native = NATIVE_TYPES.has(tensor.type) ? (tensor.type.toLowerCase() as QuantDtype) : undefined;
+      const native = COMPUTED_TYPES.has(tensor.type) && (options.dtype === undefined ? KEPT_TYPES.has(tensor.type) : options.dtype === tensor.type.toLowerCase()) ? (tensor.type.toLowerCase() as QuantDtype) : undefined;
       const bufferDtype: BufferDtype = !matrix ? "f32" : native && (options.dtype === undefined || options.dtype === native) ? native : target;
       const unfit = isQuantDtype(bufferDtype) ? unfitRows(bufferDtype, K, hf) : undefined;
       if (unfit) throw new ModelConfigError(`${where}: ${unfit}`);
@@ -269,7 +270,13 @@ function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
 }
 
 /** The block-quantized GGUF types the kernels compute on as stored. */
-const NATIVE_TYPES = new Set(["Q8_0", "Q4_0", "Q4_K", "Q6_K"]);
+const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q4_K", "Q6_K"]);
+/**
+ * Those kept as stored by default. Q6_K (a Q4_K_M file's LM head and some v / down matrices)
+ * becomes Q8_0 unless `dtype: "q6_k"` asks to keep it: its kernel runs 1.6x slower than Q8_0's
+ * at one thread (GEMV 4096², relaxed build), Q4_K's level with it in half the bytes.
+ */
+const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q4_K"]);
 
 /** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0), d and dmin (Q4_K), d after the quants (Q6_K). */
 const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q4_k: [0, 2], q6_k: [208] };
