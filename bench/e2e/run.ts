@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { createRuntime, loadModel, type Runtime } from "../../src/index.ts";
 import { printTable, SMOLLM2_135M_SHAPE } from "../../src/demo.ts";
 import { parseModelConfig } from "../../src/model/config.ts";
-import { exportGGUF } from "../../src/model/gguf-export.ts";
+import { exportGGUF, q4kmTensorType } from "../../src/model/gguf-export.ts";
 import { byteLevelTokenizer, syntheticWeights } from "../../src/model/synthetic.ts";
 import { QWEN25_05B_SHAPE } from "../model-cases.ts";
 
@@ -21,16 +21,6 @@ const { values } = parseArgs({ options: {
   threads: { type: "string", default: "1,2" }, repeats: { type: "string", default: "3" }, prompt: { type: "string", default: "128" }, gen: { type: "string", default: "64" },
   "no-wllama": { type: "boolean" },
 }, strict: true });
-/** The type llama.cpp's Q4_K_M gives a matrix (by Hugging Face name), as its quantizer picks them (undefined: Q8_0). */
-function q4kmType(name: string, shape: number[], layers: number, tied: boolean): "Q4_K" | "Q6_K" | "Q5_0" | undefined {
-  const layer = Number(/layers\.(\d+)\./.exec(name)?.[1] ?? -1), eighth = Math.floor(layers / 8);
-  const moreBits = layer >= 0 && (layer < eighth || layer >= Math.floor((7 * layers) / 8) || (layer - eighth) % 3 === 2);
-  const head = name === "lm_head.weight" || (tied && name === "model.embed_tokens.weight");
-  const six = head || ((name.includes("v_proj") || name.includes("down_proj")) && moreBits);
-  const whole = shape[1]! % 256 === 0;
-  return six ? (whole ? "Q6_K" : undefined) : whole ? "Q4_K" : "Q5_0";
-}
-
 const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE };
 const promptLength = Number(values.prompt), gen = Number(values.gen), repeats = Number(values.repeats);
 const threadCounts = values.threads.split(",").map(Number);
@@ -102,7 +92,7 @@ try {
       // "more bits" layers, Q4_K elsewhere, where rows are whole 256-blocks; where not, its
       // fallbacks Q8_0 (for Q6_K) and Q5_0 (for Q4_K). gqa-wasm computes on Q4_K, Q6_K and Q8_0 as
       // stored and converts Q5_0 to Q8_0 at load; llama.cpp computes on all of them.
-      const mixed = dtype === "q4_k_m" ? { dtype: "q8_0" as const, tensorType: (n: string, shape: number[]) => q4kmType(n, shape, cfg.numLayers, cfg.tieWordEmbeddings) } : { dtype };
+      const mixed = dtype === "q4_k_m" ? { dtype: "q8_0" as const, tensorType: (n: string, shape: number[]) => q4kmTensorType(n, shape, cfg.numLayers, cfg.tieWordEmbeddings) } : { dtype };
       writeFileSync(file, exportGGUF(cfg, (n) => weights.get(n)!, { ...mixed, name, tokenizer }));
       for (const threads of threadCounts) {
         const rt = await createRuntime({ threads });
