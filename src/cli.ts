@@ -21,7 +21,7 @@ const COMMANDS = `commands (gqa-wasm <command> --help for its options):
   serve     an OpenAI-compatible HTTP API (chat, completions, streaming, JSON schemas) with
             continuous batching
   info      what a model holds: architecture, parameters, KV heads, KV bytes vs MHA
-  quantize  write a Hugging Face folder as a GGUF file (q8_0, q4_0, q4_k, q6_k, f16, bf16, f32)
+  quantize  write a Hugging Face folder as a GGUF file (q8_0, q4_0, q5_0, q4_k, q6_k, f16, bf16, f32)
   eval      perplexity on a text file; with --reference, KL divergence and top-1 agreement
   logits    the logits at every position of a list of token ids, as JSON
   generate  a greedy or sampled continuation of token ids, as JSON
@@ -33,9 +33,9 @@ const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (def
   --top-k K  --top-p P       sampling filters
   --seed S                   the sampling seed (a seed reproduces a run)
   --repetition-penalty R     > 1 discourages repeats
-  --dtype f32|bf16|f16|q8_0|q4_0|q4_k|q6_k
+  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_k|q6_k
                              how linear weights and embeddings live in memory (default: as the
-                             files store them); q8_0 / q4_0 / q4_k / q6_k quantize at load (GGUF's blocks;
+                             files store them); q8_0 / q4_0 / q5_0 / q4_k / q6_k quantize at load (GGUF's blocks;
                              the K-quants need rows of whole 256-weight super-blocks)
   --kv-dtype f32|bf16|int8   how the KV cache stores K and V (default f32; bf16 halves its bytes)
   --threads N|auto           worker threads sharing each layer (default 1; auto: one per core)
@@ -69,7 +69,7 @@ Requests in flight decode together (continuous batching); repeated prompt prefix
   --max-queue 64             requests waiting; beyond it 503 with Retry-After
   --kv-tokens N              KV cache for all requests (default max-sequences x min(context, 4096))
   --max-body-bytes 4194304   largest request body (413 beyond)
-  --dtype f32|bf16|f16|q8_0|q4_0|q4_k|q6_k   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
+  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_k|q6_k   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
 `,
   run: `usage: gqa-wasm run --model DIR --prompt "..." [options]
        gqa-wasm run --model DIR --chat [--system "..."] [--prompt "..."]
@@ -86,7 +86,7 @@ bytes and why it stopped go to stderr (with a load progress bar on a terminal). 
   --system TEXT              a system message (with --chat)
   --stop TEXT                stop at this text (it is not printed; may be given more than once)
 ${SAMPLING_HELP}`,
-  quantize: `usage: gqa-wasm quantize --model DIR --dtype q8_0|q4_0|q4_k|q6_k|f16|bf16|f32 --out FILE.gguf
+  quantize: `usage: gqa-wasm quantize --model DIR --dtype q8_0|q4_0|q5_0|q4_k|q6_k|f16|bf16|f32 --out FILE.gguf
 
 Writes the folder's model as a GGUF file (version 3) that llama.cpp and gqa-wasm read: llama or
 qwen2 metadata, norms in F32, linear weights and the embedding in --dtype (quantized as ggml's
@@ -111,7 +111,7 @@ heads per layer, KV-cache bytes per token, and what the same model would need as
   --model DIR                the folder (config.json, model.safetensors or sharded + index)
   --json                     print the summary as JSON
 `,
-  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json|FILE.npy [--dtype f32|bf16|f16|q8_0|q4_0|q4_k|q6_k]
+  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json|FILE.npy [--dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_k|q6_k]
 
 Writes {"logits": [[...vocab floats] for every input position]}, row by row as the forward pass
 goes; with a .npy name, numpy's format instead (float32 [positions, vocab], np.load reads it),
@@ -271,7 +271,7 @@ async function generationOptions(flags: Flags): Promise<import("./model/generati
   return options;
 }
 
-/** A weight dtype flag: one of the runtime's buffer dtypes (f32, bf16, f16, q8_0, q4_0, q4_k, q6_k). */
+/** A weight dtype flag: one of the runtime's buffer dtypes (f32, bf16, f16, q8_0, q4_0, q5_0, q4_k, q6_k). */
 function bufferDtype(flags: Flags, name: string): BufferDtype | undefined {
   const raw = str(flags, name);
   if (raw !== undefined && !(BUFFER_DTYPES as readonly string[]).includes(raw)) {

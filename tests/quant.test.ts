@@ -9,7 +9,7 @@ import { dequantizeRows, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type 
 import { WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
 import { BUILDS, randomArray, runtimeFor } from "./helpers.ts";
 
-const DTYPES: QuantDtype[] = ["q8_0", "q4_0"];
+const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0"];
 const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q4_k", "q6_k"];
 
 /** Activations quantized as the kernels do: per block of 32, d = max|x| / 127 (f32), q = round(x / d). */
@@ -43,7 +43,9 @@ function emulate(dtype: QuantDtype, x: Float32Array, w: Uint8Array, M: number, N
         const at = (n * nb + b) * bb, dw = f16ToF32(w[at]! | (w[at + 1]! << 8));
         let s = 0;
         for (let j = 0; j < 32; j++) {
-          const qw = dtype === "q8_0" ? (w[at + 2 + j]! << 24) >> 24 : (j < 16 ? w[at + 2 + j]! & 15 : w[at + 2 + j - 16]! >> 4) - 8;
+          const qw = dtype === "q8_0" ? (w[at + 2 + j]! << 24) >> 24
+            : dtype === "q5_0" ? ((j < 16 ? w[at + 6 + j]! & 15 : w[at + 6 + j - 16]! >> 4) | ((((w[at + 2]! | (w[at + 3]! << 8) | (w[at + 4]! << 16) | (w[at + 5]! << 24)) >>> j) & 1) << 4)) - 16
+            : (j < 16 ? w[at + 2 + j]! & 15 : w[at + 2 + j - 16]! >> 4) - 8;
           s += qw * q[(m * nb + b) * 32 + j]!;
         }
         acc += dw * d[m * nb + b]! * s;
@@ -83,6 +85,15 @@ describe("block-quantized weights: the formats", () => {
     assert.equal(out[4], 8 | (8 << 4));
     assert.deepEqual(Array.from(dequantizeRows("q4_0", out, 32).subarray(0, 2)), [-4, 1]);
     assert.equal(dequantizeRows("q4_0", out, 32)[16], 3.5, "the largest positive value is 7·d");
+  });
+
+  it("Q5_0 quantizes as ggml (d = the x of largest |x| / -16, q = min(31, trunc(x / d + 16.5)), bit 4 of weight j in bit j of qh): the GGUF writer's bytes, and ggml's dequantizer reads them back", async () => {
+    const { quantizeGGML, dequantizeGGML } = await import("../src/formats/quant.ts");
+    const K = 96, x = randomArray(4 * K, 17);
+    const out = new Uint8Array(4 * quantRowBytes("q5_0", K));
+    quantizeRows("q5_0", x, K, out);
+    assert.deepEqual(out, quantizeGGML("Q5_0", x, K));
+    assert.deepEqual(dequantizeRows("q5_0", out, K), dequantizeGGML("Q5_0", out, x.length));
   });
 
   it("rows of any length: blocks never span rows, the last block is zero-padded", () => {
@@ -407,7 +418,7 @@ describe("block-quantized weights: buffers, threads and models", function () {
     } finally { for (const rt of runtimes) await rt.dispose(); }
   });
 
-  it("models quantized at load (--dtype q8_0 / q4_0) run, their logits within a measured bound of f32, and take the format's bytes", async () => {
+  it("models quantized at load (--dtype q8_0 / q4_0 / q5_0) run, their logits within a measured bound of f32, and take the format's bytes", async () => {
     const rt = await createRuntime();
     const files = syntheticModelFiles(undefined, { dtype: "F32" });
     const ids = [5, 77, 201, 3, 99, 150, 42, 7];
@@ -426,7 +437,7 @@ describe("block-quantized weights: buffers, threads and models", function () {
     const scale = Math.max(...Array.from(f32.out, Math.abs));
     // Measured on this synthetic model (uniform random weights, the hardest case for 4 bits):
     // max |Δlogit| / max |logit| 0.05 (Q8_0), 0.54 (Q4_0); the bounds leave room for both builds.
-    for (const [dtype, bound, bytesPerWeight] of [["q8_0", 0.1, 34 / 32], ["q4_0", 0.8, 18 / 32]] as const) {
+    for (const [dtype, bound, bytesPerWeight] of [["q8_0", 0.1, 34 / 32], ["q4_0", 0.8, 18 / 32], ["q5_0", 0.5, 22 / 32]] as const) {
       const q = await logits(dtype);
       let err = 0;
       q.out.forEach((v, i) => { err = Math.max(err, Math.abs(v - f32.out[i]!)); });

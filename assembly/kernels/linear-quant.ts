@@ -1,7 +1,7 @@
 import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
-import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
+import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
@@ -67,7 +67,7 @@ export const QA_DSUM: usize = 124;
  */
 // @ts-ignore: decorator
 @inline export function linearQuantF32Rows(format: i32): i32 {
-  if (format == WEIGHT_Q4_0) return ASC_FEATURE_RELAXED_SIMD ? i32.MAX_VALUE : 32;
+  if (format == WEIGHT_Q4_0 || format == WEIGHT_Q5_0) return ASC_FEATURE_RELAXED_SIMD ? i32.MAX_VALUE : 32;
   return 12;
 }
 
@@ -214,10 +214,41 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   return v128.and(i16x8.shr_u(q, 4), i8x16.splat(0x0f));
 }
 
-/** The weight block's 32 values as four i16x8 vectors (Q8_0: q; Q4_0: the nibbles 0..15). */
+/**
+ * Q4_0 and Q5_0 store unsigned weights (0..15, 0..31) with an offset (8, 16) that -offset·Σa
+ * undoes; both are 7-bit, the relaxed build's i8 x i7 dot operand as they are.
+ */
 // @ts-ignore: decorator
-@inline function weightsI16(wb: usize, isQ4: bool, part: i32): v128 {
-  if (isQ4) {
+@inline function offsetWeights(format: i32): bool { return format != WEIGHT_Q8_0; }
+
+/**
+ * Weights 0-15 (high false) or 16-31 of a Q5_0 block as unsigned bytes 0..31: the nibbles (byte
+ * j: weight j low, j+16 high) with bit j of the block's u32 qh as 16. The qh byte of each weight
+ * shuffled to its lane, its bit tested against the lane's mask.
+ */
+/** The qh byte of each lane: weights 0-15 (bytes 0, 1), then 16-31 (bytes 2, 3). */
+const Q5_LANES = memory.data<u8>([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3], 16);
+
+// @ts-ignore: decorator
+@inline function unsignedWeightsQ5(wb: usize, high: bool): v128 {
+  const q = v128.load(wb + 6);
+  const nib = high ? highNibbles(q) : v128.and(q, i8x16.splat(0x0f));
+  const qh = v128.load32_zero(wb + 2), lanes = v128.load(Q5_LANES + (high ? 16 : 0));
+  // The lane pattern from memory (one load): as a shuffle's constant, V8 built it anew in every
+  // block (five instructions). The relaxed swizzle is one pshufb (its indices are all < 16).
+  const bytes = ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(qh, lanes) : i8x16.swizzle(qh, lanes);
+  const bit = i8x16(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  return v128.or(nib, v128.and(i8x16.eq(v128.and(bytes, bit), bit), i8x16.splat(0x10)));
+}
+
+/** The weight block's 32 values as four i16x8 vectors (Q8_0: q; Q4_0 / Q5_0: unsigned 0..15 / 0..31). */
+// @ts-ignore: decorator
+@inline function weightsI16(wb: usize, format: i32, part: i32): v128 {
+  if (format == WEIGHT_Q5_0) {
+    const q = unsignedWeightsQ5(wb, part >= 2);
+    return (part & 1) == 0 ? i16x8.extend_low_i8x16_u(q) : i16x8.extend_high_i8x16_u(q);
+  }
+  if (format == WEIGHT_Q4_0) {
     const q = v128.load(wb + 2);
     const nib = part < 2 ? v128.and(q, i8x16.splat(0x0f)) : highNibbles(q);
     return (part & 1) == 0 ? i16x8.extend_low_i8x16_u(nib) : i16x8.extend_high_i8x16_u(nib);
@@ -228,45 +259,50 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
 
 /** Integer dot of one weight block with one activation block, both in registers (i16x8), as i32x4 partial sums. */
 // @ts-ignore: decorator
-@inline function blockDotRegs(w0: v128, w1: v128, w2: v128, w3: v128, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, isQ4: bool): v128 {
+@inline function blockDotRegs(w0: v128, w1: v128, w2: v128, w3: v128, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, format: i32): v128 {
   let s = i32x4.dot_i16x8_s(w0, a0);
   s = i32x4.add(s, i32x4.dot_i16x8_s(w1, a1));
   s = i32x4.add(s, i32x4.dot_i16x8_s(w2, a2));
   s = i32x4.add(s, i32x4.dot_i16x8_s(w3, a3));
-  // Q4_0 nibbles are stored with +8: the precomputed -8·sum(a) undoes it.
-  return isQ4 ? i32x4.add(s, corr) : s;
+  // Q4_0 / Q5_0 weights are stored with +8 / +16: the -8·sum(a) / -16·sum(a) undoes it.
+  return offsetWeights(format) ? i32x4.add(s, corr) : s;
 }
 
 /** Part 0..3 of an activation block as the block dot takes it: i16x8, or i8x16 (parts 0, 1) for the relaxed build's Q4_0. */
 // @ts-ignore: decorator
-@inline function activations(a: usize, part: i32, isQ4: bool): v128 {
-  if (isQ4 && ASC_FEATURE_RELAXED_SIMD) return v128.load(a + QA_I8 + (<usize>(part & 1) << 4));
+@inline function activations(a: usize, part: i32, format: i32): v128 {
+  if (offsetWeights(format) && ASC_FEATURE_RELAXED_SIMD) return v128.load(a + QA_I8 + (<usize>(part & 1) << 4));
   return v128.load(a + (<usize>part << 4));
 }
 
-/** The -8·sum vector of an activation block (Q4_0 only). */
+/** The -offset·sum vector of an activation block (Q4_0: -8·sum, Q5_0: -16·sum; Q8_0: none). */
 // @ts-ignore: decorator
-@inline function correction(a: usize, isQ4: bool): v128 {
-  return isQ4 ? v128.load(a + QA_CORR) : i32x4.splat(0);
+@inline function correction(a: usize, format: i32): v128 {
+  if (format == WEIGHT_Q5_0) return i32x4.shl(v128.load(a + QA_CORR), 1);
+  return format == WEIGHT_Q4_0 ? v128.load(a + QA_CORR) : i32x4.splat(0);
 }
 
+/** Bytes of a block: Q8_0 34, Q4_0 18, Q5_0 22 (f16 d, u32 of high bits, 16 bytes of nibbles). */
 // @ts-ignore: decorator
-@inline export function blockBytes(isQ4: bool): usize { return isQ4 ? 18 : 34; }
+@inline export function blockBytes(format: i32): usize { return format == WEIGHT_Q4_0 ? 18 : format == WEIGHT_Q5_0 ? 22 : 34; }
 
 /**
- * K weights of a row of Q8_0 (isQ4 false) or Q4_0 blocks, from its first block at `src`, as f32
- * at `dst`: d·q, or d·(nibble - 8), each one exact f32 product (an f16 times a small integer), the
+ * K weights of a row of Q8_0, Q4_0 or Q5_0 blocks, from its first block at `src`, as f32
+ * at `dst`: d·q, d·(nibble - 8), d·(q5 - 16), each one exact f32 product (an f16 times a small integer), the
  * values the host's readers compute. Whole blocks 16 weights a step; a last partial block (K not a
  * multiple of 32) one weight at a time.
  */
 // @ts-ignore: decorator
-@inline export function dequantizeRow(src: usize, K: i32, dst: usize, isQ4: bool): void {
-  const bb = blockBytes(isQ4), whole = K / QK;
+@inline export function dequantizeRow(src: usize, K: i32, dst: usize, format: i32): void {
+  const bb = blockBytes(format), whole = K / QK;
   for (let b = 0; b < whole; b++) {
     const blk = src + <usize>b * bb, out = dst + (<usize>b << 7), d = f32x4.splat(halfAt(blk));
     const q = v128.load(blk + 2);
     let lo: v128, hi: v128; // weights 0-15 and 16-31 as i8x16
-    if (isQ4) {
+    if (format == WEIGHT_Q5_0) {
+      lo = i8x16.sub(unsignedWeightsQ5(blk, false), i8x16.splat(16));
+      hi = i8x16.sub(unsignedWeightsQ5(blk, true), i8x16.splat(16));
+    } else if (format == WEIGHT_Q4_0) {
       lo = i8x16.sub(v128.and(q, i8x16.splat(0x0f)), i8x16.splat(8));
       hi = i8x16.sub(highNibbles(q), i8x16.splat(8));
     } else {
@@ -281,7 +317,10 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   const blk = src + <usize>whole * bb, d = halfAt(blk);
   for (let j = 0; j < rest; j++) {
     let q: i32;
-    if (isQ4) {
+    if (format == WEIGHT_Q5_0) {
+      const byte = <i32>load<u8>(blk + 6 + <usize>(j & 15));
+      q = ((j < 16 ? byte & 15 : byte >> 4) | ((<i32>(load<u32>(blk + 2) >> <u32>j) & 1) << 4)) - 16;
+    } else if (format == WEIGHT_Q4_0) {
       const byte = <i32>load<u8>(blk + 2 + <usize>(j & 15));
       q = (j < 16 ? byte & 15 : byte >> 4) - 8;
     } else {
@@ -330,20 +369,20 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
  * slower, relaxed and simd builds). The products and their order are the same, so are the bits.
  */
 // @ts-ignore: decorator
-@inline function dotq_1x1(qa: usize, w: usize, nb: i32, isQ4: bool): f32 {
-  const bb = blockBytes(isQ4);
+@inline function dotq_1x1(qa: usize, w: usize, nb: i32, format: i32): f32 {
+  const bb = blockBytes(format);
   let acc = f32x4.splat(0);
   let b = 0;
   for (; b + 2 <= nb; b += 2) {
     const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
     const s0 = f32x4.splat(halfAt(wb) * load<f32>(a + QA_SCALE));
     const s1 = f32x4.splat(halfAt(wb + bb) * load<f32>(a + QA_BLOCK + QA_SCALE));
-    acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb, a, isQ4)), s0, acc);
-    acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb + bb, a + QA_BLOCK, isQ4)), s1, acc);
+    acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb, a, format)), s0, acc);
+    acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb + bb, a + QA_BLOCK, format)), s1, acc);
   }
   for (; b < nb; b++) {
     const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
-    acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb, a, isQ4)), f32x4.splat(halfAt(wb) * load<f32>(a + QA_SCALE)), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb, a, format)), f32x4.splat(halfAt(wb) * load<f32>(a + QA_SCALE)), acc);
   }
   return hsum(acc);
 }
@@ -357,63 +396,78 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
  * (twice), Q4_0 level (scratch/ab.ts).
  */
 // @ts-ignore: decorator
-@inline function dotq_1x2(qa: usize, w0: usize, w1: usize, nb: i32, isQ4: bool, y0: usize, y1: usize, addToY: bool): void {
-  const bb = blockBytes(isQ4);
+@inline function dotq_1x2(qa: usize, w0: usize, w1: usize, nb: i32, format: i32, y0: usize, y1: usize, addToY: bool): void {
+  const bb = blockBytes(format);
   let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
     const a = qa + <usize>b * QA_BLOCK, o = <usize>b * bb;
-    const a0 = activations(a, 0, isQ4), a1 = activations(a, 1, isQ4), a2 = activations(a, 2, isQ4), a3 = activations(a, 3, isQ4);
-    const corr = correction(a, isQ4), da = load<f32>(a + QA_SCALE);
-    acc0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w0 + o, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(w0 + o) * da), acc0);
-    acc1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w1 + o, a0, a1, a2, a3, corr, isQ4)), f32x4.splat(halfAt(w1 + o) * da), acc1);
+    const a0 = activations(a, 0, format), a1 = activations(a, 1, format), a2 = activations(a, 2, format), a3 = activations(a, 3, format);
+    const corr = correction(a, format), da = load<f32>(a + QA_SCALE);
+    acc0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w0 + o, a0, a1, a2, a3, corr, format)), f32x4.splat(halfAt(w0 + o) * da), acc0);
+    acc1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w1 + o, a0, a1, a2, a3, corr, format)), f32x4.splat(halfAt(w1 + o) * da), acc1);
   }
   finish(y0, hsum(acc0), addToY);
   finish(y1, hsum(acc1), addToY);
 }
 
 /**
- * Relaxed build, Q4_0, many rows of x (a prefill chunk): output columns in blocks of
+ * Relaxed build, Q4_0 / Q5_0, many rows of x (a prefill chunk): output columns in blocks of
  * Q4_TILE_COLS weight rows, each block's rows two at a time against x's rows two at a time
  * (dotq4_2x2); a last odd row or column as the GEMV computes it.
  */
-function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, nb: i32, addToY: bool): void {
+// @ts-ignore: decorator
+@inline function offsetTiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, nb: i32, addToY: bool, format: i32): void {
   for (let n0 = nBegin; n0 < nEnd; n0 += Q4_TILE_COLS) {
     const n1 = min(n0 + Q4_TILE_COLS, nEnd);
     let m = 0;
     for (; m + 2 <= M; m += 2) {
       const qa0 = qa + <usize>m * ldqa, y0 = y + <usize>m * ldy;
       let n = n0;
-      for (; n + 2 <= n1; n += 2) dotq4_2x2(qa0, qa0 + ldqa, w + <usize>n * ldw, ldw, nb, y0 + (<usize>n << 2), ldy, addToY);
+      for (; n + 2 <= n1; n += 2) dotq4_2x2(qa0, qa0 + ldqa, w + <usize>n * ldw, ldw, nb, y0 + (<usize>n << 2), ldy, addToY, format);
       if (n < n1) {
-        finish(y0 + (<usize>n << 2), dotq_1x1(qa0, w + <usize>n * ldw, nb, true), addToY);
-        finish(y0 + ldy + (<usize>n << 2), dotq_1x1(qa0 + ldqa, w + <usize>n * ldw, nb, true), addToY);
+        finish(y0 + (<usize>n << 2), dotq_1x1(qa0, w + <usize>n * ldw, nb, format), addToY);
+        finish(y0 + ldy + (<usize>n << 2), dotq_1x1(qa0 + ldqa, w + <usize>n * ldw, nb, format), addToY);
       }
     }
     if (m < M) {
       const qa0 = qa + <usize>m * ldqa, y0 = y + <usize>m * ldy;
-      for (let n = n0; n < n1; n++) finish(y0 + (<usize>n << 2), dotq_1x1(qa0, w + <usize>n * ldw, nb, true), addToY);
+      for (let n = n0; n < n1; n++) finish(y0 + (<usize>n << 2), dotq_1x1(qa0, w + <usize>n * ldw, nb, format), addToY);
     }
   }
 }
 
+/** offsetTiles for Q4_0 and for Q5_0: functions of their own (V8 allocates registers per function). */
+function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, nb: i32, addToY: bool): void {
+  offsetTiles(qa, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY, WEIGHT_Q4_0);
+}
+function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, nb: i32, addToY: bool): void {
+  offsetTiles(qa, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY, WEIGHT_Q5_0);
+}
+
 /**
- * Relaxed build, Q4_0: two activation rows (qa0, qa1) against two weight rows (w0, w0 + ldw),
+ * Relaxed build, Q4_0 / Q5_0: two activation rows (qa0, qa1) against two weight rows (w0, w0 + ldw),
  * each nibble vector and activation vector loaded once for two products; each output computed
  * exactly as dotq_1x1 computes it (blockDotQ4Relaxed's steps, the same order), so a prefill row
  * has the bits the same row has decoded alone. Outputs at y0, y0 + 4 and y0 + ldy, y0 + ldy + 4.
  */
 // @ts-ignore: decorator
-@inline function dotq4_2x2(qa0: usize, qa1: usize, w0: usize, ldw: usize, nb: i32, y0: usize, ldy: usize, addToY: bool): void {
+@inline function dotq4_2x2(qa0: usize, qa1: usize, w0: usize, ldw: usize, nb: i32, y0: usize, ldy: usize, addToY: bool, format: i32): void {
   if (!ASC_FEATURE_RELAXED_SIMD) unreachable();
   const w1 = w0 + ldw;
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
-    const a = qa0 + <usize>b * QA_BLOCK, a_ = qa1 + <usize>b * QA_BLOCK, o = <usize>b * blockBytes(true);
-    const q0 = v128.load(w0 + o + 2), q1 = v128.load(w1 + o + 2);
-    const l0 = v128.and(q0, i8x16.splat(0x0f)), h0 = highNibbles(q0), l1 = v128.and(q1, i8x16.splat(0x0f)), h1 = highNibbles(q1);
-    const x0 = activations(a, 0, true), x1 = activations(a, 1, true), z0 = activations(a_, 0, true), z1 = activations(a_, 1, true);
+    const a = qa0 + <usize>b * QA_BLOCK, a_ = qa1 + <usize>b * QA_BLOCK, o = <usize>b * blockBytes(format);
+    let l0: v128, h0: v128, l1: v128, h1: v128;
+    if (format == WEIGHT_Q5_0) {
+      l0 = unsignedWeightsQ5(w0 + o, false); h0 = unsignedWeightsQ5(w0 + o, true);
+      l1 = unsignedWeightsQ5(w1 + o, false); h1 = unsignedWeightsQ5(w1 + o, true);
+    } else {
+      const q0 = v128.load(w0 + o + 2), q1 = v128.load(w1 + o + 2);
+      l0 = v128.and(q0, i8x16.splat(0x0f)); h0 = highNibbles(q0); l1 = v128.and(q1, i8x16.splat(0x0f)); h1 = highNibbles(q1);
+    }
+    const x0 = activations(a, 0, format), x1 = activations(a, 1, format), z0 = activations(a_, 0, format), z1 = activations(a_, 1, format);
     const d0 = halfAt(w0 + o), d1 = halfAt(w1 + o), da = load<f32>(a + QA_SCALE), da_ = load<f32>(a_ + QA_SCALE);
-    const k0 = correction(a, true), k1 = correction(a_, true);
+    const k0 = correction(a, format), k1 = correction(a_, format);
     c00 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l0, h0, x0, x1, k0)), f32x4.splat(d0 * da), c00);
     c01 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l1, h1, x0, x1, k0)), f32x4.splat(d1 * da), c01);
     c10 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l0, h0, z0, z1, k1)), f32x4.splat(d0 * da_), c10);
@@ -427,8 +481,8 @@ function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
 
 /** A weight block (at wb) against an activation block (at a), as i32x4 partial sums. */
 // @ts-ignore: decorator
-@inline function blockDotAt(wb: usize, a: usize, isQ4: bool): v128 {
-  return blockDotRow(wb, activations(a, 0, isQ4), activations(a, 1, isQ4), activations(a, 2, isQ4), activations(a, 3, isQ4), correction(a, isQ4), isQ4);
+@inline function blockDotAt(wb: usize, a: usize, format: i32): v128 {
+  return blockDotRow(wb, activations(a, 0, format), activations(a, 1, format), activations(a, 2, format), activations(a, 3, format), correction(a, format), format);
 }
 
 /**
@@ -454,20 +508,21 @@ function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
  * Q4_0's a0, a1: i8x16, Q8_0's a⁺ (a0, a1) and a⁻ (a2, a3) as i8x16; corr: the -8·sum vector).
  */
 // @ts-ignore: decorator
-@inline function blockDotRow(wb: usize, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, isQ4: bool): v128 {
-  if (isQ4 && ASC_FEATURE_RELAXED_SIMD) return blockDotQ4Relaxed(v128.load(wb + 2), a0, a1, corr);
+@inline function blockDotRow(wb: usize, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, format: i32): v128 {
+  if (format == WEIGHT_Q5_0 && ASC_FEATURE_RELAXED_SIMD) return nibbleDotRelaxed(unsignedWeightsQ5(wb, false), unsignedWeightsQ5(wb, true), a0, a1, corr);
+  if (format == WEIGHT_Q4_0 && ASC_FEATURE_RELAXED_SIMD) return blockDotQ4Relaxed(v128.load(wb + 2), a0, a1, corr);
   if (ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(wb, a0, a1, a2, a3);
-  return blockDotRegs(weightsI16(wb, isQ4, 0), weightsI16(wb, isQ4, 1), weightsI16(wb, isQ4, 2), weightsI16(wb, isQ4, 3), a0, a1, a2, a3, corr, isQ4);
+  return blockDotRegs(weightsI16(wb, format, 0), weightsI16(wb, format, 1), weightsI16(wb, format, 2), weightsI16(wb, format, 3), a0, a1, a2, a3, corr, format);
 }
 
 // @ts-ignore: decorator
-@inline function linearQuant(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize, isQ4: bool): void {
+@inline function linearQuant(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize, format: i32): void {
   const nb = (K + QK - 1) / QK;
-  const ldw = <usize>nb * blockBytes(isQ4);
+  const ldw = <usize>nb * blockBytes(format);
   const ldqa = <usize>nb * QA_BLOCK;
   const ldy = <usize>N << 2;
   const addToY = (flags & LINEAR_ACCUMULATE) != 0;
-  if (M >= linearQuantF32Rows(isQ4 ? WEIGHT_Q4_0 : WEIGHT_Q8_0)) {
+  if (M >= linearQuantF32Rows(format)) {
     // GEMM_F32: with this many rows, decoding a weight once into f32 for all of them costs less
     // than integer block dots per row, whose four 7-bit dots, subtractions and pair-adds per
     // block are nearly twice the instructions of f32 FMAs (wasm has no int8 dot with accumulate
@@ -476,17 +531,18 @@ function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
     if ((flags & LINEAR_X_QUANTIZED) != 0) unreachable(); // the scratch is shared quantized x
     const ldx = <usize>K << 2;
     for (let k0 = 0; k0 < K; k0 += KC) { // KC is whole blocks
-      const kLen = min(KC, K - k0), wOff = <usize>(k0 / QK) * blockBytes(isQ4);
+      const kLen = min(KC, K - k0), wOff = <usize>(k0 / QK) * blockBytes(format);
       for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
         const n1 = min(n0 + NB, nEnd);
-        for (let n = n0; n < n1; n++) dequantizeRow(w + <usize>n * ldw + wOff, kLen, scratch + (<usize>(n - n0) * <usize>kLen << 2), isQ4);
+        for (let n = n0; n < n1; n++) dequantizeRow(w + <usize>n * ldw + wOff, kLen, scratch + (<usize>(n - n0) * <usize>kLen << 2), format);
         gemmPanel(x, <usize>k0 << 2, ldx, M, scratch, y, ldy, n0, n1, kLen, k0 > 0 || addToY);
       }
     }
   } else {
     if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
-    if (ASC_FEATURE_RELAXED_SIMD && isQ4 && M >= Q4_TILE_ROWS) {
-      q4Tiles(scratch, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
+    if (ASC_FEATURE_RELAXED_SIMD && offsetWeights(format) && M >= Q4_TILE_ROWS) {
+      if (format == WEIGHT_Q5_0) q5Tiles(scratch, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
+      else q4Tiles(scratch, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
     } else {
       // GEMV, for every row of x below linearQuantF32Rows (below Q4_TILE_ROWS for the relaxed build's Q4_0:
       // a decode step, a batch of sequences decoding together): weight rows in blocks
@@ -504,10 +560,10 @@ function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
           const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
           for (let n = n0; n < n0 + q; n++) {
             const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);
-            dotq_1x2(qa, w0, w0 + dw, nb, isQ4, y0, y0 + dy, addToY);
-            dotq_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, nb, isQ4, y0 + 2 * dy, y0 + 3 * dy, addToY);
+            dotq_1x2(qa, w0, w0 + dw, nb, format, y0, y0 + dy, addToY);
+            dotq_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, nb, format, y0 + 2 * dy, y0 + 3 * dy, addToY);
           }
-          for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, isQ4), addToY);
+          for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, format), addToY);
         }
       }
     }
@@ -529,10 +585,15 @@ function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
  * quantize_activations (shared by threads and calls, read only).
  */
 export function linear_q8_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
-  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, false);
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q8_0);
 }
 
 /** The linear layer with Q4_0 weights; `scratch` as linear_q8_0's. */
 export function linear_q4_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
-  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, true);
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q4_0);
+}
+
+/** The linear layer with Q5_0 weights; `scratch` as linear_q8_0's. */
+export function linear_q5_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q5_0);
 }

@@ -4,22 +4,23 @@
 //   Q8_0: f16 d, 32 x i8 q              (34 bytes per 32 weights; w = d·q)
 //   Q4_0: f16 d, 16 bytes of nibbles    (18 bytes per 32 weights; w = d·(q - 8); weight j in the
 //         low nibble of byte j, weight j+16 in the high nibble)
+//   Q5_0: f16 d, u32 qh, 16 bytes of nibbles  (22 bytes; w = d·(q - 16), q's bit 4 is bit j of qh)
 // A row of K weights is ceil(K/32) blocks; past K the last block holds zeros.
 //   Q4_K, Q6_K: super-blocks of 256 (layouts in assembly/kernels/linear-kquant.ts); a row is
 //         K / 256 of them, K a multiple of 256 (GGUF has no partial super-block).
 import { GGML_TYPES } from "./gguf.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
-export type QuantDtype = "q8_0" | "q4_0" | "q4_k" | "q6_k";
+export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "q4_k" | "q6_k";
 export const QUANT_BLOCK = 32;
 /** Weights per block of each format (a K-quant's super-block). */
-export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q4_k: 256, q6_k: 256 };
+export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, q4_k: 256, q6_k: 256 };
 export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = {
-  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
+  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
 };
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
-  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q4_k" || dtype === "q6_k";
+  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q5_0" || dtype === "q4_k" || dtype === "q6_k";
 }
 
 /** A K-quant: rows must be whole super-blocks of 256. */
@@ -43,7 +44,7 @@ export function quantRowBytes(dtype: QuantDtype, K: number): number {
 /**
  * Quantizes `rows` rows of K floats into `out` (quantRowBytes each), as ggml's reference
  * quantizers do: Q8_0 d = max|x| / 127, q = round(x / d); Q4_0 d = (the x of largest |x|) / -8,
- * q = min(15, trunc(x / d + 8.5)). The scale is rounded to f16 after the q are computed.
+ * q = min(15, trunc(x / d + 8.5)); Q5_0 d = (the x of largest |x|) / -16, q = min(31, trunc(x / d + 16.5)). The scale is rounded to f16 after the q are computed.
  */
 export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number, out: Uint8Array): void {
   if (isKQuant(dtype)) {
@@ -67,6 +68,17 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
         const d = Math.fround(amax / 127), id = d ? Math.fround(1 / d) : 0;
         view.setUint16(at, f32ToF16(d), true);
         for (let i = 0; i < QUANT_BLOCK; i++) view.setInt8(at + 2 + i, roundAway(Math.fround(block[i]! * id)));
+      } else if (dtype === "q5_0") {
+        const d = Math.fround(largestMagnitude(block) / -16), id = d ? Math.fround(1 / d) : 0;
+        view.setUint16(at, f32ToF16(d), true);
+        let qh = 0;
+        for (let j = 0; j < 16; j++) {
+          const q0 = Math.min(31, Math.trunc(Math.fround(Math.fround(block[j]! * id) + 16.5)));
+          const q1 = Math.min(31, Math.trunc(Math.fround(Math.fround(block[j + 16]! * id) + 16.5)));
+          out[at + 6 + j] = (q0 & 15) | ((q1 & 15) << 4);
+          qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
+        }
+        view.setUint32(at + 2, qh >>> 0, true);
       } else {
         const d = Math.fround(largestMagnitude(block) / -8), id = d ? Math.fround(1 / d) : 0;
         view.setUint16(at, f32ToF16(d), true);
@@ -96,7 +108,9 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
     for (let b = 0; b < nb; b++) {
       const at = (r * nb + b) * bb, d = f16ToF32(view.getUint16(at, true));
       for (let j = 0, k = b * QUANT_BLOCK; j < QUANT_BLOCK && k < K; j++, k++) {
-        const q = dtype === "q8_0" ? view.getInt8(at + 2 + j) : (j < 16 ? bytes[at + 2 + j]! & 15 : bytes[at + 2 + j - 16]! >> 4) - 8;
+        const q = dtype === "q8_0" ? view.getInt8(at + 2 + j)
+          : dtype === "q5_0" ? ((j < 16 ? bytes[at + 6 + j]! & 15 : bytes[at + 6 + j - 16]! >> 4) | (((view.getUint32(at + 2, true) >>> j) & 1) << 4)) - 16
+          : (j < 16 ? bytes[at + 2 + j]! & 15 : bytes[at + 2 + j - 16]! >> 4) - 8;
         out[r * K + k] = Math.fround(d * q);
       }
     }

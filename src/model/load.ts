@@ -270,16 +270,16 @@ function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
 }
 
 /** The block-quantized GGUF types the kernels compute on as stored. */
-const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q4_K", "Q6_K"]);
+const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q6_K"]);
 /**
  * Those kept as stored by default. Q6_K (a Q4_K_M file's LM head and some v / down matrices)
  * becomes Q8_0 unless `dtype: "q6_k"` asks to keep it: its kernel runs 1.6x slower than Q8_0's
  * at one thread (GEMV 4096², relaxed build), Q4_K's level with it in half the bytes.
  */
-const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q4_K"]);
+const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_K"]);
 
-/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0), d and dmin (Q4_K), d after the quants (Q6_K). */
-const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q4_k: [0, 2], q6_k: [208] };
+/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0), d and dmin (Q4_K), d after the quants (Q6_K). */
+const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], q4_k: [0, 2], q6_k: [208] };
 
 /** The first block of quantized data with an infinite or NaN f16 scale, or -1. */
 function firstNonFiniteScale(bytes: Uint8Array, dtype: QuantDtype): number {
