@@ -185,6 +185,7 @@ async function loadOrRefuse(rt: Runtime, files: Files): Promise<void> {
 }
 
 let ggufModel: Uint8Array | undefined;
+const quantModels: Partial<Record<"q5_0" | "q4_k" | "q6_k", Uint8Array>> = {};
 
 // ---------------------------------------------------------------- KV cache
 
@@ -371,6 +372,15 @@ export const PROPERTIES: FuzzProperty[] = [
     property: ({ rt }) => fc.asyncProperty(mutation, async (m) => {
       ggufModel ??= await folderToGGUF(syntheticModelFiles({ ...TINY_CHAT_MODEL, num_hidden_layers: 2, hidden_size: 32, intermediate_size: 64, num_attention_heads: 4, max_position_embeddings: 64 }, { dtype: "F32" }), { dtype: "q8_0" });
       await loadOrRefuse(rt, { "model.gguf": mutate(ggufModel, { ...m, headerLength: undefined }) });
+    }),
+  },
+  {
+    name: "GGUF models with Q5_0, Q4_K or Q6_K weights: the file mutated loads and generates, or is refused, with nothing left allocated",
+    runs: 60,
+    property: ({ rt }) => fc.asyncProperty(fc.constantFrom("q5_0", "q4_k", "q6_k") as fc.Arbitrary<"q5_0" | "q4_k" | "q6_k">, mutation, async (dtype, m) => {
+      const hidden = dtype === "q5_0" ? 32 : 256; // K-quant rows are whole 256-weight super-blocks
+      quantModels[dtype] ??= await folderToGGUF(syntheticModelFiles({ ...TINY_CHAT_MODEL, num_hidden_layers: 1, hidden_size: hidden, intermediate_size: hidden, num_attention_heads: 4, max_position_embeddings: 64 }, { dtype: "F32" }), { dtype });
+      await loadOrRefuse(rt, { "model.gguf": mutate(quantModels[dtype]!, { ...m, headerLength: undefined }) });
     }),
   },
   {
