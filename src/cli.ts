@@ -21,7 +21,7 @@ const COMMANDS = `commands (gqa-wasm <command> --help for its options):
   serve     an OpenAI-compatible HTTP API (chat, completions, streaming, JSON schemas) with
             continuous batching
   info      what a model holds: architecture, parameters, KV heads, KV bytes vs MHA
-  quantize  write a Hugging Face folder as a GGUF file (q8_0, q4_0, q5_0, q4_k, q6_k, f16, bf16, f32)
+  quantize  write a Hugging Face folder as a GGUF file (q8_0, q4_0, q5_0, q4_k, q6_k, q4_k_m, f16, bf16, f32)
   eval      perplexity on a text file; with --reference, KL divergence and top-1 agreement
   logits    the logits at every position of a list of token ids, as JSON
   generate  a greedy or sampled continuation of token ids, as JSON
@@ -86,11 +86,14 @@ bytes and why it stopped go to stderr (with a load progress bar on a terminal). 
   --system TEXT              a system message (with --chat)
   --stop TEXT                stop at this text (it is not printed; may be given more than once)
 ${SAMPLING_HELP}`,
-  quantize: `usage: gqa-wasm quantize --model DIR --dtype q8_0|q4_0|q5_0|q4_k|q6_k|f16|bf16|f32 --out FILE.gguf
+  quantize: `usage: gqa-wasm quantize --model DIR --dtype q8_0|q4_0|q5_0|q4_k|q6_k|q4_k_m|f16|bf16|f32 --out FILE.gguf
 
 Writes the folder's model as a GGUF file (version 3) that llama.cpp and gqa-wasm read: llama or
 qwen2 metadata, norms in F32, linear weights and the embedding in --dtype (quantized as ggml's
-reference quantizers do; rows must be whole blocks of 32), q/k rows permuted as llama.cpp's
+reference quantizers do; rows must be whole blocks of 32, 256 for q4_k / q6_k; q4_k_m is
+llama.cpp's Q4_K_M mix: Q6_K for the LM head and half the layers' v / down, Q4_K elsewhere, Q8_0
+and Q5_0 where rows are not whole 256-blocks; K-quant scales by min/max, not llama.cpp's
+search), q/k rows permuted as llama.cpp's
 converter does, and the tokenizer (tokenizer.json) as tokenizer.ggml.* metadata with the chat
 template.
 `,
@@ -532,7 +535,7 @@ function progressLine(label: string) {
 /** `quantize`: a Hugging Face folder written as a GGUF file llama.cpp reads. */
 async function quantize(args: string[]): Promise<number> {
   const flags = parseFlags("quantize", args, stringFlags("model", "dtype", "out"));
-  const dir = str(flags, "model"), out = str(flags, "out"), dtype = bufferDtype(flags, "dtype") ?? "q8_0";
+  const dir = str(flags, "model"), out = str(flags, "out"), dtype = flags.dtype === "q4_k_m" ? "q4_k_m" : bufferDtype(flags, "dtype") ?? "q8_0";
   if (!dir) throw new UsageError("quantize needs --model DIR");
   if (!out || !/\.gguf$/i.test(out)) throw new UsageError("quantize needs --out FILE.gguf");
   const fs = await import("node:fs/promises");

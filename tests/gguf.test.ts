@@ -347,6 +347,24 @@ describe("GGUF files", function () {
         assert.equal((await gguf.generate(ids, { maxNewTokens: 4, temperature: 0, stopTokens: [] }).done).tokens.length, 4);
         for (const m of [gguf, atLoad]) m.dispose();
       }
+      // llama.cpp's Q4_K_M mix (`gqa-wasm quantize --dtype q4_k_m`): the types q4kmTensorType picks, read as stored.
+      const mixFile = join(tmp(), "q4km.gguf");
+      const q = spawnSync(process.execPath, [cli, "quantize", "--model", dir, "--dtype", "q4_k_m", "--out", mixFile], { encoding: "utf8", timeout: 60_000 });
+      assert.equal(q.status, 0, q.stderr);
+      assert.match(q.stderr, /q4_k_m weights/);
+      const mixBytes = readFileSync(mixFile), header = parseGGUFHeader(mixBytes, mixBytes.length);
+      const types = new Map([...header.tensors.values()].map((t) => [t.name, t.type]));
+      assert.equal(header.metadata.get("general.file_type"), 15);
+      assert.equal(types.get("blk.0.attn_q.weight"), "Q4_K");
+      assert.equal(types.get("blk.0.attn_v.weight"), "Q4_K");
+      assert.equal(types.get("blk.1.attn_v.weight"), "Q6_K"); // of 2 layers, the last (the last eighth) gets more bits
+      assert.equal(types.get("blk.1.ffn_down.weight"), "Q6_K");
+      assert.equal(types.get("output.weight"), "Q6_K");
+      assert.equal(types.get("output_norm.weight"), "F32");
+      const mix = await loadModel(rt, mixFile);
+      assert.equal(mix.transformer.weightDtype, "q4_k");
+      assert.ok(maxDiff(logitsOf(mix, ids), want) <= 0.9 * scale);
+      mix.dispose();
       f32.dispose();
       const small = writeModelFolder(models[0]![1]); // hidden 64: rows of 64 weights
       dirs.push(small);

@@ -16,7 +16,8 @@ const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
 };
 
 export interface GGUFExportOptions {
-  dtype: BufferDtype;
+  /** "q4_k_m": llama.cpp's Q4_K_M mix (q4kmTensorType; Q8_0 where it falls back to Q8_0). */
+  dtype: BufferDtype | "q4_k_m";
   name?: string;
   /** tokenizer.json and tokenizer_config.json, as objects. */
   tokenizer?: { json: Record<string, unknown>; config: Record<string, unknown> };
@@ -25,6 +26,8 @@ export interface GGUFExportOptions {
    * and Q6_K are written by quantizeGGML; undefined keeps `dtype`.
    */
   tensorType?: (name: string, shape: number[]) => "Q5_0" | "Q4_K" | "Q6_K" | undefined;
+  /** general.file_type, if not the dtype's. */
+  fileType?: number;
 }
 
 /**
@@ -48,7 +51,12 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   const arch = ARCHITECTURES[config.modelType].ggufArchitecture;
   if (!arch) throw fail(`${config.modelType}${config.modelType === "deci" ? " (per-layer KV heads)" : ""} has no llama.cpp architecture to write`);
   if (config.ropeScaling && config.ropeScaling.type !== "linear") throw fail(`rope scaling ${config.ropeScaling.type} is not written (linear only)`);
-  const { type, fileType } = GGML[options.dtype];
+  // Q4_K_M: a type per matrix, the rest Q8_0; the file type llama.cpp names MOSTLY_Q4_K_M.
+  if (options.dtype === "q4_k_m") {
+    const layers = config.numLayers, tied = config.tieWordEmbeddings;
+    return exportGGUF(config, tensor, { ...options, dtype: "q8_0", fileType: 15, tensorType: (n, shape) => q4kmTensorType(n, shape, layers, tied) });
+  }
+  const { type } = GGML[options.dtype], fileType = options.fileType ?? GGML[options.dtype].fileType;
   const a = (key: string) => `${arch}.${key}`;
   const metadata: GGUFMetadataToWrite = {
     "general.architecture": { type: "string", value: arch },
