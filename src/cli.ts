@@ -572,6 +572,9 @@ async function info(args: string[]): Promise<number> {
     const count = new Map<string, number>();
     for (const t of tensors.values()) count.set(t.type, (count.get(t.type) ?? 0) + 1);
     types = [...count].map(([t, n]) => `${t} x${n}`).join(", ");
+    const { ggufConversions } = await import("./model/load.ts");
+    const converted = ggufConversions([...tensors.values()].filter((t) => t.shape.length === 2).map((t) => t.type));
+    types += converted.size === 0 ? " (computed on as stored)" : `; converted to Q8_0 at load: ${[...converted].map(([t, n]) => `${t} x${n}`).join(", ")} (--dtype to choose)`;
     const name = found.metadata.get("general.name");
     const tok = found.tokenizer;
     const vocab = tok ? Object.keys((tok.json.model as { vocab: object }).vocab).length : 0;

@@ -352,6 +352,8 @@ describe("GGUF files", function () {
       const q = spawnSync(process.execPath, [cli, "quantize", "--model", dir, "--dtype", "q4_k_m", "--out", mixFile], { encoding: "utf8", timeout: 60_000 });
       assert.equal(q.status, 0, q.stderr);
       assert.match(q.stderr, /q4_k_m weights/);
+      const described = spawnSync(process.execPath, [cli, "info", "--model", mixFile], { encoding: "utf8", timeout: 60_000 });
+      assert.match(described.stdout, /GGUF tensor types: .*Q6_K x\d+.*; converted to Q8_0 at load: Q6_K x\d+ \(--dtype to choose\)/);
       const mixBytes = readFileSync(mixFile), header = parseGGUFHeader(mixBytes, mixBytes.length);
       const types = new Map([...header.tensors.values()].map((t) => [t.name, t.type]));
       assert.equal(header.metadata.get("general.file_type"), 15);
@@ -380,7 +382,7 @@ describe("GGUF files", function () {
       assert.equal(q.status, 0, q.stderr);
       assert.match(q.stderr, /wrote .*q\.gguf: .*, q4_0 weights/);
       const info = spawnSync(process.execPath, [cli, "info", "--model", out], { encoding: "utf8" });
-      assert.match(info.stdout, /GGUF tensor types: Q4_0 x\d+, F32 x\d+\nGGUF name: .*; tokenizer: gpt2, \d+ tokens, with a chat template\n/);
+      assert.match(info.stdout, /GGUF tensor types: Q4_0 x\d+, F32 x\d+ \(computed on as stored\)\nGGUF name: .*; tokenizer: gpt2, \d+ tokens, with a chat template\n/);
       const gen = spawnSync(process.execPath, [cli, "run", "--model", out, "--prompt", "the theme", "--max-new-tokens", "4", "--temperature", "0"], { encoding: "utf8" });
       assert.equal(gen.status, 0, gen.stderr);
       assert.match(gen.stderr, /\(llama, q4_0 weights/);

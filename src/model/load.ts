@@ -164,7 +164,7 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     // Float files stay as they are; in a quantized file, matrices of types the kernels do not
     // compute on become Q8_0 (or options.dtype). The model's dtype names the most bytes' type.
     const matrices = [...info.tensors.values()].filter((t) => t.tensor.shape.length === 2).map((t) => t.tensor);
-    const floatFile = matrices.every((t) => t.type === matrices[0]!.type && (t.type === "F32" || t.type === "F16" || t.type === "BF16"));
+    const floatFile = isFloatFile(matrices.map((t) => t.type));
     const target: BufferDtype = options.dtype ?? (floatFile ? (matrices[0]!.type.toLowerCase() as BufferDtype) : "q8_0");
     const bytesByType = new Map<string, number>();
     for (const t of matrices) bytesByType.set(t.type, (bytesByType.get(t.type) ?? 0) + t.byteLength);
@@ -277,6 +277,21 @@ const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q6_K"]);
  * at one thread (GEMV 4096², relaxed build), Q4_K's level with it in half the bytes.
  */
 const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_K"]);
+
+/** Every matrix of one float type: the file's matrices stay as they are. */
+function isFloatFile(matrixTypes: readonly string[]): boolean {
+  return matrixTypes.every((t) => t === matrixTypes[0] && (t === "F32" || t === "F16" || t === "BF16"));
+}
+
+/**
+ * The matrix types of a GGUF file that loading it without `dtype` converts to Q8_0, with their
+ * counts (a float file's matrices all stay as they are; a quantized file's other types convert).
+ */
+export function ggufConversions(matrixTypes: readonly string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!isFloatFile(matrixTypes)) for (const t of matrixTypes) if (!KEPT_TYPES.has(t)) out.set(t, (out.get(t) ?? 0) + 1);
+  return out;
+}
 
 /** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0), d and dmin (Q4_K), d after the quants (Q6_K). */
 const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], q4_k: [0, 2], q6_k: [208] };
