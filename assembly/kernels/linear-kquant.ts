@@ -75,19 +75,20 @@ const SUPER: i32 = 256;
   const fHi = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(scales)), d), daHi);
   acc = fmadd(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(mins)), negDmin), dsLo, acc);
   acc = fmadd(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(mins)), negDmin), dsHi, acc);
-  // Sub-blocks 2i and 2i+1: the low and high nibbles of the same 32 bytes.
-  let q0 = v128.load(wb + 16), q1 = v128.load(wb + 32);
-  acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a0)), v128.shuffle<f32>(fLo, fLo, 0, 0, 0, 0), acc);
-  acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a0 + QA_BLOCK)), v128.shuffle<f32>(fLo, fLo, 1, 1, 1, 1), acc);
-  q0 = v128.load(wb + 48); q1 = v128.load(wb + 64);
-  acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a0 + 2 * QA_BLOCK)), v128.shuffle<f32>(fLo, fLo, 2, 2, 2, 2), acc);
-  acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a0 + 3 * QA_BLOCK)), v128.shuffle<f32>(fLo, fLo, 3, 3, 3, 3), acc);
-  q0 = v128.load(wb + 80); q1 = v128.load(wb + 96);
-  acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a0 + 4 * QA_BLOCK)), v128.shuffle<f32>(fHi, fHi, 0, 0, 0, 0), acc);
-  acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a0 + 5 * QA_BLOCK)), v128.shuffle<f32>(fHi, fHi, 1, 1, 1, 1), acc);
-  q0 = v128.load(wb + 112); q1 = v128.load(wb + 128);
-  acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a0 + 6 * QA_BLOCK)), v128.shuffle<f32>(fHi, fHi, 2, 2, 2, 2), acc);
-  acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a0 + 7 * QA_BLOCK)), v128.shuffle<f32>(fHi, fHi, 3, 3, 3, 3), acc);
+  // Sub-blocks 2i and 2i+1: the low and high nibbles of the same 32 bytes. A loop over the two
+  // halves: spelled out whole, TurboFan hoisted every load of the super-block (both rows'), and
+  // spilled ~120 vectors a loop.
+  let f = fLo;
+  for (let h: usize = 0; h < 2; h++) {
+    const q = wb + 16 + (h << 6), a = a0 + (h << 2) * QA_BLOCK;
+    let q0 = v128.load(q), q1 = v128.load(q + 16);
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a)), v128.shuffle<f32>(f, f, 0, 0, 0, 0), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a + QA_BLOCK)), v128.shuffle<f32>(f, f, 1, 1, 1, 1), acc);
+    q0 = v128.load(q + 32); q1 = v128.load(q + 48);
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a + 2 * QA_BLOCK)), v128.shuffle<f32>(f, f, 2, 2, 2, 2), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a + 3 * QA_BLOCK)), v128.shuffle<f32>(f, f, 3, 3, 3, 3), acc);
+    f = fHi;
+  }
   return acc;
 }
 
