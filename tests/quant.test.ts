@@ -87,13 +87,22 @@ describe("block-quantized weights: the formats", () => {
     assert.equal(dequantizeRows("q4_0", out, 32)[16], 3.5, "the largest positive value is 7·d");
   });
 
-  it("Q5_0 quantizes as ggml (d = the x of largest |x| / -16, q = min(31, trunc(x / d + 16.5)), bit 4 of weight j in bit j of qh): the GGUF writer's bytes, and ggml's dequantizer reads them back", async () => {
-    const { quantizeGGML, dequantizeGGML } = await import("../src/formats/quant.ts");
-    const K = 96, x = randomArray(4 * K, 17);
-    const out = new Uint8Array(4 * quantRowBytes("q5_0", K));
-    quantizeRows("q5_0", x, K, out);
-    assert.deepEqual(out, quantizeGGML("Q5_0", x, K));
-    assert.deepEqual(dequantizeRows("q5_0", out, K), dequantizeGGML("Q5_0", out, x.length));
+  it("Q5_0 quantizes as ggml (d = the x of largest |x| / -16, q = min(31, trunc(x / d + 16.5)), bit 4 of weight j in bit j of qh), and ggml's reference dequantizer reads the rows back as ours does", async () => {
+    const x = new Float32Array(32);
+    x[0] = -4; x[16] = 4; x[1] = 1; x[17] = -0.25;
+    const out = new Uint8Array(22);
+    quantizeRows("q5_0", x, 32, out);
+    assert.equal(f16ToF32(out[0]! | (out[1]! << 8)), 0.25); // -4 / -16
+    // x / d + 16.5: -4 -> 0.5 -> 0; 4 -> 32.5 -> 31 (clamped); 1 -> 20.5 -> 20; -0.25 -> 15.5 -> 15; 0 -> 16
+    const qh = out[2]! | (out[3]! << 8) | (out[4]! << 16) | (out[5]! << 24);
+    assert.equal(out[6], 0 | (15 << 4)); // weights 0 and 16: low nibbles 0 and 15 (31 & 15)
+    assert.equal(out[7], 4 | (15 << 4)); // weights 1 (20 & 15) and 17 (15)
+    assert.equal((qh >>> 0) & 1, 0); assert.equal((qh >>> 16) & 1, 1); assert.equal((qh >>> 1) & 1, 1); assert.equal((qh >>> 17) & 1, 0);
+    assert.equal((qh >>> 2) & 1, 1); // weight 2 is 0: q = 16
+    const { dequantizeGGML } = await import("../src/formats/quant.ts");
+    const K = 96, y = randomArray(4 * K, 17), rows = new Uint8Array(4 * quantRowBytes("q5_0", K));
+    quantizeRows("q5_0", y, K, rows);
+    assert.deepEqual(dequantizeRows("q5_0", rows, K), dequantizeGGML("Q5_0", rows, y.length));
   });
 
   it("rows of any length: blocks never span rows, the last block is zero-padded", () => {

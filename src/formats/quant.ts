@@ -44,7 +44,9 @@ export function quantRowBytes(dtype: QuantDtype, K: number): number {
 /**
  * Quantizes `rows` rows of K floats into `out` (quantRowBytes each), as ggml's reference
  * quantizers do: Q8_0 d = max|x| / 127, q = round(x / d); Q4_0 d = (the x of largest |x|) / -8,
- * q = min(15, trunc(x / d + 8.5)); Q5_0 d = (the x of largest |x|) / -16, q = min(31, trunc(x / d + 16.5)). The scale is rounded to f16 after the q are computed.
+ * q = min(15, trunc(x / d + 8.5)); Q5_0 d = (the x of largest |x|) / -16, q = min(31,
+ * trunc(x / d + 16.5)), bit 4 of weight j in bit j of qh. The scale is rounded to f16 after the q
+ * are computed.
  */
 export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number, out: Uint8Array): void {
   if (isKQuant(dtype)) {
@@ -208,7 +210,7 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
 /**
  * Q5_0, Q4_K and Q6_K blocks from floats, for quantizing at load (--dtype q4_k / q6_k) and for
  * writing test and benchmark files (llama.cpp's quantizer searches scales more carefully, these
- * take min/max): Q5_0 as ggml's reference (d = the x of largest |x| / -16); Q4_K with each
+ * take min/max): Q5_0 by quantizeRows (ggml's reference); Q4_K with each
  * sub-block of 32 mapped from [min(0, min x), max x] onto 0..15, its scale and min stored in 6
  * bits against the super-block's f16 d and dmin; Q6_K with each 16 weights' scale max|x| / 31 in
  * 8 bits against the super-block's f16 d (scales rounded up), q = round(x / (d·sc)) + 32 in 0..63. K must be a
@@ -217,23 +219,10 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
 export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q6_K", x: Float32Array, K: number): Uint8Array {
   const { block, bytes: bb } = GGML_TYPES[type];
   if (K % block !== 0 || x.length % K !== 0) throw new RangeError(`quantizeGGML: rows of ${K} are not whole ${type} blocks of ${block}`);
+  if (type === "Q5_0") { const out = new Uint8Array((x.length / K) * quantRowBytes("q5_0", K)); quantizeRows("q5_0", x, K, out); return out; }
   const n = x.length / block, out = new Uint8Array(n * bb), view = new DataView(out.buffer);
   for (let b = 0; b < n; b++) {
     const xs = x.subarray(b * block, (b + 1) * block), at = b * bb;
-    if (type === "Q5_0") {
-      const d = Math.fround(largestMagnitude(xs) / -16), id = d ? Math.fround(1 / d) : 0;
-      view.setUint16(at, f32ToF16(d), true);
-      let qh = 0;
-      for (let j = 0; j < 16; j++) {
-        const q0 = Math.min(31, Math.trunc(Math.fround(Math.fround(xs[j]! * id) + 16.5)));
-        const q1 = Math.min(31, Math.trunc(Math.fround(Math.fround(xs[j + 16]! * id) + 16.5)));
-        out[at + 6 + j] = (q0 & 15) | ((q1 & 15) << 4);
-        qh |= ((q0 >> 4) & 1) << j;
-        qh |= ((q1 >> 4) & 1) << (j + 16);
-      }
-      view.setUint32(at + 2, qh >>> 0, true);
-      continue;
-    }
     if (type === "Q6_K") {
       const groups = Array.from({ length: 16 }, (_, g) => { let m = 0; for (let l = 0; l < 16; l++) m = Math.max(m, Math.abs(xs[16 * g + l]!)); return m / 31; });
       const d = f16ToF32(f32ToF16(Math.max(...groups) / 127));

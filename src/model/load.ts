@@ -161,8 +161,9 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     const eos = [id("tokenizer.ggml.eos_token_id"), id("tokenizer.ggml.eot_token_id")].filter((x): x is number => x !== undefined);
     const defaults: GenerationDefaults = { eosTokenIds: [...new Set(eos)], bosTokenId: id("tokenizer.ggml.bos_token_id"), sampling: { temperature: 0 } };
 
-    // Float files stay as they are; in a quantized file, matrices of types the kernels do not
-    // compute on become Q8_0 (or options.dtype). The model's dtype names the most bytes' type.
+    // Float files stay as they are; in a quantized file, matrices of the types kept as stored
+    // (KEPT_TYPES) stay, the others become Q8_0; with options.dtype, every matrix not already of
+    // that type becomes it. The model's dtype names the most bytes' type, as loaded.
     const matrices = [...info.tensors.values()].filter((t) => t.tensor.shape.length === 2).map((t) => t.tensor);
     const floatFile = isFloatFile(matrices.map((t) => t.type));
     const target: BufferDtype = options.dtype ?? (floatFile ? (matrices[0]!.type.toLowerCase() as BufferDtype) : "q8_0");
@@ -177,8 +178,8 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
       const { tensor } = t;
       const matrix = tensor.shape.length === 2, K = tensor.shape[tensor.shape.length - 1]!;
       const elements = tensor.shape.reduce((x, y) => x * y, 1);
-      const native = COMPUTED_TYPES.has(tensor.type) && (options.dtype === undefined ? KEPT_TYPES.has(tensor.type) : options.dtype === tensor.type.toLowerCase()) ? (tensor.type.toLowerCase() as QuantDtype) : undefined;
-      const bufferDtype: BufferDtype = !matrix ? "f32" : native && (options.dtype === undefined || options.dtype === native) ? native : target;
+      const asStored = COMPUTED_TYPES.has(tensor.type) && (options.dtype === undefined ? KEPT_TYPES.has(tensor.type) : options.dtype === tensor.type.toLowerCase());
+      const bufferDtype: BufferDtype = !matrix ? "f32" : asStored ? (tensor.type.toLowerCase() as QuantDtype) : target;
       const unfit = isQuantDtype(bufferDtype) ? unfitRows(bufferDtype, K, hf) : undefined;
       if (unfit) throw new ModelConfigError(`${where}: ${unfit}`);
       const copy = bufferDtype.toUpperCase() === tensor.type;

@@ -120,7 +120,7 @@ export class Runtime {
 
   /**
    * A zeroed buffer of `length` elements in wasm memory (f32 unless `dtype` says bf16, f16, or
-   * q8_0 / q4_0 / q4_k / q6_k with rows of `rowLength`).
+   * q8_0 / q4_0 / q5_0 / q4_k / q6_k with rows of `rowLength`).
    */
   alloc(length: number, dtype: BufferDtype = "f32", rowLength?: number): WasmBuffer {
     positiveInt("alloc", "length", length);
@@ -154,7 +154,7 @@ export class Runtime {
       if (data.length === 0 || data.length % rowLength! !== 0) throw new RangeError(`upload: ${data.length} floats are not whole rows of ${rowLength}`);
       return this.newBuffer("upload", data.length, dtype, rowLength).set(data);
     }
-    if (data instanceof Uint8Array) throw new TypeError(`upload: bytes are taken for block-quantized dtypes only (q8_0, q4_0, q4_k, q6_k), not ${String(dtype)}`);
+    if (data instanceof Uint8Array) throw new TypeError(`upload: bytes are taken for block-quantized dtypes only (q8_0, q4_0, q5_0, q4_k, q6_k), not ${String(dtype)}`);
     if (data instanceof Uint16Array) {
       if (dtype !== "bf16" && dtype !== "f16") throw new TypeError(`upload: a Uint16Array holds bf16 or f16 bits; pass dtype "bf16" or "f16", not ${String(dtype)}`);
       const buffer = this.newBuffer("upload", data.length, dtype);
