@@ -9,6 +9,10 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT
 //   Q8_0: f16 scale d, then 32 x i8 q                         (34 bytes; w = d·q)
 //   Q4_0: f16 scale d, then 16 bytes: weight j in the low nibble of byte j, weight j+16 in the
 //         high nibble                                         (18 bytes; w = d·(q - 8))
+//   Q5_0: f16 scale d, u32 qh (bit j: weight j's fifth bit), then Q4_0's 16 bytes of nibbles
+//                                                             (22 bytes; w = d·(q - 16))
+// Q5_0 goes Q4_0's ways (its 0..31 is 7-bit too) with the fifth bits or'ed in (unsignedWeightsQ5)
+// and a -16·sum correction.
 //
 // Arithmetic, chosen by measurement: integer dot products on activations quantized per 32-block
 // to 8 bits (one f32 scale per block), as llama.cpp does. Widening every weight to f32 for FMAs
@@ -87,7 +91,8 @@ export function linear_quant_f32_rows(format: i32): i32 {
 /** Bytes of scratch a call takes: the quantized activations of M rows of K, or (from the rows where either format computes in f32) as much as an f32 weight panel if more. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
   const quantized = M * ((K + QK - 1) / QK) * <i32>QA_BLOCK;
-  const fewest = min(min(linearQuantF32Rows(WEIGHT_Q8_0), linearQuantF32Rows(WEIGHT_Q4_0)), min(linearQuantF32Rows(WEIGHT_Q4_K), linearQuantF32Rows(WEIGHT_Q6_K)));
+  const fewest = min(min(min(linearQuantF32Rows(WEIGHT_Q8_0), linearQuantF32Rows(WEIGHT_Q4_0)), linearQuantF32Rows(WEIGHT_Q5_0)),
+    min(linearQuantF32Rows(WEIGHT_Q4_K), linearQuantF32Rows(WEIGHT_Q6_K)));
   return M >= fewest ? max(quantized, linear_panel_scratch_bytes(M, K)) : quantized;
 }
 
