@@ -1,6 +1,7 @@
 // A model as a GGUF file llama.cpp reads (`gqa-wasm quantize`): the metadata its loader expects
 // for the llama / qwen2 architectures, norms in F32, linear weights and embeddings in F32, F16,
-// BF16, Q8_0, Q4_0 (quantized as ggml's reference quantizers do), Q4_K or Q6_K (min/max scales), q/k rows permuted the way
+// BF16, Q8_0, Q4_0, Q5_0 (quantized as ggml's reference quantizers do), Q4_K or Q6_K (min/max
+// scales), or llama.cpp's Q4_K_M mix of them, q/k rows permuted the way
 // llama.cpp's converter does for llama-style RoPE, and the tokenizer as tokenizer.ggml.* metadata.
 import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";

@@ -261,7 +261,7 @@ function writeTensorBytes(rt: Runtime, p: TensorPlan, bytes: Uint8Array, at: num
   p.staged = undefined;
 }
 
-/** A copied tensor is checked in place: NaN or infinity (f32, 16-bit) or a non-finite block scale (Q8_0, Q4_0). */
+/** A copied tensor is checked in place: NaN or infinity (f32, 16-bit) or a non-finite block scale (quantized types). */
 function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
   const b = p.buffer, bytes = new Uint8Array(rt.memory.memory.buffer, b.ptr, b.byteLength);
   const bad = isQuantDtype(b.dtype) ? firstNonFiniteScale(bytes, b.dtype)
