@@ -122,64 +122,52 @@ const SUPER: i32 = 256;
   return v128.or(low, v128.and(i16x8.shl(i16x8.shr_u(qh, <i32>(t << 1)), 4), i8x16.splat(0x30)));
 }
 
-/** 16 weights of Q6_K: low nibbles (or, with high, the high nibbles) of ql and 2 high bits of qh moved to bits 4-5. */
+/** 16 weights of Q6_K (0..63): the low 4 bits of each byte of `nibbles`, bits 4-5 of `qhBits` (its 2 bits moved there). */
 // @ts-ignore: decorator
-@inline function q6kSixteen(ql: v128, high: bool, qhBits: v128): v128 {
-  return v128.or(high ? highNibbles(ql) : v128.and(ql, i8x16.splat(0x0f)), v128.and(qhBits, i8x16.splat(0x30)));
+@inline function q6kSixteen(nibbles: v128, qhBits: v128): v128 {
+  return v128.or(v128.and(nibbles, i8x16.splat(0x0f)), v128.and(qhBits, i8x16.splat(0x30)));
 }
 
 /**
  * acc plus one Q6_K super-block (at wb) of a row against the 8 activation blocks from a0, half by
- * half (128 weights, 4 sub-blocks): each sub-block's Σ_groups sc·Σ w·a in integers times d·da,
- * and the -32 offsets as -32 · Σ_groups sc·Σa times the same factors, four sub-blocks' worth a
- * vector.
+ * half (128 weights, 4 sub-blocks, 8 groups of 16 with a scale each): each group's integer dot
+ * times d·sc·da in f32 (d·sc exact), and the -32 offsets as -32·Σa times the same factors, four
+ * groups a vector. A half's sub-blocks in a loop over its nibbles (low: sub-blocks 0, 1; high: 2,
+ * 3), as Q4_K's halves: spelled out whole, TurboFan hoisted every load and spilled ~100 vectors.
  */
 // @ts-ignore: decorator
 @inline function q6kSuperBlock(wb: usize, a0: usize, acc: v128): v128 {
   const d = f32x4.splat(halfAt(wb + 208));
   for (let n: usize = 0; n < 2; n++) {
     const ql = wb + (n << 6), qh = wb + 128 + (n << 5), a = a0 + (n << 2) * QA_BLOCK;
-    const f = f32x4.mul(gather4(a, QA_SCALE), d); // d·da of the half's 4 sub-blocks
-    // The half's 8 group scales as i16 (groups 2j, 2j+1: sub-block j's halves), and the offsets:
-    // sc·Σa per group (the activation blocks hold two Σa each, side by side), pairs added, -32·d·da.
-    const sc = i16x8.extend_low_i8x16_s(v128.load64_zero(wb + 192 + (n << 3))); // for the offsets
+    // d·sc·da of the half's 8 groups (groups 2j, 2j+1: sub-block j's halves, whose da is one).
+    const da = gather4(a, QA_SCALE);
+    const sc = i16x8.extend_low_i8x16_s(v128.load64_zero(wb + 192 + (n << 3)));
+    const g0 = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(sc)), d), v128.shuffle<f32>(da, da, 0, 0, 1, 1));
+    const g1 = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(sc)), d), v128.shuffle<f32>(da, da, 2, 2, 3, 3));
+    // The offsets: each group's Σa (two per activation block, side by side) times -32.
     const s0 = v128.load64_lane(a + QA_BLOCK + QA_SUM16, v128.load64_zero(a + QA_SUM16), 1);
     const s1 = v128.load64_lane(a + 3 * QA_BLOCK + QA_SUM16, v128.load64_zero(a + 2 * QA_BLOCK + QA_SUM16), 1);
-    const o0 = i32x4.mul(s0, i32x4.extend_low_i16x8_s(sc)), o1 = i32x4.mul(s1, i32x4.extend_high_i16x8_s(sc));
-    const offsets = i32x4.add(v128.shuffle<i32>(o0, o1, 0, 2, 4, 6), v128.shuffle<i32>(o0, o1, 1, 3, 5, 7));
-    acc = fmadd(f32x4.convert_i32x4_s(offsets), f32x4.mul(f, f32x4.splat(-32)), acc);
-    // Sub-block 0: low nibbles of ql[0..32), qh bits 0-1; 1: low of ql[32..64), bits 2-3; 2: high
-    // of ql[0..32), bits 4-5; 3: high of ql[32..64), bits 6-7: spelled out, constant shifts.
-    const scp = wb + 192 + (n << 3);
-    acc = fmadd(f32x4.convert_i32x4_s(i32x4.add(
-      dot16Scaled(q6kSixteen(v128.load(ql), false, i16x8.shl(v128.load(qh), 4)), a, 0, i16x8.splat(load<i8>(scp))),
-      dot16Scaled(q6kSixteen(v128.load(ql + 16), false, i16x8.shl(v128.load(qh + 16), 4)), a, 1, i16x8.splat(load<i8>(scp + 1))))), v128.shuffle<f32>(f, f, 0, 0, 0, 0), acc);
-    acc = fmadd(f32x4.convert_i32x4_s(i32x4.add(
-      dot16Scaled(q6kSixteen(v128.load(ql + 32), false, i16x8.shl(v128.load(qh), 2)), a + QA_BLOCK, 0, i16x8.splat(load<i8>(scp + 2))),
-      dot16Scaled(q6kSixteen(v128.load(ql + 48), false, i16x8.shl(v128.load(qh + 16), 2)), a + QA_BLOCK, 1, i16x8.splat(load<i8>(scp + 3))))), v128.shuffle<f32>(f, f, 1, 1, 1, 1), acc);
-    acc = fmadd(f32x4.convert_i32x4_s(i32x4.add(
-      dot16Scaled(q6kSixteen(v128.load(ql), true, v128.load(qh)), a + 2 * QA_BLOCK, 0, i16x8.splat(load<i8>(scp + 4))),
-      dot16Scaled(q6kSixteen(v128.load(ql + 16), true, v128.load(qh + 16)), a + 2 * QA_BLOCK, 1, i16x8.splat(load<i8>(scp + 5))))), v128.shuffle<f32>(f, f, 2, 2, 2, 2), acc);
-    acc = fmadd(f32x4.convert_i32x4_s(i32x4.add(
-      dot16Scaled(q6kSixteen(v128.load(ql + 32), true, i16x8.shr_u(v128.load(qh), 2)), a + 3 * QA_BLOCK, 0, i16x8.splat(load<i8>(scp + 6))),
-      dot16Scaled(q6kSixteen(v128.load(ql + 48), true, i16x8.shr_u(v128.load(qh + 16), 2)), a + 3 * QA_BLOCK, 1, i16x8.splat(load<i8>(scp + 7))))), v128.shuffle<f32>(f, f, 3, 3, 3, 3), acc);
+    acc = fmadd(f32x4.mul(f32x4.convert_i32x4_s(s0), f32x4.splat(-32)), g0, acc);
+    acc = fmadd(f32x4.mul(f32x4.convert_i32x4_s(s1), f32x4.splat(-32)), g1, acc);
+    // Iteration k: the k-th nibbles of ql; sub-block 2k takes qh bits 4k, 4k+1 (from ql[0..32)),
+    // sub-block 2k+1 bits 4k+2, 4k+3 (from ql[32..64)).
+    let g = g0;
+    for (let k = 0; k < 2; k++) {
+      const shift = k << 2, at = a + (<usize>k << 1) * QA_BLOCK;
+      const h0 = i16x8.shr_u(v128.load(qh), shift), h1 = i16x8.shr_u(v128.load(qh + 16), shift);
+      let w = q6kSixteen(i16x8.shr_u(v128.load(ql), shift), i16x8.shl(h0, 4));
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(w, at, 0)), v128.shuffle<f32>(g, g, 0, 0, 0, 0), acc);
+      w = q6kSixteen(i16x8.shr_u(v128.load(ql + 16), shift), i16x8.shl(h1, 4));
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(w, at, 1)), v128.shuffle<f32>(g, g, 1, 1, 1, 1), acc);
+      w = q6kSixteen(i16x8.shr_u(v128.load(ql + 32), shift), i16x8.shl(h0, 2));
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(w, at + QA_BLOCK, 0)), v128.shuffle<f32>(g, g, 2, 2, 2, 2), acc);
+      w = q6kSixteen(i16x8.shr_u(v128.load(ql + 48), shift), i16x8.shl(h1, 2));
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(w, at + QA_BLOCK, 1)), v128.shuffle<f32>(g, g, 3, 3, 3, 3), acc);
+      g = g1;
+    }
   }
   return acc;
-}
-
-/**
- * sc · Σ w·a over 16 weights (unsigned, <= 63) and activation half `part` of a, as i32x4 partial
- * sums, scv: sc in every i16 lane. The relaxed build's pair sums (<= 2·127·63) times sc in the
- * pair-add itself (i32x4.dot_i16x8_s, what extadd_pairwise does with ones); the simd build scales
- * the widened weights (<= 63·128) before its i16 dots. At most 4·127·63·128 a lane.
- */
-// @ts-ignore: decorator
-@inline function dot16Scaled(w: v128, a: usize, part: i32, scv: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(a + QA_I8 + (<usize>part << 4)), w), scv);
-  }
-  const at = a + (<usize>part << 5);
-  return i32x4.add(i32x4.dot_i16x8_s(i16x8.mul(i16x8.extend_low_i8x16_u(w), scv), v128.load(at)), i32x4.dot_i16x8_s(i16x8.mul(i16x8.extend_high_i8x16_u(w), scv), v128.load(at, 16)));
 }
 
 /** Σ w·a over 16 weights (unsigned, <= 63) and the activation block a's half `part`, as i32x4 partial sums. */
