@@ -208,13 +208,41 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
 }
 
 /**
+ * A Q4_K sub-block's step and offset (x ≈ step·q - offset, q in 0..15, offset >= 0), as llama.cpp's
+ * make_qkx2_quants searches them: from the min/max fit, 21 candidate steps around it, each with
+ * the least-squares step and offset for the levels it rounds to, weighted by rms + |x| (errors on
+ * large weights cost more); the fit with the least weighted squared error.
+ */
+function q4kSubBlockFit(xs: Float32Array, rms: number): [number, number] {
+  let lo = 0, hi = -Infinity;
+  for (const v of xs) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  if (!(hi > lo)) return [0, -lo];
+  const w = Array.from(xs, (v) => rms + Math.abs(v));
+  const errorOf = (step: number, min: number, levels: number[]) => levels.reduce((e, q, i) => e + w[i]! * (step * q + min - xs[i]!) ** 2, 0);
+  const levelsFor = (iscale: number) => Array.from(xs, (v) => Math.max(0, Math.min(15, Math.round(iscale * (v - lo)))));
+  let bestStep = (hi - lo) / 15, bestMin = lo;
+  let bestError = errorOf(bestStep, bestMin, levelsFor(15 / (hi - lo)));
+  for (let i = 0; i <= 20; i++) {
+    const levels = levelsFor((14 + 0.1 * i) / (hi - lo));
+    let sw = 0, sl = 0, sl2 = 0, sx = 0, sxl = 0;
+    levels.forEach((q, j) => { sw += w[j]!; sl += w[j]! * q; sl2 += w[j]! * q * q; sx += w[j]! * xs[j]!; sxl += w[j]! * q * xs[j]!; });
+    const det = sw * sl2 - sl * sl;
+    if (!(det > 0)) continue;
+    let step = (sw * sxl - sx * sl) / det, min = (sl2 * sx - sl * sxl) / det;
+    if (min > 0) { min = 0; step = sxl / sl2; }
+    const e = errorOf(step, min, levels);
+    if (step > 0 && e < bestError) { bestError = e; bestStep = step; bestMin = min; }
+  }
+  return [bestStep, -bestMin];
+}
+
+/**
  * Q5_0, Q4_K and Q6_K blocks from floats, for quantizing at load (--dtype q4_k / q6_k) and for
- * writing test and benchmark files (llama.cpp's quantizer searches scales more carefully, these
- * take min/max): Q5_0 by quantizeRows (ggml's reference); Q4_K with each
- * sub-block of 32 mapped from [min(0, min x), max x] onto 0..15, its scale and min stored in 6
+ * writing files (`gqa-wasm quantize`): Q5_0 by quantizeRows (ggml's reference); Q4_K with each
+ * sub-block of 32's step and offset fitted as llama.cpp fits them (q4kSubBlockFit), stored in 6
  * bits against the super-block's f16 d and dmin; Q6_K with each 16 weights' scale max|x| / 31 in
- * 8 bits against the super-block's f16 d (scales rounded up), q = round(x / (d·sc)) + 32 in 0..63. K must be a
- * multiple of the block (32, 256).
+ * 8 bits against the super-block's f16 d (scales rounded up, no search), q = round(x / (d·sc)) +
+ * 32 in 0..63. K must be a multiple of the block (32, 256).
  */
 export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q6_K", x: Float32Array, K: number): Uint8Array {
   const { block, bytes: bb } = GGML_TYPES[type];
@@ -243,17 +271,14 @@ export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q6_K", x: Float32Array, K:
       continue;
     }
     const scales = new Float64Array(8), mins = new Float64Array(8);
-    for (let s = 0; s < 8; s++) {
-      let lo = 0, hi = -Infinity;
-      for (let l = 0; l < 32; l++) { lo = Math.min(lo, xs[32 * s + l]!); hi = Math.max(hi, xs[32 * s + l]!); }
-      scales[s] = (hi - lo) / 15;
-      mins[s] = -lo;
-    }
+    let sumSquares = 0;
+    for (let i = 0; i < 256; i++) sumSquares += xs[i]! * xs[i]!;
+    const rms = Math.sqrt(sumSquares / 256);
+    for (let s = 0; s < 8; s++) [scales[s], mins[s]] = q4kSubBlockFit(xs.subarray(32 * s, 32 * s + 32), rms);
     const d = f16ToF32(f32ToF16(Math.max(...scales) / 63)), dmin = f16ToF32(f32ToF16(Math.max(...mins) / 63));
     view.setUint16(at, f32ToF16(d), true);
     view.setUint16(at + 2, f32ToF16(dmin), true);
-    // Scales rounded up (a step never below the sub-block's range / 15: no value clipped).
-    const sc = Array.from(scales, (v) => (d ? Math.min(63, Math.ceil(v / d)) : 0));
+    const sc = Array.from(scales, (v) => (d ? Math.min(63, Math.round(v / d)) : 0));
     const mn = Array.from(mins, (v) => (dmin ? Math.min(63, Math.round(v / dmin)) : 0));
     for (let j = 0; j < 4; j++) {
       out[at + 4 + j] = sc[j]! | ((sc[j + 4]! >> 4) << 6);
