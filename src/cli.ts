@@ -92,8 +92,8 @@ Writes the folder's model as a GGUF file (version 3) that llama.cpp and gqa-wasm
 qwen2 metadata, norms in F32, linear weights and the embedding in --dtype (quantized as ggml's
 reference quantizers do; rows must be whole blocks of 32, 256 for q4_k / q6_k; q4_k_m is
 llama.cpp's Q4_K_M mix: Q6_K for the LM head and half the layers' v / down, Q4_K elsewhere, Q8_0
-and Q5_0 where rows are not whole 256-blocks; Q4_K fitted by llama.cpp's least-squares search,
-Q6_K scaled by max|x| without it), q/k rows permuted as llama.cpp's
+and Q5_0 where rows are not whole 256-blocks; K-quant scales fitted by llama.cpp's least-squares
+searches), q/k rows permuted as llama.cpp's
 converter does, and the tokenizer (tokenizer.json) as tokenizer.ggml.* metadata with the chat
 template.
 `,

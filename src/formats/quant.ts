@@ -237,12 +237,36 @@ function q4kSubBlockFit(xs: Float32Array, rms: number): [number, number] {
 }
 
 /**
+ * A Q6_K group of 16's step (x ≈ step·q, q in -32..31), as llama.cpp's make_qx_quants searches
+ * it: 19 candidate scales around max|x| / 32, signed so that the largest |x| takes level -32
+ * (the range's longer end), each with the least-squares step for the levels it rounds to,
+ * weighted by x²; the fit with the least error. The step is signed, as the stored i8 scale is.
+ */
+function q6kGroupFit(xs: Float32Array): number {
+  let amax = 0, max = 0;
+  for (const v of xs) if (Math.abs(v) > amax) { amax = Math.abs(v); max = v; }
+  if (amax === 0) return 0;
+  let best = -max / 32, bestError = Infinity;
+  for (let i = -9; i <= 9; i++) {
+    const iscale = -(32 + 0.1 * i) / max;
+    let sxl = 0, sll = 0;
+    const levels = Array.from(xs, (v) => Math.max(-32, Math.min(31, Math.round(iscale * v))));
+    levels.forEach((q, j) => { const w = xs[j]! * xs[j]!; sxl += w * xs[j]! * q; sll += w * q * q; });
+    if (!(sll > 0)) continue;
+    const step = sxl / sll;
+    const e = levels.reduce((acc, q, j) => acc + xs[j]! * xs[j]! * (step * q - xs[j]!) ** 2, 0);
+    if (e < bestError) { bestError = e; best = step; }
+  }
+  return best;
+}
+
+/**
  * Q5_0, Q4_K and Q6_K blocks from floats, for quantizing at load (--dtype q4_k / q6_k) and for
  * writing files (`gqa-wasm quantize`): Q5_0 by quantizeRows (ggml's reference); Q4_K with each
  * sub-block of 32's step and offset fitted as llama.cpp fits them (q4kSubBlockFit), stored in 6
- * bits against the super-block's f16 d and dmin; Q6_K with each 16 weights' scale max|x| / 31 in
- * 8 bits against the super-block's f16 d (scales rounded up, no search), q = round(x / (d·sc)) +
- * 32 in 0..63. K must be a multiple of the block (32, 256).
+ * bits against the super-block's f16 d and dmin; Q6_K with each 16 weights' step fitted as
+ * llama.cpp fits it (q6kGroupFit), in 8 bits against the super-block's f16 d, q = round(x /
+ * (d·sc)) + 32 in 0..63. K must be a multiple of the block (32, 256).
  */
 export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q6_K", x: Float32Array, K: number): Uint8Array {
   const { block, bytes: bb } = GGML_TYPES[type];
@@ -252,11 +276,11 @@ export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q6_K", x: Float32Array, K:
   for (let b = 0; b < n; b++) {
     const xs = x.subarray(b * block, (b + 1) * block), at = b * bb;
     if (type === "Q6_K") {
-      const groups = Array.from({ length: 16 }, (_, g) => { let m = 0; for (let l = 0; l < 16; l++) m = Math.max(m, Math.abs(xs[16 * g + l]!)); return m / 31; });
-      const d = f16ToF32(f32ToF16(Math.max(...groups) / 127));
+      const groups = Array.from({ length: 16 }, (_, g) => q6kGroupFit(xs.subarray(16 * g, 16 * g + 16)));
+      const d = f16ToF32(f32ToF16(Math.max(...groups.map(Math.abs)) / 127));
       view.setUint16(at + 208, f32ToF16(d), true);
       for (let g = 0; g < 16; g++) {
-        const sc = d ? Math.min(127, Math.ceil(groups[g]! / d)) : 0; // rounded up: no value clipped
+        const sc = d ? Math.max(-127, Math.min(127, Math.round(groups[g]! / d))) : 0;
         view.setInt8(at + 192 + g, sc);
         const step = d * sc;
         for (let l = 0; l < 16; l++) {
