@@ -11,9 +11,10 @@ import { fileURLToPath } from "node:url";
 import { createRuntime, loadModel, parseModelConfig, type LanguageModel, type Runtime } from "../src/index.ts";
 import { GGUFError, GGUFNeedMore, parseGGUFHeader, readGGUFHeader, writeGGUF, type GGMLType } from "../src/formats/gguf.ts";
 import { f32ToF16 } from "../src/formats/half.ts";
-import { dequantizeGGML, quantizeGGML } from "../src/formats/quant.ts";
+import { dequantizeGGML, quantizeGGML, quantRowBytes, weightDtypeOf, type QuantDtype } from "../src/formats/quant.ts";
 import { seededArray as randomArray } from "../src/random.ts";
 import { exportGGUF, folderToGGUF } from "../src/model/gguf-export.ts";
+import { expectedTensors } from "../src/model/architecture.ts";
 import { base, randomWeights, SENTENCEPIECE_VOCAB, textModel, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
 
 const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
@@ -372,7 +373,21 @@ describe("GGUF files", function () {
       const mix = await loadModel(rt, mixFile);
       assert.equal(mix.transformer.weightDtype, "q4_k");
       assert.ok(maxDiff(logitsOf(mix, ids), want) <= 0.9 * scale);
-      mix.dispose();
+      // The same mix at load from the folder (`--dtype q4_k_m`): each matrix in its type (Q6_K as
+      // Q8_0, as the file loads), the bytes those types take, logits near the file's.
+      const before = held(), atLoad = await loadModel(rt, dir, { dtype: "q4_k_m" }), atLoadBytes = held() - before;
+      assert.equal(atLoad.transformer.weightDtype, "q4_k_m");
+      const cfg = parseModelConfig(config);
+      let expected = 0;
+      for (const [name, shape] of expectedTensors(cfg)) {
+        if (shape.length !== 2) continue;
+        const d = weightDtypeOf("q4_k_m", name, shape[1]!, cfg);
+        expected += shape[0]! * quantRowBytes(d as QuantDtype, shape[1]!);
+      }
+      assert.ok(atLoadBytes >= expected && atLoadBytes < expected * 1.1, `${atLoadBytes} bytes of weights, the mix's types ${expected}`);
+      const fromFile = await loadModel(rt, mixFile), fileLogits = logitsOf(fromFile, ids), loadLogits = logitsOf(atLoad, ids);
+      assert.ok(maxDiff(loadLogits, fileLogits) <= 0.05 * scale, `at load vs the file: ${maxDiff(loadLogits, fileLogits)}`);
+      for (const m of [mix, atLoad, fromFile]) m.dispose();
       f32.dispose();
       const small = writeModelFolder(models[0]![1]); // hidden 64: rows of 64 weights
       dirs.push(small);

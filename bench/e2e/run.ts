@@ -12,7 +12,8 @@ import { parseArgs } from "node:util";
 import { createRuntime, loadModel, type Runtime } from "../../src/index.ts";
 import { printTable, SMOLLM2_135M_SHAPE } from "../../src/demo.ts";
 import { parseModelConfig } from "../../src/model/config.ts";
-import { exportGGUF, q4kmTensorType } from "../../src/model/gguf-export.ts";
+import { exportGGUF } from "../../src/model/gguf-export.ts";
+import { q4kmTensorType } from "../../src/formats/quant.ts";
 import { byteLevelTokenizer, syntheticWeights } from "../../src/model/synthetic.ts";
 import { QWEN25_05B_SHAPE } from "../model-cases.ts";
 

@@ -23,6 +23,38 @@ export function isQuantDtype(dtype: string): dtype is QuantDtype {
   return dtype === "q8_0" || dtype === "q4_0" || dtype === "q5_0" || dtype === "q4_k" || dtype === "q6_k";
 }
 
+/**
+ * What `dtype` options take for weights: a buffer dtype for every matrix, or "q4_k_m": llama.cpp's
+ * Q4_K_M mix, a type per tensor (weightDtypeOf).
+ */
+export type WeightChoice = "f32" | "bf16" | "f16" | QuantDtype | "q4_k_m";
+
+/**
+ * The type llama.cpp's Q4_K_M gives a matrix (by Hugging Face name; undefined: Q8_0), as its
+ * quantizer picks them: Q6_K for the LM head (the embedding when tied) and for v_proj / down_proj
+ * in its "more bits" layers (the first and last eighth, every third between), Q4_K elsewhere;
+ * where rows are not whole 256-blocks, its fallbacks Q8_0 (for Q6_K) and Q5_0 (for Q4_K).
+ */
+export function q4kmTensorType(name: string, shape: number[], layers: number, tied: boolean): "Q4_K" | "Q6_K" | "Q5_0" | undefined {
+  const layer = Number(/layers\.(\d+)\./.exec(name)?.[1] ?? -1), eighth = Math.floor(layers / 8);
+  const moreBits = layer >= 0 && (layer < eighth || layer >= Math.floor((7 * layers) / 8) || (layer - eighth) % 3 === 2);
+  const head = name === "lm_head.weight" || (tied && name === "model.embed_tokens.weight");
+  const six = head || ((name.includes("v_proj") || name.includes("down_proj")) && moreBits);
+  const whole = shape[1]! % 256 === 0;
+  return six ? (whole ? "Q6_K" : undefined) : whole ? "Q4_K" : "Q5_0";
+}
+
+/**
+ * The buffer dtype a weight matrix (rows of K) takes in memory for a WeightChoice: the choice
+ * itself, or for "q4_k_m" the mix's type, its Q6_K (and Q8_0 fallbacks) as Q8_0, as a Q4_K_M
+ * file loads by default.
+ */
+export function weightDtypeOf(choice: WeightChoice, name: string, K: number, model: { numLayers: number; tieWordEmbeddings: boolean }): "f32" | "bf16" | "f16" | QuantDtype {
+  if (choice !== "q4_k_m") return choice;
+  const type = q4kmTensorType(name, [0, K], model.numLayers, model.tieWordEmbeddings);
+  return type === "Q4_K" ? "q4_k" : type === "Q5_0" ? "q5_0" : "q8_0";
+}
+
 /** A K-quant: rows must be whole super-blocks of 256. */
 export function isKQuant(dtype: QuantDtype): dtype is "q4_k" | "q6_k" {
   return dtype === "q4_k" || dtype === "q6_k";
@@ -214,27 +246,38 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
  * large weights cost more); the fit with the least weighted squared error.
  */
 function q4kSubBlockFit(xs: Float32Array, rms: number): [number, number] {
+  const n = xs.length, w = FIT_WEIGHTS;
   let lo = 0, hi = -Infinity;
-  for (const v of xs) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  for (let i = 0; i < n; i++) { lo = Math.min(lo, xs[i]!); hi = Math.max(hi, xs[i]!); }
   if (!(hi > lo)) return [0, -lo];
-  const w = Array.from(xs, (v) => rms + Math.abs(v));
-  const errorOf = (step: number, min: number, levels: number[]) => levels.reduce((e, q, i) => e + w[i]! * (step * q + min - xs[i]!) ** 2, 0);
-  const levelsFor = (iscale: number) => Array.from(xs, (v) => Math.max(0, Math.min(15, Math.round(iscale * (v - lo)))));
-  let bestStep = (hi - lo) / 15, bestMin = lo;
-  let bestError = errorOf(bestStep, bestMin, levelsFor(15 / (hi - lo)));
-  for (let i = 0; i <= 20; i++) {
-    const levels = levelsFor((14 + 0.1 * i) / (hi - lo));
+  for (let i = 0; i < n; i++) w[i] = rms + Math.abs(xs[i]!);
+  let bestStep = (hi - lo) / 15, bestMin = lo, bestError = Infinity;
+  for (let c = -1; c <= 20; c++) {
+    // c = -1: the min/max fit itself; else a candidate scale and its least-squares fit.
+    const iscale = c < 0 ? 15 / (hi - lo) : (14 + 0.1 * c) / (hi - lo);
     let sw = 0, sl = 0, sl2 = 0, sx = 0, sxl = 0;
-    levels.forEach((q, j) => { sw += w[j]!; sl += w[j]! * q; sl2 += w[j]! * q * q; sx += w[j]! * xs[j]!; sxl += w[j]! * q * xs[j]!; });
-    const det = sw * sl2 - sl * sl;
-    if (!(det > 0)) continue;
-    let step = (sw * sxl - sx * sl) / det, min = (sl2 * sx - sl * sxl) / det;
-    if (min > 0) { min = 0; step = sxl / sl2; }
-    const e = errorOf(step, min, levels);
-    if (step > 0 && e < bestError) { bestError = e; bestStep = step; bestMin = min; }
+    for (let i = 0; i < n; i++) {
+      const q = Math.max(0, Math.min(15, Math.round(iscale * (xs[i]! - lo))));
+      FIT_LEVELS[i] = q;
+      sw += w[i]!; sl += w[i]! * q; sl2 += w[i]! * q * q; sx += w[i]! * xs[i]!; sxl += w[i]! * q * xs[i]!;
+    }
+    let step = 1 / iscale, min = lo;
+    if (c >= 0) {
+      const det = sw * sl2 - sl * sl;
+      if (!(det > 0)) continue;
+      step = (sw * sxl - sx * sl) / det; min = (sl2 * sx - sl * sxl) / det;
+      if (min > 0) { min = 0; step = sxl / sl2; }
+      if (!(step > 0)) continue;
+    }
+    let e = 0;
+    for (let i = 0; i < n; i++) { const r = step * FIT_LEVELS[i]! + min - xs[i]!; e += w[i]! * r * r; }
+    if (e < bestError) { bestError = e; bestStep = step; bestMin = min; }
   }
   return [bestStep, -bestMin];
 }
+
+/** Scratch for the fits (a sub-block's weights and levels). */
+const FIT_WEIGHTS = new Float64Array(32), FIT_LEVELS = new Int32Array(32);
 
 /**
  * A Q6_K group of 16's step (x ≈ step·q, q in -32..31), as llama.cpp's make_qx_quants searches
@@ -243,18 +286,23 @@ function q4kSubBlockFit(xs: Float32Array, rms: number): [number, number] {
  * weighted by x²; the fit with the least error. The step is signed, as the stored i8 scale is.
  */
 function q6kGroupFit(xs: Float32Array): number {
+  const n = xs.length;
   let amax = 0, max = 0;
-  for (const v of xs) if (Math.abs(v) > amax) { amax = Math.abs(v); max = v; }
+  for (let i = 0; i < n; i++) if (Math.abs(xs[i]!) > amax) { amax = Math.abs(xs[i]!); max = xs[i]!; }
   if (amax === 0) return 0;
   let best = -max / 32, bestError = Infinity;
-  for (let i = -9; i <= 9; i++) {
-    const iscale = -(32 + 0.1 * i) / max;
+  for (let c = -9; c <= 9; c++) {
+    const iscale = -(32 + 0.1 * c) / max;
     let sxl = 0, sll = 0;
-    const levels = Array.from(xs, (v) => Math.max(-32, Math.min(31, Math.round(iscale * v))));
-    levels.forEach((q, j) => { const w = xs[j]! * xs[j]!; sxl += w * xs[j]! * q; sll += w * q * q; });
+    for (let i = 0; i < n; i++) {
+      const q = Math.max(-32, Math.min(31, Math.round(iscale * xs[i]!))), w = xs[i]! * xs[i]!;
+      FIT_LEVELS[i] = q;
+      sxl += w * xs[i]! * q; sll += w * q * q;
+    }
     if (!(sll > 0)) continue;
     const step = sxl / sll;
-    const e = levels.reduce((acc, q, j) => acc + xs[j]! * xs[j]! * (step * q - xs[j]!) ** 2, 0);
+    let e = 0;
+    for (let i = 0; i < n; i++) { const r = step * FIT_LEVELS[i]! - xs[i]!; e += xs[i]! * xs[i]! * r * r; }
     if (e < bestError) { bestError = e; best = step; }
   }
   return best;

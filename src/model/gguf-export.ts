@@ -5,7 +5,7 @@
 // llama.cpp's converter does for llama-style RoPE, and the tokenizer as tokenizer.ggml.* metadata.
 import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
-import { quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK_WEIGHTS, type QuantDtype } from "../formats/quant.ts";
+import { q4kmTensorType, quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK_WEIGHTS, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { ARCHITECTURES, expectedTensors, ggufPermutesQK, ggufTensorName, globalTensorName, qkPermutedHeads } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
@@ -18,7 +18,7 @@ const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
 
 export interface GGUFExportOptions {
   /** "q4_k_m": llama.cpp's Q4_K_M mix (q4kmTensorType; Q8_0 where it falls back to Q8_0). */
-  dtype: BufferDtype | "q4_k_m";
+  dtype: WeightChoice;
   name?: string;
   /** tokenizer.json and tokenizer_config.json, as objects. */
   tokenizer?: { json: Record<string, unknown>; config: Record<string, unknown> };
@@ -29,21 +29,6 @@ export interface GGUFExportOptions {
   tensorType?: (name: string, shape: number[]) => "Q5_0" | "Q4_K" | "Q6_K" | undefined;
   /** general.file_type, if not the dtype's. */
   fileType?: number;
-}
-
-/**
- * The type llama.cpp's Q4_K_M gives a matrix (by Hugging Face name; undefined: Q8_0), as its
- * quantizer picks them: Q6_K for the LM head (the embedding when tied) and for v_proj / down_proj
- * in its "more bits" layers (the first and last eighth, every third between), Q4_K elsewhere;
- * where rows are not whole 256-blocks, its fallbacks Q8_0 (for Q6_K) and Q5_0 (for Q4_K).
- */
-export function q4kmTensorType(name: string, shape: number[], layers: number, tied: boolean): "Q4_K" | "Q6_K" | "Q5_0" | undefined {
-  const layer = Number(/layers\.(\d+)\./.exec(name)?.[1] ?? -1), eighth = Math.floor(layers / 8);
-  const moreBits = layer >= 0 && (layer < eighth || layer >= Math.floor((7 * layers) / 8) || (layer - eighth) % 3 === 2);
-  const head = name === "lm_head.weight" || (tied && name === "model.embed_tokens.weight");
-  const six = head || ((name.includes("v_proj") || name.includes("down_proj")) && moreBits);
-  const whole = shape[1]! % 256 === 0;
-  return six ? (whole ? "Q6_K" : undefined) : whole ? "Q4_K" : "Q5_0";
 }
 
 /** The GGUF bytes of a model given as float32 tensors by Hugging Face name. */

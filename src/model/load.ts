@@ -3,7 +3,7 @@
 // its tensors uploaded, with progress; the tokenizer and generation defaults. A GGUF file (or
 // its splits): streamed, each tensor straight into wasm memory (loadGGUF).
 import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
-import { dequantizeGGML, isQuantDtype, QUANT_BLOCK_BYTES, unfitRows, type QuantDtype } from "../formats/quant.ts";
+import { dequantizeGGML, isQuantDtype, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import { parseSafetensors, readBits16, readFloat32, type Safetensors } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, type BufferDtype, type WasmBuffer } from "../memory/wasm-buffer.ts";
@@ -27,9 +27,10 @@ export interface LoadProgress {
 export interface LoadOptions {
   /**
    * How linear-layer weights and embeddings live in wasm memory: as stored (the default: 16-bit
-   * files stay 16-bit), widened to f32, or quantized at load to q8_0 / q4_0 (GGUF's blocks).
+   * files stay 16-bit), widened to f32, quantized at load to q8_0 / q4_0 / q5_0 / q4_k / q6_k
+   * (GGUF's blocks), or "q4_k_m": llama.cpp's Q4_K_M mix, a type per tensor (weightDtypeOf).
    */
-  dtype?: BufferDtype;
+  dtype?: WeightChoice;
   onProgress?: (p: LoadProgress) => void;
   /** Options of the KV cache the model's generations share (pageSize, dtype, maxTokens, maxBytes). */
   cache?: Omit<KVCacheOptions, "layers">;
@@ -166,20 +167,22 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     // that type becomes it. The model's dtype names the most bytes' type, as loaded.
     const matrices = [...info.tensors.values()].filter((t) => t.tensor.shape.length === 2).map((t) => t.tensor);
     const floatFile = isFloatFile(matrices.map((t) => t.type));
-    const target: BufferDtype = options.dtype ?? (floatFile ? (matrices[0]!.type.toLowerCase() as BufferDtype) : "q8_0");
+    const fileTarget: BufferDtype = floatFile ? (matrices[0]!.type.toLowerCase() as BufferDtype) : "q8_0";
+    // The dtype of a matrix (rows of K) that is not kept as stored.
+    const targetOf = (hf: string, K: number): BufferDtype => (options.dtype === undefined ? fileTarget : weightDtypeOf(options.dtype, hf, K, info.config));
     const bytesByType = new Map<string, number>();
     for (const t of matrices) bytesByType.set(t.type, (bytesByType.get(t.type) ?? 0) + t.byteLength);
     const dominant = [...bytesByType.entries()].sort((x, y) => y[1] - x[1])[0]![0].toLowerCase();
     const kept = BUFFER_DTYPES.includes(dominant as BufferDtype) && (!COMPUTED_TYPES.has(dominant.toUpperCase()) || KEPT_TYPES.has(dominant.toUpperCase()));
-    const dtype: BufferDtype = options.dtype ?? (kept ? (dominant as BufferDtype) : "q8_0");
+    const dtype: WeightChoice = options.dtype ?? (kept ? (dominant as BufferDtype) : "q8_0");
 
     const plans: TensorPlan[] = [];
     for (const [hf, t] of info.tensors) {
       const { tensor } = t;
       const matrix = tensor.shape.length === 2, K = tensor.shape[tensor.shape.length - 1]!;
       const elements = tensor.shape.reduce((x, y) => x * y, 1);
-      const asStored = COMPUTED_TYPES.has(tensor.type) && (options.dtype === undefined ? KEPT_TYPES.has(tensor.type) : options.dtype === tensor.type.toLowerCase());
-      const bufferDtype: BufferDtype = !matrix ? "f32" : asStored ? (tensor.type.toLowerCase() as QuantDtype) : target;
+      const asStored = COMPUTED_TYPES.has(tensor.type) && (options.dtype === undefined ? KEPT_TYPES.has(tensor.type) : targetOf(hf, K) === tensor.type.toLowerCase());
+      const bufferDtype: BufferDtype = !matrix ? "f32" : asStored ? (tensor.type.toLowerCase() as QuantDtype) : targetOf(hf, K);
       const unfit = isQuantDtype(bufferDtype) ? unfitRows(bufferDtype, K, hf) : undefined;
       if (unfit) throw new ModelConfigError(`${where}: ${unfit}`);
       const copy = bufferDtype.toUpperCase() === tensor.type;

@@ -12,7 +12,7 @@ import type { Program } from "../runtime/program.ts";
 import { EMBED_KERNELS } from "../runtime/kernel-exports.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Job } from "../threads/pool.ts";
-import { isQuantDtype, unfitRows } from "../formats/quant.ts";
+import { isQuantDtype, unfitRows, weightDtypeOf, type WeightChoice } from "../formats/quant.ts";
 import { modelTensors, type GlobalRole, type LayerRole } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
 import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
@@ -76,9 +76,10 @@ export class TransformerModel {
    * the raw bits of `dtype` when it is 16-bit and the checkpoint stores it so (no conversion),
    * or as a WasmBuffer already filled (a GGUF tensor streamed into wasm memory), taken over as it
    * is. Other linear weights and embeddings are stored as `weightDtype` (16-bit stays 16-bit in
-   * wasm memory; q8_0 / q4_0 / q4_k / q6_k are quantized here), norms and biases as f32.
+   * wasm memory; q8_0 / q4_0 / q5_0 / q4_k / q6_k are quantized here, or per tensor for
+   * "q4_k_m": weightDtypeOf), norms and biases as f32.
    */
-  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string, dtype: BufferDtype) => Float32Array | Uint16Array | WasmBuffer, readonly weightDtype: BufferDtype = "f32") {
+  constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string, dtype: BufferDtype) => Float32Array | Uint16Array | WasmBuffer, readonly weightDtype: WeightChoice = "f32") {
     // Uploaded weights are tracked as they go, so a failure part-way (out of memory, a bad
     // tensor) frees them and leaves the runtime as it was.
     try {
@@ -91,12 +92,13 @@ export class TransformerModel {
       // Linear weights [out, in] and the embedding [vocab, hidden]; quantized ones a row of
       // `inFeatures` at a time (blocks never span rows).
       const weight = (name: string, inFeatures: number) => {
-        const data = tensor(name, isQuantDtype(weightDtype) ? "f32" : weightDtype);
+        const dtype = weightDtypeOf(weightDtype, name, inFeatures, config);
+        const data = tensor(name, isQuantDtype(dtype) ? "f32" : dtype);
         // Already resident (a GGUF tensor streamed into wasm memory): taken over as it is.
         if (data instanceof WasmBuffer) return this.own(data);
-        const unfit = isQuantDtype(weightDtype) ? unfitRows(weightDtype, inFeatures, name) : undefined;
+        const unfit = isQuantDtype(dtype) ? unfitRows(dtype, inFeatures, name) : undefined;
         if (unfit) throw new ModelConfigError(unfit);
-        return this.own(isQuantDtype(weightDtype) ? rt.upload(data as Float32Array, weightDtype, inFeatures) : rt.upload(data, weightDtype));
+        return this.own(isQuantDtype(dtype) ? rt.upload(data as Float32Array, dtype, inFeatures) : rt.upload(data, dtype));
       };
       // The architecture's tensors, by role: norms and biases f32, the rest in the weight dtype.
       const layers: Partial<Record<LayerRole, WasmBuffer>>[] = config.kvHeadsPerLayer.map(() => ({}));
