@@ -38,7 +38,7 @@ const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (def
                              how linear weights and embeddings live in memory (default: as the
                              files store them); q8_0 / q4_0 / q5_0 / q4_k / q6_k quantize at load (GGUF's blocks;
                              the K-quants need rows of whole 256-weight super-blocks);
-                             q4_k_m: llama.cpp's Q4_K_M mix
+                             q4_k_m: llama.cpp's Q4_K_M mix (its Q6_K as Q8_0)
   --kv-dtype f32|bf16|int8   how the KV cache stores K and V (default f32; bf16 halves its bytes)
   --threads N|auto           worker threads sharing each layer (default 1; auto: one per core)
 `;

@@ -276,7 +276,7 @@ describe("GGUF files", function () {
       for (const m of [ref, fromMemory, split]) m.dispose();
     });
 
-    it("types the kernels do not compute on (Q4_1, Q5_1, Q5_K) are converted to Q8_0 at load, within Q8_0's error of their values, beside Q5_0, Q4_K and Q6_K kept as they are", async () => {
+    it("types the kernels do not compute on (Q4_1, Q5_1, Q5_K; Q6_K by default) are converted to Q8_0 at load, within Q8_0's error of their values, beside Q5_0 and Q4_K kept as they are", async () => {
       const config = { ...base, model_type: "qwen2", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
       const cfg = parseModelConfig(config);
       const weights = randomWeights(cfg);
@@ -339,7 +339,9 @@ describe("GGUF files", function () {
       for (const [dtype, bytesPerWeight, bound] of [["q4_k", 144 / 256, 0.9], ["q6_k", 210 / 256, 0.35]] as const) {
         const file = join(tmp(), `${dtype}.gguf`);
         writeFileSync(file, await folderToGGUF(dir, { dtype }));
-        const start = held(), gguf = await loadModel(rt, file), bytes = held() - start;
+        // Q6_K is kept as stored when asked (by default it becomes Q8_0, faster at one thread).
+        const start = held(), gguf = await loadModel(rt, file, dtype === "q6_k" ? { dtype } : {}), bytes = held() - start;
+        if (dtype === "q6_k") { const byDefault = await loadModel(rt, file); assert.equal(byDefault.transformer.weightDtype, "q8_0"); byDefault.dispose(); }
         assert.equal(gguf.transformer.weightDtype, dtype);
         // Norms stay f32 and buffers are 64-byte aligned: a little over the format's bytes.
         assert.ok(bytes < f32Bytes * (bytesPerWeight / 4) * 1.1, `${dtype}: ${bytes} bytes of weights (f32: ${f32Bytes})`);
@@ -358,7 +360,7 @@ describe("GGUF files", function () {
       assert.equal(q.status, 0, q.stderr);
       assert.match(q.stderr, /q4_k_m weights/);
       const described = spawnSync(process.execPath, [cli, "info", "--model", mixFile], { encoding: "utf8", timeout: 60_000 });
-      assert.match(described.stdout, /GGUF tensor types: .*Q6_K x\d+.* \(computed on as stored\)/);
+      assert.match(described.stdout, /GGUF tensor types: .*Q6_K x\d+.*; converted to Q8_0 at load: Q6_K x\d+ \(--dtype to choose\)/);
       const mixBytes = readFileSync(mixFile), header = parseGGUFHeader(mixBytes, mixBytes.length);
       const types = new Map([...header.tensors.values()].map((t) => [t.name, t.type]));
       assert.equal(header.metadata.get("general.file_type"), 15);
@@ -371,8 +373,8 @@ describe("GGUF files", function () {
       const mix = await loadModel(rt, mixFile);
       assert.equal(mix.transformer.weightDtype, "q4_k");
       assert.ok(maxDiff(logitsOf(mix, ids), want) <= 0.9 * scale);
-      // The same mix at load from the folder (`--dtype q4_k_m`): each matrix in its type, the bytes
-      // those types take, the file's logits (the same quantizers).
+      // The same mix at load from the folder (`--dtype q4_k_m`): each matrix in its type (Q6_K as
+      // Q8_0, as the file loads), the bytes those types take, logits near the file's.
       const before = held(), atLoad = await loadModel(rt, dir, { dtype: "q4_k_m" }), atLoadBytes = held() - before;
       assert.equal(atLoad.transformer.weightDtype, "q4_k_m");
       const cfg = parseModelConfig(config);
@@ -384,7 +386,7 @@ describe("GGUF files", function () {
       }
       assert.ok(atLoadBytes >= expected && atLoadBytes < expected * 1.1, `${atLoadBytes} bytes of weights, the mix's types ${expected}`);
       const fromFile = await loadModel(rt, mixFile), fileLogits = logitsOf(fromFile, ids), loadLogits = logitsOf(atLoad, ids);
-      assert.deepEqual(loadLogits, fileLogits, "at load, the file's blocks");
+      assert.ok(maxDiff(loadLogits, fileLogits) <= 0.05 * scale, `at load vs the file: ${maxDiff(loadLogits, fileLogits)}`);
       for (const m of [mix, atLoad, fromFile]) m.dispose();
       f32.dispose();
       const small = writeModelFolder(models[0]![1]); // hidden 64: rows of 64 weights

@@ -13,8 +13,8 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_K, WEIGHT_Q6_K } from 
 //         weights), f16 d                                    (210 bytes; w = d·sc·(q - 32))
 // Q4_K_M files (llama.cpp's most downloaded mix) are Q4_K and Q6_K where rows are whole
 // super-blocks. Computed on as stored, they take 0.56 / 0.82 bytes per weight where converting
-// them to Q8_0 at load took 1.06, and a decode step reads that much less (this Q6_K kernel
-// takes 1.7x Q8_0's time at one thread, Q4_K's is level).
+// them to Q8_0 at load took 1.06, and a decode step reads that much less (the loader keeps Q6_K
+// only when asked: this Q6_K kernel takes 1.66x Q8_0's time at one thread, Q4_K's is level).
 //
 // Arithmetic: the activations quantized per 32 as for Q8_0 / Q4_0 (linear-quant.ts, the same
 // blocks and quantize_activations), one K-quant sub-block of 32 against one activation block:

@@ -46,12 +46,13 @@ export function q4kmTensorType(name: string, shape: number[], layers: number, ti
 
 /**
  * The buffer dtype a weight matrix (rows of K) takes in memory for a WeightChoice: the choice
- * itself, or for "q4_k_m" the mix's type (its Q8_0 fallbacks as Q8_0), as a Q4_K_M file loads.
+ * itself, or for "q4_k_m" the mix's type, its Q6_K (and Q8_0 fallbacks) as Q8_0, as a Q4_K_M
+ * file loads by default.
  */
 export function weightDtypeOf(choice: WeightChoice, name: string, K: number, model: { numLayers: number; tieWordEmbeddings: boolean }): "f32" | "bf16" | "f16" | QuantDtype {
   if (choice !== "q4_k_m") return choice;
   const type = q4kmTensorType(name, [0, K], model.numLayers, model.tieWordEmbeddings);
-  return type === "Q4_K" ? "q4_k" : type === "Q5_0" ? "q5_0" : type === "Q6_K" ? "q6_k" : "q8_0";
+  return type === "Q4_K" ? "q4_k" : type === "Q5_0" ? "q5_0" : "q8_0";
 }
 
 /** A K-quant: rows must be whole super-blocks of 256. */

@@ -276,12 +276,11 @@ function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
 /** The block-quantized GGUF types the kernels compute on as stored. */
 const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q6_K"]);
 /**
- * Those kept as stored by default: all of them. Q6_K (a Q4_K_M file's LM head and some v / down
- * matrices) runs 1.7x Q8_0's time at one thread, but converted to Q8_0 its requantized values
- * took a Qwen2.5-0.5B-shaped Q4_K_M file's greedy tokens off the file's exact values after 6
- * tokens, where as stored they follow them (16/16, as native llama.cpp's; scratch/twin-native.ts).
+ * Those kept as stored by default. Q6_K (a Q4_K_M file's LM head and some v / down matrices)
+ * becomes Q8_0 unless `dtype: "q6_k"` asks to keep it: its kernel runs 1.6x slower than Q8_0's
+ * at one thread (GEMV 4096², relaxed build), Q4_K's level with it in half the bytes.
  */
-const KEPT_TYPES = COMPUTED_TYPES;
+const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_K"]);
 
 /** Every matrix of one float type: the file's matrices stay as they are. */
 function isFloatFile(matrixTypes: readonly string[]): boolean {
