@@ -1,8 +1,7 @@
 import { fmadd, hsum } from "../simd";
-import { finish, gemvBlockRows } from "./dot-nt";
-import { gemmPanel, KC, NB } from "./linear";
-import { halfAt, highNibbles, linearQuantF32Rows, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16, QK, quantize_activations } from "./linear-quant";
-import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_K, WEIGHT_Q6_K } from "../abi";
+import { finish } from "./dot-nt";
+import { halfAt, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16 } from "./linear-quant";
+import { WEIGHT_Q4_K } from "../abi";
 
 // The linear layer with K-quant weights, kept in GGUF's super-blocks of 256 weights exactly as a
 // .gguf file stores them (a row is K / 256 super-blocks; GGUF allows no partial one):
@@ -23,18 +22,19 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_K, WEIGHT_Q6_K } from 
 //   Q4_K: d·sc·da · Σ q·a  -  dmin·m·da · Σ a
 //   Q6_K: d·da · Σ_halves sc_h · (Σ q·a - 32 · Σ a)   (the per-16 scales applied in integers)
 // llama.cpp quantizes activations per 256 (Q8_K) instead; per 32 is the finer of the two.
-// Like linear-quant.ts, from linearQuantF32Rows rows a call dequantizes each weight once into an
-// f32 panel for all its rows (exactly the host's dequantized values) and runs the f32 GEMM.
-// Output columns [nBegin, nEnd) can go to different threads with the same bits.
+// The linear kernels (linear_q4_k, linear_q6_k) are linear-quant.ts's driver with these dots and
+// dequantizeRowK: from linearQuantF32Rows rows the f32 GEMM on panels dequantized exactly as the
+// host does, below it the GEMV; output columns can go to different threads with the same bits.
 
-const SUPER: i32 = 256;
+/** Weights per K-quant super-block. */
+export const SUPER_BLOCK: i32 = 256;
 
 // @ts-ignore: decorator
 @inline function superBytes(format: i32): usize { return format == WEIGHT_Q4_K ? 144 : 210; }
 
 /** Bytes of one row of K weights (K a multiple of 256). */
 // @ts-ignore: decorator
-@inline export function kquantRowBytes(K: i32, format: i32): usize { return <usize>(K / SUPER) * superBytes(format); }
+@inline export function kquantRowBytes(K: i32, format: i32): usize { return <usize>(K / SUPER_BLOCK) * superBytes(format); }
 
 /**
  * A Q4_K super-block's 8 sub-block scales (bytes 0-7) and 8 mins (bytes 8-15), unpacked from their
@@ -196,7 +196,7 @@ const SUPER: i32 = 256;
  * offsets go into the integers).
  */
 // @ts-ignore: decorator
-@inline function dotk_1x1(qa: usize, w: usize, nsb: i32, format: i32): f32 {
+@inline export function dotk_1x1(qa: usize, w: usize, nsb: i32, format: i32): f32 {
   let acc = f32x4.splat(0);
   for (let sb = 0; sb < nsb; sb++) {
     const wb = w + <usize>sb * superBytes(format), a0 = qa + (<usize>sb << 3) * QA_BLOCK;
@@ -216,7 +216,7 @@ const SUPER: i32 = 256;
  * shared by both.
  */
 // @ts-ignore: decorator
-@inline function dotk_1x2(qa: usize, w0: usize, w1: usize, nsb: i32, format: i32, y0: usize, y1: usize, addToY: bool): void {
+@inline export function dotk_1x2(qa: usize, w0: usize, w1: usize, nsb: i32, format: i32, y0: usize, y1: usize, addToY: bool): void {
   let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
   for (let sb = 0; sb < nsb; sb++) {
     const o = <usize>sb * superBytes(format), b0 = w0 + o, b1 = w1 + o, a0 = qa + (<usize>sb << 3) * QA_BLOCK;
@@ -251,7 +251,7 @@ const SUPER: i32 = 256;
  */
 // @ts-ignore: decorator
 @inline export function dequantizeRowK(src: usize, K: i32, dst: usize, format: i32): void {
-  const nsb = K / SUPER;
+  const nsb = K / SUPER_BLOCK;
   for (let sb = 0; sb < nsb; sb++) {
     const wb = src + <usize>sb * superBytes(format), out0 = dst + (<usize>sb << 10);
     for (let s = 0; s < 8; s++) {
@@ -268,65 +268,4 @@ const SUPER: i32 = 256;
       }
     }
   }
-}
-
-// @ts-ignore: decorator
-@inline function linearK(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize, format: i32): void {
-  const nsb = K / SUPER;
-  const ldw = kquantRowBytes(K, format);
-  const ldqa = <usize>(K / QK) * QA_BLOCK;
-  const ldy = <usize>N << 2;
-  const addToY = (flags & LINEAR_ACCUMULATE) != 0;
-  if (M >= linearQuantF32Rows(format)) {
-    // As linear-quant.ts's GEMM_F32: each weight dequantized once into an f32 panel for all rows.
-    if ((flags & LINEAR_X_QUANTIZED) != 0) unreachable();
-    const ldx = <usize>K << 2;
-    for (let k0 = 0; k0 < K; k0 += KC) { // KC is whole super-blocks
-      const kLen = min(KC, K - k0), wOff = <usize>(k0 / SUPER) * superBytes(format);
-      for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
-        const n1 = min(n0 + NB, nEnd);
-        for (let n = n0; n < n1; n++) dequantizeRowK(w + <usize>n * ldw + wOff, kLen, scratch + (<usize>(n - n0) * <usize>kLen << 2), format);
-        gemmPanel(x, <usize>k0 << 2, ldx, M, scratch, y, ldy, n0, n1, kLen, k0 > 0 || addToY);
-      }
-    }
-  } else {
-    if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * (K / QK));
-    // The GEMV as linear-quant.ts's: weight rows in L2-sized blocks, each block's rows from its
-    // four quarters (four sequential streams), rows of x in turn over the block.
-    const rowsPerBlock = gemvBlockRows(ldw, M, nEnd - nBegin);
-    for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
-      const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
-      for (let m = 0; m < M; m++) {
-        const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
-        for (let n = n0; n < n0 + q; n++) {
-          const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);
-          dotk_1x2(qa, w0, w0 + dw, nsb, format, y0, y0 + dy, addToY);
-          dotk_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, nsb, format, y0 + 2 * dy, y0 + 3 * dy, addToY);
-        }
-        for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotk_1x1(qa, w + <usize>n * ldw, nsb, format), addToY);
-      }
-    }
-  }
-  if (bias != 0) {
-    for (let r = 0; r < M; r++) {
-      const yRow = y + <usize>r * ldy;
-      for (let n = nBegin; n < nEnd; n++) {
-        const o = <usize>n << 2;
-        store<f32>(yRow + o, load<f32>(yRow + o) + load<f32>(bias + o));
-      }
-    }
-  }
-}
-
-/**
- * The linear layer with Q4_K weights (K a multiple of 256); `scratch`: linear_quant_scratch_bytes(M,
- * K), as linear_q8_0's (quantized x of its own, or shared with LINEAR_X_QUANTIZED).
- */
-export function linear_q4_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
-  linearK(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q4_K);
-}
-
-/** The linear layer with Q6_K weights; as linear_q4_k. */
-export function linear_q6_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
-  linearK(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q6_K);
 }

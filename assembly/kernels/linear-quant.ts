@@ -1,6 +1,7 @@
 import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
+import { dequantizeRowK, dotk_1x1, dotk_1x2, kquantRowBytes, SUPER_BLOCK } from "./linear-kquant";
 import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
@@ -227,7 +228,7 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
  * undoes; both are 7-bit, the relaxed build's i8 x i7 dot operand as they are.
  */
 // @ts-ignore: decorator
-@inline function offsetWeights(format: i32): bool { return format != WEIGHT_Q8_0; }
+@inline function offsetWeights(format: i32): bool { return format == WEIGHT_Q4_0 || format == WEIGHT_Q5_0; }
 
 /**
  * Weights 0-15 (high false) or 16-31 of a Q5_0 block as unsigned bytes 0..31: the nibbles (byte
@@ -523,10 +524,26 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
   return blockDotRegs(weightsI16(wb, format, 0), weightsI16(wb, format, 1), weightsI16(wb, format, 2), weightsI16(wb, format, 3), a0, a1, a2, a3, corr, format);
 }
 
+/** Q4_K and Q6_K: super-blocks of 256 (linear-kquant.ts) where the others are blocks of 32. */
+// @ts-ignore: decorator
+@inline function isKQuant(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q6_K; }
+
+/** Bytes of K weights of a row (K whole blocks, or for the K-quants whole super-blocks, or the whole row). */
+// @ts-ignore: decorator
+@inline function rowBytes(K: i32, format: i32): usize {
+  return isKQuant(format) ? kquantRowBytes(K, format) : <usize>((K + QK - 1) / QK) * blockBytes(format);
+}
+
+/**
+ * The linear layer for every block-quantized format (a WEIGHT_* code): the f32 GEMM on dequantized
+ * panels from linearQuantF32Rows rows, else integer dots on x quantized per 32 (the relaxed
+ * build's two-row tiles for Q4_0 / Q5_0 from Q4_TILE_ROWS rows, the GEMV otherwise); the block
+ * arithmetic is this file's for 32-blocks, linear-kquant.ts's for super-blocks.
+ */
 // @ts-ignore: decorator
 @inline function linearQuant(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize, format: i32): void {
   const nb = (K + QK - 1) / QK;
-  const ldw = <usize>nb * blockBytes(format);
+  const ldw = rowBytes(K, format);
   const ldqa = <usize>nb * QA_BLOCK;
   const ldy = <usize>N << 2;
   const addToY = (flags & LINEAR_ACCUMULATE) != 0;
@@ -538,11 +555,15 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
     // f32 tiles; x as it is (more exact than quantized), the scratch the call's own panel.
     if ((flags & LINEAR_X_QUANTIZED) != 0) unreachable(); // the scratch is shared quantized x
     const ldx = <usize>K << 2;
-    for (let k0 = 0; k0 < K; k0 += KC) { // KC is whole blocks
-      const kLen = min(KC, K - k0), wOff = <usize>(k0 / QK) * blockBytes(format);
+    for (let k0 = 0; k0 < K; k0 += KC) { // KC is whole blocks and super-blocks
+      const kLen = min(KC, K - k0), wOff = rowBytes(k0, format);
       for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
         const n1 = min(n0 + NB, nEnd);
-        for (let n = n0; n < n1; n++) dequantizeRow(w + <usize>n * ldw + wOff, kLen, scratch + (<usize>(n - n0) * <usize>kLen << 2), format);
+        for (let n = n0; n < n1; n++) {
+          const src = w + <usize>n * ldw + wOff, dst = scratch + (<usize>(n - n0) * <usize>kLen << 2);
+          if (isKQuant(format)) dequantizeRowK(src, kLen, dst, format);
+          else dequantizeRow(src, kLen, dst, format);
+        }
         gemmPanel(x, <usize>k0 << 2, ldx, M, scratch, y, ldy, n0, n1, kLen, k0 > 0 || addToY);
       }
     }
@@ -568,10 +589,18 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
           const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
           for (let n = n0; n < n0 + q; n++) {
             const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);
-            dotq_1x2(qa, w0, w0 + dw, nb, format, y0, y0 + dy, addToY);
-            dotq_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, nb, format, y0 + 2 * dy, y0 + 3 * dy, addToY);
+            if (isKQuant(format)) {
+              dotk_1x2(qa, w0, w0 + dw, K / SUPER_BLOCK, format, y0, y0 + dy, addToY);
+              dotk_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, K / SUPER_BLOCK, format, y0 + 2 * dy, y0 + 3 * dy, addToY);
+            } else {
+              dotq_1x2(qa, w0, w0 + dw, nb, format, y0, y0 + dy, addToY);
+              dotq_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, nb, format, y0 + 2 * dy, y0 + 3 * dy, addToY);
+            }
           }
-          for (let n = n0 + 4 * q; n < n1; n++) finish(yRow + (<usize>n << 2), dotq_1x1(qa, w + <usize>n * ldw, nb, format), addToY);
+          for (let n = n0 + 4 * q; n < n1; n++) {
+            const wn = w + <usize>n * ldw;
+            finish(yRow + (<usize>n << 2), isKQuant(format) ? dotk_1x1(qa, wn, K / SUPER_BLOCK, format) : dotq_1x1(qa, wn, nb, format), addToY);
+          }
         }
       }
     }
@@ -604,4 +633,14 @@ export function linear_q4_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N
 /** The linear layer with Q5_0 weights; `scratch` as linear_q8_0's. */
 export function linear_q5_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
   linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q5_0);
+}
+
+/** The linear layer with Q4_K weights (K a multiple of 256); `scratch` as linear_q8_0's. */
+export function linear_q4_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q4_K);
+}
+
+/** The linear layer with Q6_K weights (K a multiple of 256); `scratch` as linear_q8_0's. */
+export function linear_q6_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q6_K);
 }

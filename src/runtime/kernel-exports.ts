@@ -125,8 +125,8 @@ export const KERNELS = {
   /** Quantizes x's 32-blocks [blockBegin, blockEnd) (row by row) for the block-quantized kernels with LINEAR_X_QUANTIZED */
   quantize_activations: { from: "kernels/linear-quant", params: ["x", "M", "K", "qa", "blockBegin", "blockEnd"], pool: true },
   /** Q4_K / Q6_K weights (GGUF super-blocks of 256: K a multiple of 256); scratch as linear_q8_0's */
-  linear_q4_k: { from: "kernels/linear-kquant", params: LINEAR, pool: true, linear: "q4_k", scratchBytes: "linear_quant_scratch_bytes" },
-  linear_q6_k: { from: "kernels/linear-kquant", params: LINEAR, pool: true, linear: "q6_k", scratchBytes: "linear_quant_scratch_bytes" },
+  linear_q4_k: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q4_k", scratchBytes: "linear_quant_scratch_bytes" },
+  linear_q6_k: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q6_k", scratchBytes: "linear_quant_scratch_bytes" },
   /** Rows [rowBegin, rowEnd) of out [rows, K] f32 = the table's rows ids[row] (i32 token ids), widened or dequantized. */
   embed_rows_f32: { from: "kernels/embedding", params: EMBED, pool: true, embed: "f32" },
   embed_rows_bf16: { from: "kernels/embedding", params: EMBED, pool: true, embed: "bf16" },
