@@ -56,6 +56,28 @@ function emulate(dtype: QuantDtype, x: Float32Array, w: Uint8Array, M: number, N
   return y;
 }
 
+/**
+ * A call of M x N x K with a bias (weights and x seeded by shape) against x in f64 times the
+ * stored weights (what the kernels' f32 panels compute): f32 sums of K products, far inside the
+ * activation quantization's error (~max|x|/254 per weight).
+ */
+function checkExactProduct(rt: Runtime, dtype: QuantDtype, M: number, N: number, K: number): void {
+  const w = randomArray(N * K, 31 + K), x = randomArray(M * K, 32 + M), bias = randomArray(N, 33);
+  const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N);
+  try {
+    rt.linearInto({ x: xb, weight: wb, bias: bb, out: yb, inFeatures: K, outFeatures: N });
+    const stored = wb.toFloat32Array();
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let exact = bias[n]!, magnitude = Math.abs(bias[n]!);
+        for (let k = 0; k < K; k++) { exact += x[m * K + k]! * stored[n * K + k]!; magnitude += Math.abs(x[m * K + k]! * stored[n * K + k]!); }
+        const got = yb.array[m * N + n]!;
+        assert.ok(Math.abs(got - exact) <= 1e-5 * magnitude, `${M}x${N}x${K} (${m}, ${n}): ${got} vs ${exact}`);
+      }
+    }
+  } finally { for (const b of [wb, xb, bb, yb]) b.free(); }
+}
+
 const blocksOf = (rt: Runtime, b: { ptr: number; byteLength: number }) => new Uint8Array(rt.memory.memory.buffer, b.ptr, b.byteLength).slice();
 
 describe("block-quantized weights: the formats", () => {
@@ -169,21 +191,7 @@ for (const build of BUILDS) {
         }
         assert.ok(from >= 4 && from <= 64, `${from}`);
         for (const [M, N, K] of [[from, 7, 31], [from, 13, 33], [from + 1, 9, 100], [37, 70, 576], [from + 3, 5, 1000], [128, 3, 64]] as const) {
-          const w = randomArray(N * K, 31 + K), x = randomArray(M * K, 32 + M), bias = randomArray(N, 33);
-          const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N);
-          try {
-            rt.linearInto({ x: xb, weight: wb, bias: bb, out: yb, inFeatures: K, outFeatures: N });
-            const stored = wb.toFloat32Array();
-            for (let m = 0; m < M; m++) {
-              for (let n = 0; n < N; n++) {
-                let exact = bias[n]!, magnitude = Math.abs(bias[n]!);
-                for (let k = 0; k < K; k++) { exact += x[m * K + k]! * stored[n * K + k]!; magnitude += Math.abs(x[m * K + k]! * stored[n * K + k]!); }
-                // f32 sums of K products: far inside the activation quantization's error (~max|x|/254 per weight).
-                const got = yb.array[m * N + n]!;
-                assert.ok(Math.abs(got - exact) <= 1e-5 * magnitude, `${M}x${N}x${K} (${m}, ${n}): ${got} vs ${exact}`);
-              }
-            }
-          } finally { for (const b of [wb, xb, bb, yb]) b.free(); }
+          checkExactProduct(rt, dtype, M, N, K);
         }
         // One row fewer reads x quantized: the emulation of llama.cpp's arithmetic, as above.
         const [M, N, K] = [from - 1, 6, 96];
@@ -292,20 +300,7 @@ describe("K-quant weights (Q4_K, Q6_K: GGUF super-blocks of 256)", () => {
         }
         // From linear_quant_f32_rows rows: x in f32 times the stored weights (each dequantized exactly as the host does).
         for (const [M, N, K] of [[from, 7, 256], [37, 70, 1536], [from + 3, 5, 1024]] as const) {
-          const w = randomArray(N * K, 31 + K), x = randomArray(M * K, 32 + M), bias = randomArray(N, 33);
-          const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N);
-          try {
-            rt.linearInto({ x: xb, weight: wb, bias: bb, out: yb, inFeatures: K, outFeatures: N });
-            const stored = wb.toFloat32Array();
-            for (let m = 0; m < M; m++) {
-              for (let n = 0; n < N; n++) {
-                let exact = bias[n]!, magnitude = Math.abs(bias[n]!);
-                for (let k = 0; k < K; k++) { exact += x[m * K + k]! * stored[n * K + k]!; magnitude += Math.abs(x[m * K + k]! * stored[n * K + k]!); }
-                const got = yb.array[m * N + n]!;
-                assert.ok(Math.abs(got - exact) <= 1e-5 * magnitude, `${M}x${N}x${K} (${m}, ${n}): ${got} vs ${exact}`);
-              }
-            }
-          } finally { for (const b of [wb, xb, bb, yb]) b.free(); }
+          checkExactProduct(rt, dtype, M, N, K);
         }
         // The embedding lookup dequantizes a row exactly as the host does.
         const K = 512, table = rt.upload(randomArray(6 * K, 3), dtype, K), ids = [4, 0, 5, 4];

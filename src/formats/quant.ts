@@ -84,7 +84,7 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
   if (isKQuant(dtype)) {
     const rowBytes = quantRowBytes(dtype, K);
     if (x.length % K !== 0 || out.length !== (x.length / K) * rowBytes) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${(x.length / K) * rowBytes} bytes`);
-    out.set(quantizeGGML(dtype === "q4_k" ? "Q4_K" : "Q6_K", Float32Array.from(x), K));
+    out.set(quantizeGGML(dtype === "q4_k" ? "Q4_K" : "Q6_K", x instanceof Float32Array ? x : Float32Array.from(x), K));
     return;
   }
   const rows = x.length / K, nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
