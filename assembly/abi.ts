@@ -11,6 +11,7 @@ export const WEIGHT_Q4_0: i32 = 1;
 export const WEIGHT_Q4_K: i32 = 2;
 export const WEIGHT_Q6_K: i32 = 3;
 export const WEIGHT_Q5_0: i32 = 4;
+export const WEIGHT_IQ4_NL: i32 = 5;
 
 @unmanaged export class AttentionCall {
   q: usize;

@@ -10,12 +10,12 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRuntime, loadModel, parseModelConfig, type LanguageModel, type Runtime } from "../src/index.ts";
 import { GGUFError, GGUFNeedMore, parseGGUFHeader, readGGUFHeader, writeGGUF, type GGMLType } from "../src/formats/gguf.ts";
-import { f32ToF16 } from "../src/formats/half.ts";
-import { dequantizeGGML, quantizeGGML, quantRowBytes, weightDtypeOf, type QuantDtype } from "../src/formats/quant.ts";
+import { f16ToF32, f32ToF16 } from "../src/formats/half.ts";
+import { dequantizeGGML, IQ4_LEVELS, iq4xsToIq4nl, quantizeGGML, quantRowBytes, weightDtypeOf, type QuantDtype } from "../src/formats/quant.ts";
 import { seededArray as randomArray } from "../src/random.ts";
 import { exportGGUF, folderToGGUF } from "../src/model/gguf-export.ts";
 import { expectedTensors } from "../src/model/architecture.ts";
-import { base, randomWeights, SENTENCEPIECE_VOCAB, textModel, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
+import { base, metadataOf, randomWeights, SENTENCEPIECE_VOCAB, textModel, withRandomBlocks, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
 
 const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 
@@ -167,6 +167,70 @@ describe("GGUF files", function () {
       assert.ok(rms <= uniformHalfStep, `Q4_K RMS error ${rms} vs ${uniformHalfStep}`);
     });
 
+    it("Q2_K, Q3_K and IQ4_XS read as ggml's reference dequantizers (transcribed plainly here) read random blocks, and IQ4_XS converts to IQ4_NL blocks of the same levels", () => {
+      let seed = 7;
+      const rand = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return Math.floor((seed / 0x7fffffff) * 256); };
+      const blocks = 3, f16 = (b: Uint8Array, at: number) => f16ToF32(b[at]! | (b[at + 1]! << 8));
+      const randomBlocks = (bytes: number, scaleAt: number[]) => {
+        const b = Uint8Array.from({ length: blocks * bytes }, rand);
+        for (let i = 0; i < blocks; i++) for (const o of scaleAt) new DataView(b.buffer).setUint16(i * bytes + o, f32ToF16(0.01 * (i + 1)), true);
+        return b;
+      };
+      // Q2_K (dequantize_row_q2_K): scales[16], qs[64], d, dmin.
+      const q2 = randomBlocks(84, [80, 82]), want2: number[] = [];
+      for (let i = 0; i < blocks; i++) {
+        const x = q2.subarray(84 * i), d = f16(x, 80), min = f16(x, 82);
+        let is = 0;
+        for (let n = 0; n < 256; n += 128) {
+          const q = x.subarray(16 + n / 4);
+          for (let j = 0, shift = 0; j < 4; j++, shift += 2) {
+            for (const half of [0, 16]) {
+              const sc = x[is++]!, dl = Math.fround(d * (sc & 0xf)), ml = Math.fround(min * (sc >> 4));
+              for (let l = 0; l < 16; l++) want2.push(Math.fround(Math.fround(dl * ((q[l + half]! >> shift) & 3)) - ml));
+            }
+          }
+        }
+      }
+      assert.deepEqual(Array.from(dequantizeGGML("Q2_K", q2, blocks * 256)), want2);
+      // Q3_K (dequantize_row_q3_K): hmask[32], qs[64], scales[12] (unpacked through four u32), d.
+      const q3 = randomBlocks(110, [108]), want3: number[] = [];
+      for (let i = 0; i < blocks; i++) {
+        const x = q3.subarray(110 * i), d = f16(x, 108), hm = x.subarray(0, 32), v = new DataView(x.buffer, x.byteOffset + 96, 12);
+        const aux = [v.getUint32(0, true), v.getUint32(4, true), v.getUint32(8, true), 0], tmp = aux[2]!, k1 = 0x03030303, k2 = 0x0f0f0f0f;
+        aux[2] = ((aux[0]! >>> 4) & k2) | (((tmp >>> 4) & k1) << 4);
+        aux[3] = ((aux[1]! >>> 4) & k2) | (((tmp >>> 6) & k1) << 4);
+        aux[0] = (aux[0]! & k2) | (((tmp >>> 0) & k1) << 4);
+        aux[1] = (aux[1]! & k2) | (((tmp >>> 2) & k1) << 4);
+        const sc = new Int8Array(Uint32Array.from(aux).buffer);
+        let is = 0, m = 1;
+        for (let n = 0; n < 256; n += 128) {
+          const q = x.subarray(32 + n / 4);
+          for (let j = 0, shift = 0; j < 4; j++, shift += 2, m <<= 1) {
+            for (const half of [0, 16]) {
+              const dl = Math.fround(d * (sc[is++]! - 32));
+              for (let l = 0; l < 16; l++) want3.push(Math.fround(dl * (((q[l + half]! >> shift) & 3) - (hm[l + half]! & m ? 0 : 4))));
+            }
+          }
+        }
+      }
+      assert.deepEqual(Array.from(dequantizeGGML("Q3_K", q3, blocks * 256)), want3);
+      // IQ4_XS (dequantize_row_iq4_xs): d, scales_h, scales_l[4], qs[128].
+      const xs = randomBlocks(136, [0]), want4: number[] = [];
+      for (let i = 0; i < blocks; i++) {
+        const x = xs.subarray(136 * i), d = f16(x, 0), scalesH = x[2]! | (x[3]! << 8);
+        for (let ib = 0; ib < 8; ib++) {
+          const ls = ((x[4 + (ib >> 1)]! >> (4 * (ib % 2))) & 0xf) | (((scalesH >> (2 * ib)) & 3) << 4), dl = Math.fround(d * (ls - 32)), qs = x.subarray(8 + 16 * ib);
+          const block = new Array<number>(32);
+          for (let j = 0; j < 16; j++) { block[j] = Math.fround(dl * IQ4_LEVELS[qs[j]! & 0xf]!); block[j + 16] = Math.fround(dl * IQ4_LEVELS[qs[j]! >> 4]!); }
+          want4.push(...block);
+        }
+      }
+      assert.deepEqual(Array.from(dequantizeGGML("IQ4_XS", xs, blocks * 256)), want4);
+      // As IQ4_NL: every level as it was, each 32's scale the f16 nearest d·(ls - 32).
+      const nl = dequantizeGGML("IQ4_NL", iq4xsToIq4nl(xs, blocks * 256), blocks * 256);
+      nl.forEach((v, k) => assert.ok(Math.abs(v - want4[k]!) <= Math.abs(want4[k]!) * 2 ** -11, `element ${k}: ${v} vs ${want4[k]}`));
+    });
+
     it("Q6_K: 4 low and 2 high bits, 16 signed scales, d last", () => {
       const q = new Uint8Array(210);
       new DataView(q.buffer).setUint16(208, f32ToF16(0.5), true);
@@ -276,50 +340,20 @@ describe("GGUF files", function () {
       for (const m of [ref, fromMemory, split]) m.dispose();
     });
 
-    it("types the kernels do not compute on (Q4_1, Q5_1, Q5_K; Q6_K by default) are converted to Q8_0 at load, within Q8_0's error of their values, beside Q5_0 and Q4_K kept as they are", async () => {
+    it("types the kernels do not compute on (Q4_1, Q5_1, Q2_K, Q3_K, Q5_K; Q6_K by default) are converted to Q8_0 at load and IQ4_XS to IQ4_NL, within those formats' error of their values, beside Q5_0, IQ4_NL and Q4_K kept as they are", async () => {
       const config = { ...base, model_type: "qwen2", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
       const cfg = parseModelConfig(config);
       const weights = randomWeights(cfg);
       const f32 = exportGGUF(cfg, (n) => weights.get(n)!, { dtype: "f32" });
       const h = parseGGUFHeader(f32, f32.length);
-      const types: GGMLType[] = ["Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"];
-      const sizes: Record<string, number> = { Q4_1: 20, Q5_0: 22, Q5_1: 24, Q4_K: 144, Q5_K: 176, Q6_K: 210 };
+      const types: GGMLType[] = ["Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS"];
       // Random blocks of each type, with finite small scales; the reference runs on their dequantized values.
-      let seed = 1;
-      const rand = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff; };
-      const blockOf = (type: GGMLType, elements: number) => {
-        const per = type.endsWith("_K") ? 256 : 32, n = elements / per, bb = sizes[type]!;
-        const b = Uint8Array.from({ length: n * bb }, () => Math.floor(rand() * 256));
-        const v = new DataView(b.buffer);
-        for (let i = 0; i < n; i++) {
-          const at = i * bb;
-          if (type === "Q6_K") v.setUint16(at + 208, f32ToF16(0.002), true);
-          else {
-            v.setUint16(at, f32ToF16(type.endsWith("_K") ? 0.004 : 0.01), true);
-            if (type !== "Q5_0") v.setUint16(at + 2, f32ToF16(type.endsWith("_K") ? 0.01 : -0.05), true);
-          }
-        }
-        return b;
-      };
-      const tensors: Record<string, { shape: number[]; type: GGMLType; data: Uint8Array }> = {};
-      const dequantized = new Map<string, Float32Array>();
-      let i = 0;
-      for (const [name, t] of h.tensors) {
-        const elements = t.shape.reduce((a, b) => a * b, 1);
-        if (t.shape.length === 2) {
-          const type = types[i++ % types.length]!;
-          const data = blockOf(type, elements);
-          tensors[name] = { shape: t.shape, type, data };
-          dequantized.set(name, dequantizeGGML(type as never, data, elements));
-        } else {
-          tensors[name] = { shape: t.shape, type: "F32", data: f32.subarray(t.offset, t.offset + t.byteLength) };
-          dequantized.set(name, new Float32Array(f32.slice(t.offset, t.offset + t.byteLength).buffer));
-        }
-      }
-      const meta = metadataOf(h.metadata);
-      const mixed = await loadModel(rt, { "mixed.gguf": writeGGUF(meta, tensors) });
-      assert.equal(mixed.transformer.weightDtype, "q5_0"); // the type of the most bytes, kept as stored
-      const exact = await loadModel(rt, { "exact.gguf": writeGGUF(meta, Object.fromEntries([...dequantized].map(([n, d]) => [n, { shape: tensors[n]!.shape, type: "F32" as const, data: new Uint8Array(d.buffer) }]))) });
+      const { file, values } = withRandomBlocks(f32, (i) => types[i % types.length]!);
+      const fh = parseGGUFHeader(file, file.length);
+      const tensors = Object.fromEntries([...fh.tensors].map(([n, t]) => [n, { shape: t.shape, data: values.get(n) ?? new Float32Array(file.slice(t.offset, t.offset + t.byteLength).buffer) }]));
+      const mixed = await loadModel(rt, { "mixed.gguf": file });
+      assert.equal(mixed.transformer.weightDtype, "q8_0"); // the type of the most bytes (Q6_K), converted
+      const exact = await loadModel(rt, { "exact.gguf": writeGGUF(metadataOf(fh.metadata), Object.fromEntries(Object.entries(tensors).map(([n, t]) => [n, { shape: t.shape, type: "F32" as const, data: new Uint8Array(t.data.buffer) }]))) });
       const ids = [1, 5, 200, 17, 3];
       const [a, b] = [logitsOf(mixed, ids), logitsOf(exact, ids)];
       const scale = Math.max(...Array.from(b, Math.abs));
@@ -327,7 +361,7 @@ describe("GGUF files", function () {
       mixed.dispose(); exact.dispose();
     });
 
-    it("Q4_K and Q6_K files are computed on as stored: their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
+    it("Q4_K, Q6_K and IQ4_NL files are computed on as stored: their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
       const config = { ...textModel, hidden_size: 256, intermediate_size: 512, num_attention_heads: 4, num_key_value_heads: 2 };
       const dir = writeModelFolder(config);
       dirs.push(dir);
@@ -336,7 +370,7 @@ describe("GGUF files", function () {
       const held = () => rt.stats().persistentLiveBytes - rt.stats().scratchReservedBytes;
       const f32Start = held(), f32 = await loadModel(rt, dir), f32Bytes = held() - f32Start;
       const want = logitsOf(f32, ids), scale = Math.max(...Array.from(want, Math.abs));
-      for (const [dtype, bytesPerWeight, bound] of [["q4_k", 144 / 256, 0.9], ["q6_k", 210 / 256, 0.35]] as const) {
+      for (const [dtype, bytesPerWeight, bound] of [["q4_k", 144 / 256, 0.9], ["q6_k", 210 / 256, 0.35], ["iq4_nl", 18 / 32, 0.9]] as const) {
         const file = join(tmp(), `${dtype}.gguf`);
         writeFileSync(file, await folderToGGUF(dir, { dtype }));
         // Q6_K is kept as stored when asked (by default it becomes Q8_0, faster at one thread).
@@ -360,7 +394,7 @@ describe("GGUF files", function () {
       assert.equal(q.status, 0, q.stderr);
       assert.match(q.stderr, /q4_k_m weights/);
       const described = spawnSync(process.execPath, [cli, "info", "--model", mixFile], { encoding: "utf8", timeout: 60_000 });
-      assert.match(described.stdout, /GGUF tensor types: .*Q6_K x\d+.*; converted to Q8_0 at load: Q6_K x\d+ \(--dtype to choose\)/);
+      assert.match(described.stdout, /GGUF tensor types: .*Q6_K x\d+.*; converted at load: Q6_K x\d+ to Q8_0 \(--dtype to choose\)/);
       const mixBytes = readFileSync(mixFile), header = parseGGUFHeader(mixBytes, mixBytes.length);
       const types = new Map([...header.tensors.values()].map((t) => [t.name, t.type]));
       assert.equal(header.metadata.get("general.file_type"), 15);
@@ -419,13 +453,3 @@ describe("GGUF files", function () {
 });
 
 /** Metadata of a parsed header in the writer's form (what the tests copy into new files). */
-function metadataOf(metadata: Map<string, unknown>): Parameters<typeof writeGGUF>[0] {
-  const out: Parameters<typeof writeGGUF>[0] = {};
-  for (const [key, value] of metadata) {
-    if (typeof value === "string") out[key] = { type: "string", value };
-    else if (typeof value === "boolean") out[key] = { type: "bool", value };
-    else if (typeof value === "number") out[key] = { type: Number.isInteger(value) && !/eps|freq|factor/.test(key) ? "u32" : "f32", value };
-    else if (Array.isArray(value)) out[key] = { type: "array", itemType: typeof value[0] === "string" ? "string" : key.endsWith("scores") ? "f32" : "i32", value: value as (string | number)[] };
-  }
-  return out;
-}

@@ -4,6 +4,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeSafetensors, type TensorToWrite } from "../src/index.ts";
+import { GGML_TYPES, parseGGUFHeader, writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../src/formats/gguf.ts";
+import { f32ToF16 } from "../src/formats/half.ts";
+import { dequantizeGGML, type ReadableType } from "../src/formats/quant.ts";
 export { referenceForward } from "./model-reference.ts";
 import { expectedTensors } from "../src/model/architecture.ts";
 import { parseModelConfig, type ModelConfig } from "../src/model/config.ts";
@@ -98,4 +101,47 @@ export function writeSentencePieceTokenizer(dir: string): void {
     model: { type: "BPE", dropout: null, unk_token: "<unk>", continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges },
   }));
   writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>", eos_token: "</s>", add_bos_token: true }));
+}
+
+/** Where each GGML type's f16 scales sit in its block, with values that keep random blocks' weights small (|w| below ~1). */
+const RANDOM_BLOCK_SCALES: Partial<Record<GGMLType, [number, number][]>> = {
+  Q8_0: [[0, 0.004]], Q4_0: [[0, 0.01]], Q4_1: [[0, 0.01], [2, -0.05]], Q5_0: [[0, 0.01]], Q5_1: [[0, 0.01], [2, -0.05]], IQ4_NL: [[0, 0.001]],
+  Q2_K: [[80, 0.005], [82, 0.005]], Q3_K: [[108, 0.003]], Q4_K: [[0, 0.004], [2, 0.01]], Q5_K: [[0, 0.004], [2, 0.01]], Q6_K: [[208, 0.002]], IQ4_XS: [[0, 0.0001]],
+};
+
+/**
+ * A GGUF file's metadata as writeGGUF takes it (integers as u32 unless their key names a float,
+ * arrays of strings, f32 scores or i32).
+ */
+export function metadataOf(metadata: Map<string, unknown>): GGUFMetadataToWrite {
+  const out: GGUFMetadataToWrite = {};
+  for (const [key, value] of metadata) {
+    if (typeof value === "string") out[key] = { type: "string", value };
+    else if (typeof value === "boolean") out[key] = { type: "bool", value };
+    else if (typeof value === "number") out[key] = { type: Number.isInteger(value) && !/eps|freq|factor/.test(key) ? "u32" : "f32", value };
+    else if (Array.isArray(value)) out[key] = { type: "array", itemType: typeof value[0] === "string" ? "string" : key.endsWith("scores") ? "f32" : "i32", value: value as (string | number)[] };
+  }
+  return out;
+}
+
+/**
+ * A GGUF model whose matrices are random blocks of the types `typeOf` gives them (in tensor
+ * order; seeded), every other tensor as `gguf` holds it: files of types no writer here makes.
+ * Also the matrices' values as floats (ggml's dequantizers), by tensor name.
+ */
+export function withRandomBlocks(gguf: Uint8Array, typeOf: (index: number) => GGMLType, seed = 1): { file: Uint8Array; values: Map<string, Float32Array> } {
+  const h = parseGGUFHeader(gguf, gguf.length);
+  const rand = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff; };
+  const tensors: Record<string, GGUFTensorToWrite> = {}, values = new Map<string, Float32Array>();
+  let i = 0;
+  for (const [name, t] of h.tensors) {
+    const elements = t.shape.reduce((a, b) => a * b, 1);
+    if (t.shape.length !== 2) { tensors[name] = { shape: t.shape, type: t.type, data: gguf.subarray(t.offset, t.offset + t.byteLength) }; continue; }
+    const type = typeOf(i++), { block, bytes } = GGML_TYPES[type], n = elements / block;
+    const data = Uint8Array.from({ length: n * bytes }, () => Math.floor(rand() * 256)), view = new DataView(data.buffer);
+    for (let b = 0; b < n; b++) for (const [o, d] of RANDOM_BLOCK_SCALES[type]!) view.setUint16(b * bytes + o, f32ToF16(d), true);
+    tensors[name] = { shape: t.shape, type, data };
+    values.set(name, dequantizeGGML(type as ReadableType, data, elements));
+  }
+  return { file: writeGGUF(metadataOf(h.metadata), tensors), values };
 }

@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { createRuntime, loadModel, syntheticModelFiles, type Runtime } from "../src/index.ts";
 import { f16ToF32 } from "../src/formats/half.ts";
-import { dequantizeRows, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
+import { dequantizeRows, IQ4_LEVELS, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
 import { WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
 import { BUILDS, randomArray, runtimeFor } from "./helpers.ts";
 
-const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0"];
+const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0", "iq4_nl"];
 const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q4_k", "q6_k"];
 
 /** Activations quantized as the kernels do: per block of 32, d = max|x| / 127 (f32), q = round(x / d). */
@@ -44,6 +44,7 @@ function emulate(dtype: QuantDtype, x: Float32Array, w: Uint8Array, M: number, N
         let s = 0;
         for (let j = 0; j < 32; j++) {
           const qw = dtype === "q8_0" ? (w[at + 2 + j]! << 24) >> 24
+            : dtype === "iq4_nl" ? IQ4_LEVELS[j < 16 ? w[at + 2 + j]! & 15 : w[at + 2 + j - 16]! >> 4]!
             : dtype === "q5_0" ? ((j < 16 ? w[at + 6 + j]! & 15 : w[at + 6 + j - 16]! >> 4) | ((((w[at + 2]! | (w[at + 3]! << 8) | (w[at + 4]! << 16) | (w[at + 5]! << 24)) >>> j) & 1) << 4)) - 16
             : (j < 16 ? w[at + 2 + j]! & 15 : w[at + 2 + j - 16]! >> 4) - 8;
           s += qw * q[(m * nb + b) * 32 + j]!;
@@ -127,6 +128,29 @@ describe("block-quantized weights: the formats", () => {
     assert.deepEqual(dequantizeRows("q5_0", rows, K), dequantizeGGML("Q5_0", rows, y.length));
   });
 
+  it("IQ4_NL quantizes as ggml: each nibble the nearest of the 16 levels under the block's f16 scale, which a least-squares search picks (no worse than max|x| / 127)", () => {
+    const x = randomArray(32 * 64, 5), out = new Uint8Array(18 * 64);
+    quantizeRows("iq4_nl", x, 32, out);
+    const back = dequantizeRows("iq4_nl", out, 32);
+    for (let b = 0; b < 64; b++) {
+      const xs = x.subarray(32 * b, 32 * b + 32), d = f16ToF32(out[18 * b]! | (out[18 * b + 1]! << 8));
+      // Each weight's level is the nearest one under d (a tie may go either way).
+      for (let j = 0; j < 32; j++) {
+        const q = j < 16 ? out[18 * b + 2 + j]! & 15 : out[18 * b + 2 + j - 16]! >> 4;
+        const best = Math.min(...IQ4_LEVELS.map((l) => Math.abs(xs[j]! - d * l)));
+        assert.ok(Math.abs(xs[j]! - d * IQ4_LEVELS[q]!) <= best * (1 + 1e-6) + 1e-7, `block ${b} weight ${j}`);
+        assert.equal(back[32 * b + j], Math.fround(d * IQ4_LEVELS[q]!));
+      }
+      // The searched scale fits at least as well (x²-weighted) as the plain max|x| / 127 one.
+      const max = xs.reduce((m, v) => (Math.abs(v) > Math.abs(m) ? v : m), 0), plain = f16ToF32(out[0]! & 0) + Math.fround(max / 127);
+      const err = (scale: number) => xs.reduce((e, v) => { const r = Math.min(...IQ4_LEVELS.map((l) => Math.abs(v - scale * l))); return e + v * v * r * r; }, 0);
+      assert.ok(err(d) <= err(plain) * 1.01, `block ${b}: ${err(d)} vs ${err(plain)}`);
+    }
+    // A block of zeros is d = 0 with every weight on the level nearest zero (1).
+    quantizeRows("iq4_nl", new Float32Array(32), 32, out.subarray(0, 18));
+    assert.deepEqual(Array.from(dequantizeRows("iq4_nl", out.subarray(0, 18), 32)), new Array(32).fill(0));
+  });
+
   it("rows of any length: blocks never span rows, the last block is zero-padded", () => {
     for (const dtype of DTYPES) {
       for (const K of [1, 31, 33, 50, 64, 100]) {
@@ -135,7 +159,7 @@ describe("block-quantized weights: the formats", () => {
         quantizeRows(dtype, x, K, out);
         const back = dequantizeRows(dtype, out, K);
         assert.equal(back.length, 3 * K);
-        const step = dtype === "q8_0" ? 1 / 127 : 1 / 8;
+        const step = dtype === "q8_0" ? 1 / 127 : dtype === "q5_0" ? 1 / 16 : 1 / 8;
         back.forEach((v, i) => assert.ok(Math.abs(v - x[i]!) <= step * 1.01 * Math.max(...Array.from(x.subarray(Math.floor(i / K) * K, Math.floor(i / K) * K + K), Math.abs)), `${dtype} K=${K} element ${i}`));
       }
     }

@@ -2,7 +2,7 @@ import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
 import { dequantizeRowK, dotk_1x1, dotk_1x2, kquantRowBytes, SUPER_BLOCK } from "./linear-kquant";
-import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
+import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_IQ4_NL, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
@@ -12,8 +12,11 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT
 //         high nibble                                         (18 bytes; w = d·(q - 8))
 //   Q5_0: f16 scale d, u32 qh (bit j: weight j's fifth bit), then Q4_0's 16 bytes of nibbles
 //                                                             (22 bytes; w = d·(q - 16))
+//   IQ4_NL: Q4_0's layout, each nibble an index into 16 non-uniform levels (IQ4_LEVELS, -127..113)
+//                                                             (18 bytes; w = d·levels[q])
 // Q5_0 goes Q4_0's ways (its 0..31 is 7-bit too) with the fifth bits or'ed in (unsignedWeightsQ5)
-// and a -16·sum correction.
+// and a -16·sum correction. IQ4_NL goes Q8_0's ways on its levels (one byte swizzle per 16
+// weights makes them the signed bytes a Q8_0 block holds).
 //
 // Arithmetic, chosen by measurement: integer dot products on activations quantized per 32-block
 // to 8 bits (one f32 scale per block), as llama.cpp does. Widening every weight to f32 for FMAs
@@ -76,7 +79,7 @@ export const QA_DSUM: usize = 124;
   // Q5_0's tiles pay for its fifth bits: 45-46 GFLOP/s from 8 to 128 rows where the panels run
   // 47-56 from 12 (GEMM Mx1536x576, relaxed build, scratch/gemvk.ts); so Q5_0 takes them from 12.
   if (format == WEIGHT_Q5_0) return ASC_FEATURE_RELAXED_SIMD ? 12 : 32;
-  return 12;
+  return 12; // Q8_0, IQ4_NL (Q8_0's dots), K-quants
 }
 
 /** Rows of x from which the relaxed build's Q4_0 kernel takes two rows at a time (dotq4_2x2) instead of the GEMV's blocks. */
@@ -92,7 +95,7 @@ export function linear_quant_f32_rows(format: i32): i32 {
 /** Bytes of scratch a call takes: the quantized activations of M rows of K, or (from the rows where either format computes in f32) as much as an f32 weight panel if more. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
   const quantized = M * ((K + QK - 1) / QK) * <i32>QA_BLOCK;
-  const fewest = min(min(min(linearQuantF32Rows(WEIGHT_Q8_0), linearQuantF32Rows(WEIGHT_Q4_0)), linearQuantF32Rows(WEIGHT_Q5_0)),
+  const fewest = min(min(min(linearQuantF32Rows(WEIGHT_Q8_0), linearQuantF32Rows(WEIGHT_Q4_0)), min(linearQuantF32Rows(WEIGHT_Q5_0), linearQuantF32Rows(WEIGHT_IQ4_NL))),
     min(linearQuantF32Rows(WEIGHT_Q4_K), linearQuantF32Rows(WEIGHT_Q6_K)));
   return M >= fewest ? max(quantized, linear_panel_scratch_bytes(M, K)) : quantized;
 }
@@ -250,9 +253,27 @@ const Q5_LANES = memory.data<u8>([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1
   return v128.or(nib, v128.and(i8x16.eq(v128.and(bytes, bit), bit), i8x16.splat(0x10)));
 }
 
+/** IQ4_NL's 16 levels (ggml's kvalues_iq4nl), the table its nibbles index. */
+const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], 16);
+
+/**
+ * Weights 0-15 (high false) or 16-31 of an IQ4_NL block as signed bytes: each nibble's level by
+ * one byte swizzle (the table loaded from memory: as a constant V8 builds it anew every use).
+ */
+// @ts-ignore: decorator
+@inline function iq4Weights(wb: usize, high: bool): v128 {
+  const q = v128.load(wb + 2), levels = v128.load(IQ4_LEVELS);
+  const nib = high ? highNibbles(q) : v128.and(q, i8x16.splat(0x0f));
+  return ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(levels, nib) : i8x16.swizzle(levels, nib);
+}
+
 /** The weight block's 32 values as four i16x8 vectors (Q8_0: q; Q4_0 / Q5_0: unsigned 0..15 / 0..31). */
 // @ts-ignore: decorator
 @inline function weightsI16(wb: usize, format: i32, part: i32): v128 {
+  if (format == WEIGHT_IQ4_NL) {
+    const q = iq4Weights(wb, part >= 2);
+    return (part & 1) == 0 ? i16x8.extend_low_i8x16_s(q) : i16x8.extend_high_i8x16_s(q);
+  }
   if (format == WEIGHT_Q5_0) {
     const q = unsignedWeightsQ5(wb, part >= 2);
     return (part & 1) == 0 ? i16x8.extend_low_i8x16_u(q) : i16x8.extend_high_i8x16_u(q);
@@ -291,9 +312,9 @@ const Q5_LANES = memory.data<u8>([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1
   return format == WEIGHT_Q4_0 ? v128.load(a + QA_CORR) : i32x4.splat(0);
 }
 
-/** Bytes of a block: Q8_0 34, Q4_0 18, Q5_0 22 (f16 d, u32 of high bits, 16 bytes of nibbles). */
+/** Bytes of a block: Q8_0 34, Q4_0 and IQ4_NL 18, Q5_0 22 (f16 d, u32 of high bits, 16 bytes of nibbles). */
 // @ts-ignore: decorator
-@inline export function blockBytes(format: i32): usize { return format == WEIGHT_Q4_0 ? 18 : format == WEIGHT_Q5_0 ? 22 : 34; }
+@inline export function blockBytes(format: i32): usize { return format == WEIGHT_Q4_0 || format == WEIGHT_IQ4_NL ? 18 : format == WEIGHT_Q5_0 ? 22 : 34; }
 
 /**
  * K weights of a row of Q8_0, Q4_0 or Q5_0 blocks, from its first block at `src`, as f32
@@ -311,6 +332,9 @@ const Q5_LANES = memory.data<u8>([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1
     if (format == WEIGHT_Q5_0) {
       lo = i8x16.sub(unsignedWeightsQ5(blk, false), i8x16.splat(16));
       hi = i8x16.sub(unsignedWeightsQ5(blk, true), i8x16.splat(16));
+    } else if (format == WEIGHT_IQ4_NL) {
+      lo = iq4Weights(blk, false);
+      hi = iq4Weights(blk, true);
     } else if (format == WEIGHT_Q4_0) {
       lo = i8x16.sub(v128.and(q, i8x16.splat(0x0f)), i8x16.splat(8));
       hi = i8x16.sub(highNibbles(q), i8x16.splat(8));
@@ -332,6 +356,9 @@ const Q5_LANES = memory.data<u8>([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1
     } else if (format == WEIGHT_Q4_0) {
       const byte = <i32>load<u8>(blk + 2 + <usize>(j & 15));
       q = (j < 16 ? byte & 15 : byte >> 4) - 8;
+    } else if (format == WEIGHT_IQ4_NL) {
+      const byte = <i32>load<u8>(blk + 2 + <usize>(j & 15));
+      q = <i32>load<i8>(IQ4_LEVELS + <usize>(j < 16 ? byte & 15 : byte >> 4));
     } else {
       q = <i32>load<i8>(blk + 2 + <usize>j);
     }
@@ -502,9 +529,8 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
  * four widenings, four dot products and three adds.
  */
 // @ts-ignore: decorator
-@inline function blockDotQ8Relaxed(wb: usize, pos0: v128, pos1: v128, neg0: v128, neg1: v128): v128 {
+@inline function blockDotQ8Relaxed(q0: v128, q1: v128, pos0: v128, pos1: v128, neg0: v128, neg1: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) {
-    const q0 = v128.load(wb + 2), q1 = v128.load(wb + 18);
     const p0 = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(q0, pos0), i16x8.relaxed_dot_i8x16_i7x16_s(q0, neg0));
     const p1 = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(q1, pos1), i16x8.relaxed_dot_i8x16_i7x16_s(q1, neg1));
     return i32x4.add(i32x4.extadd_pairwise_i16x8_s(p0), i32x4.extadd_pairwise_i16x8_s(p1));
@@ -520,7 +546,8 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
 @inline function blockDotRow(wb: usize, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, format: i32): v128 {
   if (format == WEIGHT_Q5_0 && ASC_FEATURE_RELAXED_SIMD) return nibbleDotRelaxed(unsignedWeightsQ5(wb, false), unsignedWeightsQ5(wb, true), a0, a1, corr);
   if (format == WEIGHT_Q4_0 && ASC_FEATURE_RELAXED_SIMD) return blockDotQ4Relaxed(v128.load(wb + 2), a0, a1, corr);
-  if (ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(wb, a0, a1, a2, a3);
+  if (format == WEIGHT_IQ4_NL && ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(iq4Weights(wb, false), iq4Weights(wb, true), a0, a1, a2, a3);
+  if (ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(v128.load(wb + 2), v128.load(wb + 18), a0, a1, a2, a3);
   return blockDotRegs(weightsI16(wb, format, 0), weightsI16(wb, format, 1), weightsI16(wb, format, 2), weightsI16(wb, format, 3), a0, a1, a2, a3, corr, format);
 }
 
@@ -633,6 +660,11 @@ export function linear_q4_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N
 /** The linear layer with Q5_0 weights; `scratch` as linear_q8_0's. */
 export function linear_q5_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
   linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q5_0);
+}
+
+/** The linear layer with IQ4_NL weights; `scratch` as linear_q8_0's. */
+export function linear_iq4_nl(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_IQ4_NL);
 }
 
 /** The linear layer with Q4_K weights (K a multiple of 256); `scratch` as linear_q8_0's. */

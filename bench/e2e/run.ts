@@ -92,12 +92,12 @@ try {
     const cfg = parseModelConfig({ ...SHAPES[name]!, max_position_embeddings: 2048 });
     const weights = syntheticWeights(cfg, { trainedLike: true });
     const prompt = promptIds;
-    for (const dtype of values.dtypes.split(",") as ("f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k_m")[]) {
+    for (const dtype of values.dtypes.split(",") as ("f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "iq4_nl" | "q4_k_m")[]) {
       const file = join(work, `${name}-${dtype}.gguf`);
       // q4_k_m: llama.cpp's Q4_K_M mix: Q6_K for the LM head (a tied embedding) and attn_v / ffn_down in its
       // "more bits" layers, Q4_K elsewhere, where rows are whole 256-blocks; where not, its
-      // fallbacks Q8_0 (for Q6_K) and Q5_0 (for Q4_K). gqa-wasm computes on Q4_K, Q6_K and Q8_0 as
-      // stored and converts Q5_0 to Q8_0 at load; llama.cpp computes on all of them.
+      // fallbacks Q8_0 (for Q6_K) and Q5_0 (for Q4_K). gqa-wasm computes on Q4_K, Q5_0 and Q8_0 as
+      // stored and converts Q6_K to Q8_0 at load; llama.cpp computes on all of them.
       const mixed = dtype === "q4_k_m" ? { dtype: "q8_0" as const, tensorType: (n: string, shape: number[]) => q4kmTensorType(n, shape, cfg.numLayers, cfg.tieWordEmbeddings) } : { dtype };
       writeFileSync(file, exportGGUF(cfg, (n) => weights.get(n)!, { ...mixed, name, tokenizer }));
       for (const threads of threadCounts) {

@@ -21,9 +21,13 @@ export const GGML_TYPES = {
   Q5_0: { id: 6, block: 32, bytes: 22 },
   Q5_1: { id: 7, block: 32, bytes: 24 },
   Q8_0: { id: 8, block: 32, bytes: 34 },
+  Q2_K: { id: 10, block: 256, bytes: 84 },
+  Q3_K: { id: 11, block: 256, bytes: 110 },
   Q4_K: { id: 12, block: 256, bytes: 144 },
   Q5_K: { id: 13, block: 256, bytes: 176 },
   Q6_K: { id: 14, block: 256, bytes: 210 },
+  IQ4_NL: { id: 20, block: 32, bytes: 18 },
+  IQ4_XS: { id: 23, block: 256, bytes: 136 },
   BF16: { id: 30, block: 1, bytes: 2 },
 } as const;
 export type GGMLType = keyof typeof GGML_TYPES;

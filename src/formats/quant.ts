@@ -5,23 +5,27 @@
 //   Q4_0: f16 d, 16 bytes of nibbles    (18 bytes per 32 weights; w = d·(q - 8); weight j in the
 //         low nibble of byte j, weight j+16 in the high nibble)
 //   Q5_0: f16 d, u32 qh, 16 bytes of nibbles  (22 bytes; w = d·(q - 16), q's bit 4 is bit j of qh)
+//   IQ4_NL: Q4_0's layout, w = d·IQ4_LEVELS[q] (16 non-uniform levels, denser near zero)
 // A row of K weights is ceil(K/32) blocks; past K the last block holds zeros.
 //   Q4_K, Q6_K: super-blocks of 256 (layouts in assembly/kernels/linear-kquant.ts); a row is
 //         K / 256 of them, K a multiple of 256 (GGUF has no partial super-block).
 import { GGML_TYPES } from "./gguf.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
-export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "q4_k" | "q6_k";
+export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "iq4_nl" | "q4_k" | "q6_k";
 export const QUANT_BLOCK = 32;
 /** Weights per block of each format (a K-quant's super-block). */
-export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, q4_k: 256, q6_k: 256 };
+export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, iq4_nl: 32, q4_k: 256, q6_k: 256 };
 export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = {
-  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
+  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
 };
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
-  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q5_0" || dtype === "q4_k" || dtype === "q6_k";
+  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q5_0" || dtype === "iq4_nl" || dtype === "q4_k" || dtype === "q6_k";
 }
+
+/** IQ4_NL's (and IQ4_XS's) 16 levels, ggml's kvalues_iq4nl: a nibble q stands for d·IQ4_LEVELS[q]. */
+export const IQ4_LEVELS: readonly number[] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 /**
  * What `dtype` options take for weights: a buffer dtype for every matrix, or "q4_k_m": llama.cpp's
@@ -77,8 +81,8 @@ export function quantRowBytes(dtype: QuantDtype, K: number): number {
  * Quantizes `rows` rows of K floats into `out` (quantRowBytes each), as ggml's reference
  * quantizers do: Q8_0 d = max|x| / 127, q = round(x / d); Q4_0 d = (the x of largest |x|) / -8,
  * q = min(15, trunc(x / d + 8.5)); Q5_0 d = (the x of largest |x|) / -16, q = min(31,
- * trunc(x / d + 16.5)), bit 4 of weight j in bit j of qh. The scale is rounded to f16 after the q
- * are computed.
+ * trunc(x / d + 16.5)), bit 4 of weight j in bit j of qh; IQ4_NL as iq4nlBlock. The scale is
+ * rounded to f16 after the q are computed (IQ4_NL: before, its levels then fitted to it).
  */
 export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number, out: Uint8Array): void {
   if (isKQuant(dtype)) {
@@ -102,6 +106,8 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
         const d = Math.fround(amax / 127), id = d ? Math.fround(1 / d) : 0;
         view.setUint16(at, f32ToF16(d), true);
         for (let i = 0; i < QUANT_BLOCK; i++) view.setInt8(at + 2 + i, roundAway(Math.fround(block[i]! * id)));
+      } else if (dtype === "iq4_nl") {
+        iq4nlBlock(block, out, at);
       } else if (dtype === "q5_0") {
         const d = Math.fround(largestMagnitude(block) / -16), id = d ? Math.fround(1 / d) : 0;
         view.setUint16(at, f32ToF16(d), true);
@@ -143,6 +149,7 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
       const at = (r * nb + b) * bb, d = f16ToF32(view.getUint16(at, true));
       for (let j = 0, k = b * QUANT_BLOCK; j < QUANT_BLOCK && k < K; j++, k++) {
         const q = dtype === "q8_0" ? view.getInt8(at + 2 + j)
+          : dtype === "iq4_nl" ? IQ4_LEVELS[j < 16 ? bytes[at + 2 + j]! & 15 : bytes[at + 2 + j - 16]! >> 4]!
           : dtype === "q5_0" ? ((j < 16 ? bytes[at + 6 + j]! & 15 : bytes[at + 6 + j - 16]! >> 4) | (((view.getUint32(at + 2, true) >>> j) & 1) << 4)) - 16
           : (j < 16 ? bytes[at + 2 + j]! & 15 : bytes[at + 2 + j - 16]! >> 4) - 8;
         out[r * K + k] = Math.fround(d * q);
@@ -150,6 +157,46 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
     }
   }
   return out;
+}
+
+/** The index of the level nearest v (IQ4_LEVELS ascending; a tie takes the upper). */
+function nearestLevel(v: number): number {
+  if (v <= IQ4_LEVELS[0]!) return 0;
+  if (v >= IQ4_LEVELS[15]!) return 15;
+  let lo = 0, hi = 15;
+  while (hi - lo > 1) { const mid = (lo + hi) >> 1; if (v < IQ4_LEVELS[mid]!) hi = mid; else lo = mid; }
+  return v - IQ4_LEVELS[lo]! < IQ4_LEVELS[hi]! - v ? lo : hi;
+}
+
+/**
+ * One IQ4_NL block of 32 floats into out[at..at+18), as ggml's reference quantizer searches it:
+ * the scale that maps the largest |x| to the outer level, then 15 candidate scales around it,
+ * each with the least-squares scale (weights x²) for the levels it rounds to; the best fit's
+ * scale, rounded to f16, then each weight's nearest level under that rounded scale.
+ */
+function iq4nlBlock(xs: Float32Array, out: Uint8Array, at: number): void {
+  const max = largestMagnitude(xs), amax = Math.abs(max);
+  let d = 0;
+  if (amax >= 1e-15) {
+    const fit = (id: number): [number, number] => {
+      let sumqx = 0, sumq2 = 0;
+      for (let j = 0; j < 32; j++) {
+        const x = xs[j]!, q = IQ4_LEVELS[nearestLevel(id * x)]!, w = x * x;
+        sumqx += w * q * x; sumq2 += w * q * q;
+      }
+      return [sumqx, sumq2];
+    };
+    const [qx0, q20] = fit(-IQ4_LEVELS[0]! / max);
+    d = q20 > 0 ? qx0 / q20 : max / -IQ4_LEVELS[0]!;
+    let best = d * qx0;
+    for (let t = -7; t <= 7; t++) {
+      const [qx, q2] = fit((t + IQ4_LEVELS[0]!) / max);
+      if (q2 > 0 && qx * qx > best * q2) { d = qx / q2; best = d * qx; }
+    }
+  }
+  const h = f32ToF16(d), dh = f16ToF32(h), id = dh !== 0 ? 1 / dh : 0;
+  out[at] = h & 255; out[at + 1] = h >> 8;
+  for (let j = 0; j < 16; j++) out[at + 2 + j] = nearestLevel(id * xs[j]!) | (nearestLevel(id * xs[j + 16]!) << 4);
 }
 
 /** The value of largest magnitude (its sign kept), as ggml's Q4_0 / Q5_0 quantizers scale by. */
@@ -164,12 +211,15 @@ function roundAway(v: number): number {
   return v >= 0 ? Math.floor(v + 0.5) : -Math.floor(-v + 0.5);
 }
 
+/** The GGUF tensor types dequantizeGGML reads. */
+export type ReadableType = "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1" | "Q8_0" | "IQ4_NL" | "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K" | "IQ4_XS";
+
 /**
  * GGUF tensor data of any type this runtime reads, as floats: what a tensor of a type the
  * kernels do not compute on is converted through at load (ggml's reference dequantizers:
- * Q4_1, Q5_0, Q5_1 in blocks of 32; Q4_K, Q5_K, Q6_K in super-blocks of 256).
+ * Q4_1, Q5_0, Q5_1 in blocks of 32; Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS in super-blocks of 256).
  */
-export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1" | "Q8_0" | "Q4_K" | "Q5_K" | "Q6_K", bytes: Uint8Array, elements: number): Float32Array {
+export function dequantizeGGML(type: ReadableType, bytes: Uint8Array, elements: number): Float32Array {
   const out = new Float32Array(elements);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const half = (at: number) => f16ToF32(view.getUint16(at, true));
@@ -179,6 +229,7 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
     case "BF16": for (let i = 0; i < elements; i++) out[i] = bf16ToF32(view.getUint16(2 * i, true)); return out;
     case "Q8_0": return dequantizeRows("q8_0", bytes, elements);
     case "Q4_0": return dequantizeRows("q4_0", bytes, elements);
+    case "IQ4_NL": return dequantizeRows("iq4_nl", bytes, elements);
   }
   if (type === "Q4_1" || type === "Q5_0" || type === "Q5_1") {
     const bb = GGML_TYPES[type].bytes;
@@ -200,6 +251,39 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
   const blocks = elements / GGML_TYPES[type].block;
   for (let b = 0; b < blocks; b++) {
     const y = b * 256;
+    if (type === "Q2_K") {
+      // 16 bytes of 4-bit scale (low) and min (high) per 16 weights, 64 bytes of 2-bit q, f16 d, dmin:
+      // byte l of a 128-half holds weights l, l+32, l+64, l+96 (2 bits each, low first).
+      const at = b * GGML_TYPES.Q2_K.bytes, d = half(at + 80), dmin = half(at + 82);
+      for (let i = 0; i < 256; i++) {
+        const n = i >> 7, j = (i >> 5) & 3, l = i & 31, sc = bytes[at + (i >> 4)]!;
+        const q = (bytes[at + 16 + 32 * n + l]! >> (2 * j)) & 3;
+        out[y + i] = Math.fround(Math.fround(Math.fround(d * (sc & 15)) * q) - Math.fround(dmin * (sc >> 4)));
+      }
+      continue;
+    }
+    if (type === "IQ4_XS") {
+      const at = b * GGML_TYPES.IQ4_XS.bytes, d = half(at), high = view.getUint16(at + 2, true);
+      for (let i = 0; i < 256; i++) {
+        const s = i >> 5, j = i & 15, byte = bytes[at + 8 + 16 * s + j]!;
+        const scale = ((bytes[at + 4 + (s >> 1)]! >> (4 * (s & 1))) & 15) | (((high >> (2 * s)) & 3) << 4);
+        out[y + i] = Math.fround(Math.fround(d * (scale - 32)) * IQ4_LEVELS[(i & 31) < 16 ? byte & 15 : byte >> 4]!);
+      }
+      continue;
+    }
+    if (type === "Q3_K") {
+      // 32 bytes of high bits (weight i: bit i >> 5 of byte i & 31), 64 bytes of low 2 bits (as
+      // Q2_K's), 12 bytes of 16 6-bit scales (low 4 bits in bytes 0-7, high 2 in bytes 8-11), f16 d.
+      const at = b * GGML_TYPES.Q3_K.bytes, d = half(at + 108), sc = at + 96;
+      for (let i = 0; i < 256; i++) {
+        const n = i >> 7, j = (i >> 5) & 3, l = i & 31, g = i >> 4;
+        const low4 = g < 8 ? bytes[sc + g]! & 15 : bytes[sc + g - 8]! >> 4;
+        const scale = (low4 | (((bytes[sc + 8 + (g & 3)]! >> (2 * (g >> 2))) & 3) << 4)) - 32;
+        const q = ((bytes[at + 32 + 32 * n + l]! >> (2 * j)) & 3) - ((bytes[at + l]! >> (i >> 5)) & 1 ? 0 : 4);
+        out[y + i] = Math.fround(Math.fround(d * scale) * q);
+      }
+      continue;
+    }
     if (type === "Q6_K") {
       const at = b * GGML_TYPES.Q6_K.bytes, ql0 = at, qh0 = at + 128, sc0 = at + 192, d = half(at + 208);
       for (let n = 0; n < 2; n++) {
@@ -234,6 +318,26 @@ export function dequantizeGGML(type: "F32" | "F16" | "BF16" | "Q4_0" | "Q4_1" | 
         out[y + j + l] = Math.fround(d1 * ((bytes[q + l]! & 15) + hi1) - dm1);
         out[y + j + 32 + l] = Math.fround(d2 * ((bytes[q + l]! >> 4) + hi2) - dm2);
       }
+    }
+  }
+  return out;
+}
+
+/**
+ * IQ4_XS super-blocks (f16 d, 16 bits of the 8 sub-blocks' scales' high 2 bits, 4 bytes of their
+ * low 4 bits, 128 bytes of nibbles as IQ4_NL's) as IQ4_NL blocks of 32: the same nibbles under
+ * d·(scale - 32) rounded to f16 (a relative 2^-12 at most; the product itself is exact in f32).
+ */
+export function iq4xsToIq4nl(bytes: Uint8Array, elements: number): Uint8Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Uint8Array((elements / 32) * GGML_TYPES.IQ4_NL.bytes);
+  for (let b = 0; b < elements / 256; b++) {
+    const at = b * GGML_TYPES.IQ4_XS.bytes, d = f16ToF32(view.getUint16(at, true)), high = view.getUint16(at + 2, true);
+    for (let s = 0; s < 8; s++) {
+      const scale = ((bytes[at + 4 + (s >> 1)]! >> (4 * (s & 1))) & 15) | (((high >> (2 * s)) & 3) << 4);
+      const h = f32ToF16(Math.fround(d * (scale - 32))), o = (8 * b + s) * GGML_TYPES.IQ4_NL.bytes;
+      out[o] = h & 255; out[o + 1] = h >> 8;
+      out.set(bytes.subarray(at + 8 + 16 * s, at + 24 + 16 * s), o + 2);
     }
   }
   return out;

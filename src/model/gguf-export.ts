@@ -1,7 +1,7 @@
 // A model as a GGUF file llama.cpp reads (`gqa-wasm quantize`): the metadata its loader expects
 // for the llama / qwen2 architectures, norms in F32, linear weights and embeddings in F32, F16,
-// BF16, Q8_0, Q4_0, Q5_0 (quantized as ggml's reference quantizers do), Q4_K or Q6_K (min/max
-// scales), or llama.cpp's Q4_K_M mix of them, q/k rows permuted the way
+// BF16, Q8_0, Q4_0, Q5_0, IQ4_NL (quantized as ggml's reference quantizers do), Q4_K or Q6_K
+// (scales fitted as llama.cpp fits them), or llama.cpp's Q4_K_M mix of them, q/k rows permuted the way
 // llama.cpp's converter does for llama-style RoPE, and the tokenizer as tokenizer.ggml.* metadata.
 import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
@@ -13,7 +13,7 @@ import { PRE_TOKENIZERS, unpermutedRow } from "./gguf-model.ts";
 
 const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
   f32: { type: "F32", fileType: 0 }, f16: { type: "F16", fileType: 1 }, bf16: { type: "BF16", fileType: 32 },
-  q8_0: { type: "Q8_0", fileType: 7 }, q4_0: { type: "Q4_0", fileType: 2 }, q5_0: { type: "Q5_0", fileType: 8 }, q4_k: { type: "Q4_K", fileType: 14 }, q6_k: { type: "Q6_K", fileType: 18 },
+  q8_0: { type: "Q8_0", fileType: 7 }, q4_0: { type: "Q4_0", fileType: 2 }, q5_0: { type: "Q5_0", fileType: 8 }, iq4_nl: { type: "IQ4_NL", fileType: 25 }, q4_k: { type: "Q4_K", fileType: 14 }, q6_k: { type: "Q6_K", fileType: 18 },
 };
 
 export interface GGUFExportOptions {

@@ -3,7 +3,7 @@
 // its tensors uploaded, with progress; the tokenizer and generation defaults. A GGUF file (or
 // its splits): streamed, each tensor straight into wasm memory (loadGGUF).
 import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
-import { dequantizeGGML, isQuantDtype, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
+import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import { parseSafetensors, readBits16, readFloat32, type Safetensors } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, type BufferDtype, type WasmBuffer } from "../memory/wasm-buffer.ts";
@@ -167,22 +167,21 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     // that type becomes it. The model's dtype names the most bytes' type, as loaded.
     const matrices = [...info.tensors.values()].filter((t) => t.tensor.shape.length === 2).map((t) => t.tensor);
     const floatFile = isFloatFile(matrices.map((t) => t.type));
-    const fileTarget: BufferDtype = floatFile ? (matrices[0]!.type.toLowerCase() as BufferDtype) : "q8_0";
     // The dtype of a matrix (rows of K) that is not kept as stored.
-    const targetOf = (hf: string, K: number): BufferDtype => (options.dtype === undefined ? fileTarget : weightDtypeOf(options.dtype, hf, K, info.config));
+    const targetOf = (hf: string, K: number, type: string): BufferDtype => (options.dtype !== undefined ? weightDtypeOf(options.dtype, hf, K, info.config) : floatFile ? (type.toLowerCase() as BufferDtype) : conversionTarget(type));
     const bytesByType = new Map<string, number>();
     for (const t of matrices) bytesByType.set(t.type, (bytesByType.get(t.type) ?? 0) + t.byteLength);
     const dominant = [...bytesByType.entries()].sort((x, y) => y[1] - x[1])[0]![0].toLowerCase();
     const kept = BUFFER_DTYPES.includes(dominant as BufferDtype) && (!COMPUTED_TYPES.has(dominant.toUpperCase()) || KEPT_TYPES.has(dominant.toUpperCase()));
-    const dtype: WeightChoice = options.dtype ?? (kept ? (dominant as BufferDtype) : "q8_0");
+    const dtype: WeightChoice = options.dtype ?? (kept ? (dominant as BufferDtype) : conversionTarget(dominant.toUpperCase()));
 
     const plans: TensorPlan[] = [];
     for (const [hf, t] of info.tensors) {
       const { tensor } = t;
       const matrix = tensor.shape.length === 2, K = tensor.shape[tensor.shape.length - 1]!;
       const elements = tensor.shape.reduce((x, y) => x * y, 1);
-      const asStored = COMPUTED_TYPES.has(tensor.type) && (options.dtype === undefined ? KEPT_TYPES.has(tensor.type) : targetOf(hf, K) === tensor.type.toLowerCase());
-      const bufferDtype: BufferDtype = !matrix ? "f32" : asStored ? (tensor.type.toLowerCase() as QuantDtype) : targetOf(hf, K);
+      const asStored = COMPUTED_TYPES.has(tensor.type) && (options.dtype === undefined ? KEPT_TYPES.has(tensor.type) : targetOf(hf, K, tensor.type) === tensor.type.toLowerCase());
+      const bufferDtype: BufferDtype = !matrix ? "f32" : asStored ? (tensor.type.toLowerCase() as QuantDtype) : targetOf(hf, K, tensor.type);
       const unfit = isQuantDtype(bufferDtype) ? unfitRows(bufferDtype, K, hf) : undefined;
       if (unfit) throw new ModelConfigError(`${where}: ${unfit}`);
       const copy = bufferDtype.toUpperCase() === tensor.type;
@@ -251,6 +250,14 @@ function writeTensorBytes(rt: Runtime, p: TensorPlan, bytes: Uint8Array, at: num
   p.staged ??= new Uint8Array(p.tensor.byteLength);
   p.staged.set(bytes, at);
   if (p.filled < p.tensor.byteLength) return;
+  if (p.tensor.type === "IQ4_XS" && p.buffer.dtype === "iq4_nl") {
+    // Block for block: the nibbles as they are, the scales rounded to f16 (iq4xsToIq4nl).
+    const converted = iq4xsToIq4nl(p.staged, p.rows * p.K), rowBytes = converted.length / p.rows, u8 = rt.memory.u8;
+    for (let r = 0; r < p.rows; r++) u8.set(converted.subarray(r * rowBytes, (r + 1) * rowBytes), p.buffer.ptr + (p.permutedHeads ? unpermutedRow(r, p.rows, p.permutedHeads) : r) * rowBytes);
+    p.staged = undefined;
+    checkFinite(rt, p, where);
+    return;
+  }
   // Complete: dequantize and store a group of rows at a time (bounded temporaries).
   const GROUP = 256;
   for (let r0 = 0; r0 < p.rows; r0 += GROUP) {
@@ -274,13 +281,21 @@ function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
 }
 
 /** The block-quantized GGUF types the kernels compute on as stored. */
-const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q6_K"]);
+const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q4_K", "Q6_K"]);
 /**
  * Those kept as stored by default. Q6_K (a Q4_K_M file's LM head and some v / down matrices)
  * becomes Q8_0 unless `dtype: "q6_k"` asks to keep it: its kernel runs 1.6x slower than Q8_0's
  * at one thread (GEMV 4096², relaxed build), Q4_K's level with it in half the bytes.
  */
-const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_K"]);
+const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q4_K"]);
+
+/**
+ * What a matrix of a type not kept converts to at load (no dtype given): IQ4_XS to IQ4_NL (its
+ * nibbles as they are, each 32's scale d·(s - 32) rounded to f16), every other type to Q8_0.
+ */
+export function conversionTarget(type: string): "iq4_nl" | "q8_0" {
+  return type === "IQ4_XS" ? "iq4_nl" : "q8_0";
+}
 
 /** Every matrix of one float type: the file's matrices stay as they are. */
 function isFloatFile(matrixTypes: readonly string[]): boolean {
@@ -288,8 +303,8 @@ function isFloatFile(matrixTypes: readonly string[]): boolean {
 }
 
 /**
- * The matrix types of a GGUF file that loading it without `dtype` converts to Q8_0, with their
- * counts (a float file's matrices all stay as they are; a quantized file's other types convert).
+ * The matrix types of a GGUF file that loading it without `dtype` converts (conversionTarget),
+ * with their counts (a float file's matrices all stay as they are; a quantized file's other types convert).
  */
 export function ggufConversions(matrixTypes: readonly string[]): Map<string, number> {
   const out = new Map<string, number>();
@@ -297,8 +312,8 @@ export function ggufConversions(matrixTypes: readonly string[]): Map<string, num
   return out;
 }
 
-/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0), d and dmin (Q4_K), d after the quants (Q6_K). */
-const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], q4_k: [0, 2], q6_k: [208] };
+/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, IQ4_NL), d and dmin (Q4_K), d after the quants (Q6_K). */
+const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], iq4_nl: [0], q4_k: [0, 2], q6_k: [208] };
 
 /** The first block of quantized data with an infinite or NaN f16 scale, or -1. */
 function firstNonFiniteScale(bytes: Uint8Array, dtype: QuantDtype): number {
