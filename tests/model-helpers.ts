@@ -105,8 +105,8 @@ export function writeSentencePieceTokenizer(dir: string): void {
 
 /** Where each GGML type's f16 scales sit in its block, with values that keep random blocks' weights small (|w| below ~1). */
 const RANDOM_BLOCK_SCALES: Partial<Record<GGMLType, [number, number][]>> = {
-  Q8_0: [[0, 0.004]], Q4_0: [[0, 0.01]], Q4_1: [[0, 0.01], [2, -0.05]], Q5_0: [[0, 0.01]], Q5_1: [[0, 0.01], [2, -0.05]], IQ4_NL: [[0, 0.001]],
-  Q2_K: [[80, 0.005], [82, 0.005]], Q3_K: [[108, 0.003]], Q4_K: [[0, 0.004], [2, 0.01]], Q5_K: [[0, 0.004], [2, 0.01]], Q6_K: [[208, 0.002]], IQ4_XS: [[0, 0.0001]],
+  Q8_0: [[0, 0.004]], Q4_0: [[0, 0.01]], Q4_1: [[0, 0.01], [2, -0.08]], Q5_0: [[0, 0.01]], Q5_1: [[0, 0.01], [2, -0.16]], IQ4_NL: [[0, 0.001]],
+  Q2_K: [[80, 0.005], [82, 0.01]], Q3_K: [[108, 0.003]], Q4_K: [[0, 0.004], [2, 0.01]], Q5_K: [[0, 0.004], [2, 0.01]], Q6_K: [[208, 0.002]], IQ4_XS: [[0, 0.0001]],
 };
 
 /**

@@ -344,6 +344,32 @@ export function iq4xsToIq4nl(bytes: Uint8Array, elements: number): Uint8Array {
 }
 
 /**
+ * Q3_K super-blocks (32 bytes of high bits, 64 of low 2-bit pairs, 12 of 6-bit scales s, f16 d;
+ * w = d·(s - 32)·q, q in -4..3) as Q6_K super-blocks of the same values exactly: both scale each
+ * 16 weights by an integer times the f16 d, so d stays, the i8 scales are s - 32 and the 6-bit
+ * levels q + 32.
+ */
+export function q3kToQ6k(bytes: Uint8Array, elements: number): Uint8Array {
+  const out = new Uint8Array((elements / 256) * GGML_TYPES.Q6_K.bytes);
+  for (let b = 0; b < elements / 256; b++) {
+    const at = b * GGML_TYPES.Q3_K.bytes, o = b * GGML_TYPES.Q6_K.bytes, sc = at + 96;
+    for (let g = 0; g < 16; g++) {
+      const low4 = g < 8 ? bytes[sc + g]! & 15 : bytes[sc + g - 8]! >> 4;
+      out[o + 192 + g] = ((low4 | (((bytes[sc + 8 + (g & 3)]! >> (2 * (g >> 2))) & 3) << 4)) - 32) & 255;
+    }
+    out[o + 208] = bytes[at + 108]!; out[o + 209] = bytes[at + 109]!;
+    for (let i = 0; i < 256; i++) {
+      // Weight i is half n, quarter j (the 2-bit pair's shift in Q3_K, the nibble / qh pair in Q6_K), byte l.
+      const n = i >> 7, j = (i >> 5) & 3, l = i & 31;
+      const q = ((bytes[at + 32 + 32 * n + l]! >> (2 * j)) & 3) - ((bytes[at + l]! >> (i >> 5)) & 1 ? 0 : 4) + 32;
+      out[o + 64 * n + l + 32 * (j & 1)]! |= (q & 15) << (4 * (j >> 1));
+      out[o + 128 + 32 * n + l]! |= (q >> 4) << (2 * j);
+    }
+  }
+  return out;
+}
+
+/**
  * A Q4_K sub-block's step and offset (x ≈ step·q - offset, q in 0..15, offset >= 0), as llama.cpp's
  * make_qkx2_quants searches them: from the min/max fit, 21 candidate steps around it, each with
  * the least-squares step and offset for the levels it rounds to, weighted by rms + |x| (errors on

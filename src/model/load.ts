@@ -3,7 +3,7 @@
 // its tensors uploaded, with progress; the tokenizer and generation defaults. A GGUF file (or
 // its splits): streamed, each tensor straight into wasm memory (loadGGUF).
 import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
-import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
+import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, q3kToQ6k, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import { parseSafetensors, readBits16, readFloat32, type Safetensors } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, type BufferDtype, type WasmBuffer } from "../memory/wasm-buffer.ts";
@@ -250,18 +250,15 @@ function writeTensorBytes(rt: Runtime, p: TensorPlan, bytes: Uint8Array, at: num
   p.staged ??= new Uint8Array(p.tensor.byteLength);
   p.staged.set(bytes, at);
   if (p.filled < p.tensor.byteLength) return;
-  if (p.tensor.type === "IQ4_XS" && p.buffer.dtype === "iq4_nl") {
-    // Block for block: the nibbles as they are, the scales rounded to f16 (iq4xsToIq4nl).
-    const converted = iq4xsToIq4nl(p.staged, p.rows * p.K), rowBytes = converted.length / p.rows, u8 = rt.memory.u8;
-    for (let r = 0; r < p.rows; r++) u8.set(converted.subarray(r * rowBytes, (r + 1) * rowBytes), p.buffer.ptr + (p.permutedHeads ? unpermutedRow(r, p.rows, p.permutedHeads) : r) * rowBytes);
-    p.staged = undefined;
-    checkFinite(rt, p, where);
-    return;
-  }
-  // Complete: dequantize and store a group of rows at a time (bounded temporaries).
-  const GROUP = 256;
+  // Complete: convert and store a group of rows at a time (bounded temporaries).
+  const GROUP = 256, direct = DIRECT_CONVERSIONS[p.tensor.type];
   for (let r0 = 0; r0 < p.rows; r0 += GROUP) {
     const r1 = Math.min(p.rows, r0 + GROUP);
+    if (direct && p.buffer.dtype === direct.to) {
+      const converted = direct.convert(p.staged.subarray(r0 * p.srcRowBytes, r1 * p.srcRowBytes), (r1 - r0) * p.K), rowBytes = converted.length / (r1 - r0);
+      for (let r = r0; r < r1; r++) rt.memory.u8.set(converted.subarray((r - r0) * rowBytes, (r - r0 + 1) * rowBytes), p.buffer.ptr + (p.permutedHeads ? unpermutedRow(r, p.rows, p.permutedHeads) : r) * rowBytes);
+      continue;
+    }
     const floats = dequantizeGGML(p.tensor.type as never, p.staged.subarray(r0 * p.srcRowBytes, r1 * p.srcRowBytes), (r1 - r0) * p.K);
     const bad = firstNonFinite(floats, "f32");
     if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${p.tensor.name}' holds a non-finite value (NaN or infinity) at element ${r0 * p.K + bad}; the file is corrupt`);
@@ -269,6 +266,7 @@ function writeTensorBytes(rt: Runtime, p: TensorPlan, bytes: Uint8Array, at: num
     else for (let r = r0; r < r1; r++) p.buffer.set(floats.subarray((r - r0) * p.K, (r - r0 + 1) * p.K), unpermutedRow(r, p.rows, p.permutedHeads) * p.K);
   }
   p.staged = undefined;
+  if (direct && p.buffer.dtype === direct.to) checkFinite(rt, p, where);
 }
 
 /** A copied tensor is checked in place: NaN or infinity (f32, 16-bit) or a non-finite block scale (quantized types). */
@@ -290,12 +288,20 @@ const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q4_K", "Q6_K"
 const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q4_K"]);
 
 /**
- * What a matrix of a type not kept converts to at load (no dtype given): IQ4_XS to IQ4_NL (its
- * nibbles as they are, each 32's scale d·(s - 32) rounded to f16), every other type to Q8_0.
+ * What a matrix of a type not kept converts to at load (no dtype given): Q3_K to Q6_K (the same
+ * values: q3kToQ6k), IQ4_XS to IQ4_NL (its nibbles as they are, each 32's scale d·(s - 32)
+ * rounded to f16), every other type to Q8_0. Q3_K as Q8_0 lost the smaller of two 16-weight
+ * groups with very different scales in a block of 32 (a random-block twin's greedy tokens
+ * left native llama.cpp's after 1 of 16; as Q6_K they follow the file's values).
  */
-export function conversionTarget(type: string): "iq4_nl" | "q8_0" {
-  return type === "IQ4_XS" ? "iq4_nl" : "q8_0";
+export function conversionTarget(type: string): "iq4_nl" | "q6_k" | "q8_0" {
+  return type === "IQ4_XS" ? "iq4_nl" : type === "Q3_K" ? "q6_k" : "q8_0";
 }
+
+/** Conversions block for block, bytes to bytes, where the target holds the source's values (or, IQ4_XS, their scales to f16). */
+const DIRECT_CONVERSIONS: Record<string, { to: QuantDtype; convert: (bytes: Uint8Array, elements: number) => Uint8Array }> = {
+  IQ4_XS: { to: "iq4_nl", convert: iq4xsToIq4nl }, Q3_K: { to: "q6_k", convert: q3kToQ6k },
+};
 
 /** Every matrix of one float type: the file's matrices stay as they are. */
 function isFloatFile(matrixTypes: readonly string[]): boolean {
