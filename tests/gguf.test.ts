@@ -363,7 +363,7 @@ describe("GGUF files", function () {
       mixed.dispose(); exact.dispose();
     });
 
-    it("Q4_K, Q6_K and IQ4_NL files are computed on as stored: their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
+    it("Q4_K, Q5_K, Q6_K and IQ4_NL files are computed on as stored (Q5_K, Q6_K when asked): their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
       const config = { ...textModel, hidden_size: 256, intermediate_size: 512, num_attention_heads: 4, num_key_value_heads: 2 };
       const dir = writeModelFolder(config);
       dirs.push(dir);
@@ -372,12 +372,13 @@ describe("GGUF files", function () {
       const held = () => rt.stats().persistentLiveBytes - rt.stats().scratchReservedBytes;
       const f32Start = held(), f32 = await loadModel(rt, dir), f32Bytes = held() - f32Start;
       const want = logitsOf(f32, ids), scale = Math.max(...Array.from(want, Math.abs));
-      for (const [dtype, bytesPerWeight, bound] of [["q4_k", 144 / 256, 0.9], ["q6_k", 210 / 256, 0.35], ["iq4_nl", 18 / 32, 0.9]] as const) {
+      for (const [dtype, bytesPerWeight, bound] of [["q4_k", 144 / 256, 0.9], ["q5_k", 176 / 256, 0.6], ["q6_k", 210 / 256, 0.35], ["iq4_nl", 18 / 32, 0.9]] as const) {
         const file = join(tmp(), `${dtype}.gguf`);
         writeFileSync(file, await folderToGGUF(dir, { dtype }));
-        // Q6_K is kept as stored when asked (by default it becomes Q8_0, faster at one thread).
-        const start = held(), gguf = await loadModel(rt, file, dtype === "q6_k" ? { dtype } : {}), bytes = held() - start;
-        if (dtype === "q6_k") { const byDefault = await loadModel(rt, file); assert.equal(byDefault.transformer.weightDtype, "q8_0"); byDefault.dispose(); }
+        // Q6_K and Q5_K are kept as stored when asked (by default they become Q8_0, faster at one thread).
+        const asked = dtype === "q6_k" || dtype === "q5_k";
+        const start = held(), gguf = await loadModel(rt, file, asked ? { dtype } : {}), bytes = held() - start;
+        if (asked) { const byDefault = await loadModel(rt, file); assert.equal(byDefault.transformer.weightDtype, "q8_0"); byDefault.dispose(); }
         assert.equal(gguf.transformer.weightDtype, dtype);
         // Norms stay f32 and buffers are 64-byte aligned: a little over the format's bytes.
         assert.ok(bytes < f32Bytes * (bytesPerWeight / 4) * 1.1, `${dtype}: ${bytes} bytes of weights (f32: ${f32Bytes})`);

@@ -1,7 +1,7 @@
 import { widenRow } from "../simd";
 import { blockBytes, dequantizeRow, QK } from "./linear-quant";
-import { dequantizeRowK, kquantRowBytes } from "./linear-kquant";
-import { WEIGHT_IQ4_NL, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
+import { dequantizeRowK, isKQuant, kquantRowBytes } from "./linear-kquant";
+import { WEIGHT_IQ4_NL, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
 
 // Embedding lookup: rows [rowBegin, rowEnd) of out [rows, K] (f32) are the table's rows ids[row]
 // (i32 token ids, checked by the host), widened or dequantized from the weight dtype exactly as
@@ -13,7 +13,7 @@ import { WEIGHT_IQ4_NL, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q6_K, WEIG
 /** format: a WEIGHT_* code, or -1 for a table of T elements. */
 // @ts-ignore: decorator
 @inline function embedRows<T>(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize, format: i32): void {
-  const kquant = format == WEIGHT_Q4_K || format == WEIGHT_Q6_K;
+  const kquant = isKQuant(format);
   const rb = format < 0 ? <usize>K * sizeof<T>() : kquant ? kquantRowBytes(K, format) : <usize>((K + QK - 1) / QK) * blockBytes(format);
   const ldo = <usize>K << 2;
   for (let r = rowBegin; r < rowEnd; r++) {
@@ -47,9 +47,12 @@ export function embed_rows_q5_0(table: usize, K: i32, ids: usize, rowBegin: i32,
 export function embed_rows_iq4_nl(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
   embedRows<u8>(table, K, ids, rowBegin, rowEnd, out, WEIGHT_IQ4_NL);
 }
-/** Q4_K / Q6_K rows (K a multiple of 256). */
+/** Q4_K / Q5_K / Q6_K rows (K a multiple of 256). */
 export function embed_rows_q4_k(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
   embedRows<u8>(table, K, ids, rowBegin, rowEnd, out, WEIGHT_Q4_K);
+}
+export function embed_rows_q5_k(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
+  embedRows<u8>(table, K, ids, rowBegin, rowEnd, out, WEIGHT_Q5_K);
 }
 export function embed_rows_q6_k(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
   embedRows<u8>(table, K, ids, rowBegin, rowEnd, out, WEIGHT_Q6_K);

@@ -1,19 +1,23 @@
 import { fmadd, hsum } from "../simd";
 import { finish } from "./dot-nt";
 import { halfAt, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16 } from "./linear-quant";
-import { WEIGHT_Q4_K } from "../abi";
+import { WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
 
 // The linear layer with K-quant weights, kept in GGUF's super-blocks of 256 weights exactly as a
 // .gguf file stores them (a row is K / 256 super-blocks; GGUF allows no partial one):
 //   Q4_K: f16 d, f16 dmin, 12 bytes of 6-bit scales sc and mins m of the 8 sub-blocks of 32, then
 //         128 bytes of nibbles: sub-blocks 2i and 2i+1 share 32 bytes, low nibbles then high
 //                                                            (144 bytes; w = d·sc·q - dmin·m)
+//   Q5_K: Q4_K's d, dmin and scales, 32 bytes qh (bit s of byte l: weight l of sub-block s's
+//         fifth bit), then Q4_K's nibbles                   (176 bytes; q in 0..31)
 //   Q6_K: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 x i8 scales (one per 16
 //         weights), f16 d                                    (210 bytes; w = d·sc·(q - 32))
-// Q4_K_M files (llama.cpp's most downloaded mix) are Q4_K and Q6_K where rows are whole
-// super-blocks. Computed on as stored, they take 0.56 / 0.82 bytes per weight where converting
-// them to Q8_0 at load took 1.06, and a decode step reads that much less (the loader keeps Q6_K
-// only when asked: this Q6_K kernel takes 1.66x Q8_0's time at one thread, Q4_K's is level).
+// Q4_K_M / Q5_K_M files (llama.cpp's most downloaded mixes) are Q4_K or Q5_K and Q6_K where rows
+// are whole super-blocks. Computed on as stored, they take 0.56 / 0.69 / 0.82 bytes per weight
+// where converting them to Q8_0 at load took 1.06, and a decode step reads that much less (the
+// loader keeps Q5_K and Q6_K only when asked: their kernels take 1.3x / 1.66x Q8_0's time at one
+// thread, Q4_K's is level). Q5_K's fifth bits (32 bytes, bit s of byte l for weight l of
+// sub-block s) are or'ed in as 16 by a constant i16 shift and a mask per 16 weights.
 //
 // Arithmetic: the activations quantized per 32 as for Q8_0 / Q4_0 (linear-quant.ts, the same
 // blocks and quantize_activations), one K-quant sub-block of 32 against one activation block:
@@ -30,7 +34,24 @@ import { WEIGHT_Q4_K } from "../abi";
 export const SUPER_BLOCK: i32 = 256;
 
 // @ts-ignore: decorator
-@inline function superBytes(format: i32): usize { return format == WEIGHT_Q4_K ? 144 : 210; }
+@inline function superBytes(format: i32): usize { return format == WEIGHT_Q4_K ? 144 : format == WEIGHT_Q5_K ? 176 : 210; }
+
+/** The super-block formats (rows of whole 256-blocks), whose dots and dequantizer are this file's. */
+// @ts-ignore: decorator
+@inline export function isKQuant(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || format == WEIGHT_Q6_K; }
+
+/** Q4_K and Q5_K: sub-blocks of 32 with a scale and a min (the rest, Q6_K: groups of 16, scales only). */
+// @ts-ignore: decorator
+@inline function hasMins(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K; }
+
+/**
+ * Q5_K's fifth bits of sub-block s as 16 (bit 4) in 16 bytes of qh (bit s of each byte): an i16
+ * shift brings bit s to bit 4 of its own byte, the mask drops what crossed from the byte beside.
+ */
+// @ts-ignore: decorator
+@inline function fifthBits(qh: v128, s: i32): v128 {
+  return v128.and(s <= 4 ? i16x8.shl(qh, 4 - s) : i16x8.shr_u(qh, s - 4), i8x16.splat(0x10));
+}
 
 /** Bytes of one row of K weights (K a multiple of 256). */
 // @ts-ignore: decorator
@@ -68,7 +89,7 @@ export const SUPER_BLOCK: i32 = 256;
  * computed together.
  */
 // @ts-ignore: decorator
-@inline function q4kSuperBlock(wb: usize, a0: usize, daLo: v128, daHi: v128, dsLo: v128, dsHi: v128, acc: v128): v128 {
+@inline function q4kSuperBlock(wb: usize, a0: usize, daLo: v128, daHi: v128, dsLo: v128, dsHi: v128, acc: v128, format: i32): v128 {
   const sm = q4kScalesMins(wb + 4);
   const d = f32x4.splat(halfAt(wb)), negDmin = f32x4.splat(-halfAt(wb + 2));
   const scales = i16x8.extend_low_i8x16_u(sm), mins = i16x8.extend_high_i8x16_u(sm);
@@ -76,18 +97,34 @@ export const SUPER_BLOCK: i32 = 256;
   const fHi = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(scales)), d), daHi);
   acc = fmadd(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(mins)), negDmin), dsLo, acc);
   acc = fmadd(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(mins)), negDmin), dsHi, acc);
-  // Sub-blocks 2i and 2i+1: the low and high nibbles of the same 32 bytes. A loop over the two
+  // Sub-blocks 2i and 2i+1: the low and high nibbles of the same 32 bytes (Q5_K: with their
+  // fifth bits, the half's qh shifted so that sub-block 4h + t's bit is t). A loop over the two
   // halves: spelled out whole, TurboFan hoisted every load of the super-block (both rows'), and
   // spilled ~120 vectors a loop.
+  const five = format == WEIGHT_Q5_K, qs = wb + (five ? 48 : 16);
   let f = fLo;
   for (let h: usize = 0; h < 2; h++) {
-    const q = wb + 16 + (h << 6), a = a0 + (h << 2) * QA_BLOCK;
+    const q = qs + (h << 6), a = a0 + (h << 2) * QA_BLOCK;
+    // qh with sub-block 4h + t's bit at 4 + t (the first half's bits moved up 4): a constant shift each.
+    let h0 = i32x4.splat(0), h1 = i32x4.splat(0);
+    if (five) {
+      h0 = v128.load(wb + 16); h1 = v128.load(wb + 32);
+      if (h == 0) { h0 = i16x8.shl(h0, 4); h1 = i16x8.shl(h1, 4); }
+    }
     let q0 = v128.load(q), q1 = v128.load(q + 16);
-    acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a)), v128.shuffle<f32>(f, f, 0, 0, 0, 0), acc);
-    acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a + QA_BLOCK)), v128.shuffle<f32>(f, f, 1, 1, 1, 1), acc);
+    let w0 = v128.and(q0, i8x16.splat(0x0f)), w1 = v128.and(q1, i8x16.splat(0x0f));
+    if (five) { w0 = v128.or(w0, fifthBits(h0, 4)); w1 = v128.or(w1, fifthBits(h1, 4)); }
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(w0, w1, a)), v128.shuffle<f32>(f, f, 0, 0, 0, 0), acc);
+    w0 = highNibbles(q0); w1 = highNibbles(q1);
+    if (five) { w0 = v128.or(w0, fifthBits(h0, 5)); w1 = v128.or(w1, fifthBits(h1, 5)); }
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(w0, w1, a + QA_BLOCK)), v128.shuffle<f32>(f, f, 1, 1, 1, 1), acc);
     q0 = v128.load(q + 32); q1 = v128.load(q + 48);
-    acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.and(q0, i8x16.splat(0x0f)), v128.and(q1, i8x16.splat(0x0f)), a + 2 * QA_BLOCK)), v128.shuffle<f32>(f, f, 2, 2, 2, 2), acc);
-    acc = fmadd(f32x4.convert_i32x4_s(dot32(highNibbles(q0), highNibbles(q1), a + 3 * QA_BLOCK)), v128.shuffle<f32>(f, f, 3, 3, 3, 3), acc);
+    w0 = v128.and(q0, i8x16.splat(0x0f)); w1 = v128.and(q1, i8x16.splat(0x0f));
+    if (five) { w0 = v128.or(w0, fifthBits(h0, 6)); w1 = v128.or(w1, fifthBits(h1, 6)); }
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(w0, w1, a + 2 * QA_BLOCK)), v128.shuffle<f32>(f, f, 2, 2, 2, 2), acc);
+    w0 = highNibbles(q0); w1 = highNibbles(q1);
+    if (five) { w0 = v128.or(w0, fifthBits(h0, 7)); w1 = v128.or(w1, fifthBits(h1, 7)); }
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(w0, w1, a + 3 * QA_BLOCK)), v128.shuffle<f32>(f, f, 3, 3, 3, 3), acc);
     f = fHi;
   }
   return acc;
@@ -101,11 +138,13 @@ export const SUPER_BLOCK: i32 = 256;
   return ((a & 15) | ((lo >> 6) << 4)) | (((a >> 4) | ((hi >> 6) << 4)) << 8);
 }
 
-/** 16 weights (part 0: weights 0-15, 1: 16-31) of Q4_K sub-block s of the super-block at wb, unsigned bytes 0..15. */
+/** 16 weights (part 0: weights 0-15, 1: 16-31) of Q4_K / Q5_K sub-block s of the super-block at wb, unsigned bytes 0..15 / 0..31. */
 // @ts-ignore: decorator
-@inline function q4kWeights(wb: usize, s: i32, part: i32): v128 {
-  const q = v128.load(wb + 16 + (<usize>(s >> 1) << 5) + (<usize>part << 4));
-  return (s & 1) == 0 ? v128.and(q, i8x16.splat(0x0f)) : highNibbles(q);
+@inline function q4kWeights(wb: usize, s: i32, part: i32, format: i32): v128 {
+  const five = format == WEIGHT_Q5_K;
+  const q = v128.load(wb + (five ? 48 : 16) + (<usize>(s >> 1) << 5) + (<usize>part << 4));
+  const nibbles = (s & 1) == 0 ? v128.and(q, i8x16.splat(0x0f)) : highNibbles(q);
+  return five ? v128.or(nibbles, fifthBits(v128.load(wb + 16 + (<usize>part << 4)), s)) : nibbles;
 }
 
 /**
@@ -200,9 +239,9 @@ export const SUPER_BLOCK: i32 = 256;
   let acc = f32x4.splat(0);
   for (let sb = 0; sb < nsb; sb++) {
     const wb = w + <usize>sb * superBytes(format), a0 = qa + (<usize>sb << 3) * QA_BLOCK;
-    if (format == WEIGHT_Q4_K) {
+    if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
-      acc = q4kSuperBlock(wb, a0, gather4(a0, QA_SCALE), gather4(a4, QA_SCALE), gather4(a0, QA_DSUM), gather4(a4, QA_DSUM), acc);
+      acc = q4kSuperBlock(wb, a0, gather4(a0, QA_SCALE), gather4(a4, QA_SCALE), gather4(a0, QA_DSUM), gather4(a4, QA_DSUM), acc, format);
     } else {
       acc = q6kSuperBlock(wb, a0, acc);
     }
@@ -220,11 +259,11 @@ export const SUPER_BLOCK: i32 = 256;
   let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
   for (let sb = 0; sb < nsb; sb++) {
     const o = <usize>sb * superBytes(format), b0 = w0 + o, b1 = w1 + o, a0 = qa + (<usize>sb << 3) * QA_BLOCK;
-    if (format == WEIGHT_Q4_K) {
+    if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
       const daLo = gather4(a0, QA_SCALE), daHi = gather4(a4, QA_SCALE), dsLo = gather4(a0, QA_DSUM), dsHi = gather4(a4, QA_DSUM);
-      acc0 = q4kSuperBlock(b0, a0, daLo, daHi, dsLo, dsHi, acc0);
-      acc1 = q4kSuperBlock(b1, a0, daLo, daHi, dsLo, dsHi, acc1);
+      acc0 = q4kSuperBlock(b0, a0, daLo, daHi, dsLo, dsHi, acc0, format);
+      acc1 = q4kSuperBlock(b1, a0, daLo, daHi, dsLo, dsHi, acc1, format);
     } else {
       acc0 = q6kSuperBlock(b0, a0, acc0);
       acc1 = q6kSuperBlock(b1, a0, acc1);
@@ -256,11 +295,11 @@ export const SUPER_BLOCK: i32 = 256;
     const wb = src + <usize>sb * superBytes(format), out0 = dst + (<usize>sb << 10);
     for (let s = 0; s < 8; s++) {
       const out = out0 + (<usize>s << 7);
-      if (format == WEIGHT_Q4_K) {
+      if (hasMins(format)) {
         const sm = q4kScaleMin(wb + 4, s);
         const f = f32x4.splat(halfAt(wb) * <f32>(sm & 255)), minus = f32x4.splat(halfAt(wb + 2) * <f32>(sm >> 8));
-        scale16(q4kWeights(wb, s, 0), f, minus, out);
-        scale16(q4kWeights(wb, s, 1), f, minus, out + 64);
+        scale16(q4kWeights(wb, s, 0, format), f, minus, out);
+        scale16(q4kWeights(wb, s, 1, format), f, minus, out + 64);
       } else {
         const d = halfAt(wb + 208), sc = wb + 192 + (<usize>s << 1), zero = f32x4.splat(0);
         scale16(i8x16.sub(q6kWeights(wb, s, 0), i8x16.splat(32)), f32x4.splat(d * <f32>load<i8>(sc)), zero, out);

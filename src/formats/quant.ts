@@ -7,21 +7,21 @@
 //   Q5_0: f16 d, u32 qh, 16 bytes of nibbles  (22 bytes; w = d·(q - 16), q's bit 4 is bit j of qh)
 //   IQ4_NL: Q4_0's layout, w = d·IQ4_LEVELS[q] (16 non-uniform levels, denser near zero)
 // A row of K weights is ceil(K/32) blocks; past K the last block holds zeros.
-//   Q4_K, Q6_K: super-blocks of 256 (layouts in assembly/kernels/linear-kquant.ts); a row is
+//   Q4_K, Q5_K, Q6_K: super-blocks of 256 (layouts in assembly/kernels/linear-kquant.ts); a row is
 //         K / 256 of them, K a multiple of 256 (GGUF has no partial super-block).
 import { GGML_TYPES } from "./gguf.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
-export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "iq4_nl" | "q4_k" | "q6_k";
+export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "iq4_nl" | "q4_k" | "q5_k" | "q6_k";
 export const QUANT_BLOCK = 32;
 /** Weights per block of each format (a K-quant's super-block). */
-export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, iq4_nl: 32, q4_k: 256, q6_k: 256 };
+export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, iq4_nl: 32, q4_k: 256, q5_k: 256, q6_k: 256 };
 export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = {
-  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
+  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
 };
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
-  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q5_0" || dtype === "iq4_nl" || dtype === "q4_k" || dtype === "q6_k";
+  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q5_0" || dtype === "iq4_nl" || isKQuant(dtype as QuantDtype);
 }
 
 /** IQ4_NL's (and IQ4_XS's) 16 levels, ggml's kvalues_iq4nl: a nibble q stands for d·IQ4_LEVELS[q]. */
@@ -60,8 +60,8 @@ export function weightDtypeOf(choice: WeightChoice, name: string, K: number, mod
 }
 
 /** A K-quant: rows must be whole super-blocks of 256. */
-export function isKQuant(dtype: QuantDtype): dtype is "q4_k" | "q6_k" {
-  return dtype === "q4_k" || dtype === "q6_k";
+export function isKQuant(dtype: QuantDtype): dtype is "q4_k" | "q5_k" | "q6_k" {
+  return dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k";
 }
 
 /** Why rows of K weights cannot be stored as `dtype` (a K-quant's rows are whole super-blocks), or undefined. */
@@ -88,7 +88,7 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
   if (isKQuant(dtype)) {
     const rowBytes = quantRowBytes(dtype, K);
     if (x.length % K !== 0 || out.length !== (x.length / K) * rowBytes) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${(x.length / K) * rowBytes} bytes`);
-    out.set(quantizeGGML(dtype === "q4_k" ? "Q4_K" : "Q6_K", x instanceof Float32Array ? x : Float32Array.from(x), K));
+    out.set(quantizeGGML(dtype.toUpperCase() as "Q4_K" | "Q5_K" | "Q6_K", x instanceof Float32Array ? x : Float32Array.from(x), K));
     return;
   }
   const rows = x.length / K, nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
@@ -137,7 +137,7 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
   if (isKQuant(dtype)) {
     const rowBytes = quantRowBytes(dtype, K);
     if (bytes.length % rowBytes !== 0) throw new RangeError(`dequantizeRows: ${bytes.length} bytes are not whole rows of ${K} ${dtype} weights`);
-    return dequantizeGGML(dtype === "q4_k" ? "Q4_K" : "Q6_K", bytes, (bytes.length / rowBytes) * K);
+    return dequantizeGGML(dtype.toUpperCase() as "Q4_K" | "Q5_K" | "Q6_K", bytes, (bytes.length / rowBytes) * K);
   }
   const nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
   const rows = bytes.length / (nb * bb);
@@ -370,24 +370,25 @@ export function q3kToQ6k(bytes: Uint8Array, elements: number): Uint8Array {
 }
 
 /**
- * A Q4_K sub-block's step and offset (x ≈ step·q - offset, q in 0..15, offset >= 0), as llama.cpp's
- * make_qkx2_quants searches them: from the min/max fit, 21 candidate steps around it, each with
+ * A Q4_K / Q5_K sub-block's step and offset (x ≈ step·q - offset, q in 0..nmax (15, 31), offset >= 0),
+ * as llama.cpp's make_qkx2_quants searches them: from the min/max fit, 21 candidate steps around it (from
+ * nmax - 1, Q5_K nmax - 0.5, levels over the range, by 0.1), each with
  * the least-squares step and offset for the levels it rounds to, weighted by rms + |x| (errors on
  * large weights cost more); the fit with the least weighted squared error.
  */
-function q4kSubBlockFit(xs: Float32Array, rms: number): [number, number] {
+function q4kSubBlockFit(xs: Float32Array, rms: number, nmax: number): [number, number] {
   const n = xs.length, w = FIT_WEIGHTS;
   let lo = 0, hi = -Infinity;
   for (let i = 0; i < n; i++) { lo = Math.min(lo, xs[i]!); hi = Math.max(hi, xs[i]!); }
   if (!(hi > lo)) return [0, -lo];
   for (let i = 0; i < n; i++) w[i] = rms + Math.abs(xs[i]!);
-  let bestStep = (hi - lo) / 15, bestMin = lo, bestError = Infinity;
+  let bestStep = (hi - lo) / nmax, bestMin = lo, bestError = Infinity;
   for (let c = -1; c <= 20; c++) {
     // c = -1: the min/max fit itself; else a candidate scale and its least-squares fit.
-    const iscale = c < 0 ? 15 / (hi - lo) : (14 + 0.1 * c) / (hi - lo);
+    const iscale = c < 0 ? nmax / (hi - lo) : (nmax - (nmax === 15 ? 1 : 0.5) + 0.1 * c) / (hi - lo);
     let sw = 0, sl = 0, sl2 = 0, sx = 0, sxl = 0;
     for (let i = 0; i < n; i++) {
-      const q = Math.max(0, Math.min(15, Math.round(iscale * (xs[i]! - lo))));
+      const q = Math.max(0, Math.min(nmax, Math.round(iscale * (xs[i]! - lo))));
       FIT_LEVELS[i] = q;
       sw += w[i]!; sl += w[i]! * q; sl2 += w[i]! * q * q; sx += w[i]! * xs[i]!; sxl += w[i]! * q * xs[i]!;
     }
@@ -439,14 +440,14 @@ function q6kGroupFit(xs: Float32Array): number {
 }
 
 /**
- * Q5_0, Q4_K and Q6_K blocks from floats, for quantizing at load (--dtype q4_k / q6_k) and for
- * writing files (`gqa-wasm quantize`): Q5_0 by quantizeRows (ggml's reference); Q4_K with each
- * sub-block of 32's step and offset fitted as llama.cpp fits them (q4kSubBlockFit), stored in 6
- * bits against the super-block's f16 d and dmin; Q6_K with each 16 weights' step fitted as
+ * Q5_0, Q4_K, Q5_K and Q6_K blocks from floats, for quantizing at load (--dtype q4_k / q5_k / q6_k)
+ * and for writing files (`gqa-wasm quantize`): Q5_0 by quantizeRows (ggml's reference); Q4_K and
+ * Q5_K with each sub-block of 32's step and offset fitted as llama.cpp fits them (q4kSubBlockFit,
+ * 16 / 32 levels), stored in 6 bits against the super-block's f16 d and dmin; Q6_K with each 16 weights' step fitted as
  * llama.cpp fits it (q6kGroupFit), in 8 bits against the super-block's f16 d, q = round(x /
  * (d·sc)) + 32 in 0..63. K must be a multiple of the block (32, 256).
  */
-export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q6_K", x: Float32Array, K: number): Uint8Array {
+export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q5_K" | "Q6_K", x: Float32Array, K: number): Uint8Array {
   const { block, bytes: bb } = GGML_TYPES[type];
   if (K % block !== 0 || x.length % K !== 0) throw new RangeError(`quantizeGGML: rows of ${K} are not whole ${type} blocks of ${block}`);
   if (type === "Q5_0") { const out = new Uint8Array((x.length / K) * quantRowBytes("q5_0", K)); quantizeRows("q5_0", x, K, out); return out; }
@@ -476,7 +477,8 @@ export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q6_K", x: Float32Array, K:
     let sumSquares = 0;
     for (let i = 0; i < 256; i++) sumSquares += xs[i]! * xs[i]!;
     const rms = Math.sqrt(sumSquares / 256);
-    for (let s = 0; s < 8; s++) [scales[s], mins[s]] = q4kSubBlockFit(xs.subarray(32 * s, 32 * s + 32), rms);
+    const nmax = type === "Q5_K" ? 31 : 15, qs = at + (type === "Q5_K" ? 48 : 16);
+    for (let s = 0; s < 8; s++) [scales[s], mins[s]] = q4kSubBlockFit(xs.subarray(32 * s, 32 * s + 32), rms, nmax);
     const d = f16ToF32(f32ToF16(Math.max(...scales) / 63)), dmin = f16ToF32(f32ToF16(Math.max(...mins) / 63));
     view.setUint16(at, f32ToF16(d), true);
     view.setUint16(at + 2, f32ToF16(dmin), true);
@@ -490,10 +492,11 @@ export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q6_K", x: Float32Array, K:
     for (let s = 0; s < 8; s++) {
       const step = d * sc[s]!, offset = dmin * mn[s]!;
       for (let l = 0; l < 32; l++) {
-        const q = step ? Math.max(0, Math.min(15, Math.round((xs[32 * s + l]! + offset) / step))) : 0;
-        // Sub-blocks 2k and 2k+1 share 32 bytes: low nibbles, then high nibbles.
-        const byte = at + 16 + 32 * (s >> 1) + l;
-        out[byte] = (s & 1) === 0 ? (out[byte]! & 0xf0) | q : (out[byte]! & 0x0f) | (q << 4);
+        const q = step ? Math.max(0, Math.min(nmax, Math.round((xs[32 * s + l]! + offset) / step))) : 0;
+        // Sub-blocks 2k and 2k+1 share 32 bytes: low nibbles, then high nibbles; Q5_K's fifth bit is bit s of qh byte l.
+        const byte = qs + 32 * (s >> 1) + l;
+        out[byte] = (s & 1) === 0 ? (out[byte]! & 0xf0) | (q & 15) : (out[byte]! & 0x0f) | ((q & 15) << 4);
+        if (q > 15) out[at + 16 + l] = out[at + 16 + l]! | (1 << s);
       }
     }
   }

@@ -279,11 +279,14 @@ function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
 }
 
 /** The block-quantized GGUF types the kernels compute on as stored. */
-const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q4_K", "Q6_K"]);
+const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q4_K", "Q5_K", "Q6_K"]);
 /**
  * Those kept as stored by default. Q6_K (a Q4_K_M file's LM head and some v / down matrices)
- * becomes Q8_0 unless `dtype: "q6_k"` asks to keep it: its kernel runs 1.6x slower than Q8_0's
- * at one thread (GEMV 4096², relaxed build), Q4_K's level with it in half the bytes.
+ * and Q5_K become Q8_0 unless `dtype: "q6_k"` / `"q5_k"` asks to keep them: their kernels run
+ * 1.6x / 1.3x Q8_0's time at one thread (GEMV 4096², relaxed build; a Q5_K model decodes 15-20%
+ * slower kept, at 1 and 2 threads, scratch/q5kspeed.ts), Q4_K's level with it in half the bytes.
+ * Q5_K as Q8_0 kept a twin's greedy tokens on the file's exact values (scratch/faith.ts: 128 of
+ * 128, as kept; Q4_K as Q8_0 96).
  */
 const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q4_K"]);
 
@@ -318,8 +321,8 @@ export function ggufConversions(matrixTypes: readonly string[]): Map<string, num
   return out;
 }
 
-/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, IQ4_NL), d and dmin (Q4_K), d after the quants (Q6_K). */
-const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], iq4_nl: [0], q4_k: [0, 2], q6_k: [208] };
+/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, IQ4_NL), d and dmin (Q4_K, Q5_K), d after the quants (Q6_K). */
+const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], iq4_nl: [0], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208] };
 
 /** The first block of quantized data with an infinite or NaN f16 scale, or -1. */
 function firstNonFiniteScale(bytes: Uint8Array, dtype: QuantDtype): number {
