@@ -13,6 +13,8 @@ export const WEIGHT_Q6_K: i32 = 3;
 export const WEIGHT_Q5_0: i32 = 4;
 export const WEIGHT_IQ4_NL: i32 = 5;
 export const WEIGHT_Q5_K: i32 = 6;
+export const WEIGHT_Q2_K: i32 = 7;
+export const WEIGHT_Q3_K: i32 = 8;
 
 @unmanaged export class AttentionCall {
   q: usize;

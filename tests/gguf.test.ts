@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { createRuntime, loadModel, parseModelConfig, type LanguageModel, type Runtime } from "../src/index.ts";
 import { GGUFError, GGUFNeedMore, parseGGUFHeader, readGGUFHeader, writeGGUF, type GGMLType } from "../src/formats/gguf.ts";
 import { f16ToF32, f32ToF16 } from "../src/formats/half.ts";
-import { dequantizeGGML, IQ4_LEVELS, iq4xsToIq4nl, q3kToQ6k, quantizeGGML, quantRowBytes, weightDtypeOf, type QuantDtype } from "../src/formats/quant.ts";
+import { dequantizeGGML, IQ4_LEVELS, iq4xsToIq4nl, quantizeGGML, quantRowBytes, weightDtypeOf, type QuantDtype } from "../src/formats/quant.ts";
 import { seededArray as randomArray } from "../src/random.ts";
 import { exportGGUF, folderToGGUF } from "../src/model/gguf-export.ts";
 import { expectedTensors } from "../src/model/architecture.ts";
@@ -167,7 +167,7 @@ describe("GGUF files", function () {
       assert.ok(rms <= uniformHalfStep, `Q4_K RMS error ${rms} vs ${uniformHalfStep}`);
     });
 
-    it("Q2_K, Q3_K and IQ4_XS read as ggml's reference dequantizers (transcribed plainly here) read random blocks; Q3_K converts to Q6_K exactly, IQ4_XS to IQ4_NL blocks of the same levels", () => {
+    it("Q2_K, Q3_K and IQ4_XS read as ggml's reference dequantizers (transcribed plainly here) read random blocks; IQ4_XS converts to IQ4_NL blocks of the same levels", () => {
       let seed = 7;
       const rand = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return Math.floor((seed / 0x7fffffff) * 256); };
       const blocks = 3, f16 = (b: Uint8Array, at: number) => f16ToF32(b[at]! | (b[at + 1]! << 8));
@@ -214,8 +214,6 @@ describe("GGUF files", function () {
         }
       }
       assert.deepEqual(Array.from(dequantizeGGML("Q3_K", q3, blocks * 256)), want3);
-      // As Q6_K (what loading converts Q3_K to): the same values exactly.
-      assert.deepEqual(Array.from(dequantizeGGML("Q6_K", q3kToQ6k(q3, blocks * 256), blocks * 256)), want3);
       // IQ4_XS (dequantize_row_iq4_xs): d, scales_h, scales_l[4], qs[128].
       const xs = randomBlocks(136, [0]), want4: number[] = [];
       for (let i = 0; i < blocks; i++) {
@@ -342,7 +340,7 @@ describe("GGUF files", function () {
       for (const m of [ref, fromMemory, split]) m.dispose();
     });
 
-    it("types the kernels do not compute on (Q4_1, Q5_1, Q2_K, Q5_K; Q6_K by default) are converted to Q8_0 at load, Q3_K to Q6_K and IQ4_XS to IQ4_NL, within those formats' error of their values, beside Q5_0, IQ4_NL and Q4_K kept as they are", async () => {
+    it("types not kept as stored (Q4_1, Q5_1; Q5_K, Q6_K by default) are converted to Q8_0 at load and IQ4_XS to IQ4_NL, within those formats' error of their values, beside Q5_0, IQ4_NL, Q2_K, Q3_K and Q4_K kept as they are", async () => {
       const config = { ...base, model_type: "qwen2", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
       const cfg = parseModelConfig(config);
       const weights = randomWeights(cfg);

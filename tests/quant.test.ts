@@ -10,7 +10,7 @@ import { WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
 import { BUILDS, randomArray, runtimeFor } from "./helpers.ts";
 
 const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0", "iq4_nl"];
-const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q4_k", "q5_k", "q6_k"];
+const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"];
 
 /** Activations quantized as the kernels do: per block of 32, d = max|x| / 127 (f32), q = round(x / d). */
 function quantizeActivations(x: Float32Array, K: number): { q: Int8Array; d: Float32Array } {
@@ -256,7 +256,7 @@ for (const build of BUILDS) {
 }
 
 /** y = x · Wᵀ in float64 for K-quants: per activation block of 32, da · Σ w·q_x with the stored weights (d·sc·q - dmin·m, d·sc·(q - 32)); also Σ |terms| for the tolerance. */
-function emulateK(dtype: "q4_k" | "q5_k" | "q6_k", x: Float32Array, w: Uint8Array, M: number, N: number, K: number): { y: Float64Array; magnitude: Float64Array } {
+function emulateK(dtype: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", x: Float32Array, w: Uint8Array, M: number, N: number, K: number): { y: Float64Array; magnitude: Float64Array } {
   const stored = dequantizeRows(dtype, w, K), nb = K / 32;
   const { q, d } = quantizeActivations(x, K);
   const y = new Float64Array(M * N), magnitude = new Float64Array(M * N);
@@ -274,20 +274,20 @@ function emulateK(dtype: "q4_k" | "q5_k" | "q6_k", x: Float32Array, w: Uint8Arra
 }
 
 describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
-  it("Q6_K, Q5_K and Q4_K quantize into ggml's layouts: the reference dequantizer gives back the floats within each format's step", () => {
+  it("Q6_K, Q5_K, Q4_K, Q3_K and Q2_K quantize into ggml's layouts: the reference dequantizer gives back the floats within each format's step", () => {
     const K = 512, x = randomArray(3 * K, 5);
-    for (const [dtype, levels] of [["q6_k", 31], ["q5_k", 31], ["q4_k", 15]] as const) {
+    for (const [dtype, levels] of [["q6_k", 31], ["q5_k", 31], ["q4_k", 15], ["q3_k", 4], ["q2_k", 3]] as const) {
       const out = new Uint8Array(3 * quantRowBytes(dtype, K));
       quantizeRows(dtype, x, K, out);
       const back = dequantizeRows(dtype, out, K);
       // Steps fitted by least squares (llama.cpp's searches) may clip a value to lower the others'
-      // error: each group's values within two steps (Q6_K: max|x| / 31 per 16; Q4_K / Q5_K: a range of
-      // at most 2·max|x| per 32 in 15 / 31 steps), and the RMS error within that of a uniform error over one step.
+      // error: each group's values within two steps (Q6_K / Q3_K: max|x| / 31 / 4 per 16; Q4_K / Q5_K /
+      // Q2_K: a range of at most 2·max|x| in 15 / 31 / 3 steps), and the RMS error within that of a uniform error over one step.
       let se = 0, expected = 0;
       for (let i = 0; i < x.length; i += 16) {
         let amax = 0;
         for (let j = 0; j < 16; j++) amax = Math.max(amax, Math.abs(x[i + j]!));
-        const step = dtype === "q6_k" ? amax / levels : (2 * amax) / levels;
+        const step = dtype === "q6_k" || dtype === "q3_k" ? amax / levels : (2 * amax) / levels;
         expected += 16 * (step * step) / 12;
         for (let j = 0; j < 16; j++) {
           const e = back[i + j]! - x[i + j]!;
@@ -295,13 +295,16 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
           assert.ok(Math.abs(e) <= 2 * step + 1e-6, `${dtype} ${i + j}: ${back[i + j]} vs ${x[i + j]}`);
         }
       }
-      assert.ok(se <= expected, `${dtype}: RMS error ${Math.sqrt(se / x.length)} vs ${Math.sqrt(expected / x.length)}`);
+      // Q3_K's 8 signed levels reach one step less far on one side: values there clip (measured
+      // 1.04x the uniform figure on these weights; Q2_K 0.72x).
+      const allowance = dtype === "q3_k" ? 1.1 : 1;
+      assert.ok(se <= expected * allowance * allowance, `${dtype}: RMS error ${Math.sqrt(se / x.length)} vs ${Math.sqrt(expected / x.length)}`);
     }
     assert.throws(() => quantRowBytes("q4_k", 576), /q4_k rows are whole super-blocks of 256 weights; a row of 576 is not/);
   });
 
   for (const build of BUILDS) {
-    for (const dtype of ["q4_k", "q5_k", "q6_k"] as const) {
+    for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const) {
       it(`${build} build, ${dtype}: equals the float64 emulation (the stored weights times activations quantized per 32) for GEMV rows, batches and prefill-size calls, with a bias; rows alone give their bits`, async () => {
         const rt = await runtimeFor(build);
         const from = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);

@@ -1,7 +1,7 @@
 import { fmadd, hsum } from "../simd";
 import { finish } from "./dot-nt";
 import { halfAt, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16 } from "./linear-quant";
-import { WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
+import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
 
 // The linear layer with K-quant weights, kept in GGUF's super-blocks of 256 weights exactly as a
 // .gguf file stores them (a row is K / 256 super-blocks; GGUF allows no partial one):
@@ -12,6 +12,12 @@ import { WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
 //         fifth bit), then Q4_K's nibbles                   (176 bytes; q in 0..31)
 //   Q6_K: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 x i8 scales (one per 16
 //         weights), f16 d                                    (210 bytes; w = d·sc·(q - 32))
+//   Q2_K: 16 bytes of a 16-weight group's 4-bit scale sc (low) and min m (high), 64 bytes of 2-bit
+//         q (byte l of half n: weights 128n + 32j + l at bits 2j), f16 d, f16 dmin
+//                                                            (84 bytes; w = d·sc·q - dmin·m)
+//   Q3_K: 32 bytes of third bits (weight 128n + 32j + l: bit 4n + j of byte l), Q2_K's 2-bit q,
+//         12 bytes of 16 6-bit scales s (low 4 bits in bytes 0-7, high 2 in 8-11), f16 d
+//                                                            (110 bytes; w = d·(s - 32)·(q - 4), q in 0..7)
 // Q4_K_M / Q5_K_M files (llama.cpp's most downloaded mixes) are Q4_K or Q5_K and Q6_K where rows
 // are whole super-blocks. Computed on as stored, they take 0.56 / 0.69 / 0.82 bytes per weight
 // where converting them to Q8_0 at load took 1.06, and a decode step reads that much less (the
@@ -34,11 +40,17 @@ import { WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
 export const SUPER_BLOCK: i32 = 256;
 
 // @ts-ignore: decorator
-@inline function superBytes(format: i32): usize { return format == WEIGHT_Q4_K ? 144 : format == WEIGHT_Q5_K ? 176 : 210; }
+@inline function superBytes(format: i32): usize {
+  return format == WEIGHT_Q4_K ? 144 : format == WEIGHT_Q5_K ? 176 : format == WEIGHT_Q2_K ? 84 : format == WEIGHT_Q3_K ? 110 : 210;
+}
 
 /** The super-block formats (rows of whole 256-blocks), whose dots and dequantizer are this file's. */
 // @ts-ignore: decorator
-@inline export function isKQuant(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || format == WEIGHT_Q6_K; }
+@inline export function isKQuant(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || format == WEIGHT_Q6_K || isLowBit(format); }
+
+/** Q2_K and Q3_K: 2-bit values (Q3_K's with a third bit) in groups of 16 with a scale each (Q2_K: and a min). */
+// @ts-ignore: decorator
+@inline function isLowBit(format: i32): bool { return format == WEIGHT_Q2_K || format == WEIGHT_Q3_K; }
 
 /** Q4_K and Q5_K: sub-blocks of 32 with a scale and a min (the rest, Q6_K: groups of 16, scales only). */
 // @ts-ignore: decorator
@@ -209,6 +221,93 @@ export const SUPER_BLOCK: i32 = 256;
   return acc;
 }
 
+/**
+ * The 16 group scales of a Q2_K / Q3_K super-block as bytes (lane g: group g): Q2_K's low nibbles
+ * (its mins are the high ones); Q3_K's 6-bit s - 32 (signed): the low 4 bits from bytes 0-7 (low
+ * nibbles for groups 0-7, high for 8-15), the high 2 from bytes 8-11 (group g: byte 8 + (g & 3),
+ * bits 2·(g >> 2)), moved to bits 6-7 of their byte by an i32 multiply by 2^(6 - 2·(g >> 2)).
+ */
+// @ts-ignore: decorator
+@inline function lowBitScales(wb: usize, format: i32): v128 {
+  if (format == WEIGHT_Q2_K) return v128.and(v128.load(wb), i8x16.splat(0x0f));
+  const v = v128.load32_lane(wb + 104, v128.load64_zero(wb + 96), 2); // exactly the 12 bytes
+  const x = v128.shuffle<u8>(v, v, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+  const low = v128.or(v128.and(x, i8x16(15, 15, 15, 15, 15, 15, 15, 15, 0, 0, 0, 0, 0, 0, 0, 0)), v128.and(highNibbles(x), i8x16(0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15, 15, 15, 15, 15)));
+  const top = i32x4.mul(v128.shuffle<u8>(v, v, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11), i32x4(64, 16, 4, 1));
+  return i8x16.sub(v128.or(low, v128.and(i16x8.shr_u(top, 2), i8x16.splat(0x30))), i8x16.splat(32));
+}
+
+/**
+ * acc plus one Q2_K / Q3_K super-block (at wb) of a row against the 8 activation blocks from a0,
+ * half by half as Q6_K's: each 16-weight group's integer dot (weights unsigned: Q2_K's q in 0..3,
+ * Q3_K's q + 4·(third bit) in 0..7) times d·sc·da in f32, and the offsets four groups a vector:
+ * Q2_K's mins as -dmin·m·da·Σa, Q3_K's -4 as -4·Σa times the group's factor. In iteration k of a
+ * half, quarters 2k and 2k+1: the 2-bit fields at 4k and 4k + 2, third bits 2k and 2k + 1 (after
+ * the half's bits were moved to 2 .. 5).
+ */
+// @ts-ignore: decorator
+@inline function lowBitSuperBlock(wb: usize, a0: usize, acc: v128, format: i32): v128 {
+  const three = format == WEIGHT_Q3_K, qs = wb + (three ? 32 : 16);
+  const d = f32x4.splat(halfAt(wb + (three ? 108 : 80)));
+  for (let n: usize = 0; n < 2; n++) {
+    const a = a0 + (n << 2) * QA_BLOCK, da = gather4(a, QA_SCALE);
+    const all = lowBitScales(wb, format);
+    const sc = n == 0 ? i16x8.extend_low_i8x16_s(all) : i16x8.extend_high_i8x16_s(all);
+    const g0 = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(sc)), d), v128.shuffle<f32>(da, da, 0, 0, 1, 1));
+    const g1 = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(sc)), d), v128.shuffle<f32>(da, da, 2, 2, 3, 3));
+    // Each group's Σa (two per activation block, side by side).
+    const s0 = f32x4.convert_i32x4_s(v128.load64_lane(a + QA_BLOCK + QA_SUM16, v128.load64_zero(a + QA_SUM16), 1));
+    const s1 = f32x4.convert_i32x4_s(v128.load64_lane(a + 3 * QA_BLOCK + QA_SUM16, v128.load64_zero(a + 2 * QA_BLOCK + QA_SUM16), 1));
+    if (three) {
+      acc = fmadd(f32x4.mul(s0, f32x4.splat(-4)), g0, acc);
+      acc = fmadd(f32x4.mul(s1, f32x4.splat(-4)), g1, acc);
+    } else {
+      const dmin = f32x4.splat(-halfAt(wb + 82)), mh = highNibbles(v128.load(wb));
+      const m = n == 0 ? i16x8.extend_low_i8x16_u(mh) : i16x8.extend_high_i8x16_u(mh);
+      acc = fmadd(f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(m)), dmin), v128.shuffle<f32>(da, da, 0, 0, 1, 1)), s0, acc);
+      acc = fmadd(f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(m)), dmin), v128.shuffle<f32>(da, da, 2, 2, 3, 3)), s1, acc);
+    }
+    // Q3_K's third bits of half n at bits 2 .. 5 (bit 2 + j for quarter j).
+    let t0 = i32x4.splat(0), t1 = i32x4.splat(0);
+    if (three) {
+      t0 = v128.load(wb); t1 = v128.load(wb + 16);
+      if (n == 0) { t0 = i16x8.shl(t0, 2); t1 = i16x8.shl(t1, 2); } else { t0 = i16x8.shr_u(t0, 2); t1 = i16x8.shr_u(t1, 2); }
+    }
+    let g = g0;
+    for (let k = 0; k < 2; k++) {
+      const at = a + (<usize>k << 1) * QA_BLOCK;
+      const q0 = i16x8.shr_u(v128.load(qs + (n << 5)), k << 2), q1 = i16x8.shr_u(v128.load(qs + (n << 5) + 16), k << 2);
+      let w0 = v128.and(q0, i8x16.splat(3)), w1 = v128.and(q1, i8x16.splat(3));
+      let h0 = i32x4.splat(0), h1 = i32x4.splat(0);
+      if (three) {
+        h0 = i16x8.shr_u(t0, k << 1); h1 = i16x8.shr_u(t1, k << 1);
+        w0 = v128.or(w0, v128.and(h0, i8x16.splat(4))); w1 = v128.or(w1, v128.and(h1, i8x16.splat(4)));
+      }
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(w0, at, 0)), v128.shuffle<f32>(g, g, 0, 0, 0, 0), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(w1, at, 1)), v128.shuffle<f32>(g, g, 1, 1, 1, 1), acc);
+      w0 = v128.and(i16x8.shr_u(q0, 2), i8x16.splat(3)); w1 = v128.and(i16x8.shr_u(q1, 2), i8x16.splat(3));
+      if (three) {
+        w0 = v128.or(w0, v128.and(i16x8.shr_u(h0, 1), i8x16.splat(4))); w1 = v128.or(w1, v128.and(i16x8.shr_u(h1, 1), i8x16.splat(4)));
+      }
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(w0, at + QA_BLOCK, 0)), v128.shuffle<f32>(g, g, 2, 2, 2, 2), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(w1, at + QA_BLOCK, 1)), v128.shuffle<f32>(g, g, 3, 3, 3, 3), acc);
+      g = g1;
+    }
+  }
+  return acc;
+}
+
+/** 16 weights (part 0: l = 0-15, 1: 16-31) of Q2_K / Q3_K quarter j of half n, signed (Q3_K: q - 4) or, Q2_K, 0..3. */
+// @ts-ignore: decorator
+@inline function lowBitWeights(wb: usize, n: i32, j: i32, part: i32, format: i32): v128 {
+  const three = format == WEIGHT_Q3_K, o = <usize>part << 4;
+  const q = v128.and(i16x8.shr_u(v128.load(wb + (three ? 32 : 16) + (<usize>n << 5) + o), j << 1), i8x16.splat(3));
+  if (!three) return q;
+  const bit = (n << 2) + j, t = v128.load(wb + o);
+  const third = v128.and(bit <= 2 ? i16x8.shl(t, 2 - bit) : i16x8.shr_u(t, bit - 2), i8x16.splat(4));
+  return i8x16.sub(v128.or(q, third), i8x16.splat(4));
+}
+
 /** Σ w·a over 16 weights (unsigned, <= 63) and the activation block a's half `part`, as i32x4 partial sums. */
 // @ts-ignore: decorator
 @inline function dot16(w: v128, a: usize, part: i32): v128 {
@@ -242,6 +341,8 @@ export const SUPER_BLOCK: i32 = 256;
     if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
       acc = q4kSuperBlock(wb, a0, gather4(a0, QA_SCALE), gather4(a4, QA_SCALE), gather4(a0, QA_DSUM), gather4(a4, QA_DSUM), acc, format);
+    } else if (isLowBit(format)) {
+      acc = lowBitSuperBlock(wb, a0, acc, format);
     } else {
       acc = q6kSuperBlock(wb, a0, acc);
     }
@@ -264,6 +365,9 @@ export const SUPER_BLOCK: i32 = 256;
       const daLo = gather4(a0, QA_SCALE), daHi = gather4(a4, QA_SCALE), dsLo = gather4(a0, QA_DSUM), dsHi = gather4(a4, QA_DSUM);
       acc0 = q4kSuperBlock(b0, a0, daLo, daHi, dsLo, dsHi, acc0, format);
       acc1 = q4kSuperBlock(b1, a0, daLo, daHi, dsLo, dsHi, acc1, format);
+    } else if (isLowBit(format)) {
+      acc0 = lowBitSuperBlock(b0, a0, acc0, format);
+      acc1 = lowBitSuperBlock(b1, a0, acc1, format);
     } else {
       acc0 = q6kSuperBlock(b0, a0, acc0);
       acc1 = q6kSuperBlock(b1, a0, acc1);
@@ -300,6 +404,17 @@ export const SUPER_BLOCK: i32 = 256;
         const f = f32x4.splat(halfAt(wb) * <f32>(sm & 255)), minus = f32x4.splat(halfAt(wb + 2) * <f32>(sm >> 8));
         scale16(q4kWeights(wb, s, 0, format), f, minus, out);
         scale16(q4kWeights(wb, s, 1, format), f, minus, out + 64);
+      } else if (isLowBit(format)) {
+        // Sub-block s = quarter s & 3 of half s >> 2; its groups 2s, 2s + 1.
+        const n = s >> 2, j = s & 3, three = format == WEIGHT_Q3_K;
+        const d = halfAt(wb + (three ? 108 : 80)), scales = lowBitScales(wb, format);
+        for (let part = 0; part < 2; part++) {
+          const g = (s << 1) + part;
+          // The group's scale: lane g of the unpacked scales (a variable lane, by a swizzle).
+          const sg = three ? <i32>i8x16.extract_lane_s(i8x16.swizzle(scales, i8x16.splat(<i8>g)), 0) : <i32>(load<u8>(wb + <usize>g) & 15);
+          const minus = three ? f32x4.splat(0) : f32x4.splat(halfAt(wb + 82) * <f32>(load<u8>(wb + <usize>g) >> 4));
+          scale16(lowBitWeights(wb, n, j, part, format), f32x4.splat(d * <f32>sg), minus, out + (<usize>part << 6));
+        }
       } else {
         const d = halfAt(wb + 208), sc = wb + 192 + (<usize>s << 1), zero = f32x4.splat(0);
         scale16(i8x16.sub(q6kWeights(wb, s, 0), i8x16.splat(32)), f32x4.splat(d * <f32>load<i8>(sc)), zero, out);

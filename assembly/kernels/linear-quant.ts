@@ -2,7 +2,7 @@ import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
 import { dequantizeRowK, dotk_1x1, dotk_1x2, isKQuant, kquantRowBytes, SUPER_BLOCK } from "./linear-kquant";
-import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_IQ4_NL, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
+import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_IQ4_NL, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
@@ -96,7 +96,7 @@ export function linear_quant_f32_rows(format: i32): i32 {
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
   const quantized = M * ((K + QK - 1) / QK) * <i32>QA_BLOCK;
   const fewest = min(min(min(linearQuantF32Rows(WEIGHT_Q8_0), linearQuantF32Rows(WEIGHT_Q4_0)), min(linearQuantF32Rows(WEIGHT_Q5_0), linearQuantF32Rows(WEIGHT_IQ4_NL))),
-    min(min(linearQuantF32Rows(WEIGHT_Q4_K), linearQuantF32Rows(WEIGHT_Q5_K)), linearQuantF32Rows(WEIGHT_Q6_K)));
+    min(min(min(linearQuantF32Rows(WEIGHT_Q2_K), linearQuantF32Rows(WEIGHT_Q3_K)), min(linearQuantF32Rows(WEIGHT_Q4_K), linearQuantF32Rows(WEIGHT_Q5_K))), linearQuantF32Rows(WEIGHT_Q6_K)));
   return M >= fewest ? max(quantized, linear_panel_scratch_bytes(M, K)) : quantized;
 }
 
@@ -661,6 +661,16 @@ export function linear_q5_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N
 /** The linear layer with IQ4_NL weights; `scratch` as linear_q8_0's. */
 export function linear_iq4_nl(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
   linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_IQ4_NL);
+}
+
+/** The linear layer with Q2_K weights (K a multiple of 256); `scratch` as linear_q8_0's. */
+export function linear_q2_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q2_K);
+}
+
+/** The linear layer with Q3_K weights (K a multiple of 256); `scratch` as linear_q8_0's. */
+export function linear_q3_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q3_K);
 }
 
 /** The linear layer with Q4_K weights (K a multiple of 256); `scratch` as linear_q8_0's. */

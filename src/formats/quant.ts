@@ -7,17 +7,17 @@
 //   Q5_0: f16 d, u32 qh, 16 bytes of nibbles  (22 bytes; w = d·(q - 16), q's bit 4 is bit j of qh)
 //   IQ4_NL: Q4_0's layout, w = d·IQ4_LEVELS[q] (16 non-uniform levels, denser near zero)
 // A row of K weights is ceil(K/32) blocks; past K the last block holds zeros.
-//   Q4_K, Q5_K, Q6_K: super-blocks of 256 (layouts in assembly/kernels/linear-kquant.ts); a row is
+//   Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: super-blocks of 256 (layouts in assembly/kernels/linear-kquant.ts); a row is
 //         K / 256 of them, K a multiple of 256 (GGUF has no partial super-block).
 import { GGML_TYPES } from "./gguf.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
-export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "iq4_nl" | "q4_k" | "q5_k" | "q6_k";
+export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "iq4_nl" | "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k";
 export const QUANT_BLOCK = 32;
 /** Weights per block of each format (a K-quant's super-block). */
-export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, iq4_nl: 32, q4_k: 256, q5_k: 256, q6_k: 256 };
+export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, iq4_nl: 32, q2_k: 256, q3_k: 256, q4_k: 256, q5_k: 256, q6_k: 256 };
 export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = {
-  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
+  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q2_k: GGML_TYPES.Q2_K.bytes, q3_k: GGML_TYPES.Q3_K.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
 };
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
@@ -60,8 +60,8 @@ export function weightDtypeOf(choice: WeightChoice, name: string, K: number, mod
 }
 
 /** A K-quant: rows must be whole super-blocks of 256. */
-export function isKQuant(dtype: QuantDtype): dtype is "q4_k" | "q5_k" | "q6_k" {
-  return dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k";
+export function isKQuant(dtype: QuantDtype): dtype is "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" {
+  return dtype === "q2_k" || dtype === "q3_k" || dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k";
 }
 
 /** Why rows of K weights cannot be stored as `dtype` (a K-quant's rows are whole super-blocks), or undefined. */
@@ -88,7 +88,7 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
   if (isKQuant(dtype)) {
     const rowBytes = quantRowBytes(dtype, K);
     if (x.length % K !== 0 || out.length !== (x.length / K) * rowBytes) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${(x.length / K) * rowBytes} bytes`);
-    out.set(quantizeGGML(dtype.toUpperCase() as "Q4_K" | "Q5_K" | "Q6_K", x instanceof Float32Array ? x : Float32Array.from(x), K));
+    out.set(quantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", x instanceof Float32Array ? x : Float32Array.from(x), K));
     return;
   }
   const rows = x.length / K, nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
@@ -137,7 +137,7 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
   if (isKQuant(dtype)) {
     const rowBytes = quantRowBytes(dtype, K);
     if (bytes.length % rowBytes !== 0) throw new RangeError(`dequantizeRows: ${bytes.length} bytes are not whole rows of ${K} ${dtype} weights`);
-    return dequantizeGGML(dtype.toUpperCase() as "Q4_K" | "Q5_K" | "Q6_K", bytes, (bytes.length / rowBytes) * K);
+    return dequantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", bytes, (bytes.length / rowBytes) * K);
   }
   const nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
   const rows = bytes.length / (nb * bb);
@@ -344,32 +344,6 @@ export function iq4xsToIq4nl(bytes: Uint8Array, elements: number): Uint8Array {
 }
 
 /**
- * Q3_K super-blocks (32 bytes of high bits, 64 of low 2-bit pairs, 12 of 6-bit scales s, f16 d;
- * w = d·(s - 32)·q, q in -4..3) as Q6_K super-blocks of the same values exactly: both scale each
- * 16 weights by an integer times the f16 d, so d stays, the i8 scales are s - 32 and the 6-bit
- * levels q + 32.
- */
-export function q3kToQ6k(bytes: Uint8Array, elements: number): Uint8Array {
-  const out = new Uint8Array((elements / 256) * GGML_TYPES.Q6_K.bytes);
-  for (let b = 0; b < elements / 256; b++) {
-    const at = b * GGML_TYPES.Q3_K.bytes, o = b * GGML_TYPES.Q6_K.bytes, sc = at + 96;
-    for (let g = 0; g < 16; g++) {
-      const low4 = g < 8 ? bytes[sc + g]! & 15 : bytes[sc + g - 8]! >> 4;
-      out[o + 192 + g] = ((low4 | (((bytes[sc + 8 + (g & 3)]! >> (2 * (g >> 2))) & 3) << 4)) - 32) & 255;
-    }
-    out[o + 208] = bytes[at + 108]!; out[o + 209] = bytes[at + 109]!;
-    for (let i = 0; i < 256; i++) {
-      // Weight i is half n, quarter j (the 2-bit pair's shift in Q3_K, the nibble / qh pair in Q6_K), byte l.
-      const n = i >> 7, j = (i >> 5) & 3, l = i & 31;
-      const q = ((bytes[at + 32 + 32 * n + l]! >> (2 * j)) & 3) - ((bytes[at + l]! >> (i >> 5)) & 1 ? 0 : 4) + 32;
-      out[o + 64 * n + l + 32 * (j & 1)]! |= (q & 15) << (4 * (j >> 1));
-      out[o + 128 + 32 * n + l]! |= (q >> 4) << (2 * j);
-    }
-  }
-  return out;
-}
-
-/**
  * A Q4_K / Q5_K sub-block's step and offset (x ≈ step·q - offset, q in 0..nmax (15, 31), offset >= 0),
  * as llama.cpp's make_qkx2_quants searches them: from the min/max fit, 21 candidate steps around it (from
  * nmax - 1, Q5_K nmax - 0.5, levels over the range, by 0.1), each with
@@ -411,22 +385,23 @@ function q4kSubBlockFit(xs: Float32Array, rms: number, nmax: number): [number, n
 const FIT_WEIGHTS = new Float64Array(32), FIT_LEVELS = new Int32Array(32);
 
 /**
- * A Q6_K group of 16's step (x ≈ step·q, q in -32..31), as llama.cpp's make_qx_quants searches
- * it: 19 candidate scales around max|x| / 32, signed so that the largest |x| takes level -32
- * (the range's longer end), each with the least-squares step for the levels it rounds to,
- * weighted by x²; the fit with the least error. The step is signed, as the stored i8 scale is.
+ * A Q6_K / Q3_K group of 16's step (x ≈ step·q, q in -nmax..nmax-1: 32, 4), as llama.cpp's
+ * make_qx_quants searches it: 19 candidate scales around max|x| / nmax, signed so that the largest
+ * |x| takes level -nmax (the range's longer end), each with the least-squares step for the levels
+ * it rounds to, weighted by x²; the fit with the least error. The step is signed, as the stored
+ * scale is.
  */
-function q6kGroupFit(xs: Float32Array): number {
+function signedGroupFit(xs: Float32Array, nmax: number): number {
   const n = xs.length;
   let amax = 0, max = 0;
   for (let i = 0; i < n; i++) if (Math.abs(xs[i]!) > amax) { amax = Math.abs(xs[i]!); max = xs[i]!; }
   if (amax === 0) return 0;
-  let best = -max / 32, bestError = Infinity;
+  let best = -max / nmax, bestError = Infinity;
   for (let c = -9; c <= 9; c++) {
-    const iscale = -(32 + 0.1 * c) / max;
+    const iscale = -(nmax + 0.1 * c) / max;
     let sxl = 0, sll = 0;
     for (let i = 0; i < n; i++) {
-      const q = Math.max(-32, Math.min(31, Math.round(iscale * xs[i]!))), w = xs[i]! * xs[i]!;
+      const q = Math.max(-nmax, Math.min(nmax - 1, Math.round(iscale * xs[i]!))), w = xs[i]! * xs[i]!;
       FIT_LEVELS[i] = q;
       sxl += w * xs[i]! * q; sll += w * q * q;
     }
@@ -447,15 +422,55 @@ function q6kGroupFit(xs: Float32Array): number {
  * llama.cpp fits it (q6kGroupFit), in 8 bits against the super-block's f16 d, q = round(x /
  * (d·sc)) + 32 in 0..63. K must be a multiple of the block (32, 256).
  */
-export function quantizeGGML(type: "Q5_0" | "Q4_K" | "Q5_K" | "Q6_K", x: Float32Array, K: number): Uint8Array {
+export function quantizeGGML(type: "Q5_0" | "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", x: Float32Array, K: number): Uint8Array {
   const { block, bytes: bb } = GGML_TYPES[type];
   if (K % block !== 0 || x.length % K !== 0) throw new RangeError(`quantizeGGML: rows of ${K} are not whole ${type} blocks of ${block}`);
   if (type === "Q5_0") { const out = new Uint8Array((x.length / K) * quantRowBytes("q5_0", K)); quantizeRows("q5_0", x, K, out); return out; }
   const n = x.length / block, out = new Uint8Array(n * bb), view = new DataView(out.buffer);
   for (let b = 0; b < n; b++) {
     const xs = x.subarray(b * block, (b + 1) * block), at = b * bb;
+    if (type === "Q3_K") {
+      // Each 16's signed step (levels -4..3), in 6 bits (s - 32) against the super-block's f16 d.
+      const groups = Array.from({ length: 16 }, (_, g) => signedGroupFit(xs.subarray(16 * g, 16 * g + 16), 4));
+      const largest = groups.reduce((m, v) => (Math.abs(v) > Math.abs(m) ? v : m), 0);
+      const d = f16ToF32(f32ToF16(largest / -32));
+      view.setUint16(at + 108, f32ToF16(d), true);
+      for (let g = 0; g < 16; g++) {
+        const sc = d ? Math.max(-32, Math.min(31, Math.round(groups[g]! / d))) : 0, stored = sc + 32, step = d * sc;
+        out[at + 96 + (g & 7)] = out[at + 96 + (g & 7)]! | ((stored & 15) << (g < 8 ? 0 : 4));
+        out[at + 104 + (g & 3)] = out[at + 104 + (g & 3)]! | ((stored >> 4) << (2 * (g >> 2)));
+        for (let l = 0; l < 16; l++) {
+          const i = 16 * g + l, q = (step ? Math.max(-4, Math.min(3, Math.round(xs[i]! / step))) : 0) + 4;
+          // Weight i = 128n + 32j + l': 2 bits at 2j of byte 32n + l', its third bit at 4n + j of byte l'.
+          const n = i >> 7, j = (i >> 5) & 3, b = i & 31;
+          out[at + 32 + 32 * n + b] = out[at + 32 + 32 * n + b]! | ((q & 3) << (2 * j));
+          out[at + b] = out[at + b]! | ((q >> 2) << (4 * n + j));
+        }
+      }
+      continue;
+    }
+    if (type === "Q2_K") {
+      // Each 16's step and offset (levels 0..3) as Q4_K's sub-blocks are fitted, in 4 bits each
+      // against the super-block's f16 d and dmin.
+      let sumSquares = 0;
+      for (let i = 0; i < 256; i++) sumSquares += xs[i]! * xs[i]!;
+      const fits = Array.from({ length: 16 }, (_, g) => q4kSubBlockFit(xs.subarray(16 * g, 16 * g + 16), Math.sqrt(sumSquares / 256), 3));
+      const d = f16ToF32(f32ToF16(Math.max(...fits.map((f) => f[0])) / 15)), dmin = f16ToF32(f32ToF16(Math.max(...fits.map((f) => f[1])) / 15));
+      view.setUint16(at + 80, f32ToF16(d), true);
+      view.setUint16(at + 82, f32ToF16(dmin), true);
+      for (let g = 0; g < 16; g++) {
+        const sc = d ? Math.min(15, Math.round(fits[g]![0] / d)) : 0, m = dmin ? Math.min(15, Math.round(fits[g]![1] / dmin)) : 0;
+        out[at + g] = sc | (m << 4);
+        const step = d * sc, offset = dmin * m;
+        for (let l = 0; l < 16; l++) {
+          const i = 16 * g + l, q = step ? Math.max(0, Math.min(3, Math.round((xs[i]! + offset) / step))) : 0;
+          out[at + 16 + 32 * (i >> 7) + (i & 31)] = out[at + 16 + 32 * (i >> 7) + (i & 31)]! | (q << (2 * ((i >> 5) & 3)));
+        }
+      }
+      continue;
+    }
     if (type === "Q6_K") {
-      const groups = Array.from({ length: 16 }, (_, g) => q6kGroupFit(xs.subarray(16 * g, 16 * g + 16)));
+      const groups = Array.from({ length: 16 }, (_, g) => signedGroupFit(xs.subarray(16 * g, 16 * g + 16), 32));
       const d = f16ToF32(f32ToF16(Math.max(...groups.map(Math.abs)) / 127));
       view.setUint16(at + 208, f32ToF16(d), true);
       for (let g = 0; g < 16; g++) {

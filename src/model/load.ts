@@ -3,7 +3,7 @@
 // its tensors uploaded, with progress; the tokenizer and generation defaults. A GGUF file (or
 // its splits): streamed, each tensor straight into wasm memory (loadGGUF).
 import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
-import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, q3kToQ6k, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
+import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import { parseSafetensors, readBits16, readFloat32, type Safetensors } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, type BufferDtype, type WasmBuffer } from "../memory/wasm-buffer.ts";
@@ -279,31 +279,29 @@ function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
 }
 
 /** The block-quantized GGUF types the kernels compute on as stored. */
-const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q4_K", "Q5_K", "Q6_K"]);
+const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]);
 /**
  * Those kept as stored by default. Q6_K (a Q4_K_M file's LM head and some v / down matrices)
  * and Q5_K become Q8_0 unless `dtype: "q6_k"` / `"q5_k"` asks to keep them: their kernels run
  * 1.6x / 1.3x Q8_0's time at one thread (GEMV 4096², relaxed build; a Q5_K model decodes 15-20%
  * slower kept, at 1 and 2 threads, scratch/q5kspeed.ts), Q4_K's level with it in half the bytes.
  * Q5_K as Q8_0 kept a twin's greedy tokens on the file's exact values (scratch/faith.ts: 128 of
- * 128, as kept; Q4_K as Q8_0 96).
+ * 128, as kept; Q4_K as Q8_0 96). Q2_K and Q3_K stay though their kernels take 1.2-1.6x Q8_0's
+ * time: a file of 2-3-bit weights was chosen for its size, which Q8_0 would triple.
  */
-const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q4_K"]);
+const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K"]);
 
 /**
- * What a matrix of a type not kept converts to at load (no dtype given): Q3_K to Q6_K (the same
- * values: q3kToQ6k), IQ4_XS to IQ4_NL (its nibbles as they are, each 32's scale d·(s - 32)
- * rounded to f16), every other type to Q8_0. Q3_K as Q8_0 lost the smaller of two 16-weight
- * groups with very different scales in a block of 32 (a random-block twin's greedy tokens
- * left native llama.cpp's after 1 of 16; as Q6_K they follow the file's values).
+ * What a matrix of a type not kept converts to at load (no dtype given): IQ4_XS to IQ4_NL (its
+ * nibbles as they are, each 32's scale d·(s - 32) rounded to f16), every other type to Q8_0.
  */
-export function conversionTarget(type: string): "iq4_nl" | "q6_k" | "q8_0" {
-  return type === "IQ4_XS" ? "iq4_nl" : type === "Q3_K" ? "q6_k" : "q8_0";
+export function conversionTarget(type: string): "iq4_nl" | "q8_0" {
+  return type === "IQ4_XS" ? "iq4_nl" : "q8_0";
 }
 
-/** Conversions block for block, bytes to bytes, where the target holds the source's values (or, IQ4_XS, their scales to f16). */
+/** Conversions block for block, bytes to bytes (IQ4_XS: its levels as they are, its scales to f16). */
 const DIRECT_CONVERSIONS: Record<string, { to: QuantDtype; convert: (bytes: Uint8Array, elements: number) => Uint8Array }> = {
-  IQ4_XS: { to: "iq4_nl", convert: iq4xsToIq4nl }, Q3_K: { to: "q6_k", convert: q3kToQ6k },
+  IQ4_XS: { to: "iq4_nl", convert: iq4xsToIq4nl },
 };
 
 /** Every matrix of one float type: the file's matrices stay as they are. */
@@ -321,8 +319,8 @@ export function ggufConversions(matrixTypes: readonly string[]): Map<string, num
   return out;
 }
 
-/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, IQ4_NL), d and dmin (Q4_K, Q5_K), d after the quants (Q6_K). */
-const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], iq4_nl: [0], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208] };
+/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, IQ4_NL), d and dmin (Q4_K, Q5_K; Q2_K's after its quants), d after the quants (Q6_K). */
+const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], iq4_nl: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208] };
 
 /** The first block of quantized data with an infinite or NaN f16 scale, or -1. */
 function firstNonFiniteScale(bytes: Uint8Array, dtype: QuantDtype): number {

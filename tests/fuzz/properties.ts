@@ -386,7 +386,7 @@ export const PROPERTIES: FuzzProperty[] = [
     }),
   },
   {
-    name: "GGUF models of types converted at load (Q2_K, Q3_K, IQ4_XS, Q5_K, Q4_1): the file mutated loads and generates, or is refused, with nothing left allocated",
+    name: "GGUF models of Q2_K, Q3_K, IQ4_XS, Q5_K and Q4_1 weights (kept as stored or converted at load): the file mutated loads and generates, or is refused, with nothing left allocated",
     runs: 40,
     property: ({ rt }) => fc.asyncProperty(mutation, async (m) => {
       const types = ["Q2_K", "Q3_K", "IQ4_XS", "Q5_K", "Q4_1"] as const;
