@@ -90,6 +90,7 @@ describe("GGUF files", function () {
       ["a tensor with 5 dimensions", header([MAGIC, 3, 1n, 0n, "t", 5]), /5 dimensions/],
       ["a tensor dimension of 0", header([MAGIC, 3, 1n, 0n, "t", 1, 0n]), /a dimension of 0/],
       ["an unknown tensor type", header([MAGIC, 3, 1n, 0n, "t", 1, 32n, 99, 0n]), /ggml type 99/],
+      ["a tensor type not read (IQ2_XXS), named", header([MAGIC, 3, 1n, 0n, "t", 1, 256n, 16, 0n]), /tensor t is IQ2_XXS \(ggml type 16\), which this runtime does not read \(it reads .*IQ4_XS/],
       ["a misaligned offset", header([MAGIC, 3, 1n, 0n, "t", 1, 4n, 0, 4n]), /not aligned to 32/],
       ["data past the end", header([MAGIC, 3, 1n, 0n, "t", 1, 1n << 30n, 0, 0n]), /larger than the file|ends past/],
       ["rows that are not whole blocks", header([MAGIC, 3, 1n, 0n, "t", 2, 16n, 1n, 8, 0n]), /rows of 16 are not whole Q8_0 blocks of 32/],

@@ -27,12 +27,16 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from 
 //
 // Arithmetic: the activations quantized per 32 as for Q8_0 / Q4_0 (linear-quant.ts, the same
 // blocks and quantize_activations), one K-quant sub-block of 32 against one activation block:
-// the weights' integers (0..15, 0..63: both 7-bit, the relaxed build's i8 x i7 dot takes them as
-// they are) times the activations' exactly in i32, then the scales in f32:
-//   Q4_K: d·sc·da · Σ q·a  -  dmin·m·da · Σ a
-//   Q6_K: d·da · Σ_halves sc_h · (Σ q·a - 32 · Σ a)   (the per-16 scales applied in integers)
-// llama.cpp quantizes activations per 256 (Q8_K) instead; per 32 is the finer of the two.
-// The linear kernels (linear_q4_k, linear_q6_k) are linear-quant.ts's driver with these dots and
+// the weights' integers (0..3 up to 0..63: all 7-bit, the relaxed build's i8 x i7 dot takes them
+// as they are) times the activations' exactly in i32, then the scales in f32, per sub-block of 32
+// (Q4_K, Q5_K) or group of 16 (Q2_K, Q3_K, Q6_K: the two halves of an activation block):
+//   Q4_K, Q5_K: d·sc·da · Σ q·a  -  dmin·m·da · Σ a
+//   Q2_K:       d·sc·da · Σ q·a  -  dmin·m·da · Σ a   (per 16)
+//   Q3_K:       d·(s - 32)·da · (Σ q·a - 4 · Σ a)     (per 16, q with its third bit, 0..7)
+//   Q6_K:       d·sc·da · (Σ q·a - 32 · Σ a)          (per 16)
+// the offsets' terms four groups a vector. llama.cpp quantizes activations per 256 (Q8_K)
+// instead; per 32 is the finer of the two.
+// The linear kernels (linear_q2_k .. linear_q6_k) are linear-quant.ts's driver with these dots and
 // dequantizeRowK: from linearQuantF32Rows rows the f32 GEMM on panels dequantized exactly as the
 // host does, below it the GEMV; output columns can go to different threads with the same bits.
 
@@ -110,7 +114,7 @@ export const SUPER_BLOCK: i32 = 256;
   acc = fmadd(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(mins)), negDmin), dsLo, acc);
   acc = fmadd(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(mins)), negDmin), dsHi, acc);
   // Sub-blocks 2i and 2i+1: the low and high nibbles of the same 32 bytes (Q5_K: with their
-  // fifth bits, the half's qh shifted so that sub-block 4h + t's bit is t). A loop over the two
+  // fifth bits, the half's qh shifted so that sub-block 4h + t's bit sits at 4 + t). A loop over the two
   // halves: spelled out whole, TurboFan hoisted every load of the super-block (both rows'), and
   // spilled ~120 vectors a loop.
   const five = format == WEIGHT_Q5_K, qs = wb + (five ? 48 : 16);

@@ -31,6 +31,11 @@ export const GGML_TYPES = {
   BF16: { id: 30, block: 1, bytes: 2 },
 } as const;
 export type GGMLType = keyof typeof GGML_TYPES;
+/** ggml's other type ids, named in the error that refuses them (IQ1-IQ3's grids and ternary types). */
+const UNREAD_TYPES: Record<number, string> = {
+  9: "Q8_1", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 21: "IQ3_S", 22: "IQ2_S", 24: "I8", 25: "I16",
+  26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 34: "TQ1_0", 35: "TQ2_0",
+};
 const TYPE_BY_ID = new Map(Object.entries(GGML_TYPES).map(([name, t]) => [t.id as number, name as GGMLType]));
 
 export type GGUFValue = number | bigint | boolean | string | GGUFValue[];
@@ -166,7 +171,10 @@ export function parseGGUFHeader(bytes: Uint8Array, fileSize: number, source = "m
     }
     const typeId = u32();
     const type = TYPE_BY_ID.get(typeId);
-    if (!type) throw fail(`tensor ${name} has ggml type ${typeId}, which this runtime does not read (${Object.keys(GGML_TYPES).join(", ")})`);
+    if (!type) {
+      const known = UNREAD_TYPES[typeId];
+      throw fail(`tensor ${name} is ${known ? `${known} (ggml type ${typeId})` : `of ggml type ${typeId}`}, which this runtime does not read (it reads ${Object.keys(GGML_TYPES).join(", ")}: a Q4_K_M, Q3_K_M or IQ4_XS file of the model, for one)`);
+    }
     const offset = u64(`the offset of ${name}`);
     infos.push({ name, dims, type, offset });
   }
