@@ -15,6 +15,9 @@ export const WEIGHT_IQ4_NL: i32 = 5;
 export const WEIGHT_Q5_K: i32 = 6;
 export const WEIGHT_Q2_K: i32 = 7;
 export const WEIGHT_Q3_K: i32 = 8;
+export const WEIGHT_Q4_1: i32 = 9;
+export const WEIGHT_Q5_1: i32 = 10;
+export const WEIGHT_FORMAT_COUNT: i32 = 11;
 
 @unmanaged export class AttentionCall {
   q: usize;

@@ -341,7 +341,7 @@ describe("GGUF files", function () {
       for (const m of [ref, fromMemory, split]) m.dispose();
     });
 
-    it("types not kept as stored (Q4_1, Q5_1; Q5_K, Q6_K by default) are converted to Q8_0 at load and IQ4_XS to IQ4_NL, within those formats' error of their values, beside Q5_0, IQ4_NL, Q2_K, Q3_K and Q4_K kept as they are", async () => {
+    it("types not kept as stored (Q5_1, Q5_K, Q6_K by default) are converted to Q8_0 at load and IQ4_XS to IQ4_NL, within those formats' error of their values, beside Q5_0, Q4_1, IQ4_NL, Q2_K, Q3_K and Q4_K kept as they are", async () => {
       const config = { ...base, model_type: "qwen2", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
       const cfg = parseModelConfig(config);
       const weights = randomWeights(cfg);

@@ -9,7 +9,7 @@ import { dequantizeRows, IQ4_LEVELS, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRow
 import { WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
 import { BUILDS, randomArray, runtimeFor } from "./helpers.ts";
 
-const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0", "iq4_nl"];
+const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl"];
 const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"];
 
 /** Activations quantized as the kernels do: per block of 32, d = max|x| / 127 (f32), q = round(x / d). */
@@ -31,7 +31,7 @@ function quantizeActivations(x: Float32Array, K: number): { q: Int8Array; d: Flo
   return { q, d };
 }
 
-/** y = x · Wᵀ in float64 as llama.cpp defines it for these formats: Σ_blocks d_w · d_x · Σ q_w · q_x. */
+/** y = x · Wᵀ in float64 as llama.cpp defines it for these formats: Σ_blocks d_w · d_x · Σ q_w · q_x (Q4_1, Q5_1: + m_w · d_x · Σ q_x). */
 function emulate(dtype: QuantDtype, x: Float32Array, w: Uint8Array, M: number, N: number, K: number): Float64Array {
   const nb = Math.ceil(K / 32), bb = quantRowBytes(dtype, 32);
   const { q, d } = quantizeActivations(x, K);
@@ -42,6 +42,17 @@ function emulate(dtype: QuantDtype, x: Float32Array, w: Uint8Array, M: number, N
       for (let b = 0; b < nb; b++) {
         const at = (n * nb + b) * bb, dw = f16ToF32(w[at]! | (w[at + 1]! << 8));
         let s = 0;
+        if (dtype === "q4_1" || dtype === "q5_1") {
+          const mw = f16ToF32(w[at + 2]! | (w[at + 3]! << 8)), qs = at + (dtype === "q4_1" ? 4 : 8);
+          const qh = dtype === "q4_1" ? 0 : (w[at + 4]! | (w[at + 5]! << 8) | (w[at + 6]! << 16) | (w[at + 7]! << 24)) >>> 0;
+          let sx = 0;
+          for (let j = 0; j < 32; j++) {
+            const qw = (j < 16 ? w[qs + j]! & 15 : w[qs + j - 16]! >> 4) | (((qh >>> j) & 1) << 4), qx = q[(m * nb + b) * 32 + j]!;
+            s += qw * qx; sx += qx;
+          }
+          acc += dw * d[m * nb + b]! * s + mw * d[m * nb + b]! * sx;
+          continue;
+        }
         for (let j = 0; j < 32; j++) {
           const qw = dtype === "q8_0" ? (w[at + 2 + j]! << 24) >> 24
             : dtype === "iq4_nl" ? IQ4_LEVELS[j < 16 ? w[at + 2 + j]! & 15 : w[at + 2 + j - 16]! >> 4]!
@@ -159,7 +170,7 @@ describe("block-quantized weights: the formats", () => {
         quantizeRows(dtype, x, K, out);
         const back = dequantizeRows(dtype, out, K);
         assert.equal(back.length, 3 * K);
-        const step = dtype === "q8_0" ? 1 / 127 : dtype === "q5_0" ? 1 / 16 : 1 / 8;
+        const step = dtype === "q8_0" ? 1 / 127 : dtype === "q5_0" || dtype === "q5_1" ? 1 / 16 : 1 / 8;
         back.forEach((v, i) => assert.ok(Math.abs(v - x[i]!) <= step * 1.01 * Math.max(...Array.from(x.subarray(Math.floor(i / K) * K, Math.floor(i / K) * K + K), Math.abs)), `${dtype} K=${K} element ${i}`));
       }
     }

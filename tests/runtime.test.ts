@@ -61,7 +61,7 @@ describe("createRuntime", () => {
   });
 
   it("every build's exports are the host's kernel table, names and arities (one place to add a kernel)", async () => {
-    const { KERNELS, JOB_KERNELS, LINEAR_KERNELS, EMBED_KERNELS } = await import("../src/runtime/kernel-exports.ts");
+    const { CODES, KERNELS, JOB_KERNELS, LINEAR_KERNELS, EMBED_KERNELS } = await import("../src/runtime/kernel-exports.ts");
     for (const build of ["simd", "relaxed", "simd-threads", "relaxed-threads"]) {
       const module = await WebAssembly.compile(await readFile(new URL(`../build/gqa-${build}.wasm`, import.meta.url)));
       const exported = WebAssembly.Module.exports(module).filter((e) => e.kind === "function").map((e) => e.name).sort();
@@ -69,9 +69,12 @@ describe("createRuntime", () => {
     }
     const rt = await createRuntime();
     for (const [name, spec] of Object.entries(KERNELS)) assert.equal((rt.kernels as unknown as Record<string, (...a: number[]) => unknown>)[name]!.length, spec.params.length, `${name} takes ${spec.params.length} arguments`);
-    assert.deepEqual(JOB_KERNELS, ["", "attention_f32", "attention_paged", "attention_combine", "kv_write", "linear_f32", "linear_bf16", "linear_f16", "linear_q8_0", "linear_q4_0", "linear_q5_0", "linear_iq4_nl", "quantize_activations", "linear_q2_k", "linear_q3_k", "linear_q4_k", "linear_q5_k", "linear_q6_k", "embed_rows_f32", "embed_rows_bf16", "embed_rows_f16", "embed_rows_q8_0", "embed_rows_q4_0", "embed_rows_q5_0", "embed_rows_iq4_nl", "embed_rows_q2_k", "embed_rows_q3_k", "embed_rows_q4_k", "embed_rows_q5_k", "embed_rows_q6_k", "rmsnorm_f32", "rope_f32", "swiglu_f32"]);
-    assert.deepEqual(LINEAR_KERNELS, { f32: "linear_f32", bf16: "linear_bf16", f16: "linear_f16", q8_0: "linear_q8_0", q4_0: "linear_q4_0", q5_0: "linear_q5_0", iq4_nl: "linear_iq4_nl", q2_k: "linear_q2_k", q3_k: "linear_q3_k", q4_k: "linear_q4_k", q5_k: "linear_q5_k", q6_k: "linear_q6_k" });
-    assert.deepEqual(EMBED_KERNELS, { f32: "embed_rows_f32", bf16: "embed_rows_bf16", f16: "embed_rows_f16", q8_0: "embed_rows_q8_0", q4_0: "embed_rows_q4_0", q5_0: "embed_rows_q5_0", iq4_nl: "embed_rows_iq4_nl", q2_k: "embed_rows_q2_k", q3_k: "embed_rows_q3_k", q4_k: "embed_rows_q4_k", q5_k: "embed_rows_q5_k", q6_k: "embed_rows_q6_k" });
+    assert.deepEqual(JOB_KERNELS, ["", "attention_f32", "attention_paged", "attention_combine", "kv_write", "linear_f32", "linear_bf16", "linear_f16", "linear_q8_0", "linear_q4_0", "linear_q5_0", "linear_iq4_nl", "linear_q4_1", "linear_q5_1", "quantize_activations", "linear_q2_k", "linear_q3_k", "linear_q4_k", "linear_q5_k", "linear_q6_k", "embed_rows_f32", "embed_rows_bf16", "embed_rows_f16", "embed_rows_q8_0", "embed_rows_q4_0", "embed_rows_q5_0", "embed_rows_iq4_nl", "embed_rows_q4_1", "embed_rows_q5_1", "embed_rows_q2_k", "embed_rows_q3_k", "embed_rows_q4_k", "embed_rows_q5_k", "embed_rows_q6_k", "rmsnorm_f32", "rope_f32", "swiglu_f32"]);
+    // The kernels loop over the weight formats' codes 0 .. WEIGHT_FORMAT_COUNT - 1.
+    const formatCodes = Object.entries(CODES).filter(([k]) => k.startsWith("WEIGHT_") && k !== "WEIGHT_FORMAT_COUNT").map(([, v]) => v).sort((a, b) => a - b);
+    assert.deepEqual(formatCodes, Array.from({ length: CODES.WEIGHT_FORMAT_COUNT }, (_, i) => i));
+    assert.deepEqual(LINEAR_KERNELS, { f32: "linear_f32", bf16: "linear_bf16", f16: "linear_f16", q8_0: "linear_q8_0", q4_0: "linear_q4_0", q5_0: "linear_q5_0", iq4_nl: "linear_iq4_nl", q4_1: "linear_q4_1", q5_1: "linear_q5_1", q2_k: "linear_q2_k", q3_k: "linear_q3_k", q4_k: "linear_q4_k", q5_k: "linear_q5_k", q6_k: "linear_q6_k" });
+    assert.deepEqual(EMBED_KERNELS, { f32: "embed_rows_f32", bf16: "embed_rows_bf16", f16: "embed_rows_f16", q8_0: "embed_rows_q8_0", q4_0: "embed_rows_q4_0", q5_0: "embed_rows_q5_0", iq4_nl: "embed_rows_iq4_nl", q4_1: "embed_rows_q4_1", q5_1: "embed_rows_q5_1", q2_k: "embed_rows_q2_k", q3_k: "embed_rows_q3_k", q4_k: "embed_rows_q4_k", q5_k: "embed_rows_q5_k", q6_k: "embed_rows_q6_k" });
   });
 
   it("rejects a missing file with a message that says how to build", async () => {

@@ -2,7 +2,7 @@ import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
 import { dequantizeRowK, dotk_1x1, dotk_1x2, isKQuant, kquantRowBytes, SUPER_BLOCK } from "./linear-kquant";
-import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_IQ4_NL, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
+import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
@@ -14,8 +14,11 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_IQ4_NL, WEIGHT_Q2_K, WEIG
 //                                                             (22 bytes; w = d·(q - 16))
 //   IQ4_NL: Q4_0's layout, each nibble an index into 16 non-uniform levels (IQ4_LEVELS, -127..113)
 //                                                             (18 bytes; w = d·levels[q])
+//   Q4_1, Q5_1: f16 d, f16 min m, then Q4_0's nibbles / Q5_0's qh and nibbles
+//                                                             (20 / 24 bytes; w = d·q + m)
 // Q5_0 goes Q4_0's ways (its 0..31 is 7-bit too) with the fifth bits or'ed in (unsignedWeightsQ5)
-// and a -16·sum correction. IQ4_NL goes Q8_0's ways on its levels (one byte swizzle per 16
+// and a -16·sum correction. Q4_1 / Q5_1 go Q4_0's / Q5_0's ways with m·da·Σa added per block
+// where those subtract an offset. IQ4_NL goes Q8_0's ways on its levels (one byte swizzle per 16
 // weights makes them the signed bytes a Q8_0 block holds).
 //
 // Arithmetic, chosen by measurement: integer dot products on activations quantized per 32-block
@@ -95,8 +98,8 @@ export function linear_quant_f32_rows(format: i32): i32 {
 /** Bytes of scratch a call takes: the quantized activations of M rows of K, or (from the rows where either format computes in f32) as much as an f32 weight panel if more. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
   const quantized = M * ((K + QK - 1) / QK) * <i32>QA_BLOCK;
-  const fewest = min(min(min(linearQuantF32Rows(WEIGHT_Q8_0), linearQuantF32Rows(WEIGHT_Q4_0)), min(linearQuantF32Rows(WEIGHT_Q5_0), linearQuantF32Rows(WEIGHT_IQ4_NL))),
-    min(min(min(linearQuantF32Rows(WEIGHT_Q2_K), linearQuantF32Rows(WEIGHT_Q3_K)), min(linearQuantF32Rows(WEIGHT_Q4_K), linearQuantF32Rows(WEIGHT_Q5_K))), linearQuantF32Rows(WEIGHT_Q6_K)));
+  let fewest = i32.MAX_VALUE;
+  for (let format = 0; format < WEIGHT_FORMAT_COUNT; format++) fewest = min(fewest, linearQuantF32Rows(format));
   return M >= fewest ? max(quantized, linear_panel_scratch_bytes(M, K)) : quantized;
 }
 
@@ -233,8 +236,26 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
 // @ts-ignore: decorator
 @inline function offsetWeights(format: i32): bool { return format == WEIGHT_Q4_0 || format == WEIGHT_Q5_0; }
 
+/** Q4_1 and Q5_1: unsigned weights with a min per block (w = d·q + m), added as m·da·Σa. */
+// @ts-ignore: decorator
+@inline function hasMin(format: i32): bool { return format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1; }
+
+/** The formats of unsigned 4- or 5-bit weights (the relaxed build's 7-bit dot operand as they are). */
+// @ts-ignore: decorator
+@inline function unsignedWeights(format: i32): bool { return offsetWeights(format) || hasMin(format); }
+
+/** Q5_0 and Q5_1: nibbles and a u32 of fifth bits. */
+// @ts-ignore: decorator
+@inline function fiveBit(format: i32): bool { return format == WEIGHT_Q5_0 || format == WEIGHT_Q5_1; }
+
+/** Where a block's 16 bytes of nibbles start: after d (Q4_0, IQ4_NL), d and m (Q4_1), d and qh (Q5_0), d, m and qh (Q5_1). */
+// @ts-ignore: decorator
+@inline function nibblesAt(format: i32): usize {
+  return format == WEIGHT_Q5_1 ? 8 : format == WEIGHT_Q5_0 ? 6 : format == WEIGHT_Q4_1 ? 4 : 2;
+}
+
 /**
- * Weights 0-15 (high false) or 16-31 of a Q5_0 block as unsigned bytes 0..31: the nibbles (byte
+ * Weights 0-15 (high false) or 16-31 of a Q5_0 / Q5_1 block as unsigned bytes 0..31: the nibbles (byte
  * j: weight j low, j+16 high) with bit j of the block's u32 qh as 16. The qh byte of each weight
  * shuffled to its lane, its bit tested against the lane's mask.
  */
@@ -242,10 +263,10 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
 const Q5_LANES = memory.data<u8>([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3], 16);
 
 // @ts-ignore: decorator
-@inline function unsignedWeightsQ5(wb: usize, high: bool): v128 {
-  const q = v128.load(wb + 6);
+@inline function unsignedWeightsQ5(wb: usize, high: bool, format: i32): v128 {
+  const q = v128.load(wb + nibblesAt(format));
   const nib = high ? highNibbles(q) : v128.and(q, i8x16.splat(0x0f));
-  const qh = v128.load32_zero(wb + 2), lanes = v128.load(Q5_LANES + (high ? 16 : 0));
+  const qh = v128.load32_zero(wb + (format == WEIGHT_Q5_1 ? 4 : 2)), lanes = v128.load(Q5_LANES + (high ? 16 : 0));
   // The lane pattern from memory (one load): as a shuffle's constant, V8 built it anew in every
   // block (five instructions). The relaxed swizzle is one pshufb (its indices are all < 16).
   const bytes = ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(qh, lanes) : i8x16.swizzle(qh, lanes);
@@ -267,19 +288,19 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   return ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(levels, nib) : i8x16.swizzle(levels, nib);
 }
 
-/** The weight block's 32 values as four i16x8 vectors (Q8_0: q; Q4_0 / Q5_0: unsigned 0..15 / 0..31). */
+/** The weight block's 32 values as four i16x8 vectors (Q8_0, IQ4_NL: signed; the others unsigned 0..15 / 0..31). */
 // @ts-ignore: decorator
 @inline function weightsI16(wb: usize, format: i32, part: i32): v128 {
   if (format == WEIGHT_IQ4_NL) {
     const q = iq4Weights(wb, part >= 2);
     return (part & 1) == 0 ? i16x8.extend_low_i8x16_s(q) : i16x8.extend_high_i8x16_s(q);
   }
-  if (format == WEIGHT_Q5_0) {
-    const q = unsignedWeightsQ5(wb, part >= 2);
+  if (fiveBit(format)) {
+    const q = unsignedWeightsQ5(wb, part >= 2, format);
     return (part & 1) == 0 ? i16x8.extend_low_i8x16_u(q) : i16x8.extend_high_i8x16_u(q);
   }
-  if (format == WEIGHT_Q4_0) {
-    const q = v128.load(wb + 2);
+  if (format == WEIGHT_Q4_0 || format == WEIGHT_Q4_1) {
+    const q = v128.load(wb + nibblesAt(format));
     const nib = part < 2 ? v128.and(q, i8x16.splat(0x0f)) : highNibbles(q);
     return (part & 1) == 0 ? i16x8.extend_low_i8x16_u(nib) : i16x8.extend_high_i8x16_u(nib);
   }
@@ -301,7 +322,7 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
 /** Part 0..3 of an activation block as the block dot takes it: i16x8, or i8x16 (parts 0, 1) for the relaxed build's Q4_0. */
 // @ts-ignore: decorator
 @inline function activations(a: usize, part: i32, format: i32): v128 {
-  if (offsetWeights(format) && ASC_FEATURE_RELAXED_SIMD) return v128.load(a + QA_I8 + (<usize>(part & 1) << 4));
+  if (unsignedWeights(format) && ASC_FEATURE_RELAXED_SIMD) return v128.load(a + QA_I8 + (<usize>(part & 1) << 4));
   return v128.load(a + (<usize>part << 4));
 }
 
@@ -312,14 +333,17 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   return format == WEIGHT_Q4_0 ? v128.load(a + QA_CORR) : i32x4.splat(0);
 }
 
-/** Bytes of a block: Q8_0 34, Q4_0 and IQ4_NL 18, Q5_0 22 (f16 d, u32 of high bits, 16 bytes of nibbles). */
+/** Bytes of a block: Q8_0 34, Q4_0 and IQ4_NL 18, Q4_1 20, Q5_0 22, Q5_1 24 (2 bytes of f16 each, 4 of fifth bits, 16 of nibbles). */
 // @ts-ignore: decorator
-@inline export function blockBytes(format: i32): usize { return format == WEIGHT_Q4_0 || format == WEIGHT_IQ4_NL ? 18 : format == WEIGHT_Q5_0 ? 22 : 34; }
+@inline export function blockBytes(format: i32): usize {
+  return format == WEIGHT_Q8_0 ? 34 : nibblesAt(format) + 16;
+}
 
 /**
- * K weights of a row of Q8_0, Q4_0 or Q5_0 blocks, from its first block at `src`, as f32
- * at `dst`: d·q, d·(nibble - 8), d·(q5 - 16), each one exact f32 product (an f16 times a small integer), the
- * values the host's readers compute. Whole blocks 16 weights a step; a last partial block (K not a
+ * K weights of a row of 32-blocks, from its first block at `src`, as f32 at `dst`: d·q,
+ * d·(nibble - 8), d·(q5 - 16), d·level, each one exact f32 product (an f16 times a small integer),
+ * or d·q + m (Q4_1, Q5_1: the product exact, the sum rounded once), the values the host's readers
+ * compute. Whole blocks 16 weights a step; a last partial block (K not a
  * multiple of 32) one weight at a time.
  */
 // @ts-ignore: decorator
@@ -327,11 +351,19 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   const bb = blockBytes(format), whole = K / QK;
   for (let b = 0; b < whole; b++) {
     const blk = src + <usize>b * bb, out = dst + (<usize>b << 7), d = f32x4.splat(halfAt(blk));
-    const q = v128.load(blk + 2);
+    const q = v128.load(blk + nibblesAt(format));
     let lo: v128, hi: v128; // weights 0-15 and 16-31 as i8x16
+    if (hasMin(format)) {
+      const m = f32x4.splat(halfAt(blk + 2));
+      lo = fiveBit(format) ? unsignedWeightsQ5(blk, false, format) : v128.and(q, i8x16.splat(0x0f));
+      hi = fiveBit(format) ? unsignedWeightsQ5(blk, true, format) : highNibbles(q);
+      dequantize16Plus(lo, d, m, out);
+      dequantize16Plus(hi, d, m, out + 64);
+      continue;
+    }
     if (format == WEIGHT_Q5_0) {
-      lo = i8x16.sub(unsignedWeightsQ5(blk, false), i8x16.splat(16));
-      hi = i8x16.sub(unsignedWeightsQ5(blk, true), i8x16.splat(16));
+      lo = i8x16.sub(unsignedWeightsQ5(blk, false, format), i8x16.splat(16));
+      hi = i8x16.sub(unsignedWeightsQ5(blk, true, format), i8x16.splat(16));
     } else if (format == WEIGHT_IQ4_NL) {
       lo = iq4Weights(blk, false);
       hi = iq4Weights(blk, true);
@@ -350,6 +382,12 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   const blk = src + <usize>whole * bb, d = halfAt(blk);
   for (let j = 0; j < rest; j++) {
     let q: i32;
+    if (hasMin(format)) {
+      const byte = <i32>load<u8>(blk + nibblesAt(format) + <usize>(j & 15));
+      q = (j < 16 ? byte & 15 : byte >> 4) | (fiveBit(format) ? (<i32>(load<u32>(blk + 4) >> <u32>j) & 1) << 4 : 0);
+      store<f32>(dst + (<usize>(whole * QK + j) << 2), d * <f32>q + halfAt(blk + 2));
+      continue;
+    }
     if (format == WEIGHT_Q5_0) {
       const byte = <i32>load<u8>(blk + 6 + <usize>(j & 15));
       q = ((j < 16 ? byte & 15 : byte >> 4) | ((<i32>(load<u32>(blk + 2) >> <u32>j) & 1) << 4)) - 16;
@@ -364,6 +402,16 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
     }
     store<f32>(dst + (<usize>(whole * QK + j) << 2), d * <f32>q);
   }
+}
+
+/** 16 unsigned bytes (< 128) times d plus m, stored as 16 f32 at `out` (the products exact, the sums rounded once). */
+// @ts-ignore: decorator
+@inline function dequantize16Plus(q: v128, d: v128, m: v128, out: usize): void {
+  const lo = i16x8.extend_low_i8x16_s(q), hi = i16x8.extend_high_i8x16_s(q);
+  v128.store(out, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), d), m));
+  v128.store(out + 16, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), d), m));
+  v128.store(out + 32, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), d), m));
+  v128.store(out + 48, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), d), m));
 }
 
 /** 16 signed bytes times d, stored as 16 f32 at `out`. */
@@ -408,6 +456,7 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
 @inline function dotq_1x1(qa: usize, w: usize, nb: i32, format: i32): f32 {
   const bb = blockBytes(format);
   let acc = f32x4.splat(0);
+  let mins: f32 = 0; // Q4_1 / Q5_1: Σ m·da·Σa, block by block
   let b = 0;
   for (; b + 2 <= nb; b += 2) {
     const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
@@ -415,12 +464,20 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
     const s1 = f32x4.splat(halfAt(wb + bb) * load<f32>(a + QA_BLOCK + QA_SCALE));
     acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb, a, format)), s0, acc);
     acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb + bb, a + QA_BLOCK, format)), s1, acc);
+    if (hasMin(format)) { mins += blockMin(wb, a); mins += blockMin(wb + bb, a + QA_BLOCK); }
   }
   for (; b < nb; b++) {
     const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
     acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb, a, format)), f32x4.splat(halfAt(wb) * load<f32>(a + QA_SCALE)), acc);
+    if (hasMin(format)) mins += blockMin(wb, a);
   }
-  return hsum(acc);
+  return hasMin(format) ? hsum(acc) + mins : hsum(acc);
+}
+
+/** A Q4_1 / Q5_1 block's min times its activation block's scale and sum: m·da·Σa. */
+// @ts-ignore: decorator
+@inline function blockMin(wb: usize, a: usize): f32 {
+  return halfAt(wb + 2) * load<f32>(a + QA_DSUM);
 }
 
 /**
@@ -435,15 +492,17 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
 @inline function dotq_1x2(qa: usize, w0: usize, w1: usize, nb: i32, format: i32, y0: usize, y1: usize, addToY: bool): void {
   const bb = blockBytes(format);
   let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  let mins0: f32 = 0, mins1: f32 = 0;
   for (let b = 0; b < nb; b++) {
     const a = qa + <usize>b * QA_BLOCK, o = <usize>b * bb;
     const a0 = activations(a, 0, format), a1 = activations(a, 1, format), a2 = activations(a, 2, format), a3 = activations(a, 3, format);
     const corr = correction(a, format), da = load<f32>(a + QA_SCALE);
     acc0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w0 + o, a0, a1, a2, a3, corr, format)), f32x4.splat(halfAt(w0 + o) * da), acc0);
     acc1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w1 + o, a0, a1, a2, a3, corr, format)), f32x4.splat(halfAt(w1 + o) * da), acc1);
+    if (hasMin(format)) { mins0 += blockMin(w0 + o, a); mins1 += blockMin(w1 + o, a); }
   }
-  finish(y0, hsum(acc0), addToY);
-  finish(y1, hsum(acc1), addToY);
+  finish(y0, hasMin(format) ? hsum(acc0) + mins0 : hsum(acc0), addToY);
+  finish(y1, hasMin(format) ? hsum(acc1) + mins1 : hsum(acc1), addToY);
 }
 
 /**
@@ -495,8 +554,8 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
     const a = qa0 + <usize>b * QA_BLOCK, a_ = qa1 + <usize>b * QA_BLOCK, o = <usize>b * blockBytes(format);
     let l0: v128, h0: v128, l1: v128, h1: v128;
     if (format == WEIGHT_Q5_0) {
-      l0 = unsignedWeightsQ5(w0 + o, false); h0 = unsignedWeightsQ5(w0 + o, true);
-      l1 = unsignedWeightsQ5(w1 + o, false); h1 = unsignedWeightsQ5(w1 + o, true);
+      l0 = unsignedWeightsQ5(w0 + o, false, format); h0 = unsignedWeightsQ5(w0 + o, true, format);
+      l1 = unsignedWeightsQ5(w1 + o, false, format); h1 = unsignedWeightsQ5(w1 + o, true, format);
     } else {
       const q0 = v128.load(w0 + o + 2), q1 = v128.load(w1 + o + 2);
       l0 = v128.and(q0, i8x16.splat(0x0f)); h0 = highNibbles(q0); l1 = v128.and(q1, i8x16.splat(0x0f)); h1 = highNibbles(q1);
@@ -544,8 +603,8 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
  */
 // @ts-ignore: decorator
 @inline function blockDotRow(wb: usize, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, format: i32): v128 {
-  if (format == WEIGHT_Q5_0 && ASC_FEATURE_RELAXED_SIMD) return nibbleDotRelaxed(unsignedWeightsQ5(wb, false), unsignedWeightsQ5(wb, true), a0, a1, corr);
-  if (format == WEIGHT_Q4_0 && ASC_FEATURE_RELAXED_SIMD) return blockDotQ4Relaxed(v128.load(wb + 2), a0, a1, corr);
+  if (fiveBit(format) && ASC_FEATURE_RELAXED_SIMD) return nibbleDotRelaxed(unsignedWeightsQ5(wb, false, format), unsignedWeightsQ5(wb, true, format), a0, a1, corr);
+  if ((format == WEIGHT_Q4_0 || format == WEIGHT_Q4_1) && ASC_FEATURE_RELAXED_SIMD) return blockDotQ4Relaxed(v128.load(wb + nibblesAt(format)), a0, a1, corr);
   if (format == WEIGHT_IQ4_NL && ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(iq4Weights(wb, false), iq4Weights(wb, true), a0, a1, a2, a3);
   if (ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(v128.load(wb + 2), v128.load(wb + 18), a0, a1, a2, a3);
   return blockDotRegs(weightsI16(wb, format, 0), weightsI16(wb, format, 1), weightsI16(wb, format, 2), weightsI16(wb, format, 3), a0, a1, a2, a3, corr, format);
@@ -656,6 +715,16 @@ export function linear_q4_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N
 /** The linear layer with Q5_0 weights; `scratch` as linear_q8_0's. */
 export function linear_q5_0(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
   linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q5_0);
+}
+
+/** The linear layer with Q4_1 weights; `scratch` as linear_q8_0's. */
+export function linear_q4_1(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q4_1);
+}
+
+/** The linear layer with Q5_1 weights; `scratch` as linear_q8_0's. */
+export function linear_q5_1(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q5_1);
 }
 
 /** The linear layer with IQ4_NL weights; `scratch` as linear_q8_0's. */

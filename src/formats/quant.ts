@@ -6,22 +6,23 @@
 //         low nibble of byte j, weight j+16 in the high nibble)
 //   Q5_0: f16 d, u32 qh, 16 bytes of nibbles  (22 bytes; w = d·(q - 16), q's bit 4 is bit j of qh)
 //   IQ4_NL: Q4_0's layout, w = d·IQ4_LEVELS[q] (16 non-uniform levels, denser near zero)
+//   Q4_1, Q5_1: f16 d, f16 m, then Q4_0's nibbles / Q5_0's qh and nibbles (20 / 24 bytes; w = d·q + m)
 // A row of K weights is ceil(K/32) blocks; past K the last block holds zeros.
 //   Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: super-blocks of 256 (layouts in assembly/kernels/linear-kquant.ts); a row is
 //         K / 256 of them, K a multiple of 256 (GGUF has no partial super-block).
 import { GGML_TYPES } from "./gguf.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
-export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "iq4_nl" | "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k";
+export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "q4_1" | "q5_1" | "iq4_nl" | "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k";
 export const QUANT_BLOCK = 32;
 /** Weights per block of each format (a K-quant's super-block). */
-export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, iq4_nl: 32, q2_k: 256, q3_k: 256, q4_k: 256, q5_k: 256, q6_k: 256 };
+export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, q4_1: 32, q5_1: 32, iq4_nl: 32, q2_k: 256, q3_k: 256, q4_k: 256, q5_k: 256, q6_k: 256 };
 export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = {
-  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q2_k: GGML_TYPES.Q2_K.bytes, q3_k: GGML_TYPES.Q3_K.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
+  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, q4_1: GGML_TYPES.Q4_1.bytes, q5_1: GGML_TYPES.Q5_1.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q2_k: GGML_TYPES.Q2_K.bytes, q3_k: GGML_TYPES.Q3_K.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
 };
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
-  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q5_0" || dtype === "iq4_nl" || isKQuant(dtype as QuantDtype);
+  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q5_0" || dtype === "q4_1" || dtype === "q5_1" || dtype === "iq4_nl" || isKQuant(dtype as QuantDtype);
 }
 
 /** IQ4_NL's (and IQ4_XS's) 16 levels, ggml's kvalues_iq4nl: a nibble q stands for d·IQ4_LEVELS[q]. */
@@ -81,7 +82,8 @@ export function quantRowBytes(dtype: QuantDtype, K: number): number {
  * Quantizes `rows` rows of K floats into `out` (quantRowBytes each), as ggml's reference
  * quantizers do: Q8_0 d = max|x| / 127, q = round(x / d); Q4_0 d = (the x of largest |x|) / -8,
  * q = min(15, trunc(x / d + 8.5)); Q5_0 d = (the x of largest |x|) / -16, q = min(31,
- * trunc(x / d + 16.5)), bit 4 of weight j in bit j of qh; IQ4_NL as iq4nlBlock. The scale is
+ * trunc(x / d + 16.5)), bit 4 of weight j in bit j of qh; Q4_1 / Q5_1 d = (max - min) / 15 / 31,
+ * m = min, q = min(15 / 31, trunc((x - min) / d + 0.5)); IQ4_NL as iq4nlBlock. The scale is
  * rounded to f16 after the q are computed (IQ4_NL: before, its levels then fitted to it).
  */
 export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number, out: Uint8Array): void {
@@ -108,6 +110,21 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
         for (let i = 0; i < QUANT_BLOCK; i++) view.setInt8(at + 2 + i, roundAway(Math.fround(block[i]! * id)));
       } else if (dtype === "iq4_nl") {
         iq4nlBlock(block, out, at);
+      } else if (dtype === "q4_1" || dtype === "q5_1") {
+        let lo = Infinity, hi = -Infinity;
+        for (const v of block) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+        const top = dtype === "q4_1" ? 15 : 31, d = Math.fround((hi - lo) / top), id = d ? Math.fround(1 / d) : 0;
+        view.setUint16(at, f32ToF16(d), true);
+        view.setUint16(at + 2, f32ToF16(lo), true);
+        const qs = at + (dtype === "q4_1" ? 4 : 8);
+        let qh = 0;
+        for (let j = 0; j < 16; j++) {
+          const q0 = Math.min(top, Math.trunc(Math.fround(Math.fround(Math.fround(block[j]! - lo) * id) + 0.5)));
+          const q1 = Math.min(top, Math.trunc(Math.fround(Math.fround(Math.fround(block[j + 16]! - lo) * id) + 0.5)));
+          out[qs + j] = (q0 & 15) | ((q1 & 15) << 4);
+          qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
+        }
+        if (dtype === "q5_1") view.setUint32(at + 4, qh >>> 0, true);
       } else if (dtype === "q5_0") {
         const d = Math.fround(largestMagnitude(block) / -16), id = d ? Math.fround(1 / d) : 0;
         view.setUint16(at, f32ToF16(d), true);
@@ -147,6 +164,15 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < nb; b++) {
       const at = (r * nb + b) * bb, d = f16ToF32(view.getUint16(at, true));
+      if (dtype === "q4_1" || dtype === "q5_1") {
+        const m = f16ToF32(view.getUint16(at + 2, true)), qs = at + (dtype === "q4_1" ? 4 : 8);
+        const qh = dtype === "q4_1" ? 0 : view.getUint32(at + 4, true);
+        for (let j = 0, k = b * QUANT_BLOCK; j < QUANT_BLOCK && k < K; j++, k++) {
+          const q = (j < 16 ? bytes[qs + j]! & 15 : bytes[qs + j - 16]! >> 4) | (((qh >>> j) & 1) << 4);
+          out[r * K + k] = Math.fround(d * q + m);
+        }
+        continue;
+      }
       for (let j = 0, k = b * QUANT_BLOCK; j < QUANT_BLOCK && k < K; j++, k++) {
         const q = dtype === "q8_0" ? view.getInt8(at + 2 + j)
           : dtype === "iq4_nl" ? IQ4_LEVELS[j < 16 ? bytes[at + 2 + j]! & 15 : bytes[at + 2 + j - 16]! >> 4]!
@@ -230,23 +256,9 @@ export function dequantizeGGML(type: ReadableType, bytes: Uint8Array, elements: 
     case "Q8_0": return dequantizeRows("q8_0", bytes, elements);
     case "Q4_0": return dequantizeRows("q4_0", bytes, elements);
     case "IQ4_NL": return dequantizeRows("iq4_nl", bytes, elements);
-  }
-  if (type === "Q4_1" || type === "Q5_0" || type === "Q5_1") {
-    const bb = GGML_TYPES[type].bytes;
-    for (let b = 0; b < elements / 32; b++) {
-      const at = b * bb, d = half(at);
-      const m = type === "Q5_0" ? 0 : half(at + 2);
-      const qh = type === "Q4_1" ? 0 : view.getUint32(at + (type === "Q5_0" ? 2 : 4), true);
-      const qs = at + (type === "Q4_1" ? 4 : type === "Q5_0" ? 6 : 8);
-      for (let j = 0; j < 16; j++) {
-        let x0 = bytes[qs + j]! & 15, x1 = bytes[qs + j]! >> 4;
-        if (type !== "Q4_1") { x0 |= ((qh >>> j) << 4) & 0x10; x1 |= (qh >>> (j + 12)) & 0x10; }
-        if (type === "Q5_0") { x0 -= 16; x1 -= 16; }
-        out[b * 32 + j] = Math.fround(x0 * d + m);
-        out[b * 32 + j + 16] = Math.fround(x1 * d + m);
-      }
-    }
-    return out;
+    case "Q5_0": return dequantizeRows("q5_0", bytes, elements);
+    case "Q4_1": return dequantizeRows("q4_1", bytes, elements);
+    case "Q5_1": return dequantizeRows("q5_1", bytes, elements);
   }
   const blocks = elements / GGML_TYPES[type].block;
   for (let b = 0; b < blocks; b++) {

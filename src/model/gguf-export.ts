@@ -13,7 +13,7 @@ import { PRE_TOKENIZERS, unpermutedRow } from "./gguf-model.ts";
 
 const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
   f32: { type: "F32", fileType: 0 }, f16: { type: "F16", fileType: 1 }, bf16: { type: "BF16", fileType: 32 },
-  q8_0: { type: "Q8_0", fileType: 7 }, q4_0: { type: "Q4_0", fileType: 2 }, q5_0: { type: "Q5_0", fileType: 8 }, iq4_nl: { type: "IQ4_NL", fileType: 25 }, q2_k: { type: "Q2_K", fileType: 10 }, q3_k: { type: "Q3_K", fileType: 11 }, q4_k: { type: "Q4_K", fileType: 14 }, q5_k: { type: "Q5_K", fileType: 16 }, q6_k: { type: "Q6_K", fileType: 18 },
+  q8_0: { type: "Q8_0", fileType: 7 }, q4_0: { type: "Q4_0", fileType: 2 }, q5_0: { type: "Q5_0", fileType: 8 }, q4_1: { type: "Q4_1", fileType: 3 }, q5_1: { type: "Q5_1", fileType: 9 }, iq4_nl: { type: "IQ4_NL", fileType: 25 }, q2_k: { type: "Q2_K", fileType: 10 }, q3_k: { type: "Q3_K", fileType: 11 }, q4_k: { type: "Q4_K", fileType: 14 }, q5_k: { type: "Q5_K", fileType: 16 }, q6_k: { type: "Q6_K", fileType: 18 },
 };
 
 export interface GGUFExportOptions {

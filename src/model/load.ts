@@ -279,17 +279,18 @@ function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
 }
 
 /** The block-quantized GGUF types the kernels compute on as stored. */
-const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]);
+const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]);
 /**
- * Those kept as stored by default. Q6_K (a Q4_K_M file's LM head and some v / down matrices)
- * and Q5_K become Q8_0 unless `dtype: "q6_k"` / `"q5_k"` asks to keep them: their kernels run
- * 1.6x / 1.3x Q8_0's time at one thread (GEMV 4096², relaxed build; a Q5_K model decodes 15-20%
- * slower kept, at 1 and 2 threads, scratch/q5kspeed.ts), Q4_K's level with it in half the bytes.
- * Q5_K as Q8_0 kept a twin's greedy tokens on the file's exact values (scratch/faith.ts: 128 of
- * 128, as kept; Q4_K as Q8_0 96). Q2_K and Q3_K stay though their kernels take 1.2-1.6x Q8_0's
- * time: a file of 2-3-bit weights was chosen for its size, which Q8_0 would triple.
+ * Those kept as stored by default: each type whose kernel is about as fast as Q8_0's, the 2-3-bit
+ * ones (Q2_K, Q3_K: 1.2-1.6x Q8_0's time, but a file of them was chosen for its size, which Q8_0
+ * would triple), and Q5_0 (1.3x, but requantized to Q8_0 a Qwen2.5-0.5B-shaped Q4_K_M file's
+ * greedy tokens matched native llama.cpp's 0 of 64; 64 kept). Q5_1, Q5_K and Q6_K become Q8_0
+ * unless `dtype` asks to keep them: their kernels take 1.55x / 1.3x / 1.6x Q8_0's time at one
+ * thread (GEMV 4096², relaxed build; a Q5_K model decoded 15-20% slower kept, at 1 and 2
+ * threads, scratch/q5kspeed.ts), and as Q8_0 twins' greedy tokens stayed on the files' exact
+ * values (scratch/faith.ts: Q5_K 128 of 128, Q5_1 192 of 192, as kept).
  */
-const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K"]);
+const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K"]);
 
 /**
  * What a matrix of a type not kept converts to at load (no dtype given): IQ4_XS to IQ4_NL (its
@@ -319,8 +320,8 @@ export function ggufConversions(matrixTypes: readonly string[]): Map<string, num
   return out;
 }
 
-/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, IQ4_NL), d and dmin (Q4_K, Q5_K; Q2_K's after its quants), d after the quants (Q6_K). */
-const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], iq4_nl: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208] };
+/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, IQ4_NL), d and m (Q4_1, Q5_1), d and dmin (Q4_K, Q5_K; Q2_K's after its quants), d after the quants (Q6_K). */
+const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], q4_1: [0, 2], q5_1: [0, 2], iq4_nl: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208] };
 
 /** The first block of quantized data with an infinite or NaN f16 scale, or -1. */
 function firstNonFiniteScale(bytes: Uint8Array, dtype: QuantDtype): number {

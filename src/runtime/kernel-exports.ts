@@ -21,15 +21,17 @@ const ATTENTION_RANGES = ["kvHeadBegin", "kvHeadEnd", "qBegin", "qEnd", "keyBegi
 
 /**
  * Codes shared by the host and the kernels: the KV cache's storage types; the linear kernels'
- * flags; the block-quantized weight formats (linear_quant_f32_rows' argument).
+ * flags; the block-quantized weight formats (linear_quant_f32_rows' argument), 0 to
+ * WEIGHT_FORMAT_COUNT - 1.
  */
 export const CODES = {
   KV_F32: 0, KV_BF16: 1, KV_INT8: 2, LINEAR_ACCUMULATE: 1, LINEAR_X_QUANTIZED: 2,
-  WEIGHT_Q8_0: 0, WEIGHT_Q4_0: 1, WEIGHT_Q4_K: 2, WEIGHT_Q6_K: 3, WEIGHT_Q5_0: 4, WEIGHT_IQ4_NL: 5, WEIGHT_Q5_K: 6, WEIGHT_Q2_K: 7, WEIGHT_Q3_K: 8,
+  WEIGHT_Q8_0: 0, WEIGHT_Q4_0: 1, WEIGHT_Q4_K: 2, WEIGHT_Q6_K: 3, WEIGHT_Q5_0: 4, WEIGHT_IQ4_NL: 5, WEIGHT_Q5_K: 6, WEIGHT_Q2_K: 7, WEIGHT_Q3_K: 8, WEIGHT_Q4_1: 9, WEIGHT_Q5_1: 10,
+  WEIGHT_FORMAT_COUNT: 11,
 } as const;
 
 /** The WEIGHT_* code of each block-quantized weight dtype. */
-export const WEIGHT_FORMATS = { q8_0: CODES.WEIGHT_Q8_0, q4_0: CODES.WEIGHT_Q4_0, q5_0: CODES.WEIGHT_Q5_0, q2_k: CODES.WEIGHT_Q2_K, q3_k: CODES.WEIGHT_Q3_K, q4_k: CODES.WEIGHT_Q4_K, q5_k: CODES.WEIGHT_Q5_K, q6_k: CODES.WEIGHT_Q6_K, iq4_nl: CODES.WEIGHT_IQ4_NL } as const;
+export const WEIGHT_FORMATS = { q8_0: CODES.WEIGHT_Q8_0, q4_0: CODES.WEIGHT_Q4_0, q5_0: CODES.WEIGHT_Q5_0, q4_1: CODES.WEIGHT_Q4_1, q5_1: CODES.WEIGHT_Q5_1, q2_k: CODES.WEIGHT_Q2_K, q3_k: CODES.WEIGHT_Q3_K, q4_k: CODES.WEIGHT_Q4_K, q5_k: CODES.WEIGHT_Q5_K, q6_k: CODES.WEIGHT_Q6_K, iq4_nl: CODES.WEIGHT_IQ4_NL } as const;
 
 /**
  * Structs the host writes into wasm memory for calls too wide for positional arguments: fields
@@ -115,11 +117,13 @@ export const KERNELS = {
   /** IEEE half weights, likewise */
   linear_f16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f16", scratchBytes: "linear_panel_scratch_bytes" },
   linear_panel_scratch_bytes: { from: "kernels/linear", params: ["M", "K"], returns: true },
-  /** Q8_0 / Q4_0 / Q5_0 / IQ4_NL weights (GGUF block layout); scratch: the quantized activations, or from linear_quant_f32_rows rows a dequantized weight panel */
+  /** Q8_0 / Q4_0 / Q5_0 / IQ4_NL / Q4_1 / Q5_1 weights (GGUF block layout); scratch: the quantized activations, or from linear_quant_f32_rows rows a dequantized weight panel */
   linear_q8_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q8_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q4_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q4_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q5_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q5_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_iq4_nl: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "iq4_nl", scratchBytes: "linear_quant_scratch_bytes" },
+  linear_q4_1: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q4_1", scratchBytes: "linear_quant_scratch_bytes" },
+  linear_q5_1: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q5_1", scratchBytes: "linear_quant_scratch_bytes" },
   linear_quant_scratch_bytes: { from: "kernels/linear-quant", params: ["M", "K"], returns: true },
   /** The rows of x from which the kernel of a weight format (a WEIGHT_* code) computes in f32 on dequantized weight panels: x is then not quantized */
   linear_quant_f32_rows: { from: "kernels/linear-quant", params: ["format"], returns: true },
@@ -139,6 +143,8 @@ export const KERNELS = {
   embed_rows_q4_0: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q4_0" },
   embed_rows_q5_0: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q5_0" },
   embed_rows_iq4_nl: { from: "kernels/embedding", params: EMBED, pool: true, embed: "iq4_nl" },
+  embed_rows_q4_1: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q4_1" },
+  embed_rows_q5_1: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q5_1" },
   embed_rows_q2_k: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q2_k" },
   embed_rows_q3_k: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q3_k" },
   embed_rows_q4_k: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q4_k" },

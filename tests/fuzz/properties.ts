@@ -186,7 +186,7 @@ async function loadOrRefuse(rt: Runtime, files: Files): Promise<void> {
 }
 
 let ggufModel: Uint8Array | undefined;
-const quantModels: Partial<Record<"q5_0" | "iq4_nl" | "q4_k" | "q6_k", Uint8Array>> = {};
+const quantModels: Partial<Record<"q5_0" | "q4_1" | "iq4_nl" | "q4_k" | "q6_k", Uint8Array>> = {};
 let randomBlocksModel: Uint8Array | undefined;
 
 // ---------------------------------------------------------------- KV cache
@@ -377,19 +377,19 @@ export const PROPERTIES: FuzzProperty[] = [
     }),
   },
   {
-    name: "GGUF models with Q5_0, IQ4_NL, Q4_K or Q6_K weights: the file mutated loads and generates, or is refused, with nothing left allocated",
+    name: "GGUF models with Q5_0, Q4_1, IQ4_NL, Q4_K or Q6_K weights: the file mutated loads and generates, or is refused, with nothing left allocated",
     runs: 60,
-    property: ({ rt }) => fc.asyncProperty(fc.constantFrom("q5_0", "iq4_nl", "q4_k", "q6_k") as fc.Arbitrary<"q5_0" | "iq4_nl" | "q4_k" | "q6_k">, mutation, async (dtype, m) => {
-      const hidden = dtype === "q5_0" || dtype === "iq4_nl" ? 32 : 256; // K-quant rows are whole 256-weight super-blocks
+    property: ({ rt }) => fc.asyncProperty(fc.constantFrom("q5_0", "q4_1", "iq4_nl", "q4_k", "q6_k") as fc.Arbitrary<"q5_0" | "q4_1" | "iq4_nl" | "q4_k" | "q6_k">, mutation, async (dtype, m) => {
+      const hidden = dtype === "q5_0" || dtype === "q4_1" || dtype === "iq4_nl" ? 32 : 256; // K-quant rows are whole 256-weight super-blocks
       quantModels[dtype] ??= await folderToGGUF(syntheticModelFiles({ ...TINY_CHAT_MODEL, num_hidden_layers: 1, hidden_size: hidden, intermediate_size: hidden, num_attention_heads: 4, max_position_embeddings: 64 }, { dtype: "F32" }), { dtype });
       await loadOrRefuse(rt, { "model.gguf": mutate(quantModels[dtype]!, { ...m, headerLength: undefined }) });
     }),
   },
   {
-    name: "GGUF models of Q2_K, Q3_K, IQ4_XS, Q5_K and Q4_1 weights (kept as stored or converted at load): the file mutated loads and generates, or is refused, with nothing left allocated",
+    name: "GGUF models of Q2_K, Q3_K, IQ4_XS, Q5_K and Q5_1 weights (kept as stored or converted at load): the file mutated loads and generates, or is refused, with nothing left allocated",
     runs: 40,
     property: ({ rt }) => fc.asyncProperty(mutation, async (m) => {
-      const types = ["Q2_K", "Q3_K", "IQ4_XS", "Q5_K", "Q4_1"] as const;
+      const types = ["Q2_K", "Q3_K", "IQ4_XS", "Q5_K", "Q5_1"] as const;
       randomBlocksModel ??= withRandomBlocks(await folderToGGUF(syntheticModelFiles({ ...TINY_CHAT_MODEL, num_hidden_layers: 1, hidden_size: 256, intermediate_size: 256, num_attention_heads: 4, max_position_embeddings: 64 }, { dtype: "F32" }), { dtype: "f32" }), (i) => types[i % types.length]!).file;
       await loadOrRefuse(rt, { "model.gguf": mutate(randomBlocksModel, { ...m, headerLength: undefined }) });
     }),
