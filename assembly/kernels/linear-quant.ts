@@ -254,6 +254,10 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   return format == WEIGHT_Q5_1 ? 8 : format == WEIGHT_Q5_0 ? 6 : format == WEIGHT_Q4_1 ? 4 : 2;
 }
 
+/** Where a Q5_0 / Q5_1 block's u32 of fifth bits sits (after d, or d and m). */
+// @ts-ignore: decorator
+@inline function qhAt(format: i32): usize { return format == WEIGHT_Q5_1 ? 4 : 2; }
+
 /**
  * Weights 0-15 (high false) or 16-31 of a Q5_0 / Q5_1 block as unsigned bytes 0..31: the nibbles (byte
  * j: weight j low, j+16 high) with bit j of the block's u32 qh as 16. The qh byte of each weight
@@ -266,7 +270,7 @@ const Q5_LANES = memory.data<u8>([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1
 @inline function unsignedWeightsQ5(wb: usize, high: bool, format: i32): v128 {
   const q = v128.load(wb + nibblesAt(format));
   const nib = high ? highNibbles(q) : v128.and(q, i8x16.splat(0x0f));
-  const qh = v128.load32_zero(wb + (format == WEIGHT_Q5_1 ? 4 : 2)), lanes = v128.load(Q5_LANES + (high ? 16 : 0));
+  const qh = v128.load32_zero(wb + qhAt(format)), lanes = v128.load(Q5_LANES + (high ? 16 : 0));
   // The lane pattern from memory (one load): as a shuffle's constant, V8 built it anew in every
   // block (five instructions). The relaxed swizzle is one pshufb (its indices are all < 16).
   const bytes = ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(qh, lanes) : i8x16.swizzle(qh, lanes);
@@ -319,7 +323,7 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   return offsetWeights(format) ? i32x4.add(s, corr) : s;
 }
 
-/** Part 0..3 of an activation block as the block dot takes it: i16x8, or i8x16 (parts 0, 1) for the relaxed build's Q4_0. */
+/** Part 0..3 of an activation block as the block dot takes it: i16x8, or i8x16 (parts 0, 1) for the relaxed build's unsigned formats (Q8_0, IQ4_NL: a⁺ then a⁻). */
 // @ts-ignore: decorator
 @inline function activations(a: usize, part: i32, format: i32): v128 {
   if (unsignedWeights(format) && ASC_FEATURE_RELAXED_SIMD) return v128.load(a + QA_I8 + (<usize>(part & 1) << 4));
@@ -381,26 +385,18 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   if (rest == 0) return; // no block past the row's last is read
   const blk = src + <usize>whole * bb, d = halfAt(blk);
   for (let j = 0; j < rest; j++) {
-    let q: i32;
-    if (hasMin(format)) {
-      const byte = <i32>load<u8>(blk + nibblesAt(format) + <usize>(j & 15));
-      q = (j < 16 ? byte & 15 : byte >> 4) | (fiveBit(format) ? (<i32>(load<u32>(blk + 4) >> <u32>j) & 1) << 4 : 0);
-      store<f32>(dst + (<usize>(whole * QK + j) << 2), d * <f32>q + halfAt(blk + 2));
-      continue;
-    }
-    if (format == WEIGHT_Q5_0) {
-      const byte = <i32>load<u8>(blk + 6 + <usize>(j & 15));
-      q = ((j < 16 ? byte & 15 : byte >> 4) | ((<i32>(load<u32>(blk + 2) >> <u32>j) & 1) << 4)) - 16;
-    } else if (format == WEIGHT_Q4_0) {
-      const byte = <i32>load<u8>(blk + 2 + <usize>(j & 15));
-      q = (j < 16 ? byte & 15 : byte >> 4) - 8;
-    } else if (format == WEIGHT_IQ4_NL) {
-      const byte = <i32>load<u8>(blk + 2 + <usize>(j & 15));
-      q = <i32>load<i8>(IQ4_LEVELS + <usize>(j < 16 ? byte & 15 : byte >> 4));
+    let w: f32;
+    if (format == WEIGHT_Q8_0) {
+      w = d * <f32>load<i8>(blk + 2 + <usize>j);
     } else {
-      q = <i32>load<i8>(blk + 2 + <usize>j);
+      const byte = <i32>load<u8>(blk + nibblesAt(format) + <usize>(j & 15));
+      let q = j < 16 ? byte & 15 : byte >> 4;
+      if (fiveBit(format)) q |= (<i32>(load<u32>(blk + qhAt(format)) >> <u32>j) & 1) << 4;
+      if (format == WEIGHT_IQ4_NL) w = d * <f32>load<i8>(IQ4_LEVELS + <usize>q);
+      else if (hasMin(format)) w = d * <f32>q + halfAt(blk + 2);
+      else w = d * <f32>(q - (format == WEIGHT_Q5_0 ? 16 : 8));
     }
-    store<f32>(dst + (<usize>(whole * QK + j) << 2), d * <f32>q);
+    store<f32>(dst + (<usize>(whole * QK + j) << 2), w);
   }
 }
 
