@@ -130,11 +130,11 @@ async function readGenerationDefaults(files: ModelFiles, cfg: Record<string, unk
 /**
  * Loads a GGUF model (one file, or its -0000i-of-0000N splits) by streaming each file once:
  * the header from the front, then every tensor's bytes straight into its buffer in wasm memory
- * as they arrive, so no whole copy of the file is ever held in JS (the 128 MB Worker). Q8_0 and
- * Q4_0 blocks, F32, F16 and BF16 are copied as they are (q/k rows to their unpermuted places);
- * every other type (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) is staged one tensor at a time and
- * requantized, a group of rows at a time, to `options.dtype` (default q8_0), whose error is far
- * below the source type's own. Every buffer is allocated before any byte is read, so a model
+ * as they arrive, so no whole copy of the file is ever held in JS (the 128 MB Worker). F32, F16,
+ * BF16 and the block types kept as stored (KEPT_TYPES) are copied as they are (q/k rows to their
+ * unpermuted places); every other type is staged one tensor at a time and converted, a group of
+ * rows at a time, to `options.dtype` or by default conversionTarget's type (Q8_0, whose error is
+ * far below the source type's own; IQ4_XS block for block to IQ4_NL). Every buffer is allocated before any byte is read, so a model
  * that does not fit fails at once; a failure frees them all.
  */
 async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: LoadOptions): Promise<LanguageModel> {
@@ -163,8 +163,8 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     const defaults: GenerationDefaults = { eosTokenIds: [...new Set(eos)], bosTokenId: id("tokenizer.ggml.bos_token_id"), sampling: { temperature: 0 } };
 
     // Float files stay as they are; in a quantized file, matrices of the types kept as stored
-    // (KEPT_TYPES) stay, the others become Q8_0; with options.dtype, every matrix not already of
-    // that type becomes it. The model's dtype names the most bytes' type, as loaded.
+    // (KEPT_TYPES) stay, the others convert (conversionTarget); with options.dtype, every matrix
+    // not already of that type becomes it. The model's dtype names the most bytes' type, as loaded.
     const matrices = [...info.tensors.values()].filter((t) => t.tensor.shape.length === 2).map((t) => t.tensor);
     const floatFile = isFloatFile(matrices.map((t) => t.type));
     // The dtype of a matrix (rows of K) that is not kept as stored.
