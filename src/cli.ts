@@ -34,11 +34,13 @@ const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (def
   --top-k K  --top-p P       sampling filters
   --seed S                   the sampling seed (a seed reproduces a run)
   --repetition-penalty R     > 1 discourages repeats
-  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m
+  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|stored
                              how linear weights and embeddings live in memory (default: as the
                              files store them); q8_0 / q4_0 / q5_0 / q4_1 / q5_1 / iq4_nl / q2_k-q6_k quantize at load (GGUF's blocks;
                              the K-quants need rows of whole 256-weight super-blocks);
-                             q4_k_m: llama.cpp's Q4_K_M mix (its Q6_K as Q8_0)
+                             q4_k_m: llama.cpp's Q4_K_M mix (its Q6_K as Q8_0); stored: a GGUF
+                             file's every block type as stored (Q5_1 / Q5_K / Q6_K too, which by
+                             default become Q8_0: faster at one thread, more bytes)
   --kv-dtype f32|bf16|int8   how the KV cache stores K and V (default f32; bf16 halves its bytes)
   --threads N|auto           worker threads sharing each layer (default 1; auto: one per core)
 `;
@@ -71,7 +73,7 @@ Requests in flight decode together (continuous batching); repeated prompt prefix
   --max-queue 64             requests waiting; beyond it 503 with Retry-After
   --kv-tokens N              KV cache for all requests (default max-sequences x min(context, 4096))
   --max-body-bytes 4194304   largest request body (413 beyond)
-  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
+  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|stored   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
 `,
   run: `usage: gqa-wasm run --model DIR --prompt "..." [options]
        gqa-wasm run --model DIR --chat [--system "..."] [--prompt "..."]
@@ -116,7 +118,7 @@ heads per layer, KV-cache bytes per token, and what the same model would need as
   --model DIR                the folder (config.json, model.safetensors or sharded + index)
   --json                     print the summary as JSON
 `,
-  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json|FILE.npy [--dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m]
+  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json|FILE.npy [--dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|stored]
 
 Writes {"logits": [[...vocab floats] for every input position]}, row by row as the forward pass
 goes; with a .npy name, numpy's format instead (float32 [positions, vocab], np.load reads it),
@@ -276,13 +278,17 @@ async function generationOptions(flags: Flags): Promise<import("./model/generati
   return options;
 }
 
-/** A weight dtype flag: one of the runtime's buffer dtypes (f32, bf16, f16, q8_0, q4_0, q5_0, q4_1, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k), or q4_k_m (llama.cpp's mix). */
-function bufferDtype(flags: Flags, name: string): WeightChoice | undefined {
-  const raw = str(flags, name), choices: readonly string[] = [...BUFFER_DTYPES, "q4_k_m"];
+/**
+ * A weight dtype flag: one of the runtime's buffer dtypes (f32, bf16, f16, q8_0, q4_0, q5_0, q4_1,
+ * q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k), q4_k_m (llama.cpp's mix), or when loading, stored
+ * (a GGUF file's every block type the kernels compute on, as stored).
+ */
+function bufferDtype(flags: Flags, name: string, loading = true): WeightChoice | "stored" | undefined {
+  const raw = str(flags, name), choices: readonly string[] = [...BUFFER_DTYPES, "q4_k_m", ...(loading ? ["stored"] : [])];
   if (raw !== undefined && !choices.includes(raw)) {
     throw new UsageError(`--${name} is ${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}, got '${raw}'`);
   }
-  return raw as WeightChoice | undefined;
+  return raw as WeightChoice | "stored" | undefined;
 }
 
 /** Checks the flags loadForCli reads (callers check before they open files or load). */
@@ -537,7 +543,7 @@ function progressLine(label: string) {
 /** `quantize`: a Hugging Face folder written as a GGUF file llama.cpp reads. */
 async function quantize(args: string[]): Promise<number> {
   const flags = parseFlags("quantize", args, stringFlags("model", "dtype", "out"));
-  const dir = str(flags, "model"), out = str(flags, "out"), dtype = bufferDtype(flags, "dtype") ?? "q8_0";
+  const dir = str(flags, "model"), out = str(flags, "out"), dtype = (bufferDtype(flags, "dtype", false) as WeightChoice | undefined) ?? "q8_0";
   if (!dir) throw new UsageError("quantize needs --model DIR");
   if (!out || !/\.gguf$/i.test(out)) throw new UsageError("quantize needs --out FILE.gguf");
   const fs = await import("node:fs/promises");

@@ -406,9 +406,18 @@ describe("GGUF files", function () {
       assert.equal(types.get("blk.1.ffn_down.weight"), "Q6_K");
       assert.equal(types.get("output.weight"), "Q6_K");
       assert.equal(types.get("output_norm.weight"), "F32");
-      const mix = await loadModel(rt, mixFile);
+      const beforeMix = held(), mix = await loadModel(rt, mixFile), mixHeld = held() - beforeMix;
       assert.equal(mix.transformer.weightDtype, "q4_k");
       assert.ok(maxDiff(logitsOf(mix, ids), want) <= 0.9 * scale);
+      // dtype "stored": the Q6_K matrices stay Q6_K too (210 bytes per 256 weights where Q8_0 takes
+      // 272), computed on as stored: fewer bytes, logits as near the folder's.
+      const beforeStored = held(), stored = await loadModel(rt, mixFile, { dtype: "stored" }), storedHeld = held() - beforeStored;
+      assert.equal(stored.transformer.weightDtype, "q4_k");
+      const q6Weights = [...header.tensors.values()].filter((t) => t.type === "Q6_K").reduce((n, t) => n + t.shape[0]! * t.shape[1]!, 0);
+      assert.ok(q6Weights > 0);
+      assert.ok(Math.abs(mixHeld - storedHeld - q6Weights * (34 / 32 - 210 / 256)) <= 64 * header.tensors.size, `${mixHeld} - ${storedHeld} bytes vs ${q6Weights} Q6_K weights`);
+      assert.ok(maxDiff(logitsOf(stored, ids), want) <= 0.9 * scale);
+      stored.dispose();
       // The same mix at load from the folder (`--dtype q4_k_m`): each matrix in its type (Q6_K as
       // Q8_0, as the file loads), the bytes those types take, logits near the file's.
       const before = held(), atLoad = await loadModel(rt, dir, { dtype: "q4_k_m" }), atLoadBytes = held() - before;

@@ -27,10 +27,13 @@ export interface LoadProgress {
 export interface LoadOptions {
   /**
    * How linear-layer weights and embeddings live in wasm memory: as stored (the default: 16-bit
-   * files stay 16-bit), widened to f32, quantized at load to q8_0 / q4_0 / q5_0 / q4_k / q6_k
-   * (GGUF's blocks), or "q4_k_m": llama.cpp's Q4_K_M mix, a type per tensor (weightDtypeOf).
+   * files stay 16-bit; a GGUF file's block types the kernels compute on about as fast as Q8_0,
+   * or at 2-3 bits, stay, the others become Q8_0: KEPT_TYPES), widened to f32, quantized at load
+   * to one of the block dtypes (GGUF's blocks), "q4_k_m": llama.cpp's Q4_K_M mix, a type per
+   * tensor (weightDtypeOf), or "stored": every GGUF block type the kernels compute on stays as
+   * the file stores it (Q5_1, Q5_K and Q6_K too: the least memory, slower at one thread).
    */
-  dtype?: WeightChoice;
+  dtype?: WeightChoice | "stored";
   onProgress?: (p: LoadProgress) => void;
   /** Options of the KV cache the model's generations share (pageSize, dtype, maxTokens, maxBytes). */
   cache?: Omit<KVCacheOptions, "layers">;
@@ -55,7 +58,7 @@ export async function loadModel(rt: Runtime, source: ModelSource, options: LoadO
     done = before + bytes.length;
     progress?.({ phase: "read", doneBytes: done, totalBytes });
   }
-  const dtype = options.dtype ?? storedDtype(folder.tensors);
+  const dtype = options.dtype === undefined || options.dtype === "stored" ? storedDtype(folder.tensors) : options.dtype;
   const tensorBytes = [...folder.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
   let uploaded = 0;
   const transformer = new TransformerModel(rt, folder.config, (name, want) => {
@@ -168,19 +171,22 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     const matrices = [...info.tensors.values()].filter((t) => t.tensor.shape.length === 2).map((t) => t.tensor);
     const floatFile = isFloatFile(matrices.map((t) => t.type));
     // The dtype of a matrix (rows of K) that is not kept as stored.
-    const targetOf = (hf: string, K: number, type: string): BufferDtype => (options.dtype !== undefined ? weightDtypeOf(options.dtype, hf, K, info.config) : floatFile ? (type.toLowerCase() as BufferDtype) : conversionTarget(type));
+    // "stored": every type the kernels compute on stays; the others convert as by default.
+    const keepAll = options.dtype === "stored", choice = keepAll ? undefined : options.dtype as WeightChoice | undefined;
+    const keeps = (type: string) => COMPUTED_TYPES.has(type) && (keepAll || KEPT_TYPES.has(type));
+    const targetOf = (hf: string, K: number, type: string): BufferDtype => (choice !== undefined ? weightDtypeOf(choice, hf, K, info.config) : floatFile ? (type.toLowerCase() as BufferDtype) : conversionTarget(type));
     const bytesByType = new Map<string, number>();
     for (const t of matrices) bytesByType.set(t.type, (bytesByType.get(t.type) ?? 0) + t.byteLength);
     const dominant = [...bytesByType.entries()].sort((x, y) => y[1] - x[1])[0]![0].toLowerCase();
-    const kept = BUFFER_DTYPES.includes(dominant as BufferDtype) && (!COMPUTED_TYPES.has(dominant.toUpperCase()) || KEPT_TYPES.has(dominant.toUpperCase()));
-    const dtype: WeightChoice = options.dtype ?? (kept ? (dominant as BufferDtype) : conversionTarget(dominant.toUpperCase()));
+    const kept = BUFFER_DTYPES.includes(dominant as BufferDtype) && (!COMPUTED_TYPES.has(dominant.toUpperCase()) || keeps(dominant.toUpperCase()));
+    const dtype: WeightChoice = choice ?? (kept ? (dominant as BufferDtype) : conversionTarget(dominant.toUpperCase()));
 
     const plans: TensorPlan[] = [];
     for (const [hf, t] of info.tensors) {
       const { tensor } = t;
       const matrix = tensor.shape.length === 2, K = tensor.shape[tensor.shape.length - 1]!;
       const elements = tensor.shape.reduce((x, y) => x * y, 1);
-      const asStored = COMPUTED_TYPES.has(tensor.type) && (options.dtype === undefined ? KEPT_TYPES.has(tensor.type) : targetOf(hf, K, tensor.type) === tensor.type.toLowerCase());
+      const asStored = choice === undefined ? keeps(tensor.type) : COMPUTED_TYPES.has(tensor.type) && targetOf(hf, K, tensor.type) === tensor.type.toLowerCase();
       const bufferDtype: BufferDtype = !matrix ? "f32" : asStored ? (tensor.type.toLowerCase() as QuantDtype) : targetOf(hf, K, tensor.type);
       const unfit = isQuantDtype(bufferDtype) ? unfitRows(bufferDtype, K, hf) : undefined;
       if (unfit) throw new ModelConfigError(`${where}: ${unfit}`);
