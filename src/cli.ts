@@ -22,7 +22,7 @@ const COMMANDS = `commands (gqa-wasm <command> --help for its options):
   serve     an OpenAI-compatible HTTP API (chat, completions, streaming, JSON schemas) with
             continuous batching
   info      what a model holds: architecture, parameters, KV heads, KV bytes vs MHA
-  quantize  write a Hugging Face folder as a GGUF file (q8_0, q4_0, q5_0, q4_1, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, f16, bf16, f32)
+  quantize  write a Hugging Face folder as a GGUF file (q8_0, q4_0, q5_0, q4_1, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m, f16, bf16, f32)
   eval      perplexity on a text file; with --reference, KL divergence and top-1 agreement
   logits    the logits at every position of a list of token ids, as JSON
   generate  a greedy or sampled continuation of token ids, as JSON
@@ -34,11 +34,11 @@ const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (def
   --top-k K  --top-p P       sampling filters
   --seed S                   the sampling seed (a seed reproduces a run)
   --repetition-penalty R     > 1 discourages repeats
-  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|stored
+  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|stored
                              how linear weights and embeddings live in memory (default: as the
                              files store them); q8_0 / q4_0 / q5_0 / q4_1 / q5_1 / iq4_nl / q2_k-q6_k quantize at load (GGUF's blocks;
                              the K-quants need rows of whole 256-weight super-blocks);
-                             q4_k_m: llama.cpp's Q4_K_M mix (its Q6_K as Q8_0); stored: a GGUF
+                             q4_k_m / q5_k_m: llama.cpp's mix (its Q6_K as Q8_0); stored: a GGUF
                              file's every block type as stored (Q5_1 / Q5_K / Q6_K too, which by
                              default become Q8_0: faster at one thread, more bytes)
   --kv-dtype f32|bf16|int8   how the KV cache stores K and V (default f32; bf16 halves its bytes)
@@ -73,7 +73,7 @@ Requests in flight decode together (continuous batching); repeated prompt prefix
   --max-queue 64             requests waiting; beyond it 503 with Retry-After
   --kv-tokens N              KV cache for all requests (default max-sequences x min(context, 4096))
   --max-body-bytes 4194304   largest request body (413 beyond)
-  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|stored   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
+  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|stored   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
 `,
   run: `usage: gqa-wasm run --model DIR --prompt "..." [options]
        gqa-wasm run --model DIR --chat [--system "..."] [--prompt "..."]
@@ -90,14 +90,14 @@ bytes and why it stopped go to stderr (with a load progress bar on a terminal). 
   --system TEXT              a system message (with --chat)
   --stop TEXT                stop at this text (it is not printed; may be given more than once)
 ${SAMPLING_HELP}`,
-  quantize: `usage: gqa-wasm quantize --model DIR --dtype q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|f16|bf16|f32 --out FILE.gguf
+  quantize: `usage: gqa-wasm quantize --model DIR --dtype q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|f16|bf16|f32 --out FILE.gguf
 
 Writes the folder's model as a GGUF file (version 3) that llama.cpp and gqa-wasm read: llama or
 qwen2 metadata, norms in F32, linear weights and the embedding in --dtype (quantized as ggml's
-reference quantizers do; rows must be whole blocks of 32, 256 for q4_k / q6_k; q4_k_m is
-llama.cpp's Q4_K_M mix: Q6_K for the LM head and half the layers' v / down, Q4_K elsewhere, Q8_0
-and Q5_0 where rows are not whole 256-blocks; K-quant scales fitted by llama.cpp's least-squares
-searches), q/k rows permuted as llama.cpp's
+reference quantizers do; rows must be whole blocks of 32, 256 for q2_k .. q6_k; q4_k_m / q5_k_m
+are llama.cpp's Q4_K_M / Q5_K_M mixes: Q6_K for the LM head and half the layers' v / down, Q4_K /
+Q5_K elsewhere, Q8_0 and Q5_0 / Q5_1 where rows are not whole 256-blocks; K-quant scales fitted
+by llama.cpp's least-squares searches), q/k rows permuted as llama.cpp's
 converter does, and the tokenizer (tokenizer.json) as tokenizer.ggml.* metadata with the chat
 template.
 `,
@@ -118,7 +118,7 @@ heads per layer, KV-cache bytes per token, and what the same model would need as
   --model DIR                the folder (config.json, model.safetensors or sharded + index)
   --json                     print the summary as JSON
 `,
-  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json|FILE.npy [--dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|stored]
+  logits: `usage: gqa-wasm logits --model DIR --tokens 1,2,3 --out FILE.json|FILE.npy [--dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|stored]
 
 Writes {"logits": [[...vocab floats] for every input position]}, row by row as the forward pass
 goes; with a .npy name, numpy's format instead (float32 [positions, vocab], np.load reads it),
@@ -280,11 +280,11 @@ async function generationOptions(flags: Flags): Promise<import("./model/generati
 
 /**
  * A weight dtype flag: one of the runtime's buffer dtypes (f32, bf16, f16, q8_0, q4_0, q5_0, q4_1,
- * q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k), q4_k_m (llama.cpp's mix), or when loading, stored
+ * q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k), q4_k_m / q5_k_m (llama.cpp's mixes), or when loading, stored
  * (a GGUF file's every block type the kernels compute on, as stored).
  */
 function bufferDtype(flags: Flags, name: string, loading = true): WeightChoice | "stored" | undefined {
-  const raw = str(flags, name), choices: readonly string[] = [...BUFFER_DTYPES, "q4_k_m", ...(loading ? ["stored"] : [])];
+  const raw = str(flags, name), choices: readonly string[] = [...BUFFER_DTYPES, "q4_k_m", "q5_k_m", ...(loading ? ["stored"] : [])];
   if (raw !== undefined && !choices.includes(raw)) {
     throw new UsageError(`--${name} is ${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}, got '${raw}'`);
   }

@@ -418,6 +418,19 @@ describe("GGUF files", function () {
       assert.ok(Math.abs(mixHeld - storedHeld - q6Weights * (34 / 32 - 210 / 256)) <= 64 * header.tensors.size, `${mixHeld} - ${storedHeld} bytes vs ${q6Weights} Q6_K weights`);
       assert.ok(maxDiff(logitsOf(stored, ids), want) <= 0.9 * scale);
       stored.dispose();
+      // llama.cpp's Q5_K_M mix: Q5_K where the Q4_K_M mix has Q4_K (file type 17), its Q5_K
+      // computed on as stored with dtype "stored" (by default it becomes Q8_0).
+      const q5File = join(tmp(), "q5km.gguf");
+      const q5 = spawnSync(process.execPath, [cli, "quantize", "--model", dir, "--dtype", "q5_k_m", "--out", q5File], { encoding: "utf8", timeout: 60_000 });
+      assert.equal(q5.status, 0, q5.stderr);
+      const q5Bytes = readFileSync(q5File), q5Header = parseGGUFHeader(q5Bytes, q5Bytes.length);
+      assert.equal(q5Header.metadata.get("general.file_type"), 17);
+      for (const [name, t] of header.tensors) assert.equal(q5Header.tensors.get(name)!.type, t.type === "Q4_K" ? "Q5_K" : t.type, name);
+      const q5Stored = await loadModel(rt, q5File, { dtype: "stored" }), q5Default = await loadModel(rt, q5File);
+      assert.equal(q5Stored.transformer.weightDtype, "q5_k");
+      assert.equal(q5Default.transformer.weightDtype, "q8_0");
+      assert.ok(maxDiff(logitsOf(q5Stored, ids), want) <= 0.6 * scale);
+      q5Stored.dispose(); q5Default.dispose();
       // The same mix at load from the folder (`--dtype q4_k_m`): each matrix in its type (Q6_K as
       // Q8_0, as the file loads), the bytes those types take, logits near the file's.
       const before = held(), atLoad = await loadModel(rt, dir, { dtype: "q4_k_m" }), atLoadBytes = held() - before;

@@ -13,7 +13,7 @@ import { createRuntime, loadModel, type Runtime } from "../../src/index.ts";
 import { printTable, SMOLLM2_135M_SHAPE } from "../../src/demo.ts";
 import { parseModelConfig } from "../../src/model/config.ts";
 import { exportGGUF } from "../../src/model/gguf-export.ts";
-import { q4kmTensorType } from "../../src/formats/quant.ts";
+import { kMixTensorType } from "../../src/formats/quant.ts";
 import { byteLevelTokenizer, syntheticWeights } from "../../src/model/synthetic.ts";
 import { QWEN25_05B_SHAPE } from "../model-cases.ts";
 
@@ -98,7 +98,7 @@ try {
       // "more bits" layers, Q4_K elsewhere, where rows are whole 256-blocks; where not, its
       // fallbacks Q8_0 (for Q6_K) and Q5_0 (for Q4_K). gqa-wasm computes on Q4_K, Q5_0 and Q8_0 as
       // stored and converts Q6_K to Q8_0 at load; llama.cpp computes on all of them.
-      const mixed = dtype === "q4_k_m" ? { dtype: "q8_0" as const, tensorType: (n: string, shape: number[]) => q4kmTensorType(n, shape, cfg.numLayers, cfg.tieWordEmbeddings) } : { dtype };
+      const mixed = dtype === "q4_k_m" ? { dtype: "q8_0" as const, tensorType: (n: string, shape: number[]) => kMixTensorType("q4_k_m", n, shape, cfg.numLayers, cfg.tieWordEmbeddings) } : { dtype };
       writeFileSync(file, exportGGUF(cfg, (n) => weights.get(n)!, { ...mixed, name, tokenizer }));
       for (const threads of threadCounts) {
         const rt = await createRuntime({ threads });

@@ -29,35 +29,43 @@ export function isQuantDtype(dtype: string): dtype is QuantDtype {
 export const IQ4_LEVELS: readonly number[] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 /**
- * What `dtype` options take for weights: a buffer dtype for every matrix, or "q4_k_m": llama.cpp's
- * Q4_K_M mix, a type per tensor (weightDtypeOf).
+ * What `dtype` options take for weights: a buffer dtype for every matrix, or "q4_k_m" / "q5_k_m":
+ * llama.cpp's Q4_K_M / Q5_K_M mix, a type per tensor (weightDtypeOf).
  */
-export type WeightChoice = "f32" | "bf16" | "f16" | QuantDtype | "q4_k_m";
+export type WeightChoice = "f32" | "bf16" | "f16" | QuantDtype | KQuantMix;
+
+/** llama.cpp's K-quant mixes, a type per tensor (kMixTensorType). */
+export type KQuantMix = "q4_k_m" | "q5_k_m";
 
 /**
- * The type llama.cpp's Q4_K_M gives a matrix (by Hugging Face name; undefined: Q8_0), as its
- * quantizer picks them: Q6_K for the LM head (the embedding when tied) and for v_proj / down_proj
- * in its "more bits" layers (the first and last eighth, every third between), Q4_K elsewhere;
- * where rows are not whole 256-blocks, its fallbacks Q8_0 (for Q6_K) and Q5_0 (for Q4_K).
+ * The type llama.cpp's Q4_K_M / Q5_K_M gives a matrix (by Hugging Face name; undefined: Q8_0), as
+ * its quantizer picks them: Q6_K for the LM head (the embedding when tied) and for v_proj /
+ * down_proj in its "more bits" layers (the first and last eighth, every third between), Q4_K /
+ * Q5_K elsewhere; where rows are not whole 256-blocks, its fallbacks Q8_0 (for Q6_K) and Q5_0 /
+ * Q5_1 (for Q4_K / Q5_K).
  */
-export function q4kmTensorType(name: string, shape: number[], layers: number, tied: boolean): "Q4_K" | "Q6_K" | "Q5_0" | undefined {
+export function kMixTensorType(mix: KQuantMix, name: string, shape: number[], layers: number, tied: boolean): "Q4_K" | "Q5_K" | "Q6_K" | "Q5_0" | "Q5_1" | undefined {
   const layer = Number(/layers\.(\d+)\./.exec(name)?.[1] ?? -1), eighth = Math.floor(layers / 8);
   const moreBits = layer >= 0 && (layer < eighth || layer >= Math.floor((7 * layers) / 8) || (layer - eighth) % 3 === 2);
   const head = name === "lm_head.weight" || (tied && name === "model.embed_tokens.weight");
   const six = head || ((name.includes("v_proj") || name.includes("down_proj")) && moreBits);
   const whole = shape[1]! % 256 === 0;
-  return six ? (whole ? "Q6_K" : undefined) : whole ? "Q4_K" : "Q5_0";
+  if (six) return whole ? "Q6_K" : undefined;
+  return mix === "q4_k_m" ? (whole ? "Q4_K" : "Q5_0") : whole ? "Q5_K" : "Q5_1";
 }
+
+/** A K-quant mix's GGUF file type (llama.cpp's LLAMA_FTYPE_MOSTLY_Q4_K_M / _Q5_K_M). */
+export const K_MIX_FILE_TYPES: Record<KQuantMix, number> = { q4_k_m: 15, q5_k_m: 17 };
 
 /**
  * The buffer dtype a weight matrix (rows of K) takes in memory for a WeightChoice: the choice
- * itself, or for "q4_k_m" the mix's type, its Q6_K (and Q8_0 fallbacks) as Q8_0, as a Q4_K_M
- * file loads by default.
+ * itself, or for a mix the mix's type, its Q6_K (and Q8_0 fallbacks) as Q8_0, as a Q4_K_M file
+ * loads by default (a Q5_K_M mix keeps its Q5_K and Q5_1: what asking for it is for).
  */
 export function weightDtypeOf(choice: WeightChoice, name: string, K: number, model: { numLayers: number; tieWordEmbeddings: boolean }): "f32" | "bf16" | "f16" | QuantDtype {
-  if (choice !== "q4_k_m") return choice;
-  const type = q4kmTensorType(name, [0, K], model.numLayers, model.tieWordEmbeddings);
-  return type === "Q4_K" ? "q4_k" : type === "Q5_0" ? "q5_0" : "q8_0";
+  if (choice !== "q4_k_m" && choice !== "q5_k_m") return choice;
+  const type = kMixTensorType(choice, name, [0, K], model.numLayers, model.tieWordEmbeddings);
+  return type === undefined || type === "Q6_K" ? "q8_0" : (type.toLowerCase() as QuantDtype);
 }
 
 /** A K-quant: rows must be whole super-blocks of 256. */
@@ -427,17 +435,21 @@ function signedGroupFit(xs: Float32Array, nmax: number): number {
 }
 
 /**
- * Q5_0, Q4_K, Q5_K and Q6_K blocks from floats, for quantizing at load (--dtype q4_k / q5_k / q6_k)
- * and for writing files (`gqa-wasm quantize`): Q5_0 by quantizeRows (ggml's reference); Q4_K and
+ * Blocks of a GGUF type from floats, for quantizing at load (--dtype q4_k / q5_k / q6_k ...) and
+ * for writing files (`gqa-wasm quantize`): Q5_0 / Q5_1 by quantizeRows (ggml's reference); Q4_K and
  * Q5_K with each sub-block of 32's step and offset fitted as llama.cpp fits them (q4kSubBlockFit,
  * 16 / 32 levels), stored in 6 bits against the super-block's f16 d and dmin; Q6_K with each 16 weights' step fitted as
  * llama.cpp fits it (q6kGroupFit), in 8 bits against the super-block's f16 d, q = round(x /
  * (d·sc)) + 32 in 0..63. K must be a multiple of the block (32, 256).
  */
-export function quantizeGGML(type: "Q5_0" | "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", x: Float32Array, K: number): Uint8Array {
+export function quantizeGGML(type: "Q5_0" | "Q5_1" | "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", x: Float32Array, K: number): Uint8Array {
   const { block, bytes: bb } = GGML_TYPES[type];
   if (K % block !== 0 || x.length % K !== 0) throw new RangeError(`quantizeGGML: rows of ${K} are not whole ${type} blocks of ${block}`);
-  if (type === "Q5_0") { const out = new Uint8Array((x.length / K) * quantRowBytes("q5_0", K)); quantizeRows("q5_0", x, K, out); return out; }
+  if (type === "Q5_0" || type === "Q5_1") {
+    const dtype = type === "Q5_0" ? "q5_0" : "q5_1", out = new Uint8Array((x.length / K) * quantRowBytes(dtype, K));
+    quantizeRows(dtype, x, K, out);
+    return out;
+  }
   const n = x.length / block, out = new Uint8Array(n * bb), view = new DataView(out.buffer);
   for (let b = 0; b < n; b++) {
     const xs = x.subarray(b * block, (b + 1) * block), at = b * bb;

@@ -5,7 +5,7 @@
 // llama.cpp's converter does for llama-style RoPE, and the tokenizer as tokenizer.ggml.* metadata.
 import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
-import { q4kmTensorType, quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK_WEIGHTS, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
+import { K_MIX_FILE_TYPES, kMixTensorType, quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK_WEIGHTS, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { ARCHITECTURES, expectedTensors, ggufPermutesQK, ggufTensorName, globalTensorName, qkPermutedHeads } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
@@ -17,16 +17,16 @@ const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
 };
 
 export interface GGUFExportOptions {
-  /** "q4_k_m": llama.cpp's Q4_K_M mix (q4kmTensorType; Q8_0 where it falls back to Q8_0). */
+  /** "q4_k_m" / "q5_k_m": llama.cpp's mix (kMixTensorType; Q8_0 where it falls back to Q8_0). */
   dtype: WeightChoice;
   name?: string;
   /** tokenizer.json and tokenizer_config.json, as objects. */
   tokenizer?: { json: Record<string, unknown>; config: Record<string, unknown> };
   /**
-   * A type per matrix instead of `dtype` (e.g. a Q4_K_M-like mix for benchmarks): Q5_0, Q4_K
-   * and Q6_K are written by quantizeGGML; undefined keeps `dtype`.
+   * A type per matrix instead of `dtype` (a K-quant mix): written by quantizeGGML; undefined keeps
+   * `dtype`.
    */
-  tensorType?: (name: string, shape: number[]) => "Q5_0" | "Q4_K" | "Q6_K" | undefined;
+  tensorType?: (name: string, shape: number[]) => "Q5_0" | "Q5_1" | "Q4_K" | "Q5_K" | "Q6_K" | undefined;
   /** general.file_type, if not the dtype's. */
   fileType?: number;
 }
@@ -38,9 +38,9 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   if (!arch) throw fail(`${config.modelType}${config.modelType === "deci" ? " (per-layer KV heads)" : ""} has no llama.cpp architecture to write`);
   if (config.ropeScaling && config.ropeScaling.type !== "linear") throw fail(`rope scaling ${config.ropeScaling.type} is not written (linear only)`);
   // Q4_K_M: a type per matrix, the rest Q8_0; the file type llama.cpp names MOSTLY_Q4_K_M.
-  if (options.dtype === "q4_k_m") {
-    const layers = config.numLayers, tied = config.tieWordEmbeddings;
-    return exportGGUF(config, tensor, { ...options, dtype: "q8_0", fileType: 15, tensorType: (n, shape) => q4kmTensorType(n, shape, layers, tied) });
+  if (options.dtype === "q4_k_m" || options.dtype === "q5_k_m") {
+    const layers = config.numLayers, tied = config.tieWordEmbeddings, mix = options.dtype;
+    return exportGGUF(config, tensor, { ...options, dtype: "q8_0", fileType: K_MIX_FILE_TYPES[mix], tensorType: (n, shape) => kMixTensorType(mix, n, shape, layers, tied) });
   }
   const { type } = GGML[options.dtype], fileType = options.fileType ?? GGML[options.dtype].fileType;
   const a = (key: string) => `${arch}.${key}`;

@@ -29,7 +29,7 @@ export interface LoadOptions {
    * How linear-layer weights and embeddings live in wasm memory: as stored (the default: 16-bit
    * files stay 16-bit; a GGUF file's block types the kernels compute on about as fast as Q8_0,
    * or at 2-3 bits, stay, the others become Q8_0: KEPT_TYPES), widened to f32, quantized at load
-   * to one of the block dtypes (GGUF's blocks), "q4_k_m": llama.cpp's Q4_K_M mix, a type per
+   * to one of the block dtypes (GGUF's blocks), "q4_k_m" / "q5_k_m": llama.cpp's mix, a type per
    * tensor (weightDtypeOf), or "stored": every GGUF block type the kernels compute on stays as
    * the file stores it (Q5_1, Q5_K and Q6_K too: the least memory, slower at one thread).
    */

@@ -77,7 +77,7 @@ export class TransformerModel {
    * or as a WasmBuffer already filled (a GGUF tensor streamed into wasm memory), taken over as it
    * is. Other linear weights and embeddings are stored as `weightDtype` (16-bit stays 16-bit in
    * wasm memory; q8_0 / q4_0 / q5_0 / q4_k / q6_k are quantized here, or per tensor for
-   * "q4_k_m": weightDtypeOf), norms and biases as f32.
+   * "q4_k_m" / "q5_k_m": weightDtypeOf), norms and biases as f32.
    */
   constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string, dtype: BufferDtype) => Float32Array | Uint16Array | WasmBuffer, readonly weightDtype: WeightChoice = "f32") {
     // Uploaded weights are tracked as they go, so a failure part-way (out of memory, a bad
