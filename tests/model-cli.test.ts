@@ -110,7 +110,7 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
       [["run", "--model", dir], 2, /run needs --prompt TEXT \(or --chat/],
       [["run", "--model", dir, "--prompt", "hi"], 1, /has no tokenizer\.json; run needs one/],
       [["run", "--model", dir, "--prompt", "hi", "--system", "x"], 2, /--system needs --chat/],
-      [["run", "--model", dir, "--prompt", "hi", "--dtype", "f8"], 2, /--dtype is f32, bf16, f16, q8_0, q4_0, q5_0, q4_1, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m or stored, got 'f8'/],
+      [["run", "--model", dir, "--prompt", "hi", "--dtype", "f8"], 2, /--dtype is f32, bf16, f16, q8_0, q4_0, q5_0, q4_1, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m or stored, got 'f8'/],
       [["run", "--model", dir, "--prompt", "hi", "--kv-dtype", "f16"], 2, /--kv-dtype is f32, bf16 or int8, got 'f16'/],
       [["run", "--model", join(dir, "nope"), "--prompt", "hi"], 1, /not a model folder \(no such directory\)/],
     ];
