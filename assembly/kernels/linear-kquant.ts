@@ -1,6 +1,6 @@
 import { fmadd, hsum } from "../simd";
 import { finish } from "./dot-nt";
-import { halfAt, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16 } from "./linear-quant";
+import { halfAt, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16, scale16 } from "./linear-quant";
 import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
 
 // The linear layer with K-quant weights, kept in GGUF's super-blocks of 256 weights exactly as a
@@ -379,16 +379,6 @@ export const SUPER_BLOCK: i32 = 256;
   }
   finish(y0, hsum(acc0), addToY);
   finish(y1, hsum(acc1), addToY);
-}
-
-/** 16 integers (i8x16, |q| < 128) times the f32 vector f, stored as 16 f32 at out. */
-// @ts-ignore: decorator
-@inline function scale16(q: v128, f: v128, minus: v128, out: usize): void {
-  const lo = i16x8.extend_low_i8x16_s(q), hi = i16x8.extend_high_i8x16_s(q);
-  v128.store(out, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), f), minus));
-  v128.store(out + 16, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), f), minus));
-  v128.store(out + 32, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), f), minus));
-  v128.store(out + 48, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), f), minus));
 }
 
 /**

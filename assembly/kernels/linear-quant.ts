@@ -358,11 +358,11 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
     const q = v128.load(blk + nibblesAt(format));
     let lo: v128, hi: v128; // weights 0-15 and 16-31 as i8x16
     if (hasMin(format)) {
-      const m = f32x4.splat(halfAt(blk + 2));
+      const minusM = f32x4.splat(-halfAt(blk + 2));
       lo = fiveBit(format) ? unsignedWeightsQ5(blk, false, format) : v128.and(q, i8x16.splat(0x0f));
       hi = fiveBit(format) ? unsignedWeightsQ5(blk, true, format) : highNibbles(q);
-      dequantize16Plus(lo, d, m, out);
-      dequantize16Plus(hi, d, m, out + 64);
+      scale16(lo, d, minusM, out);
+      scale16(hi, d, minusM, out + 64);
       continue;
     }
     if (format == WEIGHT_Q5_0) {
@@ -400,14 +400,18 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   }
 }
 
-/** 16 unsigned bytes (< 128) times d plus m, stored as 16 f32 at `out` (the products exact, the sums rounded once). */
+/**
+ * 16 integers (i8x16, |q| < 128) times the f32 vector f, minus `minus`, stored as 16 f32 at out:
+ * Q4_1 / Q5_1's d·q + m (minus = -m) and the K-quants' d·sc·q - dmin·m, each product exact, the
+ * difference rounded once, as the host's dequantizers compute it.
+ */
 // @ts-ignore: decorator
-@inline function dequantize16Plus(q: v128, d: v128, m: v128, out: usize): void {
+@inline export function scale16(q: v128, f: v128, minus: v128, out: usize): void {
   const lo = i16x8.extend_low_i8x16_s(q), hi = i16x8.extend_high_i8x16_s(q);
-  v128.store(out, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), d), m));
-  v128.store(out + 16, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), d), m));
-  v128.store(out + 32, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), d), m));
-  v128.store(out + 48, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), d), m));
+  v128.store(out, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), f), minus));
+  v128.store(out + 16, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), f), minus));
+  v128.store(out + 32, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), f), minus));
+  v128.store(out + 48, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), f), minus));
 }
 
 /** 16 signed bytes times d, stored as 16 f32 at `out`. */

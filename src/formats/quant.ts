@@ -283,11 +283,13 @@ export function dequantizeGGML(type: ReadableType, bytes: Uint8Array, elements: 
       continue;
     }
     if (type === "IQ4_XS") {
-      const at = b * GGML_TYPES.IQ4_XS.bytes, d = half(at), high = view.getUint16(at + 2, true);
-      for (let i = 0; i < 256; i++) {
-        const s = i >> 5, j = i & 15, byte = bytes[at + 8 + 16 * s + j]!;
-        const scale = ((bytes[at + 4 + (s >> 1)]! >> (4 * (s & 1))) & 15) | (((high >> (2 * s)) & 3) << 4);
-        out[y + i] = Math.fround(Math.fround(d * (scale - 32)) * IQ4_LEVELS[(i & 31) < 16 ? byte & 15 : byte >> 4]!);
+      const at = b * GGML_TYPES.IQ4_XS.bytes;
+      for (let s = 0; s < 8; s++) {
+        const step = iq4xsStep(view, at, s), qs = at + 8 + 16 * s;
+        for (let j = 0; j < 16; j++) {
+          out[y + 32 * s + j] = Math.fround(step * IQ4_LEVELS[bytes[qs + j]! & 15]!);
+          out[y + 32 * s + j + 16] = Math.fround(step * IQ4_LEVELS[bytes[qs + j]! >> 4]!);
+        }
       }
       continue;
     }
@@ -344,6 +346,16 @@ export function dequantizeGGML(type: ReadableType, bytes: Uint8Array, elements: 
 }
 
 /**
+ * Sub-block s's step in the IQ4_XS super-block at `at`: d·(scale - 32), the 6-bit scale's low 4
+ * bits a nibble of bytes 4-7, its high 2 bits from the u16 at 2; exact in f32 (an f16 times an
+ * integer below 64).
+ */
+function iq4xsStep(view: DataView, at: number, s: number): number {
+  const scale = ((view.getUint8(at + 4 + (s >> 1)) >> (4 * (s & 1))) & 15) | (((view.getUint16(at + 2, true) >> (2 * s)) & 3) << 4);
+  return Math.fround(f16ToF32(view.getUint16(at, true)) * (scale - 32));
+}
+
+/**
  * IQ4_XS super-blocks (f16 d, 16 bits of the 8 sub-blocks' scales' high 2 bits, 4 bytes of their
  * low 4 bits, 128 bytes of nibbles as IQ4_NL's) as IQ4_NL blocks of 32: the same nibbles under
  * d·(scale - 32) rounded to f16 (a relative 2^-12 at most; the product itself is exact in f32).
@@ -352,10 +364,9 @@ export function iq4xsToIq4nl(bytes: Uint8Array, elements: number): Uint8Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Uint8Array((elements / 32) * GGML_TYPES.IQ4_NL.bytes);
   for (let b = 0; b < elements / 256; b++) {
-    const at = b * GGML_TYPES.IQ4_XS.bytes, d = f16ToF32(view.getUint16(at, true)), high = view.getUint16(at + 2, true);
+    const at = b * GGML_TYPES.IQ4_XS.bytes;
     for (let s = 0; s < 8; s++) {
-      const scale = ((bytes[at + 4 + (s >> 1)]! >> (4 * (s & 1))) & 15) | (((high >> (2 * s)) & 3) << 4);
-      const h = f32ToF16(Math.fround(d * (scale - 32))), o = (8 * b + s) * GGML_TYPES.IQ4_NL.bytes;
+      const h = f32ToF16(iq4xsStep(view, at, s)), o = (8 * b + s) * GGML_TYPES.IQ4_NL.bytes;
       out[o] = h & 255; out[o + 1] = h >> 8;
       out.set(bytes.subarray(at + 8 + 16 * s, at + 24 + 16 * s), o + 2);
     }
