@@ -412,6 +412,13 @@ function q4kSubBlockFit(xs: Float32Array, rms: number, nmax: number): [number, n
   return [bestStep, -bestMin];
 }
 
+/** The root mean square of a super-block's weights (the fits weigh errors by rms + |x|). */
+function rootMeanSquare(xs: Float32Array): number {
+  let sumSquares = 0;
+  for (let i = 0; i < xs.length; i++) sumSquares += xs[i]! * xs[i]!;
+  return Math.sqrt(sumSquares / xs.length);
+}
+
 /** Scratch for the fits (a sub-block's weights and levels). */
 const FIT_WEIGHTS = new Float64Array(32), FIT_LEVELS = new Int32Array(32);
 
@@ -487,9 +494,8 @@ export function quantizeGGML(type: "Q5_0" | "Q5_1" | "Q2_K" | "Q3_K" | "Q4_K" | 
     if (type === "Q2_K") {
       // Each 16's step and offset (levels 0..3) as Q4_K's sub-blocks are fitted, in 4 bits each
       // against the super-block's f16 d and dmin.
-      let sumSquares = 0;
-      for (let i = 0; i < 256; i++) sumSquares += xs[i]! * xs[i]!;
-      const fits = Array.from({ length: 16 }, (_, g) => q4kSubBlockFit(xs.subarray(16 * g, 16 * g + 16), Math.sqrt(sumSquares / 256), 3));
+      const rms = rootMeanSquare(xs);
+      const fits = Array.from({ length: 16 }, (_, g) => q4kSubBlockFit(xs.subarray(16 * g, 16 * g + 16), rms, 3));
       const d = f16ToF32(f32ToF16(Math.max(...fits.map((f) => f[0])) / 15)), dmin = f16ToF32(f32ToF16(Math.max(...fits.map((f) => f[1])) / 15));
       view.setUint16(at + 80, f32ToF16(d), true);
       view.setUint16(at + 82, f32ToF16(dmin), true);
@@ -523,10 +529,7 @@ export function quantizeGGML(type: "Q5_0" | "Q5_1" | "Q2_K" | "Q3_K" | "Q4_K" | 
       }
       continue;
     }
-    const scales = new Float64Array(8), mins = new Float64Array(8);
-    let sumSquares = 0;
-    for (let i = 0; i < 256; i++) sumSquares += xs[i]! * xs[i]!;
-    const rms = Math.sqrt(sumSquares / 256);
+    const scales = new Float64Array(8), mins = new Float64Array(8), rms = rootMeanSquare(xs);
     const nmax = type === "Q5_K" ? 31 : 15, qs = at + (type === "Q5_K" ? 48 : 16);
     for (let s = 0; s < 8; s++) [scales[s], mins[s]] = q4kSubBlockFit(xs.subarray(32 * s, 32 * s + 32), rms, nmax);
     const d = f16ToF32(f32ToF16(Math.max(...scales) / 63)), dmin = f16ToF32(f32ToF16(Math.max(...mins) / 63));
