@@ -44,6 +44,9 @@ const cases: { title: string; cases: Case[] }[] = [
       { numHeads: 12, numKvHeads: 4, headDim: 80, seqQ: 1, seqK: 515 },
       { numHeads: 32, numKvHeads: 32, headDim: 128, seqQ: 1, seqK: 70 },
       { numHeads: 32, numKvHeads: 1, headDim: 128, seqQ: 1, seqK: 70 },
+      // K/V of 6.5 MB: loaded ahead segment by segment (CONTIGUOUS_LOAD_AHEAD_BYTES), as pages are.
+      { numHeads: 32, numKvHeads: 8, headDim: 128, seqQ: 1, seqK: 800 },
+      { numHeads: 32, numKvHeads: 8, headDim: 128, seqQ: 3, seqK: 801, causal: true },
     ],
   },
   {
@@ -149,9 +152,9 @@ for (const build of BUILDS) {
       }
     });
 
-    it("splits over KV-head and query ranges compute the same result as one call", async () => {
+    for (const [H, KV, D, SQ, SK] of [[12, 4, 40, 37, 90], [16, 4, 128, 3, 3100]] as const) it(`splits over KV-head and query ranges compute the same result as one call (${H}/${KV} heads x ${D}, ${SQ} queries of ${SK} keys)`, async () => {
+      // (The second: K/V of 6.3 MB, whose decode rows load each segment's rows of the call's heads ahead.)
       const rt = await runtimeFor(build);
-      const [H, KV, D, SQ, SK] = [12, 4, 40, 37, 90];
       const q = rt.upload(randomArray(SQ * H * D, 7)), k = rt.upload(randomArray(SK * KV * D, 8));
       const v = rt.upload(randomArray(SK * KV * D, 9)), whole = rt.alloc(SQ * H * D), parts = rt.alloc(SQ * H * D);
       const state = rt.alloc(rt.kernels.attention_scratch_bytes(H, KV) / 4);
@@ -162,7 +165,7 @@ for (const build of BUILDS) {
         writeStruct(rt.memory, call.ptr, "AttentionCall", { q: q.ptr, k: k.ptr, v: v.ptr, out: parts.ptr, seqQ: SQ, seqK: SK, numHeads: H, numKvHeads: KV, headDim: D,
           scale: 1 / Math.sqrt(D), causal: 1, window: 0, pages: 0, pageSize: 0, dtype: 0 });
         for (const [h0, h1] of [[0, 1], [1, 4]]) {
-          for (const [i0, i1] of [[0, 10], [10, 11], [11, 37]]) {
+          for (const [i0, i1] of SQ > 10 ? [[0, 10], [10, 11], [11, SQ]] : [[0, 1], [1, SQ]]) {
             rt.kernels.attention_f32(call.ptr, h0!, h1!, i0!, i1!, 0, SK, 0, state.ptr);
           }
         }

@@ -23,8 +23,9 @@ import { kv_scale_offset } from "./kv-pages";
 // (one-row tiles, MHA), where one stream through the page kept the memory less busy (MHA
 // 32/32/128 past 2048 paged 1.17-1.2x; 32/8/128 1.0-1.3x, this VM's noise; scratch/attab2.ts).
 // Scores do not depend on the order keys are read in, so paged and contiguous results stay the
-// same bits. Decoding from pages, each segment's rows are first loaded on their own (loadRows):
-// a decode step's pages come from memory, where the tiles alone kept too few lines in flight.
+// same bits. Decoding from pages, or from contiguous K/V too large to stay in a cache, each
+// segment's rows are first loaded on their own (loadRows): a decode step's K/V come from memory,
+// where the tiles alone kept too few lines in flight.
 
 export const BLOCK_KEYS: i32 = 128;
 /** Keys of contiguous K/V per segment: for the scores, and for P·V. */
@@ -524,10 +525,11 @@ export function attention_paged(
   // and stored once per segment).
   const segmentK = paged ? pageSize : SEGMENT_KEYS_QK, segmentV = paged ? pageSize : SEGMENT_KEYS_PV;
   const perBlock = positionsPerBlock(nHeads * group);
+  const contiguousFromMemory = !paged && <u64>seqK * <u64>ldk * 2 >= CONTIGUOUS_LOAD_AHEAD_BYTES;
   for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
     const nPos = min(perBlock, qEnd - i0);
     const rowsPerHead = nPos * group;
-    const loadAhead = paged && nPos <= LOAD_AHEAD_POSITIONS;
+    const loadAhead = nPos <= LOAD_AHEAD_POSITIONS && (paged || contiguousFromMemory);
     const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim,
       seqQ, seqK, causal, window, keyBegin, keyEnd);
     for (let j0 = b.keyStart; j0 < b.keyStop; j0 += BLOCK_KEYS) {
@@ -535,7 +537,7 @@ export function attention_paged(
       const masked = j0 + nk > b.firstMasked;
       for (let j = j0; j < j0 + nk;) {
         const len = min(segmentK - j % segmentK, j0 + nk - j);
-        if (loadAhead) for (let h = 0; h < nHeads; h++) loadRows(keyAddress(c, paged, j, kvHeadBegin + h, ldk, headStride), <usize>len * ldk);
+        if (loadAhead) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, 0);
         for (let h = 0; h < nHeads; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
           scoreKeys<T>(b, r0, r1, keyAddress(c, paged, j, kh, ldk, headStride), ldk, len, j - j0, headDim, scale, paged);
@@ -546,7 +548,7 @@ export function attention_paged(
       softmaxBlock(b, 0, nHeads * rowsPerHead, nk, j0, headDim, masked, window);
       for (let j = j0; j < j0 + nk;) {
         const len = min(segmentV - j % segmentV, j0 + nk - j);
-        if (loadAhead) for (let h = 0; h < nHeads; h++) loadRows(keyAddress(c, paged, j, kvHeadBegin + h, ldk, headStride) + vOffset, <usize>len * ldk);
+        if (loadAhead) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);
         for (let h = 0; h < nHeads; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, vScaleOffset));
@@ -561,6 +563,14 @@ export function attention_paged(
 
 /** Row blocks of at most this many query positions (decode, a few draft tokens) load their pages' rows ahead (see loadRows). */
 const LOAD_AHEAD_POSITIONS: i32 = 4;
+/**
+ * Contiguous K/V of at least this many bytes (K and V together) are loaded ahead as pages are:
+ * no cache keeps them between a decode step's layers, and even a call repeated on them found
+ * them in memory (8 MiB: 1.3-1.8x faster loaded ahead, scratch/attahead.ts). Smaller ones
+ * (SmolLM2's 3 MB at 2048 keys) are often the caller's tensors still in L2 / L3, where loading
+ * first cost 5-17%.
+ */
+const CONTIGUOUS_LOAD_AHEAD_BYTES: u64 = 6 << 20;
 /** Keeps loadRows' loads: their values are never used. A global is per instance, so per thread. */
 let loadedBits: i32 = 0;
 
@@ -574,9 +584,25 @@ let loadedBits: i32 = 0;
  * find it in L1/L2: the same attention 1.5-1.7x faster (1.2-1.35x bf16 KV, 1.05-1.1x int8;
  * scratch/attlong.ts), SmolLM2 bf16 decode steps 1.03x at context 160, 1.09x at 512, 1.23x at
  * 2048. Not for prefill's row blocks (their tiles reuse each row for many positions, so the
- * hardware keeps up) nor contiguous K/V (the caller's tensors, often in cache, where loading
- * first cost 5-15%).
+ * hardware keeps up) nor small contiguous K/V (see CONTIGUOUS_LOAD_AHEAD_BYTES).
  */
+/**
+ * Loads (loadRows) the K or V rows (`offset`: 0 or vOffset) of keys [j, j + len) of the range's
+ * nHeads KV heads: per head from a page; from contiguous rows the range's part of each, one run
+ * when the range is every head (whole rows are contiguous).
+ */
+function loadSegment(
+  c: AttentionCall, paged: bool, j: i32, len: i32, kvHeadBegin: i32, nHeads: i32, ldk: usize, headStride: usize, kvRowBytes: usize, offset: usize,
+): void {
+  if (paged) {
+    for (let h = 0; h < nHeads; h++) loadRows(keyAddress(c, true, j, kvHeadBegin + h, ldk, headStride) + offset, <usize>len * ldk);
+  } else if (nHeads == c.numKvHeads) {
+    loadRows(keyAddress(c, false, j, 0, ldk, headStride) + offset, <usize>len * ldk);
+  } else {
+    for (let i = 0; i < len; i++) loadRows(keyAddress(c, false, j + i, kvHeadBegin, ldk, headStride) + offset, <usize>nHeads * kvRowBytes);
+  }
+}
+
 function loadRows(p: usize, bytes: usize): void {
   if (bytes == 0) return;
   const last = p + bytes - 1;
