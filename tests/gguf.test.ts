@@ -9,13 +9,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRuntime, loadModel, parseModelConfig, type LanguageModel, type Runtime } from "../src/index.ts";
-import { GGUFError, GGUFNeedMore, parseGGUFHeader, readGGUFHeader, writeGGUF, type GGMLType } from "../src/formats/gguf.ts";
+import { GGUFError, GGUFNeedMore, parseGGUFHeader, readGGUFHeader, writeGGUF, type GGMLType, type GGUFTensorToWrite } from "../src/formats/gguf.ts";
 import { f16ToF32, f32ToF16 } from "../src/formats/half.ts";
 import { dequantizeGGML, IQ4_LEVELS, iq4xsToIq4nl, quantizeGGML, quantRowBytes, weightDtypeOf, type QuantDtype } from "../src/formats/quant.ts";
 import { seededArray as randomArray } from "../src/random.ts";
 import { exportGGUF, folderToGGUF } from "../src/model/gguf-export.ts";
 import { expectedTensors } from "../src/model/architecture.ts";
-import { base, metadataOf, randomWeights, SENTENCEPIECE_VOCAB, textModel, withRandomBlocks, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
+import { base, metadataOf, randomWeights, referenceForward, SENTENCEPIECE_VOCAB, textModel, withRandomBlocks, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
 
 const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 
@@ -252,6 +252,11 @@ describe("GGUF files", function () {
       ["llama MQA with tied embeddings and an explicit head_dim", { ...textModel, hidden_size: 64, intermediate_size: 96, num_key_value_heads: 1, head_dim: 32, tie_word_embeddings: true }],
     ];
     const text = "the theme in a café, 42 times";
+    // Llama 3.1 / 3.2: llama3 rope scaling, which llama.cpp's files hold as rope_freqs.weight
+    // (original_max_position_embeddings 64: frequencies in all three bands over a short text).
+    const llama3 = { ...textModel, hidden_size: 64, intermediate_size: 96, head_dim: 16, tie_word_embeddings: true, rope_theta: 500000,
+      rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } };
+    models.push(["llama 3.x (llama3 rope scaling, written as rope_freqs.weight)", llama3]);
     for (const [name, config] of models) {
       it(`${name}: an F32 GGUF twin gives the folder's logits (<= 1e-4) and tokens; Q8_0 / Q4_0 files equal quantizing at load`, async () => {
         const dir = writeModelFolder(config);
@@ -272,7 +277,9 @@ describe("GGUF files", function () {
           if (dtype === "f32") assert.ok(maxDiff(got, want) <= 1e-4, `f32: ${maxDiff(got, want)}`);
           else {
             const atLoad = await loadModel(rt, dir, { dtype });
-            assert.deepEqual(got, logitsOf(atLoad, ids), `${dtype}: the file's blocks are the ones quantizing at load makes`);
+            // (rope_freqs.weight holds llama3's divisors rounded to f32: the angles differ in their last bits.)
+            if (config === llama3) assert.ok(maxDiff(got, logitsOf(atLoad, ids)) <= 1e-4, `${dtype}: as quantizing at load`);
+            else assert.deepEqual(got, logitsOf(atLoad, ids), `${dtype}: the file's blocks are the ones quantizing at load makes`);
             atLoad.dispose();
           }
           assert.deepEqual((await gguf.generate(ids, { maxNewTokens: 6, temperature: 0, stopTokens: [] }).done).tokens.length, 6);
@@ -281,6 +288,50 @@ describe("GGUF files", function () {
         folder.dispose();
       });
     }
+
+    it("rope_freqs.weight: the forward divides each frequency by the file's factor; a factor that is not F32 [head_dim / 2] of finite positive numbers is one clear error", async () => {
+      const cfg = parseModelConfig(llama3), weights = randomWeights(cfg);
+      const ids = Array.from({ length: 40 }, (_, i) => (i * 7 + 3) % 250);
+      const file = exportGGUF(cfg, (n) => weights.get(n)!, { dtype: "f32" });
+      const h = parseGGUFHeader(file);
+      assert.deepEqual(h.tensors.get("rope_freqs.weight")?.shape, [8]);
+      const scaled = await loadModel(rt, { "m.gguf": file });
+      const unscaledCfg = parseModelConfig({ ...llama3, rope_scaling: null });
+      const unscaled = await loadModel(rt, { "m.gguf": exportGGUF(unscaledCfg, (n) => weights.get(n)!, { dtype: "f32" }) });
+      const want = referenceForward(cfg, weights, ids).flat();
+      const got = logitsOf(scaled, ids), plain = logitsOf(unscaled, ids);
+      const err = got.reduce((m, v, i) => Math.max(m, Math.abs(v - want[i]!)), 0), moved = maxDiff(got, plain);
+      assert.ok(err <= 1e-4, `against the float64 reference with llama3 scaling: ${err}`);
+      assert.ok(moved > 100 * err, `the factors change the logits (${moved} vs ${err})`);
+      scaled.dispose(); unscaled.dispose();
+      // Factors of the file's own (not llama3's): the forward takes them as they are.
+      const own = [1, 2, 3, 5, 8, 13, 21, 34];
+      const ownCfg = { ...cfg, ropeScaling: { type: "factors" as const, factors: own } };
+      const ownModel = await loadModel(rt, { "m.gguf": exportGGUF(ownCfg, (n) => weights.get(n)!, { dtype: "f32" }) });
+      const ownWant = referenceForward(ownCfg, weights, ids.slice(0, 20)).flat(), ownGot = logitsOf(ownModel, ids.slice(0, 20));
+      assert.ok(ownGot.every((v, i) => Math.abs(v - ownWant[i]!) <= 1e-4), "a file's own factors");
+      ownModel.dispose();
+      // Hostile: the wrong type or length, or values no divisor can be.
+      const tensorsOf = (factors: GGUFTensorToWrite) => {
+        const t: Record<string, GGUFTensorToWrite> = {};
+        for (const [name, info] of h.tensors) t[name] = { shape: info.shape, type: info.type as GGMLType, data: file.subarray(info.offset, info.offset + info.byteLength) };
+        t["rope_freqs.weight"] = factors;
+        return writeGGUF(metadataOf(h.metadata), t);
+      };
+      const f32 = (v: number[]) => ({ shape: [v.length], type: "F32" as GGMLType, data: new Uint8Array(Float32Array.from(v).buffer) });
+      const cases: [GGUFTensorToWrite, RegExp][] = [
+        [f32([1, 2, 3]), /rope_freqs\.weight is F32 \[3\], not the F32 \[8\] of one factor per rotated pair/],
+        [{ shape: [8], type: "F16", data: new Uint8Array(16) }, /rope_freqs\.weight is F16 \[8\], not the F32 \[8\]/],
+        [f32([1, 1, 0, 1, 1, 1, 1, 1]), /rope_freqs\.weight holds 0 at element 2; each factor must be a finite positive number/],
+        [f32([1, 1, 1, -4, 1, 1, 1, 1]), /rope_freqs\.weight holds -4 at element 3/],
+        [f32([1, 1, 1, 1, NaN, 1, 1, 1]), /tensor 'rope_freqs\.weight' holds a non-finite value at element 4/],
+      ];
+      const held = () => rt.stats().persistentLiveBytes - rt.stats().scratchReservedBytes, before = held();
+      for (const [factors, message] of cases) {
+        await assert.rejects(loadModel(rt, { "bad.gguf": tensorsOf(factors) }), (e: Error) => e.name === "ModelConfigError" && message.test(e.message) && !e.message.includes("\n"));
+      }
+      assert.equal(held(), before, "a refused file leaves nothing allocated");
+    });
 
     it("tokens named like Object.prototype's properties (constructor, __proto__, toString) are ordinary tokens", async () => {
       const { ggufTokenizer } = await import("../src/model/gguf-model.ts");

@@ -6,12 +6,14 @@ import type { TransformerModel } from "../src/model/transformer.ts";
 
 export type Weights = Map<string, Float32Array>;
 
-/** RoPE inverse frequencies as Hugging Face's rope init functions compute them (default, linear, dynamic within the context, llama3). */
+/** RoPE inverse frequencies as Hugging Face's rope init functions compute them (default, linear, dynamic within the context, llama3), and llama.cpp's per-frequency factors. */
 function referenceInverseFrequencies(cfg: ModelConfig): number[] {
   const D = cfg.headDim, s = cfg.ropeScaling;
   const inv = Array.from({ length: D / 2 }, (_, i) => 1 / cfg.ropeTheta ** ((2 * i) / D));
   if (!s || s.type === "dynamic") return inv;
   if (s.type === "linear") return inv.map((f) => f / s.factor);
+  // llama.cpp's rope_freqs.weight: ggml's rope divides each frequency's angle by its factor.
+  if (s.type === "factors") return inv.map((f, i) => f / s.factors[i]!);
   return inv.map((f) => {
     const wavelen = (2 * Math.PI) / f;
     const low = s.originalMaxPositionEmbeddings / s.lowFreqFactor, high = s.originalMaxPositionEmbeddings / s.highFreqFactor;

@@ -22,10 +22,15 @@ const { values } = parseArgs({ options: {
   threads: { type: "string", default: "1,2" }, repeats: { type: "string", default: "3" }, prompt: { type: "string", default: "128" }, gen: { type: "string", default: "64" },
   "no-wllama": { type: "boolean" },
 }, strict: true });
-/** Llama 3.2 1B's shape (not in the default run: its files take minutes to write): every row whole 256-blocks, so Q4_K_M is Q4_K and Q6_K throughout. */
+/**
+ * Llama 3.2 1B's shape (not in the default run: its files take minutes to write): every row whole
+ * 256-blocks, so Q4_K_M is Q4_K and Q6_K throughout; its llama3 rope scaling, which the GGUF twin
+ * holds as rope_freqs.weight.
+ */
 const LLAMA32_1B_SHAPE = {
   model_type: "llama", hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16, num_attention_heads: 32, num_key_value_heads: 8,
-  head_dim: 64, vocab_size: 128256, rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: true,
+  head_dim: 64, vocab_size: 128256, rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: true, max_position_embeddings: 131072,
+  rope_scaling: { rope_type: "llama3", factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
 };
 const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE, "Llama-3.2-1B": LLAMA32_1B_SHAPE };
 const promptLength = Number(values.prompt), gen = Number(values.gen), repeats = Number(values.repeats);

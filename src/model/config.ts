@@ -26,10 +26,11 @@ export interface ModelConfig {
   /**
    * llama3: low frequencies divided by `factor`, blended (Llama 3.1/3.2); linear: every
    * position divided by `factor`; dynamic (NTK, e.g. DeciLM-7B): the plain angles up to
-   * max_position_embeddings, which is as far as this runtime goes.
+   * max_position_embeddings, which is as far as this runtime goes; factors: frequency i divided
+   * by factors[i] (a GGUF file's rope_freqs.weight, llama.cpp's form of llama3 scaling).
    */
   ropeScaling?: { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
-    | { type: "linear"; factor: number } | { type: "dynamic"; factor: number };
+    | { type: "linear"; factor: number } | { type: "dynamic"; factor: number } | { type: "factors"; factors: readonly number[] };
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
   /** q/k/v projections have biases (Qwen2, or Llama's attention_bias). */

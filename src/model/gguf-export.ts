@@ -2,14 +2,16 @@
 // for the llama / qwen2 architectures, norms in F32, linear weights and embeddings in F32, F16,
 // BF16, Q8_0, Q4_0, Q5_0, IQ4_NL (quantized as ggml's reference quantizers do), Q4_K or Q6_K
 // (scales fitted as llama.cpp fits them), or llama.cpp's Q4_K_M mix of them, q/k rows permuted the way
-// llama.cpp's converter does for llama-style RoPE, and the tokenizer as tokenizer.ggml.* metadata.
+// llama.cpp's converter does for llama-style RoPE, llama3 rope scaling as rope_freqs.weight, and
+// the tokenizer as tokenizer.ggml.* metadata.
 import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
 import { K_MIX_FILE_TYPES, kMixTensorType, quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK_WEIGHTS, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { ARCHITECTURES, expectedTensors, ggufPermutesQK, ggufTensorName, globalTensorName, qkPermutedHeads } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
-import { PRE_TOKENIZERS, unpermutedRow } from "./gguf-model.ts";
+import { PRE_TOKENIZERS, ROPE_FACTORS_TENSOR, unpermutedRow } from "./gguf-model.ts";
+import { ropeFrequencyFactors } from "./rope.ts";
 
 const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
   f32: { type: "F32", fileType: 0 }, f16: { type: "F16", fileType: 1 }, bf16: { type: "BF16", fileType: 32 },
@@ -36,7 +38,8 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   const fail = (why: string) => new ModelConfigError(`gguf export: ${why}`);
   const arch = ARCHITECTURES[config.modelType].ggufArchitecture;
   if (!arch) throw fail(`${config.modelType}${config.modelType === "deci" ? " (per-layer KV heads)" : ""} has no llama.cpp architecture to write`);
-  if (config.ropeScaling && config.ropeScaling.type !== "linear") throw fail(`rope scaling ${config.ropeScaling.type} is not written (linear only)`);
+  const scaling = config.ropeScaling;
+  if (scaling?.type === "dynamic") throw fail("dynamic rope scaling is not written (llama.cpp has no form of it)");
   // Q4_K_M: a type per matrix, the rest Q8_0; the file type llama.cpp names MOSTLY_Q4_K_M.
   if (options.dtype === "q4_k_m" || options.dtype === "q5_k_m") {
     const layers = config.numLayers, tied = config.tieWordEmbeddings, mix = options.dtype;
@@ -68,6 +71,12 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     ...(options.tokenizer ? tokenizerMetadata(options.tokenizer.json, options.tokenizer.config, config.vocabSize) : {}),
   };
   const tensors: Record<string, GGUFTensorToWrite> = {};
+  // llama3 scaling (or factors read from a GGUF file) as llama.cpp's converter writes it: one
+  // divisor per frequency in rope_freqs.weight, ahead of the model's tensors.
+  if (scaling?.type === "llama3" || scaling?.type === "factors") {
+    const factors = scaling.type === "factors" ? Float32Array.from(scaling.factors) : ropeFrequencyFactors(config.headDim, config.ropeTheta, scaling);
+    tensors[ROPE_FACTORS_TENSOR] = { shape: [factors.length], type: "F32", data: new Uint8Array(factors.buffer) };
+  }
   for (const [hf, shape] of expectedTensors(config)) {
     let data = tensor(hf);
     const heads = ggufPermutesQK(arch) ? qkPermutedHeads(hf, config) : undefined;

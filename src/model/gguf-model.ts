@@ -20,7 +20,16 @@ export interface GGUFModelInfo {
   metadata: Map<string, GGUFValue>;
   /** tokenizer.json and tokenizer_config.json built from the metadata. */
   tokenizer?: { json: Record<string, unknown>; config: Record<string, unknown> };
+  /**
+   * rope_freqs.weight (Llama 3.1 / 3.2 files: llama.cpp's form of llama3 rope scaling), F32
+   * [headDim / 2]: the config's rope scaling becomes { type: "factors" } once the loader has read
+   * it (withRopeFactors).
+   */
+  ropeFactors?: { file: string; tensor: GGUFTensor };
 }
+
+/** The GGUF tensor of per-frequency rope factors. */
+export const ROPE_FACTORS_TENSOR = "rope_freqs.weight";
 
 const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
 export const GGUF_ARCHITECTURES = ["llama", "qwen2", "mistral"] as const;
@@ -71,7 +80,6 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   const num = (key: string) => { const v = metadata.get(key); return typeof v === "number" ? v : typeof v === "bigint" ? Number(v) : undefined; };
   const arch = str("general.architecture");
   if (!arch || !(GGUF_ARCHITECTURES as readonly string[]).includes(arch)) throw fail(`general.architecture ${JSON.stringify(arch ?? null)} is not supported (${GGUF_ARCHITECTURES.join(", ")})`);
-  if (byName.has("rope_freqs.weight")) throw fail("rope_freqs.weight (Llama 3.1-style per-frequency rope factors) is not supported yet");
   const embd = byName.get("token_embd.weight");
   if (!embd) throw fail("no token_embd.weight tensor");
   const headCount = num(`${arch}.attention.head_count`);
@@ -81,6 +89,8 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   if (keyLength !== undefined && valueLength !== undefined && keyLength !== valueLength) throw fail(`key_length ${keyLength} and value_length ${valueLength} differ`);
   const scalingType = str(`${arch}.rope.scaling.type`);
   if (scalingType !== undefined && scalingType !== "none" && scalingType !== "linear") throw fail(`rope scaling ${scalingType} is not supported (linear)`);
+  const ropeFactors = byName.get(ROPE_FACTORS_TENSOR);
+  if (ropeFactors && scalingType === "linear") throw fail(`${ROPE_FACTORS_TENSOR} and linear rope scaling together are not supported`);
   const configJson: Record<string, unknown> = {
     model_type: arch,
     hidden_size: num(`${arch}.embedding_length`),
@@ -112,7 +122,23 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     tensors.set(hf, { ...t, permutedHeads: permutes ? qkPermutedHeads(hf, config) : undefined });
   }
   if (missing.length > 0) throw fail(`missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
-  return { config, configJson, tensors, fileBytes, metadata, tokenizer: ggufTokenizer(metadata, where) };
+  if (ropeFactors) {
+    const { type, shape } = ropeFactors.tensor;
+    if (type !== "F32" || shape.length !== 1 || shape[0] !== config.headDim / 2) {
+      throw fail(`${ROPE_FACTORS_TENSOR} is ${type} [${shape.join(", ")}], not the F32 [${config.headDim / 2}] of one factor per rotated pair`);
+    }
+  }
+  return { config, configJson, tensors, fileBytes, metadata, tokenizer: ggufTokenizer(metadata, where), ropeFactors };
+}
+
+/**
+ * The config with its rope scaling from the values of rope_freqs.weight (as read from the file):
+ * each must be a finite positive number, a frequency's divisor.
+ */
+export function withRopeFactors(config: ModelConfig, values: Float32Array, where: string): ModelConfig {
+  const bad = values.findIndex((v) => !(Number.isFinite(v) && v > 0));
+  if (bad >= 0) throw new ModelConfigError(`${where}: ${ROPE_FACTORS_TENSOR} holds ${values[bad]} at element ${bad}; each factor must be a finite positive number`);
+  return { ...config, ropeScaling: { type: "factors", factors: Array.from(values) } };
 }
 
 /**

@@ -11,7 +11,7 @@ import type { Runtime } from "../runtime/runtime.ts";
 import { layerTensorName } from "./architecture.ts";
 import { ModelConfigError } from "./config.ts";
 import { ggufTarget, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
-import { describeGGUF, ggufSplitNames, unpermutedRow } from "./gguf-model.ts";
+import { describeGGUF, ggufSplitNames, ROPE_FACTORS_TENSOR, unpermutedRow, withRopeFactors } from "./gguf-model.ts";
 import { inspectModel, readJsonFile } from "./folder.ts";
 import { LanguageModel, type GenerationDefaults } from "./language-model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
@@ -196,6 +196,15 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
       const srcRowBytes = matrix ? tensor.byteLength / tensor.shape[0]! : tensor.byteLength / elements;
       plans.push({ hf, file: t.file, tensor, buffer, copy, K: matrix ? K : 1, rows: matrix ? tensor.shape[0]! : elements, srcRowBytes, permutedHeads: t.permutedHeads, filled: 0 });
     }
+    // Llama 3.1 / 3.2 files: the rope factors, read with the rest and taken into the config.
+    let ropeFactors: TensorPlan | undefined;
+    if (info.ropeFactors) {
+      const { file, tensor } = info.ropeFactors, n = tensor.shape[0]!;
+      const buffer = rt.alloc(n, "f32");
+      owned.push(buffer);
+      ropeFactors = { hf: ROPE_FACTORS_TENSOR, file, tensor, buffer, copy: true, K: 1, rows: n, srcRowBytes: 4, filled: 0 };
+      plans.push(ropeFactors);
+    }
     const totalBytes = opened.reduce((sum, o) => sum + o.size, 0);
     let done = 0;
     for (const o of opened) {
@@ -217,8 +226,13 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     }
     for (const p of plans) if (p.filled !== p.tensor.byteLength) throw new ModelConfigError(`${where}: tensor '${p.tensor.name}' got ${p.filled} of its ${p.tensor.byteLength} bytes`);
     options.onProgress?.({ phase: "upload", doneBytes: totalBytes, totalBytes });
+    let config = info.config;
+    if (ropeFactors) {
+      config = withRopeFactors(config, ropeFactors.buffer.toFloat32Array(), where);
+      ropeFactors.buffer.free();
+    }
     const byName = new Map(plans.map((p) => [p.hf, p.buffer]));
-    const transformer = new TransformerModel(rt, info.config, (hf) => byName.get(hf)!, dtype);
+    const transformer = new TransformerModel(rt, config, (hf) => byName.get(hf)!, dtype);
     return new LanguageModel(transformer, tokenizer, defaults, options.cache);
   } catch (e) {
     for (const b of owned) if (!b.isFreed) b.free();
