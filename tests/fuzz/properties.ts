@@ -369,10 +369,12 @@ export const PROPERTIES: FuzzProperty[] = [
     }),
   },
   {
-    name: "GGUF models: a valid model file mutated loads and generates, or is refused, with nothing left allocated",
+    name: "GGUF models: a valid model file (llama3 rope scaling as rope_freqs.weight) mutated loads and generates, or is refused, with nothing left allocated",
     runs: 150,
     property: ({ rt }) => fc.asyncProperty(mutation, async (m) => {
-      ggufModel ??= await folderToGGUF(syntheticModelFiles({ ...TINY_CHAT_MODEL, num_hidden_layers: 2, hidden_size: 32, intermediate_size: 64, num_attention_heads: 4, max_position_embeddings: 64 }, { dtype: "F32" }), { dtype: "q8_0" });
+      // With llama3 rope scaling, so that rope_freqs.weight is among what is mutated.
+      ggufModel ??= await folderToGGUF(syntheticModelFiles({ ...TINY_CHAT_MODEL, num_hidden_layers: 2, hidden_size: 32, intermediate_size: 64, num_attention_heads: 4, max_position_embeddings: 64,
+        rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } }, { dtype: "F32" }), { dtype: "q8_0" });
       await loadOrRefuse(rt, { "model.gguf": mutate(ggufModel, { ...m, headerLength: undefined }) });
     }),
   },
