@@ -28,6 +28,8 @@ export const models: [string, Record<string, unknown>][] = [
   ["llama MQA with tied embeddings, an explicit head_dim and llama3 rope scaling", { ...base, model_type: "llama", num_key_value_heads: 1, head_dim: 16, tie_word_embeddings: true,
     rope_theta: 500000, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } }],
   ["qwen2 with q/k/v biases", { ...base, model_type: "qwen2", num_key_value_heads: 2 }],
+  ["qwen3 with q/k norms, tied embeddings and a head_dim wider than hidden / heads", { ...base, model_type: "qwen3", num_key_value_heads: 2, head_dim: 16, tie_word_embeddings: true }],
+  ["llama with attention_bias (q/k/v and o_proj biases)", { ...base, model_type: "llama", num_key_value_heads: 2, attention_bias: true }],
   ["llama with linear rope scaling (factor 4)", { ...base, model_type: "llama", num_key_value_heads: 4, rope_scaling: { type: "linear", factor: 4 } }],
   ["mistral with a sliding window (5) shorter than the prompt", { ...base, model_type: "mistral", num_key_value_heads: 2, sliding_window: 5 }],
   ["deci with per-layer KV heads and DeciLM-7B's dynamic rope scaling", { ...base, model_type: "deci", num_hidden_layers: 3, num_key_value_heads_per_layer: [4, 2, 1], rope_scaling: { type: "dynamic", factor: 2 } }],

@@ -46,12 +46,15 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
     const p = `model.layers.${l}`;
     const h = x.map((r) => rms(r, get(`${p}.input_layernorm.weight`)));
     const bias = (k: string) => (cfg.attentionBias ? get(`${p}.self_attn.${k}_proj.bias`) : undefined);
-    const q = h.map((r, i) => rope(matvec(r, get(`${p}.self_attn.q_proj.weight`), H * D, bias("q")), H, i));
-    const k = h.map((r, i) => rope(matvec(r, get(`${p}.self_attn.k_proj.weight`), KV * D, bias("k")), KV, i));
+    // Qwen3: q_norm / k_norm, an RMSNorm over each head's head_dim values, before RoPE.
+    const headNorm = (vec: number[], heads: number, which: string) => !cfg.qkNorm ? vec
+      : Array.from({ length: heads }, (_, hh) => rms(vec.slice(hh * D, (hh + 1) * D), get(`${p}.self_attn.${which}_norm.weight`))).flat();
+    const q = h.map((r, i) => rope(headNorm(matvec(r, get(`${p}.self_attn.q_proj.weight`), H * D, bias("q")), H, "q"), H, i));
+    const k = h.map((r, i) => rope(headNorm(matvec(r, get(`${p}.self_attn.k_proj.weight`), KV * D, bias("k")), KV, "k"), KV, i));
     const v = h.map((r) => matvec(r, get(`${p}.self_attn.v_proj.weight`), KV * D, bias("v")));
     const attn = referenceAttention({ q: q.flat(), k: k.flat(), v: v.flat(), numHeads: H, numKvHeads: KV, headDim: D, causal: true, slidingWindow: cfg.slidingWindow });
     x = x.map((r, i) => {
-      const o = matvec(Array.from(attn.subarray(i * H * D, (i + 1) * H * D)), get(`${p}.self_attn.o_proj.weight`), hd);
+      const o = matvec(Array.from(attn.subarray(i * H * D, (i + 1) * H * D)), get(`${p}.self_attn.o_proj.weight`), hd, cfg.outputBias ? get(`${p}.self_attn.o_proj.bias`) : undefined);
       const x1 = r.map((val, j) => val + o[j]!);
       const h2 = rms(x1, get(`${p}.post_attention_layernorm.weight`));
       const g = matvec(h2, get(`${p}.mlp.gate_proj.weight`), ff), u = matvec(h2, get(`${p}.mlp.up_proj.weight`), ff);

@@ -7,7 +7,7 @@ import type { ModelConfig, ModelType } from "./config.ts";
 
 /** What a tensor is for in the forward pass. */
 export type GlobalRole = "embedding" | "finalNorm" | "lmHead";
-export type LayerRole = "inputNorm" | "postNorm" | "q" | "k" | "v" | "o" | "qBias" | "kBias" | "vBias" | "gate" | "up" | "down";
+export type LayerRole = "inputNorm" | "postNorm" | "q" | "k" | "v" | "o" | "qBias" | "kBias" | "vBias" | "oBias" | "qNorm" | "kNorm" | "gate" | "up" | "down";
 /** norm and bias tensors stay f32; linear ones (and the embedding) take the weight dtype. */
 export type TensorKind = "embedding" | "norm" | "linear" | "bias";
 
@@ -23,7 +23,11 @@ export interface TensorSpec {
   inFeatures?: number;
 }
 
-interface RoleSpec<R> { role: R; hf: string; gguf: string; kind: TensorKind; shape: (c: ModelConfig, kvHeads: number) => number[]; bias?: boolean }
+/**
+ * Tensors some configs lack: `bias` only with q/k/v biases, `outputBias` only with an o_proj bias,
+ * `qkNorm` only in architectures that normalise q and k per head.
+ */
+interface RoleSpec<R> { role: R; hf: string; gguf: string; kind: TensorKind; shape: (c: ModelConfig, kvHeads: number) => number[]; bias?: boolean; outputBias?: boolean; qkNorm?: boolean }
 
 const GLOBAL: RoleSpec<GlobalRole>[] = [
   { role: "embedding", hf: "model.embed_tokens.weight", gguf: "token_embd.weight", kind: "embedding", shape: (c) => [c.vocabSize, c.hiddenSize] },
@@ -42,6 +46,9 @@ const LAYER: RoleSpec<LayerRole>[] = [
   { role: "qBias", hf: "self_attn.q_proj.bias", gguf: "attn_q.bias", kind: "bias", shape: (c) => [c.numHeads * c.headDim], bias: true },
   { role: "kBias", hf: "self_attn.k_proj.bias", gguf: "attn_k.bias", kind: "bias", shape: (c, kv) => [kv * c.headDim], bias: true },
   { role: "vBias", hf: "self_attn.v_proj.bias", gguf: "attn_v.bias", kind: "bias", shape: (c, kv) => [kv * c.headDim], bias: true },
+  { role: "oBias", hf: "self_attn.o_proj.bias", gguf: "attn_output.bias", kind: "bias", shape: (c) => [c.hiddenSize], outputBias: true },
+  { role: "qNorm", hf: "self_attn.q_norm.weight", gguf: "attn_q_norm.weight", kind: "norm", shape: (c) => [c.headDim], qkNorm: true },
+  { role: "kNorm", hf: "self_attn.k_norm.weight", gguf: "attn_k_norm.weight", kind: "norm", shape: (c) => [c.headDim], qkNorm: true },
   { role: "gate", hf: "mlp.gate_proj.weight", gguf: "ffn_gate.weight", kind: "linear", shape: (c) => [c.intermediateSize, c.hiddenSize] },
   { role: "up", hf: "mlp.up_proj.weight", gguf: "ffn_up.weight", kind: "linear", shape: (c) => [c.intermediateSize, c.hiddenSize] },
   { role: "down", hf: "mlp.down_proj.weight", gguf: "ffn_down.weight", kind: "linear", shape: (c) => [c.hiddenSize, c.intermediateSize] },
@@ -50,18 +57,24 @@ const LAYER: RoleSpec<LayerRole>[] = [
 export interface Architecture {
   /** q/k/v biases whatever config.json says (Qwen2 always has them). */
   attentionBias?: boolean;
+  /** attention_bias: true gives o_proj a bias too (Llama's and Qwen3's attention; Qwen2's o_proj never has one). */
+  outputBias?: boolean;
+  /** Each head's q and k RMS-normalised (a weight of head_dim each) before RoPE (Qwen3). */
+  qkNorm?: boolean;
   /** The llama.cpp architecture a GGUF file of it is written as; undefined: none (no GGUF export). */
-  ggufArchitecture?: "llama" | "qwen2";
+  ggufArchitecture?: "llama" | "qwen2" | "qwen3";
 }
 
 /** Every model type: Llama's layout, with what differs. */
 export const ARCHITECTURES: Record<ModelType, Architecture> = {
-  llama: { ggufArchitecture: "llama" },
+  llama: { outputBias: true, ggufArchitecture: "llama" },
   qwen2: { attentionBias: true, ggufArchitecture: "qwen2" },
+  // Qwen3 (dense): Qwen2 without the biases (unless attention_bias), with q/k norms.
+  qwen3: { outputBias: true, qkNorm: true, ggufArchitecture: "qwen3" },
   // llama.cpp runs Mistral checkpoints as its llama architecture (it has no sliding window there).
   mistral: { ggufArchitecture: "llama" },
-  // Per-layer KV heads: no llama.cpp architecture holds them.
-  deci: {},
+  // Llama's attention with per-layer KV heads: no llama.cpp architecture holds them.
+  deci: { outputBias: true },
 };
 
 /**
@@ -82,7 +95,7 @@ export function modelTensors(cfg: ModelConfig): TensorSpec[] {
   global(GLOBAL[0]!);
   cfg.kvHeadsPerLayer.forEach((kv, i) => {
     for (const r of LAYER) {
-      if (r.bias && !cfg.attentionBias) continue;
+      if ((r.bias && !cfg.attentionBias) || (r.outputBias && !cfg.outputBias) || (r.qkNorm && !cfg.qkNorm)) continue;
       const shape = r.shape(cfg, kv);
       out.push({ name: layerTensorName(i, r.role), gguf: `blk.${i}.${r.gguf}`, shape, kind: r.kind, role: r.role, layer: i, inFeatures: r.kind === "linear" ? shape[1] : undefined });
     }
@@ -99,7 +112,7 @@ export function expectedTensors(cfg: ModelConfig): Map<string, number[]> {
 
 /** The fewest tensors a model of this many layers has (no biases, tied embeddings): checked before a tensor list proportional to the layer count is built. */
 export function minTensorCount(cfg: ModelConfig): number {
-  return cfg.numLayers * LAYER.filter((r) => !r.bias).length + 2;
+  return cfg.numLayers * LAYER.filter((r) => !r.bias && !r.outputBias && !r.qkNorm).length + 2;
 }
 
 /** The Hugging Face name of a global tensor. */

@@ -1,6 +1,6 @@
 // A Hugging Face config.json, read into what the runtime needs: the attention shape of every
-// layer (variable GQA included) and the MLP/norm/rope parameters. Llama, Qwen2, Mistral and
-// DeciLM; anything else is a clear error.
+// layer (variable GQA included) and the MLP/norm/rope parameters. Llama, Qwen2, Qwen3, Mistral
+// and DeciLM; anything else is a clear error.
 
 import { ARCHITECTURES } from "./architecture.ts";
 
@@ -8,7 +8,7 @@ export class ModelConfigError extends Error {
   override name = "ModelConfigError";
 }
 
-export const MODEL_TYPES = ["llama", "qwen2", "mistral", "deci"] as const;
+export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "mistral", "deci"] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 
 export interface ModelConfig {
@@ -33,8 +33,12 @@ export interface ModelConfig {
     | { type: "linear"; factor: number } | { type: "dynamic"; factor: number } | { type: "factors"; factors: readonly number[] };
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
-  /** q/k/v projections have biases (Qwen2, or Llama's attention_bias). */
+  /** q/k/v projections have biases (Qwen2, or Llama's / Qwen3's attention_bias). */
   attentionBias: boolean;
+  /** o_proj has a bias (Llama's, Qwen3's and DeciLM's attention_bias). */
+  outputBias: boolean;
+  /** q and k are RMS-normalised per head before RoPE (Qwen3's q_norm / k_norm). */
+  qkNorm: boolean;
   /** Mistral's sliding window (keys older than this many tokens are not seen). */
   slidingWindow?: number;
 }
@@ -102,12 +106,14 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   const act = c.hidden_act ?? "silu";
   if (act !== "silu" && act !== "swish") throw fail(`hidden_act ${JSON.stringify(act)} is not supported (silu: the SwiGLU MLP)`);
   if (c.mlp_bias === true) throw fail("mlp_bias: true is not supported (MLP projections without biases)");
-  if (modelType === "qwen2" && c.use_sliding_window === true) throw fail("use_sliding_window: true (Qwen2's per-layer window) is not supported");
+  if ((modelType === "qwen2" || modelType === "qwen3") && c.use_sliding_window === true) throw fail(`use_sliding_window: true (${modelType === "qwen2" ? "Qwen2" : "Qwen3"}'s per-layer window) is not supported`);
   const slidingWindow = modelType === "mistral" && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
   return {
     modelType: modelType as ModelType, hiddenSize, intermediateSize: int("intermediate_size"), numLayers, numHeads, kvHeadsPerLayer, headDim,
     vocabSize: int("vocab_size"), rmsNormEps: num("rms_norm_eps", 1e-6), ropeTheta: num("rope_theta", 10000), ropeScaling,
     maxPositionEmbeddings: int("max_position_embeddings", 2048), tieWordEmbeddings: c.tie_word_embeddings === true,
     attentionBias: ARCHITECTURES[modelType as ModelType].attentionBias === true || c.attention_bias === true, slidingWindow,
+    outputBias: ARCHITECTURES[modelType as ModelType].outputBias === true && c.attention_bias === true,
+    qkNorm: ARCHITECTURES[modelType as ModelType].qkNorm === true,
   };
 }

@@ -32,7 +32,7 @@ export interface GGUFModelInfo {
 export const ROPE_FACTORS_TENSOR = "rope_freqs.weight";
 
 const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "mistral"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "mistral"] as const;
 
 /** The file names of a GGUF model: the file itself, or every split of a -0000i-of-0000N.gguf set. */
 export function ggufSplitNames(name: string): string[] {
@@ -106,7 +106,7 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     tie_word_embeddings: !byName.has("output.weight"),
     ...(scalingType === "linear" ? { rope_scaling: { type: "linear", factor: num(`${arch}.rope.scaling.factor`) } } : {}),
     ...(arch === "mistral" && num(`${arch}.attention.sliding_window`) ? { sliding_window: num(`${arch}.attention.sliding_window`) } : {}),
-    ...(arch === "llama" && byName.has("blk.0.attn_q.bias") ? { attention_bias: true } : {}),
+    ...((arch === "llama" || arch === "qwen3") && byName.has("blk.0.attn_q.bias") ? { attention_bias: true } : {}),
   };
   const config = parseModelConfig(configJson, `${where} (metadata)`);
   if (minTensorCount(config) > byName.size) throw fail(`${arch}.block_count is ${config.numLayers}, but the file holds only ${byName.size} tensors`);

@@ -1,7 +1,7 @@
-// The forward pass of a Llama-family decoder (llama, qwen2, mistral, deci), top to bottom like llama2.c's run.c: embedding, then per layer RMSNorm ->
-// q/k/v projections -> RoPE -> K/V written into the paged cache -> grouped attention over the
-// cache -> o projection + residual -> RMSNorm -> SwiGLU MLP + residual; final RMSNorm and the LM
-// head. The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
+// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, mistral, deci), top to bottom like llama2.c's run.c: embedding, then per layer RMSNorm ->
+// q/k/v projections -> (Qwen3: RMSNorm of each head of q and k) -> RoPE -> K/V written into the
+// paged cache -> grouped attention over the cache -> o projection + residual -> RMSNorm -> SwiGLU
+// MLP + residual; final RMSNorm and the LM head. The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
 // allocated once (RunState), phases separated by barriers, so with threads it is one hand-off to
 // the worker pool instead of one per op, and the activations never come back to JavaScript. A
 // decode step runs the program built for the last step of its shape again, with only its
@@ -23,7 +23,8 @@ import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
  * (`qkv`, `qkvBias`, `gateUp`: concatenated at load), so a one-row pass projects each group in
  * one call (one stream of weights, one claim range for the threads).
  */
-type LayerWeights = Record<Exclude<LayerRole, "qBias" | "kBias" | "vBias">, WasmBuffer> & Partial<Record<"qBias" | "kBias" | "vBias" | "qkv" | "qkvBias" | "gateUp", WasmBuffer>>;
+type OptionalRole = "qBias" | "kBias" | "vBias" | "oBias" | "qNorm" | "kNorm";
+type LayerWeights = Record<Exclude<LayerRole, OptionalRole>, WasmBuffer> & Partial<Record<OptionalRole | "qkv" | "qkvBias" | "gateUp", WasmBuffer>>;
 
 /** A forward pass's activations in wasm memory, for up to `rows` rows and `items` sequences. */
 interface RunState {
@@ -298,8 +299,9 @@ export class TransformerModel {
         linear(s.h, L.v, v, hd, kvDim, hq, { bias: L.vBias });
       }
       p.barrier();
-      // RoPE on q and k, then K/V into the cache's pages (kv_write): each sequence's rows on
-      // a thread, or a lone long sequence's rows over all of them.
+      // (Qwen3: each head of q and k RMS-normalised in place,) RoPE on q and k, then K/V into
+      // the cache's pages (kv_write): each sequence's rows on a thread, or a lone long
+      // sequence's rows over all of them.
       items.forEach(({ seq }, i) => {
         const q0 = firstRow[i]!, count = rowsOf(i), table = cache.blockTable(p, seq, l);
         tables[i]!.push(table);
@@ -310,6 +312,11 @@ export class TransformerModel {
           const ropeQ: Job = { kernel: "rope_f32", args: [rowPtr(s.q, q0 + r0, H * D), r1 - r0, H, D, this.rope.cos.ptr, this.rope.sin.ptr, pos] };
           const ropeK: Job = { kernel: "rope_f32", args: [rowPtr(k, q0 + r0, kvDim), r1 - r0, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, pos] };
           const kv: Job = { kernel: "kv_write", args: [write.args[0]!, write.args[1]!, r0, r1, ...write.args.slice(4)] };
+          if (L.qNorm && L.kNorm) {
+            const q = rowPtr(s.q, q0 + r0, H * D), kr = rowPtr(k, q0 + r0, kvDim);
+            p.add(t, { kernel: "rmsnorm_f32", args: [q, L.qNorm.ptr, q, D, eps, 0, (r1 - r0) * H] });
+            p.add(t, { kernel: "rmsnorm_f32", args: [kr, L.kNorm.ptr, kr, D, eps, 0, (r1 - r0) * kvHeads] });
+          }
           p.add(t, ropeQ); p.add(t, ropeK); p.add(t, kv);
           positioned[i]!.push(p.variable(ropeQ, 6), r0, p.variable(ropeK, 6), r0, p.variable(kv, 9), 0);
         });
@@ -318,7 +325,7 @@ export class TransformerModel {
       attention.push(cache.attentionCalls(p, items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D), table: tables[i]![l] })), l, attentionArgs));
       p.barrier();
       const aq = quantizeFor(s.attn, n, H * D, L.o);
-      linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true }); // the residual add, fused
+      linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true, bias: L.oBias }); // the residual add, fused
       p.barrier();
       const hq2 = rmsnorm(L.postNorm, [L.gate, L.up]);
       if (n === 1 && L.gateUp) linear(s.h, L.gateUp, state.gateUp.subarray(0, 2 * ff), hd, 2 * ff, hq2);
