@@ -335,6 +335,15 @@ describe("GGUF files", function () {
       assert.equal(held(), before, "a refused file leaves nothing allocated");
     });
 
+    it("a layer tensor the metadata's architecture does not use is refused, not ignored (a qwen3 file labelled qwen2)", async () => {
+      const cfg = parseModelConfig({ ...textModel, model_type: "qwen3", hidden_size: 64, intermediate_size: 96 }), weights = randomWeights(cfg);
+      const file = exportGGUF(cfg, (n) => weights.get(n)!, { dtype: "f32" });
+      const h = parseGGUFHeader(file);
+      const meta = metadataOf(new Map([...h.metadata].map(([k, v]) => [k.replace(/^qwen3\./, "qwen2."), k === "general.architecture" ? "qwen2" : v])));
+      const tensors = Object.fromEntries([...h.tensors].map(([n, t]) => [n, { shape: t.shape, type: t.type as GGMLType, data: file.subarray(t.offset, t.offset + t.byteLength) }]));
+      await assert.rejects(loadModel(rt, { "m.gguf": writeGGUF(meta, tensors) }), /m\.gguf: tensor blk\.0\.attn_[qk]_norm\.weight is not one a qwen2 model of this metadata uses$/);
+    });
+
     it("tokens named like Object.prototype's properties (constructor, __proto__, toString) are ordinary tokens", async () => {
       const { ggufTokenizer } = await import("../src/model/gguf-model.ts");
       const { TextTokenizer } = await import("../src/model/tokenizer.ts");

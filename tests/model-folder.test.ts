@@ -31,11 +31,13 @@ describe("model folders and `gqa-wasm info`", () => {
     assert.equal(j.parameters, params);
   });
 
-  it("reads sharded folders, DeciLM's per-layer KV heads, qwen2 biases, tied MQA with an explicit head_dim", () => {
+  it("reads sharded folders, DeciLM's per-layer KV heads, qwen2 biases, qwen3 q/k norms, tied MQA with an explicit head_dim", () => {
     const deci = folder({ ...llama, model_type: "deci", num_hidden_layers: 3, num_key_value_heads_per_layer: [4, 2, 1] }, { shards: 2, dtype: "BF16" });
     assert.match(run("info", "--model", deci).stdout, /deci \(variable GQA\)[\s\S]*KV heads per layer: 4,2,1/);
     const qwen = folder({ ...llama, model_type: "qwen2" });
     assert.equal(run("info", "--model", qwen).status, 0);
+    const qwen3 = folder({ ...llama, model_type: "qwen3", head_dim: 16, tie_word_embeddings: true });
+    assert.match(run("info", "--model", qwen3).stdout, /architecture: qwen3 \(GQA\)[\s\S]*head_dim: 16/);
     const mqa = folder({ ...llama, num_key_value_heads: 1, head_dim: 16, tie_word_embeddings: true }, { shards: 3 });
     assert.match(run("info", "--model", mqa).stdout, /llama \(MQA\)[\s\S]*head_dim: 16/);
   });
@@ -50,6 +52,11 @@ describe("model folders and `gqa-wasm info`", () => {
       [["info", "--model", folder({ ...llama, hidden_act: "gelu" }, { tensorsOf: llama })], /hidden_act "gelu" is not supported/],
       [["info", "--model", folder({ ...llama, mlp_bias: true }, { tensorsOf: llama })], /mlp_bias: true is not supported/],
       [["info", "--model", folder({ ...llama, model_type: "qwen2", use_sliding_window: true, sliding_window: 4 }, { tensorsOf: { ...llama, model_type: "qwen2" } })], /use_sliding_window: true \(Qwen2's per-layer window\) is not supported/],
+      // Weights the config does not describe are refused, not ignored: a Qwen3 checkpoint called
+      // qwen2 (its q/k norms), biases without attention_bias.
+      [["info", "--model", folder({ ...llama, model_type: "qwen2" }, { tensorsOf: { ...llama, model_type: "qwen3", attention_bias: true } })], /tensor 'model\.layers\.0\.self_attn\.(o_proj\.bias|[qk]_norm\.weight)' is not one a qwen2 model with this config\.json uses/],
+      [["info", "--model", folder(llama, { tensorsOf: { ...llama, model_type: "qwen3" } })], /tensor 'model\.layers\.0\.self_attn\.[qk]_norm\.weight' is not one a llama model/],
+      [["info", "--model", folder(llama, { tensorsOf: { ...llama, attention_bias: true } })], /tensor 'model\.layers\.0\.self_attn\.[kqov]_proj\.bias' is not one a llama model with this config\.json uses \(is model_type or attention_bias right\?\)/],
     ];
     const broken = folder(llama);
     writeFileSync(join(broken, "model.safetensors"), new Uint8Array([255, 0, 0, 0, 0, 0, 0, 0, 1, 2]));

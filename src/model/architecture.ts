@@ -110,6 +110,19 @@ export function expectedTensors(cfg: ModelConfig): Map<string, number[]> {
   return new Map(modelTensors(cfg).map((t) => [t.name, t.shape]));
 }
 
+/**
+ * The first of `names` (Hugging Face's, or with `gguf` GGUF's) that is a layer's tensor the config
+ * does not use: an o_proj bias without attention_bias, q/k norms in a model_type without them, a
+ * quantized checkpoint's extra parts. Ignored, such a tensor would leave the forward silently
+ * wrong. (Old checkpoints' rotary_emb.inv_freq buffers are Hugging Face's own to ignore.)
+ */
+export function unusedLayerTensor(cfg: ModelConfig, names: Iterable<string>, gguf = false): string | undefined {
+  const used = new Set(modelTensors(cfg).map((t) => (gguf ? t.gguf : t.name)));
+  const layer = gguf ? /^blk\.\d+\./ : /^model\.layers\.\d+\./;
+  for (const n of names) if (layer.test(n) && !used.has(n) && !n.endsWith(".rotary_emb.inv_freq")) return n;
+  return undefined;
+}
+
 /** The fewest tensors a model of this many layers has (no biases, tied embeddings): checked before a tensor list proportional to the layer count is built. */
 export function minTensorCount(cfg: ModelConfig): number {
   return cfg.numLayers * LAYER.filter((r) => !r.bias && !r.outputBias && !r.qkNorm).length + 2;

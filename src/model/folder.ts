@@ -4,7 +4,7 @@
 import { SafetensorsError } from "../errors.ts";
 import { parseHeader, readHeaderLength, type TensorInfo } from "../formats/safetensors.ts";
 import { isPlainFileName, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
-import { expectedTensors, minTensorCount } from "./architecture.ts";
+import { expectedTensors, minTensorCount, unusedLayerTensor } from "./architecture.ts";
 import { ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
 
 export interface FolderTensor extends TensorInfo { file: string }
@@ -105,6 +105,8 @@ export async function inspectModel(source: ModelSource | ModelFiles): Promise<Mo
       throw new ModelConfigError(`${files.describe(t.file)}: tensor '${name}' has shape [${t.shape.join(", ")}], the config needs [${shape.join(", ")}]`);
     }
   }
+  const unused = unusedLayerTensor(config, tensors.keys());
+  if (unused) throw new ModelConfigError(`${files.describe(tensors.get(unused)!.file)}: tensor '${unused}' is not one a ${config.modelType} model with this config.json uses (is model_type or attention_bias right?)`);
   if (missing.length > 0) {
     throw new ModelConfigError(`${files.location}: missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
   }

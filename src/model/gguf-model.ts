@@ -5,7 +5,7 @@
 // tokenizer.json for @huggingface/tokenizers (byte-level BPE with merges, or SentencePiece
 // with scores turned into merges) with the chat template from tokenizer.chat_template.
 import { GGUFError, readGGUFHeader, type GGUFHeader, type GGUFTensor, type GGUFValue } from "../formats/gguf.ts";
-import { expectedTensors, ggufPermutesQK, ggufTensorName, minTensorCount, qkPermutedHeads } from "./architecture.ts";
+import { expectedTensors, ggufPermutesQK, ggufTensorName, minTensorCount, qkPermutedHeads, unusedLayerTensor } from "./architecture.ts";
 import { ModelConfigError, parseModelConfig, type ModelConfig } from "./config.ts";
 import type { ModelFiles } from "./files.ts";
 
@@ -121,6 +121,8 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     if (t.tensor.shape.join("x") !== shape.join("x")) throw fail(`tensor ${gguf} has shape [${t.tensor.shape.join(", ")}], the metadata needs [${shape.join(", ")}]`);
     tensors.set(hf, { ...t, permutedHeads: permutes ? qkPermutedHeads(hf, config) : undefined });
   }
+  const unused = unusedLayerTensor(config, byName.keys(), true);
+  if (unused) throw fail(`tensor ${unused} is not one a ${arch} model of this metadata uses`);
   if (missing.length > 0) throw fail(`missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
   if (ropeFactors) {
     const { type, shape } = ropeFactors.tensor;
