@@ -73,6 +73,9 @@ Requests in flight decode together (continuous batching); repeated prompt prefix
   --max-queue 64             requests waiting; beyond it 503 with Retry-After
   --kv-tokens N              KV cache for all requests (default max-sequences x min(context, 4096))
   --max-body-bytes 4194304   largest request body (413 beyond)
+  --chat-template-kwargs JSON  chat template variables for every chat request, e.g.
+                             '{"enable_thinking": false}' (Qwen3); a request's chat_template_kwargs
+                             are laid over them
   --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|stored   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
 `,
   run: `usage: gqa-wasm run --model DIR --prompt "..." [options]
@@ -88,6 +91,7 @@ bytes and why it stopped go to stderr (with a load progress bar on a terminal). 
   --prompt TEXT              the prompt (encoded with the model's special tokens, e.g. BOS)
   --chat                     use the chat template
   --system TEXT              a system message (with --chat)
+  --chat-template-kwargs JSON  more chat template variables, e.g. '{"enable_thinking": false}' (Qwen3)
   --stop TEXT                stop at this text (it is not printed; may be given more than once)
 ${SAMPLING_HELP}`,
   quantize: `usage: gqa-wasm quantize --model DIR --dtype q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|f16|bf16|f32 --out FILE.gguf
@@ -262,8 +266,18 @@ const SAMPLING_FLAGS = ["max-new-tokens", "temperature", "top-k", "top-p", "seed
 const MODEL_FLAGS: Record<"logits" | "generate" | "run", FlagSpec> = {
   logits: stringFlags("model", "tokens", "out", "dtype"),
   generate: { ...stringFlags("model", "tokens", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS), json: { type: "boolean" } },
-  run: { ...stringFlags("model", "prompt", "system", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS), stop: { type: "string", multiple: true }, chat: { type: "boolean" } },
+  run: { ...stringFlags("model", "prompt", "system", "chat-template-kwargs", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS), stop: { type: "string", multiple: true }, chat: { type: "boolean" } },
 };
+
+/** --chat-template-kwargs JSON: an object of chat template variables (e.g. '{"enable_thinking": false}'). */
+async function templateKwargs(flags: Flags): Promise<Record<string, unknown> | undefined> {
+  const raw = str(flags, "chat-template-kwargs");
+  if (raw === undefined) return undefined;
+  let value: unknown;
+  try { value = JSON.parse(raw); } catch { throw new UsageError(`--chat-template-kwargs takes a JSON object, e.g. '{"enable_thinking": false}'; got '${raw}'`); }
+  const { checkTemplateVariables } = await import("./model/chat-template.ts");
+  try { return checkTemplateVariables(value); } catch (e) { throw new UsageError(`--chat-template-kwargs: ${(e as Error).message}`); }
+}
 
 /** Generation options from the flags (unset ones fall back to the model's generation_config.json). */
 async function generationOptions(flags: Flags): Promise<import("./model/generation.ts").GenerateOptions> {
@@ -361,6 +375,8 @@ async function runModel(command: "logits" | "generate" | "run", args: string[]):
   const prompt = str(flags, "prompt");
   if (prompt === undefined && !chat) throw new UsageError("run needs --prompt TEXT (or --chat to read turns from stdin)");
   if (flags.system !== undefined && !chat) throw new UsageError("--system needs --chat");
+  if (flags["chat-template-kwargs"] !== undefined && !chat) throw new UsageError("--chat-template-kwargs needs --chat");
+  const templateVariables = await templateKwargs(flags);
   const { model, loadSeconds } = await loadForCli(flags, true);
   const where = str(flags, "model");
   if (!model.tokenizer) throw new CliError(`${where} has no tokenizer.json; run needs one (generate --tokens works on ids)`);
@@ -382,7 +398,7 @@ async function runModel(command: "logits" | "generate" | "run", args: string[]):
     await stream(model.generate(prompt!, { ...options, signal: abort.signal }));
     return 0;
   }
-  const conversation = model.chat({ system: str(flags, "system") });
+  const conversation = model.chat({ system: str(flags, "system"), templateVariables });
   // A turn longer than this many bytes cannot fit the context (a token is rarely over 16 bytes):
   // it is refused before it is decoded or tokenized, and never held whole in memory.
   const maxTurnBytes = Math.max(64 << 10, 16 * model.config.maxPositionEmbeddings);
@@ -605,7 +621,7 @@ async function info(args: string[]): Promise<number> {
 }
 
 async function serve(args: string[]): Promise<number> {
-  const flags = parseFlags("serve", args, stringFlags("model", "host", "port", "model-id", "api-key", "max-sequences", "max-queue", "kv-tokens", "max-body-bytes", "dtype", "kv-dtype", "threads"));
+  const flags = parseFlags("serve", args, stringFlags("model", "host", "port", "model-id", "api-key", "max-sequences", "max-queue", "kv-tokens", "max-body-bytes", "chat-template-kwargs", "dtype", "kv-dtype", "threads"));
   const dir = str(flags, "model");
   if (!dir) throw new UsageError("--model is required");
   checkLoadFlags(flags);
@@ -618,6 +634,7 @@ async function serve(args: string[]): Promise<number> {
     apiKey: str(flags, "api-key") ?? (process.env.GQA_WASM_API_KEY || undefined),
     maxSequences: int(flags, "max-sequences"), maxQueue: int(flags, "max-queue"), maxCacheTokens: int(flags, "kv-tokens"),
     maxBodyBytes: int(flags, "max-body-bytes"), kvDtype: str(flags, "kv-dtype") as "f32" | "bf16" | "int8" | undefined,
+    chatTemplateKwargs: await templateKwargs(flags),
   };
   const { model } = await loadForCli(flags, true);
   const { serveNode } = await import("./serve/node.ts");

@@ -27,6 +27,7 @@ export { TextTokenizer } from "./model/tokenizer.ts";
 export { ChatTemplate, TemplateError } from "./model/chat-template.ts";
 export type { TemplateLimits } from "./model/chat-template.ts";
 export type { ChatMessage } from "./model/tokenizer.ts";
+export type { ChatTemplateVariables } from "./model/chat-template.ts";
 export { Sampler } from "./model/sampling.ts";
 export type { SamplingOptions } from "./model/sampling.ts";
 export { parseModelConfig, ModelConfigError } from "./model/config.ts";

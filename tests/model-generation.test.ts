@@ -40,6 +40,27 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     assert.equal(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   });
 
+  it("chat template variables (Qwen3's enable_thinking) reach the template, in applyChatTemplate and chat(); the template's own names cannot be set", async () => {
+    // A Qwen3-style switch (written here): an empty thinking block when enable_thinking is false.
+    const template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n" +
+      "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}";
+    const thinking = writeModelFolder(textModel);
+    writeTokenizer(thinking, { chatTemplate: template });
+    const m = await loadModel(rt, thinking);
+    try {
+      const tok = m.tokenizer!, hi = [{ role: "user", content: "Hi" }];
+      assert.equal(tok.applyChatTemplate(hi), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+      assert.equal(tok.applyChatTemplate(hi, { variables: { enable_thinking: false } }), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+      assert.throws(() => tok.applyChatTemplate(hi, { variables: { messages: [] } }), /chat template variables cannot set messages, the template's own/);
+      assert.throws(() => tok.applyChatTemplate(hi, { variables: [1] as never }), /chat template variables must be an object, got an array/);
+      assert.throws(() => m.chat({ templateVariables: { add_generation_prompt: false } }), /cannot set add_generation_prompt/);
+      const think = tok.encode("<think>\n\n</think>\n\n", { addSpecialTokens: false }).length;
+      const plain = await m.chat().send("Hi", { ...greedy, maxNewTokens: 1 }).done;
+      const off = await m.chat({ templateVariables: { enable_thinking: false } }).send("Hi", { ...greedy, maxNewTokens: 1 }).done;
+      assert.equal(off.promptTokens, plain.promptTokens + think);
+    } finally { m.dispose(); rmSync(thinking, { recursive: true, force: true }); }
+  });
+
   it("streams: the pieces join into the result text, and the tokens equal recomputing the whole forward each step", async () => {
     const prompt = model.encode("the theme");
     const { pieces, tokens, result } = await collect(model.generate("the theme", { ...greedy, maxNewTokens: 12 }));

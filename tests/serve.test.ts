@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { Ajv } from "ajv";
 import OpenAI from "openai";
 import { createOpenAIServer, createRuntime, loadModel, syntheticModelFiles, TINY_CHAT_MODEL, type LanguageModel, type OpenAIServer, type Runtime } from "../src/index.ts";
+import { byteLevelTokenizer } from "../src/model/synthetic.ts";
 import { serveNode, type NodeServer } from "../src/serve/node.ts";
 import { Sampler } from "../src/model/sampling.ts";
 import { BatchScheduler } from "../src/serve/scheduler.ts";
@@ -32,6 +33,29 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
     client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused", maxRetries: 0 });
   });
   after(async () => { await server?.close(); model?.dispose(); await rt?.dispose(); });
+
+  it("chat_template_kwargs (llama-server's and vLLM's): the server's defaults, a request's laid over them; a bad value is a 400 naming it", async () => {
+    const template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n" +
+      "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}";
+    const m = await loadModel(rt, { ...syntheticModelFiles(), ...byteLevelTokenizer({ chatTemplate: template }) });
+    const s = createOpenAIServer(m, { modelId: MODEL, chatTemplateKwargs: { enable_thinking: false } });
+    try {
+      const ask = async (extra: Record<string, unknown>) => s.fetch(new Request("http://x/v1/chat/completions", { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Hi" }], max_tokens: 1, temperature: 0, ...extra }) }));
+      const usage = async (extra: Record<string, unknown>) => { const r = await ask(extra); assert.equal(r.status, 200); return (await r.json()).usage.prompt_tokens as number; };
+      const think = m.tokenizer!.encode("<think>\n\n</think>\n\n", { addSpecialTokens: false }).length;
+      const byDefault = await usage({}), thinking = await usage({ chat_template_kwargs: { enable_thinking: true } });
+      assert.equal(byDefault, thinking + think, "the server's enable_thinking: false, then the request's true");
+      for (const bad of [[1], "x", { eos_token: "" }]) {
+        const r = await ask({ chat_template_kwargs: bad });
+        assert.equal(r.status, 400);
+        const e = (await r.json()).error;
+        assert.equal(e.param, "chat_template_kwargs");
+        assert.match(e.message, /chat template variables (must be an object|cannot set eos_token)/);
+      }
+      assert.throws(() => createOpenAIServer(m, { chatTemplateKwargs: { messages: 1 } }), /cannot set messages/);
+    } finally { s.close(); m.dispose(); }
+  });
 
   it("forwardBatch gives each sequence the logits it gets alone", () => {
     const t = model.transformer, cache = t.createCache();

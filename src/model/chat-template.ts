@@ -114,3 +114,16 @@ function strftime(date: Date, format: string): string {
     }
   });
 }
+
+/** Values a chat template may read besides the messages (JSON values: a request's chat_template_kwargs). */
+export type ChatTemplateVariables = Record<string, unknown>;
+const TEMPLATE_OWN = new Set(["messages", "add_generation_prompt", "bos_token", "eos_token"]);
+
+/** `variables` if it is a plain object that names none of the template's own values; else a RangeError. */
+export function checkTemplateVariables(variables: unknown): ChatTemplateVariables {
+  if (variables === undefined) return {};
+  if (variables === null || typeof variables !== "object" || Array.isArray(variables)) throw new RangeError(`chat template variables must be an object, got ${variables === null ? "null" : Array.isArray(variables) ? "an array" : typeof variables}`);
+  const own = Object.keys(variables).find((k) => TEMPLATE_OWN.has(k));
+  if (own) throw new RangeError(`chat template variables cannot set ${own}, the template's own`);
+  return variables as ChatTemplateVariables;
+}

@@ -4,6 +4,7 @@
 import type { KVCache, KVCacheOptions } from "../kv/kv-cache.ts";
 import { Generation, type GenerateOptions } from "./generation.ts";
 import type { SamplingOptions } from "./sampling.ts";
+import { checkTemplateVariables, type ChatTemplateVariables } from "./chat-template.ts";
 import type { ChatMessage, TextTokenizer } from "./tokenizer.ts";
 import type { TransformerModel } from "./transformer.ts";
 
@@ -48,9 +49,12 @@ export class LanguageModel {
     return generation.onEnd(() => cache.free(seq));
   }
 
-  /** A conversation: each send() renders the chat template over all messages and reuses the cached prefix. */
-  chat(options: { system?: string } = {}): Chat {
-    return new Chat(this, this.kvCache(), options.system);
+  /**
+   * A conversation: each send() renders the chat template over all messages and reuses the
+   * cached prefix. `templateVariables`: more values for the template (Qwen3's { enable_thinking: false }).
+   */
+  chat(options: { system?: string; templateVariables?: ChatTemplateVariables } = {}): Chat {
+    return new Chat(this, this.kvCache(), options.system, checkTemplateVariables(options.templateVariables));
   }
 
   /** @internal */
@@ -90,7 +94,7 @@ export class Chat {
   private readonly cached: number[] = [];
   private busy = false;
 
-  constructor(private readonly model: LanguageModel, private readonly cache: KVCache, system?: string) {
+  constructor(private readonly model: LanguageModel, private readonly cache: KVCache, system: string | undefined, private readonly variables: ChatTemplateVariables) {
     model.requireTokenizer("chat");
     if (!model.tokenizer!.hasChatTemplate) throw new RangeError("chat needs a chat template (tokenizer_config.json chat_template or chat_template.jinja); use generate() for plain text");
     if (system !== undefined) this.messages.push({ role: "system", content: system });
@@ -110,7 +114,7 @@ export class Chat {
     const tokenizer = this.model.tokenizer!;
     const messages = [...this.messages, { role: "user", content }];
     // The template writes the special tokens itself (BOS included where the model wants one).
-    const ids = tokenizer.encode(tokenizer.applyChatTemplate(messages), { addSpecialTokens: false });
+    const ids = tokenizer.encode(tokenizer.applyChatTemplate(messages, { variables: this.variables }), { addSpecialTokens: false });
     const context = this.model.config.maxPositionEmbeddings;
     if (ids.length >= context) {
       throw new RangeError(`chat: with this message the conversation is ${ids.length} tokens, and the model's context is ${context}; the message was not added`);

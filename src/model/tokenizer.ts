@@ -2,7 +2,7 @@
 // @huggingface/tokenizers (the Hugging Face tokenizer pipeline in JS), and chat prompts rendered
 // from the model's own Jinja chat template with @huggingface/jinja.
 import { Tokenizer } from "@huggingface/tokenizers";
-import { ChatTemplate } from "./chat-template.ts";
+import { ChatTemplate, checkTemplateVariables, type ChatTemplateVariables } from "./chat-template.ts";
 import { ModelConfigError } from "./config.ts";
 
 export interface ChatMessage {
@@ -83,15 +83,21 @@ export class TextTokenizer {
     return table;
   }
 
-  /** The prompt text for `messages`, as the model was trained to see them, ending with the assistant's turn opened. */
-  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
+  /**
+   * The prompt text for `messages`, as the model was trained to see them, ending with the
+   * assistant's turn opened. `variables`: more values for the template to read, as Hugging Face's
+   * apply_chat_template keyword arguments (Qwen3's { enable_thinking: false }); they cannot
+   * replace messages, add_generation_prompt, bos_token or eos_token.
+   */
+  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean; variables?: ChatTemplateVariables } = {}): string {
     if (!this.template) throw new ModelConfigError("this model's tokenizer has no chat template (tokenizer_config.json chat_template or chat_template.jinja)");
     return this.template.render({
-      messages, add_generation_prompt: options.addGenerationPrompt ?? true,
+      ...checkTemplateVariables(options.variables), messages, add_generation_prompt: options.addGenerationPrompt ?? true,
       bos_token: this.bosToken ?? "", eos_token: this.eosToken ?? "",
     });
   }
 }
+
 
 /** GPT-2's byte -> printable character map, in which byte-level BPE vocabularies are written. */
 export function byteChars(): string[] {

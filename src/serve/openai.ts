@@ -7,6 +7,7 @@ import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { WasmOutOfMemoryError } from "../errors.ts";
 import type { LanguageModel } from "../model/language-model.ts";
+import { checkTemplateVariables, type ChatTemplateVariables } from "../model/chat-template.ts";
 import type { ChatMessage } from "../model/tokenizer.ts";
 import type { KVCache, KVDtype } from "../kv/kv-cache.ts";
 import { compileSchema, JSON_OBJECT, JsonConstraint, SchemaError, TokenTable } from "./json-constraint.ts";
@@ -22,6 +23,11 @@ export interface OpenAIServerOptions extends SchedulerOptions {
   /** KV cache for all sequences, in tokens (default maxSequences x min(context, 4096)). */
   maxCacheTokens?: number;
   kvDtype?: KVDtype;
+  /**
+   * Chat template variables for every chat request (llama-server's --chat-template-kwargs, e.g.
+   * Qwen3's { enable_thinking: false }); a request's own chat_template_kwargs are laid over them.
+   */
+  chatTemplateKwargs?: ChatTemplateVariables;
 }
 
 export interface OpenAIServer {
@@ -40,7 +46,7 @@ export class ApiError extends Error {
   }
 }
 
-const CHAT_FIELDS = new Set(["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "n", "response_format", "user"]);
+const CHAT_FIELDS = new Set(["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "n", "response_format", "user", "chat_template_kwargs"]);
 const COMPLETION_FIELDS = new Set(["model", "prompt", "stream", "stream_options", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "n", "best_of", "echo", "user", "response_format"]);
 const now = () => Math.floor(Date.now() / 1000);
 
@@ -51,6 +57,7 @@ export function modelIdOf(path: string): string {
 
 export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOptions = {}): OpenAIServer {
   const modelId = options.modelId ?? "gqa-wasm";
+  const serverKwargs = checkTemplateVariables(options.chatTemplateKwargs);
   const context = model.config.maxPositionEmbeddings;
   const maxSequences = options.maxSequences ?? 8;
   const maxCacheTokens = options.maxCacheTokens ?? maxSequences * Math.min(context, 4096);
@@ -88,7 +95,10 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     const messages = chatMessages(body.messages);
     const tokenizer = model.tokenizer;
     if (!tokenizer?.hasChatTemplate) throw new ApiError(400, "this model has no chat template; use /v1/completions", "messages");
-    const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages), { addSpecialTokens: false });
+    // Template variables (llama-server's and vLLM's chat_template_kwargs): the server's, then the request's.
+    let variables: ChatTemplateVariables;
+    try { variables = { ...serverKwargs, ...checkTemplateVariables(body.chat_template_kwargs) }; } catch (e) { throw new ApiError(400, (e as Error).message, "chat_template_kwargs"); }
+    const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages, { variables }), { addSpecialTokens: false });
     const logprobs = optionalBoolean(body.logprobs, "logprobs") ?? false;
     const top = integerIn(body.top_logprobs, "top_logprobs", 0, 20);
     if (top !== undefined && !logprobs) throw new ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs");
