@@ -32,7 +32,12 @@ const LLAMA32_1B_SHAPE = {
   head_dim: 64, vocab_size: 128256, rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: true, max_position_embeddings: 131072,
   rope_scaling: { rope_type: "llama3", factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
 };
-const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE, "Llama-3.2-1B": LLAMA32_1B_SHAPE };
+/** Qwen3-0.6B's shape (not in the default run): q/k norms, head_dim 128 over a 1024-wide residual, tied embeddings. */
+const QWEN3_06B_SHAPE = {
+  model_type: "qwen3", hidden_size: 1024, intermediate_size: 3072, num_hidden_layers: 28, num_attention_heads: 16, num_key_value_heads: 8,
+  head_dim: 128, vocab_size: 151936, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: true, max_position_embeddings: 40960,
+};
+const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE, "Llama-3.2-1B": LLAMA32_1B_SHAPE, "Qwen3-0.6B": QWEN3_06B_SHAPE };
 const promptLength = Number(values.prompt), gen = Number(values.gen), repeats = Number(values.repeats);
 const threadCounts = values.threads.split(",").map(Number);
 
