@@ -76,6 +76,9 @@ Requests in flight decode together (continuous batching); repeated prompt prefix
   --chat-template-kwargs JSON  chat template variables for every chat request, e.g.
                              '{"enable_thinking": false}' (Qwen3); a request's chat_template_kwargs
                              are laid over them
+  --reasoning-format none|deepseek  deepseek: a thinking model's <think>...</think> goes to
+                             reasoning_content, the answer to content (as llama-server); none
+                             (default): the text as generated. Requests may send reasoning_format
   --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|stored   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
 `,
   run: `usage: gqa-wasm run --model DIR --prompt "..." [options]
@@ -268,6 +271,14 @@ const MODEL_FLAGS: Record<"logits" | "generate" | "run", FlagSpec> = {
   generate: { ...stringFlags("model", "tokens", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS), json: { type: "boolean" } },
   run: { ...stringFlags("model", "prompt", "system", "chat-template-kwargs", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS), stop: { type: "string", multiple: true }, chat: { type: "boolean" } },
 };
+
+/** A flag whose value is one of `values` (a usage error otherwise), or undefined. */
+function oneOf<const T extends string>(flags: Flags, name: string, values: readonly T[]): T | undefined {
+  const v = str(flags, name);
+  if (v === undefined) return undefined;
+  if (!(values as readonly string[]).includes(v)) throw new UsageError(`--${name} is ${values.join(" or ")}, got '${v}'`);
+  return v as T;
+}
 
 /** --chat-template-kwargs JSON: an object of chat template variables (e.g. '{"enable_thinking": false}'). */
 async function templateKwargs(flags: Flags): Promise<Record<string, unknown> | undefined> {
@@ -621,7 +632,7 @@ async function info(args: string[]): Promise<number> {
 }
 
 async function serve(args: string[]): Promise<number> {
-  const flags = parseFlags("serve", args, stringFlags("model", "host", "port", "model-id", "api-key", "max-sequences", "max-queue", "kv-tokens", "max-body-bytes", "chat-template-kwargs", "dtype", "kv-dtype", "threads"));
+  const flags = parseFlags("serve", args, stringFlags("model", "host", "port", "model-id", "api-key", "max-sequences", "max-queue", "kv-tokens", "max-body-bytes", "chat-template-kwargs", "reasoning-format", "dtype", "kv-dtype", "threads"));
   const dir = str(flags, "model");
   if (!dir) throw new UsageError("--model is required");
   checkLoadFlags(flags);
@@ -635,6 +646,7 @@ async function serve(args: string[]): Promise<number> {
     maxSequences: int(flags, "max-sequences"), maxQueue: int(flags, "max-queue"), maxCacheTokens: int(flags, "kv-tokens"),
     maxBodyBytes: int(flags, "max-body-bytes"), kvDtype: str(flags, "kv-dtype") as "f32" | "bf16" | "int8" | undefined,
     chatTemplateKwargs: await templateKwargs(flags),
+    reasoningFormat: oneOf(flags, "reasoning-format", ["none", "deepseek"] as const),
   };
   const { model } = await loadForCli(flags, true);
   const { serveNode } = await import("./serve/node.ts");

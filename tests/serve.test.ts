@@ -4,6 +4,7 @@ import { Ajv } from "ajv";
 import OpenAI from "openai";
 import { createOpenAIServer, createRuntime, loadModel, syntheticModelFiles, TINY_CHAT_MODEL, type LanguageModel, type OpenAIServer, type Runtime } from "../src/index.ts";
 import { byteLevelTokenizer } from "../src/model/synthetic.ts";
+import { promptOpensThinking, ReasoningSplitter } from "../src/serve/reasoning.ts";
 import { serveNode, type NodeServer } from "../src/serve/node.ts";
 import { Sampler } from "../src/model/sampling.ts";
 import { BatchScheduler } from "../src/serve/scheduler.ts";
@@ -54,6 +55,55 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
         assert.match(e.message, /chat template variables (must be an object|cannot set eos_token)/);
       }
       assert.throws(() => createOpenAIServer(m, { chatTemplateKwargs: { messages: 1 } }), /cannot set messages/);
+    } finally { s.close(); m.dispose(); }
+  });
+
+  it("reasoning_format deepseek splits <think>...</think> into reasoning_content as llama-server does, whatever pieces the text arrives in", () => {
+    const split = (pieces: string[], opened = false) => {
+      const r = new ReasoningSplitter(opened), out = { reasoning: "", content: "" };
+      for (const d of [...pieces.map((p) => r.push(p)), r.finish()]) { out.reasoning += d.reasoning; out.content += d.content; }
+      return out;
+    };
+    const cases: [string, boolean, { reasoning: string; content: string }][] = [
+      ["<think>\nLet me see.\n</think>\n\nParis.", false, { reasoning: "\nLet me see.\n", content: "Paris." }],
+      ["\n<think>a < b</think>yes", false, { reasoning: "a < b", content: "yes" }],
+      ["Paris, no thoughts.", false, { reasoning: "", content: "Paris, no thoughts." }],
+      ["<thinking is not the tag", false, { reasoning: "", content: "<thinking is not the tag" }],
+      ["<think>cut off mid-thought </thi", false, { reasoning: "cut off mid-thought </thi", content: "" }],
+      ["opened by the template</think>\nanswer", true, { reasoning: "opened by the template", content: "answer" }],
+      ["<think>x</think>  ", false, { reasoning: "x", content: "" }],
+      ["  ", false, { reasoning: "", content: "  " }],
+    ];
+    for (const [text, opened, want] of cases) {
+      assert.deepEqual(split([text], opened), want, JSON.stringify(text));
+      // Every way of cutting it into two or three pieces (a token boundary anywhere, tags split) gives the same.
+      for (let i = 0; i <= text.length; i++) for (let j = i; j <= text.length; j += 3) {
+        assert.deepEqual(split([text.slice(0, i), text.slice(i, j), text.slice(j)], opened), want, `${JSON.stringify(text)} cut at ${i}, ${j}`);
+      }
+    }
+    assert.equal(promptOpensThinking("<|im_start|>assistant\n<think>\n"), true);
+    assert.equal(promptOpensThinking("<|im_start|>assistant\n<think>\n\n</think>\n\n"), false);
+  });
+
+  it("reasoning_format in the API: a template that opens the thinking block puts the reply in reasoning_content, streamed or not; none keeps it in content", async () => {
+    const template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}";
+    const m = await loadModel(rt, { ...syntheticModelFiles(), ...byteLevelTokenizer({ chatTemplate: template }) });
+    const s = createOpenAIServer(m, { modelId: MODEL, reasoningFormat: "deepseek" });
+    try {
+      const ask = async (extra: Record<string, unknown>) => s.fetch(new Request("http://x/v1/chat/completions", { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Hi" }], max_tokens: 8, temperature: 0, ...extra }) }));
+      const plain = (await (await ask({ reasoning_format: "none" })).json()).choices[0].message;
+      const split = (await (await ask({})).json()).choices[0].message;
+      assert.ok(plain.content.length > 0 && !plain.content.includes("</think>"));
+      assert.deepEqual({ reasoning: split.reasoning_content, content: split.content }, { reasoning: plain.content, content: "" });
+      const events = (await (await ask({ stream: true })).text()).split("\n\n").filter((l) => l.startsWith("data: {")).map((l) => JSON.parse(l.slice(6)));
+      const deltas = events.map((e) => e.choices[0]?.delta ?? {});
+      assert.equal(deltas.map((d) => d.reasoning_content ?? "").join(""), plain.content);
+      assert.equal(deltas.map((d) => d.content ?? "").join(""), "");
+      const bad = await ask({ reasoning_format: "auto" });
+      assert.equal(bad.status, 400);
+      assert.equal((await bad.json()).error.param, "reasoning_format");
+      assert.throws(() => createOpenAIServer(m, { reasoningFormat: "x" as never }), /reasoningFormat must be none or deepseek/);
     } finally { s.close(); m.dispose(); }
   });
 

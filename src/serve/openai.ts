@@ -10,6 +10,7 @@ import type { LanguageModel } from "../model/language-model.ts";
 import { checkTemplateVariables, type ChatTemplateVariables } from "../model/chat-template.ts";
 import type { ChatMessage } from "../model/tokenizer.ts";
 import type { KVCache, KVDtype } from "../kv/kv-cache.ts";
+import { promptOpensThinking, REASONING_FORMATS, ReasoningSplitter, type ReasoningFormat } from "./reasoning.ts";
 import { compileSchema, JSON_OBJECT, JsonConstraint, SchemaError, TokenTable } from "./json-constraint.ts";
 import { BatchScheduler, ServerBusyError, type CompletionJob, type CompletionOutcome, type SchedulerOptions, type TokenEvent } from "./scheduler.ts";
 
@@ -28,6 +29,12 @@ export interface OpenAIServerOptions extends SchedulerOptions {
    * Qwen3's { enable_thinking: false }); a request's own chat_template_kwargs are laid over them.
    */
   chatTemplateKwargs?: ChatTemplateVariables;
+  /**
+   * "deepseek": a thinking model's "<think>…</think>" goes to message.reasoning_content (streamed
+   * as delta.reasoning_content), the answer to content, as llama-server's --reasoning-format
+   * deepseek; "none" (default): the text as the model wrote it. A request's reasoning_format wins.
+   */
+  reasoningFormat?: ReasoningFormat;
 }
 
 export interface OpenAIServer {
@@ -46,7 +53,7 @@ export class ApiError extends Error {
   }
 }
 
-const CHAT_FIELDS = new Set(["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "n", "response_format", "user", "chat_template_kwargs"]);
+const CHAT_FIELDS = new Set(["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "n", "response_format", "user", "chat_template_kwargs", "reasoning_format"]);
 const COMPLETION_FIELDS = new Set(["model", "prompt", "stream", "stream_options", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "n", "best_of", "echo", "user", "response_format"]);
 const now = () => Math.floor(Date.now() / 1000);
 
@@ -58,6 +65,8 @@ export function modelIdOf(path: string): string {
 export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOptions = {}): OpenAIServer {
   const modelId = options.modelId ?? "gqa-wasm";
   const serverKwargs = checkTemplateVariables(options.chatTemplateKwargs);
+  const serverReasoning = options.reasoningFormat ?? "none";
+  if (!(REASONING_FORMATS as readonly string[]).includes(serverReasoning)) throw new RangeError(`reasoningFormat must be ${REASONING_FORMATS.join(" or ")}, got ${JSON.stringify(serverReasoning)}`);
   const context = model.config.maxPositionEmbeddings;
   const maxSequences = options.maxSequences ?? 8;
   const maxCacheTokens = options.maxCacheTokens ?? maxSequences * Math.min(context, 4096);
@@ -98,14 +107,18 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     // Template variables (llama-server's and vLLM's chat_template_kwargs): the server's, then the request's.
     let variables: ChatTemplateVariables;
     try { variables = { ...serverKwargs, ...checkTemplateVariables(body.chat_template_kwargs) }; } catch (e) { throw new ApiError(400, (e as Error).message, "chat_template_kwargs"); }
-    const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages, { variables }), { addSpecialTokens: false });
+    const text = tokenizer.applyChatTemplate(messages, { variables });
+    const prompt = tokenizer.encode(text, { addSpecialTokens: false });
+    const format = body.reasoning_format ?? serverReasoning;
+    if (!(REASONING_FORMATS as readonly unknown[]).includes(format)) throw new ApiError(400, `reasoning_format must be ${REASONING_FORMATS.join(" or ")}, got ${JSON.stringify(format)}`, "reasoning_format");
+    const splitter = format === "deepseek" ? new ReasoningSplitter(promptOpensThinking(text)) : undefined;
     const logprobs = optionalBoolean(body.logprobs, "logprobs") ?? false;
     const top = integerIn(body.top_logprobs, "top_logprobs", 0, 20);
     if (top !== undefined && !logprobs) throw new ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs");
     // The newer name wins where a client sends both.
     const maxTokensField = body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens";
     const job = buildJob(body, prompt, maxTokensField, logprobs ? top ?? 0 : undefined);
-    return respond(c, body, job, "chat");
+    return respond(c, body, job, "chat", splitter);
   });
 
   app.post("/v1/completions", async (c) => {
@@ -217,7 +230,8 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     return { prompt_tokens: o.promptTokens, completion_tokens: o.tokens.length, total_tokens: o.promptTokens + o.tokens.length, prompt_tokens_details: { cached_tokens: o.cachedPromptTokens } };
   }
 
-  async function respond(c: Context, body: Record<string, unknown>, job: CompletionJob, kind: "chat" | "text"): Promise<Response> {
+  /** `reasoning` (chat): splits thoughts from the answer (reasoning_format "deepseek"). */
+  async function respond(c: Context, body: Record<string, unknown>, job: CompletionJob, kind: "chat" | "text", reasoning?: ReasoningSplitter): Promise<Response> {
     const stream = optionalBoolean(body.stream, "stream") ?? false;
     const streamOptions = body.stream_options;
     if (streamOptions !== undefined && streamOptions !== null && (!stream || !isRecord(streamOptions))) throw new ApiError(400, "stream_options needs stream: true", "stream_options");
@@ -235,8 +249,13 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
       const outcome = await submitted(job);
       const finish = outcome.finishReason === "length" ? "length" : "stop";
       const lp = job.logprobs === undefined ? null : kind === "chat" ? { content: events.map(chatLogprobs) } : textLogprobs(events);
+      let message: Record<string, unknown> = { role: "assistant", content: outcome.text, refusal: null };
+      if (reasoning) {
+        const a = reasoning.push(outcome.text), b = reasoning.finish(), thoughts = a.reasoning + b.reasoning;
+        message = { role: "assistant", content: a.content + b.content, ...(thoughts ? { reasoning_content: thoughts } : {}), refusal: null };
+      }
       const choice = kind === "chat"
-        ? { index: 0, message: { role: "assistant", content: outcome.text, refusal: null }, logprobs: lp, finish_reason: finish }
+        ? { index: 0, message, logprobs: lp, finish_reason: finish }
         : { index: 0, text: outcome.text, logprobs: lp, finish_reason: finish };
       return c.json({ id, object: kind === "chat" ? "chat.completion" : "text_completion", created: stamp, model: modelId, system_fingerprint: null, choices: [choice], usage: usage(outcome) });
     }
@@ -249,9 +268,16 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
         const send = (data: unknown) => { try { controller.enqueue(encoder.encode(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`)); } catch { /* the client left */ } };
         const chunk = (choice: Record<string, unknown>) => send({ id, object, created: stamp, model: modelId, system_fingerprint: null, choices: [{ index: 0, ...choice }], ...(includeUsage ? { usage: null } : {}) });
         if (kind === "chat") chunk({ delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null });
+        /** A chat delta of `text` (thoughts apart with `reasoning`); none when empty, unless it carries logprobs. */
+        const chatDelta = (text: string, logprobs: unknown) => {
+          const d = reasoning ? reasoning.push(text) : { reasoning: "", content: text };
+          if (d.reasoning === "" && d.content === "" && logprobs === null) return;
+          const delta = { ...(d.reasoning ? { reasoning_content: d.reasoning } : {}), ...(d.content || !d.reasoning ? { content: d.content } : {}) };
+          chunk({ delta, logprobs, finish_reason: null });
+        };
         job.onToken = (e) => {
           if (e.text === "" && job.logprobs === undefined) return;
-          if (kind === "chat") chunk({ delta: { content: e.text }, logprobs: job.logprobs === undefined ? null : { content: [chatLogprobs(e)] }, finish_reason: null });
+          if (kind === "chat") chatDelta(e.text, job.logprobs === undefined ? null : { content: [chatLogprobs(e)] });
           else { chunk({ text: e.text, logprobs: job.logprobs === undefined ? null : textLogprobs([e], offset), finish_reason: null }); offset += e.text.length; }
         };
         // Refusals (a full queue) throw here, inside start, which the ReadableStream constructor
@@ -259,6 +285,10 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
         scheduler.submit(job).then((outcome) => {
           if (outcome.finishReason === "aborted") return;
           const finish = outcome.finishReason === "length" ? "length" : "stop";
+          if (kind === "chat" && reasoning) {
+            const d = reasoning.finish();
+            if (d.reasoning || d.content) chunk({ delta: { ...(d.reasoning ? { reasoning_content: d.reasoning } : {}), ...(d.content ? { content: d.content } : {}) }, logprobs: null, finish_reason: null });
+          }
           if (kind === "chat") chunk({ delta: {}, logprobs: null, finish_reason: finish });
           else chunk({ text: "", logprobs: null, finish_reason: finish });
           if (includeUsage) send({ id, object, created: stamp, model: modelId, system_fingerprint: null, choices: [], usage: usage(outcome) });
