@@ -99,8 +99,8 @@ bytes and why it stopped go to stderr (with a load progress bar on a terminal). 
 ${SAMPLING_HELP}`,
   quantize: `usage: gqa-wasm quantize --model DIR --dtype q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|f16|bf16|f32 --out FILE.gguf
 
-Writes the folder's model as a GGUF file (version 3) that llama.cpp and gqa-wasm read: llama or
-qwen2 metadata, norms in F32, linear weights and the embedding in --dtype (quantized as ggml's
+Writes the folder's model as a GGUF file (version 3) that llama.cpp and gqa-wasm read: llama,
+qwen2 or qwen3 metadata (llama3 rope scaling as rope_freqs.weight), norms in F32, linear weights and the embedding in --dtype (quantized as ggml's
 reference quantizers do; rows must be whole blocks of 32, 256 for q2_k .. q6_k; q4_k_m / q5_k_m
 are llama.cpp's Q4_K_M / Q5_K_M mixes: Q6_K for the LM head and half the layers' v / down, Q4_K /
 Q5_K elsewhere, Q8_0 and Q5_0 / Q5_1 where rows are not whole 256-blocks; K-quant scales fitted

@@ -1,5 +1,5 @@
 // A model as a GGUF file llama.cpp reads (`gqa-wasm quantize`): the metadata its loader expects
-// for the llama / qwen2 architectures, norms in F32, linear weights and embeddings in F32, F16,
+// for the llama / qwen2 / qwen3 architectures, norms in F32, linear weights and embeddings in F32, F16,
 // BF16, Q8_0, Q4_0, Q5_0, IQ4_NL (quantized as ggml's reference quantizers do), Q4_K or Q6_K
 // (scales fitted as llama.cpp fits them), or llama.cpp's Q4_K_M mix of them, q/k rows permuted the way
 // llama.cpp's converter does for llama-style RoPE, llama3 rope scaling as rope_freqs.weight, and
