@@ -254,11 +254,14 @@ describe("threads: a worker pool on one shared memory", function () {
     assert.deepEqual(rt.attention(args), runtimes[0]!.attention(args));
   });
 
-  for (const dtype of ["f32", "q8_0"] as const) {
-    it(`a model's forward pass (one program per step) gives the same logits on 1, 2 and 3 threads, and allocates nothing per decode step (${dtype})`, () => {
+  const linearRope = models.find(([name]) => name.startsWith("llama with linear rope"))![1];
+  // Qwen3 with attention_bias: q/k norms in the RoPE phase, q/k/v and o biases.
+  const qwen3 = { ...linearRope, model_type: "qwen3", rope_scaling: null, head_dim: 16, attention_bias: true };
+  for (const [dtype, config, what] of [["f32", linearRope, "llama"], ["q8_0", linearRope, "llama"], ["f32", qwen3, "qwen3"]] as const) {
+    it(`a model's forward pass (one program per step) gives the same logits on 1, 2 and 3 threads, and allocates nothing per decode step (${what}, ${dtype})`, () => {
       // 4 KV heads: every thread count splits decode attention by heads (bit-identical); prefill
       // and a 3-sequence batch exercise the row splits.
-      const cfg = parseModelConfig({ ...models.find(([name]) => name.startsWith("llama with linear rope"))![1], hidden_size: 64, intermediate_size: 96 });
+      const cfg = parseModelConfig({ ...config, hidden_size: 64, intermediate_size: 96 });
       const w = randomWeights(cfg);
       const runs = runtimes.map((rt) => {
         const model = new TransformerModel(rt, cfg, (n) => w.get(n)!, dtype);
