@@ -61,6 +61,24 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     } finally { m.dispose(); rmSync(thinking, { recursive: true, force: true }); }
   });
 
+  it("a Qwen3-style template renders under the budget: namespace(), a reverse walk with loop.index0, string methods, `in`, `is string`", async () => {
+    // Written here in the style of Qwen3's template (its constructs, not its text): the last user
+    // query found walking backwards; earlier assistant turns lose their thoughts, later ones keep them.
+    const t = `{%- set ns = namespace(last_query_index=messages|length - 1) %}{%- set found = namespace(v=false) %}
+{%- for message in messages[::-1] %}{%- set index = (messages|length - 1) - loop.index0 %}
+{%- if not found.v and message.role == "user" and message.content is string and not message.content.startswith('<tool_response>') %}{%- set ns.last_query_index = index %}{%- set found.v = true %}{%- endif %}{%- endfor %}
+{%- for message in messages %}{%- set content = message.content if message.content is string else '' %}
+{%- if message.role == "assistant" %}{%- set thought = '' %}{%- if '</think>' in content %}{%- set thought = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}{%- set content = content.split('</think>')[-1].lstrip('\\n') %}{%- endif %}
+{%- if loop.index0 > ns.last_query_index %}{{- '<|im_start|>assistant\\n<think>\\n' + thought.strip('\\n') + '\\n</think>\\n\\n' + content }}{%- else %}{{- '<|im_start|>assistant\\n' + content }}{%- endif %}{{- '<|im_end|>\\n' }}
+{%- else %}{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}`;
+    const { ChatTemplate } = await import("../src/model/chat-template.ts");
+    const turns = [{ role: "user", content: "hi" }, { role: "assistant", content: "<think>\nhmm\n</think>\n\nhello" }, { role: "user", content: "again" }, { role: "assistant", content: "<think>ok</think>sure" }];
+    const text = new ChatTemplate(t, "qwen3-style").render({ messages: turns, add_generation_prompt: true, enable_thinking: false });
+    assert.equal(text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n" +
+      "<|im_start|>assistant\n<think>\nok\n</think>\n\nsure<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+  });
+
   it("streams: the pieces join into the result text, and the tokens equal recomputing the whole forward each step", async () => {
     const prompt = model.encode("the theme");
     const { pieces, tokens, result } = await collect(model.generate("the theme", { ...greedy, maxNewTokens: 12 }));
