@@ -604,6 +604,7 @@ async function info(args: string[]): Promise<number> {
     const found = await inspectGGUF(gguf.files, gguf.name);
     const tensors = new Map([...found.tensors].map(([name, t]) => [name, t.tensor]));
     s = summarizeModel({ config: found.config, tensors });
+    if (found.ropeFactors) s.rope += ", per-frequency factors (rope_freqs.weight, read at load)";
     const count = new Map<string, number>();
     for (const t of tensors.values()) count.set(t.type, (count.get(t.type) ?? 0) + 1);
     types = [...count].map(([t, n]) => `${t} x${n}`).join(", ");
@@ -624,6 +625,7 @@ async function info(args: string[]): Promise<number> {
     `architecture: ${s.architecture}`,
     `parameters: ${s.parameters.toLocaleString("en-US")} (${formatBytes(s.weightBytes)} of weights)`,
     `layers: ${s.layers}, query heads: ${s.numHeads}, head_dim: ${s.headDim}`,
+    `RoPE: ${s.rope}`,
     ...(types ? [`GGUF tensor types: ${types}`] : []),
     `KV heads per layer: ${new Set(kv).size === 1 ? `${kv[0]} in every layer` : kv.join(",")}`,
     `KV cache per token (f32): ${formatBytes(s.kvBytesPerToken)}; as MHA: ${formatBytes(s.mhaKvBytesPerToken)} (${(s.mhaKvBytesPerToken / s.kvBytesPerToken).toFixed(1)}x more)`,

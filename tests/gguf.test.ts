@@ -297,6 +297,9 @@ describe("GGUF files", function () {
       const file = exportGGUF(cfg, (n) => weights.get(n)!, { dtype: "f32" });
       const h = parseGGUFHeader(file);
       assert.deepEqual(h.tensors.get("rope_freqs.weight")?.shape, [8]);
+      const onDisk = join(tmp(), "llama3.gguf");
+      writeFileSync(onDisk, file);
+      assert.match(spawnSync(process.execPath, [cli, "info", "--model", onDisk], { encoding: "utf8" }).stdout, /RoPE: theta 500000, per-frequency factors \(rope_freqs\.weight, read at load\)\n/);
       const scaled = await loadModel(rt, { "m.gguf": file });
       const unscaledCfg = parseModelConfig({ ...llama3, rope_scaling: null });
       const unscaled = await loadModel(rt, { "m.gguf": exportGGUF(unscaledCfg, (n) => weights.get(n)!, { dtype: "f32" }) });

@@ -22,7 +22,7 @@ describe("model folders and `gqa-wasm info`", () => {
     const r = run("info", "--model", dir);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /architecture: llama \(GQA\)/);
-    assert.match(r.stdout, /layers: 2, query heads: 8, head_dim: 8/);
+    assert.match(r.stdout, /layers: 2, query heads: 8, head_dim: 8\nRoPE: theta 10000\n/);
     assert.match(r.stdout, /KV heads per layer: 2 in every layer/);
     // 2 layers x K,V x 2 heads x 8 x 4 bytes = 256 B; as MHA 8 heads: 1 KiB
     assert.match(r.stdout, /KV cache per token \(f32\): 256 B; as MHA: 1\.0 KiB \(4\.0x more\)/);
@@ -36,8 +36,10 @@ describe("model folders and `gqa-wasm info`", () => {
     assert.match(run("info", "--model", deci).stdout, /deci \(variable GQA\)[\s\S]*KV heads per layer: 4,2,1/);
     const qwen = folder({ ...llama, model_type: "qwen2" });
     assert.equal(run("info", "--model", qwen).status, 0);
-    const qwen3 = folder({ ...llama, model_type: "qwen3", head_dim: 16, tie_word_embeddings: true });
-    assert.match(run("info", "--model", qwen3).stdout, /architecture: qwen3 \(GQA\)[\s\S]*head_dim: 16/);
+    const qwen3 = folder({ ...llama, model_type: "qwen3", head_dim: 16, tie_word_embeddings: true, rope_theta: 1000000 });
+    assert.match(run("info", "--model", qwen3).stdout, /architecture: qwen3 \(GQA\)[\s\S]*head_dim: 16\nRoPE: theta 1000000\n/);
+    const llama3 = folder({ ...llama, rope_theta: 500000, rope_scaling: { rope_type: "llama3", factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } });
+    assert.match(run("info", "--model", llama3).stdout, /RoPE: theta 500000, llama3 scaling: factor 32 over 8192 positions\n/);
     const mqa = folder({ ...llama, num_key_value_heads: 1, head_dim: 16, tie_word_embeddings: true }, { shards: 3 });
     assert.match(run("info", "--model", mqa).stdout, /llama \(MQA\)[\s\S]*head_dim: 16/);
   });

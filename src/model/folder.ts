@@ -33,6 +33,8 @@ export interface ModelSummary {
   /** the same model with one KV head per query head (MHA) */
   mhaKvBytesPerToken: number;
   weightBytes: number;
+  /** Rotary embeddings: theta and the scaling, in words ("llama3 scaling: factor 32 over 8192 positions"). */
+  rope: string;
 }
 
 /** The file's JSON, or undefined when the file is absent; bad JSON is a clear error. */
@@ -131,6 +133,14 @@ export function summarizeModel(folder: { config: ModelConfig; tensors: Map<strin
     parameters, layers: c.numLayers, numHeads: c.numHeads, headDim: c.headDim, kvHeadsPerLayer: c.kvHeadsPerLayer,
     kvBytesPerToken: c.kvHeadsPerLayer.reduce((s, kv) => s + perLayer(kv), 0),
     mhaKvBytesPerToken: c.numLayers * perLayer(c.numHeads),
-    weightBytes,
+    weightBytes, rope: ropeSummary(c),
   };
+}
+
+function ropeSummary(c: ModelConfig): string {
+  const s = c.ropeScaling, theta = `theta ${c.ropeTheta}`;
+  if (!s) return theta;
+  if (s.type === "llama3") return `${theta}, llama3 scaling: factor ${s.factor} over ${s.originalMaxPositionEmbeddings} positions`;
+  if (s.type === "factors") return `${theta}, per-frequency factors ${Math.min(...s.factors)}-${Math.max(...s.factors)} (rope_freqs.weight)`;
+  return `${theta}, ${s.type} scaling: factor ${s.factor}`;
 }
