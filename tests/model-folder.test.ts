@@ -47,13 +47,14 @@ describe("model folders and `gqa-wasm info`", () => {
   it("errors are one clear line and exit 1, never a stack trace", () => {
     const cases: [string[], RegExp][] = [
       [["info", "--model", "/nonexistent/model"], /not a model folder \(no such directory\)/],
-      [["info", "--model", folder({ ...llama, model_type: "gpt2" }, { tensorsOf: llama })], /model_type "gpt2" is not supported \(llama, qwen2, qwen3, mistral, deci\)/],
+      [["info", "--model", folder({ ...llama, model_type: "gpt2" }, { tensorsOf: llama })], /model_type "gpt2" is not supported \(llama, qwen2, qwen3, smollm3, mistral, deci\)/],
       [["info", "--model", folder(llama, { drop: "model.layers.1.mlp.up_proj.weight" })], /missing tensors model.layers.1.mlp.up_proj.weight/],
       [["info", "--model", folder({ ...llama, num_key_value_heads: 3 }, { tensorsOf: llama })], /num_attention_heads 8 is not a multiple of its 3 KV heads/],
       [["info", "--model", folder({ ...llama, rope_scaling: { type: "yarn", factor: 4 } }, { tensorsOf: llama })], /rope_scaling type "yarn" is not supported \(llama3, linear, dynamic\)/],
       [["info", "--model", folder({ ...llama, hidden_act: "gelu" }, { tensorsOf: llama })], /hidden_act "gelu" is not supported/],
       [["info", "--model", folder({ ...llama, mlp_bias: true }, { tensorsOf: llama })], /mlp_bias: true is not supported/],
       [["info", "--model", folder({ ...llama, model_type: "qwen2", use_sliding_window: true, sliding_window: 4 }, { tensorsOf: { ...llama, model_type: "qwen2" } })], /use_sliding_window: true \(Qwen2's per-layer window\) is not supported/],
+      [["info", "--model", folder({ ...llama, model_type: "smollm3", no_rope_layers: [1, 0, 1] }, { tensorsOf: llama })], /no_rope_layers must list 2 values of 0 or 1, got \[1,0,1\]/],
       // Weights the config does not describe are refused, not ignored: a Qwen3 checkpoint called
       // qwen2 (its q/k norms), biases without attention_bias.
       [["info", "--model", folder({ ...llama, model_type: "qwen2" }, { tensorsOf: { ...llama, model_type: "qwen3", attention_bias: true } })], /tensor 'model\.layers\.0\.self_attn\.(o_proj\.bias|[qk]_norm\.weight)' is not one a qwen2 model with this config\.json uses/],

@@ -30,6 +30,7 @@ export const models: [string, Record<string, unknown>][] = [
   ["qwen2 with q/k/v biases", { ...base, model_type: "qwen2", num_key_value_heads: 2 }],
   ["qwen3 with q/k norms, tied embeddings and a head_dim wider than hidden / heads", { ...base, model_type: "qwen3", num_key_value_heads: 2, head_dim: 16, tie_word_embeddings: true }],
   ["llama with attention_bias (q/k/v and o_proj biases)", { ...base, model_type: "llama", num_key_value_heads: 2, attention_bias: true }],
+  ["smollm3 with a NoPE layer (no_rope_layers) and tied embeddings", { ...base, model_type: "smollm3", num_key_value_heads: 2, no_rope_layers: [1, 0], tie_word_embeddings: true }],
   ["llama with linear rope scaling (factor 4)", { ...base, model_type: "llama", num_key_value_heads: 4, rope_scaling: { type: "linear", factor: 4 } }],
   ["mistral with a sliding window (5) shorter than the prompt", { ...base, model_type: "mistral", num_key_value_heads: 2, sliding_window: 5 }],
   ["deci with per-layer KV heads and DeciLM-7B's dynamic rope scaling", { ...base, model_type: "deci", num_hidden_layers: 3, num_key_value_heads_per_layer: [4, 2, 1], rope_scaling: { type: "dynamic", factor: 2 } }],

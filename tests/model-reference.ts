@@ -32,7 +32,7 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
   const matvec = (x: number[], W: Float32Array, out: number, b?: Float32Array) =>
     Array.from({ length: out }, (_, o) => x.reduce((s, v, i) => s + v * W[o * x.length + i]!, b ? b[o]! : 0));
   const inv = referenceInverseFrequencies(cfg);
-  const rope = (vec: number[], heads: number, pos: number) => {
+  const ropeAt = (vec: number[], heads: number, pos: number) => {
     const out = vec.slice();
     for (let h = 0; h < heads; h++) for (let i = 0; i < D / 2; i++) {
       const a = vec[h * D + i]!, b = vec[h * D + i + D / 2]!, ang = pos * inv[i]!;
@@ -49,6 +49,8 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
     // Qwen3: q_norm / k_norm, an RMSNorm over each head's head_dim values, before RoPE.
     const headNorm = (vec: number[], heads: number, which: string) => !cfg.qkNorm ? vec
       : Array.from({ length: heads }, (_, hh) => rms(vec.slice(hh * D, (hh + 1) * D), get(`${p}.self_attn.${which}_norm.weight`))).flat();
+    // SmolLM3's NoPE layers: no rotary embedding.
+    const rope = cfg.nopeLayers?.[l] ? (vec: number[]) => vec : ropeAt;
     const q = h.map((r, i) => rope(headNorm(matvec(r, get(`${p}.self_attn.q_proj.weight`), H * D, bias("q")), H, "q"), H, i));
     const k = h.map((r, i) => rope(headNorm(matvec(r, get(`${p}.self_attn.k_proj.weight`), KV * D, bias("k")), KV, "k"), KV, i));
     const v = h.map((r) => matvec(r, get(`${p}.self_attn.v_proj.weight`), KV * D, bias("v")));

@@ -62,7 +62,7 @@ export interface Architecture {
   /** Each head's q and k RMS-normalised (a weight of head_dim each) before RoPE (Qwen3). */
   qkNorm?: boolean;
   /** The llama.cpp architecture a GGUF file of it is written as; undefined: none (no GGUF export). */
-  ggufArchitecture?: "llama" | "qwen2" | "qwen3";
+  ggufArchitecture?: "llama" | "qwen2" | "qwen3" | "smollm3";
 }
 
 /** Every model type: Llama's layout, with what differs. */
@@ -71,6 +71,8 @@ export const ARCHITECTURES: Record<ModelType, Architecture> = {
   qwen2: { attentionBias: true, ggufArchitecture: "qwen2" },
   // Qwen3 (dense): Qwen2 without the biases (unless attention_bias), with q/k norms.
   qwen3: { outputBias: true, qkNorm: true, ggufArchitecture: "qwen3" },
+  // SmolLM3: Llama with NoPE layers (ModelConfig.nopeLayers); llama.cpp's smollm3 has every 4th.
+  smollm3: { outputBias: true, ggufArchitecture: "smollm3" },
   // llama.cpp runs Mistral checkpoints as its llama architecture (it has no sliding window there).
   mistral: { ggufArchitecture: "llama" },
   // Llama's attention with per-layer KV heads: no llama.cpp architecture holds them.
@@ -79,10 +81,11 @@ export const ARCHITECTURES: Record<ModelType, Architecture> = {
 
 /**
  * llama.cpp's converter permutes the rows of q and k (weights and biases) of models it writes as
- * its llama architecture, for its RoPE layout; qwen2 files keep Hugging Face's order.
+ * its llama architecture (and smollm3, a llama model there), for its RoPE layout; qwen2 / qwen3
+ * files keep Hugging Face's order.
  */
 export function ggufPermutesQK(ggufArchitecture: string): boolean {
-  return ggufArchitecture === "llama" || ggufArchitecture === "mistral";
+  return ggufArchitecture === "llama" || ggufArchitecture === "mistral" || ggufArchitecture === "smollm3";
 }
 
 /** The tensors a config needs, in order: the embedding, each layer's, the final norm, the LM head unless tied. */

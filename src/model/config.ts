@@ -1,6 +1,6 @@
 // A Hugging Face config.json, read into what the runtime needs: the attention shape of every
-// layer (variable GQA included) and the MLP/norm/rope parameters. Llama, Qwen2, Qwen3, Mistral
-// and DeciLM; anything else is a clear error.
+// layer (variable GQA included) and the MLP/norm/rope parameters. Llama, Qwen2, Qwen3, SmolLM3,
+// Mistral and DeciLM; anything else is a clear error.
 
 import { ARCHITECTURES } from "./architecture.ts";
 
@@ -8,7 +8,7 @@ export class ModelConfigError extends Error {
   override name = "ModelConfigError";
 }
 
-export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "mistral", "deci"] as const;
+export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "deci"] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 
 export interface ModelConfig {
@@ -41,6 +41,8 @@ export interface ModelConfig {
   qkNorm: boolean;
   /** Mistral's sliding window (keys older than this many tokens are not seen). */
   slidingWindow?: number;
+  /** SmolLM3's NoPE layers: true where a layer's q and k get no rotary embedding (absent: every layer rotates). */
+  nopeLayers?: readonly boolean[];
 }
 
 /**
@@ -108,12 +110,25 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   if (c.mlp_bias === true) throw fail("mlp_bias: true is not supported (MLP projections without biases)");
   if ((modelType === "qwen2" || modelType === "qwen3") && c.use_sliding_window === true) throw fail(`use_sliding_window: true (${modelType === "qwen2" ? "Qwen2" : "Qwen3"}'s per-layer window) is not supported`);
   const slidingWindow = modelType === "mistral" && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
+  if (modelType === "smollm3" && c.use_sliding_window === true) throw fail("use_sliding_window: true is not supported");
+  // SmolLM3: no_rope_layers (1: the layer rotates, 0: NoPE), else every no_rope_layer_interval-th layer is NoPE.
+  let nopeLayers: boolean[] | undefined;
+  if (modelType === "smollm3") {
+    const list = c.no_rope_layers;
+    if (list !== undefined && list !== null) {
+      if (!Array.isArray(list) || list.length !== numLayers || list.some((v) => v !== 0 && v !== 1)) throw fail(`no_rope_layers must list ${numLayers} values of 0 or 1, got ${JSON.stringify(list).slice(0, 80)}`);
+      nopeLayers = list.map((v) => v === 0);
+    } else {
+      const interval = int("no_rope_layer_interval", 4);
+      nopeLayers = Array.from({ length: numLayers }, (_, i) => (i + 1) % interval === 0);
+    }
+  }
   return {
     modelType: modelType as ModelType, hiddenSize, intermediateSize: int("intermediate_size"), numLayers, numHeads, kvHeadsPerLayer, headDim,
     vocabSize: int("vocab_size"), rmsNormEps: num("rms_norm_eps", 1e-6), ropeTheta: num("rope_theta", 10000), ropeScaling,
     maxPositionEmbeddings: int("max_position_embeddings", 2048), tieWordEmbeddings: c.tie_word_embeddings === true,
     attentionBias: ARCHITECTURES[modelType as ModelType].attentionBias === true || c.attention_bias === true, slidingWindow,
     outputBias: ARCHITECTURES[modelType as ModelType].outputBias === true && c.attention_bias === true,
-    qkNorm: ARCHITECTURES[modelType as ModelType].qkNorm === true,
+    qkNorm: ARCHITECTURES[modelType as ModelType].qkNorm === true, nopeLayers,
   };
 }

@@ -1,5 +1,5 @@
 // A model as a GGUF file llama.cpp reads (`gqa-wasm quantize`): the metadata its loader expects
-// for the llama / qwen2 / qwen3 architectures, norms in F32, linear weights and embeddings in F32, F16,
+// for the llama / qwen2 / qwen3 / smollm3 architectures, norms in F32, linear weights and embeddings in F32, F16,
 // BF16, Q8_0, Q4_0, Q5_0, IQ4_NL (quantized as ggml's reference quantizers do), Q4_K or Q6_K
 // (scales fitted as llama.cpp fits them), or llama.cpp's Q4_K_M mix of them, q/k rows permuted the way
 // llama.cpp's converter does for llama-style RoPE, llama3 rope scaling as rope_freqs.weight, and
@@ -10,7 +10,7 @@ import { K_MIX_FILE_TYPES, kMixTensorType, quantizeGGML, quantizeRows, quantRowB
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { ARCHITECTURES, expectedTensors, ggufPermutesQK, ggufTensorName, globalTensorName, qkPermutedHeads } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
-import { PRE_TOKENIZERS, ROPE_FACTORS_TENSOR, unpermutedRow } from "./gguf-model.ts";
+import { PRE_TOKENIZERS, ROPE_FACTORS_TENSOR, SMOLLM3_NOPE_INTERVAL, unpermutedRow } from "./gguf-model.ts";
 import { ropeFrequencyFactors } from "./rope.ts";
 
 const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
@@ -38,6 +38,9 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   const fail = (why: string) => new ModelConfigError(`gguf export: ${why}`);
   const arch = ARCHITECTURES[config.modelType].ggufArchitecture;
   if (!arch) throw fail(`${config.modelType}${config.modelType === "deci" ? " (per-layer KV heads)" : ""} has no llama.cpp architecture to write`);
+  if (config.nopeLayers?.some((nope, i) => nope !== ((i + 1) % SMOLLM3_NOPE_INTERVAL === 0))) {
+    throw fail(`no_rope_layers other than every ${SMOLLM3_NOPE_INTERVAL}th layer are not written (llama.cpp's smollm3 fixes that pattern)`);
+  }
   const scaling = config.ropeScaling;
   if (scaling?.type === "dynamic") throw fail("dynamic rope scaling is not written (llama.cpp has no form of it)");
   // Q4_K_M: a type per matrix, the rest Q8_0; the file type llama.cpp names MOSTLY_Q4_K_M.

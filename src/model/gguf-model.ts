@@ -28,11 +28,14 @@ export interface GGUFModelInfo {
   ropeFactors?: { file: string; tensor: GGUFTensor };
 }
 
+/** llama.cpp's smollm3: layers i with (i + 1) % 4 == 0 are NoPE, a constant of its graph. */
+export const SMOLLM3_NOPE_INTERVAL = 4;
+
 /** The GGUF tensor of per-frequency rope factors. */
 export const ROPE_FACTORS_TENSOR = "rope_freqs.weight";
 
 const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "mistral"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "smollm3", "mistral"] as const;
 
 /** The file names of a GGUF model: the file itself, or every split of a -0000i-of-0000N.gguf set. */
 export function ggufSplitNames(name: string): string[] {
@@ -107,6 +110,8 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     ...(scalingType === "linear" ? { rope_scaling: { type: "linear", factor: num(`${arch}.rope.scaling.factor`) } } : {}),
     ...(arch === "mistral" && num(`${arch}.attention.sliding_window`) ? { sliding_window: num(`${arch}.attention.sliding_window`) } : {}),
     ...((arch === "llama" || arch === "qwen3") && byName.has("blk.0.attn_q.bias") ? { attention_bias: true } : {}),
+    // llama.cpp's smollm3 skips RoPE in every 4th layer (no key says so).
+    ...(arch === "smollm3" ? { no_rope_layer_interval: SMOLLM3_NOPE_INTERVAL } : {}),
   };
   const config = parseModelConfig(configJson, `${where} (metadata)`);
   if (minTensorCount(config) > byName.size) throw fail(`${arch}.block_count is ${config.numLayers}, but the file holds only ${byName.size} tensors`);

@@ -1,5 +1,5 @@
-// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, mistral, deci), top to bottom like llama2.c's run.c: embedding, then per layer RMSNorm ->
-// q/k/v projections -> (Qwen3: RMSNorm of each head of q and k) -> RoPE -> K/V written into the
+// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, smollm3, mistral, deci), top to bottom like llama2.c's run.c: embedding, then per layer RMSNorm ->
+// q/k/v projections -> (Qwen3: RMSNorm of each head of q and k) -> RoPE (not in SmolLM3's NoPE layers) -> K/V written into the
 // paged cache -> grouped attention over the cache -> o projection + residual -> RMSNorm -> SwiGLU
 // MLP + residual; final RMSNorm and the LM head. The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
 // allocated once (RunState), phases separated by barriers, so with threads it is one hand-off to
@@ -291,6 +291,7 @@ export class TransformerModel {
     this.layers.forEach((L, l) => {
       const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
       const qDim = H * D, k = state.qkv.subarray(n * qDim, n * (qDim + kvDim)), v = state.qkv.subarray(n * (qDim + kvDim), n * (qDim + 2 * kvDim));
+      const nope = c.nopeLayers?.[l] === true;
       const hq = rmsnorm(L.inputNorm, [L.q, L.k, L.v]);
       if (n === 1 && L.qkv) linear(s.h, L.qkv, state.qkv.subarray(0, qDim + 2 * kvDim), hd, qDim + 2 * kvDim, hq, { bias: L.qkvBias });
       else {
@@ -317,8 +318,10 @@ export class TransformerModel {
             p.add(t, { kernel: "rmsnorm_f32", args: [q, L.qNorm.ptr, q, D, eps, 0, (r1 - r0) * H] });
             p.add(t, { kernel: "rmsnorm_f32", args: [kr, L.kNorm.ptr, kr, D, eps, 0, (r1 - r0) * kvHeads] });
           }
-          p.add(t, ropeQ); p.add(t, ropeK); p.add(t, kv);
-          positioned[i]!.push(p.variable(ropeQ, 6), r0, p.variable(ropeK, 6), r0, p.variable(kv, 9), 0);
+          // (SmolLM3's NoPE layers: no rotation.)
+          if (!nope) { p.add(t, ropeQ); p.add(t, ropeK); positioned[i]!.push(p.variable(ropeQ, 6), r0, p.variable(ropeK, 6), r0); }
+          p.add(t, kv);
+          positioned[i]!.push(p.variable(kv, 9), 0);
         });
       });
       p.barrier();
