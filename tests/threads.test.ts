@@ -257,7 +257,9 @@ describe("threads: a worker pool on one shared memory", function () {
   const linearRope = models.find(([name]) => name.startsWith("llama with linear rope"))![1];
   // Qwen3 with attention_bias: q/k norms in the RoPE phase, q/k/v and o biases.
   const qwen3 = { ...linearRope, model_type: "qwen3", rope_scaling: null, head_dim: 16, attention_bias: true };
-  for (const [dtype, config, what] of [["f32", linearRope, "llama"], ["q8_0", linearRope, "llama"], ["f32", qwen3, "qwen3"]] as const) {
+  // SmolLM3 with its second layer NoPE: that layer's RoPE calls left out of the program.
+  const smollm3 = { ...linearRope, model_type: "smollm3", rope_scaling: null, no_rope_layers: [1, 0] };
+  for (const [dtype, config, what] of [["f32", linearRope, "llama"], ["q8_0", linearRope, "llama"], ["f32", qwen3, "qwen3"], ["f32", smollm3, "smollm3"]] as const) {
     it(`a model's forward pass (one program per step) gives the same logits on 1, 2 and 3 threads, and allocates nothing per decode step (${what}, ${dtype})`, () => {
       // 4 KV heads: every thread count splits decode attention by heads (bit-identical); prefill
       // and a 3-sequence batch exercise the row splits.
