@@ -57,6 +57,23 @@ describe("constrained decoding: JSON automaton and token masks", () => {
     assert.equal(accepts(JSON_OBJECT, `{${" ".repeat(12)}}`).ok, true);
   });
 
+  it("a number at its length bound never leaves the output without a way on ('.', 'e' or a sign need room for a digit)", () => {
+    // (Fuzzing found "99999999999999999999999E": 24 characters, the exponent's digit past the bound, every token masked.)
+    const num = compileSchema({ type: "number" });
+    for (const [node, before] of [[num, ""], [JSON_OBJECT, '{"a": ']] as const) {
+      for (let n = 1; n <= 24; n++) {
+        for (const tail of ["", ".", "e", "E+", "e-", ".5", ".5e", "e5"]) {
+          const text = before + "9".repeat(n) + tail, c = new JsonConstraint(table, node);
+          let ok = true;
+          for (const b of utf8.encode(text)) { if (!c.allowed()[3 + b]) { ok = false; break; } c.accept(3 + b); }
+          if (ok) assert.ok(c.allowed().some((v) => v === 1), `${JSON.stringify(text)}: accepted, then no token and no EOS allowed`);
+        }
+      }
+    }
+    assert.equal(accepts(num, "9".repeat(23) + "e").ok, false, "an exponent marker with no room for its digit");
+    assert.deepEqual(accepts(num, "9".repeat(22) + "e5"), { ok: true, finished: true });
+  });
+
   it("each mask equals running every token's bytes through the automaton (trie walk and string fast path)", () => {
     const bytes = vocabulary();
     const schema = compileSchema({ type: "object", properties: { s: { type: "string", minLength: 1, maxLength: 3 }, n: { type: "number" }, a: { type: "array", items: {} } } });

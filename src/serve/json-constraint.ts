@@ -272,7 +272,12 @@ export function step(s: State, b: number): State | null {
       return { f: { t: "literal", options, ids, pos: f.pos + 1 }, up: s.up };
     }
     case "number": {
-      const go = (phase: number) => (f.length < MAX_NUMBER_LENGTH ? { f: { ...f, phase, length: f.length + 1 }, up: s.up } : null);
+      // A byte after which the number cannot end ('.', 'e', a sign) also needs room for the digit
+      // that must follow: at the bound it would leave no way on.
+      const go = (phase: number) => {
+        const room = phase === 2 || phase === 3 || phase === 5 || phase === 8 ? 1 : 2;
+        return f.length + room <= MAX_NUMBER_LENGTH ? { f: { ...f, phase, length: f.length + 1 }, up: s.up } : null;
+      };
       const p = f.phase;
       if (isDigit(b)) {
         if (p === 1) return go(b === 0x30 ? 2 : 3);
