@@ -575,18 +575,6 @@ const CONTIGUOUS_LOAD_AHEAD_BYTES: u64 = 6 << 20;
 let loadedBits: i32 = 0;
 
 /**
- * Loads one byte of every 64-byte line of [p, p + bytes): a page's K or V rows of one head,
- * brought into the caches by loads that wait on nothing, just before the tiles read them. A
- * decode step finds its KV pages in memory, not in cache (every layer's weights streamed through
- * since the layer's last step), and the tiles alone read them at the pace of the few lines their
- * loads keep in flight: compute and memory time added up (SmolLM2 f32 KV past 2048, 30 layers:
- * ~8.6 GB/s). Loaded first, a segment streams at nearly the read probe's rate and the tiles then
- * find it in L1/L2: the same attention 1.5-1.7x faster (1.2-1.35x bf16 KV, 1.05-1.1x int8;
- * scratch/attlong.ts), SmolLM2 bf16 decode steps 1.03x at context 160, 1.09x at 512, 1.23x at
- * 2048. Not for prefill's row blocks (their tiles reuse each row for many positions, so the
- * hardware keeps up) nor small contiguous K/V (see CONTIGUOUS_LOAD_AHEAD_BYTES).
- */
-/**
  * Loads (loadRows) the K or V rows (`offset`: 0 or vOffset) of keys [j, j + len) of the range's
  * nHeads KV heads: per head from a page; from contiguous rows the range's part of each, one run
  * when the range is every head (whole rows are contiguous).
@@ -603,6 +591,18 @@ function loadSegment(
   }
 }
 
+/**
+ * Loads one byte of every 64-byte line of [p, p + bytes): a page's K or V rows of one head,
+ * brought into the caches by loads that wait on nothing, just before the tiles read them. A
+ * decode step finds its KV pages in memory, not in cache (every layer's weights streamed through
+ * since the layer's last step), and the tiles alone read them at the pace of the few lines their
+ * loads keep in flight: compute and memory time added up (SmolLM2 f32 KV past 2048, 30 layers:
+ * ~8.6 GB/s). Loaded first, a segment streams at nearly the read probe's rate and the tiles then
+ * find it in L1/L2: the same attention 1.5-1.7x faster (1.2-1.35x bf16 KV, 1.05-1.1x int8;
+ * scratch/attlong.ts), SmolLM2 bf16 decode steps 1.03x at context 160, 1.09x at 512, 1.23x at
+ * 2048. Not for prefill's row blocks (their tiles reuse each row for many positions, so the
+ * hardware keeps up) nor small contiguous K/V (see CONTIGUOUS_LOAD_AHEAD_BYTES).
+ */
 function loadRows(p: usize, bytes: usize): void {
   if (bytes == 0) return;
   const last = p + bytes - 1;

@@ -108,9 +108,9 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   const act = c.hidden_act ?? "silu";
   if (act !== "silu" && act !== "swish") throw fail(`hidden_act ${JSON.stringify(act)} is not supported (silu: the SwiGLU MLP)`);
   if (c.mlp_bias === true) throw fail("mlp_bias: true is not supported (MLP projections without biases)");
-  if ((modelType === "qwen2" || modelType === "qwen3") && c.use_sliding_window === true) throw fail(`use_sliding_window: true (${modelType === "qwen2" ? "Qwen2" : "Qwen3"}'s per-layer window) is not supported`);
+  const perLayerWindow = ({ qwen2: "Qwen2", qwen3: "Qwen3", smollm3: "SmolLM3" } as Record<string, string>)[modelType];
+  if (perLayerWindow && c.use_sliding_window === true) throw fail(`use_sliding_window: true (${perLayerWindow}'s per-layer window) is not supported`);
   const slidingWindow = modelType === "mistral" && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
-  if (modelType === "smollm3" && c.use_sliding_window === true) throw fail("use_sliding_window: true is not supported");
   // SmolLM3: no_rope_layers (1: the layer rotates, 0: NoPE), else every no_rope_layer_interval-th layer is NoPE.
   let nopeLayers: boolean[] | undefined;
   if (modelType === "smollm3") {

@@ -10,7 +10,7 @@ import type { LanguageModel } from "../model/language-model.ts";
 import { checkTemplateVariables, type ChatTemplateVariables } from "../model/chat-template.ts";
 import type { ChatMessage } from "../model/tokenizer.ts";
 import type { KVCache, KVDtype } from "../kv/kv-cache.ts";
-import { promptOpensThinking, REASONING_FORMATS, ReasoningSplitter, type ReasoningFormat } from "./reasoning.ts";
+import { promptOpensThinking, REASONING_FORMATS, ReasoningSplitter, type ReasoningDelta, type ReasoningFormat } from "./reasoning.ts";
 import { compileSchema, JSON_OBJECT, JsonConstraint, SchemaError, TokenTable } from "./json-constraint.ts";
 import { BatchScheduler, ServerBusyError, type CompletionJob, type CompletionOutcome, type SchedulerOptions, type TokenEvent } from "./scheduler.ts";
 
@@ -268,16 +268,15 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
         const send = (data: unknown) => { try { controller.enqueue(encoder.encode(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`)); } catch { /* the client left */ } };
         const chunk = (choice: Record<string, unknown>) => send({ id, object, created: stamp, model: modelId, system_fingerprint: null, choices: [{ index: 0, ...choice }], ...(includeUsage ? { usage: null } : {}) });
         if (kind === "chat") chunk({ delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null });
-        /** A chat delta of `text` (thoughts apart with `reasoning`); none when empty, unless it carries logprobs. */
-        const chatDelta = (text: string, logprobs: unknown) => {
-          const d = reasoning ? reasoning.push(text) : { reasoning: "", content: text };
+        /** A chat delta (thoughts apart with `reasoning`); none when empty, unless it carries logprobs. */
+        const chatDelta = (d: ReasoningDelta, logprobs: unknown) => {
           if (d.reasoning === "" && d.content === "" && logprobs === null) return;
           const delta = { ...(d.reasoning ? { reasoning_content: d.reasoning } : {}), ...(d.content || !d.reasoning ? { content: d.content } : {}) };
           chunk({ delta, logprobs, finish_reason: null });
         };
         job.onToken = (e) => {
           if (e.text === "" && job.logprobs === undefined) return;
-          if (kind === "chat") chatDelta(e.text, job.logprobs === undefined ? null : { content: [chatLogprobs(e)] });
+          if (kind === "chat") chatDelta(reasoning ? reasoning.push(e.text) : { reasoning: "", content: e.text }, job.logprobs === undefined ? null : { content: [chatLogprobs(e)] });
           else { chunk({ text: e.text, logprobs: job.logprobs === undefined ? null : textLogprobs([e], offset), finish_reason: null }); offset += e.text.length; }
         };
         // Refusals (a full queue) throw here, inside start, which the ReadableStream constructor
@@ -285,10 +284,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
         scheduler.submit(job).then((outcome) => {
           if (outcome.finishReason === "aborted") return;
           const finish = outcome.finishReason === "length" ? "length" : "stop";
-          if (kind === "chat" && reasoning) {
-            const d = reasoning.finish();
-            if (d.reasoning || d.content) chunk({ delta: { ...(d.reasoning ? { reasoning_content: d.reasoning } : {}), ...(d.content ? { content: d.content } : {}) }, logprobs: null, finish_reason: null });
-          }
+          if (kind === "chat" && reasoning) chatDelta(reasoning.finish(), null); // what a partial tag held back
           if (kind === "chat") chunk({ delta: {}, logprobs: null, finish_reason: finish });
           else chunk({ text: "", logprobs: null, finish_reason: finish });
           if (includeUsage) send({ id, object, created: stamp, model: modelId, system_fingerprint: null, choices: [], usage: usage(outcome) });

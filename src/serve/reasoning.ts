@@ -61,12 +61,15 @@ export class ReasoningSplitter {
     return out;
   }
 
-  /** The output has ended: what was held goes where it stood (an unclosed block's thoughts stay thoughts). */
+  /**
+   * The output has ended: what was held goes where it stood (an unclosed block's thoughts stay
+   * thoughts; before any tag, whitespace or a partial "<think" is answer). Nothing is held once
+   * the answer has begun.
+   */
   finish(): ReasoningDelta {
     const held = this.held;
     this.held = "";
-    if (this.state === "thinking") return { reasoning: held, content: "" };
-    return { reasoning: "", content: this.state === "content" && this.trimAnswer ? held.replace(/^\s+/, "") : held };
+    return this.state === "thinking" ? { reasoning: held, content: "" } : { reasoning: "", content: held };
   }
 }
 
