@@ -17,15 +17,26 @@ describe("architecture descriptor: every model type's tensors in one place", () 
     assert.ok(!qwen.some((t) => t.role === "lmHead"), "tied: no LM head tensor");
     const deci = parseModelConfig({ ...base, model_type: "deci", num_hidden_layers: 3, num_key_value_heads_per_layer: [4, 2, 1] });
     assert.deepEqual(modelTensors(deci).filter((t) => t.role === "v").map((t) => t.shape[0]), [32, 16, 8]);
+    // Gemma 3: post_attention_layernorm is the attention output's norm there (Llama's is the MLP's input norm).
+    const gemma = modelTensors(parseModelConfig({ ...base, model_type: "gemma3_text", num_key_value_heads: 1, head_dim: 16 }));
+    const layer0 = (role: string) => gemma.find((t) => t.layer === 0 && t.role === role);
+    assert.deepEqual([layer0("attnOutNorm")?.name, layer0("attnOutNorm")?.gguf], ["model.layers.0.post_attention_layernorm.weight", "blk.0.post_attention_norm.weight"]);
+    assert.deepEqual([layer0("ffnNorm")?.name, layer0("ffnNorm")?.gguf], ["model.layers.0.pre_feedforward_layernorm.weight", "blk.0.ffn_norm.weight"]);
+    assert.deepEqual([layer0("ffnOutNorm")?.name, layer0("ffnOutNorm")?.gguf], ["model.layers.0.post_feedforward_layernorm.weight", "blk.0.post_ffw_norm.weight"]);
+    assert.equal(gemma.filter((t) => t.layer === 0).length, 13, "4 norms, q/k norms, 7 matrices");
+    assert.ok(!gemma.some((t) => t.role === "lmHead"), "Gemma ties its embeddings by default");
   });
 
   it("GGUF names and roles map both ways; q/k permutation heads come from the roles", () => {
     const cfg = parseModelConfig({ ...base, model_type: "qwen2", num_key_value_heads: 2 });
-    for (const t of modelTensors(cfg)) {
-      assert.equal(ggufTensorName(t.name), t.gguf);
-      assert.deepEqual(tensorRole(t.name), t.layer === undefined ? { role: t.role } : { role: t.role, layer: t.layer });
+    const gemma = parseModelConfig({ ...base, model_type: "gemma3_text", num_key_value_heads: 1, head_dim: 16 });
+    for (const c of [cfg, gemma]) {
+      for (const t of modelTensors(c)) {
+        assert.equal(ggufTensorName(t.name, c.modelType), t.gguf);
+        assert.deepEqual(tensorRole(t.name, c.modelType), t.layer === undefined ? { role: t.role } : { role: t.role, layer: t.layer });
+      }
     }
-    assert.equal(ggufTensorName("model.layers.0.something_else.weight"), "model.layers.0.something_else.weight");
+    assert.equal(ggufTensorName("model.layers.0.something_else.weight", "llama"), "model.layers.0.something_else.weight");
     assert.equal(qkPermutedHeads(layerTensorName(0, "q"), cfg), 4);
     assert.equal(qkPermutedHeads(layerTensorName(1, "kBias"), cfg), 2);
     assert.equal(qkPermutedHeads(layerTensorName(1, "v"), cfg), undefined);

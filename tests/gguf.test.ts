@@ -253,6 +253,8 @@ describe("GGUF files", function () {
       ["qwen3 with q/k norms (not permuted)", { ...textModel, model_type: "qwen3", hidden_size: 64, intermediate_size: 96, head_dim: 32, tie_word_embeddings: true }],
       ["llama with attention_bias (q/k/v and o_proj biases; q/k biases permuted)", { ...textModel, hidden_size: 64, intermediate_size: 96, attention_bias: true }],
       ["smollm3 (every 4th layer NoPE, as llama.cpp's smollm3; q/k permuted)", { ...textModel, model_type: "smollm3", num_hidden_layers: 4, hidden_size: 64, intermediate_size: 96, tie_word_embeddings: true }],
+      ["gemma3_text (norms written as 1 + w, 5 sliding layers of window 4 and a global one as llama.cpp's gemma3; not permuted)", { ...textModel, model_type: "gemma3_text", num_hidden_layers: 6,
+        hidden_size: 64, intermediate_size: 96, num_key_value_heads: 1, head_dim: 32, query_pre_attn_scalar: 32, sliding_window: 4, rope_theta: 1000000, rope_local_base_freq: 10000 }],
     ];
     const text = "the theme in a café, 42 times";
     // Llama 3.1 / 3.2: llama3 rope scaling, which llama.cpp's files hold as rope_freqs.weight

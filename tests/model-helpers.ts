@@ -33,6 +33,8 @@ export const models: [string, Record<string, unknown>][] = [
   ["smollm3 with a NoPE layer (no_rope_layers) and tied embeddings", { ...base, model_type: "smollm3", num_key_value_heads: 2, no_rope_layers: [1, 0], tie_word_embeddings: true }],
   ["llama with linear rope scaling (factor 4)", { ...base, model_type: "llama", num_key_value_heads: 4, rope_scaling: { type: "linear", factor: 4 } }],
   ["mistral with a sliding window (5) shorter than the prompt", { ...base, model_type: "mistral", num_key_value_heads: 2, sliding_window: 5 }],
+  ["gemma3_text: a sliding layer (window 5) with its own theta, q/k and output norms, GeGLU, scaled embeddings, query_pre_attn_scalar, tied", { ...base, model_type: "gemma3_text",
+    num_key_value_heads: 1, head_dim: 16, layer_types: ["sliding_attention", "full_attention"], sliding_window: 5, query_pre_attn_scalar: 24, rope_theta: 1000000, rope_local_base_freq: 10000 }],
   ["deci with per-layer KV heads and DeciLM-7B's dynamic rope scaling", { ...base, model_type: "deci", num_hidden_layers: 3, num_key_value_heads_per_layer: [4, 2, 1], rope_scaling: { type: "dynamic", factor: 2 } }],
 ];
 

@@ -6,10 +6,14 @@ import type { TransformerModel } from "../src/model/transformer.ts";
 
 export type Weights = Map<string, Float32Array>;
 
-/** RoPE inverse frequencies as Hugging Face's rope init functions compute them (default, linear, dynamic within the context, llama3), and llama.cpp's per-frequency factors. */
-function referenceInverseFrequencies(cfg: ModelConfig): number[] {
-  const D = cfg.headDim, s = cfg.ropeScaling;
-  const inv = Array.from({ length: D / 2 }, (_, i) => 1 / cfg.ropeTheta ** ((2 * i) / D));
+/**
+ * RoPE inverse frequencies as Hugging Face's rope init functions compute them (default, linear,
+ * dynamic within the context, llama3), and llama.cpp's per-frequency factors; with `local`, Gemma
+ * 3's sliding layers' (rope_local_base_freq, default rope type).
+ */
+function referenceInverseFrequencies(cfg: ModelConfig, local = false): number[] {
+  const D = cfg.headDim, s = local ? undefined : cfg.ropeScaling, theta = local ? cfg.localRopeTheta! : cfg.ropeTheta;
+  const inv = Array.from({ length: D / 2 }, (_, i) => 1 / theta ** ((2 * i) / D));
   if (!s || s.type === "dynamic") return inv;
   if (s.type === "linear") return inv.map((f) => f / s.factor);
   // llama.cpp's rope_freqs.weight: ggml's rope divides each frequency's angle by its factor.
@@ -24,14 +28,23 @@ function referenceInverseFrequencies(cfg: ModelConfig): number[] {
   });
 }
 
-/** The decoder in plain float64, written from the Hugging Face modeling code, not from ours. */
+/**
+ * The decoder in plain float64, written from the Hugging Face modeling code, not from ours:
+ * LlamaForCausalLM and its kin, and Gemma3ForCausalLM (norms of 1 + w, scaled embeddings, norms
+ * after attention and the MLP, GeGLU, sliding layers with their own theta).
+ */
 export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[]): number[][] {
   const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V, rmsNormEps: eps } = cfg;
+  const gemma = cfg.modelType === "gemma3_text";
   const get = (name: string) => w.get(name)!;
-  const rms = (x: number[], g: Float32Array) => { const ms = x.reduce((s, v) => s + v * v, 0) / x.length; return x.map((v, i) => (v / Math.sqrt(ms + eps)) * g[i]!); };
+  // Gemma3RMSNorm: x / sqrt(mean(x²) + eps) · (1 + w).
+  const rms = (x: number[], g: Float32Array) => { const ms = x.reduce((s, v) => s + v * v, 0) / x.length; return x.map((v, i) => (v / Math.sqrt(ms + eps)) * (gemma ? 1 + g[i]! : g[i]!)); };
   const matvec = (x: number[], W: Float32Array, out: number, b?: Float32Array) =>
     Array.from({ length: out }, (_, o) => x.reduce((s, v, i) => s + v * W[o * x.length + i]!, b ? b[o]! : 0));
-  const inv = referenceInverseFrequencies(cfg);
+  // gelu_pytorch_tanh, as torch writes it.
+  const act = gemma ? (g: number) => 0.5 * g * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (g + 0.044715 * g ** 3))) : (g: number) => g / (1 + Math.exp(-g));
+  const globalInv = referenceInverseFrequencies(cfg), localInv = cfg.localRopeTheta === undefined ? globalInv : referenceInverseFrequencies(cfg, true);
+  let inv = globalInv;
   const ropeAt = (vec: number[], heads: number, pos: number) => {
     const out = vec.slice();
     for (let h = 0; h < heads; h++) for (let i = 0; i < D / 2; i++) {
@@ -41,9 +54,13 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
     }
     return out;
   };
-  let x = tokens.map((t) => Array.from(get("model.embed_tokens.weight").subarray(t * hd, (t + 1) * hd)));
+  const embedScale = gemma ? Math.sqrt(hd) : 1;
+  let x = tokens.map((t) => Array.from(get("model.embed_tokens.weight").subarray(t * hd, (t + 1) * hd), (v) => v * embedScale));
   cfg.kvHeadsPerLayer.forEach((KV, l) => {
     const p = `model.layers.${l}`;
+    // Gemma 3's sliding layers (Mistral's window is every layer's).
+    const sliding = cfg.slidingWindow !== undefined && (cfg.slidingLayers?.[l] ?? true);
+    inv = sliding ? localInv : globalInv;
     const h = x.map((r) => rms(r, get(`${p}.input_layernorm.weight`)));
     const bias = (k: string) => (cfg.attentionBias ? get(`${p}.self_attn.${k}_proj.bias`) : undefined);
     // Qwen3: q_norm / k_norm, an RMSNorm over each head's head_dim values, before RoPE.
@@ -54,13 +71,16 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
     const q = h.map((r, i) => rope(headNorm(matvec(r, get(`${p}.self_attn.q_proj.weight`), H * D, bias("q")), H, "q"), H, i));
     const k = h.map((r, i) => rope(headNorm(matvec(r, get(`${p}.self_attn.k_proj.weight`), KV * D, bias("k")), KV, "k"), KV, i));
     const v = h.map((r) => matvec(r, get(`${p}.self_attn.v_proj.weight`), KV * D, bias("v")));
-    const attn = referenceAttention({ q: q.flat(), k: k.flat(), v: v.flat(), numHeads: H, numKvHeads: KV, headDim: D, causal: true, slidingWindow: cfg.slidingWindow });
+    const attn = referenceAttention({ q: q.flat(), k: k.flat(), v: v.flat(), numHeads: H, numKvHeads: KV, headDim: D, causal: true, slidingWindow: sliding ? cfg.slidingWindow : undefined,
+      scale: gemma ? cfg.attentionScale : undefined });
     x = x.map((r, i) => {
-      const o = matvec(Array.from(attn.subarray(i * H * D, (i + 1) * H * D)), get(`${p}.self_attn.o_proj.weight`), hd, cfg.outputBias ? get(`${p}.self_attn.o_proj.bias`) : undefined);
+      let o = matvec(Array.from(attn.subarray(i * H * D, (i + 1) * H * D)), get(`${p}.self_attn.o_proj.weight`), hd, cfg.outputBias ? get(`${p}.self_attn.o_proj.bias`) : undefined);
+      if (gemma) o = rms(o, get(`${p}.post_attention_layernorm.weight`));
       const x1 = r.map((val, j) => val + o[j]!);
-      const h2 = rms(x1, get(`${p}.post_attention_layernorm.weight`));
+      const h2 = rms(x1, get(`${p}.${gemma ? "pre_feedforward_layernorm" : "post_attention_layernorm"}.weight`));
       const g = matvec(h2, get(`${p}.mlp.gate_proj.weight`), ff), u = matvec(h2, get(`${p}.mlp.up_proj.weight`), ff);
-      const d = matvec(g.map((gv, j) => (gv / (1 + Math.exp(-gv))) * u[j]!), get(`${p}.mlp.down_proj.weight`), hd);
+      let d = matvec(g.map((gv, j) => act(gv) * u[j]!), get(`${p}.mlp.down_proj.weight`), hd);
+      if (gemma) d = rms(d, get(`${p}.post_feedforward_layernorm.weight`));
       return x1.map((val, j) => val + d[j]!);
     });
   });

@@ -7,7 +7,7 @@ import type { ModelConfig, ModelType } from "./config.ts";
 
 /** What a tensor is for in the forward pass. */
 export type GlobalRole = "embedding" | "finalNorm" | "lmHead";
-export type LayerRole = "inputNorm" | "postNorm" | "q" | "k" | "v" | "o" | "qBias" | "kBias" | "vBias" | "oBias" | "qNorm" | "kNorm" | "gate" | "up" | "down";
+export type LayerRole = "inputNorm" | "ffnNorm" | "q" | "k" | "v" | "o" | "qBias" | "kBias" | "vBias" | "oBias" | "qNorm" | "kNorm" | "attnOutNorm" | "ffnOutNorm" | "gate" | "up" | "down";
 /** norm and bias tensors stay f32; linear ones (and the embedding) take the weight dtype. */
 export type TensorKind = "embedding" | "norm" | "linear" | "bias";
 
@@ -25,9 +25,10 @@ export interface TensorSpec {
 
 /**
  * Tensors some configs lack: `bias` only with q/k/v biases, `outputBias` only with an o_proj bias,
- * `qkNorm` only in architectures that normalise q and k per head.
+ * `qkNorm` only in architectures that normalise q and k per head, `outputNorms` only in those
+ * that normalise the attention and MLP outputs (Gemma).
  */
-interface RoleSpec<R> { role: R; hf: string; gguf: string; kind: TensorKind; shape: (c: ModelConfig, kvHeads: number) => number[]; bias?: boolean; outputBias?: boolean; qkNorm?: boolean }
+interface RoleSpec<R> { role: R; hf: string; gguf: string; kind: TensorKind; shape: (c: ModelConfig, kvHeads: number) => number[]; bias?: boolean; outputBias?: boolean; qkNorm?: boolean; outputNorms?: boolean }
 
 const GLOBAL: RoleSpec<GlobalRole>[] = [
   { role: "embedding", hf: "model.embed_tokens.weight", gguf: "token_embd.weight", kind: "embedding", shape: (c) => [c.vocabSize, c.hiddenSize] },
@@ -38,7 +39,8 @@ const GLOBAL: RoleSpec<GlobalRole>[] = [
 /** Per layer, Hugging Face `model.layers.{i}.{hf}`, GGUF `blk.{i}.{gguf}`. */
 const LAYER: RoleSpec<LayerRole>[] = [
   { role: "inputNorm", hf: "input_layernorm.weight", gguf: "attn_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize] },
-  { role: "postNorm", hf: "post_attention_layernorm.weight", gguf: "ffn_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize] },
+  // The norm before the MLP (Gemma's pre_feedforward_layernorm: Architecture.hfNames).
+  { role: "ffnNorm", hf: "post_attention_layernorm.weight", gguf: "ffn_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize] },
   { role: "q", hf: "self_attn.q_proj.weight", gguf: "attn_q.weight", kind: "linear", shape: (c) => [c.numHeads * c.headDim, c.hiddenSize] },
   { role: "k", hf: "self_attn.k_proj.weight", gguf: "attn_k.weight", kind: "linear", shape: (c, kv) => [kv * c.headDim, c.hiddenSize] },
   { role: "v", hf: "self_attn.v_proj.weight", gguf: "attn_v.weight", kind: "linear", shape: (c, kv) => [kv * c.headDim, c.hiddenSize] },
@@ -49,6 +51,8 @@ const LAYER: RoleSpec<LayerRole>[] = [
   { role: "oBias", hf: "self_attn.o_proj.bias", gguf: "attn_output.bias", kind: "bias", shape: (c) => [c.hiddenSize], outputBias: true },
   { role: "qNorm", hf: "self_attn.q_norm.weight", gguf: "attn_q_norm.weight", kind: "norm", shape: (c) => [c.headDim], qkNorm: true },
   { role: "kNorm", hf: "self_attn.k_norm.weight", gguf: "attn_k_norm.weight", kind: "norm", shape: (c) => [c.headDim], qkNorm: true },
+  { role: "attnOutNorm", hf: "post_attention_layernorm.weight", gguf: "post_attention_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize], outputNorms: true },
+  { role: "ffnOutNorm", hf: "post_feedforward_layernorm.weight", gguf: "post_ffw_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize], outputNorms: true },
   { role: "gate", hf: "mlp.gate_proj.weight", gguf: "ffn_gate.weight", kind: "linear", shape: (c) => [c.intermediateSize, c.hiddenSize] },
   { role: "up", hf: "mlp.up_proj.weight", gguf: "ffn_up.weight", kind: "linear", shape: (c) => [c.intermediateSize, c.hiddenSize] },
   { role: "down", hf: "mlp.down_proj.weight", gguf: "ffn_down.weight", kind: "linear", shape: (c) => [c.hiddenSize, c.intermediateSize] },
@@ -61,8 +65,17 @@ export interface Architecture {
   outputBias?: boolean;
   /** Each head's q and k RMS-normalised (a weight of head_dim each) before RoPE (Qwen3). */
   qkNorm?: boolean;
+  /** The attention and MLP outputs RMS-normalised before their residual adds (Gemma's post_attention / post_feedforward norms). */
+  outputNorms?: boolean;
+  /**
+   * Each RMSNorm multiplies by 1 + w, the checkpoint storing w (Gemma). The runtime keeps 1 + w,
+   * as llama.cpp's converter writes GGUF files: 1 is added when a Hugging Face checkpoint is read.
+   */
+  normWeightOffset?: number;
+  /** Hugging Face names that differ from Llama's, by role. */
+  hfNames?: Partial<Record<LayerRole, string>>;
   /** The llama.cpp architecture a GGUF file of it is written as; undefined: none (no GGUF export). */
-  ggufArchitecture?: "llama" | "qwen2" | "qwen3" | "smollm3";
+  ggufArchitecture?: "llama" | "qwen2" | "qwen3" | "smollm3" | "gemma3";
 }
 
 /** Every model type: Llama's layout, with what differs. */
@@ -77,7 +90,15 @@ export const ARCHITECTURES: Record<ModelType, Architecture> = {
   mistral: { ggufArchitecture: "llama" },
   // Llama's attention with per-layer KV heads: no llama.cpp architecture holds them.
   deci: { outputBias: true },
+  // Gemma 3's text models (270M, 1B): q/k norms, norms of the attention and MLP outputs, norm
+  // weights stored as w - 1, GeGLU, scaled embeddings, sliding-window layers (ModelConfig).
+  gemma3_text: { outputBias: true, qkNorm: true, outputNorms: true, normWeightOffset: 1, hfNames: { ffnNorm: "pre_feedforward_layernorm.weight" }, ggufArchitecture: "gemma3" },
 };
+
+/** A layer role's Hugging Face name (after `model.layers.{i}.`) in a model type. */
+function hfName(r: RoleSpec<LayerRole>, modelType: ModelType): string {
+  return ARCHITECTURES[modelType].hfNames?.[r.role] ?? r.hf;
+}
 
 /**
  * llama.cpp's converter permutes the rows of q and k (weights and biases) of models it writes as
@@ -98,9 +119,9 @@ export function modelTensors(cfg: ModelConfig): TensorSpec[] {
   global(GLOBAL[0]!);
   cfg.kvHeadsPerLayer.forEach((kv, i) => {
     for (const r of LAYER) {
-      if ((r.bias && !cfg.attentionBias) || (r.outputBias && !cfg.outputBias) || (r.qkNorm && !cfg.qkNorm)) continue;
+      if ((r.bias && !cfg.attentionBias) || (r.outputBias && !cfg.outputBias) || (r.qkNorm && !cfg.qkNorm) || (r.outputNorms && !cfg.outputNorms)) continue;
       const shape = r.shape(cfg, kv);
-      out.push({ name: layerTensorName(i, r.role), gguf: `blk.${i}.${r.gguf}`, shape, kind: r.kind, role: r.role, layer: i, inFeatures: r.kind === "linear" ? shape[1] : undefined });
+      out.push({ name: layerTensorName(i, r.role, cfg.modelType), gguf: `blk.${i}.${r.gguf}`, shape, kind: r.kind, role: r.role, layer: i, inFeatures: r.kind === "linear" ? shape[1] : undefined });
     }
   });
   global(GLOBAL[1]!);
@@ -128,7 +149,7 @@ export function unusedLayerTensor(cfg: ModelConfig, names: Iterable<string>, ggu
 
 /** The fewest tensors a model of this many layers has (no biases, tied embeddings): checked before a tensor list proportional to the layer count is built. */
 export function minTensorCount(cfg: ModelConfig): number {
-  return cfg.numLayers * LAYER.filter((r) => !r.bias && !r.outputBias && !r.qkNorm).length + 2;
+  return cfg.numLayers * LAYER.filter((r) => !r.bias && !r.outputBias && !r.qkNorm && !r.outputNorms).length + 2;
 }
 
 /** The Hugging Face name of a global tensor. */
@@ -136,35 +157,37 @@ export function globalTensorName(role: GlobalRole): string {
   return GLOBAL.find((r) => r.role === role)!.hf;
 }
 
-/** The Hugging Face name of layer `layer`'s tensor for `role`. */
-export function layerTensorName(layer: number, role: LayerRole): string {
-  return `model.layers.${layer}.${LAYER.find((r) => r.role === role)!.hf}`;
+/** The Hugging Face name of layer `layer`'s tensor for `role` (in a model type whose names differ from Llama's: Gemma's norms). */
+export function layerTensorName(layer: number, role: LayerRole, modelType: ModelType = "llama"): string {
+  return `model.layers.${layer}.${hfName(LAYER.find((r) => r.role === role)!, modelType)}`;
 }
 
-const LAYER_BY_HF = new Map(LAYER.map((r) => [r.hf, r]));
+/** Each model type's layer roles by Hugging Face name (the output norms only where the type has them: Gemma's post_attention_layernorm is not Llama's). */
+const LAYER_BY_HF = Object.fromEntries((Object.keys(ARCHITECTURES) as ModelType[]).map((type) =>
+  [type, new Map(LAYER.filter((r) => !r.outputNorms || ARCHITECTURES[type].outputNorms).map((r) => [hfName(r, type), r]))])) as Record<ModelType, Map<string, RoleSpec<LayerRole>>>;
 const GLOBAL_BY_HF = new Map(GLOBAL.map((r) => [r.hf, r]));
 
-/** The role (and layer) of a Hugging Face tensor name; undefined for a name of no role. */
-export function tensorRole(name: string): { role: GlobalRole | LayerRole; layer?: number } | undefined {
+/** The role (and layer) of a Hugging Face tensor name in a model type; undefined for a name of no role. */
+export function tensorRole(name: string, modelType: ModelType): { role: GlobalRole | LayerRole; layer?: number } | undefined {
   const g = GLOBAL_BY_HF.get(name);
   if (g) return { role: g.role };
   const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
-  const r = m ? LAYER_BY_HF.get(m[2]!) : undefined;
+  const r = m ? LAYER_BY_HF[modelType].get(m[2]!) : undefined;
   return r ? { role: r.role, layer: Number(m![1]) } : undefined;
 }
 
-/** The GGUF name of a Hugging Face tensor name (names of no role are kept). */
-export function ggufTensorName(name: string): string {
+/** The GGUF name of a Hugging Face tensor name in a model type (names of no role are kept). */
+export function ggufTensorName(name: string, modelType: ModelType): string {
   const g = GLOBAL_BY_HF.get(name);
   if (g) return g.gguf;
   const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
-  const r = m ? LAYER_BY_HF.get(m[2]!) : undefined;
+  const r = m ? LAYER_BY_HF[modelType].get(m[2]!) : undefined;
   return r ? `blk.${m![1]}.${r.gguf}` : name;
 }
 
 /** The heads of a q or k projection (weight or bias), whose rows llama.cpp's converter permutes; else undefined. */
 export function qkPermutedHeads(name: string, config: ModelConfig): number | undefined {
-  const r = tensorRole(name);
+  const r = tensorRole(name, config.modelType);
   if (!r || r.layer === undefined) return undefined;
   if (r.role === "q" || r.role === "qBias") return config.numHeads;
   if (r.role === "k" || r.role === "kBias") return config.kvHeadsPerLayer[r.layer];

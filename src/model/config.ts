@@ -1,6 +1,6 @@
 // A Hugging Face config.json, read into what the runtime needs: the attention shape of every
 // layer (variable GQA included) and the MLP/norm/rope parameters. Llama, Qwen2, Qwen3, SmolLM3,
-// Mistral and DeciLM; anything else is a clear error.
+// Mistral, DeciLM and Gemma 3's text models; anything else is a clear error.
 
 import { ARCHITECTURES } from "./architecture.ts";
 
@@ -8,7 +8,7 @@ export class ModelConfigError extends Error {
   override name = "ModelConfigError";
 }
 
-export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "deci"] as const;
+export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "deci", "gemma3_text"] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 
 export interface ModelConfig {
@@ -39,8 +39,20 @@ export interface ModelConfig {
   outputBias: boolean;
   /** q and k are RMS-normalised per head before RoPE (Qwen3's q_norm / k_norm). */
   qkNorm: boolean;
-  /** Mistral's sliding window (keys older than this many tokens are not seen). */
+  /** The sliding window (keys this many tokens old or older are not seen): Mistral's in every layer, Gemma 3's in slidingLayers. */
   slidingWindow?: number;
+  /** The layers that have the sliding window (absent: every layer); Gemma 3's local layers. */
+  slidingLayers?: readonly boolean[];
+  /** RoPE theta of the sliding layers, without scaling (Gemma 3's rope_local_base_freq); absent: ropeTheta and ropeScaling as in every layer. */
+  localRopeTheta?: number;
+  /** The gated MLP's activation: silu (SwiGLU) or the tanh approximation of GELU (Gemma's GeGLU). */
+  activation: "silu" | "gelu_tanh";
+  /** The attention scores' scale (Gemma's query_pre_attn_scalar^-1/2); absent: 1/sqrt(head_dim). */
+  attentionScale?: number;
+  /** Embeddings multiplied by this before the first layer (Gemma: sqrt(hidden_size)). */
+  embeddingScale?: number;
+  /** Gemma's norms of the attention and MLP outputs, before each residual add. */
+  outputNorms: boolean;
   /** SmolLM3's NoPE layers: true where a layer's q and k get no rotary embedding (absent: every layer rotates). */
   nopeLayers?: readonly boolean[];
 }
@@ -53,6 +65,7 @@ export interface ModelConfig {
 export const CONFIG_LIMITS: Record<string, number> = {
   num_hidden_layers: 1024, hidden_size: 1 << 17, intermediate_size: 1 << 20, num_attention_heads: 4096,
   num_key_value_heads: 4096, head_dim: 4096, vocab_size: 1 << 22, max_position_embeddings: 1 << 24, sliding_window: 1 << 24,
+  sliding_window_pattern: 1024, _sliding_window_pattern: 1024,
 };
 
 export function parseModelConfig(json: unknown, source = "config.json"): ModelConfig {
@@ -105,12 +118,32 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
       throw fail(`rope_scaling type ${JSON.stringify(type)} is not supported (llama3, linear, dynamic)`);
     }
   }
-  const act = c.hidden_act ?? "silu";
-  if (act !== "silu" && act !== "swish") throw fail(`hidden_act ${JSON.stringify(act)} is not supported (silu: the SwiGLU MLP)`);
+  const gemma = modelType === "gemma3_text";
+  const actKey = gemma ? "hidden_activation" : "hidden_act";
+  const act = c[actKey] ?? (gemma ? "gelu_pytorch_tanh" : "silu");
+  const activation = act === "silu" || act === "swish" ? "silu" : act === "gelu_pytorch_tanh" ? "gelu_tanh" : undefined;
+  if (!activation) throw fail(`${actKey} ${JSON.stringify(act)} is not supported (silu: SwiGLU, gelu_pytorch_tanh: GeGLU)`);
   if (c.mlp_bias === true) throw fail("mlp_bias: true is not supported (MLP projections without biases)");
   const perLayerWindow = ({ qwen2: "Qwen2", qwen3: "Qwen3", smollm3: "SmolLM3" } as Record<string, string>)[modelType];
   if (perLayerWindow && c.use_sliding_window === true) throw fail(`use_sliding_window: true (${perLayerWindow}'s per-layer window) is not supported`);
-  const slidingWindow = modelType === "mistral" && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
+  let slidingWindow = modelType === "mistral" && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
+  let slidingLayers: boolean[] | undefined;
+  if (gemma) {
+    // Gemma 3: sliding-window (local) layers and full (global) ones, by layer_types or every
+    // sliding_window_pattern-th layer global; logit soft-capping is Gemma 2's.
+    for (const key of ["attn_logit_softcapping", "final_logit_softcapping"]) if (c[key] !== undefined && c[key] !== null) throw fail(`${key} is not supported (Gemma 2's soft-capping)`);
+    if (c.use_bidirectional_attention === true) throw fail("use_bidirectional_attention: true (an embedding model) is not supported");
+    if (c.rope_parameters !== undefined) throw fail("rope_parameters is not supported (rope_theta, rope_local_base_freq and rope_scaling are)");
+    const types = c.layer_types;
+    if (types !== undefined && types !== null) {
+      if (!Array.isArray(types) || types.length !== numLayers || types.some((t) => t !== "sliding_attention" && t !== "full_attention")) throw fail(`layer_types must list ${numLayers} of "sliding_attention" or "full_attention", got ${JSON.stringify(types).slice(0, 80)}`);
+      slidingLayers = types.map((t) => t === "sliding_attention");
+    } else {
+      const pattern = int(c.sliding_window_pattern !== undefined ? "sliding_window_pattern" : "_sliding_window_pattern", 6);
+      slidingLayers = Array.from({ length: numLayers }, (_, i) => (i + 1) % pattern !== 0);
+    }
+    slidingWindow = int("sliding_window", 4096);
+  }
   // SmolLM3: no_rope_layers (1: the layer rotates, 0: NoPE), else every no_rope_layer_interval-th layer is NoPE.
   let nopeLayers: boolean[] | undefined;
   if (modelType === "smollm3") {
@@ -123,12 +156,16 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
       nopeLayers = Array.from({ length: numLayers }, (_, i) => (i + 1) % interval === 0);
     }
   }
+  const arch = ARCHITECTURES[modelType as ModelType];
   return {
     modelType: modelType as ModelType, hiddenSize, intermediateSize: int("intermediate_size"), numLayers, numHeads, kvHeadsPerLayer, headDim,
-    vocabSize: int("vocab_size"), rmsNormEps: num("rms_norm_eps", 1e-6), ropeTheta: num("rope_theta", 10000), ropeScaling,
-    maxPositionEmbeddings: int("max_position_embeddings", 2048), tieWordEmbeddings: c.tie_word_embeddings === true,
-    attentionBias: ARCHITECTURES[modelType as ModelType].attentionBias === true || c.attention_bias === true, slidingWindow,
-    outputBias: ARCHITECTURES[modelType as ModelType].outputBias === true && c.attention_bias === true,
-    qkNorm: ARCHITECTURES[modelType as ModelType].qkNorm === true, nopeLayers,
+    vocabSize: int("vocab_size"), rmsNormEps: num("rms_norm_eps", 1e-6), ropeTheta: num("rope_theta", gemma ? 1e6 : 10000), ropeScaling,
+    maxPositionEmbeddings: int("max_position_embeddings", 2048),
+    // Gemma's configs leave out tie_word_embeddings: its default there is true.
+    tieWordEmbeddings: (c.tie_word_embeddings ?? gemma) === true,
+    attentionBias: arch.attentionBias === true || c.attention_bias === true, slidingWindow, slidingLayers,
+    outputBias: arch.outputBias === true && c.attention_bias === true,
+    qkNorm: arch.qkNorm === true, nopeLayers, activation, outputNorms: arch.outputNorms === true,
+    ...(gemma ? { localRopeTheta: num("rope_local_base_freq", 10000), attentionScale: 1 / Math.sqrt(num("query_pre_attn_scalar", 256)), embeddingScale: Math.sqrt(hiddenSize) } : {}),
   };
 }

@@ -1,5 +1,5 @@
 // A model as a GGUF file llama.cpp reads (`gqa-wasm quantize`): the metadata its loader expects
-// for the llama / qwen2 / qwen3 / smollm3 architectures, norms in F32, linear weights and embeddings in F32, F16,
+// for the llama / qwen2 / qwen3 / smollm3 / gemma3 architectures, norms in F32 (Gemma's as 1 + w), linear weights and embeddings in F32, F16,
 // BF16, Q8_0, Q4_0, Q5_0, IQ4_NL (quantized as ggml's reference quantizers do), Q4_K or Q6_K
 // (scales fitted as llama.cpp fits them), or llama.cpp's Q4_K_M mix of them, q/k rows permuted the way
 // llama.cpp's converter does for llama-style RoPE, llama3 rope scaling as rope_freqs.weight, and
@@ -8,9 +8,9 @@ import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
 import { K_MIX_FILE_TYPES, kMixTensorType, quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK_WEIGHTS, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
-import { ARCHITECTURES, expectedTensors, ggufPermutesQK, ggufTensorName, globalTensorName, qkPermutedHeads } from "./architecture.ts";
+import { ARCHITECTURES, ggufPermutesQK, ggufTensorName, globalTensorName, modelTensors, qkPermutedHeads } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
-import { PRE_TOKENIZERS, ROPE_FACTORS_TENSOR, SMOLLM3_NOPE_INTERVAL, unpermutedRow } from "./gguf-model.ts";
+import { GEMMA3_SLIDING_PATTERN, gemma3AttentionScalar, GEMMA3_LOCAL_ROPE_THETA, PRE_TOKENIZERS, ROPE_FACTORS_TENSOR, SMOLLM3_NOPE_INTERVAL, unpermutedRow } from "./gguf-model.ts";
 import { ropeFrequencyFactors } from "./rope.ts";
 
 const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
@@ -43,6 +43,14 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   }
   const scaling = config.ropeScaling;
   if (scaling?.type === "dynamic") throw fail("dynamic rope scaling is not written (llama.cpp has no form of it)");
+  if (arch === "gemma3") {
+    // What llama.cpp's gemma3 takes as constants: which layers slide, the sliding layers' theta, the attention scale.
+    if (config.slidingLayers?.some((s, i) => s !== ((i + 1) % GEMMA3_SLIDING_PATTERN !== 0))) throw fail(`sliding layers other than all but every ${GEMMA3_SLIDING_PATTERN}th are not written (llama.cpp's gemma3 fixes that pattern)`);
+    if (config.localRopeTheta !== GEMMA3_LOCAL_ROPE_THETA) throw fail(`rope_local_base_freq ${config.localRopeTheta} is not written (llama.cpp's gemma3 uses ${GEMMA3_LOCAL_ROPE_THETA})`);
+    const scalar = gemma3AttentionScalar(config.numLayers, config.hiddenSize, config.numHeads, config.headDim);
+    if (Math.abs(config.attentionScale! * Math.sqrt(scalar) - 1) > 1e-6) throw fail(`query_pre_attn_scalar ${1 / config.attentionScale! ** 2} is not written (llama.cpp's gemma3 uses ${scalar} for this shape)`);
+    if (scaling && scaling.type !== "linear") throw fail(`${scaling.type} rope scaling is not written for gemma3 (linear is)`);
+  }
   // Q4_K_M: a type per matrix, the rest Q8_0; the file type llama.cpp names MOSTLY_Q4_K_M.
   if (options.dtype === "q4_k_m" || options.dtype === "q5_k_m") {
     const layers = config.numLayers, tied = config.tieWordEmbeddings, mix = options.dtype;
@@ -68,6 +76,7 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     ...(config.headDim * config.numHeads !== config.hiddenSize ? {
       [a("attention.key_length")]: { type: "u32", value: config.headDim }, [a("attention.value_length")]: { type: "u32", value: config.headDim },
     } : {}),
+    ...(config.slidingWindow !== undefined && arch === "gemma3" ? { [a("attention.sliding_window")]: { type: "u32", value: config.slidingWindow } } : {}),
     ...(config.ropeScaling?.type === "linear" ? {
       [a("rope.scaling.type")]: { type: "string", value: "linear" }, [a("rope.scaling.factor")]: { type: "f32", value: config.ropeScaling.factor },
     } : {}),
@@ -80,27 +89,30 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     const factors = scaling.type === "factors" ? Float32Array.from(scaling.factors) : ropeFrequencyFactors(config.headDim, config.ropeTheta, scaling);
     tensors[ROPE_FACTORS_TENSOR] = { shape: [factors.length], type: "F32", data: new Uint8Array(factors.buffer) };
   }
-  for (const [hf, shape] of expectedTensors(config)) {
+  const normOffset = ARCHITECTURES[config.modelType].normWeightOffset ?? 0;
+  for (const { name: hf, shape, kind } of modelTensors(config)) {
     let data = tensor(hf);
+    // Gemma's norms as llama.cpp's converter writes them: 1 + w.
+    if (kind === "norm" && normOffset !== 0) data = data.map((v) => v + normOffset);
     const heads = ggufPermutesQK(arch) ? qkPermutedHeads(hf, config) : undefined;
     if (heads) data = permuteRows(data, heads, shape.length === 2 ? shape[1]! : 1);
     const matrix = shape.length === 2;
     const K = shape[shape.length - 1]!;
     const special = matrix ? options.tensorType?.(hf, shape) : undefined;
-    if (special) { tensors[ggufTensorName(hf)] = { shape, type: special, data: quantizeGGML(special, data, K) }; continue; }
-    if (!matrix || type === "F32") { tensors[ggufTensorName(hf)] = { shape, type: "F32", data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }; continue; }
+    if (special) { tensors[ggufTensorName(hf, config.modelType)] = { shape, type: special, data: quantizeGGML(special, data, K) }; continue; }
+    if (!matrix || type === "F32") { tensors[ggufTensorName(hf, config.modelType)] = { shape, type: "F32", data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }; continue; }
     if (type === "F16" || type === "BF16") {
       const narrow = type === "F16" ? f32ToF16 : f32ToBf16;
       const halves = new Uint16Array(data.length);
       for (let i = 0; i < data.length; i++) halves[i] = narrow(data[i]!);
-      tensors[ggufTensorName(hf)] = { shape, type, data: new Uint8Array(halves.buffer) };
+      tensors[ggufTensorName(hf, config.modelType)] = { shape, type, data: new Uint8Array(halves.buffer) };
       continue;
     }
     const dtype = options.dtype as QuantDtype, block = QUANT_BLOCK_WEIGHTS[dtype];
     if (K % block !== 0) throw fail(`${hf}: rows of ${K} are not whole ${dtype} blocks of ${block} (GGUF needs them)`);
     const blocks = new Uint8Array((data.length / K) * quantRowBytes(dtype, K));
     quantizeRows(dtype, data, K, blocks);
-    tensors[ggufTensorName(hf)] = { shape, type, data: blocks };
+    tensors[ggufTensorName(hf, config.modelType)] = { shape, type, data: blocks };
   }
   return writeGGUF(metadata, tensors);
 }
@@ -150,7 +162,10 @@ function tokenizerMetadata(json: Record<string, unknown>, config: Record<string,
     tokens.forEach((t, i) => { if (/^<0x[0-9A-F]{2}>$/.test(t)) types[i] = 6; });
     const scores = new Array<number>(size).fill(0);
     merges.forEach((m, rank) => { const merged = m.replace(" ", ""); if (Object.hasOwn(model.vocab!, merged)) scores[model.vocab![merged]!] = -rank; });
+    // Llama 2's tokenizers prepend "▁" to the text (a normalizer, or a Metaspace pre-tokenizer); Gemma's do not.
+    const prepends = /"Prepend"|"Metaspace"/.test(JSON.stringify(json.normalizer ?? null) + JSON.stringify(json.pre_tokenizer ?? null)) && !/"prepend_scheme":"never"|"add_prefix_space":false/.test(JSON.stringify(json.pre_tokenizer ?? null));
     return { ...common, "tokenizer.ggml.model": { type: "string", value: "llama" }, "tokenizer.ggml.scores": { type: "array", itemType: "f32", value: scores },
+      "tokenizer.ggml.add_space_prefix": { type: "bool", value: prepends },
       "tokenizer.ggml.add_bos_token": { type: "bool", value: json.post_processor !== null && json.post_processor !== undefined } };
   }
   const pre = Object.entries(PRE_TOKENIZERS).find(([name, p]) => name !== "default" && JSON.stringify(preTokenizerList(json.pre_tokenizer)) === JSON.stringify(p))?.[0];

@@ -35,7 +35,15 @@ export const SMOLLM3_NOPE_INTERVAL = 4;
 export const ROPE_FACTORS_TENSOR = "rope_freqs.weight";
 
 const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "smollm3", "mistral"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "gemma3"] as const;
+
+/** llama.cpp's gemma3 constants (no key holds them): all but every 6th layer slide, rotating by theta 10000. */
+export const GEMMA3_SLIDING_PATTERN = 6;
+export const GEMMA3_LOCAL_ROPE_THETA = 10000;
+/** Gemma 3's query_pre_attn_scalar as llama.cpp's gemma3 takes it: head_dim, but hidden / heads for the 27B (62 layers). */
+export function gemma3AttentionScalar(layers: number, hidden: number, heads: number, headDim: number): number {
+  return layers === 62 ? Math.floor(hidden / heads) : headDim;
+}
 
 /** The file names of a GGUF model: the file itself, or every split of a -0000i-of-0000N.gguf set. */
 export function ggufSplitNames(name: string): string[] {
@@ -94,8 +102,9 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   if (scalingType !== undefined && scalingType !== "none" && scalingType !== "linear") throw fail(`rope scaling ${scalingType} is not supported (linear)`);
   const ropeFactors = byName.get(ROPE_FACTORS_TENSOR);
   if (ropeFactors && scalingType === "linear") throw fail(`${ROPE_FACTORS_TENSOR} and linear rope scaling together are not supported`);
+  const gemma3 = arch === "gemma3", layerCount = num(`${arch}.block_count`), swa = num(`${arch}.attention.sliding_window`);
   const configJson: Record<string, unknown> = {
-    model_type: arch,
+    model_type: gemma3 ? "gemma3_text" : arch,
     hidden_size: num(`${arch}.embedding_length`),
     intermediate_size: num(`${arch}.feed_forward_length`),
     num_hidden_layers: num(`${arch}.block_count`),
@@ -112,6 +121,14 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     ...((arch === "llama" || arch === "qwen3") && byName.has("blk.0.attn_q.bias") ? { attention_bias: true } : {}),
     // llama.cpp's smollm3 skips RoPE in every 4th layer (no key says so).
     ...(arch === "smollm3" ? { no_rope_layer_interval: SMOLLM3_NOPE_INTERVAL } : {}),
+    // Gemma 3: what llama.cpp's gemma3 fixes (the sliding layers, their theta, the attention scale); no window key: every layer full.
+    ...(gemma3 ? {
+      rope_local_base_freq: GEMMA3_LOCAL_ROPE_THETA, sliding_window: swa,
+      ...(typeof layerCount === "number" && Number.isInteger(layerCount) && layerCount > 0 && layerCount <= 1024
+        ? { layer_types: Array.from({ length: layerCount }, (_, i) => (swa && (i + 1) % GEMMA3_SLIDING_PATTERN !== 0 ? "sliding_attention" : "full_attention")) } : {}),
+      query_pre_attn_scalar: gemma3AttentionScalar(layerCount ?? 0, num(`${arch}.embedding_length`) ?? 0, headCount ?? 1, keyLength ?? (num(`${arch}.embedding_length`) ?? 0) / (headCount ?? 1)),
+      final_logit_softcapping: num(`${arch}.final_logit_softcapping`) ?? null,
+    } : {}),
   };
   const config = parseModelConfig(configJson, `${where} (metadata)`);
   if (minTensorCount(config) > byName.size) throw fail(`${arch}.block_count is ${config.numLayers}, but the file holds only ${byName.size} tensors`);
@@ -120,7 +137,7 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   const tensors = new Map<string, { file: string; tensor: GGUFTensor; permutedHeads?: number }>();
   const missing: string[] = [];
   for (const [hf, shape] of expectedTensors(config)) {
-    const gguf = ggufTensorName(hf);
+    const gguf = ggufTensorName(hf, config.modelType);
     const t = byName.get(gguf);
     if (!t) { missing.push(gguf); continue; }
     if (t.tensor.shape.join("x") !== shape.join("x")) throw fail(`tensor ${gguf} has shape [${t.tensor.shape.join(", ")}], the metadata needs [${shape.join(", ")}]`);
@@ -129,6 +146,7 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   const unused = unusedLayerTensor(config, byName.keys(), true);
   if (unused) throw fail(`tensor ${unused} is not one a ${arch} model of this metadata uses`);
   if (missing.length > 0) throw fail(`missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
+  if (ropeFactors && gemma3) throw fail(`${ROPE_FACTORS_TENSOR} is not used by a gemma3 model`);
   if (ropeFactors) {
     const { type, shape } = ropeFactors.tensor;
     if (type !== "F32" || shape.length !== 1 || shape[0] !== config.headDim / 2) {
@@ -211,13 +229,14 @@ export function ggufTokenizer(metadata: Map<string, GGUFValue>, where: string): 
   } else if (model === "llama") {
     const scores = metadata.get("tokenizer.ggml.scores");
     if (!Array.isArray(scores) || scores.length !== list.length || scores.some((s) => typeof s !== "number")) throw fail("tokenizer.ggml.scores is not one number per token");
-    const useBos = addBos !== false && bos !== undefined;
+    const useBos = addBos !== false && bos !== undefined, spacePrefix = metadata.get("tokenizer.ggml.add_space_prefix") !== false;
     json = {
       version: "1.0", truncation: null, padding: null, added_tokens: added,
-      normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, { type: "Replace", pattern: { String: " " }, content: "▁" }] },
+      // add_space_prefix (default true; Gemma's files say false): "▁" before the text, stripped when decoding.
+      normalizer: { type: "Sequence", normalizers: [...(spacePrefix ? [{ type: "Prepend", prepend: "▁" }] : []), { type: "Replace", pattern: { String: " " }, content: "▁" }] },
       pre_tokenizer: null,
       post_processor: useBos ? withBos([{ SpecialToken: { id: list[bos!]!, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }]) : null,
-      decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, { type: "Strip", content: " ", start: 1, stop: 0 }] },
+      decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, ...(spacePrefix ? [{ type: "Strip", content: " ", start: 1, stop: 0 }] : [])] },
       model: { type: "BPE", dropout: null, unk_token: unk === undefined ? null : list[unk], continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges: sentencePieceMerges(list, scores as number[], typeOf, where) },
     };
   } else {

@@ -1,7 +1,8 @@
-// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, smollm3, mistral, deci), top to bottom like llama2.c's run.c: embedding, then per layer RMSNorm ->
-// q/k/v projections -> (Qwen3: RMSNorm of each head of q and k) -> RoPE (not in SmolLM3's NoPE layers) -> K/V written into the
-// paged cache -> grouped attention over the cache -> o projection + residual -> RMSNorm -> SwiGLU
-// MLP + residual; final RMSNorm and the LM head. The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
+// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, smollm3, mistral, deci, gemma3_text), top to bottom like llama2.c's run.c: embedding
+// (Gemma: scaled), then per layer RMSNorm -> q/k/v projections -> (Qwen3, Gemma 3: RMSNorm of each head of q and k) -> RoPE
+// (not in SmolLM3's NoPE layers; Gemma 3's sliding layers with their own theta) -> K/V written into the paged cache -> grouped
+// attention over the cache (Mistral's and Gemma 3's sliding window) -> o projection + residual (Gemma: the output RMS-normalised
+// first) -> RMSNorm -> SwiGLU (Gemma: GeGLU) MLP + residual (likewise); final RMSNorm and the LM head. The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
 // allocated once (RunState), phases separated by barriers, so with threads it is one hand-off to
 // the worker pool instead of one per op, and the activations never come back to JavaScript. A
 // decode step runs the program built for the last step of its shape again, with only its
@@ -13,7 +14,7 @@ import { EMBED_KERNELS } from "../runtime/kernel-exports.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Job } from "../threads/pool.ts";
 import { isQuantDtype, unfitRows, weightDtypeOf, type WeightChoice } from "../formats/quant.ts";
-import { modelTensors, type GlobalRole, type LayerRole } from "./architecture.ts";
+import { ARCHITECTURES, modelTensors, type GlobalRole, type LayerRole } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
 import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
 
@@ -23,7 +24,7 @@ import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
  * (`qkv`, `qkvBias`, `gateUp`: concatenated at load), so a one-row pass projects each group in
  * one call (one stream of weights, one claim range for the threads).
  */
-type OptionalRole = "qBias" | "kBias" | "vBias" | "oBias" | "qNorm" | "kNorm";
+type OptionalRole = "qBias" | "kBias" | "vBias" | "oBias" | "qNorm" | "kNorm" | "attnOutNorm" | "ffnOutNorm";
 type LayerWeights = Record<Exclude<LayerRole, OptionalRole>, WasmBuffer> & Partial<Record<OptionalRole | "qkv" | "qkvBias" | "gateUp", WasmBuffer>>;
 
 /** A forward pass's activations in wasm memory, for up to `rows` rows and `items` sequences. */
@@ -66,7 +67,8 @@ export class TransformerModel {
   /** [vocab, hidden] in the weight dtype; with tied embeddings also the LM head. */
   private readonly embedding: WasmBuffer;
   private readonly lmHead: WasmBuffer;
-  private rope: { cos: WasmBuffer; sin: WasmBuffer; positions: number };
+  /** RoPE tables for positions [0, positions): [0] every layer's, [1] the sliding layers' where they have their own theta (Gemma 3). */
+  private rope: { tables: { cos: WasmBuffer; sin: WasmBuffer }[]; positions: number };
   private state?: RunState;
   /** Programs of recent decode steps, by shape, the most recently used first (see forwardRows). */
   private steps: KeptStep[] = [];
@@ -78,18 +80,21 @@ export class TransformerModel {
    * or as a WasmBuffer already filled (a GGUF tensor streamed into wasm memory), taken over as it
    * is. Other linear weights and embeddings are stored as `weightDtype` (16-bit stays 16-bit in
    * wasm memory; q8_0 / q4_0 / q5_0 / q4_k / q6_k are quantized here, or per tensor for
-   * "q4_k_m" / "q5_k_m": weightDtypeOf), norms and biases as f32.
+   * "q4_k_m" / "q5_k_m": weightDtypeOf), norms and biases as f32. Float32 tensors are Hugging
+   * Face's values (Gemma's norm weights w, to which 1 is added here); a buffer is taken in the
+   * runtime's form (GGUF's: Gemma's norms already 1 + w).
    */
   constructor(readonly rt: Runtime, readonly config: ModelConfig, tensor: (name: string, dtype: BufferDtype) => Float32Array | Uint16Array | WasmBuffer, readonly weightDtype: WeightChoice = "f32") {
     // Uploaded weights are tracked as they go, so a failure part-way (out of memory, a bad
     // tensor) frees them and leaves the runtime as it was.
     try {
-      const f32 = (name: string) => {
+      const f32 = (name: string, offset = 0) => {
         const data = tensor(name, "f32");
         if (data instanceof WasmBuffer && data.dtype === "f32") return this.own(data);
         if (!(data instanceof Float32Array)) throw new TypeError(`TransformerModel: ${name} must come as float32`);
-        return this.own(rt.upload(data, "f32"));
+        return this.own(rt.upload(offset === 0 ? data : data.map((v) => v + offset), "f32"));
       };
+      const normOffset = ARCHITECTURES[config.modelType].normWeightOffset ?? 0;
       // Linear weights [out, in] and the embedding [vocab, hidden]; quantized ones a row of
       // `inFeatures` at a time (blocks never span rows).
       const weight = (name: string, inFeatures: number) => {
@@ -105,7 +110,7 @@ export class TransformerModel {
       const layers: Partial<Record<LayerRole, WasmBuffer>>[] = config.kvHeadsPerLayer.map(() => ({}));
       const globals: Partial<Record<GlobalRole, WasmBuffer>> = {};
       for (const t of modelTensors(config)) {
-        const buffer = t.kind === "norm" || t.kind === "bias" ? f32(t.name) : weight(t.name, t.inFeatures!);
+        const buffer = t.kind === "norm" ? f32(t.name, normOffset) : t.kind === "bias" ? f32(t.name) : weight(t.name, t.inFeatures!);
         if (t.layer === undefined) globals[t.role as GlobalRole] = buffer;
         else layers[t.layer]![t.role as LayerRole] = buffer;
       }
@@ -254,14 +259,22 @@ export class TransformerModel {
     // Each returns where the quantized input is, or undefined (the calls quantize it).
     const nb = (K: number) => Math.ceil(K / 32);
     const readsQuantized = (weights: readonly WasmBuffer[], rows: number) => weights.some((w) => rt.readsQuantizedX(w.dtype, rows));
+    // Gemma: the output norm (of attention or the MLP, in h) whose RMSNorm is yet to be added into
+    // x, by the threads of the RMSNorm that reads x next, each its own rows (no barrier between).
+    let pendingAdd: WasmBuffer | undefined;
+    const addPending = (t: number, r0: number, r1: number) => {
+      if (pendingAdd) p.add(t, { kernel: "rmsnorm_add_f32", args: [s.h.ptr, pendingAdd.ptr, s.x.ptr, hd, eps, r0, r1] });
+    };
     /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized. */
     const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[]) => {
       const quantize = readsQuantized(next, n);
       rowRanges(n).forEach(([r0, r1], t) => {
+        addPending(t, r0, r1);
         p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] });
         if (quantize) p.add(t, rt.quantizeJob(s.h.ptr, n, hd, state.qa.ptr, r0 * nb(hd), r1 * nb(hd)));
       });
       p.barrier();
+      pendingAdd = undefined;
       return quantize ? state.qa.ptr : undefined;
     };
     /** Quantizes x [rows, K] for `next` in a phase of its own when worth it. */
@@ -284,12 +297,18 @@ export class TransformerModel {
     const tables = items.map(() => [] as BlockTable[]);
     const positioned = items.map(() => [] as number[]); // [variable, offset from the item's first position] pairs
     const attention: PagedAttentionCalls[] = [];
-    const attentionArgs = { numHeads: H, slidingWindow: c.slidingWindow };
-    // The rows' embeddings into the residual stream, each thread the rows the first RMSNorm gives
-    // it (the same rowRanges), so no barrier stands between them.
-    rowRanges(n).forEach(([r0, r1], t) => p.add(t, { kernel: EMBED_KERNELS[this.embedding.dtype], args: [this.embedding.ptr, hd, state.ids.ptr, r0, r1, s.x.ptr] }));
+    // The rows' embeddings into the residual stream (Gemma: scaled), each thread the rows the
+    // first RMSNorm gives it (the same rowRanges), so no barrier stands between them.
+    rowRanges(n).forEach(([r0, r1], t) => {
+      p.add(t, { kernel: EMBED_KERNELS[this.embedding.dtype], args: [this.embedding.ptr, hd, state.ids.ptr, r0, r1, s.x.ptr] });
+      if (c.embeddingScale !== undefined) p.add(t, { kernel: "scale_f32", args: [rowPtr(s.x, r0, hd), rowPtr(s.x, r0, hd), (r1 - r0) * hd, c.embeddingScale] });
+    });
     this.layers.forEach((L, l) => {
       const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
+      // Mistral's window in every layer; Gemma 3's in its sliding layers, which rotate by their own theta.
+      const sliding = c.slidingWindow !== undefined && (c.slidingLayers?.[l] ?? true);
+      const attentionArgs = { numHeads: H, slidingWindow: sliding ? c.slidingWindow : undefined, scale: c.attentionScale };
+      const rope = this.rope.tables[sliding && this.rope.tables.length > 1 ? 1 : 0]!;
       const qDim = H * D, k = state.qkv.subarray(n * qDim, n * (qDim + kvDim)), v = state.qkv.subarray(n * (qDim + kvDim), n * (qDim + 2 * kvDim));
       const nope = c.nopeLayers?.[l] === true;
       const hq = rmsnorm(L.inputNorm, [L.q, L.k, L.v]);
@@ -300,7 +319,7 @@ export class TransformerModel {
         linear(s.h, L.v, v, hd, kvDim, hq, { bias: L.vBias });
       }
       p.barrier();
-      // (Qwen3: each head of q and k RMS-normalised in place,) RoPE on q and k, then K/V into
+      // (Qwen3, Gemma 3: each head of q and k RMS-normalised in place,) RoPE on q and k, then K/V into
       // the cache's pages (kv_write): each sequence's rows on a thread, or a lone long
       // sequence's rows over all of them.
       items.forEach(({ seq }, i) => {
@@ -310,8 +329,8 @@ export class TransformerModel {
         const ranges = items.length >= T ? [[0, count] as const] : rowRanges(count, 4);
         ranges.forEach(([r0, r1], j) => {
           const t = items.length >= T ? i : j, pos = starts[i]! + r0;
-          const ropeQ: Job = { kernel: "rope_f32", args: [rowPtr(s.q, q0 + r0, H * D), r1 - r0, H, D, this.rope.cos.ptr, this.rope.sin.ptr, pos] };
-          const ropeK: Job = { kernel: "rope_f32", args: [rowPtr(k, q0 + r0, kvDim), r1 - r0, kvHeads, D, this.rope.cos.ptr, this.rope.sin.ptr, pos] };
+          const ropeQ: Job = { kernel: "rope_f32", args: [rowPtr(s.q, q0 + r0, H * D), r1 - r0, H, D, rope.cos.ptr, rope.sin.ptr, pos] };
+          const ropeK: Job = { kernel: "rope_f32", args: [rowPtr(k, q0 + r0, kvDim), r1 - r0, kvHeads, D, rope.cos.ptr, rope.sin.ptr, pos] };
           const kv: Job = { kernel: "kv_write", args: [write.args[0]!, write.args[1]!, r0, r1, ...write.args.slice(4)] };
           if (L.qNorm && L.kNorm) {
             const q = rowPtr(s.q, q0 + r0, H * D), kr = rowPtr(k, q0 + r0, kvDim);
@@ -328,26 +347,30 @@ export class TransformerModel {
       attention.push(cache.attentionCalls(p, items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D), table: tables[i]![l] })), l, attentionArgs));
       p.barrier();
       const aq = quantizeFor(s.attn, n, H * D, L.o);
-      linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true, bias: L.oBias }); // the residual add, fused
+      // The residual add fused into the o projection; Gemma's output norm comes first: into h, added by the next RMSNorm's threads.
+      if (L.attnOutNorm) { linear(s.attn, L.o, s.h, H * D, hd, aq, { bias: L.oBias }); pendingAdd = L.attnOutNorm; }
+      else linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true, bias: L.oBias });
       p.barrier();
-      const hq2 = rmsnorm(L.postNorm, [L.gate, L.up]);
+      const hq2 = rmsnorm(L.ffnNorm, [L.gate, L.up]);
       if (n === 1 && L.gateUp) linear(s.h, L.gateUp, state.gateUp.subarray(0, 2 * ff), hd, 2 * ff, hq2);
       else {
         linear(s.h, L.gate, s.gate, hd, ff, hq2);
         linear(s.h, L.up, s.up, hd, ff, hq2);
       }
       p.barrier();
-      // SwiGLU in quads of elements, or in 32-blocks whose thread quantizes them for the down
-      // projection (rows of ff are whole blocks).
+      // SwiGLU (GeGLU) in quads of elements, or in 32-blocks whose thread quantizes them for the
+      // down projection (rows of ff are whole blocks).
       const total = n * ff, fuse = rt.readsQuantizedX(L.down.dtype, n) && ff % 32 === 0, unit = fuse ? 32 : 4;
+      const activation = c.activation === "gelu_tanh" ? "geglu_tanh_f32" : "swiglu_f32";
       rowRanges(Math.ceil(total / unit)).forEach(([a, b], t) => {
         const off = a * unit * f32;
-        p.add(t, { kernel: "swiglu_f32", args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] });
+        p.add(t, { kernel: activation, args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] });
         if (fuse) p.add(t, rt.quantizeJob(s.gate.ptr, n, ff, state.qa.ptr, a, b));
       });
       p.barrier();
       const gq = fuse ? state.qa.ptr : quantizeFor(s.gate, n, ff, L.down);
-      linear(s.gate, L.down, s.x, ff, hd, gq, { accumulate: true });
+      if (L.ffnOutNorm) { linear(s.gate, L.down, s.h, ff, hd, gq); pendingAdd = L.ffnOutNorm; }
+      else linear(s.gate, L.down, s.x, ff, hd, gq, { accumulate: true });
       p.barrier();
     });
     if (!lastOnly) {
@@ -355,7 +378,11 @@ export class TransformerModel {
       rt.linearCalls(p, { x: s.h, weight: this.lmHead, out: logits, inFeatures: hd, outFeatures: V });
     } else {
       // Only each item's last row is normalised and goes through the LM head, gathered into consecutive rows.
-      items.forEach((_, i) => p.add(i, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, firstRow[i]! + rowsOf(i) - 1, hd), this.finalNorm.ptr, rowPtr(s.last, i, hd), hd, eps, 0, 1] }));
+      items.forEach((_, i) => {
+        const last = firstRow[i]! + rowsOf(i) - 1;
+        addPending(i, last, last + 1);
+        p.add(i, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, last, hd), this.finalNorm.ptr, rowPtr(s.last, i, hd), hd, eps, 0, 1] });
+      });
       p.barrier();
       linear(s.last, this.lmHead, logits, hd, V, quantizeFor(s.last, items.length, hd, this.lmHead));
     }
@@ -433,7 +460,7 @@ export class TransformerModel {
   dispose(): void {
     this.freeRunState();
     for (const b of this.owned) b.free();
-    this.rope?.cos.free(); this.rope?.sin.free();
+    for (const t of this.rope?.tables ?? []) { t.cos.free(); t.sin.free(); }
     this.owned.length = 0;
   }
 
@@ -482,14 +509,27 @@ export class TransformerModel {
     return { whole, parts: views as { -readonly [I in keyof P]: WasmBuffer } };
   }
 
-  private ropeTables(positions: number): { cos: WasmBuffer; sin: WasmBuffer; positions: number } {
-    const t = ropeTable(positions, ropeInverseFrequencies(this.config.headDim, this.config.ropeTheta, this.config.ropeScaling));
-    return { cos: this.rt.upload(t.cos), sin: this.rt.upload(t.sin), positions };
+  private ropeTables(positions: number): { tables: { cos: WasmBuffer; sin: WasmBuffer }[]; positions: number } {
+    const c = this.config;
+    const frequencies = [ropeInverseFrequencies(c.headDim, c.ropeTheta, c.ropeScaling)];
+    if (c.localRopeTheta !== undefined) frequencies.push(ropeInverseFrequencies(c.headDim, c.localRopeTheta));
+    const tables: { cos: WasmBuffer; sin: WasmBuffer }[] = [];
+    try {
+      for (const f of frequencies) {
+        const t = ropeTable(positions, f);
+        const cos = this.rt.upload(t.cos);
+        try { tables.push({ cos, sin: this.rt.upload(t.sin) }); } catch (e) { cos.free(); throw e; }
+      }
+    } catch (e) {
+      for (const t of tables) { t.cos.free(); t.sin.free(); }
+      throw e;
+    }
+    return { tables, positions };
   }
 
   private growRope(positions: number): void {
     const next = this.ropeTables(Math.min(this.config.maxPositionEmbeddings, Math.max(positions, 2 * this.rope.positions)));
-    this.rope.cos.free(); this.rope.sin.free();
+    for (const t of this.rope.tables) { t.cos.free(); t.sin.free(); }
     this.rope = next;
     this.dropSteps(); // their RoPE calls read the old tables
   }

@@ -151,8 +151,13 @@ export const KERNELS = {
   embed_rows_q5_k: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q5_k" },
   embed_rows_q6_k: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q6_k" },
   rmsnorm_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
+  /** out += rmsnorm(x) · w (Gemma's norms of the attention and MLP outputs, before the residual add) */
+  rmsnorm_add_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
   rope_f32: { from: "kernels/rope", params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"], pool: true },
-  swiglu_f32: { from: "kernels/swiglu", params: ["gate", "up", "out", "n"], pool: true },
+  swiglu_f32: { from: "kernels/elementwise", params: ["gate", "up", "out", "n"], pool: true },
+  /** gelu_tanh(gate) · up (Gemma's MLP) */
+  geglu_tanh_f32: { from: "kernels/elementwise", params: ["gate", "up", "out", "n"], pool: true },
+  scale_f32: { from: "kernels/elementwise", params: ["x", "out", "n", "s"], pool: true },
   exp_f32: { from: "math/exp", params: ["x", "out", "n"] },
   probe_read: { from: "kernels/probes", params: ["ptr", "bytes", "reps"], returns: true },
   probe_fma: { from: "kernels/probes", params: ["iters"], returns: true },
