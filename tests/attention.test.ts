@@ -152,18 +152,19 @@ for (const build of BUILDS) {
       }
     });
 
-    for (const [H, KV, D, SQ, SK] of [[12, 4, 40, 37, 90], [16, 4, 128, 3, 3100]] as const) it(`splits over KV-head and query ranges compute the same result as one call (${H}/${KV} heads x ${D}, ${SQ} queries of ${SK} keys)`, async () => {
-      // (The second: K/V of 6.3 MB, whose decode rows load each segment's rows of the call's heads ahead.)
+    for (const [H, KV, D, SQ, SK, W] of [[12, 4, 40, 37, 90, 0], [16, 4, 128, 3, 3100, 0], [12, 4, 40, 37, 400, 150]] as const) it(`splits over KV-head and query ranges compute the same result as one call (${H}/${KV} heads x ${D}, ${SQ} queries of ${SK} keys${W ? `, sliding window ${W}` : ""})`, async () => {
+      // (The second: K/V of 6.3 MB, whose decode rows load each segment's rows of the call's heads ahead. The third:
+      // a window whose start falls at other places in the key blocks for each query range.)
       const rt = await runtimeFor(build);
       const q = rt.upload(randomArray(SQ * H * D, 7)), k = rt.upload(randomArray(SK * KV * D, 8));
       const v = rt.upload(randomArray(SK * KV * D, 9)), whole = rt.alloc(SQ * H * D), parts = rt.alloc(SQ * H * D);
       const state = rt.alloc(rt.kernels.attention_scratch_bytes(H, KV) / 4);
       const call = rt.alloc(structBytes("AttentionCall") / 4);
       try {
-        rt.attentionInto({ q, k, v, out: whole, numHeads: H, numKvHeads: KV, headDim: D, causal: true });
+        rt.attentionInto({ q, k, v, out: whole, numHeads: H, numKvHeads: KV, headDim: D, causal: true, ...(W ? { slidingWindow: W } : {}) });
         parts.array.fill(NaN); // a range that is skipped or done twice shows up
         writeStruct(rt.memory, call.ptr, "AttentionCall", { q: q.ptr, k: k.ptr, v: v.ptr, out: parts.ptr, seqQ: SQ, seqK: SK, numHeads: H, numKvHeads: KV, headDim: D,
-          scale: 1 / Math.sqrt(D), causal: 1, window: 0, pages: 0, pageSize: 0, dtype: 0 });
+          scale: 1 / Math.sqrt(D), causal: 1, window: W, pages: 0, pageSize: 0, dtype: 0 });
         for (const [h0, h1] of [[0, 1], [1, 4]]) {
           for (const [i0, i1] of SQ > 10 ? [[0, 10], [10, 11], [11, SQ]] : [[0, 1], [1, SQ]]) {
             rt.kernels.attention_f32(call.ptr, h0!, h1!, i0!, i1!, 0, SK, 0, state.ptr);

@@ -379,8 +379,10 @@ function startRowBlock(
   // Keys every row may see end at firstMasked; keys no row may see start at keyStop.
   b.firstMasked = causal ? i0 + causalOffset + 1 : seqK;
   b.keyStop = causal ? min(keyEnd, i0 + nPos + causalOffset) : keyEnd;
-  // With a sliding window, keys older than the first row's window are seen by no row.
-  b.keyStart = window > 0 ? max(keyBegin, i0 + causalOffset - window + 1) : keyBegin;
+  // With a sliding window, keys older than the first row's window are seen by no row: blocks
+  // start at the last block boundary (from keyBegin) before them, so that every row sees the same
+  // blocks whichever row block it is in (queries split between threads: the same sums, bit for bit).
+  b.keyStart = window > 0 ? keyBegin + max(0, i0 + causalOffset - window + 1 - keyBegin) / BLOCK_KEYS * BLOCK_KEYS : keyBegin;
   for (let h = 0; h < nHeads; h++) {
     beginRows(b, h * rowsPerHead, rowsPerHead, q, out, qPosStride, i0, (kvHeadBegin + h) * group, group, headDim, causalOffset);
   }
