@@ -373,6 +373,23 @@ describe("GGUF files", function () {
       a.dispose(); b.dispose();
     });
 
+    it("a SentencePiece tokenizer without a space prefix (Gemma's: add_space_prefix false) encodes and decodes as its tokenizer.json", async () => {
+      const dir = writeModelFolder({ ...textModel, hidden_size: 64, intermediate_size: 96, vocab_size: SENTENCEPIECE_VOCAB, bos_token_id: 1, eos_token_id: 2 });
+      dirs.push(dir);
+      writeSentencePieceTokenizer(dir, { spacePrefix: false });
+      const bytes = await folderToGGUF(dir, { dtype: "q8_0" });
+      assert.equal(parseGGUFHeader(bytes, bytes.length).metadata.get("tokenizer.ggml.add_space_prefix"), false);
+      const file = join(tmp(), "spm.gguf");
+      writeFileSync(file, bytes);
+      const [a, b] = [await loadModel(rt, dir), await loadModel(rt, file)];
+      for (const t of ["Hello world", " Hello  wörld 🙂", "wHere", ""]) {
+        assert.deepEqual(b.encode(t), a.encode(t), t);
+        assert.equal(b.tokenizer!.decode(b.encode(t), { skipSpecialTokens: true }), t, `${t}: round trip`);
+      }
+      assert.notDeepEqual(a.encode("Hello"), a.encode(" Hello"), "no ▁ is prepended");
+      a.dispose(); b.dispose();
+    });
+
     it("in memory, over http(s) and split into -0000i-of-0000N.gguf files it loads the same model", async () => {
       const dir = writeModelFolder(models[0]![1]);
       dirs.push(dir);

@@ -40,6 +40,8 @@ describe("model folders and `gqa-wasm info`", () => {
     assert.match(run("info", "--model", qwen3).stdout, /architecture: qwen3 \(GQA\)[\s\S]*head_dim: 16\nRoPE: theta 1000000\n/);
     const llama3 = folder({ ...llama, rope_theta: 500000, rope_scaling: { rope_type: "llama3", factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } });
     assert.match(run("info", "--model", llama3).stdout, /RoPE: theta 500000, llama3 scaling: factor 32 over 8192 positions\n/);
+    const gemma = { ...llama, model_type: "gemma3_text", num_hidden_layers: 3, num_key_value_heads: 1, head_dim: 16, sliding_window: 512, sliding_window_pattern: 3 };
+    assert.match(run("info", "--model", folder(gemma)).stdout, /architecture: gemma3_text \(MQA\)[\s\S]*RoPE: theta 1000000\nsliding window: 512 tokens in 2 of 3 layers \(RoPE theta 10000 there\)\n/);
     const mqa = folder({ ...llama, num_key_value_heads: 1, head_dim: 16, tie_word_embeddings: true }, { shards: 3 });
     assert.match(run("info", "--model", mqa).stdout, /llama \(MQA\)[\s\S]*head_dim: 16/);
   });
@@ -55,6 +57,11 @@ describe("model folders and `gqa-wasm info`", () => {
       [["info", "--model", folder({ ...llama, mlp_bias: true }, { tensorsOf: llama })], /mlp_bias: true is not supported/],
       [["info", "--model", folder({ ...llama, model_type: "qwen2", use_sliding_window: true, sliding_window: 4 }, { tensorsOf: { ...llama, model_type: "qwen2" } })], /use_sliding_window: true \(Qwen2's per-layer window\) is not supported/],
       [["info", "--model", folder({ ...llama, model_type: "smollm3", no_rope_layers: [1, 0, 1] }, { tensorsOf: llama })], /no_rope_layers must list 2 values of 0 or 1, got \[1,0,1\]/],
+      [["info", "--model", folder({ ...llama, model_type: "gemma3_text", layer_types: ["sliding_attention"] }, { tensorsOf: llama })], /layer_types must list 2 of "sliding_attention" or "full_attention", got \["sliding_attention"\]/],
+      [["info", "--model", folder({ ...llama, model_type: "gemma3_text", final_logit_softcapping: 30 }, { tensorsOf: llama })], /final_logit_softcapping is not supported \(Gemma 2's soft-capping\)/],
+      [["info", "--model", folder({ ...llama, model_type: "gemma3" }, { tensorsOf: llama })], /model_type "gemma3" \(Gemma 3 with vision, 4B and up\) is not supported; Gemma 3's text-only models \(gemma3_text: 270M, 1B\) are/],
+      [["info", "--model", folder({ ...llama, model_type: "gemma3_text", hidden_activation: "relu" }, { tensorsOf: llama })], /hidden_activation "relu" is not supported \(silu: SwiGLU, gelu_pytorch_tanh: GeGLU\)/],
+      [["info", "--model", folder({ ...llama, model_type: "gemma3_text", sliding_window_pattern: 0 }, { tensorsOf: llama })], /sliding_window_pattern must be a positive integer, got 0/],
       // Weights the config does not describe are refused, not ignored: a Qwen3 checkpoint called
       // qwen2 (its q/k norms), biases without attention_bias.
       [["info", "--model", folder({ ...llama, model_type: "qwen2" }, { tensorsOf: { ...llama, model_type: "qwen3", attention_bias: true } })], /tensor 'model\.layers\.0\.self_attn\.(o_proj\.bias|[qk]_norm\.weight)' is not one a qwen2 model with this config\.json uses/],

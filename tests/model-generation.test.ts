@@ -79,6 +79,22 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
       "<|im_start|>assistant\n<think>\nok\n</think>\n\nsure<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
   });
 
+  it("a Gemma-3-style template renders: the system turn folded into the first user turn, messages[1:], content as a string or a list of parts, | trim, roles that must alternate (raise_exception)", async () => {
+    // Written here in the style of Gemma 3's template (its constructs, not its text).
+    const t = `{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- if messages[0]['content'] is string -%}{%- set prefix = messages[0]['content'] + '\n\n' -%}
+{%- else -%}{%- set prefix = messages[0]['content'][0]['text'] + '\n\n' -%}{%- endif -%}{%- set turns = messages[1:] -%}{%- else -%}{%- set prefix = "" -%}{%- set turns = messages -%}{%- endif -%}
+{%- for message in turns -%}{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}{{ raise_exception("roles must alternate user/assistant") }}{%- endif -%}
+{%- set role = "model" if message['role'] == 'assistant' else message['role'] -%}{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else "") }}
+{%- if message['content'] is string -%}{{ message['content'] | trim }}{%- elif message['content'] is iterable -%}{%- for part in message['content'] -%}{%- if part['type'] == 'text' -%}{{ part['text'] | trim }}{%- endif -%}{%- endfor -%}
+{%- else -%}{{ raise_exception("bad content") }}{%- endif -%}{{ '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}`;
+    const { ChatTemplate } = await import("../src/model/chat-template.ts");
+    const template = new ChatTemplate(t, "gemma3-style");
+    const turns = [{ role: "system", content: "Be brief." }, { role: "user", content: " hi " }, { role: "assistant", content: [{ type: "text", text: "hello\n" }] }, { role: "user", content: "again" }];
+    assert.equal(template.render({ messages: turns, add_generation_prompt: true, bos_token: "<bos>" }),
+      "<bos><start_of_turn>user\nBe brief.\n\nhi<end_of_turn>\n<start_of_turn>model\nhello<end_of_turn>\n<start_of_turn>user\nagain<end_of_turn>\n<start_of_turn>model\n");
+    assert.throws(() => template.render({ messages: [{ role: "assistant", content: "x" }], add_generation_prompt: true, bos_token: "<bos>" }), /roles must alternate user\/assistant/);
+  });
+
   it("streams: the pieces join into the result text, and the tokens equal recomputing the whole forward each step", async () => {
     const prompt = model.encode("the theme");
     const { pieces, tokens, result } = await collect(model.generate("the theme", { ...greedy, maxNewTokens: 12 }));

@@ -91,7 +91,9 @@ export const textModel = { ...base, model_type: "llama", num_key_value_heads: 2,
  * template post-processor that adds <s>. 3 special tokens, 256 byte tokens, 14 pieces.
  */
 export const SENTENCEPIECE_VOCAB = 3 + 256 + 14;
-export function writeSentencePieceTokenizer(dir: string): void {
+export function writeSentencePieceTokenizer(dir: string, options: { spacePrefix?: boolean } = {}): void {
+  // Llama 2's prepend "▁" to the text (and strip it when decoding); Gemma's do not.
+  const prefix = options.spacePrefix ?? true;
   const vocab: Record<string, number> = { "<unk>": 0, "<s>": 1, "</s>": 2 };
   for (let b = 0; b < 256; b++) vocab[`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`] = Object.keys(vocab).length;
   for (const p of ["▁", "e", "h", "l", "o", "w", "r", "d", "H", "▁w", "▁H", "ll", "▁He", "llo"]) vocab[p] = Object.keys(vocab).length;
@@ -99,10 +101,10 @@ export function writeSentencePieceTokenizer(dir: string): void {
   writeFileSync(join(dir, "tokenizer.json"), JSON.stringify({
     version: "1.0",
     added_tokens: ["<unk>", "<s>", "</s>"].map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
-    normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, { type: "Replace", pattern: { String: " " }, content: "▁" }] },
+    normalizer: prefix ? { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, { type: "Replace", pattern: { String: " " }, content: "▁" }] } : { type: "Replace", pattern: { String: " " }, content: "▁" },
     pre_tokenizer: null,
     post_processor: { type: "TemplateProcessing", single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }], pair: [], special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } } },
-    decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, { type: "Strip", content: " ", start: 1, stop: 0 }] },
+    decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, ...(prefix ? [{ type: "Strip", content: " ", start: 1, stop: 0 }] : [])] },
     model: { type: "BPE", dropout: null, unk_token: "<unk>", continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges },
   }));
   writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>", eos_token: "</s>", add_bos_token: true }));

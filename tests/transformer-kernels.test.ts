@@ -77,5 +77,46 @@ for (const build of BUILDS) {
         assert.ok(out.array.every(Number.isFinite));
       } finally { g.free(); u.free(); out.free(); }
     });
+
+    it("GeGLU equals gelu_pytorch_tanh(gate) · up (torch's formula), to relative error, far into both tails", async () => {
+      const rt = await runtimeFor(build);
+      const n = 1003;
+      const ga = randomArray(n, 3, 8), ua = randomArray(n, 4);
+      ga[0] = -100; ga[1] = 100; ga[2] = 0; ga[3] = -9; ga[4] = -5.5; ga[5] = 1e-4;
+      const y = (x: number) => Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3);
+      const gelu = (x: number) => 0.5 * x * (1 + Math.tanh(y(x)));
+      const ref = Array.from(ga, (g, i) => gelu(g) * ua[i]!);
+      // The same function with 0.5·(1 + tanh(y)) as 1 / (1 + e^(-2y)): float64's 1 + tanh cancels in the tail (g < -5).
+      const exact = Array.from(ga, (g, i) => (g / (1 + Math.exp(-2 * y(g)))) * ua[i]!);
+      const g = rt.upload(ga), u = rt.upload(ua), out = rt.alloc(n);
+      try {
+        rt.kernels.geglu_tanh_f32(g.ptr, u.ptr, out.ptr, n);
+        assert.ok(maxAbsDiff(out.array, ref) <= 1e-5 * maxAbs(ref), `max error ${maxAbsDiff(out.array, ref)}`);
+        // Each element to relative error too: the tail g << 0, where 1 + tanh cancels, is tiny but right.
+        for (let i = 0; i < n; i++) if (Math.abs(exact[i]!) > 1e-30) assert.ok(Math.abs(out.array[i]! - exact[i]!) <= 2e-5 * Math.abs(exact[i]!), `element ${i} (gate ${ga[i]}): ${out.array[i]} vs ${exact[i]}`);
+      } finally { g.free(); u.free(); out.free(); }
+    });
+
+    it("RMSNorm added into a residual (Gemma's output norms): out += rmsnorm(x) · w over a row range; and a scale by a constant", async () => {
+      const rt = await runtimeFor(build);
+      for (const dim of [1, 7, 64, 130]) {
+        const rows = 4, xa = randomArray(rows * dim, dim, 3), wa = randomArray(dim, 2 * dim), ra = randomArray(rows * dim, 3 * dim, 2);
+        const ref = Float64Array.from(ra);
+        for (let r = 1; r < 3; r++) {
+          let ss = 0;
+          for (let i = 0; i < dim; i++) ss += xa[r * dim + i]! ** 2;
+          const inv = 1 / Math.sqrt(ss / dim + 1e-6);
+          for (let i = 0; i < dim; i++) ref[r * dim + i] = ra[r * dim + i]! + xa[r * dim + i]! * inv * wa[i]!;
+        }
+        const x = rt.upload(xa), w = rt.upload(wa), res = rt.upload(ra);
+        try {
+          rt.kernels.rmsnorm_add_f32(x.ptr, w.ptr, res.ptr, dim, 1e-6, 1, 3);
+          assert.ok(maxAbsDiff(res.array, ref) <= 1e-5 * maxAbs(ref), `dim ${dim}`);
+          assert.deepEqual([...res.array.subarray(0, dim)], [...ra.subarray(0, dim)], "rows outside the range untouched");
+          rt.kernels.scale_f32(x.ptr, x.ptr, rows * dim - 1, 25.25);
+          assert.deepEqual([...x.array], [...Float32Array.from(xa, (v, i) => (i < rows * dim - 1 ? Math.fround(v * 25.25) : v))]);
+        } finally { x.free(); w.free(); res.free(); }
+      }
+    });
   });
 }

@@ -37,7 +37,16 @@ const QWEN3_06B_SHAPE = {
   model_type: "qwen3", hidden_size: 1024, intermediate_size: 3072, num_hidden_layers: 28, num_attention_heads: 16, num_key_value_heads: 8,
   head_dim: 128, vocab_size: 151936, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: true, max_position_embeddings: 40960,
 };
-const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE, "Llama-3.2-1B": LLAMA32_1B_SHAPE, "Qwen3-0.6B": QWEN3_06B_SHAPE };
+/**
+ * Gemma 3 270M's shape (not in the default run): one KV head of 256 over a 640-wide residual, a
+ * 262,144-token tied embedding (most of its weights), sliding layers of window 512.
+ */
+const GEMMA3_270M_SHAPE = {
+  model_type: "gemma3_text", hidden_size: 640, intermediate_size: 2048, num_hidden_layers: 18, num_attention_heads: 4, num_key_value_heads: 1,
+  head_dim: 256, vocab_size: 262144, rms_norm_eps: 1e-6, rope_theta: 1000000, rope_local_base_freq: 10000, query_pre_attn_scalar: 256,
+  sliding_window: 512, max_position_embeddings: 32768,
+};
+const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE, "Llama-3.2-1B": LLAMA32_1B_SHAPE, "Qwen3-0.6B": QWEN3_06B_SHAPE, "Gemma-3-270M": GEMMA3_270M_SHAPE };
 const promptLength = Number(values.prompt), gen = Number(values.gen), repeats = Number(values.repeats);
 const threadCounts = values.threads.split(",").map(Number);
 

@@ -85,6 +85,7 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
     return v;
   };
   const modelType = c.model_type;
+  if (modelType === "gemma3") throw fail(`model_type "gemma3" (Gemma 3 with vision, 4B and up) is not supported; Gemma 3's text-only models (gemma3_text: 270M, 1B) are`);
   if (typeof modelType !== "string" || !(MODEL_TYPES as readonly string[]).includes(modelType)) {
     throw fail(`model_type ${JSON.stringify(modelType)} is not supported (${MODEL_TYPES.join(", ")})`);
   }

@@ -35,6 +35,8 @@ export interface ModelSummary {
   weightBytes: number;
   /** Rotary embeddings: theta and the scaling, in words ("llama3 scaling: factor 32 over 8192 positions"). */
   rope: string;
+  /** The sliding window, in words ("512 tokens in 15 of 18 layers (RoPE theta 10000 there)"); absent: none. */
+  slidingWindow?: string;
 }
 
 /** The file's JSON, or undefined when the file is absent; bad JSON is a clear error. */
@@ -134,7 +136,13 @@ export function summarizeModel(folder: { config: ModelConfig; tensors: Map<strin
     kvBytesPerToken: c.kvHeadsPerLayer.reduce((s, kv) => s + perLayer(kv), 0),
     mhaKvBytesPerToken: c.numLayers * perLayer(c.numHeads),
     weightBytes, rope: ropeSummary(c),
+    ...(c.slidingWindow !== undefined && (c.slidingLayers?.some((x) => x) ?? true) ? { slidingWindow: windowSummary(c) } : {}),
   };
+}
+
+function windowSummary(c: ModelConfig): string {
+  const sliding = c.slidingLayers?.filter((x) => x).length ?? c.numLayers;
+  return `${c.slidingWindow} tokens in ${sliding === c.numLayers ? "every layer" : `${sliding} of ${c.numLayers} layers`}${c.localRopeTheta !== undefined ? ` (RoPE theta ${c.localRopeTheta} there)` : ""}`;
 }
 
 function ropeSummary(c: ModelConfig): string {

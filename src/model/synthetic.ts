@@ -6,7 +6,7 @@
 // the text means nothing, the path it takes and its speed do.
 import { writeSafetensors, type SafetensorsDtype, type TensorToWrite } from "../formats/safetensors.ts";
 import { seededArray, seededTrainedLike } from "../random.ts";
-import { expectedTensors } from "./architecture.ts";
+import { ARCHITECTURES, expectedTensors } from "./architecture.ts";
 import { parseModelConfig, type ModelConfig } from "./config.ts";
 import { byteChars } from "./tokenizer.ts";
 
@@ -45,16 +45,18 @@ export function byteLevelTokenizer(options: { chatTemplate?: string | null } = {
 }
 
 /**
- * Deterministic random weights for a config: norms near 1, everything else uniform in ±scale;
+ * Deterministic random weights for a config: norms acting near 1, everything else uniform in ±scale;
  * or with `trainedLike`, normal with per-row scales and rare outliers (seededTrainedLike), the
  * statistics quantization error depends on.
  */
 export function syntheticWeights(cfg: ModelConfig, options: { seed?: number; scale?: number; trainedLike?: boolean } = {}): Map<string, Float32Array> {
   const weights = new Map<string, Float32Array>();
   let seed = options.seed ?? 11;
+  // Norms act near 1: Gemma's checkpoints store w of a norm by 1 + w.
+  const normOffset = ARCHITECTURES[cfg.modelType].normWeightOffset ?? 0;
   for (const [name, shape] of expectedTensors(cfg)) {
     const n = shape.reduce((a, b) => a * b, 1);
-    if (name.endsWith("norm.weight")) weights.set(name, Float32Array.from(seededArray(n, seed++, 0.2), (x) => 1 + x));
+    if (name.endsWith("norm.weight")) weights.set(name, Float32Array.from(seededArray(n, seed++, 0.2), (x) => 1 - normOffset + x));
     else if (options.trainedLike) weights.set(name, seededTrainedLike(n, shape[shape.length - 1]!, seed++, name.includes("embed") ? 0.05 : options.scale ?? 0.02));
     else weights.set(name, seededArray(n, seed++, options.scale ?? 0.3));
   }

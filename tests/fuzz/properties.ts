@@ -124,12 +124,15 @@ function checkGGUF(bytes: Uint8Array): void {
 
 const CONFIG_KEYS = ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
   "vocab_size", "rms_norm_eps", "rope_theta", "rope_scaling", "max_position_embeddings", "tie_word_embeddings", "sliding_window", "num_key_value_heads_per_layer",
-  "hidden_act", "mlp_bias", "attention_bias", "eos_token_id", "bos_token_id"];
+  "hidden_act", "mlp_bias", "attention_bias", "eos_token_id", "bos_token_id",
+  // Gemma 3's
+  "layer_types", "sliding_window_pattern", "query_pre_attn_scalar", "rope_local_base_freq", "hidden_activation", "final_logit_softcapping"];
 
 const hostileNumber = fc.oneof(
   fc.integer({ min: -3, max: 300 }), fc.constantFrom(0, 1, 2, 3, 7, 64, 1e6, 1e9, 1e12, 2 ** 31, 2 ** 53, -1, 0.5, NaN, 1e308),
 );
-const configValue = fc.oneof(hostileNumber, fc.jsonValue({ maxDepth: 2 }), fc.constantFrom("llama", "qwen2", "mistral", "deci", "gemma", "silu", "gelu"),
+const configValue = fc.oneof(hostileNumber, fc.jsonValue({ maxDepth: 2 }), fc.constantFrom("llama", "qwen2", "mistral", "deci", "gemma", "gemma3_text", "silu", "gelu", "gelu_pytorch_tanh"),
+  fc.array(fc.constantFrom("sliding_attention", "full_attention", "x"), { maxLength: 4 }),
   fc.record({ rope_type: fc.constantFrom("llama3", "linear", "dynamic", "yarn", "default"), factor: hostileNumber, low_freq_factor: hostileNumber, high_freq_factor: hostileNumber, original_max_position_embeddings: hostileNumber }, { requiredKeys: [] }),
   fc.array(hostileNumber, { maxLength: 6 }));
 
@@ -142,7 +145,10 @@ const templateFragment = fc.constantFrom(
 const hostileTemplate = fc.array(templateFragment, { maxLength: 12 }).map((parts) => parts.join(""));
 
 type Files = Record<string, Uint8Array | string>;
-const tinyFiles = (): Files => syntheticModelFiles({ ...TINY_CHAT_MODEL, num_hidden_layers: 2, hidden_size: 32, intermediate_size: 48, num_attention_heads: 4, max_position_embeddings: 64 }, { dtype: "F32" });
+const TINY_FUZZ_MODEL = { ...TINY_CHAT_MODEL, num_hidden_layers: 2, hidden_size: 32, intermediate_size: 48, num_attention_heads: 4, max_position_embeddings: 64 };
+/** Gemma 3's layout (four norms a layer, q/k norms, a sliding layer of window 3, its own theta). */
+const TINY_GEMMA3 = { ...TINY_FUZZ_MODEL, model_type: "gemma3_text", num_key_value_heads: 1, head_dim: 8, layer_types: ["sliding_attention", "full_attention"], sliding_window: 3 };
+const tinyFiles = (config: Record<string, unknown> = TINY_FUZZ_MODEL): Files => syntheticModelFiles(config, { dtype: "F32" });
 
 /** Replaces the value at a random path of a JSON value (objects and arrays), or the whole of it. */
 function replaceAt(json: unknown, path: number[], value: unknown): unknown {
@@ -186,6 +192,7 @@ async function loadOrRefuse(rt: Runtime, files: Files): Promise<void> {
 }
 
 let ggufModel: Uint8Array | undefined;
+let gemmaModel: Uint8Array | undefined;
 const quantModels: Partial<Record<"q5_0" | "q4_1" | "iq4_nl" | "q4_k" | "q6_k", Uint8Array>> = {};
 let randomBlocksModel: Uint8Array | undefined;
 
@@ -379,6 +386,14 @@ export const PROPERTIES: FuzzProperty[] = [
     }),
   },
   {
+    name: "GGUF models: a gemma3 file (norms as 1 + w, sliding layers, q/k norms) mutated loads and generates, or is refused, with nothing left allocated",
+    runs: 100,
+    property: ({ rt }) => fc.asyncProperty(mutation, async (m) => {
+      gemmaModel ??= await folderToGGUF(tinyFiles({ ...TINY_GEMMA3, num_hidden_layers: 6, intermediate_size: 64, layer_types: undefined, query_pre_attn_scalar: 8, rope_local_base_freq: 10000 }), { dtype: "q8_0" });
+      await loadOrRefuse(rt, { "model.gguf": mutate(gemmaModel, { ...m, headerLength: undefined }) });
+    }),
+  },
+  {
     name: "GGUF models with Q5_0, Q4_1, IQ4_NL, Q4_K or Q6_K weights: the file mutated loads and generates, or is refused, with nothing left allocated",
     runs: 60,
     property: ({ rt }) => fc.asyncProperty(fc.constantFrom("q5_0", "q4_1", "iq4_nl", "q4_k", "q6_k") as fc.Arbitrary<"q5_0" | "q4_1" | "iq4_nl" | "q4_k" | "q6_k">, mutation, async (dtype, m) => {
@@ -423,8 +438,8 @@ export const PROPERTIES: FuzzProperty[] = [
   {
     name: "model folders: hostile config.json values load or are refused, with nothing left allocated",
     runs: 300,
-    property: ({ rt }) => fc.asyncProperty(fc.dictionary(fc.constantFrom(...CONFIG_KEYS), configValue, { minKeys: 1, maxKeys: 3 }), fc.boolean(), async (changes, whole) => {
-      const files = tinyFiles();
+    property: ({ rt }) => fc.asyncProperty(fc.dictionary(fc.constantFrom(...CONFIG_KEYS), configValue, { minKeys: 1, maxKeys: 3 }), fc.boolean(), fc.boolean(), async (changes, whole, gemma) => {
+      const files = tinyFiles(gemma ? TINY_GEMMA3 : TINY_FUZZ_MODEL);
       const config = JSON.parse(files["config.json"] as string) as Record<string, unknown>;
       files["config.json"] = whole ? JSON.stringify(changes) : JSON.stringify({ ...config, ...changes });
       await loadOrRefuse(rt, files);
