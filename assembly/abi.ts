@@ -35,4 +35,5 @@ export const WEIGHT_FORMAT_COUNT: i32 = 11;
   pages: usize;
   pageSize: i32;
   dtype: i32;
+  softcap: f32;
 }

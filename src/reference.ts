@@ -5,6 +5,8 @@ export interface ReferenceAttentionArgs {
   q: ArrayLike<number>; k: ArrayLike<number>; v: ArrayLike<number>;
   numHeads: number; numKvHeads: number; headDim: number;
   causal?: boolean; slidingWindow?: number; scale?: number;
+  /** Gemma 2's soft-capping: each score s (after the scale) becomes softcap · tanh(s / softcap). */
+  softcap?: number;
 }
 
 /** softmax(scale · q·kᵀ) · v per query head, in float64, with the same layouts and mask as rt.attention. */
@@ -27,7 +29,7 @@ export function referenceAttention(a: ReferenceAttentionArgs): Float64Array {
         const kRow = (j * numKvHeads + kvHead) * D;
         let dot = 0;
         for (let d = 0; d < D; d++) dot += a.q[qRow + d]! * a.k[kRow + d]!;
-        scores.push(dot * scale);
+        scores.push(a.softcap ? a.softcap * Math.tanh((dot * scale) / a.softcap) : dot * scale);
       }
       if (scores.length === 0) continue; // no visible key: the row stays 0
       const max = Math.max(...scores);

@@ -5,7 +5,7 @@ import { structBytes, writeStruct } from "../src/runtime/kernel-exports.ts";
 
 interface Case {
   numHeads: number; numKvHeads: number; headDim: number; seqQ: number; seqK: number;
-  causal?: boolean; slidingWindow?: number; scale?: number; magnitude?: number;
+  causal?: boolean; slidingWindow?: number; scale?: number; softcap?: number; magnitude?: number;
 }
 
 let seed = 1;
@@ -17,7 +17,7 @@ function check(build: Parameters<typeof runtimeFor>[0], c: Case) {
     const q = randomArray(seqQ * numHeads * headDim, seed++, mag);
     const k = randomArray(seqK * numKvHeads * headDim, seed++, mag);
     const v = randomArray(seqK * numKvHeads * headDim, seed++);
-    const args = { q, k, v, numHeads, numKvHeads, headDim, causal: c.causal, slidingWindow: c.slidingWindow, scale: c.scale };
+    const args = { q, k, v, numHeads, numKvHeads, headDim, causal: c.causal, slidingWindow: c.slidingWindow, scale: c.scale, softcap: c.softcap };
     const out = rt.attention(args);
     const ref = referenceAttention(args);
     assert.equal(out.length, ref.length);
@@ -30,7 +30,7 @@ function check(build: Parameters<typeof runtimeFor>[0], c: Case) {
 
 const name = (c: Case) =>
   `${c.numHeads}/${c.numKvHeads} heads, headDim ${c.headDim}, seqQ ${c.seqQ}, seqK ${c.seqK}` +
-  `${c.causal ? ", causal" : ""}${c.slidingWindow ? `, sliding window ${c.slidingWindow}` : ""}${c.scale !== undefined ? `, scale ${c.scale}` : ""}${c.magnitude ? `, |q|,|k| up to ${c.magnitude}` : ""}`;
+  `${c.causal ? ", causal" : ""}${c.slidingWindow ? `, sliding window ${c.slidingWindow}` : ""}${c.scale !== undefined ? `, scale ${c.scale}` : ""}${c.softcap ? `, soft-capped at ${c.softcap}` : ""}${c.magnitude ? `, |q|,|k| up to ${c.magnitude}` : ""}`;
 
 const cases: { title: string; cases: Case[] }[] = [
   {
@@ -100,6 +100,15 @@ const cases: { title: string; cases: Case[] }[] = [
       { numHeads: 4, numKvHeads: 2, headDim: 32, seqQ: 3, seqK: 70, scale: -0.3 },
     ],
   },
+  {
+    title: "soft-capped scores (Gemma 2): decode, causal prefill with a window, scores far past the cap",
+    cases: [
+      { numHeads: 8, numKvHeads: 4, headDim: 256, seqQ: 1, seqK: 300, softcap: 50, scale: 1 / 16 },
+      { numHeads: 8, numKvHeads: 4, headDim: 64, seqQ: 40, seqK: 200, causal: true, slidingWindow: 70, softcap: 50 },
+      { numHeads: 4, numKvHeads: 1, headDim: 32, seqQ: 20, seqK: 90, causal: true, softcap: 5, magnitude: 30 },
+      { numHeads: 4, numKvHeads: 2, headDim: 16, seqQ: 3, seqK: 33, softcap: 0.5, magnitude: 3 },
+    ],
+  },
 ];
 
 for (const build of BUILDS) {
@@ -164,7 +173,7 @@ for (const build of BUILDS) {
         rt.attentionInto({ q, k, v, out: whole, numHeads: H, numKvHeads: KV, headDim: D, causal: true, ...(W ? { slidingWindow: W } : {}) });
         parts.array.fill(NaN); // a range that is skipped or done twice shows up
         writeStruct(rt.memory, call.ptr, "AttentionCall", { q: q.ptr, k: k.ptr, v: v.ptr, out: parts.ptr, seqQ: SQ, seqK: SK, numHeads: H, numKvHeads: KV, headDim: D,
-          scale: 1 / Math.sqrt(D), causal: 1, window: W, pages: 0, pageSize: 0, dtype: 0 });
+          scale: 1 / Math.sqrt(D), causal: 1, window: W, pages: 0, pageSize: 0, dtype: 0, softcap: 0 });
         for (const [h0, h1] of [[0, 1], [1, 4]]) {
           for (const [i0, i1] of SQ > 10 ? [[0, 10], [10, 11], [11, SQ]] : [[0, 1], [1, SQ]]) {
             rt.kernels.attention_f32(call.ptr, h0!, h1!, i0!, i1!, 0, SK, 0, state.ptr);

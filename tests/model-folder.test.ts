@@ -49,7 +49,7 @@ describe("model folders and `gqa-wasm info`", () => {
   it("errors are one clear line and exit 1, never a stack trace", () => {
     const cases: [string[], RegExp][] = [
       [["info", "--model", "/nonexistent/model"], /not a model folder \(no such directory\)/],
-      [["info", "--model", folder({ ...llama, model_type: "gpt2" }, { tensorsOf: llama })], /model_type "gpt2" is not supported \(llama, qwen2, qwen3, smollm3, mistral, deci, gemma3_text\)/],
+      [["info", "--model", folder({ ...llama, model_type: "gpt2" }, { tensorsOf: llama })], /model_type "gpt2" is not supported \(llama, qwen2, qwen3, smollm3, mistral, deci, gemma2, gemma3_text\)/],
       [["info", "--model", folder(llama, { drop: "model.layers.1.mlp.up_proj.weight" })], /missing tensors model.layers.1.mlp.up_proj.weight/],
       [["info", "--model", folder({ ...llama, num_key_value_heads: 3 }, { tensorsOf: llama })], /num_attention_heads 8 is not a multiple of its 3 KV heads/],
       [["info", "--model", folder({ ...llama, rope_scaling: { type: "yarn", factor: 4 } }, { tensorsOf: llama })], /rope_scaling type "yarn" is not supported \(llama3, linear, dynamic\)/],
@@ -58,7 +58,7 @@ describe("model folders and `gqa-wasm info`", () => {
       [["info", "--model", folder({ ...llama, model_type: "qwen2", use_sliding_window: true, sliding_window: 4 }, { tensorsOf: { ...llama, model_type: "qwen2" } })], /use_sliding_window: true \(Qwen2's per-layer window\) is not supported/],
       [["info", "--model", folder({ ...llama, model_type: "smollm3", no_rope_layers: [1, 0, 1] }, { tensorsOf: llama })], /no_rope_layers must list 2 values of 0 or 1, got \[1,0,1\]/],
       [["info", "--model", folder({ ...llama, model_type: "gemma3_text", layer_types: ["sliding_attention"] }, { tensorsOf: llama })], /layer_types must list 2 of "sliding_attention" or "full_attention", got \["sliding_attention"\]/],
-      [["info", "--model", folder({ ...llama, model_type: "gemma3_text", final_logit_softcapping: 30 }, { tensorsOf: llama })], /final_logit_softcapping is not supported \(Gemma 2's soft-capping\)/],
+      [["info", "--model", folder({ ...llama, model_type: "gemma2", attn_logit_softcapping: -1 }, { tensorsOf: llama })], /attn_logit_softcapping must be a positive number, got -1/],
       [["info", "--model", folder({ ...llama, model_type: "gemma3" }, { tensorsOf: llama })], /model_type "gemma3" \(Gemma 3 with vision, 4B and up\) is not supported; Gemma 3's text-only models \(gemma3_text: 270M, 1B\) are/],
       [["info", "--model", folder({ ...llama, model_type: "gemma3_text", hidden_activation: "relu" }, { tensorsOf: llama })], /hidden_activation "relu" is not supported \(silu: SwiGLU, gelu_pytorch_tanh: GeGLU\)/],
       [["info", "--model", folder({ ...llama, model_type: "gemma3_text", sliding_window_pattern: 0 }, { tensorsOf: llama })], /sliding_window_pattern must be a positive integer, got 0/],

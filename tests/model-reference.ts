@@ -30,12 +30,13 @@ function referenceInverseFrequencies(cfg: ModelConfig, local = false): number[] 
 
 /**
  * The decoder in plain float64, written from the Hugging Face modeling code, not from ours:
- * LlamaForCausalLM and its kin, and Gemma3ForCausalLM (norms of 1 + w, scaled embeddings, norms
- * after attention and the MLP, GeGLU, sliding layers with their own theta).
+ * LlamaForCausalLM and its kin, and Gemma2ForCausalLM / Gemma3ForCausalLM (norms of 1 + w, scaled
+ * embeddings, norms after attention and the MLP, GeGLU, sliding layers (Gemma 3's with their own
+ * theta), Gemma 2's soft-capped scores and logits).
  */
 export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[]): number[][] {
   const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V, rmsNormEps: eps } = cfg;
-  const gemma = cfg.modelType === "gemma3_text";
+  const gemma = cfg.modelType === "gemma3_text" || cfg.modelType === "gemma2";
   const get = (name: string) => w.get(name)!;
   // Gemma3RMSNorm: x / sqrt(mean(x²) + eps) · (1 + w).
   const rms = (x: number[], g: Float32Array) => { const ms = x.reduce((s, v) => s + v * v, 0) / x.length; return x.map((v, i) => (v / Math.sqrt(ms + eps)) * (gemma ? 1 + g[i]! : g[i]!)); };
@@ -72,7 +73,7 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
     const k = h.map((r, i) => rope(headNorm(matvec(r, get(`${p}.self_attn.k_proj.weight`), KV * D, bias("k")), KV, "k"), KV, i));
     const v = h.map((r) => matvec(r, get(`${p}.self_attn.v_proj.weight`), KV * D, bias("v")));
     const attn = referenceAttention({ q: q.flat(), k: k.flat(), v: v.flat(), numHeads: H, numKvHeads: KV, headDim: D, causal: true, slidingWindow: sliding ? cfg.slidingWindow : undefined,
-      scale: gemma ? cfg.attentionScale : undefined });
+      scale: gemma ? cfg.attentionScale : undefined, softcap: cfg.attentionSoftcap });
     x = x.map((r, i) => {
       let o = matvec(Array.from(attn.subarray(i * H * D, (i + 1) * H * D)), get(`${p}.self_attn.o_proj.weight`), hd, cfg.outputBias ? get(`${p}.self_attn.o_proj.bias`) : undefined);
       if (gemma) o = rms(o, get(`${p}.post_attention_layernorm.weight`));
@@ -84,7 +85,9 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
       return x1.map((val, j) => val + d[j]!);
     });
   });
-  return x.map((r) => matvec(rms(r, get("model.norm.weight")), get("lm_head.weight"), V));
+  // Gemma 2's final soft-capping: cap · tanh(logit / cap).
+  const cap = cfg.finalSoftcap;
+  return x.map((r) => matvec(rms(r, get("model.norm.weight")), get("lm_head.weight"), V).map((z) => (cap ? cap * Math.tanh(z / cap) : z)));
 }
 
 /** Greedy continuation the slow way: the whole sequence through a fresh cache at every step. */

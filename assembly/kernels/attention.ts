@@ -1,5 +1,5 @@
 import { fmadd, hmax } from "../simd";
-import { exp1, exp4 } from "../math/exp";
+import { exp1, exp4, softcap4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_3x3, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_3x12, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
 import { AttentionCall, KV_BF16, KV_INT8 } from "../abi";
@@ -230,8 +230,9 @@ export function scoreKeys<K>(
  * mask, new running max, rescale of l and of the output rows, S becomes P = e^(S - m).
  * `masked`: some key of the block lies beyond some row's causal limit. `window` > 0 also masks
  * keys at or before limit - window (a sliding window of `window` keys, the row's own included).
+ * `softcap` > 0 first caps the scores at ±softcap (softcap · tanh(s / softcap): Gemma 2).
  */
-export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, headDim: i32, masked: bool, window: i32): void {
+export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, headDim: i32, masked: bool, window: i32, softcap: f32): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
   let r: i32;
   // The softmax runs on whole vectors: scores past nk up to a multiple of 4 are -inf, so each
@@ -239,6 +240,7 @@ export function softmaxBlock(b: RowBlock, r0: i32, r1: i32, nk: i32, j0: i32, he
   const nk4 = (nk + 3) & ~3;
   for (r = r0; r < r1; r++) {
     const srow = b.scores + <usize>r * lds;
+    if (softcap > 0) for (let o: usize = 0, end = <usize>nk4 << 2; o < end; o += 16) v128.store(srow + o, softcap4(v128.load(srow + o), softcap));
     // Causal mask: keys past the row's limit get -inf, which exp turns into exactly 0.
     const limit = load<i32>(rowF32(b.limit, r));
     const first = masked ? max(0, limit - j0 + 1) : nk;
@@ -547,7 +549,7 @@ export function attention_paged(
         }
         j += len;
       }
-      softmaxBlock(b, 0, nHeads * rowsPerHead, nk, j0, headDim, masked, window);
+      softmaxBlock(b, 0, nHeads * rowsPerHead, nk, j0, headDim, masked, window, c.softcap);
       for (let j = j0; j < j0 + nk;) {
         const len = min(segmentV - j % segmentV, j0 + nk - j);
         if (loadAhead) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);

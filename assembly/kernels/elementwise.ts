@@ -1,4 +1,4 @@
-import { exp4 } from "../math/exp";
+import { exp4, softcap4 } from "../math/exp";
 
 // Elementwise kernels over n floats: the gated MLPs' activations (with the SIMD exp) and a scale; out may equal an input.
 
@@ -46,4 +46,11 @@ export function scale_f32(x: usize, out: usize, n: i32, s: f32): void {
   const body = <usize>(n & ~3) << 2, sv = f32x4.splat(s);
   for (let o: usize = 0; o < body; o += 16) v128.store(out + o, f32x4.mul(v128.load(x + o), sv));
   for (let o = body, end = <usize>n << 2; o < end; o += 4) store<f32>(out + o, load<f32>(x + o) * s);
+}
+
+// out = cap · tanh(x / cap) over n floats (Gemma 2's final logit soft-capping); out may equal x.
+export function softcap_f32(x: usize, out: usize, n: i32, cap: f32): void {
+  const body = <usize>(n & ~3) << 2;
+  for (let o: usize = 0; o < body; o += 16) v128.store(out + o, softcap4(v128.load(x + o), cap));
+  for (let o = body, end = <usize>n << 2; o < end; o += 4) store<f32>(out + o, f32x4.extract_lane(softcap4(f32x4.splat(load<f32>(x + o)), cap), 0));
 }

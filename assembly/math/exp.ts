@@ -40,6 +40,18 @@ const X_MAX: f32 = 88.0;
   return v128.andnot(result, underflow);
 }
 
+/**
+ * cap · tanh(x / cap) on four lanes (Gemma 2's soft-capping of attention scores and logits), with
+ * tanh(y) = sign(y) · (1 - 2 / (1 + e^(2|y|))): e^ clamped above gives exactly ±cap far out.
+ */
+// @ts-ignore: decorator
+@inline export function softcap4(x: v128, cap: f32): v128 {
+  const one = f32x4.splat(1);
+  const e = exp4(f32x4.mul(f32x4.abs(x), f32x4.splat(2 / cap)));
+  const t = f32x4.sub(one, f32x4.div(f32x4.splat(2), f32x4.add(one, e)));
+  return f32x4.mul(v128.or(t, v128.and(x, i32x4.splat(0x80000000))), f32x4.splat(cap));
+}
+
 /** Scalar e^x with the same polynomial, for per-row rescale factors. */
 // @ts-ignore: decorator
 @inline export function exp1(x: f32): f32 {

@@ -59,6 +59,8 @@ export interface KVAttentionArgs {
   /** Each query sees at most this many newest keys, its own included (Mistral); omitted: all. */
   slidingWindow?: number;
   scale?: number;
+  /** Scores capped at ±softcap (Gemma 2); omitted: not capped. */
+  softcap?: number;
 }
 
 export interface KVResidentAttentionArgs extends Omit<KVAttentionArgs, "q"> {

@@ -75,7 +75,7 @@ export interface Architecture {
   /** Hugging Face names that differ from Llama's, by role. */
   hfNames?: Partial<Record<LayerRole, string>>;
   /** The llama.cpp architecture a GGUF file of it is written as; undefined: none (no GGUF export). */
-  ggufArchitecture?: "llama" | "qwen2" | "qwen3" | "smollm3" | "gemma3";
+  ggufArchitecture?: "llama" | "qwen2" | "qwen3" | "smollm3" | "gemma2" | "gemma3";
 }
 
 /** Every model type: Llama's layout, with what differs. */
@@ -93,6 +93,8 @@ export const ARCHITECTURES: Record<ModelType, Architecture> = {
   // Gemma 3's text models (270M, 1B): q/k norms, norms of the attention and MLP outputs, norm
   // weights stored as w - 1, GeGLU, scaled embeddings, sliding-window layers (ModelConfig).
   gemma3_text: { outputBias: true, qkNorm: true, outputNorms: true, normWeightOffset: 1, hfNames: { ffnNorm: "pre_feedforward_layernorm.weight" }, ggufArchitecture: "gemma3" },
+  // Gemma 2: Gemma 3's layout without q/k norms, every other layer sliding, soft-capped scores and logits (ModelConfig).
+  gemma2: { outputBias: true, outputNorms: true, normWeightOffset: 1, hfNames: { ffnNorm: "pre_feedforward_layernorm.weight" }, ggufArchitecture: "gemma2" },
 };
 
 /** A layer role's Hugging Face name (after `model.layers.{i}.`) in a model type. */

@@ -1,6 +1,6 @@
 // A Hugging Face config.json, read into what the runtime needs: the attention shape of every
 // layer (variable GQA included) and the MLP/norm/rope parameters. Llama, Qwen2, Qwen3, SmolLM3,
-// Mistral, DeciLM and Gemma 3's text models; anything else is a clear error.
+// Mistral, DeciLM, Gemma 2 and Gemma 3's text models; anything else is a clear error.
 
 import { ARCHITECTURES } from "./architecture.ts";
 
@@ -8,7 +8,7 @@ export class ModelConfigError extends Error {
   override name = "ModelConfigError";
 }
 
-export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "deci", "gemma3_text"] as const;
+export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "deci", "gemma2", "gemma3_text"] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 
 export interface ModelConfig {
@@ -53,6 +53,10 @@ export interface ModelConfig {
   embeddingScale?: number;
   /** Gemma's norms of the attention and MLP outputs, before each residual add. */
   outputNorms: boolean;
+  /** Gemma 2: attention scores capped at ±attentionSoftcap (softcap · tanh(s / softcap)); absent: not capped. */
+  attentionSoftcap?: number;
+  /** Gemma 2: logits capped at ±finalSoftcap likewise; absent: not capped. */
+  finalSoftcap?: number;
   /** SmolLM3's NoPE layers: true where a layer's q and k get no rotary embedding (absent: every layer rotates). */
   nopeLayers?: readonly boolean[];
 }
@@ -119,7 +123,7 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
       throw fail(`rope_scaling type ${JSON.stringify(type)} is not supported (llama3, linear, dynamic)`);
     }
   }
-  const gemma = modelType === "gemma3_text";
+  const gemma = modelType === "gemma3_text" || modelType === "gemma2", gemma3 = modelType === "gemma3_text";
   const actKey = gemma ? "hidden_activation" : "hidden_act";
   const act = c[actKey] ?? (gemma ? "gelu_pytorch_tanh" : "silu");
   const activation = act === "silu" || act === "swish" ? "silu" : act === "gelu_pytorch_tanh" ? "gelu_tanh" : undefined;
@@ -129,10 +133,14 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   if (perLayerWindow && c.use_sliding_window === true) throw fail(`use_sliding_window: true (${perLayerWindow}'s per-layer window) is not supported`);
   let slidingWindow = modelType === "mistral" && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
   let slidingLayers: boolean[] | undefined;
+  let attentionSoftcap: number | undefined, finalSoftcap: number | undefined;
   if (gemma) {
-    // Gemma 3: sliding-window (local) layers and full (global) ones, by layer_types or every
-    // sliding_window_pattern-th layer global; logit soft-capping is Gemma 2's.
-    for (const key of ["attn_logit_softcapping", "final_logit_softcapping"]) if (c[key] !== undefined && c[key] !== null) throw fail(`${key} is not supported (Gemma 2's soft-capping)`);
+    // Gemma 2 / 3: sliding-window (local) layers and full (global) ones, by layer_types or
+    // (Gemma 3) every sliding_window_pattern-th layer global, (Gemma 2) every other one; the
+    // soft-capping of scores and logits (Gemma 2's defaults 50 and 30; null: none).
+    const cap = (key: string, gemma2Default: number) => (c[key] === null || (c[key] === undefined && gemma3) ? undefined : num(key, gemma2Default));
+    attentionSoftcap = cap("attn_logit_softcapping", 50);
+    finalSoftcap = cap("final_logit_softcapping", 30);
     if (c.use_bidirectional_attention === true) throw fail("use_bidirectional_attention: true (an embedding model) is not supported");
     if (c.rope_parameters !== undefined) throw fail("rope_parameters is not supported (rope_theta, rope_local_base_freq and rope_scaling are)");
     const types = c.layer_types;
@@ -140,7 +148,7 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
       if (!Array.isArray(types) || types.length !== numLayers || types.some((t) => t !== "sliding_attention" && t !== "full_attention")) throw fail(`layer_types must list ${numLayers} of "sliding_attention" or "full_attention", got ${JSON.stringify(types).slice(0, 80)}`);
       slidingLayers = types.map((t) => t === "sliding_attention");
     } else {
-      const pattern = int(c.sliding_window_pattern !== undefined ? "sliding_window_pattern" : "_sliding_window_pattern", 6);
+      const pattern = gemma3 ? int(c.sliding_window_pattern !== undefined ? "sliding_window_pattern" : "_sliding_window_pattern", 6) : 2;
       slidingLayers = Array.from({ length: numLayers }, (_, i) => (i + 1) % pattern !== 0);
     }
     slidingWindow = int("sliding_window", 4096);
@@ -167,6 +175,7 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
     attentionBias: arch.attentionBias === true || c.attention_bias === true, slidingWindow, slidingLayers,
     outputBias: arch.outputBias === true && c.attention_bias === true,
     qkNorm: arch.qkNorm === true, nopeLayers, activation, outputNorms: arch.outputNorms === true,
-    ...(gemma ? { localRopeTheta: num("rope_local_base_freq", 10000), attentionScale: 1 / Math.sqrt(num("query_pre_attn_scalar", 256)), embeddingScale: Math.sqrt(hiddenSize) } : {}),
+    ...(gemma ? { attentionScale: 1 / Math.sqrt(num("query_pre_attn_scalar", 256)), embeddingScale: Math.sqrt(hiddenSize), attentionSoftcap, finalSoftcap } : {}),
+    ...(gemma3 ? { localRopeTheta: num("rope_local_base_freq", 10000) } : {}),
   };
 }

@@ -1,5 +1,5 @@
 // A model as a GGUF file llama.cpp reads (`gqa-wasm quantize`): the metadata its loader expects
-// for the llama / qwen2 / qwen3 / smollm3 / gemma3 architectures, norms in F32 (Gemma's as 1 + w), linear weights and embeddings in F32, F16,
+// for the llama / qwen2 / qwen3 / smollm3 / gemma2 / gemma3 architectures, norms in F32 (Gemma's as 1 + w), linear weights and embeddings in F32, F16,
 // BF16, Q8_0, Q4_0, Q5_0, IQ4_NL (quantized as ggml's reference quantizers do), Q4_K or Q6_K
 // (scales fitted as llama.cpp fits them), or llama.cpp's Q4_K_M mix of them, q/k rows permuted the way
 // llama.cpp's converter does for llama-style RoPE, llama3 rope scaling as rope_freqs.weight, and
@@ -10,7 +10,7 @@ import { K_MIX_FILE_TYPES, kMixTensorType, quantizeGGML, quantizeRows, quantRowB
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { ARCHITECTURES, ggufPermutesQK, ggufTensorName, globalTensorName, modelTensors, qkPermutedHeads } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
-import { GEMMA3_SLIDING_PATTERN, gemma3AttentionScalar, GEMMA3_LOCAL_ROPE_THETA, PRE_TOKENIZERS, ROPE_FACTORS_TENSOR, SMOLLM3_NOPE_INTERVAL, unpermutedRow } from "./gguf-model.ts";
+import { GEMMA_GGUF, gemmaAttentionScalar, PRE_TOKENIZERS, ROPE_FACTORS_TENSOR, SMOLLM3_NOPE_INTERVAL, unpermutedRow } from "./gguf-model.ts";
 import { ropeFrequencyFactors } from "./rope.ts";
 
 const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
@@ -43,13 +43,17 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   }
   const scaling = config.ropeScaling;
   if (scaling?.type === "dynamic") throw fail("dynamic rope scaling is not written (llama.cpp has no form of it)");
-  if (arch === "gemma3") {
-    // What llama.cpp's gemma3 takes as constants: which layers slide, the sliding layers' theta, the attention scale.
-    if (config.slidingLayers?.some((s, i) => s !== ((i + 1) % GEMMA3_SLIDING_PATTERN !== 0))) throw fail(`sliding layers other than all but every ${GEMMA3_SLIDING_PATTERN}th are not written (llama.cpp's gemma3 fixes that pattern)`);
-    if (config.localRopeTheta !== GEMMA3_LOCAL_ROPE_THETA) throw fail(`rope_local_base_freq ${config.localRopeTheta} is not written (llama.cpp's gemma3 uses ${GEMMA3_LOCAL_ROPE_THETA})`);
-    const scalar = gemma3AttentionScalar(config.numLayers, config.hiddenSize, config.numHeads, config.headDim);
-    if (Math.abs(config.attentionScale! * Math.sqrt(scalar) - 1) > 1e-6) throw fail(`query_pre_attn_scalar ${1 / config.attentionScale! ** 2} is not written (llama.cpp's gemma3 uses ${scalar} for this shape)`);
-    if (scaling && scaling.type !== "linear") throw fail(`${scaling.type} rope scaling is not written for gemma3 (linear is)`);
+  if (arch === "gemma2" || arch === "gemma3") {
+    // What llama.cpp takes as constants for gemma2 / gemma3 (GEMMA_GGUF) must be what the config says.
+    const g = GEMMA_GGUF[arch];
+    if (config.slidingLayers?.some((s, i) => s !== ((i + 1) % g.slidingPattern !== 0))) throw fail(`sliding layers other than all but every ${g.slidingPattern}th are not written (llama.cpp's ${arch} fixes that pattern)`);
+    if (config.localRopeTheta !== g.localRopeTheta) throw fail(`rope_local_base_freq ${config.localRopeTheta} is not written (llama.cpp's ${arch} uses ${g.localRopeTheta})`);
+    const scalar = gemmaAttentionScalar(arch, config.numLayers, config.hiddenSize, config.numHeads, config.headDim);
+    if (Math.abs(config.attentionScale! * Math.sqrt(scalar) - 1) > 1e-6) throw fail(`query_pre_attn_scalar ${1 / config.attentionScale! ** 2} is not written (llama.cpp's ${arch} uses ${scalar} for this shape)`);
+    if (scaling && scaling.type !== "linear") throw fail(`${scaling.type} rope scaling is not written for ${arch} (linear is)`);
+    // llama.cpp's gemma2 always caps scores (50 unless a key says otherwise); its gemma3 never does.
+    if ((config.attentionSoftcap === undefined) !== (g.softcaps === undefined)) throw fail(`attn_logit_softcapping ${config.attentionSoftcap ?? "null"} is not written (llama.cpp's ${arch} ${g.softcaps ? "always caps scores" : "has none"})`);
+    if (g.softcaps && config.finalSoftcap === undefined) throw fail(`final_logit_softcapping null is not written (llama.cpp's ${arch} always caps logits)`);
   }
   // Q4_K_M: a type per matrix, the rest Q8_0; the file type llama.cpp names MOSTLY_Q4_K_M.
   if (options.dtype === "q4_k_m" || options.dtype === "q5_k_m") {
@@ -76,7 +80,9 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     ...(config.headDim * config.numHeads !== config.hiddenSize ? {
       [a("attention.key_length")]: { type: "u32", value: config.headDim }, [a("attention.value_length")]: { type: "u32", value: config.headDim },
     } : {}),
-    ...(config.slidingWindow !== undefined && arch === "gemma3" ? { [a("attention.sliding_window")]: { type: "u32", value: config.slidingWindow } } : {}),
+    ...(config.slidingWindow !== undefined && (arch === "gemma2" || arch === "gemma3") ? { [a("attention.sliding_window")]: { type: "u32", value: config.slidingWindow } } : {}),
+    ...(config.attentionSoftcap !== undefined ? { [a("attn_logit_softcapping")]: { type: "f32", value: config.attentionSoftcap } } : {}),
+    ...(config.finalSoftcap !== undefined ? { [a("final_logit_softcapping")]: { type: "f32", value: config.finalSoftcap } } : {}),
     ...(config.ropeScaling?.type === "linear" ? {
       [a("rope.scaling.type")]: { type: "string", value: "linear" }, [a("rope.scaling.factor")]: { type: "f32", value: config.ropeScaling.factor },
     } : {}),

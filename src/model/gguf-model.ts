@@ -35,14 +35,22 @@ export const SMOLLM3_NOPE_INTERVAL = 4;
 export const ROPE_FACTORS_TENSOR = "rope_freqs.weight";
 
 const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "gemma3"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "gemma2", "gemma3"] as const;
 
-/** llama.cpp's gemma3 constants (no key holds them): all but every 6th layer slide, rotating by theta 10000. */
-export const GEMMA3_SLIDING_PATTERN = 6;
-export const GEMMA3_LOCAL_ROPE_THETA = 10000;
-/** Gemma 3's query_pre_attn_scalar as llama.cpp's gemma3 takes it: head_dim, but hidden / heads for the 27B (62 layers). */
-export function gemma3AttentionScalar(layers: number, hidden: number, heads: number, headDim: number): number {
-  return layers === 62 ? Math.floor(hidden / heads) : headDim;
+/**
+ * What llama.cpp's gemma2 / gemma3 fix (no key holds them): which layers slide (all but every
+ * `slidingPattern`-th), the window when no key gives one (Gemma 2's 4096; none: every layer full),
+ * the theta of Gemma 3's sliding layers, the soft-caps when no key gives them (Gemma 2's), and
+ * the layer count of the 27B, whose query_pre_attn_scalar is hidden / heads (head_dim otherwise).
+ */
+export const GEMMA_GGUF = {
+  gemma2: { modelType: "gemma2", slidingPattern: 2, defaultWindow: 4096, localRopeTheta: undefined, softcaps: { attention: 50, final: 30 }, largeLayers: 46 },
+  gemma3: { modelType: "gemma3_text", slidingPattern: 6, defaultWindow: undefined, localRopeTheta: 10000, softcaps: undefined, largeLayers: 62 },
+} as const;
+
+/** query_pre_attn_scalar as llama.cpp's gemma2 / gemma3 take it. */
+export function gemmaAttentionScalar(arch: keyof typeof GEMMA_GGUF, layers: number, hidden: number, heads: number, headDim: number): number {
+  return layers === GEMMA_GGUF[arch].largeLayers ? Math.floor(hidden / heads) : headDim;
 }
 
 /** The file names of a GGUF model: the file itself, or every split of a -0000i-of-0000N.gguf set. */
@@ -102,9 +110,10 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   if (scalingType !== undefined && scalingType !== "none" && scalingType !== "linear") throw fail(`rope scaling ${scalingType} is not supported (linear)`);
   const ropeFactors = byName.get(ROPE_FACTORS_TENSOR);
   if (ropeFactors && scalingType === "linear") throw fail(`${ROPE_FACTORS_TENSOR} and linear rope scaling together are not supported`);
-  const gemma3 = arch === "gemma3", layerCount = num(`${arch}.block_count`), swa = num(`${arch}.attention.sliding_window`);
+  const gemma = arch === "gemma2" || arch === "gemma3" ? GEMMA_GGUF[arch] : undefined;
+  const layerCount = num(`${arch}.block_count`), swa = num(`${arch}.attention.sliding_window`) ?? gemma?.defaultWindow;
   const configJson: Record<string, unknown> = {
-    model_type: gemma3 ? "gemma3_text" : arch,
+    model_type: gemma ? gemma.modelType : arch,
     hidden_size: num(`${arch}.embedding_length`),
     intermediate_size: num(`${arch}.feed_forward_length`),
     num_hidden_layers: num(`${arch}.block_count`),
@@ -121,13 +130,14 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     ...((arch === "llama" || arch === "qwen3") && byName.has("blk.0.attn_q.bias") ? { attention_bias: true } : {}),
     // llama.cpp's smollm3 skips RoPE in every 4th layer (no key says so).
     ...(arch === "smollm3" ? { no_rope_layer_interval: SMOLLM3_NOPE_INTERVAL } : {}),
-    // Gemma 3: what llama.cpp's gemma3 fixes (the sliding layers, their theta, the attention scale); no window key: every layer full.
-    ...(gemma3 ? {
-      rope_local_base_freq: GEMMA3_LOCAL_ROPE_THETA, sliding_window: swa,
+    // Gemma 2 / 3: what llama.cpp fixes for them (GEMMA_GGUF).
+    ...(gemma ? {
+      ...(gemma.localRopeTheta !== undefined ? { rope_local_base_freq: gemma.localRopeTheta } : {}), sliding_window: swa,
       ...(typeof layerCount === "number" && Number.isInteger(layerCount) && layerCount > 0 && layerCount <= 1024
-        ? { layer_types: Array.from({ length: layerCount }, (_, i) => (swa && (i + 1) % GEMMA3_SLIDING_PATTERN !== 0 ? "sliding_attention" : "full_attention")) } : {}),
-      query_pre_attn_scalar: gemma3AttentionScalar(layerCount ?? 0, num(`${arch}.embedding_length`) ?? 0, headCount ?? 1, keyLength ?? (num(`${arch}.embedding_length`) ?? 0) / (headCount ?? 1)),
-      final_logit_softcapping: num(`${arch}.final_logit_softcapping`) ?? null,
+        ? { layer_types: Array.from({ length: layerCount }, (_, i) => (swa && (i + 1) % gemma.slidingPattern !== 0 ? "sliding_attention" : "full_attention")) } : {}),
+      query_pre_attn_scalar: gemmaAttentionScalar(arch as keyof typeof GEMMA_GGUF, layerCount ?? 0, num(`${arch}.embedding_length`) ?? 0, headCount ?? 1, keyLength ?? (num(`${arch}.embedding_length`) ?? 0) / (headCount ?? 1)),
+      attn_logit_softcapping: gemma.softcaps ? num(`${arch}.attn_logit_softcapping`) ?? gemma.softcaps.attention : null,
+      final_logit_softcapping: num(`${arch}.final_logit_softcapping`) ?? gemma.softcaps?.final ?? null,
     } : {}),
   };
   const config = parseModelConfig(configJson, `${where} (metadata)`);
@@ -146,7 +156,7 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   const unused = unusedLayerTensor(config, byName.keys(), true);
   if (unused) throw fail(`tensor ${unused} is not one a ${arch} model of this metadata uses`);
   if (missing.length > 0) throw fail(`missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
-  if (ropeFactors && gemma3) throw fail(`${ROPE_FACTORS_TENSOR} is not used by a gemma3 model`);
+  if (ropeFactors && gemma) throw fail(`${ROPE_FACTORS_TENSOR} is not used by a ${arch} model`);
   if (ropeFactors) {
     const { type, shape } = ropeFactors.tensor;
     if (type !== "F32" || shape.length !== 1 || shape[0] !== config.headDim / 2) {

@@ -1,8 +1,9 @@
-// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, smollm3, mistral, deci, gemma3_text), top to bottom like llama2.c's run.c: embedding
+// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, smollm3, mistral, deci, gemma2, gemma3_text), top to bottom like llama2.c's run.c: embedding
 // (Gemma: scaled), then per layer RMSNorm -> q/k/v projections -> (Qwen3, Gemma 3: RMSNorm of each head of q and k) -> RoPE
 // (not in SmolLM3's NoPE layers; Gemma 3's sliding layers with their own theta) -> K/V written into the paged cache -> grouped
-// attention over the cache (Mistral's and Gemma 3's sliding window) -> o projection + residual (Gemma: the output RMS-normalised
-// first) -> RMSNorm -> SwiGLU (Gemma: GeGLU) MLP + residual (likewise); final RMSNorm and the LM head. The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
+// attention over the cache (Mistral's and Gemma's sliding window; Gemma 2's soft-capped scores) -> o projection + residual (Gemma: the
+// output RMS-normalised first) -> RMSNorm -> SwiGLU (Gemma: GeGLU) MLP + residual (likewise); final RMSNorm and the LM head (Gemma 2:
+// soft-capped logits). The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
 // allocated once (RunState), phases separated by barriers, so with threads it is one hand-off to
 // the worker pool instead of one per op, and the activations never come back to JavaScript. A
 // decode step runs the program built for the last step of its shape again, with only its
@@ -305,9 +306,9 @@ export class TransformerModel {
     });
     this.layers.forEach((L, l) => {
       const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
-      // Mistral's window in every layer; Gemma 3's in its sliding layers, which rotate by their own theta.
+      // Mistral's window in every layer; Gemma's in its sliding layers (Gemma 3's rotate by their own theta).
       const sliding = c.slidingWindow !== undefined && (c.slidingLayers?.[l] ?? true);
-      const attentionArgs = { numHeads: H, slidingWindow: sliding ? c.slidingWindow : undefined, scale: c.attentionScale };
+      const attentionArgs = { numHeads: H, slidingWindow: sliding ? c.slidingWindow : undefined, scale: c.attentionScale, softcap: c.attentionSoftcap };
       const rope = this.rope.tables[sliding && this.rope.tables.length > 1 ? 1 : 0]!;
       const qDim = H * D, k = state.qkv.subarray(n * qDim, n * (qDim + kvDim)), v = state.qkv.subarray(n * (qDim + kvDim), n * (qDim + 2 * kvDim));
       const nope = c.nopeLayers?.[l] === true;
@@ -373,9 +374,17 @@ export class TransformerModel {
       else linear(s.gate, L.down, s.x, ff, hd, gq, { accumulate: true });
       p.barrier();
     });
+    /** Gemma 2: every logit capped at ±finalSoftcap, in quads over the threads. */
+    function softcapLogits() {
+      if (c.finalSoftcap === undefined) return;
+      p.barrier();
+      const total = logits.length;
+      rowRanges(Math.ceil(total / 4)).forEach(([a, b], t) => p.add(t, { kernel: "softcap_f32", args: [logits.ptr + a * 16, logits.ptr + a * 16, Math.min(b * 4, total) - a * 4, c.finalSoftcap!] }));
+    }
     if (!lastOnly) {
       rmsnorm(this.finalNorm, []); // linearCalls quantizes for itself
       rt.linearCalls(p, { x: s.h, weight: this.lmHead, out: logits, inFeatures: hd, outFeatures: V });
+      softcapLogits();
     } else {
       // Only each item's last row is normalised and goes through the LM head, gathered into consecutive rows.
       items.forEach((_, i) => {
@@ -385,6 +394,7 @@ export class TransformerModel {
       });
       p.barrier();
       linear(s.last, this.lmHead, logits, hd, V, quantizeFor(s.last, items.length, hd, this.lmHead));
+      softcapLogits();
     }
     const positions = positioned.map((pairs) => Int32Array.from(pairs));
     // The sequence and table version each item's tables were last written for: a step that took

@@ -21,6 +21,8 @@ export interface AttentionArgs {
   slidingWindow?: number;
   /** Score scale; 1/sqrt(headDim) when omitted. */
   scale?: number;
+  /** Scores (after the scale) capped at ±softcap as softcap · tanh(s / softcap) (Gemma 2); omitted: not capped. */
+  softcap?: number;
 }
 
 /** A validated attention problem. */
@@ -34,6 +36,8 @@ export interface AttentionShape {
   /** 0: no sliding window */
   slidingWindow: number;
   scale: number;
+  /** 0: no soft-capping */
+  softcap: number;
 }
 
 /**
@@ -63,12 +67,16 @@ export function attentionShape(
   if (typeof scale !== "number" || !Number.isFinite(scale)) {
     throw new RangeError(`${op}: scale must be a finite number, got ${String(scale)}`);
   }
+  const softcap = args.softcap ?? 0;
+  if (typeof softcap !== "number" || !Number.isFinite(softcap) || softcap < 0 || (args.softcap !== undefined && softcap === 0)) {
+    throw new RangeError(`${op}: softcap must be a positive finite number, got ${String(args.softcap)}`);
+  }
   const seqQ = rowsOf(op, "q", qLength, numHeads * headDim, "[seqQ, numHeads, headDim]");
   const seqK = rowsOf(op, "k", kLength, numKvHeads * headDim, "[seqK, numKvHeads, headDim]");
   if (vLength !== kLength) {
     throw new RangeError(`${op}: v has ${vLength} elements but k has ${kLength}; both are [seqK, numKvHeads, headDim]`);
   }
-  return { seqQ, seqK, numHeads, numKvHeads, headDim, causal: args.causal ?? false, slidingWindow, scale };
+  return { seqQ, seqK, numHeads, numKvHeads, headDim, causal: args.causal ?? false, slidingWindow, scale, softcap };
 }
 
 export function attentionArrays(op: string, args: AttentionArgs): { q: Float32Array; k: Float32Array; v: Float32Array } {

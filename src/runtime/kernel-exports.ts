@@ -42,11 +42,12 @@ export const STRUCTS = {
    * One attention problem: queries q and output out [seqQ, numHeads, headDim]; keys and values
    * either contiguous (k, v token-major [seqK, numKvHeads, headDim] f32) or paged (pages: the
    * u32 block table, pageSize, dtype: a CODES.KV_* storage type); scale; causal (bottom-right
-   * aligned) and window (sliding window, 0: none).
+   * aligned) and window (sliding window, 0: none); softcap (scores capped at ±softcap by
+   * softcap · tanh(s / softcap), Gemma 2's; 0: none).
    */
   AttentionCall: {
     q: "usize", k: "usize", v: "usize", out: "usize", seqQ: "i32", seqK: "i32", numHeads: "i32", numKvHeads: "i32", headDim: "i32",
-    scale: "f32", causal: "i32", window: "i32", pages: "usize", pageSize: "i32", dtype: "i32",
+    scale: "f32", causal: "i32", window: "i32", pages: "usize", pageSize: "i32", dtype: "i32", softcap: "f32",
   },
 } as const satisfies Record<string, Record<string, "usize" | "i32" | "f32">>;
 
@@ -158,6 +159,8 @@ export const KERNELS = {
   /** gelu_tanh(gate) · up (Gemma's MLP) */
   geglu_tanh_f32: { from: "kernels/elementwise", params: ["gate", "up", "out", "n"], pool: true },
   scale_f32: { from: "kernels/elementwise", params: ["x", "out", "n", "s"], pool: true },
+  /** cap · tanh(x / cap) (Gemma 2's final logits) */
+  softcap_f32: { from: "kernels/elementwise", params: ["x", "out", "n", "cap"], pool: true },
   exp_f32: { from: "math/exp", params: ["x", "out", "n"] },
   probe_read: { from: "kernels/probes", params: ["ptr", "bytes", "reps"], returns: true },
   probe_fma: { from: "kernels/probes", params: ["iters"], returns: true },

@@ -459,7 +459,7 @@ export class Runtime {
     writeStruct(this.memory, ptr, "AttentionCall", {
       q: where.q, k: where.k ?? 0, v: where.v ?? 0, out: where.out, seqQ: shape.seqQ, seqK: shape.seqK, numHeads: shape.numHeads,
       numKvHeads: shape.numKvHeads, headDim: shape.headDim, scale: shape.scale, causal: shape.causal ? 1 : 0, window: shape.slidingWindow,
-      pages: where.pages ?? 0, pageSize: where.pageSize ?? 0, dtype: where.dtype ?? 0,
+      pages: where.pages ?? 0, pageSize: where.pageSize ?? 0, dtype: where.dtype ?? 0, softcap: shape.softcap,
     });
     return ptr;
   }

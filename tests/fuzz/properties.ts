@@ -125,13 +125,13 @@ function checkGGUF(bytes: Uint8Array): void {
 const CONFIG_KEYS = ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
   "vocab_size", "rms_norm_eps", "rope_theta", "rope_scaling", "max_position_embeddings", "tie_word_embeddings", "sliding_window", "num_key_value_heads_per_layer",
   "hidden_act", "mlp_bias", "attention_bias", "eos_token_id", "bos_token_id",
-  // Gemma 3's
-  "layer_types", "sliding_window_pattern", "query_pre_attn_scalar", "rope_local_base_freq", "hidden_activation", "final_logit_softcapping"];
+  // Gemma 2's and 3's
+  "layer_types", "sliding_window_pattern", "query_pre_attn_scalar", "rope_local_base_freq", "hidden_activation", "attn_logit_softcapping", "final_logit_softcapping"];
 
 const hostileNumber = fc.oneof(
   fc.integer({ min: -3, max: 300 }), fc.constantFrom(0, 1, 2, 3, 7, 64, 1e6, 1e9, 1e12, 2 ** 31, 2 ** 53, -1, 0.5, NaN, 1e308),
 );
-const configValue = fc.oneof(hostileNumber, fc.jsonValue({ maxDepth: 2 }), fc.constantFrom("llama", "qwen2", "mistral", "deci", "gemma", "gemma3_text", "silu", "gelu", "gelu_pytorch_tanh"),
+const configValue = fc.oneof(hostileNumber, fc.jsonValue({ maxDepth: 2 }), fc.constantFrom("llama", "qwen2", "mistral", "deci", "gemma", "gemma2", "gemma3_text", "silu", "gelu", "gelu_pytorch_tanh"),
   fc.array(fc.constantFrom("sliding_attention", "full_attention", "x"), { maxLength: 4 }),
   fc.record({ rope_type: fc.constantFrom("llama3", "linear", "dynamic", "yarn", "default"), factor: hostileNumber, low_freq_factor: hostileNumber, high_freq_factor: hostileNumber, original_max_position_embeddings: hostileNumber }, { requiredKeys: [] }),
   fc.array(hostileNumber, { maxLength: 6 }));
@@ -192,7 +192,7 @@ async function loadOrRefuse(rt: Runtime, files: Files): Promise<void> {
 }
 
 let ggufModel: Uint8Array | undefined;
-let gemmaModel: Uint8Array | undefined;
+const gemmaModels: (Uint8Array | undefined)[] = [];
 const quantModels: Partial<Record<"q5_0" | "q4_1" | "iq4_nl" | "q4_k" | "q6_k", Uint8Array>> = {};
 let randomBlocksModel: Uint8Array | undefined;
 
@@ -386,11 +386,13 @@ export const PROPERTIES: FuzzProperty[] = [
     }),
   },
   {
-    name: "GGUF models: a gemma3 file (norms as 1 + w, sliding layers, q/k norms) mutated loads and generates, or is refused, with nothing left allocated",
+    name: "GGUF models: gemma3 and gemma2 files (norms as 1 + w, sliding layers, q/k norms, soft-caps) mutated load and generate, or are refused, with nothing left allocated",
     runs: 100,
-    property: ({ rt }) => fc.asyncProperty(mutation, async (m) => {
-      gemmaModel ??= await folderToGGUF(tinyFiles({ ...TINY_GEMMA3, num_hidden_layers: 6, intermediate_size: 64, layer_types: undefined, query_pre_attn_scalar: 8, rope_local_base_freq: 10000 }), { dtype: "q8_0" });
-      await loadOrRefuse(rt, { "model.gguf": mutate(gemmaModel, { ...m, headerLength: undefined }) });
+    property: ({ rt }) => fc.asyncProperty(fc.boolean(), mutation, async (three, m) => {
+      gemmaModels[three ? 1 : 0] ??= await folderToGGUF(tinyFiles(three
+        ? { ...TINY_GEMMA3, num_hidden_layers: 6, intermediate_size: 64, layer_types: undefined, query_pre_attn_scalar: 8, rope_local_base_freq: 10000 }
+        : { ...TINY_GEMMA3, model_type: "gemma2", intermediate_size: 64, layer_types: undefined, query_pre_attn_scalar: 8, attn_logit_softcapping: 2, final_logit_softcapping: 3 }), { dtype: "q8_0" });
+      await loadOrRefuse(rt, { "model.gguf": mutate(gemmaModels[three ? 1 : 0]!, { ...m, headerLength: undefined }) });
     }),
   },
   {
