@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRuntime, loadModel, parseModelConfig, type LanguageModel, type Runtime } from "../src/index.ts";
-import { GGUFError, GGUFNeedMore, parseGGUFHeader, readGGUFHeader, writeGGUF, type GGMLType, type GGUFTensorToWrite } from "../src/formats/gguf.ts";
+import { GGUFError, GGUFNeedMore, parseGGUFHeader, readGGUFHeader, writeGGUF, type GGMLType, type GGUFTensorToWrite, type GGUFValue } from "../src/formats/gguf.ts";
 import { f16ToF32, f32ToF16 } from "../src/formats/half.ts";
 import { dequantizeGGML, IQ4_LEVELS, iq4xsToIq4nl, quantizeGGML, quantRowBytes, weightDtypeOf, type QuantDtype } from "../src/formats/quant.ts";
 import { seededArray as randomArray } from "../src/random.ts";
@@ -373,6 +373,17 @@ describe("GGUF files", function () {
       for (const t of ["Hello world", "Hello  wörld 🙂", "wHere", ""]) assert.deepEqual(b.encode(t), a.encode(t), t);
       assert.deepEqual(b.defaults.eosTokenIds, [2]);
       a.dispose(); b.dispose();
+    });
+
+    it("stop tokens: the file's eos / eot / eom ids and the tokens llama.cpp ends a generation at by their text (Gemma's <end_of_turn> beside its <eos>)", async () => {
+      const { ggufStopTokenIds } = await import("../src/model/gguf-model.ts");
+      const meta = (tokens: string[], ids: Record<string, number>) => new Map<string, GGUFValue>([["tokenizer.ggml.tokens", tokens], ...Object.entries(ids).map(([k, v]) => [`tokenizer.ggml.${k}`, v] as [string, GGUFValue])]);
+      assert.deepEqual(ggufStopTokenIds(meta(["<pad>", "<eos>", "<bos>", "a", "<start_of_turn>", "<end_of_turn>"], { eos_token_id: 1, bos_token_id: 2 })), [1, 5]);
+      assert.deepEqual(ggufStopTokenIds(meta(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "x"], { eos_token_id: 2 })), [0, 2]);
+      assert.deepEqual(ggufStopTokenIds(meta(["<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "y"], { eos_token_id: 1, eot_token_id: 0, eom_token_id: 2 })), [0, 1, 2]);
+      // Harmony (gpt-oss): <|end|> ends a message, not the generation, beside <|return|> and <|call|>.
+      assert.deepEqual(ggufStopTokenIds(meta(["<|end|>", "<|return|>", "<|call|>"], {})), [1, 2]);
+      assert.deepEqual(ggufStopTokenIds(meta(["a", "b"], { eos_token_id: 7 })), [], "an id past the vocabulary is no stop token");
     });
 
     it("a SentencePiece tokenizer without a space prefix (Gemma's: add_space_prefix false) encodes and decodes as its tokenizer.json", async () => {

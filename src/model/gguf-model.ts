@@ -187,6 +187,27 @@ export function unpermutedRow(src: number, rows: number, heads: number): number 
 
 // ---------------------------------------------------------------- tokenizer
 
+/**
+ * The tokens whose text llama.cpp takes as ending a generation, whatever the file's eos / eot ids
+ * say (Gemma's <end_of_turn>, where the file's eos is <eos>; ChatML's <|im_end|>; Llama 3's
+ * <|eot_id|> ...): a file read here stops where llama.cpp stops.
+ */
+const END_OF_GENERATION_TEXTS = new Set(["<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
+  "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>"]);
+
+/** A GGUF file's stop tokens: its eos, eot and eom ids and the tokens of END_OF_GENERATION_TEXTS (not <|end|> beside harmony's <|return|> and <|call|>). */
+export function ggufStopTokenIds(metadata: Map<string, GGUFValue>): number[] {
+  const tokens = metadata.get("tokenizer.ggml.tokens");
+  const list = Array.isArray(tokens) ? tokens : [];
+  const id = (key: string) => { const v = metadata.get(key); return typeof v === "number" && Number.isInteger(v) && v >= 0 && v < list.length ? v : undefined; };
+  const ids = new Set([id("tokenizer.ggml.eos_token_id"), id("tokenizer.ggml.eot_token_id"), id("tokenizer.ggml.eom_token_id")].filter((x): x is number => x !== undefined));
+  const byText = new Map<string, number>();
+  list.forEach((t, i) => { if (typeof t === "string" && END_OF_GENERATION_TEXTS.has(t) && !byText.has(t)) byText.set(t, i); });
+  if (byText.has("<|return|>") && byText.has("<|call|>")) byText.delete("<|end|>");
+  for (const i of byText.values()) ids.add(i);
+  return [...ids].sort((a, b) => a - b);
+}
+
 /** Pre-tokenizer regexes of llama.cpp's `tokenizer.ggml.pre` types (as their tokenizer.json files split). */
 export const PRE_TOKENIZERS: Record<string, unknown[]> = {
   "gpt-2": [{ type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true }],

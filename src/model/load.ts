@@ -11,7 +11,7 @@ import type { Runtime } from "../runtime/runtime.ts";
 import { layerTensorName } from "./architecture.ts";
 import { ModelConfigError } from "./config.ts";
 import { ggufTarget, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
-import { describeGGUF, ggufSplitNames, ROPE_FACTORS_TENSOR, unpermutedRow, withRopeFactors } from "./gguf-model.ts";
+import { describeGGUF, ggufSplitNames, ggufStopTokenIds, ROPE_FACTORS_TENSOR, unpermutedRow, withRopeFactors } from "./gguf-model.ts";
 import { inspectModel, readJsonFile } from "./folder.ts";
 import { LanguageModel, type GenerationDefaults } from "./language-model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
@@ -162,8 +162,7 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
       ? new TextTokenizer(info.tokenizer.json, info.tokenizer.config, `${where} (tokenizer metadata)`, undefined, `${where} (tokenizer.chat_template)`)
       : undefined;
     const id = (key: string) => { const v = info.metadata.get(key); return typeof v === "number" && Number.isInteger(v) && v >= 0 ? v : undefined; };
-    const eos = [id("tokenizer.ggml.eos_token_id"), id("tokenizer.ggml.eot_token_id")].filter((x): x is number => x !== undefined);
-    const defaults: GenerationDefaults = { eosTokenIds: [...new Set(eos)], bosTokenId: id("tokenizer.ggml.bos_token_id"), sampling: { temperature: 0 } };
+    const defaults: GenerationDefaults = { eosTokenIds: ggufStopTokenIds(info.metadata), bosTokenId: id("tokenizer.ggml.bos_token_id"), sampling: { temperature: 0 } };
 
     // Float files stay as they are; in a quantized file, matrices of the types kept as stored
     // (KEPT_TYPES) stay, the others convert (conversionTarget); with options.dtype, every matrix
