@@ -230,7 +230,7 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
       config = withRopeFactors(config, ropeFactors.buffer.toFloat32Array(), where);
       ropeFactors.buffer.free();
     }
-    const byName = new Map(plans.map((p) => [p.hf, p.buffer]));
+    const byName = new Map(plans.filter((p) => p !== ropeFactors).map((p) => [p.hf, p.buffer]));
     const transformer = new TransformerModel(rt, config, (hf) => byName.get(hf)!, dtype);
     return new LanguageModel(transformer, tokenizer, defaults, options.cache);
   } catch (e) {
