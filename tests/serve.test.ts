@@ -364,9 +364,14 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
 
   it("a full queue answers 503 with Retry-After; waiting requests run when slots free", async () => {
     const small = await serveNode(model, { port: 0, modelId: MODEL, maxSequences: 1, maxQueue: 1 });
+    // The tiny model decodes 900 tokens in ~40 ms, a window a busy machine's pause could close
+    // (the first done before the third comes): each step is made to take 2 ms longer, so that the
+    // first still runs, and the second waits, for ~1 s.
+    const transformer = model.transformer, forwardBatch = transformer.forwardBatch;
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    transformer.forwardBatch = function (...args) { Atomics.wait(pause, 0, 0, 2); return forwardBatch.apply(this, args); };
     try {
-      // Long enough that the first is still running and the second waiting when the third comes.
-      const body = { model: MODEL, prompt: [5, 6], max_tokens: 900, temperature: 0 };
+      const body = { model: MODEL, prompt: [5, 6], max_tokens: 500, temperature: 0 };
       const send = () => fetch(`${small.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
       const first = send(), second = send();
       for (let waited = 0; small.api.scheduler.stats().queued < 1 && waited < 5000; waited += 5) await new Promise((r) => setTimeout(r, 5));
@@ -383,6 +388,7 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
       assert.equal(b.status, 200);
       assert.equal((await a.json()).choices[0].text, (await b.json()).choices[0].text);
     } finally {
+      delete (transformer as { forwardBatch?: unknown }).forwardBatch; // the prototype's again
       await small.close();
     }
   });
