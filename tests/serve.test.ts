@@ -35,6 +35,28 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
   });
   after(async () => { await server?.close(); model?.dispose(); await rt?.dispose(); });
 
+  it("messages a chat template refuses (raise_exception: Gemma 2's system turn, roles out of turn) are a 400 naming messages, and the server goes on", async () => {
+    const template = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for m in messages %}" +
+      "{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}" +
+      "<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    const m = await loadModel(rt, { ...syntheticModelFiles(), ...byteLevelTokenizer({ chatTemplate: template }) });
+    const s = createOpenAIServer(m, { modelId: MODEL });
+    try {
+      const ask = (messages: unknown) => s.fetch(new Request("http://x/v1/chat/completions", { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: MODEL, messages, max_tokens: 2, temperature: 0 }) }));
+      for (const [messages, why] of [[[{ role: "system", content: "s" }, { role: "user", content: "u" }], /System role not supported/],
+        [[{ role: "assistant", content: "a" }], /roles must alternate/]] as const) {
+        const r = await ask(messages);
+        assert.equal(r.status, 400);
+        const e = (await r.json()).error;
+        assert.equal(e.type, "invalid_request_error");
+        assert.equal(e.param, "messages");
+        assert.match(e.message, why);
+      }
+      assert.equal((await ask([{ role: "user", content: "u" }])).status, 200);
+    } finally { s.close(); m.dispose(); }
+  });
+
   it("chat_template_kwargs (llama-server's and vLLM's): the server's defaults, a request's laid over them; a bad value is a 400 naming it", async () => {
     const template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n" +
       "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}";

@@ -7,7 +7,7 @@ import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { WasmOutOfMemoryError } from "../errors.ts";
 import type { LanguageModel } from "../model/language-model.ts";
-import { checkTemplateVariables, type ChatTemplateVariables } from "../model/chat-template.ts";
+import { checkTemplateVariables, TemplateError, type ChatTemplateVariables } from "../model/chat-template.ts";
 import type { ChatMessage } from "../model/tokenizer.ts";
 import type { KVCache, KVDtype } from "../kv/kv-cache.ts";
 import { promptOpensThinking, REASONING_FORMATS, ReasoningSplitter, type ReasoningDelta, type ReasoningFormat } from "./reasoning.ts";
@@ -107,7 +107,10 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     // Template variables (llama-server's and vLLM's chat_template_kwargs): the server's, then the request's.
     let variables: ChatTemplateVariables;
     try { variables = { ...serverKwargs, ...checkTemplateVariables(body.chat_template_kwargs) }; } catch (e) { throw new ApiError(400, (e as Error).message, "chat_template_kwargs"); }
-    const text = tokenizer.applyChatTemplate(messages, { variables });
+    // A template that refuses these messages (Gemma's raise_exception on a system turn or roles out
+    // of turn) refuses the request, as llama-server does: the client's to fix.
+    let text: string;
+    try { text = tokenizer.applyChatTemplate(messages, { variables }); } catch (e) { throw e instanceof TemplateError ? new ApiError(400, e.message, "messages") : e; }
     const prompt = tokenizer.encode(text, { addSpecialTokens: false });
     const format = body.reasoning_format ?? serverReasoning;
     if (!(REASONING_FORMATS as readonly unknown[]).includes(format)) throw new ApiError(400, `reasoning_format must be ${REASONING_FORMATS.join(" or ")}, got ${JSON.stringify(format)}`, "reasoning_format");
