@@ -25,6 +25,14 @@ describe("architecture descriptor: every model type's tensors in one place", () 
     assert.deepEqual([layer0("ffnOutNorm")?.name, layer0("ffnOutNorm")?.gguf], ["model.layers.0.post_feedforward_layernorm.weight", "blk.0.post_ffw_norm.weight"]);
     assert.equal(gemma.filter((t) => t.layer === 0).length, 13, "4 norms, q/k norms, 7 matrices");
     assert.ok(!gemma.some((t) => t.role === "lmHead"), "Gemma ties its embeddings by default");
+    // The defaults of Hugging Face's Gemma2Config / Gemma3TextConfig where a config.json leaves a key out.
+    const minimal = { hidden_size: 64, intermediate_size: 96, num_hidden_layers: 12, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 50 };
+    const g2 = parseModelConfig({ ...minimal, model_type: "gemma2" }), g3 = parseModelConfig({ ...minimal, model_type: "gemma3_text" });
+    assert.deepEqual([g2.ropeTheta, g2.localRopeTheta, g2.attentionSoftcap, g2.finalSoftcap, g2.slidingWindow, g2.attentionScale, g2.tieWordEmbeddings, g2.activation],
+      [10000, undefined, 50, 30, 4096, 1 / 16, true, "gelu_tanh"]);
+    assert.deepEqual(g2.slidingLayers, Array.from({ length: 12 }, (_, i) => i % 2 === 0));
+    assert.deepEqual([g3.ropeTheta, g3.localRopeTheta, g3.attentionSoftcap, g3.finalSoftcap, g3.slidingWindow, g3.embeddingScale], [1e6, 10000, undefined, undefined, 4096, 8]);
+    assert.deepEqual(g3.slidingLayers, Array.from({ length: 12 }, (_, i) => i !== 5 && i !== 11));
   });
 
   it("GGUF names and roles map both ways; q/k permutation heads come from the roles", () => {

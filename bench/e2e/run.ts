@@ -46,7 +46,9 @@ const GEMMA3_270M_SHAPE = {
   head_dim: 256, vocab_size: 262144, rms_norm_eps: 1e-6, rope_theta: 1000000, rope_local_base_freq: 10000, query_pre_attn_scalar: 256,
   sliding_window: 512, max_position_embeddings: 32768,
 };
-const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE, "Llama-3.2-1B": LLAMA32_1B_SHAPE, "Qwen3-0.6B": QWEN3_06B_SHAPE, "Gemma-3-270M": GEMMA3_270M_SHAPE };
+/** Gemma 3 1B's shape (not in the default run): 26 layers of 1152, one KV head of 256, the 262,144-token tied embedding. */
+const GEMMA3_1B_SHAPE = { ...GEMMA3_270M_SHAPE, hidden_size: 1152, intermediate_size: 6912, num_hidden_layers: 26 };
+const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE, "Llama-3.2-1B": LLAMA32_1B_SHAPE, "Qwen3-0.6B": QWEN3_06B_SHAPE, "Gemma-3-270M": GEMMA3_270M_SHAPE, "Gemma-3-1B": GEMMA3_1B_SHAPE };
 const promptLength = Number(values.prompt), gen = Number(values.gen), repeats = Number(values.repeats);
 const threadCounts = values.threads.split(",").map(Number);
 

@@ -39,9 +39,9 @@ export interface ModelConfig {
   outputBias: boolean;
   /** q and k are RMS-normalised per head before RoPE (Qwen3's q_norm / k_norm). */
   qkNorm: boolean;
-  /** The sliding window (keys this many tokens old or older are not seen): Mistral's in every layer, Gemma 3's in slidingLayers. */
+  /** The sliding window (keys this many tokens old or older are not seen): Mistral's in every layer, Gemma's in slidingLayers. */
   slidingWindow?: number;
-  /** The layers that have the sliding window (absent: every layer); Gemma 3's local layers. */
+  /** The layers that have the sliding window (absent: every layer); Gemma's local layers. */
   slidingLayers?: readonly boolean[];
   /** RoPE theta of the sliding layers, without scaling (Gemma 3's rope_local_base_freq); absent: ropeTheta and ropeScaling as in every layer. */
   localRopeTheta?: number;
@@ -168,7 +168,7 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   const arch = ARCHITECTURES[modelType as ModelType];
   return {
     modelType: modelType as ModelType, hiddenSize, intermediateSize: int("intermediate_size"), numLayers, numHeads, kvHeadsPerLayer, headDim,
-    vocabSize: int("vocab_size"), rmsNormEps: num("rms_norm_eps", 1e-6), ropeTheta: num("rope_theta", gemma ? 1e6 : 10000), ropeScaling,
+    vocabSize: int("vocab_size"), rmsNormEps: num("rms_norm_eps", 1e-6), ropeTheta: num("rope_theta", gemma3 ? 1e6 : 10000), ropeScaling,
     maxPositionEmbeddings: int("max_position_embeddings", 2048),
     // Gemma's configs leave out tie_word_embeddings: its default there is true.
     tieWordEmbeddings: (c.tie_word_embeddings ?? gemma) === true,
