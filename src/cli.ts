@@ -76,9 +76,10 @@ Requests in flight decode together (continuous batching); repeated prompt prefix
   --chat-template-kwargs JSON  chat template variables for every chat request, e.g.
                              '{"enable_thinking": false}' (Qwen3); a request's chat_template_kwargs
                              are laid over them
-  --reasoning-format none|deepseek  deepseek: a thinking model's <think>...</think> goes to
-                             reasoning_content, the answer to content (as llama-server); none
-                             (default): the text as generated. Requests may send reasoning_format
+  --reasoning-format auto|none|deepseek  deepseek: a thinking model's <think>...</think> goes to
+                             reasoning_content, the answer to content (as llama-server); none:
+                             the text as generated; auto (default, as llama-server): deepseek where
+                             the chat template writes <think>. Requests may send reasoning_format
   --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|stored   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
 `,
   run: `usage: gqa-wasm run --model DIR --prompt "..." [options]
@@ -649,7 +650,7 @@ async function serve(args: string[]): Promise<number> {
     maxSequences: int(flags, "max-sequences"), maxQueue: int(flags, "max-queue"), maxCacheTokens: int(flags, "kv-tokens"),
     maxBodyBytes: int(flags, "max-body-bytes"), kvDtype: str(flags, "kv-dtype") as "f32" | "bf16" | "int8" | undefined,
     chatTemplateKwargs: await templateKwargs(flags),
-    reasoningFormat: oneOf(flags, "reasoning-format", ["none", "deepseek"] as const),
+    reasoningFormat: oneOf(flags, "reasoning-format", ["auto", "none", "deepseek"] as const),
   };
   const { model } = await loadForCli(flags, true);
   const { serveNode } = await import("./serve/node.ts");

@@ -107,7 +107,7 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
     assert.equal(promptOpensThinking("<|im_start|>assistant\n<think>\n\n</think>\n\n"), false);
   });
 
-  it("reasoning_format in the API: a template that opens the thinking block puts the reply in reasoning_content, streamed or not; none keeps it in content", async () => {
+  it("reasoning_format in the API: a template that opens the thinking block puts the reply in reasoning_content, streamed or not; none keeps it in content; auto (the default) splits where the template writes <think>", async () => {
     const template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}";
     const m = await loadModel(rt, { ...syntheticModelFiles(), ...byteLevelTokenizer({ chatTemplate: template }) });
     const s = createOpenAIServer(m, { modelId: MODEL, reasoningFormat: "deepseek" });
@@ -122,10 +122,19 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
       const deltas = events.map((e) => e.choices[0]?.delta ?? {});
       assert.equal(deltas.map((d) => d.reasoning_content ?? "").join(""), plain.content);
       assert.equal(deltas.map((d) => d.content ?? "").join(""), "");
-      const bad = await ask({ reasoning_format: "auto" });
+      const bad = await ask({ reasoning_format: "deepseek-legacy" });
       assert.equal(bad.status, 400);
       assert.equal((await bad.json()).error.param, "reasoning_format");
-      assert.throws(() => createOpenAIServer(m, { reasoningFormat: "x" as never }), /reasoningFormat must be none or deepseek/);
+      assert.throws(() => createOpenAIServer(m, { reasoningFormat: "x" as never }), /reasoningFormat must be one of auto, none, deepseek/);
+      // auto, the default: this template writes <think>, so the reply is split; the ChatML model's is not.
+      const byDefault = createOpenAIServer(m, { modelId: MODEL });
+      try {
+        const auto = (await (await byDefault.fetch(new Request("http://x/v1/chat/completions", { method: "POST", headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Hi" }], max_tokens: 8, temperature: 0 }) }))).json()).choices[0].message;
+        assert.deepEqual({ reasoning: auto.reasoning_content, content: auto.content }, { reasoning: plain.content, content: "" });
+      } finally { byDefault.close(); }
+      assert.equal(m.tokenizer!.templateThinks, true);
+      assert.equal(model.tokenizer!.templateThinks, false);
     } finally { s.close(); m.dispose(); }
   });
 

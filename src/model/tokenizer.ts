@@ -38,6 +38,8 @@ export class TextTokenizer {
   }
 
   get hasChatTemplate(): boolean { return this.template !== undefined; }
+  /** The chat template writes <think> (a thinking model: Qwen3, DeepSeek-R1 distills, QwQ, SmolLM3). */
+  get templateThinks(): boolean { return this.template?.text.includes("<think>") ?? false; }
 
   /** Token ids of `text`; `addSpecialTokens` adds what the tokenizer's post-processor adds (e.g. BOS). */
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {

@@ -32,7 +32,8 @@ export interface OpenAIServerOptions extends SchedulerOptions {
   /**
    * "deepseek": a thinking model's "<think>…</think>" goes to message.reasoning_content (streamed
    * as delta.reasoning_content), the answer to content, as llama-server's --reasoning-format
-   * deepseek; "none" (default): the text as the model wrote it. A request's reasoning_format wins.
+   * deepseek; "none": the text as the model wrote it; "auto" (default, as llama-server's):
+   * deepseek where the chat template writes <think>, else none. A request's reasoning_format wins.
    */
   reasoningFormat?: ReasoningFormat;
 }
@@ -65,8 +66,8 @@ export function modelIdOf(path: string): string {
 export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOptions = {}): OpenAIServer {
   const modelId = options.modelId ?? "gqa-wasm";
   const serverKwargs = checkTemplateVariables(options.chatTemplateKwargs);
-  const serverReasoning = options.reasoningFormat ?? "none";
-  if (!(REASONING_FORMATS as readonly string[]).includes(serverReasoning)) throw new RangeError(`reasoningFormat must be ${REASONING_FORMATS.join(" or ")}, got ${JSON.stringify(serverReasoning)}`);
+  const serverReasoning = options.reasoningFormat ?? "auto";
+  if (!(REASONING_FORMATS as readonly string[]).includes(serverReasoning)) throw new RangeError(`reasoningFormat must be one of ${REASONING_FORMATS.join(", ")}, got ${JSON.stringify(serverReasoning)}`);
   const context = model.config.maxPositionEmbeddings;
   const maxSequences = options.maxSequences ?? 8;
   const maxCacheTokens = options.maxCacheTokens ?? maxSequences * Math.min(context, 4096);
@@ -113,8 +114,9 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     try { text = tokenizer.applyChatTemplate(messages, { variables }); } catch (e) { throw e instanceof TemplateError ? new ApiError(400, e.message, "messages") : e; }
     const prompt = tokenizer.encode(text, { addSpecialTokens: false });
     const format = body.reasoning_format ?? serverReasoning;
-    if (!(REASONING_FORMATS as readonly unknown[]).includes(format)) throw new ApiError(400, `reasoning_format must be ${REASONING_FORMATS.join(" or ")}, got ${JSON.stringify(format)}`, "reasoning_format");
-    const splitter = format === "deepseek" ? new ReasoningSplitter(promptOpensThinking(text)) : undefined;
+    if (!(REASONING_FORMATS as readonly unknown[]).includes(format)) throw new ApiError(400, `reasoning_format must be one of ${REASONING_FORMATS.join(", ")}, got ${JSON.stringify(format)}`, "reasoning_format");
+    const splits = format === "deepseek" || (format === "auto" && tokenizer.templateThinks);
+    const splitter = splits ? new ReasoningSplitter(promptOpensThinking(text)) : undefined;
     const logprobs = optionalBoolean(body.logprobs, "logprobs") ?? false;
     const top = integerIn(body.top_logprobs, "top_logprobs", 0, 20);
     if (top !== undefined && !logprobs) throw new ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs");

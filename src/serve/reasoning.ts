@@ -2,8 +2,10 @@
 // answer) split as llama-server's --reasoning-format deepseek splits it: the thoughts go to
 // message.reasoning_content, the rest to message.content. Streamed text arrives a token at a
 // time, so a tag may come in pieces: text that could still become one is held until it is known.
+// "auto" (llama-server's default): deepseek for a model whose chat template writes <think>
+// (a thinking model), none for the others.
 
-export const REASONING_FORMATS = ["none", "deepseek"] as const;
+export const REASONING_FORMATS = ["auto", "none", "deepseek"] as const;
 export type ReasoningFormat = (typeof REASONING_FORMATS)[number];
 
 const OPEN = "<think>", CLOSE = "</think>";

@@ -617,7 +617,7 @@ const apiRequest = fc.tuple(
   fc.oneof(
     fc.record({ path: fc.constant("/v1/chat/completions"), body: fc.record({ ...commonFields, messages: validOr(fc.array(message, { minLength: 1, maxLength: 3 })), logprobs: validOr(fc.boolean()), top_logprobs: validOr(fc.integer({ min: 0, max: 21 })),
       chat_template_kwargs: validOr(fc.dictionary(fc.constantFrom("enable_thinking", "messages", "eos_token", "tools", "x"), apiValue, { maxKeys: 3 })),
-      reasoning_format: validOr(fc.constantFrom("none", "deepseek")) }, { requiredKeys: ["model", "messages"] }) }),
+      reasoning_format: validOr(fc.constantFrom("auto", "none", "deepseek")) }, { requiredKeys: ["model", "messages"] }) }),
     fc.record({ path: fc.constant("/v1/completions"), body: fc.record({ ...commonFields, prompt: validOr(fc.oneof(fc.string({ maxLength: 30 }), fc.array(fc.integer({ min: -1, max: 270 }), { minLength: 1, maxLength: 10 }))), logprobs: validOr(fc.integer({ min: 0, max: 6 })) }, { requiredKeys: ["model", "prompt"] }) }),
   ),
   fc.oneof({ arbitrary: fc.constant(null), weight: 12 }, { arbitrary: apiValue as fc.Arbitrary<unknown>, weight: 1 }),
