@@ -9,6 +9,6 @@ export { linear_q8_0, linear_q4_0, linear_q5_0, linear_iq4_nl, linear_q4_1, line
 export { embed_rows_f32, embed_rows_bf16, embed_rows_f16, embed_rows_q8_0, embed_rows_q4_0, embed_rows_q5_0, embed_rows_iq4_nl, embed_rows_q4_1, embed_rows_q5_1, embed_rows_q2_k, embed_rows_q3_k, embed_rows_q4_k, embed_rows_q5_k, embed_rows_q6_k } from "./kernels/embedding";
 export { rmsnorm_f32, rmsnorm_add_f32 } from "./kernels/rmsnorm";
 export { rope_f32 } from "./kernels/rope";
-export { swiglu_f32, geglu_tanh_f32, scale_f32, softcap_f32 } from "./kernels/elementwise";
+export { swiglu_f32, geglu_tanh_f32, scale_f32, add_scaled_f32, softcap_f32 } from "./kernels/elementwise";
 export { exp_f32 } from "./math/exp";
 export { probe_read, probe_fma } from "./kernels/probes";

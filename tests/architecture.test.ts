@@ -33,6 +33,8 @@ describe("architecture descriptor: every model type's tensors in one place", () 
     assert.deepEqual(g2.slidingLayers, Array.from({ length: 12 }, (_, i) => i % 2 === 0));
     assert.deepEqual([g3.ropeTheta, g3.localRopeTheta, g3.attentionSoftcap, g3.finalSoftcap, g3.slidingWindow, g3.embeddingScale], [1e6, 10000, undefined, undefined, 4096, 8]);
     assert.deepEqual(g3.slidingLayers, Array.from({ length: 12 }, (_, i) => i !== 5 && i !== 11));
+    const granite = parseModelConfig({ ...minimal, model_type: "granite" });
+    assert.deepEqual([granite.embeddingScale, granite.residualScale, granite.attentionScale, granite.logitScale, granite.tieWordEmbeddings], [1, 1, 1, 1, false], "GraniteConfig's defaults");
   });
 
   it("GGUF names and roles map both ways; q/k permutation heads come from the roles", () => {

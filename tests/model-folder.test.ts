@@ -49,7 +49,7 @@ describe("model folders and `gqa-wasm info`", () => {
   it("errors are one clear line and exit 1, never a stack trace", () => {
     const cases: [string[], RegExp][] = [
       [["info", "--model", "/nonexistent/model"], /not a model folder \(no such directory\)/],
-      [["info", "--model", folder({ ...llama, model_type: "gpt2" }, { tensorsOf: llama })], /model_type "gpt2" is not supported \(llama, qwen2, qwen3, smollm3, mistral, deci, gemma2, gemma3_text\)/],
+      [["info", "--model", folder({ ...llama, model_type: "gpt2" }, { tensorsOf: llama })], /model_type "gpt2" is not supported \(llama, qwen2, qwen3, smollm3, mistral, deci, gemma2, gemma3_text, granite\)/],
       [["info", "--model", folder(llama, { drop: "model.layers.1.mlp.up_proj.weight" })], /missing tensors model.layers.1.mlp.up_proj.weight/],
       [["info", "--model", folder({ ...llama, num_key_value_heads: 3 }, { tensorsOf: llama })], /num_attention_heads 8 is not a multiple of its 3 KV heads/],
       [["info", "--model", folder({ ...llama, rope_scaling: { type: "yarn", factor: 4 } }, { tensorsOf: llama })], /rope_scaling type "yarn" is not supported \(llama3, linear, dynamic\)/],

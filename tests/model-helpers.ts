@@ -37,6 +37,8 @@ export const models: [string, Record<string, unknown>][] = [
     num_key_value_heads: 1, head_dim: 16, layer_types: ["sliding_attention", "full_attention"], sliding_window: 5, query_pre_attn_scalar: 24, rope_theta: 1000000, rope_local_base_freq: 10000 }],
   ["gemma2: soft-capped scores (5) and logits (2), a sliding layer (window 5), output norms, GeGLU, tied", { ...base, model_type: "gemma2",
     num_key_value_heads: 2, head_dim: 16, sliding_window: 5, query_pre_attn_scalar: 16, attn_logit_softcapping: 5, final_logit_softcapping: 2 }],
+  ["granite: embedding, residual, attention and logit multipliers, tied", { ...base, model_type: "granite", num_key_value_heads: 2, tie_word_embeddings: true,
+    embedding_multiplier: 12, residual_multiplier: 0.22, attention_multiplier: 0.0625, logits_scaling: 8 }],
   ["deci with per-layer KV heads and DeciLM-7B's dynamic rope scaling", { ...base, model_type: "deci", num_hidden_layers: 3, num_key_value_heads_per_layer: [4, 2, 1], rope_scaling: { type: "dynamic", factor: 2 } }],
 ];
 

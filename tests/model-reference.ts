@@ -32,7 +32,8 @@ function referenceInverseFrequencies(cfg: ModelConfig, local = false): number[] 
  * The decoder in plain float64, written from the Hugging Face modeling code, not from ours:
  * LlamaForCausalLM and its kin, and Gemma2ForCausalLM / Gemma3ForCausalLM (norms of 1 + w, scaled
  * embeddings, norms after attention and the MLP, GeGLU, sliding layers (Gemma 3's with their own
- * theta), Gemma 2's soft-capped scores and logits).
+ * theta), Gemma 2's soft-capped scores and logits), and GraniteForCausalLM (Llama with four
+ * multipliers: embeddings, residual adds, attention scale, logits).
  */
 export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[]): number[][] {
   const { hiddenSize: hd, numHeads: H, headDim: D, intermediateSize: ff, vocabSize: V, rmsNormEps: eps } = cfg;
@@ -55,7 +56,10 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
     }
     return out;
   };
-  const embedScale = gemma ? Math.sqrt(hd) : 1;
+  const granite = cfg.modelType === "granite";
+  const embedScale = gemma ? Math.sqrt(hd) : granite ? cfg.embeddingScale! : 1;
+  // Granite: residual + output · residual_multiplier.
+  const residual = granite ? cfg.residualScale! : 1;
   let x = tokens.map((t) => Array.from(get("model.embed_tokens.weight").subarray(t * hd, (t + 1) * hd), (v) => v * embedScale));
   cfg.kvHeadsPerLayer.forEach((KV, l) => {
     const p = `model.layers.${l}`;
@@ -73,21 +77,23 @@ export function referenceForward(cfg: ModelConfig, w: Weights, tokens: number[])
     const k = h.map((r, i) => rope(headNorm(matvec(r, get(`${p}.self_attn.k_proj.weight`), KV * D, bias("k")), KV, "k"), KV, i));
     const v = h.map((r) => matvec(r, get(`${p}.self_attn.v_proj.weight`), KV * D, bias("v")));
     const attn = referenceAttention({ q: q.flat(), k: k.flat(), v: v.flat(), numHeads: H, numKvHeads: KV, headDim: D, causal: true, slidingWindow: sliding ? cfg.slidingWindow : undefined,
-      scale: gemma ? cfg.attentionScale : undefined, softcap: cfg.attentionSoftcap });
+      scale: gemma || granite ? cfg.attentionScale : undefined, softcap: cfg.attentionSoftcap });
     x = x.map((r, i) => {
       let o = matvec(Array.from(attn.subarray(i * H * D, (i + 1) * H * D)), get(`${p}.self_attn.o_proj.weight`), hd, cfg.outputBias ? get(`${p}.self_attn.o_proj.bias`) : undefined);
       if (gemma) o = rms(o, get(`${p}.post_attention_layernorm.weight`));
-      const x1 = r.map((val, j) => val + o[j]!);
+      const x1 = r.map((val, j) => val + o[j]! * residual);
       const h2 = rms(x1, get(`${p}.${gemma ? "pre_feedforward_layernorm" : "post_attention_layernorm"}.weight`));
       const g = matvec(h2, get(`${p}.mlp.gate_proj.weight`), ff), u = matvec(h2, get(`${p}.mlp.up_proj.weight`), ff);
       let d = matvec(g.map((gv, j) => act(gv) * u[j]!), get(`${p}.mlp.down_proj.weight`), hd);
       if (gemma) d = rms(d, get(`${p}.post_feedforward_layernorm.weight`));
-      return x1.map((val, j) => val + d[j]!);
+      return x1.map((val, j) => val + d[j]! * residual);
     });
   });
   // Gemma 2's final soft-capping: cap · tanh(logit / cap).
   const cap = cfg.finalSoftcap;
-  return x.map((r) => matvec(rms(r, get("model.norm.weight")), get("lm_head.weight"), V).map((z) => (cap ? cap * Math.tanh(z / cap) : z)));
+  // Granite: logits / logits_scaling.
+  const logitsScaling = granite ? 1 / cfg.logitScale! : 1;
+  return x.map((r) => matvec(rms(r, get("model.norm.weight")), get("lm_head.weight"), V).map((z) => (cap ? cap * Math.tanh(z / cap) : z / logitsScaling)));
 }
 
 /** Greedy continuation the slow way: the whole sequence through a fresh cache at every step. */

@@ -261,11 +261,13 @@ describe("threads: a worker pool on one shared memory", function () {
   const smollm3 = { ...linearRope, model_type: "smollm3", rope_scaling: null, no_rope_layers: [1, 0] };
   // Gemma 2: soft-capped scores and logits.
   const gemma2 = { ...linearRope, model_type: "gemma2", rope_scaling: null, head_dim: 16, sliding_window: 5, attn_logit_softcapping: 5, final_logit_softcapping: 3 };
+  // Granite: scaled residual adds (by the next RMSNorm's threads) and logits.
+  const granite = { ...linearRope, model_type: "granite", rope_scaling: null, embedding_multiplier: 12, residual_multiplier: 0.22, attention_multiplier: 0.0625, logits_scaling: 8 };
   // Mistral's window in every layer: prefill rows split between threads see the same key blocks.
   const mistral = { ...linearRope, model_type: "mistral", rope_scaling: null, sliding_window: 5 };
   // Gemma 3: output norms added by the next RMSNorm's threads, GeGLU, a sliding layer (window 5) with its own RoPE table.
   const gemma3 = { ...linearRope, model_type: "gemma3_text", rope_scaling: null, head_dim: 16, layer_types: ["sliding_attention", "full_attention"], sliding_window: 5 };
-  for (const [dtype, config, what] of [["f32", linearRope, "llama"], ["q8_0", linearRope, "llama"], ["f32", qwen3, "qwen3"], ["f32", smollm3, "smollm3"], ["f32", gemma3, "gemma3_text"], ["q8_0", gemma3, "gemma3_text"], ["f32", mistral, "mistral"], ["f32", gemma2, "gemma2"]] as const) {
+  for (const [dtype, config, what] of [["f32", linearRope, "llama"], ["q8_0", linearRope, "llama"], ["f32", qwen3, "qwen3"], ["f32", smollm3, "smollm3"], ["f32", gemma3, "gemma3_text"], ["q8_0", gemma3, "gemma3_text"], ["f32", mistral, "mistral"], ["f32", gemma2, "gemma2"], ["q8_0", granite, "granite"]] as const) {
     it(`a model's forward pass (one program per step) gives the same logits on 1, 2 and 3 threads, and allocates nothing per decode step (${what}, ${dtype})`, () => {
       // 4 KV heads: every thread count splits decode attention by heads (bit-identical); prefill
       // and a 3-sequence batch exercise the row splits.

@@ -54,3 +54,10 @@ export function softcap_f32(x: usize, out: usize, n: i32, cap: f32): void {
   for (let o: usize = 0; o < body; o += 16) v128.store(out + o, softcap4(v128.load(x + o), cap));
   for (let o = body, end = <usize>n << 2; o < end; o += 4) store<f32>(out + o, f32x4.extract_lane(softcap4(f32x4.splat(load<f32>(x + o)), cap), 0));
 }
+
+// y += x · s over n floats (Granite's residual_multiplier: the attention and MLP outputs scaled into the residual stream).
+export function add_scaled_f32(x: usize, y: usize, n: i32, s: f32): void {
+  const body = <usize>(n & ~3) << 2, sv = f32x4.splat(s);
+  for (let o: usize = 0; o < body; o += 16) v128.store(y + o, f32x4.add(v128.load(y + o), f32x4.mul(v128.load(x + o), sv)));
+  for (let o = body, end = <usize>n << 2; o < end; o += 4) store<f32>(y + o, load<f32>(y + o) + load<f32>(x + o) * s);
+}

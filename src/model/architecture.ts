@@ -75,7 +75,7 @@ export interface Architecture {
   /** Hugging Face names that differ from Llama's, by role. */
   hfNames?: Partial<Record<LayerRole, string>>;
   /** The llama.cpp architecture a GGUF file of it is written as; undefined: none (no GGUF export). */
-  ggufArchitecture?: "llama" | "qwen2" | "qwen3" | "smollm3" | "gemma2" | "gemma3";
+  ggufArchitecture?: "llama" | "qwen2" | "qwen3" | "smollm3" | "gemma2" | "gemma3" | "granite";
 }
 
 /** Every model type: Llama's layout, with what differs. */
@@ -95,6 +95,8 @@ export const ARCHITECTURES: Record<ModelType, Architecture> = {
   gemma3_text: { outputBias: true, qkNorm: true, outputNorms: true, normWeightOffset: 1, hfNames: { ffnNorm: "pre_feedforward_layernorm.weight" }, ggufArchitecture: "gemma3" },
   // Gemma 2: Gemma 3's layout without q/k norms, every other layer sliding, soft-capped scores and logits (ModelConfig).
   gemma2: { outputBias: true, outputNorms: true, normWeightOffset: 1, hfNames: { ffnNorm: "pre_feedforward_layernorm.weight" }, ggufArchitecture: "gemma2" },
+  // Granite 3.x (IBM): Llama's layout with four multipliers (embeddings, residual adds, attention scale, logits: ModelConfig).
+  granite: { outputBias: true, ggufArchitecture: "granite" },
 };
 
 /** A layer role's Hugging Face name (after `model.layers.{i}.`) in a model type. */
@@ -104,11 +106,11 @@ function hfName(r: RoleSpec<LayerRole>, modelType: ModelType): string {
 
 /**
  * llama.cpp's converter permutes the rows of q and k (weights and biases) of models it writes as
- * its llama architecture (and smollm3, a llama model there), for its RoPE layout; qwen2 / qwen3
- * files keep Hugging Face's order.
+ * its llama architecture (and smollm3 and granite, llama models there), for its RoPE layout;
+ * qwen2 / qwen3 / gemma files keep Hugging Face's order.
  */
 export function ggufPermutesQK(ggufArchitecture: string): boolean {
-  return ggufArchitecture === "llama" || ggufArchitecture === "mistral" || ggufArchitecture === "smollm3";
+  return ggufArchitecture === "llama" || ggufArchitecture === "mistral" || ggufArchitecture === "smollm3" || ggufArchitecture === "granite";
 }
 
 /** The tensors a config needs, in order: the embedding, each layer's, the final norm, the LM head unless tied. */

@@ -1,6 +1,6 @@
 // A Hugging Face config.json, read into what the runtime needs: the attention shape of every
 // layer (variable GQA included) and the MLP/norm/rope parameters. Llama, Qwen2, Qwen3, SmolLM3,
-// Mistral, DeciLM, Gemma 2 and Gemma 3's text models; anything else is a clear error.
+// Mistral, DeciLM, Gemma 2, Gemma 3's text models and Granite; anything else is a clear error.
 
 import { ARCHITECTURES } from "./architecture.ts";
 
@@ -8,7 +8,7 @@ export class ModelConfigError extends Error {
   override name = "ModelConfigError";
 }
 
-export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "deci", "gemma2", "gemma3_text"] as const;
+export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "deci", "gemma2", "gemma3_text", "granite"] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 
 export interface ModelConfig {
@@ -57,6 +57,10 @@ export interface ModelConfig {
   attentionSoftcap?: number;
   /** Gemma 2: logits capped at ±finalSoftcap likewise; absent: not capped. */
   finalSoftcap?: number;
+  /** Granite's residual_multiplier: the attention and MLP outputs scaled by it before their residual adds. */
+  residualScale?: number;
+  /** Granite: logits multiplied by this (1 / logits_scaling). */
+  logitScale?: number;
   /** SmolLM3's NoPE layers: true where a layer's q and k get no rotary embedding (absent: every layer rotates). */
   nopeLayers?: readonly boolean[];
 }
@@ -177,5 +181,7 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
     qkNorm: arch.qkNorm === true, nopeLayers, activation, outputNorms: arch.outputNorms === true,
     ...(gemma ? { attentionScale: 1 / Math.sqrt(num("query_pre_attn_scalar", 256)), embeddingScale: Math.sqrt(hiddenSize), attentionSoftcap, finalSoftcap } : {}),
     ...(gemma3 ? { localRopeTheta: num("rope_local_base_freq", 10000) } : {}),
+    // Granite's multipliers (Hugging Face's GraniteConfig defaults: 1).
+    ...(modelType === "granite" ? { embeddingScale: num("embedding_multiplier", 1), residualScale: num("residual_multiplier", 1), attentionScale: num("attention_multiplier", 1), logitScale: 1 / num("logits_scaling", 1) } : {}),
   };
 }

@@ -1,5 +1,5 @@
 // A model as a GGUF file llama.cpp reads (`gqa-wasm quantize`): the metadata its loader expects
-// for the llama / qwen2 / qwen3 / smollm3 / gemma2 / gemma3 architectures, norms in F32 (Gemma's as 1 + w), linear weights and embeddings in F32, F16,
+// for the llama / qwen2 / qwen3 / smollm3 / gemma2 / gemma3 / granite architectures, norms in F32 (Gemma's as 1 + w), linear weights and embeddings in F32, F16,
 // BF16, Q8_0, Q4_0, Q5_0, IQ4_NL (quantized as ggml's reference quantizers do), Q4_K or Q6_K
 // (scales fitted as llama.cpp fits them), or llama.cpp's Q4_K_M mix of them, q/k rows permuted the way
 // llama.cpp's converter does for llama-style RoPE, llama3 rope scaling as rope_freqs.weight, and
@@ -83,6 +83,10 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     ...(config.slidingWindow !== undefined && (arch === "gemma2" || arch === "gemma3") ? { [a("attention.sliding_window")]: { type: "u32", value: config.slidingWindow } } : {}),
     ...(config.attentionSoftcap !== undefined ? { [a("attn_logit_softcapping")]: { type: "f32", value: config.attentionSoftcap } } : {}),
     ...(config.finalSoftcap !== undefined ? { [a("final_logit_softcapping")]: { type: "f32", value: config.finalSoftcap } } : {}),
+    ...(arch === "granite" ? {
+      [a("embedding_scale")]: { type: "f32", value: config.embeddingScale! }, [a("residual_scale")]: { type: "f32", value: config.residualScale! },
+      [a("attention.scale")]: { type: "f32", value: config.attentionScale! }, [a("logit_scale")]: { type: "f32", value: 1 / config.logitScale! },
+    } : {}),
     ...(config.ropeScaling?.type === "linear" ? {
       [a("rope.scaling.type")]: { type: "string", value: "linear" }, [a("rope.scaling.factor")]: { type: "f32", value: config.ropeScaling.factor },
     } : {}),

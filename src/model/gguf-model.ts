@@ -35,7 +35,7 @@ export const SMOLLM3_NOPE_INTERVAL = 4;
 export const ROPE_FACTORS_TENSOR = "rope_freqs.weight";
 
 const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "gemma2", "gemma3"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "gemma2", "gemma3", "granite"] as const;
 
 /**
  * What llama.cpp's gemma2 / gemma3 fix (no key holds them): which layers slide (all but every
@@ -130,6 +130,11 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     ...((arch === "llama" || arch === "qwen3") && byName.has("blk.0.attn_q.bias") ? { attention_bias: true } : {}),
     // llama.cpp's smollm3 skips RoPE in every 4th layer (no key says so).
     ...(arch === "smollm3" ? { no_rope_layer_interval: SMOLLM3_NOPE_INTERVAL } : {}),
+    // Granite's multipliers (llama.cpp's names: *_scale; no attention.scale: 1 / sqrt(head_dim), as llama.cpp).
+    ...(arch === "granite" ? {
+      embedding_multiplier: num("granite.embedding_scale") ?? 1, residual_multiplier: num("granite.residual_scale") ?? 1, logits_scaling: num("granite.logit_scale") ?? 1,
+      attention_multiplier: num("granite.attention.scale") ?? 1 / Math.sqrt(keyLength ?? (num("granite.embedding_length") ?? 0) / (headCount ?? 1)),
+    } : {}),
     // Gemma 2 / 3: what llama.cpp fixes for them (GEMMA_GGUF).
     ...(gemma ? {
       ...(gemma.localRopeTheta !== undefined ? { rope_local_base_freq: gemma.localRopeTheta } : {}), sliding_window: swa,

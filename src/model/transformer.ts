@@ -1,9 +1,9 @@
-// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, smollm3, mistral, deci, gemma2, gemma3_text), top to bottom like llama2.c's run.c: embedding
-// (Gemma: scaled), then per layer RMSNorm -> q/k/v projections -> (Qwen3, Gemma 3: RMSNorm of each head of q and k) -> RoPE
+// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, smollm3, mistral, deci, gemma2, gemma3_text, granite), top to bottom like llama2.c's run.c:
+// embedding (Gemma, Granite: scaled), then per layer RMSNorm -> q/k/v projections -> (Qwen3, Gemma 3: RMSNorm of each head of q and k) -> RoPE
 // (not in SmolLM3's NoPE layers; Gemma 3's sliding layers with their own theta) -> K/V written into the paged cache -> grouped
 // attention over the cache (Mistral's and Gemma's sliding window; Gemma 2's soft-capped scores) -> o projection + residual (Gemma: the
-// output RMS-normalised first) -> RMSNorm -> SwiGLU (Gemma: GeGLU) MLP + residual (likewise); final RMSNorm and the LM head (Gemma 2:
-// soft-capped logits). The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
+// output RMS-normalised first; Granite: scaled) -> RMSNorm -> SwiGLU (Gemma: GeGLU) MLP + residual (likewise); final RMSNorm and the
+// LM head (Gemma 2: soft-capped logits; Granite: scaled). The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
 // allocated once (RunState), phases separated by barriers, so with threads it is one hand-off to
 // the worker pool instead of one per op, and the activations never come back to JavaScript. A
 // decode step runs the program built for the last step of its shape again, with only its
@@ -260,12 +260,17 @@ export class TransformerModel {
     // Each returns where the quantized input is, or undefined (the calls quantize it).
     const nb = (K: number) => Math.ceil(K / 32);
     const readsQuantized = (weights: readonly WasmBuffer[], rows: number) => weights.some((w) => rt.readsQuantizedX(w.dtype, rows));
-    // Gemma: the output norm (of attention or the MLP, in h) whose RMSNorm is yet to be added into
-    // x, by the threads of the RMSNorm that reads x next, each its own rows (no barrier between).
-    let pendingAdd: WasmBuffer | undefined;
+    // Gemma, Granite: an attention or MLP output (in h) yet to be added into x, RMS-normalised by a
+    // weight (Gemma) or scaled (Granite), by the threads of the RMSNorm that reads x next, each its
+    // own rows (no barrier between).
+    let pendingAdd: { norm: WasmBuffer } | { scale: number } | undefined;
     const addPending = (t: number, r0: number, r1: number) => {
-      if (pendingAdd) p.add(t, { kernel: "rmsnorm_add_f32", args: [s.h.ptr, pendingAdd.ptr, s.x.ptr, hd, eps, r0, r1] });
+      if (!pendingAdd) return;
+      if ("norm" in pendingAdd) p.add(t, { kernel: "rmsnorm_add_f32", args: [s.h.ptr, pendingAdd.norm.ptr, s.x.ptr, hd, eps, r0, r1] });
+      else p.add(t, { kernel: "add_scaled_f32", args: [rowPtr(s.h, r0, hd), rowPtr(s.x, r0, hd), (r1 - r0) * hd, pendingAdd.scale] });
     };
+    /** Where the attention and MLP outputs go: fused into x by the linear kernel, or into h, added by the next RMSNorm's threads. */
+    const residualOf = (outNorm: WasmBuffer | undefined): typeof pendingAdd => (outNorm ? { norm: outNorm } : c.residualScale !== undefined ? { scale: c.residualScale } : undefined);
     /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized. */
     const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[]) => {
       const quantize = readsQuantized(next, n);
@@ -348,8 +353,9 @@ export class TransformerModel {
       attention.push(cache.attentionCalls(p, items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D), table: tables[i]![l] })), l, attentionArgs));
       p.barrier();
       const aq = quantizeFor(s.attn, n, H * D, L.o);
-      // The residual add fused into the o projection; Gemma's output norm comes first: into h, added by the next RMSNorm's threads.
-      if (L.attnOutNorm) { linear(s.attn, L.o, s.h, H * D, hd, aq, { bias: L.oBias }); pendingAdd = L.attnOutNorm; }
+      // The residual add fused into the o projection; Gemma's output norm (Granite's scale) comes first: into h, added by the next RMSNorm's threads.
+      const attnAdd = residualOf(L.attnOutNorm);
+      if (attnAdd) { linear(s.attn, L.o, s.h, H * D, hd, aq, { bias: L.oBias }); pendingAdd = attnAdd; }
       else linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true, bias: L.oBias });
       p.barrier();
       const hq2 = rmsnorm(L.ffnNorm, [L.gate, L.up]);
@@ -370,21 +376,26 @@ export class TransformerModel {
       });
       p.barrier();
       const gq = fuse ? state.qa.ptr : quantizeFor(s.gate, n, ff, L.down);
-      if (L.ffnOutNorm) { linear(s.gate, L.down, s.h, ff, hd, gq); pendingAdd = L.ffnOutNorm; }
+      const ffnAdd = residualOf(L.ffnOutNorm);
+      if (ffnAdd) { linear(s.gate, L.down, s.h, ff, hd, gq); pendingAdd = ffnAdd; }
       else linear(s.gate, L.down, s.x, ff, hd, gq, { accumulate: true });
       p.barrier();
     });
-    /** Gemma 2: every logit capped at ±finalSoftcap, in quads over the threads. */
-    function softcapLogits() {
-      if (c.finalSoftcap === undefined) return;
+    /** Gemma 2: every logit capped at ±finalSoftcap; Granite: scaled by logitScale; in quads over the threads. */
+    function finishLogits() {
+      if (c.finalSoftcap === undefined && c.logitScale === undefined) return;
       p.barrier();
       const total = logits.length;
-      rowRanges(Math.ceil(total / 4)).forEach(([a, b], t) => p.add(t, { kernel: "softcap_f32", args: [logits.ptr + a * 16, logits.ptr + a * 16, Math.min(b * 4, total) - a * 4, c.finalSoftcap!] }));
+      rowRanges(Math.ceil(total / 4)).forEach(([a, b], t) => {
+        const args = [logits.ptr + a * 16, logits.ptr + a * 16, Math.min(b * 4, total) - a * 4];
+        if (c.logitScale !== undefined) p.add(t, { kernel: "scale_f32", args: [...args, c.logitScale] });
+        if (c.finalSoftcap !== undefined) p.add(t, { kernel: "softcap_f32", args: [...args, c.finalSoftcap] });
+      });
     }
     if (!lastOnly) {
       rmsnorm(this.finalNorm, []); // linearCalls quantizes for itself
       rt.linearCalls(p, { x: s.h, weight: this.lmHead, out: logits, inFeatures: hd, outFeatures: V });
-      softcapLogits();
+      finishLogits();
     } else {
       // Only each item's last row is normalised and goes through the LM head, gathered into consecutive rows.
       items.forEach((_, i) => {
@@ -394,7 +405,7 @@ export class TransformerModel {
       });
       p.barrier();
       linear(s.last, this.lmHead, logits, hd, V, quantizeFor(s.last, items.length, hd, this.lmHead));
-      softcapLogits();
+      finishLogits();
     }
     const positions = positioned.map((pairs) => Int32Array.from(pairs));
     // The sequence and table version each item's tables were last written for: a step that took

@@ -159,6 +159,8 @@ export const KERNELS = {
   /** gelu_tanh(gate) · up (Gemma's MLP) */
   geglu_tanh_f32: { from: "kernels/elementwise", params: ["gate", "up", "out", "n"], pool: true },
   scale_f32: { from: "kernels/elementwise", params: ["x", "out", "n", "s"], pool: true },
+  /** y += x · s (Granite's scaled residual adds) */
+  add_scaled_f32: { from: "kernels/elementwise", params: ["x", "y", "n", "s"], pool: true },
   /** cap · tanh(x / cap) (Gemma 2's final logits) */
   softcap_f32: { from: "kernels/elementwise", params: ["x", "out", "n", "cap"], pool: true },
   exp_f32: { from: "math/exp", params: ["x", "out", "n"] },
