@@ -126,12 +126,14 @@ const CONFIG_KEYS = ["model_type", "hidden_size", "intermediate_size", "num_hidd
   "vocab_size", "rms_norm_eps", "rope_theta", "rope_scaling", "max_position_embeddings", "tie_word_embeddings", "sliding_window", "num_key_value_heads_per_layer",
   "hidden_act", "mlp_bias", "attention_bias", "eos_token_id", "bos_token_id",
   // Gemma 2's and 3's
-  "layer_types", "sliding_window_pattern", "query_pre_attn_scalar", "rope_local_base_freq", "hidden_activation", "attn_logit_softcapping", "final_logit_softcapping"];
+  "layer_types", "sliding_window_pattern", "query_pre_attn_scalar", "rope_local_base_freq", "hidden_activation", "attn_logit_softcapping", "final_logit_softcapping",
+  // Granite's
+  "embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling"];
 
 const hostileNumber = fc.oneof(
   fc.integer({ min: -3, max: 300 }), fc.constantFrom(0, 1, 2, 3, 7, 64, 1e6, 1e9, 1e12, 2 ** 31, 2 ** 53, -1, 0.5, NaN, 1e308),
 );
-const configValue = fc.oneof(hostileNumber, fc.jsonValue({ maxDepth: 2 }), fc.constantFrom("llama", "qwen2", "mistral", "deci", "gemma", "gemma2", "gemma3_text", "silu", "gelu", "gelu_pytorch_tanh"),
+const configValue = fc.oneof(hostileNumber, fc.jsonValue({ maxDepth: 2 }), fc.constantFrom("llama", "qwen2", "mistral", "deci", "gemma", "gemma2", "gemma3_text", "granite", "silu", "gelu", "gelu_pytorch_tanh"),
   fc.array(fc.constantFrom("sliding_attention", "full_attention", "x"), { maxLength: 4 }),
   fc.record({ rope_type: fc.constantFrom("llama3", "linear", "dynamic", "yarn", "default"), factor: hostileNumber, low_freq_factor: hostileNumber, high_freq_factor: hostileNumber, original_max_position_embeddings: hostileNumber }, { requiredKeys: [] }),
   fc.array(hostileNumber, { maxLength: 6 }));
