@@ -97,6 +97,21 @@ for (const build of BUILDS) {
       } finally { g.free(); u.free(); out.free(); }
     });
 
+    it("soft-cap (Gemma 2's logits) equals cap · tanh(x / cap) to 1e-6 of the cap, into both tails; a scaled add (Granite's residual) equals y + s · x", async () => {
+      const rt = await runtimeFor(build);
+      const n = 1003, xa = randomArray(n, 5, 200), ya = randomArray(n, 6, 3);
+      xa[0] = 1e6; xa[1] = -1e6; xa[2] = 0; xa[3] = 1e-3; xa[4] = -29.9;
+      const x = rt.upload(xa), y = rt.upload(ya), out = rt.alloc(n);
+      try {
+        for (const cap of [30, 50, 0.5]) {
+          rt.kernels.softcap_f32(x.ptr, out.ptr, n, cap);
+          for (let i = 0; i < n; i++) assert.ok(Math.abs(out.array[i]! - cap * Math.tanh(xa[i]! / cap)) <= 1e-6 * cap, `cap ${cap}, x ${xa[i]}: ${out.array[i]}`);
+        }
+        rt.kernels.add_scaled_f32(x.ptr, y.ptr, n, 0.22);
+        assert.deepEqual([...y.array], [...Float32Array.from(ya, (v, i) => Math.fround(v + Math.fround(xa[i]! * Math.fround(0.22))))]);
+      } finally { x.free(); y.free(); out.free(); }
+    });
+
     it("RMSNorm added into a residual (Gemma's output norms): out += rmsnorm(x) · w over a row range; and a scale by a constant", async () => {
       const rt = await runtimeFor(build);
       for (const dim of [1, 7, 64, 130]) {

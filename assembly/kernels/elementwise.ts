@@ -1,6 +1,7 @@
 import { exp4, softcap4 } from "../math/exp";
 
-// Elementwise kernels over n floats: the gated MLPs' activations (with the SIMD exp) and a scale; out may equal an input.
+// Elementwise kernels over n floats: the gated MLPs' activations (with the SIMD exp), a scale, a
+// scaled add and a soft-cap; out may equal an input.
 
 // SwiGLU (Llama, Qwen, Mistral): out = silu(gate) · up = gate / (1 + e^-gate) · up.
 export function swiglu_f32(gate: usize, up: usize, out: usize, n: i32): void {
