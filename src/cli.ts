@@ -628,6 +628,7 @@ async function info(args: string[]): Promise<number> {
     `layers: ${s.layers}, query heads: ${s.numHeads}, head_dim: ${s.headDim}`,
     `RoPE: ${s.rope}`,
     ...(s.slidingWindow ? [`sliding window: ${s.slidingWindow}`] : []),
+    ...(s.scaling ? [`scaling: ${s.scaling}`] : []),
     ...(types ? [`GGUF tensor types: ${types}`] : []),
     `KV heads per layer: ${new Set(kv).size === 1 ? `${kv[0]} in every layer` : kv.join(",")}`,
     `KV cache per token (f32): ${formatBytes(s.kvBytesPerToken)}; as MHA: ${formatBytes(s.mhaKvBytesPerToken)} (${(s.mhaKvBytesPerToken / s.kvBytesPerToken).toFixed(1)}x more)`,

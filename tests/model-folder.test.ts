@@ -41,7 +41,10 @@ describe("model folders and `gqa-wasm info`", () => {
     const llama3 = folder({ ...llama, rope_theta: 500000, rope_scaling: { rope_type: "llama3", factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } });
     assert.match(run("info", "--model", llama3).stdout, /RoPE: theta 500000, llama3 scaling: factor 32 over 8192 positions\n/);
     const gemma = { ...llama, model_type: "gemma3_text", num_hidden_layers: 3, num_key_value_heads: 1, head_dim: 16, sliding_window: 512, sliding_window_pattern: 3 };
-    assert.match(run("info", "--model", folder(gemma)).stdout, /architecture: gemma3_text \(MQA\)[\s\S]*RoPE: theta 1000000\nsliding window: 512 tokens in 2 of 3 layers \(RoPE theta 10000 there\)\n/);
+    assert.match(run("info", "--model", folder(gemma)).stdout, /architecture: gemma3_text \(MQA\)[\s\S]*RoPE: theta 1000000\nsliding window: 512 tokens in 2 of 3 layers \(RoPE theta 10000 there\)\nscaling: embeddings x 8, attention scale 0.0625\n/);
+    const granite = { ...llama, model_type: "granite", embedding_multiplier: 12, residual_multiplier: 0.22, attention_multiplier: 0.015625, logits_scaling: 8 };
+    assert.match(run("info", "--model", folder(granite)).stdout, /\nscaling: embeddings x 12, attention scale 0.015625, residual adds x 0.22, logits x 0.125\n/);
+    assert.doesNotMatch(run("info", "--model", folder(llama)).stdout, /scaling:/);
     const mqa = folder({ ...llama, num_key_value_heads: 1, head_dim: 16, tie_word_embeddings: true }, { shards: 3 });
     assert.match(run("info", "--model", mqa).stdout, /llama \(MQA\)[\s\S]*head_dim: 16/);
   });

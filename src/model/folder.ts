@@ -37,6 +37,8 @@ export interface ModelSummary {
   rope: string;
   /** The sliding window, in words ("512 tokens in 15 of 18 layers (RoPE theta 10000 there)"); absent: none. */
   slidingWindow?: string;
+  /** What scales or caps the model's values beyond Llama's, in words (Gemma's, Granite's); absent: nothing. */
+  scaling?: string;
 }
 
 /** The file's JSON, or undefined when the file is absent; bad JSON is a clear error. */
@@ -137,7 +139,20 @@ export function summarizeModel(folder: { config: ModelConfig; tensors: Map<strin
     mhaKvBytesPerToken: c.numLayers * perLayer(c.numHeads),
     weightBytes, rope: ropeSummary(c),
     ...(c.slidingWindow !== undefined && (c.slidingLayers?.some((x) => x) ?? true) ? { slidingWindow: windowSummary(c) } : {}),
+    ...(scalingSummary(c) ? { scaling: scalingSummary(c) } : {}),
   };
+}
+
+function scalingSummary(c: ModelConfig): string | undefined {
+  const parts = [
+    c.embeddingScale !== undefined ? `embeddings x ${+c.embeddingScale.toPrecision(6)}` : "",
+    c.attentionScale !== undefined ? `attention scale ${+c.attentionScale.toPrecision(6)}` : "",
+    c.residualScale !== undefined ? `residual adds x ${c.residualScale}` : "",
+    c.logitScale !== undefined ? `logits x ${+c.logitScale.toPrecision(6)}` : "",
+    c.attentionSoftcap !== undefined ? `scores capped at ${c.attentionSoftcap}` : "",
+    c.finalSoftcap !== undefined ? `logits capped at ${c.finalSoftcap}` : "",
+  ].filter((p) => p !== "");
+  return parts.length > 0 ? parts.join(", ") : undefined;
 }
 
 function windowSummary(c: ModelConfig): string {
