@@ -257,6 +257,9 @@ describe("GGUF files", function () {
         hidden_size: 64, intermediate_size: 96, num_key_value_heads: 1, head_dim: 32, query_pre_attn_scalar: 32, sliding_window: 4, rope_theta: 1000000, rope_local_base_freq: 10000 }],
       ["granite (four multipliers as granite.*_scale; q/k permuted as llama's)", { ...textModel, model_type: "granite", hidden_size: 64, intermediate_size: 96, tie_word_embeddings: true,
         embedding_multiplier: 12, residual_multiplier: 0.22, attention_multiplier: 0.0625, logits_scaling: 8 }],
+      ["gemma3_text with linear rope scaling on its global layer (Gemma 3 4B+: rope.scaling linear, the sliding layers unscaled as llama.cpp's)", { ...textModel, model_type: "gemma3_text",
+        num_hidden_layers: 6, hidden_size: 64, intermediate_size: 96, num_key_value_heads: 1, head_dim: 32, query_pre_attn_scalar: 32, sliding_window: 4, rope_theta: 1000000,
+        rope_local_base_freq: 10000, rope_scaling: { rope_type: "linear", factor: 8 } }],
       ["gemma2 (soft-capped scores and logits, every other layer sliding, as llama.cpp's gemma2)", { ...textModel, model_type: "gemma2", num_hidden_layers: 4,
         hidden_size: 64, intermediate_size: 96, num_key_value_heads: 2, head_dim: 32, query_pre_attn_scalar: 32, sliding_window: 4, attn_logit_softcapping: 3, final_logit_softcapping: 2 }],
     ];

@@ -35,6 +35,8 @@ export const models: [string, Record<string, unknown>][] = [
   ["mistral with a sliding window (5) shorter than the prompt", { ...base, model_type: "mistral", num_key_value_heads: 2, sliding_window: 5 }],
   ["gemma3_text: a sliding layer (window 5) with its own theta, q/k and output norms, GeGLU, scaled embeddings, query_pre_attn_scalar, tied", { ...base, model_type: "gemma3_text",
     num_key_value_heads: 1, head_dim: 16, layer_types: ["sliding_attention", "full_attention"], sliding_window: 5, query_pre_attn_scalar: 24, rope_theta: 1000000, rope_local_base_freq: 10000 }],
+  ["gemma3_text with linear rope scaling (factor 8) on its global layer only, as Gemma 3 4B and up", { ...base, model_type: "gemma3_text", num_hidden_layers: 3,
+    num_key_value_heads: 2, head_dim: 16, sliding_window_pattern: 3, sliding_window: 4, rope_theta: 1000000, rope_local_base_freq: 10000, rope_scaling: { rope_type: "linear", factor: 8 } }],
   ["gemma2: soft-capped scores (5) and logits (2), a sliding layer (window 5), output norms, GeGLU, tied", { ...base, model_type: "gemma2",
     num_key_value_heads: 2, head_dim: 16, sliding_window: 5, query_pre_attn_scalar: 16, attn_logit_softcapping: 5, final_logit_softcapping: 2 }],
   ["granite: embedding, residual, attention and logit multipliers, tied", { ...base, model_type: "granite", num_key_value_heads: 2, tie_word_embeddings: true,
