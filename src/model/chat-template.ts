@@ -30,7 +30,7 @@ export class ChatTemplate {
   private readonly template: Template;
 
   /** `source` names the file the template came from, for messages. */
-  constructor(readonly text: string, readonly source: string, private readonly limits: TemplateLimits = DEFAULT_TEMPLATE_LIMITS) {
+  constructor(text: string, readonly source: string, private readonly limits: TemplateLimits = DEFAULT_TEMPLATE_LIMITS) {
     if (text.length > MAX_TEMPLATE_CHARS) throw new TemplateError(`${source}: the chat template is ${text.length} characters, over the ${MAX_TEMPLATE_CHARS} accepted`);
     try {
       this.template = new Template(text);

@@ -131,7 +131,7 @@ export function summarizeModel(folder: { config: ModelConfig; tensors: Map<strin
     parameters += t.shape.reduce((a, b) => a * b, 1);
     weightBytes += t.byteLength;
   }
-  const perLayer = (kv: number) => 2 * kv * c.headDim * 4;
+  const perLayer = (kv: number) => 2 * kv * c.headDim * 4, scaling = scalingSummary(c);
   return {
     architecture: `${c.modelType}${c.kvHeadsPerLayer.every((k) => k === c.numHeads) ? " (MHA)" : new Set(c.kvHeadsPerLayer).size > 1 ? " (variable GQA)" : c.kvHeadsPerLayer[0] === 1 ? " (MQA)" : " (GQA)"}`,
     parameters, layers: c.numLayers, numHeads: c.numHeads, headDim: c.headDim, kvHeadsPerLayer: c.kvHeadsPerLayer,
@@ -139,7 +139,7 @@ export function summarizeModel(folder: { config: ModelConfig; tensors: Map<strin
     mhaKvBytesPerToken: c.numLayers * perLayer(c.numHeads),
     weightBytes, rope: ropeSummary(c),
     ...(c.slidingWindow !== undefined && (c.slidingLayers?.some((x) => x) ?? true) ? { slidingWindow: windowSummary(c) } : {}),
-    ...(scalingSummary(c) ? { scaling: scalingSummary(c) } : {}),
+    ...(scaling ? { scaling } : {}),
   };
 }
 

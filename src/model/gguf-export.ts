@@ -43,7 +43,8 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   }
   const scaling = config.ropeScaling;
   if (scaling?.type === "dynamic") throw fail("dynamic rope scaling is not written (llama.cpp has no form of it)");
-  if (arch === "gemma2" || arch === "gemma3") {
+  const gemma = arch === "gemma2" || arch === "gemma3";
+  if (gemma) {
     // What llama.cpp takes as constants for gemma2 / gemma3 (GEMMA_GGUF) must be what the config says.
     const g = GEMMA_GGUF[arch];
     if (config.slidingLayers?.some((s, i) => s !== ((i + 1) % g.slidingPattern !== 0))) throw fail(`sliding layers other than all but every ${g.slidingPattern}th are not written (llama.cpp's ${arch} fixes that pattern)`);
@@ -80,7 +81,7 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     ...(config.headDim * config.numHeads !== config.hiddenSize ? {
       [a("attention.key_length")]: { type: "u32", value: config.headDim }, [a("attention.value_length")]: { type: "u32", value: config.headDim },
     } : {}),
-    ...(config.slidingWindow !== undefined && (arch === "gemma2" || arch === "gemma3") ? { [a("attention.sliding_window")]: { type: "u32", value: config.slidingWindow } } : {}),
+    ...(config.slidingWindow !== undefined && gemma ? { [a("attention.sliding_window")]: { type: "u32", value: config.slidingWindow } } : {}),
     ...(config.attentionSoftcap !== undefined ? { [a("attn_logit_softcapping")]: { type: "f32", value: config.attentionSoftcap } } : {}),
     ...(config.finalSoftcap !== undefined ? { [a("final_logit_softcapping")]: { type: "f32", value: config.finalSoftcap } } : {}),
     ...(arch === "granite" ? {

@@ -111,10 +111,12 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   const ropeFactors = byName.get(ROPE_FACTORS_TENSOR);
   if (ropeFactors && scalingType === "linear") throw fail(`${ROPE_FACTORS_TENSOR} and linear rope scaling together are not supported`);
   const gemma = arch === "gemma2" || arch === "gemma3" ? GEMMA_GGUF[arch] : undefined;
+  // The head size as the config will take it (Gemma's and Granite's attention scales derive from it).
+  const hidden = num(`${arch}.embedding_length`), headDim = keyLength ?? (hidden ?? 0) / (headCount ?? 1);
   const layerCount = num(`${arch}.block_count`), swa = num(`${arch}.attention.sliding_window`) ?? gemma?.defaultWindow;
   const configJson: Record<string, unknown> = {
     model_type: gemma ? gemma.modelType : arch,
-    hidden_size: num(`${arch}.embedding_length`),
+    hidden_size: hidden,
     intermediate_size: num(`${arch}.feed_forward_length`),
     num_hidden_layers: num(`${arch}.block_count`),
     num_attention_heads: headCount,
@@ -133,14 +135,14 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     // Granite's multipliers (llama.cpp's names: *_scale; no attention.scale: 1 / sqrt(head_dim), as llama.cpp).
     ...(arch === "granite" ? {
       embedding_multiplier: num("granite.embedding_scale") ?? 1, residual_multiplier: num("granite.residual_scale") ?? 1, logits_scaling: num("granite.logit_scale") ?? 1,
-      attention_multiplier: num("granite.attention.scale") ?? 1 / Math.sqrt(keyLength ?? (num("granite.embedding_length") ?? 0) / (headCount ?? 1)),
+      attention_multiplier: num("granite.attention.scale") ?? 1 / Math.sqrt(headDim),
     } : {}),
     // Gemma 2 / 3: what llama.cpp fixes for them (GEMMA_GGUF).
     ...(gemma ? {
       ...(gemma.localRopeTheta !== undefined ? { rope_local_base_freq: gemma.localRopeTheta } : {}), sliding_window: swa,
       ...(typeof layerCount === "number" && Number.isInteger(layerCount) && layerCount > 0 && layerCount <= 1024
         ? { layer_types: Array.from({ length: layerCount }, (_, i) => (swa && (i + 1) % gemma.slidingPattern !== 0 ? "sliding_attention" : "full_attention")) } : {}),
-      query_pre_attn_scalar: gemmaAttentionScalar(arch as keyof typeof GEMMA_GGUF, layerCount ?? 0, num(`${arch}.embedding_length`) ?? 0, headCount ?? 1, keyLength ?? (num(`${arch}.embedding_length`) ?? 0) / (headCount ?? 1)),
+      query_pre_attn_scalar: gemmaAttentionScalar(arch as keyof typeof GEMMA_GGUF, layerCount ?? 0, hidden ?? 0, headCount ?? 1, headDim),
       attn_logit_softcapping: gemma.softcaps ? num(`${arch}.attn_logit_softcapping`) ?? gemma.softcaps.attention : null,
       final_logit_softcapping: num(`${arch}.final_logit_softcapping`) ?? gemma.softcaps?.final ?? null,
     } : {}),

@@ -16,6 +16,8 @@ export class TextTokenizer {
   private readonly byteLevel: boolean;
   readonly bosToken?: string;
   readonly eosToken?: string;
+  /** The chat template writes <think> (a thinking model: Qwen3, DeepSeek-R1 distills, QwQ, SmolLM3). */
+  readonly templateThinks: boolean;
 
   /**
    * `chatTemplate` overrides the one in tokenizer_config.json (newer checkpoints ship it as
@@ -35,11 +37,10 @@ export class TextTokenizer {
     const fromConfig = pickTemplate(tokenizerConfig.chat_template);
     const template = chatTemplate ?? (fromConfig === undefined ? undefined : { text: fromConfig, source: configSource });
     if (template !== undefined) this.template = new ChatTemplate(template.text, template.source);
+    this.templateThinks = template?.text.includes("<think>") ?? false;
   }
 
   get hasChatTemplate(): boolean { return this.template !== undefined; }
-  /** The chat template writes <think> (a thinking model: Qwen3, DeepSeek-R1 distills, QwQ, SmolLM3). */
-  get templateThinks(): boolean { return this.template?.text.includes("<think>") ?? false; }
 
   /** Token ids of `text`; `addSpecialTokens` adds what the tokenizer's post-processor adds (e.g. BOS). */
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {

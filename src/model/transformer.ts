@@ -269,8 +269,16 @@ export class TransformerModel {
       if ("norm" in pendingAdd) p.add(t, { kernel: "rmsnorm_add_f32", args: [s.h.ptr, pendingAdd.norm.ptr, s.x.ptr, hd, eps, r0, r1] });
       else p.add(t, { kernel: "add_scaled_f32", args: [rowPtr(s.h, r0, hd), rowPtr(s.x, r0, hd), (r1 - r0) * hd, pendingAdd.scale] });
     };
-    /** Where the attention and MLP outputs go: fused into x by the linear kernel, or into h, added by the next RMSNorm's threads. */
-    const residualOf = (outNorm: WasmBuffer | undefined): typeof pendingAdd => (outNorm ? { norm: outNorm } : c.residualScale !== undefined ? { scale: c.residualScale } : undefined);
+    /**
+     * The attention or MLP output x·Wᵀ (+ bias) into the residual stream: added by the linear
+     * kernel itself (fused), or, normalised first by `outNorm` (Gemma) or scaled (Granite), into h
+     * for the next RMSNorm's threads to add.
+     */
+    const addToResidual = (x: WasmBuffer, weight: WasmBuffer, inFeatures: number, qa: number | undefined, outNorm: WasmBuffer | undefined, bias?: WasmBuffer) => {
+      const pending = outNorm ? { norm: outNorm } : c.residualScale !== undefined ? { scale: c.residualScale } : undefined;
+      if (pending) { linear(x, weight, s.h, inFeatures, hd, qa, { bias }); pendingAdd = pending; }
+      else linear(x, weight, s.x, inFeatures, hd, qa, { accumulate: true, bias });
+    };
     /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized. */
     const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[]) => {
       const quantize = readsQuantized(next, n);
@@ -353,10 +361,7 @@ export class TransformerModel {
       attention.push(cache.attentionCalls(p, items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D), table: tables[i]![l] })), l, attentionArgs));
       p.barrier();
       const aq = quantizeFor(s.attn, n, H * D, L.o);
-      // The residual add fused into the o projection; Gemma's output norm (Granite's scale) comes first: into h, added by the next RMSNorm's threads.
-      const attnAdd = residualOf(L.attnOutNorm);
-      if (attnAdd) { linear(s.attn, L.o, s.h, H * D, hd, aq, { bias: L.oBias }); pendingAdd = attnAdd; }
-      else linear(s.attn, L.o, s.x, H * D, hd, aq, { accumulate: true, bias: L.oBias });
+      addToResidual(s.attn, L.o, H * D, aq, L.attnOutNorm, L.oBias);
       p.barrier();
       const hq2 = rmsnorm(L.ffnNorm, [L.gate, L.up]);
       if (n === 1 && L.gateUp) linear(s.h, L.gateUp, state.gateUp.subarray(0, 2 * ff), hd, 2 * ff, hq2);
@@ -376,9 +381,7 @@ export class TransformerModel {
       });
       p.barrier();
       const gq = fuse ? state.qa.ptr : quantizeFor(s.gate, n, ff, L.down);
-      const ffnAdd = residualOf(L.ffnOutNorm);
-      if (ffnAdd) { linear(s.gate, L.down, s.h, ff, hd, gq); pendingAdd = ffnAdd; }
-      else linear(s.gate, L.down, s.x, ff, hd, gq, { accumulate: true });
+      addToResidual(s.gate, L.down, ff, gq, L.ffnOutNorm);
       p.barrier();
     });
     /** Gemma 2: every logit capped at ±finalSoftcap; Granite: scaled by logitScale; in quads over the threads. */
@@ -534,18 +537,14 @@ export class TransformerModel {
     const c = this.config;
     const frequencies = [ropeInverseFrequencies(c.headDim, c.ropeTheta, c.ropeScaling)];
     if (c.localRopeTheta !== undefined) frequencies.push(ropeInverseFrequencies(c.headDim, c.localRopeTheta));
-    const tables: { cos: WasmBuffer; sin: WasmBuffer }[] = [];
+    const made: WasmBuffer[] = [];
+    const upload = (data: Float32Array) => { const b = this.rt.upload(data); made.push(b); return b; };
     try {
-      for (const f of frequencies) {
-        const t = ropeTable(positions, f);
-        const cos = this.rt.upload(t.cos);
-        try { tables.push({ cos, sin: this.rt.upload(t.sin) }); } catch (e) { cos.free(); throw e; }
-      }
+      return { tables: frequencies.map((f) => { const t = ropeTable(positions, f); return { cos: upload(t.cos), sin: upload(t.sin) }; }), positions };
     } catch (e) {
-      for (const t of tables) { t.cos.free(); t.sin.free(); }
+      for (const b of made) b.free();
       throw e;
     }
-    return { tables, positions };
   }
 
   private growRope(positions: number): void {

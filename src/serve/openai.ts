@@ -235,7 +235,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     return { prompt_tokens: o.promptTokens, completion_tokens: o.tokens.length, total_tokens: o.promptTokens + o.tokens.length, prompt_tokens_details: { cached_tokens: o.cachedPromptTokens } };
   }
 
-  /** `reasoning` (chat): splits thoughts from the answer (reasoning_format "deepseek"). */
+  /** `reasoning` (chat): splits thoughts from the answer (reasoning_format "deepseek", or "auto" for a thinking model). */
   async function respond(c: Context, body: Record<string, unknown>, job: CompletionJob, kind: "chat" | "text", reasoning?: ReasoningSplitter): Promise<Response> {
     const stream = optionalBoolean(body.stream, "stream") ?? false;
     const streamOptions = body.stream_options;
