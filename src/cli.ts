@@ -43,6 +43,10 @@ const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (def
                              default become Q8_0: faster at one thread, more bytes)
   --kv-dtype f32|bf16|int8   how the KV cache stores K and V (default f32; bf16 halves its bytes)
   --threads N|auto           worker threads sharing each layer (default 1; auto: one per core)
+  --context N                the longest sequence in tokens (default: max_position_embeddings;
+                             LongRoPE models such as Phi-3.5 / Phi-4-mini: 4096, where their short
+                             factors hold; longer, up to max_position_embeddings, rotates by their
+                             long ones, as llama.cpp chooses by its context size)
 `;
 
 const COMMAND_HELP: Record<string, string> = {
@@ -80,7 +84,7 @@ Requests in flight decode together (continuous batching); repeated prompt prefix
                              reasoning_content, the answer to content (as llama-server); none:
                              the text as generated; auto (default, as llama-server): deepseek where
                              the chat template writes <think>. Requests may send reasoning_format
-  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|stored   --kv-dtype f32|bf16|int8   --threads N|auto   (as for run)
+  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|stored   --kv-dtype f32|bf16|int8   --threads N|auto   --context N   (as for run)
 `,
   run: `usage: gqa-wasm run --model DIR --prompt "..." [options]
        gqa-wasm run --model DIR --chat [--system "..."] [--prompt "..."]
@@ -269,8 +273,8 @@ function tokenList(raw: string | undefined): number[] {
 const SAMPLING_FLAGS = ["max-new-tokens", "temperature", "top-k", "top-p", "seed", "repetition-penalty"];
 const MODEL_FLAGS: Record<"logits" | "generate" | "run", FlagSpec> = {
   logits: stringFlags("model", "tokens", "out", "dtype"),
-  generate: { ...stringFlags("model", "tokens", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS), json: { type: "boolean" } },
-  run: { ...stringFlags("model", "prompt", "system", "chat-template-kwargs", "dtype", "kv-dtype", "threads", ...SAMPLING_FLAGS), stop: { type: "string", multiple: true }, chat: { type: "boolean" } },
+  generate: { ...stringFlags("model", "tokens", "dtype", "kv-dtype", "threads", "context", ...SAMPLING_FLAGS), json: { type: "boolean" } },
+  run: { ...stringFlags("model", "prompt", "system", "chat-template-kwargs", "dtype", "kv-dtype", "threads", "context", ...SAMPLING_FLAGS), stop: { type: "string", multiple: true }, chat: { type: "boolean" } },
 };
 
 /** A flag whose value is one of `values` (a usage error otherwise), or undefined. */
@@ -324,6 +328,7 @@ function checkLoadFlags(flags: Flags): void {
   if (kvDtype !== undefined && kvDtype !== "f32" && kvDtype !== "bf16" && kvDtype !== "int8") throw new UsageError(`--kv-dtype is f32, bf16 or int8, got '${kvDtype}'`);
   const threads = str(flags, "threads");
   if (threads !== undefined && threads !== "auto") int(flags, "threads");
+  int(flags, "context");
 }
 
 async function loadForCli(flags: Flags, showProgress: boolean) {
@@ -338,7 +343,7 @@ async function loadForCli(flags: Flags, showProgress: boolean) {
   const bar = showProgress ? progressBar() : undefined;
   const start = performance.now();
   try {
-    const model = await loadModel(rt, str(flags, "model")!, { dtype, onProgress: bar?.update, cache: kvDtype ? { dtype: kvDtype } : undefined });
+    const model = await loadModel(rt, str(flags, "model")!, { dtype, onProgress: bar?.update, cache: kvDtype ? { dtype: kvDtype } : undefined, contextLength: int(flags, "context") });
     return { model, loadSeconds: (performance.now() - start) / 1000 };
   } catch (e) {
     await rt.dispose();
@@ -601,11 +606,11 @@ async function info(args: string[]): Promise<number> {
   let types = "";
   let s;
   if (gguf) {
-    const { inspectGGUF } = await import("./model/gguf-model.ts");
+    const { inspectGGUF, ROPE_FACTORS_TENSOR } = await import("./model/gguf-model.ts");
     const found = await inspectGGUF(gguf.files, gguf.name);
     const tensors = new Map([...found.tensors].map(([name, t]) => [name, t.tensor]));
     s = summarizeModel({ config: found.config, tensors });
-    if (found.ropeFactors) s.rope += ", per-frequency factors (rope_freqs.weight, read at load)";
+    if (found.ropeFactors.has(ROPE_FACTORS_TENSOR)) s.rope += `, per-frequency factors (${ROPE_FACTORS_TENSOR}, read at load)`;
     const count = new Map<string, number>();
     for (const t of tensors.values()) count.set(t.type, (count.get(t.type) ?? 0) + 1);
     types = [...count].map(([t, n]) => `${t} x${n}`).join(", ");
@@ -637,7 +642,7 @@ async function info(args: string[]): Promise<number> {
 }
 
 async function serve(args: string[]): Promise<number> {
-  const flags = parseFlags("serve", args, stringFlags("model", "host", "port", "model-id", "api-key", "max-sequences", "max-queue", "kv-tokens", "max-body-bytes", "chat-template-kwargs", "reasoning-format", "dtype", "kv-dtype", "threads"));
+  const flags = parseFlags("serve", args, stringFlags("model", "host", "port", "model-id", "api-key", "max-sequences", "max-queue", "kv-tokens", "max-body-bytes", "chat-template-kwargs", "reasoning-format", "dtype", "kv-dtype", "threads", "context"));
   const dir = str(flags, "model");
   if (!dir) throw new UsageError("--model is required");
   checkLoadFlags(flags);

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRuntime, loadModel, parseModelConfig, type LanguageModel, type Runtime } from "../src/index.ts";
+import { withContextLength } from "../src/model/config.ts";
 import { GGUFError, GGUFNeedMore, parseGGUFHeader, readGGUFHeader, writeGGUF, type GGMLType, type GGUFTensorToWrite, type GGUFValue } from "../src/formats/gguf.ts";
 import { f16ToF32, f32ToF16 } from "../src/formats/half.ts";
 import { dequantizeGGML, IQ4_LEVELS, iq4xsToIq4nl, quantizeGGML, quantRowBytes, weightDtypeOf, type QuantDtype } from "../src/formats/quant.ts";
@@ -98,9 +99,13 @@ describe("GGUF files", function () {
       ["a tensor named twice", header([MAGIC, 3, 2n, 0n, "a", 1, 1n, 0, 0n, "a", 1, 1n, 0, 32n]), /appears twice/],
       ["an alignment of 3", header([MAGIC, 3, 0n, 1n, "general.alignment", 4, 3]), /not a power of two/],
       ["a bool holding 2", header([MAGIC, 3, 0n, 1n, "k", 7]).map((b, i, a) => (i === a.length - 64 ? 2 : b)), /a bool holds 2/],
+      // A key whose length ran over the keys after it (a corrupted length): shown quoted and cut, on one line.
+      ["a long key of control characters with an unknown type", header([MAGIC, 3, 0n, 1n, `phi3.rope\n${"x".repeat(3000)}`, 99]), /^x\.gguf: "phi3\.rope\\nx{70}\.\.\.": unknown value type 99$/],
+      ["a tensor name of 64 characters (ggml's are under 64)", header([MAGIC, 3, 1n, 0n, "t".repeat(64), 1, 32n, 0, 0n]), /tensor 0's name has 64 characters \(ggml's are under 64\)/],
+      ["a tensor name with a newline", header([MAGIC, 3, 1n, 0n, "blk.0.\nx", 1, 32n, 0, 0n]), /tensor 0's name "blk\.0\.\\nx" holds a control character/],
     ] as const) {
       it(`refuses ${what} with a GGUFError, allocating nothing in proportion`, () => {
-        assert.throws(() => parseGGUFHeader(bytes, bytes.length, "x.gguf"), (e: Error) => e instanceof GGUFError && message.test(e.message) && e.message.startsWith("x.gguf: "));
+        assert.throws(() => parseGGUFHeader(bytes, bytes.length, "x.gguf"), (e: Error) => e instanceof GGUFError && message.test(e.message) && e.message.startsWith("x.gguf: ") && !e.message.includes("\n"));
       });
     }
   });
@@ -262,8 +267,16 @@ describe("GGUF files", function () {
         rope_local_base_freq: 10000, rope_scaling: { rope_type: "linear", factor: 8 } }],
       ["gemma2 (soft-capped scores and logits, every other layer sliding, as llama.cpp's gemma2)", { ...textModel, model_type: "gemma2", num_hidden_layers: 4,
         hidden_size: 64, intermediate_size: 96, num_key_value_heads: 2, head_dim: 32, query_pre_attn_scalar: 32, sliding_window: 4, attn_logit_softcapping: 3, final_logit_softcapping: 2 }],
+      ["phi3 as Phi-3-mini-4k (attn_qkv and a fused ffn_up, MHA; not permuted; its window past the text)", { ...textModel, model_type: "phi3", hidden_size: 64, intermediate_size: 96,
+        num_key_value_heads: 4, sliding_window: 2047, max_position_embeddings: 4096 }],
     ];
     const text = "the theme in a café, 42 times";
+    // Phi-4-mini's form: RoPE on 3/4 of each head (rope.dimension_count), LongRoPE as
+    // rope_factors_long / _short with phi3.rope.scaling.original_context_length and attn_factor.
+    const phi4 = { ...textModel, model_type: "phi3", hidden_size: 64, intermediate_size: 96, partial_rotary_factor: 0.75, tie_word_embeddings: true,
+      max_position_embeddings: 512, original_max_position_embeddings: 64,
+      rope_scaling: { type: "longrope", short_factor: [1, 1.1, 1.3, 1.8, 2.5, 3], long_factor: [1, 2, 4, 8, 16, 32] } };
+    models.push(["phi3 as Phi-4-mini (RoPE on 12 of 16, LongRoPE as rope_factors_long / _short)", phi4]);
     // Llama 3.1 / 3.2: llama3 rope scaling, which llama.cpp's files hold as rope_freqs.weight
     // (original_max_position_embeddings 64: frequencies in all three bands over a short text).
     const llama3 = { ...textModel, hidden_size: 64, intermediate_size: 96, head_dim: 16, tie_word_embeddings: true, rope_theta: 500000,
@@ -289,8 +302,9 @@ describe("GGUF files", function () {
           if (dtype === "f32") assert.ok(maxDiff(got, want) <= 1e-4, `f32: ${maxDiff(got, want)}`);
           else {
             const atLoad = await loadModel(rt, dir, { dtype });
-            // (rope_freqs.weight holds llama3's divisors rounded to f32: the angles differ in their last bits.)
-            if (config === llama3) assert.ok(maxDiff(got, logitsOf(atLoad, ids)) <= 1e-4, `${dtype}: as quantizing at load`);
+            // (rope_freqs.weight holds llama3's divisors rounded to f32, LongRoPE's files their factors and
+            // attention factor: the angles differ in their last bits.)
+            if (config === llama3 || config === phi4) assert.ok(maxDiff(got, logitsOf(atLoad, ids)) <= 1e-4, `${dtype}: as quantizing at load`);
             else assert.deepEqual(got, logitsOf(atLoad, ids), `${dtype}: the file's blocks are the ones quantizing at load makes`);
             atLoad.dispose();
           }
@@ -300,6 +314,54 @@ describe("GGUF files", function () {
         folder.dispose();
       });
     }
+
+    it("LongRoPE: a context past original_max_position_embeddings (contextLength) rotates by the long factors, from the folder and its GGUF twin alike; past max_position_embeddings is one clear error", async () => {
+      const dir = writeModelFolder(phi4);
+      dirs.push(dir);
+      const cfg = parseModelConfig(phi4), weights = randomWeights(cfg);
+      const ids = Array.from({ length: 30 }, (_, i) => (i * 7 + 3) % 250);
+      const file = join(tmp(), "phi4.gguf");
+      writeFileSync(file, exportGGUF(cfg, (n) => weights.get(n)!, { dtype: "f32" }));
+      const h = parseGGUFHeader(readFileSync(file));
+      assert.deepEqual([h.tensors.get("rope_factors_long.weight")?.shape, h.tensors.get("rope_factors_short.weight")?.shape, h.metadata.get("phi3.rope.dimension_count"),
+        h.metadata.get("phi3.context_length"), h.metadata.get("phi3.rope.scaling.original_context_length")], [[6], [6], 12, 512, 64]);
+      assert.ok(Math.abs((h.metadata.get("phi3.rope.scaling.attn_factor") as number) - Math.sqrt(1 + Math.log(8) / Math.log(64))) < 1e-6);
+      assert.ok(h.tensors.has("blk.0.attn_qkv.weight") && h.tensors.get("blk.0.ffn_up.weight")!.shape[0] === 192 && !h.tensors.has("blk.0.ffn_gate.weight"));
+      for (const contextLength of [undefined, 64, 65, 512]) {
+        const long = contextLength !== undefined && contextLength > 64;
+        const want = referenceForward(withContextLength(cfg, contextLength), weights, ids).flat();
+        for (const source of [dir, file]) {
+          const m = await loadModel(rt, source, { contextLength });
+          try {
+            assert.equal(m.config.maxPositionEmbeddings, contextLength ?? 64);
+            const got = logitsOf(m, ids);
+            const err = got.reduce((e, v, i) => Math.max(e, Math.abs(v - want[i]!)), 0);
+            assert.ok(err <= 1e-4, `${source === dir ? "folder" : "gguf"}, context ${contextLength}: ${err}`);
+          } finally { m.dispose(); }
+        }
+        // The two factor lists give other logits: the test sees which one ran.
+        if (long) assert.ok(maxDiff(want, referenceForward(cfg, weights, ids).flat()) > 1e-2);
+      }
+      await assert.rejects(loadModel(rt, dir, { contextLength: 513 }), /contextLength must be an integer from 1 to 512 \(the model's max_position_embeddings\), got 513/);
+      const r = spawnSync(process.execPath, [cli, "info", "--model", file], { encoding: "utf8" });
+      assert.match(r.stdout, /RoPE: theta 10000, on 12 of 16 elements per head, LongRoPE: short factors for a context of 64 \(the long ones past 64, up to 512: --context\), attention factor 1\.22474\n/);
+      // Hostile: one list without the other, a list of the wrong length, a factor no divisor can be.
+      const withFactors = (edit: (t: Record<string, GGUFTensorToWrite>) => void) => {
+        const bytes = readFileSync(file), t: Record<string, GGUFTensorToWrite> = {};
+        for (const [name, info] of h.tensors) t[name] = { shape: info.shape, type: info.type as GGMLType, data: bytes.subarray(info.offset, info.offset + info.byteLength) };
+        edit(t);
+        return writeGGUF(metadataOf(h.metadata), t);
+      };
+      const f32 = (v: number[]) => ({ shape: [v.length], type: "F32" as GGMLType, data: new Uint8Array(Float32Array.from(v).buffer) });
+      const cases: [Uint8Array, RegExp][] = [
+        [withFactors((t) => { delete t["rope_factors_short.weight"]; }), /rope_factors_long\.weight and rope_factors_short\.weight come together; the file has one/],
+        [withFactors((t) => { t["rope_factors_long.weight"] = f32([1, 2, 3]); }), /rope_factors_long\.weight is F32 \[3\], not the F32 \[6\] of one factor per rotated pair/],
+        [withFactors((t) => { t["rope_factors_short.weight"] = f32([1, 1, 0, 1, 1, 1]); }), /rope_factors_short\.weight holds 0 at element 2; each factor must be a finite positive number/],
+        [withFactors((t) => { t["rope_factors_long.weight"] = f32([1, 1, Number.NaN, 1, 1, 1]); }), /tensor 'rope_factors_long\.weight' holds a non-finite value at element 2; the file is corrupt/],
+        [withFactors((t) => { t["rope_freqs.weight"] = f32([1, 1, 1, 1, 1, 1]); }), /rope_freqs\.weight is not used by a phi3 model/],
+      ];
+      for (const [bytes, message] of cases) await assert.rejects(loadModel(rt, { "m.gguf": bytes }), message);
+    });
 
     it("rope_freqs.weight: the forward divides each frequency by the file's factor; a factor that is not F32 [head_dim / 2] of finite positive numbers is one clear error", async () => {
       const cfg = parseModelConfig(llama3), weights = randomWeights(cfg);

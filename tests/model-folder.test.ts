@@ -11,6 +11,8 @@ const cli = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 60_000 });
 
 const llama = { model_type: "llama", hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 2, vocab_size: 50, rms_norm_eps: 1e-5 };
+const phi = { ...llama, model_type: "phi3", max_position_embeddings: 4096 };
+const longrope = { type: "longrope", short_factor: [1, 1.1, 1.5, 2], long_factor: [1, 3, 9, 27] };
 
 describe("model folders and `gqa-wasm info`", () => {
   const dirs: string[] = [];
@@ -45,6 +47,9 @@ describe("model folders and `gqa-wasm info`", () => {
     const granite = { ...llama, model_type: "granite", embedding_multiplier: 12, residual_multiplier: 0.22, attention_multiplier: 0.015625, logits_scaling: 8 };
     assert.match(run("info", "--model", folder(granite)).stdout, /\nscaling: embeddings x 12, attention scale 0.015625, residual adds x 0.22, logits x 0.125\n/);
     assert.doesNotMatch(run("info", "--model", folder(llama)).stdout, /scaling:/);
+    // Phi-4-mini's form: RoPE on 3/4 of each head, LongRoPE (short factors at the default context, 1024 here).
+    const phi4 = { ...phi, partial_rotary_factor: 0.75, tie_word_embeddings: true, original_max_position_embeddings: 1024, rope_scaling: { ...longrope, short_factor: [1, 1.5, 2], long_factor: [1, 4, 16] } };
+    assert.match(run("info", "--model", folder(phi4)).stdout, /architecture: phi3 \(GQA\)[\s\S]*RoPE: theta 10000, on 6 of 8 elements per head, LongRoPE: short factors for a context of 1024 \(the long ones past 1024, up to 4096: --context\), attention factor 1\.09545\n/);
     const mqa = folder({ ...llama, num_key_value_heads: 1, head_dim: 16, tie_word_embeddings: true }, { shards: 3 });
     assert.match(run("info", "--model", mqa).stdout, /llama \(MQA\)[\s\S]*head_dim: 16/);
   });
@@ -52,10 +57,18 @@ describe("model folders and `gqa-wasm info`", () => {
   it("errors are one clear line and exit 1, never a stack trace", () => {
     const cases: [string[], RegExp][] = [
       [["info", "--model", "/nonexistent/model"], /not a model folder \(no such directory\)/],
-      [["info", "--model", folder({ ...llama, model_type: "gpt2" }, { tensorsOf: llama })], /model_type "gpt2" is not supported \(llama, qwen2, qwen3, smollm3, mistral, deci, gemma2, gemma3_text, granite\)/],
+      [["info", "--model", folder({ ...llama, model_type: "gpt2" }, { tensorsOf: llama })], /model_type "gpt2" is not supported \(llama, qwen2, qwen3, smollm3, mistral, deci, gemma2, gemma3_text, granite, phi3\)/],
       [["info", "--model", folder(llama, { drop: "model.layers.1.mlp.up_proj.weight" })], /missing tensors model.layers.1.mlp.up_proj.weight/],
       [["info", "--model", folder({ ...llama, num_key_value_heads: 3 }, { tensorsOf: llama })], /num_attention_heads 8 is not a multiple of its 3 KV heads/],
-      [["info", "--model", folder({ ...llama, rope_scaling: { type: "yarn", factor: 4 } }, { tensorsOf: llama })], /rope_scaling type "yarn" is not supported \(llama3, linear, dynamic\)/],
+      [["info", "--model", folder({ ...llama, rope_scaling: { type: "yarn", factor: 4 } }, { tensorsOf: llama })], /rope_scaling type "yarn" is not supported \(llama3, linear, dynamic, longrope\)/],
+      // Phi: LongRoPE's factor lists and partial rotary are checked before use.
+      [["info", "--model", folder({ ...phi, rope_scaling: { type: "longrope", short_factor: [1, 2], long_factor: [1, 2, 3, 4] } }, { tensorsOf: phi })], /rope_scaling\.short_factor must list 4 positive numbers \(one per rotated pair\), got \[1,2\]/],
+      [["info", "--model", folder({ ...phi, rope_scaling: { type: "longrope", short_factor: [1, 1, 1, 1], long_factor: [1, 1, 1, -1] } }, { tensorsOf: phi })], /rope_scaling\.long_factor must list 4 positive numbers/],
+      [["info", "--model", folder({ ...phi, original_max_position_embeddings: 8192, rope_scaling: longrope }, { tensorsOf: phi })], /original_max_position_embeddings must be a positive integer up to max_position_embeddings 4096, got 8192/],
+      [["info", "--model", folder({ ...phi, partial_rotary_factor: 1.5 }, { tensorsOf: phi })], /partial_rotary_factor must be a number in \(0, 1\], got 1\.5/],
+      [["info", "--model", folder({ ...phi, partial_rotary_factor: 0.7 }, { tensorsOf: phi })], /RoPE would rotate 5 elements of each head \(head_dim 8 x partial_rotary_factor 0\.7\); rotary embeddings rotate pairs/],
+      // A Llama checkpoint called phi3: its q/k/v apart, where Phi-3 stores one qkv_proj.
+      [["info", "--model", folder(phi, { tensorsOf: llama })], /tensor 'model\.layers\.0\.(mlp\.gate_proj|mlp\.up_proj|self_attn\.[qkv]_proj)\.weight' is not one a phi3 model with this config\.json uses/],
       [["info", "--model", folder({ ...llama, hidden_act: "gelu" }, { tensorsOf: llama })], /hidden_act "gelu" is not supported/],
       [["info", "--model", folder({ ...llama, mlp_bias: true }, { tensorsOf: llama })], /mlp_bias: true is not supported/],
       [["info", "--model", folder({ ...llama, model_type: "qwen2", use_sliding_window: true, sliding_window: 4 }, { tensorsOf: { ...llama, model_type: "qwen2" } })], /use_sliding_window: true \(Qwen2's per-layer window\) is not supported/],

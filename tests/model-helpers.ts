@@ -41,6 +41,9 @@ export const models: [string, Record<string, unknown>][] = [
     num_key_value_heads: 2, head_dim: 16, sliding_window: 5, query_pre_attn_scalar: 16, attn_logit_softcapping: 5, final_logit_softcapping: 2 }],
   ["granite: embedding, residual, attention and logit multipliers, tied", { ...base, model_type: "granite", num_key_value_heads: 2, tie_word_embeddings: true,
     embedding_multiplier: 12, residual_multiplier: 0.22, attention_multiplier: 0.0625, logits_scaling: 8 }],
+  ["phi3 as Phi-4-mini: fused qkv_proj and gate_up_proj, RoPE on 3/4 of each head, LongRoPE (its short factors, its attention factor), tied", { ...base, model_type: "phi3",
+    num_key_value_heads: 2, partial_rotary_factor: 0.75, tie_word_embeddings: true, original_max_position_embeddings: 64, rope_scaling: { type: "longrope", short_factor: [1, 1.5, 2.5], long_factor: [1.2, 4, 16] } }],
+  ["phi3 as Phi-3-mini-4k: MHA, a sliding window (5) shorter than the prompt", { ...base, model_type: "phi3", num_key_value_heads: 4, sliding_window: 5 }],
   ["deci with per-layer KV heads and DeciLM-7B's dynamic rope scaling", { ...base, model_type: "deci", num_hidden_layers: 3, num_key_value_heads_per_layer: [4, 2, 1], rope_scaling: { type: "dynamic", factor: 2 } }],
 ];
 

@@ -267,7 +267,9 @@ describe("threads: a worker pool on one shared memory", function () {
   const mistral = { ...linearRope, model_type: "mistral", rope_scaling: null, sliding_window: 5 };
   // Gemma 3: output norms added by the next RMSNorm's threads, GeGLU, a sliding layer (window 5) with its own RoPE table.
   const gemma3 = { ...linearRope, model_type: "gemma3_text", rope_scaling: null, head_dim: 16, layer_types: ["sliding_attention", "full_attention"], sliding_window: 5 };
-  for (const [dtype, config, what] of [["f32", linearRope, "llama"], ["q8_0", linearRope, "llama"], ["f32", qwen3, "qwen3"], ["f32", smollm3, "smollm3"], ["f32", gemma3, "gemma3_text"], ["q8_0", gemma3, "gemma3_text"], ["f32", mistral, "mistral"], ["f32", gemma2, "gemma2"], ["q8_0", granite, "granite"]] as const) {
+  // Phi-4-mini's form: fused qkv / gate_up as stored, RoPE on 12 of 16 elements, LongRoPE.
+  const phi3 = { ...linearRope, model_type: "phi3", head_dim: 16, partial_rotary_factor: 0.75, original_max_position_embeddings: 64, rope_scaling: { type: "longrope", short_factor: [1, 1.2, 1.5, 2, 2.5, 3], long_factor: [1, 2, 4, 8, 16, 32] } };
+  for (const [dtype, config, what] of [["f32", linearRope, "llama"], ["q8_0", linearRope, "llama"], ["f32", qwen3, "qwen3"], ["f32", smollm3, "smollm3"], ["f32", gemma3, "gemma3_text"], ["q8_0", gemma3, "gemma3_text"], ["f32", mistral, "mistral"], ["f32", gemma2, "gemma2"], ["q8_0", granite, "granite"], ["f32", phi3, "phi3"], ["q8_0", phi3, "phi3"]] as const) {
     it(`a model's forward pass (one program per step) gives the same logits on 1, 2 and 3 threads, and allocates nothing per decode step (${what}, ${dtype})`, () => {
       // 4 KV heads: every thread count splits decode attention by heads (bit-identical); prefill
       // and a 3-sequence batch exercise the row splits.

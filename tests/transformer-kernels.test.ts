@@ -25,28 +25,31 @@ for (const build of BUILDS) {
       }
     });
 
-    it("RoPE rotates each head's halves (rotate_half) by the table's angles, from any table row", async () => {
+    it("RoPE rotates each head's halves (rotate_half) by the table's angles, from any table row; partial rotary leaves the rest of the head", async () => {
       const rt = await runtimeFor(build);
-      for (const [heads, d] of [[3, 8], [2, 64], [4, 6], [1, 130]] as const) {
-        const rows = 5, first = 7;
-        const table = ropeTable(first + rows, ropeInverseFrequencies(d, 10000));
+      // [heads, head_dim, rotated elements]: whole heads, and Phi-4-mini's 3/4 (96 of 128) with tails.
+      for (const [heads, d, rd] of [[3, 8, 8], [2, 64, 64], [4, 6, 6], [1, 130, 130], [3, 128, 96], [2, 40, 30], [2, 16, 2]] as const) {
+        const rows = 5, first = 7, scale = rd < d ? 1.19 : 1;
+        const table = ropeTable(first + rows, ropeInverseFrequencies(rd, 10000), scale);
         const xa = randomArray(rows * heads * d, heads * d);
         const ref = Float64Array.from(xa);
         for (let r = 0; r < rows; r++) {
           for (let h = 0; h < heads; h++) {
             const base = (r * heads + h) * d;
-            for (let i = 0; i < d / 2; i++) {
-              const angle = (first + r) / 10000 ** ((2 * i) / d);
-              const a = xa[base + i]!, b = xa[base + i + d / 2]!;
-              ref[base + i] = a * Math.cos(angle) - b * Math.sin(angle);
-              ref[base + i + d / 2] = b * Math.cos(angle) + a * Math.sin(angle);
+            for (let i = 0; i < rd / 2; i++) {
+              const angle = (first + r) / 10000 ** ((2 * i) / rd), c = Math.cos(angle) * scale, s = Math.sin(angle) * scale;
+              const a = xa[base + i]!, b = xa[base + i + rd / 2]!;
+              ref[base + i] = a * c - b * s;
+              ref[base + i + rd / 2] = b * c + a * s;
             }
           }
         }
         const x = rt.upload(xa), cos = rt.upload(table.cos), sin = rt.upload(table.sin);
         try {
-          rt.kernels.rope_f32(x.ptr, rows, heads, d, cos.ptr, sin.ptr, first);
-          assert.ok(maxAbsDiff(x.array, ref) <= 1e-5, `heads ${heads}, head_dim ${d}: ${maxAbsDiff(x.array, ref)}`);
+          rt.kernels.rope_f32(x.ptr, rows, heads, d, rd, cos.ptr, sin.ptr, first);
+          assert.ok(maxAbsDiff(x.array, ref) <= 1e-5, `heads ${heads}, head_dim ${d}, rotary ${rd}: ${maxAbsDiff(x.array, ref)}`);
+          // The elements past the rotated ones are untouched, bit for bit.
+          for (let e = 0; e < rows * heads; e++) assert.deepEqual(x.array.subarray(e * d + rd, (e + 1) * d), xa.subarray(e * d + rd, (e + 1) * d));
         } finally { x.free(); cos.free(); sin.free(); }
       }
     });

@@ -77,8 +77,12 @@ describe("trust: hostile files and careless input", function () {
     });
 
     it("an odd head_dim is refused (rotary embeddings rotate pairs), as Hugging Face does", () => {
-      assert.throws(() => parseModelConfig({ ...gqa, head_dim: 7 }), /head_dim 7 is odd/);
-      assert.throws(() => parseModelConfig({ ...gqa, hidden_size: 36, num_attention_heads: 4 }), /head_dim 9 is odd/);
+      assert.throws(() => parseModelConfig({ ...gqa, head_dim: 7 }), /RoPE would rotate 7 elements of each head \(head_dim 7\); rotary embeddings rotate pairs/);
+      assert.throws(() => parseModelConfig({ ...gqa, hidden_size: 36, num_attention_heads: 4 }), /RoPE would rotate 9 elements of each head \(head_dim 9\)/);
+      // Partial rotary: the rotated part must be pairs; the head itself may then be any size.
+      assert.throws(() => parseModelConfig({ ...gqa, head_dim: 16, partial_rotary_factor: 0.35 }), /RoPE would rotate 5 elements of each head \(head_dim 16 x partial_rotary_factor 0\.35\)/);
+      assert.throws(() => parseModelConfig({ ...gqa, head_dim: 16, partial_rotary_factor: 0.01 }), /RoPE would rotate 0 elements of each head \(head_dim 16 x partial_rotary_factor 0\.01\)/);
+      assert.equal(parseModelConfig({ ...gqa, head_dim: 7, partial_rotary_factor: 0.6 }).rotaryDim, 4);
     });
   });
 

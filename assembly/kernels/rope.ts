@@ -1,9 +1,11 @@
-// Rotary position embedding in the Hugging Face convention (rotate_half): for each head, element
-// i < d/2 pairs with i + d/2: (a, b) -> (a·cos - b·sin, b·cos + a·sin). The host computes the
-// angle table (inverse frequencies, llama3 scaling) once; cos and sin are [positions][d/2].
-// x is token-major [rows, heads, headDim]; row r uses table row tableRow0 + r. In place.
-export function rope_f32(x: usize, rows: i32, heads: i32, headDim: i32, cos: usize, sin: usize, tableRow0: i32): void {
-  const half = headDim >> 1;
+// Rotary position embedding in the Hugging Face convention (rotate_half): in each head, of the
+// first rotaryDim elements, element i < rotaryDim/2 pairs with i + rotaryDim/2:
+// (a, b) -> (a·cos - b·sin, b·cos + a·sin); the rest of the head (partial rotary, Phi-4-mini's
+// last quarter) passes through. The host computes the angle table (inverse frequencies, their
+// scalings) once; cos and sin are [positions][rotaryDim/2]. x is token-major [rows, heads,
+// headDim]; row r uses table row tableRow0 + r. In place.
+export function rope_f32(x: usize, rows: i32, heads: i32, headDim: i32, rotaryDim: i32, cos: usize, sin: usize, tableRow0: i32): void {
+  const half = rotaryDim >> 1;
   const halfBytes = <usize>half << 2;
   const body = <usize>(half & ~3) << 2;
   for (let r = 0; r < rows; r++) {

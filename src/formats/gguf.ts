@@ -68,6 +68,13 @@ export class GGUFNeedMore extends Error {
 
 const MAX_DIMS = 4;
 const MAX_STRING = 64 << 20;
+/** ggml's GGML_MAX_NAME: a tensor's name is shorter. */
+const MAX_TENSOR_NAME = 64;
+
+/** A metadata key from the file as an error message shows it: as it is when short and printable, else quoted and cut. */
+function shownKey(key: string): string {
+  return /^[\x21-\x7e]{1,80}$/.test(key) ? key : JSON.stringify(key.length > 80 ? `${key.slice(0, 80)}...` : key);
+}
 
 /**
  * Parses the header from `bytes`, the first bytes of a file of `fileSize` bytes. Throws
@@ -148,8 +155,8 @@ export function parseGGUFHeader(bytes: Uint8Array, fileSize: number, source = "m
   const metadata = new Map<string, GGUFValue>();
   for (let i = 0; i < kvCount; i++) {
     const key = string("a metadata key");
-    if (metadata.has(key)) throw fail(`metadata key ${key} appears twice`);
-    metadata.set(key, value(u32(), key, 0));
+    if (metadata.has(key)) throw fail(`metadata key ${shownKey(key)} appears twice`);
+    metadata.set(key, value(u32(), shownKey(key), 0));
   }
   const alignment = metadata.has("general.alignment") ? metadata.get("general.alignment") : 32;
   if (typeof alignment !== "number" || !Number.isInteger(alignment) || alignment < 1 || alignment > 1 << 16 || (alignment & (alignment - 1)) !== 0) {
@@ -159,6 +166,9 @@ export function parseGGUFHeader(bytes: Uint8Array, fileSize: number, source = "m
   const names = new Set<string>();
   for (let i = 0; i < tensorCount; i++) {
     const name = string("a tensor name");
+    if (name.length >= MAX_TENSOR_NAME) throw fail(`tensor ${i}'s name has ${name.length} characters (ggml's are under ${MAX_TENSOR_NAME})`);
+    // (Names go into error messages, which are one line.)
+    if (/[\u0000-\u001f\u007f]/.test(name)) throw fail(`tensor ${i}'s name ${JSON.stringify(name)} holds a control character`);
     if (names.has(name)) throw fail(`tensor ${name} appears twice`);
     names.add(name);
     const nDims = u32();

@@ -41,8 +41,8 @@ export type KQuantMix = "q4_k_m" | "q5_k_m";
  * The type llama.cpp's Q4_K_M / Q5_K_M gives a matrix (by Hugging Face name; undefined: Q8_0), as
  * its quantizer picks them: Q6_K for the LM head (the embedding when tied) and for v_proj /
  * down_proj in its "more bits" layers (the first and last eighth, every third between), Q4_K /
- * Q5_K elsewhere; where rows are not whole 256-blocks, its fallbacks Q8_0 (for Q6_K) and Q5_0 /
- * Q5_1 (for Q4_K / Q5_K).
+ * Q5_K elsewhere, a fused qkv_proj (Phi-3) one step up (Q5_K / Q6_K); where rows are not whole
+ * 256-blocks, its fallbacks Q8_0 (for Q6_K) and Q5_0 / Q5_1 (for Q4_K / Q5_K).
  */
 export function kMixTensorType(mix: KQuantMix, name: string, shape: number[], layers: number, tied: boolean): "Q4_K" | "Q5_K" | "Q6_K" | "Q5_0" | "Q5_1" | undefined {
   const layer = Number(/layers\.(\d+)\./.exec(name)?.[1] ?? -1), eighth = Math.floor(layers / 8);
@@ -50,6 +50,8 @@ export function kMixTensorType(mix: KQuantMix, name: string, shape: number[], la
   const head = name === "lm_head.weight" || (tied && name === "model.embed_tokens.weight");
   const six = head || ((name.includes("v_proj") || name.includes("down_proj")) && moreBits);
   const whole = shape[1]! % 256 === 0;
+  // (Before v_proj's rule, whose name "qkv_proj" also holds.)
+  if (name.includes("qkv_proj")) return mix === "q4_k_m" ? (whole ? "Q5_K" : "Q5_1") : whole ? "Q6_K" : undefined;
   if (six) return whole ? "Q6_K" : undefined;
   return mix === "q4_k_m" ? (whole ? "Q4_K" : "Q5_0") : whole ? "Q5_K" : "Q5_1";
 }

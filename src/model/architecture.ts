@@ -7,7 +7,7 @@ import type { ModelConfig, ModelType } from "./config.ts";
 
 /** What a tensor is for in the forward pass. */
 export type GlobalRole = "embedding" | "finalNorm" | "lmHead";
-export type LayerRole = "inputNorm" | "ffnNorm" | "q" | "k" | "v" | "o" | "qBias" | "kBias" | "vBias" | "oBias" | "qNorm" | "kNorm" | "attnOutNorm" | "ffnOutNorm" | "gate" | "up" | "down";
+export type LayerRole = "inputNorm" | "ffnNorm" | "q" | "k" | "v" | "qkv" | "o" | "qBias" | "kBias" | "vBias" | "oBias" | "qNorm" | "kNorm" | "attnOutNorm" | "ffnOutNorm" | "gate" | "up" | "gateUp" | "down";
 /** norm and bias tensors stay f32; linear ones (and the embedding) take the weight dtype. */
 export type TensorKind = "embedding" | "norm" | "linear" | "bias";
 
@@ -26,9 +26,10 @@ export interface TensorSpec {
 /**
  * Tensors some configs lack: `bias` only with q/k/v biases, `outputBias` only with an o_proj bias,
  * `qkNorm` only in architectures that normalise q and k per head, `outputNorms` only in those
- * that normalise the attention and MLP outputs (Gemma).
+ * that normalise the attention and MLP outputs (Gemma); `split` (q, k, v, gate, up) only where
+ * checkpoints store them apart, `fused` (qkv, gateUp) only where they store them together (Phi-3).
  */
-interface RoleSpec<R> { role: R; hf: string; gguf: string; kind: TensorKind; shape: (c: ModelConfig, kvHeads: number) => number[]; bias?: boolean; outputBias?: boolean; qkNorm?: boolean; outputNorms?: boolean }
+interface RoleSpec<R> { role: R; hf: string; gguf: string; kind: TensorKind; shape: (c: ModelConfig, kvHeads: number) => number[]; bias?: boolean; outputBias?: boolean; qkNorm?: boolean; outputNorms?: boolean; split?: boolean; fused?: boolean }
 
 const GLOBAL: RoleSpec<GlobalRole>[] = [
   { role: "embedding", hf: "model.embed_tokens.weight", gguf: "token_embd.weight", kind: "embedding", shape: (c) => [c.vocabSize, c.hiddenSize] },
@@ -41,9 +42,11 @@ const LAYER: RoleSpec<LayerRole>[] = [
   { role: "inputNorm", hf: "input_layernorm.weight", gguf: "attn_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize] },
   // The norm before the MLP (Gemma's pre_feedforward_layernorm: Architecture.hfNames).
   { role: "ffnNorm", hf: "post_attention_layernorm.weight", gguf: "ffn_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize] },
-  { role: "q", hf: "self_attn.q_proj.weight", gguf: "attn_q.weight", kind: "linear", shape: (c) => [c.numHeads * c.headDim, c.hiddenSize] },
-  { role: "k", hf: "self_attn.k_proj.weight", gguf: "attn_k.weight", kind: "linear", shape: (c, kv) => [kv * c.headDim, c.hiddenSize] },
-  { role: "v", hf: "self_attn.v_proj.weight", gguf: "attn_v.weight", kind: "linear", shape: (c, kv) => [kv * c.headDim, c.hiddenSize] },
+  { role: "q", hf: "self_attn.q_proj.weight", gguf: "attn_q.weight", kind: "linear", shape: (c) => [c.numHeads * c.headDim, c.hiddenSize], split: true },
+  { role: "k", hf: "self_attn.k_proj.weight", gguf: "attn_k.weight", kind: "linear", shape: (c, kv) => [kv * c.headDim, c.hiddenSize], split: true },
+  { role: "v", hf: "self_attn.v_proj.weight", gguf: "attn_v.weight", kind: "linear", shape: (c, kv) => [kv * c.headDim, c.hiddenSize], split: true },
+  // q, k and v rows one after the other in one matrix (Phi-3's qkv_proj).
+  { role: "qkv", hf: "self_attn.qkv_proj.weight", gguf: "attn_qkv.weight", kind: "linear", shape: (c, kv) => [(c.numHeads + 2 * kv) * c.headDim, c.hiddenSize], fused: true },
   { role: "o", hf: "self_attn.o_proj.weight", gguf: "attn_output.weight", kind: "linear", shape: (c) => [c.hiddenSize, c.numHeads * c.headDim] },
   { role: "qBias", hf: "self_attn.q_proj.bias", gguf: "attn_q.bias", kind: "bias", shape: (c) => [c.numHeads * c.headDim], bias: true },
   { role: "kBias", hf: "self_attn.k_proj.bias", gguf: "attn_k.bias", kind: "bias", shape: (c, kv) => [kv * c.headDim], bias: true },
@@ -53,8 +56,10 @@ const LAYER: RoleSpec<LayerRole>[] = [
   { role: "kNorm", hf: "self_attn.k_norm.weight", gguf: "attn_k_norm.weight", kind: "norm", shape: (c) => [c.headDim], qkNorm: true },
   { role: "attnOutNorm", hf: "post_attention_layernorm.weight", gguf: "post_attention_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize], outputNorms: true },
   { role: "ffnOutNorm", hf: "post_feedforward_layernorm.weight", gguf: "post_ffw_norm.weight", kind: "norm", shape: (c) => [c.hiddenSize], outputNorms: true },
-  { role: "gate", hf: "mlp.gate_proj.weight", gguf: "ffn_gate.weight", kind: "linear", shape: (c) => [c.intermediateSize, c.hiddenSize] },
-  { role: "up", hf: "mlp.up_proj.weight", gguf: "ffn_up.weight", kind: "linear", shape: (c) => [c.intermediateSize, c.hiddenSize] },
+  { role: "gate", hf: "mlp.gate_proj.weight", gguf: "ffn_gate.weight", kind: "linear", shape: (c) => [c.intermediateSize, c.hiddenSize], split: true },
+  { role: "up", hf: "mlp.up_proj.weight", gguf: "ffn_up.weight", kind: "linear", shape: (c) => [c.intermediateSize, c.hiddenSize], split: true },
+  // gate's rows then up's (Phi-3's gate_up_proj; llama.cpp's phi3 keeps both in its ffn_up).
+  { role: "gateUp", hf: "mlp.gate_up_proj.weight", gguf: "ffn_up.weight", kind: "linear", shape: (c) => [2 * c.intermediateSize, c.hiddenSize], fused: true },
   { role: "down", hf: "mlp.down_proj.weight", gguf: "ffn_down.weight", kind: "linear", shape: (c) => [c.hiddenSize, c.intermediateSize] },
 ];
 
@@ -72,10 +77,12 @@ export interface Architecture {
    * as llama.cpp's converter writes GGUF files: 1 is added when a Hugging Face checkpoint is read.
    */
   normWeightOffset?: number;
+  /** q/k/v stored as one matrix, and gate/up as one (Phi-3): the roles qkv and gateUp instead of q, k, v, gate, up. */
+  fusedProjections?: boolean;
   /** Hugging Face names that differ from Llama's, by role. */
   hfNames?: Partial<Record<LayerRole, string>>;
   /** The llama.cpp architecture a GGUF file of it is written as; undefined: none (no GGUF export). */
-  ggufArchitecture?: "llama" | "qwen2" | "qwen3" | "smollm3" | "gemma2" | "gemma3" | "granite";
+  ggufArchitecture?: "llama" | "qwen2" | "qwen3" | "smollm3" | "gemma2" | "gemma3" | "granite" | "phi3";
 }
 
 /** Every model type: Llama's layout, with what differs. */
@@ -97,7 +104,16 @@ export const ARCHITECTURES: Record<ModelType, Architecture> = {
   gemma2: { outputBias: true, outputNorms: true, normWeightOffset: 1, hfNames: { ffnNorm: "pre_feedforward_layernorm.weight" }, ggufArchitecture: "gemma2" },
   // Granite 3.x (IBM): Llama's layout with four multipliers (embeddings, residual adds, attention scale, logits: ModelConfig).
   granite: { outputBias: true, ggufArchitecture: "granite" },
+  // Phi-3 / Phi-3.5-mini / Phi-4-mini: Llama's layer with q/k/v and gate/up each stored as one
+  // matrix; partial rotary and LongRoPE (ModelConfig).
+  phi3: { fusedProjections: true, ggufArchitecture: "phi3" },
 };
+
+/** Whether a layer role is one a model type's checkpoints hold at all (whatever its config's options). */
+function typeHasRole(r: RoleSpec<LayerRole>, modelType: ModelType): boolean {
+  const a = ARCHITECTURES[modelType];
+  return !(r.outputNorms && !a.outputNorms) && !(r.split && a.fusedProjections) && !(r.fused && !a.fusedProjections);
+}
 
 /** A layer role's Hugging Face name (after `model.layers.{i}.`) in a model type. */
 function hfName(r: RoleSpec<LayerRole>, modelType: ModelType): string {
@@ -123,7 +139,7 @@ export function modelTensors(cfg: ModelConfig): TensorSpec[] {
   global(GLOBAL[0]!);
   cfg.kvHeadsPerLayer.forEach((kv, i) => {
     for (const r of LAYER) {
-      if ((r.bias && !cfg.attentionBias) || (r.outputBias && !cfg.outputBias) || (r.qkNorm && !cfg.qkNorm) || (r.outputNorms && !cfg.outputNorms)) continue;
+      if ((r.bias && !cfg.attentionBias) || (r.outputBias && !cfg.outputBias) || (r.qkNorm && !cfg.qkNorm) || (r.outputNorms && !cfg.outputNorms) || !typeHasRole(r, cfg.modelType)) continue;
       const shape = r.shape(cfg, kv);
       out.push({ name: layerTensorName(i, r.role, cfg.modelType), gguf: `blk.${i}.${r.gguf}`, shape, kind: r.kind, role: r.role, layer: i, inFeatures: r.kind === "linear" ? shape[1] : undefined });
     }
@@ -153,7 +169,7 @@ export function unusedLayerTensor(cfg: ModelConfig, names: Iterable<string>, ggu
 
 /** The fewest tensors a model of this many layers has (no biases, tied embeddings): checked before a tensor list proportional to the layer count is built. */
 export function minTensorCount(cfg: ModelConfig): number {
-  return cfg.numLayers * LAYER.filter((r) => !r.bias && !r.outputBias && !r.qkNorm && !r.outputNorms).length + 2;
+  return cfg.numLayers * LAYER.filter((r) => !r.bias && !r.outputBias && !r.qkNorm && !r.outputNorms && typeHasRole(r, cfg.modelType)).length + 2;
 }
 
 /** The Hugging Face name of a global tensor. */
@@ -168,7 +184,7 @@ export function layerTensorName(layer: number, role: LayerRole, modelType: Model
 
 /** Each model type's layer roles by Hugging Face name (the output norms only where the type has them: Gemma's post_attention_layernorm is not Llama's). */
 const LAYER_BY_HF = Object.fromEntries((Object.keys(ARCHITECTURES) as ModelType[]).map((type) =>
-  [type, new Map(LAYER.filter((r) => !r.outputNorms || ARCHITECTURES[type].outputNorms).map((r) => [hfName(r, type), r]))])) as Record<ModelType, Map<string, RoleSpec<LayerRole>>>;
+  [type, new Map(LAYER.filter((r) => typeHasRole(r, type)).map((r) => [hfName(r, type), r]))])) as Record<ModelType, Map<string, RoleSpec<LayerRole>>>;
 const GLOBAL_BY_HF = new Map(GLOBAL.map((r) => [r.hf, r]));
 
 /** The role (and layer) of a Hugging Face tensor name in a model type; undefined for a name of no role. */

@@ -1,6 +1,7 @@
 // A Hugging Face config.json, read into what the runtime needs: the attention shape of every
 // layer (variable GQA included) and the MLP/norm/rope parameters. Llama, Qwen2, Qwen3, SmolLM3,
-// Mistral, DeciLM, Gemma 2, Gemma 3's text models and Granite; anything else is a clear error.
+// Mistral, DeciLM, Gemma 2, Gemma 3's text models, Granite and Phi-3 / Phi-4-mini; anything else
+// is a clear error.
 
 import { ARCHITECTURES } from "./architecture.ts";
 
@@ -8,7 +9,7 @@ export class ModelConfigError extends Error {
   override name = "ModelConfigError";
 }
 
-export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "deci", "gemma2", "gemma3_text", "granite"] as const;
+export const MODEL_TYPES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "deci", "gemma2", "gemma3_text", "granite", "phi3"] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 
 export interface ModelConfig {
@@ -20,6 +21,8 @@ export interface ModelConfig {
   /** KV heads of each layer (all equal except for DeciLM's variable GQA). */
   kvHeadsPerLayer: number[];
   headDim: number;
+  /** The elements of each head RoPE rotates, the first ones (partial_rotary_factor: Phi-4-mini's 3/4); headDim otherwise. */
+  rotaryDim: number;
   vocabSize: number;
   rmsNormEps: number;
   ropeTheta: number;
@@ -27,10 +30,18 @@ export interface ModelConfig {
    * llama3: low frequencies divided by `factor`, blended (Llama 3.1/3.2); linear: every
    * position divided by `factor`; dynamic (NTK, e.g. DeciLM-7B): the plain angles up to
    * max_position_embeddings, which is as far as this runtime goes; factors: frequency i divided
-   * by factors[i] (a GGUF file's rope_freqs.weight, llama.cpp's form of llama3 scaling).
+   * by factors[i] (a GGUF file's rope_freqs.weight, llama.cpp's form of llama3 scaling);
+   * longrope (Phi-3.5, Phi-4-mini): frequency i divided by shortFactors[i], or by longFactors[i]
+   * when the context is longer than originalMaxPositionEmbeddings, cos and sin times
+   * attentionFactor; maxPositionEmbeddings is the longest context it allows.
    */
   ropeScaling?: { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
-    | { type: "linear"; factor: number } | { type: "dynamic"; factor: number } | { type: "factors"; factors: readonly number[] };
+    | { type: "linear"; factor: number } | { type: "dynamic"; factor: number } | { type: "factors"; factors: readonly number[] }
+    | { type: "longrope"; shortFactors: readonly number[]; longFactors: readonly number[]; originalMaxPositionEmbeddings: number; maxPositionEmbeddings: number; attentionFactor: number };
+  /**
+   * The context the model runs with (positions): max_position_embeddings, or by default for
+   * LongRoPE its original_max_position_embeddings, where the short factors hold (withContextLength).
+   */
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
   /** q/k/v projections have biases (Qwen2, or Llama's / Qwen3's attention_bias). */
@@ -100,7 +111,11 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   const hiddenSize = int("hidden_size"), numLayers = int("num_hidden_layers"), numHeads = int("num_attention_heads");
   const headDim = c.head_dim === undefined || c.head_dim === null ? hiddenSize / numHeads : int("head_dim");
   if (!Number.isInteger(headDim)) throw fail(`hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} (and no head_dim is given)`);
-  if (headDim % 2 !== 0) throw fail(`head_dim ${headDim} is odd; rotary embeddings rotate pairs of dimensions`);
+  // partial_rotary_factor: RoPE on the first int(head_dim · factor) elements of each head (Hugging Face's rope init reads it for every model).
+  const partial = c.partial_rotary_factor;
+  if (partial !== undefined && partial !== null && (typeof partial !== "number" || !(partial > 0 && partial <= 1))) throw fail(`partial_rotary_factor must be a number in (0, 1], got ${JSON.stringify(partial)}`);
+  const rotaryDim = typeof partial === "number" ? Math.floor(headDim * partial) : headDim;
+  if (rotaryDim % 2 !== 0 || rotaryDim === 0) throw fail(`RoPE would rotate ${rotaryDim} elements of each head (head_dim ${headDim}${typeof partial === "number" ? ` x partial_rotary_factor ${partial}` : ""}); rotary embeddings rotate pairs`);
   let kvHeadsPerLayer: number[];
   if (modelType === "deci") {
     const per = c.num_key_value_heads_per_layer;
@@ -114,17 +129,20 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   kvHeadsPerLayer.forEach((kv, layer) => {
     if (numHeads % kv !== 0) throw fail(`layer ${layer}: num_attention_heads ${numHeads} is not a multiple of its ${kv} KV heads`);
   });
+  const maxPositionEmbeddings = int("max_position_embeddings", 2048);
   let ropeScaling: ModelConfig["ropeScaling"];
   const rs = c.rope_scaling as Record<string, unknown> | null | undefined;
   if (rs !== undefined && rs !== null) {
     const type = rs.rope_type ?? rs.type;
-    const f = (k: string) => { const v = rs[k]; if (typeof v !== "number" || !(v > 0)) throw fail(`rope_scaling.${k} must be a positive number`); return v; };
+    const f = (k: string) => { const v = rs[k]; if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) throw fail(`rope_scaling.${k} must be a positive number`); return v; };
     if (type === "llama3") {
       ropeScaling = { type, factor: f("factor"), lowFreqFactor: f("low_freq_factor"), highFreqFactor: f("high_freq_factor"), originalMaxPositionEmbeddings: f("original_max_position_embeddings") };
     } else if (type === "linear" || type === "dynamic") {
       ropeScaling = { type, factor: f("factor") };
+    } else if (type === "longrope" || type === "su") {
+      ropeScaling = longRope(rs, c.original_max_position_embeddings, maxPositionEmbeddings, rotaryDim, fail);
     } else if (type !== "default") {
-      throw fail(`rope_scaling type ${JSON.stringify(type)} is not supported (llama3, linear, dynamic)`);
+      throw fail(`rope_scaling type ${JSON.stringify(type)} is not supported (llama3, linear, dynamic, longrope)`);
     }
   }
   const gemma = modelType === "gemma3_text" || modelType === "gemma2", gemma3 = modelType === "gemma3_text";
@@ -135,7 +153,9 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   if (c.mlp_bias === true) throw fail("mlp_bias: true is not supported (MLP projections without biases)");
   const perLayerWindow = ({ qwen2: "Qwen2", qwen3: "Qwen3", smollm3: "SmolLM3" } as Record<string, string>)[modelType];
   if (perLayerWindow && c.use_sliding_window === true) throw fail(`use_sliding_window: true (${perLayerWindow}'s per-layer window) is not supported`);
-  let slidingWindow = modelType === "mistral" && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
+  let slidingWindow = (modelType === "mistral" || modelType === "phi3") && c.sliding_window !== null && c.sliding_window !== undefined ? int("sliding_window") : undefined;
+  // Phi-3.5 / Phi-4-mini give a window (262144) past their context: none, in effect.
+  if (modelType === "phi3" && slidingWindow !== undefined && slidingWindow >= maxPositionEmbeddings) slidingWindow = undefined;
   let slidingLayers: boolean[] | undefined;
   let attentionSoftcap: number | undefined, finalSoftcap: number | undefined;
   if (gemma) {
@@ -171,9 +191,9 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   }
   const arch = ARCHITECTURES[modelType as ModelType];
   return {
-    modelType: modelType as ModelType, hiddenSize, intermediateSize: int("intermediate_size"), numLayers, numHeads, kvHeadsPerLayer, headDim,
+    modelType: modelType as ModelType, hiddenSize, intermediateSize: int("intermediate_size"), numLayers, numHeads, kvHeadsPerLayer, headDim, rotaryDim,
     vocabSize: int("vocab_size"), rmsNormEps: num("rms_norm_eps", 1e-6), ropeTheta: num("rope_theta", gemma3 ? 1e6 : 10000), ropeScaling,
-    maxPositionEmbeddings: int("max_position_embeddings", 2048),
+    maxPositionEmbeddings: ropeScaling?.type === "longrope" ? Math.min(maxPositionEmbeddings, ropeScaling.originalMaxPositionEmbeddings) : maxPositionEmbeddings,
     // Gemma's configs leave out tie_word_embeddings: its default there is true.
     tieWordEmbeddings: (c.tie_word_embeddings ?? gemma) === true,
     attentionBias: arch.attentionBias === true || c.attention_bias === true, slidingWindow, slidingLayers,
@@ -184,4 +204,45 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
     // Granite's multipliers (Hugging Face's GraniteConfig defaults: 1).
     ...(modelType === "granite" ? { embeddingScale: num("embedding_multiplier", 1), residualScale: num("residual_multiplier", 1), attentionScale: num("attention_multiplier", 1), logitScale: 1 / num("logits_scaling", 1) } : {}),
   };
+}
+
+/**
+ * LongRoPE (Phi-3.5, Phi-4-mini; "su" its old name) as Hugging Face's rope init reads it: a short
+ * and a long factor per rotated pair, original_max_position_embeddings (at the top level, or in
+ * rope_scaling), and the attention factor (rope_scaling.attention_factor, else
+ * sqrt(1 + ln(s) / ln(original)) for s = max_position_embeddings / original, 1 when s <= 1).
+ */
+function longRope(rs: Record<string, unknown>, topOriginal: unknown, maxPositions: number, rotaryDim: number, fail: (why: string) => Error): Extract<ModelConfig["ropeScaling"], { type: "longrope" }> {
+  const factors = (key: string) => {
+    const v = rs[key];
+    if (!Array.isArray(v) || v.length !== rotaryDim / 2 || v.some((x) => typeof x !== "number" || !Number.isFinite(x) || x <= 0)) {
+      throw fail(`rope_scaling.${key} must list ${rotaryDim / 2} positive numbers (one per rotated pair), got ${JSON.stringify(v)?.slice(0, 80)}`);
+    }
+    return v as number[];
+  };
+  const original = topOriginal ?? rs.original_max_position_embeddings ?? maxPositions;
+  if (typeof original !== "number" || !Number.isInteger(original) || original <= 0 || original > maxPositions) {
+    throw fail(`original_max_position_embeddings must be a positive integer up to max_position_embeddings ${maxPositions}, got ${JSON.stringify(original)}`);
+  }
+  const given = rs.factor;
+  if (given !== undefined && given !== null && (typeof given !== "number" || !(given > 0) || !Number.isFinite(given))) throw fail("rope_scaling.factor must be a positive number");
+  const scale = topOriginal === undefined && typeof given === "number" ? given : maxPositions / original;
+  const attention = rs.attention_factor;
+  if (attention !== undefined && attention !== null && (typeof attention !== "number" || !(attention > 0) || !Number.isFinite(attention))) throw fail("rope_scaling.attention_factor must be a positive number");
+  return {
+    type: "longrope", shortFactors: factors("short_factor"), longFactors: factors("long_factor"), originalMaxPositionEmbeddings: original, maxPositionEmbeddings: maxPositions,
+    attentionFactor: typeof attention === "number" ? attention : scale <= 1 ? 1 : Math.sqrt(1 + Math.log(scale) / Math.log(original)),
+  };
+}
+
+/**
+ * The config run with a context of `length` positions (undefined: as parsed). LongRoPE models
+ * may go up to max_position_embeddings, past original_max_position_embeddings (their long
+ * factors); other models up to what they were given.
+ */
+export function withContextLength(config: ModelConfig, length: number | undefined): ModelConfig {
+  if (length === undefined) return config;
+  const most = config.ropeScaling?.type === "longrope" ? config.ropeScaling.maxPositionEmbeddings : config.maxPositionEmbeddings;
+  if (!Number.isInteger(length) || length < 1 || length > most) throw new RangeError(`contextLength must be an integer from 1 to ${most} (the model's max_position_embeddings), got ${length}`);
+  return { ...config, maxPositionEmbeddings: length };
 }

@@ -161,9 +161,13 @@ function windowSummary(c: ModelConfig): string {
 }
 
 function ropeSummary(c: ModelConfig): string {
-  const s = c.ropeScaling, theta = `theta ${c.ropeTheta}`;
+  const s = c.ropeScaling, theta = `theta ${c.ropeTheta}${c.rotaryDim < c.headDim ? `, on ${c.rotaryDim} of ${c.headDim} elements per head` : ""}`;
   if (!s) return theta;
   if (s.type === "llama3") return `${theta}, llama3 scaling: factor ${s.factor} over ${s.originalMaxPositionEmbeddings} positions`;
   if (s.type === "factors") return `${theta}, per-frequency factors ${Math.min(...s.factors)}-${Math.max(...s.factors)} (rope_freqs.weight)`;
+  if (s.type === "longrope") {
+    const long = c.maxPositionEmbeddings > s.originalMaxPositionEmbeddings;
+    return `${theta}, LongRoPE: ${long ? "long" : "short"} factors for a context of ${c.maxPositionEmbeddings}${long ? "" : ` (the long ones past ${s.originalMaxPositionEmbeddings}, up to ${s.maxPositionEmbeddings}: --context)`}, attention factor ${+s.attentionFactor.toPrecision(6)}`;
+  }
   return `${theta}, ${s.type} scaling: factor ${s.factor}`;
 }

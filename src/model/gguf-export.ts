@@ -1,16 +1,16 @@
 // A model as a GGUF file llama.cpp reads (`gqa-wasm quantize`): the metadata its loader expects
-// for the llama / qwen2 / qwen3 / smollm3 / gemma2 / gemma3 / granite architectures, norms in F32 (Gemma's as 1 + w), linear weights and embeddings in F32, F16,
+// for the llama / qwen2 / qwen3 / smollm3 / gemma2 / gemma3 / granite / phi3 architectures, norms in F32 (Gemma's as 1 + w), linear weights and embeddings in F32, F16,
 // BF16, Q8_0, Q4_0, Q5_0, IQ4_NL (quantized as ggml's reference quantizers do), Q4_K or Q6_K
 // (scales fitted as llama.cpp fits them), or llama.cpp's Q4_K_M mix of them, q/k rows permuted the way
-// llama.cpp's converter does for llama-style RoPE, llama3 rope scaling as rope_freqs.weight, and
-// the tokenizer as tokenizer.ggml.* metadata.
+// llama.cpp's converter does for llama-style RoPE, llama3 rope scaling as rope_freqs.weight,
+// LongRoPE as rope_factors_long / _short, and the tokenizer as tokenizer.ggml.* metadata.
 import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
 import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
 import { K_MIX_FILE_TYPES, kMixTensorType, quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK_WEIGHTS, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { ARCHITECTURES, ggufPermutesQK, ggufTensorName, globalTensorName, modelTensors, qkPermutedHeads } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
-import { GEMMA_GGUF, gemmaAttentionScalar, PRE_TOKENIZERS, ROPE_FACTORS_TENSOR, SMOLLM3_NOPE_INTERVAL, unpermutedRow } from "./gguf-model.ts";
+import { GEMMA_GGUF, gemmaAttentionScalar, LONGROPE_TENSORS, PRE_TOKENIZERS, ROPE_FACTORS_TENSOR, SMOLLM3_NOPE_INTERVAL, unpermutedRow } from "./gguf-model.ts";
 import { ropeFrequencyFactors } from "./rope.ts";
 
 const GGML: Record<BufferDtype, { type: GGMLType; fileType: number }> = {
@@ -43,6 +43,8 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   }
   const scaling = config.ropeScaling;
   if (scaling?.type === "dynamic") throw fail("dynamic rope scaling is not written (llama.cpp has no form of it)");
+  if ((scaling?.type === "longrope") !== (arch === "phi3") && scaling) throw fail(`${scaling.type} rope scaling is not written for ${arch}${scaling.type === "longrope" ? " (llama.cpp's phi3 has LongRoPE)" : ""}`);
+  if (arch === "phi3" && config.numHeads * config.headDim !== config.hiddenSize) throw fail(`phi3 with head_dim ${config.headDim} x ${config.numHeads} heads other than hidden_size ${config.hiddenSize} is not written (llama.cpp's phi3 takes head_dim from them)`);
   const gemma = arch === "gemma2" || arch === "gemma3";
   if (gemma) {
     // What llama.cpp takes as constants for gemma2 / gemma3 (GEMMA_GGUF) must be what the config says.
@@ -68,7 +70,7 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     "general.name": { type: "string", value: options.name ?? "gqa-wasm export" },
     "general.file_type": { type: "u32", value: fileType },
     "general.quantization_version": { type: "u32", value: 2 },
-    [a("context_length")]: { type: "u32", value: config.maxPositionEmbeddings },
+    [a("context_length")]: { type: "u32", value: scaling?.type === "longrope" ? scaling.maxPositionEmbeddings : config.maxPositionEmbeddings },
     [a("embedding_length")]: { type: "u32", value: config.hiddenSize },
     [a("block_count")]: { type: "u32", value: config.numLayers },
     [a("feed_forward_length")]: { type: "u32", value: config.intermediateSize },
@@ -76,12 +78,17 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     [a("attention.head_count_kv")]: { type: "u32", value: config.kvHeadsPerLayer[0]! },
     [a("attention.layer_norm_rms_epsilon")]: { type: "f32", value: config.rmsNormEps },
     [a("rope.freq_base")]: { type: "f32", value: config.ropeTheta },
-    [a("rope.dimension_count")]: { type: "u32", value: config.headDim },
+    [a("rope.dimension_count")]: { type: "u32", value: config.rotaryDim },
     [a("vocab_size")]: { type: "u32", value: config.vocabSize },
     ...(config.headDim * config.numHeads !== config.hiddenSize ? {
       [a("attention.key_length")]: { type: "u32", value: config.headDim }, [a("attention.value_length")]: { type: "u32", value: config.headDim },
     } : {}),
     ...(config.slidingWindow !== undefined && gemma ? { [a("attention.sliding_window")]: { type: "u32", value: config.slidingWindow } } : {}),
+    // phi3: the window as llama.cpp's converter writes it (0: none; its phi3 ignores it either way).
+    ...(arch === "phi3" ? { [a("attention.sliding_window")]: { type: "u32", value: config.slidingWindow ?? 0 } } : {}),
+    ...(scaling?.type === "longrope" ? {
+      [a("rope.scaling.original_context_length")]: { type: "u32", value: scaling.originalMaxPositionEmbeddings }, [a("rope.scaling.attn_factor")]: { type: "f32", value: scaling.attentionFactor },
+    } : {}),
     ...(config.attentionSoftcap !== undefined ? { [a("attn_logit_softcapping")]: { type: "f32", value: config.attentionSoftcap } } : {}),
     ...(config.finalSoftcap !== undefined ? { [a("final_logit_softcapping")]: { type: "f32", value: config.finalSoftcap } } : {}),
     ...(arch === "granite" ? {
@@ -96,9 +103,14 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   const tensors: Record<string, GGUFTensorToWrite> = {};
   // llama3 scaling (or factors read from a GGUF file) as llama.cpp's converter writes it: one
   // divisor per frequency in rope_freqs.weight, ahead of the model's tensors.
+  const f32Tensor = (values: ArrayLike<number>): GGUFTensorToWrite => ({ shape: [values.length], type: "F32", data: new Uint8Array(Float32Array.from(values).buffer) });
   if (scaling?.type === "llama3" || scaling?.type === "factors") {
-    const factors = scaling.type === "factors" ? Float32Array.from(scaling.factors) : ropeFrequencyFactors(config.headDim, config.ropeTheta, scaling);
-    tensors[ROPE_FACTORS_TENSOR] = { shape: [factors.length], type: "F32", data: new Uint8Array(factors.buffer) };
+    tensors[ROPE_FACTORS_TENSOR] = f32Tensor(scaling.type === "factors" ? scaling.factors : ropeFrequencyFactors(config.rotaryDim, config.ropeTheta, scaling));
+  }
+  // LongRoPE: both lists, as llama.cpp's converter writes them.
+  if (scaling?.type === "longrope") {
+    tensors[LONGROPE_TENSORS.long] = f32Tensor(scaling.longFactors);
+    tensors[LONGROPE_TENSORS.short] = f32Tensor(scaling.shortFactors);
   }
   const normOffset = ARCHITECTURES[config.modelType].normWeightOffset ?? 0;
   for (const { name: hf, shape, kind } of modelTensors(config)) {
@@ -180,7 +192,7 @@ function tokenizerMetadata(json: Record<string, unknown>, config: Record<string,
       "tokenizer.ggml.add_bos_token": { type: "bool", value: json.post_processor !== null && json.post_processor !== undefined } };
   }
   const pre = Object.entries(PRE_TOKENIZERS).find(([name, p]) => name !== "default" && JSON.stringify(preTokenizerList(json.pre_tokenizer)) === JSON.stringify(p))?.[0];
-  if (!pre) throw fail("its pre-tokenizer matches none that llama.cpp names (gpt-2, smollm, llama-bpe, qwen2)");
+  if (!pre) throw fail(`its pre-tokenizer matches none that llama.cpp names (${Object.keys(PRE_TOKENIZERS).filter((n) => n !== "default").join(", ")})`);
   return { ...common, "tokenizer.ggml.model": { type: "string", value: "gpt2" }, "tokenizer.ggml.pre": { type: "string", value: pre },
     "tokenizer.ggml.merges": { type: "array", itemType: "string", value: merges } };
 }

@@ -21,11 +21,12 @@ export interface GGUFModelInfo {
   /** tokenizer.json and tokenizer_config.json built from the metadata. */
   tokenizer?: { json: Record<string, unknown>; config: Record<string, unknown> };
   /**
-   * rope_freqs.weight (Llama 3.1 / 3.2 files: llama.cpp's form of llama3 rope scaling), F32
-   * [headDim / 2]: the config's rope scaling becomes { type: "factors" } once the loader has read
-   * it (withRopeFactors).
+   * Rope factor tensors, F32 [rotaryDim / 2] each, by name: rope_freqs.weight (Llama 3.1 / 3.2
+   * files: llama.cpp's form of llama3 rope scaling), or rope_factors_long / rope_factors_short
+   * (Phi-3.5, Phi-4-mini: LongRoPE). The config holds factors of 1 in their place (no scaling,
+   * or LongRoPE's lists of 1) until the loader has read them (withRopeFactors).
    */
-  ropeFactors?: { file: string; tensor: GGUFTensor };
+  ropeFactors: Map<string, { file: string; tensor: GGUFTensor }>;
 }
 
 /** llama.cpp's smollm3: layers i with (i + 1) % 4 == 0 are NoPE, a constant of its graph. */
@@ -33,9 +34,11 @@ export const SMOLLM3_NOPE_INTERVAL = 4;
 
 /** The GGUF tensor of per-frequency rope factors. */
 export const ROPE_FACTORS_TENSOR = "rope_freqs.weight";
+/** LongRoPE's factors in llama.cpp's phi3 files. */
+export const LONGROPE_TENSORS = { long: "rope_factors_long.weight", short: "rope_factors_short.weight" } as const;
 
 const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "gemma2", "gemma3", "granite"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "smollm3", "mistral", "gemma2", "gemma3", "granite", "phi3"] as const;
 
 /**
  * What llama.cpp's gemma2 / gemma3 fix (no key holds them): which layers slide (all but every
@@ -108,12 +111,26 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   if (keyLength !== undefined && valueLength !== undefined && keyLength !== valueLength) throw fail(`key_length ${keyLength} and value_length ${valueLength} differ`);
   const scalingType = str(`${arch}.rope.scaling.type`);
   if (scalingType !== undefined && scalingType !== "none" && scalingType !== "linear") throw fail(`rope scaling ${scalingType} is not supported (linear)`);
-  const ropeFactors = byName.get(ROPE_FACTORS_TENSOR);
-  if (ropeFactors && scalingType === "linear") throw fail(`${ROPE_FACTORS_TENSOR} and linear rope scaling together are not supported`);
   const gemma = arch === "gemma2" || arch === "gemma3" ? GEMMA_GGUF[arch] : undefined;
+  // Rope factors: rope_freqs (llama3 scaling) in llama-style files; LongRoPE's pair in phi3's.
+  const ropeFactors = new Map<string, { file: string; tensor: GGUFTensor }>();
+  for (const n of [ROPE_FACTORS_TENSOR, LONGROPE_TENSORS.long, LONGROPE_TENSORS.short]) {
+    const t = byName.get(n);
+    if (!t) continue;
+    if ((n === ROPE_FACTORS_TENSOR) === (arch === "phi3") || (n === ROPE_FACTORS_TENSOR && gemma)) throw fail(`${n} is not used by a ${arch} model`);
+    ropeFactors.set(n, t);
+  }
+  if (ropeFactors.has(ROPE_FACTORS_TENSOR) && scalingType === "linear") throw fail(`${ROPE_FACTORS_TENSOR} and linear rope scaling together are not supported`);
+  const longRope = ropeFactors.has(LONGROPE_TENSORS.long) || ropeFactors.has(LONGROPE_TENSORS.short);
+  if (longRope && ropeFactors.size !== 2) throw fail(`${LONGROPE_TENSORS.long} and ${LONGROPE_TENSORS.short} come together; the file has one`);
   // The head size as the config will take it (Gemma's and Granite's attention scales derive from it).
   const hidden = num(`${arch}.embedding_length`), headDim = keyLength ?? (hidden ?? 0) / (headCount ?? 1);
   const layerCount = num(`${arch}.block_count`), swa = num(`${arch}.attention.sliding_window`) ?? gemma?.defaultWindow;
+  // RoPE on the first rope.dimension_count elements of each head (Phi-4-mini: 96 of 128).
+  const rotaryDim = num(`${arch}.rope.dimension_count`);
+  const partialRotary = rotaryDim !== undefined && rotaryDim !== headDim ? rotaryDim / headDim : undefined;
+  // LongRoPE's factor lists, 1 until the loader reads the file's (bounded: built only for a sane size).
+  const half = (rotaryDim ?? headDim) / 2, ones = Number.isInteger(half) && half > 0 && half <= 2048 ? new Array<number>(half).fill(1) : undefined;
   const configJson: Record<string, unknown> = {
     model_type: gemma ? gemma.modelType : arch,
     hidden_size: hidden,
@@ -130,6 +147,13 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
     ...(scalingType === "linear" ? { rope_scaling: { type: "linear", factor: num(`${arch}.rope.scaling.factor`) } } : {}),
     ...(arch === "mistral" && num(`${arch}.attention.sliding_window`) ? { sliding_window: num(`${arch}.attention.sliding_window`) } : {}),
     ...((arch === "llama" || arch === "qwen3") && byName.has("blk.0.attn_q.bias") ? { attention_bias: true } : {}),
+    ...(partialRotary !== undefined ? { partial_rotary_factor: partialRotary } : {}),
+    // phi3: LongRoPE when the file has its factors (llama.cpp: attn_factor 1 unless a key gives it);
+    // no sliding window (llama.cpp's phi3 ignores its sliding_window key).
+    ...(longRope ? {
+      original_max_position_embeddings: num(`${arch}.rope.scaling.original_context_length`) ?? num(`${arch}.context_length`),
+      rope_scaling: { type: "longrope", short_factor: ones, long_factor: ones, attention_factor: num(`${arch}.rope.scaling.attn_factor`) ?? 1 },
+    } : {}),
     // llama.cpp's smollm3 skips RoPE in every 4th layer (no key says so).
     ...(arch === "smollm3" ? { no_rope_layer_interval: SMOLLM3_NOPE_INTERVAL } : {}),
     // Granite's multipliers (llama.cpp's names: *_scale; no attention.scale: 1 / sqrt(head_dim), as llama.cpp).
@@ -163,24 +187,28 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   const unused = unusedLayerTensor(config, byName.keys(), true);
   if (unused) throw fail(`tensor ${unused} is not one a ${arch} model of this metadata uses`);
   if (missing.length > 0) throw fail(`missing tensors ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
-  if (ropeFactors && gemma) throw fail(`${ROPE_FACTORS_TENSOR} is not used by a ${arch} model`);
-  if (ropeFactors) {
-    const { type, shape } = ropeFactors.tensor;
-    if (type !== "F32" || shape.length !== 1 || shape[0] !== config.headDim / 2) {
-      throw fail(`${ROPE_FACTORS_TENSOR} is ${type} [${shape.join(", ")}], not the F32 [${config.headDim / 2}] of one factor per rotated pair`);
+  for (const [n, { tensor: { type, shape } }] of ropeFactors) {
+    if (type !== "F32" || shape.length !== 1 || shape[0] !== config.rotaryDim / 2) {
+      throw fail(`${n} is ${type} [${shape.join(", ")}], not the F32 [${config.rotaryDim / 2}] of one factor per rotated pair`);
     }
   }
   return { config, configJson, tensors, fileBytes, metadata, tokenizer: ggufTokenizer(metadata, where), ropeFactors };
 }
 
 /**
- * The config with its rope scaling from the values of rope_freqs.weight (as read from the file):
- * each must be a finite positive number, a frequency's divisor.
+ * The config with the rope factors read from the file (by tensor name): rope_freqs.weight as
+ * { type: "factors" }, or LongRoPE's long and short lists. Each must be a finite positive number,
+ * a frequency's divisor.
  */
-export function withRopeFactors(config: ModelConfig, values: Float32Array, where: string): ModelConfig {
-  const bad = values.findIndex((v) => !(Number.isFinite(v) && v > 0));
-  if (bad >= 0) throw new ModelConfigError(`${where}: ${ROPE_FACTORS_TENSOR} holds ${values[bad]} at element ${bad}; each factor must be a finite positive number`);
-  return { ...config, ropeScaling: { type: "factors", factors: Array.from(values) } };
+export function withRopeFactors(config: ModelConfig, values: Map<string, Float32Array>, where: string): ModelConfig {
+  for (const [n, v] of values) {
+    const bad = v.findIndex((x) => !(Number.isFinite(x) && x > 0));
+    if (bad >= 0) throw new ModelConfigError(`${where}: ${n} holds ${v[bad]} at element ${bad}; each factor must be a finite positive number`);
+  }
+  const freqs = values.get(ROPE_FACTORS_TENSOR), long = values.get(LONGROPE_TENSORS.long), short = values.get(LONGROPE_TENSORS.short);
+  if (freqs) return { ...config, ropeScaling: { type: "factors", factors: Array.from(freqs) } };
+  if (long && short && config.ropeScaling?.type === "longrope") return { ...config, ropeScaling: { ...config.ropeScaling, longFactors: Array.from(long), shortFactors: Array.from(short) } };
+  return config;
 }
 
 /**
@@ -222,6 +250,11 @@ export const PRE_TOKENIZERS: Record<string, unknown[]> = {
   smollm: [{ type: "Digits", individual_digits: true }, { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true }],
   "llama-bpe": [
     { type: "Split", pattern: { Regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" }, behavior: "Isolated", invert: false },
+    { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
+  ],
+  // o200k (Phi-4-mini): upper-case runs with their lower-case tails, digits in threes, "/" kept after punctuation.
+  "gpt-4o": [
+    { type: "Split", pattern: { Regex: "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" }, behavior: "Isolated", invert: false },
     { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
   ],
   qwen2: [

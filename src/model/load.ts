@@ -9,9 +9,9 @@ import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, type BufferDtype, type WasmBuffer } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { layerTensorName } from "./architecture.ts";
-import { ModelConfigError } from "./config.ts";
+import { ModelConfigError, withContextLength } from "./config.ts";
 import { ggufTarget, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
-import { describeGGUF, ggufSplitNames, ggufStopTokenIds, ROPE_FACTORS_TENSOR, unpermutedRow, withRopeFactors } from "./gguf-model.ts";
+import { describeGGUF, ggufSplitNames, ggufStopTokenIds, unpermutedRow, withRopeFactors } from "./gguf-model.ts";
 import { inspectModel, readJsonFile } from "./folder.ts";
 import { LanguageModel, type GenerationDefaults } from "./language-model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
@@ -37,6 +37,13 @@ export interface LoadOptions {
   onProgress?: (p: LoadProgress) => void;
   /** Options of the KV cache the model's generations share (pageSize, dtype, maxTokens, maxBytes). */
   cache?: Omit<KVCacheOptions, "layers">;
+  /**
+   * The longest sequence the model runs, in tokens: by default max_position_embeddings, or for a
+   * LongRoPE model (Phi-3.5, Phi-4-mini) its original_max_position_embeddings (4096), where its
+   * short factors hold; longer, up to max_position_embeddings, it rotates by its long factors
+   * (as llama.cpp picks them by its context size).
+   */
+  contextLength?: number;
 }
 
 export async function loadModel(rt: Runtime, source: ModelSource, options: LoadOptions = {}): Promise<LanguageModel> {
@@ -61,7 +68,7 @@ export async function loadModel(rt: Runtime, source: ModelSource, options: LoadO
   const dtype = options.dtype === undefined || options.dtype === "stored" ? storedDtype(folder.tensors) : options.dtype;
   const tensorBytes = [...folder.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
   let uploaded = 0;
-  const transformer = new TransformerModel(rt, folder.config, (name, want) => {
+  const transformer = new TransformerModel(rt, withContextLength(folder.config, options.contextLength), (name, want) => {
     const t = folder.tensors.get(name);
     if (!t) throw new ModelConfigError(`${files.location}: tensor '${name}' is missing`);
     // Stored as wanted (bf16 -> bf16, f16 -> f16): the bits as they are; otherwise via float32.
@@ -195,15 +202,14 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
       const srcRowBytes = matrix ? tensor.byteLength / tensor.shape[0]! : tensor.byteLength / elements;
       plans.push({ hf, file: t.file, tensor, buffer, copy, K: matrix ? K : 1, rows: matrix ? tensor.shape[0]! : elements, srcRowBytes, permutedHeads: t.permutedHeads, filled: 0 });
     }
-    // Llama 3.1 / 3.2 files: the rope factors, read with the rest and taken into the config.
-    let ropeFactors: TensorPlan | undefined;
-    if (info.ropeFactors) {
-      const { file, tensor } = info.ropeFactors, n = tensor.shape[0]!;
-      const buffer = rt.alloc(n, "f32");
+    // Rope factors (Llama 3.1 / 3.2's rope_freqs, Phi's LongRoPE pair): read with the rest and taken into the config.
+    const ropeFactors: TensorPlan[] = [];
+    for (const [n, { file, tensor }] of info.ropeFactors) {
+      const buffer = rt.alloc(tensor.shape[0]!, "f32");
       owned.push(buffer);
-      ropeFactors = { hf: ROPE_FACTORS_TENSOR, file, tensor, buffer, copy: true, K: 1, rows: n, srcRowBytes: 4, filled: 0 };
-      plans.push(ropeFactors);
+      ropeFactors.push({ hf: n, file, tensor, buffer, copy: true, K: 1, rows: tensor.shape[0]!, srcRowBytes: 4, filled: 0 });
     }
+    plans.push(...ropeFactors);
     const totalBytes = opened.reduce((sum, o) => sum + o.size, 0);
     let done = 0;
     for (const o of opened) {
@@ -225,12 +231,9 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     }
     for (const p of plans) if (p.filled !== p.tensor.byteLength) throw new ModelConfigError(`${where}: tensor '${p.tensor.name}' got ${p.filled} of its ${p.tensor.byteLength} bytes`);
     options.onProgress?.({ phase: "upload", doneBytes: totalBytes, totalBytes });
-    let config = info.config;
-    if (ropeFactors) {
-      config = withRopeFactors(config, ropeFactors.buffer.toFloat32Array(), where);
-      ropeFactors.buffer.free();
-    }
-    const byName = new Map(plans.filter((p) => p !== ropeFactors).map((p) => [p.hf, p.buffer]));
+    const config = withContextLength(withRopeFactors(info.config, new Map(ropeFactors.map((p) => [p.hf, p.buffer.toFloat32Array()])), where), options.contextLength);
+    for (const p of ropeFactors) p.buffer.free();
+    const byName = new Map(plans.filter((p) => !ropeFactors.includes(p)).map((p) => [p.hf, p.buffer]));
     const transformer = new TransformerModel(rt, config, (hf) => byName.get(hf)!, dtype);
     return new LanguageModel(transformer, tokenizer, defaults, options.cache);
   } catch (e) {

@@ -1,6 +1,6 @@
-// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, smollm3, mistral, deci, gemma2, gemma3_text, granite), top to bottom like llama2.c's run.c:
+// The forward pass of a Llama-family decoder (llama, qwen2, qwen3, smollm3, mistral, deci, gemma2, gemma3_text, granite, phi3), top to bottom like llama2.c's run.c:
 // embedding (Gemma, Granite: scaled), then per layer RMSNorm -> q/k/v projections -> (Qwen3, Gemma 3: RMSNorm of each head of q and k) -> RoPE
-// (not in SmolLM3's NoPE layers; Gemma 3's sliding layers with their own theta) -> K/V written into the paged cache -> grouped
+// (not in SmolLM3's NoPE layers; Gemma 3's sliding layers with their own theta; Phi-4-mini's on part of each head) -> K/V written into the paged cache -> grouped
 // attention over the cache (Mistral's and Gemma's sliding window; Gemma 2's soft-capped scores) -> o projection + residual (Gemma: the
 // output RMS-normalised first; Granite: scaled) -> RMSNorm -> SwiGLU (Gemma: GeGLU) MLP + residual (likewise); final RMSNorm and the
 // LM head (Gemma 2: soft-capped logits; Granite: scaled). The whole pass is one kernel program (a Program): every op a wasm kernel on buffers
@@ -17,7 +17,7 @@ import type { Job } from "../threads/pool.ts";
 import { isQuantDtype, unfitRows, weightDtypeOf, type WeightChoice } from "../formats/quant.ts";
 import { ARCHITECTURES, modelTensors, type GlobalRole, type LayerRole } from "./architecture.ts";
 import { ModelConfigError, type ModelConfig } from "./config.ts";
-import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
+import { ropeAttentionFactor, ropeInverseFrequencies, ropeTable } from "./rope.ts";
 
 /**
  * The weights of one layer, resident in wasm memory, by role (architecture.ts). q, k and v
@@ -25,8 +25,8 @@ import { ropeInverseFrequencies, ropeTable } from "./rope.ts";
  * (`qkv`, `qkvBias`, `gateUp`: concatenated at load), so a one-row pass projects each group in
  * one call (one stream of weights, one claim range for the threads).
  */
-type OptionalRole = "qBias" | "kBias" | "vBias" | "oBias" | "qNorm" | "kNorm" | "attnOutNorm" | "ffnOutNorm";
-type LayerWeights = Record<Exclude<LayerRole, OptionalRole>, WasmBuffer> & Partial<Record<OptionalRole | "qkv" | "qkvBias" | "gateUp", WasmBuffer>>;
+type OptionalRole = "qBias" | "kBias" | "vBias" | "oBias" | "qNorm" | "kNorm" | "attnOutNorm" | "ffnOutNorm" | "qkv" | "gateUp";
+type LayerWeights = Record<Exclude<LayerRole, OptionalRole>, WasmBuffer> & Partial<Record<OptionalRole | "qkvBias", WasmBuffer>>;
 
 /** A forward pass's activations in wasm memory, for up to `rows` rows and `items` sequences. */
 interface RunState {
@@ -115,7 +115,7 @@ export class TransformerModel {
         if (t.layer === undefined) globals[t.role as GlobalRole] = buffer;
         else layers[t.layer]![t.role as LayerRole] = buffer;
       }
-      this.layers = layers.map((L) => this.fuseLayer(L as LayerWeights));
+      this.layers = layers.map((L, l) => this.fuseLayer(L as LayerWeights, l));
       this.finalNorm = globals.finalNorm!;
       this.embedding = globals.embedding!;
       this.lmHead = globals.lmHead ?? this.embedding;
@@ -343,8 +343,8 @@ export class TransformerModel {
         const ranges = items.length >= T ? [[0, count] as const] : rowRanges(count, 4);
         ranges.forEach(([r0, r1], j) => {
           const t = items.length >= T ? i : j, pos = starts[i]! + r0;
-          const ropeQ: Job = { kernel: "rope_f32", args: [rowPtr(s.q, q0 + r0, H * D), r1 - r0, H, D, rope.cos.ptr, rope.sin.ptr, pos] };
-          const ropeK: Job = { kernel: "rope_f32", args: [rowPtr(k, q0 + r0, kvDim), r1 - r0, kvHeads, D, rope.cos.ptr, rope.sin.ptr, pos] };
+          const ropeQ: Job = { kernel: "rope_f32", args: [rowPtr(s.q, q0 + r0, H * D), r1 - r0, H, D, c.rotaryDim, rope.cos.ptr, rope.sin.ptr, pos] };
+          const ropeK: Job = { kernel: "rope_f32", args: [rowPtr(k, q0 + r0, kvDim), r1 - r0, kvHeads, D, c.rotaryDim, rope.cos.ptr, rope.sin.ptr, pos] };
           const kv: Job = { kernel: "kv_write", args: [write.args[0]!, write.args[1]!, r0, r1, ...write.args.slice(4)] };
           if (L.qNorm && L.kNorm) {
             const q = rowPtr(s.q, q0 + r0, H * D), kr = rowPtr(k, q0 + r0, kvDim);
@@ -352,7 +352,7 @@ export class TransformerModel {
             p.add(t, { kernel: "rmsnorm_f32", args: [kr, L.kNorm.ptr, kr, D, eps, 0, (r1 - r0) * kvHeads] });
           }
           // (SmolLM3's NoPE layers: no rotation.)
-          if (!nope) { p.add(t, ropeQ); p.add(t, ropeK); positioned[i]!.push(p.variable(ropeQ, 6), r0, p.variable(ropeK, 6), r0); }
+          if (!nope) { p.add(t, ropeQ); p.add(t, ropeK); positioned[i]!.push(p.variable(ropeQ, 7), r0, p.variable(ropeK, 7), r0); }
           p.add(t, kv);
           positioned[i]!.push(p.variable(kv, 9), 0);
         });
@@ -490,8 +490,16 @@ export class TransformerModel {
 
   private own(b: WasmBuffer): WasmBuffer { this.owned.push(b); return b; }
 
-  /** q/k/v (and biases) and gate/up of a layer concatenated into one buffer each, the parts becoming views of it (see LayerWeights). */
-  private fuseLayer(L: LayerWeights): LayerWeights {
+  /**
+   * q/k/v (and biases) and gate/up of a layer concatenated into one buffer each, the parts becoming
+   * views of it (see LayerWeights); stored so (Phi-3), the parts are made views of it.
+   */
+  private fuseLayer(L: LayerWeights, layer: number): LayerWeights {
+    if (L.qkv && L.gateUp) {
+      const c = this.config, hd = c.hiddenSize, qRows = c.numHeads * c.headDim, kvRows = c.kvHeadsPerLayer[layer]! * c.headDim, ff = c.intermediateSize;
+      return { ...L, q: L.qkv.subarray(0, qRows * hd), k: L.qkv.subarray(qRows * hd, (qRows + kvRows) * hd), v: L.qkv.subarray((qRows + kvRows) * hd, (qRows + 2 * kvRows) * hd),
+        gate: L.gateUp.subarray(0, ff * hd), up: L.gateUp.subarray(ff * hd, 2 * ff * hd) };
+    }
     const fused = { ...L };
     const qkv = this.concatenate([L.q, L.k, L.v] as const);
     if (qkv) {
@@ -535,12 +543,13 @@ export class TransformerModel {
 
   private ropeTables(positions: number): { tables: { cos: WasmBuffer; sin: WasmBuffer }[]; positions: number } {
     const c = this.config;
-    const frequencies = [ropeInverseFrequencies(c.headDim, c.ropeTheta, c.ropeScaling)];
-    if (c.localRopeTheta !== undefined) frequencies.push(ropeInverseFrequencies(c.headDim, c.localRopeTheta));
+    const frequencies = [ropeInverseFrequencies(c.rotaryDim, c.ropeTheta, c.ropeScaling, c.maxPositionEmbeddings)];
+    if (c.localRopeTheta !== undefined) frequencies.push(ropeInverseFrequencies(c.rotaryDim, c.localRopeTheta));
+    const scale = ropeAttentionFactor(c.ropeScaling);
     const made: WasmBuffer[] = [];
     const upload = (data: Float32Array) => { const b = this.rt.upload(data); made.push(b); return b; };
     try {
-      return { tables: frequencies.map((f) => { const t = ropeTable(positions, f); return { cos: upload(t.cos), sin: upload(t.sin) }; }), positions };
+      return { tables: frequencies.map((f) => { const t = ropeTable(positions, f, scale); return { cos: upload(t.cos), sin: upload(t.sin) }; }), positions };
     } catch (e) {
       for (const b of made) b.free();
       throw e;

@@ -154,7 +154,8 @@ export const KERNELS = {
   rmsnorm_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
   /** out += rmsnorm(x) · w (Gemma's norms of the attention and MLP outputs, before the residual add) */
   rmsnorm_add_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
-  rope_f32: { from: "kernels/rope", params: ["x", "rows", "heads", "headDim", "cos", "sin", "tableRow0"], pool: true },
+  /** RoPE on the first rotaryDim elements of each head (all of it but for partial rotary) */
+  rope_f32: { from: "kernels/rope", params: ["x", "rows", "heads", "headDim", "rotaryDim", "cos", "sin", "tableRow0"], pool: true },
   swiglu_f32: { from: "kernels/elementwise", params: ["gate", "up", "out", "n"], pool: true },
   /** gelu_tanh(gate) · up (Gemma's MLP) */
   geglu_tanh_f32: { from: "kernels/elementwise", params: ["gate", "up", "out", "n"], pool: true },

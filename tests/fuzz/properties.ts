@@ -128,14 +128,17 @@ const CONFIG_KEYS = ["model_type", "hidden_size", "intermediate_size", "num_hidd
   // Gemma 2's and 3's
   "layer_types", "sliding_window_pattern", "query_pre_attn_scalar", "rope_local_base_freq", "hidden_activation", "attn_logit_softcapping", "final_logit_softcapping",
   // Granite's
-  "embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling"];
+  "embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling",
+  // Phi's
+  "partial_rotary_factor", "original_max_position_embeddings"];
 
 const hostileNumber = fc.oneof(
   fc.integer({ min: -3, max: 300 }), fc.constantFrom(0, 1, 2, 3, 7, 64, 1e6, 1e9, 1e12, 2 ** 31, 2 ** 53, -1, 0.5, NaN, 1e308),
 );
-const configValue = fc.oneof(hostileNumber, fc.jsonValue({ maxDepth: 2 }), fc.constantFrom("llama", "qwen2", "mistral", "deci", "gemma", "gemma2", "gemma3_text", "granite", "silu", "gelu", "gelu_pytorch_tanh"),
+const configValue = fc.oneof(hostileNumber, fc.jsonValue({ maxDepth: 2 }), fc.constantFrom("llama", "qwen2", "mistral", "deci", "gemma", "gemma2", "gemma3_text", "granite", "phi3", "silu", "gelu", "gelu_pytorch_tanh"),
   fc.array(fc.constantFrom("sliding_attention", "full_attention", "x"), { maxLength: 4 }),
-  fc.record({ rope_type: fc.constantFrom("llama3", "linear", "dynamic", "yarn", "default"), factor: hostileNumber, low_freq_factor: hostileNumber, high_freq_factor: hostileNumber, original_max_position_embeddings: hostileNumber }, { requiredKeys: [] }),
+  fc.record({ rope_type: fc.constantFrom("llama3", "linear", "dynamic", "yarn", "default", "longrope", "su"), factor: hostileNumber, low_freq_factor: hostileNumber, high_freq_factor: hostileNumber, original_max_position_embeddings: hostileNumber,
+    short_factor: fc.array(hostileNumber, { maxLength: 5 }), long_factor: fc.array(hostileNumber, { maxLength: 5 }), attention_factor: hostileNumber }, { requiredKeys: [] }),
   fc.array(hostileNumber, { maxLength: 6 }));
 
 const templateFragment = fc.constantFrom(
@@ -150,6 +153,9 @@ type Files = Record<string, Uint8Array | string>;
 const TINY_FUZZ_MODEL = { ...TINY_CHAT_MODEL, num_hidden_layers: 2, hidden_size: 32, intermediate_size: 48, num_attention_heads: 4, max_position_embeddings: 64 };
 /** Gemma 3's layout (four norms a layer, q/k norms, a sliding layer of window 3, its own theta). */
 const TINY_GEMMA3 = { ...TINY_FUZZ_MODEL, model_type: "gemma3_text", num_key_value_heads: 1, head_dim: 8, layer_types: ["sliding_attention", "full_attention"], sliding_window: 3 };
+/** Phi-4-mini's layout (fused qkv and gate/up, RoPE on 3/4 of each head of 8, LongRoPE's 3 factors a list). */
+const TINY_PHI = { ...TINY_FUZZ_MODEL, model_type: "phi3", num_key_value_heads: 2, partial_rotary_factor: 0.75, original_max_position_embeddings: 16,
+  rope_scaling: { type: "longrope", short_factor: [1, 1.5, 2], long_factor: [1, 4, 16] } };
 const tinyFiles = (config: Record<string, unknown> = TINY_FUZZ_MODEL): Files => syntheticModelFiles(config, { dtype: "F32" });
 
 /** Replaces the value at a random path of a JSON value (objects and arrays), or the whole of it. */
@@ -194,6 +200,7 @@ async function loadOrRefuse(rt: Runtime, files: Files): Promise<void> {
 }
 
 let ggufModel: Uint8Array | undefined;
+/** gemma2, gemma3 and phi3 GGUF files (the architectures llama.cpp fixes constants or tensors of). */
 const gemmaModels: (Uint8Array | undefined)[] = [];
 const quantModels: Partial<Record<"q5_0" | "q4_1" | "iq4_nl" | "q4_k" | "q6_k", Uint8Array>> = {};
 let randomBlocksModel: Uint8Array | undefined;
@@ -388,13 +395,15 @@ export const PROPERTIES: FuzzProperty[] = [
     }),
   },
   {
-    name: "GGUF models: gemma3 and gemma2 files (norms as 1 + w, sliding layers, q/k norms, soft-caps) mutated load and generate, or are refused, with nothing left allocated",
-    runs: 100,
-    property: ({ rt }) => fc.asyncProperty(fc.boolean(), mutation, async (three, m) => {
-      gemmaModels[three ? 1 : 0] ??= await folderToGGUF(tinyFiles(three
-        ? { ...TINY_GEMMA3, num_hidden_layers: 6, intermediate_size: 64, layer_types: undefined, query_pre_attn_scalar: 8, rope_local_base_freq: 10000 }
-        : { ...TINY_GEMMA3, model_type: "gemma2", intermediate_size: 64, layer_types: undefined, query_pre_attn_scalar: 8, attn_logit_softcapping: 2, final_logit_softcapping: 3 }), { dtype: "q8_0" });
-      await loadOrRefuse(rt, { "model.gguf": mutate(gemmaModels[three ? 1 : 0]!, { ...m, headerLength: undefined }) });
+    name: "GGUF models: gemma3, gemma2 and phi3 files (norms as 1 + w, sliding layers, q/k norms, soft-caps; fused qkv and ffn_up, LongRoPE's factor tensors) mutated load and generate, or are refused, with nothing left allocated",
+    runs: 150,
+    property: ({ rt }) => fc.asyncProperty(fc.constantFrom(0, 1, 2), mutation, async (which, m) => {
+      gemmaModels[which] ??= await folderToGGUF(tinyFiles([
+        { ...TINY_GEMMA3, model_type: "gemma2", intermediate_size: 64, layer_types: undefined, query_pre_attn_scalar: 8, attn_logit_softcapping: 2, final_logit_softcapping: 3 },
+        { ...TINY_GEMMA3, num_hidden_layers: 6, intermediate_size: 64, layer_types: undefined, query_pre_attn_scalar: 8, rope_local_base_freq: 10000 },
+        { ...TINY_PHI, intermediate_size: 64 },
+      ][which]!), { dtype: "q8_0" });
+      await loadOrRefuse(rt, { "model.gguf": mutate(gemmaModels[which]!, { ...m, headerLength: undefined }) });
     }),
   },
   {
@@ -424,7 +433,7 @@ export const PROPERTIES: FuzzProperty[] = [
       fc.array(fc.oneof(fc.integer({ min: -2, max: 8 }), fc.jsonValue({ maxDepth: 0 })), { maxLength: 40 }),
       fc.array(fc.oneof(fc.double({ noNaN: false }), fc.jsonValue({ maxDepth: 0 })), { maxLength: 40 }),
       fc.array(fc.oneof(fc.constantFrom("a b", "ab c", "a", " ", "x x"), fc.string({ maxLength: 5 })), { maxLength: 20 }),
-      fc.record({ bos: fc.integer({ min: -1, max: 50 }), eos: fc.integer({ min: -1, max: 50 }), pre: fc.constantFrom("gpt-2", "default", "smollm", "llama-bpe", "qwen2", "falcon", "") }),
+      fc.record({ bos: fc.integer({ min: -1, max: 50 }), eos: fc.integer({ min: -1, max: 50 }), pre: fc.constantFrom("gpt-2", "default", "smollm", "llama-bpe", "qwen2", "gpt-4o", "falcon", "") }),
       (model, tokens, types, scores, merges, ids) => {
         const metadata = new Map<string, GGUFValue>([
           ["tokenizer.ggml.model", model as GGUFValue], ["tokenizer.ggml.tokens", tokens], ["tokenizer.ggml.token_type", types as GGUFValue[]],
@@ -442,8 +451,8 @@ export const PROPERTIES: FuzzProperty[] = [
   {
     name: "model folders: hostile config.json values load or are refused, with nothing left allocated",
     runs: 300,
-    property: ({ rt }) => fc.asyncProperty(fc.dictionary(fc.constantFrom(...CONFIG_KEYS), configValue, { minKeys: 1, maxKeys: 3 }), fc.boolean(), fc.boolean(), async (changes, whole, gemma) => {
-      const files = tinyFiles(gemma ? TINY_GEMMA3 : TINY_FUZZ_MODEL);
+    property: ({ rt }) => fc.asyncProperty(fc.dictionary(fc.constantFrom(...CONFIG_KEYS), configValue, { minKeys: 1, maxKeys: 3 }), fc.boolean(), fc.constantFrom(TINY_FUZZ_MODEL, TINY_GEMMA3, TINY_PHI), async (changes, whole, base) => {
+      const files = tinyFiles(base);
       const config = JSON.parse(files["config.json"] as string) as Record<string, unknown>;
       files["config.json"] = whole ? JSON.stringify(changes) : JSON.stringify({ ...config, ...changes });
       await loadOrRefuse(rt, files);
