@@ -65,6 +65,7 @@ describe("model folders and `gqa-wasm info`", () => {
       [["info", "--model", folder({ ...phi, rope_scaling: { type: "longrope", short_factor: [1, 2], long_factor: [1, 2, 3, 4] } }, { tensorsOf: phi })], /rope_scaling\.short_factor must list 4 positive numbers \(one per rotated pair\), got \[1,2\]/],
       [["info", "--model", folder({ ...phi, rope_scaling: { type: "longrope", short_factor: [1, 1, 1, 1], long_factor: [1, 1, 1, -1] } }, { tensorsOf: phi })], /rope_scaling\.long_factor must list 4 positive numbers/],
       [["info", "--model", folder({ ...phi, original_max_position_embeddings: 8192, rope_scaling: longrope }, { tensorsOf: phi })], /original_max_position_embeddings must be a positive integer up to max_position_embeddings 4096, got 8192/],
+      [["info", "--model", folder({ ...phi, original_max_position_embeddings: 1, rope_scaling: longrope }, { tensorsOf: phi })], /original_max_position_embeddings 1 under max_position_embeddings 4096 gives LongRoPE no finite attention factor/],
       [["info", "--model", folder({ ...phi, partial_rotary_factor: 1.5 }, { tensorsOf: phi })], /partial_rotary_factor must be a number in \(0, 1\], got 1\.5/],
       [["info", "--model", folder({ ...phi, partial_rotary_factor: 0.7 }, { tensorsOf: phi })], /RoPE would rotate 5 elements of each head \(head_dim 8 x partial_rotary_factor 0\.7\); rotary embeddings rotate pairs/],
       // A Llama checkpoint called phi3: its q/k/v apart, where Phi-3 stores one qkv_proj.

@@ -95,6 +95,21 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     assert.throws(() => template.render({ messages: [{ role: "assistant", content: "x" }], add_generation_prompt: true, bos_token: "<bos>" }), /roles must alternate user\/assistant/);
   });
 
+  it("a Phi-4-mini-style template renders: <|role|> turns closed by <|end|>, `'tools' in message` on a dict with `is not none`, the EOS without a generation prompt", async () => {
+    // Written here in the style of Phi-4-mini's template (its constructs, not its text).
+    const t = `{%- for message in messages -%}{%- if message['role'] == 'system' and 'tools' in message and message['tools'] is not none -%}
+{{- '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + message['tools'] + '<|/tool|><|end|>' -}}
+{%- else -%}{{- '<|' + message['role'] + '|>' + message['content'] + '<|end|>' -}}{%- endif -%}{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|assistant|>' -}}{%- else -%}{{- eos_token -}}{%- endif -%}`;
+    const { ChatTemplate } = await import("../src/model/chat-template.ts");
+    const template = new ChatTemplate(t, "phi4-style");
+    const turns = [{ role: "system", content: "Be brief.", tools: "[{\"name\": \"f\"}]" }, { role: "user", content: "hi" }];
+    assert.equal(template.render({ messages: turns, add_generation_prompt: true, eos_token: "<|endoftext|>" }),
+      "<|system|>Be brief.<|tool|>[{\"name\": \"f\"}]<|/tool|><|end|><|user|>hi<|end|><|assistant|>");
+    assert.equal(template.render({ messages: [{ role: "system", content: "s", tools: null }, { role: "user", content: "hi" }], add_generation_prompt: false, eos_token: "<|endoftext|>" }),
+      "<|system|>s<|end|><|user|>hi<|end|><|endoftext|>");
+  });
+
   it("streams: the pieces join into the result text, and the tokens equal recomputing the whole forward each step", async () => {
     const prompt = model.encode("the theme");
     const { pieces, tokens, result } = await collect(model.generate("the theme", { ...greedy, maxNewTokens: 12 }));

@@ -20,7 +20,7 @@ import { QWEN25_05B_SHAPE } from "../model-cases.ts";
 const { values } = parseArgs({ options: {
   models: { type: "string", default: "SmolLM2-135M,Qwen2.5-0.5B" }, dtypes: { type: "string", default: "f32,bf16,f16,q8_0,q4_0,q4_k_m" },
   threads: { type: "string", default: "1,2" }, repeats: { type: "string", default: "3" }, prompt: { type: "string", default: "128" }, gen: { type: "string", default: "64" },
-  "no-wllama": { type: "boolean" },
+  "no-wllama": { type: "boolean" }, layers: { type: "string" },
 }, strict: true });
 /**
  * Llama 3.2 1B's shape (not in the default run: its files take minutes to write): every row whole
@@ -48,7 +48,19 @@ const GEMMA3_270M_SHAPE = {
 };
 /** Gemma 3 1B's shape (not in the default run): 26 layers of 1152, one KV head of 256, the 262,144-token tied embedding. */
 const GEMMA3_1B_SHAPE = { ...GEMMA3_270M_SHAPE, hidden_size: 1152, intermediate_size: 6912, num_hidden_layers: 26 };
-const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE, "Llama-3.2-1B": LLAMA32_1B_SHAPE, "Qwen3-0.6B": QWEN3_06B_SHAPE, "Gemma-3-270M": GEMMA3_270M_SHAPE, "Gemma-3-1B": GEMMA3_1B_SHAPE };
+/**
+ * Phi-4-mini's shape (not in the default run; 3.8B: with --layers N its first N layers): q/k/v and
+ * gate/up fused, 24 heads of 128 over 8 KV heads, RoPE on 96 of each head's 128 elements, LongRoPE
+ * (factor lists of its form; both runtimes take the short ones at these contexts), the
+ * 200,064-token tied embedding.
+ */
+const ramp = (n: number, a: number, b: number) => Array.from({ length: n }, (_, i) => a + ((b - a) * i) / (n - 1));
+const PHI4_MINI_SHAPE = {
+  model_type: "phi3", hidden_size: 3072, intermediate_size: 8192, num_hidden_layers: 32, num_attention_heads: 24, num_key_value_heads: 8, vocab_size: 200064,
+  rms_norm_eps: 1e-5, rope_theta: 10000, partial_rotary_factor: 0.75, tie_word_embeddings: true, max_position_embeddings: 131072, original_max_position_embeddings: 4096,
+  rope_scaling: { type: "longrope", short_factor: ramp(48, 1, 3), long_factor: ramp(48, 1, 60) },
+};
+const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE, "Llama-3.2-1B": LLAMA32_1B_SHAPE, "Qwen3-0.6B": QWEN3_06B_SHAPE, "Gemma-3-270M": GEMMA3_270M_SHAPE, "Gemma-3-1B": GEMMA3_1B_SHAPE, "Phi-4-mini": PHI4_MINI_SHAPE };
 const promptLength = Number(values.prompt), gen = Number(values.gen), repeats = Number(values.repeats);
 const threadCounts = values.threads.split(",").map(Number);
 
@@ -110,7 +122,10 @@ const results: unknown[] = [];
 const work = mkdtempSync(join(tmpdir(), "gqa-e2e-"));
 try {
   for (const name of values.models.split(",")) {
-    const cfg = parseModelConfig({ ...SHAPES[name]!, max_position_embeddings: 2048 });
+    // (A LongRoPE shape keeps its lengths: its context is its original one.) --layers: the first N layers.
+    const shape = SHAPES[name]!, cut = values.layers ? { num_hidden_layers: Number(values.layers) } : {};
+    const cfg = parseModelConfig({ ...shape, ...(shape.original_max_position_embeddings ? {} : { max_position_embeddings: 2048 }), ...cut });
+    const label = values.layers ? `${name} (${cfg.numLayers} layers)` : name;
     const weights = syntheticWeights(cfg, { trainedLike: true });
     const prompt = promptIds;
     for (const dtype of values.dtypes.split(",") as ("f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "iq4_nl" | "q4_k_m")[]) {
@@ -131,9 +146,9 @@ try {
         // wllama reads a model through one ArrayBuffer (at most 2 GB): a failure is reported, not fatal.
         const w = wllama ? await wllama.run(file, threads, promptText, gen, promptLength + gen + 16).catch((e: Error) => { console.error(`wllama ${name} ${dtype}: ${e.message}`); return undefined; }) : undefined;
         const ratio = (x: number, y?: number) => (y ? `${(x / y).toFixed(2)}x` : "-");
-        rows.push([name, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), ratio(a.prefill, b.prefill), w ? w.prefill.toFixed(1) : "-", ratio(a.prefill, w?.prefill),
+        rows.push([label, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), ratio(a.prefill, b.prefill), w ? w.prefill.toFixed(1) : "-", ratio(a.prefill, w?.prefill),
           a.decode.toFixed(1), b.decode.toFixed(1), ratio(a.decode, b.decode), w ? w.decode.toFixed(1) : "-", ratio(a.decode, w?.decode), `${same}/${gen}`]);
-        results.push({ model: name, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, wllama: w, sameGreedyTokens: same });
+        results.push({ model: label, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, wllama: w, sameGreedyTokens: same });
         console.error(rows.at(-1)!.join("  "));
       }
       rmSync(file);

@@ -114,7 +114,8 @@ export function parseModelConfig(json: unknown, source = "config.json"): ModelCo
   // partial_rotary_factor: RoPE on the first int(head_dim · factor) elements of each head (Hugging Face's rope init reads it for every model).
   const partial = c.partial_rotary_factor;
   if (partial !== undefined && partial !== null && (typeof partial !== "number" || !(partial > 0 && partial <= 1))) throw fail(`partial_rotary_factor must be a number in (0, 1], got ${JSON.stringify(partial)}`);
-  const rotaryDim = typeof partial === "number" ? Math.floor(headDim * partial) : headDim;
+  // (Rounded as int() does, but not down from a hair below an integer: 96 · (64 / 96) is 64.)
+  const rotaryDim = typeof partial === "number" ? Math.floor(headDim * partial + 1e-9) : headDim;
   if (rotaryDim % 2 !== 0 || rotaryDim === 0) throw fail(`RoPE would rotate ${rotaryDim} elements of each head (head_dim ${headDim}${typeof partial === "number" ? ` x partial_rotary_factor ${partial}` : ""}); rotary embeddings rotate pairs`);
   let kvHeadsPerLayer: number[];
   if (modelType === "deci") {
@@ -229,10 +230,10 @@ function longRope(rs: Record<string, unknown>, topOriginal: unknown, maxPosition
   const scale = topOriginal === undefined && typeof given === "number" ? given : maxPositions / original;
   const attention = rs.attention_factor;
   if (attention !== undefined && attention !== null && (typeof attention !== "number" || !(attention > 0) || !Number.isFinite(attention))) throw fail("rope_scaling.attention_factor must be a positive number");
-  return {
-    type: "longrope", shortFactors: factors("short_factor"), longFactors: factors("long_factor"), originalMaxPositionEmbeddings: original, maxPositionEmbeddings: maxPositions,
-    attentionFactor: typeof attention === "number" ? attention : scale <= 1 ? 1 : Math.sqrt(1 + Math.log(scale) / Math.log(original)),
-  };
+  const attentionFactor = typeof attention === "number" ? attention : scale <= 1 ? 1 : Math.sqrt(1 + Math.log(scale) / Math.log(original));
+  // (An original context of 1 under a larger one: ln(1) = 0, no factor at all.)
+  if (!Number.isFinite(attentionFactor)) throw fail(`original_max_position_embeddings ${original} under max_position_embeddings ${maxPositions} gives LongRoPE no finite attention factor`);
+  return { type: "longrope", shortFactors: factors("short_factor"), longFactors: factors("long_factor"), originalMaxPositionEmbeddings: original, maxPositionEmbeddings: maxPositions, attentionFactor };
 }
 
 /**
