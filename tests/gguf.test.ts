@@ -363,6 +363,22 @@ describe("GGUF files", function () {
       for (const [bytes, message] of cases) await assert.rejects(loadModel(rt, { "m.gguf": bytes }), message);
     });
 
+    it("partial rotary: written and read for phi3 (rope.dimension_count); in llama-style files, whose permuted q/k rows llama.cpp rotates whole, it is one clear error either way", async () => {
+      const partial = parseModelConfig({ ...textModel, hidden_size: 64, intermediate_size: 96, partial_rotary_factor: 0.5 }), weights = randomWeights(partial);
+      assert.throws(() => exportGGUF(partial, (n) => weights.get(n)!, { dtype: "f32" }), /partial_rotary_factor \(RoPE on 8 of 16 elements\) is not written for llama \(llama\.cpp's rotates whole heads\)/);
+      const whole = parseModelConfig({ ...textModel, hidden_size: 64, intermediate_size: 96 });
+      const file = exportGGUF(whole, (n) => weights.get(n)!, { dtype: "f32" }), h = parseGGUFHeader(file);
+      const t: Record<string, GGUFTensorToWrite> = {};
+      for (const [name, info] of h.tensors) t[name] = { shape: info.shape, type: info.type as GGMLType, data: file.subarray(info.offset, info.offset + info.byteLength) };
+      const meta = new Map(h.metadata);
+      meta.set("llama.rope.dimension_count", 8);
+      await assert.rejects(loadModel(rt, { "m.gguf": writeGGUF(metadataOf(meta), t) }), /llama\.rope\.dimension_count 8 is not the head size 16 \(llama\.cpp's llama rotates whole heads\)/);
+      // phi3 (not permuted): the same partial rotary round-trips.
+      const phi = parseModelConfig({ ...textModel, model_type: "phi3", hidden_size: 64, intermediate_size: 96, partial_rotary_factor: 0.5 }), pw = randomWeights(phi);
+      const m = await loadModel(rt, { "m.gguf": exportGGUF(phi, (n) => pw.get(n)!, { dtype: "f32" }) });
+      try { assert.equal(m.config.rotaryDim, 8); } finally { m.dispose(); }
+    });
+
     it("rope_freqs.weight: the forward divides each frequency by the file's factor; a factor that is not F32 [head_dim / 2] of finite positive numbers is one clear error", async () => {
       const cfg = parseModelConfig(llama3), weights = randomWeights(cfg);
       const ids = Array.from({ length: 40 }, (_, i) => (i * 7 + 3) % 250);

@@ -44,6 +44,7 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   const scaling = config.ropeScaling;
   if (scaling?.type === "dynamic") throw fail("dynamic rope scaling is not written (llama.cpp has no form of it)");
   if ((scaling?.type === "longrope") !== (arch === "phi3") && scaling) throw fail(`${scaling.type} rope scaling is not written for ${arch}${scaling.type === "longrope" ? " (llama.cpp's phi3 has LongRoPE)" : ""}`);
+  if (config.rotaryDim !== config.headDim && ggufPermutesQK(arch)) throw fail(`partial_rotary_factor (RoPE on ${config.rotaryDim} of ${config.headDim} elements) is not written for ${arch} (llama.cpp's rotates whole heads)`);
   if (arch === "phi3" && config.numHeads * config.headDim !== config.hiddenSize) throw fail(`phi3 with head_dim ${config.headDim} x ${config.numHeads} heads other than hidden_size ${config.hiddenSize} is not written (llama.cpp's phi3 takes head_dim from them)`);
   const gemma = arch === "gemma2" || arch === "gemma3";
   if (gemma) {

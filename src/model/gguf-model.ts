@@ -128,6 +128,8 @@ export function describeGGUF(files: ModelFiles, names: string[], headers: GGUFHe
   const layerCount = num(`${arch}.block_count`), swa = num(`${arch}.attention.sliding_window`) ?? gemma?.defaultWindow;
   // RoPE on the first rope.dimension_count elements of each head (Phi-4-mini: 96 of 128).
   const rotaryDim = num(`${arch}.rope.dimension_count`);
+  // llama.cpp's llama-style files rotate whole heads (its permuted q/k rows assume it; it refuses others).
+  if (rotaryDim !== undefined && rotaryDim !== headDim && ggufPermutesQK(arch)) throw fail(`${arch}.rope.dimension_count ${rotaryDim} is not the head size ${headDim} (llama.cpp's ${arch} rotates whole heads)`);
   const partialRotary = rotaryDim !== undefined && rotaryDim !== headDim ? rotaryDim / headDim : undefined;
   // LongRoPE's factor lists, 1 until the loader reads the file's (bounded: built only for a sane size).
   const half = (rotaryDim ?? headDim) / 2, ones = Number.isInteger(half) && half > 0 && half <= 2048 ? new Array<number>(half).fill(1) : undefined;
