@@ -3,7 +3,10 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createRuntime, loadModel, type GenerateOptions, type Generation, type LanguageModel, type LoadProgress, type Runtime } from "../src/index.ts";
 import { greedyByRecomputing } from "./model-reference.ts";
-import { SPECIAL_TOKENS, TOKENIZER_VOCAB, textModel, SENTENCEPIECE_VOCAB, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
+import { f32ToBf16 } from "../src/formats/half.ts";
+import { parseModelConfig } from "../src/model/config.ts";
+import { TransformerModel } from "../src/model/transformer.ts";
+import { randomWeights, referenceForward, SPECIAL_TOKENS, TOKENIZER_VOCAB, textModel, SENTENCEPIECE_VOCAB, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
 
 /** Every streamed piece, and the result. */
 async function collect(g: Generation) {
@@ -265,6 +268,53 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
       assert.equal((await fits.generate("the", { ...greedy, maxNewTokens: 3 }).done).tokens.length, 3);
       fits.dispose();
     } finally { rmSync(big, { recursive: true, force: true }); }
+  });
+
+  it("a folder streams into wasm memory a group of rows at a time: tensors over several groups and file chunks cut at odd places give the float64 reference's logits (f32, bf16 as stored, q8_0 at load); a NaN in a late group names its element; nothing is left allocated", async () => {
+    // An 8192-token vocabulary of 256: the embedding and the LM head are 8 MiB each in f32, two
+    // 4 MiB groups of rows; the file is read in 8 MiB chunks, which its 8-byte + header offset
+    // cuts inside tensors.
+    const cfg = parseModelConfig({ ...textModel, vocab_size: 8192, hidden_size: 256, intermediate_size: 384, num_hidden_layers: 1, num_attention_heads: 4 });
+    const raw = { ...textModel, vocab_size: 8192, hidden_size: 256, intermediate_size: 384, num_hidden_layers: 1, num_attention_heads: 4 };
+    const weights = randomWeights(cfg);
+    const ids = [5, 8000, 17, 4095, 4096, 8191];
+    const want = referenceForward(cfg, weights, ids).flat();
+    const logitsOf = (m: LanguageModel) => {
+      const cache = m.transformer.createCache();
+      try { return Array.from(m.transformer.forward(cache, cache.createSequence(), ids)); } finally { cache.dispose(); }
+    };
+    const dirs = [writeModelFolder(raw, { weights }), writeModelFolder(raw, { weights, dtype: "BF16" })];
+    try {
+      const load = async (source: string, dtype?: "bf16" | "q8_0") => {
+        const m = await loadModel(rt, source, { dtype });
+        try { return { dtype: m.transformer.weightDtype, logits: logitsOf(m) }; } finally { m.dispose(); }
+      };
+      const f32 = await load(dirs[0]!), err = f32.logits.reduce((e, v, i) => Math.max(e, Math.abs(v - want[i]!)), 0);
+      assert.ok(f32.dtype === "f32" && err <= 1e-4, `f32: ${err}`);
+      // A BF16 file's bits, copied as stored: the reference on the same bf16-rounded weights.
+      const rounded = new Map([...weights].map(([n, w]) => [n, Float32Array.from(w, (v) => new Float32Array(new Uint32Array([f32ToBf16(v) << 16]).buffer)[0]!)]));
+      const bfWant = referenceForward(cfg, rounded, ids).flat();
+      const bf16 = await load(dirs[1]!), bfErr = bf16.logits.reduce((e, v, i) => Math.max(e, Math.abs(v - bfWant[i]!)), 0);
+      assert.ok(bf16.dtype === "bf16" && bfErr <= 1e-4, `bf16: ${bfErr}`);
+      // Q8_0 at load, a group of rows at a time: the blocks of quantizing each whole tensor.
+      const q8 = await load(dirs[0]!, "q8_0"), whole = new TransformerModel(rt, cfg, (n) => weights.get(n)!, "q8_0");
+      const cache = whole.createCache();
+      try {
+        assert.equal(q8.dtype, "q8_0");
+        assert.deepEqual(q8.logits, Array.from(whole.forward(cache, cache.createSequence(), ids)));
+      } finally { cache.dispose(); whole.dispose(); }
+      const before = rt.stats().persistentLiveBytes;
+      const poisoned = new Map(weights);
+      const embedding = Float32Array.from(weights.get("model.embed_tokens.weight")!);
+      embedding[6000 * 256 + 7] = Number.NaN;
+      poisoned.set("model.embed_tokens.weight", embedding);
+      const bad = writeModelFolder(raw, { weights: poisoned });
+      dirs.push(bad);
+      await assert.rejects(loadModel(rt, bad), /tensor 'model\.embed_tokens\.weight' holds a non-finite value \(NaN or infinity\) at element 1536007; the checkpoint is corrupt/);
+      assert.equal(rt.stats().persistentLiveBytes, before, "a refused load leaves nothing allocated");
+    } finally {
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    }
   });
 
   it("clear errors: text without a tokenizer, chat without a template, bad tokenizer.json, missing files in memory", async () => {

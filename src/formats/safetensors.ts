@@ -112,11 +112,16 @@ export function tensorInfo(file: Safetensors, name: string): TensorInfo {
 /** The tensor's elements as float32 (F16 and BF16 widened). */
 export function readFloat32(file: Safetensors, name: string): Float32Array {
   const info = tensorInfo(file, name);
-  const raw = file.bytes.slice(info.byteOffset, info.byteOffset + info.byteLength); // aligned copy
-  if (info.dtype === "F32") return new Float32Array(raw.buffer);
+  return decodeFloat32(info.dtype, file.bytes.subarray(info.byteOffset, info.byteOffset + info.byteLength));
+}
+
+/** Elements stored as `dtype` (a whole number of them) as float32 (F16 and BF16 widened); a new array. */
+export function decodeFloat32(dtype: SafetensorsDtype, bytes: Uint8Array): Float32Array {
+  const raw = bytes.slice(); // aligned copy
+  if (dtype === "F32") return new Float32Array(raw.buffer);
   const halves = new Uint16Array(raw.buffer);
   const out = new Float32Array(halves.length);
-  if (info.dtype === "BF16") {
+  if (dtype === "BF16") {
     // bfloat16 is the high half of a float32.
     const bits = new Uint32Array(out.buffer);
     for (let i = 0; i < halves.length; i++) bits[i] = halves[i]! << 16;

@@ -4,15 +4,15 @@
 // its splits): streamed, each tensor straight into wasm memory (loadGGUF).
 import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
 import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
-import { parseSafetensors, readBits16, readFloat32, type Safetensors } from "../formats/safetensors.ts";
+import { decodeFloat32 } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
-import { BUFFER_DTYPES, type BufferDtype, type WasmBuffer } from "../memory/wasm-buffer.ts";
+import { BUFFER_DTYPES, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
 import type { Runtime } from "../runtime/runtime.ts";
-import { layerTensorName } from "./architecture.ts";
-import { ModelConfigError, withContextLength } from "./config.ts";
+import { modelTensors } from "./architecture.ts";
+import { ModelConfigError, withContextLength, type ModelConfig } from "./config.ts";
 import { ggufTarget, openModelFiles, type ModelFiles, type ModelSource } from "./files.ts";
 import { describeGGUF, ggufSplitNames, ggufStopTokenIds, unpermutedRow, withRopeFactors } from "./gguf-model.ts";
-import { inspectModel, readJsonFile } from "./folder.ts";
+import { inspectModel, readJsonFile, type FolderTensor, type ModelFolder } from "./folder.ts";
 import { LanguageModel, type GenerationDefaults } from "./language-model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 import { TransformerModel } from "./transformer.ts";
@@ -54,34 +54,110 @@ export async function loadModel(rt: Runtime, source: ModelSource, options: LoadO
   // The small files first: a bad tokenizer or generation config fails before any weight is read.
   const tokenizer = await readTokenizer(files);
   const defaults = await readGenerationDefaults(files, folder.configJson, tokenizer);
-  const totalBytes = [...folder.fileBytes.values()].reduce((a, b) => a + b, 0);
-  const progress = options.onProgress;
-  let done = 0;
-  const parsed = new Map<string, Safetensors>();
-  for (const file of folder.fileBytes.keys()) {
-    const before = done;
-    const bytes = await files.bytes(file, (n) => progress?.({ phase: "read", doneBytes: before + n, totalBytes }));
-    parsed.set(file, parseSafetensors(bytes, files.describe(file)));
-    done = before + bytes.length;
-    progress?.({ phase: "read", doneBytes: done, totalBytes });
+  const config = withContextLength(folder.config, options.contextLength);
+  const dtype = options.dtype === undefined || options.dtype === "stored" ? storedDtype(folder) : options.dtype;
+  const owned: WasmBuffer[] = [];
+  try {
+    const tensors = await streamFolder(rt, folder, config, dtype, owned, options.onProgress);
+    const transformer = new TransformerModel(rt, config, (name) => tensors.get(name)!, dtype);
+    return new LanguageModel(transformer, tokenizer, defaults, options.cache);
+  } catch (e) {
+    for (const b of owned) if (!b.isFreed) b.free();
+    throw e;
   }
-  const dtype = options.dtype === undefined || options.dtype === "stored" ? storedDtype(folder.tensors) : options.dtype;
-  const tensorBytes = [...folder.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
-  let uploaded = 0;
-  const transformer = new TransformerModel(rt, withContextLength(folder.config, options.contextLength), (name, want) => {
-    const t = folder.tensors.get(name);
-    if (!t) throw new ModelConfigError(`${files.location}: tensor '${name}' is missing`);
-    // Stored as wanted (bf16 -> bf16, f16 -> f16): the bits as they are; otherwise via float32.
-    const bits16 = t.dtype.toLowerCase() === want && want !== "f32";
-    const data = bits16 ? readBits16(parsed.get(t.file)!, name) : readFloat32(parsed.get(t.file)!, name);
-    const bad = firstNonFinite(data, bits16 ? (want as "bf16" | "f16") : "f32");
-    if (bad >= 0) throw new ModelConfigError(`${files.describe(t.file)}: tensor '${name}' holds a non-finite value (NaN or infinity) at element ${bad}; the checkpoint is corrupt`);
-    uploaded += t.byteLength;
-    progress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes });
-    return data;
-  }, dtype);
-  parsed.clear();
-  return new LanguageModel(transformer, tokenizer, defaults, options.cache);
+}
+
+/** How one safetensors tensor of a folder reaches the model: converted a group of rows at a time into its buffer (or, norms and biases, an f32 array). */
+interface FolderPlan {
+  info: FolderTensor; target: WasmBuffer | Float32Array;
+  /** Elements per row, rows, and the rows of one group. */
+  K: number; rows: number; groupRows: number;
+  /** The bytes of the group being filled, and how many of the tensor's bytes have come. */
+  staged: Uint8Array; filled: number;
+}
+
+/** Source bytes staged per tensor before they are converted (whole rows; at least one). */
+const FOLDER_GROUP_BYTES = 4 << 20;
+
+/**
+ * Reads each safetensors file of a folder once, as a stream, into the model's tensors: every
+ * buffer allocated before any byte is read (a model that does not fit fails at once), then each
+ * tensor's rows converted a group at a time as they arrive (to the weight dtype, quantized as
+ * ggml does, or as stored: the bits copied) and checked for NaN and infinity. No file, and no
+ * tensor, is ever whole in JavaScript: shards of more than 4 GB (Phi-4-mini's, Llama 3.2 3B's)
+ * load, in bounded memory. Norms and biases come back as f32 arrays (the model adds Gemma's 1 to its norms).
+ */
+async function streamFolder(rt: Runtime, folder: ModelFolder, config: ModelConfig, dtype: WeightChoice, owned: WasmBuffer[], onProgress?: (p: LoadProgress) => void): Promise<Map<string, WasmBuffer | Float32Array>> {
+  const { files } = folder;
+  const plans: FolderPlan[] = [];
+  for (const t of modelTensors(config)) {
+    const info = folder.tensors.get(t.name)!;
+    const matrix = t.kind === "linear" || t.kind === "embedding", K = info.shape[info.shape.length - 1] ?? 1;
+    const elements = info.shape.reduce((a, b) => a * b, 1), rows = matrix ? info.shape[0]! : 1;
+    let target: WasmBuffer | Float32Array;
+    if (matrix) {
+      const want = weightDtypeOf(dtype, t.name, K, config);
+      const unfit = isQuantDtype(want) ? unfitRows(want, K, t.name) : undefined;
+      if (unfit) throw new ModelConfigError(unfit);
+      target = rt.alloc(elements, want, isQuantDtype(want) ? K : undefined);
+      owned.push(target);
+    } else target = new Float32Array(elements);
+    const rowBytes = info.byteLength / rows, groupRows = Math.max(1, Math.floor(FOLDER_GROUP_BYTES / rowBytes));
+    plans.push({ info, target, K: matrix ? K : elements, rows, groupRows, staged: new Uint8Array(0), filled: 0 });
+  }
+  const totalBytes = [...folder.fileBytes.values()].reduce((a, b) => a + b, 0), tensorBytes = plans.reduce((n, p) => n + p.info.byteLength, 0);
+  let done = 0, uploaded = 0;
+  for (const file of folder.fileBytes.keys()) {
+    const mine = plans.filter((p) => p.info.file === file).sort((x, y) => x.info.byteOffset - y.info.byteOffset);
+    const { chunks } = await files.open(file);
+    try {
+      let pos = 0, first = 0;
+      for (let r = await chunks.next(); !r.done; r = await chunks.next()) {
+        const chunk = r.value, end = pos + chunk.length;
+        while (first < mine.length && mine[first]!.info.byteOffset + mine[first]!.info.byteLength <= pos) first++;
+        for (let j = first; j < mine.length && mine[j]!.info.byteOffset < end; j++) {
+          const p = mine[j]!, from = Math.max(pos, p.info.byteOffset), to = Math.min(end, p.info.byteOffset + p.info.byteLength);
+          if (from >= to) continue;
+          feedRows(rt, p, chunk.subarray(from - pos, to - pos), files.describe(file));
+          if (p.filled === p.info.byteLength) { uploaded += p.info.byteLength; onProgress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes }); }
+        }
+        pos = end;
+        done += chunk.length;
+        onProgress?.({ phase: "read", doneBytes: done, totalBytes });
+      }
+    } finally {
+      await chunks.return?.();
+    }
+  }
+  for (const p of plans) if (p.filled !== p.info.byteLength) throw new ModelConfigError(`${files.describe(p.info.file)}: tensor '${p.info.name}' got ${p.filled} of its ${p.info.byteLength} bytes`);
+  return new Map(plans.map((p) => [p.info.name, p.target]));
+}
+
+/** The next bytes of a tensor (in order): staged into whole-row groups, each converted into the target when complete. */
+function feedRows(rt: Runtime, p: FolderPlan, bytes: Uint8Array, where: string): void {
+  const rowBytes = p.info.byteLength / p.rows;
+  for (let k = 0; k < bytes.length;) {
+    const row0 = Math.floor(p.filled / rowBytes) - Math.floor(p.filled / rowBytes) % p.groupRows; // the group's first row
+    const rowsHere = Math.min(p.groupRows, p.rows - row0), groupStart = row0 * rowBytes, groupBytes = rowsHere * rowBytes;
+    if (p.staged.length !== groupBytes) p.staged = new Uint8Array(groupBytes);
+    const at = p.filled - groupStart, n = Math.min(bytes.length - k, groupBytes - at);
+    p.staged.set(bytes.subarray(k, k + n), at);
+    k += n;
+    p.filled += n;
+    if (at + n === groupBytes) storeRows(rt, p, row0, rowsHere, where);
+  }
+}
+
+/** A complete group of rows from p.staged into the target: the bits as they are (a 16-bit buffer of the file's dtype), else through f32. */
+function storeRows(rt: Runtime, p: FolderPlan, row0: number, rows: number, where: string): void {
+  const { info, target } = p, offset = row0 * p.K, count = rows * p.K;
+  const bits16 = target instanceof WasmBuffer && target.dtype === info.dtype.toLowerCase() && info.dtype !== "F32";
+  const data = bits16 ? new Uint16Array(p.staged.slice().buffer) : decodeFloat32(info.dtype, p.staged);
+  const bad = firstNonFinite(data, bits16 ? (target.dtype as "bf16" | "f16") : "f32");
+  if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${info.name}' holds a non-finite value (NaN or infinity) at element ${offset + bad}; the checkpoint is corrupt`);
+  if (target instanceof Float32Array) target.set(data, offset);
+  else if (bits16) new Uint16Array(rt.memory.memory.buffer, target.ptr + offset * 2, count).set(data);
+  else target.set(data, offset);
 }
 
 /**
@@ -99,10 +175,11 @@ export function firstNonFinite(data: Float32Array | Uint16Array, dtype: "f32" | 
   return -1;
 }
 
-/** 16-bit checkpoints stay 16-bit (decode reads every weight once per token); f32 stays f32. */
-function storedDtype(tensors: Map<string, { dtype: string; name: string }>): BufferDtype {
-  const t = tensors.get(layerTensorName(0, "q"));
-  return t?.dtype === "BF16" ? "bf16" : t?.dtype === "F16" ? "f16" : "f32";
+/** 16-bit checkpoints stay 16-bit (decode reads every weight once per token); f32 stays f32: as the first linear weight is stored. */
+function storedDtype(folder: ModelFolder): BufferDtype {
+  const first = modelTensors(folder.config).find((t) => t.kind === "linear")!;
+  const stored = folder.tensors.get(first.name)?.dtype;
+  return stored === "BF16" ? "bf16" : stored === "F16" ? "f16" : "f32";
 }
 
 async function readTokenizer(files: ModelFiles): Promise<TextTokenizer | undefined> {

@@ -459,6 +459,15 @@ export const PROPERTIES: FuzzProperty[] = [
     }),
   },
   {
+    name: "model folders: a valid model.safetensors mutated (bytes, cut, appended, header length) streams in and generates, or is refused, with nothing left allocated",
+    runs: 150,
+    property: ({ rt }) => fc.asyncProperty(mutation, fc.constantFrom("F32", "BF16") as fc.Arbitrary<"F32" | "BF16">, async (m, dtype) => {
+      const files = syntheticModelFiles(TINY_FUZZ_MODEL, { dtype });
+      files["model.safetensors"] = mutate(files["model.safetensors"] as Uint8Array, m);
+      await loadOrRefuse(rt, files);
+    }),
+  },
+  {
     name: "model folders: hostile shard indexes (names, paths, URLs, maps) are refused",
     runs: 200,
     property: ({ rt }) => fc.asyncProperty(fc.oneof(
