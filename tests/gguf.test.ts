@@ -343,6 +343,11 @@ describe("GGUF files", function () {
         if (long) assert.ok(maxDiff(want, referenceForward(cfg, weights, ids).flat()) > 1e-2);
       }
       await assert.rejects(loadModel(rt, dir, { contextLength: 513 }), /contextLength must be an integer from 1 to 512 \(the model's max_position_embeddings\), got 513/);
+      // A BF16 Phi folder stays 16-bit as stored (its first linear weight is qkv_proj: there is no q_proj).
+      const bfDir = writeModelFolder(phi4, { dtype: "BF16" });
+      dirs.push(bfDir);
+      const bf = await loadModel(rt, bfDir);
+      try { assert.equal(bf.transformer.weightDtype, "bf16"); } finally { bf.dispose(); }
       const r = spawnSync(process.execPath, [cli, "info", "--model", file], { encoding: "utf8" });
       assert.match(r.stdout, /RoPE: theta 10000, on 12 of 16 elements per head, LongRoPE: short factors for a context of 64 \(the long ones past 64, up to 512: --context\), attention factor 1\.22474\n/);
       // Hostile: one list without the other, a list of the wrong length, a factor no divisor can be.
