@@ -6,6 +6,7 @@ import { greedyByRecomputing } from "./model-reference.ts";
 import { f32ToBf16 } from "../src/formats/half.ts";
 import { parseModelConfig } from "../src/model/config.ts";
 import { TransformerModel } from "../src/model/transformer.ts";
+import { folderToGGUF } from "../src/model/gguf-export.ts";
 import { randomWeights, referenceForward, SPECIAL_TOKENS, TOKENIZER_VOCAB, textModel, SENTENCEPIECE_VOCAB, writeModelFolder, writeSentencePieceTokenizer, writeTokenizer } from "./model-helpers.ts";
 
 /** Every streamed piece, and the result. */
@@ -260,10 +261,17 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
   it("a model too big for the memory budget fails to load with WasmOutOfMemoryError, frees what it uploaded, and the runtime stays usable", async () => {
     const small = await createRuntime({ maxMemoryBytes: 8 << 20 });
     const before = small.stats().persistentLiveBytes;
-    const big = writeModelFolder({ ...textModel, hidden_size: 512, intermediate_size: 2048, num_attention_heads: 8 }); // ~12 MB of f32 weights
+    const big = writeModelFolder({ ...textModel, hidden_size: 512, intermediate_size: 2048, num_attention_heads: 8 }); // 30 MiB of f32 weights
     try {
-      await assert.rejects(loadModel(small, big), (e: Error) => e.name === "WasmOutOfMemoryError" && /limit is 8\.0 MiB/.test(e.message));
+      // The one line says what the weights take and what 4-bit blocks would (which fit here).
+      await assert.rejects(loadModel(small, big), (e: Error) => e.name === "WasmOutOfMemoryError"
+        && /: the weights take 30\.0 MiB of wasm memory as loaded: wasm memory cannot grow to .* the limit is 8\.0 MiB; as 4-bit blocks \(dtype q4_0 or q4_k_m\) they would take about 4\.2 MiB$/.test(e.message));
       assert.equal(small.stats().persistentLiveBytes, before, "the weights uploaded before the failure were freed");
+      // A GGUF file of it likewise (as Phi-4-mini's Q8_0 file, 4.06 GB, does not fit wasm32's 4 GiB, where its 4-bit ones do).
+      const f32 = await folderToGGUF(big, { dtype: "f32" });
+      await assert.rejects(loadModel(small, { "m.gguf": f32 }), (e: Error) => e.name === "WasmOutOfMemoryError"
+        && /^m\.gguf: the weights take 30\.0 MiB of wasm memory as loaded: .* the limit is 8\.0 MiB; as 4-bit blocks \(dtype q4_0 or q4_k_m\) they would take about 4\.2 MiB$/.test(e.message));
+      assert.equal(small.stats().persistentLiveBytes, before);
       const fits = await loadModel(small, dir);
       assert.equal((await fits.generate("the", { ...greedy, maxNewTokens: 3 }).done).tokens.length, 3);
       fits.dispose();

@@ -6,7 +6,8 @@ import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor }
 import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import { decodeFloat32 } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
-import { BUFFER_DTYPES, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
+import { BUFFER_DTYPES, bufferBytes, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
+import { WasmOutOfMemoryError } from "../errors.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { modelTensors } from "./architecture.ts";
 import { ModelConfigError, withContextLength, type ModelConfig } from "./config.ts";
@@ -67,6 +68,27 @@ export async function loadModel(rt: Runtime, source: ModelSource, options: LoadO
   }
 }
 
+/**
+ * A model's weight buffers, allocated before any byte is read (a model that does not fit fails
+ * at once). Out of memory, the one line says what they take, and what 4-bit blocks (18 bytes per
+ * 32 weights) would: whether a smaller dtype could load it.
+ */
+function allocWeights(rt: Runtime, specs: readonly { elements: number; dtype: BufferDtype; rowLength?: number; matrix: boolean }[], owned: WasmBuffer[], where: string): WasmBuffer[] {
+  try {
+    return specs.map((x) => { const b = rt.alloc(x.elements, x.dtype, x.rowLength); owned.push(b); return b; });
+  } catch (e) {
+    if (!(e instanceof WasmOutOfMemoryError)) throw e;
+    const need = specs.reduce((n, x) => n + bufferBytes(x.dtype, x.elements, x.rowLength), 0);
+    const fourBit = specs.reduce((n, x) => n + (x.matrix ? Math.ceil(x.elements / 32) * 18 : bufferBytes(x.dtype, x.elements, x.rowLength)), 0);
+    const hint = need <= fourBit * 1.05 ? "" : fourBit < e.limitBytes
+      ? `; as 4-bit blocks (dtype q4_0 or q4_k_m) they would take about ${gib(fourBit)}`
+      : `; even as 4-bit blocks they would take about ${gib(fourBit)}, past the limit`;
+    throw new WasmOutOfMemoryError(`${where}: the weights take ${gib(need)} of wasm memory as loaded: ${e.message}${hint}`, e.requestedBytes, e.memoryBytes, e.limitBytes);
+  }
+}
+
+const gib = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
+
 /** How one safetensors tensor of a folder reaches the model: converted a group of rows at a time into its buffer (or, norms and biases, an f32 array). */
 interface FolderPlan {
   info: FolderTensor; target: WasmBuffer | Float32Array;
@@ -89,22 +111,22 @@ const FOLDER_GROUP_BYTES = 4 << 20;
  */
 async function streamFolder(rt: Runtime, folder: ModelFolder, config: ModelConfig, dtype: WeightChoice, owned: WasmBuffer[], onProgress?: (p: LoadProgress) => void): Promise<Map<string, WasmBuffer | Float32Array>> {
   const { files } = folder;
-  const plans: FolderPlan[] = [];
-  for (const t of modelTensors(config)) {
+  // Matrices into wasm buffers of their dtype (all allocated first), norms and biases into f32 arrays.
+  const specs = modelTensors(config).map((t) => {
     const info = folder.tensors.get(t.name)!;
     const matrix = t.kind === "linear" || t.kind === "embedding", K = info.shape[info.shape.length - 1] ?? 1;
     const elements = info.shape.reduce((a, b) => a * b, 1), rows = matrix ? info.shape[0]! : 1;
-    let target: WasmBuffer | Float32Array;
-    if (matrix) {
-      const want = weightDtypeOf(dtype, t.name, K, config);
-      const unfit = isQuantDtype(want) ? unfitRows(want, K, t.name) : undefined;
-      if (unfit) throw new ModelConfigError(unfit);
-      target = rt.alloc(elements, want, isQuantDtype(want) ? K : undefined);
-      owned.push(target);
-    } else target = new Float32Array(elements);
+    const want = matrix ? weightDtypeOf(dtype, t.name, K, config) : "f32";
+    const unfit = isQuantDtype(want) ? unfitRows(want, K, t.name) : undefined;
+    if (unfit) throw new ModelConfigError(unfit);
+    return { info, matrix, K, elements, rows, dtype: want, rowLength: isQuantDtype(want) ? K : undefined };
+  });
+  const buffers = allocWeights(rt, specs.filter((x) => x.matrix), owned, files.location);
+  const plans: FolderPlan[] = specs.map(({ info, matrix, K, elements, rows }) => {
+    const target = matrix ? buffers.shift()! : new Float32Array(elements);
     const rowBytes = info.byteLength / rows, groupRows = Math.max(1, Math.floor(FOLDER_GROUP_BYTES / rowBytes));
-    plans.push({ info, target, K: matrix ? K : elements, rows, groupRows, staged: new Uint8Array(0), filled: 0 });
-  }
+    return { info, target, K: matrix ? K : elements, rows, groupRows, staged: new Uint8Array(0), filled: 0 };
+  });
   const totalBytes = [...folder.fileBytes.values()].reduce((a, b) => a + b, 0), tensorBytes = plans.reduce((n, p) => n + p.info.byteLength, 0);
   let done = 0, uploaded = 0;
   for (const file of folder.fileBytes.keys()) {
@@ -264,8 +286,7 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     const kept = BUFFER_DTYPES.includes(dominant as BufferDtype) && (!COMPUTED_TYPES.has(dominant.toUpperCase()) || keeps(dominant.toUpperCase()));
     const dtype: WeightChoice = choice ?? (kept ? (dominant as BufferDtype) : conversionTarget(dominant.toUpperCase()));
 
-    const plans: TensorPlan[] = [];
-    for (const [hf, t] of info.tensors) {
+    const specs = [...info.tensors].map(([hf, t]) => {
       const { tensor } = t;
       const matrix = tensor.shape.length === 2, K = tensor.shape[tensor.shape.length - 1]!;
       const elements = tensor.shape.reduce((x, y) => x * y, 1);
@@ -273,19 +294,16 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
       const bufferDtype: BufferDtype = !matrix ? "f32" : asStored ? (tensor.type.toLowerCase() as QuantDtype) : targetOf(hf, K, tensor.type);
       const unfit = isQuantDtype(bufferDtype) ? unfitRows(bufferDtype, K, hf) : undefined;
       if (unfit) throw new ModelConfigError(`${where}: ${unfit}`);
-      const copy = bufferDtype.toUpperCase() === tensor.type;
-      const buffer = rt.alloc(elements, bufferDtype, isQuantDtype(bufferDtype) ? K : undefined);
-      owned.push(buffer);
-      const srcRowBytes = matrix ? tensor.byteLength / tensor.shape[0]! : tensor.byteLength / elements;
-      plans.push({ hf, file: t.file, tensor, buffer, copy, K: matrix ? K : 1, rows: matrix ? tensor.shape[0]! : elements, srcRowBytes, permutedHeads: t.permutedHeads, filled: 0 });
-    }
+      return { hf, t, matrix, K, elements, dtype: bufferDtype, rowLength: isQuantDtype(bufferDtype) ? K : undefined };
+    });
     // Rope factors (Llama 3.1 / 3.2's rope_freqs, Phi's LongRoPE pair): read with the rest and taken into the config.
-    const ropeFactors: TensorPlan[] = [];
-    for (const [n, { file, tensor }] of info.ropeFactors) {
-      const buffer = rt.alloc(tensor.shape[0]!, "f32");
-      owned.push(buffer);
-      ropeFactors.push({ hf: n, file, tensor, buffer, copy: true, K: 1, rows: tensor.shape[0]!, srcRowBytes: 4, filled: 0 });
-    }
+    const factorSpecs = [...info.ropeFactors].map(([hf, t]) => ({ hf, t, matrix: false, elements: t.tensor.shape[0]!, dtype: "f32" as BufferDtype, rowLength: undefined }));
+    const buffers = allocWeights(rt, [...specs, ...factorSpecs], owned, where);
+    const plans: TensorPlan[] = specs.map(({ hf, t: { file, tensor, permutedHeads }, matrix, K, elements, dtype: bufferDtype }, i) => ({
+      hf, file, tensor, buffer: buffers[i]!, copy: bufferDtype.toUpperCase() === tensor.type, K: matrix ? K : 1, rows: matrix ? tensor.shape[0]! : elements,
+      srcRowBytes: matrix ? tensor.byteLength / tensor.shape[0]! : tensor.byteLength / elements, permutedHeads, filled: 0,
+    }));
+    const ropeFactors: TensorPlan[] = factorSpecs.map(({ hf, t: { file, tensor } }, i) => ({ hf, file, tensor, buffer: buffers[specs.length + i]!, copy: true, K: 1, rows: tensor.shape[0]!, srcRowBytes: 4, filled: 0 }));
     plans.push(...ropeFactors);
     const totalBytes = opened.reduce((sum, o) => sum + o.size, 0);
     let done = 0;
