@@ -5,6 +5,8 @@ import OpenAI from "openai";
 import { createOpenAIServer, createRuntime, loadModel, syntheticModelFiles, TINY_CHAT_MODEL, type LanguageModel, type OpenAIServer, type Runtime } from "../src/index.ts";
 import { byteLevelTokenizer } from "../src/model/synthetic.ts";
 import { promptOpensThinking, ReasoningSplitter } from "../src/serve/reasoning.ts";
+import { ToolCallSplitter } from "../src/serve/tool-calls.ts";
+import { toolCallFormat } from "../src/model/chat-template.ts";
 import { serveNode, type NodeServer } from "../src/serve/node.ts";
 import { Sampler } from "../src/model/sampling.ts";
 import { BatchScheduler } from "../src/serve/scheduler.ts";
@@ -135,6 +137,109 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
       } finally { byDefault.close(); }
       assert.equal(m.tokenizer!.templateThinks, true);
       assert.equal(model.tokenizer!.templateThinks, false);
+    } finally { s.close(); m.dispose(); }
+  });
+
+  it("tool calls split from the output as llama-server's hermes and llama3 formats do, whatever pieces the text arrives in; text that is not a call of an offered tool stays content", () => {
+    const split = (format: "hermes" | "llama3", pieces: string[]) => {
+      const t = new ToolCallSplitter(format, new Set(["get_weather", "add"]));
+      let content = pieces.map((p) => t.push(p)).join("");
+      const end = t.finish();
+      content += end.content;
+      return { content, calls: end.calls };
+    };
+    const call = (name: string, args: unknown) => ({ name, arguments: JSON.stringify(args) });
+    const cases: ["hermes" | "llama3", string, { content: string; calls: { name: string; arguments: string }[] }][] = [
+      ["hermes", `<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>`, { content: "", calls: [call("get_weather", { city: "Paris" })] }],
+      ["hermes", `Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>\n<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>`,
+        { content: "Let me check.\n", calls: [call("get_weather", { city: "Oslo" }), call("add", { a: 1, b: 2 })] }],
+      ["hermes", `<tool_call>{"name": "get_weather", "arguments": "{\\"city\\": \\"Rome\\"}"}</tool_call>`, { content: "", calls: [{ name: "get_weather", arguments: `{"city": "Rome"}` }] }],
+      ["hermes", "Plain answer, a < b <tool is not a tag.", { content: "Plain answer, a < b <tool is not a tag.", calls: [] }],
+      ["hermes", `<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>`, { content: `<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>`, calls: [] }],
+      ["hermes", `<tool_call>not json</tool_call> after`, { content: "<tool_call>not json</tool_call> after", calls: [] }],
+      ["hermes", `<tool_call>\n{"name": "add", "arguments": {"a": 5}}`, { content: "", calls: [call("add", { a: 5 })] }],
+      ["hermes", `<tool_call>\n{"name": "add", "argu`, { content: `<tool_call>\n{"name": "add", "argu`, calls: [] }],
+      ["llama3", ` {"name": "get_weather", "parameters": {"city": "Lima"}}`, { content: "", calls: [call("get_weather", { city: "Lima" })] }],
+      ["llama3", `{"type": "function", "name": "add", "parameters": {"a": 1, "b": 3}}`, { content: "", calls: [call("add", { a: 1, b: 3 })] }],
+      ["llama3", `{"no": "call"}`, { content: `{"no": "call"}`, calls: [] }],
+      ["llama3", `The weather is fine {"name": "add"}`, { content: `The weather is fine {"name": "add"}`, calls: [] }],
+    ];
+    // The syntax a template teaches: Qwen's <tool_call> blocks, Llama 3.x's JSON (ipython turns); none without `tools`, or in another syntax.
+    assert.equal(toolCallFormat("{% if tools %}{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>\n{\"name\": ...}\n</tool_call>{% endif %}"), "hermes");
+    assert.equal(toolCallFormat("{% if tools %}<|start_header_id|>system<|end_header_id|>{{ tools | tojson }}{% endif %}{% if m.role == 'ipython' %}{% endif %}"), "llama3");
+    assert.equal(toolCallFormat("<tool_call> without the variable"), undefined);
+    assert.equal(toolCallFormat("{% if tools %}[TOOL_CALLS]{% endif %}"), undefined);
+    for (const [format, text, want] of cases) {
+      assert.deepEqual(split(format, [text]), want, JSON.stringify(text));
+      for (let i = 0; i <= text.length; i++) for (let j = i; j <= text.length; j += 5) {
+        assert.deepEqual(split(format, [text.slice(0, i), text.slice(i, j), text.slice(j)]), want, `${JSON.stringify(text)} cut at ${i}, ${j}`);
+      }
+    }
+  });
+
+  it("tools in the API: offered to the chat template, tool and assistant tool_calls turns rendered, a reply that is a call returned as tool_calls (finish_reason tool_calls), streamed or not; bad tools and forced calls are a 400", async () => {
+    // A Llama-3.x-style template (its constructs: the header tokens, tools as JSON, tool results
+    // in an ipython turn, calls as {"name", "parameters"}).
+    const template = `{{- bos_token }}{%- if tools is not none and tools is defined %}<|start_header_id|>system<|end_header_id|>\n\nRespond with {"name": function name, "parameters": arguments}.{%- for t in tools %}{{ t | tojson }}{%- endfor %}<|eot_id|>{%- endif %}
+{%- for m in messages %}{%- if m.role == "assistant" and m.tool_calls is defined %}{%- for c in m.tool_calls %}<|start_header_id|>assistant<|end_header_id|>\n\n{{ {"name": c.function.name, "parameters": c.function.arguments} | tojson }}<|eot_id|>{%- endfor %}
+{%- elif m.role == "tool" %}<|start_header_id|>ipython<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{%- else %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{%- endif %}{%- endfor %}
+{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{%- endif %}`;
+    const m = await loadModel(rt, { ...syntheticModelFiles(), ...byteLevelTokenizer({ chatTemplate: template }) });
+    const s = createOpenAIServer(m, { modelId: MODEL });
+    const ask = (extra: Record<string, unknown>) => s.fetch(new Request("http://x/v1/chat/completions", { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Weather in Paris?" }], max_tokens: 120, temperature: 0, ...extra }) }));
+    const tools = [{ type: "function", function: { name: "get_weather", description: "The weather in a city", parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } } }];
+    try {
+      assert.equal(m.tokenizer!.toolCallFormat, "llama3");
+      // The tools and a conversation of calls and results reach the template.
+      const text = m.tokenizer!.applyChatTemplate([{ role: "user", content: "hi" }, { role: "assistant", content: "", tool_calls: [{ id: "c1", type: "function", function: { name: "get_weather", arguments: { city: "Paris" } } }] },
+        { role: "tool", content: "sunny", tool_call_id: "c1" }], { tools });
+      assert.match(text, /"name": "get_weather", "description": "The weather in a city"/);
+      assert.match(text, /<\|start_header_id\|>assistant<\|end_header_id\|>\n\n\{"name": "get_weather", "parameters": \{"city": "Paris"\}\}<\|eot_id\|><\|start_header_id\|>ipython<\|end_header_id\|>\n\nsunny/);
+      const turns = [{ role: "user", content: "Weather in Paris?" }, { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: "{\"city\":\"Paris\"}" } }] },
+        { role: "tool", tool_call_id: "call_1", content: "sunny, 21 C" }];
+      assert.equal((await ask({ messages: turns, tools })).status, 200);
+      // The random model's reply forced (response_format) to a call's JSON: parsed into tool_calls.
+      const schema = { type: "object", additionalProperties: false, required: ["name", "parameters"], properties: { name: { const: "get_weather" },
+        parameters: { type: "object", additionalProperties: false, required: ["city"], properties: { city: { type: "string", maxLength: 8 } } } } };
+      const forced = { tools, response_format: { type: "json_schema", json_schema: { name: "call", schema } }, temperature: 1, seed: 4 };
+      const r = await (await ask(forced)).json();
+      const msg = r.choices[0].message;
+      assert.equal(r.choices[0].finish_reason, "tool_calls");
+      assert.equal(msg.content, null);
+      assert.equal(msg.tool_calls.length, 1);
+      assert.equal(msg.tool_calls[0].type, "function");
+      assert.match(msg.tool_calls[0].id, /^call_[0-9a-f]{24}$/);
+      assert.equal(msg.tool_calls[0].function.name, "get_weather");
+      assert.equal(typeof JSON.parse(msg.tool_calls[0].function.arguments).city, "string");
+      // Streamed: no content, the call in one delta, then finish_reason tool_calls; the same call.
+      const events = (await (await ask({ ...forced, stream: true })).text()).split("\n\n").filter((l) => l.startsWith("data: {")).map((l) => JSON.parse(l.slice(6)));
+      const deltas = events.map((e) => e.choices[0]?.delta ?? {});
+      assert.equal(deltas.map((d) => d.content ?? "").join(""), "");
+      const streamed = deltas.flatMap((d) => d.tool_calls ?? []);
+      assert.deepEqual(streamed.map((c: { index: number; function: unknown }) => [c.index, c.function]), [[0, msg.tool_calls[0].function]]);
+      assert.equal(events.at(-1).choices[0].finish_reason, "tool_calls");
+      // tool_choice none: no tools, the same reply as content.
+      const none = await (await ask({ ...forced, tool_choice: "none" })).json();
+      assert.equal(none.choices[0].finish_reason, "stop");
+      assert.equal(JSON.parse(none.choices[0].message.content).name, "get_weather");
+      // Refused: a forced call, bad tools, a tool turn without its call's id, a model whose template teaches no call syntax.
+      const refusals: [Record<string, unknown>, RegExp, string][] = [
+        [{ tools, tool_choice: "required" }, /tool_choice "required" is not supported: "auto" \(the model chooses\) and "none" are/, "tool_choice"],
+        [{ tools: [{ type: "function", function: { name: "bad name!" } }] }, /tools\[0\] must be \{ type: "function", function: \{ name, description\?, parameters\? \} \}/, "tools[0]"],
+        [{ tools: "x" }, /tools must be a list of at most 128 functions/, "tools"],
+        [{ messages: [{ role: "tool", content: "x" }] }, /messages\[0\]\.tool_call_id must be the id of the call it answers/, "messages[0].tool_call_id"],
+        [{ messages: [{ role: "assistant", content: null, tool_calls: [{ type: "function", function: { name: "f", arguments: "{" } }] }] }, /messages\[0\]\.tool_calls \[0\]\.function\.arguments is not JSON/, "messages[0].tool_calls"],
+      ];
+      for (const [extra, message, param] of refusals) {
+        const bad = await ask(extra);
+        assert.equal(bad.status, 400, JSON.stringify(extra));
+        const err = (await bad.json()).error;
+        assert.match(err.message, message);
+        assert.equal(err.param, param);
+      }
+      const chatml = await (await post("/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "x" }], tools })).json();
+      assert.match(chatml.error.message, /this model's chat template teaches no tool-call syntax this server parses/);
     } finally { s.close(); m.dispose(); }
   });
 
@@ -355,7 +460,7 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
       [{ model: MODEL, messages: msg, temperature: 3 }, 400, /temperature must be a number in \[0, 2\]/],
       [{ model: MODEL, messages: msg, max_tokens: 5000 }, 400, /maximum context length is 1024/],
       [{ model: MODEL, messages: [{ role: "user", content: "word ".repeat(1200) }] }, 400, /maximum context length/],
-      [{ model: MODEL, messages: [{ role: "tool", content: "x" }] }, 400, /role must be/],
+      [{ model: MODEL, messages: [{ role: "function", content: "x" }] }, 400, /role must be system, developer, user, assistant or tool/],
       [{ model: MODEL, messages: [] }, 400, /non-empty list/],
       [{ model: MODEL, messages: msg, stop: ["a", "b", "c", "d", "e"] }, 400, /up to 4/],
       [{ model: MODEL, messages: msg, top_logprobs: 2 }, 400, /needs logprobs/],

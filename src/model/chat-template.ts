@@ -117,7 +117,7 @@ function strftime(date: Date, format: string): string {
 
 /** Values a chat template may read besides the messages (JSON values: a request's chat_template_kwargs). */
 export type ChatTemplateVariables = Record<string, unknown>;
-const TEMPLATE_OWN = new Set(["messages", "add_generation_prompt", "bos_token", "eos_token"]);
+const TEMPLATE_OWN = new Set(["messages", "tools", "add_generation_prompt", "bos_token", "eos_token"]);
 
 /** `variables` if it is a plain object that names none of the template's own values; else a RangeError. */
 export function checkTemplateVariables(variables: unknown): ChatTemplateVariables {
@@ -126,4 +126,19 @@ export function checkTemplateVariables(variables: unknown): ChatTemplateVariable
   const own = Object.keys(variables).find((k) => TEMPLATE_OWN.has(k));
   if (own) throw new RangeError(`chat template variables cannot set ${own}, the template's own`);
   return variables as ChatTemplateVariables;
+}
+
+/**
+ * The tool-call syntax a chat template teaches (llama-server's formats of these names): "hermes",
+ * <tool_call>{"name", "arguments"}</tool_call> blocks (Qwen2.5, Qwen3, SmolLM3, Hermes); "llama3",
+ * one {"name", "parameters"} object as the reply (Llama 3.1-3.3). Undefined: a template that never
+ * reads `tools`, or a syntax not parsed here.
+ */
+export type ToolCallFormat = "hermes" | "llama3";
+export function toolCallFormat(template: string): ToolCallFormat | undefined {
+  if (!/\btools\b/.test(template)) return undefined;
+  if (template.includes("<tool_call>")) return "hermes";
+  // Llama 3.x: its header tokens, and tool results in an "ipython" turn.
+  if (template.includes("<|start_header_id|>") && template.includes("ipython")) return "llama3";
+  return undefined;
 }

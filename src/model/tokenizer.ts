@@ -2,12 +2,16 @@
 // @huggingface/tokenizers (the Hugging Face tokenizer pipeline in JS), and chat prompts rendered
 // from the model's own Jinja chat template with @huggingface/jinja.
 import { Tokenizer } from "@huggingface/tokenizers";
-import { ChatTemplate, checkTemplateVariables, type ChatTemplateVariables } from "./chat-template.ts";
+import { ChatTemplate, checkTemplateVariables, toolCallFormat, type ChatTemplateVariables, type ToolCallFormat } from "./chat-template.ts";
 import { ModelConfigError } from "./config.ts";
 
 export interface ChatMessage {
-  role: "system" | "user" | "assistant" | (string & {});
+  role: "system" | "user" | "assistant" | "tool" | (string & {});
   content: string;
+  /** An assistant turn's tool calls, their arguments as objects (as Hugging Face's templates read them). */
+  tool_calls?: readonly { id: string; type: "function"; function: { name: string; arguments: unknown } }[];
+  /** A tool turn: the call it answers. */
+  tool_call_id?: string;
 }
 
 export class TextTokenizer {
@@ -18,6 +22,8 @@ export class TextTokenizer {
   readonly eosToken?: string;
   /** The chat template writes <think> (a thinking model: Qwen3, DeepSeek-R1 distills, QwQ, SmolLM3). */
   readonly templateThinks: boolean;
+  /** The tool-call syntax the chat template teaches (toolCallFormat); undefined: none this runtime parses. */
+  readonly toolCallFormat?: ToolCallFormat;
 
   /**
    * `chatTemplate` overrides the one in tokenizer_config.json (newer checkpoints ship it as
@@ -38,6 +44,7 @@ export class TextTokenizer {
     const template = chatTemplate ?? (fromConfig === undefined ? undefined : { text: fromConfig, source: configSource });
     if (template !== undefined) this.template = new ChatTemplate(template.text, template.source);
     this.templateThinks = template?.text.includes("<think>") ?? false;
+    this.toolCallFormat = template && toolCallFormat(template.text);
   }
 
   get hasChatTemplate(): boolean { return this.template !== undefined; }
@@ -90,12 +97,13 @@ export class TextTokenizer {
    * The prompt text for `messages`, as the model was trained to see them, ending with the
    * assistant's turn opened. `variables`: more values for the template to read, as Hugging Face's
    * apply_chat_template keyword arguments (Qwen3's { enable_thinking: false }); they cannot
-   * replace messages, add_generation_prompt, bos_token or eos_token.
+   * replace messages, tools, add_generation_prompt, bos_token or eos_token. `tools`: the functions
+   * the model may call (OpenAI's { type: "function", function } objects), as the template's `tools`.
    */
-  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean; variables?: ChatTemplateVariables } = {}): string {
+  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean; variables?: ChatTemplateVariables; tools?: readonly unknown[] } = {}): string {
     if (!this.template) throw new ModelConfigError("this model's tokenizer has no chat template (tokenizer_config.json chat_template or chat_template.jinja)");
     return this.template.render({
-      ...checkTemplateVariables(options.variables), messages, add_generation_prompt: options.addGenerationPrompt ?? true,
+      ...checkTemplateVariables(options.variables), messages, ...(options.tools ? { tools: options.tools } : {}), add_generation_prompt: options.addGenerationPrompt ?? true,
       bos_token: this.bosToken ?? "", eos_token: this.eosToken ?? "",
     });
   }

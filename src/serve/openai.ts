@@ -7,10 +7,11 @@ import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { WasmOutOfMemoryError } from "../errors.ts";
 import type { LanguageModel } from "../model/language-model.ts";
-import { checkTemplateVariables, TemplateError, type ChatTemplateVariables } from "../model/chat-template.ts";
+import { checkTemplateVariables, TemplateError, type ChatTemplateVariables, type ToolCallFormat } from "../model/chat-template.ts";
 import type { ChatMessage } from "../model/tokenizer.ts";
 import type { KVCache, KVDtype } from "../kv/kv-cache.ts";
 import { promptOpensThinking, REASONING_FORMATS, ReasoningSplitter, type ReasoningDelta, type ReasoningFormat } from "./reasoning.ts";
+import { ToolCallSplitter, type ToolCall, type ToolSpec } from "./tool-calls.ts";
 import { compileSchema, JSON_OBJECT, JsonConstraint, SchemaError, TokenTable } from "./json-constraint.ts";
 import { BatchScheduler, ServerBusyError, type CompletionJob, type CompletionOutcome, type SchedulerOptions, type TokenEvent } from "./scheduler.ts";
 
@@ -54,7 +55,7 @@ export class ApiError extends Error {
   }
 }
 
-const CHAT_FIELDS = new Set(["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "n", "response_format", "user", "chat_template_kwargs", "reasoning_format"]);
+const CHAT_FIELDS = new Set(["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "n", "response_format", "user", "chat_template_kwargs", "reasoning_format", "tools", "tool_choice", "parallel_tool_calls"]);
 const COMPLETION_FIELDS = new Set(["model", "prompt", "stream", "stream_options", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "frequency_penalty", "presence_penalty", "logprobs", "n", "best_of", "echo", "user", "response_format"]);
 const now = () => Math.floor(Date.now() / 1000);
 
@@ -110,8 +111,9 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     try { variables = { ...serverKwargs, ...checkTemplateVariables(body.chat_template_kwargs) }; } catch (e) { throw new ApiError(400, (e as Error).message, "chat_template_kwargs"); }
     // A template that refuses these messages (Gemma's raise_exception on a system turn or roles out
     // of turn) refuses the request, as llama-server does: the client's to fix.
+    const tools = chatTools(body, tokenizer.toolCallFormat);
     let text: string;
-    try { text = tokenizer.applyChatTemplate(messages, { variables }); } catch (e) { throw e instanceof TemplateError ? new ApiError(400, e.message, "messages") : e; }
+    try { text = tokenizer.applyChatTemplate(messages, { variables, tools: tools?.specs }); } catch (e) { throw e instanceof TemplateError ? new ApiError(400, e.message, "messages") : e; }
     const prompt = tokenizer.encode(text, { addSpecialTokens: false });
     const format = body.reasoning_format ?? serverReasoning;
     if (!(REASONING_FORMATS as readonly unknown[]).includes(format)) throw new ApiError(400, `reasoning_format must be one of ${REASONING_FORMATS.join(", ")}, got ${JSON.stringify(format)}`, "reasoning_format");
@@ -123,7 +125,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     // The newer name wins where a client sends both.
     const maxTokensField = body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens";
     const job = buildJob(body, prompt, maxTokensField, logprobs ? top ?? 0 : undefined);
-    return respond(c, body, job, "chat", splitter);
+    return respond(c, body, job, "chat", splitter, tools && new ToolCallSplitter(tools.format, tools.names));
   });
 
   app.post("/v1/completions", async (c) => {
@@ -235,8 +237,14 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     return { prompt_tokens: o.promptTokens, completion_tokens: o.tokens.length, total_tokens: o.promptTokens + o.tokens.length, prompt_tokens_details: { cached_tokens: o.cachedPromptTokens } };
   }
 
-  /** `reasoning` (chat): splits thoughts from the answer (reasoning_format "deepseek", or "auto" for a thinking model). */
-  async function respond(c: Context, body: Record<string, unknown>, job: CompletionJob, kind: "chat" | "text", reasoning?: ReasoningSplitter): Promise<Response> {
+  /**
+   * `reasoning` (chat): splits thoughts from the answer (reasoning_format "deepseek", or "auto" for
+   * a thinking model); `toolCalls`: splits the answer's tool calls from its content.
+   */
+  async function respond(c: Context, body: Record<string, unknown>, job: CompletionJob, kind: "chat" | "text", reasoning?: ReasoningSplitter, toolCalls?: ToolCallSplitter): Promise<Response> {
+    const parallel = optionalBoolean(body.parallel_tool_calls, "parallel_tool_calls") ?? true;
+    /** The calls as OpenAI's tool_calls (the first only without parallel_tool_calls). */
+    const callList = (calls: ToolCall[]) => (parallel ? calls : calls.slice(0, 1)).map((call) => ({ id: `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`, type: "function", function: call }));
     const stream = optionalBoolean(body.stream, "stream") ?? false;
     const streamOptions = body.stream_options;
     if (streamOptions !== undefined && streamOptions !== null && (!stream || !isRecord(streamOptions))) throw new ApiError(400, "stream_options needs stream: true", "stream_options");
@@ -252,13 +260,25 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
       const events: TokenEvent[] = [];
       job.onToken = (e) => events.push(e);
       const outcome = await submitted(job);
-      const finish = outcome.finishReason === "length" ? "length" : "stop";
+      let finish = outcome.finishReason === "length" ? "length" : "stop";
       const lp = job.logprobs === undefined ? null : kind === "chat" ? { content: events.map(chatLogprobs) } : textLogprobs(events);
-      let message: Record<string, unknown> = { role: "assistant", content: outcome.text, refusal: null };
+      let content = outcome.text, thoughts = "";
       if (reasoning) {
-        const a = reasoning.push(outcome.text), b = reasoning.finish(), thoughts = a.reasoning + b.reasoning;
-        message = { role: "assistant", content: a.content + b.content, ...(thoughts ? { reasoning_content: thoughts } : {}), refusal: null };
+        const a = reasoning.push(outcome.text), b = reasoning.finish();
+        content = a.content + b.content;
+        thoughts = a.reasoning + b.reasoning;
       }
+      let calls: ReturnType<typeof callList> = [];
+      if (toolCalls) {
+        const before = toolCalls.push(content), after = toolCalls.finish();
+        content = before + after.content;
+        calls = callList(after.calls);
+        if (calls.length > 0 && finish === "stop") finish = "tool_calls";
+      }
+      const message = {
+        role: "assistant", content: calls.length > 0 && content === "" ? null : content, ...(thoughts ? { reasoning_content: thoughts } : {}),
+        ...(calls.length > 0 ? { tool_calls: calls } : {}), refusal: null,
+      };
       const choice = kind === "chat"
         ? { index: 0, message, logprobs: lp, finish_reason: finish }
         : { index: 0, text: outcome.text, logprobs: lp, finish_reason: finish };
@@ -273,8 +293,9 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
         const send = (data: unknown) => { try { controller.enqueue(encoder.encode(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`)); } catch { /* the client left */ } };
         const chunk = (choice: Record<string, unknown>) => send({ id, object, created: stamp, model: modelId, system_fingerprint: null, choices: [{ index: 0, ...choice }], ...(includeUsage ? { usage: null } : {}) });
         if (kind === "chat") chunk({ delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null });
-        /** A chat delta (thoughts apart with `reasoning`); none when empty, unless it carries logprobs. */
+        /** A chat delta (thoughts apart with `reasoning`, tool calls held back with `toolCalls`); none when empty, unless it carries logprobs. */
         const chatDelta = (d: ReasoningDelta, logprobs: unknown) => {
+          if (toolCalls) d = { reasoning: d.reasoning, content: toolCalls.push(d.content) };
           if (d.reasoning === "" && d.content === "" && logprobs === null) return;
           const delta = { ...(d.reasoning ? { reasoning_content: d.reasoning } : {}), ...(d.content || !d.reasoning ? { content: d.content } : {}) };
           chunk({ delta, logprobs, finish_reason: null });
@@ -288,8 +309,15 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
         // rethrows: the client gets the error status, not a 200 and then an error event.
         scheduler.submit(job).then((outcome) => {
           if (outcome.finishReason === "aborted") return;
-          const finish = outcome.finishReason === "length" ? "length" : "stop";
+          let finish = outcome.finishReason === "length" ? "length" : "stop";
           if (kind === "chat" && reasoning) chatDelta(reasoning.finish(), null); // what a partial tag held back
+          if (kind === "chat" && toolCalls) {
+            // The calls, each whole in one delta, once the output has ended (as they parse only then).
+            const { content, calls } = toolCalls.finish();
+            if (content !== "") chunk({ delta: { content }, logprobs: null, finish_reason: null });
+            callList(calls).forEach((call, index) => chunk({ delta: { tool_calls: [{ index, ...call }] }, logprobs: null, finish_reason: null }));
+            if (calls.length > 0 && finish === "stop") finish = "tool_calls";
+          }
           if (kind === "chat") chunk({ delta: {}, logprobs: null, finish_reason: finish });
           else chunk({ text: "", logprobs: null, finish_reason: finish });
           if (includeUsage) send({ id, object, created: stamp, model: modelId, system_fingerprint: null, choices: [], usage: usage(outcome) });
@@ -377,9 +405,13 @@ function chatMessages(raw: unknown): ChatMessage[] {
     const at = `messages[${i}]`;
     if (!isRecord(m)) throw new ApiError(400, `${at} must be an object`, at);
     const role = m.role === "developer" ? "system" : m.role;
-    if (role !== "system" && role !== "user" && role !== "assistant") throw new ApiError(400, `${at}.role must be system, developer, user or assistant`, `${at}.role`);
-    for (const k of Object.keys(m)) if (k !== "role" && k !== "content" && k !== "name") throw new ApiError(400, `${at}.${k} is not supported`, `${at}.${k}`);
-    let content = m.content;
+    if (role !== "system" && role !== "user" && role !== "assistant" && role !== "tool") throw new ApiError(400, `${at}.role must be system, developer, user, assistant or tool`, `${at}.role`);
+    const fields = role === "assistant" ? ["tool_calls"] : role === "tool" ? ["tool_call_id"] : [];
+    for (const k of Object.keys(m)) if (k !== "role" && k !== "content" && k !== "name" && !fields.includes(k)) throw new ApiError(400, `${at}.${k} is not supported`, `${at}.${k}`);
+    if (role === "tool" && typeof m.tool_call_id !== "string") throw new ApiError(400, `${at}.tool_call_id must be the id of the call it answers`, `${at}.tool_call_id`);
+    const toolCalls = role === "assistant" && m.tool_calls !== undefined && m.tool_calls !== null ? assistantToolCalls(m.tool_calls, at) : undefined;
+    // An assistant turn of calls alone has no content.
+    let content = toolCalls && (m.content === null || m.content === undefined) ? "" : m.content;
     if (Array.isArray(content)) {
       content = content.map((part, j) => {
         if (!isRecord(part) || part.type !== "text" || typeof part.text !== "string") throw new ApiError(400, `${at}.content[${j}]: only text parts are supported`, `${at}.content`);
@@ -387,8 +419,51 @@ function chatMessages(raw: unknown): ChatMessage[] {
       }).join("");
     }
     if (typeof content !== "string") throw new ApiError(400, `${at}.content must be a string or a list of text parts`, `${at}.content`);
-    return { role, content };
+    return { role, content, ...(toolCalls ? { tool_calls: toolCalls } : {}), ...(role === "tool" ? { tool_call_id: m.tool_call_id as string } : {}) };
   });
+}
+
+/** An assistant turn's tool_calls for the template: their arguments (JSON text) as objects, as Hugging Face's templates read them. */
+function assistantToolCalls(raw: unknown, at: string): NonNullable<ChatMessage["tool_calls"]> {
+  const fail = (why: string) => new ApiError(400, `${at}.tool_calls ${why}`, `${at}.tool_calls`);
+  if (!Array.isArray(raw) || raw.length > MAX_TOOLS) throw fail(`must be a list of at most ${MAX_TOOLS} calls`);
+  return raw.map((call, j) => {
+    if (!isRecord(call) || (call.type !== undefined && call.type !== "function") || !isRecord(call.function) || typeof call.function.name !== "string" || typeof call.function.arguments !== "string") {
+      throw fail(`[${j}] must be { id, type: "function", function: { name, arguments } } with arguments as JSON text`);
+    }
+    let args: unknown;
+    try { args = JSON.parse(call.function.arguments); } catch { throw fail(`[${j}].function.arguments is not JSON`); }
+    return { id: typeof call.id === "string" ? call.id : `call_${j}`, type: "function" as const, function: { name: call.function.name, arguments: args } };
+  });
+}
+
+/** Tools a request may offer, and calls an assistant turn may hold. */
+const MAX_TOOLS = 128;
+
+/**
+ * The request's tools for the chat template and the output's parser: undefined without tools or
+ * with tool_choice "none". "auto" (the default) lets the model choose; a forced call ("required",
+ * or a named function) is refused, as is a model whose template teaches no call syntax parsed here.
+ */
+function chatTools(body: Record<string, unknown>, format: ToolCallFormat | undefined): { specs: ToolSpec[]; names: Set<string>; format: ToolCallFormat } | undefined {
+  const raw = body.tools, choice = body.tool_choice ?? "auto";
+  if (choice !== "auto" && choice !== "none") {
+    throw new ApiError(400, `tool_choice ${JSON.stringify(choice).slice(0, 80)} is not supported: "auto" (the model chooses) and "none" are`, "tool_choice");
+  }
+  if (raw === undefined || raw === null) return undefined;
+  if (!Array.isArray(raw) || raw.length > MAX_TOOLS) throw new ApiError(400, `tools must be a list of at most ${MAX_TOOLS} functions`, "tools");
+  if (raw.length === 0 || choice === "none") return undefined;
+  const specs = raw.map((t, i): ToolSpec => {
+    const f = isRecord(t) ? t.function : undefined;
+    if (!isRecord(t) || t.type !== "function" || !isRecord(f) || typeof f.name !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(f.name)) {
+      throw new ApiError(400, `tools[${i}] must be { type: "function", function: { name, description?, parameters? } } with a name of 1-64 letters, digits, _ . -`, `tools[${i}]`);
+    }
+    if (f.description !== undefined && typeof f.description !== "string") throw new ApiError(400, `tools[${i}].function.description must be a string`, `tools[${i}]`);
+    if (f.parameters !== undefined && !isRecord(f.parameters)) throw new ApiError(400, `tools[${i}].function.parameters must be a JSON schema object`, `tools[${i}]`);
+    return { type: "function", function: { name: f.name, ...(f.description !== undefined ? { description: f.description } : {}), ...(f.parameters !== undefined ? { parameters: f.parameters } : {}) } };
+  });
+  if (!format) throw new ApiError(400, "this model's chat template teaches no tool-call syntax this server parses (Hermes <tool_call> blocks: Qwen2.5, Qwen3, SmolLM3; Llama 3.x JSON)", "tools");
+  return { specs, names: new Set(specs.map((x) => x.function.name)), format };
 }
 
 function optionalBoolean(v: unknown, name: string): boolean | undefined {

@@ -76,7 +76,7 @@ export class ReasoningSplitter {
 }
 
 /** Length of the longest proper prefix of `tag` that `text` ends with. */
-function partialSuffix(text: string, tag: string): number {
+export function partialSuffix(text: string, tag: string): number {
   for (let n = Math.min(tag.length - 1, text.length); n > 0; n--) if (text.endsWith(tag.slice(0, n))) return n;
   return 0;
 }

@@ -601,10 +601,15 @@ const apiValue = fc.oneof(
   fc.integer({ min: -5, max: 2000 }), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null), fc.string({ maxLength: 12 }),
   fc.array(fc.oneof(fc.integer({ min: -2, max: 300 }), fc.string({ maxLength: 6 })), { maxLength: 5 }), fc.dictionary(fc.string({ maxLength: 6 }), fc.integer(), { maxKeys: 3 }),
 );
+const toolCallItem = fc.record({ id: fc.string({ maxLength: 6 }), type: fc.constantFrom("function", "x"),
+  function: fc.oneof(fc.record({ name: fc.constantFrom("f", "get", "x y"), arguments: fc.oneof(fc.constantFrom("{}", "{\"a\": 1}", "{", "[1]"), fc.string({ maxLength: 8 })) }), apiValue) }, { requiredKeys: [] });
 const message = fc.record({
-  role: fc.oneof({ arbitrary: fc.constantFrom("system", "developer", "user", "assistant"), weight: 8 }, { arbitrary: fc.oneof(fc.constant("tool"), fc.string({ maxLength: 5 })), weight: 1 }),
+  role: fc.oneof({ arbitrary: fc.constantFrom("system", "developer", "user", "assistant"), weight: 8 }, { arbitrary: fc.oneof(fc.constant("tool"), fc.string({ maxLength: 5 })), weight: 2 }),
   content: fc.oneof({ arbitrary: fc.string({ maxLength: 40 }), weight: 6 }, { arbitrary: fc.array(fc.record({ type: fc.constantFrom("text", "text", "image_url"), text: fc.string({ maxLength: 10 }) }), { maxLength: 3 }), weight: 2 }, { arbitrary: apiValue, weight: 1 }),
+  tool_calls: fc.oneof(fc.array(toolCallItem, { maxLength: 2 }), apiValue), tool_call_id: fc.oneof(fc.string({ maxLength: 6 }), apiValue),
 }, { requiredKeys: ["role", "content"] });
+const toolSpec = fc.record({ type: fc.constantFrom("function", "function", "retrieval"),
+  function: fc.oneof(fc.record({ name: fc.oneof(fc.constantFrom("f", "get_weather", "bad name"), fc.string({ maxLength: 70 })), description: fc.oneof(fc.string({ maxLength: 10 }), apiValue), parameters: fc.oneof(fc.constant({ type: "object" }), apiValue) }, { requiredKeys: ["name"] }), apiValue) });
 const schema: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
   node: fc.oneof({ depthSize: "small" },
     fc.record({ type: fc.constantFrom("string", "integer", "number", "boolean", "null", "object", "array", "date") }),
@@ -637,7 +642,9 @@ const apiRequest = fc.tuple(
   fc.oneof(
     fc.record({ path: fc.constant("/v1/chat/completions"), body: fc.record({ ...commonFields, messages: validOr(fc.array(message, { minLength: 1, maxLength: 3 })), logprobs: validOr(fc.boolean()), top_logprobs: validOr(fc.integer({ min: 0, max: 21 })),
       chat_template_kwargs: validOr(fc.dictionary(fc.constantFrom("enable_thinking", "messages", "eos_token", "tools", "x"), apiValue, { maxKeys: 3 })),
-      reasoning_format: validOr(fc.constantFrom("auto", "none", "deepseek")) }, { requiredKeys: ["model", "messages"] }) }),
+      reasoning_format: validOr(fc.constantFrom("auto", "none", "deepseek")),
+      tools: validOr(fc.array(toolSpec, { maxLength: 3 })), tool_choice: validOr(fc.oneof(fc.constantFrom("auto", "none", "required"), fc.record({ type: fc.constant("function"), function: fc.record({ name: fc.constant("f") }) }))),
+      parallel_tool_calls: validOr(fc.boolean()) }, { requiredKeys: ["model", "messages"] }) }),
     fc.record({ path: fc.constant("/v1/completions"), body: fc.record({ ...commonFields, prompt: validOr(fc.oneof(fc.string({ maxLength: 30 }), fc.array(fc.integer({ min: -1, max: 270 }), { minLength: 1, maxLength: 10 }))), logprobs: validOr(fc.integer({ min: 0, max: 6 })) }, { requiredKeys: ["model", "prompt"] }) }),
   ),
   fc.oneof({ arbitrary: fc.constant(null), weight: 12 }, { arbitrary: apiValue as fc.Arbitrary<unknown>, weight: 1 }),
@@ -648,7 +655,10 @@ let apiServer: Promise<{ api: import("../../src/serve/openai.ts").OpenAIServer }
 function fuzzApi(rt: Runtime) {
   apiServer ??= (async () => {
     const { createOpenAIServer } = await import("../../src/serve/openai.ts");
-    const model = await loadModel(rt, syntheticModelFiles());
+    // ChatML that also teaches Hermes tool calls (tools, assistant tool_calls, tool turns): requests with tools run.
+    const template = "{% if tools %}<|im_start|>system\n{% for t in tools %}{{ t | tojson }}{% endfor %}<|im_end|>\n{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+      + "{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    const model = await loadModel(rt, { ...syntheticModelFiles(), ...byteLevelTokenizer({ chatTemplate: template }) });
     return { api: createOpenAIServer(model, { modelId: "tiny", maxSequences: 2, maxCacheTokens: 256, maxBodyBytes: 4096 }) };
   })();
   return apiServer;
