@@ -130,21 +130,15 @@ async function streamFolder(rt: Runtime, folder: ModelFolder, config: ModelConfi
   const totalBytes = [...folder.fileBytes.values()].reduce((a, b) => a + b, 0), tensorBytes = plans.reduce((n, p) => n + p.info.byteLength, 0);
   let done = 0, uploaded = 0;
   for (const file of folder.fileBytes.keys()) {
-    const mine = plans.filter((p) => p.info.file === file).sort((x, y) => x.info.byteOffset - y.info.byteOffset);
+    const dispatch = spanFeeder(plans.filter((p) => p.info.file === file), (p) => p.info.byteOffset, (p) => p.info.byteLength, (p, bytes) => {
+      feedRows(rt, p, bytes, files.describe(file));
+      if (p.filled === p.info.byteLength) { uploaded += p.info.byteLength; onProgress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes }); }
+    });
     const { chunks } = await files.open(file);
     try {
-      let pos = 0, first = 0;
       for (let r = await chunks.next(); !r.done; r = await chunks.next()) {
-        const chunk = r.value, end = pos + chunk.length;
-        while (first < mine.length && mine[first]!.info.byteOffset + mine[first]!.info.byteLength <= pos) first++;
-        for (let j = first; j < mine.length && mine[j]!.info.byteOffset < end; j++) {
-          const p = mine[j]!, from = Math.max(pos, p.info.byteOffset), to = Math.min(end, p.info.byteOffset + p.info.byteLength);
-          if (from >= to) continue;
-          feedRows(rt, p, chunk.subarray(from - pos, to - pos), files.describe(file));
-          if (p.filled === p.info.byteLength) { uploaded += p.info.byteLength; onProgress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes }); }
-        }
-        pos = end;
-        done += chunk.length;
+        dispatch(r.value);
+        done += r.value.length;
         onProgress?.({ phase: "read", doneBytes: done, totalBytes });
       }
     } finally {
@@ -153,6 +147,25 @@ async function streamFolder(rt: Runtime, folder: ModelFolder, config: ModelConfi
   }
   for (const p of plans) if (p.filled !== p.info.byteLength) throw new ModelConfigError(`${files.describe(p.info.file)}: tensor '${p.info.name}' got ${p.filled} of its ${p.info.byteLength} bytes`);
   return new Map(plans.map((p) => [p.info.name, p.target]));
+}
+
+/**
+ * A file read as a stream of chunks, handed out to the tensors in it: each gets, in order, the
+ * pieces of the chunks that hold its bytes (`at` bytes into it). Tensors are the file's spans of
+ * [offset, offset + byteLength); chunks come in file order from offset 0.
+ */
+function spanFeeder<T>(tensors: readonly T[], offset: (t: T) => number, byteLength: (t: T) => number, take: (t: T, bytes: Uint8Array, at: number) => void): (chunk: Uint8Array) => void {
+  const spans = [...tensors].sort((x, y) => offset(x) - offset(y));
+  let pos = 0, first = 0;
+  return (chunk) => {
+    const end = pos + chunk.length;
+    while (first < spans.length && offset(spans[first]!) + byteLength(spans[first]!) <= pos) first++;
+    for (let j = first; j < spans.length && offset(spans[j]!) < end; j++) {
+      const t = spans[j]!, from = Math.max(pos, offset(t)), to = Math.min(end, offset(t) + byteLength(t));
+      if (from < to) take(t, chunk.subarray(from - pos, to - pos), from - offset(t));
+    }
+    pos = end;
+  };
 }
 
 /** The next bytes of a tensor (in order): staged into whole-row groups, each converted into the target when complete. */
@@ -308,16 +321,10 @@ async function loadGGUF(rt: Runtime, files: ModelFiles, name: string, options: L
     const totalBytes = opened.reduce((sum, o) => sum + o.size, 0);
     let done = 0;
     for (const o of opened) {
-      const mine = plans.filter((p) => p.file === o.file).sort((x, y) => x.tensor.offset - y.tensor.offset);
-      let pos = 0, first = 0;
+      const mine = plans.filter((p) => p.file === o.file);
+      const dispatch = spanFeeder(mine, (p) => p.tensor.offset, (p) => p.tensor.byteLength, (p, bytes, at) => writeTensorBytes(rt, p, bytes, at, where));
       const feed = (chunk: Uint8Array) => {
-        const end = pos + chunk.length;
-        while (first < mine.length && mine[first]!.tensor.offset + mine[first]!.tensor.byteLength <= pos) first++;
-        for (let j = first; j < mine.length && mine[j]!.tensor.offset < end; j++) {
-          const p = mine[j]!, from = Math.max(pos, p.tensor.offset), to = Math.min(end, p.tensor.offset + p.tensor.byteLength);
-          if (from < to) writeTensorBytes(rt, p, chunk.subarray(from - pos, to - pos), from - p.tensor.offset, where);
-        }
-        pos = end;
+        dispatch(chunk);
         done += chunk.length;
         options.onProgress?.({ phase: "read", doneBytes: done, totalBytes });
       };
