@@ -177,7 +177,7 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
     }
   });
 
-  it("tools in the API: offered to the chat template, tool and assistant tool_calls turns rendered, a reply that is a call returned as tool_calls (finish_reason tool_calls), streamed or not; bad tools and forced calls are a 400", async () => {
+  it("tools in the API: offered to the chat template, tool and assistant tool_calls turns rendered, a reply that is a call returned as tool_calls (finish_reason tool_calls), streamed or not; forced calls (required, a named function) constrained; bad tools are a 400", async () => {
     // A Llama-3.x-style template (its constructs: the header tokens, tools as JSON, tool results
     // in an ipython turn, calls as {"name", "parameters"}).
     const template = `{{- bos_token }}{%- if tools is not none and tools is defined %}<|start_header_id|>system<|end_header_id|>\n\nRespond with {"name": function name, "parameters": arguments}.{%- for t in tools %}{{ t | tojson }}{%- endfor %}<|eot_id|>{%- endif %}
@@ -223,9 +223,25 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
       const none = await (await ask({ ...forced, tool_choice: "none" })).json();
       assert.equal(none.choices[0].finish_reason, "stop");
       assert.equal(JSON.parse(none.choices[0].message.content).name, "get_weather");
-      // Refused: a forced call, bad tools, a tool turn without its call's id, a model whose template teaches no call syntax.
+      // Forced calls: "required" (one of the tools) and a named function, their JSON constrained while decoding.
+      const add = { type: "function", function: { name: "add", parameters: { type: "object", additionalProperties: false, required: ["a", "b"], properties: { a: { type: "integer" }, b: { type: "integer" } } } } };
+      // (A random model's "any object" runs long: "required" here offers one tool, whose parameters then bound the arguments.)
+      for (const [choice, name, offered] of [["required", undefined, [add]], [{ type: "function", function: { name: "add" } }, "add", [...tools, add]]] as const) {
+        for (const seed of [1, 2, 3]) {
+          const f = await (await ask({ tools: offered, tool_choice: choice, temperature: 1, seed, max_tokens: 400 })).json();
+          const calls = f.choices[0].message.tool_calls;
+          assert.equal(f.choices[0].finish_reason, "tool_calls", JSON.stringify(f));
+          assert.ok(name ? calls[0].function.name === name : ["get_weather", "add"].includes(calls[0].function.name));
+          const args = JSON.parse(calls[0].function.arguments);
+          if (calls[0].function.name === "add" && name) assert.ok(Number.isInteger(args.a) && Number.isInteger(args.b), calls[0].function.arguments);
+        }
+      }
+      // Refused: a forced call beside response_format or without tools or of an unknown name, bad tools, a tool turn without its call's id.
       const refusals: [Record<string, unknown>, RegExp, string][] = [
-        [{ tools, tool_choice: "required" }, /tool_choice "required" is not supported: "auto" \(the model chooses\) and "none" are/, "tool_choice"],
+        [{ tools, tool_choice: "required", response_format: { type: "json_object" } }, /a forced tool call \(tool_choice\) and response_format cannot be asked together/, "response_format"],
+        [{ tool_choice: "required" }, /tool_choice forces a call, but the request offers no tools/, "tool_choice"],
+        [{ tools, tool_choice: { type: "function", function: { name: "nope" } } }, /tool_choice names "nope", which is not among the tools/, "tool_choice"],
+        [{ tools, tool_choice: "always" }, /tool_choice must be "auto", "none", "required" or \{ type: "function", function: \{ name \} \}, got "always"/, "tool_choice"],
         [{ tools: [{ type: "function", function: { name: "bad name!" } }] }, /tools\[0\] must be \{ type: "function", function: \{ name, description\?, parameters\? \} \}/, "tools[0]"],
         [{ tools: "x" }, /tools must be a list of at most 128 functions/, "tools"],
         [{ messages: [{ role: "tool", content: "x" }] }, /messages\[0\]\.tool_call_id must be the id of the call it answers/, "messages[0].tool_call_id"],
@@ -241,6 +257,21 @@ describe("serve: OpenAI-compatible API with continuous batching", function () {
       const chatml = await (await post("/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "x" }], tools })).json();
       assert.match(chatml.error.message, /this model's chat template teaches no tool-call syntax this server parses/);
     } finally { s.close(); m.dispose(); }
+    // Hermes (Qwen's form): a forced call opens its <tool_call> in the prompt; the JSON that follows is the call, streamed or not.
+    const hermesTemplate = "{% if tools %}<|im_start|>system\n{% for t in tools %}{{ t | tojson }}{% endfor %}\nCall as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call><|im_end|>\n{% endif %}"
+      + "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    const h = await loadModel(rt, { ...syntheticModelFiles(), ...byteLevelTokenizer({ chatTemplate: hermesTemplate }) });
+    const hs = createOpenAIServer(h, { modelId: MODEL });
+    try {
+      assert.equal(h.tokenizer!.toolCallFormat, "hermes");
+      const body = { model: MODEL, messages: [{ role: "user", content: "Weather in Paris?" }], max_tokens: 400, temperature: 1, seed: 5, tools, tool_choice: "required" };
+      const r = await (await hs.fetch(new Request("http://x/v1/chat/completions", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }))).json();
+      assert.equal(r.choices[0].finish_reason, "tool_calls");
+      assert.equal(r.choices[0].message.tool_calls[0].function.name, "get_weather");
+      const events = (await (await hs.fetch(new Request("http://x/v1/chat/completions", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...body, stream: true }) }))).text())
+        .split("\n\n").filter((l) => l.startsWith("data: {")).map((l) => JSON.parse(l.slice(6)));
+      assert.deepEqual(events.flatMap((e) => e.choices[0]?.delta?.tool_calls ?? []).map((c: { function: unknown }) => c.function), [r.choices[0].message.tool_calls[0].function]);
+    } finally { hs.close(); h.dispose(); }
   });
 
   it("forwardBatch gives each sequence the logits it gets alone", () => {

@@ -114,6 +114,9 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     const tools = chatTools(body, tokenizer.toolCallFormat);
     let text: string;
     try { text = tokenizer.applyChatTemplate(messages, { variables, tools: tools?.specs }); } catch (e) { throw e instanceof TemplateError ? new ApiError(400, e.message, "messages") : e; }
+    // A forced call (tool_choice "required" or a named function): the reply opens with the call
+    // (Hermes: its <tool_call> tag written into the prompt) and its JSON is constrained while decoding.
+    if (tools?.forced && tools.format === "hermes") text += "<tool_call>\n";
     const prompt = tokenizer.encode(text, { addSpecialTokens: false });
     const format = body.reasoning_format ?? serverReasoning;
     if (!(REASONING_FORMATS as readonly unknown[]).includes(format)) throw new ApiError(400, `reasoning_format must be one of ${REASONING_FORMATS.join(", ")}, got ${JSON.stringify(format)}`, "reasoning_format");
@@ -125,7 +128,11 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     // The newer name wins where a client sends both.
     const maxTokensField = body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens";
     const job = buildJob(body, prompt, maxTokensField, logprobs ? top ?? 0 : undefined);
-    return respond(c, body, job, "chat", splitter, tools && new ToolCallSplitter(tools.format, tools.names));
+    if (tools?.forced) {
+      if (job.constraint) throw new ApiError(400, "a forced tool call (tool_choice) and response_format cannot be asked together", "response_format");
+      job.constraint = callConstraint(tools);
+    }
+    return respond(c, body, job, "chat", splitter, tools && new ToolCallSplitter(tools.format, tools.names, tools.forced !== undefined && tools.format === "hermes"));
   });
 
   app.post("/v1/completions", async (c) => {
@@ -207,6 +214,25 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     } else throw new ApiError(400, `response_format.type '${format.type}' is not one of text, json_object, json_schema`, "response_format");
     tokenTable ??= new TokenTable(bytesOf(), [...eos]);
     return new JsonConstraint(tokenTable, root);
+  }
+
+  /**
+   * The JSON of a forced call: {"name", "arguments"} (Hermes) or {"name", "parameters"} (Llama 3.x),
+   * the name one of the tools' (or the named one), its arguments the tool's parameters schema (the
+   * named tool's, or the only one's) where the constraint supports it, else any object.
+   */
+  function callConstraint(tools: ChatTools): JsonConstraint {
+    const named = tools.forced?.name, spec = named !== undefined ? tools.specs.find((t) => t.function.name === named) : tools.specs.length === 1 ? tools.specs[0] : undefined;
+    const anyObject = { type: "object" };
+    let args: unknown = anyObject;
+    if (spec?.function.parameters) {
+      try { compileSchema(spec.function.parameters, "parameters"); args = spec.function.parameters; } catch (e) { if (!(e instanceof SchemaError)) throw e; }
+    }
+    const argsKey = tools.format === "hermes" ? "arguments" : "parameters";
+    const schema = { type: "object", additionalProperties: false, required: ["name", argsKey],
+      properties: { name: named !== undefined ? { const: named } : { enum: tools.specs.map((t) => t.function.name) }, [argsKey]: args } };
+    tokenTable ??= new TokenTable(bytesOf(), [...new Set(model.defaults.eosTokenIds)]);
+    return new JsonConstraint(tokenTable, compileSchema(schema, "tool call"));
   }
 
   function stopList(stop: unknown): string[] {
@@ -440,16 +466,22 @@ function assistantToolCalls(raw: unknown, at: string): NonNullable<ChatMessage["
 /** Tools a request may offer, and calls an assistant turn may hold. */
 const MAX_TOOLS = 128;
 
+/** A request's tools: for the template, for the output's parser, and `forced` when it must call one (a name: that one). */
+interface ChatTools { specs: ToolSpec[]; names: Set<string>; format: ToolCallFormat; forced?: { name?: string } }
+
 /**
  * The request's tools for the chat template and the output's parser: undefined without tools or
- * with tool_choice "none". "auto" (the default) lets the model choose; a forced call ("required",
- * or a named function) is refused, as is a model whose template teaches no call syntax parsed here.
+ * with tool_choice "none". "auto" (the default) lets the model choose; "required" or a named
+ * function ({ type: "function", function: { name } }) forces a call. A model whose template
+ * teaches no call syntax parsed here is refused.
  */
-function chatTools(body: Record<string, unknown>, format: ToolCallFormat | undefined): { specs: ToolSpec[]; names: Set<string>; format: ToolCallFormat } | undefined {
+function chatTools(body: Record<string, unknown>, format: ToolCallFormat | undefined): ChatTools | undefined {
   const raw = body.tools, choice = body.tool_choice ?? "auto";
-  if (choice !== "auto" && choice !== "none") {
-    throw new ApiError(400, `tool_choice ${JSON.stringify(choice).slice(0, 80)} is not supported: "auto" (the model chooses) and "none" are`, "tool_choice");
+  const named = isRecord(choice) && choice.type === "function" && isRecord(choice.function) && typeof choice.function.name === "string" ? choice.function.name : undefined;
+  if (choice !== "auto" && choice !== "none" && choice !== "required" && named === undefined) {
+    throw new ApiError(400, `tool_choice must be "auto", "none", "required" or { type: "function", function: { name } }, got ${JSON.stringify(choice).slice(0, 80)}`, "tool_choice");
   }
+  if ((raw === undefined || raw === null || (Array.isArray(raw) && raw.length === 0)) && (choice === "required" || named !== undefined)) throw new ApiError(400, "tool_choice forces a call, but the request offers no tools", "tool_choice");
   if (raw === undefined || raw === null) return undefined;
   if (!Array.isArray(raw) || raw.length > MAX_TOOLS) throw new ApiError(400, `tools must be a list of at most ${MAX_TOOLS} functions`, "tools");
   if (raw.length === 0 || choice === "none") return undefined;
@@ -463,7 +495,9 @@ function chatTools(body: Record<string, unknown>, format: ToolCallFormat | undef
     return { type: "function", function: { name: f.name, ...(f.description !== undefined ? { description: f.description } : {}), ...(f.parameters !== undefined ? { parameters: f.parameters } : {}) } };
   });
   if (!format) throw new ApiError(400, "this model's chat template teaches no tool-call syntax this server parses (Hermes <tool_call> blocks: Qwen2.5, Qwen3, SmolLM3; Llama 3.x JSON)", "tools");
-  return { specs, names: new Set(specs.map((x) => x.function.name)), format };
+  const names = new Set(specs.map((x) => x.function.name));
+  if (named !== undefined && !names.has(named)) throw new ApiError(400, `tool_choice names ${JSON.stringify(named).slice(0, 80)}, which is not among the tools`, "tool_choice");
+  return { specs, names, format, ...(choice === "required" || named !== undefined ? { forced: named !== undefined ? { name: named } : {} } : {}) };
 }
 
 function optionalBoolean(v: unknown, name: string): boolean | undefined {

@@ -25,8 +25,9 @@ export class ToolCallSplitter {
   private held = "";
   private readonly calls: ToolCall[] = [];
 
-  constructor(private readonly format: ToolCallFormat, private readonly names: ReadonlySet<string>) {
-    this.state = format === "llama3" ? "start" : "content";
+  /** `opened`: the prompt already opened a call block (hermes: a forced call's <tool_call>). */
+  constructor(private readonly format: ToolCallFormat, private readonly names: ReadonlySet<string>, opened = false) {
+    this.state = opened ? "call" : format === "llama3" ? "start" : "content";
   }
 
   /** The content of the next piece of output that is known not to be part of a call. */
