@@ -343,6 +343,9 @@ describe("GGUF files", function () {
         if (long) assert.ok(maxDiff(want, referenceForward(cfg, weights, ids).flat()) > 1e-2);
       }
       await assert.rejects(loadModel(rt, dir, { contextLength: 513 }), /contextLength must be an integer from 1 to 512 \(the model's max_position_embeddings\), got 513/);
+      // Past the default context, the error says how to get more.
+      const short = await loadModel(rt, dir);
+      try { assert.throws(() => short.generate(Array(70).fill(5)), /the prompt has 70 tokens; the model's context is 64 \(load it with contextLength, --context, up to 512\)/); } finally { short.dispose(); }
       // A BF16 Phi folder stays 16-bit as stored (its first linear weight is qkv_proj: there is no q_proj).
       const bfDir = writeModelFolder(phi4, { dtype: "BF16" });
       dirs.push(bfDir);

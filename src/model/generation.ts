@@ -128,7 +128,11 @@ function prepareSettings(ctx: GenerationContext, prompt: readonly number[], opti
   const V = ctx.model.config.vocabSize;
   for (const t of prompt) if (!Number.isInteger(t) || t < 0 || t >= V) throw new RangeError(`generate: token id ${t} is outside the vocabulary [0, ${V})`);
   const context = ctx.model.config.maxPositionEmbeddings;
-  if (prompt.length >= context) throw new RangeError(`generate: the prompt has ${prompt.length} tokens; the model's context is ${context}`);
+  if (prompt.length >= context) {
+    // A LongRoPE model runs a shorter context than it allows unless asked (its short factors).
+    const s = ctx.model.config.ropeScaling, more = s?.type === "longrope" && s.maxPositionEmbeddings > context ? ` (load it with contextLength, --context, up to ${s.maxPositionEmbeddings})` : "";
+    throw new RangeError(`generate: the prompt has ${prompt.length} tokens; the model's context is ${context}${more}`);
+  }
   const stopStrings = (options.stopStrings ?? []).filter((s) => s.length > 0);
   if (stopStrings.length > 0 && !ctx.tokenizer) throw new RangeError("generate: stopStrings need a tokenizer (tokenizer.json in the model folder)");
   return {

@@ -76,6 +76,8 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
   const scheduler = new BatchScheduler(model.transformer, cache, model.tokenizer, { ...options, maxSequences, maxCacheTokens });
   const created = now();
   let tokenTable: TokenTable | undefined;
+  /** The vocabulary's bytes for JSON constraints (built on first use), ending at the model's EOS tokens. */
+  const tokensOf = () => (tokenTable ??= new TokenTable(bytesOf(), [...new Set(model.defaults.eosTokenIds)]));
   let tokenBytes: (Uint8Array | undefined)[] | undefined;
   const bytesOf = () => (tokenBytes ??= model.tokenizer?.tokenBytes(model.config.vocabSize) ?? []);
   const expectedKey = options.apiKey;
@@ -191,11 +193,11 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
       frequencyPenalty: numberIn(body.frequency_penalty, "frequency_penalty", -2, 2) ?? 0,
       presencePenalty: numberIn(body.presence_penalty, "presence_penalty", -2, 2) ?? 0,
       stopTokens: eos, stopStrings: stopList(body.stop), logprobs,
-      constraint: constraintFor(body.response_format, eos),
+      constraint: constraintFor(body.response_format),
     };
   }
 
-  function constraintFor(format: unknown, eos: Set<number>): JsonConstraint | undefined {
+  function constraintFor(format: unknown): JsonConstraint | undefined {
     if (format === undefined || format === null) return undefined;
     if (!isRecord(format) || typeof format.type !== "string") throw new ApiError(400, "response_format must be { type: 'text' | 'json_object' | 'json_schema' }", "response_format");
     if (format.type === "text") return undefined;
@@ -212,8 +214,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
         throw e;
       }
     } else throw new ApiError(400, `response_format.type '${format.type}' is not one of text, json_object, json_schema`, "response_format");
-    tokenTable ??= new TokenTable(bytesOf(), [...eos]);
-    return new JsonConstraint(tokenTable, root);
+    return new JsonConstraint(tokensOf(), root);
   }
 
   /**
@@ -231,8 +232,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     const argsKey = tools.format === "hermes" ? "arguments" : "parameters";
     const schema = { type: "object", additionalProperties: false, required: ["name", argsKey],
       properties: { name: named !== undefined ? { const: named } : { enum: tools.specs.map((t) => t.function.name) }, [argsKey]: args } };
-    tokenTable ??= new TokenTable(bytesOf(), [...new Set(model.defaults.eosTokenIds)]);
-    return new JsonConstraint(tokenTable, compileSchema(schema, "tool call"));
+    return new JsonConstraint(tokensOf(), compileSchema(schema, "tool call"));
   }
 
   function stopList(stop: unknown): string[] {
