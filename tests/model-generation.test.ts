@@ -258,6 +258,39 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     }
   });
 
+  it("over http(s), a folder's safetensors headers come by Range requests and each file's data is fetched once, as a stream; a server that ignores ranges works too", async () => {
+    const files: Record<string, Buffer> = {};
+    for (const f of readdirSync(dir)) files[f] = readFileSync(join(dir, f));
+    const expected = (await model.generate("the theme", { ...greedy, maxNewTokens: 6 }).done).tokens;
+    const { createServer } = await import("node:http");
+    for (const ranges of [true, false]) {
+      const served = new Map<string, number>();
+      let rangeRequests = 0;
+      const server = createServer((req, res) => {
+        const name = decodeURIComponent(req.url!.split("/").pop()!), body = files[name];
+        if (!body) { res.writeHead(404).end(); return; }
+        const m = ranges ? /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "") : null;
+        const part = m ? body.subarray(Number(m[1]), Math.min(body.length, Number(m[2]) + 1)) : body;
+        served.set(name, (served.get(name) ?? 0) + part.length);
+        if (m && name === "model.safetensors") rangeRequests++;
+        res.writeHead(m ? 206 : 200, { "content-length": part.length, ...(m ? { "content-range": `bytes ${m[1]}-${Number(m[1]) + part.length - 1}/${body.length}` } : {}) });
+        // A server that ignores ranges sends the whole file, of which the client reads the first bytes and cancels.
+        res.end(part);
+      });
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      try {
+        const m = await loadModel(rt, `http://127.0.0.1:${(server.address() as { port: number }).port}/models/tiny`);
+        assert.deepEqual((await m.generate("the theme", { ...greedy, maxNewTokens: 6 }).done).tokens, expected);
+        m.dispose();
+        const size = files["model.safetensors"]!.length;
+        if (ranges) {
+          assert.ok(rangeRequests >= 2, "the header length, then the header, by ranges");
+          assert.ok(served.get("model.safetensors")! < size + 4096, `served ${served.get("model.safetensors")} bytes of a ${size}-byte file: the data once, the header by ranges`);
+        }
+      } finally { server.close(); }
+    }
+  });
+
   it("a model too big for the memory budget fails to load with WasmOutOfMemoryError, frees what it uploaded, and the runtime stays usable", async () => {
     const small = await createRuntime({ maxMemoryBytes: 8 << 20 });
     const before = small.stats().persistentLiveBytes;

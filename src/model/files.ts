@@ -213,6 +213,9 @@ class MemoryFiles implements ModelFiles {
   }
 
   async head(name: string, length: number): Promise<{ bytes: Uint8Array; size: number }> {
+    // A Blob (a File the user picked) is sliced: a multi-gigabyte shard is not read for its header.
+    const value = this.files.get(name);
+    if (!this.read.has(name) && typeof Blob !== "undefined" && value instanceof Blob) return { bytes: new Uint8Array(await value.slice(0, length).arrayBuffer()), size: value.size };
     const all = await this.bytes(name);
     return { bytes: all.subarray(0, length), size: all.length };
   }
@@ -315,7 +318,33 @@ class UrlFiles implements ModelFiles {
     return b && new TextDecoder().decode(b);
   }
 
+  /**
+   * The first bytes by a Range request (a shard is not fetched whole for its header); a server
+   * that ignores ranges sends the file, of which the first bytes are read and the rest cancelled.
+   * Without a size to go by (no Content-Range or content-length), the file is fetched whole.
+   */
   async head(name: string, length: number): Promise<{ bytes: Uint8Array; size: number }> {
+    checkName(this, name);
+    if (!this.read.has(name) && length > 0) {
+      const url = this.describe(name);
+      const res = await fetch(url, { headers: { range: `bytes=0-${length - 1}` } }).catch((e: Error) => { throw new ModelConfigError(`${url}: fetch failed (${e.message})`); });
+      if (res.status === 404) throw new ModelConfigError(`${url}: HTTP 404 Not Found`);
+      const total = res.status === 206 ? Number(/\/(\d+)$/.exec(res.headers.get("content-range") ?? "")?.[1] ?? NaN) : res.status === 200 ? Number(res.headers.get("content-length") ?? NaN) : NaN;
+      if ((res.status === 206 || res.status === 200) && res.body && Number.isSafeInteger(total)) {
+        const reader = res.body.getReader(), bytes = new Uint8Array(Math.min(length, total));
+        let at = 0;
+        try {
+          while (at < bytes.length) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            const n = Math.min(value.length, bytes.length - at);
+            bytes.set(value.subarray(0, n), at);
+            at += n;
+          }
+        } finally { await reader.cancel().catch(() => undefined); }
+        if (at === bytes.length) return { bytes, size: total };
+      } else await res.body?.cancel().catch(() => undefined);
+    }
     const all = await this.bytes(name);
     return { bytes: all.subarray(0, length), size: all.length };
   }
