@@ -177,7 +177,7 @@ export async function runModelDemo(rt: Runtime, options: { newTokens?: number; p
     print("  gqa-wasm run --model DIR --chat        (one user turn per line of stdin, the conversation kept in the KV cache)");
     print("or a GGUF file (Q8_0, Q4_0, Q4_K_M, F16, ...): gqa-wasm run --model model.gguf --prompt \"...\"; quantize a folder with");
     print("  gqa-wasm quantize --model DIR --dtype q4_k_m --out model.gguf   (llama.cpp's Q4_K_M mix; or q8_0, q4_0, ...)");
-    print("Serve it to any OpenAI client (continuous batching, JSON schemas): gqa-wasm serve --model DIR|model.gguf  ->  http://127.0.0.1:8080/v1");
+    print("Serve it to any OpenAI client (continuous batching, JSON schemas, tool calls): gqa-wasm serve --model DIR|model.gguf  ->  http://127.0.0.1:8080/v1");
   } finally {
     model.dispose();
   }
