@@ -269,11 +269,15 @@ describe("threads: a worker pool on one shared memory", function () {
   const gemma3 = { ...linearRope, model_type: "gemma3_text", rope_scaling: null, head_dim: 16, layer_types: ["sliding_attention", "full_attention"], sliding_window: 5 };
   // Phi-4-mini's form: fused qkv / gate_up as stored, RoPE on 12 of 16 elements, LongRoPE.
   const phi3 = { ...linearRope, model_type: "phi3", head_dim: 16, partial_rotary_factor: 0.75, original_max_position_embeddings: 64, rope_scaling: { type: "longrope", short_factor: [1, 1.2, 1.5, 2, 2.5, 3], long_factor: [1, 2, 4, 8, 16, 32] } };
-  for (const [dtype, config, what] of [["f32", linearRope, "llama"], ["q8_0", linearRope, "llama"], ["f32", qwen3, "qwen3"], ["f32", smollm3, "smollm3"], ["f32", gemma3, "gemma3_text"], ["q8_0", gemma3, "gemma3_text"], ["f32", mistral, "mistral"], ["f32", gemma2, "gemma2"], ["q8_0", granite, "granite"], ["f32", phi3, "phi3"], ["q8_0", phi3, "phi3"]] as const) {
+  // Q4_K: rows of whole super-blocks (hidden 256, intermediate 512); the relaxed build's activation
+  // super-blocks, quantized by the threads of the RMSNorm and of SwiGLU from what they made.
+  const kquant = { hidden_size: 256, intermediate_size: 512 };
+  for (const [dtype, config, what, sizes] of [["f32", linearRope, "llama"], ["q8_0", linearRope, "llama"], ["f32", qwen3, "qwen3"], ["f32", smollm3, "smollm3"], ["f32", gemma3, "gemma3_text"], ["q8_0", gemma3, "gemma3_text"], ["f32", mistral, "mistral"], ["f32", gemma2, "gemma2"], ["q8_0", granite, "granite"], ["f32", phi3, "phi3"], ["q8_0", phi3, "phi3"],
+    ["q4_k", linearRope, "llama", kquant], ["q4_k_m", phi3, "phi3", kquant]] as const) {
     it(`a model's forward pass (one program per step) gives the same logits on 1, 2 and 3 threads, and allocates nothing per decode step (${what}, ${dtype})`, () => {
       // 4 KV heads: every thread count splits decode attention by heads (bit-identical); prefill
       // and a 3-sequence batch exercise the row splits.
-      const cfg = parseModelConfig({ ...config, hidden_size: 64, intermediate_size: 96 });
+      const cfg = parseModelConfig({ ...config, hidden_size: 64, intermediate_size: 96, ...sizes });
       const w = randomWeights(cfg);
       const runs = runtimes.map((rt) => {
         const model = new TransformerModel(rt, cfg, (n) => w.get(n)!, dtype);

@@ -1,6 +1,6 @@
 import { fmadd, hsum } from "../simd";
 import { finish } from "./dot-nt";
-import { halfAt, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16, scale16 } from "./linear-quant";
+import { halfAt, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16, roundHalfAway, scale16 } from "./linear-quant";
 import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
 
 // The linear layer with K-quant weights, kept in GGUF's super-blocks of 256 weights exactly as a
@@ -34,14 +34,124 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from 
 //   Q2_K:       d·sc·da · Σ q·a  -  dmin·m·da · Σ a   (per 16)
 //   Q3_K:       d·(s - 32)·da · (Σ q·a - 4 · Σ a)     (per 16, q with its third bit, 0..7)
 //   Q6_K:       d·sc·da · (Σ q·a - 32 · Σ a)          (per 16)
-// the offsets' terms four groups a vector. llama.cpp quantizes activations per 256 (Q8_K)
-// instead; per 32 is the finer of the two.
+// the offsets' terms four groups a vector. The relaxed build's Q4_K and Q5_K GEMV read x quantized
+// per 256 instead, as llama.cpp's Q8_K (QA_SUPER, after every row's 32-blocks): one activation
+// scale a super-block, so its 8 sub-block dots add up in integers, each times its 6-bit scale
+// (i32x4.dot_i16x8_s), and convert once, the mins one i16 dot with the 8 sub-block sums:
+//   Q4_K, Q5_K: d·da · Σ_s sc_s·Σ q·a  -  dmin·da · Σ_s m_s·Σ a
+// (a Q4_K GEMV 1x4096x4096 from memory 1.2x the per-32 form; its error against float64 the same).
 // The linear kernels (linear_q2_k .. linear_q6_k) are linear-quant.ts's driver with these dots and
 // dequantizeRowK: from linearQuantF32Rows rows the f32 GEMM on panels dequantized exactly as the
 // host does, below it the GEMV; output columns can go to different threads with the same bits.
 
 /** Weights per K-quant super-block. */
 export const SUPER_BLOCK: i32 = 256;
+
+/**
+ * Bytes of one activation super-block (relaxed build, Q4_K / Q5_K): 256 values of x quantized
+ * with one scale, llama.cpp's Q8_K form: the f32 scale at 0, the 8 sub-block sums as i16 at 16,
+ * the 256 values as i8 at 32. With one scale a super-block, its 8 sub-block dots add up in
+ * integers (each times its 6-bit scale, i32x4.dot_i16x8_s) and convert to f32 once, where per-32
+ * activations took a convert, a broadcast and an FMA per sub-block (a Q4_K GEMV 1x4096x4096 from
+ * memory 1.2x, scratch/q8k).
+ */
+export const QA_SUPER: usize = 288;
+
+/** Q4_K and Q5_K in the relaxed build compute on activation super-blocks (QA_SUPER). */
+// @ts-ignore: decorator
+@inline export function superActivations(format: i32): bool { return ASC_FEATURE_RELAXED_SIMD && hasMins(format); }
+
+/**
+ * Quantizes the 256 floats at src into the activation super-block at dst: d = max|x| / 127,
+ * q = round(x / d) half away from zero (roundHalfAway, as the 32-blocks).
+ */
+export function quantizeSuper(src: usize, dst: usize): void {
+  let mx = i32x4.splat(0);
+  for (let i: usize = 0; i < 256; i += 4) mx = i32x4.max_s(mx, f32x4.abs(v128.load(src + (i << 2))));
+  const m2 = i32x4.max_s(mx, v128.shuffle<i32>(mx, mx, 2, 3, 0, 1));
+  const amax = f32x4.extract_lane(i32x4.max_s(m2, v128.shuffle<i32>(m2, m2, 1, 0, 3, 2)), 0);
+  const d = amax / 127;
+  const idv = f32x4.splat(d != 0 ? 1 / d : 0);
+  for (let s: usize = 0; s < 8; s++) {
+    let sums = i32x4.splat(0);
+    for (let i: usize = 0; i < 32; i += 16) {
+      const at = src + ((s * 32 + i) << 2);
+      const q0 = roundHalfAway(v128.load(at), idv), q1 = roundHalfAway(v128.load(at, 16), idv);
+      const q2 = roundHalfAway(v128.load(at, 32), idv), q3 = roundHalfAway(v128.load(at, 48), idv);
+      v128.store(dst + 32 + s * 32 + i, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)));
+      sums = i32x4.add(sums, i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3)));
+    }
+    store<i16>(dst + 16 + (s << 1), <i16>(i32x4.extract_lane(sums, 0) + i32x4.extract_lane(sums, 1) + i32x4.extract_lane(sums, 2) + i32x4.extract_lane(sums, 3)));
+  }
+  store<f32>(dst, d);
+}
+
+/** Lane s of eight i16 as all eight (a constant shuffle per sub-block). */
+// @ts-ignore: decorator
+@inline function lane16(v: v128, s: i32): v128 {
+  switch (s) {
+    case 0: return i16x8.shuffle(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+    case 1: return i16x8.shuffle(v, v, 1, 1, 1, 1, 1, 1, 1, 1);
+    case 2: return i16x8.shuffle(v, v, 2, 2, 2, 2, 2, 2, 2, 2);
+    case 3: return i16x8.shuffle(v, v, 3, 3, 3, 3, 3, 3, 3, 3);
+    case 4: return i16x8.shuffle(v, v, 4, 4, 4, 4, 4, 4, 4, 4);
+    case 5: return i16x8.shuffle(v, v, 5, 5, 5, 5, 5, 5, 5, 5);
+    case 6: return i16x8.shuffle(v, v, 6, 6, 6, 6, 6, 6, 6, 6);
+    default: return i16x8.shuffle(v, v, 7, 7, 7, 7, 7, 7, 7, 7);
+  }
+}
+
+/**
+ * Sub-block s (weights w0: 0-15, w1: 16-31, unsigned <= 31) against the activation super-block's
+ * 32 values at a, times its scale (lane s of sc): i32x4 partial sums added into acc. Pair sums of
+ * the 7-bit dot are <= 2·127·31, two of them add in 16 bits; times a 6-bit scale in i32.
+ */
+// @ts-ignore: decorator
+@inline function superDot(w0: v128, w1: v128, a: usize, sc: v128, s: i32, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const pairs = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(a), w0), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(a, 16), w1));
+    return i32x4.add(acc, i32x4.dot_i16x8_s(pairs, lane16(sc, s)));
+  }
+  return unreachable();
+}
+
+/**
+ * acc plus one Q4_K / Q5_K super-block (at wb) against the activation super-block at ab: the 8
+ * scaled sub-block dots in integers, times d·da once; the mins, -dmin·da · Σ m·Σa, one i16 dot.
+ */
+// @ts-ignore: decorator
+@inline function q4kSuperBlockI(wb: usize, ab: usize, acc: v128, format: i32): v128 {
+  const sm = q4kScalesMins(wb + 4);
+  const sc = i16x8.extend_low_i8x16_u(sm), mn = i16x8.extend_high_i8x16_u(sm);
+  const five = format == WEIGHT_Q5_K, qs = wb + (five ? 48 : 16), a0 = ab + 32;
+  let ai = i32x4.splat(0);
+  // The two halves spelled out (constant sub-block numbers for the scale lanes).
+  for (let h = 0; h < 2; h++) {
+    const q = qs + (<usize>h << 6), a = a0 + (<usize>h << 7);
+    let h0 = i32x4.splat(0), h1 = i32x4.splat(0);
+    if (five) {
+      h0 = v128.load(wb + 16); h1 = v128.load(wb + 32);
+      if (h == 0) { h0 = i16x8.shl(h0, 4); h1 = i16x8.shl(h1, 4); }
+    }
+    let q0 = v128.load(q), q1 = v128.load(q + 16);
+    let w0 = v128.and(q0, i8x16.splat(0x0f)), w1 = v128.and(q1, i8x16.splat(0x0f));
+    if (five) { w0 = v128.or(w0, fifthBits(h0, 4)); w1 = v128.or(w1, fifthBits(h1, 4)); }
+    ai = h == 0 ? superDot(w0, w1, a, sc, 0, ai) : superDot(w0, w1, a, sc, 4, ai);
+    w0 = highNibbles(q0); w1 = highNibbles(q1);
+    if (five) { w0 = v128.or(w0, fifthBits(h0, 5)); w1 = v128.or(w1, fifthBits(h1, 5)); }
+    ai = h == 0 ? superDot(w0, w1, a + 32, sc, 1, ai) : superDot(w0, w1, a + 32, sc, 5, ai);
+    q0 = v128.load(q + 32); q1 = v128.load(q + 48);
+    w0 = v128.and(q0, i8x16.splat(0x0f)); w1 = v128.and(q1, i8x16.splat(0x0f));
+    if (five) { w0 = v128.or(w0, fifthBits(h0, 6)); w1 = v128.or(w1, fifthBits(h1, 6)); }
+    ai = h == 0 ? superDot(w0, w1, a + 64, sc, 2, ai) : superDot(w0, w1, a + 64, sc, 6, ai);
+    w0 = highNibbles(q0); w1 = highNibbles(q1);
+    if (five) { w0 = v128.or(w0, fifthBits(h0, 7)); w1 = v128.or(w1, fifthBits(h1, 7)); }
+    ai = h == 0 ? superDot(w0, w1, a + 96, sc, 3, ai) : superDot(w0, w1, a + 96, sc, 7, ai);
+  }
+  const da = load<f32>(ab);
+  acc = fmadd(f32x4.convert_i32x4_s(ai), f32x4.splat(halfAt(wb) * da), acc);
+  return fmadd(f32x4.convert_i32x4_s(i32x4.dot_i16x8_s(mn, v128.load(ab + 16))), f32x4.splat(-halfAt(wb + 2) * da), acc);
+}
 
 // @ts-ignore: decorator
 @inline function superBytes(format: i32): usize {
@@ -343,7 +453,9 @@ export const SUPER_BLOCK: i32 = 256;
   let acc = f32x4.splat(0);
   for (let sb = 0; sb < nsb; sb++) {
     const wb = w + <usize>sb * superBytes(format), a0 = qa + (<usize>sb << 3) * QA_BLOCK;
-    if (hasMins(format)) {
+    if (superActivations(format)) {
+      acc = q4kSuperBlockI(wb, qa + <usize>sb * QA_SUPER, acc, format);
+    } else if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
       acc = q4kSuperBlock(wb, a0, gather4(a0, QA_SCALE), gather4(a4, QA_SCALE), gather4(a0, QA_DSUM), gather4(a4, QA_DSUM), acc, format);
     } else if (isLowBit(format)) {
@@ -365,7 +477,11 @@ export const SUPER_BLOCK: i32 = 256;
   let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
   for (let sb = 0; sb < nsb; sb++) {
     const o = <usize>sb * superBytes(format), b0 = w0 + o, b1 = w1 + o, a0 = qa + (<usize>sb << 3) * QA_BLOCK;
-    if (hasMins(format)) {
+    if (superActivations(format)) {
+      const ab = qa + <usize>sb * QA_SUPER;
+      acc0 = q4kSuperBlockI(b0, ab, acc0, format);
+      acc1 = q4kSuperBlockI(b1, ab, acc1, format);
+    } else if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
       const daLo = gather4(a0, QA_SCALE), daHi = gather4(a4, QA_SCALE), dsLo = gather4(a0, QA_DSUM), dsHi = gather4(a4, QA_DSUM);
       acc0 = q4kSuperBlock(b0, a0, daLo, daHi, dsLo, dsHi, acc0, format);

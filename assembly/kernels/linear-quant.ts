@@ -1,7 +1,7 @@
 import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
-import { dequantizeRowK, dotk_1x1, dotk_1x2, isKQuant, kquantRowBytes, SUPER_BLOCK } from "./linear-kquant";
+import { dequantizeRowK, dotk_1x1, dotk_1x2, isKQuant, kquantRowBytes, QA_SUPER, quantizeSuper, superActivations, SUPER_BLOCK } from "./linear-kquant";
 import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
@@ -97,7 +97,8 @@ export function linear_quant_f32_rows(format: i32): i32 {
 
 /** Bytes of scratch a call takes: the quantized activations of M rows of K, or (from the rows where either format computes in f32) as much as an f32 weight panel if more. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
-  const quantized = M * ((K + QK - 1) / QK) * <i32>QA_BLOCK;
+  // The 32-blocks of every row, then (relaxed build, rows of whole super-blocks) their super-blocks (Q4_K / Q5_K's).
+  const quantized = M * ((K + QK - 1) / QK) * <i32>QA_BLOCK + (ASC_FEATURE_RELAXED_SIMD && K % SUPER_BLOCK == 0 ? M * (K / SUPER_BLOCK) * <i32>QA_SUPER : 0);
   let fewest = i32.MAX_VALUE;
   for (let format = 0; format < WEIGHT_FORMAT_COUNT; format++) fewest = min(fewest, linearQuantF32Rows(format));
   return M >= fewest ? max(quantized, linear_panel_scratch_bytes(M, K)) : quantized;
@@ -123,7 +124,7 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
  * overflow handling).
  */
 // @ts-ignore: decorator
-@inline function roundHalfAway(x: v128, id: v128): v128 {
+@inline export function roundHalfAway(x: v128, id: v128): v128 {
   const v = f32x4.mul(x, id);
   const r = f32x4.floor(f32x4.add(f32x4.abs(v), f32x4.splat(0.5)));
   const q = v128.or(r, v128.and(v, i32x4.splat(0x80000000)));
@@ -212,8 +213,13 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   if (b >= end) return;
   // Block b is row b / nb, columns from (b % nb)·32: one division here, not two per block.
   let m = b / nb, k0 = (b - m * nb) * QK;
+  // The super-blocks (relaxed build, Q4_K / Q5_K's) after every row's 32-blocks, each made by
+  // whoever makes its first 32-block, from x (which holds all of it: a thread that makes x quantizes whole super-blocks of it).
+  const supers = ASC_FEATURE_RELAXED_SIMD && K % SUPER_BLOCK == 0, superBase = qa + <usize>M * <usize>nb * QA_BLOCK, perRow = K / SUPER_BLOCK;
   for (; b < end; b++) {
-    quantizeBlock(x + ((<usize>m * <usize>K + <usize>k0) << 2), min(QK, K - k0), qa + <usize>b * QA_BLOCK);
+    const src = x + ((<usize>m * <usize>K + <usize>k0) << 2);
+    if (supers && k0 % SUPER_BLOCK == 0) quantizeSuper(src, superBase + <usize>(m * perRow + k0 / SUPER_BLOCK) * QA_SUPER);
+    quantizeBlock(src, min(QK, K - k0), qa + <usize>b * QA_BLOCK);
     k0 += QK;
     if (k0 >= K) { m++; k0 = 0; }
   }
@@ -668,7 +674,8 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
       for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
         const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
         for (let m = 0; m < M; m++) {
-          const qa = scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
+          // (Q4_K / Q5_K in the relaxed build: the row's activation super-blocks, after every row's 32-blocks.)
+          const qa = superActivations(format) ? scratch + <usize>M * ldqa + <usize>m * <usize>(K / SUPER_BLOCK) * QA_SUPER : scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
           for (let n = n0; n < n0 + q; n++) {
             const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);
             if (isKQuant(format)) {
