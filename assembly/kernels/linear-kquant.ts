@@ -116,6 +116,27 @@ export function quantizeSuper(src: usize, dst: usize): void {
 }
 
 /**
+ * Q5_K's fifth bits for weights 16·part.. of half h's sub-blocks (16 bytes of qh), placed so that
+ * sub-block 4h + t's bit sits at bit 4 + t (the first half's moved up 4: a constant shift); Q4_K: none.
+ */
+// @ts-ignore: decorator
+@inline function fifthPlane(wb: usize, h: i32, part: i32, five: bool): v128 {
+  if (!five) return i32x4.splat(0);
+  const v = v128.load(wb + 16 + (<usize>part << 4));
+  return h == 0 ? i16x8.shl(v, 4) : v;
+}
+
+/**
+ * 16 weights (unsigned, <= 31) of sub-block t (0-3) of a half: the low nibbles of the 16 bytes q
+ * for even t, the high ones for odd t, Q5_K's fifth bits (plane hv) or'ed in.
+ */
+// @ts-ignore: decorator
+@inline function subWeights(q: v128, hv: v128, t: i32, five: bool): v128 {
+  const w = (t & 1) == 0 ? v128.and(q, i8x16.splat(0x0f)) : highNibbles(q);
+  return five ? v128.or(w, fifthBits(hv, 4 + t)) : w;
+}
+
+/**
  * acc plus one Q4_K / Q5_K super-block (at wb) against the activation super-block at ab: the 8
  * scaled sub-block dots in integers, times d·da once; the mins, -dmin·da · Σ m·Σa, one i16 dot.
  */
@@ -127,25 +148,16 @@ export function quantizeSuper(src: usize, dst: usize): void {
   let ai = i32x4.splat(0);
   // The two halves spelled out (constant sub-block numbers for the scale lanes).
   for (let h = 0; h < 2; h++) {
-    const q = qs + (<usize>h << 6), a = a0 + (<usize>h << 7);
-    let h0 = i32x4.splat(0), h1 = i32x4.splat(0);
-    if (five) {
-      h0 = v128.load(wb + 16); h1 = v128.load(wb + 32);
-      if (h == 0) { h0 = i16x8.shl(h0, 4); h1 = i16x8.shl(h1, 4); }
-    }
+    const q = qs + (<usize>h << 6), a = a0 + (<usize>h << 7), h0 = fifthPlane(wb, h, 0, five), h1 = fifthPlane(wb, h, 1, five);
     let q0 = v128.load(q), q1 = v128.load(q + 16);
-    let w0 = v128.and(q0, i8x16.splat(0x0f)), w1 = v128.and(q1, i8x16.splat(0x0f));
-    if (five) { w0 = v128.or(w0, fifthBits(h0, 4)); w1 = v128.or(w1, fifthBits(h1, 4)); }
+    let w0 = subWeights(q0, h0, 0, five), w1 = subWeights(q1, h1, 0, five);
     ai = h == 0 ? superDot(w0, w1, a, sc, 0, ai) : superDot(w0, w1, a, sc, 4, ai);
-    w0 = highNibbles(q0); w1 = highNibbles(q1);
-    if (five) { w0 = v128.or(w0, fifthBits(h0, 5)); w1 = v128.or(w1, fifthBits(h1, 5)); }
+    w0 = subWeights(q0, h0, 1, five); w1 = subWeights(q1, h1, 1, five);
     ai = h == 0 ? superDot(w0, w1, a + 32, sc, 1, ai) : superDot(w0, w1, a + 32, sc, 5, ai);
     q0 = v128.load(q + 32); q1 = v128.load(q + 48);
-    w0 = v128.and(q0, i8x16.splat(0x0f)); w1 = v128.and(q1, i8x16.splat(0x0f));
-    if (five) { w0 = v128.or(w0, fifthBits(h0, 6)); w1 = v128.or(w1, fifthBits(h1, 6)); }
+    w0 = subWeights(q0, h0, 2, five); w1 = subWeights(q1, h1, 2, five);
     ai = h == 0 ? superDot(w0, w1, a + 64, sc, 2, ai) : superDot(w0, w1, a + 64, sc, 6, ai);
-    w0 = highNibbles(q0); w1 = highNibbles(q1);
-    if (five) { w0 = v128.or(w0, fifthBits(h0, 7)); w1 = v128.or(w1, fifthBits(h1, 7)); }
+    w0 = subWeights(q0, h0, 3, five); w1 = subWeights(q1, h1, 3, five);
     ai = h == 0 ? superDot(w0, w1, a + 96, sc, 3, ai) : superDot(w0, w1, a + 96, sc, 7, ai);
   }
   const da = load<f32>(ab);
@@ -229,28 +241,14 @@ export function quantizeSuper(src: usize, dst: usize): void {
   // spilled ~120 vectors a loop.
   const five = format == WEIGHT_Q5_K, qs = wb + (five ? 48 : 16);
   let f = fLo;
-  for (let h: usize = 0; h < 2; h++) {
-    const q = qs + (h << 6), a = a0 + (h << 2) * QA_BLOCK;
-    // qh with sub-block 4h + t's bit at 4 + t (the first half's bits moved up 4): a constant shift each.
-    let h0 = i32x4.splat(0), h1 = i32x4.splat(0);
-    if (five) {
-      h0 = v128.load(wb + 16); h1 = v128.load(wb + 32);
-      if (h == 0) { h0 = i16x8.shl(h0, 4); h1 = i16x8.shl(h1, 4); }
-    }
+  for (let h = 0; h < 2; h++) {
+    const q = qs + (<usize>h << 6), a = a0 + (<usize>h << 2) * QA_BLOCK, h0 = fifthPlane(wb, h, 0, five), h1 = fifthPlane(wb, h, 1, five);
     let q0 = v128.load(q), q1 = v128.load(q + 16);
-    let w0 = v128.and(q0, i8x16.splat(0x0f)), w1 = v128.and(q1, i8x16.splat(0x0f));
-    if (five) { w0 = v128.or(w0, fifthBits(h0, 4)); w1 = v128.or(w1, fifthBits(h1, 4)); }
-    acc = fmadd(f32x4.convert_i32x4_s(dot32(w0, w1, a)), v128.shuffle<f32>(f, f, 0, 0, 0, 0), acc);
-    w0 = highNibbles(q0); w1 = highNibbles(q1);
-    if (five) { w0 = v128.or(w0, fifthBits(h0, 5)); w1 = v128.or(w1, fifthBits(h1, 5)); }
-    acc = fmadd(f32x4.convert_i32x4_s(dot32(w0, w1, a + QA_BLOCK)), v128.shuffle<f32>(f, f, 1, 1, 1, 1), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(subWeights(q0, h0, 0, five), subWeights(q1, h1, 0, five), a)), v128.shuffle<f32>(f, f, 0, 0, 0, 0), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(subWeights(q0, h0, 1, five), subWeights(q1, h1, 1, five), a + QA_BLOCK)), v128.shuffle<f32>(f, f, 1, 1, 1, 1), acc);
     q0 = v128.load(q + 32); q1 = v128.load(q + 48);
-    w0 = v128.and(q0, i8x16.splat(0x0f)); w1 = v128.and(q1, i8x16.splat(0x0f));
-    if (five) { w0 = v128.or(w0, fifthBits(h0, 6)); w1 = v128.or(w1, fifthBits(h1, 6)); }
-    acc = fmadd(f32x4.convert_i32x4_s(dot32(w0, w1, a + 2 * QA_BLOCK)), v128.shuffle<f32>(f, f, 2, 2, 2, 2), acc);
-    w0 = highNibbles(q0); w1 = highNibbles(q1);
-    if (five) { w0 = v128.or(w0, fifthBits(h0, 7)); w1 = v128.or(w1, fifthBits(h1, 7)); }
-    acc = fmadd(f32x4.convert_i32x4_s(dot32(w0, w1, a + 3 * QA_BLOCK)), v128.shuffle<f32>(f, f, 3, 3, 3, 3), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(subWeights(q0, h0, 2, five), subWeights(q1, h1, 2, five), a + 2 * QA_BLOCK)), v128.shuffle<f32>(f, f, 2, 2, 2, 2), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(dot32(subWeights(q0, h0, 3, five), subWeights(q1, h1, 3, five), a + 3 * QA_BLOCK)), v128.shuffle<f32>(f, f, 3, 3, 3, 3), acc);
     f = fHi;
   }
   return acc;
