@@ -358,6 +358,33 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
       });
     }
   }
+
+  // Weights of a trained model's scale give super-block scales d below f16's normal range (Q6_K:
+  // max group scale / 128): the kernels read them without arithmetic on subnormal f32s (halfAt).
+  for (const build of BUILDS) {
+    it(`${build} build: K-quant weights whose super-block scales are f16 subnormals compute and dequantize exactly as normal ones`, async () => {
+      const rt = await runtimeFor(build);
+      const scaleOffset = { q2_k: 80, q3_k: 108, q4_k: 0, q5_k: 0, q6_k: 208 } as const;
+      for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const) {
+        const block = build === "relaxed" && (dtype === "q4_k" || dtype === "q5_k") ? 256 : 32;
+        const M = 2, N = 24, K = 512, w = randomArray(N * K, 41, 4e-4), x = randomArray(M * K, 42);
+        const wb = rt.upload(w, dtype, K), xb = rt.upload(x), yb = rt.alloc(M * N), rows = rt.alloc(3 * K), ids = rt.alloc(3);
+        try {
+          const blocks = blocksOf(rt, wb), bytes = quantRowBytes(dtype, 256);
+          let subnormal = 0;
+          for (let o = 0; o < blocks.length; o += bytes) if (((blocks[o + scaleOffset[dtype] + 1]! >> 2) & 31) === 0) subnormal++;
+          assert.ok(subnormal >= (blocks.length / bytes) / 2, `${dtype}: ${subnormal} of ${blocks.length / bytes} scales subnormal`);
+          rt.linearInto({ x: xb, weight: wb, out: yb, inFeatures: K, outFeatures: N });
+          const { y: ref, magnitude } = emulateK(dtype, x, blocks, M, N, K, block);
+          for (let i = 0; i < M * N; i++) assert.ok(Math.abs(yb.array[i]! - ref[i]!) <= 1e-6 * magnitude[i]! + 1e-12, `${dtype} element ${i}: ${yb.array[i]} vs ${ref[i]}`);
+          new Int32Array(rt.memory.memory.buffer, ids.ptr, 3).set([5, 0, 23]);
+          rt.kernels[`embed_rows_${dtype}`](wb.ptr, K, ids.ptr, 0, 3, rows.ptr);
+          const all = dequantizeRows(dtype, blocks, K);
+          [5, 0, 23].forEach((id, r) => assert.deepEqual(rows.toFloat32Array().subarray(r * K, (r + 1) * K), all.subarray(id * K, (id + 1) * K), `${dtype} row ${id}`));
+        } finally { for (const b of [wb, xb, yb, rows, ids]) b.free(); }
+      }
+    });
+  }
 });
 
 describe("block-quantized weights: buffers, threads and models", function () {

@@ -105,16 +105,30 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
 }
 
 /**
- * The f16 at `p` as f32 (normal, subnormal and zero; scales are never inf/NaN in a valid file).
- * (em << 13) as an f32 is the magnitude times 2^-112, normal and subnormal alike. Loaded
- * sign-extended, the sign fills bits 15 and up, so after the shift one mask keeps it at bit 31
- * with em below: five instructions where masking sign and magnitude apart took eight. No branch:
- * Q4_0 scales are negative about half the time, and a mispredicted branch per block cost Q4_0
- * GEMV 2.5x.
+ * The f16 at `p` as f32 (normal, subnormal and zero; scales are never inf/NaN in a valid file),
+ * with no arithmetic on a subnormal f32. Loaded sign-extended and shifted, one mask keeps the sign
+ * at bit 31 and the magnitude below; a normal's exponent is rebiased by an integer add, a
+ * subnormal's mantissa converted and scaled by 2^-24 (exact), the two picked by a select (no
+ * branch: a mispredicted branch per block cost Q4_0 GEMV 2.5x). K-quant super-block scales d are
+ * mostly subnormal (ggml's Q6_K: 96% on weights of scale 0.02, Q5_K 28%): multiplying the bits as
+ * an f32 by 2^112 (halfAtScaled) took a microcode assist each, Q6_K GEMV 2.5x and Q5_K 1.6x the time.
  */
 // @ts-ignore: decorator
 @inline export function halfAt(p: usize): f32 {
-  return reinterpret<f32>((<i32>load<i16>(p) << 13) & 0x8fffe000) * 5.192296858534828e33;
+  const bits = (<i32>load<i16>(p) << 13) & 0x8fffe000;
+  const subnormal = reinterpret<i32>(<f32>(bits & 0x7fffffff) * 7.275957614183426e-12) | (bits & 0x80000000); // 2^-37
+  return reinterpret<f32>(select(bits + 0x38000000, subnormal, (bits & 0x0f800000) != 0));
+}
+
+/**
+ * halfAt in two instructions: the bits as an f32 times 2^112 (subnormals included), for the
+ * 32-block formats' dots, one scale per 32 weights, where halfAt's select took Q8_0 / Q4_0 GEMV
+ * 1.2x the time. Their scales are max|x| / 127 (or / 8) of a block, subnormal only for blocks
+ * within ±0.0078 (Q8_0, IQ4_NL; Q5_0 ±0.001, Q4_0 ±0.0005): rare in trained weights, correct but slower there.
+ */
+// @ts-ignore: decorator
+@inline export function halfAtScaled(p: usize): f32 {
+  return reinterpret<f32>((<i32>load<i16>(p) << 13) & 0x8fffe000) * 5.192296858534828e33; // 2^112
 }
 
 /**
@@ -466,15 +480,15 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   let b = 0;
   for (; b + 2 <= nb; b += 2) {
     const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
-    const s0 = f32x4.splat(halfAt(wb) * load<f32>(a + QA_SCALE));
-    const s1 = f32x4.splat(halfAt(wb + bb) * load<f32>(a + QA_BLOCK + QA_SCALE));
+    const s0 = f32x4.splat(halfAtScaled(wb) * load<f32>(a + QA_SCALE));
+    const s1 = f32x4.splat(halfAtScaled(wb + bb) * load<f32>(a + QA_BLOCK + QA_SCALE));
     acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb, a, format)), s0, acc);
     acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb + bb, a + QA_BLOCK, format)), s1, acc);
     if (hasMin(format)) { mins += blockMin(wb, a); mins += blockMin(wb + bb, a + QA_BLOCK); }
   }
   for (; b < nb; b++) {
     const wb = w + <usize>b * bb, a = qa + <usize>b * QA_BLOCK;
-    acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb, a, format)), f32x4.splat(halfAt(wb) * load<f32>(a + QA_SCALE)), acc);
+    acc = fmadd(f32x4.convert_i32x4_s(blockDotAt(wb, a, format)), f32x4.splat(halfAtScaled(wb) * load<f32>(a + QA_SCALE)), acc);
     if (hasMin(format)) mins += blockMin(wb, a);
   }
   return hasMin(format) ? hsum(acc) + mins : hsum(acc);
@@ -483,7 +497,7 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
 /** A Q4_1 / Q5_1 block's min times its activation block's scale and sum: m·da·Σa. */
 // @ts-ignore: decorator
 @inline function blockMin(wb: usize, a: usize): f32 {
-  return halfAt(wb + 2) * load<f32>(a + QA_DSUM);
+  return halfAtScaled(wb + 2) * load<f32>(a + QA_DSUM);
 }
 
 /**
@@ -503,8 +517,8 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
     const a = qa + <usize>b * QA_BLOCK, o = <usize>b * bb;
     const a0 = activations(a, 0, format), a1 = activations(a, 1, format), a2 = activations(a, 2, format), a3 = activations(a, 3, format);
     const corr = correction(a, format), da = load<f32>(a + QA_SCALE);
-    acc0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w0 + o, a0, a1, a2, a3, corr, format)), f32x4.splat(halfAt(w0 + o) * da), acc0);
-    acc1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w1 + o, a0, a1, a2, a3, corr, format)), f32x4.splat(halfAt(w1 + o) * da), acc1);
+    acc0 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w0 + o, a0, a1, a2, a3, corr, format)), f32x4.splat(halfAtScaled(w0 + o) * da), acc0);
+    acc1 = fmadd(f32x4.convert_i32x4_s(blockDotRow(w1 + o, a0, a1, a2, a3, corr, format)), f32x4.splat(halfAtScaled(w1 + o) * da), acc1);
     if (hasMin(format)) { mins0 += blockMin(w0 + o, a); mins1 += blockMin(w1 + o, a); }
   }
   finish(y0, hasMin(format) ? hsum(acc0) + mins0 : hsum(acc0), addToY);
@@ -567,7 +581,7 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
       l0 = v128.and(q0, i8x16.splat(0x0f)); h0 = highNibbles(q0); l1 = v128.and(q1, i8x16.splat(0x0f)); h1 = highNibbles(q1);
     }
     const x0 = activations(a, 0, format), x1 = activations(a, 1, format), z0 = activations(a_, 0, format), z1 = activations(a_, 1, format);
-    const d0 = halfAt(w0 + o), d1 = halfAt(w1 + o), da = load<f32>(a + QA_SCALE), da_ = load<f32>(a_ + QA_SCALE);
+    const d0 = halfAtScaled(w0 + o), d1 = halfAtScaled(w1 + o), da = load<f32>(a + QA_SCALE), da_ = load<f32>(a_ + QA_SCALE);
     const k0 = correction(a, format), k1 = correction(a_, format);
     c00 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l0, h0, x0, x1, k0)), f32x4.splat(d0 * da), c00);
     c01 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l1, h1, x0, x1, k0)), f32x4.splat(d1 * da), c01);
