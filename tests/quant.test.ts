@@ -322,7 +322,7 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
   for (const build of BUILDS) {
     for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const) {
       // The relaxed build's Q4_K and Q5_K GEMV read x quantized per 256 (one scale a super-block, as llama.cpp's Q8_K).
-      const block = build === "relaxed" && (dtype === "q4_k" || dtype === "q5_k") ? 256 : 32;
+      const block = build === "relaxed" && (dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k") ? 256 : 32;
       it(`${build} build, ${dtype}: equals the float64 emulation (the stored weights times activations quantized per ${block}) for GEMV rows, batches and prefill-size calls, with a bias; rows alone give their bits`, async () => {
         const rt = await runtimeFor(build);
         const from = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);
@@ -366,7 +366,7 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
       const rt = await runtimeFor(build);
       const scaleOffset = { q2_k: 80, q3_k: 108, q4_k: 0, q5_k: 0, q6_k: 208 } as const;
       for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const) {
-        const block = build === "relaxed" && (dtype === "q4_k" || dtype === "q5_k") ? 256 : 32;
+        const block = build === "relaxed" && (dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k") ? 256 : 32;
         const M = 2, N = 24, K = 512, w = randomArray(N * K, 41, 4e-4), x = randomArray(M * K, 42);
         const wb = rt.upload(w, dtype, K), xb = rt.upload(x), yb = rt.alloc(M * N), rows = rt.alloc(3 * K), ids = rt.alloc(3);
         try {

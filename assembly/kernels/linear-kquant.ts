@@ -21,9 +21,11 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from 
 // Q4_K_M / Q5_K_M files (llama.cpp's most downloaded mixes) are Q4_K or Q5_K and Q6_K where rows
 // are whole super-blocks. Computed on as stored, they take 0.56 / 0.69 / 0.82 bytes per weight
 // where converting them to Q8_0 at load took 1.06, and a decode step reads that much less (the
-// loader keeps Q5_K and Q6_K only when asked: their kernels take 1.3x / 1.66x Q8_0's time at one
-// thread, Q4_K's is level). Q5_K's fifth bits (32 bytes, bit s of byte l for weight l of
-// sub-block s) are or'ed in as 16 by a constant i16 shift and a mask per 16 weights.
+// loader keeps Q5_K and Q6_K only when asked: computing on their bits costs more than the bytes
+// saved at one or two threads here; in the relaxed build a Llama-3.2-1B-shaped Q4_K_M model with
+// its Q6_K kept decoded 5-8% slower, a Q5_K_M one 7% slower at one thread, level at two,
+// scratch/q6ab). Q5_K's fifth bits (32 bytes, bit s of byte l for weight l of sub-block s) are
+// or'ed in as 16 by a constant i16 shift and a mask per 16 weights.
 //
 // Arithmetic: the activations quantized per 32 as for Q8_0 / Q4_0 (linear-quant.ts, the same
 // blocks and quantize_activations), one K-quant sub-block of 32 against one activation block:
@@ -34,12 +36,13 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from 
 //   Q2_K:       d·sc·da · Σ q·a  -  dmin·m·da · Σ a   (per 16)
 //   Q3_K:       d·(s - 32)·da · (Σ q·a - 4 · Σ a)     (per 16, q with its third bit, 0..7)
 //   Q6_K:       d·sc·da · (Σ q·a - 32 · Σ a)          (per 16)
-// the offsets' terms four groups a vector. The relaxed build's Q4_K and Q5_K GEMV read x quantized
-// per 256 instead, as llama.cpp's Q8_K (QA_SUPER, after every row's 32-blocks): one activation
-// scale a super-block, so its 8 sub-block dots add up in integers, each times its 6-bit scale
-// (i32x4.dot_i16x8_s), and convert once, the mins one i16 dot with the 8 sub-block sums:
-//   Q4_K, Q5_K: d·da · Σ_s sc_s·Σ q·a  -  dmin·da · Σ_s m_s·Σ a
-// (a Q4_K GEMV 1x4096x4096 from memory 1.2x the per-32 form; its error against float64 the same).
+// the offsets' terms four groups a vector. The relaxed build's Q4_K, Q5_K and Q6_K GEMV read x
+// quantized per 256 instead, as llama.cpp's Q8_K (QA_SUPER, after every row's 32-blocks): one
+// activation scale a super-block, so its sub-block dots add up in integers, each times its scale
+// (i32x4.dot_i16x8_s), and convert once, the offsets one or two i16 dots with the sums:
+//   Q4_K, Q5_K: d·da · Σ_s sc_s·Σ q·a  -  dmin·da · Σ_s m_s·Σ a      (sums of 32)
+//   Q6_K:       d·da · (Σ_g sc_g·Σ q·a  -  32 · Σ_g sc_g·Σ a)          (sums of 16)
+// (GEMV 1x4096x4096: Q4_K from memory 1.2x the per-32 form, Q6_K 1.4x; the error against float64 the same).
 // The linear kernels (linear_q2_k .. linear_q6_k) are linear-quant.ts's driver with these dots and
 // dequantizeRowK: from linearQuantF32Rows rows the f32 GEMM on panels dequantized exactly as the
 // host does, below it the GEMV; output columns can go to different threads with the same bits.
@@ -48,18 +51,19 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from 
 export const SUPER_BLOCK: i32 = 256;
 
 /**
- * Bytes of one activation super-block (relaxed build, Q4_K / Q5_K): 256 values of x quantized
- * with one scale, llama.cpp's Q8_K form: the f32 scale at 0, the 8 sub-block sums as i16 at 16,
- * the 256 values as i8 at 32. With one scale a super-block, its 8 sub-block dots add up in
- * integers (each times its 6-bit scale, i32x4.dot_i16x8_s) and convert to f32 once, where per-32
- * activations took a convert, a broadcast and an FMA per sub-block (a Q4_K GEMV 1x4096x4096 from
- * memory 1.2x, scratch/q8k).
+ * One activation super-block (relaxed build, Q4_K / Q5_K / Q6_K): 256 values of x quantized with
+ * one scale, llama.cpp's Q8_K form: the f32 scale at 0, the 8 sums of 32 as i16 at SUPER_SUM32
+ * (Q4_K's mins), the 16 sums of 16 at SUPER_SUM16 (Q6_K's -32 offsets), the 256 values as i8 at
+ * SUPER_I8. With one scale a super-block, its sub-block dots add up in integers (each times its
+ * scale, i32x4.dot_i16x8_s) and convert to f32 once, where per-32 activations took a convert, a
+ * broadcast and an FMA per sub-block (a Q4_K GEMV 1x4096x4096 from memory 1.2x, scratch/q8k).
  */
-export const QA_SUPER: usize = 288;
+export const QA_SUPER: usize = 320;
+const SUPER_SUM32: usize = 16, SUPER_SUM16: usize = 32, SUPER_I8: usize = 64;
 
-/** Q4_K and Q5_K in the relaxed build compute on activation super-blocks (QA_SUPER). */
+/** Q4_K, Q5_K and Q6_K in the relaxed build compute on activation super-blocks (QA_SUPER). */
 // @ts-ignore: decorator
-@inline export function superActivations(format: i32): bool { return ASC_FEATURE_RELAXED_SIMD && hasMins(format); }
+@inline export function superActivations(format: i32): bool { return ASC_FEATURE_RELAXED_SIMD && (hasMins(format) || format == WEIGHT_Q6_K); }
 
 /**
  * Quantizes the 256 floats at src into the activation super-block at dst: d = max|x| / 127,
@@ -72,16 +76,16 @@ export function quantizeSuper(src: usize, dst: usize): void {
   const amax = f32x4.extract_lane(i32x4.max_s(m2, v128.shuffle<i32>(m2, m2, 1, 0, 3, 2)), 0);
   const d = amax / 127;
   const idv = f32x4.splat(d != 0 ? 1 / d : 0);
-  for (let s: usize = 0; s < 8; s++) {
-    let sums = i32x4.splat(0);
-    for (let i: usize = 0; i < 32; i += 16) {
-      const at = src + ((s * 32 + i) << 2);
-      const q0 = roundHalfAway(v128.load(at), idv), q1 = roundHalfAway(v128.load(at, 16), idv);
-      const q2 = roundHalfAway(v128.load(at, 32), idv), q3 = roundHalfAway(v128.load(at, 48), idv);
-      v128.store(dst + 32 + s * 32 + i, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)));
-      sums = i32x4.add(sums, i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3)));
-    }
-    store<i16>(dst + 16 + (s << 1), <i16>(i32x4.extract_lane(sums, 0) + i32x4.extract_lane(sums, 1) + i32x4.extract_lane(sums, 2) + i32x4.extract_lane(sums, 3)));
+  for (let g: usize = 0; g < 16; g++) {
+    const at = src + (g << 6);
+    const q0 = roundHalfAway(v128.load(at), idv), q1 = roundHalfAway(v128.load(at, 16), idv);
+    const q2 = roundHalfAway(v128.load(at, 32), idv), q3 = roundHalfAway(v128.load(at, 48), idv);
+    v128.store(dst + SUPER_I8 + (g << 4), i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)));
+    const sums = i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3));
+    const sum = i32x4.extract_lane(sums, 0) + i32x4.extract_lane(sums, 1) + i32x4.extract_lane(sums, 2) + i32x4.extract_lane(sums, 3);
+    store<i16>(dst + SUPER_SUM16 + (g << 1), <i16>sum);
+    if ((g & 1) == 0) store<i16>(dst + SUPER_SUM32 + g, <i16>sum);
+    else store<i16>(dst + SUPER_SUM32 + g - 1, load<i16>(dst + SUPER_SUM32 + g - 1) + <i16>sum);
   }
   store<f32>(dst, d);
 }
@@ -144,7 +148,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
 @inline function q4kSuperBlockI(wb: usize, ab: usize, acc: v128, format: i32): v128 {
   const sm = q4kScalesMins(wb + 4);
   const sc = i16x8.extend_low_i8x16_u(sm), mn = i16x8.extend_high_i8x16_u(sm);
-  const five = format == WEIGHT_Q5_K, qs = wb + (five ? 48 : 16), a0 = ab + 32;
+  const five = format == WEIGHT_Q5_K, qs = wb + (five ? 48 : 16), a0 = ab + SUPER_I8;
   let ai = i32x4.splat(0);
   // The two halves spelled out (constant sub-block numbers for the scale lanes).
   for (let h = 0; h < 2; h++) {
@@ -162,7 +166,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
   }
   const da = load<f32>(ab);
   acc = fmadd(f32x4.convert_i32x4_s(ai), f32x4.splat(halfAt(wb) * da), acc);
-  return fmadd(f32x4.convert_i32x4_s(i32x4.dot_i16x8_s(mn, v128.load(ab + 16))), f32x4.splat(-halfAt(wb + 2) * da), acc);
+  return fmadd(f32x4.convert_i32x4_s(i32x4.dot_i16x8_s(mn, v128.load(ab + SUPER_SUM32))), f32x4.splat(-halfAt(wb + 2) * da), acc);
 }
 
 // @ts-ignore: decorator
@@ -334,6 +338,43 @@ export function quantizeSuper(src: usize, dst: usize): void {
   return acc;
 }
 
+/** Group t's 16 weights (w, unsigned <= 63) against 16 activations at a, times its i8 scale (lane t of sc): i32x4 partial sums added into acc (pair sums <= 2·127·63 fit i16). */
+// @ts-ignore: decorator
+@inline function superDot16(w: v128, a: usize, sc: v128, t: i32, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(a), w), lane16(sc, t)));
+  return unreachable();
+}
+
+/**
+ * acc plus one Q6_K super-block (at wb) against the activation super-block at ab: the 16 groups'
+ * integer dots each times its i8 scale, added in integers, less 32 · Σ sc·Σa (the -32 offsets, two
+ * i16 dots with the sums of 16), converted once and times d·da. Groups in q6kSuperBlock's order:
+ * iteration k of half n takes groups 8n + 4k .. 8n + 4k + 3.
+ */
+// @ts-ignore: decorator
+@inline function q6kSuperBlockI(wb: usize, ab: usize, acc: v128): v128 {
+  const scales = v128.load(wb + 192);
+  const scLo = i16x8.extend_low_i8x16_s(scales), scHi = i16x8.extend_high_i8x16_s(scales);
+  const offsets = i32x4.add(i32x4.dot_i16x8_s(scLo, v128.load(ab + SUPER_SUM16)), i32x4.dot_i16x8_s(scHi, v128.load(ab + SUPER_SUM16 + 16)));
+  let ai = i32x4.splat(0);
+  for (let n: usize = 0; n < 2; n++) {
+    const ql = wb + (n << 6), qh = wb + 128 + (n << 5), a = ab + SUPER_I8 + (n << 7), sc = n == 0 ? scLo : scHi;
+    const l0 = v128.load(ql), l1 = v128.load(ql + 16), l2 = v128.load(ql + 32), l3 = v128.load(ql + 48);
+    const h0 = v128.load(qh), h1 = v128.load(qh + 16);
+    // Group 4k + t: the low (k = 0) or high (k = 1) nibbles of l_t, high bits 2·(2k + (t >> 1)) of
+    // h_(t & 1) moved to bits 4-5 (one shift or none).
+    ai = superDot16(q6kSixteen(l0, i16x8.shl(h0, 4)), a, sc, 0, ai);
+    ai = superDot16(q6kSixteen(l1, i16x8.shl(h1, 4)), a + 16, sc, 1, ai);
+    ai = superDot16(q6kSixteen(l2, i16x8.shl(h0, 2)), a + 32, sc, 2, ai);
+    ai = superDot16(q6kSixteen(l3, i16x8.shl(h1, 2)), a + 48, sc, 3, ai);
+    ai = superDot16(q6kSixteen(i16x8.shr_u(l0, 4), h0), a + 64, sc, 4, ai);
+    ai = superDot16(q6kSixteen(i16x8.shr_u(l1, 4), h1), a + 80, sc, 5, ai);
+    ai = superDot16(q6kSixteen(i16x8.shr_u(l2, 4), i16x8.shr_u(h0, 2)), a + 96, sc, 6, ai);
+    ai = superDot16(q6kSixteen(i16x8.shr_u(l3, 4), i16x8.shr_u(h1, 2)), a + 112, sc, 7, ai);
+  }
+  return fmadd(f32x4.convert_i32x4_s(i32x4.sub(ai, i32x4.shl(offsets, 5))), f32x4.splat(halfAt(wb + 208) * load<f32>(ab)), acc);
+}
+
 /**
  * The 16 group scales of a Q2_K / Q3_K super-block as bytes (lane g: group g): Q2_K's low nibbles
  * (its mins are the high ones); Q3_K's 6-bit s - 32 (signed): the low 4 bits from bytes 0-7 (low
@@ -452,7 +493,8 @@ export function quantizeSuper(src: usize, dst: usize): void {
   for (let sb = 0; sb < nsb; sb++) {
     const wb = w + <usize>sb * superBytes(format), a0 = qa + (<usize>sb << 3) * QA_BLOCK;
     if (superActivations(format)) {
-      acc = q4kSuperBlockI(wb, qa + <usize>sb * QA_SUPER, acc, format);
+      const ab = qa + <usize>sb * QA_SUPER;
+      acc = format == WEIGHT_Q6_K ? q6kSuperBlockI(wb, ab, acc) : q4kSuperBlockI(wb, ab, acc, format);
     } else if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
       acc = q4kSuperBlock(wb, a0, gather4(a0, QA_SCALE), gather4(a4, QA_SCALE), gather4(a0, QA_DSUM), gather4(a4, QA_DSUM), acc, format);
@@ -477,8 +519,8 @@ export function quantizeSuper(src: usize, dst: usize): void {
     const o = <usize>sb * superBytes(format), b0 = w0 + o, b1 = w1 + o, a0 = qa + (<usize>sb << 3) * QA_BLOCK;
     if (superActivations(format)) {
       const ab = qa + <usize>sb * QA_SUPER;
-      acc0 = q4kSuperBlockI(b0, ab, acc0, format);
-      acc1 = q4kSuperBlockI(b1, ab, acc1, format);
+      acc0 = format == WEIGHT_Q6_K ? q6kSuperBlockI(b0, ab, acc0) : q4kSuperBlockI(b0, ab, acc0, format);
+      acc1 = format == WEIGHT_Q6_K ? q6kSuperBlockI(b1, ab, acc1) : q4kSuperBlockI(b1, ab, acc1, format);
     } else if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
       const daLo = gather4(a0, QA_SCALE), daHi = gather4(a4, QA_SCALE), dsLo = gather4(a0, QA_DSUM), dsHi = gather4(a4, QA_DSUM);

@@ -409,10 +409,12 @@ const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "IQ4_NL"
  * ones (Q2_K, Q3_K: 1.4-2.1x Q8_0's time, but a file of them was chosen for its size, which Q8_0
  * would triple), and Q5_0 (1.3x, but requantized to Q8_0 a Qwen2.5-0.5B-shaped Q4_K_M file's
  * greedy tokens matched native llama.cpp's 0 of 64; 64 kept). Q5_1, Q5_K and Q6_K become Q8_0
- * unless `dtype` asks to keep them: their kernels take 1.55x / 1.3x / 1.6x Q8_0's time at one
- * thread (GEMV 4096², relaxed build; a Q5_K model decoded 15-20% slower kept, at 1 and 2
- * threads, scratch/q5kspeed.ts), and as Q8_0 twins' greedy tokens stayed on the files' exact
- * values (scratch/faith.ts: Q5_K 128 of 128, Q5_1 192 of 192, as kept).
+ * unless `dtype` asks to keep them: their kernels take 1.55x / 1.2x / 1.3x Q8_0's time at one
+ * thread (GEMV, relaxed build, trained-like weights), and kept they cost more time than their
+ * fewer bytes save at one or two threads (Llama-3.2-1B-shaped twins, scratch/q6ab: Q4_K_M with
+ * its Q6_K kept decoded 5-8% slower, Q5_K_M 7% slower at one thread, level at two), though
+ * nearer the file's values (KL to native llama.cpp's next-token distributions 5.0e-2 against
+ * 7.2e-2 converted, the same twin's first 3 steps) in 0.77x / 0.65x Q8_0's bytes.
  */
 const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K"]);
 
