@@ -1,6 +1,6 @@
 import { fmadd, hsum } from "../simd";
 import { finish } from "./dot-nt";
-import { halfAt, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16, roundHalfAway, scale16 } from "./linear-quant";
+import { halfAt, halfAtScaled, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16, roundHalfAway, scale16 } from "./linear-quant";
 import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
 
 // The linear layer with K-quant weights, kept in GGUF's super-blocks of 256 weights exactly as a
@@ -23,8 +23,8 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from 
 // where converting them to Q8_0 at load took 1.06, and a decode step reads that much less (the
 // loader keeps Q5_K and Q6_K only when asked: computing on their bits costs more than the bytes
 // saved at one or two threads here; in the relaxed build a Llama-3.2-1B-shaped Q4_K_M model with
-// its Q6_K kept decoded 5-8% slower, a Q5_K_M one 7% slower at one thread, level at two,
-// scratch/q6ab). Q5_K's fifth bits (32 bytes, bit s of byte l for weight l of sub-block s) are
+// its Q6_K kept decoded level at one thread, 11-25% slower at two, a Q5_K_M one 7% slower at one
+// thread, level at two, scratch/q6ab). Q5_K's fifth bits (32 bytes, bit s of byte l for weight l of sub-block s) are
 // or'ed in as 16 by a constant i16 shift and a mask per 16 weights.
 //
 // Arithmetic: the activations quantized per 32 as for Q8_0 / Q4_0 (linear-quant.ts, the same
@@ -165,9 +165,18 @@ export function quantizeSuper(src: usize, dst: usize): void {
     ai = h == 0 ? superDot(w0, w1, a + 96, sc, 3, ai) : superDot(w0, w1, a + 96, sc, 7, ai);
   }
   const da = load<f32>(ab);
-  acc = fmadd(f32x4.convert_i32x4_s(ai), f32x4.splat(halfAt(wb) * da), acc);
-  return fmadd(f32x4.convert_i32x4_s(i32x4.dot_i16x8_s(mn, v128.load(ab + SUPER_SUM32))), f32x4.splat(-halfAt(wb + 2) * da), acc);
+  acc = fmadd(f32x4.convert_i32x4_s(ai), f32x4.splat(superScale(wb, format) * da), acc);
+  return fmadd(f32x4.convert_i32x4_s(i32x4.dot_i16x8_s(mn, v128.load(ab + SUPER_SUM32))), f32x4.splat(-superScale(wb + 2, format) * da), acc);
 }
+
+/**
+ * A super-block's f16 scale d or dmin at p. Q4_K's (max scale / 63 of sub-block scales of
+ * range / 15) are subnormal for 0.4% of super-blocks of weights of scale 0.02: halfAtScaled's
+ * multiply, whose rare assist costs less than halfAt's select in every super-block (a Llama-3.2-1B
+ * twin's Q4_K_M decode 1.04x); Q5_K's (range / 31) for 28%, Q6_K's for 96%: halfAt.
+ */
+// @ts-ignore: decorator
+@inline function superScale(p: usize, format: i32): f32 { return format == WEIGHT_Q4_K ? halfAtScaled(p) : halfAt(p); }
 
 // @ts-ignore: decorator
 @inline function superBytes(format: i32): usize {
@@ -233,7 +242,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
 // @ts-ignore: decorator
 @inline function q4kSuperBlock(wb: usize, a0: usize, daLo: v128, daHi: v128, dsLo: v128, dsHi: v128, acc: v128, format: i32): v128 {
   const sm = q4kScalesMins(wb + 4);
-  const d = f32x4.splat(halfAt(wb)), negDmin = f32x4.splat(-halfAt(wb + 2));
+  const d = f32x4.splat(superScale(wb, format)), negDmin = f32x4.splat(-superScale(wb + 2, format));
   const scales = i16x8.extend_low_i8x16_u(sm), mins = i16x8.extend_high_i8x16_u(sm);
   const fLo = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(scales)), d), daLo);
   const fHi = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(scales)), d), daHi);

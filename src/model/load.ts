@@ -412,7 +412,8 @@ const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "IQ4_NL"
  * unless `dtype` asks to keep them: their kernels take 1.55x / 1.2x / 1.3x Q8_0's time at one
  * thread (GEMV, relaxed build, trained-like weights), and kept they cost more time than their
  * fewer bytes save at one or two threads (Llama-3.2-1B-shaped twins, scratch/q6ab: Q4_K_M with
- * its Q6_K kept decoded 5-8% slower, Q5_K_M 7% slower at one thread, level at two), though
+ * its Q6_K kept decoded level at one thread, 11-25% slower at two, where the memory bus is not
+ * the limit; Q5_K_M 7% slower at one thread, level at two), though
  * nearer the file's values (KL to native llama.cpp's next-token distributions 5.0e-2 against
  * 7.2e-2 converted, the same twin's first 3 steps) in 0.77x / 0.65x Q8_0's bytes.
  */
