@@ -170,13 +170,14 @@ export function quantizeSuper(src: usize, dst: usize): void {
 }
 
 /**
- * A super-block's f16 scale d or dmin at p. Q4_K's (max scale / 63 of sub-block scales of
- * range / 15) are subnormal for 0.4% of super-blocks of weights of scale 0.02: halfAtScaled's
- * multiply, whose rare assist costs less than halfAt's select in every super-block (a Llama-3.2-1B
- * twin's Q4_K_M decode 1.04x); Q5_K's (range / 31) for 28%, Q6_K's for 96%: halfAt.
+ * A super-block's f16 scale d or dmin at p, in the GEMV. On weights of scale 0.02 Q5_K's d
+ * (max scale / 63 of sub-block scales of range / 31) is subnormal for 55% of super-blocks and
+ * Q6_K's for 96%: halfAt. Q4_K's for 0.7%, Q2_K's and Q3_K's never: halfAtScaled's multiply,
+ * whose rare assist costs less than halfAt's select in every super-block (a Llama-3.2-1B
+ * twin's Q4_K_M decode 1.04x).
  */
 // @ts-ignore: decorator
-@inline function superScale(p: usize, format: i32): f32 { return format == WEIGHT_Q4_K ? halfAtScaled(p) : halfAt(p); }
+@inline function superScale(p: usize, format: i32): f32 { return format == WEIGHT_Q5_K || format == WEIGHT_Q6_K ? halfAt(p) : halfAtScaled(p); }
 
 // @ts-ignore: decorator
 @inline function superBytes(format: i32): usize {
@@ -411,7 +412,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
 // @ts-ignore: decorator
 @inline function lowBitSuperBlock(wb: usize, a0: usize, acc: v128, format: i32): v128 {
   const three = format == WEIGHT_Q3_K, qs = wb + (three ? 32 : 16);
-  const d = f32x4.splat(halfAt(wb + (three ? 108 : 80)));
+  const d = f32x4.splat(superScale(wb + (three ? 108 : 80), format));
   for (let n: usize = 0; n < 2; n++) {
     const a = a0 + (n << 2) * QA_BLOCK, da = gather4(a, QA_SCALE);
     const all = lowBitScales(wb, format);
@@ -425,7 +426,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
       acc = fmadd(f32x4.mul(s0, f32x4.splat(-4)), g0, acc);
       acc = fmadd(f32x4.mul(s1, f32x4.splat(-4)), g1, acc);
     } else {
-      const dmin = f32x4.splat(-halfAt(wb + 82)), mh = highNibbles(v128.load(wb));
+      const dmin = f32x4.splat(-superScale(wb + 82, format)), mh = highNibbles(v128.load(wb));
       const m = n == 0 ? i16x8.extend_low_i8x16_u(mh) : i16x8.extend_high_i8x16_u(mh);
       acc = fmadd(f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(m)), dmin), v128.shuffle<f32>(da, da, 0, 0, 1, 1)), s0, acc);
       acc = fmadd(f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(m)), dmin), v128.shuffle<f32>(da, da, 2, 2, 3, 3)), s1, acc);
