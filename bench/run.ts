@@ -19,7 +19,7 @@ import { threadCases, type ThreadRow } from "./thread-cases.ts";
 import { modelCases, type ModelRow } from "./model-cases.ts";
 import { qualityCases, type QualityRow } from "./quality-cases.ts";
 import { serveCases } from "./serve-cases.ts";
-import { seededArray as random } from "../src/random.ts";
+import { seededArray as random, seededTrainedLike } from "../src/random.ts";
 import { Sampler } from "../src/model/sampling.ts";
 import { bufferBytes, type BufferDtype } from "../src/memory/wasm-buffer.ts";
 import { isQuantDtype } from "../src/formats/quant.ts";
@@ -125,7 +125,9 @@ async function attentionCase(runtimes: Runtime[], kind: "decode" | "prefill", H:
 }
 
 async function matmulCase(runtimes: Runtime[], M: number, N: number, K: number, weights: BufferDtype = "f32"): Promise<void> {
-  const x = random(M * K, 4), w = random(N * K, 5);
+  // Weights shaped like a checkpoint's (scale 0.02): their quantized blocks get real scales (K-quant
+  // super-block scales mostly f16 subnormals, which uniform weights of scale 1 never gave).
+  const x = random(M * K, 4), w = seededTrainedLike(N * K, K, 5);
   const flops = 2 * M * N * K, bytes = (M * K + M * N) * 4 + bufferBytes(weights, N * K, K);
   const ort = await ortMatMul(x, w, M, N, K);
   const tf = tfjsMatMul(x, w, M, N, K);

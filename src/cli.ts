@@ -583,12 +583,12 @@ async function quantize(args: string[]): Promise<number> {
   const handle = await fs.open(out, "w").catch((e: NodeJS.ErrnoException) => { throw new CliError(`cannot write ${out} (${e.code ?? e.message})`); });
   let ok = false;
   try {
-    const { folderToGGUF } = await import("./model/gguf-export.ts");
+    const { writeFolderGGUF } = await import("./model/gguf-export.ts");
     const start = performance.now();
-    const bytes = await folderToGGUF(dir, { dtype, name: dir.replace(/\/+$/, "").split("/").pop() });
-    await handle.write(bytes);
+    // Written as the folder streams in (each file read once, rows converted a few MiB at a time).
+    const size = await writeFolderGGUF(dir, { dtype, name: dir.replace(/\/+$/, "").split("/").pop() }, async (bytes, position) => { await handle.write(bytes, 0, bytes.length, position); });
     ok = true;
-    process.stderr.write(`wrote ${out}: ${formatBytes(bytes.length)}, ${dtype} weights, in ${((performance.now() - start) / 1000).toFixed(2)} s\n`);
+    process.stderr.write(`wrote ${out}: ${formatBytes(size)}, ${dtype} weights, in ${((performance.now() - start) / 1000).toFixed(2)} s\n`);
     return 0;
   } finally {
     await handle.close();

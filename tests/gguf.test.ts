@@ -551,6 +551,36 @@ describe("GGUF files", function () {
       mixed.dispose(); exact.dispose();
     });
 
+    it("a folder is written as GGUF as it streams in (a few MiB of rows at a time, q/k rows to their permuted places, two shards, a tied head): the bytes exportGGUF writes from whole tensors; the CLI writes them to the file, a NaN is one line and no file", async function () {
+      this.timeout(120_000);
+      // q_proj 1152 x 1152 f32 (5.3 MB) and the embedding 4096 x 1152 (18.9 MB): several row groups each.
+      const config = { ...textModel, hidden_size: 1152, num_attention_heads: 9, num_key_value_heads: 3, intermediate_size: 256, num_hidden_layers: 1, vocab_size: 4096, tie_word_embeddings: true };
+      const cfg = parseModelConfig(config), weights = randomWeights(cfg);
+      const dir = writeModelFolder(config, { weights, shards: 2 });
+      dirs.push(dir);
+      writeTokenizer(dir);
+      const tokenizer = { json: JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8")), config: JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8")) };
+      for (const dtype of ["q4_k_m", "bf16"] as const) {
+        const streamed = await folderToGGUF(dir, { dtype }), whole = exportGGUF(cfg, (n) => weights.get(n)!, { dtype, tokenizer });
+        assert.equal(streamed.length, whole.length, dtype);
+        assert.equal(Buffer.compare(streamed, whole), 0, `${dtype}: the streamed file's bytes differ`);
+      }
+      const out = join(tmp(), "m.gguf");
+      const q = spawnSync(process.execPath, [cli, "quantize", "--model", dir, "--dtype", "q8_0", "--out", out], { encoding: "utf8", timeout: 60_000 });
+      assert.equal(q.status, 0, q.stderr);
+      assert.equal(Buffer.compare(readFileSync(out), exportGGUF(cfg, (n) => weights.get(n)!, { dtype: "q8_0", name: dir.split("/").pop(), tokenizer })), 0);
+      // A NaN late in the embedding (past its first row groups).
+      const bad = new Map(weights);
+      bad.set("model.embed_tokens.weight", weights.get("model.embed_tokens.weight")!.map((v, i) => (i === 3000 * 1152 + 7 ? NaN : v)));
+      const badDir = writeModelFolder(config, { weights: bad });
+      dirs.push(badDir);
+      const badOut = join(tmp(), "bad.gguf");
+      const r = spawnSync(process.execPath, [cli, "quantize", "--model", badDir, "--dtype", "q8_0", "--out", badOut], { encoding: "utf8", timeout: 60_000 });
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /^gqa-wasm: .*model\.safetensors: tensor 'model\.embed_tokens\.weight' holds a non-finite value \(NaN or infinity\) at element 3456007; the checkpoint is corrupt\n$/);
+      assert.throws(() => readFileSync(badOut), /ENOENT/);
+    });
+
     it("Q4_K, Q5_K, Q6_K and IQ4_NL files are computed on as stored (Q5_K, Q6_K when asked): their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
       const config = { ...textModel, hidden_size: 256, intermediate_size: 512, num_attention_heads: 4, num_key_value_heads: 2 };
       const dir = writeModelFolder(config);

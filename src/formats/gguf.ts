@@ -240,8 +240,21 @@ export interface GGUFTensorToWrite {
 export type GGUFMetadataToWrite = Record<string, { type: "u32" | "i32" | "f32" | "bool" | "string" | "u64"; value: number | boolean | string | bigint }
   | { type: "array"; itemType: "u32" | "i32" | "f32" | "string"; value: (number | string)[] }>;
 
-/** A GGUF v3 file (llama.cpp reads it): metadata, then tensor infos, then 32-byte-aligned data. */
-export function writeGGUF(metadata: GGUFMetadataToWrite, tensors: Record<string, GGUFTensorToWrite>, alignment = 32): Uint8Array {
+/** A tensor of a GGUF file to write, as its header describes it. */
+export interface GGUFTensorInfoToWrite {
+  name: string;
+  /** Hugging Face order ([rows, columns]). */
+  shape: number[];
+  type: GGMLType;
+  byteLength: number;
+}
+
+/**
+ * The front of a GGUF v3 file (llama.cpp reads it): metadata and tensor infos, zero-padded to the
+ * data's alignment; each tensor's data then goes at dataStart + offsets[i] (each aligned), and the
+ * file is `size` bytes.
+ */
+export function ggufHeader(metadata: GGUFMetadataToWrite, tensors: readonly GGUFTensorInfoToWrite[], alignment = 32): { bytes: Uint8Array; offsets: number[]; size: number } {
   const parts: Uint8Array[] = [];
   let size = 0;
   const push = (b: Uint8Array) => { parts.push(b); size += b.length; };
@@ -260,8 +273,7 @@ export function writeGGUF(metadata: GGUFMetadataToWrite, tensors: Record<string,
   };
   u32(0x46554747);
   u32(3);
-  const entries = Object.entries(tensors);
-  u64(entries.length);
+  u64(tensors.length);
   u64(Object.keys(metadata).length);
   for (const [key, m] of Object.entries(metadata)) {
     str(key);
@@ -274,20 +286,29 @@ export function writeGGUF(metadata: GGUFMetadataToWrite, tensors: Record<string,
   }
   let offset = 0;
   const offsets: number[] = [];
-  for (const [name, t] of entries) {
-    str(name);
+  for (const t of tensors) {
+    str(t.name);
     u32(t.shape.length);
     for (const d of [...t.shape].reverse()) u64(d);
     u32(GGML_TYPES[t.type].id);
     offsets.push(offset);
     u64(offset);
-    offset = Math.ceil((offset + t.data.length) / alignment) * alignment;
+    offset = Math.ceil((offset + t.byteLength) / alignment) * alignment;
   }
   const dataStart = Math.ceil(size / alignment) * alignment;
-  const out = new Uint8Array(dataStart + offset);
+  const bytes = new Uint8Array(dataStart);
   let at = 0;
-  for (const p of parts) { out.set(p, at); at += p.length; }
-  entries.forEach(([, t], i) => out.set(t.data, dataStart + offsets[i]!));
+  for (const p of parts) { bytes.set(p, at); at += p.length; }
+  return { bytes, offsets: offsets.map((o) => dataStart + o), size: dataStart + offset };
+}
+
+/** A GGUF v3 file (llama.cpp reads it) in memory: ggufHeader, then each tensor's data. */
+export function writeGGUF(metadata: GGUFMetadataToWrite, tensors: Record<string, GGUFTensorToWrite>, alignment = 32): Uint8Array {
+  const entries = Object.entries(tensors);
+  const header = ggufHeader(metadata, entries.map(([name, t]) => ({ name, shape: t.shape, type: t.type, byteLength: t.data.length })), alignment);
+  const out = new Uint8Array(header.size);
+  out.set(header.bytes);
+  entries.forEach(([, t], i) => out.set(t.data, header.offsets[i]!));
   return out;
 }
 

@@ -5,7 +5,7 @@
 // llama.cpp's converter does for llama-style RoPE, llama3 rope scaling as rope_freqs.weight,
 // LongRoPE as rope_factors_long / _short, and the tokenizer as tokenizer.ggml.* metadata.
 import { f32ToBf16, f32ToF16 } from "../formats/half.ts";
-import { writeGGUF, type GGMLType, type GGUFMetadataToWrite, type GGUFTensorToWrite } from "../formats/gguf.ts";
+import { GGML_TYPES, ggufHeader, writeGGUF, type GGMLType, type GGUFMetadataToWrite } from "../formats/gguf.ts";
 import { K_MIX_FILE_TYPES, kMixTensorType, quantizeGGML, quantizeRows, quantRowBytes, QUANT_BLOCK_WEIGHTS, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import type { BufferDtype } from "../memory/wasm-buffer.ts";
 import { ARCHITECTURES, ggufPermutesQK, ggufTensorName, globalTensorName, modelTensors, qkPermutedHeads } from "./architecture.ts";
@@ -33,8 +33,20 @@ export interface GGUFExportOptions {
   fileType?: number;
 }
 
-/** The GGUF bytes of a model given as float32 tensors by Hugging Face name. */
-export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float32Array, options: GGUFExportOptions): Uint8Array {
+/**
+ * One tensor of a planned GGUF file: made from the Hugging Face tensor `hf` (rows of
+ * `rowElements` values, encoded row by row: `rowBytes` each) or, rope factors, from the config
+ * (`data`). A permuted tensor's GGUF row r holds `hf`'s row unpermutedRow(r).
+ */
+interface PlannedTensor {
+  name: string; shape: number[]; type: GGMLType; byteLength: number;
+  hf?: string; norm?: boolean; rows: number; rowElements: number; rowBytes: number; permuteHeads?: number; data?: Uint8Array;
+  /** Quantized by quantizeGGML (a mix's per-tensor type), else by quantizeRows (the file's dtype). */
+  mixType?: boolean;
+}
+
+/** A model's GGUF file before its weights: metadata, and every tensor's type and size, in file order (checks what cannot be written). */
+function planGGUF(config: ModelConfig, options: GGUFExportOptions): { metadata: GGUFMetadataToWrite; tensors: PlannedTensor[] } {
   const fail = (why: string) => new ModelConfigError(`gguf export: ${why}`);
   const arch = ARCHITECTURES[config.modelType].ggufArchitecture;
   if (!arch) throw fail(`${config.modelType}${config.modelType === "deci" ? " (per-layer KV heads)" : ""} has no llama.cpp architecture to write`);
@@ -62,7 +74,7 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
   // Q4_K_M: a type per matrix, the rest Q8_0; the file type llama.cpp names MOSTLY_Q4_K_M.
   if (options.dtype === "q4_k_m" || options.dtype === "q5_k_m") {
     const layers = config.numLayers, tied = config.tieWordEmbeddings, mix = options.dtype;
-    return exportGGUF(config, tensor, { ...options, dtype: "q8_0", fileType: K_MIX_FILE_TYPES[mix], tensorType: (n, shape) => kMixTensorType(mix, n, shape, layers, tied) });
+    return planGGUF(config, { ...options, dtype: "q8_0", fileType: K_MIX_FILE_TYPES[mix], tensorType: (n, shape) => kMixTensorType(mix, n, shape, layers, tied) });
   }
   const { type } = GGML[options.dtype], fileType = options.fileType ?? GGML[options.dtype].fileType;
   const a = (key: string) => `${arch}.${key}`;
@@ -101,44 +113,69 @@ export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float3
     } : {}),
     ...(options.tokenizer ? tokenizerMetadata(options.tokenizer.json, options.tokenizer.config, config.vocabSize) : {}),
   };
-  const tensors: Record<string, GGUFTensorToWrite> = {};
+  const tensors: PlannedTensor[] = [];
   // llama3 scaling (or factors read from a GGUF file) as llama.cpp's converter writes it: one
   // divisor per frequency in rope_freqs.weight, ahead of the model's tensors.
-  const f32Tensor = (values: ArrayLike<number>): GGUFTensorToWrite => ({ shape: [values.length], type: "F32", data: new Uint8Array(Float32Array.from(values).buffer) });
+  const f32Tensor = (name: string, values: ArrayLike<number>): PlannedTensor => ({ name, shape: [values.length], type: "F32", byteLength: 4 * values.length, rows: 1, rowElements: values.length, rowBytes: 4 * values.length, data: new Uint8Array(Float32Array.from(values).buffer) });
   if (scaling?.type === "llama3" || scaling?.type === "factors") {
-    tensors[ROPE_FACTORS_TENSOR] = f32Tensor(scaling.type === "factors" ? scaling.factors : ropeFrequencyFactors(config.rotaryDim, config.ropeTheta, scaling));
+    tensors.push(f32Tensor(ROPE_FACTORS_TENSOR, scaling.type === "factors" ? scaling.factors : ropeFrequencyFactors(config.rotaryDim, config.ropeTheta, scaling)));
   }
   // LongRoPE: both lists, as llama.cpp's converter writes them.
   if (scaling?.type === "longrope") {
-    tensors[LONGROPE_TENSORS.long] = f32Tensor(scaling.longFactors);
-    tensors[LONGROPE_TENSORS.short] = f32Tensor(scaling.shortFactors);
+    tensors.push(f32Tensor(LONGROPE_TENSORS.long, scaling.longFactors));
+    tensors.push(f32Tensor(LONGROPE_TENSORS.short, scaling.shortFactors));
   }
-  const normOffset = ARCHITECTURES[config.modelType].normWeightOffset ?? 0;
   for (const { name: hf, shape, kind } of modelTensors(config)) {
-    let data = tensor(hf);
-    // Gemma's norms as llama.cpp's converter writes them: 1 + w.
-    if (kind === "norm" && normOffset !== 0) data = data.map((v) => v + normOffset);
+    // Rows: a matrix's; a permuted bias's single values (q/k biases move with their rows); else the whole vector.
     const heads = ggufPermutesQK(arch) ? qkPermutedHeads(hf, config) : undefined;
-    if (heads) data = permuteRows(data, heads, shape.length === 2 ? shape[1]! : 1);
-    const matrix = shape.length === 2;
-    const K = shape[shape.length - 1]!;
+    const matrix = shape.length === 2, K = shape[shape.length - 1]!, elements = shape.reduce((a, b) => a * b, 1);
+    const rows = matrix ? shape[0]! : heads ? elements : 1, rowElements = elements / rows;
     const special = matrix ? options.tensorType?.(hf, shape) : undefined;
-    if (special) { tensors[ggufTensorName(hf, config.modelType)] = { shape, type: special, data: quantizeGGML(special, data, K) }; continue; }
-    if (!matrix || type === "F32") { tensors[ggufTensorName(hf, config.modelType)] = { shape, type: "F32", data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }; continue; }
-    if (type === "F16" || type === "BF16") {
-      const narrow = type === "F16" ? f32ToF16 : f32ToBf16;
-      const halves = new Uint16Array(data.length);
-      for (let i = 0; i < data.length; i++) halves[i] = narrow(data[i]!);
-      tensors[ggufTensorName(hf, config.modelType)] = { shape, type, data: new Uint8Array(halves.buffer) };
-      continue;
+    let ggml: GGMLType, rowBytes: number;
+    if (special) ggml = special, rowBytes = (K / GGML_TYPES[special].block) * GGML_TYPES[special].bytes;
+    else if (!matrix || type === "F32") ggml = "F32", rowBytes = 4 * rowElements;
+    else if (type === "F16" || type === "BF16") ggml = type, rowBytes = 2 * rowElements;
+    else {
+      const dtype = options.dtype as QuantDtype, block = QUANT_BLOCK_WEIGHTS[dtype];
+      if (K % block !== 0) throw fail(`${hf}: rows of ${K} are not whole ${dtype} blocks of ${block} (GGUF needs them)`);
+      ggml = type, rowBytes = quantRowBytes(dtype, K);
     }
-    const dtype = options.dtype as QuantDtype, block = QUANT_BLOCK_WEIGHTS[dtype];
-    if (K % block !== 0) throw fail(`${hf}: rows of ${K} are not whole ${dtype} blocks of ${block} (GGUF needs them)`);
-    const blocks = new Uint8Array((data.length / K) * quantRowBytes(dtype, K));
-    quantizeRows(dtype, data, K, blocks);
-    tensors[ggufTensorName(hf, config.modelType)] = { shape, type, data: blocks };
+    if (special && K % GGML_TYPES[special].block !== 0) throw fail(`${hf}: rows of ${K} are not whole ${special} blocks of ${GGML_TYPES[special].block} (GGUF needs them)`);
+    tensors.push({ name: ggufTensorName(hf, config.modelType), shape, type: ggml, byteLength: rows * rowBytes, hf, mixType: special !== undefined, norm: kind === "norm" && (ARCHITECTURES[config.modelType].normWeightOffset ?? 0) !== 0, rows, rowElements, rowBytes, permuteHeads: heads });
   }
-  return writeGGUF(metadata, tensors);
+  return { metadata, tensors };
+}
+
+/**
+ * Whole rows of a planned tensor's float32 values (in the GGUF file's row order) as its bytes:
+ * Gemma's norms as llama.cpp's converter writes them (1 + w), then F32, F16, BF16 or blocks
+ * (quantized as ggml's reference quantizers and llama.cpp's fits do; blocks never span rows).
+ */
+function encodeRows(t: PlannedTensor, values: Float32Array, normOffset: number): Uint8Array {
+  const data = t.norm ? values.map((v) => v + normOffset) : values;
+  if (t.type === "F32") return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (t.type === "F16" || t.type === "BF16") {
+    const narrow = t.type === "F16" ? f32ToF16 : f32ToBf16, halves = new Uint16Array(data.length);
+    for (let i = 0; i < data.length; i++) halves[i] = narrow(data[i]!);
+    return new Uint8Array(halves.buffer);
+  }
+  if (t.mixType) return quantizeGGML(t.type as "Q4_K", data, t.rowElements);
+  const out = new Uint8Array((data.length / t.rowElements) * t.rowBytes);
+  quantizeRows(t.type.toLowerCase() as QuantDtype, data, t.rowElements, out);
+  return out;
+}
+
+/** The GGUF bytes of a model given as float32 tensors by Hugging Face name. */
+export function exportGGUF(config: ModelConfig, tensor: (name: string) => Float32Array, options: GGUFExportOptions): Uint8Array {
+  const { metadata, tensors } = planGGUF(config, options), normOffset = ARCHITECTURES[config.modelType].normWeightOffset ?? 0;
+  return writeGGUF(metadata, Object.fromEntries(tensors.map((t) => {
+    let data = t.data;
+    if (!data) {
+      const values = tensor(t.hf!);
+      data = encodeRows(t, t.permuteHeads ? permuteRows(values, t.permuteHeads, t.rowElements) : values, normOffset);
+    }
+    return [t.name, { shape: t.shape, type: t.type, data }];
+  })));
 }
 
 /** llama.cpp's converter's row permutation: GGUF row r holds the Hugging Face row the loader's unpermutedRow(r) names. */
@@ -203,22 +240,88 @@ function preTokenizerList(pre: unknown): unknown[] {
   return pre ? [pre] : [];
 }
 
-/** A Hugging Face folder (any ModelSource) as GGUF bytes: its weights read as float32, its tokenizer when present. */
-export async function folderToGGUF(source: import("./files.ts").ModelSource, options: Omit<GGUFExportOptions, "tokenizer">): Promise<Uint8Array> {
+/** Bytes of a tensor's rows converted at a time when a folder is written as GGUF (each file is read once, as a stream). */
+const EXPORT_GROUP_BYTES = 4 << 20;
+
+/**
+ * A Hugging Face folder (any ModelSource) written as a GGUF file through `write(bytes, position)`:
+ * the header first, then each tensor's rows as they arrive, EXPORT_GROUP_BYTES of the folder's
+ * bytes at a time, converted and encoded (q/k rows to their permuted places); every file read
+ * once, so memory stays a few groups whatever the model's size. Returns the file's size.
+ */
+export async function writeFolderGGUF(source: import("./files.ts").ModelSource, options: Omit<GGUFExportOptions, "tokenizer">, write: (bytes: Uint8Array, position: number) => Promise<void>): Promise<number> {
   const { openModelFiles } = await import("./files.ts");
   const { inspectModel, readJsonFile } = await import("./folder.ts");
-  const { parseSafetensors, readFloat32 } = await import("../formats/safetensors.ts");
+  const { decodeFloat32 } = await import("../formats/safetensors.ts");
+  const { firstNonFinite, spanFeeder } = await import("./load.ts");
   const files = openModelFiles(source);
   const folder = await inspectModel(files);
-  const parsed = new Map<string, import("../formats/safetensors.ts").Safetensors>();
-  for (const file of folder.fileBytes.keys()) parsed.set(file, parseSafetensors(await files.bytes(file), files.describe(file)));
   const json = await readJsonFile(files, "tokenizer.json", "tokenizer.json") as Record<string, unknown> | undefined;
-  const config = (await readJsonFile(files, "tokenizer_config.json", "tokenizer_config.json") ?? {}) as Record<string, unknown>;
+  const tokConfig = (await readJsonFile(files, "tokenizer_config.json", "tokenizer_config.json") ?? {}) as Record<string, unknown>;
   const template = await files.text("chat_template.jinja");
-  if (template !== undefined) config.chat_template = template;
-  return exportGGUF(folder.config, (name) => {
-    const t = folder.tensors.get(name) ?? (name === globalTensorName("lmHead") ? folder.tensors.get(globalTensorName("embedding")) : undefined);
-    if (!t) throw new ModelConfigError(`${files.location}: tensor '${name}' is missing`);
-    return readFloat32(parsed.get(t.file)!, t.name);
-  }, { ...options, tokenizer: json ? { json, config } : undefined });
+  if (template !== undefined) tokConfig.chat_template = template;
+  const config = folder.config, normOffset = ARCHITECTURES[config.modelType].normWeightOffset ?? 0;
+  const { metadata, tensors } = planGGUF(config, { ...options, tokenizer: json ? { json, config: tokConfig } : undefined });
+  const header = ggufHeader(metadata, tensors);
+  await write(header.bytes, 0);
+  // Each folder tensor feeds the planned tensors made from it (a tied LM head: the embedding).
+  const uses = new Map<import("./folder.ts").FolderTensor, { t: PlannedTensor; at: number; destination: Int32Array | undefined }[]>();
+  for (const [i, t] of tensors.entries()) {
+    if (t.data) { await write(t.data, header.offsets[i]!); continue; }
+    const info = folder.tensors.get(t.hf!) ?? (t.hf === globalTensorName("lmHead") ? folder.tensors.get(globalTensorName("embedding")) : undefined);
+    if (!info) throw new ModelConfigError(`${files.location}: tensor '${t.hf}' is missing`);
+    // A permuted tensor's folder row j goes to GGUF row r with unpermutedRow(r) = j.
+    let destination: Int32Array | undefined;
+    if (t.permuteHeads) { destination = new Int32Array(t.rows); for (let r = 0; r < t.rows; r++) destination[unpermutedRow(r, t.rows, t.permuteHeads)] = r; }
+    uses.set(info, [...(uses.get(info) ?? []), { t, at: header.offsets[i]!, destination }]);
+  }
+  const plans = [...uses].map(([info, users]) => {
+    const rows = users[0]!.t.rows, rowBytes = info.byteLength / rows;
+    return { info, users, rowBytes, groupRows: Math.max(1, Math.floor(EXPORT_GROUP_BYTES / rowBytes)), staged: new Uint8Array(0), filled: 0 };
+  });
+  for (const file of folder.fileBytes.keys()) {
+    const pending: Promise<void>[] = [];
+    const where = files.describe(file);
+    const dispatch = spanFeeder(plans.filter((p) => p.info.file === file), (p) => p.info.byteOffset, (p) => p.info.byteLength, (p, bytes) => {
+      for (let k = 0; k < bytes.length;) {
+        const row0 = Math.floor(p.filled / p.rowBytes) - Math.floor(p.filled / p.rowBytes) % p.groupRows;
+        const rowsHere = Math.min(p.groupRows, p.users[0]!.t.rows - row0), groupBytes = rowsHere * p.rowBytes, at = p.filled - row0 * p.rowBytes;
+        if (p.staged.length !== groupBytes) p.staged = new Uint8Array(groupBytes);
+        const n = Math.min(bytes.length - k, groupBytes - at);
+        p.staged.set(bytes.subarray(k, k + n), at);
+        k += n;
+        p.filled += n;
+        if (at + n !== groupBytes) continue;
+        const values = decodeFloat32(p.info.dtype, p.staged), bad = firstNonFinite(values, "f32");
+        if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${p.info.name}' holds a non-finite value (NaN or infinity) at element ${row0 * p.users[0]!.t.rowElements + bad}; the checkpoint is corrupt`);
+        for (const { t, at: start, destination } of p.users) {
+          if (!destination) { pending.push(write(encodeRows(t, values, normOffset), start + row0 * t.rowBytes)); continue; }
+          for (let r = 0; r < rowsHere; r++) pending.push(write(encodeRows(t, values.subarray(r * t.rowElements, (r + 1) * t.rowElements), normOffset), start + destination[row0 + r]! * t.rowBytes));
+        }
+      }
+    });
+    const { chunks } = await files.open(file);
+    try {
+      for (let r = await chunks.next(); !r.done; r = await chunks.next()) {
+        try { dispatch(r.value); } finally { await Promise.all(pending.splice(0)); }
+      }
+    } finally {
+      await chunks.return?.();
+    }
+  }
+  for (const p of plans) if (p.filled !== p.info.byteLength) throw new ModelConfigError(`${files.describe(p.info.file)}: tensor '${p.info.name}' got ${p.filled} of its ${p.info.byteLength} bytes`);
+  // The last tensor's padding, so that the file is whole.
+  const last = tensors.length - 1, end = last >= 0 ? header.offsets[last]! + tensors[last]!.byteLength : header.bytes.length;
+  if (end < header.size) await write(new Uint8Array(header.size - end), end);
+  return header.size;
+}
+
+/** A Hugging Face folder (any ModelSource) as GGUF bytes in memory (writeFolderGGUF). */
+export async function folderToGGUF(source: import("./files.ts").ModelSource, options: Omit<GGUFExportOptions, "tokenizer">): Promise<Uint8Array> {
+  let out = new Uint8Array(0);
+  const size = await writeFolderGGUF(source, options, async (bytes, position) => {
+    if (position + bytes.length > out.length) { const grown = new Uint8Array(Math.max(position + bytes.length, 2 * out.length)); grown.set(out); out = grown; }
+    out.set(bytes, position);
+  });
+  return out.length === size ? out : out.slice(0, size);
 }

@@ -154,7 +154,7 @@ async function streamFolder(rt: Runtime, folder: ModelFolder, config: ModelConfi
  * pieces of the chunks that hold its bytes (`at` bytes into it). Tensors are the file's spans of
  * [offset, offset + byteLength); chunks come in file order from offset 0.
  */
-function spanFeeder<T>(tensors: readonly T[], offset: (t: T) => number, byteLength: (t: T) => number, take: (t: T, bytes: Uint8Array, at: number) => void): (chunk: Uint8Array) => void {
+export function spanFeeder<T>(tensors: readonly T[], offset: (t: T) => number, byteLength: (t: T) => number, take: (t: T, bytes: Uint8Array, at: number) => void): (chunk: Uint8Array) => void {
   const spans = [...tensors].sort((x, y) => offset(x) - offset(y));
   let pos = 0, first = 0;
   return (chunk) => {
