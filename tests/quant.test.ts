@@ -13,7 +13,7 @@ const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl"];
 const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"];
 
 /** Activations quantized as the kernels do: per block of 32, d = max|x| / 127 (f32), q = round(x / d). */
-/** x quantized per block of `block` (32; 256: the relaxed build's activation super-blocks for Q4_K / Q5_K): d = max|x| / 127, q = round(x / d) half away from zero. */
+/** x quantized per block of `block` (32; 256: the relaxed build's activation super-blocks for the K-quants): d = max|x| / 127, q = round(x / d) half away from zero. */
 function quantizeActivations(x: Float32Array, K: number, block = 32): { q: Int8Array; d: Float32Array } {
   const rows = x.length / K, nb = Math.ceil(K / block);
   const q = new Int8Array(rows * nb * block), d = new Float32Array(rows * nb);
@@ -269,7 +269,7 @@ for (const build of BUILDS) {
 
 /**
  * y = x · Wᵀ in float64 for K-quants: per activation block (32, or `block` 256: the relaxed
- * build's super-blocks for Q4_K / Q5_K), da · Σ w·q_x with the stored weights (d·sc·q - dmin·m,
+ * build's super-blocks), da · Σ w·q_x with the stored weights (d·sc·q - dmin·m,
  * d·sc·(q - 32)); also Σ |terms| for the tolerance.
  */
 function emulateK(dtype: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", x: Float32Array, w: Uint8Array, M: number, N: number, K: number, block = 32): { y: Float64Array; magnitude: Float64Array } {
@@ -321,8 +321,8 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
 
   for (const build of BUILDS) {
     for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const) {
-      // The relaxed build's Q4_K and Q5_K GEMV read x quantized per 256 (one scale a super-block, as llama.cpp's Q8_K).
-      const block = build === "relaxed" && (dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k") ? 256 : 32;
+      // The relaxed build's K-quant GEMV reads x quantized per 256 (one scale a super-block, as llama.cpp's Q8_K).
+      const block = build === "relaxed" ? 256 : 32;
       it(`${build} build, ${dtype}: equals the float64 emulation (the stored weights times activations quantized per ${block}) for GEMV rows, batches and prefill-size calls, with a bias; rows alone give their bits`, async () => {
         const rt = await runtimeFor(build);
         const from = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);
@@ -366,7 +366,7 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
       const rt = await runtimeFor(build);
       const scaleOffset = { q2_k: 80, q3_k: 108, q4_k: 0, q5_k: 0, q6_k: 208 } as const;
       for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const) {
-        const block = build === "relaxed" && (dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k") ? 256 : 32;
+        const block = build === "relaxed" ? 256 : 32;
         const M = 2, N = 24, K = 512, w = randomArray(N * K, 41, 4e-4), x = randomArray(M * K, 42);
         const wb = rt.upload(w, dtype, K), xb = rt.upload(x), yb = rt.alloc(M * N), rows = rt.alloc(3 * K), ids = rt.alloc(3);
         try {

@@ -36,13 +36,16 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from 
 //   Q2_K:       d·sc·da · Σ q·a  -  dmin·m·da · Σ a   (per 16)
 //   Q3_K:       d·(s - 32)·da · (Σ q·a - 4 · Σ a)     (per 16, q with its third bit, 0..7)
 //   Q6_K:       d·sc·da · (Σ q·a - 32 · Σ a)          (per 16)
-// the offsets' terms four groups a vector. The relaxed build's Q4_K, Q5_K and Q6_K GEMV read x
-// quantized per 256 instead, as llama.cpp's Q8_K (QA_SUPER, after every row's 32-blocks): one
-// activation scale a super-block, so its sub-block dots add up in integers, each times its scale
+// the offsets' terms four groups a vector. The relaxed build's GEMV reads x quantized per 256
+// instead, as llama.cpp's Q8_K (QA_SUPER, after every row's 32-blocks): one activation scale a
+// super-block, so its sub-block dots add up in integers, each times its scale
 // (i32x4.dot_i16x8_s), and convert once, the offsets one or two i16 dots with the sums:
 //   Q4_K, Q5_K: d·da · Σ_s sc_s·Σ q·a  -  dmin·da · Σ_s m_s·Σ a      (sums of 32)
 //   Q6_K:       d·da · (Σ_g sc_g·Σ q·a  -  32 · Σ_g sc_g·Σ a)          (sums of 16)
-// (GEMV 1x4096x4096: Q4_K from memory 1.2x the per-32 form, Q6_K 1.4x; the error against float64 the same).
+//   Q3_K:       d·da · (Σ_g s_g·Σ q·a  -  4 · Σ_g s_g·Σ a)             (s = its 6-bit scale - 32)
+//   Q2_K:       d·da · Σ_g sc_g·Σ q·a  -  dmin·da · Σ_g m_g·Σ a
+// (GEMV 1x4096x4096 against the per-32 form: Q4_K from memory 1.2x, Q6_K 1.4x, Q3_K 1.4x, Q2_K
+// 1.6x; the error against float64 the same).
 // The linear kernels (linear_q2_k .. linear_q6_k) are linear-quant.ts's driver with these dots and
 // dequantizeRowK: from linearQuantF32Rows rows the f32 GEMM on panels dequantized exactly as the
 // host does, below it the GEMV; output columns can go to different threads with the same bits.
@@ -51,9 +54,9 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from 
 export const SUPER_BLOCK: i32 = 256;
 
 /**
- * One activation super-block (relaxed build, Q4_K / Q5_K / Q6_K): 256 values of x quantized with
+ * One activation super-block (relaxed build, every K-quant): 256 values of x quantized with
  * one scale, llama.cpp's Q8_K form: the f32 scale at 0, the 8 sums of 32 as i16 at SUPER_SUM32
- * (Q4_K's mins), the 16 sums of 16 at SUPER_SUM16 (Q6_K's -32 offsets), the 256 values as i8 at
+ * (Q4_K's mins), the 16 sums of 16 at SUPER_SUM16 (Q6_K's, Q3_K's and Q2_K's offsets), the 256 values as i8 at
  * SUPER_I8. With one scale a super-block, its sub-block dots add up in integers (each times its
  * scale, i32x4.dot_i16x8_s) and convert to f32 once, where per-32 activations took a convert, a
  * broadcast and an FMA per sub-block (a Q4_K GEMV 1x4096x4096 from memory 1.2x, scratch/q8k).
@@ -61,9 +64,9 @@ export const SUPER_BLOCK: i32 = 256;
 export const QA_SUPER: usize = 320;
 const SUPER_SUM32: usize = 16, SUPER_SUM16: usize = 32, SUPER_I8: usize = 64;
 
-/** Q4_K, Q5_K and Q6_K in the relaxed build compute on activation super-blocks (QA_SUPER). */
+/** Every K-quant in the relaxed build computes on activation super-blocks (QA_SUPER). */
 // @ts-ignore: decorator
-@inline export function superActivations(format: i32): bool { return ASC_FEATURE_RELAXED_SIMD && (hasMins(format) || format == WEIGHT_Q6_K); }
+@inline export function superActivations(format: i32): bool { return ASC_FEATURE_RELAXED_SIMD && isKQuant(format); }
 
 /**
  * Quantizes the 256 floats at src into the activation super-block at dst: d = max|x| / 127,
@@ -461,6 +464,53 @@ export function quantizeSuper(src: usize, dst: usize): void {
   return acc;
 }
 
+/** 16 weights of Q2_K / Q3_K quarter j (0-3) of a half: 2-bit fields at 2j of q, Q3_K's third bits at 2 + j of t moved to bit 2 (unsigned: 0..3, 0..7). */
+// @ts-ignore: decorator
+@inline function lowBitSixteen(q: v128, t: v128, j: i32, three: bool): v128 {
+  const w = v128.and(j == 0 ? q : i16x8.shr_u(q, j << 1), i8x16.splat(3));
+  return three ? v128.or(w, v128.and(j == 0 ? t : i16x8.shr_u(t, j), i8x16.splat(4))) : w;
+}
+
+/**
+ * acc plus one Q2_K / Q3_K super-block (at wb) against the activation super-block at ab, as
+ * Q6_K's: the 16 groups' integer dots each times its scale added in integers (Q3_K's s - 32,
+ * Q2_K's 4-bit sc), converted once and times d·da; the offsets i16 dots with the sums of 16:
+ * Q3_K's -4 · Σ s·Σa inside the integers, Q2_K's mins -dmin·da · Σ m·Σa.
+ */
+// @ts-ignore: decorator
+@inline function lowBitSuperBlockI(wb: usize, ab: usize, acc: v128, format: i32): v128 {
+  const three = format == WEIGHT_Q3_K, qs = wb + (three ? 32 : 16), all = lowBitScales(wb, format);
+  const scLo = three ? i16x8.extend_low_i8x16_s(all) : i16x8.extend_low_i8x16_u(all);
+  const scHi = three ? i16x8.extend_high_i8x16_s(all) : i16x8.extend_high_i8x16_u(all);
+  const sumsLo = v128.load(ab + SUPER_SUM16), sumsHi = v128.load(ab + SUPER_SUM16 + 16), da = load<f32>(ab);
+  let ai = i32x4.splat(0);
+  for (let n: usize = 0; n < 2; n++) {
+    const q0 = v128.load(qs + (n << 5)), q1 = v128.load(qs + (n << 5) + 16), a = ab + SUPER_I8 + (n << 7), sc = n == 0 ? scLo : scHi;
+    // Q3_K's third bits of half n at bits 2 .. 5 (bit 2 + j for quarter j), as lowBitSuperBlock's.
+    let t0 = i32x4.splat(0), t1 = i32x4.splat(0);
+    if (three) {
+      t0 = v128.load(wb); t1 = v128.load(wb + 16);
+      if (n == 0) { t0 = i16x8.shl(t0, 2); t1 = i16x8.shl(t1, 2); } else { t0 = i16x8.shr_u(t0, 2); t1 = i16x8.shr_u(t1, 2); }
+    }
+    // Quarter j's 32 weights: groups 2j (q0, t0) and 2j + 1 (q1, t1) of the half, activations 32j on.
+    ai = superDot16(lowBitSixteen(q0, t0, 0, three), a, sc, 0, ai);
+    ai = superDot16(lowBitSixteen(q1, t1, 0, three), a + 16, sc, 1, ai);
+    ai = superDot16(lowBitSixteen(q0, t0, 1, three), a + 32, sc, 2, ai);
+    ai = superDot16(lowBitSixteen(q1, t1, 1, three), a + 48, sc, 3, ai);
+    ai = superDot16(lowBitSixteen(q0, t0, 2, three), a + 64, sc, 4, ai);
+    ai = superDot16(lowBitSixteen(q1, t1, 2, three), a + 80, sc, 5, ai);
+    ai = superDot16(lowBitSixteen(q0, t0, 3, three), a + 96, sc, 6, ai);
+    ai = superDot16(lowBitSixteen(q1, t1, 3, three), a + 112, sc, 7, ai);
+  }
+  // Q3_K's -4 offsets: 4 · Σ s·Σa out of the integers.
+  if (three) ai = i32x4.sub(ai, i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(scLo, sumsLo), i32x4.dot_i16x8_s(scHi, sumsHi)), 2));
+  acc = fmadd(f32x4.convert_i32x4_s(ai), f32x4.splat(superScale(wb + (three ? 108 : 80), format) * da), acc);
+  if (three) return acc;
+  const mins = highNibbles(v128.load(wb));
+  const mi = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(mins), sumsLo), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(mins), sumsHi));
+  return fmadd(f32x4.convert_i32x4_s(mi), f32x4.splat(-superScale(wb + 82, format) * da), acc);
+}
+
 /** 16 weights (part 0: l = 0-15, 1: 16-31) of Q2_K / Q3_K quarter j of half n, signed (Q3_K: q - 4) or, Q2_K, 0..3. */
 // @ts-ignore: decorator
 @inline function lowBitWeights(wb: usize, n: i32, j: i32, part: i32, format: i32): v128 {
@@ -504,7 +554,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
     const wb = w + <usize>sb * superBytes(format), a0 = qa + (<usize>sb << 3) * QA_BLOCK;
     if (superActivations(format)) {
       const ab = qa + <usize>sb * QA_SUPER;
-      acc = format == WEIGHT_Q6_K ? q6kSuperBlockI(wb, ab, acc) : q4kSuperBlockI(wb, ab, acc, format);
+      acc = format == WEIGHT_Q6_K ? q6kSuperBlockI(wb, ab, acc) : isLowBit(format) ? lowBitSuperBlockI(wb, ab, acc, format) : q4kSuperBlockI(wb, ab, acc, format);
     } else if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
       acc = q4kSuperBlock(wb, a0, gather4(a0, QA_SCALE), gather4(a4, QA_SCALE), gather4(a0, QA_DSUM), gather4(a4, QA_DSUM), acc, format);
@@ -529,8 +579,8 @@ export function quantizeSuper(src: usize, dst: usize): void {
     const o = <usize>sb * superBytes(format), b0 = w0 + o, b1 = w1 + o, a0 = qa + (<usize>sb << 3) * QA_BLOCK;
     if (superActivations(format)) {
       const ab = qa + <usize>sb * QA_SUPER;
-      acc0 = format == WEIGHT_Q6_K ? q6kSuperBlockI(b0, ab, acc0) : q4kSuperBlockI(b0, ab, acc0, format);
-      acc1 = format == WEIGHT_Q6_K ? q6kSuperBlockI(b1, ab, acc1) : q4kSuperBlockI(b1, ab, acc1, format);
+      acc0 = format == WEIGHT_Q6_K ? q6kSuperBlockI(b0, ab, acc0) : isLowBit(format) ? lowBitSuperBlockI(b0, ab, acc0, format) : q4kSuperBlockI(b0, ab, acc0, format);
+      acc1 = format == WEIGHT_Q6_K ? q6kSuperBlockI(b1, ab, acc1) : isLowBit(format) ? lowBitSuperBlockI(b1, ab, acc1, format) : q4kSuperBlockI(b1, ab, acc1, format);
     } else if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
       const daLo = gather4(a0, QA_SCALE), daHi = gather4(a4, QA_SCALE), dsLo = gather4(a0, QA_DSUM), dsHi = gather4(a4, QA_DSUM);

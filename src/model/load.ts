@@ -406,7 +406,8 @@ function checkFinite(rt: Runtime, p: TensorPlan, where: string): void {
 const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]);
 /**
  * Those kept as stored by default: each type whose kernel is about as fast as Q8_0's, the 2-3-bit
- * ones (Q2_K, Q3_K: 1.4-2.1x Q8_0's time, but a file of them was chosen for its size, which Q8_0
+ * ones (Q2_K, Q3_K: 0.96x / 1.5x Q8_0's time in the relaxed build, 1.8x / 2.3x in the simd
+ * build, but a file of them was chosen for its size, which Q8_0
  * would triple), and Q5_0 (1.3x, but requantized to Q8_0 a Qwen2.5-0.5B-shaped Q4_K_M file's
  * greedy tokens matched native llama.cpp's 0 of 64; 64 kept). Q5_1, Q5_K and Q6_K become Q8_0
  * unless `dtype` asks to keep them: their kernels take 1.55x / 1.2x / 1.3x Q8_0's time at one
