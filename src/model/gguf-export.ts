@@ -240,20 +240,17 @@ function preTokenizerList(pre: unknown): unknown[] {
   return pre ? [pre] : [];
 }
 
-/** Bytes of a tensor's rows converted at a time when a folder is written as GGUF (each file is read once, as a stream). */
-const EXPORT_GROUP_BYTES = 4 << 20;
-
 /**
  * A Hugging Face folder (any ModelSource) written as a GGUF file through `write(bytes, position)`:
- * the header first, then each tensor's rows as they arrive, EXPORT_GROUP_BYTES of the folder's
- * bytes at a time, converted and encoded (q/k rows to their permuted places); every file read
+ * the header first, then each tensor's rows as they arrive, in loading's row groups (a few MiB of
+ * the folder's bytes), converted and encoded (q/k rows to their permuted places); every file read
  * once, so memory stays a few groups whatever the model's size. Returns the file's size.
  */
 export async function writeFolderGGUF(source: import("./files.ts").ModelSource, options: Omit<GGUFExportOptions, "tokenizer">, write: (bytes: Uint8Array, position: number) => Promise<void>): Promise<number> {
   const { openModelFiles } = await import("./files.ts");
   const { inspectModel, readJsonFile } = await import("./folder.ts");
   const { decodeFloat32 } = await import("../formats/safetensors.ts");
-  const { firstNonFinite, spanFeeder } = await import("./load.ts");
+  const { firstNonFinite, nonFiniteError, rowGroups, spanFeeder, stageRows } = await import("./load.ts");
   const files = openModelFiles(source);
   const folder = await inspectModel(files);
   const json = await readJsonFile(files, "tokenizer.json", "tokenizer.json") as Record<string, unknown> | undefined;
@@ -275,31 +272,18 @@ export async function writeFolderGGUF(source: import("./files.ts").ModelSource, 
     if (t.permuteHeads) { destination = new Int32Array(t.rows); for (let r = 0; r < t.rows; r++) destination[unpermutedRow(r, t.rows, t.permuteHeads)] = r; }
     uses.set(info, [...(uses.get(info) ?? []), { t, at: header.offsets[i]!, destination }]);
   }
-  const plans = [...uses].map(([info, users]) => {
-    const rows = users[0]!.t.rows, rowBytes = info.byteLength / rows;
-    return { info, users, rowBytes, groupRows: Math.max(1, Math.floor(EXPORT_GROUP_BYTES / rowBytes)), staged: new Uint8Array(0), filled: 0 };
-  });
+  const plans = [...uses].map(([info, users]) => ({ info, users, groups: rowGroups(users[0]!.t.rows, info.byteLength) }));
   for (const file of folder.fileBytes.keys()) {
     const pending: Promise<void>[] = [];
     const where = files.describe(file);
-    const dispatch = spanFeeder(plans.filter((p) => p.info.file === file), (p) => p.info.byteOffset, (p) => p.info.byteLength, (p, bytes) => {
-      for (let k = 0; k < bytes.length;) {
-        const row0 = Math.floor(p.filled / p.rowBytes) - Math.floor(p.filled / p.rowBytes) % p.groupRows;
-        const rowsHere = Math.min(p.groupRows, p.users[0]!.t.rows - row0), groupBytes = rowsHere * p.rowBytes, at = p.filled - row0 * p.rowBytes;
-        if (p.staged.length !== groupBytes) p.staged = new Uint8Array(groupBytes);
-        const n = Math.min(bytes.length - k, groupBytes - at);
-        p.staged.set(bytes.subarray(k, k + n), at);
-        k += n;
-        p.filled += n;
-        if (at + n !== groupBytes) continue;
-        const values = decodeFloat32(p.info.dtype, p.staged), bad = firstNonFinite(values, "f32");
-        if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${p.info.name}' holds a non-finite value (NaN or infinity) at element ${row0 * p.users[0]!.t.rowElements + bad}; the checkpoint is corrupt`);
-        for (const { t, at: start, destination } of p.users) {
-          if (!destination) { pending.push(write(encodeRows(t, values, normOffset), start + row0 * t.rowBytes)); continue; }
-          for (let r = 0; r < rowsHere; r++) pending.push(write(encodeRows(t, values.subarray(r * t.rowElements, (r + 1) * t.rowElements), normOffset), start + destination[row0 + r]! * t.rowBytes));
-        }
+    const dispatch = spanFeeder(plans.filter((p) => p.info.file === file), (p) => p.info.byteOffset, (p) => p.info.byteLength, (p, bytes) => stageRows(p.groups, bytes, (row0, rows, staged) => {
+      const values = decodeFloat32(p.info.dtype, staged), bad = firstNonFinite(values, "f32");
+      if (bad >= 0) throw nonFiniteError(where, p.info.name, row0 * p.users[0]!.t.rowElements + bad);
+      for (const { t, at, destination } of p.users) {
+        if (!destination) { pending.push(write(encodeRows(t, values, normOffset), at + row0 * t.rowBytes)); continue; }
+        for (let r = 0; r < rows; r++) pending.push(write(encodeRows(t, values.subarray(r * t.rowElements, (r + 1) * t.rowElements), normOffset), at + destination[row0 + r]! * t.rowBytes));
       }
-    });
+    }));
     const { chunks } = await files.open(file);
     try {
       for (let r = await chunks.next(); !r.done; r = await chunks.next()) {
@@ -309,7 +293,7 @@ export async function writeFolderGGUF(source: import("./files.ts").ModelSource, 
       await chunks.return?.();
     }
   }
-  for (const p of plans) if (p.filled !== p.info.byteLength) throw new ModelConfigError(`${files.describe(p.info.file)}: tensor '${p.info.name}' got ${p.filled} of its ${p.info.byteLength} bytes`);
+  for (const p of plans) if (p.groups.filled !== p.info.byteLength) throw new ModelConfigError(`${files.describe(p.info.file)}: tensor '${p.info.name}' got ${p.groups.filled} of its ${p.info.byteLength} bytes`);
   // The last tensor's padding, so that the file is whole.
   const last = tensors.length - 1, end = last >= 0 ? header.offsets[last]! + tensors[last]!.byteLength : header.bytes.length;
   if (end < header.size) await write(new Uint8Array(header.size - end), end);

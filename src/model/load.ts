@@ -92,14 +92,44 @@ const gib = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(
 /** How one safetensors tensor of a folder reaches the model: converted a group of rows at a time into its buffer (or, norms and biases, an f32 array). */
 interface FolderPlan {
   info: FolderTensor; target: WasmBuffer | Float32Array;
-  /** Elements per row, rows, and the rows of one group. */
-  K: number; rows: number; groupRows: number;
-  /** The bytes of the group being filled, and how many of the tensor's bytes have come. */
-  staged: Uint8Array; filled: number;
+  /** Elements per row. */
+  K: number;
+  groups: RowGroups;
 }
 
 /** Source bytes staged per tensor before they are converted (whole rows; at least one). */
 const FOLDER_GROUP_BYTES = 4 << 20;
+
+/** A tensor's bytes arriving in order, staged into groups of whole rows (FOLDER_GROUP_BYTES at most, a row at least). */
+export interface RowGroups {
+  rows: number; rowBytes: number; groupRows: number;
+  /** The bytes of the group being filled, and how many of the tensor's bytes have come. */
+  staged: Uint8Array; filled: number;
+}
+
+export function rowGroups(rows: number, byteLength: number): RowGroups {
+  const rowBytes = byteLength / rows;
+  return { rows, rowBytes, groupRows: Math.max(1, Math.floor(FOLDER_GROUP_BYTES / rowBytes)), staged: new Uint8Array(0), filled: 0 };
+}
+
+/** The next bytes of a tensor (in order) into its row groups: `complete(row0, rows, staged)` for each group filled. */
+export function stageRows(g: RowGroups, bytes: Uint8Array, complete: (row0: number, rows: number, staged: Uint8Array) => void): void {
+  for (let k = 0; k < bytes.length;) {
+    const row0 = Math.floor(g.filled / g.rowBytes) - Math.floor(g.filled / g.rowBytes) % g.groupRows; // the group's first row
+    const rowsHere = Math.min(g.groupRows, g.rows - row0), groupBytes = rowsHere * g.rowBytes;
+    if (g.staged.length !== groupBytes) g.staged = new Uint8Array(groupBytes);
+    const at = g.filled - row0 * g.rowBytes, n = Math.min(bytes.length - k, groupBytes - at);
+    g.staged.set(bytes.subarray(k, k + n), at);
+    k += n;
+    g.filled += n;
+    if (at + n === groupBytes) complete(row0, rowsHere, g.staged);
+  }
+}
+
+/** A checkpoint tensor's NaN or infinity, in one line. */
+export function nonFiniteError(where: string, tensor: string, element: number): ModelConfigError {
+  return new ModelConfigError(`${where}: tensor '${tensor}' holds a non-finite value (NaN or infinity) at element ${element}; the checkpoint is corrupt`);
+}
 
 /**
  * Reads each safetensors file of a folder once, as a stream, into the model's tensors: every
@@ -124,15 +154,14 @@ async function streamFolder(rt: Runtime, folder: ModelFolder, config: ModelConfi
   const buffers = allocWeights(rt, specs.filter((x) => x.matrix), owned, files.location);
   const plans: FolderPlan[] = specs.map(({ info, matrix, K, elements, rows }) => {
     const target = matrix ? buffers.shift()! : new Float32Array(elements);
-    const rowBytes = info.byteLength / rows, groupRows = Math.max(1, Math.floor(FOLDER_GROUP_BYTES / rowBytes));
-    return { info, target, K: matrix ? K : elements, rows, groupRows, staged: new Uint8Array(0), filled: 0 };
+    return { info, target, K: matrix ? K : elements, groups: rowGroups(rows, info.byteLength) };
   });
   const totalBytes = [...folder.fileBytes.values()].reduce((a, b) => a + b, 0), tensorBytes = plans.reduce((n, p) => n + p.info.byteLength, 0);
   let done = 0, uploaded = 0;
   for (const file of folder.fileBytes.keys()) {
     const dispatch = spanFeeder(plans.filter((p) => p.info.file === file), (p) => p.info.byteOffset, (p) => p.info.byteLength, (p, bytes) => {
-      feedRows(rt, p, bytes, files.describe(file));
-      if (p.filled === p.info.byteLength) { uploaded += p.info.byteLength; onProgress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes }); }
+      stageRows(p.groups, bytes, (row0, rows, staged) => storeRows(rt, p, row0, rows, staged, files.describe(file)));
+      if (p.groups.filled === p.info.byteLength) { uploaded += p.info.byteLength; onProgress?.({ phase: "upload", doneBytes: uploaded, totalBytes: tensorBytes }); }
     });
     const { chunks } = await files.open(file);
     try {
@@ -145,7 +174,7 @@ async function streamFolder(rt: Runtime, folder: ModelFolder, config: ModelConfi
       await chunks.return?.();
     }
   }
-  for (const p of plans) if (p.filled !== p.info.byteLength) throw new ModelConfigError(`${files.describe(p.info.file)}: tensor '${p.info.name}' got ${p.filled} of its ${p.info.byteLength} bytes`);
+  for (const p of plans) if (p.groups.filled !== p.info.byteLength) throw new ModelConfigError(`${files.describe(p.info.file)}: tensor '${p.info.name}' got ${p.groups.filled} of its ${p.info.byteLength} bytes`);
   return new Map(plans.map((p) => [p.info.name, p.target]));
 }
 
@@ -168,28 +197,13 @@ export function spanFeeder<T>(tensors: readonly T[], offset: (t: T) => number, b
   };
 }
 
-/** The next bytes of a tensor (in order): staged into whole-row groups, each converted into the target when complete. */
-function feedRows(rt: Runtime, p: FolderPlan, bytes: Uint8Array, where: string): void {
-  const rowBytes = p.info.byteLength / p.rows;
-  for (let k = 0; k < bytes.length;) {
-    const row0 = Math.floor(p.filled / rowBytes) - Math.floor(p.filled / rowBytes) % p.groupRows; // the group's first row
-    const rowsHere = Math.min(p.groupRows, p.rows - row0), groupStart = row0 * rowBytes, groupBytes = rowsHere * rowBytes;
-    if (p.staged.length !== groupBytes) p.staged = new Uint8Array(groupBytes);
-    const at = p.filled - groupStart, n = Math.min(bytes.length - k, groupBytes - at);
-    p.staged.set(bytes.subarray(k, k + n), at);
-    k += n;
-    p.filled += n;
-    if (at + n === groupBytes) storeRows(rt, p, row0, rowsHere, where);
-  }
-}
-
-/** A complete group of rows from p.staged into the target: the bits as they are (a 16-bit buffer of the file's dtype), else through f32. */
-function storeRows(rt: Runtime, p: FolderPlan, row0: number, rows: number, where: string): void {
+/** A complete group of rows (their bytes `staged`) into the target: the bits as they are (a 16-bit buffer of the file's dtype), else through f32. */
+function storeRows(rt: Runtime, p: FolderPlan, row0: number, rows: number, staged: Uint8Array, where: string): void {
   const { info, target } = p, offset = row0 * p.K, count = rows * p.K;
   const bits16 = target instanceof WasmBuffer && target.dtype === info.dtype.toLowerCase() && info.dtype !== "F32";
-  const data = bits16 ? new Uint16Array(p.staged.slice().buffer) : decodeFloat32(info.dtype, p.staged);
+  const data = bits16 ? new Uint16Array(staged.slice().buffer) : decodeFloat32(info.dtype, staged);
   const bad = firstNonFinite(data, bits16 ? (target.dtype as "bf16" | "f16") : "f32");
-  if (bad >= 0) throw new ModelConfigError(`${where}: tensor '${info.name}' holds a non-finite value (NaN or infinity) at element ${offset + bad}; the checkpoint is corrupt`);
+  if (bad >= 0) throw nonFiniteError(where, info.name, offset + bad);
   if (target instanceof Float32Array) target.set(data, offset);
   else if (bits16) new Uint16Array(rt.memory.memory.buffer, target.ptr + offset * 2, count).set(data);
   else target.set(data, offset);
