@@ -79,16 +79,19 @@ export function quantizeSuper(src: usize, dst: usize): void {
   const amax = f32x4.extract_lane(i32x4.max_s(m2, v128.shuffle<i32>(m2, m2, 1, 0, 3, 2)), 0);
   const d = amax / 127;
   const idv = f32x4.splat(d != 0 ? 1 / d : 0);
-  for (let g: usize = 0; g < 16; g++) {
-    const at = src + (g << 6);
-    const q0 = roundHalfAway(v128.load(at), idv), q1 = roundHalfAway(v128.load(at, 16), idv);
-    const q2 = roundHalfAway(v128.load(at, 32), idv), q3 = roundHalfAway(v128.load(at, 48), idv);
-    v128.store(dst + SUPER_I8 + (g << 4), i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)));
-    const sums = i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3));
-    const sum = i32x4.extract_lane(sums, 0) + i32x4.extract_lane(sums, 1) + i32x4.extract_lane(sums, 2) + i32x4.extract_lane(sums, 3);
-    store<i16>(dst + SUPER_SUM16 + (g << 1), <i16>sum);
-    if ((g & 1) == 0) store<i16>(dst + SUPER_SUM32 + g, <i16>sum);
-    else store<i16>(dst + SUPER_SUM32 + g - 1, load<i16>(dst + SUPER_SUM32 + g - 1) + <i16>sum);
+  for (let s: usize = 0; s < 8; s++) {
+    let sum32 = 0;
+    for (let g = s << 1; g < (s << 1) + 2; g++) {
+      const at = src + (g << 6);
+      const q0 = roundHalfAway(v128.load(at), idv), q1 = roundHalfAway(v128.load(at, 16), idv);
+      const q2 = roundHalfAway(v128.load(at, 32), idv), q3 = roundHalfAway(v128.load(at, 48), idv);
+      v128.store(dst + SUPER_I8 + (g << 4), i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)));
+      const sums = i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3));
+      const sum16 = i32x4.extract_lane(sums, 0) + i32x4.extract_lane(sums, 1) + i32x4.extract_lane(sums, 2) + i32x4.extract_lane(sums, 3);
+      store<i16>(dst + SUPER_SUM16 + (g << 1), <i16>sum16);
+      sum32 += sum16;
+    }
+    store<i16>(dst + SUPER_SUM32 + (s << 1), <i16>sum32);
   }
   store<f32>(dst, d);
 }
@@ -404,6 +407,24 @@ export function quantizeSuper(src: usize, dst: usize): void {
   return i8x16.sub(v128.or(low, v128.and(i16x8.shr_u(top, 2), i8x16.splat(0x30))), i8x16.splat(32));
 }
 
+/** 16 weights of Q2_K / Q3_K quarter j (0-3) of a half: 2-bit fields at 2j of q, Q3_K's third bits at 2 + j of t moved to bit 2 (unsigned: 0..3, 0..7). */
+// @ts-ignore: decorator
+@inline function lowBitSixteen(q: v128, t: v128, j: i32, three: bool): v128 {
+  const w = v128.and(j == 0 ? q : i16x8.shr_u(q, j << 1), i8x16.splat(3));
+  return three ? v128.or(w, v128.and(j == 0 ? t : i16x8.shr_u(t, j), i8x16.splat(4))) : w;
+}
+
+/**
+ * Q3_K's third bits (32 bytes, weight 128n + 32j + l: bit 4n + j of byte l) for bytes 16·part..
+ * of half n, moved so that quarter j's bit sits at 2 + j (a constant shift); Q2_K: none.
+ */
+// @ts-ignore: decorator
+@inline function thirdBitPlane(wb: usize, n: usize, part: i32, three: bool): v128 {
+  if (!three) return i32x4.splat(0);
+  const t = v128.load(wb + (<usize>part << 4));
+  return n == 0 ? i16x8.shl(t, 2) : i16x8.shr_u(t, 2);
+}
+
 /**
  * acc plus one Q2_K / Q3_K super-block (at wb) of a row against the 8 activation blocks from a0,
  * half by half as Q6_K's: each 16-weight group's integer dot (weights unsigned: Q2_K's q in 0..3,
@@ -434,41 +455,23 @@ export function quantizeSuper(src: usize, dst: usize): void {
       acc = fmadd(f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_u(m)), dmin), v128.shuffle<f32>(da, da, 0, 0, 1, 1)), s0, acc);
       acc = fmadd(f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_u(m)), dmin), v128.shuffle<f32>(da, da, 2, 2, 3, 3)), s1, acc);
     }
-    // Q3_K's third bits of half n at bits 2 .. 5 (bit 2 + j for quarter j).
-    let t0 = i32x4.splat(0), t1 = i32x4.splat(0);
-    if (three) {
-      t0 = v128.load(wb); t1 = v128.load(wb + 16);
-      if (n == 0) { t0 = i16x8.shl(t0, 2); t1 = i16x8.shl(t1, 2); } else { t0 = i16x8.shr_u(t0, 2); t1 = i16x8.shr_u(t1, 2); }
-    }
+    let t0 = thirdBitPlane(wb, n, 0, three), t1 = thirdBitPlane(wb, n, 1, three);
     // The 2-bit fields and third bits shift by constants after each iteration (as Q6_K's;
     // 0.92-0.94x the time of shifts by 4k and 2k).
     let q0 = v128.load(qs + (n << 5)), q1 = v128.load(qs + (n << 5) + 16);
     let g = g0;
     for (let k = 0; k < 2; k++) {
       const at = a + (<usize>k << 1) * QA_BLOCK;
-      let w0 = v128.and(q0, i8x16.splat(3)), w1 = v128.and(q1, i8x16.splat(3));
-      if (three) { w0 = v128.or(w0, v128.and(t0, i8x16.splat(4))); w1 = v128.or(w1, v128.and(t1, i8x16.splat(4))); }
-      acc = fmadd(f32x4.convert_i32x4_s(dot16(w0, at, 0)), v128.shuffle<f32>(g, g, 0, 0, 0, 0), acc);
-      acc = fmadd(f32x4.convert_i32x4_s(dot16(w1, at, 1)), v128.shuffle<f32>(g, g, 1, 1, 1, 1), acc);
-      w0 = v128.and(i16x8.shr_u(q0, 2), i8x16.splat(3)); w1 = v128.and(i16x8.shr_u(q1, 2), i8x16.splat(3));
-      if (three) {
-        w0 = v128.or(w0, v128.and(i16x8.shr_u(t0, 1), i8x16.splat(4))); w1 = v128.or(w1, v128.and(i16x8.shr_u(t1, 1), i8x16.splat(4)));
-        t0 = i16x8.shr_u(t0, 2); t1 = i16x8.shr_u(t1, 2);
-      }
-      acc = fmadd(f32x4.convert_i32x4_s(dot16(w0, at + QA_BLOCK, 0)), v128.shuffle<f32>(g, g, 2, 2, 2, 2), acc);
-      acc = fmadd(f32x4.convert_i32x4_s(dot16(w1, at + QA_BLOCK, 1)), v128.shuffle<f32>(g, g, 3, 3, 3, 3), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(lowBitSixteen(q0, t0, 0, three), at, 0)), v128.shuffle<f32>(g, g, 0, 0, 0, 0), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(lowBitSixteen(q1, t1, 0, three), at, 1)), v128.shuffle<f32>(g, g, 1, 1, 1, 1), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(lowBitSixteen(q0, t0, 1, three), at + QA_BLOCK, 0)), v128.shuffle<f32>(g, g, 2, 2, 2, 2), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(lowBitSixteen(q1, t1, 1, three), at + QA_BLOCK, 1)), v128.shuffle<f32>(g, g, 3, 3, 3, 3), acc);
+      if (three) { t0 = i16x8.shr_u(t0, 2); t1 = i16x8.shr_u(t1, 2); }
       q0 = i16x8.shr_u(q0, 4); q1 = i16x8.shr_u(q1, 4);
       g = g1;
     }
   }
   return acc;
-}
-
-/** 16 weights of Q2_K / Q3_K quarter j (0-3) of a half: 2-bit fields at 2j of q, Q3_K's third bits at 2 + j of t moved to bit 2 (unsigned: 0..3, 0..7). */
-// @ts-ignore: decorator
-@inline function lowBitSixteen(q: v128, t: v128, j: i32, three: bool): v128 {
-  const w = v128.and(j == 0 ? q : i16x8.shr_u(q, j << 1), i8x16.splat(3));
-  return three ? v128.or(w, v128.and(j == 0 ? t : i16x8.shr_u(t, j), i8x16.splat(4))) : w;
 }
 
 /**
@@ -486,12 +489,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
   let ai = i32x4.splat(0);
   for (let n: usize = 0; n < 2; n++) {
     const q0 = v128.load(qs + (n << 5)), q1 = v128.load(qs + (n << 5) + 16), a = ab + SUPER_I8 + (n << 7), sc = n == 0 ? scLo : scHi;
-    // Q3_K's third bits of half n at bits 2 .. 5 (bit 2 + j for quarter j), as lowBitSuperBlock's.
-    let t0 = i32x4.splat(0), t1 = i32x4.splat(0);
-    if (three) {
-      t0 = v128.load(wb); t1 = v128.load(wb + 16);
-      if (n == 0) { t0 = i16x8.shl(t0, 2); t1 = i16x8.shl(t1, 2); } else { t0 = i16x8.shr_u(t0, 2); t1 = i16x8.shr_u(t1, 2); }
-    }
+    const t0 = thirdBitPlane(wb, n, 0, three), t1 = thirdBitPlane(wb, n, 1, three);
     // Quarter j's 32 weights: groups 2j (q0, t0) and 2j + 1 (q1, t1) of the half, activations 32j on.
     ai = superDot16(lowBitSixteen(q0, t0, 0, three), a, sc, 0, ai);
     ai = superDot16(lowBitSixteen(q1, t1, 0, three), a + 16, sc, 1, ai);
@@ -543,6 +541,12 @@ export function quantizeSuper(src: usize, dst: usize): void {
   return i32x4.add(dot16(w0, a, 0), dot16(w1, a, 1));
 }
 
+/** acc plus one super-block of any K-quant (at wb) against the activation super-block at ab (relaxed build). */
+// @ts-ignore: decorator
+@inline function superBlockI(wb: usize, ab: usize, acc: v128, format: i32): v128 {
+  return format == WEIGHT_Q6_K ? q6kSuperBlockI(wb, ab, acc) : isLowBit(format) ? lowBitSuperBlockI(wb, ab, acc, format) : q4kSuperBlockI(wb, ab, acc, format);
+}
+
 /**
  * One output: the weight row at w (nsb super-blocks) against the activation row qa (Q6_K's -32
  * offsets go into the integers).
@@ -553,8 +557,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
   for (let sb = 0; sb < nsb; sb++) {
     const wb = w + <usize>sb * superBytes(format), a0 = qa + (<usize>sb << 3) * QA_BLOCK;
     if (superActivations(format)) {
-      const ab = qa + <usize>sb * QA_SUPER;
-      acc = format == WEIGHT_Q6_K ? q6kSuperBlockI(wb, ab, acc) : isLowBit(format) ? lowBitSuperBlockI(wb, ab, acc, format) : q4kSuperBlockI(wb, ab, acc, format);
+      acc = superBlockI(wb, qa + <usize>sb * QA_SUPER, acc, format);
     } else if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
       acc = q4kSuperBlock(wb, a0, gather4(a0, QA_SCALE), gather4(a4, QA_SCALE), gather4(a0, QA_DSUM), gather4(a4, QA_DSUM), acc, format);
@@ -579,8 +582,8 @@ export function quantizeSuper(src: usize, dst: usize): void {
     const o = <usize>sb * superBytes(format), b0 = w0 + o, b1 = w1 + o, a0 = qa + (<usize>sb << 3) * QA_BLOCK;
     if (superActivations(format)) {
       const ab = qa + <usize>sb * QA_SUPER;
-      acc0 = format == WEIGHT_Q6_K ? q6kSuperBlockI(b0, ab, acc0) : isLowBit(format) ? lowBitSuperBlockI(b0, ab, acc0, format) : q4kSuperBlockI(b0, ab, acc0, format);
-      acc1 = format == WEIGHT_Q6_K ? q6kSuperBlockI(b1, ab, acc1) : isLowBit(format) ? lowBitSuperBlockI(b1, ab, acc1, format) : q4kSuperBlockI(b1, ab, acc1, format);
+      acc0 = superBlockI(b0, ab, acc0, format);
+      acc1 = superBlockI(b1, ab, acc1, format);
     } else if (hasMins(format)) {
       const a4 = a0 + 4 * QA_BLOCK;
       const daLo = gather4(a0, QA_SCALE), daHi = gather4(a4, QA_SCALE), dsLo = gather4(a0, QA_DSUM), dsHi = gather4(a4, QA_DSUM);

@@ -97,7 +97,7 @@ export function linear_quant_f32_rows(format: i32): i32 {
 
 /** Bytes of scratch a call takes: the quantized activations of M rows of K, or (from the rows where either format computes in f32) as much as an f32 weight panel if more. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
-  // The 32-blocks of every row, then (relaxed build, rows of whole super-blocks) their super-blocks (Q4_K / Q5_K's).
+  // The 32-blocks of every row, then (relaxed build, rows of whole super-blocks) their super-blocks (the K-quants').
   const quantized = M * ((K + QK - 1) / QK) * <i32>QA_BLOCK + (ASC_FEATURE_RELAXED_SIMD && K % SUPER_BLOCK == 0 ? M * (K / SUPER_BLOCK) * <i32>QA_SUPER : 0);
   let fewest = i32.MAX_VALUE;
   for (let format = 0; format < WEIGHT_FORMAT_COUNT; format++) fewest = min(fewest, linearQuantF32Rows(format));
@@ -110,7 +110,7 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
  * at bit 31 and the magnitude below; a normal's exponent is rebiased by an integer add, a
  * subnormal's mantissa converted and scaled by 2^-24 (exact), the two picked by a select (no
  * branch: a mispredicted branch per block cost Q4_0 GEMV 2.5x). K-quant super-block scales d are
- * mostly subnormal (ggml's Q6_K: 96% on weights of scale 0.02, Q5_K 28%): multiplying the bits as
+ * mostly subnormal (ggml's Q6_K: 96% on weights of scale 0.02, Q5_K 55%): multiplying the bits as
  * an f32 by 2^112 (halfAtScaled) took a microcode assist each, Q6_K GEMV 2.5x and Q5_K 1.6x the time.
  */
 // @ts-ignore: decorator
@@ -227,7 +227,7 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
   if (b >= end) return;
   // Block b is row b / nb, columns from (b % nb)·32: one division here, not two per block.
   let m = b / nb, k0 = (b - m * nb) * QK;
-  // The super-blocks (relaxed build, Q4_K / Q5_K's) after every row's 32-blocks, each made by
+  // The super-blocks (relaxed build, the K-quants') after every row's 32-blocks, each made by
   // whoever makes its first 32-block, from x (which holds all of it: a thread that makes x quantizes whole super-blocks of it).
   const supers = ASC_FEATURE_RELAXED_SIMD && K % SUPER_BLOCK == 0, superBase = qa + <usize>M * <usize>nb * QA_BLOCK, perRow = K / SUPER_BLOCK;
   for (; b < end; b++) {
@@ -688,7 +688,7 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
       for (let n0 = nBegin; n0 < nEnd; n0 += rowsPerBlock) {
         const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
         for (let m = 0; m < M; m++) {
-          // (Q4_K / Q5_K in the relaxed build: the row's activation super-blocks, after every row's 32-blocks.)
+          // (K-quants in the relaxed build: the row's activation super-blocks, after every row's 32-blocks.)
           const qa = superActivations(format) ? scratch + <usize>M * ldqa + <usize>m * <usize>(K / SUPER_BLOCK) * QA_SUPER : scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
           for (let n = n0; n < n0 + q; n++) {
             const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);

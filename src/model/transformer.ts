@@ -372,7 +372,7 @@ export class TransformerModel {
       p.barrier();
       // SwiGLU (GeGLU) in quads of elements, or in 32-blocks whose thread quantizes them for the
       // down projection (rows of ff are whole blocks), in whole 256-blocks where rows are (the
-      // relaxed build's Q4_K / Q5_K read super-blocks of x, which a thread quantizes from the x it made).
+      // relaxed build's K-quants read super-blocks of x, which a thread quantizes from the x it made).
       const total = n * ff, fuse = rt.readsQuantizedX(L.down.dtype, n) && ff % 32 === 0, unit = fuse ? (ff % 256 === 0 ? 256 : 32) : 4;
       const activation = c.activation === "gelu_tanh" ? "geglu_tanh_f32" : "swiglu_f32";
       rowRanges(Math.ceil(total / unit)).forEach(([a, b], t) => {
