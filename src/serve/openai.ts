@@ -118,7 +118,8 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
     try { text = tokenizer.applyChatTemplate(messages, { variables, tools: tools?.specs }); } catch (e) { throw e instanceof TemplateError ? new ApiError(400, e.message, "messages") : e; }
     // A forced call (tool_choice "required" or a named function): the reply opens with the call
     // (Hermes: its <tool_call> tag written into the prompt) and its JSON is constrained while decoding.
-    if (tools?.forced && tools.format === "hermes") text += "<tool_call>\n";
+    const promptOpensCall = tools?.forced !== undefined && tools.format === "hermes";
+    if (promptOpensCall) text += "<tool_call>\n";
     const prompt = tokenizer.encode(text, { addSpecialTokens: false });
     const format = body.reasoning_format ?? serverReasoning;
     if (!(REASONING_FORMATS as readonly unknown[]).includes(format)) throw new ApiError(400, `reasoning_format must be one of ${REASONING_FORMATS.join(", ")}, got ${JSON.stringify(format)}`, "reasoning_format");
@@ -134,7 +135,7 @@ export function createOpenAIServer(model: LanguageModel, options: OpenAIServerOp
       if (job.constraint) throw new ApiError(400, "a forced tool call (tool_choice) and response_format cannot be asked together", "response_format");
       job.constraint = callConstraint(tools);
     }
-    return respond(c, body, job, "chat", splitter, tools && new ToolCallSplitter(tools.format, tools.names, tools.forced !== undefined && tools.format === "hermes"));
+    return respond(c, body, job, "chat", splitter, tools && new ToolCallSplitter(tools.format, tools.names, promptOpensCall));
   });
 
   app.post("/v1/completions", async (c) => {
