@@ -323,11 +323,16 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
     for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const) {
       // The relaxed build's K-quant GEMV reads x quantized per 256 (one scale a super-block, as llama.cpp's Q8_K).
       const block = build === "relaxed" ? 256 : 32;
-      it(`${build} build, ${dtype}: equals the float64 emulation (the stored weights times activations quantized per ${block}) for GEMV rows, batches and prefill-size calls, with a bias; rows alone give their bits`, async () => {
+      it(`${build} build, ${dtype}: equals the float64 emulation (the stored weights times activations quantized per ${block}) for GEMV rows, batches and prefill-size calls, with a bias; rows alone give their bits below the packed panels' 8 rows`, async () => {
         const rt = await runtimeFor(build);
         const from = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);
-        assert.ok(from >= 4 && from <= 64, `${from}`);
-        for (const [M, N, K] of [[1, 1, 256], [1, 37, 512], [3, 13, 1536], [from - 1, 9, 768], [2, 301, 256]] as const) {
+        // Packed integer panels (the relaxed build's Q4_K / Q5_K) read x quantized at every row count.
+        const panels = from === 2147483647;
+        assert.ok(panels ? build === "relaxed" && (dtype === "q4_k" || dtype === "q5_k") : from >= 4 && from <= 64, `${from}`);
+        const gemv = [[1, 1, 256], [1, 37, 512], [3, 13, 1536], [Math.min(from, 8) - 1, 9, 768], [2, 301, 256]] as const;
+        // Panels: row tiles of 4 and their tails, column groups of 4 and theirs, panel blocks of columns (K = 4096: 12 a block).
+        const packed = [[8, 7, 256], [37, 70, 1536], [11, 5, 1024], [13, 29, 4096], [128, 3, 512]] as const;
+        for (const [M, N, K] of panels ? [...gemv, ...packed] : gemv) {
           const w = randomArray(N * K, 11 + K), x = randomArray(M * K, 12 + M), bias = randomArray(N, 13);
           const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N), y1 = rt.alloc(N);
           try {
@@ -337,15 +342,17 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
               const want = ref[i]! + bias[i % N]!;
               assert.ok(Math.abs(yb.array[i]! - want) <= 1e-6 * magnitude[i]! + 1e-6, `${M}x${N}x${K} element ${i}: ${yb.array[i]} vs ${want}`);
             }
-            const m = M - 1, row = rt.upload(x.subarray(m * K, (m + 1) * K));
-            rt.linearInto({ x: row, weight: wb, bias: bb, out: y1, inFeatures: K, outFeatures: N });
-            assert.deepEqual(y1.toFloat32Array(), yb.toFloat32Array().subarray(m * N, (m + 1) * N), `${M}x${N}x${K}, row ${m} alone`);
-            row.free();
+            if (M < 8) {
+              const m = M - 1, row = rt.upload(x.subarray(m * K, (m + 1) * K));
+              rt.linearInto({ x: row, weight: wb, bias: bb, out: y1, inFeatures: K, outFeatures: N });
+              assert.deepEqual(y1.toFloat32Array(), yb.toFloat32Array().subarray(m * N, (m + 1) * N), `${M}x${N}x${K}, row ${m} alone`);
+              row.free();
+            }
           } finally { for (const b of [wb, xb, bb, yb, y1]) b.free(); }
         }
         // From linear_quant_f32_rows rows: x in f32 times the stored weights (each dequantized exactly as the host does).
-        for (const [M, N, K] of [[from, 7, 256], [37, 70, 1536], [from + 3, 5, 1024]] as const) {
-          checkExactProduct(rt, dtype, M, N, K);
+        if (!panels) {
+          for (const [M, N, K] of [[from, 7, 256], [37, 70, 1536], [from + 3, 5, 1024]] as const) checkExactProduct(rt, dtype, M, N, K);
         }
         // The embedding lookup dequantizes a row exactly as the host does.
         const K = 512, table = rt.upload(randomArray(6 * K, 3), dtype, K), ids = [4, 0, 5, 4];
@@ -464,23 +471,29 @@ describe("block-quantized weights: buffers, threads and models", function () {
       for (const dtype of ALL_DTYPES) {
         // 11: the most rows that read quantized x in every format; 37 rows (two-row tiles) where a build reads it quantized at any count.
         const shapes: [number, number, number][] = [[1, 1031, 512], [2, 301, 96], [11, 300, 250], [11, 300, 768]].filter(([, , K]) => K! % QUANT_BLOCK_WEIGHTS[dtype] === 0) as [number, number, number][];
-        if (runtimes[0]!.readsQuantizedX(dtype, 37)) shapes.push([37, 70, 576]);
+        // (K-quants in the relaxed build: packed integer panels from 8 rows, a 4-row tile's tail of 1.)
+        if (runtimes[0]!.readsQuantizedX(dtype, 37)) shapes.push(...([[37, 70, 576], [37, 70, 512]] as [number, number, number][]).filter(([, , K]) => K % QUANT_BLOCK_WEIGHTS[dtype] === 0));
         for (const [M, N, K] of shapes) {
           const w = randomArray(N * K, 8), x = randomArray(M * K, 9), y0 = randomArray(M * N, 10);
           const ys = runtimes.map((rt) => {
             const wb = rt.upload(w, dtype, K), xb = rt.upload(x), self = rt.upload(y0), once = rt.upload(y0);
             const qa = rt.alloc(rt.kernels.linear_quant_scratch_bytes(M, K) / 4);
+            // The calls' own scratch (a packed panel), one slot a thread.
+            const slot = Math.ceil(rt.kernels.linear_quant_scratch_bytes(M, K) / 64) * 64, own = rt.alloc((3 * slot) / 4);
             rt.linearInto({ x: xb, weight: wb, out: self, inFeatures: K, outFeatures: N, accumulate: true });
             rt.runProgram((p) => {
               p.addPerThread(rt.quantizeJobs(xb.ptr, M, K, qa.ptr, p.threads));
               p.barrier();
-              const jobs = rt.linearThreadJobs({ x: xb, weight: wb, out: once, inFeatures: K, outFeatures: N, accumulate: true }, p.threads, qa.ptr, () => { throw new Error("no scratch wanted"); });
+              const jobs = rt.linearThreadJobs({ x: xb, weight: wb, out: once, inFeatures: K, outFeatures: N, accumulate: true }, p.threads, qa.ptr, (t, bytes) => {
+                assert.ok(bytes <= slot, `${bytes} bytes of scratch`);
+                return own.ptr + t * slot;
+              });
               if (p.threads > 1) assert.ok(jobs.every((j) => j.claim && j.claim.chunk < N), "the threads claim columns in chunks");
               p.addPerThread(jobs);
               return () => undefined;
             });
             const out = [self.array.slice(), once.array.slice()];
-            for (const b of [wb, xb, self, once, qa]) b.free();
+            for (const b of [wb, xb, self, once, qa, own]) b.free();
             return out;
           });
           assert.ok(ys[0]![0]!.every(Number.isFinite));

@@ -62,7 +62,7 @@ export const SUPER_BLOCK: i32 = 256;
  * broadcast and an FMA per sub-block (a Q4_K GEMV 1x4096x4096 from memory 1.2x, scratch/q8k).
  */
 export const QA_SUPER: usize = 320;
-const SUPER_SUM32: usize = 16, SUPER_SUM16: usize = 32, SUPER_I8: usize = 64;
+export const SUPER_SUM32: usize = 16, SUPER_SUM16: usize = 32, SUPER_I8: usize = 64;
 
 /** Every K-quant in the relaxed build computes on activation super-blocks (QA_SUPER). */
 // @ts-ignore: decorator
@@ -186,7 +186,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
 @inline function superScale(p: usize, format: i32): f32 { return format == WEIGHT_Q5_K || format == WEIGHT_Q6_K ? halfAt(p) : halfAtScaled(p); }
 
 // @ts-ignore: decorator
-@inline function superBytes(format: i32): usize {
+@inline export function superBytes(format: i32): usize {
   return format == WEIGHT_Q4_K ? 144 : format == WEIGHT_Q5_K ? 176 : format == WEIGHT_Q2_K ? 84 : format == WEIGHT_Q3_K ? 110 : 210;
 }
 
@@ -276,7 +276,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
 
 /** Q4_K sub-block s's scale (low byte) and min (high byte), one at a time (dequantizing; q4kScalesMins unpacks all 8). */
 // @ts-ignore: decorator
-@inline function q4kScaleMin(p: usize, s: i32): i32 {
+@inline export function q4kScaleMin(p: usize, s: i32): i32 {
   if (s < 4) return (<i32>load<u8>(p + <usize>s) & 63) | ((<i32>load<u8>(p + <usize>s + 4) & 63) << 8);
   const a = <i32>load<u8>(p + <usize>s + 4), lo = <i32>load<u8>(p + <usize>s - 4), hi = <i32>load<u8>(p + <usize>s);
   return ((a & 15) | ((lo >> 6) << 4)) | (((a >> 4) | ((hi >> 6) << 4)) << 8);
@@ -284,7 +284,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
 
 /** 16 weights (part 0: weights 0-15, 1: 16-31) of Q4_K / Q5_K sub-block s of the super-block at wb, unsigned bytes 0..15 / 0..31. */
 // @ts-ignore: decorator
-@inline function q4kWeights(wb: usize, s: i32, part: i32, format: i32): v128 {
+@inline export function q4kWeights(wb: usize, s: i32, part: i32, format: i32): v128 {
   const five = format == WEIGHT_Q5_K;
   const q = v128.load(wb + (five ? 48 : 16) + (<usize>(s >> 1) << 5) + (<usize>part << 4));
   const nibbles = (s & 1) == 0 ? v128.and(q, i8x16.splat(0x0f)) : highNibbles(q);

@@ -2,6 +2,7 @@ import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
 import { dequantizeRowK, dotk_1x1, dotk_1x2, isKQuant, kquantRowBytes, QA_SUPER, quantizeSuper, superActivations, SUPER_BLOCK } from "./linear-kquant";
+import { panelBytes, panelFormat, panelGemm, PANEL_ROWS } from "./linear-quant-panels";
 import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
@@ -44,7 +45,12 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_
 // GEMV computes it, so a prefill row has the bits it has decoded alone): SmolLM2 Q4_0 prefill
 // 1.20x over the f32 panels at 1 thread, 1.17x at 2, batches of 8 / 16 rows 1.04x / 1.06x over the
 // GEMV (scratch/ab.ts); the same tile for Q8_0 (its a⁺ and a⁻ double the activation vectors) ran
-// 0.74x. Not used:
+// 0.74x. Nor do the relaxed build's Q4_K / Q5_K: from PANEL_ROWS rows they pack each block of
+// weight columns once into integer panels and run 4x4 tiles of 7-bit dots on x quantized per 256
+// (linear-quant-panels.ts; a Q4_K GEMM 128x2048x2048 2.1x the f32 panels). Q8_0's signed weights
+// would take two 7-bit dots and a pair-add every 16 products (x's a⁺ and a⁻, or two weight planes),
+// where the nibbles take one dot and an add: probed on the AMD EPYC VM, 61 against 117 G
+// products/s, the f32 FMAs 34 (scratch/i8g/probe.ts): too little over the f32 panels. Not used:
 // i32x4.relaxed_dot_i8x16_i7x16_add_s, which Node 20's V8 computes wrongly: it ignores the
 // accumulator and doubles the sums (a = -1, b = 2, c = 100 gives -16 on Node 20.20, 92 on Deno
 // 2.9 and Bun 1.4), and Node 20 runs the relaxed build.
@@ -74,7 +80,8 @@ export const QA_DSUM: usize = 124;
  * WEIGHT_* code): where it measured faster (GEMM 1536x576, relaxed build, scratch/gemmwab.ts:
  * Q8_0 1.0x at 8 rows, 1.13-1.23x at 12, 1.3-1.47x from 24; Q4_0, whose 7-bit dots are cheaper,
  * 0.87x at 16, 1.04-1.1x from 32, now only in the simd build: the relaxed build's two-row tiles
- * beat the panels at every row count). K-quants (linear-kquant.ts): as Q8_0.
+ * beat the panels at every row count). K-quants (linear-kquant.ts): as Q8_0, except the relaxed
+ * build's Q4_K / Q5_K (packed integer panels from PANEL_ROWS rows, linear-quant-panels.ts).
  */
 // @ts-ignore: decorator
 @inline export function linearQuantF32Rows(format: i32): i32 {
@@ -82,7 +89,8 @@ export const QA_DSUM: usize = 124;
   // Q5_0's tiles pay for its fifth bits: 45-46 GFLOP/s from 8 to 128 rows where the panels run
   // 47-56 from 12 (GEMM Mx1536x576, relaxed build, scratch/gemvk.ts); so Q5_0 takes them from 12.
   if (format == WEIGHT_Q5_0) return ASC_FEATURE_RELAXED_SIMD ? 12 : 32;
-  return 12; // Q8_0, IQ4_NL (Q8_0's dots), K-quants
+  if (panelFormat(format)) return i32.MAX_VALUE; // packed integer panels from PANEL_ROWS (linear-quant-panels.ts)
+  return 12; // Q8_0, IQ4_NL (Q8_0's dots), the other K-quants
 }
 
 /** Rows of x from which the relaxed build's Q4_0 kernel takes two rows at a time (dotq4_2x2) instead of the GEMV's blocks. */
@@ -97,11 +105,17 @@ export function linear_quant_f32_rows(format: i32): i32 {
 
 /** Bytes of scratch a call takes: the quantized activations of M rows of K, or (from the rows where either format computes in f32) as much as an f32 weight panel if more. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
-  // The 32-blocks of every row, then (relaxed build, rows of whole super-blocks) their super-blocks (the K-quants').
-  const quantized = M * ((K + QK - 1) / QK) * <i32>QA_BLOCK + (ASC_FEATURE_RELAXED_SIMD && K % SUPER_BLOCK == 0 ? M * (K / SUPER_BLOCK) * <i32>QA_SUPER : 0);
+  // (Relaxed build, from PANEL_ROWS rows of whole super-blocks: and after them a packed panel.)
+  const quantized = quantizedBytes(M, K) + (ASC_FEATURE_RELAXED_SIMD && K % SUPER_BLOCK == 0 && M >= PANEL_ROWS ? panelBytes(K) : 0);
   let fewest = i32.MAX_VALUE;
   for (let format = 0; format < WEIGHT_FORMAT_COUNT; format++) fewest = min(fewest, linearQuantF32Rows(format));
   return M >= fewest ? max(quantized, linear_panel_scratch_bytes(M, K)) : quantized;
+}
+
+/** Bytes of M rows of K quantized: every row's 32-blocks, then (relaxed build, rows of whole super-blocks) their super-blocks (the K-quants'). */
+// @ts-ignore: decorator
+@inline function quantizedBytes(M: i32, K: i32): i32 {
+  return M * ((K + QK - 1) / QK) * <i32>QA_BLOCK + (ASC_FEATURE_RELAXED_SIMD && K % SUPER_BLOCK == 0 ? M * (K / SUPER_BLOCK) * <i32>QA_SUPER : 0);
 }
 
 /**
@@ -638,9 +652,10 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
 
 /**
  * The linear layer for every block-quantized format (a WEIGHT_* code): the f32 GEMM on dequantized
- * panels from linearQuantF32Rows rows, else integer dots on x quantized per 32 (the relaxed
- * build's two-row tiles for Q4_0 / Q5_0 from Q4_TILE_ROWS rows, the GEMV otherwise); the block
- * arithmetic is this file's for 32-blocks, linear-kquant.ts's for super-blocks.
+ * panels from linearQuantF32Rows rows, else integer dots on quantized x (the relaxed build's
+ * packed panels for Q4_K / Q5_K from PANEL_ROWS rows, its two-row tiles for Q4_0 / Q5_0 from
+ * Q4_TILE_ROWS rows, the GEMV otherwise); the block arithmetic is this file's for 32-blocks,
+ * linear-kquant.ts's for super-blocks, linear-quant-panels.ts's for the packed panels.
  */
 // @ts-ignore: decorator
 @inline function linearQuant(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize, format: i32): void {
@@ -670,10 +685,16 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
       }
     }
   } else {
-    if ((flags & LINEAR_X_QUANTIZED) == 0) quantize_activations(x, M, K, scratch, 0, M * nb);
-    if (ASC_FEATURE_RELAXED_SIMD && offsetWeights(format) && M >= Q4_TILE_ROWS) {
-      if (format == WEIGHT_Q5_0) q5Tiles(scratch, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
-      else q4Tiles(scratch, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
+    // x quantized: at x (LINEAR_X_QUANTIZED, shared by the calls), or by this call into its scratch;
+    // a packed panel after it in the call's own scratch.
+    const quantizedX = (flags & LINEAR_X_QUANTIZED) != 0;
+    if (!quantizedX) quantize_activations(x, M, K, scratch, 0, M * nb);
+    const qa = quantizedX ? x : scratch;
+    if (panelFormat(format) && M >= PANEL_ROWS) {
+      panelGemm(qa + <usize>M * ldqa, w, ldw, y, ldy, M, nBegin, nEnd, K / SUPER_BLOCK, addToY, quantizedX ? scratch : scratch + <usize>quantizedBytes(M, K), format);
+    } else if (ASC_FEATURE_RELAXED_SIMD && offsetWeights(format) && M >= Q4_TILE_ROWS) {
+      if (format == WEIGHT_Q5_0) q5Tiles(qa, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
+      else q4Tiles(qa, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
     } else {
       // GEMV, for every row of x below linearQuantF32Rows (below Q4_TILE_ROWS for the relaxed build's Q4_0:
       // a decode step, a batch of sequences decoding together): weight rows in blocks
@@ -689,20 +710,20 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
         const n1 = min(n0 + rowsPerBlock, nEnd), q = (n1 - n0) >> 2, dw = <usize>q * ldw, dy = <usize>q << 2;
         for (let m = 0; m < M; m++) {
           // (K-quants in the relaxed build: the row's activation super-blocks, after every row's 32-blocks.)
-          const qa = superActivations(format) ? scratch + <usize>M * ldqa + <usize>m * <usize>(K / SUPER_BLOCK) * QA_SUPER : scratch + <usize>m * ldqa, yRow = y + <usize>m * ldy;
+          const qaRow = superActivations(format) ? qa + <usize>M * ldqa + <usize>m * <usize>(K / SUPER_BLOCK) * QA_SUPER : qa + <usize>m * ldqa, yRow = y + <usize>m * ldy;
           for (let n = n0; n < n0 + q; n++) {
             const w0 = w + <usize>n * ldw, y0 = yRow + (<usize>n << 2);
             if (isKQuant(format)) {
-              dotk_1x2(qa, w0, w0 + dw, K / SUPER_BLOCK, format, y0, y0 + dy, addToY);
-              dotk_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, K / SUPER_BLOCK, format, y0 + 2 * dy, y0 + 3 * dy, addToY);
+              dotk_1x2(qaRow, w0, w0 + dw, K / SUPER_BLOCK, format, y0, y0 + dy, addToY);
+              dotk_1x2(qaRow, w0 + 2 * dw, w0 + 3 * dw, K / SUPER_BLOCK, format, y0 + 2 * dy, y0 + 3 * dy, addToY);
             } else {
-              dotq_1x2(qa, w0, w0 + dw, nb, format, y0, y0 + dy, addToY);
-              dotq_1x2(qa, w0 + 2 * dw, w0 + 3 * dw, nb, format, y0 + 2 * dy, y0 + 3 * dy, addToY);
+              dotq_1x2(qaRow, w0, w0 + dw, nb, format, y0, y0 + dy, addToY);
+              dotq_1x2(qaRow, w0 + 2 * dw, w0 + 3 * dw, nb, format, y0 + 2 * dy, y0 + 3 * dy, addToY);
             }
           }
           for (let n = n0 + 4 * q; n < n1; n++) {
             const wn = w + <usize>n * ldw;
-            finish(yRow + (<usize>n << 2), isKQuant(format) ? dotk_1x1(qa, wn, K / SUPER_BLOCK, format) : dotq_1x1(qa, wn, nb, format), addToY);
+            finish(yRow + (<usize>n << 2), isKQuant(format) ? dotk_1x1(qaRow, wn, K / SUPER_BLOCK, format) : dotq_1x1(qaRow, wn, nb, format), addToY);
           }
         }
       }

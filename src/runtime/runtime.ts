@@ -479,11 +479,12 @@ export class Runtime {
     const kernel = LINEAR_KERNELS[dtype], sizer = (KERNELS[kernel] as { scratchBytes?: "linear_panel_scratch_bytes" | "linear_quant_scratch_bytes" }).scratchBytes;
     const quantizes = this.readsQuantizedX(dtype, s.rows);
     if (quantizedX !== undefined && !quantizes) throw new RangeError(`linear: quantized activations are for quantized weights below ${this.quantF32Rows(dtype)} rows, not ${dtype} x ${s.rows}`);
-    // Each job its own scratch: quantized activations, or a widened weight panel.
-    const bytes = sizer && quantizedX === undefined ? this.kernels[sizer](s.rows, s.inFeatures) : 0;
+    // Each job its own scratch: quantized activations, a widened weight panel, or a packed one.
+    // With quantizedX the kernel reads x quantized there (LINEAR_X_QUANTIZED).
+    const bytes = sizer ? this.kernels[sizer](s.rows, s.inFeatures) : 0;
     const flags = (accumulate ? CODES.LINEAR_ACCUMULATE : 0) | (quantizedX !== undefined ? CODES.LINEAR_X_QUANTIZED : 0);
     const job = (t: number, n0: number, n1: number, claim?: Claim): Job => ({
-      kernel, args: [x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1, flags, quantizedX ?? (bytes > 0 ? scratchFor(t, bytes) : 0)], ...(claim ? { claim } : {}),
+      kernel, args: [quantizedX ?? x, w, b, y, s.rows, s.outFeatures, s.inFeatures, n0, n1, flags, bytes > 0 ? scratchFor(t, bytes) : 0], ...(claim ? { claim } : {}),
     });
     if (threads > 1 && !(quantizes && quantizedX === undefined)) {
       const claim: Claim = { arg: (KERNELS[kernel].params as readonly string[]).indexOf("nBegin"), from: 0, to: s.outFeatures, ...columnChunks(s.rows < 4 || quantizes, s.outFeatures, threads), parts: threads };
