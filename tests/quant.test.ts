@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { createRuntime, loadModel, syntheticModelFiles, type Runtime } from "../src/index.ts";
 import { f16ToF32 } from "../src/formats/half.ts";
 import { dequantizeRows, IQ4_LEVELS, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
-import { WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
+import { CODES, WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
 import { BUILDS, randomArray, runtimeFor } from "./helpers.ts";
 
 const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl"];
@@ -199,13 +199,15 @@ for (const build of BUILDS) {
         }
       });
 
-      it(`${dtype}: prefill-size calls: from linear_quant_f32_rows rows x in f32 times the stored weights (the exact product to f32 rounding), or in a build without such rows (Q4_0, relaxed) two-row integer tiles giving each row its bits alone; any K (tails, K slices), with a bias`, async () => {
+      it(`${dtype}: prefill-size calls: from linear_quant_f32_rows rows x in f32 times the stored weights (the exact product to f32 rounding), or in a build without such rows (the relaxed build's unsigned formats) packed integer panels on x quantized; any K (tails, K slices), with a bias`, async () => {
         const rt = await runtimeFor(build);
         const from = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);
         if (from === 2147483647) {
-          // Every row count reads x quantized (the relaxed build's Q4_0): llama.cpp's arithmetic,
-          // and each row of a prefill-size call the bits it has in a call of its own (a decode step).
-          for (const [M, N, K] of [[8, 7, 31], [9, 13, 33], [37, 70, 576], [16, 5, 1000], [128, 3, 64]] as const) {
+          // Every row count reads x quantized (the relaxed build's Q4_0 / Q5_0 / Q4_1 / Q5_1): llama.cpp's
+          // arithmetic; from 8 rows in packed panels (row tiles of 4 and their tails, column groups of 4
+          // and theirs, K tails, more columns than a panel block), below in the GEMV, each row the
+          // bits it has in a call of its own (a decode step).
+          for (const [M, N, K] of [[8, 7, 31], [9, 13, 33], [37, 70, 576], [16, 5, 1000], [128, 3, 64], [6, 11, 100], [13, 1700, 96]] as const) {
             const w = randomArray(N * K, 31 + K), x = randomArray(M * K, 32 + M), bias = randomArray(N, 33);
             const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N), y1 = rt.alloc(N);
             try {
@@ -215,7 +217,7 @@ for (const build of BUILDS) {
                 const want = ref[i]! + bias[i % N]!;
                 assert.ok(Math.abs(yb.array[i]! - want) <= 1e-5 * (1 + Math.abs(want)), `${M}x${N}x${K} element ${i}: ${yb.array[i]} vs ${want}`);
               }
-              for (let m = 0; m < M; m++) {
+              for (let m = 0; m < (M < 8 ? M : 0); m++) {
                 const row = rt.upload(x.subarray(m * K, (m + 1) * K));
                 rt.linearInto({ x: row, weight: wb, bias: bb, out: y1, inFeatures: K, outFeatures: N });
                 assert.deepEqual(y1.toFloat32Array(), yb.toFloat32Array().subarray(m * N, (m + 1) * N), `${M}x${N}x${K}, row ${m} alone`);
@@ -418,6 +420,33 @@ describe("block-quantized weights: buffers, threads and models", function () {
       const x = rt.upload(randomArray(2 * 20, 4)), y = rt.alloc(2 * 10);
       assert.throws(() => rt.linearInto({ x, weight: a, out: y, inFeatures: 20, outFeatures: 10 }), /has rows of 40; inFeatures is 20/);
       for (const buf of [a, b, x, y]) buf.free();
+    }
+  });
+
+  it("every block-quantized kernel stays inside the scratch linear_quant_scratch_bytes(M, K) says, whatever path the row count takes (both builds)", async () => {
+    // A call quantizing x itself and packing a panel after it, or with x quantized elsewhere; the
+    // bytes just past the scratch must stay as they were.
+    for (const build of BUILDS) {
+      const rt = await runtimeFor(build);
+      for (const dtype of ALL_DTYPES) {
+        for (const [M, N, K] of [[1, 9, 256], [7, 9, 512], [8, 70, 256], [13, 600, 64], [37, 5, 1024], [130, 33, 96]] as const) {
+          if (K % QUANT_BLOCK_WEIGHTS[dtype] !== 0) continue;
+          const bytes = rt.kernels.linear_quant_scratch_bytes(M, K), tail = 4096;
+          const wb = rt.upload(randomArray(N * K, 5), dtype, K), xb = rt.upload(randomArray(M * K, 6)), yb = rt.alloc(M * N);
+          const scratch = rt.alloc((bytes + tail) / 4), qa = rt.alloc(bytes / 4);
+          const guard = () => new Uint8Array(rt.memory.memory.buffer, scratch.ptr + bytes, tail);
+          guard().fill(0xa5);
+          const kernel = rt.kernels[`linear_${dtype}`];
+          kernel(xb.ptr, wb.ptr, 0, yb.ptr, M, N, K, 0, N, 0, scratch.ptr);
+          assert.ok(guard().every((b) => b === 0xa5), `${build} ${dtype} ${M}x${N}x${K}: wrote past its scratch`);
+          if (rt.readsQuantizedX(dtype, M)) {
+            rt.kernels.quantize_activations(xb.ptr, M, K, qa.ptr, 0, M * Math.ceil(K / 32));
+            kernel(qa.ptr, wb.ptr, 0, yb.ptr, M, N, K, 0, N, CODES.LINEAR_X_QUANTIZED, scratch.ptr);
+            assert.ok(guard().every((b) => b === 0xa5), `${build} ${dtype} ${M}x${N}x${K}, x quantized: wrote past its scratch`);
+          }
+          for (const b of [wb, xb, yb, scratch, qa]) b.free();
+        }
+      }
     }
   });
 

@@ -1,24 +1,27 @@
 import { fmadd } from "../simd";
 import { finish } from "./dot-nt";
-import { halfAt } from "./linear-quant";
+import { halfAt, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
 import { q4kScaleMin, q4kWeights, QA_SUPER, SUPER_I8, SUPER_SUM32, superBytes } from "./linear-kquant";
-import { WEIGHT_Q4_K, WEIGHT_Q5_K } from "../abi";
+import { WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_1, WEIGHT_Q5_K } from "../abi";
 
-// Prefill-size linear layers with Q4_K / Q5_K weights (relaxed build) in integers: x quantized
-// per 256 (QA_SUPER, as the GEMV), the weights of a block of columns unpacked once per call into a
-// packed panel, then tiles of 4 rows x 4 columns. A panel vector holds 4 consecutive weights of
-// each of 4 columns (XNNPACK's "c4" layout), so one broadcast of 4 activation bytes and one
+// Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q4_K / Q5_K on
+// x quantized per 256 (QA_SUPER, as their GEMV), Q4_0 / Q5_0 / Q4_1 / Q5_1 on x quantized per 32
+// (QA_BLOCK). The weights of a block of columns are unpacked once per call into a packed panel,
+// then tiles of 4 rows x 4 columns run over it. A panel vector holds 4 consecutive weights of each
+// of 4 columns (XNNPACK's "c4" layout), so one broadcast of 4 activation bytes and one
 // i16x8.relaxed_dot_i8x16_i7x16_s (x86's pmaddubsw: activations signed, weights 0..31 the 7-bit
 // operand) make 16 products, 2 sums of 2 a column, with no horizontal sums anywhere. The sums stay
-// in 16 bits over a sub-block of 32 (Q4_K: 8 steps of pair sums <= 2·15·127; Q5_K's <= 2·31·127 over
-// 4 steps), then i32x4.dot_i16x8_s by the sub-block's 6-bit scale adds each column's pair into i32;
-// per super-block the mins are 4 i16 dots of the columns' mins with x's sums of 32, and the two
-// convert to f32 once:   y += d·da · Σ_s sc_s·Σ q·a  -  dmin·da · Σ_s m_s·Σ a.
+// in 16 bits over 32 weights (pair sums <= 2·15·127 over 8 steps; weights to 31: <= 2·31·127 over
+// 4 steps), then go to i32: Q4_K / Q5_K times the sub-block's 6-bit scale (i32x4.dot_i16x8_s),
+// the mins per super-block 4 i16 dots of the columns' mins with x's sums of 32, converted once:
+//   y += d·da · Σ_s sc_s·Σ q·a  -  dmin·da · Σ_s m_s·Σ a;
+// the 32-blocks per block: y += d·da · (Σ q·a - 8·Σa or 16·Σa), or (Q4_1 / Q5_1) + m·da·Σa.
 // The f32 GEMM on dequantized panels it replaces runs at the FMA peak (4 multiply-adds an
-// instruction); the 7-bit dots make 16 (a Q4_K GEMM 128x2048x2048 9.0 ms against 18.7 ms,
-// scratch/i8g). Each output is the same integers as the GEMV's and its own f32 operations, whatever
-// the columns or rows beside it, so column splits between threads keep the bits; a row's result
-// differs from its GEMV's in the last bits (the GEMV sums four partial lanes in f32).
+// instruction); the 7-bit dots make 16 (GEMM 128x2048x2048, scratch/q8k/kgemm.ts: Q4_K 9.0 ms
+// against 18.7, Q5_0 11.5 against 19.0; Q4_0 10.4 against 14.8 in the two-row integer tiles it
+// had). Each output is the same integers as the GEMV's and its own f32 operations, whatever the
+// columns or rows beside it, so column splits between threads keep the bits; a row's result
+// differs from its GEMV's in the last bits (the GEMV sums partial lanes in f32).
 
 /**
  * Bytes of one super-block of 4 packed columns: the weights (sub-block s, step t of 4 weights: 16
@@ -31,29 +34,49 @@ const P_SCALES: usize = 1024, P_MINS: usize = 1152, P_D: usize = 1216, P_DMIN: u
 /** Bytes of a column block's panel, at most: the row tiles read it from the L2 while they sweep x. */
 const PANEL_BUDGET: usize = 256 << 10;
 
-/** Rows of x from which a Q4_K / Q5_K call packs panels (below: the GEMV's block dots per row). */
+/** Rows of x from which a panel format's call packs panels (below: the GEMV's block dots per row; GEMM 128x2048x2048 Q4_K at 4 rows 0.77 ms in panels against 0.54-0.60 in the GEMV, at 8 rows level). */
 export const PANEL_ROWS: i32 = 8;
 
-/** Weight formats with packed panels for PANEL_ROWS rows and more (relaxed build). */
+/** Weight formats with packed panels for PANEL_ROWS rows and more (relaxed build): the K-quants Q4_K, Q5_K and the 32-blocks with unsigned weights. */
 // @ts-ignore: decorator
 @inline export function panelFormat(format: i32): bool {
-  return ASC_FEATURE_RELAXED_SIMD && (format == WEIGHT_Q4_K || format == WEIGHT_Q5_K);
+  return ASC_FEATURE_RELAXED_SIMD && (superPanel(format) || format == WEIGHT_Q4_0 || format == WEIGHT_Q5_0 || format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1);
 }
 
-/** Columns of a panel block for rows of nsb super-blocks: a multiple of 4 within PANEL_BUDGET. */
+/** Q4_K / Q5_K: panels of super-blocks on x quantized per 256 (the rest: of 32-blocks on x quantized per 32). */
 // @ts-ignore: decorator
-@inline function panelColumns(nsb: i32): i32 {
-  return max(4, <i32>(PANEL_BUDGET / (<usize>nsb * PANEL_SUPER)) & ~3);
+@inline export function superPanel(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K; }
+
+/** Weights up to 31 (Q5_K, Q5_0, Q5_1): their 16-bit sums take 4 steps, 0..15's take 8. */
+// @ts-ignore: decorator
+@inline function fiveBits(format: i32): bool { return format == WEIGHT_Q5_K || format == WEIGHT_Q5_0 || format == WEIGHT_Q5_1; }
+
+/**
+ * Bytes of one 32-block of 4 packed columns: the weights (step t of 4 weights: 16 bytes, column
+ * c's 4 at 4c), then d and (Q4_1 / Q5_1) m of the 4 columns as f32.
+ */
+const PANEL_BLOCK: usize = 160;
+const B_D: usize = 128, B_M: usize = 144;
+
+/** Bytes of 4 packed columns of rows of K weights. */
+// @ts-ignore: decorator
+@inline function groupBytes(K: i32, format: i32): usize {
+  return superPanel(format) ? <usize>(K >> 8) * PANEL_SUPER : <usize>((K + 31) >> 5) * PANEL_BLOCK;
 }
 
-/** Scratch bytes of a call's panel for rows of K weights (K a multiple of 256). */
+/** Columns of a panel block: a multiple of 4 within PANEL_BUDGET. */
+// @ts-ignore: decorator
+@inline function panelColumns(group: usize): i32 {
+  return max(4, <i32>(PANEL_BUDGET / group) & ~3);
+}
+
+/** Scratch bytes of a call's panel for rows of K weights, any panel format (4 columns of 32-blocks take more than of super-blocks). */
 export function panelBytes(K: i32): i32 {
-  const nsb = K >> 8;
-  return (panelColumns(nsb) >> 2) * nsb * <i32>PANEL_SUPER;
+  return max(<i32>PANEL_BUDGET, <i32>groupBytes(K, WEIGHT_Q4_0));
 }
 
-/** Columns [n0, min(n0 + 4, nEnd)) of the weights (rows of ldw bytes at w, nsb super-blocks) as panel super-blocks at dst; columns past nEnd are zeros. */
-function packColumns(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usize, format: i32): void {
+/** Columns [n0, min(n0 + 4, nEnd)) of Q4_K / Q5_K weights (rows of ldw bytes at w, nsb super-blocks) as panel super-blocks at dst; columns past nEnd are zeros. */
+function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usize, format: i32): void {
   const bytes = superBytes(format), cols = min(4, nEnd - n0);
   for (let sb = 0; sb < nsb; sb++) {
     const p = dst + <usize>sb * PANEL_SUPER, o = <usize>sb * bytes;
@@ -85,6 +108,34 @@ function packColumns(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: us
       }
       store<f32>(p + P_D + (<usize>c << 2), live ? halfAt(wb) : 0);
       store<f32>(p + P_DMIN + (<usize>c << 2), live ? halfAt(wb + 2) : 0);
+    }
+  }
+}
+
+/** Columns [n0, min(n0 + 4, nEnd)) of Q4_0 / Q5_0 / Q4_1 / Q5_1 weights (rows of ldw bytes at w, nb blocks) as panel blocks at dst; columns past nEnd are zeros. */
+function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usize, format: i32): void {
+  const bytes: usize = format == WEIGHT_Q5_1 ? 24 : format == WEIGHT_Q5_0 ? 22 : format == WEIGHT_Q4_1 ? 20 : 18, cols = min(4, nEnd - n0);
+  const mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1;
+  for (let b = 0; b < nb; b++) {
+    const p = dst + <usize>b * PANEL_BLOCK, w0 = w + <usize>n0 * ldw + <usize>b * bytes;
+    for (let part = 0; part < 2; part++) {
+      const high = part == 1;
+      const v0 = unsignedBlockWeights(w0, high, format);
+      const v1 = cols > 1 ? unsignedBlockWeights(w0 + ldw, high, format) : i32x4.splat(0);
+      const v2 = cols > 2 ? unsignedBlockWeights(w0 + 2 * ldw, high, format) : i32x4.splat(0);
+      const v3 = cols > 3 ? unsignedBlockWeights(w0 + 3 * ldw, high, format) : i32x4.splat(0);
+      const t0 = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), t1 = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
+      const t2 = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), t3 = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
+      const q = p + (<usize>part << 6);
+      v128.store(q, v128.shuffle<i64>(t0, t1, 0, 2));
+      v128.store(q, v128.shuffle<i64>(t0, t1, 1, 3), 16);
+      v128.store(q, v128.shuffle<i64>(t2, t3, 0, 2), 32);
+      v128.store(q, v128.shuffle<i64>(t2, t3, 1, 3), 48);
+    }
+    for (let c = 0; c < 4; c++) {
+      const wb = w0 + <usize>c * ldw, live = c < cols;
+      store<f32>(p + B_D + (<usize>c << 2), live ? halfAt(wb) : 0);
+      store<f32>(p + B_M + (<usize>c << 2), live && mins ? halfAt(wb + 2) : 0);
     }
   }
 }
@@ -126,7 +177,7 @@ function packColumns(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: us
  * 4 panel columns at p over nsb super-blocks, into y (rows ldy apart, cols <= 4 columns).
  */
 // @ts-ignore: decorator
-@inline function panelTile(a: usize, ldqa: usize, p: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32): void {
+@inline function superTile(a: usize, ldqa: usize, p: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32): void {
   // Q5_K's weights reach 31: its 16-bit sums take 4 steps, Q4_K's 8 (a sub-block).
   const five = format == WEIGHT_Q5_K;
   let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
@@ -158,37 +209,105 @@ function packColumns(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: us
   if (rows > 1) { storeColumns(y + ldy, f1, cols, addToY); storeColumns(y + 2 * ldy, f2, cols, addToY); storeColumns(y + 3 * ldy, f3, cols, addToY); }
 }
 
-// The tiles as functions of their own per row count and format (V8 allocates registers per function).
-function q4kTile4(a: usize, ldqa: usize, p: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { panelTile(a, ldqa, p, nsb, y, ldy, cols, addToY, 4, WEIGHT_Q4_K); }
-function q4kTile1(a: usize, ldqa: usize, p: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { panelTile(a, ldqa, p, nsb, y, ldy, cols, addToY, 1, WEIGHT_Q4_K); }
-function q5kTile4(a: usize, ldqa: usize, p: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { panelTile(a, ldqa, p, nsb, y, ldy, cols, addToY, 4, WEIGHT_Q5_K); }
-function q5kTile1(a: usize, ldqa: usize, p: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { panelTile(a, ldqa, p, nsb, y, ldy, cols, addToY, 1, WEIGHT_Q5_K); }
-
 /**
- * y[M, nBegin..nEnd) (+)= x · Wᵀ for Q4_K / Q5_K weights (rows of ldw bytes at w, nsb super-blocks)
- * on x's activation super-blocks at qa (rows nsb·QA_SUPER apart): column blocks packed into the
- * panel scratch (panelBytes), then 4-row tiles (a last 1-3 rows one at a time) over each block's
- * 4-column groups.
+ * rows (1 or 4) rows of x (activation 32-blocks from a, rows ldqa apart) times the 4 panel columns
+ * at p over nb blocks, into y: per block the integer dot plus the offset's -8·Σa / -16·Σa (Q4_0,
+ * Q5_0), times d·da; Q4_1 / Q5_1 add m·da·Σa.
  */
-export function panelGemm(qa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, nsb: i32, addToY: bool, panel: usize, format: i32): void {
-  const ldqa = <usize>nsb * QA_SUPER, group = <usize>nsb * PANEL_SUPER, cols = panelColumns(nsb), five = format == WEIGHT_Q5_K;
-  for (let n0 = nBegin; n0 < nEnd; n0 += cols) {
-    const n1 = min(n0 + cols, nEnd);
-    for (let n = n0; n < n1; n += 4) packColumns(w, ldw, n, n1, nsb, panel + <usize>((n - n0) >> 2) * group, format);
-    let m = 0;
-    for (; m + 4 <= M; m += 4) {
-      for (let n = n0; n < n1; n += 4) {
-        const a = qa + <usize>m * ldqa, p = panel + <usize>((n - n0) >> 2) * group, yt = y + <usize>m * ldy + (<usize>n << 2);
-        if (five) q5kTile4(a, ldqa, p, nsb, yt, ldy, min(4, n1 - n), addToY);
-        else q4kTile4(a, ldqa, p, nsb, yt, ldy, min(4, n1 - n), addToY);
+// @ts-ignore: decorator
+@inline function blockTile(a: usize, ldqa: usize, p: usize, nb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32): void {
+  const five = fiveBits(format), mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1;
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
+  for (let b = 0; b < nb; b++) {
+    const pb = p + <usize>b * PANEL_BLOCK, a0 = a + <usize>b * QA_BLOCK, a1 = a0 + ldqa, a2 = a1 + ldqa, a3 = a2 + ldqa;
+    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+    let h0 = i32x4.splat(0), h1 = i32x4.splat(0), h2 = i32x4.splat(0), h3 = i32x4.splat(0);
+    for (let t: usize = 0; t < 8; t++) {
+      const w = v128.load(pb + (t << 4)), at = QA_I8 + (t << 2);
+      h0 = step4(h0, a0 + at, w);
+      if (rows > 1) { h1 = step4(h1, a1 + at, w); h2 = step4(h2, a2 + at, w); h3 = step4(h3, a3 + at, w); }
+      if (five && t == 3) { // the first half's sums into i32 before they can overflow
+        i0 = i32x4.extadd_pairwise_i16x8_s(h0); h0 = i32x4.splat(0);
+        if (rows > 1) {
+          i1 = i32x4.extadd_pairwise_i16x8_s(h1); i2 = i32x4.extadd_pairwise_i16x8_s(h2); i3 = i32x4.extadd_pairwise_i16x8_s(h3);
+          h1 = i32x4.splat(0); h2 = i32x4.splat(0); h3 = i32x4.splat(0);
+        }
       }
     }
+    const d = v128.load(pb + B_D);
+    f0 = blockFinish(f0, i32x4.add(i0, i32x4.extadd_pairwise_i16x8_s(h0)), a0, d, pb, format);
+    if (rows > 1) {
+      f1 = blockFinish(f1, i32x4.add(i1, i32x4.extadd_pairwise_i16x8_s(h1)), a1, d, pb, format);
+      f2 = blockFinish(f2, i32x4.add(i2, i32x4.extadd_pairwise_i16x8_s(h2)), a2, d, pb, format);
+      f3 = blockFinish(f3, i32x4.add(i3, i32x4.extadd_pairwise_i16x8_s(h3)), a3, d, pb, format);
+    }
+  }
+  storeColumns(y, f0, cols, addToY);
+  if (rows > 1) { storeColumns(y + ldy, f1, cols, addToY); storeColumns(y + 2 * ldy, f2, cols, addToY); storeColumns(y + 3 * ldy, f3, cols, addToY); }
+}
+
+/** f plus one block of a row (its activation block at a; dots: Σ q·a per column): Q4_0 / Q5_0 (dots - 8·Σa / - 16·Σa)·d·da, Q4_1 / Q5_1 dots·d·da + m·da·Σa. */
+// @ts-ignore: decorator
+@inline function blockFinish(f: v128, dots: v128, a: usize, d: v128, pb: usize, format: i32): v128 {
+  // QA_CORR holds -8·Σa (Q4_0's offset); Q5_0's is twice it.
+  if (format == WEIGHT_Q4_0) dots = i32x4.add(dots, i32x4.splat(load<i32>(a + QA_CORR)));
+  if (format == WEIGHT_Q5_0) dots = i32x4.add(dots, i32x4.splat(load<i32>(a + QA_CORR) << 1));
+  f = fmadd(f32x4.convert_i32x4_s(dots), f32x4.mul(d, f32x4.splat(load<f32>(a + QA_SCALE))), f);
+  if (format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1) f = fmadd(v128.load(pb + B_M), f32x4.splat(load<f32>(a + QA_DSUM)), f);
+  return f;
+}
+
+// The tiles as functions of their own per row count and format (V8 allocates registers per function).
+function q4kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_K); }
+function q4kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_K); }
+function q5kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_K); }
+function q5kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_K); }
+function q4_0Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_0); }
+function q4_0Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_0); }
+function q5_0Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_0); }
+function q5_0Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_0); }
+function q4_1Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_1); }
+function q4_1Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_1); }
+function q5_1Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_1); }
+function q5_1Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_1); }
+
+/** One tile of `rows` (4, or 1) rows x 4 columns in the format's tile function (n: super-blocks or blocks a row). */
+// @ts-ignore: decorator
+@inline function tile(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, four: bool, format: i32): void {
+  switch (format) {
+    case WEIGHT_Q4_K: if (four) q4kTile4(a, ldqa, p, n, y, ldy, cols, addToY); else q4kTile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
+    case WEIGHT_Q5_K: if (four) q5kTile4(a, ldqa, p, n, y, ldy, cols, addToY); else q5kTile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
+    case WEIGHT_Q4_0: if (four) q4_0Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q4_0Tile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
+    case WEIGHT_Q5_0: if (four) q5_0Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q5_0Tile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
+    case WEIGHT_Q4_1: if (four) q4_1Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q4_1Tile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
+    default: if (four) q5_1Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q5_1Tile1(a, ldqa, p, n, y, ldy, cols, addToY);
+  }
+}
+
+/**
+ * y[M, nBegin..nEnd) (+)= x · Wᵀ for a panel format's weights (rows of ldw bytes at w, K weights)
+ * on x quantized at qa (linear_quant_scratch_bytes' layout: every row's 32-blocks, then the rows'
+ * super-blocks): column blocks packed into the panel scratch (panelBytes), then 4-row tiles (a
+ * last 1-3 rows one at a time) over each block's 4-column groups.
+ */
+export function panelGemm(qa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, K: i32, addToY: bool, panel: usize, format: i32): void {
+  const isSuper = superPanel(format), n = isSuper ? K >> 8 : (K + 31) >> 5;
+  const ldqa = isSuper ? <usize>n * QA_SUPER : <usize>n * QA_BLOCK;
+  const a0 = isSuper ? qa + <usize>M * <usize>((K + 31) >> 5) * QA_BLOCK : qa; // the super-blocks after every row's 32-blocks
+  const group = groupBytes(K, format), cols = panelColumns(group);
+  for (let n0 = nBegin; n0 < nEnd; n0 += cols) {
+    const n1 = min(n0 + cols, nEnd);
+    for (let c = n0; c < n1; c += 4) {
+      const dst = panel + <usize>((c - n0) >> 2) * group;
+      if (isSuper) packSuper(w, ldw, c, n1, n, dst, format);
+      else packBlocks(w, ldw, c, n1, n, dst, format);
+    }
+    let m = 0;
+    for (; m + 4 <= M; m += 4) {
+      for (let c = n0; c < n1; c += 4) tile(a0 + <usize>m * ldqa, ldqa, panel + <usize>((c - n0) >> 2) * group, n, y + <usize>m * ldy + (<usize>c << 2), ldy, min(4, n1 - c), addToY, true, format);
+    }
     for (; m < M; m++) {
-      for (let n = n0; n < n1; n += 4) {
-        const a = qa + <usize>m * ldqa, p = panel + <usize>((n - n0) >> 2) * group, yt = y + <usize>m * ldy + (<usize>n << 2);
-        if (five) q5kTile1(a, ldqa, p, nsb, yt, ldy, min(4, n1 - n), addToY);
-        else q4kTile1(a, ldqa, p, nsb, yt, ldy, min(4, n1 - n), addToY);
-      }
+      for (let c = n0; c < n1; c += 4) tile(a0 + <usize>m * ldqa, ldqa, panel + <usize>((c - n0) >> 2) * group, n, y + <usize>m * ldy + (<usize>c << 2), ldy, min(4, n1 - c), addToY, false, format);
     }
   }
 }

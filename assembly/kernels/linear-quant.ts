@@ -39,24 +39,21 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_
 // prefill chunk) dequantizes each weight once into an f32 panel for all its rows and runs the f32
 // GEMM tiles on x as it is (linear.ts), as llama.cpp's GPU backends dequantize for large batches:
 // integer block dots per row cost more instructions than f32 FMAs (SmolLM2 Q8_0 prefill
-// 1.33-1.70x, Q4_0 1.04-1.25x, scratch/ab.ts). The relaxed build's Q4_0 has no such rows: from
-// Q4_TILE_ROWS rows it takes x's rows two at a time against weight rows two at a time
-// (dotq4_2x2: each nibble and activation vector loaded once for two products, each output as the
-// GEMV computes it, so a prefill row has the bits it has decoded alone): SmolLM2 Q4_0 prefill
-// 1.20x over the f32 panels at 1 thread, 1.17x at 2, batches of 8 / 16 rows 1.04x / 1.06x over the
-// GEMV (scratch/ab.ts); the same tile for Q8_0 (its a⁺ and a⁻ double the activation vectors) ran
-// 0.74x. Nor do the relaxed build's Q4_K / Q5_K: from PANEL_ROWS rows they pack each block of
-// weight columns once into integer panels and run 4x4 tiles of 7-bit dots on x quantized per 256
-// (linear-quant-panels.ts; a Q4_K GEMM 128x2048x2048 2.1x the f32 panels). Q8_0's signed weights
-// would take two 7-bit dots and a pair-add every 16 products (x's a⁺ and a⁻, or two weight planes),
-// where the nibbles take one dot and an add: probed on the AMD EPYC VM, 61 against 117 G
-// products/s, the f32 FMAs 34 (scratch/i8g/probe.ts): too little over the f32 panels. Not used:
+// 1.33-1.70x, Q4_0 1.04-1.25x, scratch/ab.ts). The relaxed build's formats of unsigned weights
+// (Q4_0, Q5_0, Q4_1, Q5_1, Q4_K, Q5_K) have no such rows: from PANEL_ROWS rows they pack each block
+// of weight columns once into integer panels and run 4x4 tiles of 7-bit dots on quantized x
+// (linear-quant-panels.ts: GEMM 128x2048x2048 Q4_K 2.1x the f32 panels, Q5_0 1.65x, Q4_0 1.42x
+// the two-row integer tiles it had since the tenth round, which gave each row the bits it has
+// alone). Q8_0's signed weights would take two 7-bit dots and a pair-add every 16 products (x's
+// a⁺ and a⁻, or two weight planes), where the nibbles take one dot and an add: probed on the AMD
+// EPYC VM, 61 against 117 G products/s, the f32 FMAs 34 (scratch/i8g/probe.ts): too little over
+// the f32 panels (a two-row integer tile for Q8_0 ran 0.74x of them). Not used:
 // i32x4.relaxed_dot_i8x16_i7x16_add_s, which Node 20's V8 computes wrongly: it ignores the
 // accumulator and doubles the sums (a = -1, b = 2, c = 100 gives -16 on Node 20.20, 92 on Deno
 // 2.9 and Bun 1.4), and Node 20 runs the relaxed build.
 //
 // Quantized activations (per x row, per block of 32, QA_BLOCK bytes): 64 bytes of 32 x i16 (simd
-// build) or of a⁺ then a⁻, 32 x i8 each (relaxed build), 32 x i8 (relaxed Q4_0, K-quants), an i32x4 [-8·sum,
+// build) or of a⁺ then a⁻, 32 x i8 each (relaxed build), 32 x i8 (relaxed Q4_0 / Q5_0 / Q4_1 / Q5_1, panels), an i32x4 [-8·sum,
 // 0, 0, 0], the f32 scale, the i32 sums of the first and of the last 16, the scale times the sum
 // (the last two for linear-kquant.ts). They are made by each call in its scratch, or once per x by
 // quantize_activations (LINEAR_X_QUANTIZED).
@@ -67,7 +64,7 @@ export const QK: i32 = 32;
 export const QA_BLOCK: usize = 128;
 const QA_NEG: usize = 32;
 export const QA_I8: usize = 64;
-const QA_CORR: usize = 96;
+export const QA_CORR: usize = 96;
 export const QA_SCALE: usize = 112;
 /** The i32 sums of the block's first and second 16 quantized activations (Q6_K's offsets). */
 export const QA_SUM16: usize = 116;
@@ -79,24 +76,16 @@ export const QA_DSUM: usize = 124;
  * (the GEMM_F32 path below) instead of on activations quantized to 8 bits, per weight format (a
  * WEIGHT_* code): where it measured faster (GEMM 1536x576, relaxed build, scratch/gemmwab.ts:
  * Q8_0 1.0x at 8 rows, 1.13-1.23x at 12, 1.3-1.47x from 24; Q4_0, whose 7-bit dots are cheaper,
- * 0.87x at 16, 1.04-1.1x from 32, now only in the simd build: the relaxed build's two-row tiles
- * beat the panels at every row count). K-quants (linear-kquant.ts): as Q8_0, except the relaxed
- * build's Q4_K / Q5_K (packed integer panels from PANEL_ROWS rows, linear-quant-panels.ts).
+ * 0.87x at 16, 1.04-1.1x from 32, the simd build's). K-quants (linear-kquant.ts): as Q8_0. The
+ * relaxed build's unsigned formats (Q4_0 / Q5_0 / Q4_1 / Q5_1 / Q4_K / Q5_K) never: packed integer
+ * panels from PANEL_ROWS rows (linear-quant-panels.ts).
  */
 // @ts-ignore: decorator
 @inline export function linearQuantF32Rows(format: i32): i32 {
-  if (format == WEIGHT_Q4_0) return ASC_FEATURE_RELAXED_SIMD ? i32.MAX_VALUE : 32;
-  // Q5_0's tiles pay for its fifth bits: 45-46 GFLOP/s from 8 to 128 rows where the panels run
-  // 47-56 from 12 (GEMM Mx1536x576, relaxed build, scratch/gemvk.ts); so Q5_0 takes them from 12.
-  if (format == WEIGHT_Q5_0) return ASC_FEATURE_RELAXED_SIMD ? 12 : 32;
-  if (panelFormat(format)) return i32.MAX_VALUE; // packed integer panels from PANEL_ROWS (linear-quant-panels.ts)
-  return 12; // Q8_0, IQ4_NL (Q8_0's dots), the other K-quants
+  if (panelFormat(format)) return i32.MAX_VALUE; // the relaxed build's packed integer panels from PANEL_ROWS (linear-quant-panels.ts)
+  if (format == WEIGHT_Q4_0 || format == WEIGHT_Q5_0) return 32; // (simd build)
+  return 12; // Q8_0, IQ4_NL (Q8_0's dots), the other K-quants, the simd build's Q4_1 / Q5_1 and K-quants
 }
-
-/** Rows of x from which the relaxed build's Q4_0 kernel takes two rows at a time (dotq4_2x2) instead of the GEMV's blocks. */
-const Q4_TILE_ROWS: i32 = 8;
-/** Weight rows per column block of the two-row tiles: 64 rows of K = 1536 are 55 KB of Q4_0 blocks, which the row pairs then read from the L2. */
-const Q4_TILE_COLS: i32 = 64;
 
 /** The rows of x from which the linear kernel of weight format `format` (a WEIGHT_* code) computes in f32: x not quantized, no LINEAR_X_QUANTIZED. */
 export function linear_quant_f32_rows(format: i32): i32 {
@@ -105,8 +94,8 @@ export function linear_quant_f32_rows(format: i32): i32 {
 
 /** Bytes of scratch a call takes: the quantized activations of M rows of K, or (from the rows where either format computes in f32) as much as an f32 weight panel if more. */
 export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
-  // (Relaxed build, from PANEL_ROWS rows of whole super-blocks: and after them a packed panel.)
-  const quantized = quantizedBytes(M, K) + (ASC_FEATURE_RELAXED_SIMD && K % SUPER_BLOCK == 0 && M >= PANEL_ROWS ? panelBytes(K) : 0);
+  // (Relaxed build, from PANEL_ROWS rows: and after them a packed panel.)
+  const quantized = quantizedBytes(M, K) + (ASC_FEATURE_RELAXED_SIMD && M >= PANEL_ROWS ? panelBytes(K) : 0);
   let fewest = i32.MAX_VALUE;
   for (let format = 0; format < WEIGHT_FORMAT_COUNT; format++) fewest = min(fewest, linearQuantF32Rows(format));
   return M >= fewest ? max(quantized, linear_panel_scratch_bytes(M, K)) : quantized;
@@ -312,6 +301,14 @@ const Q5_LANES = memory.data<u8>([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1
   return v128.or(nib, v128.and(i8x16.eq(v128.and(bytes, bit), bit), i8x16.splat(0x10)));
 }
 
+/** Weights 0-15 (high false) or 16-31 of a Q4_0 / Q4_1 / Q5_0 / Q5_1 block as unsigned bytes (0..15, 0..31). */
+// @ts-ignore: decorator
+@inline export function unsignedBlockWeights(wb: usize, high: bool, format: i32): v128 {
+  if (fiveBit(format)) return unsignedWeightsQ5(wb, high, format);
+  const q = v128.load(wb + nibblesAt(format));
+  return high ? highNibbles(q) : v128.and(q, i8x16.splat(0x0f));
+}
+
 /** IQ4_NL's 16 levels (ggml's kvalues_iq4nl), the table its nibbles index. */
 const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], 16);
 
@@ -470,7 +467,7 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   return nibbleDotRelaxed(v128.and(q, i8x16.splat(0x0f)), highNibbles(q), a0, a1, corr);
 }
 
-/** blockDotQ4Relaxed on a block's nibbles already split (low: weights 0-15, high: 16-31), which dotq4_2x2 shares between two rows. */
+/** blockDotQ4Relaxed on a block's nibbles already split (low: weights 0-15, high: 16-31; Q5_0 / Q5_1: with their fifth bits). */
 // @ts-ignore: decorator
 @inline function nibbleDotRelaxed(low: v128, high: v128, a0: v128, a1: v128, corr: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) {
@@ -539,75 +536,6 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   finish(y1, hasMin(format) ? hsum(acc1) + mins1 : hsum(acc1), addToY);
 }
 
-/**
- * Relaxed build, Q4_0 / Q5_0, many rows of x (a prefill chunk): output columns in blocks of
- * Q4_TILE_COLS weight rows, each block's rows two at a time against x's rows two at a time
- * (dotq4_2x2); a last odd row or column as the GEMV computes it.
- */
-// @ts-ignore: decorator
-@inline function offsetTiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, nb: i32, addToY: bool, format: i32): void {
-  for (let n0 = nBegin; n0 < nEnd; n0 += Q4_TILE_COLS) {
-    const n1 = min(n0 + Q4_TILE_COLS, nEnd);
-    let m = 0;
-    for (; m + 2 <= M; m += 2) {
-      const qa0 = qa + <usize>m * ldqa, y0 = y + <usize>m * ldy;
-      let n = n0;
-      for (; n + 2 <= n1; n += 2) dotq4_2x2(qa0, qa0 + ldqa, w + <usize>n * ldw, ldw, nb, y0 + (<usize>n << 2), ldy, addToY, format);
-      if (n < n1) {
-        finish(y0 + (<usize>n << 2), dotq_1x1(qa0, w + <usize>n * ldw, nb, format), addToY);
-        finish(y0 + ldy + (<usize>n << 2), dotq_1x1(qa0 + ldqa, w + <usize>n * ldw, nb, format), addToY);
-      }
-    }
-    if (m < M) {
-      const qa0 = qa + <usize>m * ldqa, y0 = y + <usize>m * ldy;
-      for (let n = n0; n < n1; n++) finish(y0 + (<usize>n << 2), dotq_1x1(qa0, w + <usize>n * ldw, nb, format), addToY);
-    }
-  }
-}
-
-/** offsetTiles for Q4_0 and for Q5_0: functions of their own (V8 allocates registers per function). */
-function q4Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, nb: i32, addToY: bool): void {
-  offsetTiles(qa, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY, WEIGHT_Q4_0);
-}
-function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, nb: i32, addToY: bool): void {
-  offsetTiles(qa, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY, WEIGHT_Q5_0);
-}
-
-/**
- * Relaxed build, Q4_0 / Q5_0: two activation rows (qa0, qa1) against two weight rows (w0, w0 + ldw),
- * each nibble vector and activation vector loaded once for two products; each output computed
- * exactly as dotq_1x1 computes it (blockDotQ4Relaxed's steps, the same order), so a prefill row
- * has the bits the same row has decoded alone. Outputs at y0, y0 + 4 and y0 + ldy, y0 + ldy + 4.
- */
-// @ts-ignore: decorator
-@inline function dotq4_2x2(qa0: usize, qa1: usize, w0: usize, ldw: usize, nb: i32, y0: usize, ldy: usize, addToY: bool, format: i32): void {
-  if (!ASC_FEATURE_RELAXED_SIMD) unreachable();
-  const w1 = w0 + ldw;
-  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
-  for (let b = 0; b < nb; b++) {
-    const a = qa0 + <usize>b * QA_BLOCK, a_ = qa1 + <usize>b * QA_BLOCK, o = <usize>b * blockBytes(format);
-    let l0: v128, h0: v128, l1: v128, h1: v128;
-    if (format == WEIGHT_Q5_0) {
-      l0 = unsignedWeightsQ5(w0 + o, false, format); h0 = unsignedWeightsQ5(w0 + o, true, format);
-      l1 = unsignedWeightsQ5(w1 + o, false, format); h1 = unsignedWeightsQ5(w1 + o, true, format);
-    } else {
-      const q0 = v128.load(w0 + o + 2), q1 = v128.load(w1 + o + 2);
-      l0 = v128.and(q0, i8x16.splat(0x0f)); h0 = highNibbles(q0); l1 = v128.and(q1, i8x16.splat(0x0f)); h1 = highNibbles(q1);
-    }
-    const x0 = activations(a, 0, format), x1 = activations(a, 1, format), z0 = activations(a_, 0, format), z1 = activations(a_, 1, format);
-    const d0 = halfAtScaled(w0 + o), d1 = halfAtScaled(w1 + o), da = load<f32>(a + QA_SCALE), da_ = load<f32>(a_ + QA_SCALE);
-    const k0 = correction(a, format), k1 = correction(a_, format);
-    c00 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l0, h0, x0, x1, k0)), f32x4.splat(d0 * da), c00);
-    c01 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l1, h1, x0, x1, k0)), f32x4.splat(d1 * da), c01);
-    c10 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l0, h0, z0, z1, k1)), f32x4.splat(d0 * da_), c10);
-    c11 = fmadd(f32x4.convert_i32x4_s(nibbleDotRelaxed(l1, h1, z0, z1, k1)), f32x4.splat(d1 * da_), c11);
-  }
-  finish(y0, hsum(c00), addToY);
-  finish(y0 + 4, hsum(c01), addToY);
-  finish(y0 + ldy, hsum(c10), addToY);
-  finish(y0 + ldy + 4, hsum(c11), addToY);
-}
-
 /** A weight block (at wb) against an activation block (at a), as i32x4 partial sums. */
 // @ts-ignore: decorator
 @inline function blockDotAt(wb: usize, a: usize, format: i32): v128 {
@@ -653,8 +581,8 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
 /**
  * The linear layer for every block-quantized format (a WEIGHT_* code): the f32 GEMM on dequantized
  * panels from linearQuantF32Rows rows, else integer dots on quantized x (the relaxed build's
- * packed panels for Q4_K / Q5_K from PANEL_ROWS rows, its two-row tiles for Q4_0 / Q5_0 from
- * Q4_TILE_ROWS rows, the GEMV otherwise); the block arithmetic is this file's for 32-blocks,
+ * packed panels for unsigned weights from PANEL_ROWS rows, the GEMV otherwise); the block
+ * arithmetic is this file's for 32-blocks,
  * linear-kquant.ts's for super-blocks, linear-quant-panels.ts's for the packed panels.
  */
 // @ts-ignore: decorator
@@ -691,12 +619,9 @@ function q5Tiles(qa: usize, ldqa: usize, w: usize, ldw: usize, y: usize, ldy: us
     if (!quantizedX) quantize_activations(x, M, K, scratch, 0, M * nb);
     const qa = quantizedX ? x : scratch;
     if (panelFormat(format) && M >= PANEL_ROWS) {
-      panelGemm(qa + <usize>M * ldqa, w, ldw, y, ldy, M, nBegin, nEnd, K / SUPER_BLOCK, addToY, quantizedX ? scratch : scratch + <usize>quantizedBytes(M, K), format);
-    } else if (ASC_FEATURE_RELAXED_SIMD && offsetWeights(format) && M >= Q4_TILE_ROWS) {
-      if (format == WEIGHT_Q5_0) q5Tiles(qa, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
-      else q4Tiles(qa, ldqa, w, ldw, y, ldy, M, nBegin, nEnd, nb, addToY);
+      panelGemm(qa, w, ldw, y, ldy, M, nBegin, nEnd, K, addToY, quantizedX ? scratch : scratch + <usize>quantizedBytes(M, K), format);
     } else {
-      // GEMV, for every row of x below linearQuantF32Rows (below Q4_TILE_ROWS for the relaxed build's Q4_0:
+      // GEMV, for every row of x below linearQuantF32Rows (below PANEL_ROWS for the relaxed build's panel formats:
       // a decode step, a batch of sequences decoding together): weight rows in blocks
       // (gemvBlockRows), each block's rows from its four quarters, the first two quarters' rows
       // then the last two's (dotq_1x2): four sequential streams from memory at once. From memory (weights past the L2, as a model's are) four
