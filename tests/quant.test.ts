@@ -204,10 +204,10 @@ for (const build of BUILDS) {
         const from = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);
         if (from === 2147483647) {
           // Every row count reads x quantized (the relaxed build's Q4_0 / Q5_0 / Q4_1 / Q5_1): llama.cpp's
-          // arithmetic; from 8 rows in packed panels (row tiles of 4 and their tails, column groups of 4
+          // arithmetic; from 12 rows in packed panels (row tiles of 4 and their tails, column groups of 4
           // and theirs, K tails, more columns than a panel block), below in the GEMV, each row the
           // bits it has in a call of its own (a decode step).
-          for (const [M, N, K] of [[8, 7, 31], [9, 13, 33], [37, 70, 576], [16, 5, 1000], [128, 3, 64], [6, 11, 100], [13, 1700, 96]] as const) {
+          for (const [M, N, K] of [[8, 7, 31], [11, 13, 33], [37, 70, 576], [16, 5, 1000], [128, 3, 64], [12, 11, 100], [13, 1700, 96]] as const) {
             const w = randomArray(N * K, 31 + K), x = randomArray(M * K, 32 + M), bias = randomArray(N, 33);
             const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N), y1 = rt.alloc(N);
             try {
@@ -217,7 +217,7 @@ for (const build of BUILDS) {
                 const want = ref[i]! + bias[i % N]!;
                 assert.ok(Math.abs(yb.array[i]! - want) <= 1e-5 * (1 + Math.abs(want)), `${M}x${N}x${K} element ${i}: ${yb.array[i]} vs ${want}`);
               }
-              for (let m = 0; m < (M < 8 ? M : 0); m++) {
+              for (let m = 0; m < (M < 12 ? M : 0); m++) {
                 const row = rt.upload(x.subarray(m * K, (m + 1) * K));
                 rt.linearInto({ x: row, weight: wb, bias: bb, out: y1, inFeatures: K, outFeatures: N });
                 assert.deepEqual(y1.toFloat32Array(), yb.toFloat32Array().subarray(m * N, (m + 1) * N), `${M}x${N}x${K}, row ${m} alone`);
@@ -325,15 +325,15 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
     for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const) {
       // The relaxed build's K-quant GEMV reads x quantized per 256 (one scale a super-block, as llama.cpp's Q8_K).
       const block = build === "relaxed" ? 256 : 32;
-      it(`${build} build, ${dtype}: equals the float64 emulation (the stored weights times activations quantized per ${block}) for GEMV rows, batches and prefill-size calls, with a bias; rows alone give their bits below the packed panels' 8 rows`, async () => {
+      it(`${build} build, ${dtype}: equals the float64 emulation (the stored weights times activations quantized per ${block}) for GEMV rows, batches and prefill-size calls, with a bias; rows alone give their bits below the packed panels' 12 rows`, async () => {
         const rt = await runtimeFor(build);
         const from = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);
         // Packed integer panels (the relaxed build's Q4_K / Q5_K) read x quantized at every row count.
         const panels = from === 2147483647;
         assert.ok(panels ? build === "relaxed" && (dtype === "q4_k" || dtype === "q5_k") : from >= 4 && from <= 64, `${from}`);
-        const gemv = [[1, 1, 256], [1, 37, 512], [3, 13, 1536], [Math.min(from, 8) - 1, 9, 768], [2, 301, 256]] as const;
+        const gemv = [[1, 1, 256], [1, 37, 512], [3, 13, 1536], [Math.min(from, 12) - 1, 9, 768], [2, 301, 256]] as const;
         // Panels: row tiles of 4 and their tails, column groups of 4 and theirs, panel blocks of columns (K = 4096: 12 a block).
-        const packed = [[8, 7, 256], [37, 70, 1536], [11, 5, 1024], [13, 29, 4096], [128, 3, 512]] as const;
+        const packed = [[12, 7, 256], [37, 70, 1536], [15, 5, 1024], [13, 29, 4096], [128, 3, 512]] as const;
         for (const [M, N, K] of panels ? [...gemv, ...packed] : gemv) {
           const w = randomArray(N * K, 11 + K), x = randomArray(M * K, 12 + M), bias = randomArray(N, 13);
           const wb = rt.upload(w, dtype, K), xb = rt.upload(x), bb = rt.upload(bias), yb = rt.alloc(M * N), y1 = rt.alloc(N);
@@ -344,7 +344,7 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
               const want = ref[i]! + bias[i % N]!;
               assert.ok(Math.abs(yb.array[i]! - want) <= 1e-6 * magnitude[i]! + 1e-6, `${M}x${N}x${K} element ${i}: ${yb.array[i]} vs ${want}`);
             }
-            if (M < 8) {
+            if (M < 12) {
               const m = M - 1, row = rt.upload(x.subarray(m * K, (m + 1) * K));
               rt.linearInto({ x: row, weight: wb, bias: bb, out: y1, inFeatures: K, outFeatures: N });
               assert.deepEqual(y1.toFloat32Array(), yb.toFloat32Array().subarray(m * N, (m + 1) * N), `${M}x${N}x${K}, row ${m} alone`);
@@ -429,7 +429,7 @@ describe("block-quantized weights: buffers, threads and models", function () {
     for (const build of BUILDS) {
       const rt = await runtimeFor(build);
       for (const dtype of ALL_DTYPES) {
-        for (const [M, N, K] of [[1, 9, 256], [7, 9, 512], [8, 70, 256], [13, 600, 64], [37, 5, 1024], [130, 33, 96]] as const) {
+        for (const [M, N, K] of [[1, 9, 256], [11, 9, 512], [12, 70, 256], [13, 600, 64], [37, 5, 1024], [130, 33, 96]] as const) {
           if (K % QUANT_BLOCK_WEIGHTS[dtype] !== 0) continue;
           const bytes = rt.kernels.linear_quant_scratch_bytes(M, K), tail = 4096;
           const wb = rt.upload(randomArray(N * K, 5), dtype, K), xb = rt.upload(randomArray(M * K, 6)), yb = rt.alloc(M * N);
@@ -500,7 +500,7 @@ describe("block-quantized weights: buffers, threads and models", function () {
       for (const dtype of ALL_DTYPES) {
         // 11: the most rows that read quantized x in every format; 37 rows (two-row tiles) where a build reads it quantized at any count.
         const shapes: [number, number, number][] = [[1, 1031, 512], [2, 301, 96], [11, 300, 250], [11, 300, 768]].filter(([, , K]) => K! % QUANT_BLOCK_WEIGHTS[dtype] === 0) as [number, number, number][];
-        // (K-quants in the relaxed build: packed integer panels from 8 rows, a 4-row tile's tail of 1.)
+        // (The relaxed build's unsigned formats: packed integer panels from 12 rows, a 4-row tile's tail of 1.)
         if (runtimes[0]!.readsQuantizedX(dtype, 37)) shapes.push(...([[37, 70, 576], [37, 70, 512]] as [number, number, number][]).filter(([, , K]) => K % QUANT_BLOCK_WEIGHTS[dtype] === 0));
         for (const [M, N, K] of shapes) {
           const w = randomArray(N * K, 8), x = randomArray(M * K, 9), y0 = randomArray(M * N, 10);

@@ -34,8 +34,13 @@ const P_SCALES: usize = 1024, P_MINS: usize = 1152, P_D: usize = 1216, P_DMIN: u
 /** Bytes of a column block's panel, at most: the row tiles read it from the L2 while they sweep x. */
 const PANEL_BUDGET: usize = 256 << 10;
 
-/** Rows of x from which a panel format's call packs panels (below: the GEMV's block dots per row; GEMM 128x2048x2048 Q4_K at 4 rows 0.77 ms in panels against 0.54-0.60 in the GEMV, at 8 rows level). */
-export const PANEL_ROWS: i32 = 8;
+/**
+ * Rows of x from which a panel format's call packs panels (below: the GEMV's block dots per row,
+ * each row the bits it has alone, so a server's decode steps of up to 11 sequences give each the
+ * tokens it would get alone, as Q8_0's f32 threshold does; GEMM 2048x2048 Q4_K: at 4 rows 0.77 ms
+ * in panels against 0.54-0.60 in the GEMV, at 8 rows about level).
+ */
+export const PANEL_ROWS: i32 = 12;
 
 /** Weight formats with packed panels for PANEL_ROWS rows and more (relaxed build): the K-quants Q4_K, Q5_K and the 32-blocks with unsigned weights. */
 // @ts-ignore: decorator

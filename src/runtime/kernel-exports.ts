@@ -118,7 +118,7 @@ export const KERNELS = {
   /** IEEE half weights, likewise */
   linear_f16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f16", scratchBytes: "linear_panel_scratch_bytes" },
   linear_panel_scratch_bytes: { from: "kernels/linear", params: ["M", "K"], returns: true },
-  /** Q8_0 / Q4_0 / Q5_0 / IQ4_NL / Q4_1 / Q5_1 weights (GGUF block layout); scratch: the quantized activations, or from linear_quant_f32_rows rows a dequantized weight panel */
+  /** Q8_0 / Q4_0 / Q5_0 / IQ4_NL / Q4_1 / Q5_1 weights (GGUF block layout); scratch: the quantized activations, or from linear_quant_f32_rows rows a dequantized weight panel, or (relaxed build, Q4_0 / Q5_0 / Q4_1 / Q5_1 from 12 rows) after them a packed integer weight panel */
   linear_q8_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q8_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q4_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q4_0", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q5_0: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q5_0", scratchBytes: "linear_quant_scratch_bytes" },
@@ -130,7 +130,7 @@ export const KERNELS = {
   linear_quant_f32_rows: { from: "kernels/linear-quant", params: ["format"], returns: true },
   /** Quantizes x's 32-blocks [blockBegin, blockEnd) (row by row) for the block-quantized kernels with LINEAR_X_QUANTIZED */
   quantize_activations: { from: "kernels/linear-quant", params: ["x", "M", "K", "qa", "blockBegin", "blockEnd"], pool: true },
-  /** Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weights (GGUF super-blocks of 256: K a multiple of 256); scratch as linear_q8_0's, or (relaxed build, Q4_K / Q5_K from 8 rows) after x quantized a packed integer weight panel */
+  /** Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weights (GGUF super-blocks of 256: K a multiple of 256); scratch as linear_q8_0's, or (relaxed build, Q4_K / Q5_K from 12 rows) after x quantized a packed integer weight panel */
   linear_q2_k: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q2_k", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q3_k: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q3_k", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q4_k: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q4_k", scratchBytes: "linear_quant_scratch_bytes" },
