@@ -23,6 +23,7 @@ import { seededArray as random, seededTrainedLike } from "../src/random.ts";
 import { Sampler } from "../src/model/sampling.ts";
 import { bufferBytes, type BufferDtype } from "../src/memory/wasm-buffer.ts";
 import { isQuantDtype } from "../src/formats/quant.ts";
+import { WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : undefined; };
@@ -40,6 +41,19 @@ function fmaPeakGflops(rt: Runtime): number {
     for (let i = 0; i < 20; i++) rt.kernels.probe_fma(10_000); // reach the optimizing tier
     peak = (96 * iters) / measure(() => rt.kernels.probe_fma(iters), { maxTimeS: 1, minSamples: 10 }).minMs / 1e6;
     peakCache.set(rt.build, peak);
+  }
+  return peak;
+}
+
+const dotPeakCache = new Map<KernelBuild, number>();
+/** G operations/s (a product and an add each) of the integer panels' 7-bit dot and 16-bit add (relaxed build). */
+function dotPeakGops(rt: Runtime): number {
+  let peak = dotPeakCache.get(rt.build);
+  if (peak === undefined) {
+    const iters = 1_000_000;
+    for (let i = 0; i < 20; i++) rt.kernels.probe_dot_i7(10_000);
+    peak = (384 * iters) / measure(() => rt.kernels.probe_dot_i7(iters), { maxTimeS: 1, minSamples: 10 }).minMs / 1e6;
+    dotPeakCache.set(rt.build, peak);
   }
   return peak;
 }
@@ -82,9 +96,10 @@ interface Row {
 const rows: Row[] = [];
 
 function record(rt: Runtime, kind: Row["kind"], name: string, flops: number, bytes: number, ours: Timing,
-  anchors: Record<string, Timing | undefined>, maxDiffVsOrt?: number): void {
+  anchors: Record<string, Timing | undefined>, maxDiffVsOrt?: number, integerPanels = false): void {
   const memMs = bytes / (readGBps(rt, bytes) * 1e6);
-  const fmaMs = flops / (fmaPeakGflops(rt) * 1e6);
+  // Computed in the integer panels' 7-bit dots (16 products an instruction): against their peak, not the FMAs'.
+  const fmaMs = flops / ((integerPanels ? dotPeakGops(rt) : fmaPeakGflops(rt)) * 1e6);
   const rooflineMs = Math.max(memMs, fmaMs);
   const row: Row = {
     kind, name, build: rt.build, flops, bytes, ms: ours.medianMs,
@@ -144,7 +159,9 @@ async function matmulCase(runtimes: Runtime[], M: number, N: number, K: number, 
         const args = { x: xb, weight: wb, out, inFeatures: K, outFeatures: N };
         for (let i = 0; i < 5; i++) rt.linearInto(args);
         const t = measure(() => rt.linearInto(args));
-        record(rt, "matmul", `${M}x${N}x${K}${weights === "f32" ? "" : ` ${weights} weights`}`, flops, bytes, t, { "onnxruntime-web": ortT, "tfjs-wasm": tfT, "plain JS": jsT });
+        // The relaxed build's unsigned formats (no f32 rows) pack integer panels from 12 rows.
+        const panels = isQuantDtype(weights) && M >= 12 && rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[weights]) === 2147483647;
+        record(rt, "matmul", `${M}x${N}x${K}${weights === "f32" ? "" : ` ${weights} weights`}`, flops, bytes, t, { "onnxruntime-web": ortT, "tfjs-wasm": tfT, "plain JS": jsT }, undefined, panels);
       } finally { for (const b of [xb, wb, out]) b.free(); }
     }
   } finally { tf.dispose(); await ort.dispose(); }
@@ -251,12 +268,13 @@ async function main(): Promise<void> {
     console.log(`quality = gqa-wasm eval's measures over ${qualityRows[0]!.tokens} next-token predictions (windows of 128 pseudo-random ids).`);
   }
   console.log("");
-  console.log("x anchor = anchor median time / our median time (higher is better). roofline = max(bytes / read GB/s at that size, FLOPs / FMA peak), both probes at their fastest sample.");
+  console.log("x anchor = anchor median time / our median time (higher is better). roofline = max(bytes / read GB/s at that size, FLOPs / FMA peak; for the relaxed build's integer-panel GEMMs FLOPs / the 7-bit dot peak), the probes at their fastest sample.");
   const probes = {
     fmaPeakGflops: Object.fromEntries([...peakCache]),
+    dotI7PeakGops: Object.fromEntries([...dotPeakCache]),
     readGBpsByBytes: Object.fromEntries([...readCache].map(([k, v]) => [k, +v.toFixed(2)])),
   };
-  if (peakCache.size > 0) console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}`);
+  if (peakCache.size > 0) console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}${dotPeakCache.size > 0 ? `; 7-bit dot peak ${[...dotPeakCache].map(([b, g]) => `${b} ${g.toFixed(1)} GOP/s`).join(", ")}` : ""}`);
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, JSON.stringify({
     date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows, modelRows, qualityRows, samplingRows, ...serve,

@@ -167,6 +167,8 @@ export const KERNELS = {
   exp_f32: { from: "math/exp", params: ["x", "out", "n"] },
   probe_read: { from: "kernels/probes", params: ["ptr", "bytes", "reps"], returns: true },
   probe_fma: { from: "kernels/probes", params: ["iters"], returns: true },
+  /** The integer panels' 7-bit dot and 16-bit add, 12 chains (384 · iters operations; relaxed build) */
+  probe_dot_i7: { from: "kernels/probes", params: ["iters"], returns: true },
 } as const satisfies Record<string, KernelSpec>;
 
 export type KernelName = keyof typeof KERNELS;
