@@ -186,7 +186,9 @@ async function loadOrRefuse(rt: Runtime, files: Files): Promise<void> {
     return;
   }
   try {
-    const result = await model.generate([1, 2], { maxNewTokens: 2, temperature: 0 }).done;
+    // A 13-token prompt: its prefill takes the linear kernels' GEMM paths (f32 or integer panels from 12 rows), decode the GEMV.
+    const prompt = Array.from({ length: 13 }, (_, i) => (i * 7 + 1) % model.config.vocabSize);
+    const result = await model.generate(prompt, { maxNewTokens: 2, temperature: 0 }).done;
     if (result.tokens.length === 0 || result.tokens.some((t) => !(t >= 0 && t < model.config.vocabSize))) throw new Error(`generated ${JSON.stringify(result.tokens)}`);
     if (model.tokenizer?.hasChatTemplate) {
       try { model.tokenizer.applyChatTemplate([{ role: "user", content: "hi" }]); } catch (e) { expectOnly(e, TemplateError); }
