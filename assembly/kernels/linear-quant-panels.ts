@@ -145,10 +145,10 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
   }
 }
 
-/** h plus the 16 products of x's 4 bytes at a (broadcast) with the panel vector w: 2 pair sums a column. */
+/** h plus the 16 products of x's 4 bytes (broadcast in x4) with the panel vector w: 2 pair sums a column. */
 // @ts-ignore: decorator
-@inline function step4(h: v128, a: usize, w: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) return i16x8.add(h, i16x8.relaxed_dot_i8x16_i7x16_s(v128.load32_splat(a), w));
+@inline function step4(h: v128, x4: v128, w: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return i16x8.add(h, i16x8.relaxed_dot_i8x16_i7x16_s(x4, w));
   return unreachable();
 }
 
@@ -192,16 +192,33 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
     for (let s = 0; s < 8; s++) {
       const sc = v128.load(ps + P_SCALES + (<usize>s << 4)), pw = ps + (<usize>s << 7), o = SUPER_I8 + (<usize>s << 5);
       let h0 = i32x4.splat(0), h1 = i32x4.splat(0), h2 = i32x4.splat(0), h3 = i32x4.splat(0);
-      for (let t: usize = 0; t < 8; t++) {
-        const w = v128.load(pw + (t << 4)), at = o + (t << 2);
-        h0 = step4(h0, a0 + at, w);
-        if (rows > 1) { h1 = step4(h1, a1 + at, w); h2 = step4(h2, a2 + at, w); h3 = step4(h3, a3 + at, w); }
-        if (five && t == 3) { // Q5_K: flush the first half's sums
-          i0 = i32x4.add(i0, i32x4.dot_i16x8_s(h0, sc)); h0 = i32x4.splat(0);
-          if (rows > 1) {
-            i1 = i32x4.add(i1, i32x4.dot_i16x8_s(h1, sc)); i2 = i32x4.add(i2, i32x4.dot_i16x8_s(h2, sc)); i3 = i32x4.add(i3, i32x4.dot_i16x8_s(h3, sc));
-            h1 = i32x4.splat(0); h2 = i32x4.splat(0); h3 = i32x4.splat(0);
+      if (five) {
+        for (let t: usize = 0; t < 8; t++) {
+          const w = v128.load(pw + (t << 4)), at = o + (t << 2);
+          h0 = step4(h0, v128.load32_splat(a0 + at), w);
+          if (rows > 1) { h1 = step4(h1, v128.load32_splat(a1 + at), w); h2 = step4(h2, v128.load32_splat(a2 + at), w); h3 = step4(h3, v128.load32_splat(a3 + at), w); }
+          if (t == 3) { // Q5_K: flush the first half's sums
+            i0 = i32x4.add(i0, i32x4.dot_i16x8_s(h0, sc)); h0 = i32x4.splat(0);
+            if (rows > 1) {
+              i1 = i32x4.add(i1, i32x4.dot_i16x8_s(h1, sc)); i2 = i32x4.add(i2, i32x4.dot_i16x8_s(h2, sc)); i3 = i32x4.add(i3, i32x4.dot_i16x8_s(h3, sc));
+              h1 = i32x4.splat(0); h2 = i32x4.splat(0); h3 = i32x4.splat(0);
+            }
           }
+        }
+      } else {
+        // Weights to 15: the 8 steps two an iteration, the pointers advanced (constant offsets within
+        // it): GEMM 128x2048x2048 Q4_K 1.06x, Q4_0 1.03x over a step an iteration; a whole run spelled
+        // out ran 1.37x slower (TurboFan hoisted its loads and spilled), and so two an iteration with
+        // Q5's flush inside the loop (1.2x slower) or in a loop of runs (1.15x).
+        let q = pw, x0 = a0 + o, x1 = x0 + ldqa, x2 = x1 + ldqa, x3 = x2 + ldqa;
+        for (let k = 0; k < 4; k++) {
+          let w = v128.load(q);
+          h0 = step4(h0, v128.load32_splat(x0), w);
+          if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1), w); h2 = step4(h2, v128.load32_splat(x2), w); h3 = step4(h3, v128.load32_splat(x3), w); }
+          w = v128.load(q, 16);
+          h0 = step4(h0, v128.load32_splat(x0, 4), w);
+          if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1, 4), w); h2 = step4(h2, v128.load32_splat(x2, 4), w); h3 = step4(h3, v128.load32_splat(x3, 4), w); }
+          q += 32; x0 += 8; x1 += 8; x2 += 8; x3 += 8;
         }
       }
       i0 = i32x4.add(i0, i32x4.dot_i16x8_s(h0, sc));
@@ -227,16 +244,30 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
     const pb = p + <usize>b * PANEL_BLOCK, a0 = a + <usize>b * QA_BLOCK, a1 = a0 + ldqa, a2 = a1 + ldqa, a3 = a2 + ldqa;
     let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
     let h0 = i32x4.splat(0), h1 = i32x4.splat(0), h2 = i32x4.splat(0), h3 = i32x4.splat(0);
-    for (let t: usize = 0; t < 8; t++) {
-      const w = v128.load(pb + (t << 4)), at = QA_I8 + (t << 2);
-      h0 = step4(h0, a0 + at, w);
-      if (rows > 1) { h1 = step4(h1, a1 + at, w); h2 = step4(h2, a2 + at, w); h3 = step4(h3, a3 + at, w); }
-      if (five && t == 3) { // the first half's sums into i32 before they can overflow
-        i0 = i32x4.extadd_pairwise_i16x8_s(h0); h0 = i32x4.splat(0);
-        if (rows > 1) {
-          i1 = i32x4.extadd_pairwise_i16x8_s(h1); i2 = i32x4.extadd_pairwise_i16x8_s(h2); i3 = i32x4.extadd_pairwise_i16x8_s(h3);
-          h1 = i32x4.splat(0); h2 = i32x4.splat(0); h3 = i32x4.splat(0);
+    if (five) {
+      for (let t: usize = 0; t < 8; t++) {
+        const w = v128.load(pb + (t << 4)), at = QA_I8 + (t << 2);
+        h0 = step4(h0, v128.load32_splat(a0 + at), w);
+        if (rows > 1) { h1 = step4(h1, v128.load32_splat(a1 + at), w); h2 = step4(h2, v128.load32_splat(a2 + at), w); h3 = step4(h3, v128.load32_splat(a3 + at), w); }
+        if (t == 3) { // the first half's sums into i32 before they can overflow
+          i0 = i32x4.extadd_pairwise_i16x8_s(h0); h0 = i32x4.splat(0);
+          if (rows > 1) {
+            i1 = i32x4.extadd_pairwise_i16x8_s(h1); i2 = i32x4.extadd_pairwise_i16x8_s(h2); i3 = i32x4.extadd_pairwise_i16x8_s(h3);
+            h1 = i32x4.splat(0); h2 = i32x4.splat(0); h3 = i32x4.splat(0);
+          }
         }
+      }
+    } else {
+      // Weights to 15: two steps an iteration (see superTile).
+      let pw = pb, x0 = a0 + QA_I8, x1 = x0 + ldqa, x2 = x1 + ldqa, x3 = x2 + ldqa;
+      for (let k = 0; k < 4; k++) {
+        let w = v128.load(pw);
+        h0 = step4(h0, v128.load32_splat(x0), w);
+        if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1), w); h2 = step4(h2, v128.load32_splat(x2), w); h3 = step4(h3, v128.load32_splat(x3), w); }
+        w = v128.load(pw, 16);
+        h0 = step4(h0, v128.load32_splat(x0, 4), w);
+        if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1, 4), w); h2 = step4(h2, v128.load32_splat(x2, 4), w); h3 = step4(h3, v128.load32_splat(x3, 4), w); }
+        pw += 32; x0 += 8; x1 += 8; x2 += 8; x3 += 8;
       }
     }
     const d = v128.load(pb + B_D);
