@@ -498,7 +498,7 @@ describe("block-quantized weights: buffers, threads and models", function () {
     const runtimes = [await createRuntime(), await createRuntime({ threads: 2 }), await createRuntime({ threads: 3 })];
     try {
       for (const dtype of ALL_DTYPES) {
-        // 11: the most rows that read quantized x in every format; 37 rows (two-row tiles) where a build reads it quantized at any count.
+        // 11: the most rows that read quantized x in every format; 37 rows (integer panels) where a build reads it quantized at any count.
         const shapes: [number, number, number][] = [[1, 1031, 512], [2, 301, 96], [11, 300, 250], [11, 300, 768]].filter(([, , K]) => K! % QUANT_BLOCK_WEIGHTS[dtype] === 0) as [number, number, number][];
         // (The relaxed build's unsigned formats: packed integer panels from 12 rows, a 4-row tile's tail of 1.)
         if (runtimes[0]!.readsQuantizedX(dtype, 37)) shapes.push(...([[37, 70, 576], [37, 70, 512]] as [number, number, number][]).filter(([, , K]) => K % QUANT_BLOCK_WEIGHTS[dtype] === 0));

@@ -1,6 +1,6 @@
 import { fmadd } from "../simd";
 import { finish } from "./dot-nt";
-import { halfAt, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
+import { blockBytes, halfAt, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
 import { q4kScaleMin, q4kWeights, QA_SUPER, SUPER_I8, SUPER_SUM32, superBytes } from "./linear-kquant";
 import { WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_1, WEIGHT_Q5_K } from "../abi";
 
@@ -80,6 +80,17 @@ export function panelBytes(K: i32): i32 {
   return max(<i32>PANEL_BUDGET, <i32>groupBytes(K, WEIGHT_Q4_0));
 }
 
+/** 16 weights of each of 4 columns (v0..v3) as 4 panel steps at q: step t holds each column's weights 4t..4t+3 (a transpose of i32 lanes). */
+// @ts-ignore: decorator
+@inline function storeSteps(q: usize, v0: v128, v1: v128, v2: v128, v3: v128): void {
+  const t0 = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), t1 = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
+  const t2 = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), t3 = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
+  v128.store(q, v128.shuffle<i64>(t0, t1, 0, 2));
+  v128.store(q, v128.shuffle<i64>(t0, t1, 1, 3), 16);
+  v128.store(q, v128.shuffle<i64>(t2, t3, 0, 2), 32);
+  v128.store(q, v128.shuffle<i64>(t2, t3, 1, 3), 48);
+}
+
 /** Columns [n0, min(n0 + 4, nEnd)) of Q4_K / Q5_K weights (rows of ldw bytes at w, nsb super-blocks) as panel super-blocks at dst; columns past nEnd are zeros. */
 function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usize, format: i32): void {
   const bytes = superBytes(format), cols = min(4, nEnd - n0);
@@ -92,14 +103,7 @@ function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usiz
         const v1 = cols > 1 ? q4kWeights(w0 + ldw, s, part, format) : i32x4.splat(0);
         const v2 = cols > 2 ? q4kWeights(w0 + 2 * ldw, s, part, format) : i32x4.splat(0);
         const v3 = cols > 3 ? q4kWeights(w0 + 3 * ldw, s, part, format) : i32x4.splat(0);
-        // Transposed as i32 lanes: step t holds lane t (weights 4t..4t+3) of each column.
-        const t0 = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), t1 = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
-        const t2 = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), t3 = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
-        const q = p + (<usize>(s * 8 + part * 4) << 4);
-        v128.store(q, v128.shuffle<i64>(t0, t1, 0, 2));
-        v128.store(q, v128.shuffle<i64>(t0, t1, 1, 3), 16);
-        v128.store(q, v128.shuffle<i64>(t2, t3, 0, 2), 32);
-        v128.store(q, v128.shuffle<i64>(t2, t3, 1, 3), 48);
+        storeSteps(p + (<usize>(s * 8 + part * 4) << 4), v0, v1, v2, v3);
       }
     }
     for (let c = 0; c < 4; c++) {
@@ -119,7 +123,7 @@ function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usiz
 
 /** Columns [n0, min(n0 + 4, nEnd)) of Q4_0 / Q5_0 / Q4_1 / Q5_1 weights (rows of ldw bytes at w, nb blocks) as panel blocks at dst; columns past nEnd are zeros. */
 function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usize, format: i32): void {
-  const bytes: usize = format == WEIGHT_Q5_1 ? 24 : format == WEIGHT_Q5_0 ? 22 : format == WEIGHT_Q4_1 ? 20 : 18, cols = min(4, nEnd - n0);
+  const bytes = blockBytes(format), cols = min(4, nEnd - n0);
   const mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1;
   for (let b = 0; b < nb; b++) {
     const p = dst + <usize>b * PANEL_BLOCK, w0 = w + <usize>n0 * ldw + <usize>b * bytes;
@@ -129,13 +133,7 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
       const v1 = cols > 1 ? unsignedBlockWeights(w0 + ldw, high, format) : i32x4.splat(0);
       const v2 = cols > 2 ? unsignedBlockWeights(w0 + 2 * ldw, high, format) : i32x4.splat(0);
       const v3 = cols > 3 ? unsignedBlockWeights(w0 + 3 * ldw, high, format) : i32x4.splat(0);
-      const t0 = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), t1 = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
-      const t2 = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), t3 = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
-      const q = p + (<usize>part << 6);
-      v128.store(q, v128.shuffle<i64>(t0, t1, 0, 2));
-      v128.store(q, v128.shuffle<i64>(t0, t1, 1, 3), 16);
-      v128.store(q, v128.shuffle<i64>(t2, t3, 0, 2), 32);
-      v128.store(q, v128.shuffle<i64>(t2, t3, 1, 3), 48);
+      storeSteps(p + (<usize>part << 6), v0, v1, v2, v3);
     }
     for (let c = 0; c < 4; c++) {
       const wb = w0 + <usize>c * ldw, live = c < cols;

@@ -479,8 +479,9 @@ export class Runtime {
     const kernel = LINEAR_KERNELS[dtype], sizer = (KERNELS[kernel] as { scratchBytes?: "linear_panel_scratch_bytes" | "linear_quant_scratch_bytes" }).scratchBytes;
     const quantizes = this.readsQuantizedX(dtype, s.rows);
     if (quantizedX !== undefined && !quantizes) throw new RangeError(`linear: quantized activations are for quantized weights below ${this.quantF32Rows(dtype)} rows, not ${dtype} x ${s.rows}`);
-    // Each job its own scratch: quantized activations, a widened weight panel, or a packed one.
-    // With quantizedX the kernel reads x quantized there (LINEAR_X_QUANTIZED).
+    // Each job its own scratch: quantized activations, a widened weight panel, or a packed one
+    // (with quantizedX, where the kernel reads x quantized (LINEAR_X_QUANTIZED), only the packed
+    // panel is written: the sizer's bytes cover it).
     const bytes = sizer ? this.kernels[sizer](s.rows, s.inFeatures) : 0;
     const flags = (accumulate ? CODES.LINEAR_ACCUMULATE : 0) | (quantizedX !== undefined ? CODES.LINEAR_X_QUANTIZED : 0);
     const job = (t: number, n0: number, n1: number, claim?: Claim): Job => ({

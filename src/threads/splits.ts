@@ -68,7 +68,8 @@ export function columnSplits(outFeatures: number, threads: number): [number, num
  * How the threads share a linear layer's output columns (see Claim): the columns a thread claims
  * at a time, and the pieces the last chunk per thread's worth is cut into. `gemv`: the kernel
  * streams the weights once per row of x (fewer than 4 rows; quantized weights below their f32
- * rows, which the relaxed build's Q4_0 two-row tiles fall under at any row count): one chunk per thread (multiples of 16, the kernel's 4-row tiles), no smaller pieces: a
+ * rows, which the relaxed build's integer panels fall under at any row count: each chunk packs
+ * its own columns): one chunk per thread (multiples of 16, the kernel's 4-row tiles), no smaller pieces: a
  * decode GEMV streams its weights from memory, and each call starts its four streams anew
  * (~0.7 us each on the AMD EPYC VM: a 576x576 bf16 GEMV on cold weights cut into 11 calls took
  * 1.23x one call's time, 2 calls 1.03x; scratch/claimcost.ts), so a SmolLM2 decode step at 2
