@@ -398,7 +398,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
  * bits 2·(g >> 2)), moved to bits 6-7 of their byte by an i32 multiply by 2^(6 - 2·(g >> 2)).
  */
 // @ts-ignore: decorator
-@inline function lowBitScales(wb: usize, format: i32): v128 {
+@inline export function lowBitScales(wb: usize, format: i32): v128 {
   if (format == WEIGHT_Q2_K) return v128.and(v128.load(wb), i8x16.splat(0x0f));
   const v = v128.load32_lane(wb + 104, v128.load64_zero(wb + 96), 2); // exactly the 12 bytes
   const x = v128.shuffle<u8>(v, v, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
@@ -511,7 +511,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
 
 /** 16 weights (part 0: l = 0-15, 1: 16-31) of Q2_K / Q3_K quarter j of half n, signed (Q3_K: q - 4) or, Q2_K, 0..3. */
 // @ts-ignore: decorator
-@inline function lowBitWeights(wb: usize, n: i32, j: i32, part: i32, format: i32): v128 {
+@inline export function lowBitWeights(wb: usize, n: i32, j: i32, part: i32, format: i32): v128 {
   const three = format == WEIGHT_Q3_K, o = <usize>part << 4;
   const q = v128.and(i16x8.shr_u(v128.load(wb + (three ? 32 : 16) + (<usize>n << 5) + o), j << 1), i8x16.splat(3));
   if (!three) return q;

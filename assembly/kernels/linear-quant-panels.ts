@@ -1,11 +1,11 @@
 import { fmadd } from "../simd";
 import { finish } from "./dot-nt";
 import { blockBytes, halfAt, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
-import { q4kScaleMin, q4kWeights, QA_SUPER, SUPER_I8, SUPER_SUM32, superBytes } from "./linear-kquant";
-import { WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_1, WEIGHT_Q5_K } from "../abi";
+import { lowBitScales, lowBitWeights, q4kScaleMin, q4kWeights, QA_SUPER, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
+import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_1, WEIGHT_Q5_K } from "../abi";
 
-// Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q4_K / Q5_K on
-// x quantized per 256 (QA_SUPER, as their GEMV), Q4_0 / Q5_0 / Q4_1 / Q5_1 on x quantized per 32
+// Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q2_K / Q3_K /
+// Q4_K / Q5_K on x quantized per 256 (QA_SUPER, as their GEMV), Q4_0 / Q5_0 / Q4_1 / Q5_1 on x quantized per 32
 // (QA_BLOCK). The weights of a block of columns are unpacked once per call into a packed panel,
 // then tiles of 4 rows x 4 columns run over it. A panel vector holds 4 consecutive weights of each
 // of 4 columns (XNNPACK's "c4" layout), so one broadcast of 4 activation bytes and one
@@ -15,11 +15,13 @@ import { WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_1, WEIGHT
 // 4 steps), then go to i32: Q4_K / Q5_K times the sub-block's 6-bit scale (i32x4.dot_i16x8_s),
 // the mins per super-block 4 i16 dots of the columns' mins with x's sums of 32, converted once:
 //   y += d·da · Σ_s sc_s·Σ q·a  -  dmin·da · Σ_s m_s·Σ a;
+// Q2_K / Q3_K per group of 16 (4 steps) times its scale, the offsets per super-block from x's
+// sums of 16: Q2_K as Q4_K's with its mins, Q3_K d·da · (Σ_g s_g·Σ q·a - 4·Σ_g s_g·Σ a);
 // the 32-blocks per block: y += d·da · (Σ q·a - 8·Σa or 16·Σa), or (Q4_1 / Q5_1) + m·da·Σa.
 // The f32 GEMM on dequantized panels it replaces runs at the FMA peak (4 multiply-adds an
 // instruction); the 7-bit dots make 16 (GEMM 128x2048x2048, scratch/q8k/kgemm.ts: Q4_K 9.0 ms
-// against 18.7, Q5_0 11.5 against 19.0; Q4_0 10.4 against 14.8 in the two-row integer tiles it
-// had). Each output is the same integers as the GEMV's and its own f32 operations, whatever the
+// against 18.7, Q5_0 11.5 against 19.0, Q3_K 11.8 against 19.2, Q2_K 12.1 against 19.6; Q4_0 10.4
+// against 14.8 in the two-row integer tiles it had). Each output is the same integers as the GEMV's and its own f32 operations, whatever the
 // columns or rows beside it, so column splits between threads keep the bits; a row's result
 // differs from its GEMV's in the last bits (the GEMV sums partial lanes in f32).
 
@@ -42,15 +44,19 @@ const PANEL_BUDGET: usize = 256 << 10;
  */
 export const PANEL_ROWS: i32 = 12;
 
-/** Weight formats with packed panels for PANEL_ROWS rows and more (relaxed build): the K-quants Q4_K, Q5_K and the 32-blocks with unsigned weights. */
+/** Weight formats with packed panels for PANEL_ROWS rows and more (relaxed build): the K-quants but Q6_K (0..63: its 16-bit sums would last 2 steps) and the 32-blocks with unsigned weights. */
 // @ts-ignore: decorator
 @inline export function panelFormat(format: i32): bool {
   return ASC_FEATURE_RELAXED_SIMD && (superPanel(format) || format == WEIGHT_Q4_0 || format == WEIGHT_Q5_0 || format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1);
 }
 
-/** Q4_K / Q5_K: panels of super-blocks on x quantized per 256 (the rest: of 32-blocks on x quantized per 32). */
+/** The K-quants: panels of super-blocks on x quantized per 256 (the rest: of 32-blocks on x quantized per 32). */
 // @ts-ignore: decorator
-@inline export function superPanel(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K; }
+@inline export function superPanel(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || lowBitPanel(format); }
+
+/** Q2_K / Q3_K: super-blocks of 16 groups of 16 (Q4_K / Q5_K: 8 sub-blocks of 32). */
+// @ts-ignore: decorator
+@inline function lowBitPanel(format: i32): bool { return format == WEIGHT_Q2_K || format == WEIGHT_Q3_K; }
 
 /** Weights up to 31 (Q5_K, Q5_0, Q5_1): their 16-bit sums take 4 steps, 0..15's take 8. */
 // @ts-ignore: decorator
@@ -63,9 +69,19 @@ export const PANEL_ROWS: i32 = 12;
 const PANEL_BLOCK: usize = 160;
 const B_D: usize = 128, B_M: usize = 144;
 
+/**
+ * Bytes of one Q2_K / Q3_K super-block of 4 packed columns: the weights as PANEL_SUPER's (0..3,
+ * Q3_K's with the third bit 0..7), the 16 group scales as i16 pairs per column (Q2_K's 4-bit sc,
+ * Q3_K's s - 32), the offsets' factors of groups 2i, 2i+1 as i16 pairs per column (Q2_K's mins,
+ * Q3_K's s - 32 again: its -4 offset), then d and (Q2_K) dmin of the 4 columns as f32.
+ */
+const PANEL_LOW: usize = 1440;
+const L_SCALES: usize = 1024, L_OFFSETS: usize = 1280, L_D: usize = 1408, L_DMIN: usize = 1424;
+
 /** Bytes of 4 packed columns of rows of K weights. */
 // @ts-ignore: decorator
 @inline function groupBytes(K: i32, format: i32): usize {
+  if (lowBitPanel(format)) return <usize>(K >> 8) * PANEL_LOW;
   return superPanel(format) ? <usize>(K >> 8) * PANEL_SUPER : <usize>((K + 31) >> 5) * PANEL_BLOCK;
 }
 
@@ -75,9 +91,9 @@ const B_D: usize = 128, B_M: usize = 144;
   return max(4, <i32>(PANEL_BUDGET / group) & ~3);
 }
 
-/** Scratch bytes of a call's panel for rows of K weights, any panel format (4 columns of 32-blocks take more than of super-blocks). */
+/** Scratch bytes of a call's panel for rows of K weights, any panel format (at least one 4-column group of the largest layout). */
 export function panelBytes(K: i32): i32 {
-  return max(<i32>PANEL_BUDGET, <i32>groupBytes(K, WEIGHT_Q4_0));
+  return max(<i32>PANEL_BUDGET, max(<i32>groupBytes(K, WEIGHT_Q4_0), <i32>groupBytes(K, WEIGHT_Q2_K)));
 }
 
 /** 16 weights of each of 4 columns (v0..v3) as 4 panel steps at q: step t holds each column's weights 4t..4t+3 (a transpose of i32 lanes). */
@@ -119,6 +135,46 @@ function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usiz
       store<f32>(p + P_DMIN + (<usize>c << 2), live ? halfAt(wb + 2) : 0);
     }
   }
+}
+
+/** Columns [n0, min(n0 + 4, nEnd)) of Q2_K / Q3_K weights (rows of ldw bytes at w, nsb super-blocks) as panel super-blocks at dst; columns past nEnd are zeros. */
+function packLowBit(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usize, format: i32): void {
+  const bytes = superBytes(format), cols = min(4, nEnd - n0), three = format == WEIGHT_Q3_K;
+  for (let sb = 0; sb < nsb; sb++) {
+    const p = dst + <usize>sb * PANEL_LOW, w0 = w + <usize>n0 * ldw + <usize>sb * bytes;
+    for (let s = 0; s < 8; s++) {
+      for (let part = 0; part < 2; part++) {
+        // Unsigned weights: Q3_K's come as q - 4 (the dequantizer's), 4 added back.
+        const v0 = lowBitUnsigned(w0, s, part, format);
+        const v1 = cols > 1 ? lowBitUnsigned(w0 + ldw, s, part, format) : i32x4.splat(0);
+        const v2 = cols > 2 ? lowBitUnsigned(w0 + 2 * ldw, s, part, format) : i32x4.splat(0);
+        const v3 = cols > 3 ? lowBitUnsigned(w0 + 3 * ldw, s, part, format) : i32x4.splat(0);
+        storeSteps(p + (<usize>(s * 8 + part * 4) << 4), v0, v1, v2, v3);
+      }
+    }
+    for (let c = 0; c < 4; c++) {
+      const wb = w0 + <usize>c * ldw, live = c < cols;
+      const scales = live ? lowBitScales(wb, format) : i32x4.splat(0);
+      for (let g = 0; g < 16; g++) {
+        // The group's scale: lane g by a swizzle (a variable lane), as the dequantizer takes it.
+        const sg = three ? <i32>i8x16.extract_lane_s(i8x16.swizzle(scales, i8x16.splat(<i8>g)), 0) : <i32>i8x16.extract_lane_u(i8x16.swizzle(scales, i8x16.splat(<i8>g)), 0);
+        const at = p + L_SCALES + (<usize>g << 4) + (<usize>c << 2);
+        store<i16>(at, <i16>sg);
+        store<i16>(at, <i16>sg, 2);
+        const factor = three ? sg : live ? <i32>(load<u8>(wb + <usize>g) >> 4) : 0;
+        store<i16>(p + L_OFFSETS + (<usize>(g >> 1) << 4) + (<usize>c << 2) + (<usize>(g & 1) << 1), <i16>factor);
+      }
+      store<f32>(p + L_D + (<usize>c << 2), live ? halfAt(wb + (three ? 108 : 80)) : 0);
+      store<f32>(p + L_DMIN + (<usize>c << 2), live && !three ? halfAt(wb + 82) : 0);
+    }
+  }
+}
+
+/** 16 weights of Q2_K / Q3_K group 2s + part (weights 32s + 16·part ..) as unsigned bytes (0..3, 0..7). */
+// @ts-ignore: decorator
+@inline function lowBitUnsigned(wb: usize, s: i32, part: i32, format: i32): v128 {
+  const q = lowBitWeights(wb, s >> 2, s & 3, part, format);
+  return format == WEIGHT_Q3_K ? i8x16.add(q, i8x16.splat(4)) : q;
 }
 
 /** Columns [n0, min(n0 + 4, nEnd)) of Q4_0 / Q5_0 / Q4_1 / Q5_1 weights (rows of ldw bytes at w, nb blocks) as panel blocks at dst; columns past nEnd are zeros. */
@@ -230,6 +286,53 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
 }
 
 /**
+ * rows (1 or 4) rows of x (activation super-blocks from a, rows ldqa apart) times the 4 Q2_K /
+ * Q3_K panel columns at p over nsb super-blocks, into y: each group of 16's 16-bit sums (4 steps,
+ * pair sums <= 2·7·127) times its scale in an i16 dot; per super-block the offsets' factors
+ * against x's 16 sums of 16 (i16 dots), then Q3_K d·da·(dots - 4·offsets), Q2_K d·da·dots -
+ * dmin·da·mins.
+ */
+// @ts-ignore: decorator
+@inline function lowBitTile(a: usize, ldqa: usize, p: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32): void {
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
+  for (let sb = 0; sb < nsb; sb++) {
+    const ps = p + <usize>sb * PANEL_LOW, a0 = a + <usize>sb * QA_SUPER, a1 = a0 + ldqa, a2 = a1 + ldqa, a3 = a2 + ldqa;
+    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+    let q = ps, x0 = a0 + SUPER_I8, x1 = a1 + SUPER_I8, x2 = a2 + SUPER_I8, x3 = a3 + SUPER_I8;
+    for (let g = 0; g < 16; g++) {
+      const sc = v128.load(ps + L_SCALES + (<usize>g << 4));
+      let h0 = i32x4.splat(0), h1 = i32x4.splat(0), h2 = i32x4.splat(0), h3 = i32x4.splat(0);
+      for (let k = 0; k < 2; k++) { // the group's 4 steps, two an iteration (see superTile)
+        let w = v128.load(q);
+        h0 = step4(h0, v128.load32_splat(x0), w);
+        if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1), w); h2 = step4(h2, v128.load32_splat(x2), w); h3 = step4(h3, v128.load32_splat(x3), w); }
+        w = v128.load(q, 16);
+        h0 = step4(h0, v128.load32_splat(x0, 4), w);
+        if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1, 4), w); h2 = step4(h2, v128.load32_splat(x2, 4), w); h3 = step4(h3, v128.load32_splat(x3, 4), w); }
+        q += 32; x0 += 8; x1 += 8; x2 += 8; x3 += 8;
+      }
+      i0 = i32x4.add(i0, i32x4.dot_i16x8_s(h0, sc));
+      if (rows > 1) { i1 = i32x4.add(i1, i32x4.dot_i16x8_s(h1, sc)); i2 = i32x4.add(i2, i32x4.dot_i16x8_s(h2, sc)); i3 = i32x4.add(i3, i32x4.dot_i16x8_s(h3, sc)); }
+    }
+    f0 = lowBitFinish(f0, i0, a0, ps, format);
+    if (rows > 1) { f1 = lowBitFinish(f1, i1, a1, ps, format); f2 = lowBitFinish(f2, i2, a2, ps, format); f3 = lowBitFinish(f3, i3, a3, ps, format); }
+  }
+  storeColumns(y, f0, cols, addToY);
+  if (rows > 1) { storeColumns(y + ldy, f1, cols, addToY); storeColumns(y + 2 * ldy, f2, cols, addToY); storeColumns(y + 3 * ldy, f3, cols, addToY); }
+}
+
+/** f plus one Q2_K / Q3_K super-block of a row (its activation super-block at a; dots: Σ_g sc_g·Σ q·a per column). */
+// @ts-ignore: decorator
+@inline function lowBitFinish(f: v128, dots: v128, a: usize, p: usize, format: i32): v128 {
+  let offsets = i32x4.dot_i16x8_s(v128.load(p + L_OFFSETS), v128.load32_splat(a + SUPER_SUM16));
+  for (let i: usize = 1; i < 8; i++) offsets = i32x4.add(offsets, i32x4.dot_i16x8_s(v128.load(p + L_OFFSETS + (i << 4)), v128.load32_splat(a + SUPER_SUM16 + (i << 2))));
+  const da = f32x4.splat(load<f32>(a));
+  if (format == WEIGHT_Q3_K) return fmadd(f32x4.convert_i32x4_s(i32x4.sub(dots, i32x4.shl(offsets, 2))), f32x4.mul(v128.load(p + L_D), da), f);
+  f = fmadd(f32x4.convert_i32x4_s(dots), f32x4.mul(v128.load(p + L_D), da), f);
+  return fmadd(f32x4.convert_i32x4_s(offsets), f32x4.neg(f32x4.mul(v128.load(p + L_DMIN), da)), f);
+}
+
+/**
  * rows (1 or 4) rows of x (activation 32-blocks from a, rows ldqa apart) times the 4 panel columns
  * at p over nb blocks, into y: per block the integer dot plus the offset's -8·Σa / -16·Σa (Q4_0,
  * Q5_0), times d·da; Q4_1 / Q5_1 add m·da·Σa.
@@ -296,6 +399,10 @@ function q4kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize,
 function q4kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_K); }
 function q5kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_K); }
 function q5kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_K); }
+function q2kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { lowBitTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q2_K); }
+function q2kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { lowBitTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q2_K); }
+function q3kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { lowBitTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q3_K); }
+function q3kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { lowBitTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q3_K); }
 function q4_0Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_0); }
 function q4_0Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_0); }
 function q5_0Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_0); }
@@ -311,6 +418,8 @@ function q5_1Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize
   switch (format) {
     case WEIGHT_Q4_K: if (four) q4kTile4(a, ldqa, p, n, y, ldy, cols, addToY); else q4kTile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
     case WEIGHT_Q5_K: if (four) q5kTile4(a, ldqa, p, n, y, ldy, cols, addToY); else q5kTile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
+    case WEIGHT_Q2_K: if (four) q2kTile4(a, ldqa, p, n, y, ldy, cols, addToY); else q2kTile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
+    case WEIGHT_Q3_K: if (four) q3kTile4(a, ldqa, p, n, y, ldy, cols, addToY); else q3kTile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
     case WEIGHT_Q4_0: if (four) q4_0Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q4_0Tile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
     case WEIGHT_Q5_0: if (four) q5_0Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q5_0Tile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
     case WEIGHT_Q4_1: if (four) q4_1Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q4_1Tile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
@@ -333,7 +442,8 @@ export function panelGemm(qa: usize, w: usize, ldw: usize, y: usize, ldy: usize,
     const n1 = min(n0 + cols, nEnd);
     for (let c = n0; c < n1; c += 4) {
       const dst = panel + <usize>((c - n0) >> 2) * group;
-      if (isSuper) packSuper(w, ldw, c, n1, n, dst, format);
+      if (lowBitPanel(format)) packLowBit(w, ldw, c, n1, n, dst, format);
+      else if (isSuper) packSuper(w, ldw, c, n1, n, dst, format);
       else packBlocks(w, ldw, c, n1, n, dst, format);
     }
     let m = 0;

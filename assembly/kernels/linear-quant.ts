@@ -40,9 +40,9 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_
 // GEMM tiles on x as it is (linear.ts), as llama.cpp's GPU backends dequantize for large batches:
 // integer block dots per row cost more instructions than f32 FMAs (SmolLM2 Q8_0 prefill
 // 1.33-1.70x, Q4_0 1.04-1.25x, scratch/ab.ts). The relaxed build's formats of unsigned weights
-// (Q4_0, Q5_0, Q4_1, Q5_1, Q4_K, Q5_K) have no such rows: from PANEL_ROWS rows they pack each block
+// (Q4_0, Q5_0, Q4_1, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K) have no such rows: from PANEL_ROWS rows they pack each block
 // of weight columns once into integer panels and run 4x4 tiles of 7-bit dots on quantized x
-// (linear-quant-panels.ts: GEMM 128x2048x2048 Q4_K 2.1x the f32 panels, Q5_0 1.65x, Q4_0 1.42x
+// (linear-quant-panels.ts: GEMM 128x2048x2048 Q4_K 2.1x the f32 panels, Q5_0 1.65x, Q3_K / Q2_K 1.6x, Q4_0 1.42x
 // the two-row integer tiles it had since the tenth round, which gave each row the bits it has
 // alone). Q8_0's signed weights would take two 7-bit dots and a pair-add every 16 products (x's
 // a⁺ and a⁻, or two weight planes), where the nibbles take one dot and an add: probed on the AMD
@@ -77,7 +77,7 @@ export const QA_DSUM: usize = 124;
  * WEIGHT_* code): where it measured faster (GEMM 1536x576, relaxed build, scratch/gemmwab.ts:
  * Q8_0 1.0x at 8 rows, 1.13-1.23x at 12, 1.3-1.47x from 24; Q4_0, whose 7-bit dots are cheaper,
  * 0.87x at 16, 1.04-1.1x from 32, the simd build's). K-quants (linear-kquant.ts): as Q8_0. The
- * relaxed build's unsigned formats (Q4_0 / Q5_0 / Q4_1 / Q5_1 / Q4_K / Q5_K) never: packed integer
+ * relaxed build's unsigned formats (Q4_0 / Q5_0 / Q4_1 / Q5_1 / Q2_K-Q5_K) never: packed integer
  * panels from PANEL_ROWS rows (linear-quant-panels.ts).
  */
 // @ts-ignore: decorator

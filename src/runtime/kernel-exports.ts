@@ -130,7 +130,7 @@ export const KERNELS = {
   linear_quant_f32_rows: { from: "kernels/linear-quant", params: ["format"], returns: true },
   /** Quantizes x's 32-blocks [blockBegin, blockEnd) (row by row) for the block-quantized kernels with LINEAR_X_QUANTIZED */
   quantize_activations: { from: "kernels/linear-quant", params: ["x", "M", "K", "qa", "blockBegin", "blockEnd"], pool: true },
-  /** Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weights (GGUF super-blocks of 256: K a multiple of 256); scratch as linear_q8_0's, or (relaxed build, Q4_K / Q5_K from 12 rows) after x quantized a packed integer weight panel */
+  /** Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weights (GGUF super-blocks of 256: K a multiple of 256); scratch as linear_q8_0's, or (relaxed build, Q2_K / Q3_K / Q4_K / Q5_K from 12 rows) after x quantized a packed integer weight panel */
   linear_q2_k: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q2_k", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q3_k: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q3_k", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q4_k: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q4_k", scratchBytes: "linear_quant_scratch_bytes" },
