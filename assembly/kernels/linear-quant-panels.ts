@@ -4,16 +4,17 @@ import { blockBytes, halfAt, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsign
 import { lowBitScales, lowBitWeights, q4kScaleMin, q4kWeights, QA_SUPER, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
 import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_1, WEIGHT_Q5_K } from "../abi";
 
-// Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q2_K / Q3_K /
-// Q4_K / Q5_K on x quantized per 256 (QA_SUPER, as their GEMV), Q4_0 / Q5_0 / Q4_1 / Q5_1 on x quantized per 32
-// (QA_BLOCK). The weights of a block of columns are unpacked once per call into a packed panel,
-// then tiles of 4 rows x 4 columns run over it. A panel vector holds 4 consecutive weights of each
-// of 4 columns (XNNPACK's "c4" layout), so one broadcast of 4 activation bytes and one
-// i16x8.relaxed_dot_i8x16_i7x16_s (x86's pmaddubsw: activations signed, weights 0..31 the 7-bit
-// operand) make 16 products, 2 sums of 2 a column, with no horizontal sums anywhere. The sums stay
-// in 16 bits over 32 weights (pair sums <= 2·15·127 over 8 steps; weights to 31: <= 2·31·127 over
-// 4 steps), then go to i32: Q4_K / Q5_K times the sub-block's 6-bit scale (i32x4.dot_i16x8_s),
-// the mins per super-block 4 i16 dots of the columns' mins with x's sums of 32, converted once:
+// Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q2_K, Q3_K,
+// Q4_K, Q5_K on x quantized per 256 (QA_SUPER, as their GEMV), Q4_0, Q5_0, Q4_1, Q5_1 on x
+// quantized per 32 (QA_BLOCK). The weights of a block of columns are unpacked once per call into a
+// packed panel, then tiles of 4 rows x 4 columns run over it. A panel vector holds 4 consecutive
+// weights of each of 4 columns (XNNPACK's "c4" layout), so one broadcast of 4 activation bytes and
+// one i16x8.relaxed_dot_i8x16_i7x16_s (x86's pmaddubsw: activations signed, weights 0..31 the
+// 7-bit operand) make 16 products, 2 sums of 2 a column, with no horizontal sums anywhere. The
+// sums stay in 16 bits over 32 weights (pair sums <= 2·15·127 over 8 steps; weights to 31:
+// <= 2·31·127 over 4 steps), then go to i32: Q4_K / Q5_K times the sub-block's 6-bit scale
+// (i32x4.dot_i16x8_s), the mins per super-block 4 i16 dots of the columns' mins with x's sums of
+// 32, converted once:
 //   y += d·da · Σ_s sc_s·Σ q·a  -  dmin·da · Σ_s m_s·Σ a;
 // Q2_K / Q3_K per group of 16 (4 steps) times its scale, the offsets per super-block from x's
 // sums of 16: Q2_K as Q4_K's with its mins, Q3_K d·da · (Σ_g s_g·Σ q·a - 4·Σ_g s_g·Σ a);
@@ -21,9 +22,10 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT
 // The f32 GEMM on dequantized panels it replaces runs at the FMA peak (4 multiply-adds an
 // instruction); the 7-bit dots make 16 (GEMM 128x2048x2048, scratch/q8k/kgemm.ts: Q4_K 9.0 ms
 // against 18.7, Q5_0 11.5 against 19.0, Q3_K 11.8 against 19.2, Q2_K 12.1 against 19.6; Q4_0 10.4
-// against 14.8 in the two-row integer tiles it had). Each output is the same integers as the GEMV's and its own f32 operations, whatever the
-// columns or rows beside it, so column splits between threads keep the bits; a row's result
-// differs from its GEMV's in the last bits (the GEMV sums partial lanes in f32).
+// against 14.8 in the two-row integer tiles it had). Each output is the same integers as the
+// GEMV's and its own f32 operations, whatever the columns or rows beside it, so column splits
+// between threads keep the bits; a row's result differs from its GEMV's in the last bits (the GEMV
+// sums partial lanes in f32).
 
 /**
  * Bytes of one super-block of 4 packed columns: the weights (sub-block s, step t of 4 weights: 16
