@@ -78,7 +78,7 @@ const B_D: usize = 128, B_M: usize = 144;
  * Q3_K's s - 32 again: its -4 offset), then d and (Q2_K) dmin of the 4 columns as f32.
  */
 const PANEL_LOW: usize = 1440;
-const L_SCALES: usize = 1024, L_OFFSETS: usize = 1280, L_D: usize = 1408, L_DMIN: usize = 1424;
+const L_SCALES: usize = P_SCALES, L_OFFSETS: usize = 1280, L_D: usize = 1408, L_DMIN: usize = 1424;
 
 /** Bytes of 4 packed columns of rows of K weights. */
 // @ts-ignore: decorator
@@ -208,6 +208,12 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
   return unreachable();
 }
 
+/** h plus two steps of a row: x's bytes at x and x + 4 (broadcast) with the panel vectors w0, w1. */
+// @ts-ignore: decorator
+@inline function pairStep(h: v128, x: usize, w0: v128, w1: v128): v128 {
+  return step4(step4(h, v128.load32_splat(x), w0), v128.load32_splat(x, 4), w1);
+}
+
 /** f plus one super-block of a row (its activation super-block at a; dots: Σ_s sc_s·Σ q·a per column): d·da times the dots, minus dmin·da times Σ_s m_s·Σ a. */
 // @ts-ignore: decorator
 @inline function superFinish(f: v128, dots: v128, a: usize, p: usize): v128 {
@@ -235,25 +241,31 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
 
 /**
  * rows (1 or 4, a constant) rows of x (activation super-blocks from a, rows ldqa apart) times the
- * 4 panel columns at p over nsb super-blocks, into y (rows ldy apart, cols <= 4 columns).
+ * 4 panel columns at p over nsb super-blocks of a K-quant panel format, into y (rows ldy apart,
+ * cols <= 4 columns): runs of 16-bit sums (Q4_K's and Q5_K's 8 sub-blocks of 32, Q2_K's and Q3_K's
+ * 16 groups of 16; pair sums <= 2·15·127, Q5_K's <= 2·31·127 over half a sub-block), each times
+ * its run's scales in an i16 dot, then superFinish / lowBitFinish per super-block.
  */
 // @ts-ignore: decorator
 @inline function superTile(a: usize, ldqa: usize, p: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32): void {
-  // Q5_K's weights reach 31: its 16-bit sums take 4 steps, Q4_K's 8 (a sub-block).
-  const five = format == WEIGHT_Q5_K;
+  const five = format == WEIGHT_Q5_K, low = lowBitPanel(format);
+  const runs = low ? 16 : 8, pairs = low ? 2 : 4, stride = low ? PANEL_LOW : PANEL_SUPER; // the scales at P_SCALES (= L_SCALES) in both
   let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
   for (let sb = 0; sb < nsb; sb++) {
-    const ps = p + <usize>sb * PANEL_SUPER, a0 = a + <usize>sb * QA_SUPER, a1 = a0 + ldqa, a2 = a1 + ldqa, a3 = a2 + ldqa;
+    const ps = p + <usize>sb * stride, a0 = a + <usize>sb * QA_SUPER, a1 = a0 + ldqa, a2 = a1 + ldqa, a3 = a2 + ldqa;
     let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
-    for (let s = 0; s < 8; s++) {
-      const sc = v128.load(ps + P_SCALES + (<usize>s << 4)), pw = ps + (<usize>s << 7), o = SUPER_I8 + (<usize>s << 5);
+    let q = ps, x0 = a0 + SUPER_I8, x1 = a1 + SUPER_I8, x2 = a2 + SUPER_I8, x3 = a3 + SUPER_I8;
+    for (let r = 0; r < runs; r++) {
+      const sc = v128.load(ps + P_SCALES + (<usize>r << 4));
       let h0 = i32x4.splat(0), h1 = i32x4.splat(0), h2 = i32x4.splat(0), h3 = i32x4.splat(0);
       if (five) {
+        // A step an iteration, the first half's sums flushed at the fourth: two an iteration ran
+        // 1.2x slower with the flush inside the loop, 1.15x in a loop of half-runs.
         for (let t: usize = 0; t < 8; t++) {
-          const w = v128.load(pw + (t << 4)), at = o + (t << 2);
-          h0 = step4(h0, v128.load32_splat(a0 + at), w);
-          if (rows > 1) { h1 = step4(h1, v128.load32_splat(a1 + at), w); h2 = step4(h2, v128.load32_splat(a2 + at), w); h3 = step4(h3, v128.load32_splat(a3 + at), w); }
-          if (t == 3) { // Q5_K: flush the first half's sums
+          const w = v128.load(q + (t << 4)), at = t << 2;
+          h0 = step4(h0, v128.load32_splat(x0 + at), w);
+          if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1 + at), w); h2 = step4(h2, v128.load32_splat(x2 + at), w); h3 = step4(h3, v128.load32_splat(x3 + at), w); }
+          if (t == 3) {
             i0 = i32x4.add(i0, i32x4.dot_i16x8_s(h0, sc)); h0 = i32x4.splat(0);
             if (rows > 1) {
               i1 = i32x4.add(i1, i32x4.dot_i16x8_s(h1, sc)); i2 = i32x4.add(i2, i32x4.dot_i16x8_s(h2, sc)); i3 = i32x4.add(i3, i32x4.dot_i16x8_s(h3, sc));
@@ -261,63 +273,28 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
             }
           }
         }
+        q += 128; x0 += 32; x1 += 32; x2 += 32; x3 += 32;
       } else {
-        // Weights to 15: the 8 steps two an iteration, the pointers advanced (constant offsets within
-        // it): GEMM 128x2048x2048 Q4_K 1.06x, Q4_0 1.03x over a step an iteration; a whole run spelled
-        // out ran 1.37x slower (TurboFan hoisted its loads and spilled), and so two an iteration with
-        // Q5's flush inside the loop (1.2x slower) or in a loop of runs (1.15x).
-        let q = pw, x0 = a0 + o, x1 = x0 + ldqa, x2 = x1 + ldqa, x3 = x2 + ldqa;
-        for (let k = 0; k < 4; k++) {
-          let w = v128.load(q);
-          h0 = step4(h0, v128.load32_splat(x0), w);
-          if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1), w); h2 = step4(h2, v128.load32_splat(x2), w); h3 = step4(h3, v128.load32_splat(x3), w); }
-          w = v128.load(q, 16);
-          h0 = step4(h0, v128.load32_splat(x0, 4), w);
-          if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1, 4), w); h2 = step4(h2, v128.load32_splat(x2, 4), w); h3 = step4(h3, v128.load32_splat(x3, 4), w); }
+        // Weights to 15 (Q4_K), to 7 (Q2_K, Q3_K): two steps an iteration, the pointers advanced
+        // (constant offsets within it): GEMM 128x2048x2048 Q4_K 1.06x, Q4_0 1.03x over a step an
+        // iteration; a whole run spelled out ran 1.37x slower (TurboFan hoisted its loads and spilled).
+        for (let k = 0; k < pairs; k++) {
+          const w0 = v128.load(q), w1 = v128.load(q, 16);
+          h0 = pairStep(h0, x0, w0, w1);
+          if (rows > 1) { h1 = pairStep(h1, x1, w0, w1); h2 = pairStep(h2, x2, w0, w1); h3 = pairStep(h3, x3, w0, w1); }
           q += 32; x0 += 8; x1 += 8; x2 += 8; x3 += 8;
         }
       }
       i0 = i32x4.add(i0, i32x4.dot_i16x8_s(h0, sc));
       if (rows > 1) { i1 = i32x4.add(i1, i32x4.dot_i16x8_s(h1, sc)); i2 = i32x4.add(i2, i32x4.dot_i16x8_s(h2, sc)); i3 = i32x4.add(i3, i32x4.dot_i16x8_s(h3, sc)); }
     }
-    f0 = superFinish(f0, i0, a0, ps);
-    if (rows > 1) { f1 = superFinish(f1, i1, a1, ps); f2 = superFinish(f2, i2, a2, ps); f3 = superFinish(f3, i3, a3, ps); }
-  }
-  storeColumns(y, f0, cols, addToY);
-  if (rows > 1) { storeColumns(y + ldy, f1, cols, addToY); storeColumns(y + 2 * ldy, f2, cols, addToY); storeColumns(y + 3 * ldy, f3, cols, addToY); }
-}
-
-/**
- * rows (1 or 4) rows of x (activation super-blocks from a, rows ldqa apart) times the 4 Q2_K /
- * Q3_K panel columns at p over nsb super-blocks, into y: each group of 16's 16-bit sums (4 steps,
- * pair sums <= 2·7·127) times its scale in an i16 dot; per super-block the offsets' factors
- * against x's 16 sums of 16 (i16 dots), then Q3_K d·da·(dots - 4·offsets), Q2_K d·da·dots -
- * dmin·da·mins.
- */
-// @ts-ignore: decorator
-@inline function lowBitTile(a: usize, ldqa: usize, p: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32): void {
-  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
-  for (let sb = 0; sb < nsb; sb++) {
-    const ps = p + <usize>sb * PANEL_LOW, a0 = a + <usize>sb * QA_SUPER, a1 = a0 + ldqa, a2 = a1 + ldqa, a3 = a2 + ldqa;
-    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
-    let q = ps, x0 = a0 + SUPER_I8, x1 = a1 + SUPER_I8, x2 = a2 + SUPER_I8, x3 = a3 + SUPER_I8;
-    for (let g = 0; g < 16; g++) {
-      const sc = v128.load(ps + L_SCALES + (<usize>g << 4));
-      let h0 = i32x4.splat(0), h1 = i32x4.splat(0), h2 = i32x4.splat(0), h3 = i32x4.splat(0);
-      for (let k = 0; k < 2; k++) { // the group's 4 steps, two an iteration (see superTile)
-        let w = v128.load(q);
-        h0 = step4(h0, v128.load32_splat(x0), w);
-        if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1), w); h2 = step4(h2, v128.load32_splat(x2), w); h3 = step4(h3, v128.load32_splat(x3), w); }
-        w = v128.load(q, 16);
-        h0 = step4(h0, v128.load32_splat(x0, 4), w);
-        if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1, 4), w); h2 = step4(h2, v128.load32_splat(x2, 4), w); h3 = step4(h3, v128.load32_splat(x3, 4), w); }
-        q += 32; x0 += 8; x1 += 8; x2 += 8; x3 += 8;
-      }
-      i0 = i32x4.add(i0, i32x4.dot_i16x8_s(h0, sc));
-      if (rows > 1) { i1 = i32x4.add(i1, i32x4.dot_i16x8_s(h1, sc)); i2 = i32x4.add(i2, i32x4.dot_i16x8_s(h2, sc)); i3 = i32x4.add(i3, i32x4.dot_i16x8_s(h3, sc)); }
+    if (low) {
+      f0 = lowBitFinish(f0, i0, a0, ps, format);
+      if (rows > 1) { f1 = lowBitFinish(f1, i1, a1, ps, format); f2 = lowBitFinish(f2, i2, a2, ps, format); f3 = lowBitFinish(f3, i3, a3, ps, format); }
+    } else {
+      f0 = superFinish(f0, i0, a0, ps);
+      if (rows > 1) { f1 = superFinish(f1, i1, a1, ps); f2 = superFinish(f2, i2, a2, ps); f3 = superFinish(f3, i3, a3, ps); }
     }
-    f0 = lowBitFinish(f0, i0, a0, ps, format);
-    if (rows > 1) { f1 = lowBitFinish(f1, i1, a1, ps, format); f2 = lowBitFinish(f2, i2, a2, ps, format); f3 = lowBitFinish(f3, i3, a3, ps, format); }
   }
   storeColumns(y, f0, cols, addToY);
   if (rows > 1) { storeColumns(y + ldy, f1, cols, addToY); storeColumns(y + 2 * ldy, f2, cols, addToY); storeColumns(y + 3 * ldy, f3, cols, addToY); }
@@ -341,7 +318,7 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
  */
 // @ts-ignore: decorator
 @inline function blockTile(a: usize, ldqa: usize, p: usize, nb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32): void {
-  const five = fiveBits(format), mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1;
+  const five = fiveBits(format);
   let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
     const pb = p + <usize>b * PANEL_BLOCK, a0 = a + <usize>b * QA_BLOCK, a1 = a0 + ldqa, a2 = a1 + ldqa, a3 = a2 + ldqa;
@@ -364,12 +341,9 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
       // Weights to 15: two steps an iteration (see superTile).
       let pw = pb, x0 = a0 + QA_I8, x1 = x0 + ldqa, x2 = x1 + ldqa, x3 = x2 + ldqa;
       for (let k = 0; k < 4; k++) {
-        let w = v128.load(pw);
-        h0 = step4(h0, v128.load32_splat(x0), w);
-        if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1), w); h2 = step4(h2, v128.load32_splat(x2), w); h3 = step4(h3, v128.load32_splat(x3), w); }
-        w = v128.load(pw, 16);
-        h0 = step4(h0, v128.load32_splat(x0, 4), w);
-        if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1, 4), w); h2 = step4(h2, v128.load32_splat(x2, 4), w); h3 = step4(h3, v128.load32_splat(x3, 4), w); }
+        const w0 = v128.load(pw), w1 = v128.load(pw, 16);
+        h0 = pairStep(h0, x0, w0, w1);
+        if (rows > 1) { h1 = pairStep(h1, x1, w0, w1); h2 = pairStep(h2, x2, w0, w1); h3 = pairStep(h3, x3, w0, w1); }
         pw += 32; x0 += 8; x1 += 8; x2 += 8; x3 += 8;
       }
     }
@@ -401,10 +375,10 @@ function q4kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize,
 function q4kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_K); }
 function q5kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_K); }
 function q5kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_K); }
-function q2kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { lowBitTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q2_K); }
-function q2kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { lowBitTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q2_K); }
-function q3kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { lowBitTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q3_K); }
-function q3kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { lowBitTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q3_K); }
+function q2kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q2_K); }
+function q2kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q2_K); }
+function q3kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q3_K); }
+function q3kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q3_K); }
 function q4_0Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_0); }
 function q4_0Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_0); }
 function q5_0Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_0); }
