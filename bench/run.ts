@@ -33,30 +33,25 @@ const outFile = flag("out") ?? new URL("./results/latest.json", import.meta.url)
 
 
 // ---- the machine's limits, per build ----
-const peakCache = new Map<KernelBuild, number>();
-function fmaPeakGflops(rt: Runtime): number {
-  let peak = peakCache.get(rt.build);
+/** G operations/s of a compute probe (ops per iteration, fastest sample), cached per build. */
+function probePeak(rt: Runtime, cache: Map<KernelBuild, number>, probe: "probe_fma" | "probe_dot_i7", opsPerIter: number): number {
+  let peak = cache.get(rt.build);
   if (peak === undefined) {
     const iters = 1_000_000;
-    for (let i = 0; i < 20; i++) rt.kernels.probe_fma(10_000); // reach the optimizing tier
-    peak = (96 * iters) / measure(() => rt.kernels.probe_fma(iters), { maxTimeS: 1, minSamples: 10 }).minMs / 1e6;
-    peakCache.set(rt.build, peak);
+    for (let i = 0; i < 20; i++) rt.kernels[probe](10_000); // reach the optimizing tier
+    peak = (opsPerIter * iters) / measure(() => rt.kernels[probe](iters), { maxTimeS: 1, minSamples: 10 }).minMs / 1e6;
+    cache.set(rt.build, peak);
   }
   return peak;
 }
 
+const peakCache = new Map<KernelBuild, number>();
+/** GFLOP/s of 12 independent FMA chains. */
+const fmaPeakGflops = (rt: Runtime) => probePeak(rt, peakCache, "probe_fma", 96);
+
 const dotPeakCache = new Map<KernelBuild, number>();
 /** G operations/s (a product and an add each) of the integer panels' 7-bit dot and 16-bit add (relaxed build). */
-function dotPeakGops(rt: Runtime): number {
-  let peak = dotPeakCache.get(rt.build);
-  if (peak === undefined) {
-    const iters = 1_000_000;
-    for (let i = 0; i < 20; i++) rt.kernels.probe_dot_i7(10_000);
-    peak = (384 * iters) / measure(() => rt.kernels.probe_dot_i7(iters), { maxTimeS: 1, minSamples: 10 }).minMs / 1e6;
-    dotPeakCache.set(rt.build, peak);
-  }
-  return peak;
-}
+const dotPeakGops = (rt: Runtime) => probePeak(rt, dotPeakCache, "probe_dot_i7", 384);
 
 const readCache = new Map<number, number>();
 /** GB/s of a wasm SIMD read loop over a buffer of this many bytes (cached per size: the loop is the same in both builds). */
