@@ -7,7 +7,7 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT
 // Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q2_K, Q3_K,
 // Q4_K, Q5_K on x quantized per 256 (QA_SUPER, as their GEMV), Q4_0, Q5_0, Q4_1, Q5_1 on x
 // quantized per 32 (QA_BLOCK). The weights of a block of columns are unpacked once per call into a
-// packed panel, then tiles of 4 rows x 4 columns run over it. A panel vector holds 4 consecutive
+// packed panel, then tiles of 4 rows x 8 columns (two 4-column groups) run over it. A panel vector holds 4 consecutive
 // weights of each of 4 columns (XNNPACK's "c4" layout), so one broadcast of 4 activation bytes and
 // one i16x8.relaxed_dot_i8x16_i7x16_s (x86's pmaddubsw: activations signed, weights 0..31 the
 // 7-bit operand) make 16 products, 2 sums of 2 a column, with no horizontal sums anywhere. The
@@ -93,9 +93,9 @@ const L_SCALES: usize = P_SCALES, L_OFFSETS: usize = 1280, L_D: usize = 1408, L_
   return max(4, <i32>(PANEL_BUDGET / group) & ~3);
 }
 
-/** Scratch bytes of a call's panel for rows of K weights, any panel format (at least one 4-column group of the largest layout). */
+/** Scratch bytes of a call's tile accumulators and panel for rows of K weights, any panel format (at least one 4-column group of the largest layout). */
 export function panelBytes(K: i32): i32 {
-  return max(<i32>PANEL_BUDGET, max(<i32>groupBytes(K, WEIGHT_Q4_0), <i32>groupBytes(K, WEIGHT_Q2_K)));
+  return <i32>TILE_ACC_BYTES + max(<i32>PANEL_BUDGET, max(<i32>groupBytes(K, WEIGHT_Q4_0), <i32>groupBytes(K, WEIGHT_Q2_K)));
 }
 
 /** 16 weights of each of 4 columns (v0..v3) as 4 panel steps at q: step t holds each column's weights 4t..4t+3 (a transpose of i32 lanes). */
@@ -208,12 +208,6 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
   return unreachable();
 }
 
-/** h plus two steps of a row: x's bytes at x and x + 4 (broadcast) with the panel vectors w0, w1. */
-// @ts-ignore: decorator
-@inline function pairStep(h: v128, x: usize, w0: v128, w1: v128): v128 {
-  return step4(step4(h, v128.load32_splat(x), w0), v128.load32_splat(x, 4), w1);
-}
-
 /** f plus one super-block of a row (its activation super-block at a; dots: Σ_s sc_s·Σ q·a per column): d·da times the dots, minus dmin·da times Σ_s m_s·Σ a. */
 // @ts-ignore: decorator
 @inline function superFinish(f: v128, dots: v128, a: usize, p: usize): v128 {
@@ -240,64 +234,83 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
 }
 
 /**
- * rows (1 or 4, a constant) rows of x (activation super-blocks from a, rows ldqa apart) times the
- * 4 panel columns at p over nsb super-blocks of a K-quant panel format, into y (rows ldy apart,
- * cols <= 4 columns): runs of 16-bit sums (Q4_K's and Q5_K's 8 sub-blocks of 32, Q2_K's and Q3_K's
- * 16 groups of 16; pair sums <= 2·15·127, Q5_K's <= 2·31·127 over half a sub-block), each times
- * its run's scales in an i16 dot, then superFinish / lowBitFinish per super-block.
+ * The tiles' accumulators, in the call's scratch before its panel: 8 i32x4 (row r's column group
+ * g at (2r + g)·16: a super-block's scaled integer dots) then 8 f32x4 (the outputs so far). A 4x8
+ * tile's 16-bit sums take all the registers there are (V8 on x64 allocates 15 vectors).
+ */
+const TILE_ACC_BYTES: usize = 256, ACC_F: usize = 128;
+
+// @ts-ignore: decorator
+@inline function zeroAccumulators(at: usize, rows: i32): void {
+  for (let i: usize = 0, end = <usize>rows << 5; i < end; i += 16) v128.store(at + i, i32x4.splat(0));
+}
+
+/** acc[i] += the i16 sums h times the run's scales sc (i32x4.dot_i16x8_s: one lane a column). */
+// @ts-ignore: decorator
+@inline function flushRun(acc: usize, i: usize, h: v128, sc: v128): void {
+  v128.store(acc + (i << 4), i32x4.add(v128.load(acc + (i << 4)), i32x4.dot_i16x8_s(h, sc)));
+}
+
+/**
+ * rows (1 or 4, a constant) rows of x (activation super-blocks from a, rows ldqa apart) times 8
+ * panel columns, the 4-column groups at p and p + gs (gs = 0: the last 4 columns, computed twice,
+ * stored once), over nsb super-blocks of a K-quant panel format, into y (rows ldy apart, cols <= 8
+ * columns): a step broadcasts each row's 4 bytes once for both groups (6 loads to 8 dots where 4
+ * columns took 10 to 8: GEMM 128x2048x2048 Q4_K 1.2x, scratch/i8g2). Runs of 16-bit sums (Q4_K's
+ * and Q5_K's 8 sub-blocks of 32, Q2_K's and Q3_K's 16 groups of 16; pair sums <= 2·15·127, Q5_K's
+ * <= 2·31·127 over half a sub-block), each times its run's scales in an i16 dot into acc, then
+ * superFinish / lowBitFinish per super-block.
  */
 // @ts-ignore: decorator
-@inline function superTile(a: usize, ldqa: usize, p: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32): void {
+@inline function superTile(a: usize, ldqa: usize, p: usize, gs: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32, acc: usize): void {
   const five = format == WEIGHT_Q5_K, low = lowBitPanel(format);
-  const runs = low ? 16 : 8, pairs = low ? 2 : 4, stride = low ? PANEL_LOW : PANEL_SUPER; // the scales at P_SCALES (= L_SCALES) in both
-  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
+  // Flushes a super-block: Q5_K's sub-blocks in halves (weights to 31: 4 steps in 16 bits).
+  const flushes = five || low ? 16 : 8, steps: usize = five || low ? 4 : 8;
+  const stride = low ? PANEL_LOW : PANEL_SUPER; // the scales at P_SCALES (= L_SCALES) in both
+  const accF = acc + ACC_F;
+  zeroAccumulators(accF, rows);
   for (let sb = 0; sb < nsb; sb++) {
     const ps = p + <usize>sb * stride, a0 = a + <usize>sb * QA_SUPER, a1 = a0 + ldqa, a2 = a1 + ldqa, a3 = a2 + ldqa;
-    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+    zeroAccumulators(acc, rows);
     let q = ps, x0 = a0 + SUPER_I8, x1 = a1 + SUPER_I8, x2 = a2 + SUPER_I8, x3 = a3 + SUPER_I8;
-    for (let r = 0; r < runs; r++) {
-      const sc = v128.load(ps + P_SCALES + (<usize>r << 4));
+    for (let r = 0; r < flushes; r++) {
       let h0 = i32x4.splat(0), h1 = i32x4.splat(0), h2 = i32x4.splat(0), h3 = i32x4.splat(0);
-      if (five) {
-        // A step an iteration, the first half's sums flushed at the fourth: two an iteration ran
-        // 1.2x slower with the flush inside the loop, 1.15x in a loop of half-runs.
-        for (let t: usize = 0; t < 8; t++) {
-          const w = v128.load(q + (t << 4)), at = t << 2;
-          h0 = step4(h0, v128.load32_splat(x0 + at), w);
-          if (rows > 1) { h1 = step4(h1, v128.load32_splat(x1 + at), w); h2 = step4(h2, v128.load32_splat(x2 + at), w); h3 = step4(h3, v128.load32_splat(x3 + at), w); }
-          if (t == 3) {
-            i0 = i32x4.add(i0, i32x4.dot_i16x8_s(h0, sc)); h0 = i32x4.splat(0);
-            if (rows > 1) {
-              i1 = i32x4.add(i1, i32x4.dot_i16x8_s(h1, sc)); i2 = i32x4.add(i2, i32x4.dot_i16x8_s(h2, sc)); i3 = i32x4.add(i3, i32x4.dot_i16x8_s(h3, sc));
-              h1 = i32x4.splat(0); h2 = i32x4.splat(0); h3 = i32x4.splat(0);
-            }
-          }
+      let g0 = i32x4.splat(0), g1 = i32x4.splat(0), g2 = i32x4.splat(0), g3 = i32x4.splat(0);
+      // A step an iteration: two spilled the 16-bit sums (0.9x, scratch/i8g2).
+      for (let t: usize = 0; t < steps; t++) {
+        const wA = v128.load(q), wB = v128.load(q + gs);
+        let s = v128.load32_splat(x0); h0 = step4(h0, s, wA); g0 = step4(g0, s, wB);
+        if (rows > 1) {
+          s = v128.load32_splat(x1); h1 = step4(h1, s, wA); g1 = step4(g1, s, wB);
+          s = v128.load32_splat(x2); h2 = step4(h2, s, wA); g2 = step4(g2, s, wB);
+          s = v128.load32_splat(x3); h3 = step4(h3, s, wA); g3 = step4(g3, s, wB);
         }
-        q += 128; x0 += 32; x1 += 32; x2 += 32; x3 += 32;
-      } else {
-        // Weights to 15 (Q4_K), to 7 (Q2_K, Q3_K): two steps an iteration, the pointers advanced
-        // (constant offsets within it): GEMM 128x2048x2048 Q4_K 1.06x, Q4_0 1.03x over a step an
-        // iteration; a whole run spelled out ran 1.37x slower (TurboFan hoisted its loads and spilled).
-        for (let k = 0; k < pairs; k++) {
-          const w0 = v128.load(q), w1 = v128.load(q, 16);
-          h0 = pairStep(h0, x0, w0, w1);
-          if (rows > 1) { h1 = pairStep(h1, x1, w0, w1); h2 = pairStep(h2, x2, w0, w1); h3 = pairStep(h3, x3, w0, w1); }
-          q += 32; x0 += 8; x1 += 8; x2 += 8; x3 += 8;
-        }
+        q += 16; x0 += 4; x1 += 4; x2 += 4; x3 += 4;
       }
-      i0 = i32x4.add(i0, i32x4.dot_i16x8_s(h0, sc));
-      if (rows > 1) { i1 = i32x4.add(i1, i32x4.dot_i16x8_s(h1, sc)); i2 = i32x4.add(i2, i32x4.dot_i16x8_s(h2, sc)); i3 = i32x4.add(i3, i32x4.dot_i16x8_s(h3, sc)); }
+      const at = P_SCALES + (<usize>(five ? r >> 1 : r) << 4);
+      const scA = v128.load(ps + at), scB = v128.load(ps + gs + at);
+      flushRun(acc, 0, h0, scA); flushRun(acc, 1, g0, scB);
+      if (rows > 1) {
+        flushRun(acc, 2, h1, scA); flushRun(acc, 3, g1, scB); flushRun(acc, 4, h2, scA); flushRun(acc, 5, g2, scB);
+        flushRun(acc, 6, h3, scA); flushRun(acc, 7, g3, scB);
+      }
     }
-    if (low) {
-      f0 = lowBitFinish(f0, i0, a0, ps, format);
-      if (rows > 1) { f1 = lowBitFinish(f1, i1, a1, ps, format); f2 = lowBitFinish(f2, i2, a2, ps, format); f3 = lowBitFinish(f3, i3, a3, ps, format); }
-    } else {
-      f0 = superFinish(f0, i0, a0, ps);
-      if (rows > 1) { f1 = superFinish(f1, i1, a1, ps); f2 = superFinish(f2, i2, a2, ps); f3 = superFinish(f3, i3, a3, ps); }
+    for (let i: usize = 0; i < <usize>rows << 1; i++) {
+      const ar = a0 + (i >> 1) * ldqa, pg = ps + (i & 1) * gs, f = accF + (i << 4), dots = v128.load(acc + (i << 4));
+      v128.store(f, low ? lowBitFinish(v128.load(f), dots, ar, pg, format) : superFinish(v128.load(f), dots, ar, pg));
     }
   }
-  storeColumns(y, f0, cols, addToY);
-  if (rows > 1) { storeColumns(y + ldy, f1, cols, addToY); storeColumns(y + 2 * ldy, f2, cols, addToY); storeColumns(y + 3 * ldy, f3, cols, addToY); }
+  storeTile(y, ldy, accF, cols, addToY, rows);
+}
+
+/** The tile's rows (1 or 4) of cols <= 8 outputs from the accumulators at accF into y (rows ldy apart). */
+// @ts-ignore: decorator
+@inline function storeTile(y: usize, ldy: usize, accF: usize, cols: i32, addToY: bool, rows: i32): void {
+  for (let r: usize = 0; r < <usize>rows; r++) {
+    const yr = y + r * ldy, fr = accF + (r << 5);
+    storeColumns(yr, v128.load(fr), min(4, cols), addToY);
+    if (cols > 4) storeColumns(yr + 16, v128.load(fr, 16), cols - 4, addToY);
+  }
 }
 
 /** f plus one Q2_K / Q3_K super-block of a row (its activation super-block at a; dots: Σ_g sc_g·Σ q·a per column). */
@@ -312,51 +325,56 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
 }
 
 /**
- * rows (1 or 4) rows of x (activation 32-blocks from a, rows ldqa apart) times the 4 panel columns
- * at p over nb blocks, into y: per block the integer dot plus the offset's -8·Σa / -16·Σa (Q4_0,
- * Q5_0), times d·da; Q4_1 / Q5_1 add m·da·Σa.
+ * A block's 16-bit sums h of accumulator i (row i >> 1, column group i & 1; its activation block
+ * at a, panel block at pg), pair-added: a first half kept in acc, the last finished into accF.
  */
 // @ts-ignore: decorator
-@inline function blockTile(a: usize, ldqa: usize, p: usize, nb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32): void {
-  const five = fiveBits(format);
-  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
+@inline function blockSums(acc: usize, accF: usize, i: usize, h: v128, a: usize, pg: usize, half: i32, last: bool, format: i32): void {
+  let dots = i32x4.extadd_pairwise_i16x8_s(h);
+  if (half > 0) dots = i32x4.add(dots, v128.load(acc + (i << 4)));
+  if (!last) { v128.store(acc + (i << 4), dots); return; }
+  const f = accF + (i << 4);
+  v128.store(f, blockFinish(v128.load(f), dots, a, v128.load(pg + B_D), pg, format));
+}
+
+/**
+ * rows (1 or 4) rows of x (activation 32-blocks from a, rows ldqa apart) times 8 panel columns
+ * (groups at p and p + gs, as superTile) over nb blocks, into y: per block the integer dot (Q5_0 /
+ * Q5_1: two halves' 16-bit sums, added in i32) plus the offset's -8·Σa / -16·Σa (Q4_0, Q5_0), times
+ * d·da; Q4_1 / Q5_1 add m·da·Σa.
+ */
+// @ts-ignore: decorator
+@inline function blockTile(a: usize, ldqa: usize, p: usize, gs: usize, nb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32, acc: usize): void {
+  const five = fiveBits(format), halves = five ? 2 : 1, steps: usize = five ? 4 : 8;
+  const accF = acc + ACC_F;
+  zeroAccumulators(accF, rows);
   for (let b = 0; b < nb; b++) {
-    const pb = p + <usize>b * PANEL_BLOCK, a0 = a + <usize>b * QA_BLOCK, a1 = a0 + ldqa, a2 = a1 + ldqa, a3 = a2 + ldqa;
-    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
-    let h0 = i32x4.splat(0), h1 = i32x4.splat(0), h2 = i32x4.splat(0), h3 = i32x4.splat(0);
-    if (five) {
-      for (let t: usize = 0; t < 8; t++) {
-        const w = v128.load(pb + (t << 4)), at = QA_I8 + (t << 2);
-        h0 = step4(h0, v128.load32_splat(a0 + at), w);
-        if (rows > 1) { h1 = step4(h1, v128.load32_splat(a1 + at), w); h2 = step4(h2, v128.load32_splat(a2 + at), w); h3 = step4(h3, v128.load32_splat(a3 + at), w); }
-        if (t == 3) { // the first half's sums into i32 before they can overflow
-          i0 = i32x4.extadd_pairwise_i16x8_s(h0); h0 = i32x4.splat(0);
-          if (rows > 1) {
-            i1 = i32x4.extadd_pairwise_i16x8_s(h1); i2 = i32x4.extadd_pairwise_i16x8_s(h2); i3 = i32x4.extadd_pairwise_i16x8_s(h3);
-            h1 = i32x4.splat(0); h2 = i32x4.splat(0); h3 = i32x4.splat(0);
-          }
+    const pb = p + <usize>b * PANEL_BLOCK, a0 = a + <usize>b * QA_BLOCK, a1 = a0 + ldqa, a2 = a1 + ldqa, a3 = a2 + ldqa, pB = pb + gs;
+    let q = pb, x0 = a0 + QA_I8, x1 = a1 + QA_I8, x2 = a2 + QA_I8, x3 = a3 + QA_I8;
+    for (let half = 0; half < halves; half++) {
+      let h0 = i32x4.splat(0), h1 = i32x4.splat(0), h2 = i32x4.splat(0), h3 = i32x4.splat(0);
+      let g0 = i32x4.splat(0), g1 = i32x4.splat(0), g2 = i32x4.splat(0), g3 = i32x4.splat(0);
+      for (let t: usize = 0; t < steps; t++) {
+        const wA = v128.load(q), wB = v128.load(q + gs);
+        let s = v128.load32_splat(x0); h0 = step4(h0, s, wA); g0 = step4(g0, s, wB);
+        if (rows > 1) {
+          s = v128.load32_splat(x1); h1 = step4(h1, s, wA); g1 = step4(g1, s, wB);
+          s = v128.load32_splat(x2); h2 = step4(h2, s, wA); g2 = step4(g2, s, wB);
+          s = v128.load32_splat(x3); h3 = step4(h3, s, wA); g3 = step4(g3, s, wB);
         }
+        q += 16; x0 += 4; x1 += 4; x2 += 4; x3 += 4;
       }
-    } else {
-      // Weights to 15: two steps an iteration (see superTile).
-      let pw = pb, x0 = a0 + QA_I8, x1 = x0 + ldqa, x2 = x1 + ldqa, x3 = x2 + ldqa;
-      for (let k = 0; k < 4; k++) {
-        const w0 = v128.load(pw), w1 = v128.load(pw, 16);
-        h0 = pairStep(h0, x0, w0, w1);
-        if (rows > 1) { h1 = pairStep(h1, x1, w0, w1); h2 = pairStep(h2, x2, w0, w1); h3 = pairStep(h3, x3, w0, w1); }
-        pw += 32; x0 += 8; x1 += 8; x2 += 8; x3 += 8;
+      // The first half's sums (weights to 31) wait in acc; the block's whole sums finish at once.
+      const last = half == halves - 1;
+      blockSums(acc, accF, 0, h0, a0, pb, half, last, format); blockSums(acc, accF, 1, g0, a0, pB, half, last, format);
+      if (rows > 1) {
+        blockSums(acc, accF, 2, h1, a1, pb, half, last, format); blockSums(acc, accF, 3, g1, a1, pB, half, last, format);
+        blockSums(acc, accF, 4, h2, a2, pb, half, last, format); blockSums(acc, accF, 5, g2, a2, pB, half, last, format);
+        blockSums(acc, accF, 6, h3, a3, pb, half, last, format); blockSums(acc, accF, 7, g3, a3, pB, half, last, format);
       }
-    }
-    const d = v128.load(pb + B_D);
-    f0 = blockFinish(f0, i32x4.add(i0, i32x4.extadd_pairwise_i16x8_s(h0)), a0, d, pb, format);
-    if (rows > 1) {
-      f1 = blockFinish(f1, i32x4.add(i1, i32x4.extadd_pairwise_i16x8_s(h1)), a1, d, pb, format);
-      f2 = blockFinish(f2, i32x4.add(i2, i32x4.extadd_pairwise_i16x8_s(h2)), a2, d, pb, format);
-      f3 = blockFinish(f3, i32x4.add(i3, i32x4.extadd_pairwise_i16x8_s(h3)), a3, d, pb, format);
     }
   }
-  storeColumns(y, f0, cols, addToY);
-  if (rows > 1) { storeColumns(y + ldy, f1, cols, addToY); storeColumns(y + 2 * ldy, f2, cols, addToY); storeColumns(y + 3 * ldy, f3, cols, addToY); }
+  storeTile(y, ldy, accF, cols, addToY, rows);
 }
 
 /** f plus one block of a row (its activation block at a; dots: Σ q·a per column): Q4_0 / Q5_0 (dots - 8·Σa / - 16·Σa)·d·da, Q4_1 / Q5_1 dots·d·da + m·da·Σa. */
@@ -371,49 +389,51 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
 }
 
 // The tiles as functions of their own per row count and format (V8 allocates registers per function).
-function q4kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_K); }
-function q4kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_K); }
-function q5kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_K); }
-function q5kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_K); }
-function q2kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q2_K); }
-function q2kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q2_K); }
-function q3kTile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q3_K); }
-function q3kTile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { superTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q3_K); }
-function q4_0Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_0); }
-function q4_0Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_0); }
-function q5_0Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_0); }
-function q5_0Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_0); }
-function q4_1Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_1); }
-function q4_1Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_1); }
-function q5_1Tile4(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_1); }
-function q5_1Tile1(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool): void { blockTile(a, ldqa, p, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_1); }
+function q4kTile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_K, acc); }
+function q4kTile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_K, acc); }
+function q5kTile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_K, acc); }
+function q5kTile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_K, acc); }
+function q2kTile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q2_K, acc); }
+function q2kTile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q2_K, acc); }
+function q3kTile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q3_K, acc); }
+function q3kTile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q3_K, acc); }
+function q4_0Tile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_0, acc); }
+function q4_0Tile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_0, acc); }
+function q5_0Tile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_0, acc); }
+function q5_0Tile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_0, acc); }
+function q4_1Tile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_1, acc); }
+function q4_1Tile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_1, acc); }
+function q5_1Tile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_1, acc); }
+function q5_1Tile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q5_1, acc); }
 
-/** One tile of `rows` (4, or 1) rows x 4 columns in the format's tile function (n: super-blocks or blocks a row). */
+/** One tile of `rows` (4, or 1) rows x 8 columns (groups at p, p + gs) in the format's tile function (n: super-blocks or blocks a row). */
 // @ts-ignore: decorator
-@inline function tile(a: usize, ldqa: usize, p: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, four: bool, format: i32): void {
+@inline function tile(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, four: bool, format: i32, acc: usize): void {
   switch (format) {
-    case WEIGHT_Q4_K: if (four) q4kTile4(a, ldqa, p, n, y, ldy, cols, addToY); else q4kTile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
-    case WEIGHT_Q5_K: if (four) q5kTile4(a, ldqa, p, n, y, ldy, cols, addToY); else q5kTile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
-    case WEIGHT_Q2_K: if (four) q2kTile4(a, ldqa, p, n, y, ldy, cols, addToY); else q2kTile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
-    case WEIGHT_Q3_K: if (four) q3kTile4(a, ldqa, p, n, y, ldy, cols, addToY); else q3kTile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
-    case WEIGHT_Q4_0: if (four) q4_0Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q4_0Tile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
-    case WEIGHT_Q5_0: if (four) q5_0Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q5_0Tile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
-    case WEIGHT_Q4_1: if (four) q4_1Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q4_1Tile1(a, ldqa, p, n, y, ldy, cols, addToY); break;
-    default: if (four) q5_1Tile4(a, ldqa, p, n, y, ldy, cols, addToY); else q5_1Tile1(a, ldqa, p, n, y, ldy, cols, addToY);
+    case WEIGHT_Q4_K: if (four) q4kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q4kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
+    case WEIGHT_Q5_K: if (four) q5kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q5kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
+    case WEIGHT_Q2_K: if (four) q2kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q2kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
+    case WEIGHT_Q3_K: if (four) q3kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q3kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
+    case WEIGHT_Q4_0: if (four) q4_0Tile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q4_0Tile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
+    case WEIGHT_Q5_0: if (four) q5_0Tile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q5_0Tile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
+    case WEIGHT_Q4_1: if (four) q4_1Tile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q4_1Tile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
+    default: if (four) q5_1Tile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q5_1Tile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc);
   }
 }
 
 /**
  * y[M, nBegin..nEnd) (+)= x · Wᵀ for a panel format's weights (rows of ldw bytes at w, K weights)
  * on x quantized at qa (linear_quant_scratch_bytes' layout: every row's 32-blocks, then the rows'
- * super-blocks): column blocks packed into the panel scratch (panelBytes), then 4-row tiles (a
- * last 1-3 rows one at a time) over each block's 4-column groups.
+ * super-blocks): column blocks packed into the panel scratch (panelBytes: the tiles' accumulators,
+ * then the panel), then 4-row tiles (a last 1-3 rows one at a time) over each block's 8-column
+ * pairs of groups (a last group alone).
  */
-export function panelGemm(qa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, K: i32, addToY: bool, panel: usize, format: i32): void {
+export function panelGemm(qa: usize, w: usize, ldw: usize, y: usize, ldy: usize, M: i32, nBegin: i32, nEnd: i32, K: i32, addToY: bool, scratch: usize, format: i32): void {
   const isSuper = superPanel(format), n = isSuper ? K >> 8 : (K + 31) >> 5;
   const ldqa = isSuper ? <usize>n * QA_SUPER : <usize>n * QA_BLOCK;
   const a0 = isSuper ? qa + <usize>M * <usize>((K + 31) >> 5) * QA_BLOCK : qa; // the super-blocks after every row's 32-blocks
   const group = groupBytes(K, format), cols = panelColumns(group);
+  const acc = scratch, panel = scratch + TILE_ACC_BYTES;
   for (let n0 = nBegin; n0 < nEnd; n0 += cols) {
     const n1 = min(n0 + cols, nEnd);
     for (let c = n0; c < n1; c += 4) {
@@ -422,12 +442,13 @@ export function panelGemm(qa: usize, w: usize, ldw: usize, y: usize, ldy: usize,
       else if (isSuper) packSuper(w, ldw, c, n1, n, dst, format);
       else packBlocks(w, ldw, c, n1, n, dst, format);
     }
-    let m = 0;
-    for (; m + 4 <= M; m += 4) {
-      for (let c = n0; c < n1; c += 4) tile(a0 + <usize>m * ldqa, ldqa, panel + <usize>((c - n0) >> 2) * group, n, y + <usize>m * ldy + (<usize>c << 2), ldy, min(4, n1 - c), addToY, true, format);
-    }
-    for (; m < M; m++) {
-      for (let c = n0; c < n1; c += 4) tile(a0 + <usize>m * ldqa, ldqa, panel + <usize>((c - n0) >> 2) * group, n, y + <usize>m * ldy + (<usize>c << 2), ldy, min(4, n1 - c), addToY, false, format);
+    for (let m = 0; m < M;) {
+      const four = m + 4 <= M;
+      for (let c = n0; c < n1; c += 8) {
+        const p = panel + <usize>((c - n0) >> 2) * group, gs = c + 4 < n1 ? group : 0;
+        tile(a0 + <usize>m * ldqa, ldqa, p, gs, n, y + <usize>m * ldy + (<usize>c << 2), ldy, min(8, n1 - c), addToY, four, format, acc);
+      }
+      m += four ? 4 : 1;
     }
   }
 }

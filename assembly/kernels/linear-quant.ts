@@ -41,7 +41,7 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_
 // integer block dots per row cost more instructions than f32 FMAs (SmolLM2 Q8_0 prefill
 // 1.33-1.70x, Q4_0 1.04-1.25x, scratch/ab.ts). The relaxed build's formats of unsigned weights
 // (Q4_0, Q5_0, Q4_1, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K) have no such rows: from PANEL_ROWS rows they pack each block
-// of weight columns once into integer panels and run 4x4 tiles of 7-bit dots on quantized x
+// of weight columns once into integer panels and run 4x8 tiles of 7-bit dots on quantized x
 // (linear-quant-panels.ts: GEMM 128x2048x2048 Q4_K 2.1x the f32 panels, Q5_0 1.65x, Q3_K / Q2_K 1.6x, Q4_0 1.42x
 // the two-row integer tiles it had since the tenth round, which gave each row the bits it has
 // alone). Q8_0's signed weights would take two 7-bit dots and a pair-add every 16 products (x's
