@@ -256,7 +256,8 @@ const TILE_ACC_BYTES: usize = 256, ACC_F: usize = 128;
  * panel columns, the 4-column groups at p and p + gs (gs = 0: the last 4 columns, computed twice,
  * stored once), over nsb super-blocks of a K-quant panel format, into y (rows ldy apart, cols <= 8
  * columns): a step broadcasts each row's 4 bytes once for both groups (6 loads to 8 dots where 4
- * columns took 10 to 8: GEMM 128x2048x2048 Q4_K 1.2x, scratch/i8g2). Runs of 16-bit sums (Q4_K's
+ * columns took 10 to 8: GEMM 128x2048x2048 Q4_K 1.2x, Q4_0 1.1x, Q4_1 1.08x, scratch/kab.ts; the
+ * formats flushed every 4 steps, Q5_K / Q5_0 / Q5_1 / Q2_K / Q3_K, level). Runs of 16-bit sums (Q4_K's
  * and Q5_K's 8 sub-blocks of 32, Q2_K's and Q3_K's 16 groups of 16; pair sums <= 2·15·127, Q5_K's
  * <= 2·31·127 over half a sub-block), each times its run's scales in an i16 dot into acc, then
  * superFinish / lowBitFinish per super-block.
