@@ -326,16 +326,21 @@ const TILE_ACC_BYTES: usize = 256, ACC_F: usize = 128;
 }
 
 /**
- * A block's 16-bit sums h of accumulator i (row i >> 1, column group i & 1; its activation block
- * at a, panel block at pg), pair-added: a first half kept in acc, the last finished into accF.
+ * Row r's 16-bit sums of a block, h for the column group at pA and g for the one at pB (its
+ * activation block at a), pair-added: a first half kept in acc, the last finished into accF with
+ * the row's x terms (da, the offset or Σa) loaded once for both groups.
  */
 // @ts-ignore: decorator
-@inline function blockSums(acc: usize, accF: usize, i: usize, h: v128, a: usize, pg: usize, half: i32, last: bool, format: i32): void {
-  let dots = i32x4.extadd_pairwise_i16x8_s(h);
-  if (half > 0) dots = i32x4.add(dots, v128.load(acc + (i << 4)));
-  if (!last) { v128.store(acc + (i << 4), dots); return; }
-  const f = accF + (i << 4);
-  v128.store(f, blockFinish(v128.load(f), dots, a, v128.load(pg + B_D), pg, format));
+@inline function blockSums(acc: usize, accF: usize, r: usize, h: v128, g: v128, a: usize, pA: usize, pB: usize, half: i32, last: bool, format: i32): void {
+  const i = acc + (r << 5), f = accF + (r << 5);
+  let dotsA = i32x4.extadd_pairwise_i16x8_s(h), dotsB = i32x4.extadd_pairwise_i16x8_s(g);
+  if (half > 0) { dotsA = i32x4.add(dotsA, v128.load(i)); dotsB = i32x4.add(dotsB, v128.load(i, 16)); }
+  if (!last) { v128.store(i, dotsA); v128.store(i, dotsB, 16); return; }
+  // QA_CORR holds -8·Σa (Q4_0's offset); Q5_0's is twice it. Q4_1 / Q5_1: m·da·Σa (QA_DSUM).
+  const da = f32x4.splat(load<f32>(a + QA_SCALE)), mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1;
+  const xs = mins ? f32x4.splat(load<f32>(a + QA_DSUM)) : i32x4.splat(format == WEIGHT_Q5_0 ? load<i32>(a + QA_CORR) << 1 : load<i32>(a + QA_CORR));
+  v128.store(f, blockFinish(v128.load(f), dotsA, da, xs, pA, format));
+  v128.store(f, blockFinish(v128.load(f, 16), dotsB, da, xs, pB, format), 16);
 }
 
 /**
@@ -367,26 +372,23 @@ const TILE_ACC_BYTES: usize = 256, ACC_F: usize = 128;
       }
       // The first half's sums (weights to 31) wait in acc; the block's whole sums finish at once.
       const last = half == halves - 1;
-      blockSums(acc, accF, 0, h0, a0, pb, half, last, format); blockSums(acc, accF, 1, g0, a0, pB, half, last, format);
+      blockSums(acc, accF, 0, h0, g0, a0, pb, pB, half, last, format);
       if (rows > 1) {
-        blockSums(acc, accF, 2, h1, a1, pb, half, last, format); blockSums(acc, accF, 3, g1, a1, pB, half, last, format);
-        blockSums(acc, accF, 4, h2, a2, pb, half, last, format); blockSums(acc, accF, 5, g2, a2, pB, half, last, format);
-        blockSums(acc, accF, 6, h3, a3, pb, half, last, format); blockSums(acc, accF, 7, g3, a3, pB, half, last, format);
+        blockSums(acc, accF, 1, h1, g1, a1, pb, pB, half, last, format);
+        blockSums(acc, accF, 2, h2, g2, a2, pb, pB, half, last, format);
+        blockSums(acc, accF, 3, h3, g3, a3, pb, pB, half, last, format);
       }
     }
   }
   storeTile(y, ldy, accF, cols, addToY, rows);
 }
 
-/** f plus one block of a row (its activation block at a; dots: Σ q·a per column): Q4_0 / Q5_0 (dots - 8·Σa / - 16·Σa)·d·da, Q4_1 / Q5_1 dots·d·da + m·da·Σa. */
+/** f plus one block of a row (dots: Σ q·a per column; da its scale; xs Q4_0's / Q5_0's offset as i32, Q4_1's / Q5_1's Σa as f32): Q4_0 / Q5_0 (dots + offset)·d·da, Q4_1 / Q5_1 dots·d·da + m·da·Σa. */
 // @ts-ignore: decorator
-@inline function blockFinish(f: v128, dots: v128, a: usize, d: v128, pb: usize, format: i32): v128 {
-  // QA_CORR holds -8·Σa (Q4_0's offset); Q5_0's is twice it.
-  if (format == WEIGHT_Q4_0) dots = i32x4.add(dots, i32x4.splat(load<i32>(a + QA_CORR)));
-  if (format == WEIGHT_Q5_0) dots = i32x4.add(dots, i32x4.splat(load<i32>(a + QA_CORR) << 1));
-  f = fmadd(f32x4.convert_i32x4_s(dots), f32x4.mul(d, f32x4.splat(load<f32>(a + QA_SCALE))), f);
-  if (format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1) f = fmadd(v128.load(pb + B_M), f32x4.splat(load<f32>(a + QA_DSUM)), f);
-  return f;
+@inline function blockFinish(f: v128, dots: v128, da: v128, xs: v128, pb: usize, format: i32): v128 {
+  const mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1;
+  f = fmadd(f32x4.convert_i32x4_s(mins ? dots : i32x4.add(dots, xs)), f32x4.mul(v128.load(pb + B_D), da), f);
+  return mins ? fmadd(v128.load(pb + B_M), xs, f) : f;
 }
 
 // The tiles as functions of their own per row count and format (V8 allocates registers per function).
