@@ -332,7 +332,7 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
         const panels = from === 2147483647;
         assert.ok(panels ? build === "relaxed" && dtype !== "q6_k" : from >= 4 && from <= 64, `${from}`);
         const gemv = [[1, 1, 256], [1, 37, 512], [3, 13, 1536], [Math.min(from, 12) - 1, 9, 768], [2, 301, 256]] as const;
-        // Panels: row tiles of 4 and their tails, column groups of 4 and theirs, panel blocks of columns (K = 4096: 12 a block).
+        // Panels: row tiles of 4 and their tails, column groups of 4 and theirs, panel blocks of columns (K = 4096: 8 a block).
         const packed = [[12, 7, 256], [37, 70, 1536], [15, 5, 1024], [13, 29, 4096], [128, 3, 512]] as const;
         for (const [M, N, K] of panels ? [...gemv, ...packed] : gemv) {
           const w = randomArray(N * K, 11 + K), x = randomArray(M * K, 12 + M), bias = randomArray(N, 13);

@@ -87,15 +87,15 @@ const L_SCALES: usize = P_SCALES, L_OFFSETS: usize = 1280, L_D: usize = 1408, L_
   return superPanel(format) ? <usize>(K >> 8) * PANEL_SUPER : <usize>((K + 31) >> 5) * PANEL_BLOCK;
 }
 
-/** Columns of a panel block: a multiple of 4 within PANEL_BUDGET. */
+/** Columns of a panel block: a multiple of 8 (a tile's two groups) within PANEL_BUDGET, at least 8 (4-column blocks ran every tile's columns twice: K = 8192 Q4_K 1.6x slower). */
 // @ts-ignore: decorator
 @inline function panelColumns(group: usize): i32 {
-  return max(4, <i32>(PANEL_BUDGET / group) & ~3);
+  return max(8, <i32>(PANEL_BUDGET / group) & ~7);
 }
 
-/** Scratch bytes of a call's tile accumulators and panel for rows of K weights, any panel format (at least one 4-column group of the largest layout). */
+/** Scratch bytes of a call's tile accumulators and panel for rows of K weights, any panel format (at least two 4-column groups of the largest layout). */
 export function panelBytes(K: i32): i32 {
-  return <i32>TILE_ACC_BYTES + max(<i32>PANEL_BUDGET, max(<i32>groupBytes(K, WEIGHT_Q4_0), <i32>groupBytes(K, WEIGHT_Q2_K)));
+  return <i32>TILE_ACC_BYTES + max(<i32>PANEL_BUDGET, 2 * max(<i32>groupBytes(K, WEIGHT_Q4_0), <i32>groupBytes(K, WEIGHT_Q2_K)));
 }
 
 /** 16 weights of each of 4 columns (v0..v3) as 4 panel steps at q: step t holds each column's weights 4t..4t+3 (a transpose of i32 lanes). */
