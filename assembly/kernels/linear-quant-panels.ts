@@ -109,21 +109,40 @@ export function panelBytes(K: i32): i32 {
   v128.store(q, v128.shuffle<i64>(t2, t3, 1, 3), 48);
 }
 
+/** The packers' weight layouts (a constant at each call, so that the packing loops branch on none). */
+const PACK_SUPER: i32 = 0, PACK_LOW_BIT: i32 = 1, PACK_BLOCKS: i32 = 2;
+
+/**
+ * 16 unsigned weights of a row whose block starts at wb: Q4_K / Q5_K sub-block s's part (0..15 /
+ * 0..31), Q2_K / Q3_K group 2s + part (0..3 / 0..7: Q3_K's q - 4 plus 4), a 32-block's half
+ * `part` (s unused).
+ */
+// @ts-ignore: decorator
+@inline function panelSixteen(wb: usize, s: i32, part: i32, layout: i32, format: i32): v128 {
+  if (layout == PACK_LOW_BIT) {
+    const q = lowBitWeights(wb, s >> 2, s & 3, part, format);
+    return format == WEIGHT_Q3_K ? i8x16.add(q, i8x16.splat(4)) : q;
+  }
+  return layout == PACK_SUPER ? q4kWeights(wb, s, part, format) : unsignedBlockWeights(wb, part == 1, format);
+}
+
+/** panelSixteen(s, part) in `layout` of the cols (<= 4) rows ldw bytes apart from w0 as 4 panel steps at q (the columns past cols zeros). */
+// @ts-ignore: decorator
+@inline function packSixteen(w0: usize, ldw: usize, cols: i32, s: i32, part: i32, q: usize, layout: i32, format: i32): void {
+  const v0 = panelSixteen(w0, s, part, layout, format);
+  const v1 = cols > 1 ? panelSixteen(w0 + ldw, s, part, layout, format) : i32x4.splat(0);
+  const v2 = cols > 2 ? panelSixteen(w0 + 2 * ldw, s, part, layout, format) : i32x4.splat(0);
+  const v3 = cols > 3 ? panelSixteen(w0 + 3 * ldw, s, part, layout, format) : i32x4.splat(0);
+  storeSteps(q, v0, v1, v2, v3);
+}
+
 /** Columns [n0, min(n0 + 4, nEnd)) of Q4_K / Q5_K weights (rows of ldw bytes at w, nsb super-blocks) as panel super-blocks at dst; columns past nEnd are zeros. */
 function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usize, format: i32): void {
   const bytes = superBytes(format), cols = min(4, nEnd - n0);
   for (let sb = 0; sb < nsb; sb++) {
     const p = dst + <usize>sb * PANEL_SUPER, o = <usize>sb * bytes;
     const w0 = w + <usize>n0 * ldw + o;
-    for (let s = 0; s < 8; s++) {
-      for (let part = 0; part < 2; part++) {
-        const v0 = q4kWeights(w0, s, part, format);
-        const v1 = cols > 1 ? q4kWeights(w0 + ldw, s, part, format) : i32x4.splat(0);
-        const v2 = cols > 2 ? q4kWeights(w0 + 2 * ldw, s, part, format) : i32x4.splat(0);
-        const v3 = cols > 3 ? q4kWeights(w0 + 3 * ldw, s, part, format) : i32x4.splat(0);
-        storeSteps(p + (<usize>(s * 8 + part * 4) << 4), v0, v1, v2, v3);
-      }
-    }
+    for (let s = 0; s < 8; s++) for (let part = 0; part < 2; part++) packSixteen(w0, ldw, cols, s, part, p + (<usize>(s * 8 + part * 4) << 4), PACK_SUPER, format);
     for (let c = 0; c < 4; c++) {
       const wb = w0 + <usize>c * ldw, live = c < cols;
       for (let s = 0; s < 8; s++) {
@@ -144,16 +163,7 @@ function packLowBit(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usi
   const bytes = superBytes(format), cols = min(4, nEnd - n0), three = format == WEIGHT_Q3_K;
   for (let sb = 0; sb < nsb; sb++) {
     const p = dst + <usize>sb * PANEL_LOW, w0 = w + <usize>n0 * ldw + <usize>sb * bytes;
-    for (let s = 0; s < 8; s++) {
-      for (let part = 0; part < 2; part++) {
-        // Unsigned weights: Q3_K's come as q - 4 (the dequantizer's), 4 added back.
-        const v0 = lowBitUnsigned(w0, s, part, format);
-        const v1 = cols > 1 ? lowBitUnsigned(w0 + ldw, s, part, format) : i32x4.splat(0);
-        const v2 = cols > 2 ? lowBitUnsigned(w0 + 2 * ldw, s, part, format) : i32x4.splat(0);
-        const v3 = cols > 3 ? lowBitUnsigned(w0 + 3 * ldw, s, part, format) : i32x4.splat(0);
-        storeSteps(p + (<usize>(s * 8 + part * 4) << 4), v0, v1, v2, v3);
-      }
-    }
+    for (let s = 0; s < 8; s++) for (let part = 0; part < 2; part++) packSixteen(w0, ldw, cols, s, part, p + (<usize>(s * 8 + part * 4) << 4), PACK_LOW_BIT, format);
     for (let c = 0; c < 4; c++) {
       const wb = w0 + <usize>c * ldw, live = c < cols;
       const scales = live ? lowBitScales(wb, format) : i32x4.splat(0);
@@ -172,27 +182,13 @@ function packLowBit(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usi
   }
 }
 
-/** 16 weights of Q2_K / Q3_K group 2s + part (weights 32s + 16·part ..) as unsigned bytes (0..3, 0..7). */
-// @ts-ignore: decorator
-@inline function lowBitUnsigned(wb: usize, s: i32, part: i32, format: i32): v128 {
-  const q = lowBitWeights(wb, s >> 2, s & 3, part, format);
-  return format == WEIGHT_Q3_K ? i8x16.add(q, i8x16.splat(4)) : q;
-}
-
 /** Columns [n0, min(n0 + 4, nEnd)) of Q4_0 / Q5_0 / Q4_1 / Q5_1 weights (rows of ldw bytes at w, nb blocks) as panel blocks at dst; columns past nEnd are zeros. */
 function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usize, format: i32): void {
   const bytes = blockBytes(format), cols = min(4, nEnd - n0);
   const mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1;
   for (let b = 0; b < nb; b++) {
     const p = dst + <usize>b * PANEL_BLOCK, w0 = w + <usize>n0 * ldw + <usize>b * bytes;
-    for (let part = 0; part < 2; part++) {
-      const high = part == 1;
-      const v0 = unsignedBlockWeights(w0, high, format);
-      const v1 = cols > 1 ? unsignedBlockWeights(w0 + ldw, high, format) : i32x4.splat(0);
-      const v2 = cols > 2 ? unsignedBlockWeights(w0 + 2 * ldw, high, format) : i32x4.splat(0);
-      const v3 = cols > 3 ? unsignedBlockWeights(w0 + 3 * ldw, high, format) : i32x4.splat(0);
-      storeSteps(p + (<usize>part << 6), v0, v1, v2, v3);
-    }
+    for (let part = 0; part < 2; part++) packSixteen(w0, ldw, cols, 0, part, p + (<usize>part << 6), PACK_BLOCKS, format);
     for (let c = 0; c < 4; c++) {
       const wb = w0 + <usize>c * ldw, live = c < cols;
       store<f32>(p + B_D + (<usize>c << 2), live ? halfAt(wb) : 0);
