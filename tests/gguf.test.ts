@@ -531,7 +531,7 @@ describe("GGUF files", function () {
       for (const m of [ref, fromMemory, split]) m.dispose();
     });
 
-    it("types not kept as stored (Q5_1, Q5_K, Q6_K by default) are converted to Q8_0 at load and IQ4_XS to IQ4_NL, within those formats' error of their values, beside Q5_0, Q4_1, IQ4_NL, Q2_K, Q3_K and Q4_K kept as they are", async () => {
+    it("types not kept as stored (Q5_1, Q5_K, Q6_K by default) are converted at load (Q6_K to its bytes unpacked, Q6_K_U8; IQ4_XS to IQ4_NL; the others to Q8_0), within those formats' error of their values, beside Q5_0, Q4_1, IQ4_NL, Q2_K, Q3_K and Q4_K kept as they are", async () => {
       const config = { ...base, model_type: "qwen2", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
       const cfg = parseModelConfig(config);
       const weights = randomWeights(cfg);
@@ -546,7 +546,7 @@ describe("GGUF files", function () {
       const ids = [1, 5, 200, 17, 3], b = logitsOf(exact, ids), scale = Math.max(...Array.from(b, Math.abs));
       for (const build of BUILDS) {
         const mixed = await loadModel(await runtimeFor(build), { "mixed.gguf": file });
-        assert.equal(mixed.transformer.weightDtype, "q8_0"); // the type of the most bytes (Q6_K), converted
+        assert.equal(mixed.transformer.weightDtype, "q6_k_u8"); // the type of the most bytes (Q6_K), converted
         // Measured 0.0497 (simd) and 0.0502 (relaxed: x quantized per 256 for the K-quants, as llama.cpp's Q8_K) of max |logit|.
         const a = logitsOf(mixed, ids);
         assert.ok(maxDiff(a, b) <= 0.06 * scale, `${build}: max |Δlogit| ${maxDiff(a, b)} vs max |logit| ${scale}`);
@@ -585,7 +585,7 @@ describe("GGUF files", function () {
       assert.throws(() => readFileSync(badOut), /ENOENT/);
     });
 
-    it("Q4_K, Q5_K, Q6_K and IQ4_NL files are computed on as stored (Q5_K, Q6_K when asked): their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
+    it("Q4_K, Q5_K, Q6_K and IQ4_NL files are computed on as stored (Q5_K, Q6_K when asked; by default Q5_K becomes Q8_0, Q6_K Q6_K_U8 with the same logits): their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
       const config = { ...textModel, hidden_size: 256, intermediate_size: 512, num_attention_heads: 4, num_key_value_heads: 2 };
       const dir = writeModelFolder(config);
       dirs.push(dir);
@@ -597,10 +597,16 @@ describe("GGUF files", function () {
       for (const [dtype, bytesPerWeight, bound] of [["q4_k", 144 / 256, 0.9], ["q5_k", 176 / 256, 0.6], ["q6_k", 210 / 256, 0.35], ["iq4_nl", 18 / 32, 0.9]] as const) {
         const file = join(tmp(), `${dtype}.gguf`);
         writeFileSync(file, await folderToGGUF(dir, { dtype }));
-        // Q6_K and Q5_K are kept as stored when asked (by default they become Q8_0, faster at one thread).
+        // Q6_K and Q5_K are kept as stored when asked (by default Q5_K becomes Q8_0, Q6_K its bytes
+        // unpacked, Q6_K_U8: the same values, computed to the same bits).
         const asked = dtype === "q6_k" || dtype === "q5_k";
         const start = held(), gguf = await loadModel(rt, file, asked ? { dtype } : {}), bytes = held() - start;
-        if (asked) { const byDefault = await loadModel(rt, file); assert.equal(byDefault.transformer.weightDtype, "q8_0"); byDefault.dispose(); }
+        if (asked) {
+          const byDefault = await loadModel(rt, file);
+          assert.equal(byDefault.transformer.weightDtype, dtype === "q6_k" ? "q6_k_u8" : "q8_0");
+          if (dtype === "q6_k") assert.deepEqual(logitsOf(byDefault, ids), logitsOf(gguf, ids));
+          byDefault.dispose();
+        }
         assert.equal(gguf.transformer.weightDtype, dtype);
         // Norms stay f32 and buffers are 64-byte aligned: a little over the format's bytes.
         assert.ok(bytes < f32Bytes * (bytesPerWeight / 4) * 1.1, `${dtype}: ${bytes} bytes of weights (f32: ${f32Bytes})`);
@@ -619,7 +625,7 @@ describe("GGUF files", function () {
       assert.equal(q.status, 0, q.stderr);
       assert.match(q.stderr, /q4_k_m weights/);
       const described = spawnSync(process.execPath, [cli, "info", "--model", mixFile], { encoding: "utf8", timeout: 60_000 });
-      assert.match(described.stdout, /GGUF tensor types: .*Q6_K x\d+.*; converted at load: Q6_K x\d+ to Q8_0 \(--dtype to choose\)/);
+      assert.match(described.stdout, /GGUF tensor types: .*Q6_K x\d+.*; converted at load: Q6_K x\d+ to Q6_K_U8 \(--dtype to choose\)/);
       const mixBytes = readFileSync(mixFile), header = parseGGUFHeader(mixBytes, mixBytes.length);
       const types = new Map([...header.tensors.values()].map((t) => [t.name, t.type]));
       assert.equal(header.metadata.get("general.file_type"), 15);
@@ -632,14 +638,14 @@ describe("GGUF files", function () {
       const beforeMix = held(), mix = await loadModel(rt, mixFile), mixHeld = held() - beforeMix;
       assert.equal(mix.transformer.weightDtype, "q4_k");
       assert.ok(maxDiff(logitsOf(mix, ids), want) <= 0.9 * scale);
-      // dtype "stored": the Q6_K matrices stay Q6_K too (210 bytes per 256 weights where Q8_0 takes
-      // 272), computed on as stored: fewer bytes, logits as near the folder's.
+      // dtype "stored": the Q6_K matrices stay Q6_K too (210 bytes per 256 weights where Q6_K_U8
+      // takes 274), computed on as stored: fewer bytes, the same logits.
       const beforeStored = held(), stored = await loadModel(rt, mixFile, { dtype: "stored" }), storedHeld = held() - beforeStored;
       assert.equal(stored.transformer.weightDtype, "q4_k");
       const q6Weights = [...header.tensors.values()].filter((t) => t.type === "Q6_K").reduce((n, t) => n + t.shape[0]! * t.shape[1]!, 0);
       assert.ok(q6Weights > 0);
-      assert.ok(Math.abs(mixHeld - storedHeld - q6Weights * (34 / 32 - 210 / 256)) <= 64 * header.tensors.size, `${mixHeld} - ${storedHeld} bytes vs ${q6Weights} Q6_K weights`);
-      assert.ok(maxDiff(logitsOf(stored, ids), want) <= 0.9 * scale);
+      assert.ok(Math.abs(mixHeld - storedHeld - q6Weights * (274 / 256 - 210 / 256)) <= 64 * header.tensors.size, `${mixHeld} - ${storedHeld} bytes vs ${q6Weights} Q6_K weights`);
+      assert.deepEqual(logitsOf(stored, ids), logitsOf(mix, ids));
       stored.dispose();
       // llama.cpp's Q5_K_M mix: Q5_K where the Q4_K_M mix has Q4_K (file type 17), its Q5_K
       // computed on as stored with dtype "stored" (by default it becomes Q8_0).
@@ -655,7 +661,7 @@ describe("GGUF files", function () {
       assert.ok(maxDiff(logitsOf(q5Stored, ids), want) <= 0.6 * scale);
       q5Stored.dispose(); q5Default.dispose();
       // The same mix at load from the folder (`--dtype q4_k_m`): each matrix in its type (Q6_K as
-      // Q8_0, as the file loads), the bytes those types take, logits near the file's.
+      // Q6_K_U8, as the file loads), the bytes those types take, logits near the file's.
       const before = held(), atLoad = await loadModel(rt, dir, { dtype: "q4_k_m" }), atLoadBytes = held() - before;
       assert.equal(atLoad.transformer.weightDtype, "q4_k_m");
       const cfg = parseModelConfig(config);

@@ -5,12 +5,12 @@
 import assert from "node:assert/strict";
 import { createRuntime, loadModel, syntheticModelFiles, type Runtime } from "../src/index.ts";
 import { f16ToF32 } from "../src/formats/half.ts";
-import { dequantizeRows, IQ4_LEVELS, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
+import { dequantizeRows, IQ4_LEVELS, q6kToU8, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
 import { CODES, WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
 import { BUILDS, randomArray, runtimeFor } from "./helpers.ts";
 
 const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl"];
-const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"];
+const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8"];
 
 /** Activations quantized as the kernels do: per block of 32, d = max|x| / 127 (f32), q = round(x / d). */
 /** x quantized per block of `block` (32; 256: the relaxed build's activation super-blocks for the K-quants): d = max|x| / 127, q = round(x / d) half away from zero. */
@@ -274,7 +274,7 @@ for (const build of BUILDS) {
  * build's super-blocks), da · Σ w·q_x with the stored weights (d·sc·q - dmin·m,
  * d·sc·(q - 32)); also Σ |terms| for the tolerance.
  */
-function emulateK(dtype: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", x: Float32Array, w: Uint8Array, M: number, N: number, K: number, block = 32): { y: Float64Array; magnitude: Float64Array } {
+function emulateK(dtype: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8", x: Float32Array, w: Uint8Array, M: number, N: number, K: number, block = 32): { y: Float64Array; magnitude: Float64Array } {
   const stored = dequantizeRows(dtype, w, K), nb = K / block, shift = Math.log2(block);
   const { q, d } = quantizeActivations(x, K, block);
   const y = new Float64Array(M * N), magnitude = new Float64Array(M * N);
@@ -294,7 +294,7 @@ function emulateK(dtype: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", x: Float32A
 describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
   it("Q6_K, Q5_K, Q4_K, Q3_K and Q2_K quantize into ggml's layouts: the reference dequantizer gives back the floats within each format's step", () => {
     const K = 512, x = randomArray(3 * K, 5);
-    for (const [dtype, levels] of [["q6_k", 31], ["q5_k", 31], ["q4_k", 15], ["q3_k", 4], ["q2_k", 3]] as const) {
+    for (const [dtype, levels] of [["q6_k", 31], ["q6_k_u8", 31], ["q5_k", 31], ["q4_k", 15], ["q3_k", 4], ["q2_k", 3]] as const) {
       const out = new Uint8Array(3 * quantRowBytes(dtype, K));
       quantizeRows(dtype, x, K, out);
       const back = dequantizeRows(dtype, out, K);
@@ -305,7 +305,7 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
       for (let i = 0; i < x.length; i += 16) {
         let amax = 0;
         for (let j = 0; j < 16; j++) amax = Math.max(amax, Math.abs(x[i + j]!));
-        const step = dtype === "q6_k" || dtype === "q3_k" ? amax / levels : (2 * amax) / levels;
+        const step = dtype === "q6_k" || dtype === "q6_k_u8" || dtype === "q3_k" ? amax / levels : (2 * amax) / levels;
         expected += 16 * (step * step) / 12;
         for (let j = 0; j < 16; j++) {
           const e = back[i + j]! - x[i + j]!;
@@ -322,15 +322,15 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
   });
 
   for (const build of BUILDS) {
-    for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const) {
+    for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8"] as const) {
       // The relaxed build's K-quant GEMV reads x quantized per 256 (one scale a super-block, as llama.cpp's Q8_K).
       const block = build === "relaxed" ? 256 : 32;
       it(`${build} build, ${dtype}: equals the float64 emulation (the stored weights times activations quantized per ${block}) for GEMV rows, batches and prefill-size calls, with a bias; rows alone give their bits below the packed panels' 12 rows`, async () => {
         const rt = await runtimeFor(build);
         const from = rt.kernels.linear_quant_f32_rows(WEIGHT_FORMATS[dtype]);
-        // Packed integer panels (the relaxed build's Q4_K / Q5_K) read x quantized at every row count.
+        // Packed integer panels (the relaxed build's K-quants) read x quantized at every row count.
         const panels = from === 2147483647;
-        assert.ok(panels ? build === "relaxed" && dtype !== "q6_k" : from >= 4 && from <= 64, `${from}`);
+        assert.ok(panels ? build === "relaxed" : from >= 4 && from <= 64, `${from}`);
         const gemv = [[1, 1, 256], [1, 37, 512], [3, 13, 1536], [Math.min(from, 12) - 1, 9, 768], [2, 301, 256]] as const;
         // Panels: row tiles of 4 and their tails, column groups of 4 and theirs, panel blocks of columns (K = 4096: 8 a block).
         const packed = [[12, 7, 256], [37, 70, 1536], [15, 5, 1024], [13, 29, 4096], [128, 3, 512]] as const;
@@ -373,8 +373,8 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
   for (const build of BUILDS) {
     it(`${build} build: K-quant weights whose super-block scales are f16 subnormals compute and dequantize exactly as normal ones`, async () => {
       const rt = await runtimeFor(build);
-      const scaleOffset = { q2_k: 80, q3_k: 108, q4_k: 0, q5_k: 0, q6_k: 208 } as const;
-      for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const) {
+      const scaleOffset = { q2_k: 80, q3_k: 108, q4_k: 0, q5_k: 0, q6_k: 208, q6_k_u8: 272 } as const;
+      for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8"] as const) {
         const block = build === "relaxed" ? 256 : 32;
         const M = 2, N = 24, K = 512, w = randomArray(N * K, 41, 4e-4), x = randomArray(M * K, 42);
         const wb = rt.upload(w, dtype, K), xb = rt.upload(x), yb = rt.alloc(M * N), rows = rt.alloc(3 * K), ids = rt.alloc(3);
@@ -391,6 +391,42 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
           const all = dequantizeRows(dtype, blocks, K);
           [5, 0, 23].forEach((id, r) => assert.deepEqual(rows.toFloat32Array().subarray(r * K, (r + 1) * K), all.subarray(id * K, (id + 1) * K), `${dtype} row ${id}`));
         } finally { for (const b of [wb, xb, yb, rows, ids]) b.free(); }
+      }
+    });
+  }
+});
+
+describe("Q6_K_U8 (Q6_K a byte a weight, as a file's Q6_K loads)", () => {
+  it("q6kToU8 keeps every value: Q6_K blocks and their unpacked bytes dequantize to the same floats", () => {
+    const K = 768, x = randomArray(5 * K, 21);
+    const packed = new Uint8Array(5 * quantRowBytes("q6_k", K)), unpacked = new Uint8Array(5 * quantRowBytes("q6_k_u8", K));
+    quantizeRows("q6_k", x, K, packed);
+    quantizeRows("q6_k_u8", x, K, unpacked);
+    assert.deepEqual(q6kToU8(packed, 5 * K), unpacked);
+    assert.deepEqual(dequantizeRows("q6_k_u8", unpacked, K), dequantizeRows("q6_k", packed, K));
+    assert.ok(unpacked.every((b, i) => i % 274 >= 256 || b <= 63), "weights are 0..63");
+  });
+
+  for (const build of BUILDS) {
+    it(`${build} build: linear_q6_k_u8 gives linear_q6_k's bits on the same weights (GEMV, batches, panels, column splits)`, async () => {
+      const rt = await runtimeFor(build);
+      for (const [M, N, K] of [[1, 37, 512], [5, 13, 1536], [12, 70, 256], [37, 29, 4096], [128, 9, 512]] as const) {
+        const w = randomArray(N * K, 31 + M), x = randomArray(M * K, 32 + N);
+        const packed = rt.upload(w, "q6_k", K), unpacked = rt.upload(w, "q6_k_u8", K), xb = rt.upload(x), a = rt.alloc(M * N), b = rt.alloc(M * N);
+        try {
+          assert.deepEqual(unpacked.toFloat32Array(), packed.toFloat32Array());
+          rt.linearInto({ x: xb, weight: packed, out: a, inFeatures: K, outFeatures: N });
+          rt.linearInto({ x: xb, weight: unpacked, out: b, inFeatures: K, outFeatures: N });
+          assert.ok(a.array.every(Number.isFinite));
+          assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}`);
+          // Columns in two ranges (two threads' shares) give the same bits.
+          const scratch = rt.alloc(rt.kernels.linear_quant_scratch_bytes(M, K) / 4), half = N >> 1;
+          b.array.fill(NaN);
+          rt.kernels.linear_q6_k_u8(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, 0, half, 0, scratch.ptr);
+          rt.kernels.linear_q6_k_u8(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, half, N, 0, scratch.ptr);
+          assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}, columns split at ${half}`);
+          scratch.free();
+        } finally { for (const buf of [packed, unpacked, xb, a, b]) buf.free(); }
       }
     });
   }

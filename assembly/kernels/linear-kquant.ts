@@ -1,7 +1,7 @@
 import { fmadd, hsum } from "../simd";
 import { finish } from "./dot-nt";
 import { halfAt, halfAtScaled, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16, roundHalfAway, scale16 } from "./linear-quant";
-import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
+import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q6_K_U8 } from "../abi";
 
 // The linear layer with K-quant weights, kept in GGUF's super-blocks of 256 weights exactly as a
 // .gguf file stores them (a row is K / 256 super-blocks; GGUF allows no partial one):
@@ -18,6 +18,11 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K } from 
 //   Q3_K: 32 bytes of third bits (weight 128n + 32j + l: bit 4n + j of byte l), Q2_K's 2-bit q,
 //         12 bytes of 16 6-bit scales s (low 4 bits in bytes 0-7, high 2 in 8-11), f16 d
 //                                                            (110 bytes; w = d·(s - 32)·(q - 4), q in 0..7)
+//   Q6_K_U8: Q6_K unpacked, what a file's Q6_K loads as: 256 bytes q (0..63, weight i at byte i),
+//         Q6_K's 16 i8 scales, its f16 d                      (274 bytes; w = d·sc·(q - 32))
+// Q6_K's bits cost its GEMV about as much again as its dots (1x2048x8192 2.0x Q8_0's time, where
+// Q6_K_U8 reads Q8_0's bytes and takes its time), and its 6-bit values fit the 7-bit dots of the
+// integer panels (Q8_0's signed bytes do not: f32 panels, 2.6x Q4_K's time at 128x2048x8192).
 // Q4_K_M / Q5_K_M files (llama.cpp's most downloaded mixes) are Q4_K or Q5_K and Q6_K where rows
 // are whole super-blocks. Computed on as stored, they take 0.56 / 0.69 / 0.82 bytes per weight
 // where converting them to Q8_0 at load took 1.06, and a decode step reads that much less (the
@@ -183,16 +188,26 @@ export function quantizeSuper(src: usize, dst: usize): void {
  * twin's Q4_K_M decode 1.04x).
  */
 // @ts-ignore: decorator
-@inline function superScale(p: usize, format: i32): f32 { return format == WEIGHT_Q5_K || format == WEIGHT_Q6_K ? halfAt(p) : halfAtScaled(p); }
+@inline function superScale(p: usize, format: i32): f32 { return format == WEIGHT_Q5_K || isSixBit(format) ? halfAt(p) : halfAtScaled(p); }
 
 // @ts-ignore: decorator
 @inline export function superBytes(format: i32): usize {
-  return format == WEIGHT_Q4_K ? 144 : format == WEIGHT_Q5_K ? 176 : format == WEIGHT_Q2_K ? 84 : format == WEIGHT_Q3_K ? 110 : 210;
+  return format == WEIGHT_Q4_K ? 144 : format == WEIGHT_Q5_K ? 176 : format == WEIGHT_Q2_K ? 84 : format == WEIGHT_Q3_K ? 110 : format == WEIGHT_Q6_K ? 210 : 274;
 }
+
+/** Q6_K and Q6_K_U8: groups of 16 with an i8 scale, w = d·sc·(q - 32), q in 0..63. */
+// @ts-ignore: decorator
+@inline export function isSixBit(format: i32): bool { return format == WEIGHT_Q6_K || format == WEIGHT_Q6_K_U8; }
+
+/** Byte offsets of a six-bit super-block's 16 scales and its d. */
+// @ts-ignore: decorator
+@inline export function sixBitScalesAt(format: i32): usize { return format == WEIGHT_Q6_K ? 192 : 256; }
+// @ts-ignore: decorator
+@inline export function sixBitDAt(format: i32): usize { return format == WEIGHT_Q6_K ? 208 : 272; }
 
 /** The super-block formats (rows of whole 256-blocks), whose dots and dequantizer are this file's. */
 // @ts-ignore: decorator
-@inline export function isKQuant(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || format == WEIGHT_Q6_K || isLowBit(format); }
+@inline export function isKQuant(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || isSixBit(format) || isLowBit(format); }
 
 /** Q2_K and Q3_K: 2-bit values (Q3_K's with a third bit) in groups of 16 with a scale each (Q2_K: and a min). */
 // @ts-ignore: decorator
@@ -297,12 +312,18 @@ export function quantizeSuper(src: usize, dst: usize): void {
  * and bits 2t, 2t+1 of the half's 32 high-bit bytes. (i16 shifts: the mask drops what crosses bytes.)
  */
 // @ts-ignore: decorator
-@inline function q6kWeights(wb: usize, s: i32, part: i32): v128 {
+@inline export function q6kWeights(wb: usize, s: i32, part: i32): v128 {
   const n = <usize>(s >> 2), t = s & 3, o = <usize>part << 4;
   const ql = v128.load(wb + (n << 6) + (<usize>(t & 1) << 5) + o);
   const qh = v128.load(wb + 128 + (n << 5) + o);
   const low = t < 2 ? v128.and(ql, i8x16.splat(0x0f)) : highNibbles(ql);
   return v128.or(low, v128.and(i16x8.shl(i16x8.shr_u(qh, <i32>(t << 1)), 4), i8x16.splat(0x30)));
+}
+
+/** 16 weights (part 0: 0-15, 1: 16-31) of sub-block s of a Q6_K or Q6_K_U8 super-block at wb, 0..63. */
+// @ts-ignore: decorator
+@inline export function sixBitWeights(wb: usize, s: i32, part: i32, format: i32): v128 {
+  return format == WEIGHT_Q6_K ? q6kWeights(wb, s, part) : v128.load(wb + (<usize>s << 5) + (<usize>part << 4));
 }
 
 /** 16 weights of Q6_K (0..63): the low 4 bits of each byte of `nibbles`, bits 4-5 of `qhBits` (its 2 bits moved there). */
@@ -319,13 +340,13 @@ export function quantizeSuper(src: usize, dst: usize): void {
  * 3), as Q4_K's halves: spelled out whole, TurboFan hoisted every load and spilled ~100 vectors.
  */
 // @ts-ignore: decorator
-@inline function q6kSuperBlock(wb: usize, a0: usize, acc: v128): v128 {
-  const d = f32x4.splat(halfAt(wb + 208));
+@inline function q6kSuperBlock(wb: usize, a0: usize, acc: v128, format: i32): v128 {
+  const d = f32x4.splat(halfAt(wb + sixBitDAt(format))), u8 = format == WEIGHT_Q6_K_U8;
   for (let n: usize = 0; n < 2; n++) {
     const ql = wb + (n << 6), qh = wb + 128 + (n << 5), a = a0 + (n << 2) * QA_BLOCK;
     // d·sc·da of the half's 8 groups (groups 2j, 2j+1: sub-block j's halves, whose da is one).
     const da = gather4(a, QA_SCALE);
-    const sc = i16x8.extend_low_i8x16_s(v128.load64_zero(wb + 192 + (n << 3)));
+    const sc = i16x8.extend_low_i8x16_s(v128.load64_zero(wb + sixBitScalesAt(format) + (n << 3)));
     const g0 = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(sc)), d), v128.shuffle<f32>(da, da, 0, 0, 1, 1));
     const g1 = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(sc)), d), v128.shuffle<f32>(da, da, 2, 2, 3, 3));
     // The offsets: each group's Σa (two per activation block, side by side) times -32.
@@ -337,15 +358,17 @@ export function quantizeSuper(src: usize, dst: usize): void {
     // sub-block 2k+1 bits 4k+2, 4k+3 (from ql[32..64)). The vectors shift by a constant 4 after
     // each iteration: shifted by 4k, a variable, V8 moved the count into a vector register
     // for every shift (4 instructions each; this way the GEMV takes 0.87x the time, 0.91x simd).
-    let l0 = v128.load(ql), l1 = v128.load(ql + 16), l2 = v128.load(ql + 32), l3 = v128.load(ql + 48);
-    let h0 = v128.load(qh), h1 = v128.load(qh + 16);
+    // (Q6_K_U8: group 4k + t of the half is 16 bytes at 128n + 16·(4k + t), none of these.)
+    const none = i32x4.splat(0);
+    let l0 = u8 ? none : v128.load(ql), l1 = u8 ? none : v128.load(ql + 16), l2 = u8 ? none : v128.load(ql + 32), l3 = u8 ? none : v128.load(ql + 48);
+    let h0 = u8 ? none : v128.load(qh), h1 = u8 ? none : v128.load(qh + 16);
     let g = g0;
     for (let k = 0; k < 2; k++) {
-      const at = a + (<usize>k << 1) * QA_BLOCK;
-      acc = fmadd(f32x4.convert_i32x4_s(dot16(q6kSixteen(l0, i16x8.shl(h0, 4)), at, 0)), v128.shuffle<f32>(g, g, 0, 0, 0, 0), acc);
-      acc = fmadd(f32x4.convert_i32x4_s(dot16(q6kSixteen(l1, i16x8.shl(h1, 4)), at, 1)), v128.shuffle<f32>(g, g, 1, 1, 1, 1), acc);
-      acc = fmadd(f32x4.convert_i32x4_s(dot16(q6kSixteen(l2, i16x8.shl(h0, 2)), at + QA_BLOCK, 0)), v128.shuffle<f32>(g, g, 2, 2, 2, 2), acc);
-      acc = fmadd(f32x4.convert_i32x4_s(dot16(q6kSixteen(l3, i16x8.shl(h1, 2)), at + QA_BLOCK, 1)), v128.shuffle<f32>(g, g, 3, 3, 3, 3), acc);
+      const at = a + (<usize>k << 1) * QA_BLOCK, u = wb + (n << 7) + (<usize>k << 6);
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(u8 ? v128.load(u) : q6kSixteen(l0, i16x8.shl(h0, 4)), at, 0)), v128.shuffle<f32>(g, g, 0, 0, 0, 0), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(u8 ? v128.load(u + 16) : q6kSixteen(l1, i16x8.shl(h1, 4)), at, 1)), v128.shuffle<f32>(g, g, 1, 1, 1, 1), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(u8 ? v128.load(u + 32) : q6kSixteen(l2, i16x8.shl(h0, 2)), at + QA_BLOCK, 0)), v128.shuffle<f32>(g, g, 2, 2, 2, 2), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot16(u8 ? v128.load(u + 48) : q6kSixteen(l3, i16x8.shl(h1, 2)), at + QA_BLOCK, 1)), v128.shuffle<f32>(g, g, 3, 3, 3, 3), acc);
       l0 = i16x8.shr_u(l0, 4); l1 = i16x8.shr_u(l1, 4); l2 = i16x8.shr_u(l2, 4); l3 = i16x8.shr_u(l3, 4);
       h0 = i16x8.shr_u(h0, 4); h1 = i16x8.shr_u(h1, 4);
       g = g1;
@@ -368,13 +391,27 @@ export function quantizeSuper(src: usize, dst: usize): void {
  * iteration k of half n takes groups 8n + 4k .. 8n + 4k + 3.
  */
 // @ts-ignore: decorator
-@inline function q6kSuperBlockI(wb: usize, ab: usize, acc: v128): v128 {
-  const scales = v128.load(wb + 192);
+@inline function q6kSuperBlockI(wb: usize, ab: usize, acc: v128, format: i32): v128 {
+  const scales = v128.load(wb + sixBitScalesAt(format));
   const scLo = i16x8.extend_low_i8x16_s(scales), scHi = i16x8.extend_high_i8x16_s(scales);
   const offsets = i32x4.add(i32x4.dot_i16x8_s(scLo, v128.load(ab + SUPER_SUM16)), i32x4.dot_i16x8_s(scHi, v128.load(ab + SUPER_SUM16 + 16)));
   let ai = i32x4.splat(0);
   for (let n: usize = 0; n < 2; n++) {
-    const ql = wb + (n << 6), qh = wb + 128 + (n << 5), a = ab + SUPER_I8 + (n << 7), sc = n == 0 ? scLo : scHi;
+    const a = ab + SUPER_I8 + (n << 7), sc = n == 0 ? scLo : scHi;
+    if (format == WEIGHT_Q6_K_U8) {
+      // Group t of the half: 16 bytes at 128n + 16t.
+      const u = wb + (n << 7);
+      ai = superDot16(v128.load(u), a, sc, 0, ai);
+      ai = superDot16(v128.load(u + 16), a + 16, sc, 1, ai);
+      ai = superDot16(v128.load(u + 32), a + 32, sc, 2, ai);
+      ai = superDot16(v128.load(u + 48), a + 48, sc, 3, ai);
+      ai = superDot16(v128.load(u + 64), a + 64, sc, 4, ai);
+      ai = superDot16(v128.load(u + 80), a + 80, sc, 5, ai);
+      ai = superDot16(v128.load(u + 96), a + 96, sc, 6, ai);
+      ai = superDot16(v128.load(u + 112), a + 112, sc, 7, ai);
+      continue;
+    }
+    const ql = wb + (n << 6), qh = wb + 128 + (n << 5);
     const l0 = v128.load(ql), l1 = v128.load(ql + 16), l2 = v128.load(ql + 32), l3 = v128.load(ql + 48);
     const h0 = v128.load(qh), h1 = v128.load(qh + 16);
     // Group 4k + t: the low (k = 0) or high (k = 1) nibbles of l_t, high bits 2·(2k + (t >> 1)) of
@@ -388,7 +425,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
     ai = superDot16(q6kSixteen(i16x8.shr_u(l2, 4), i16x8.shr_u(h0, 2)), a + 96, sc, 6, ai);
     ai = superDot16(q6kSixteen(i16x8.shr_u(l3, 4), i16x8.shr_u(h1, 2)), a + 112, sc, 7, ai);
   }
-  return fmadd(f32x4.convert_i32x4_s(i32x4.sub(ai, i32x4.shl(offsets, 5))), f32x4.splat(halfAt(wb + 208) * load<f32>(ab)), acc);
+  return fmadd(f32x4.convert_i32x4_s(i32x4.sub(ai, i32x4.shl(offsets, 5))), f32x4.splat(halfAt(wb + sixBitDAt(format)) * load<f32>(ab)), acc);
 }
 
 /**
@@ -544,7 +581,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
 /** acc plus one super-block of any K-quant (at wb) against the activation super-block at ab (relaxed build). */
 // @ts-ignore: decorator
 @inline function superBlockI(wb: usize, ab: usize, acc: v128, format: i32): v128 {
-  return format == WEIGHT_Q6_K ? q6kSuperBlockI(wb, ab, acc) : isLowBit(format) ? lowBitSuperBlockI(wb, ab, acc, format) : q4kSuperBlockI(wb, ab, acc, format);
+  return isSixBit(format) ? q6kSuperBlockI(wb, ab, acc, format) : isLowBit(format) ? lowBitSuperBlockI(wb, ab, acc, format) : q4kSuperBlockI(wb, ab, acc, format);
 }
 
 /**
@@ -564,7 +601,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
     } else if (isLowBit(format)) {
       acc = lowBitSuperBlock(wb, a0, acc, format);
     } else {
-      acc = q6kSuperBlock(wb, a0, acc);
+      acc = q6kSuperBlock(wb, a0, acc, format);
     }
   }
   return hsum(acc);
@@ -593,8 +630,8 @@ export function quantizeSuper(src: usize, dst: usize): void {
       acc0 = lowBitSuperBlock(b0, a0, acc0, format);
       acc1 = lowBitSuperBlock(b1, a0, acc1, format);
     } else {
-      acc0 = q6kSuperBlock(b0, a0, acc0);
-      acc1 = q6kSuperBlock(b1, a0, acc1);
+      acc0 = q6kSuperBlock(b0, a0, acc0, format);
+      acc1 = q6kSuperBlock(b1, a0, acc1, format);
     }
   }
   finish(y0, hsum(acc0), addToY);
@@ -630,9 +667,9 @@ export function quantizeSuper(src: usize, dst: usize): void {
           scale16(lowBitWeights(wb, n, j, part, format), f32x4.splat(d * <f32>sg), minus, out + (<usize>part << 6));
         }
       } else {
-        const d = halfAt(wb + 208), sc = wb + 192 + (<usize>s << 1), zero = f32x4.splat(0);
-        scale16(i8x16.sub(q6kWeights(wb, s, 0), i8x16.splat(32)), f32x4.splat(d * <f32>load<i8>(sc)), zero, out);
-        scale16(i8x16.sub(q6kWeights(wb, s, 1), i8x16.splat(32)), f32x4.splat(d * <f32>load<i8>(sc + 1)), zero, out + 64);
+        const d = halfAt(wb + sixBitDAt(format)), sc = wb + sixBitScalesAt(format) + (<usize>s << 1), zero = f32x4.splat(0);
+        scale16(i8x16.sub(sixBitWeights(wb, s, 0, format), i8x16.splat(32)), f32x4.splat(d * <f32>load<i8>(sc)), zero, out);
+        scale16(i8x16.sub(sixBitWeights(wb, s, 1, format), i8x16.splat(32)), f32x4.splat(d * <f32>load<i8>(sc + 1)), zero, out + 64);
       }
     }
   }

@@ -1,23 +1,24 @@
 import { fmadd } from "../simd";
 import { finish } from "./dot-nt";
 import { blockBytes, halfAt, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
-import { lowBitScales, lowBitWeights, q4kScaleMin, q4kWeights, QA_SUPER, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
-import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_1, WEIGHT_Q5_K } from "../abi";
+import { isSixBit, lowBitScales, lowBitWeights, q4kScaleMin, q4kWeights, QA_SUPER, sixBitDAt, sixBitScalesAt, sixBitWeights, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
+import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_1, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
 
 // Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q2_K, Q3_K,
-// Q4_K, Q5_K on x quantized per 256 (QA_SUPER, as their GEMV), Q4_0, Q5_0, Q4_1, Q5_1 on x
+// Q4_K, Q5_K, Q6_K (and Q6_K_U8, its bytes unpacked) on x quantized per 256 (QA_SUPER, as their GEMV), Q4_0, Q5_0, Q4_1, Q5_1 on x
 // quantized per 32 (QA_BLOCK). The weights of a block of columns are unpacked once per call into a
 // packed panel, then tiles of 4 rows x 8 columns (two 4-column groups) run over it. A panel vector holds 4 consecutive
 // weights of each of 4 columns (XNNPACK's "c4" layout), so one broadcast of 4 activation bytes and
 // one i16x8.relaxed_dot_i8x16_i7x16_s (x86's pmaddubsw: activations signed, weights 0..31 the
 // 7-bit operand) make 16 products, 2 sums of 2 a column, with no horizontal sums anywhere. The
 // sums stay in 16 bits over 32 weights (pair sums <= 2·15·127 over 8 steps; weights to 31:
-// <= 2·31·127 over 4 steps), then go to i32: Q4_K / Q5_K times the sub-block's 6-bit scale
+// <= 2·31·127 over 4 steps; Q6_K's to 63: <= 2·63·127, one step), then go to i32: Q4_K / Q5_K times the sub-block's 6-bit scale
 // (i32x4.dot_i16x8_s), the mins per super-block 4 i16 dots of the columns' mins with x's sums of
 // 32, converted once:
 //   y += d·da · Σ_s sc_s·Σ q·a  -  dmin·da · Σ_s m_s·Σ a;
-// Q2_K / Q3_K per group of 16 (4 steps) times its scale, the offsets per super-block from x's
-// sums of 16: Q2_K as Q4_K's with its mins, Q3_K d·da · (Σ_g s_g·Σ q·a - 4·Σ_g s_g·Σ a);
+// Q2_K / Q3_K per group of 16 (4 steps; Q6_K's to i32 every step) times its scale, the
+// offsets per super-block from x's sums of 16: Q2_K as Q4_K's with its mins, Q3_K
+// d·da · (Σ_g s_g·Σ q·a - 4·Σ_g s_g·Σ a), Q6_K's the same with 32;
 // the 32-blocks per block: y += d·da · (Σ q·a - 8·Σa or 16·Σa), or (Q4_1 / Q5_1) + m·da·Σa.
 // The f32 GEMM on dequantized panels it replaces runs at the FMA peak (4 multiply-adds an
 // instruction); the 7-bit dots make 16 (GEMM 128x2048x2048, scratch/q8k/kgemm.ts: Q4_K 9.0 ms
@@ -46,7 +47,7 @@ const PANEL_BUDGET: usize = 256 << 10;
  */
 export const PANEL_ROWS: i32 = 12;
 
-/** Weight formats with packed panels for PANEL_ROWS rows and more (relaxed build): the K-quants but Q6_K (0..63: its 16-bit sums would last 2 steps) and the 32-blocks with unsigned weights. */
+/** Weight formats with packed panels for PANEL_ROWS rows and more (relaxed build): the K-quants and the 32-blocks with unsigned weights. */
 // @ts-ignore: decorator
 @inline export function panelFormat(format: i32): bool {
   return ASC_FEATURE_RELAXED_SIMD && (superPanel(format) || format == WEIGHT_Q4_0 || format == WEIGHT_Q5_0 || format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1);
@@ -54,11 +55,11 @@ export const PANEL_ROWS: i32 = 12;
 
 /** The K-quants: panels of super-blocks on x quantized per 256 (the rest: of 32-blocks on x quantized per 32). */
 // @ts-ignore: decorator
-@inline export function superPanel(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || lowBitPanel(format); }
+@inline export function superPanel(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || groupPanel(format); }
 
-/** Q2_K / Q3_K: super-blocks of 16 groups of 16 (Q4_K / Q5_K: 8 sub-blocks of 32). */
+/** Q2_K / Q3_K / Q6_K / Q6_K_U8: super-blocks of 16 groups of 16 with a scale each (Q4_K / Q5_K: 8 sub-blocks of 32). */
 // @ts-ignore: decorator
-@inline function lowBitPanel(format: i32): bool { return format == WEIGHT_Q2_K || format == WEIGHT_Q3_K; }
+@inline function groupPanel(format: i32): bool { return format == WEIGHT_Q2_K || format == WEIGHT_Q3_K || isSixBit(format); }
 
 /** Weights up to 31 (Q5_K, Q5_0, Q5_1): their 16-bit sums take 4 steps, 0..15's take 8. */
 // @ts-ignore: decorator
@@ -72,10 +73,11 @@ const PANEL_BLOCK: usize = 160;
 const B_D: usize = 128, B_M: usize = 144;
 
 /**
- * Bytes of one Q2_K / Q3_K super-block of 4 packed columns: the weights as PANEL_SUPER's (0..3,
- * Q3_K's with the third bit 0..7), the 16 group scales as i16 pairs per column (Q2_K's 4-bit sc,
- * Q3_K's s - 32), the offsets' factors of groups 2i, 2i+1 as i16 pairs per column (Q2_K's mins,
- * Q3_K's s - 32 again: its -4 offset), then d and (Q2_K) dmin of the 4 columns as f32.
+ * Bytes of one Q2_K / Q3_K / Q6_K super-block of 4 packed columns: the weights as PANEL_SUPER's
+ * (0..3, Q3_K's with the third bit 0..7, Q6_K's 0..63), the 16 group scales as i16 pairs per
+ * column (Q2_K's 4-bit sc, Q3_K's s - 32, Q6_K's sc), the offsets' factors of groups 2i, 2i+1 as
+ * i16 pairs per column (Q2_K's mins, the scales again for Q3_K's -4 and Q6_K's -32 offsets), then
+ * d and (Q2_K) dmin of the 4 columns as f32.
  */
 const PANEL_LOW: usize = 1440;
 const L_SCALES: usize = P_SCALES, L_OFFSETS: usize = 1280, L_D: usize = 1408, L_DMIN: usize = 1424;
@@ -83,7 +85,7 @@ const L_SCALES: usize = P_SCALES, L_OFFSETS: usize = 1280, L_D: usize = 1408, L_
 /** Bytes of 4 packed columns of rows of K weights. */
 // @ts-ignore: decorator
 @inline function groupBytes(K: i32, format: i32): usize {
-  if (lowBitPanel(format)) return <usize>(K >> 8) * PANEL_LOW;
+  if (groupPanel(format)) return <usize>(K >> 8) * PANEL_LOW;
   return superPanel(format) ? <usize>(K >> 8) * PANEL_SUPER : <usize>((K + 31) >> 5) * PANEL_BLOCK;
 }
 
@@ -110,16 +112,17 @@ export function panelBytes(K: i32): i32 {
 }
 
 /** The packers' weight layouts (a constant at each call, so that the packing loops branch on none). */
-const PACK_SUPER: i32 = 0, PACK_LOW_BIT: i32 = 1, PACK_BLOCKS: i32 = 2;
+const PACK_SUPER: i32 = 0, PACK_GROUPS: i32 = 1, PACK_BLOCKS: i32 = 2;
 
 /**
  * 16 unsigned weights of a row whose block starts at wb: Q4_K / Q5_K sub-block s's part (0..15 /
- * 0..31), Q2_K / Q3_K group 2s + part (0..3 / 0..7: Q3_K's q - 4 plus 4), a 32-block's half
- * `part` (s unused).
+ * 0..31), Q2_K / Q3_K / Q6_K group 2s + part (0..3 / 0..7: Q3_K's q - 4 plus 4 / 0..63), a
+ * 32-block's half `part` (s unused).
  */
 // @ts-ignore: decorator
 @inline function panelSixteen(wb: usize, s: i32, part: i32, layout: i32, format: i32): v128 {
-  if (layout == PACK_LOW_BIT) {
+  if (layout == PACK_GROUPS) {
+    if (isSixBit(format)) return sixBitWeights(wb, s, part, format);
     const q = lowBitWeights(wb, s >> 2, s & 3, part, format);
     return format == WEIGHT_Q3_K ? i8x16.add(q, i8x16.splat(4)) : q;
   }
@@ -158,26 +161,28 @@ function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usiz
   }
 }
 
-/** Columns [n0, min(n0 + 4, nEnd)) of Q2_K / Q3_K weights (rows of ldw bytes at w, nsb super-blocks) as panel super-blocks at dst; columns past nEnd are zeros. */
-function packLowBit(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usize, format: i32): void {
-  const bytes = superBytes(format), cols = min(4, nEnd - n0), three = format == WEIGHT_Q3_K;
+/** Columns [n0, min(n0 + 4, nEnd)) of Q2_K / Q3_K / Q6_K / Q6_K_U8 weights (rows of ldw bytes at w, nsb super-blocks) as panel super-blocks at dst; columns past nEnd are zeros. */
+function packGroups(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usize, format: i32): void {
+  const bytes = superBytes(format), cols = min(4, nEnd - n0), three = format == WEIGHT_Q3_K, six = isSixBit(format);
+  const dAt: usize = six ? sixBitDAt(format) : three ? 108 : 80;
   for (let sb = 0; sb < nsb; sb++) {
     const p = dst + <usize>sb * PANEL_LOW, w0 = w + <usize>n0 * ldw + <usize>sb * bytes;
-    for (let s = 0; s < 8; s++) for (let part = 0; part < 2; part++) packSixteen(w0, ldw, cols, s, part, p + (<usize>(s * 8 + part * 4) << 4), PACK_LOW_BIT, format);
+    for (let s = 0; s < 8; s++) for (let part = 0; part < 2; part++) packSixteen(w0, ldw, cols, s, part, p + (<usize>(s * 8 + part * 4) << 4), PACK_GROUPS, format);
     for (let c = 0; c < 4; c++) {
       const wb = w0 + <usize>c * ldw, live = c < cols;
-      const scales = live ? lowBitScales(wb, format) : i32x4.splat(0);
+      const scales = !live ? i32x4.splat(0) : six ? v128.load(wb + sixBitScalesAt(format)) : lowBitScales(wb, format);
       for (let g = 0; g < 16; g++) {
         // The group's scale: lane g by a swizzle (a variable lane), as the dequantizer takes it.
-        const sg = three ? <i32>i8x16.extract_lane_s(i8x16.swizzle(scales, i8x16.splat(<i8>g)), 0) : <i32>i8x16.extract_lane_u(i8x16.swizzle(scales, i8x16.splat(<i8>g)), 0);
+        const lane = i8x16.swizzle(scales, i8x16.splat(<i8>g));
+        const sg = three || six ? <i32>i8x16.extract_lane_s(lane, 0) : <i32>i8x16.extract_lane_u(lane, 0);
         const at = p + L_SCALES + (<usize>g << 4) + (<usize>c << 2);
         store<i16>(at, <i16>sg);
         store<i16>(at, <i16>sg, 2);
-        const factor = three ? sg : live ? <i32>(load<u8>(wb + <usize>g) >> 4) : 0;
+        const factor = three || six ? sg : live ? <i32>(load<u8>(wb + <usize>g) >> 4) : 0;
         store<i16>(p + L_OFFSETS + (<usize>(g >> 1) << 4) + (<usize>c << 2) + (<usize>(g & 1) << 1), <i16>factor);
       }
-      store<f32>(p + L_D + (<usize>c << 2), live ? halfAt(wb + (three ? 108 : 80)) : 0);
-      store<f32>(p + L_DMIN + (<usize>c << 2), live && !three ? halfAt(wb + 82) : 0);
+      store<f32>(p + L_D + (<usize>c << 2), live ? halfAt(wb + dAt) : 0);
+      store<f32>(p + L_DMIN + (<usize>c << 2), live && !three && !six ? halfAt(wb + 82) : 0);
     }
   }
 }
@@ -195,6 +200,13 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
       store<f32>(p + B_M + (<usize>c << 2), live && mins ? halfAt(wb + 2) : 0);
     }
   }
+}
+
+/** The 16 products of x's 4 bytes (broadcast in x4) with the panel vector w: 2 pair sums a column. */
+// @ts-ignore: decorator
+@inline function dot4(x4: v128, w: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return i16x8.relaxed_dot_i8x16_i7x16_s(x4, w);
+  return unreachable();
 }
 
 /** h plus the 16 products of x's 4 bytes (broadcast in x4) with the panel vector w: 2 pair sums a column. */
@@ -256,11 +268,11 @@ const TILE_ACC_BYTES: usize = 256, ACC_F: usize = 128;
  * formats flushed every 4 steps, Q5_K / Q5_0 / Q5_1 / Q2_K / Q3_K, level). Runs of 16-bit sums (Q4_K's
  * and Q5_K's 8 sub-blocks of 32, Q2_K's and Q3_K's 16 groups of 16; pair sums <= 2·15·127, Q5_K's
  * <= 2·31·127 over half a sub-block), each times its run's scales in an i16 dot into acc, then
- * superFinish / lowBitFinish per super-block.
+ * superFinish / groupFinish per super-block (Q6_K: sixBitTile).
  */
 // @ts-ignore: decorator
 @inline function superTile(a: usize, ldqa: usize, p: usize, gs: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, format: i32, acc: usize): void {
-  const five = format == WEIGHT_Q5_K, low = lowBitPanel(format);
+  const five = format == WEIGHT_Q5_K, low = groupPanel(format);
   // Flushes a super-block: Q5_K's sub-blocks in halves (weights to 31: 4 steps in 16 bits).
   const flushes = five || low ? 16 : 8, steps: usize = five || low ? 4 : 8;
   const stride = low ? PANEL_LOW : PANEL_SUPER; // the scales at P_SCALES (= L_SCALES) in both
@@ -294,13 +306,57 @@ const TILE_ACC_BYTES: usize = 256, ACC_F: usize = 128;
     }
     for (let i: usize = 0; i < <usize>rows << 1; i++) {
       const ar = a0 + (i >> 1) * ldqa, pg = ps + (i & 1) * gs, f = accF + (i << 4), dots = v128.load(acc + (i << 4));
-      v128.store(f, low ? lowBitFinish(v128.load(f), dots, ar, pg, format) : superFinish(v128.load(f), dots, ar, pg));
+      v128.store(f, low ? groupFinish(v128.load(f), dots, ar, pg, format) : superFinish(v128.load(f), dots, ar, pg));
     }
   }
   storeTile(y, ldy, accF, cols, addToY, rows);
 }
 
-/** The tile's rows (1 or 4) of cols <= 8 outputs from the accumulators at accF into y (rows ldy apart). */
+/**
+ * superTile for Q6_K / Q6_K_U8 panels (weights to 63: pair sums <= 2·63·127, so a run of 16-bit
+ * sums lasts 2 steps), rows (1 or 2) rows at a time: each run's sums times its group's scales
+ * (i32x4.dot_i16x8_s) into i32 accumulators held in registers for the whole super-block, then
+ * groupFinish (the -32 offsets). Four rows' runs would need 16 registers with their
+ * accumulators; through acc in memory (superTile's way) V8's code took ~115 instructions a 256
+ * products against Q4_K's ~73, and one step's sums to i32 at once, a multiply more a step (the
+ * multiplies share one port here: 1.3x slower).
+ */
+// @ts-ignore: decorator
+@inline function sixBitTile(a: usize, ldqa: usize, p: usize, gs: usize, nsb: i32, y: usize, ldy: usize, cols: i32, addToY: bool, rows: i32, acc: usize): void {
+  const accF = acc + ACC_F;
+  zeroAccumulators(accF, rows);
+  for (let sb = 0; sb < nsb; sb++) {
+    const ps = p + <usize>sb * PANEL_LOW, pB = ps + gs, a0 = a + <usize>sb * QA_SUPER, a1 = a0 + ldqa;
+    let q = ps, x0 = a0 + SUPER_I8, x1 = a1 + SUPER_I8;
+    let d0 = i32x4.splat(0), e0 = i32x4.splat(0), d1 = i32x4.splat(0), e1 = i32x4.splat(0);
+    // Run r: steps 2r, 2r + 1 (half of group r >> 1; two runs an iteration, their scales loaded
+    // once: 1.5x slower, V8 spilled).
+    for (let r: usize = 0; r < 32; r++) {
+      const at = L_SCALES + ((r >> 1) << 4), scA = v128.load(ps + at), scB = v128.load(pB + at);
+      let wA = v128.load(q), wB = v128.load(q + gs);
+      let s = v128.load32_splat(x0);
+      let h0 = dot4(s, wA), g0 = dot4(s, wB), h1 = h0, g1 = g0;
+      if (rows > 1) { s = v128.load32_splat(x1); h1 = dot4(s, wA); g1 = dot4(s, wB); }
+      wA = v128.load(q, 16); wB = v128.load(q + gs, 16);
+      s = v128.load32_splat(x0, 4); h0 = step4(h0, s, wA); g0 = step4(g0, s, wB);
+      d0 = i32x4.add(d0, i32x4.dot_i16x8_s(h0, scA)); e0 = i32x4.add(e0, i32x4.dot_i16x8_s(g0, scB));
+      if (rows > 1) {
+        s = v128.load32_splat(x1, 4); h1 = step4(h1, s, wA); g1 = step4(g1, s, wB);
+        d1 = i32x4.add(d1, i32x4.dot_i16x8_s(h1, scA)); e1 = i32x4.add(e1, i32x4.dot_i16x8_s(g1, scB));
+      }
+      q += 32; x0 += 8; x1 += 8;
+    }
+    v128.store(accF, groupFinish(v128.load(accF), d0, a0, ps, WEIGHT_Q6_K));
+    v128.store(accF, groupFinish(v128.load(accF, 16), e0, a0, pB, WEIGHT_Q6_K), 16);
+    if (rows > 1) {
+      v128.store(accF, groupFinish(v128.load(accF, 32), d1, a1, ps, WEIGHT_Q6_K), 32);
+      v128.store(accF, groupFinish(v128.load(accF, 48), e1, a1, pB, WEIGHT_Q6_K), 48);
+    }
+  }
+  storeTile(y, ldy, accF, cols, addToY, rows);
+}
+
+/** The tile's rows (1, 2 or 4) of cols <= 8 outputs from the accumulators at accF into y (rows ldy apart). */
 // @ts-ignore: decorator
 @inline function storeTile(y: usize, ldy: usize, accF: usize, cols: i32, addToY: bool, rows: i32): void {
   for (let r: usize = 0; r < <usize>rows; r++) {
@@ -310,13 +366,13 @@ const TILE_ACC_BYTES: usize = 256, ACC_F: usize = 128;
   }
 }
 
-/** f plus one Q2_K / Q3_K super-block of a row (its activation super-block at a; dots: Σ_g sc_g·Σ q·a per column). */
+/** f plus one Q2_K / Q3_K / Q6_K super-block of a row (its activation super-block at a; dots: Σ_g sc_g·Σ q·a per column). */
 // @ts-ignore: decorator
-@inline function lowBitFinish(f: v128, dots: v128, a: usize, p: usize, format: i32): v128 {
+@inline function groupFinish(f: v128, dots: v128, a: usize, p: usize, format: i32): v128 {
   let offsets = i32x4.dot_i16x8_s(v128.load(p + L_OFFSETS), v128.load32_splat(a + SUPER_SUM16));
   for (let i: usize = 1; i < 8; i++) offsets = i32x4.add(offsets, i32x4.dot_i16x8_s(v128.load(p + L_OFFSETS + (i << 4)), v128.load32_splat(a + SUPER_SUM16 + (i << 2))));
   const da = f32x4.splat(load<f32>(a));
-  if (format == WEIGHT_Q3_K) return fmadd(f32x4.convert_i32x4_s(i32x4.sub(dots, i32x4.shl(offsets, 2))), f32x4.mul(v128.load(p + L_D), da), f);
+  if (format == WEIGHT_Q3_K || isSixBit(format)) return fmadd(f32x4.convert_i32x4_s(i32x4.sub(dots, i32x4.shl(offsets, format == WEIGHT_Q3_K ? 2 : 5))), f32x4.mul(v128.load(p + L_D), da), f);
   f = fmadd(f32x4.convert_i32x4_s(dots), f32x4.mul(v128.load(p + L_D), da), f);
   return fmadd(f32x4.convert_i32x4_s(offsets), f32x4.neg(f32x4.mul(v128.load(p + L_DMIN), da)), f);
 }
@@ -396,6 +452,12 @@ function q2kTile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, 
 function q2kTile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q2_K, acc); }
 function q3kTile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q3_K, acc); }
 function q3kTile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { superTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q3_K, acc); }
+// (Q6_K's and Q6_K_U8's panels are the same: one tile for both.)
+function q6kTile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void {
+  sixBitTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 2, acc);
+  sixBitTile(a + 2 * ldqa, ldqa, p, gs, n, y + 2 * ldy, ldy, cols, addToY, 2, acc);
+}
+function q6kTile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { sixBitTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, acc); }
 function q4_0Tile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q4_0, acc); }
 function q4_0Tile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 1, WEIGHT_Q4_0, acc); }
 function q5_0Tile4(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, acc: usize): void { blockTile(a, ldqa, p, gs, n, y, ldy, cols, addToY, 4, WEIGHT_Q5_0, acc); }
@@ -408,6 +470,7 @@ function q5_1Tile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize,
 /** One tile of `rows` (4, or 1) rows x 8 columns (groups at p, p + gs) in the format's tile function (n: super-blocks or blocks a row). */
 // @ts-ignore: decorator
 @inline function tile(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize, ldy: usize, cols: i32, addToY: bool, four: bool, format: i32, acc: usize): void {
+  if (isSixBit(format)) { if (four) q6kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q6kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); return; }
   switch (format) {
     case WEIGHT_Q4_K: if (four) q4kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q4kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
     case WEIGHT_Q5_K: if (four) q5kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q5kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
@@ -437,7 +500,7 @@ export function panelGemm(qa: usize, w: usize, ldw: usize, y: usize, ldy: usize,
     const n1 = min(n0 + cols, nEnd);
     for (let c = n0; c < n1; c += 4) {
       const dst = panel + <usize>((c - n0) >> 2) * group;
-      if (lowBitPanel(format)) packLowBit(w, ldw, c, n1, n, dst, format);
+      if (groupPanel(format)) packGroups(w, ldw, c, n1, n, dst, format);
       else if (isSuper) packSuper(w, ldw, c, n1, n, dst, format);
       else packBlocks(w, ldw, c, n1, n, dst, format);
     }

@@ -3,7 +3,7 @@ import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
 import { dequantizeRowK, dotk_1x1, dotk_1x2, isKQuant, kquantRowBytes, QA_SUPER, quantizeSuper, superActivations, SUPER_BLOCK } from "./linear-kquant";
 import { panelBytes, panelFormat, panelGemm, PANEL_ROWS } from "./linear-quant-panels";
-import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q8_0 } from "../abi";
+import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q6_K_U8, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
@@ -40,7 +40,7 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_
 // GEMM tiles on x as it is (linear.ts), as llama.cpp's GPU backends dequantize for large batches:
 // integer block dots per row cost more instructions than f32 FMAs (SmolLM2 Q8_0 prefill
 // 1.33-1.70x, Q4_0 1.04-1.25x, scratch/ab.ts). The relaxed build's formats of unsigned weights
-// (Q4_0, Q5_0, Q4_1, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K) have no such rows: from PANEL_ROWS rows they pack each block
+// (Q4_0, Q5_0, Q4_1, Q5_1, the K-quants) have no such rows: from PANEL_ROWS rows they pack each block
 // of weight columns once into integer panels and run 4x8 tiles of 7-bit dots on quantized x
 // (linear-quant-panels.ts: GEMM 128x2048x2048 Q4_K 2.1x the f32 panels, Q5_0 1.65x, Q3_K / Q2_K 1.6x, Q4_0 1.42x
 // the two-row integer tiles it had since the tenth round, which gave each row the bits it has
@@ -77,7 +77,7 @@ export const QA_DSUM: usize = 124;
  * WEIGHT_* code): where it measured faster (GEMM 1536x576, relaxed build, scratch/gemmwab.ts:
  * Q8_0 1.0x at 8 rows, 1.13-1.23x at 12, 1.3-1.47x from 24; Q4_0, whose 7-bit dots are cheaper,
  * 0.87x at 16, 1.04-1.1x from 32, the simd build's). K-quants (linear-kquant.ts): as Q8_0. The
- * relaxed build's unsigned formats (Q4_0 / Q5_0 / Q4_1 / Q5_1 / Q2_K-Q5_K) never: packed integer
+ * relaxed build's unsigned formats (Q4_0 / Q5_0 / Q4_1 / Q5_1 / the K-quants) never: packed integer
  * panels from PANEL_ROWS rows (linear-quant-panels.ts).
  */
 // @ts-ignore: decorator
@@ -722,4 +722,9 @@ export function linear_q5_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N
 /** The linear layer with Q6_K weights (K a multiple of 256); `scratch` as linear_q8_0's. */
 export function linear_q6_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
   linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q6_K);
+}
+
+/** The linear layer with Q6_K_U8 weights (Q6_K a byte a weight; K a multiple of 256); `scratch` as linear_q8_0's. */
+export function linear_q6_k_u8(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q6_K_U8);
 }

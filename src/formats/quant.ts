@@ -10,15 +10,19 @@
 // A row of K weights is ceil(K/32) blocks; past K the last block holds zeros.
 //   Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: super-blocks of 256 (layouts in assembly/kernels/linear-kquant.ts); a row is
 //         K / 256 of them, K a multiple of 256 (GGUF has no partial super-block).
+//   Q6_K_U8: not a GGUF type: Q6_K unpacked to a byte a weight (256 bytes q in 0..63, Q6_K's 16 i8
+//         scales, its f16 d: 274 bytes; w = d·sc·(q - 32)), what a file's Q6_K loads as (q6kToU8).
 import { GGML_TYPES } from "./gguf.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
-export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "q4_1" | "q5_1" | "iq4_nl" | "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k";
+export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "q4_1" | "q5_1" | "iq4_nl" | "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8";
 export const QUANT_BLOCK = 32;
+/** Bytes of a Q6_K_U8 super-block: 256 weights, 16 scales, f16 d. */
+const Q6_K_U8_BYTES = 274;
 /** Weights per block of each format (a K-quant's super-block). */
-export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, q4_1: 32, q5_1: 32, iq4_nl: 32, q2_k: 256, q3_k: 256, q4_k: 256, q5_k: 256, q6_k: 256 };
+export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, q4_1: 32, q5_1: 32, iq4_nl: 32, q2_k: 256, q3_k: 256, q4_k: 256, q5_k: 256, q6_k: 256, q6_k_u8: 256 };
 export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = {
-  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, q4_1: GGML_TYPES.Q4_1.bytes, q5_1: GGML_TYPES.Q5_1.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q2_k: GGML_TYPES.Q2_K.bytes, q3_k: GGML_TYPES.Q3_K.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes,
+  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, q4_1: GGML_TYPES.Q4_1.bytes, q5_1: GGML_TYPES.Q5_1.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q2_k: GGML_TYPES.Q2_K.bytes, q3_k: GGML_TYPES.Q3_K.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes, q6_k_u8: Q6_K_U8_BYTES,
 };
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
@@ -61,18 +65,18 @@ export const K_MIX_FILE_TYPES: Record<KQuantMix, number> = { q4_k_m: 15, q5_k_m:
 
 /**
  * The buffer dtype a weight matrix (rows of K) takes in memory for a WeightChoice: the choice
- * itself, or for a mix the mix's type, its Q6_K (and Q8_0 fallbacks) as Q8_0, as a Q4_K_M file
- * loads by default (a Q5_K_M mix keeps its Q5_K and Q5_1: what asking for it is for).
+ * itself, or for a mix the mix's type, its Q6_K as Q6_K_U8 and its Q8_0 fallbacks as Q8_0, as a
+ * Q4_K_M file loads by default (a Q5_K_M mix keeps its Q5_K and Q5_1: what asking for it is for).
  */
 export function weightDtypeOf(choice: WeightChoice, name: string, K: number, model: { numLayers: number; tieWordEmbeddings: boolean }): "f32" | "bf16" | "f16" | QuantDtype {
   if (choice !== "q4_k_m" && choice !== "q5_k_m") return choice;
   const type = kMixTensorType(choice, name, [0, K], model.numLayers, model.tieWordEmbeddings);
-  return type === undefined || type === "Q6_K" ? "q8_0" : (type.toLowerCase() as QuantDtype);
+  return type === undefined ? "q8_0" : type === "Q6_K" ? "q6_k_u8" : (type.toLowerCase() as QuantDtype);
 }
 
 /** A K-quant: rows must be whole super-blocks of 256. */
-export function isKQuant(dtype: QuantDtype): dtype is "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" {
-  return dtype === "q2_k" || dtype === "q3_k" || dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k";
+export function isKQuant(dtype: QuantDtype): dtype is "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8" {
+  return dtype === "q2_k" || dtype === "q3_k" || dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k" || dtype === "q6_k_u8";
 }
 
 /** Why rows of K weights cannot be stored as `dtype` (a K-quant's rows are whole super-blocks), or undefined. */
@@ -100,7 +104,8 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
   if (isKQuant(dtype)) {
     const rowBytes = quantRowBytes(dtype, K);
     if (x.length % K !== 0 || out.length !== (x.length / K) * rowBytes) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${(x.length / K) * rowBytes} bytes`);
-    out.set(quantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", x instanceof Float32Array ? x : Float32Array.from(x), K));
+    const xs = x instanceof Float32Array ? x : Float32Array.from(x);
+    out.set(dtype === "q6_k_u8" ? q6kToU8(quantizeGGML("Q6_K", xs, K), xs.length) : quantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", xs, K));
     return;
   }
   const rows = x.length / K, nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
@@ -164,7 +169,8 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
   if (isKQuant(dtype)) {
     const rowBytes = quantRowBytes(dtype, K);
     if (bytes.length % rowBytes !== 0) throw new RangeError(`dequantizeRows: ${bytes.length} bytes are not whole rows of ${K} ${dtype} weights`);
-    return dequantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", bytes, (bytes.length / rowBytes) * K);
+    const elements = (bytes.length / rowBytes) * K;
+    return dtype === "q6_k_u8" ? dequantizeQ6KU8(bytes, elements) : dequantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", bytes, elements);
   }
   const nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
   const rows = bytes.length / (nb * bb);
@@ -191,6 +197,39 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
         out[r * K + k] = Math.fround(d * q);
       }
     }
+  }
+  return out;
+}
+
+/** Q6_K_U8 super-blocks as floats: d·sc·(q - 32), as dequantizeGGML's Q6_K (one rounding). */
+function dequantizeQ6KU8(bytes: Uint8Array, elements: number): Float32Array {
+  const out = new Float32Array(elements), view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let b = 0; b < elements / 256; b++) {
+    const at = b * Q6_K_U8_BYTES, d = f16ToF32(view.getUint16(at + 272, true));
+    for (let i = 0; i < 256; i++) out[256 * b + i] = Math.fround(d * view.getInt8(at + 256 + (i >> 4)) * (bytes[at + i]! - 32));
+  }
+  return out;
+}
+
+/**
+ * Q6_K super-blocks (elements weights) as Q6_K_U8: each weight's 6 bits (the low nibble from ql,
+ * the top 2 bits from qh, in Q6_K's order) as a byte, the scales and d as they are. Exact.
+ */
+export function q6kToU8(bytes: Uint8Array, elements: number): Uint8Array {
+  const out = new Uint8Array((elements / 256) * Q6_K_U8_BYTES);
+  for (let b = 0; b < elements / 256; b++) {
+    const at = b * GGML_TYPES.Q6_K.bytes, o = b * Q6_K_U8_BYTES;
+    for (let n = 0; n < 2; n++) {
+      const ql = at + 64 * n, qh = at + 128 + 32 * n, y = o + 128 * n;
+      for (let l = 0; l < 32; l++) {
+        const h = bytes[qh + l]!;
+        out[y + l] = (bytes[ql + l]! & 15) | ((h & 3) << 4);
+        out[y + l + 32] = (bytes[ql + l + 32]! & 15) | (((h >> 2) & 3) << 4);
+        out[y + l + 64] = (bytes[ql + l]! >> 4) | (((h >> 4) & 3) << 4);
+        out[y + l + 96] = (bytes[ql + l + 32]! >> 4) | (((h >> 6) & 3) << 4);
+      }
+    }
+    out.set(bytes.subarray(at + 192, at + 210), o + 256); // 16 scales, then d
   }
   return out;
 }

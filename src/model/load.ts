@@ -3,7 +3,7 @@
 // its tensors uploaded, with progress; the tokenizer and generation defaults. A GGUF file (or
 // its splits): streamed, each tensor straight into wasm memory (loadGGUF).
 import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
-import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
+import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, q6kToU8, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import { decodeFloat32 } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, bufferBytes, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
@@ -423,28 +423,32 @@ const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "IQ4_NL"
  * ones (Q2_K, Q3_K: 0.96x / 1.5x Q8_0's time in the relaxed build, 1.8x / 2.3x in the simd
  * build, but a file of them was chosen for its size, which Q8_0
  * would triple), and Q5_0 (1.3x, but requantized to Q8_0 a Qwen2.5-0.5B-shaped Q4_K_M file's
- * greedy tokens matched native llama.cpp's 0 of 64; 64 kept). Q5_1, Q5_K and Q6_K become Q8_0
- * unless `dtype` asks to keep them: their kernels take 1.55x / 1.2x / 1.3x Q8_0's time at one
- * thread (GEMV, relaxed build, trained-like weights), and kept they cost more time than their
- * fewer bytes save at one or two threads (Llama-3.2-1B-shaped twins, scratch/q6ab: Q4_K_M with
- * its Q6_K kept decoded level at one thread, 11-25% slower at two, where the memory bus is not
- * the limit; Q5_K_M 7% slower at one thread, level at two), though
- * nearer the file's values (KL to native llama.cpp's next-token distributions 5.0e-2 against
- * 7.2e-2 converted, the same twin's first 3 steps) in 0.77x / 0.65x Q8_0's bytes.
+ * greedy tokens matched native llama.cpp's 0 of 64; 64 kept). Q5_1 and Q5_K become Q8_0 unless
+ * `dtype` asks to keep them: their kernels take 1.55x / 1.2x Q8_0's time at one thread (GEMV,
+ * relaxed build, trained-like weights), and kept they cost more time than their fewer bytes save
+ * (a Llama-3.2-1B-shaped Q5_K_M twin 7% slower at one thread, level at two). Q6_K becomes
+ * Q6_K_U8, its bits unpacked to a byte a weight (conversionTarget): its values exactly, in
+ * Q8_0's bytes and GEMV time, where Q6_K's own GEMV took 2x (its bit unpacking; a Q4_K_M twin
+ * with its Q6_K kept decoded 11-25% slower at two threads) and Q8_0 in its place went through
+ * the f32 panels in prefill, where Q6_K_U8 has integer panels (GEMM 128x2048x2048 23.5 -> 14.2
+ * ms; a Llama-3.2-1B-shaped Q4_K_M twin's prefill 1.13x, scratch/q6ab.ts) and the file's own
+ * values (KL to native llama.cpp's next-token distributions 5.0e-2 kept against 7.2e-2 as Q8_0).
  */
 const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K"]);
 
 /**
  * What a matrix of a type not kept converts to at load (no dtype given): IQ4_XS to IQ4_NL (its
- * nibbles as they are, each 32's scale d·(s - 32) rounded to f16), every other type to Q8_0.
+ * nibbles as they are, each 32's scale d·(s - 32) rounded to f16), Q6_K to Q6_K_U8 (exactly),
+ * every other type to Q8_0.
  */
-export function conversionTarget(type: string): "iq4_nl" | "q8_0" {
-  return type === "IQ4_XS" ? "iq4_nl" : "q8_0";
+export function conversionTarget(type: string): "iq4_nl" | "q6_k_u8" | "q8_0" {
+  return type === "IQ4_XS" ? "iq4_nl" : type === "Q6_K" ? "q6_k_u8" : "q8_0";
 }
 
-/** Conversions block for block, bytes to bytes (IQ4_XS: its levels as they are, its scales to f16). */
+/** Conversions block for block, bytes to bytes (IQ4_XS: its levels as they are, its scales to f16; Q6_K: its bits unpacked). */
 const DIRECT_CONVERSIONS: Record<string, { to: QuantDtype; convert: (bytes: Uint8Array, elements: number) => Uint8Array }> = {
   IQ4_XS: { to: "iq4_nl", convert: iq4xsToIq4nl },
+  Q6_K: { to: "q6_k_u8", convert: q6kToU8 },
 };
 
 /** Every matrix of one float type: the file's matrices stay as they are. */
@@ -462,8 +466,8 @@ export function ggufConversions(matrixTypes: readonly string[]): Map<string, num
   return out;
 }
 
-/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, IQ4_NL), d and m (Q4_1, Q5_1), d and dmin (Q4_K, Q5_K; Q2_K's after its quants), d after the quants (Q6_K). */
-const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], q4_1: [0, 2], q5_1: [0, 2], iq4_nl: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208] };
+/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, IQ4_NL), d and m (Q4_1, Q5_1), d and dmin (Q4_K, Q5_K; Q2_K's after its quants), d after the quants (Q6_K, Q6_K_U8: after its scales). */
+const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], q4_1: [0, 2], q5_1: [0, 2], iq4_nl: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208], q6_k_u8: [272] };
 
 /** The first block of quantized data with an infinite or NaN f16 scale, or -1. */
 function firstNonFiniteScale(bytes: Uint8Array, dtype: QuantDtype): number {
