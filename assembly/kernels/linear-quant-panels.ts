@@ -211,10 +211,7 @@ function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usiz
 
 /** h plus the 16 products of x's 4 bytes (broadcast in x4) with the panel vector w: 2 pair sums a column. */
 // @ts-ignore: decorator
-@inline function step4(h: v128, x4: v128, w: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) return i16x8.add(h, i16x8.relaxed_dot_i8x16_i7x16_s(x4, w));
-  return unreachable();
-}
+@inline function step4(h: v128, x4: v128, w: v128): v128 { return i16x8.add(h, dot4(x4, w)); }
 
 /** f plus one super-block of a row (its activation super-block at a; dots: Σ_s sc_s·Σ q·a per column): d·da times the dots, minus dmin·da times Σ_s m_s·Σ a. */
 // @ts-ignore: decorator
