@@ -4,7 +4,8 @@
 // dtype, q/k rows permuted as llama.cpp's converter does); both runtimes load the same file, take
 // the same 128 prompt ids and decode 64 greedy tokens, at 1 and 2 threads. Reported: prefill and
 // decode tokens/s, the ratio, and whether the greedy tokens agree (a check of the file, the
-// permutation and both forward passes). Medians of --repeats runs.
+// permutation and both forward passes). Medians of --repeats runs after one untimed warm-up run per engine (as llama-bench warms up):
+// the first run pays for V8's optimizing compiles (ours, wllama's) and page faults (native).
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -74,9 +75,10 @@ async function ours(rt: Runtime, file: string, prompt: number[]): Promise<Timing
   const model = await loadModel(rt, file);
   try {
     const runs: Timing[] = [];
-    for (let r = 0; r < repeats; r++) {
+    // Run -1 is the untimed warm-up (V8 compiles the kernels' optimized code while they first run).
+    for (let r = -1; r < repeats; r++) {
       const g = await model.generate(prompt, { maxNewTokens: gen, temperature: 0, stopTokens: [] }).done;
-      runs.push({ prefill: g.prefillTokensPerSecond, decode: g.decodeTokensPerSecond, tokens: g.tokens });
+      if (r >= 0) runs.push({ prefill: g.prefillTokensPerSecond, decode: g.decodeTokensPerSecond, tokens: g.tokens });
     }
     return { prefill: median(runs.map((r) => r.prefill)), decode: median(runs.map((r) => r.decode)), tokens: runs[0]!.tokens };
   } finally { model.dispose(); }
@@ -86,7 +88,8 @@ async function native(file: string, prompt: number[], threads: number): Promise<
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
   try {
     const runs: Timing[] = [];
-    for (let r = 0; r < repeats; r++) {
+    // Run -1 is the untimed warm-up (llama-bench's too: the first run pages the mapped weights in).
+    for (let r = -1; r < repeats; r++) {
       const ctx = await model.createContext({ contextSize: prompt.length + gen + 16, threads, batchSize: prompt.length });
       const seq = ctx.getSequence();
       const tokens: number[] = [];
@@ -99,7 +102,7 @@ async function native(file: string, prompt: number[], threads: number): Promise<
       }
       const end = performance.now();
       await ctx.dispose();
-      runs.push({ prefill: prompt.length / ((first - start) / 1000), decode: (gen - 1) / ((end - first) / 1000), tokens });
+      if (r >= 0) runs.push({ prefill: prompt.length / ((first - start) / 1000), decode: (gen - 1) / ((end - first) / 1000), tokens });
     }
     return { prefill: median(runs.map((r) => r.prefill)), decode: median(runs.map((r) => r.decode)), tokens: runs[0]!.tokens };
   } finally { await model.dispose(); }
@@ -144,7 +147,7 @@ try {
         let same = 0;
         while (same < Math.min(a.tokens.length, b.tokens.length) && a.tokens[same] === b.tokens[same]) same++;
         // wllama reads a model through one ArrayBuffer (at most 2 GB): a failure is reported, not fatal.
-        const w = wllama ? await wllama.run(file, threads, promptText, gen, promptLength + gen + 16).catch((e: Error) => { console.error(`wllama ${name} ${dtype}: ${e.message}`); return undefined; }) : undefined;
+        const w = wllama ? await wllama.run(file, threads, promptText, promptIds.length, gen, promptLength + gen + 16).catch((e: Error) => { console.error(`wllama ${name} ${dtype}: ${e.message}`); return undefined; }) : undefined;
         const ratio = (x: number, y?: number) => (y ? `${(x / y).toFixed(2)}x` : "-");
         rows.push([label, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), ratio(a.prefill, b.prefill), w ? w.prefill.toFixed(1) : "-", ratio(a.prefill, w?.prefill),
           a.decode.toFixed(1), b.decode.toFixed(1), ratio(a.decode, b.decode), w ? w.decode.toFixed(1) : "-", ratio(a.decode, w?.decode), `${same}/${gen}`]);
@@ -158,7 +161,7 @@ try {
 console.log("");
 await wllama?.close();
 printTable(console.log, ["model (synthetic)", "weights", "threads", "prefill tok/s", "native", "x native", "wllama", "x wllama", "decode tok/s", "native", "x native", "wllama", "x wllama", "same greedy tokens as native"], rows);
-console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; gqa-wasm and native: medians of ${repeats}; native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run, its own timings.`);
+console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; gqa-wasm and native: medians of ${repeats} after one untimed warm-up run each; native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run after a warm-up, its own timings.`);
 const out = new URL("../results/e2e.json", import.meta.url);
 const { mkdirSync } = await import("node:fs");
 mkdirSync(new URL(".", out), { recursive: true });

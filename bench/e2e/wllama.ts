@@ -11,7 +11,7 @@ import { chromiumPath } from "../../tests/conformance/web-hosts.ts";
 
 export interface WllamaTiming { prefill: number; decode: number; predicted: number }
 
-export async function startWllama(): Promise<{ run(file: string, threads: number, prompt: string, gen: number, ctx: number): Promise<WllamaTiming>; close(): Promise<void> }> {
+export async function startWllama(): Promise<{ run(file: string, threads: number, prompt: string, promptTokens: number, gen: number, ctx: number): Promise<WllamaTiming>; close(): Promise<void> }> {
   const here = fileURLToPath(new URL(".", import.meta.url));
   const dir = mkdtempSync(join(tmpdir(), "gqa-wllama-"));
   await bundle(join(here, "wllama-page.ts"), join(dir, "page.js"));
@@ -36,14 +36,16 @@ export async function startWllama(): Promise<{ run(file: string, threads: number
   const browser = await chromium.launch({ executablePath: await chromiumPath(), headless: true,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
   return {
-    async run(file, threads, prompt, gen, ctx) {
+    async run(file, threads, prompt, promptTokens, gen, ctx) {
       model = file;
       const page = await browser.newPage();
       try {
         await page.goto(`${base}?threads=${threads}&gen=${gen}&ctx=${ctx}&batch=${Math.min(ctx, 512)}&prompt=${encodeURIComponent(prompt)}`);
         await page.waitForFunction(() => (window as { wllamaResult?: unknown }).wllamaResult !== undefined, undefined, { timeout: 600_000 });
-        const r = await page.evaluate(() => (window as unknown as { wllamaResult: { timings?: { prompt_per_second: number; predicted_per_second: number; predicted_n: number }; error?: string; crossOriginIsolated?: boolean } }).wllamaResult);
+        const r = await page.evaluate(() => (window as unknown as { wllamaResult: { timings?: { prompt_n: number; prompt_per_second: number; predicted_per_second: number; predicted_n: number }; error?: string; crossOriginIsolated?: boolean } }).wllamaResult);
         if (!r.timings) throw new Error(`wllama: ${r.error ?? "no timings"}`);
+        // The timed run must have evaluated the whole prompt (not a cached prefix of the warm-up's).
+        if (r.timings.prompt_n < promptTokens) throw new Error(`wllama: the timed run evaluated ${r.timings.prompt_n} prompt tokens, not ${promptTokens}`);
         return { prefill: r.timings.prompt_per_second, decode: r.timings.predicted_per_second, predicted: r.timings.predicted_n };
       } finally { await page.close(); }
     },
