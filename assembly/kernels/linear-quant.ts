@@ -1,6 +1,6 @@
 import { fmadd, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
-import { gemmPanel, KC, linear_panel_scratch_bytes, NB } from "./linear";
+import { gemmPanel, KC, linear_panel_scratch_bytes, NB, PACKED_X_OFFSET, packRows } from "./linear";
 import { dequantizeRowK, dotk_1x1, dotk_1x2, isKQuant, kquantRowBytes, QA_SUPER, quantizeSuper, superActivations, SUPER_BLOCK } from "./linear-kquant";
 import { panelBytes, panelFormat, panelGemm, PANEL_ROWS } from "./linear-quant-panels";
 import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q6_K_U8, WEIGHT_Q8_0 } from "../abi";
@@ -601,7 +601,8 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
     if ((flags & LINEAR_X_QUANTIZED) != 0) unreachable(); // the scratch is shared quantized x
     const ldx = <usize>K << 2;
     for (let k0 = 0; k0 < K; k0 += KC) { // KC is whole blocks and super-blocks
-      const kLen = min(KC, K - k0), wOff = rowBytes(k0, format);
+      const kLen = min(KC, K - k0), wOff = rowBytes(k0, format), xp = scratch + PACKED_X_OFFSET;
+      packRows(x, <usize>k0 << 2, ldx, M, kLen, xp);
       for (let n0 = nBegin; n0 < nEnd; n0 += NB) {
         const n1 = min(n0 + NB, nEnd);
         for (let n = n0; n < n1; n++) {
@@ -609,7 +610,7 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
           if (isKQuant(format)) dequantizeRowK(src, kLen, dst, format);
           else dequantizeRow(src, kLen, dst, format);
         }
-        gemmPanel(x, <usize>k0 << 2, ldx, M, scratch, y, ldy, n0, n1, kLen, k0 > 0 || addToY);
+        gemmPanel(xp, M, scratch, y, ldy, n0, n1, kLen, k0 > 0 || addToY);
       }
     }
   } else {

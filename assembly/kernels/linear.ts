@@ -1,6 +1,6 @@
-import { BF16, F16, widenRow } from "../simd";
+import { BF16, F16, fmadd, hsum4x4, widenRow } from "../simd";
 import { LINEAR_ACCUMULATE } from "../abi";
-import { dotnt_1x1_gemv, dotnt_1x1_gemv_bf16, dotnt_1x2_gemv, dotnt_1x4_gemv_bf16, dotnt_4x1, dotnt_4x2, gemvBlockRows, splitEvenOdd } from "./dot-nt";
+import { dotnt_1x1_gemv, dotnt_1x1_gemv_bf16, dotnt_1x2_gemv, dotnt_1x4_gemv_bf16, finish, gemvBlockRows, splitEvenOdd } from "./dot-nt";
 
 // Linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or with `accumulate` y = (y + x · Wᵀ) (+ b) (a residual
 // add fused into the store), W stored [N, K] (PyTorch / Hugging Face layout) in
@@ -34,9 +34,9 @@ export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N:
   linear<F16>(x, w, bias, y, M, N, K, nBegin, nEnd, (flags & LINEAR_ACCUMULATE) != 0, scratch);
 }
 
-/** Bytes of scratch a call with 16-bit weights takes: an f32 weight panel (GEMM), or GEMV's x rows split for bf16 (splitEvenOdd). */
+/** Bytes of scratch a call takes: an f32 weight panel (GEMM of 16-bit weights) then x's packed rows (GEMM), or GEMV's x rows split for bf16 (splitEvenOdd). */
 export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
-  return M >= 4 ? NB * min(KC, K) * 4 : M * K * 4;
+  return M >= 4 ? <i32>(PACKED_X_OFFSET + packedRowsBytes(M, min(KC, K))) : M * K * 4;
 }
 
 /** bf16 (u16 storage) takes the even/odd GEMV kernel; f16 is i16, f32 is f32. */
@@ -77,34 +77,119 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
   for (let r = 0; r < rows; r++) widenRow<W>(w + <usize>r * ldw, kLen, panel + (<usize>r * <usize>kLen << 2));
 }
 
+/** Bytes of a K slice of M rows of x packed by packRows: 4-row tiles of kLen floats rounded up to 4. */
+// @ts-ignore: decorator
+@inline function packedRowsBytes(M: i32, kLen: i32): usize { return <usize>((M + TILE_ROWS - 1) / TILE_ROWS) * tileBytes(kLen); }
+
+/** Rows of x a GEMM tile computes. */
+const TILE_ROWS: i32 = 4;
+/** Bytes of one packed tile of x: TILE_ROWS rows of kLen floats (rounded up to 4). */
+// @ts-ignore: decorator
+@inline function tileBytes(kLen: i32): usize { return <usize>((kLen + 3) & ~3) * <usize>TILE_ROWS << 2; }
+
 /**
- * Every 4-row tile of x (at column offset kOff) against weight rows [n0, n1) (row n at w + n·ldw),
- * kLen long; the last 1-3 rows as one partial tile (its missing rows repeat the last row).
+ * x[:, kOff..kOff + kLen) (rows ldx bytes apart) at dst as 4-row tiles (a tile's missing rows
+ * repeat its last row): each 4 floats of the 4 rows together, 64 bytes (the last 1-3 floats
+ * zero-padded), so a tile's loads are one address and offsets (V8 spends an instruction on every
+ * distinct address: the 4x2 step took 6 of its 23 on them).
  */
 // @ts-ignore: decorator
-@inline function gemmTiles<W>(x: usize, kOff: usize, ldx: usize, M: i32, w: usize, ldw: usize, y: usize, ldy: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
-  for (let m = 0; m < M; m += 4) {
-    const rows = min(4, M - m);
-    const a0 = x + <usize>m * ldx + kOff;
-    const a1 = rows > 1 ? a0 + ldx : a0, a2 = rows > 2 ? a1 + ldx : a1, a3 = rows > 3 ? a2 + ldx : a2;
-    const yRow = y + <usize>m * ldy;
-    let n = n0;
-    for (; n + 2 <= n1; n += 2) {
-      const b0 = w + <usize>n * ldw;
-      dotnt_4x2<W>(a0, a1, a2, a3, b0, b0 + ldw, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate, rows);
+@inline export function packRows(x: usize, kOff: usize, ldx: usize, M: i32, kLen: i32, dst: usize): void {
+  const body = kLen & ~3, tb = tileBytes(kLen), step = <usize>TILE_ROWS << 4;
+  for (let m = 0; m < M; m += TILE_ROWS) {
+    const t = dst + <usize>(m / TILE_ROWS) * tb;
+    for (let r = 0; r < TILE_ROWS; r++) {
+      const row = x + <usize>min(m + r, M - 1) * ldx + kOff, to = t + (<usize>r << 4);
+      for (let i = 0; i < body; i += 4) v128.store(to + <usize>(i >> 2) * step, v128.load(row + (<usize>i << 2)));
+      if (body < kLen) {
+        const tail = to + <usize>(body >> 2) * step;
+        v128.store(tail, f32x4.splat(0));
+        for (let i = body; i < kLen; i++) store<f32>(tail + (<usize>(i - body) << 2), load<f32>(row + (<usize>i << 2)));
+      }
     }
-    if (n < n1) dotnt_4x1<W>(a0, a1, a2, a3, w + <usize>n * ldw, kLen, yRow + (<usize>n << 2), ldy, 1, accumulate, rows);
   }
 }
 
+/** Lane r (0..3) of f. */
+// @ts-ignore: decorator
+@inline function laneOf(f: v128, r: i32): f32 {
+  return r == 0 ? f32x4.extract_lane(f, 0) : r == 1 ? f32x4.extract_lane(f, 1) : r == 2 ? f32x4.extract_lane(f, 2) : f32x4.extract_lane(f, 3);
+}
+
+/** The first `rows` rows of column col (sums for rows 0..3 in its lanes) at c (rows ldc apart). */
+// @ts-ignore: decorator
+@inline function storeColumn(c: usize, ldc: usize, col: v128, rows: i32, accumulate: bool): void {
+  for (let r = 0; r < rows; r++) finish(c + <usize>r * ldc, laneOf(col, r), accumulate);
+}
+
 /**
- * Every row tile of x (columns kOff.., kLen) against an f32 panel of weight rows [n0, n1) at
- * `panel` (row n at panel + (n - n0)·kLen·4): 16-bit weights widened there, or quantized blocks
- * dequantized there (linear-quant.ts).
+ * A packed tile of x (xp, packRows: 4 rows) against f32 weight rows b0 and b1 (or, one = true, b0
+ * alone), kLen long: 8 accumulators, dot-nt 4x2's sums in its order (so its bits), the last 1-3
+ * floats after the horizontal sums. (12 accumulators, 4x3 or 6x2, spill: V8 loads a step's every
+ * vector before its FMAs, 1.8x slower.)
  */
 // @ts-ignore: decorator
-@inline export function gemmPanel(x: usize, kOff: usize, ldx: usize, M: i32, panel: usize, y: usize, ldy: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
-  gemmTiles<f32>(x, kOff, ldx, M, panel - (<usize>n0 * <usize>kLen << 2), <usize>kLen << 2, y, ldy, n0, n1, kLen, accumulate);
+@inline function gemmTile(xp: usize, b0: usize, b1: usize, kLen: i32, c: usize, ldc: usize, accumulate: bool, rows: i32, one: bool): void {
+  let c00 = f32x4.splat(0), c10 = f32x4.splat(0), c20 = f32x4.splat(0), c30 = f32x4.splat(0);
+  let c01 = f32x4.splat(0), c11 = f32x4.splat(0), c21 = f32x4.splat(0), c31 = f32x4.splat(0);
+  const body = <usize>(kLen & ~3);
+  for (let o: usize = 0, end = body << 2; o < end; o += 16) {
+    const xo = xp + (o << 2), k0 = v128.load(b0 + o);
+    if (one) {
+      c00 = fmadd(v128.load(xo), k0, c00); c10 = fmadd(v128.load(xo, 16), k0, c10);
+      c20 = fmadd(v128.load(xo, 32), k0, c20); c30 = fmadd(v128.load(xo, 48), k0, c30);
+      continue;
+    }
+    const k1 = v128.load(b1 + o);
+    let x = v128.load(xo);
+    c00 = fmadd(x, k0, c00); c01 = fmadd(x, k1, c01);
+    x = v128.load(xo, 16);
+    c10 = fmadd(x, k0, c10); c11 = fmadd(x, k1, c11);
+    x = v128.load(xo, 32);
+    c20 = fmadd(x, k0, c20); c21 = fmadd(x, k1, c21);
+    x = v128.load(xo, 48);
+    c30 = fmadd(x, k0, c30); c31 = fmadd(x, k1, c31);
+  }
+  let col0 = hsum4x4(c00, c10, c20, c30), col1 = one ? col0 : hsum4x4(c01, c11, c21, c31);
+  for (let i = body, end = <usize>kLen; i < end; i++) {
+    const t = xp + (body << 4) + ((i - body) << 2);
+    const x = f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(load<f32>(t)), 1, load<f32>(t, 16)), 2, load<f32>(t, 32)), 3, load<f32>(t, 48));
+    col0 = fmadd(x, f32x4.splat(load<f32>(b0 + (i << 2))), col0);
+    if (!one) col1 = fmadd(x, f32x4.splat(load<f32>(b1 + (i << 2))), col1);
+  }
+  storeColumn(c, ldc, col0, rows, accumulate);
+  if (!one) storeColumn(c + 4, ldc, col1, rows, accumulate);
+}
+
+/**
+ * Every 4-row tile of packed x (xp: packRows of M rows, kLen) against f32 weight rows [n0, n1)
+ * (row n at w + n·ldw), two at a time (a last one alone).
+ */
+// @ts-ignore: decorator
+@inline function gemmTiles(xp: usize, M: i32, w: usize, ldw: usize, y: usize, ldy: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
+  const tb = tileBytes(kLen);
+  for (let m = 0; m < M; m += TILE_ROWS) {
+    const rows = min(TILE_ROWS, M - m), xt = xp + <usize>(m / TILE_ROWS) * tb, yRow = y + <usize>m * ldy;
+    let n = n0;
+    for (; n + 2 <= n1; n += 2) {
+      const b0 = w + <usize>n * ldw;
+      gemmTile(xt, b0, b0 + ldw, kLen, yRow + (<usize>n << 2), ldy, accumulate, rows, false);
+    }
+    if (n < n1) gemmTile(xt, w + <usize>n * ldw, 0, kLen, yRow + (<usize>n << 2), ldy, accumulate, rows, true);
+  }
+}
+
+/** Where a GEMM call's packed x goes in its scratch: after an f32 panel of NB x KC weights. */
+export const PACKED_X_OFFSET: usize = <usize>NB * <usize>KC * 4;
+
+/**
+ * Every row tile of packed x (packRows at scratch + PACKED_X_OFFSET) against an f32 panel of
+ * weight rows [n0, n1) at `panel` (row n at panel + (n - n0)·kLen·4): 16-bit weights widened
+ * there, or quantized blocks dequantized there (linear-quant.ts).
+ */
+// @ts-ignore: decorator
+@inline export function gemmPanel(xp: usize, M: i32, panel: usize, y: usize, ldy: usize, n0: i32, n1: i32, kLen: i32, accumulate: bool): void {
+  gemmTiles(xp, M, panel - (<usize>n0 * <usize>kLen << 2), <usize>kLen << 2, y, ldy, n0, n1, kLen, accumulate);
 }
 
 // @ts-ignore: decorator
@@ -125,6 +210,8 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
     const accumulate = k0 > 0 || addToY;
     const kOff = <usize>k0 << 2;
     const wOff = <usize>k0 * sizeof<W>();
+    const xp = scratch + PACKED_X_OFFSET;
+    if (M >= 4) packRows(x, kOff, ldx, M, kLen, xp);
     for (let n0 = nBegin; n0 < nEnd; n0 += nbl) {
       const n1 = min(n0 + nbl, nEnd);
       if (M < 4) {
@@ -133,9 +220,9 @@ export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
       }
       if (sizeof<W>() == 2) {
         widenPanel<W>(w + <usize>n0 * ldw + wOff, ldw, n1 - n0, kLen, scratch);
-        gemmPanel(x, kOff, ldx, M, scratch, y, ldy, n0, n1, kLen, accumulate);
+        gemmPanel(xp, M, scratch, y, ldy, n0, n1, kLen, accumulate);
       } else {
-        gemmTiles<W>(x, kOff, ldx, M, w + wOff, ldw, y, ldy, n0, n1, kLen, accumulate);
+        gemmTiles(xp, M, w + wOff, ldw, y, ldy, n0, n1, kLen, accumulate);
       }
     }
   }

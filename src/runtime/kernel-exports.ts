@@ -112,8 +112,9 @@ export const KERNELS = {
   kv_scale_offset: { from: "kernels/kv-pages", params: ["numKvHeads", "headDim", "pageSize"], returns: true },
   /** Stores K/V rows [rowBegin, rowEnd) at positions pos0 + row of a block table, in the storage dtype. */
   kv_write: { from: "kernels/kv-pages", params: ["k", "v", "rowBegin", "rowEnd", "numKvHeads", "headDim", "pages", "pageSize", "dtype", "pos0"], pool: true },
-  linear_f32: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f32" },
-  /** bfloat16 weights (u16 elements); GEMM widens them into an f32 panel in scratch */
+  /** scratch (GEMM): x packed in 4-row tiles */
+  linear_f32: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f32", scratchBytes: "linear_panel_scratch_bytes" },
+  /** bfloat16 weights (u16 elements); GEMM widens them into an f32 panel in scratch (x packed after it) */
   linear_bf16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "bf16", scratchBytes: "linear_panel_scratch_bytes" },
   /** IEEE half weights, likewise */
   linear_f16: { from: "kernels/linear", params: LINEAR, pool: true, linear: "f16", scratchBytes: "linear_panel_scratch_bytes" },
