@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRuntime, loadModel, type GenerateOptions, type Generation, type LanguageModel, type LoadProgress, type Runtime } from "../src/index.ts";
 import { greedyByRecomputing } from "./model-reference.ts";
@@ -133,6 +134,35 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     const stream = new TextStream(model.tokenizer, []);
     const pieces = emoji.map((id) => stream.push(id));
     assert.deepEqual(pieces, ["", "", "", "🙂"]);
+  });
+
+  it("streams the text of every id decoded at once, decoding only the ids since the last whole character", async () => {
+    const { TextStream } = await import("../src/model/generation.ts");
+    const { TextTokenizer } = await import("../src/model/tokenizer.ts");
+    const sources: [string, (dir: string) => void, number][] = [
+      ["byte-level BPE", (d) => writeTokenizer(d), TOKENIZER_VOCAB],
+      ["SentencePiece, leading space stripped", (d) => writeSentencePieceTokenizer(d), SENTENCEPIECE_VOCAB],
+      ["SentencePiece, no space prefix", (d) => writeSentencePieceTokenizer(d, { spacePrefix: false }), SENTENCEPIECE_VOCAB],
+    ];
+    for (const [label, write, vocab] of sources) {
+      const dir = mkdtempSync(join(tmpdir(), "gqa-textstream-"));
+      try {
+        write(dir);
+        const tok = new TextTokenizer(JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8")), JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8")));
+        // Any ids: special tokens, lone and partial UTF-8 bytes, runs of invalid ones, whole words.
+        let seed = 7;
+        const ids = Array.from({ length: 400 }, () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % vocab; });
+        ids.splice(100, 0, ...tok.encode("naïve café 🙂 ok", { addSpecialTokens: false }));
+        const stream = new TextStream(tok, []);
+        let streamed = "";
+        ids.forEach((id, i) => {
+          streamed += stream.push(id);
+          assert.equal(stream.text, tok.decode(ids.slice(0, i + 1)), `${label}: the text after ${i + 1} ids`);
+          assert.ok(stream.text.startsWith(streamed), `${label}: streamed text is final text`);
+        });
+        assert.equal(streamed + stream.flush(), tok.decode(ids), label);
+      } finally { rmSync(dir, { recursive: true, force: true }); }
+    }
   });
 
   it("stops at a stop string, which is cut from the text and never streamed", async () => {
