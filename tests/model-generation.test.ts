@@ -138,7 +138,7 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
 
   it("streams the text of every id decoded at once, decoding only the ids since the last whole character", async () => {
     const { TextStream } = await import("../src/model/generation.ts");
-    const { TextTokenizer } = await import("../src/model/tokenizer.ts");
+    const { TextTokenizer, byteChars } = await import("../src/model/tokenizer.ts");
     const sources: [string, (dir: string) => void, number][] = [
       ["byte-level BPE", (d) => writeTokenizer(d), TOKENIZER_VOCAB],
       ["SentencePiece, leading space stripped", (d) => writeSentencePieceTokenizer(d), SENTENCEPIECE_VOCAB],
@@ -153,6 +153,10 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
         let seed = 7;
         const ids = Array.from({ length: 400 }, () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % vocab; });
         ids.splice(100, 0, ...tok.encode("naïve café 🙂 ok", { addSpecialTokens: false }));
+        // Long runs that are no characters (a lead byte again and again, continuation bytes), then a
+        // character split over byte tokens: a stream of a model gone astray.
+        const byte = (b: number) => tok.tokenId(label.startsWith("byte") ? byteChars()[b]! : `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`)!;
+        ids.splice(200, 0, ...Array(60).fill(byte(0xc3)), ...Array(60).fill(byte(0x82)), byte(0xe2), byte(0x82), byte(0xac), ...Array(40).fill(byte(0xf0)));
         const stream = new TextStream(tok, []);
         let streamed = "";
         ids.forEach((id, i) => {

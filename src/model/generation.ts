@@ -228,6 +228,9 @@ function sequenceBytes(cache: KVCache, seq: KVSequence): number {
  * text is the same; a decoder that rewrites text across that point (a cleanup of spaces before
  * punctuation) makes that token decode everything again.
  */
+/** Tokens a TextStream's window may hold past its settled text before it looks for a cut inside a run of U+FFFD. */
+const HELD_TOKENS = 16;
+
 export class TextStream {
   private readonly ids: number[] = [];
   /** decode(ids[0, read)): it ends in a whole character, so later tokens cannot change it. */
@@ -262,14 +265,26 @@ export class TextStream {
   private decoded(): string {
     const tok = this.tokenizer!, ids = this.ids;
     const recent = tok.decode(ids.slice(this.window));
-    const full = recent.startsWith(this.windowText) ? this.settled + recent.slice(this.windowText.length) : tok.decode(ids);
-    if (!full.endsWith("\uFFFD")) {
-      this.windowText = this.read === this.window ? recent : tok.decode(ids.slice(this.read));
-      this.window = this.read;
-      this.read = ids.length;
-      this.settled = full;
+    const consistent = recent.startsWith(this.windowText);
+    const full = consistent ? this.settled + recent.slice(this.windowText.length) : tok.decode(ids);
+    if (!full.endsWith("\uFFFD")) this.settle(ids.length, full, recent);
+    else if (consistent && ids.length - this.read > HELD_TOKENS) {
+      // A long run ending in U+FFFD (bytes that make no character: a model gone astray) would
+      // grow the window without end: all but the last few tokens settle where the text decoded
+      // in two parts there is the text decoded whole (then no character spans the cut, and any
+      // unfinished one before it has already met the byte that ends it).
+      const cut = ids.length - 4, before = tok.decode(ids.slice(this.window, cut));
+      if (before.startsWith(this.windowText) && before + tok.decode(ids.slice(cut)) === recent) this.settle(cut, this.settled + before.slice(this.windowText.length), before);
     }
     return full;
+  }
+
+  /** ids[0, upTo) decode to `text` for good; `decodedFromWindow`: ids[window, upTo) decoded. */
+  private settle(upTo: number, text: string, decodedFromWindow: string): void {
+    this.windowText = this.read === this.window ? decodedFromWindow : this.tokenizer!.decode(this.ids.slice(this.read, upTo));
+    this.window = this.read;
+    this.read = upTo;
+    this.settled = text;
   }
 
   /** The text handed out so far. */
