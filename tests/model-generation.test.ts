@@ -139,12 +139,14 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
   it("streams the text of every id decoded at once, decoding only the ids since the last whole character", async () => {
     const { TextStream } = await import("../src/model/generation.ts");
     const { TextTokenizer, byteChars } = await import("../src/model/tokenizer.ts");
-    const sources: [string, (dir: string) => void, number][] = [
-      ["byte-level BPE", (d) => writeTokenizer(d), TOKENIZER_VOCAB],
-      ["SentencePiece, leading space stripped", (d) => writeSentencePieceTokenizer(d), SENTENCEPIECE_VOCAB],
-      ["SentencePiece, no space prefix", (d) => writeSentencePieceTokenizer(d, { spacePrefix: false }), SENTENCEPIECE_VOCAB],
+    // Each tokenizer with the name of its token for one byte (byte-level: a printable stand-in; SentencePiece: <0xNN>).
+    const byteLevel = (b: number) => byteChars()[b]!, fallback = (b: number) => `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`;
+    const sources: [string, (dir: string) => void, number, (b: number) => string][] = [
+      ["byte-level BPE", (d) => writeTokenizer(d), TOKENIZER_VOCAB, byteLevel],
+      ["SentencePiece, leading space stripped", (d) => writeSentencePieceTokenizer(d), SENTENCEPIECE_VOCAB, fallback],
+      ["SentencePiece, no space prefix", (d) => writeSentencePieceTokenizer(d, { spacePrefix: false }), SENTENCEPIECE_VOCAB, fallback],
     ];
-    for (const [label, write, vocab] of sources) {
+    for (const [label, write, vocab, byteToken] of sources) {
       const dir = mkdtempSync(join(tmpdir(), "gqa-textstream-"));
       try {
         write(dir);
@@ -155,7 +157,7 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
         ids.splice(100, 0, ...tok.encode("naïve café 🙂 ok", { addSpecialTokens: false }));
         // Long runs that are no characters (a lead byte again and again, continuation bytes), then a
         // character split over byte tokens: a stream of a model gone astray.
-        const byte = (b: number) => tok.tokenId(label.startsWith("byte") ? byteChars()[b]! : `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`)!;
+        const byte = (b: number) => tok.tokenId(byteToken(b))!;
         ids.splice(200, 0, ...Array(60).fill(byte(0xc3)), ...Array(60).fill(byte(0x82)), byte(0xe2), byte(0x82), byte(0xac), ...Array(40).fill(byte(0xf0)));
         const stream = new TextStream(tok, []);
         let streamed = "";

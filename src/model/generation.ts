@@ -217,6 +217,9 @@ function sequenceBytes(cache: KVCache, seq: KVSequence): number {
   return s.bytesPerTokenPerLayer.reduce((sum, perToken, layer) => sum + perToken * Math.ceil(seq.length(layer) / cache.pageSize) * cache.pageSize, 0);
 }
 
+/** Tokens a TextStream's window may hold past its settled text before it looks for a cut inside a run of U+FFFD. */
+const HELD_TOKENS = 16;
+
 /**
  * The text of the generated tokens as it becomes final: holds back a trailing partial UTF-8
  * character (U+FFFD) and any tail that could still grow into a stop string, and cuts at the first
@@ -228,9 +231,6 @@ function sequenceBytes(cache: KVCache, seq: KVSequence): number {
  * text is the same; a decoder that rewrites text across that point (a cleanup of spaces before
  * punctuation) makes that token decode everything again.
  */
-/** Tokens a TextStream's window may hold past its settled text before it looks for a cut inside a run of U+FFFD. */
-const HELD_TOKENS = 16;
-
 export class TextStream {
   private readonly ids: number[] = [];
   /** decode(ids[0, read)): it ends in a whole character, so later tokens cannot change it. */
