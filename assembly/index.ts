@@ -11,4 +11,5 @@ export { rmsnorm_f32, rmsnorm_add_f32 } from "./kernels/rmsnorm";
 export { rope_f32 } from "./kernels/rope";
 export { swiglu_f32, geglu_tanh_f32, scale_f32, add_scaled_f32, softcap_f32 } from "./kernels/elementwise";
 export { exp_f32 } from "./math/exp";
+export { argmax_f32 } from "./kernels/argmax";
 export { probe_read, probe_fma, probe_dot_i7 } from "./kernels/probes";

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { referenceLinear, maxAbsDiff } from "../src/reference.ts";
 import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
 import { EMBED_KERNELS } from "../src/runtime/kernel-exports.ts";
+import { argmax, Sampler } from "../src/model/sampling.ts";
 
 for (const build of BUILDS) {
   describe(`SIMD exp (${build} build)`, () => {
@@ -206,5 +207,33 @@ for (const build of BUILDS) {
       });
     }
   });
+  });
+  describe(`argmax on resident logits (${build} build)`, () => {
+    it("picks what the JavaScript argmax picks: the first of equal values, never a NaN after x[0], any length", async () => {
+      const rt = await runtimeFor(build);
+      let seed = 7;
+      const next = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296;
+      const cases: Float32Array[] = [Float32Array.of(-0, 0), Float32Array.of(0, -0), Float32Array.of(NaN, 5, 9), Float32Array.of(2, NaN, 9, NaN),
+        new Float32Array(13).fill(-Infinity), Float32Array.of(-Infinity, NaN, -Infinity, 3), Float32Array.of(1, Infinity, 2, Infinity)];
+      for (let n = 1; n <= 40; n++) {
+        // Few distinct values, so most rows hold ties across lanes, vectors and the tail.
+        cases.push(Float32Array.from({ length: n }, () => Math.floor(next() * 4) - 2));
+        cases.push(Float32Array.from({ length: n }, () => (next() < 0.2 ? NaN : next() < 0.2 ? -Infinity : next())));
+      }
+      for (const n of [49152, 151936 + 3]) {
+        const big = Float32Array.from({ length: n }, () => next() * 20 - 10);
+        big[n - 1] = big[12345] = 10.5; // two equal maxima: the first wins
+        cases.push(big);
+      }
+      for (const values of cases) {
+        const x = rt.upload(values);
+        try {
+          const expected = argmax(values);
+          assert.equal(rt.argmaxResident(x.array), expected, `[${Array.from(values.subarray(0, 12)).join(", ")}${values.length > 12 ? ", ..." : ""}] (${values.length})`);
+          assert.equal(new Sampler({}, (v) => rt.argmaxResident(v)).next(x.array), expected);
+        } finally { x.free(); }
+      }
+      assert.equal(rt.argmaxResident(Float32Array.of(1, 2)), undefined, "a JavaScript array is not resident");
+    });
   });
 }

@@ -137,7 +137,7 @@ function prepareSettings(ctx: GenerationContext, prompt: readonly number[], opti
   if (stopStrings.length > 0 && !ctx.tokenizer) throw new RangeError("generate: stopStrings need a tokenizer (tokenizer.json in the model folder)");
   return {
     maxNew, chunk, stopTokens: new Set(options.stopTokens ?? options.defaultStopTokens ?? []),
-    sampler: new Sampler(options), text: new TextStream(ctx.tokenizer, stopStrings),
+    sampler: new Sampler(options, (x) => ctx.model.rt.argmaxResident(x)), text: new TextStream(ctx.tokenizer, stopStrings),
   };
 }
 

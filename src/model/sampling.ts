@@ -22,7 +22,11 @@ export class Sampler {
   readonly topP: number;
   readonly repetitionPenalty: number;
 
-  constructor(options: SamplingOptions = {}) {
+  /**
+   * `residentArgmax`: an argmax for logits it can reach (a runtime's resident logits, in wasm:
+   * Runtime.argmaxResident), undefined for others; greedy decoding takes it first.
+   */
+  constructor(options: SamplingOptions = {}, private readonly residentArgmax?: (x: Float32Array) => number | undefined) {
     const { temperature = 0, topK = 0, topP = 1, seed = 0, repetitionPenalty = 1 } = options;
     if (!Number.isFinite(temperature) || temperature < 0) throw new RangeError(`sampling: temperature must be >= 0, got ${temperature}`);
     if (!Number.isInteger(topK) || topK < 0) throw new RangeError(`sampling: topK must be a non-negative integer, got ${topK}`);
@@ -47,7 +51,7 @@ export class Sampler {
         if (t >= 0 && t < z.length) z[t] = z[t]! > 0 ? z[t]! / this.repetitionPenalty : z[t]! * this.repetitionPenalty;
       }
     }
-    if (this.temperature === 0) return argmax(z);
+    if (this.temperature === 0) return (z instanceof Float32Array ? this.residentArgmax?.(z) : undefined) ?? argmax(z);
     // Top-k's candidates come best first, so its first is the argmax (no pass of its own).
     const k = this.topK > 0 ? Math.min(this.topK, z.length) : z.length;
     const topK = this.topK > 0 ? topKOf(z, k) : undefined;

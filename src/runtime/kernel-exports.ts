@@ -169,6 +169,8 @@ export const KERNELS = {
   /** cap · tanh(x / cap) (Gemma 2's final logits) */
   softcap_f32: { from: "kernels/elementwise", params: ["x", "out", "n", "cap"], pool: true },
   exp_f32: { from: "math/exp", params: ["x", "out", "n"] },
+  /** The index of the largest of n floats (the first of equals; NaN never larger): greedy decoding on resident logits */
+  argmax_f32: { from: "kernels/argmax", params: ["x", "n"], returns: true },
   probe_read: { from: "kernels/probes", params: ["ptr", "bytes", "reps"], returns: true },
   probe_fma: { from: "kernels/probes", params: ["iters"], returns: true },
   /** The integer panels' 7-bit dot and 16-bit add, 12 chains (384 · iters operations; relaxed build) */

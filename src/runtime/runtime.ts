@@ -270,6 +270,16 @@ export class Runtime {
     }, () => { for (const b of owned.splice(0)) b.free(); });
   }
 
+  /**
+   * The index of the largest value of `x` (the first of equals; a NaN never larger), computed in
+   * wasm where x is a view of this runtime's memory (a model's resident logits), else undefined.
+   * @internal
+   */
+  argmaxResident(x: Float32Array): number | undefined {
+    if (x.length === 0 || x.buffer !== this.memory.memory.buffer) return undefined;
+    return this.kernels.argmax_f32(x.byteOffset, x.length);
+  }
+
   /** Runs a kept program (keepProgram), as built and updated. @internal */
   runKept(p: Program): void {
     this.checkIdle();
