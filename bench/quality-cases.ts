@@ -4,7 +4,7 @@
 // scales, rare 8x outliers: src/random.ts seededTrainedLike) and pseudo-random token ids.
 // Variants: Q8_0, Q4_0 and IQ4_NL quantized at load, a Q4_K_M GGUF as `gqa-wasm quantize --dtype
 // q4_k_m` writes it (llama.cpp's mix: for SmolLM2's 576-wide rows mostly Q5_0, with Q4_K / Q6_K
-// in ffn_down and Q8_0), loaded as stored (its Q6_K as Q6_K_U8, the same values), and a Q5_K_M GGUF (mostly Q5_1,
+// in ffn_down and Q8_0), loaded as stored (its Q6_K as Q6_K_U8 and Q5_0 as Q5_0_U8, the same values), and a Q5_K_M GGUF (mostly Q5_1,
 // Q5_K / Q6_K in ffn_down) loaded with dtype "stored" (every type as the file stores it).
 import type { Runtime } from "../src/index.ts";
 import { SMOLLM2_135M_SHAPE } from "../src/demo.ts";

@@ -1,8 +1,8 @@
 import { fmadd } from "../simd";
 import { finish } from "./dot-nt";
-import { blockBytes, halfAt, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
+import { blockBytes, halfAt, isQ5_0, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
 import { isSixBit, lowBitScales, lowBitWeights, q4kScaleMin, q4kWeights, QA_SUPER, sixBitDAt, sixBitScalesAt, sixBitWeights, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
-import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_1, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
+import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
 
 // Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q2_K, Q3_K,
 // Q4_K, Q5_K, Q6_K (and Q6_K_U8, its bytes unpacked) on x quantized per 256 (QA_SUPER, as their GEMV), Q4_0, Q5_0, Q4_1, Q5_1 on x
@@ -50,7 +50,7 @@ export const PANEL_ROWS: i32 = 12;
 /** Weight formats with packed panels for PANEL_ROWS rows and more (relaxed build): the K-quants and the 32-blocks with unsigned weights. */
 // @ts-ignore: decorator
 @inline export function panelFormat(format: i32): bool {
-  return ASC_FEATURE_RELAXED_SIMD && (superPanel(format) || format == WEIGHT_Q4_0 || format == WEIGHT_Q5_0 || format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1);
+  return ASC_FEATURE_RELAXED_SIMD && (superPanel(format) || format == WEIGHT_Q4_0 || isQ5_0(format) || format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1);
 }
 
 /** The K-quants: panels of super-blocks on x quantized per 256 (the rest: of 32-blocks on x quantized per 32). */
@@ -63,7 +63,7 @@ export const PANEL_ROWS: i32 = 12;
 
 /** Weights up to 31 (Q5_K, Q5_0, Q5_1): their 16-bit sums take 4 steps, 0..15's take 8. */
 // @ts-ignore: decorator
-@inline function fiveBits(format: i32): bool { return format == WEIGHT_Q5_K || format == WEIGHT_Q5_0 || format == WEIGHT_Q5_1; }
+@inline function fiveBits(format: i32): bool { return format == WEIGHT_Q5_K || isQ5_0(format) || format == WEIGHT_Q5_1; }
 
 /**
  * Bytes of one 32-block of 4 packed columns: the weights (step t of 4 weights: 16 bytes, column
@@ -387,7 +387,7 @@ const TILE_ACC_BYTES: usize = 256, ACC_F: usize = 128;
   if (!last) { v128.store(i, dotsA); v128.store(i, dotsB, 16); return; }
   // QA_CORR holds -8·Σa (Q4_0's offset); Q5_0's is twice it. Q4_1 / Q5_1: m·da·Σa (QA_DSUM).
   const da = f32x4.splat(load<f32>(a + QA_SCALE)), mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1;
-  const xs = mins ? f32x4.splat(load<f32>(a + QA_DSUM)) : i32x4.splat(format == WEIGHT_Q5_0 ? load<i32>(a + QA_CORR) << 1 : load<i32>(a + QA_CORR));
+  const xs = mins ? f32x4.splat(load<f32>(a + QA_DSUM)) : i32x4.splat(isQ5_0(format) ? load<i32>(a + QA_CORR) << 1 : load<i32>(a + QA_CORR));
   v128.store(f, blockFinish(v128.load(f), dotsA, da, xs, pA, format));
   v128.store(f, blockFinish(v128.load(f, 16), dotsB, da, xs, pB, format), 16);
 }
@@ -474,7 +474,7 @@ function q5_1Tile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize,
     case WEIGHT_Q2_K: if (four) q2kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q2kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
     case WEIGHT_Q3_K: if (four) q3kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q3kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
     case WEIGHT_Q4_0: if (four) q4_0Tile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q4_0Tile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
-    case WEIGHT_Q5_0: if (four) q5_0Tile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q5_0Tile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
+    case WEIGHT_Q5_0: case WEIGHT_Q5_0_U8: if (four) q5_0Tile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q5_0Tile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
     case WEIGHT_Q4_1: if (four) q4_1Tile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q4_1Tile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
     default: if (four) q5_1Tile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q5_1Tile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc);
   }

@@ -135,8 +135,8 @@ try {
       const file = join(work, `${name}-${dtype}.gguf`);
       // q4_k_m: llama.cpp's Q4_K_M mix: Q6_K for the LM head (a tied embedding) and attn_v / ffn_down in its
       // "more bits" layers, Q4_K elsewhere, where rows are whole 256-blocks; where not, its
-      // fallbacks Q8_0 (for Q6_K) and Q5_0 (for Q4_K). gqa-wasm computes on Q4_K, Q5_0 and Q8_0 as
-      // stored and unpacks Q6_K to Q6_K_U8 at load (its values, a byte each); llama.cpp computes on all of them.
+      // fallbacks Q8_0 (for Q6_K) and Q5_0 (for Q4_K). gqa-wasm computes on Q4_K and Q8_0 as stored
+      // and unpacks Q6_K to Q6_K_U8 and Q5_0 to Q5_0_U8 at load (their values, a byte each); llama.cpp computes on all of them.
       const mixed = dtype === "q4_k_m" ? { dtype: "q8_0" as const, tensorType: (n: string, shape: number[]) => kMixTensorType("q4_k_m", n, shape, cfg.numLayers, cfg.tieWordEmbeddings) } : { dtype };
       writeFileSync(file, exportGGUF(cfg, (n) => weights.get(n)!, { ...mixed, name, tokenizer }));
       for (const threads of threadCounts) {
