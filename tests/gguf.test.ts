@@ -531,7 +531,7 @@ describe("GGUF files", function () {
       for (const m of [ref, fromMemory, split]) m.dispose();
     });
 
-    it("types not kept as stored (Q5_0, Q5_1, Q5_K, Q6_K by default) are converted at load (Q6_K and Q5_0 to their bytes unpacked, Q6_K_U8 and Q5_0_U8; IQ4_XS to IQ4_NL; the others to Q8_0), within those formats' error of their values, beside Q4_1, IQ4_NL, Q2_K, Q3_K and Q4_K kept as they are", async () => {
+    it("types not kept as stored (Q5_0, Q5_1, Q5_K, Q6_K by default) are converted at load (Q6_K, Q5_0 and Q5_1 to their bytes unpacked, Q6_K_U8, Q5_0_U8 and Q5_1_U8; IQ4_XS to IQ4_NL; the others to Q8_0), within those formats' error of their values, beside Q4_1, IQ4_NL, Q2_K, Q3_K and Q4_K kept as they are", async () => {
       const config = { ...base, model_type: "qwen2", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
       const cfg = parseModelConfig(config);
       const weights = randomWeights(cfg);
@@ -585,7 +585,7 @@ describe("GGUF files", function () {
       assert.throws(() => readFileSync(badOut), /ENOENT/);
     });
 
-    it("Q4_K, Q5_K, Q6_K, Q5_0 and IQ4_NL files are computed on as stored (Q5_K, Q6_K, Q5_0 when asked; by default Q5_K becomes Q8_0, Q6_K Q6_K_U8 and Q5_0 Q5_0_U8 with the same logits): their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
+    it("Q4_K, Q5_K, Q6_K, Q5_0, Q5_1 and IQ4_NL files are computed on as stored (Q5_K, Q6_K, Q5_0, Q5_1 when asked; by default Q5_K becomes Q8_0, Q6_K Q6_K_U8, Q5_0 Q5_0_U8 and Q5_1 Q5_1_U8 with the same logits): their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
       const config = { ...textModel, hidden_size: 256, intermediate_size: 512, num_attention_heads: 4, num_key_value_heads: 2 };
       const dir = writeModelFolder(config);
       dirs.push(dir);
@@ -594,18 +594,21 @@ describe("GGUF files", function () {
       const held = () => rt.stats().persistentLiveBytes - rt.stats().scratchReservedBytes;
       const f32Start = held(), f32 = await loadModel(rt, dir), f32Bytes = held() - f32Start;
       const want = logitsOf(f32, ids), scale = Math.max(...Array.from(want, Math.abs));
-      for (const [dtype, bytesPerWeight, bound] of [["q4_k", 144 / 256, 0.9], ["q5_k", 176 / 256, 0.6], ["q6_k", 210 / 256, 0.35], ["q5_0", 22 / 32, 0.6], ["iq4_nl", 18 / 32, 0.9]] as const) {
+      for (const [dtype, bytesPerWeight, bound] of [["q4_k", 144 / 256, 0.9], ["q5_k", 176 / 256, 0.6], ["q6_k", 210 / 256, 0.35], ["q5_0", 22 / 32, 0.6], ["q5_1", 24 / 32, 0.6], ["iq4_nl", 18 / 32, 0.9]] as const) {
         const file = join(tmp(), `${dtype}.gguf`);
         writeFileSync(file, await folderToGGUF(dir, { dtype }));
         // Q6_K, Q5_K and Q5_0 are kept as stored when asked (by default Q5_K becomes Q8_0, Q6_K and
         // Q5_0 their bytes unpacked, Q6_K_U8 and Q5_0_U8: the same values, computed to the same bits).
-        const asked = dtype === "q6_k" || dtype === "q5_k" || dtype === "q5_0";
+        const asked = dtype === "q6_k" || dtype === "q5_k" || dtype === "q5_0" || dtype === "q5_1";
         const start = held(), gguf = await loadModel(rt, file, asked ? { dtype } : {}), bytes = held() - start;
         if (asked) {
           const defaultStart = held(), byDefault = await loadModel(rt, file), defaultBytes = held() - defaultStart;
-          assert.equal(byDefault.transformer.weightDtype, dtype === "q6_k" ? "q6_k_u8" : dtype === "q5_0" ? "q5_0_u8" : "q8_0");
+          assert.equal(byDefault.transformer.weightDtype, dtype === "q5_k" ? "q8_0" : `${dtype}_u8`);
           if (dtype !== "q5_k") assert.deepEqual(logitsOf(byDefault, ids), logitsOf(gguf, ids));
-          if (dtype === "q5_0") assert.ok(defaultBytes < f32Bytes * (34 / 32 / 4) * 1.1, `q5_0_u8: ${defaultBytes} bytes of weights, a byte and 2/32 a weight`);
+          if (dtype === "q5_0" || dtype === "q5_1") {
+            const perWeight = dtype === "q5_0" ? 34 / 32 : 36 / 32;
+            assert.ok(defaultBytes < f32Bytes * (perWeight / 4) * 1.1, `${dtype}_u8: ${defaultBytes} bytes of weights, ${perWeight} a weight`);
+          }
           byDefault.dispose();
         }
         assert.equal(gguf.transformer.weightDtype, dtype);

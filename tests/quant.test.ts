@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { createRuntime, loadModel, syntheticModelFiles, type Runtime } from "../src/index.ts";
 import { f16ToF32 } from "../src/formats/half.ts";
-import { dequantizeRows, IQ4_LEVELS, q5_0ToU8, q6kToU8, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
+import { dequantizeRows, fiveBitToU8, IQ4_LEVELS, q6kToU8, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
 import { CODES, WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
 import { BUILDS, randomArray, runtimeFor } from "./helpers.ts";
 
-const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "q5_0_u8"];
+const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "q5_0_u8", "q5_1_u8"];
 const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8"];
 
 /** Activations quantized as the kernels do: per block of 32, d = max|x| / 127 (f32), q = round(x / d). */
@@ -43,12 +43,12 @@ function emulate(dtype: QuantDtype, x: Float32Array, w: Uint8Array, M: number, N
       for (let b = 0; b < nb; b++) {
         const at = (n * nb + b) * bb, dw = f16ToF32(w[at]! | (w[at + 1]! << 8));
         let s = 0;
-        if (dtype === "q4_1" || dtype === "q5_1") {
+        if (dtype === "q4_1" || dtype === "q5_1" || dtype === "q5_1_u8") {
           const mw = f16ToF32(w[at + 2]! | (w[at + 3]! << 8)), qs = at + (dtype === "q4_1" ? 4 : 8);
-          const qh = dtype === "q4_1" ? 0 : (w[at + 4]! | (w[at + 5]! << 8) | (w[at + 6]! << 16) | (w[at + 7]! << 24)) >>> 0;
+          const qh = dtype === "q5_1" ? (w[at + 4]! | (w[at + 5]! << 8) | (w[at + 6]! << 16) | (w[at + 7]! << 24)) >>> 0 : 0;
           let sx = 0;
           for (let j = 0; j < 32; j++) {
-            const qw = (j < 16 ? w[qs + j]! & 15 : w[qs + j - 16]! >> 4) | (((qh >>> j) & 1) << 4), qx = q[(m * nb + b) * 32 + j]!;
+            const qw = dtype === "q5_1_u8" ? w[at + 4 + j]! : (j < 16 ? w[qs + j]! & 15 : w[qs + j - 16]! >> 4) | (((qh >>> j) & 1) << 4), qx = q[(m * nb + b) * 32 + j]!;
             s += qw * qx; sx += qx;
           }
           acc += dw * d[m * nb + b]! * s + mw * d[m * nb + b]! * sx;
@@ -433,42 +433,59 @@ describe("Q6_K_U8 (Q6_K a byte a weight, as a file's Q6_K loads)", () => {
   }
 });
 
-describe("Q5_0_U8 (Q5_0 a byte a weight, as a file's Q5_0 loads)", () => {
-  it("q5_0ToU8 keeps every value: Q5_0 blocks and their unpacked bytes dequantize to the same floats", () => {
-    const K = 576, x = randomArray(5 * K, 23);
-    const packed = new Uint8Array(5 * quantRowBytes("q5_0", K)), unpacked = new Uint8Array(5 * quantRowBytes("q5_0_u8", K));
-    quantizeRows("q5_0", x, K, packed);
-    quantizeRows("q5_0_u8", x, K, unpacked);
-    assert.equal(unpacked.length, 5 * (K / 32) * 34);
-    assert.deepEqual(q5_0ToU8(packed), unpacked);
-    assert.deepEqual(dequantizeRows("q5_0_u8", unpacked, K), dequantizeRows("q5_0", packed, K));
-    assert.ok(unpacked.every((b, i) => i % 34 < 2 || b <= 31), "weights are 0..31");
-    assert.ok(unpacked.some((b, i) => i % 34 >= 2 && b >= 16) && unpacked.some((b, i) => i % 34 >= 2 && b < 16), "both halves of the range occur");
-  });
-
-  for (const build of BUILDS) {
-    it(`${build} build: linear_q5_0_u8 gives linear_q5_0's bits on the same weights (GEMV, batches, panels, column splits, a partial last block)`, async () => {
-      const rt = await runtimeFor(build);
-      for (const [M, N, K] of [[1, 37, 576], [3, 13, 896], [12, 70, 64], [37, 29, 1536], [128, 9, 576], [2, 11, 70]] as const) {
-        const w = randomArray(N * K, 41 + M), x = randomArray(M * K, 42 + N);
-        const packed = rt.upload(w, "q5_0", K), unpacked = rt.upload(w, "q5_0_u8", K), xb = rt.upload(x), a = rt.alloc(M * N), b = rt.alloc(M * N);
+for (const [stored, unpackedDtype, head] of [["q5_0", "q5_0_u8", 2], ["q5_1", "q5_1_u8", 4]] as const) {
+  describe(`${unpackedDtype.toUpperCase()} (${stored.toUpperCase()} a byte a weight, as a file's ${stored.toUpperCase()} loads)`, () => {
+    for (const build of BUILDS) {
+      it(`${build} build: embed_rows_${unpackedDtype} gives each id's row as the host reads it (a partial last block too)`, async () => {
+        const rt = await runtimeFor(build);
+        const V = 11, K = 70, tokens = [7, 0, 10, 7, 3];
+        const w = rt.upload(randomArray(V * K, 51), unpackedDtype, K), ids = rt.alloc(tokens.length), out = rt.alloc(tokens.length * K);
         try {
-          assert.deepEqual(unpacked.toFloat32Array(), packed.toFloat32Array());
-          rt.linearInto({ x: xb, weight: packed, out: a, inFeatures: K, outFeatures: N });
-          rt.linearInto({ x: xb, weight: unpacked, out: b, inFeatures: K, outFeatures: N });
-          assert.ok(a.array.every(Number.isFinite));
-          assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}`);
-          const scratch = rt.alloc(rt.kernels.linear_quant_scratch_bytes(M, K) / 4), half = N >> 1;
-          b.array.fill(NaN);
-          rt.kernels.linear_q5_0_u8(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, 0, half, 0, scratch.ptr);
-          rt.kernels.linear_q5_0_u8(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, half, N, 0, scratch.ptr);
-          assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}, columns split at ${half}`);
-          scratch.free();
-        } finally { for (const buf of [packed, unpacked, xb, a, b]) buf.free(); }
-      }
+          rt.memory.i32.set(tokens, ids.ptr >>> 2);
+          out.array.fill(NaN);
+          rt.kernels[`embed_rows_${unpackedDtype}`](w.ptr, K, ids.ptr, 0, tokens.length, out.ptr);
+          tokens.forEach((t, r) => assert.deepEqual(out.toFloat32Array().subarray(r * K, (r + 1) * K), w.subarray(t * K, (t + 1) * K).toFloat32Array(), `row ${r} (token ${t})`));
+        } finally { for (const b of [w, ids, out]) b.free(); }
+      });
+    }
+
+    it(`fiveBitToU8 keeps every value: ${stored.toUpperCase()} blocks and their unpacked bytes dequantize to the same floats`, () => {
+      const K = 576, x = randomArray(5 * K, 23), bytes = head + 32;
+      const packed = new Uint8Array(5 * quantRowBytes(stored, K)), unpacked = new Uint8Array(5 * quantRowBytes(unpackedDtype, K));
+      quantizeRows(stored, x, K, packed);
+      quantizeRows(unpackedDtype, x, K, unpacked);
+      assert.equal(unpacked.length, 5 * (K / 32) * bytes);
+      assert.deepEqual(fiveBitToU8(stored, packed), unpacked);
+      assert.deepEqual(dequantizeRows(unpackedDtype, unpacked, K), dequantizeRows(stored, packed, K));
+      assert.ok(unpacked.every((b, i) => i % bytes < head || b <= 31), "weights are 0..31");
+      assert.ok(unpacked.some((b, i) => i % bytes >= head && b >= 16) && unpacked.some((b, i) => i % bytes >= head && b < 16), "both halves of the range occur");
     });
-  }
-});
+
+    for (const build of BUILDS) {
+      it(`${build} build: linear_${unpackedDtype} gives linear_${stored}'s bits on the same weights (GEMV, batches, panels, column splits, a partial last block), embed_rows its rows`, async () => {
+        const rt = await runtimeFor(build);
+        const kernel = rt.kernels[`linear_${unpackedDtype}`];
+        for (const [M, N, K] of [[1, 37, 576], [3, 13, 896], [12, 70, 64], [37, 29, 1536], [128, 9, 576], [2, 11, 70]] as const) {
+          const w = randomArray(N * K, 41 + M), x = randomArray(M * K, 42 + N);
+          const packed = rt.upload(w, stored, K), unpacked = rt.upload(w, unpackedDtype, K), xb = rt.upload(x), a = rt.alloc(M * N), b = rt.alloc(M * N);
+          try {
+            assert.deepEqual(unpacked.toFloat32Array(), packed.toFloat32Array());
+            rt.linearInto({ x: xb, weight: packed, out: a, inFeatures: K, outFeatures: N });
+            rt.linearInto({ x: xb, weight: unpacked, out: b, inFeatures: K, outFeatures: N });
+            assert.ok(a.array.every(Number.isFinite));
+            assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}`);
+            const scratch = rt.alloc(rt.kernels.linear_quant_scratch_bytes(M, K) / 4), half = N >> 1;
+            b.array.fill(NaN);
+            kernel(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, 0, half, 0, scratch.ptr);
+            kernel(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, half, N, 0, scratch.ptr);
+            assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}, columns split at ${half}`);
+            scratch.free();
+          } finally { for (const buf of [packed, unpacked, xb, a, b]) buf.free(); }
+        }
+      });
+    }
+  });
+}
 
 describe("block-quantized weights: buffers, threads and models", function () {
   this.timeout(120_000);

@@ -3,7 +3,7 @@ import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB, PACKED_X_OFFSET, packRows } from "./linear";
 import { dequantizeRowK, dotk_1x1, dotk_1x2, isKQuant, kquantRowBytes, QA_SUPER, quantizeSuper, superActivations, SUPER_BLOCK } from "./linear-kquant";
 import { panelBytes, panelFormat, panelGemm, PANEL_ROWS } from "./linear-quant-panels";
-import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q6_K_U8, WEIGHT_Q8_0 } from "../abi";
+import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1_U8, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q6_K_U8, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
@@ -12,8 +12,8 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_
 //   Q4_0: f16 scale d, then 16 bytes: weight j in the low nibble of byte j, weight j+16 in the
 //         high nibble                                         (18 bytes; w = d·(q - 8))
 //   Q5_0: f16 scale d, u32 qh (bit j: weight j's fifth bit), then Q4_0's 16 bytes of nibbles
-//   Q5_0_U8: not a GGUF type: Q5_0 a byte a weight, f16 d then 32 bytes q in 0..31 (34 bytes), what
-//         a file's Q5_0 loads as: its values in Q8_0's bytes, its 7-bit dots without unpacking bits
+//   Q5_0_U8, Q5_1_U8: not GGUF types: Q5_0 / Q5_1 a byte a weight, f16 d (and m) then 32 bytes q in
+//         0..31 (34 / 36 bytes), what a file's Q5_0 / Q5_1 load as: their values, 7-bit dots on bytes
 //                                                             (22 bytes; w = d·(q - 16))
 //   IQ4_NL: Q4_0's layout, each nibble an index into 16 non-uniform levels (IQ4_LEVELS, -127..113)
 //                                                             (18 bytes; w = d·levels[q])
@@ -267,7 +267,14 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
 
 /** Q4_1 and Q5_1: unsigned weights with a min per block (w = d·q + m), added as m·da·Σa. */
 // @ts-ignore: decorator
-@inline function hasMin(format: i32): bool { return format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1; }
+@inline function hasMin(format: i32): bool { return format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1 || format == WEIGHT_Q5_1_U8; }
+
+/** Q5_0_U8 and Q5_1_U8: a byte a weight (0..31) at unpackedAt(format), after d (and m). */
+// @ts-ignore: decorator
+@inline export function isUnpacked(format: i32): bool { return format == WEIGHT_Q5_0_U8 || format == WEIGHT_Q5_1_U8; }
+
+// @ts-ignore: decorator
+@inline function unpackedAt(format: i32): usize { return format == WEIGHT_Q5_1_U8 ? 4 : 2; }
 
 /** The formats of unsigned 4- or 5-bit weights (the relaxed build's 7-bit dot operand as they are). */
 // @ts-ignore: decorator
@@ -311,7 +318,7 @@ const Q5_LANES = memory.data<u8>([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1
 // @ts-ignore: decorator
 @inline export function unsignedBlockWeights(wb: usize, high: bool, format: i32): v128 {
   if (fiveBit(format)) return unsignedWeightsQ5(wb, high, format);
-  if (format == WEIGHT_Q5_0_U8) return v128.load(wb + 2 + (high ? 16 : 0));
+  if (isUnpacked(format)) return v128.load(wb + unpackedAt(format) + (high ? 16 : 0));
   const q = v128.load(wb + nibblesAt(format));
   return high ? highNibbles(q) : v128.and(q, i8x16.splat(0x0f));
 }
@@ -337,7 +344,7 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
     const q = iq4Weights(wb, part >= 2);
     return (part & 1) == 0 ? i16x8.extend_low_i8x16_s(q) : i16x8.extend_high_i8x16_s(q);
   }
-  if (fiveBit(format) || format == WEIGHT_Q5_0_U8) {
+  if (fiveBit(format) || isUnpacked(format)) {
     const q = unsignedBlockWeights(wb, part >= 2, format);
     return (part & 1) == 0 ? i16x8.extend_low_i8x16_u(q) : i16x8.extend_high_i8x16_u(q);
   }
@@ -375,10 +382,10 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
   return format == WEIGHT_Q4_0 ? v128.load(a + QA_CORR) : i32x4.splat(0);
 }
 
-/** Bytes of a block: Q8_0 and Q5_0_U8 34, Q4_0 and IQ4_NL 18, Q4_1 20, Q5_0 22, Q5_1 24 (2 bytes of f16 each, 4 of fifth bits, 16 of nibbles). */
+/** Bytes of a block: Q8_0 and Q5_0_U8 34, Q5_1_U8 36, Q4_0 and IQ4_NL 18, Q4_1 20, Q5_0 22, Q5_1 24 (2 bytes of f16 each, 4 of fifth bits, 16 of nibbles). */
 // @ts-ignore: decorator
 @inline export function blockBytes(format: i32): usize {
-  return format == WEIGHT_Q8_0 || format == WEIGHT_Q5_0_U8 ? 34 : nibblesAt(format) + 16;
+  return format == WEIGHT_Q8_0 || format == WEIGHT_Q5_0_U8 ? 34 : format == WEIGHT_Q5_1_U8 ? 36 : nibblesAt(format) + 16;
 }
 
 /**
@@ -397,8 +404,8 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
     let lo: v128, hi: v128; // weights 0-15 and 16-31 as i8x16
     if (hasMin(format)) {
       const minusM = f32x4.splat(-halfAt(blk + 2));
-      lo = fiveBit(format) ? unsignedWeightsQ5(blk, false, format) : v128.and(q, i8x16.splat(0x0f));
-      hi = fiveBit(format) ? unsignedWeightsQ5(blk, true, format) : highNibbles(q);
+      lo = unsignedBlockWeights(blk, false, format);
+      hi = unsignedBlockWeights(blk, true, format);
       scale16(lo, d, minusM, out);
       scale16(hi, d, minusM, out + 64);
       continue;
@@ -426,8 +433,9 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
     let w: f32;
     if (format == WEIGHT_Q8_0) {
       w = d * <f32>load<i8>(blk + 2 + <usize>j);
-    } else if (format == WEIGHT_Q5_0_U8) {
-      w = d * <f32>(<i32>load<u8>(blk + 2 + <usize>j) - 16);
+    } else if (isUnpacked(format)) {
+      const q = <i32>load<u8>(blk + unpackedAt(format) + <usize>j);
+      w = hasMin(format) ? d * <f32>q + halfAt(blk + 2) : d * <f32>(q - 16);
     } else {
       const byte = <i32>load<u8>(blk + nibblesAt(format) + <usize>(j & 15));
       let q = j < 16 ? byte & 15 : byte >> 4;
@@ -576,7 +584,7 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
 @inline function blockDotRow(wb: usize, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, format: i32): v128 {
   if (fiveBit(format) && ASC_FEATURE_RELAXED_SIMD) return nibbleDotRelaxed(unsignedWeightsQ5(wb, false, format), unsignedWeightsQ5(wb, true, format), a0, a1, corr);
   if ((format == WEIGHT_Q4_0 || format == WEIGHT_Q4_1) && ASC_FEATURE_RELAXED_SIMD) return blockDotQ4Relaxed(v128.load(wb + nibblesAt(format)), a0, a1, corr);
-  if (format == WEIGHT_Q5_0_U8 && ASC_FEATURE_RELAXED_SIMD) return nibbleDotRelaxed(v128.load(wb + 2), v128.load(wb + 18), a0, a1, corr);
+  if (isUnpacked(format) && ASC_FEATURE_RELAXED_SIMD) return nibbleDotRelaxed(v128.load(wb + unpackedAt(format)), v128.load(wb + unpackedAt(format) + 16), a0, a1, corr);
   if (format == WEIGHT_IQ4_NL && ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(iq4Weights(wb, false), iq4Weights(wb, true), a0, a1, a2, a3);
   if (ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(v128.load(wb + 2), v128.load(wb + 18), a0, a1, a2, a3);
   return blockDotRegs(weightsI16(wb, format, 0), weightsI16(wb, format, 1), weightsI16(wb, format, 2), weightsI16(wb, format, 3), a0, a1, a2, a3, corr, format);
@@ -738,6 +746,11 @@ export function linear_q6_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N
 /** The linear layer with Q5_0_U8 weights (Q5_0 a byte a weight); `scratch` as linear_q8_0's. */
 export function linear_q5_0_u8(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
   linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q5_0_U8);
+}
+
+/** The linear layer with Q5_1_U8 weights (Q5_1 a byte a weight); `scratch` as linear_q8_0's. */
+export function linear_q5_1_u8(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q5_1_U8);
 }
 
 /** The linear layer with Q6_K_U8 weights (Q6_K a byte a weight; K a multiple of 256); `scratch` as linear_q8_0's. */

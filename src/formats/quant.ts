@@ -12,25 +12,24 @@
 //         K / 256 of them, K a multiple of 256 (GGUF has no partial super-block).
 //   Q6_K_U8: not a GGUF type: Q6_K unpacked to a byte a weight (256 bytes q in 0..63, Q6_K's 16 i8
 //         scales, its f16 d: 274 bytes; w = d·sc·(q - 32)), what a file's Q6_K loads as (q6kToU8).
-//   Q5_0_U8: not a GGUF type: Q5_0 unpacked to a byte a weight (f16 d, then 32 bytes q in 0..31:
-//         34 bytes; w = d·(q - 16)), what a file's Q5_0 loads as (q5_0ToU8).
+//   Q5_0_U8, Q5_1_U8: not GGUF types: Q5_0 / Q5_1 unpacked to a byte a weight (f16 d, Q5_1's f16 m,
+//         then 32 bytes q in 0..31: 34 / 36 bytes; w = d·(q - 16) / d·q + m), what a file's Q5_0 /
+//         Q5_1 load as (fiveBitToU8).
 import { GGML_TYPES } from "./gguf.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
-export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "q4_1" | "q5_1" | "iq4_nl" | "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8" | "q5_0_u8";
+export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "q4_1" | "q5_1" | "iq4_nl" | "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8" | "q5_0_u8" | "q5_1_u8";
 export const QUANT_BLOCK = 32;
 /** Bytes of a Q6_K_U8 super-block: 256 weights, 16 scales, f16 d. */
 const Q6_K_U8_BYTES = 274;
-/** Bytes of a Q5_0_U8 block: f16 d, 32 weights. */
-const Q5_0_U8_BYTES = 34;
 /** Weights per block of each format (a K-quant's super-block). */
-export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, q4_1: 32, q5_1: 32, iq4_nl: 32, q2_k: 256, q3_k: 256, q4_k: 256, q5_k: 256, q6_k: 256, q6_k_u8: 256, q5_0_u8: 32 };
+export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, q4_1: 32, q5_1: 32, iq4_nl: 32, q2_k: 256, q3_k: 256, q4_k: 256, q5_k: 256, q6_k: 256, q6_k_u8: 256, q5_0_u8: 32, q5_1_u8: 32 };
 export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = {
-  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, q4_1: GGML_TYPES.Q4_1.bytes, q5_1: GGML_TYPES.Q5_1.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q2_k: GGML_TYPES.Q2_K.bytes, q3_k: GGML_TYPES.Q3_K.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes, q6_k_u8: Q6_K_U8_BYTES, q5_0_u8: Q5_0_U8_BYTES,
+  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, q4_1: GGML_TYPES.Q4_1.bytes, q5_1: GGML_TYPES.Q5_1.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q2_k: GGML_TYPES.Q2_K.bytes, q3_k: GGML_TYPES.Q3_K.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes, q6_k_u8: Q6_K_U8_BYTES, q5_0_u8: 34, q5_1_u8: 36,
 };
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
-  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q5_0" || dtype === "q4_1" || dtype === "q5_1" || dtype === "iq4_nl" || dtype === "q5_0_u8" || isKQuant(dtype as QuantDtype);
+  return dtype === "q8_0" || dtype === "q4_0" || dtype === "q5_0" || dtype === "q4_1" || dtype === "q5_1" || dtype === "iq4_nl" || dtype === "q5_0_u8" || dtype === "q5_1_u8" || isKQuant(dtype as QuantDtype);
 }
 
 /** IQ4_NL's (and IQ4_XS's) 16 levels, ggml's kvalues_iq4nl: a nibble q stands for d·IQ4_LEVELS[q]. */
@@ -69,13 +68,14 @@ export const K_MIX_FILE_TYPES: Record<KQuantMix, number> = { q4_k_m: 15, q5_k_m:
 
 /**
  * The buffer dtype a weight matrix (rows of K) takes in memory for a WeightChoice: the choice
- * itself, or for a mix the mix's type, its Q6_K as Q6_K_U8, its Q5_0 as Q5_0_U8 and its Q8_0 fallbacks as Q8_0, as a
- * Q4_K_M file loads by default (a Q5_K_M mix keeps its Q5_K and Q5_1: what asking for it is for).
+ * itself, or for a mix the mix's type, its Q6_K, Q5_0 and Q5_1 a byte a weight (Q6_K_U8, Q5_0_U8,
+ * Q5_1_U8) and its Q8_0 fallbacks as Q8_0, as a K-quant mix's file loads by default (a Q5_K_M mix
+ * keeps its Q5_K: what asking for it is for).
  */
 export function weightDtypeOf(choice: WeightChoice, name: string, K: number, model: { numLayers: number; tieWordEmbeddings: boolean }): "f32" | "bf16" | "f16" | QuantDtype {
   if (choice !== "q4_k_m" && choice !== "q5_k_m") return choice;
   const type = kMixTensorType(choice, name, [0, K], model.numLayers, model.tieWordEmbeddings);
-  return type === undefined ? "q8_0" : type === "Q6_K" ? "q6_k_u8" : type === "Q5_0" ? "q5_0_u8" : (type.toLowerCase() as QuantDtype);
+  return type === undefined ? "q8_0" : type === "Q6_K" ? "q6_k_u8" : type === "Q5_0" ? "q5_0_u8" : type === "Q5_1" ? "q5_1_u8" : (type.toLowerCase() as QuantDtype);
 }
 
 /** A K-quant: rows must be whole super-blocks of 256. */
@@ -113,10 +113,10 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
     return;
   }
   const rows = x.length / K, nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
-  if (dtype === "q5_0_u8" && Number.isInteger(rows) && out.length === rows * nb * bb) {
-    const packed = new Uint8Array(rows * nb * QUANT_BLOCK_BYTES.q5_0);
-    quantizeRows("q5_0", x, K, packed);
-    out.set(q5_0ToU8(packed));
+  if ((dtype === "q5_0_u8" || dtype === "q5_1_u8") && Number.isInteger(rows) && out.length === rows * nb * bb) {
+    const stored = dtype === "q5_0_u8" ? "q5_0" : "q5_1", packed = new Uint8Array(rows * nb * QUANT_BLOCK_BYTES[stored]);
+    quantizeRows(stored, x, K, packed);
+    out.set(fiveBitToU8(stored, packed));
     return;
   }
   if (!Number.isInteger(rows) || out.length !== rows * nb * bb) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${rows * nb * bb} bytes`);
@@ -190,6 +190,11 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < nb; b++) {
       const at = (r * nb + b) * bb, d = f16ToF32(view.getUint16(at, true));
+      if (dtype === "q5_1_u8") {
+        const m = f16ToF32(view.getUint16(at + 2, true));
+        for (let j = 0, k = b * QUANT_BLOCK; j < QUANT_BLOCK && k < K; j++, k++) out[r * K + k] = Math.fround(d * bytes[at + 4 + j]! + m);
+        continue;
+      }
       if (dtype === "q4_1" || dtype === "q5_1") {
         const m = f16ToF32(view.getUint16(at + 2, true)), qs = at + (dtype === "q4_1" ? 4 : 8);
         const qh = dtype === "q4_1" ? 0 : view.getUint32(at + 4, true);
@@ -245,17 +250,21 @@ export function q6kToU8(bytes: Uint8Array, elements: number): Uint8Array {
   return out;
 }
 
-/** Q5_0 blocks as Q5_0_U8: each weight's 5 bits (its nibble, bit j of qh) as a byte after d. Exact. */
-export function q5_0ToU8(bytes: Uint8Array): Uint8Array {
-  const blocks = bytes.length / GGML_TYPES.Q5_0.bytes, out = new Uint8Array(blocks * Q5_0_U8_BYTES);
+/**
+ * Q5_0 / Q5_1 blocks as Q5_0_U8 / Q5_1_U8: d (and m) as they are, then each weight's 5 bits (its
+ * nibble, bit j of qh) as a byte. Exact.
+ */
+export function fiveBitToU8(type: "q5_0" | "q5_1", bytes: Uint8Array): Uint8Array {
+  const src = QUANT_BLOCK_BYTES[type], dst = QUANT_BLOCK_BYTES[type === "q5_0" ? "q5_0_u8" : "q5_1_u8"], head = type === "q5_0" ? 2 : 4;
+  const blocks = bytes.length / src, out = new Uint8Array(blocks * dst);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let b = 0; b < blocks; b++) {
-    const at = b * GGML_TYPES.Q5_0.bytes, o = b * Q5_0_U8_BYTES, qh = view.getUint32(at + 2, true);
-    out[o] = bytes[at]!; out[o + 1] = bytes[at + 1]!;
+    const at = b * src, o = b * dst, qh = view.getUint32(at + head, true);
+    out.set(bytes.subarray(at, at + head), o);
     for (let j = 0; j < 16; j++) {
-      const nibbles = bytes[at + 6 + j]!;
-      out[o + 2 + j] = (nibbles & 15) | (((qh >>> j) & 1) << 4);
-      out[o + 18 + j] = (nibbles >> 4) | (((qh >>> (j + 16)) & 1) << 4);
+      const nibbles = bytes[at + head + 4 + j]!;
+      out[o + head + j] = (nibbles & 15) | (((qh >>> j) & 1) << 4);
+      out[o + head + 16 + j] = (nibbles >> 4) | (((qh >>> (j + 16)) & 1) << 4);
     }
   }
   return out;

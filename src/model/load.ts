@@ -3,7 +3,7 @@
 // its tensors uploaded, with progress; the tokenizer and generation defaults. A GGUF file (or
 // its splits): streamed, each tensor straight into wasm memory (loadGGUF).
 import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
-import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, q5_0ToU8, q6kToU8, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
+import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, fiveBitToU8, q6kToU8, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import { decodeFloat32 } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, bufferBytes, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
@@ -29,7 +29,7 @@ export interface LoadOptions {
   /**
    * How linear-layer weights and embeddings live in wasm memory: as stored (the default: 16-bit
    * files stay 16-bit; a GGUF file's block types the kernels compute on about as fast as Q8_0,
-   * or at 2-3 bits, stay, Q6_K and Q5_0 unpack to a byte a weight, the others become Q8_0:
+   * or at 2-3 bits, stay, Q6_K, Q5_0 and Q5_1 unpack to a byte a weight, the others become Q8_0:
    * KEPT_TYPES, conversionTarget), widened to f32, quantized at load
    * to one of the block dtypes (GGUF's blocks), "q4_k_m" / "q5_k_m": llama.cpp's mix, a type per
    * tensor (weightDtypeOf), or "stored": every GGUF block type the kernels compute on stays as
@@ -428,9 +428,10 @@ const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "IQ4_NL"
  * its own values 64): Q8_0's bytes, whose GEMV on 7-bit dots without unpacking takes 0.52-0.61x
  * Q5_0's time where Q5_0's fifth bits took as many instructions as its dots (SmolLM2 shapes,
  * scratch/q5ab.ts); llama.cpp's Q4_K_M falls back to Q5_0 wherever rows are not whole 256-blocks
- * (SmolLM2's 576, Qwen2.5-0.5B's 896: most of their matrices). Q5_1 and Q5_K become Q8_0 unless
- * `dtype` asks to keep them: their kernels take 1.55x / 1.2x Q8_0's time at one thread (GEMV,
- * relaxed build, trained-like weights), and kept they cost more time than their fewer bytes save
+ * (SmolLM2's 576, Qwen2.5-0.5B's 896: most of their matrices); Q5_1 (Q5_K_M's fallback) likewise
+ * becomes Q5_1_U8 (Q4_1's arithmetic on bytes; Q5_1's own kernel took 1.55x Q8_0's time). Q5_K
+ * becomes Q8_0 unless `dtype` asks to keep it: its kernel takes 1.2x Q8_0's time at one thread (GEMV,
+ * relaxed build, trained-like weights), and kept it costs more time than its fewer bytes save
  * (a Llama-3.2-1B-shaped Q5_K_M twin 7% slower at one thread, level at two). Q6_K becomes
  * Q6_K_U8, its bits unpacked to a byte a weight (conversionTarget): its values exactly, in
  * Q8_0's bytes and GEMV time, where Q6_K's own GEMV took 2x (its bit unpacking; a Q4_K_M twin
@@ -443,18 +444,19 @@ const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q4_1", "IQ4_NL", "Q2_K", "Q3_K", "Q
 
 /**
  * What a matrix of a type not kept converts to at load (no dtype given): IQ4_XS to IQ4_NL (its
- * nibbles as they are, each 32's scale d·(s - 32) rounded to f16), Q6_K to Q6_K_U8 and Q5_0 to
- * Q5_0_U8 (exactly), every other type to Q8_0.
+ * nibbles as they are, each 32's scale d·(s - 32) rounded to f16), Q6_K, Q5_0 and Q5_1 to Q6_K_U8,
+ * Q5_0_U8 and Q5_1_U8 (exactly), every other type to Q8_0.
  */
-export function conversionTarget(type: string): "iq4_nl" | "q6_k_u8" | "q5_0_u8" | "q8_0" {
-  return type === "IQ4_XS" ? "iq4_nl" : type === "Q6_K" ? "q6_k_u8" : type === "Q5_0" ? "q5_0_u8" : "q8_0";
+export function conversionTarget(type: string): "iq4_nl" | "q6_k_u8" | "q5_0_u8" | "q5_1_u8" | "q8_0" {
+  return type === "IQ4_XS" ? "iq4_nl" : type === "Q6_K" ? "q6_k_u8" : type === "Q5_0" ? "q5_0_u8" : type === "Q5_1" ? "q5_1_u8" : "q8_0";
 }
 
-/** Conversions block for block, bytes to bytes (IQ4_XS: its levels as they are, its scales to f16; Q6_K, Q5_0: their bits unpacked). */
+/** Conversions block for block, bytes to bytes (IQ4_XS: its levels as they are, its scales to f16; Q6_K, Q5_0, Q5_1: their bits unpacked). */
 const DIRECT_CONVERSIONS: Record<string, { to: QuantDtype; convert: (bytes: Uint8Array, elements: number) => Uint8Array }> = {
   IQ4_XS: { to: "iq4_nl", convert: iq4xsToIq4nl },
   Q6_K: { to: "q6_k_u8", convert: q6kToU8 },
-  Q5_0: { to: "q5_0_u8", convert: (bytes) => q5_0ToU8(bytes) },
+  Q5_0: { to: "q5_0_u8", convert: (bytes) => fiveBitToU8("q5_0", bytes) },
+  Q5_1: { to: "q5_1_u8", convert: (bytes) => fiveBitToU8("q5_1", bytes) },
 };
 
 /** Every matrix of one float type: the file's matrices stay as they are. */
@@ -472,8 +474,8 @@ export function ggufConversions(matrixTypes: readonly string[]): Map<string, num
   return out;
 }
 
-/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, Q5_0_U8, IQ4_NL), d and m (Q4_1, Q5_1), d and dmin (Q4_K, Q5_K; Q2_K's after its quants), d after the quants (Q6_K, Q6_K_U8: after its scales). */
-const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], q4_1: [0, 2], q5_1: [0, 2], iq4_nl: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208], q6_k_u8: [272], q5_0_u8: [0] };
+/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, Q5_0_U8, IQ4_NL), d and m (Q4_1, Q5_1, Q5_1_U8), d and dmin (Q4_K, Q5_K; Q2_K's after its quants), d after the quants (Q6_K, Q6_K_U8: after its scales). */
+const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], q4_1: [0, 2], q5_1: [0, 2], iq4_nl: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208], q6_k_u8: [272], q5_0_u8: [0], q5_1_u8: [0, 2] };
 
 /** The first block of quantized data with an infinite or NaN f16 scale, or -1. */
 function firstNonFiniteScale(bytes: Uint8Array, dtype: QuantDtype): number {
