@@ -27,6 +27,18 @@ describe("sampling", () => {
     assert.deepEqual(seen(1), [0, 1, 2]);
   });
 
+  it("top-p alone draws the nucleus's tokens with their renormalized probabilities; rows of -inf or NaN draw without failing", () => {
+    const probs = Float32Array.from([Math.log(0.15), Math.log(0.5), Math.log(0.05), Math.log(0.3)]); // nucleus at 0.9: ids 1, 3, 0
+    const s = new Sampler({ temperature: 1, topP: 0.9, seed: 3 }), counts = [0, 0, 0, 0], n = 30_000;
+    for (let i = 0; i < n; i++) counts[s.next(probs)]!++;
+    assert.equal(counts[2], 0);
+    [[1, 0.5], [3, 0.3], [0, 0.15]].forEach(([t, p]) => assert.ok(Math.abs(counts[t!]! / n - p! / 0.95) < 0.015, `token ${t}: ${counts[t!]! / n}`));
+    // Constrained decoding masks tokens with -inf; a broken row may hold NaN.
+    assert.equal(new Sampler({ temperature: 1, topP: 0.5 }).next(Float32Array.from([-Infinity, -Infinity, -Infinity])), 0);
+    assert.equal(new Sampler({ temperature: 1, topP: 0.5 }).next(Float32Array.from([-Infinity, 2, -Infinity])), 1);
+    assert.equal(new Sampler({ temperature: 1, topP: 0.9, seed: 2 }).next(Float32Array.from([1, NaN, 5, NaN])), 2);
+  });
+
   it("the same seed gives the same draws; the repetition penalty turns away from repeated tokens", () => {
     const draws = (seed: number) => { const s = new Sampler({ temperature: 1, seed }); return Array.from({ length: 20 }, () => s.next(logits)); };
     assert.deepEqual(draws(7), draws(7));

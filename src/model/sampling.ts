@@ -39,9 +39,9 @@ export class Sampler {
 
   /**
    * The next token given one row of logits and the tokens so far. The vocabulary is never
-   * sorted: candidates come most likely first (ties: lower id first) from a binary heap built in
-   * linear time, and only as many are taken as top-k and top-p keep (50 of 152k: ~1 ms, where a
-   * full sort took ~65 ms). Without top-k and top-p one linear pass samples from all tokens.
+   * sorted: top-k's candidates come best first (ties: lower id first) from one pass keeping a
+   * k-sized heap (50 of 152k: ~0.3 ms, where a full sort took ~65 ms), top-p alone ranks only the
+   * tokens at its boundary (nucleusDraw). Without top-k and top-p one linear pass samples from all tokens.
    */
   next(logits: Float32Array, history: readonly number[] = []): number {
     // A copy only when the penalty changes some logits.
@@ -65,31 +65,14 @@ export class Sampler {
       for (let t = 0; t < z.length; t++) { r -= weight(t); if (r < 0) return t; }
       return best;
     }
+    // Top-p alone: no ranking of the vocabulary (nucleusDraw).
+    if (!topK) return nucleusDraw(z, top, T, this.topP, this.random(), best);
     // Top-k, then softmax at the temperature over those, then top-p.
-    const order: number[] = [], weights: number[] = [];
+    const weights = topK.map(weight);
     let total = 0;
-    let candidates: CandidateHeap | undefined;
-    if (topK) {
-      for (const t of topK) { order.push(t); weights.push(weight(t)); total += weights[weights.length - 1]!; }
-    } else {
-      // Top-p alone: the tokens it can keep, ranked by one native sort (a heap popped token by
-      // token took 10-35 ms at 152k tokens, the nucleus of a flat distribution being thousands).
-      // (float32 logits: their order packs into a key; a repetition penalty's float64 copy pops the heap)
-      const mass = z instanceof Float32Array ? new Float64Array(NUCLEUS_BINS) : undefined;
-      for (let t = 0; t < z.length; t++) { const w = weight(t); total += w; if (mass) mass[nucleusBin(z[t]!, top, T)]! += w; }
-      const ranked = mass ? rankedNucleusCandidates(z as Float32Array, top, T, total, this.topP, mass) : undefined;
-      if (ranked) for (const t of ranked) { order.push(t); weights.push(weight(t)); }
-      candidates = ranked ? undefined : new CandidateHeap(z);
-    }
+    for (const w of weights) total += w;
     let keep = 0, cumulative = 0;
-    for (;;) {
-      if (keep === order.length) {
-        if (order.length === k) break;
-        // Rounding left the ranked candidates' mass a hair short of p: the rest of the tokens.
-        candidates ??= new CandidateHeap(z, order.length);
-        const t = candidates.pop();
-        order.push(t); weights.push(weight(t));
-      }
+    while (keep < topK.length) {
       cumulative += weights[keep]! / total;
       keep++;
       if (this.topP < 1 && cumulative >= this.topP) break;
@@ -99,9 +82,9 @@ export class Sampler {
     let r = this.random() * kept;
     for (let i = 0; i < keep; i++) {
       r -= weights[i]!;
-      if (r < 0) return order[i]!;
+      if (r < 0) return topK[i]!;
     }
-    return order[keep - 1]!;
+    return topK[keep - 1]!;
   }
 
   /** Uniform in [0, 1) (xorshift32). */
@@ -161,72 +144,53 @@ export function topKOf(z: Logits, k: number): number[] {
 }
 
 const NUCLEUS_BINS = 64, BINS_PER_UNIT = 4;
-/** A token's bin for rankedNucleusCandidates: (top - z)/T in quarters. */
-function nucleusBin(z: number, top: number, T: number): number {
-  return Math.min(NUCLEUS_BINS - 1, Math.floor(((top - z) / T) * BINS_PER_UNIT));
-}
+/** Each token's weight and bin for nucleusDraw, reused from call to call (next() runs to its end: nothing else uses them meanwhile). */
+let nucleusWeights = new Float64Array(0), nucleusBins = new Uint8Array(0);
+/** A bin mark for the tokens of the boundary bin that the nucleus keeps. */
+const KEPT = 255;
 
 /**
- * The tokens top-p can keep, best first (ties: the lower id), without ranking the vocabulary:
- * with the `mass` of the weights in each bin (nucleusBin), the best bins are taken until their
- * mass reaches p, and one bin more (the sums' rounding), so the nucleus (tokens best first until
- * the mass reaches p) never goes past them; those tokens are sorted at once on keys that pack
- * the logit's order and the id into one double. Undefined past 2^21 tokens, or when the bins do
- * not prune.
+ * Top-p alone (every token a candidate): a draw from the nucleus, the most likely tokens (ties:
+ * the lower id) until their probability reaches p, without ranking the vocabulary. One pass
+ * gives each token its weight e^((z - top)/T) and its bin, (top - z)/T in quarters (best
+ * first); whole bins are kept while their mass stays below p; the bin where it reaches p is
+ * ranked alone and kept token by token until it does; then `u` draws over the kept tokens in id
+ * order (the nucleus's distribution, as a draw in rank order). Sorting every candidate of the
+ * nucleus took 18.3 ms at 152k flat logits (thousands of tokens); a heap popped token by token
+ * 10-35 ms.
  */
-function rankedNucleusCandidates(z: Float32Array, top: number, T: number, total: number, p: number, mass: Float64Array): Int32Array | undefined {
-  const ID_BITS = 2 ** 21;
-  if (z.length > ID_BITS) return undefined;
-  let last = 0;
-  for (let sum = mass[0]!; sum < p * total && last < NUCLEUS_BINS - 1; ) sum += mass[++last]!;
-  if (++last >= NUCLEUS_BINS - 1) return undefined;
-  // The key: the float's bits mapped to an order (descending), times 2^21, plus the id.
-  const bits = new Uint32Array(1), f = new Float32Array(bits.buffer);
-  const keys: number[] = [];
-  for (let t = 0; t < z.length; t++) {
-    if (nucleusBin(z[t]!, top, T) > last) continue;
-    f[0] = z[t]! === 0 ? 0 : z[t]!; // -0 ranks as +0, as the comparison does
-    const u = bits[0]!, ascending = u & 0x80000000 ? ~u >>> 0 : (u | 0x80000000) >>> 0;
-    keys.push((0xffffffff - ascending) * ID_BITS + t);
+function nucleusDraw(z: Logits, top: number, T: number, p: number, u: number, best: number): number {
+  const V = z.length;
+  if (nucleusWeights.length < V) { nucleusWeights = new Float64Array(V); nucleusBins = new Uint8Array(V); }
+  const w = nucleusWeights, bin = nucleusBins, mass = new Float64Array(NUCLEUS_BINS);
+  let total = 0;
+  for (let t = 0; t < V; t++) {
+    const x = Math.exp((z[t]! - top) / T), d = ((top - z[t]!) / T) * BINS_PER_UNIT;
+    // NaN (a broken row) and -inf weigh nothing, in the last bin.
+    const weight = x > 0 ? x : 0, b = d < NUCLEUS_BINS - 1 ? Math.floor(d) : NUCLEUS_BINS - 1;
+    w[t] = weight; bin[t] = b; mass[b]! += weight; total += weight;
   }
-  const sorted = Float64Array.from(keys).sort();
-  return Int32Array.from(sorted, (key) => key % ID_BITS);
-}
-
-/** Token ids, most likely first on pop (ties: the lower id), from a max-heap built in O(n). */
-class CandidateHeap {
-  private readonly heap: Int32Array;
-  private size: number;
-  /** `skip`: the best `skip` tokens are taken already. */
-  constructor(private readonly z: Logits, skip = 0) {
-    this.size = z.length;
-    this.heap = new Int32Array(z.length);
-    for (let i = 0; i < z.length; i++) this.heap[i] = i;
-    for (let i = (this.size >> 1) - 1; i >= 0; i--) this.down(i);
-    for (let i = 0; i < skip; i++) this.pop();
-  }
-
-  pop(): number {
-    const h = this.heap, top = h[0]!;
-    h[0] = h[--this.size]!;
-    this.down(0);
-    return top;
-  }
-
-  private before(a: number, b: number): boolean {
-    return ranksBefore(this.z, a, b);
-  }
-
-  private down(i: number): void {
-    const h = this.heap, n = this.size;
-    for (;;) {
-      const l = 2 * i + 1, r = l + 1;
-      let m = i;
-      if (l < n && this.before(h[l]!, h[m]!)) m = l;
-      if (r < n && this.before(h[r]!, h[m]!)) m = r;
-      if (m === i) return;
-      [h[i], h[m]] = [h[m]!, h[i]!];
-      i = m;
+  if (!(total > 0)) return best;
+  const target = p * total;
+  let kept = 0, whole = 0; // bins [0, whole) are kept whole
+  while (whole < NUCLEUS_BINS - 1 && kept + mass[whole]! < target) kept += mass[whole++]!;
+  // The boundary bins, best first, token by token (rounding may carry the cut past the first).
+  for (let b = whole; b < NUCLEUS_BINS && kept < target; b++) {
+    const tokens: number[] = [];
+    for (let t = 0; t < V; t++) if (bin[t] === b) tokens.push(t);
+    tokens.sort((x, y) => z[y]! - z[x]! || x - y);
+    for (const t of tokens) {
+      kept += w[t]!; bin[t] = KEPT;
+      if (kept >= target) break;
     }
   }
+  let r = u * kept, last = best;
+  for (let t = 0; t < V; t++) {
+    if (bin[t]! >= whole && bin[t] !== KEPT) continue;
+    last = t;
+    r -= w[t]!;
+    if (r < 0) return t;
+  }
+  return last;
 }
+
