@@ -20,7 +20,8 @@ export const WEIGHT_Q5_1: i32 = 10;
 export const WEIGHT_Q6_K_U8: i32 = 11;
 export const WEIGHT_Q5_0_U8: i32 = 12;
 export const WEIGHT_Q5_1_U8: i32 = 13;
-export const WEIGHT_FORMAT_COUNT: i32 = 14;
+export const WEIGHT_Q5_K_U8: i32 = 14;
+export const WEIGHT_FORMAT_COUNT: i32 = 15;
 
 @unmanaged export class AttentionCall {
   q: usize;

@@ -38,10 +38,10 @@ const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (def
                              how linear weights and embeddings live in memory (default: as the
                              files store them); q8_0 / q4_0 / q5_0 / q4_1 / q5_1 / iq4_nl / q2_k-q6_k quantize at load (GGUF's blocks;
                              the K-quants need rows of whole 256-weight super-blocks);
-                             q4_k_m / q5_k_m: llama.cpp's mix (its Q6_K, Q5_0, Q5_1 a byte a weight,
+                             q4_k_m / q5_k_m: llama.cpp's mix (its Q6_K, Q5_K, Q5_0, Q5_1 a byte a weight,
                              as a file's loads); stored: a GGUF file's every block type as stored
-                             (Q5_0 / Q5_1 / Q5_K / Q6_K too, which by default become a byte a weight,
-                             Q5_K Q8_0: faster, more bytes)
+                             (Q5_0 / Q5_1 / Q5_K / Q6_K too, which by default become a byte a
+                             weight: faster, more bytes)
   --kv-dtype f32|bf16|int8   how the KV cache stores K and V (default f32; bf16 halves its bytes)
   --threads N|auto           worker threads sharing each layer (default 1; auto: one per core)
   --context N                the longest sequence in tokens (default: max_position_embeddings;
@@ -311,11 +311,11 @@ async function generationOptions(flags: Flags): Promise<import("./model/generati
 
 /**
  * A weight dtype flag: one of the runtime's buffer dtypes (f32, bf16, f16, q8_0, q4_0, q5_0, q4_1,
- * q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k; not q6_k_u8, q5_0_u8 or q5_1_u8, how Q6_K, Q5_0 and Q5_1 live in memory), q4_k_m / q5_k_m (llama.cpp's mixes), or when loading, stored
+ * q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k; not q6_k_u8, q5_k_u8, q5_0_u8 or q5_1_u8, how Q6_K, Q5_K, Q5_0 and Q5_1 live in memory), q4_k_m / q5_k_m (llama.cpp's mixes), or when loading, stored
  * (a GGUF file's every block type the kernels compute on, as stored).
  */
 function bufferDtype(flags: Flags, name: string, loading = true): WeightChoice | "stored" | undefined {
-  const raw = str(flags, name), choices: readonly string[] = [...BUFFER_DTYPES.filter((d) => d !== "q6_k_u8" && d !== "q5_0_u8" && d !== "q5_1_u8"), "q4_k_m", "q5_k_m", ...(loading ? ["stored"] : [])];
+  const raw = str(flags, name), choices: readonly string[] = [...BUFFER_DTYPES.filter((d) => !d.endsWith("_u8")), "q4_k_m", "q5_k_m", ...(loading ? ["stored"] : [])];
   if (raw !== undefined && !choices.includes(raw)) {
     throw new UsageError(`--${name} is ${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}, got '${raw}'`);
   }

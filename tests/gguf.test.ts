@@ -531,7 +531,7 @@ describe("GGUF files", function () {
       for (const m of [ref, fromMemory, split]) m.dispose();
     });
 
-    it("types not kept as stored (Q5_0, Q5_1, Q5_K, Q6_K by default) are converted at load (Q6_K, Q5_0 and Q5_1 to their bytes unpacked, Q6_K_U8, Q5_0_U8 and Q5_1_U8; IQ4_XS to IQ4_NL; the others to Q8_0), within those formats' error of their values, beside Q4_1, IQ4_NL, Q2_K, Q3_K and Q4_K kept as they are", async () => {
+    it("types not kept as stored (Q5_0, Q5_1, Q5_K, Q6_K by default) are converted at load (Q6_K, Q5_K, Q5_0 and Q5_1 to their bytes unpacked, *_U8; IQ4_XS to IQ4_NL; the others to Q8_0), within those formats' error of their values, beside Q4_1, IQ4_NL, Q2_K, Q3_K and Q4_K kept as they are", async () => {
       const config = { ...base, model_type: "qwen2", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
       const cfg = parseModelConfig(config);
       const weights = randomWeights(cfg);
@@ -585,7 +585,7 @@ describe("GGUF files", function () {
       assert.throws(() => readFileSync(badOut), /ENOENT/);
     });
 
-    it("Q4_K, Q5_K, Q6_K, Q5_0, Q5_1 and IQ4_NL files are computed on as stored (Q5_K, Q6_K, Q5_0, Q5_1 when asked; by default Q5_K becomes Q8_0, Q6_K Q6_K_U8, Q5_0 Q5_0_U8 and Q5_1 Q5_1_U8 with the same logits): their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
+    it("Q4_K, Q5_K, Q6_K, Q5_0, Q5_1 and IQ4_NL files are computed on as stored (Q5_K, Q6_K, Q5_0, Q5_1 when asked; by default they load a byte a weight, Q5_K_U8, Q6_K_U8, Q5_0_U8, Q5_1_U8, with the same logits): their logits are the folder's quantized at load to the same blocks, in the format's bytes; rows that are not whole super-blocks are one clear error", async () => {
       const config = { ...textModel, hidden_size: 256, intermediate_size: 512, num_attention_heads: 4, num_key_value_heads: 2 };
       const dir = writeModelFolder(config);
       dirs.push(dir);
@@ -597,14 +597,14 @@ describe("GGUF files", function () {
       for (const [dtype, bytesPerWeight, bound] of [["q4_k", 144 / 256, 0.9], ["q5_k", 176 / 256, 0.6], ["q6_k", 210 / 256, 0.35], ["q5_0", 22 / 32, 0.6], ["q5_1", 24 / 32, 0.6], ["iq4_nl", 18 / 32, 0.9]] as const) {
         const file = join(tmp(), `${dtype}.gguf`);
         writeFileSync(file, await folderToGGUF(dir, { dtype }));
-        // Q6_K, Q5_K and Q5_0 are kept as stored when asked (by default Q5_K becomes Q8_0, Q6_K and
-        // Q5_0 their bytes unpacked, Q6_K_U8 and Q5_0_U8: the same values, computed to the same bits).
+        // Q6_K, Q5_K, Q5_0 and Q5_1 are kept as stored when asked (by default their bytes unpacked,
+        // *_U8: the same values, computed to the same bits).
         const asked = dtype === "q6_k" || dtype === "q5_k" || dtype === "q5_0" || dtype === "q5_1";
         const start = held(), gguf = await loadModel(rt, file, asked ? { dtype } : {}), bytes = held() - start;
         if (asked) {
           const defaultStart = held(), byDefault = await loadModel(rt, file), defaultBytes = held() - defaultStart;
-          assert.equal(byDefault.transformer.weightDtype, dtype === "q5_k" ? "q8_0" : `${dtype}_u8`);
-          if (dtype !== "q5_k") assert.deepEqual(logitsOf(byDefault, ids), logitsOf(gguf, ids));
+          assert.equal(byDefault.transformer.weightDtype, `${dtype}_u8`);
+          assert.deepEqual(logitsOf(byDefault, ids), logitsOf(gguf, ids));
           if (dtype === "q5_0" || dtype === "q5_1") {
             const perWeight = dtype === "q5_0" ? 34 / 32 : 36 / 32;
             assert.ok(defaultBytes < f32Bytes * (perWeight / 4) * 1.1, `${dtype}_u8: ${defaultBytes} bytes of weights, ${perWeight} a weight`);
@@ -652,7 +652,7 @@ describe("GGUF files", function () {
       assert.deepEqual(logitsOf(stored, ids), logitsOf(mix, ids));
       stored.dispose();
       // llama.cpp's Q5_K_M mix: Q5_K where the Q4_K_M mix has Q4_K (file type 17), its Q5_K
-      // computed on as stored with dtype "stored" (by default it becomes Q8_0).
+      // computed on as stored with dtype "stored" (by default its bytes unpacked, Q5_K_U8: the same logits).
       const q5File = join(tmp(), "q5km.gguf");
       const q5 = spawnSync(process.execPath, [cli, "quantize", "--model", dir, "--dtype", "q5_k_m", "--out", q5File], { encoding: "utf8", timeout: 60_000 });
       assert.equal(q5.status, 0, q5.stderr);
@@ -661,8 +661,9 @@ describe("GGUF files", function () {
       for (const [name, t] of header.tensors) assert.equal(q5Header.tensors.get(name)!.type, t.type === "Q4_K" ? "Q5_K" : t.type, name);
       const q5Stored = await loadModel(rt, q5File, { dtype: "stored" }), q5Default = await loadModel(rt, q5File);
       assert.equal(q5Stored.transformer.weightDtype, "q5_k");
-      assert.equal(q5Default.transformer.weightDtype, "q8_0");
+      assert.equal(q5Default.transformer.weightDtype, "q5_k_u8");
       assert.ok(maxDiff(logitsOf(q5Stored, ids), want) <= 0.6 * scale);
+      assert.deepEqual(logitsOf(q5Default, ids), logitsOf(q5Stored, ids));
       q5Stored.dispose(); q5Default.dispose();
       // The same mix at load from the folder (`--dtype q4_k_m`): each matrix in its type (Q6_K as
       // Q6_K_U8, as the file loads), the bytes those types take, logits near the file's.

@@ -5,12 +5,12 @@
 import assert from "node:assert/strict";
 import { createRuntime, loadModel, syntheticModelFiles, type Runtime } from "../src/index.ts";
 import { f16ToF32 } from "../src/formats/half.ts";
-import { dequantizeRows, fiveBitToU8, IQ4_LEVELS, q6kToU8, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
+import { dequantizeRows, fiveBitToU8, IQ4_LEVELS, q5kToU8, q6kToU8, QUANT_BLOCK_WEIGHTS, quantizeRows, quantRowBytes, type QuantDtype } from "../src/formats/quant.ts";
 import { CODES, WEIGHT_FORMATS } from "../src/runtime/kernel-exports.ts";
 import { BUILDS, randomArray, runtimeFor } from "./helpers.ts";
 
 const DTYPES: QuantDtype[] = ["q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "q5_0_u8", "q5_1_u8"];
-const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8"];
+const ALL_DTYPES: QuantDtype[] = [...DTYPES, "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8", "q5_k_u8"];
 
 /** Activations quantized as the kernels do: per block of 32, d = max|x| / 127 (f32), q = round(x / d). */
 /** x quantized per block of `block` (32; 256: the relaxed build's activation super-blocks for the K-quants): d = max|x| / 127, q = round(x / d) half away from zero. */
@@ -275,7 +275,7 @@ for (const build of BUILDS) {
  * build's super-blocks), da · Σ w·q_x with the stored weights (d·sc·q - dmin·m,
  * d·sc·(q - 32)); also Σ |terms| for the tolerance.
  */
-function emulateK(dtype: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8", x: Float32Array, w: Uint8Array, M: number, N: number, K: number, block = 32): { y: Float64Array; magnitude: Float64Array } {
+function emulateK(dtype: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8" | "q5_k_u8", x: Float32Array, w: Uint8Array, M: number, N: number, K: number, block = 32): { y: Float64Array; magnitude: Float64Array } {
   const stored = dequantizeRows(dtype, w, K), nb = K / block, shift = Math.log2(block);
   const { q, d } = quantizeActivations(x, K, block);
   const y = new Float64Array(M * N), magnitude = new Float64Array(M * N);
@@ -392,6 +392,49 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
           const all = dequantizeRows(dtype, blocks, K);
           [5, 0, 23].forEach((id, r) => assert.deepEqual(rows.toFloat32Array().subarray(r * K, (r + 1) * K), all.subarray(id * K, (id + 1) * K), `${dtype} row ${id}`));
         } finally { for (const b of [wb, xb, yb, rows, ids]) b.free(); }
+      }
+    });
+  }
+});
+
+describe("Q5_K_U8 (Q5_K a byte a weight, as a file's Q5_K loads)", () => {
+  it("q5kToU8 keeps every value: Q5_K super-blocks and their unpacked bytes dequantize to the same floats", () => {
+    const K = 768, x = randomArray(5 * K, 25);
+    const packed = new Uint8Array(5 * quantRowBytes("q5_k", K)), unpacked = new Uint8Array(5 * quantRowBytes("q5_k_u8", K));
+    quantizeRows("q5_k", x, K, packed);
+    quantizeRows("q5_k_u8", x, K, unpacked);
+    assert.equal(unpacked.length, 5 * (K / 256) * 272);
+    assert.deepEqual(q5kToU8(packed, 5 * K), unpacked);
+    assert.deepEqual(dequantizeRows("q5_k_u8", unpacked, K), dequantizeRows("q5_k", packed, K));
+    assert.ok(unpacked.every((b, i) => i % 272 < 16 || b <= 31), "weights are 0..31");
+    assert.ok(unpacked.some((b, i) => i % 272 >= 16 && b >= 16), "fifth bits occur");
+  });
+
+  for (const build of BUILDS) {
+    it(`${build} build: linear_q5_k_u8 gives linear_q5_k's bits on the same weights (GEMV, batches, panels, column splits), embed_rows its rows`, async () => {
+      const rt = await runtimeFor(build);
+      for (const [M, N, K] of [[1, 37, 512], [5, 13, 1536], [12, 70, 256], [37, 29, 4096], [128, 9, 512]] as const) {
+        const w = randomArray(N * K, 61 + M), x = randomArray(M * K, 62 + N);
+        const packed = rt.upload(w, "q5_k", K), unpacked = rt.upload(w, "q5_k_u8", K), xb = rt.upload(x), a = rt.alloc(M * N), b = rt.alloc(M * N);
+        try {
+          assert.deepEqual(unpacked.toFloat32Array(), packed.toFloat32Array());
+          rt.linearInto({ x: xb, weight: packed, out: a, inFeatures: K, outFeatures: N });
+          rt.linearInto({ x: xb, weight: unpacked, out: b, inFeatures: K, outFeatures: N });
+          assert.ok(a.array.every(Number.isFinite));
+          assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}`);
+          const scratch = rt.alloc(rt.kernels.linear_quant_scratch_bytes(M, K) / 4), half = N >> 1;
+          b.array.fill(NaN);
+          rt.kernels.linear_q5_k_u8(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, 0, half, 0, scratch.ptr);
+          rt.kernels.linear_q5_k_u8(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, half, N, 0, scratch.ptr);
+          assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}, columns split at ${half}`);
+          scratch.free();
+          const tokens = [N - 1, 0, N >> 1], ids = rt.alloc(tokens.length), rows = rt.alloc(tokens.length * K);
+          rt.memory.i32.set(tokens, ids.ptr >>> 2);
+          rt.kernels.embed_rows_q5_k_u8(unpacked.ptr, K, ids.ptr, 0, tokens.length, rows.ptr);
+          const all = packed.toFloat32Array();
+          tokens.forEach((t, r) => assert.deepEqual(rows.toFloat32Array().subarray(r * K, (r + 1) * K), all.subarray(t * K, (t + 1) * K), `row ${r}`));
+          ids.free(); rows.free();
+        } finally { for (const buf of [packed, unpacked, xb, a, b]) buf.free(); }
       }
     });
   }

@@ -1,7 +1,7 @@
 import { widenRow } from "../simd";
 import { blockBytes, dequantizeRow, QK } from "./linear-quant";
 import { dequantizeRowK, isKQuant, kquantRowBytes } from "./linear-kquant";
-import { WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1_U8, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q6_K_U8, WEIGHT_Q8_0 } from "../abi";
+import { WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1_U8, WEIGHT_Q5_K, WEIGHT_Q5_K_U8, WEIGHT_Q6_K, WEIGHT_Q6_K_U8, WEIGHT_Q8_0 } from "../abi";
 
 // Embedding lookup: rows [rowBegin, rowEnd) of out [rows, K] (f32) are the table's rows ids[row]
 // (i32 token ids, checked by the host), widened or dequantized from the weight dtype exactly as
@@ -78,4 +78,8 @@ export function embed_rows_q5_0_u8(table: usize, K: i32, ids: usize, rowBegin: i
 }
 export function embed_rows_q5_1_u8(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
   embedRows<u8>(table, K, ids, rowBegin, rowEnd, out, WEIGHT_Q5_1_U8);
+}
+/** Q5_K a byte a weight (as a file's Q5_K loads; K a multiple of 256). */
+export function embed_rows_q5_k_u8(table: usize, K: i32, ids: usize, rowBegin: i32, rowEnd: i32, out: usize): void {
+  embedRows<u8>(table, K, ids, rowBegin, rowEnd, out, WEIGHT_Q5_K_U8);
 }

@@ -1,7 +1,7 @@
 import { fmadd, hsum } from "../simd";
 import { finish } from "./dot-nt";
 import { halfAt, halfAtScaled, highNibbles, QA_BLOCK, QA_DSUM, QA_I8, QA_SCALE, QA_SUM16, roundHalfAway, scale16 } from "./linear-quant";
-import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q6_K_U8 } from "../abi";
+import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q5_K_U8, WEIGHT_Q6_K, WEIGHT_Q6_K_U8 } from "../abi";
 
 // The linear layer with K-quant weights, kept in GGUF's super-blocks of 256 weights exactly as a
 // .gguf file stores them (a row is K / 256 super-blocks; GGUF allows no partial one):
@@ -20,6 +20,8 @@ import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_K, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT
 //                                                            (110 bytes; w = d·(s - 32)·(q - 4), q in 0..7)
 //   Q6_K_U8: Q6_K unpacked, what a file's Q6_K loads as: 256 bytes q (0..63, weight i at byte i),
 //         Q6_K's 16 i8 scales, its f16 d                      (274 bytes; w = d·sc·(q - 32))
+//   Q5_K_U8: Q5_K unpacked, what a file's Q5_K loads as: Q4_K's d, dmin and scales, then 256 bytes q
+//         (0..31, weight j of sub-block s at byte 32s + j)   (272 bytes, Q8_0's; w = d·sc·q - dmin·m)
 // Q6_K's bits cost its GEMV about as much again as its dots (1x2048x8192 2.0x Q8_0's time, where
 // Q6_K_U8 reads Q8_0's bytes and takes its time), and its 6-bit values fit the 7-bit dots of the
 // integer panels (Q8_0's signed bytes do not: f32 panels, 2.6x Q4_K's time at 128x2048x8192).
@@ -161,8 +163,17 @@ export function quantizeSuper(src: usize, dst: usize): void {
   const sc = i16x8.extend_low_i8x16_u(sm), mn = i16x8.extend_high_i8x16_u(sm);
   const five = format == WEIGHT_Q5_K, qs = wb + (five ? 48 : 16), a0 = ab + SUPER_I8;
   let ai = i32x4.splat(0);
-  // The two halves spelled out (constant sub-block numbers for the scale lanes).
-  for (let h = 0; h < 2; h++) {
+  if (format == WEIGHT_Q5_K_U8) {
+    // A byte a weight: each sub-block's 32 bytes as they are.
+    for (let h = 0; h < 2; h++) {
+      const q = wb + 16 + (<usize>h << 7), a = a0 + (<usize>h << 7);
+      ai = h == 0 ? superDot(v128.load(q), v128.load(q + 16), a, sc, 0, ai) : superDot(v128.load(q), v128.load(q + 16), a, sc, 4, ai);
+      ai = h == 0 ? superDot(v128.load(q + 32), v128.load(q + 48), a + 32, sc, 1, ai) : superDot(v128.load(q + 32), v128.load(q + 48), a + 32, sc, 5, ai);
+      ai = h == 0 ? superDot(v128.load(q + 64), v128.load(q + 80), a + 64, sc, 2, ai) : superDot(v128.load(q + 64), v128.load(q + 80), a + 64, sc, 6, ai);
+      ai = h == 0 ? superDot(v128.load(q + 96), v128.load(q + 112), a + 96, sc, 3, ai) : superDot(v128.load(q + 96), v128.load(q + 112), a + 96, sc, 7, ai);
+    }
+  } else for (let h = 0; h < 2; h++) {
+    // The two halves spelled out (constant sub-block numbers for the scale lanes).
     const q = qs + (<usize>h << 6), a = a0 + (<usize>h << 7), h0 = fifthPlane(wb, h, 0, five), h1 = fifthPlane(wb, h, 1, five);
     let q0 = v128.load(q), q1 = v128.load(q + 16);
     let w0 = subWeights(q0, h0, 0, five), w1 = subWeights(q1, h1, 0, five);
@@ -188,11 +199,11 @@ export function quantizeSuper(src: usize, dst: usize): void {
  * twin's Q4_K_M decode 1.04x).
  */
 // @ts-ignore: decorator
-@inline function superScale(p: usize, format: i32): f32 { return format == WEIGHT_Q5_K || isSixBit(format) ? halfAt(p) : halfAtScaled(p); }
+@inline function superScale(p: usize, format: i32): f32 { return format == WEIGHT_Q5_K || format == WEIGHT_Q5_K_U8 || isSixBit(format) ? halfAt(p) : halfAtScaled(p); }
 
 // @ts-ignore: decorator
 @inline export function superBytes(format: i32): usize {
-  return format == WEIGHT_Q4_K ? 144 : format == WEIGHT_Q5_K ? 176 : format == WEIGHT_Q2_K ? 84 : format == WEIGHT_Q3_K ? 110 : format == WEIGHT_Q6_K ? 210 : 274;
+  return format == WEIGHT_Q4_K ? 144 : format == WEIGHT_Q5_K ? 176 : format == WEIGHT_Q2_K ? 84 : format == WEIGHT_Q3_K ? 110 : format == WEIGHT_Q6_K ? 210 : format == WEIGHT_Q5_K_U8 ? 272 : 274;
 }
 
 /** Q6_K and Q6_K_U8: groups of 16 with an i8 scale, w = d·sc·(q - 32), q in 0..63. */
@@ -207,7 +218,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
 
 /** The super-block formats (rows of whole 256-blocks), whose dots and dequantizer are this file's. */
 // @ts-ignore: decorator
-@inline export function isKQuant(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || isSixBit(format) || isLowBit(format); }
+@inline export function isKQuant(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || format == WEIGHT_Q5_K_U8 || isSixBit(format) || isLowBit(format); }
 
 /** Q2_K and Q3_K: 2-bit values (Q3_K's with a third bit) in groups of 16 with a scale each (Q2_K: and a min). */
 // @ts-ignore: decorator
@@ -215,7 +226,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
 
 /** Q4_K and Q5_K: sub-blocks of 32 with a scale and a min (the rest, Q6_K: groups of 16, scales only). */
 // @ts-ignore: decorator
-@inline function hasMins(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K; }
+@inline function hasMins(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || format == WEIGHT_Q5_K_U8; }
 
 /**
  * Q5_K's fifth bits of sub-block s as 16 (bit 4) in 16 bytes of qh (bit s of each byte): an i16
@@ -276,6 +287,17 @@ export function quantizeSuper(src: usize, dst: usize): void {
   // spilled ~120 vectors a loop.
   const five = format == WEIGHT_Q5_K, qs = wb + (five ? 48 : 16);
   let f = fLo;
+  if (format == WEIGHT_Q5_K_U8) {
+    for (let h = 0; h < 2; h++) {
+      const q = wb + 16 + (<usize>h << 7), a = a0 + (<usize>h << 2) * QA_BLOCK;
+      acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.load(q), v128.load(q + 16), a)), v128.shuffle<f32>(f, f, 0, 0, 0, 0), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.load(q + 32), v128.load(q + 48), a + QA_BLOCK)), v128.shuffle<f32>(f, f, 1, 1, 1, 1), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.load(q + 64), v128.load(q + 80), a + 2 * QA_BLOCK)), v128.shuffle<f32>(f, f, 2, 2, 2, 2), acc);
+      acc = fmadd(f32x4.convert_i32x4_s(dot32(v128.load(q + 96), v128.load(q + 112), a + 3 * QA_BLOCK)), v128.shuffle<f32>(f, f, 3, 3, 3, 3), acc);
+      f = fHi;
+    }
+    return acc;
+  }
   for (let h = 0; h < 2; h++) {
     const q = qs + (<usize>h << 6), a = a0 + (<usize>h << 2) * QA_BLOCK, h0 = fifthPlane(wb, h, 0, five), h1 = fifthPlane(wb, h, 1, five);
     let q0 = v128.load(q), q1 = v128.load(q + 16);
@@ -297,9 +319,10 @@ export function quantizeSuper(src: usize, dst: usize): void {
   return ((a & 15) | ((lo >> 6) << 4)) | (((a >> 4) | ((hi >> 6) << 4)) << 8);
 }
 
-/** 16 weights (part 0: weights 0-15, 1: 16-31) of Q4_K / Q5_K sub-block s of the super-block at wb, unsigned bytes 0..15 / 0..31. */
+/** 16 weights (part 0: weights 0-15, 1: 16-31) of Q4_K / Q5_K / Q5_K_U8 sub-block s of the super-block at wb, unsigned bytes 0..15 / 0..31. */
 // @ts-ignore: decorator
 @inline export function q4kWeights(wb: usize, s: i32, part: i32, format: i32): v128 {
+  if (format == WEIGHT_Q5_K_U8) return v128.load(wb + 16 + (<usize>s << 5) + (<usize>part << 4));
   const five = format == WEIGHT_Q5_K;
   const q = v128.load(wb + (five ? 48 : 16) + (<usize>(s >> 1) << 5) + (<usize>part << 4));
   const nibbles = (s & 1) == 0 ? v128.and(q, i8x16.splat(0x0f)) : highNibbles(q);

@@ -2,7 +2,7 @@ import { fmadd } from "../simd";
 import { finish } from "./dot-nt";
 import { blockBytes, halfAt, isQ5_0, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
 import { isSixBit, lowBitScales, lowBitWeights, q4kScaleMin, q4kWeights, QA_SUPER, sixBitDAt, sixBitScalesAt, sixBitWeights, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
-import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1, WEIGHT_Q5_1_U8, WEIGHT_Q5_K, WEIGHT_Q6_K } from "../abi";
+import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1, WEIGHT_Q5_1_U8, WEIGHT_Q5_K, WEIGHT_Q5_K_U8, WEIGHT_Q6_K } from "../abi";
 
 // Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q2_K, Q3_K,
 // Q4_K, Q5_K, Q6_K (and Q6_K_U8, its bytes unpacked) on x quantized per 256 (QA_SUPER, as their GEMV), Q4_0, Q5_0, Q4_1, Q5_1 on x
@@ -55,7 +55,7 @@ export const PANEL_ROWS: i32 = 12;
 
 /** The K-quants: panels of super-blocks on x quantized per 256 (the rest: of 32-blocks on x quantized per 32). */
 // @ts-ignore: decorator
-@inline export function superPanel(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || groupPanel(format); }
+@inline export function superPanel(format: i32): bool { return format == WEIGHT_Q4_K || format == WEIGHT_Q5_K || format == WEIGHT_Q5_K_U8 || groupPanel(format); }
 
 /** Q2_K / Q3_K / Q6_K / Q6_K_U8: super-blocks of 16 groups of 16 with a scale each (Q4_K / Q5_K: 8 sub-blocks of 32). */
 // @ts-ignore: decorator
@@ -63,7 +63,7 @@ export const PANEL_ROWS: i32 = 12;
 
 /** Weights up to 31 (Q5_K, Q5_0, Q5_1): their 16-bit sums take 4 steps, 0..15's take 8. */
 // @ts-ignore: decorator
-@inline function fiveBits(format: i32): bool { return format == WEIGHT_Q5_K || isQ5_0(format) || format == WEIGHT_Q5_1 || format == WEIGHT_Q5_1_U8; }
+@inline function fiveBits(format: i32): bool { return format == WEIGHT_Q5_K || format == WEIGHT_Q5_K_U8 || isQ5_0(format) || format == WEIGHT_Q5_1 || format == WEIGHT_Q5_1_U8; }
 
 /**
  * Bytes of one 32-block of 4 packed columns: the weights (step t of 4 weights: 16 bytes, column
@@ -470,7 +470,7 @@ function q5_1Tile1(a: usize, ldqa: usize, p: usize, gs: usize, n: i32, y: usize,
   if (isSixBit(format)) { if (four) q6kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q6kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); return; }
   switch (format) {
     case WEIGHT_Q4_K: if (four) q4kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q4kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
-    case WEIGHT_Q5_K: if (four) q5kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q5kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
+    case WEIGHT_Q5_K: case WEIGHT_Q5_K_U8: if (four) q5kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q5kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
     case WEIGHT_Q2_K: if (four) q2kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q2kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
     case WEIGHT_Q3_K: if (four) q3kTile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q3kTile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;
     case WEIGHT_Q4_0: if (four) q4_0Tile4(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); else q4_0Tile1(a, ldqa, p, gs, n, y, ldy, cols, addToY, acc); break;

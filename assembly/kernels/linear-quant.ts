@@ -3,7 +3,7 @@ import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB, PACKED_X_OFFSET, packRows } from "./linear";
 import { dequantizeRowK, dotk_1x1, dotk_1x2, isKQuant, kquantRowBytes, QA_SUPER, quantizeSuper, superActivations, SUPER_BLOCK } from "./linear-kquant";
 import { panelBytes, panelFormat, panelGemm, PANEL_ROWS } from "./linear-quant-panels";
-import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1_U8, WEIGHT_Q5_K, WEIGHT_Q6_K, WEIGHT_Q6_K_U8, WEIGHT_Q8_0 } from "../abi";
+import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_NL, WEIGHT_Q4_1, WEIGHT_Q5_1, WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1_U8, WEIGHT_Q5_K, WEIGHT_Q5_K_U8, WEIGHT_Q6_K, WEIGHT_Q6_K_U8, WEIGHT_Q8_0 } from "../abi";
 
 // The linear layer y[M, N] = x[M, K] · Wᵀ (+ b), or y = (y + x · Wᵀ) (+ b) with `accumulate`, with block-quantized weights, W kept in GGUF's
 // block layouts exactly as a .gguf file stores them (a row of K weights is ceil(K/32) blocks of
@@ -736,6 +736,11 @@ export function linear_q4_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N
 /** The linear layer with Q5_K weights (K a multiple of 256); `scratch` as linear_q8_0's. */
 export function linear_q5_k(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
   linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q5_K);
+}
+
+/** The linear layer with Q5_K_U8 weights (Q5_K a byte a weight; K a multiple of 256); `scratch` as linear_q8_0's. */
+export function linear_q5_k_u8(x: usize, w: usize, bias: usize, y: usize, M: i32, N: i32, K: i32, nBegin: i32, nEnd: i32, flags: i32, scratch: usize): void {
+  linearQuant(x, w, bias, y, M, N, K, nBegin, nEnd, flags, scratch, WEIGHT_Q5_K_U8);
 }
 
 /** The linear layer with Q6_K weights (K a multiple of 256); `scratch` as linear_q8_0's. */

@@ -12,20 +12,25 @@
 //         K / 256 of them, K a multiple of 256 (GGUF has no partial super-block).
 //   Q6_K_U8: not a GGUF type: Q6_K unpacked to a byte a weight (256 bytes q in 0..63, Q6_K's 16 i8
 //         scales, its f16 d: 274 bytes; w = d·sc·(q - 32)), what a file's Q6_K loads as (q6kToU8).
+//   Q5_K_U8: not a GGUF type: Q5_K unpacked to a byte a weight (Q5_K's d, dmin and 12 bytes of
+//         scales, then 256 bytes q in 0..31, sub-block s's weight j at 32s + j: 272 bytes), what a
+//         file's Q5_K loads as (q5kToU8).
 //   Q5_0_U8, Q5_1_U8: not GGUF types: Q5_0 / Q5_1 unpacked to a byte a weight (f16 d, Q5_1's f16 m,
 //         then 32 bytes q in 0..31: 34 / 36 bytes; w = d·(q - 16) / d·q + m), what a file's Q5_0 /
 //         Q5_1 load as (fiveBitToU8).
 import { GGML_TYPES } from "./gguf.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./half.ts";
 
-export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "q4_1" | "q5_1" | "iq4_nl" | "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8" | "q5_0_u8" | "q5_1_u8";
+export type QuantDtype = "q8_0" | "q4_0" | "q5_0" | "q4_1" | "q5_1" | "iq4_nl" | "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8" | "q5_0_u8" | "q5_1_u8" | "q5_k_u8";
 export const QUANT_BLOCK = 32;
 /** Bytes of a Q6_K_U8 super-block: 256 weights, 16 scales, f16 d. */
 const Q6_K_U8_BYTES = 274;
+/** Bytes of a Q5_K_U8 super-block: Q5_K's 16 bytes of scales, then 256 weights. */
+const Q5_K_U8_BYTES = 272;
 /** Weights per block of each format (a K-quant's super-block). */
-export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, q4_1: 32, q5_1: 32, iq4_nl: 32, q2_k: 256, q3_k: 256, q4_k: 256, q5_k: 256, q6_k: 256, q6_k_u8: 256, q5_0_u8: 32, q5_1_u8: 32 };
+export const QUANT_BLOCK_WEIGHTS: Record<QuantDtype, number> = { q8_0: 32, q4_0: 32, q5_0: 32, q4_1: 32, q5_1: 32, iq4_nl: 32, q2_k: 256, q3_k: 256, q4_k: 256, q5_k: 256, q6_k: 256, q6_k_u8: 256, q5_0_u8: 32, q5_1_u8: 32, q5_k_u8: 256 };
 export const QUANT_BLOCK_BYTES: Record<QuantDtype, number> = {
-  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, q4_1: GGML_TYPES.Q4_1.bytes, q5_1: GGML_TYPES.Q5_1.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q2_k: GGML_TYPES.Q2_K.bytes, q3_k: GGML_TYPES.Q3_K.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes, q6_k_u8: Q6_K_U8_BYTES, q5_0_u8: 34, q5_1_u8: 36,
+  q8_0: GGML_TYPES.Q8_0.bytes, q4_0: GGML_TYPES.Q4_0.bytes, q5_0: GGML_TYPES.Q5_0.bytes, q4_1: GGML_TYPES.Q4_1.bytes, q5_1: GGML_TYPES.Q5_1.bytes, iq4_nl: GGML_TYPES.IQ4_NL.bytes, q2_k: GGML_TYPES.Q2_K.bytes, q3_k: GGML_TYPES.Q3_K.bytes, q4_k: GGML_TYPES.Q4_K.bytes, q5_k: GGML_TYPES.Q5_K.bytes, q6_k: GGML_TYPES.Q6_K.bytes, q6_k_u8: Q6_K_U8_BYTES, q5_0_u8: 34, q5_1_u8: 36, q5_k_u8: Q5_K_U8_BYTES,
 };
 
 export function isQuantDtype(dtype: string): dtype is QuantDtype {
@@ -68,19 +73,19 @@ export const K_MIX_FILE_TYPES: Record<KQuantMix, number> = { q4_k_m: 15, q5_k_m:
 
 /**
  * The buffer dtype a weight matrix (rows of K) takes in memory for a WeightChoice: the choice
- * itself, or for a mix the mix's type, its Q6_K, Q5_0 and Q5_1 a byte a weight (Q6_K_U8, Q5_0_U8,
- * Q5_1_U8) and its Q8_0 fallbacks as Q8_0, as a K-quant mix's file loads by default (a Q5_K_M mix
- * keeps its Q5_K: what asking for it is for).
+ * itself, or for a mix the mix's type, its Q6_K, Q5_K, Q5_0 and Q5_1 a byte a weight (Q6_K_U8,
+ * Q5_K_U8, Q5_0_U8, Q5_1_U8: their values) and its Q8_0 fallbacks as Q8_0, as a K-quant mix's file
+ * loads by default.
  */
 export function weightDtypeOf(choice: WeightChoice, name: string, K: number, model: { numLayers: number; tieWordEmbeddings: boolean }): "f32" | "bf16" | "f16" | QuantDtype {
   if (choice !== "q4_k_m" && choice !== "q5_k_m") return choice;
   const type = kMixTensorType(choice, name, [0, K], model.numLayers, model.tieWordEmbeddings);
-  return type === undefined ? "q8_0" : type === "Q6_K" ? "q6_k_u8" : type === "Q5_0" ? "q5_0_u8" : type === "Q5_1" ? "q5_1_u8" : (type.toLowerCase() as QuantDtype);
+  return type === undefined ? "q8_0" : type === "Q6_K" ? "q6_k_u8" : type === "Q5_0" ? "q5_0_u8" : type === "Q5_1" ? "q5_1_u8" : type === "Q5_K" ? "q5_k_u8" : (type.toLowerCase() as QuantDtype);
 }
 
 /** A K-quant: rows must be whole super-blocks of 256. */
-export function isKQuant(dtype: QuantDtype): dtype is "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8" {
-  return dtype === "q2_k" || dtype === "q3_k" || dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k" || dtype === "q6_k_u8";
+export function isKQuant(dtype: QuantDtype): dtype is "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k" | "q6_k_u8" | "q5_k_u8" {
+  return dtype === "q2_k" || dtype === "q3_k" || dtype === "q4_k" || dtype === "q5_k" || dtype === "q6_k" || dtype === "q6_k_u8" || dtype === "q5_k_u8";
 }
 
 /** Why rows of K weights cannot be stored as `dtype` (a K-quant's rows are whole super-blocks), or undefined. */
@@ -109,7 +114,7 @@ export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number,
     const rowBytes = quantRowBytes(dtype, K);
     if (x.length % K !== 0 || out.length !== (x.length / K) * rowBytes) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${(x.length / K) * rowBytes} bytes`);
     const xs = x instanceof Float32Array ? x : Float32Array.from(x);
-    out.set(dtype === "q6_k_u8" ? q6kToU8(quantizeGGML("Q6_K", xs, K), xs.length) : quantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", xs, K));
+    out.set(dtype === "q6_k_u8" ? q6kToU8(quantizeGGML("Q6_K", xs, K), xs.length) : dtype === "q5_k_u8" ? q5kToU8(quantizeGGML("Q5_K", xs, K), xs.length) : quantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", xs, K));
     return;
   }
   const rows = x.length / K, nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
@@ -180,6 +185,7 @@ export function dequantizeRows(dtype: QuantDtype, bytes: Uint8Array, K: number):
     const rowBytes = quantRowBytes(dtype, K);
     if (bytes.length % rowBytes !== 0) throw new RangeError(`dequantizeRows: ${bytes.length} bytes are not whole rows of ${K} ${dtype} weights`);
     const elements = (bytes.length / rowBytes) * K;
+    if (dtype === "q5_k_u8") return dequantizeGGML("Q5_K", u8ToQ5K(bytes, elements), elements);
     return dtype === "q6_k_u8" ? dequantizeQ6KU8(bytes, elements) : dequantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", bytes, elements);
   }
   const nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
@@ -265,6 +271,43 @@ export function fiveBitToU8(type: "q5_0" | "q5_1", bytes: Uint8Array): Uint8Arra
       const nibbles = bytes[at + head + 4 + j]!;
       out[o + head + j] = (nibbles & 15) | (((qh >>> j) & 1) << 4);
       out[o + head + 16 + j] = (nibbles >> 4) | (((qh >>> (j + 16)) & 1) << 4);
+    }
+  }
+  return out;
+}
+
+/**
+ * Q5_K super-blocks (elements weights) as Q5_K_U8: d, dmin and the scales as they are, then each
+ * weight's 5 bits (its nibble: low for even sub-blocks of a 32-byte pair, high for odd; bit s of
+ * qh byte j) as byte 32s + j. Exact; u8ToQ5K packs them back.
+ */
+export function q5kToU8(bytes: Uint8Array, elements: number): Uint8Array {
+  const src = GGML_TYPES.Q5_K.bytes, out = new Uint8Array((elements / 256) * Q5_K_U8_BYTES);
+  for (let b = 0; b < elements / 256; b++) {
+    const at = b * src, o = b * Q5_K_U8_BYTES;
+    out.set(bytes.subarray(at, at + 16), o);
+    for (let s = 0; s < 8; s++) {
+      for (let j = 0; j < 32; j++) {
+        const nibbles = bytes[at + 48 + 32 * (s >> 1) + j]!, high = (bytes[at + 16 + j]! >> s) & 1;
+        out[o + 16 + 32 * s + j] = ((s & 1) === 0 ? nibbles & 15 : nibbles >> 4) | (high << 4);
+      }
+    }
+  }
+  return out;
+}
+
+/** Q5_K_U8 super-blocks back as Q5_K's (q5kToU8's inverse), for the host's reference dequantizer. */
+function u8ToQ5K(bytes: Uint8Array, elements: number): Uint8Array {
+  const dst = GGML_TYPES.Q5_K.bytes, out = new Uint8Array((elements / 256) * dst);
+  for (let b = 0; b < elements / 256; b++) {
+    const at = b * Q5_K_U8_BYTES, o = b * dst;
+    out.set(bytes.subarray(at, at + 16), o);
+    for (let s = 0; s < 8; s++) {
+      for (let j = 0; j < 32; j++) {
+        const q = bytes[at + 16 + 32 * s + j]!;
+        out[o + 48 + 32 * (s >> 1) + j]! |= (q & 15) << ((s & 1) * 4);
+        out[o + 16 + j]! |= (q >> 4) << s;
+      }
     }
   }
   return out;

@@ -7,10 +7,10 @@ import type { PersistentArena } from "./persistent-arena.ts";
 
 /**
  * How a buffer's elements are stored: f32, 16-bit (weights stay 16-bit; kernels widen), or
- * block-quantized (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: GGUF's block layouts; Q6_K_U8, Q5_0_U8, Q5_1_U8: Q6_K, Q5_0, Q5_1 a byte a weight; rows of `rowLength` weights).
+ * block-quantized (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: GGUF's block layouts; Q6_K_U8, Q5_K_U8, Q5_0_U8, Q5_1_U8: Q6_K, Q5_K, Q5_0, Q5_1 a byte a weight; rows of `rowLength` weights).
  */
 export type BufferDtype = "f32" | "bf16" | "f16" | QuantDtype;
-export const BUFFER_DTYPES: readonly BufferDtype[] = ["f32", "bf16", "f16", "q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8", "q5_0_u8", "q5_1_u8"];
+export const BUFFER_DTYPES: readonly BufferDtype[] = ["f32", "bf16", "f16", "q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8", "q5_0_u8", "q5_1_u8", "q5_k_u8"];
 const ELEMENT_BYTES: Record<"f32" | "bf16" | "f16", number> = { f32: 4, bf16: 2, f16: 2 };
 
 /** Bytes of `length` elements stored as `dtype` (quantized: whole rows of `rowLength`). */

@@ -13,8 +13,8 @@ import { ModelConfigError, type ModelConfig } from "./config.ts";
 import { GEMMA_GGUF, gemmaAttentionScalar, LONGROPE_TENSORS, PRE_TOKENIZERS, ROPE_FACTORS_TENSOR, SMOLLM3_NOPE_INTERVAL, unpermutedRow } from "./gguf-model.ts";
 import { ropeFrequencyFactors } from "./rope.ts";
 
-/** The GGUF type a dtype writes (Q6_K_U8, Q5_0_U8 and Q5_1_U8, in-memory forms of Q6_K, Q5_0 and Q5_1, have none). */
-const GGML: Record<Exclude<BufferDtype, "q6_k_u8" | "q5_0_u8" | "q5_1_u8">, { type: GGMLType; fileType: number }> = {
+/** The GGUF type a dtype writes (Q6_K_U8, Q5_K_U8, Q5_0_U8 and Q5_1_U8, in-memory forms of Q6_K, Q5_K, Q5_0 and Q5_1, have none). */
+const GGML: Record<Exclude<BufferDtype, "q6_k_u8" | "q5_k_u8" | "q5_0_u8" | "q5_1_u8">, { type: GGMLType; fileType: number }> = {
   f32: { type: "F32", fileType: 0 }, f16: { type: "F16", fileType: 1 }, bf16: { type: "BF16", fileType: 32 },
   q8_0: { type: "Q8_0", fileType: 7 }, q4_0: { type: "Q4_0", fileType: 2 }, q5_0: { type: "Q5_0", fileType: 8 }, q4_1: { type: "Q4_1", fileType: 3 }, q5_1: { type: "Q5_1", fileType: 9 }, iq4_nl: { type: "IQ4_NL", fileType: 25 }, q2_k: { type: "Q2_K", fileType: 10 }, q3_k: { type: "Q3_K", fileType: 11 }, q4_k: { type: "Q4_K", fileType: 14 }, q5_k: { type: "Q5_K", fileType: 16 }, q6_k: { type: "Q6_K", fileType: 18 },
 };
@@ -80,6 +80,7 @@ function planGGUF(config: ModelConfig, options: GGUFExportOptions): { metadata: 
   if (options.dtype === "q6_k_u8") throw fail("q6_k_u8 is how Q6_K lives in memory, not a GGUF type: write q6_k");
   if (options.dtype === "q5_0_u8") throw fail("q5_0_u8 is how Q5_0 lives in memory, not a GGUF type: write q5_0");
   if (options.dtype === "q5_1_u8") throw fail("q5_1_u8 is how Q5_1 lives in memory, not a GGUF type: write q5_1");
+  if (options.dtype === "q5_k_u8") throw fail("q5_k_u8 is how Q5_K lives in memory, not a GGUF type: write q5_k");
   const { type } = GGML[options.dtype], fileType = options.fileType ?? GGML[options.dtype].fileType;
   const a = (key: string) => `${arch}.${key}`;
   const metadata: GGUFMetadataToWrite = {

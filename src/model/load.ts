@@ -3,7 +3,7 @@
 // its tensors uploaded, with progress; the tokenizer and generation defaults. A GGUF file (or
 // its splits): streamed, each tensor straight into wasm memory (loadGGUF).
 import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
-import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, fiveBitToU8, q6kToU8, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
+import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, fiveBitToU8, q5kToU8, q6kToU8, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import { decodeFloat32 } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, bufferBytes, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
@@ -429,10 +429,10 @@ const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "IQ4_NL"
  * Q5_0's time where Q5_0's fifth bits took as many instructions as its dots (SmolLM2 shapes,
  * scratch/q5ab.ts); llama.cpp's Q4_K_M falls back to Q5_0 wherever rows are not whole 256-blocks
  * (SmolLM2's 576, Qwen2.5-0.5B's 896: most of their matrices); Q5_1 (Q5_K_M's fallback) likewise
- * becomes Q5_1_U8 (Q4_1's arithmetic on bytes; Q5_1's own kernel took 1.55x Q8_0's time). Q5_K
- * becomes Q8_0 unless `dtype` asks to keep it: its kernel takes 1.2x Q8_0's time at one thread (GEMV,
- * relaxed build, trained-like weights), and kept it costs more time than its fewer bytes save
- * (a Llama-3.2-1B-shaped Q5_K_M twin 7% slower at one thread, level at two). Q6_K becomes
+ * becomes Q5_1_U8 (Q4_1's arithmetic on bytes; Q5_1's own kernel took 1.55x Q8_0's time), and Q5_K
+ * Q5_K_U8 (Q4_K's super-block dots on bytes, Q8_0's 272 bytes per 256: GEMV 0.64-0.95x Q8_0's time,
+ * integer panels 1.5x Q8_0's f32 ones; Q5_K's own kernel took 1.2x Q8_0's, and requantized to Q8_0 it
+ * lost its values). Q6_K becomes
  * Q6_K_U8, its bits unpacked to a byte a weight (conversionTarget): its values exactly, in
  * Q8_0's bytes and GEMV time, where Q6_K's own GEMV took 2x (its bit unpacking; a Q4_K_M twin
  * with its Q6_K kept decoded 11-25% slower at two threads) and Q8_0 in its place went through
@@ -447,8 +447,8 @@ const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q4_1", "IQ4_NL", "Q2_K", "Q3_K", "Q
  * nibbles as they are, each 32's scale d·(s - 32) rounded to f16), Q6_K, Q5_0 and Q5_1 to Q6_K_U8,
  * Q5_0_U8 and Q5_1_U8 (exactly), every other type to Q8_0.
  */
-export function conversionTarget(type: string): "iq4_nl" | "q6_k_u8" | "q5_0_u8" | "q5_1_u8" | "q8_0" {
-  return type === "IQ4_XS" ? "iq4_nl" : type === "Q6_K" ? "q6_k_u8" : type === "Q5_0" ? "q5_0_u8" : type === "Q5_1" ? "q5_1_u8" : "q8_0";
+export function conversionTarget(type: string): "iq4_nl" | "q6_k_u8" | "q5_0_u8" | "q5_1_u8" | "q5_k_u8" | "q8_0" {
+  return type === "IQ4_XS" ? "iq4_nl" : type === "Q6_K" ? "q6_k_u8" : type === "Q5_0" ? "q5_0_u8" : type === "Q5_1" ? "q5_1_u8" : type === "Q5_K" ? "q5_k_u8" : "q8_0";
 }
 
 /** Conversions block for block, bytes to bytes (IQ4_XS: its levels as they are, its scales to f16; Q6_K, Q5_0, Q5_1: their bits unpacked). */
@@ -457,6 +457,7 @@ const DIRECT_CONVERSIONS: Record<string, { to: QuantDtype; convert: (bytes: Uint
   Q6_K: { to: "q6_k_u8", convert: q6kToU8 },
   Q5_0: { to: "q5_0_u8", convert: (bytes) => fiveBitToU8("q5_0", bytes) },
   Q5_1: { to: "q5_1_u8", convert: (bytes) => fiveBitToU8("q5_1", bytes) },
+  Q5_K: { to: "q5_k_u8", convert: q5kToU8 },
 };
 
 /** Every matrix of one float type: the file's matrices stay as they are. */
@@ -474,8 +475,8 @@ export function ggufConversions(matrixTypes: readonly string[]): Map<string, num
   return out;
 }
 
-/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, Q5_0_U8, IQ4_NL), d and m (Q4_1, Q5_1, Q5_1_U8), d and dmin (Q4_K, Q5_K; Q2_K's after its quants), d after the quants (Q6_K, Q6_K_U8: after its scales). */
-const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], q4_1: [0, 2], q5_1: [0, 2], iq4_nl: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208], q6_k_u8: [272], q5_0_u8: [0], q5_1_u8: [0, 2] };
+/** The byte offsets of a block's f16 scales: d (Q8_0, Q4_0, Q5_0, Q5_0_U8, IQ4_NL), d and m (Q4_1, Q5_1, Q5_1_U8), d and dmin (Q4_K, Q5_K, Q5_K_U8; Q2_K's after its quants), d after the quants (Q6_K, Q6_K_U8: after its scales). */
+const SCALE_OFFSETS: Record<QuantDtype, number[]> = { q8_0: [0], q4_0: [0], q5_0: [0], q4_1: [0, 2], q5_1: [0, 2], iq4_nl: [0], q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208], q6_k_u8: [272], q5_0_u8: [0], q5_1_u8: [0, 2], q5_k_u8: [0, 2] };
 
 /** The first block of quantized data with an infinite or NaN f16 scale, or -1. */
 function firstNonFiniteScale(bytes: Uint8Array, dtype: QuantDtype): number {

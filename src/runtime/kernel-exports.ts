@@ -26,12 +26,12 @@ const ATTENTION_RANGES = ["kvHeadBegin", "kvHeadEnd", "qBegin", "qEnd", "keyBegi
  */
 export const CODES = {
   KV_F32: 0, KV_BF16: 1, KV_INT8: 2, LINEAR_ACCUMULATE: 1, LINEAR_X_QUANTIZED: 2,
-  WEIGHT_Q8_0: 0, WEIGHT_Q4_0: 1, WEIGHT_Q4_K: 2, WEIGHT_Q6_K: 3, WEIGHT_Q5_0: 4, WEIGHT_IQ4_NL: 5, WEIGHT_Q5_K: 6, WEIGHT_Q2_K: 7, WEIGHT_Q3_K: 8, WEIGHT_Q4_1: 9, WEIGHT_Q5_1: 10, WEIGHT_Q6_K_U8: 11, WEIGHT_Q5_0_U8: 12, WEIGHT_Q5_1_U8: 13,
-  WEIGHT_FORMAT_COUNT: 14,
+  WEIGHT_Q8_0: 0, WEIGHT_Q4_0: 1, WEIGHT_Q4_K: 2, WEIGHT_Q6_K: 3, WEIGHT_Q5_0: 4, WEIGHT_IQ4_NL: 5, WEIGHT_Q5_K: 6, WEIGHT_Q2_K: 7, WEIGHT_Q3_K: 8, WEIGHT_Q4_1: 9, WEIGHT_Q5_1: 10, WEIGHT_Q6_K_U8: 11, WEIGHT_Q5_0_U8: 12, WEIGHT_Q5_1_U8: 13, WEIGHT_Q5_K_U8: 14,
+  WEIGHT_FORMAT_COUNT: 15,
 } as const;
 
 /** The WEIGHT_* code of each block-quantized weight dtype. */
-export const WEIGHT_FORMATS = { q8_0: CODES.WEIGHT_Q8_0, q4_0: CODES.WEIGHT_Q4_0, q5_0: CODES.WEIGHT_Q5_0, q4_1: CODES.WEIGHT_Q4_1, q5_1: CODES.WEIGHT_Q5_1, q2_k: CODES.WEIGHT_Q2_K, q3_k: CODES.WEIGHT_Q3_K, q4_k: CODES.WEIGHT_Q4_K, q5_k: CODES.WEIGHT_Q5_K, q6_k: CODES.WEIGHT_Q6_K, q6_k_u8: CODES.WEIGHT_Q6_K_U8, q5_0_u8: CODES.WEIGHT_Q5_0_U8, q5_1_u8: CODES.WEIGHT_Q5_1_U8, iq4_nl: CODES.WEIGHT_IQ4_NL } as const;
+export const WEIGHT_FORMATS = { q8_0: CODES.WEIGHT_Q8_0, q4_0: CODES.WEIGHT_Q4_0, q5_0: CODES.WEIGHT_Q5_0, q4_1: CODES.WEIGHT_Q4_1, q5_1: CODES.WEIGHT_Q5_1, q2_k: CODES.WEIGHT_Q2_K, q3_k: CODES.WEIGHT_Q3_K, q4_k: CODES.WEIGHT_Q4_K, q5_k: CODES.WEIGHT_Q5_K, q6_k: CODES.WEIGHT_Q6_K, q6_k_u8: CODES.WEIGHT_Q6_K_U8, q5_0_u8: CODES.WEIGHT_Q5_0_U8, q5_1_u8: CODES.WEIGHT_Q5_1_U8, q5_k_u8: CODES.WEIGHT_Q5_K_U8, iq4_nl: CODES.WEIGHT_IQ4_NL } as const;
 
 /**
  * Structs the host writes into wasm memory for calls too wide for positional arguments: fields
@@ -142,6 +142,8 @@ export const KERNELS = {
   /** Q5_0 / Q5_1 unpacked to a byte a weight (what a GGUF file's Q5_0 / Q5_1 load as): as linear_q5_0 / linear_q5_1 */
   linear_q5_0_u8: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q5_0_u8", scratchBytes: "linear_quant_scratch_bytes" },
   linear_q5_1_u8: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q5_1_u8", scratchBytes: "linear_quant_scratch_bytes" },
+  /** Q5_K unpacked to a byte a weight (what a GGUF file's Q5_K loads as): as linear_q5_k */
+  linear_q5_k_u8: { from: "kernels/linear-quant", params: LINEAR, pool: true, linear: "q5_k_u8", scratchBytes: "linear_quant_scratch_bytes" },
   /** Rows [rowBegin, rowEnd) of out [rows, K] f32 = the table's rows ids[row] (i32 token ids), widened or dequantized. */
   embed_rows_f32: { from: "kernels/embedding", params: EMBED, pool: true, embed: "f32" },
   embed_rows_bf16: { from: "kernels/embedding", params: EMBED, pool: true, embed: "bf16" },
@@ -160,6 +162,7 @@ export const KERNELS = {
   embed_rows_q6_k_u8: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q6_k_u8" },
   embed_rows_q5_0_u8: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q5_0_u8" },
   embed_rows_q5_1_u8: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q5_1_u8" },
+  embed_rows_q5_k_u8: { from: "kernels/embedding", params: EMBED, pool: true, embed: "q5_k_u8" },
   rmsnorm_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
   /** out += rmsnorm(x) · w (Gemma's norms of the attention and MLP outputs, before the residual add) */
   rmsnorm_add_f32: { from: "kernels/rmsnorm", params: ["x", "w", "out", "dim", "eps", "rowBegin", "rowEnd"], pool: true },
