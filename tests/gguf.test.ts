@@ -531,6 +531,22 @@ describe("GGUF files", function () {
       for (const m of [ref, fromMemory, split]) m.dispose();
     });
 
+    it("a NaN block scale in a Q5_0 / Q5_1 / Q5_K / Q6_K tensor, unpacked at load, is one clear error naming the tensor and the block; the runtime stays usable", async () => {
+      const config = { ...base, model_type: "llama", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
+      const cfg = parseModelConfig(config), weights = randomWeights(cfg);
+      for (const [dtype, blockBytes, dAt] of [["q5_0", 22, 0], ["q5_1", 24, 2], ["q5_k", 176, 0], ["q6_k", 210, 208]] as const) {
+        const file = exportGGUF(cfg, (n) => weights.get(n)!, { dtype });
+        const t = parseGGUFHeader(file, file.length).tensors.get("blk.0.ffn_up.weight")!;
+        const bad = file.slice();
+        bad[t.offset + 3 * blockBytes + dAt] = 0x00; bad[t.offset + 3 * blockBytes + dAt + 1] = 0x7e; // f16 NaN in block 3
+        await assert.rejects(loadModel(rt, { "bad.gguf": bad }), { name: "ModelConfigError", message: /tensor 'blk\.0\.ffn_up\.weight' holds a non-finite scale in block 3; the file is corrupt/ }, dtype);
+        const good = await loadModel(rt, { "good.gguf": file });
+        assert.equal(good.transformer.weightDtype, `${dtype}_u8`);
+        assert.equal((await good.generate([1, 2, 3], { maxNewTokens: 2, temperature: 0, stopTokens: [] }).done).tokens.length, 2);
+        good.dispose();
+      }
+    });
+
     it("types not kept as stored (Q5_0, Q5_1, Q5_K, Q6_K by default) are converted at load (Q6_K, Q5_K, Q5_0 and Q5_1 to their bytes unpacked, *_U8; IQ4_XS to IQ4_NL; the others to Q8_0), within those formats' error of their values, beside Q4_1, IQ4_NL, Q2_K, Q3_K and Q4_K kept as they are", async () => {
       const config = { ...base, model_type: "qwen2", num_key_value_heads: 2, hidden_size: 256, intermediate_size: 256, vocab_size: 256 };
       const cfg = parseModelConfig(config);
