@@ -149,8 +149,8 @@ for (const build of BUILDS) {
       const rt = await runtimeFor(build);
       const V = 11, K = 70; // 70: two whole 32-blocks and a partial one, and a 4-float tail
       const table = randomArray(V * K, 31).map((v, i) => (i % 17 === 0 ? v * 1e-6 : v * 3));
-      for (const dtype of ["f32", "bf16", "f16", "q8_0", "q4_0"] as const) {
-        const w = dtype === "q8_0" || dtype === "q4_0" ? rt.upload(table, dtype, K) : rt.upload(table, dtype);
+      for (const dtype of ["f32", "bf16", "f16", "q8_0", "q4_0", "q5_0_u8", "q5_1_u8"] as const) {
+        const w = dtype === "f32" || dtype === "bf16" || dtype === "f16" ? rt.upload(table, dtype) : rt.upload(table, dtype, K);
         const tokens = [7, 0, 10, 7, 3], ids = rt.alloc(tokens.length), out = rt.alloc(tokens.length * K);
         try {
           rt.memory.i32.set(tokens, ids.ptr >>> 2);

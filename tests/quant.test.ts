@@ -323,7 +323,7 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
   });
 
   for (const build of BUILDS) {
-    for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8"] as const) {
+    for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8", "q5_k_u8"] as const) {
       // The relaxed build's K-quant GEMV reads x quantized per 256 (one scale a super-block, as llama.cpp's Q8_K).
       const block = build === "relaxed" ? 256 : 32;
       it(`${build} build, ${dtype}: equals the float64 emulation (the stored weights times activations quantized per ${block}) for GEMV rows, batches and prefill-size calls, with a bias; rows alone give their bits below the packed panels' 12 rows`, async () => {
@@ -374,8 +374,8 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
   for (const build of BUILDS) {
     it(`${build} build: K-quant weights whose super-block scales are f16 subnormals compute and dequantize exactly as normal ones`, async () => {
       const rt = await runtimeFor(build);
-      const scaleOffset = { q2_k: 80, q3_k: 108, q4_k: 0, q5_k: 0, q6_k: 208, q6_k_u8: 272 } as const;
-      for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8"] as const) {
+      const scaleOffset = { q2_k: 80, q3_k: 108, q4_k: 0, q5_k: 0, q6_k: 208, q6_k_u8: 272, q5_k_u8: 0 } as const;
+      for (const dtype of ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8", "q5_k_u8"] as const) {
         const block = build === "relaxed" ? 256 : 32;
         const M = 2, N = 24, K = 512, w = randomArray(N * K, 41, 4e-4), x = randomArray(M * K, 42);
         const wb = rt.upload(w, dtype, K), xb = rt.upload(x), yb = rt.alloc(M * N), rows = rt.alloc(3 * K), ids = rt.alloc(3);
@@ -397,6 +397,34 @@ describe("K-quant weights (Q4_K, Q5_K, Q6_K: GGUF super-blocks of 256)", () => {
   }
 });
 
+/**
+ * The linear kernel on a format's bytes unpacked (`unpacked`, a *_u8 dtype) gives the stored
+ * format's bits for each [M, N, K] (GEMV, batches, panels), whole and with the columns split in
+ * two (two threads' shares).
+ */
+async function assertUnpackedBits(build: (typeof BUILDS)[number], stored: QuantDtype, unpacked: QuantDtype, shapes: readonly (readonly [number, number, number])[], seed: number): Promise<void> {
+  const rt = await runtimeFor(build);
+  const kernel = rt.kernels[`linear_${unpacked}` as "linear_q6_k_u8"];
+  for (const [M, N, K] of shapes) {
+    const w = randomArray(N * K, seed + M), x = randomArray(M * K, seed + 1 + N);
+    const packed = rt.upload(w, stored, K), bytes = rt.upload(w, unpacked, K), xb = rt.upload(x), a = rt.alloc(M * N), b = rt.alloc(M * N);
+    try {
+      assert.deepEqual(bytes.toFloat32Array(), packed.toFloat32Array());
+      rt.linearInto({ x: xb, weight: packed, out: a, inFeatures: K, outFeatures: N });
+      rt.linearInto({ x: xb, weight: bytes, out: b, inFeatures: K, outFeatures: N });
+      assert.ok(a.array.every(Number.isFinite));
+      assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}`);
+      // Columns in two ranges (two threads' shares) give the same bits.
+      const scratch = rt.alloc(rt.kernels.linear_quant_scratch_bytes(M, K) / 4), half = N >> 1;
+      b.array.fill(NaN);
+      kernel(xb.ptr, bytes.ptr, 0, b.ptr, M, N, K, 0, half, 0, scratch.ptr);
+      kernel(xb.ptr, bytes.ptr, 0, b.ptr, M, N, K, half, N, 0, scratch.ptr);
+      assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}, columns split at ${half}`);
+      scratch.free();
+    } finally { for (const buf of [packed, bytes, xb, a, b]) buf.free(); }
+  }
+}
+
 describe("Q5_K_U8 (Q5_K a byte a weight, as a file's Q5_K loads)", () => {
   it("q5kToU8 keeps every value: Q5_K super-blocks and their unpacked bytes dequantize to the same floats", () => {
     const K = 768, x = randomArray(5 * K, 25);
@@ -411,31 +439,8 @@ describe("Q5_K_U8 (Q5_K a byte a weight, as a file's Q5_K loads)", () => {
   });
 
   for (const build of BUILDS) {
-    it(`${build} build: linear_q5_k_u8 gives linear_q5_k's bits on the same weights (GEMV, batches, panels, column splits), embed_rows its rows`, async () => {
-      const rt = await runtimeFor(build);
-      for (const [M, N, K] of [[1, 37, 512], [5, 13, 1536], [12, 70, 256], [37, 29, 4096], [128, 9, 512]] as const) {
-        const w = randomArray(N * K, 61 + M), x = randomArray(M * K, 62 + N);
-        const packed = rt.upload(w, "q5_k", K), unpacked = rt.upload(w, "q5_k_u8", K), xb = rt.upload(x), a = rt.alloc(M * N), b = rt.alloc(M * N);
-        try {
-          assert.deepEqual(unpacked.toFloat32Array(), packed.toFloat32Array());
-          rt.linearInto({ x: xb, weight: packed, out: a, inFeatures: K, outFeatures: N });
-          rt.linearInto({ x: xb, weight: unpacked, out: b, inFeatures: K, outFeatures: N });
-          assert.ok(a.array.every(Number.isFinite));
-          assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}`);
-          const scratch = rt.alloc(rt.kernels.linear_quant_scratch_bytes(M, K) / 4), half = N >> 1;
-          b.array.fill(NaN);
-          rt.kernels.linear_q5_k_u8(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, 0, half, 0, scratch.ptr);
-          rt.kernels.linear_q5_k_u8(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, half, N, 0, scratch.ptr);
-          assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}, columns split at ${half}`);
-          scratch.free();
-          const tokens = [N - 1, 0, N >> 1], ids = rt.alloc(tokens.length), rows = rt.alloc(tokens.length * K);
-          rt.memory.i32.set(tokens, ids.ptr >>> 2);
-          rt.kernels.embed_rows_q5_k_u8(unpacked.ptr, K, ids.ptr, 0, tokens.length, rows.ptr);
-          const all = packed.toFloat32Array();
-          tokens.forEach((t, r) => assert.deepEqual(rows.toFloat32Array().subarray(r * K, (r + 1) * K), all.subarray(t * K, (t + 1) * K), `row ${r}`));
-          ids.free(); rows.free();
-        } finally { for (const buf of [packed, unpacked, xb, a, b]) buf.free(); }
-      }
+    it(`${build} build: linear_q5_k_u8 gives linear_q5_k's bits on the same weights (GEMV, batches, panels, column splits)`, async () => {
+      await assertUnpackedBits(build, "q5_k", "q5_k_u8", [[1, 37, 512], [5, 13, 1536], [12, 70, 256], [37, 29, 4096], [128, 9, 512]], 61);
     });
   }
 });
@@ -453,45 +458,13 @@ describe("Q6_K_U8 (Q6_K a byte a weight, as a file's Q6_K loads)", () => {
 
   for (const build of BUILDS) {
     it(`${build} build: linear_q6_k_u8 gives linear_q6_k's bits on the same weights (GEMV, batches, panels, column splits)`, async () => {
-      const rt = await runtimeFor(build);
-      for (const [M, N, K] of [[1, 37, 512], [5, 13, 1536], [12, 70, 256], [37, 29, 4096], [128, 9, 512]] as const) {
-        const w = randomArray(N * K, 31 + M), x = randomArray(M * K, 32 + N);
-        const packed = rt.upload(w, "q6_k", K), unpacked = rt.upload(w, "q6_k_u8", K), xb = rt.upload(x), a = rt.alloc(M * N), b = rt.alloc(M * N);
-        try {
-          assert.deepEqual(unpacked.toFloat32Array(), packed.toFloat32Array());
-          rt.linearInto({ x: xb, weight: packed, out: a, inFeatures: K, outFeatures: N });
-          rt.linearInto({ x: xb, weight: unpacked, out: b, inFeatures: K, outFeatures: N });
-          assert.ok(a.array.every(Number.isFinite));
-          assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}`);
-          // Columns in two ranges (two threads' shares) give the same bits.
-          const scratch = rt.alloc(rt.kernels.linear_quant_scratch_bytes(M, K) / 4), half = N >> 1;
-          b.array.fill(NaN);
-          rt.kernels.linear_q6_k_u8(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, 0, half, 0, scratch.ptr);
-          rt.kernels.linear_q6_k_u8(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, half, N, 0, scratch.ptr);
-          assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}, columns split at ${half}`);
-          scratch.free();
-        } finally { for (const buf of [packed, unpacked, xb, a, b]) buf.free(); }
-      }
+      await assertUnpackedBits(build, "q6_k", "q6_k_u8", [[1, 37, 512], [5, 13, 1536], [12, 70, 256], [37, 29, 4096], [128, 9, 512]], 31);
     });
   }
 });
 
 for (const [stored, unpackedDtype, head] of [["q5_0", "q5_0_u8", 2], ["q5_1", "q5_1_u8", 4]] as const) {
   describe(`${unpackedDtype.toUpperCase()} (${stored.toUpperCase()} a byte a weight, as a file's ${stored.toUpperCase()} loads)`, () => {
-    for (const build of BUILDS) {
-      it(`${build} build: embed_rows_${unpackedDtype} gives each id's row as the host reads it (a partial last block too)`, async () => {
-        const rt = await runtimeFor(build);
-        const V = 11, K = 70, tokens = [7, 0, 10, 7, 3];
-        const w = rt.upload(randomArray(V * K, 51), unpackedDtype, K), ids = rt.alloc(tokens.length), out = rt.alloc(tokens.length * K);
-        try {
-          rt.memory.i32.set(tokens, ids.ptr >>> 2);
-          out.array.fill(NaN);
-          rt.kernels[`embed_rows_${unpackedDtype}`](w.ptr, K, ids.ptr, 0, tokens.length, out.ptr);
-          tokens.forEach((t, r) => assert.deepEqual(out.toFloat32Array().subarray(r * K, (r + 1) * K), w.subarray(t * K, (t + 1) * K).toFloat32Array(), `row ${r} (token ${t})`));
-        } finally { for (const b of [w, ids, out]) b.free(); }
-      });
-    }
-
     it(`fiveBitToU8 keeps every value: ${stored.toUpperCase()} blocks and their unpacked bytes dequantize to the same floats`, () => {
       const K = 576, x = randomArray(5 * K, 23), bytes = head + 32;
       const packed = new Uint8Array(5 * quantRowBytes(stored, K)), unpacked = new Uint8Array(5 * quantRowBytes(unpackedDtype, K));
@@ -505,26 +478,8 @@ for (const [stored, unpackedDtype, head] of [["q5_0", "q5_0_u8", 2], ["q5_1", "q
     });
 
     for (const build of BUILDS) {
-      it(`${build} build: linear_${unpackedDtype} gives linear_${stored}'s bits on the same weights (GEMV, batches, panels, column splits, a partial last block), embed_rows its rows`, async () => {
-        const rt = await runtimeFor(build);
-        const kernel = rt.kernels[`linear_${unpackedDtype}`];
-        for (const [M, N, K] of [[1, 37, 576], [3, 13, 896], [12, 70, 64], [37, 29, 1536], [128, 9, 576], [2, 11, 70]] as const) {
-          const w = randomArray(N * K, 41 + M), x = randomArray(M * K, 42 + N);
-          const packed = rt.upload(w, stored, K), unpacked = rt.upload(w, unpackedDtype, K), xb = rt.upload(x), a = rt.alloc(M * N), b = rt.alloc(M * N);
-          try {
-            assert.deepEqual(unpacked.toFloat32Array(), packed.toFloat32Array());
-            rt.linearInto({ x: xb, weight: packed, out: a, inFeatures: K, outFeatures: N });
-            rt.linearInto({ x: xb, weight: unpacked, out: b, inFeatures: K, outFeatures: N });
-            assert.ok(a.array.every(Number.isFinite));
-            assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}`);
-            const scratch = rt.alloc(rt.kernels.linear_quant_scratch_bytes(M, K) / 4), half = N >> 1;
-            b.array.fill(NaN);
-            kernel(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, 0, half, 0, scratch.ptr);
-            kernel(xb.ptr, unpacked.ptr, 0, b.ptr, M, N, K, half, N, 0, scratch.ptr);
-            assert.deepEqual(b.toFloat32Array(), a.toFloat32Array(), `${M}x${N}x${K}, columns split at ${half}`);
-            scratch.free();
-          } finally { for (const buf of [packed, unpacked, xb, a, b]) buf.free(); }
-        }
+      it(`${build} build: linear_${unpackedDtype} gives linear_${stored}'s bits on the same weights (GEMV, batches, panels, column splits, a partial last block)`, async () => {
+        await assertUnpackedBits(build, stored, unpackedDtype, [[1, 37, 576], [3, 13, 896], [12, 70, 64], [37, 29, 1536], [128, 9, 576], [2, 11, 70]], 41);
       });
     }
   });

@@ -1,6 +1,6 @@
 import { fmadd } from "../simd";
 import { finish } from "./dot-nt";
-import { blockBytes, halfAt, isQ5_0, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
+import { blockBytes, halfAt, hasMin, isQ5_0, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
 import { isSixBit, lowBitScales, lowBitWeights, q4kScaleMin, q4kWeights, QA_SUPER, sixBitDAt, sixBitScalesAt, sixBitWeights, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
 import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1, WEIGHT_Q5_1_U8, WEIGHT_Q5_K, WEIGHT_Q5_K_U8, WEIGHT_Q6_K } from "../abi";
 
@@ -50,7 +50,7 @@ export const PANEL_ROWS: i32 = 12;
 /** Weight formats with packed panels for PANEL_ROWS rows and more (relaxed build): the K-quants and the 32-blocks with unsigned weights. */
 // @ts-ignore: decorator
 @inline export function panelFormat(format: i32): bool {
-  return ASC_FEATURE_RELAXED_SIMD && (superPanel(format) || format == WEIGHT_Q4_0 || isQ5_0(format) || format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1 || format == WEIGHT_Q5_1_U8);
+  return ASC_FEATURE_RELAXED_SIMD && (superPanel(format) || format == WEIGHT_Q4_0 || isQ5_0(format) || hasMin(format));
 }
 
 /** The K-quants: panels of super-blocks on x quantized per 256 (the rest: of 32-blocks on x quantized per 32). */
@@ -190,7 +190,7 @@ function packGroups(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usi
 /** Columns [n0, min(n0 + 4, nEnd)) of Q4_0 / Q5_0 / Q4_1 / Q5_1 weights (rows of ldw bytes at w, nb blocks) as panel blocks at dst; columns past nEnd are zeros. */
 function packBlocks(w: usize, ldw: usize, n0: i32, nEnd: i32, nb: i32, dst: usize, format: i32): void {
   const bytes = blockBytes(format), cols = min(4, nEnd - n0);
-  const mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1 || format == WEIGHT_Q5_1_U8;
+  const mins = hasMin(format);
   for (let b = 0; b < nb; b++) {
     const p = dst + <usize>b * PANEL_BLOCK, w0 = w + <usize>n0 * ldw + <usize>b * bytes;
     for (let part = 0; part < 2; part++) packSixteen(w0, ldw, cols, 0, part, p + (<usize>part << 6), PACK_BLOCKS, format);
@@ -386,7 +386,7 @@ const TILE_ACC_BYTES: usize = 256, ACC_F: usize = 128;
   if (half > 0) { dotsA = i32x4.add(dotsA, v128.load(i)); dotsB = i32x4.add(dotsB, v128.load(i, 16)); }
   if (!last) { v128.store(i, dotsA); v128.store(i, dotsB, 16); return; }
   // QA_CORR holds -8·Σa (Q4_0's offset); Q5_0's is twice it. Q4_1 / Q5_1: m·da·Σa (QA_DSUM).
-  const da = f32x4.splat(load<f32>(a + QA_SCALE)), mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1 || format == WEIGHT_Q5_1_U8;
+  const da = f32x4.splat(load<f32>(a + QA_SCALE)), mins = hasMin(format);
   const xs = mins ? f32x4.splat(load<f32>(a + QA_DSUM)) : i32x4.splat(isQ5_0(format) ? load<i32>(a + QA_CORR) << 1 : load<i32>(a + QA_CORR));
   v128.store(f, blockFinish(v128.load(f), dotsA, da, xs, pA, format));
   v128.store(f, blockFinish(v128.load(f, 16), dotsB, da, xs, pB, format), 16);
@@ -435,7 +435,7 @@ const TILE_ACC_BYTES: usize = 256, ACC_F: usize = 128;
 /** f plus one block of a row (dots: Σ q·a per column; da its scale; xs Q4_0's / Q5_0's offset as i32, Q4_1's / Q5_1's Σa as f32): Q4_0 / Q5_0 (dots + offset)·d·da, Q4_1 / Q5_1 dots·d·da + m·da·Σa. */
 // @ts-ignore: decorator
 @inline function blockFinish(f: v128, dots: v128, da: v128, xs: v128, pb: usize, format: i32): v128 {
-  const mins = format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1 || format == WEIGHT_Q5_1_U8;
+  const mins = hasMin(format);
   f = fmadd(f32x4.convert_i32x4_s(mins ? dots : i32x4.add(dots, xs)), f32x4.mul(v128.load(pb + B_D), da), f);
   return mins ? fmadd(v128.load(pb + B_M), xs, f) : f;
 }

@@ -12,9 +12,9 @@ import { LINEAR_ACCUMULATE, LINEAR_X_QUANTIZED, WEIGHT_FORMAT_COUNT, WEIGHT_IQ4_
 //   Q4_0: f16 scale d, then 16 bytes: weight j in the low nibble of byte j, weight j+16 in the
 //         high nibble                                         (18 bytes; w = d·(q - 8))
 //   Q5_0: f16 scale d, u32 qh (bit j: weight j's fifth bit), then Q4_0's 16 bytes of nibbles
+//                                                             (22 bytes; w = d·(q - 16))
 //   Q5_0_U8, Q5_1_U8: not GGUF types: Q5_0 / Q5_1 a byte a weight, f16 d (and m) then 32 bytes q in
 //         0..31 (34 / 36 bytes), what a file's Q5_0 / Q5_1 load as: their values, 7-bit dots on bytes
-//                                                             (22 bytes; w = d·(q - 16))
 //   IQ4_NL: Q4_0's layout, each nibble an index into 16 non-uniform levels (IQ4_LEVELS, -127..113)
 //                                                             (18 bytes; w = d·levels[q])
 //   Q4_1, Q5_1: f16 d, f16 min m, then Q4_0's nibbles / Q5_0's qh and nibbles
@@ -267,11 +267,11 @@ export function quantize_activations(x: usize, M: i32, K: i32, qa: usize, blockB
 
 /** Q4_1 and Q5_1: unsigned weights with a min per block (w = d·q + m), added as m·da·Σa. */
 // @ts-ignore: decorator
-@inline function hasMin(format: i32): bool { return format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1 || format == WEIGHT_Q5_1_U8; }
+@inline export function hasMin(format: i32): bool { return format == WEIGHT_Q4_1 || format == WEIGHT_Q5_1 || format == WEIGHT_Q5_1_U8; }
 
 /** Q5_0_U8 and Q5_1_U8: a byte a weight (0..31) at unpackedAt(format), after d (and m). */
 // @ts-ignore: decorator
-@inline export function isUnpacked(format: i32): bool { return format == WEIGHT_Q5_0_U8 || format == WEIGHT_Q5_1_U8; }
+@inline function isUnpacked(format: i32): bool { return format == WEIGHT_Q5_0_U8 || format == WEIGHT_Q5_1_U8; }
 
 // @ts-ignore: decorator
 @inline function unpackedAt(format: i32): usize { return format == WEIGHT_Q5_1_U8 ? 4 : 2; }
@@ -582,9 +582,8 @@ const IQ4_LEVELS = memory.data<i8>([-127, -104, -83, -65, -49, -35, -22, -10, 1,
  */
 // @ts-ignore: decorator
 @inline function blockDotRow(wb: usize, a0: v128, a1: v128, a2: v128, a3: v128, corr: v128, format: i32): v128 {
-  if (fiveBit(format) && ASC_FEATURE_RELAXED_SIMD) return nibbleDotRelaxed(unsignedWeightsQ5(wb, false, format), unsignedWeightsQ5(wb, true, format), a0, a1, corr);
+  if ((fiveBit(format) || isUnpacked(format)) && ASC_FEATURE_RELAXED_SIMD) return nibbleDotRelaxed(unsignedBlockWeights(wb, false, format), unsignedBlockWeights(wb, true, format), a0, a1, corr);
   if ((format == WEIGHT_Q4_0 || format == WEIGHT_Q4_1) && ASC_FEATURE_RELAXED_SIMD) return blockDotQ4Relaxed(v128.load(wb + nibblesAt(format)), a0, a1, corr);
-  if (isUnpacked(format) && ASC_FEATURE_RELAXED_SIMD) return nibbleDotRelaxed(v128.load(wb + unpackedAt(format)), v128.load(wb + unpackedAt(format) + 16), a0, a1, corr);
   if (format == WEIGHT_IQ4_NL && ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(iq4Weights(wb, false), iq4Weights(wb, true), a0, a1, a2, a3);
   if (ASC_FEATURE_RELAXED_SIMD) return blockDotQ8Relaxed(v128.load(wb + 2), v128.load(wb + 18), a0, a1, a2, a3);
   return blockDotRegs(weightsI16(wb, format, 0), weightsI16(wb, format, 1), weightsI16(wb, format, 2), weightsI16(wb, format, 3), a0, a1, a2, a3, corr, format);

@@ -80,7 +80,23 @@ export const K_MIX_FILE_TYPES: Record<KQuantMix, number> = { q4_k_m: 15, q5_k_m:
 export function weightDtypeOf(choice: WeightChoice, name: string, K: number, model: { numLayers: number; tieWordEmbeddings: boolean }): "f32" | "bf16" | "f16" | QuantDtype {
   if (choice !== "q4_k_m" && choice !== "q5_k_m") return choice;
   const type = kMixTensorType(choice, name, [0, K], model.numLayers, model.tieWordEmbeddings);
-  return type === undefined ? "q8_0" : type === "Q6_K" ? "q6_k_u8" : type === "Q5_0" ? "q5_0_u8" : type === "Q5_1" ? "q5_1_u8" : type === "Q5_K" ? "q5_k_u8" : (type.toLowerCase() as QuantDtype);
+  return type === undefined ? "q8_0" : type in UNPACKED_FORMS ? UNPACKED_FORMS[type as UnpackedFrom].to : (type.toLowerCase() as QuantDtype);
+}
+
+/** A GGUF format's in-memory form a byte a weight, and the unpacking of its blocks (exact). */
+interface UnpackedForm { readonly to: QuantDtype; readonly unpack: (bytes: Uint8Array, elements: number) => Uint8Array }
+type UnpackedFrom = "Q6_K" | "Q5_K" | "Q5_0" | "Q5_1";
+/** The formats whose bits, unpacked to a byte a weight, the kernels compute on faster: what a file of each loads as. */
+export const UNPACKED_FORMS: Readonly<Record<UnpackedFrom, UnpackedForm>> = {
+  Q6_K: { to: "q6_k_u8", unpack: q6kToU8 },
+  Q5_K: { to: "q5_k_u8", unpack: q5kToU8 },
+  Q5_0: { to: "q5_0_u8", unpack: (bytes) => fiveBitToU8("q5_0", bytes) },
+  Q5_1: { to: "q5_1_u8", unpack: (bytes) => fiveBitToU8("q5_1", bytes) },
+};
+
+/** The GGUF type an unpacked in-memory dtype comes from (Q6_K for q6_k_u8 ...), or undefined. */
+function packedFormOf(dtype: QuantDtype): UnpackedFrom | undefined {
+  return (Object.keys(UNPACKED_FORMS) as UnpackedFrom[]).find((type) => UNPACKED_FORMS[type].to === dtype);
 }
 
 /** A K-quant: rows must be whole super-blocks of 256. */
@@ -110,20 +126,23 @@ export function quantRowBytes(dtype: QuantDtype, K: number): number {
  * rounded to f16 after the q are computed (IQ4_NL: before, its levels then fitted to it).
  */
 export function quantizeRows(dtype: QuantDtype, x: ArrayLike<number>, K: number, out: Uint8Array): void {
+  const packedForm = packedFormOf(dtype);
+  if (packedForm) {
+    // The file format's blocks, then its bits unpacked (the values a file of it loads as).
+    const rows = x.length / K, rowBytes = quantRowBytes(dtype, K), stored = packedForm.toLowerCase() as QuantDtype;
+    if (!Number.isInteger(rows) || out.length !== rows * rowBytes) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${rows * rowBytes} bytes`);
+    const packed = new Uint8Array(rows * quantRowBytes(stored, K));
+    quantizeRows(stored, x, K, packed);
+    out.set(UNPACKED_FORMS[packedForm].unpack(packed, x.length));
+    return;
+  }
   if (isKQuant(dtype)) {
     const rowBytes = quantRowBytes(dtype, K);
     if (x.length % K !== 0 || out.length !== (x.length / K) * rowBytes) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${(x.length / K) * rowBytes} bytes`);
-    const xs = x instanceof Float32Array ? x : Float32Array.from(x);
-    out.set(dtype === "q6_k_u8" ? q6kToU8(quantizeGGML("Q6_K", xs, K), xs.length) : dtype === "q5_k_u8" ? q5kToU8(quantizeGGML("Q5_K", xs, K), xs.length) : quantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", xs, K));
+    out.set(quantizeGGML(dtype.toUpperCase() as "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K", x instanceof Float32Array ? x : Float32Array.from(x), K));
     return;
   }
   const rows = x.length / K, nb = Math.ceil(K / QUANT_BLOCK), bb = QUANT_BLOCK_BYTES[dtype];
-  if ((dtype === "q5_0_u8" || dtype === "q5_1_u8") && Number.isInteger(rows) && out.length === rows * nb * bb) {
-    const stored = dtype === "q5_0_u8" ? "q5_0" : "q5_1", packed = new Uint8Array(rows * nb * QUANT_BLOCK_BYTES[stored]);
-    quantizeRows(stored, x, K, packed);
-    out.set(fiveBitToU8(stored, packed));
-    return;
-  }
   if (!Number.isInteger(rows) || out.length !== rows * nb * bb) throw new RangeError(`quantizeRows: ${x.length} values are not whole rows of ${K}, or the output is not ${rows * nb * bb} bytes`);
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   const block = new Float32Array(QUANT_BLOCK);

@@ -3,7 +3,7 @@
 // its tensors uploaded, with progress; the tokenizer and generation defaults. A GGUF file (or
 // its splits): streamed, each tensor straight into wasm memory (loadGGUF).
 import { GGUFError, readGGUFHeaderFromStream, type GGUFHeader, type GGUFTensor } from "../formats/gguf.ts";
-import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, fiveBitToU8, q5kToU8, q6kToU8, QUANT_BLOCK_BYTES, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
+import { dequantizeGGML, iq4xsToIq4nl, isQuantDtype, QUANT_BLOCK_BYTES, UNPACKED_FORMS, unfitRows, weightDtypeOf, type QuantDtype, type WeightChoice } from "../formats/quant.ts";
 import { decodeFloat32 } from "../formats/safetensors.ts";
 import type { KVCacheOptions } from "../kv/kv-cache.ts";
 import { BUFFER_DTYPES, bufferBytes, WasmBuffer, type BufferDtype } from "../memory/wasm-buffer.ts";
@@ -29,7 +29,7 @@ export interface LoadOptions {
   /**
    * How linear-layer weights and embeddings live in wasm memory: as stored (the default: 16-bit
    * files stay 16-bit; a GGUF file's block types the kernels compute on about as fast as Q8_0,
-   * or at 2-3 bits, stay, Q6_K, Q5_0 and Q5_1 unpack to a byte a weight, the others become Q8_0:
+   * or at 2-3 bits, stay, Q6_K, Q5_K, Q5_0 and Q5_1 unpack to a byte a weight, the others become Q8_0:
    * KEPT_TYPES, conversionTarget), widened to f32, quantized at load
    * to one of the block dtypes (GGUF's blocks), "q4_k_m" / "q5_k_m": llama.cpp's mix, a type per
    * tensor (weightDtypeOf), or "stored": every GGUF block type the kernels compute on stays as
@@ -442,23 +442,20 @@ const COMPUTED_TYPES = new Set(["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q5_1", "IQ4_NL"
  */
 const KEPT_TYPES = new Set(["Q8_0", "Q4_0", "Q4_1", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K"]);
 
-/**
- * What a matrix of a type not kept converts to at load (no dtype given): IQ4_XS to IQ4_NL (its
- * nibbles as they are, each 32's scale d·(s - 32) rounded to f16), Q6_K, Q5_0 and Q5_1 to Q6_K_U8,
- * Q5_0_U8 and Q5_1_U8 (exactly), every other type to Q8_0.
- */
-export function conversionTarget(type: string): "iq4_nl" | "q6_k_u8" | "q5_0_u8" | "q5_1_u8" | "q5_k_u8" | "q8_0" {
-  return type === "IQ4_XS" ? "iq4_nl" : type === "Q6_K" ? "q6_k_u8" : type === "Q5_0" ? "q5_0_u8" : type === "Q5_1" ? "q5_1_u8" : type === "Q5_K" ? "q5_k_u8" : "q8_0";
-}
-
-/** Conversions block for block, bytes to bytes (IQ4_XS: its levels as they are, its scales to f16; Q6_K, Q5_0, Q5_1: their bits unpacked). */
-const DIRECT_CONVERSIONS: Record<string, { to: QuantDtype; convert: (bytes: Uint8Array, elements: number) => Uint8Array }> = {
+/** Conversions block for block, bytes to bytes: IQ4_XS's levels as they are, its scales to f16; Q6_K's, Q5_K's, Q5_0's and Q5_1's bits unpacked (UNPACKED_FORMS). */
+const DIRECT_CONVERSIONS: Record<string, { to: QuantDtype; convert: (bytes: Uint8Array, elements: number) => Uint8Array } | undefined> = {
   IQ4_XS: { to: "iq4_nl", convert: iq4xsToIq4nl },
-  Q6_K: { to: "q6_k_u8", convert: q6kToU8 },
-  Q5_0: { to: "q5_0_u8", convert: (bytes) => fiveBitToU8("q5_0", bytes) },
-  Q5_1: { to: "q5_1_u8", convert: (bytes) => fiveBitToU8("q5_1", bytes) },
-  Q5_K: { to: "q5_k_u8", convert: q5kToU8 },
+  ...Object.fromEntries(Object.entries(UNPACKED_FORMS).map(([type, { to, unpack }]) => [type, { to, convert: unpack }])),
 };
+
+/**
+ * What a matrix of a type not kept converts to at load (no dtype given): block for block where
+ * DIRECT_CONVERSIONS can (IQ4_XS to IQ4_NL, its scales rounded to f16; Q6_K, Q5_K, Q5_0 and Q5_1
+ * to their bytes unpacked, exactly), every other type to Q8_0.
+ */
+export function conversionTarget(type: string): QuantDtype {
+  return DIRECT_CONVERSIONS[type]?.to ?? "q8_0";
+}
 
 /** Every matrix of one float type: the file's matrices stay as they are. */
 function isFloatFile(matrixTypes: readonly string[]): boolean {
