@@ -25,12 +25,12 @@ export interface KVLayerShape { numKvHeads: number; headDim: number }
 export interface BlockTable { readonly ptr: number; readonly capacity: number; holds?: { seq: KVSequence; version: number } }
 
 /**
- * A layer's attention calls in a program (KVCache.attentionCalls). `refresh(seqs)` points them at
- * the sequences' current lengths (item i: seqs[i]) before a kept program runs again; false when
+ * A layer's attention calls in a program (KVCache.attentionCalls). `refresh(items)` points them at
+ * the sequences' current lengths (call i: items[i].seq) before a kept program runs again; false when
  * the threads would now split them differently (build the program again).
  * @internal
  */
-export interface PagedAttentionCalls { refresh(seqs: readonly KVSequence[]): boolean }
+export interface PagedAttentionCalls { refresh(items: readonly { seq: KVSequence }[]): boolean }
 
 export type { KVDtype } from "./storage.ts";
 
@@ -96,6 +96,8 @@ export class KVSequence {
   /** @internal */ freed = false;
   /** @internal Counts changes of the block tables (pages taken, copied on write, released): a program's copy of them is current while it matches. */
   tablesVersion = 0;
+  /** @internal The forward pass that last took it (TransformerModel: a batch holding it twice is refused). */
+  lastPass = 0;
 
   /** @internal */
   constructor(readonly id: number, layers: number, tables?: number[][], lengths?: number[]) {
@@ -360,10 +362,10 @@ export class KVCache {
     const seqK = structField("AttentionCall", "seqK"), W = 13;
     const packed = calls.map(({ jobs }) => Int32Array.from(jobs.flatMap((job) => [(job.args[0]! >>> 2) + seqK, ...[1, 2, 3, 4, 5, 6].map((a) => p.variable(job, a)), ...job.args.slice(1, 7)])));
     return {
-      refresh: (seqs) => {
+      refresh: (now) => {
         const i32 = this.rt.memory.i32;
         for (let i = 0; i < calls.length; i++) {
-          const { shape, splitKv, threads } = calls[i]!, words = packed[i]!, length = seqs[i]!.lengths[layer]!;
+          const { shape, splitKv, threads } = calls[i]!, words = packed[i]!, length = now[i]!.seq.lengths[layer]!;
           const split = attentionSplits(shape.seqQ, length, shape.numKvHeads, shape.causal, threads);
           if (split.splitKv !== splitKv || split.ranges.length * W !== words.length) return false;
           for (let j = 0, w = 0; j < split.ranges.length; j++, w += W) {

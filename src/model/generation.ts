@@ -63,6 +63,8 @@ export interface GenerationContext {
 }
 
 const now = () => (globalThis.performance ?? Date).now();
+/** Only the last row's logits, left in wasm memory (read before the next pass). */
+const LAST_RESIDENT = { logits: "last", resident: true } as const;
 
 /**
  * Runs a generation of `prompt` (the whole text so far, as ids) in `ctx`: the longest prefix
@@ -159,7 +161,7 @@ function* run(ctx: GenerationContext, prompt: readonly number[], options: Genera
   let logits: Float32Array | undefined;
   for (let at = reused; at < prompt.length; at += chunk) {
     const part = prompt.slice(at, Math.min(prompt.length, at + chunk));
-    logits = model.forward(cache, seq, part, { logits: "last", resident: true }); // read before the next pass
+    logits = model.forward(cache, seq, part, LAST_RESIDENT); // read before the next pass
     cached.push(...part);
     if (at + chunk < prompt.length) {
       yield undefined;
@@ -168,6 +170,7 @@ function* run(ctx: GenerationContext, prompt: readonly number[], options: Genera
   }
   prefillSeconds = (now() - prefillStart) / 1000;
   const history = [...prompt];
+  const step = [0]; // a decode step's token: one array for all steps
   let reason: FinishReason = "max-tokens";
   // Each token is streamed exactly once, in order. What ends the generation is known before its
   // token is streamed, so the last step also carries the text held back until then (a possible
@@ -193,7 +196,8 @@ function* run(ctx: GenerationContext, prompt: readonly number[], options: Genera
     }
     yield { token: next, text: piece };
     if (aborted()) { reason = "aborted"; break; }
-    logits = model.forward(cache, seq, [next], { logits: "last", resident: true });
+    step[0] = next;
+    logits = model.forward(cache, seq, step, LAST_RESIDENT);
     cached.push(next);
   }
   return finish(reason);

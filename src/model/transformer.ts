@@ -47,8 +47,11 @@ interface RunState {
   qa: WasmBuffer;
 }
 
-/** A decode step's program kept for the next step of its shape (threads, token counts per item) on `cache`. */
-interface KeptStep { key: string; cache: KVCache; program: Program; refresh(items: readonly BatchItem[], starts: readonly number[]): boolean }
+/**
+ * A decode step's program kept for the next step of its shape (threads, token counts per item)
+ * on `cache`, with its view of the logits (remade when memory grows).
+ */
+interface KeptStep { threads: number; counts: readonly number[]; cache: KVCache; program: Program; refresh(items: readonly BatchItem[], starts: readonly number[]): boolean; logits?: Float32Array }
 /** Kept decode programs: a server alternates a few shapes (batch sizes). */
 const KEPT_STEPS = 4;
 
@@ -62,6 +65,11 @@ export interface ForwardOptions {
 /** One sequence's share of a batched forward pass: the tokens to append after what it holds. */
 export interface BatchItem { seq: KVSequence; tokens: readonly number[] }
 
+const DEFAULT_FORWARD: ForwardOptions = {};
+const NO_TOKENS: readonly number[] = [];
+/** Numbers forward passes, so a batch holding a sequence twice is found without a Set. */
+let passCount = 0;
+
 export class TransformerModel {
   private readonly layers: LayerWeights[];
   private readonly finalNorm: WasmBuffer;
@@ -74,6 +82,9 @@ export class TransformerModel {
   /** Programs of recent decode steps, by shape, the most recently used first (see forwardRows). */
   private steps: KeptStep[] = [];
   private readonly owned: WasmBuffer[] = [];
+  /** forward()'s batch of one and forwardBatch()'s starts, reused: a decode step allocates nothing. */
+  private readonly single: [BatchItem] = [{ seq: undefined!, tokens: NO_TOKENS }];
+  private readonly starts: number[] = [];
 
   /**
    * Uploads the weights: `tensor(name, dtype)` gives each Hugging Face tensor as float32, or as
@@ -140,8 +151,14 @@ export class TransformerModel {
    * allocation may grow it), so read or copy it at once. On an error the sequence is rolled
    * back to what it held before.
    */
-  forward(cache: KVCache, seq: KVSequence, tokens: readonly number[], options: ForwardOptions = {}): Float32Array {
-    return this.forwardBatch(cache, [{ seq, tokens }], options);
+  forward(cache: KVCache, seq: KVSequence, tokens: readonly number[], options: ForwardOptions = DEFAULT_FORWARD): Float32Array {
+    const item = this.single[0];
+    item.seq = seq; item.tokens = tokens;
+    try {
+      return this.forwardBatch(cache, this.single, options);
+    } finally {
+      item.seq = undefined!; item.tokens = NO_TOKENS; // nothing of the caller's kept
+    }
   }
 
   /**
@@ -152,8 +169,10 @@ export class TransformerModel {
    * (with `resident: true` a view of wasm memory, as forward() says).
    * On an error every sequence is rolled back to what it held before.
    */
-  forwardBatch(cache: KVCache, items: readonly BatchItem[], options: ForwardOptions = {}): Float32Array {
-    const starts = items.map(({ seq }) => seq.length(0));
+  forwardBatch(cache: KVCache, items: readonly BatchItem[], options: ForwardOptions = DEFAULT_FORWARD): Float32Array {
+    const starts = this.starts;
+    starts.length = items.length;
+    for (let i = 0; i < items.length; i++) starts[i] = items[i]!.seq.length(0);
     const logits = options.logits ?? "all";
     if (options.resident && logits !== "last") throw new RangeError("forward: resident logits are the last rows' (logits: \"last\")");
     try {
@@ -170,38 +189,38 @@ export class TransformerModel {
     const c = this.config, rt = this.rt;
     const { vocabSize: V } = c;
     if (items.length === 0) throw new RangeError("forward: no sequences");
-    if (new Set(items.map(({ seq }) => seq)).size !== items.length) throw new RangeError("forward: a sequence appears twice in one batch");
+    const pass = ++passCount;
     let n = 0;
-    items.forEach(({ tokens }, i) => {
+    for (let i = 0; i < items.length; i++) {
+      const { seq, tokens } = items[i]!;
+      if (seq.lastPass === pass) throw new RangeError("forward: a sequence appears twice in one batch");
+      seq.lastPass = pass;
       if (tokens.length === 0) throw new RangeError("forward: no tokens");
-      for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= V) throw new RangeError(`forward: token id ${t} is outside the vocabulary [0, ${V})`);
+      for (let j = 0; j < tokens.length; j++) {
+        const t = tokens[j]!;
+        if (!Number.isInteger(t) || t < 0 || t >= V) throw new RangeError(`forward: token id ${t} is outside the vocabulary [0, ${V})`);
+      }
       const end = starts[i]! + tokens.length;
       if (end > c.maxPositionEmbeddings) throw new RangeError(`forward: position ${end} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
       if (end > this.rope.positions) this.growRope(end);
       n += tokens.length;
-    });
+    }
     // The linear kernels take any row count (a row tail is the kernel's job): no padding.
     const state = this.runState(n, items.length);
     // The token ids, item after item (the program's first calls put their embeddings into the residual stream).
     const ids = rt.memory.i32;
     let at = state.ids.ptr >>> 2;
-    for (const { tokens } of items) for (const t of tokens) ids[at++] = t;
+    for (let i = 0; i < items.length; i++) {
+      const tokens = items[i]!.tokens;
+      for (let j = 0; j < tokens.length; j++) ids[at++] = tokens[j]!;
+    }
     // Pages for the new tokens' K/V in every layer (rolled back by forwardBatch on an error).
-    for (const { seq, tokens } of items) cache.reserveLayers(seq, this.layers.length, tokens.length);
-    /** A new program for this pass, pointed at it; its memory freed if that fails. */
-    const build = (outputs: { logits: WasmBuffer; lastOnly: boolean }) => {
-      const p = rt.keepProgram();
-      try {
-        const step = this.buildStep(p, cache, items, starts, state, outputs);
-        if (!step.refresh(items, starts)) throw new Error("forward: a program no longer fits the step it was built for");
-        return { program: p, refresh: step.refresh };
-      } catch (e) { p.dispose(); throw e; }
-    };
+    for (let i = 0; i < items.length; i++) cache.reserveLayers(items[i]!.seq, this.layers.length, items[i]!.tokens.length);
     if (logitRows === "all") {
       // A pass of its own logits [rows, vocab]: built, run once, freed.
       const logits = rt.alloc(n * V);
       try {
-        const { program } = build({ logits, lastOnly: false });
+        const { program } = this.build(cache, items, starts, state, { logits, lastOnly: false });
         try { rt.runKept(program); } finally { program.dispose(); }
         return logits.toFloat32Array();
       } finally { logits.free(); }
@@ -210,16 +229,27 @@ export class TransformerModel {
     // sequences and positions (a few stores); a new shape, or one the program no longer fits
     // (a block table outgrown, attention split another way), builds one. The programs used most
     // recently are kept.
-    const key = `${rt.threads}:${items.map(({ tokens }) => tokens.length).join(",")}`;
-    let step = this.steps.find((k) => k.key === key && k.cache === cache);
+    let step = this.keptStep(cache, items);
     if (step && !step.refresh(items, starts)) { this.dropStep(step); step = undefined; }
-    if (step) this.steps.splice(this.steps.indexOf(step), 1);
-    else step = { key, cache, ...build({ logits: state.logits.subarray(0, items.length * V), lastOnly: true }) };
-    this.steps.unshift(step);
-    if (this.steps.length > KEPT_STEPS) this.dropStep(this.steps[KEPT_STEPS]!);
+    if (!step) {
+      step = { threads: rt.threads, counts: items.map(({ tokens }) => tokens.length), cache, ...this.build(cache, items, starts, state, { logits: state.logits.subarray(0, items.length * V), lastOnly: true }) };
+      this.steps.unshift(step);
+      if (this.steps.length > KEPT_STEPS) this.dropStep(this.steps[KEPT_STEPS]!);
+    }
     rt.runKept(step.program);
-    const logits = state.logits.array.subarray(0, items.length * V);
-    return resident ? logits : logits.slice();
+    const memory = rt.memory.f32;
+    if (step.logits?.buffer !== memory.buffer) step.logits = memory.subarray(state.logits.ptr >>> 2, (state.logits.ptr >>> 2) + items.length * V);
+    return resident ? step.logits : step.logits.slice();
+  }
+
+  /** A new program for a pass, pointed at it (buildStep); its memory freed if that fails. */
+  private build(cache: KVCache, items: readonly BatchItem[], starts: readonly number[], state: RunState, outputs: { logits: WasmBuffer; lastOnly: boolean }): { program: Program; refresh: KeptStep["refresh"] } {
+    const p = this.rt.keepProgram();
+    try {
+      const step = this.buildStep(p, cache, items, starts, state, outputs);
+      if (!step.refresh(items, starts)) throw new Error("forward: a program no longer fits the step it was built for");
+      return { program: p, refresh: step.refresh };
+    } catch (e) { p.dispose(); throw e; }
   }
 
   /**
@@ -425,10 +455,26 @@ export class TransformerModel {
           }
           for (let j = 0; j < pairs.length; j += 2) p.set(pairs[j]!, pos0 + pairs[j + 1]!);
         }
-        const seqs = now.map(({ seq }) => seq);
-        return attention.every((a) => a.refresh(seqs));
+        for (let l = 0; l < attention.length; l++) if (!attention[l]!.refresh(now)) return false;
+        return true;
       },
     };
+  }
+
+  /** The kept program of this step's shape on `cache`, moved to the front (the most recently used); undefined when none is kept. */
+  private keptStep(cache: KVCache, items: readonly BatchItem[]): KeptStep | undefined {
+    const steps = this.steps, threads = this.rt.threads;
+    for (let k = 0; k < steps.length; k++) {
+      const step = steps[k]!, counts = step.counts;
+      if (step.cache !== cache || step.threads !== threads || counts.length !== items.length) continue;
+      let same = true;
+      for (let i = 0; i < counts.length && same; i++) same = counts[i] === items[i]!.tokens.length;
+      if (!same) continue;
+      for (let j = k; j > 0; j--) steps[j] = steps[j - 1]!;
+      steps[0] = step;
+      return step;
+    }
+    return undefined;
   }
 
   private dropStep(step: KeptStep): void {
@@ -446,8 +492,11 @@ export class TransformerModel {
    */
   private runState(rows: number, items: number): RunState {
     const have = this.state;
-    if (have && have.rows >= rows && have.items >= items) return have;
-    const c = this.config, maxKv = Math.max(...c.kvHeadsPerLayer);
+    return have && have.rows >= rows && have.items >= items ? have : this.growRunState(rows, items);
+  }
+
+  private growRunState(rows: number, items: number): RunState {
+    const have = this.state, c = this.config, maxKv = Math.max(...c.kvHeadsPerLayer);
     const R = Math.max(rows, have?.rows ?? 0), I = Math.max(items, have?.items ?? 0);
     this.freeRunState();
     const made: WasmBuffer[] = [];
@@ -471,7 +520,7 @@ export class TransformerModel {
       for (const b of made) b.free();
       throw e;
     }
-    return this.state;
+    return this.state!;
   }
 
   private freeRunState(): void {

@@ -557,7 +557,9 @@ export class Runtime {
   private runRounds(p: Program): void {
     const pool = this.pool;
     pool.resetClaims(p.claims.size);
-    for (const round of p.encoded()) {
+    const rounds = p.encoded();
+    for (let r = 0; r < rounds.length; r++) {
+      const round = rounds[r]!;
       if (round.callerOnly) pool.runOnCaller(round.lists[0]!);
       else pool.runEncoded(round.lists);
     }

@@ -334,7 +334,7 @@ export class ThreadPool {
   private post(lists: readonly Float64Array[]): void {
     if (this.disposed) throw new Error("threads: the runtime was disposed");
     if (lists.length !== this.size) throw new RangeError(`threads: ${lists.length} lists for ${this.size} threads`);
-    lists.forEach((list, t) => this.slots.set(list, t * SLOT));
+    for (let t = 0; t < lists.length; t++) this.slots.set(lists[t]!, t * SLOT);
     if (this.size === 1) return;
     Atomics.store(this.ctl, DONE, 0);
     Atomics.store(this.ctl, ERROR, 0);

@@ -12,49 +12,64 @@ const MIN_KEYS_PER_PART = 256;
  * combined (attention_combine); otherwise they write disjoint parts of the output. Head and
  * query splits are bit-identical to one thread; split-KV differs only by reassociation.
  */
-export function attentionSplits(seqQ: number, seqK: number, numKvHeads: number, causal: boolean, threads: number): { ranges: readonly AttentionRange[]; splitKv: boolean } {
-  // The last answer again for the same question: a kept decode program asks it for every layer at every step.
-  const last = lastSplit;
-  if (last && last.seqQ === seqQ && last.seqK === seqK && last.numKvHeads === numKvHeads && last.causal === causal && last.threads === threads) return last.split;
-  const split = splitAttention(seqQ, seqK, numKvHeads, causal, threads);
-  lastSplit = { seqQ, seqK, numKvHeads, causal, threads, split };
-  return split;
+export function attentionSplits(seqQ: number, seqK: number, numKvHeads: number, causal: boolean, threads: number): { readonly ranges: readonly AttentionRange[]; readonly splitKv: boolean } {
+  // A kept decode program asks for every layer at every step: the last answer again for the same
+  // question, else the new one written over it (valid until the next call; callers use it at once).
+  const q = last.question;
+  if (q[0] === seqQ && q[1] === seqK && q[2] === numKvHeads && q[3] === (causal ? 1 : 0) && q[4] === threads) return last.split;
+  q[0] = seqQ; q[1] = seqK; q[2] = numKvHeads; q[3] = causal ? 1 : 0; q[4] = threads;
+  last.count = 0;
+  last.split.splitKv = seqQ < 4 * threads ? splitDecode(seqQ, seqK, numKvHeads, threads) : splitPrefill(seqQ, seqK, numKvHeads, causal, threads);
+  // The same range arrays, rewritten; a new list only when their number changes.
+  if (last.split.ranges.length !== last.count) last.split.ranges = last.made.slice(0, last.count);
+  return last.split;
 }
 
-let lastSplit: { seqQ: number; seqK: number; numKvHeads: number; causal: boolean; threads: number; split: { ranges: readonly AttentionRange[]; splitKv: boolean } } | undefined;
+/** The last answer, reused: `count` range arrays of `made` filled again. */
+const last = { question: [-1, -1, -1, -1, -1], split: { ranges: [] as AttentionRange[], splitKv: false }, made: [] as AttentionRange[], count: 0 };
 
-function splitAttention(seqQ: number, seqK: number, numKvHeads: number, causal: boolean, threads: number): { ranges: AttentionRange[]; splitKv: boolean } {
-  const all: AttentionRange = [0, numKvHeads, 0, seqQ, 0, seqK];
-  if (threads <= 1) return { ranges: [all], splitKv: false };
-  if (seqQ < 4 * threads) {
-    // Few query rows (decode): KV heads apart when they divide evenly among the threads (or the
-    // keys are too few to split), each thread reading only its heads' K/V ...
-    const parts = Math.min(threads, Math.floor(seqK / MIN_KEYS_PER_PART));
-    const ranges: AttentionRange[] = [];
-    if (numKvHeads >= threads && (numKvHeads % threads === 0 || parts < threads)) {
-      for (let i = 0; i < threads; i++) ranges.push([Math.floor((i * numKvHeads) / threads), Math.floor(((i + 1) * numKvHeads) / threads), 0, seqQ, 0, seqK]);
-      return { ranges, splitKv: false };
-    }
-    // ... else the keys apart (Flash-Decoding), so that one long sequence uses every core evenly
-    // (SmolLM2's 3 KV heads on 2 threads would be 1 : 2).
-    if (parts <= 1) return { ranges: [all], splitKv: false };
-    for (let i = 0; i < parts; i++) ranges.push([0, numKvHeads, 0, seqQ, Math.floor((i * seqK) / parts), Math.floor(((i + 1) * seqK) / parts)]);
-    return { ranges, splitKv: true };
+/** Adds a range to the answer being made. */
+function put(a: number, b: number, c: number, d: number, e: number, f: number): void {
+  const r = last.made[last.count] ?? (last.made[last.count] = [0, 0, 0, 0, 0, 0]);
+  r[0] = a; r[1] = b; r[2] = c; r[3] = d; r[4] = e; r[5] = f;
+  last.count++;
+}
+
+/**
+ * Puts the ranges of a call of few query rows (decode); returns whether they are split-KV parts:
+ * KV heads apart when they divide evenly among the threads (or the keys are too few to split),
+ * each thread reading only its heads' K/V ...
+ */
+function splitDecode(seqQ: number, seqK: number, numKvHeads: number, threads: number): boolean {
+  const parts = Math.min(threads, Math.floor(seqK / MIN_KEYS_PER_PART));
+  if (threads <= 1 || (parts <= 1 && numKvHeads < threads)) { put(0, numKvHeads, 0, seqQ, 0, seqK); return false; }
+  if (numKvHeads >= threads && (numKvHeads % threads === 0 || parts < threads)) {
+    for (let i = 0; i < threads; i++) put(Math.floor((i * numKvHeads) / threads), Math.floor(((i + 1) * numKvHeads) / threads), 0, seqQ, 0, seqK);
+    return false;
   }
-  // Many query rows (prefill): contiguous query ranges of equal work (causal rows see more keys
-  // the later they are).
+  // ... else the keys apart (Flash-Decoding), so that one long sequence uses every core evenly
+  // (SmolLM2's 3 KV heads on 2 threads would be 1 : 2).
+  for (let i = 0; i < parts; i++) put(0, numKvHeads, 0, seqQ, Math.floor((i * seqK) / parts), Math.floor(((i + 1) * seqK) / parts));
+  return true;
+}
+
+/**
+ * Puts the ranges of a call of many query rows (prefill): contiguous query ranges of equal work
+ * (causal rows see more keys the later they are).
+ */
+function splitPrefill(seqQ: number, seqK: number, numKvHeads: number, causal: boolean, threads: number): boolean {
+  if (threads <= 1) { put(0, numKvHeads, 0, seqQ, 0, seqK); return false; }
   const offset = seqK - seqQ;
   const work = (i: number) => (causal ? Math.max(0, Math.min(seqK, i + offset + 1)) : seqK) + 1;
   let total = 0;
   for (let i = 0; i < seqQ; i++) total += work(i);
-  const ranges: AttentionRange[] = [];
   let begin = 0, acc = 0;
-  for (let i = 0; i < seqQ && ranges.length < threads - 1; i++) {
+  for (let i = 0; i < seqQ && last.count < threads - 1; i++) {
     acc += work(i);
-    if (acc >= (total * (ranges.length + 1)) / threads) { ranges.push([0, numKvHeads, begin, i + 1, 0, seqK]); begin = i + 1; }
+    if (acc >= (total * (last.count + 1)) / threads) { put(0, numKvHeads, begin, i + 1, 0, seqK); begin = i + 1; }
   }
-  if (begin < seqQ) ranges.push([0, numKvHeads, begin, seqQ, 0, seqK]);
-  return { ranges, splitKv: false };
+  if (begin < seqQ) put(0, numKvHeads, begin, seqQ, 0, seqK);
+  return false;
 }
 
 /** Output-column ranges [nBegin, nEnd) for the linear layer, multiples of 4 wide. */
