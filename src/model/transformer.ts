@@ -43,6 +43,8 @@ interface RunState {
   last: WasmBuffer; logits: WasmBuffer;
   /** Each thread's scratch for the linear kernels (16-bit weight panels, inputs a call quantizes itself): linearScratchBytes per thread. */
   linearScratch: WasmBuffer; linearScratchBytes: number;
+  /** Each thread's OwnInput: OWN_INPUT_ROWS rows of the widest input (ownFloats f32 each), and their quantized copy (ownQaBytes each). */
+  own: WasmBuffer; ownFloats: number; ownQa: WasmBuffer; ownQaBytes: number;
   /** The input of the linear layers on quantized weights, quantized once for all threads and calls. */
   qa: WasmBuffer;
 }
@@ -54,6 +56,20 @@ interface RunState {
 interface KeptStep { threads: number; counts: readonly number[]; cache: KVCache; program: Program; refresh(items: readonly BatchItem[], starts: readonly number[]): boolean; logits?: Float32Array }
 /** Kept decode programs: a server alternates a few shapes (batch sizes). */
 const KEPT_STEPS = 4;
+/**
+ * Rows up to which a pass on several threads has every thread compute a linear call's input
+ * itself (RMSNorm, SwiGLU; OwnInput) rather than the threads each a part before a barrier.
+ */
+const OWN_INPUT_ROWS = 4;
+
+/**
+ * Each thread's own copy of the input of the linear calls that follow (thread t: f32[t], and
+ * quantized at qa[t] where a weight reads it so): in a pass of a few rows (decode) every thread
+ * normalises (RMSNorm) or activates (SwiGLU) all of them itself, the same values, and goes on to
+ * its share of the calls with no barrier between: a row is a microsecond or less of work, a
+ * barrier 2-5 us, and its thread split left one thread idle on one row.
+ */
+interface OwnInput { f32: readonly number[]; qa: readonly number[] }
 
 export interface ForwardOptions {
   /** "all" (default): every row's logits; "last": each item's last row's. */
@@ -286,7 +302,8 @@ export class TransformerModel {
     // their calls and threads into state.qa by the threads that made the input (after RMSNorm,
     // after SwiGLU), or else in a phase of its own when the input has 4 rows or more; a decode
     // step's o projection and LM head quantize their few hundred inputs in each call instead (a
-    // phase costs a barrier).
+    // phase costs a barrier). On several threads, a pass of a few rows gives every thread its own
+    // copy of the input after RMSNorm and SwiGLU instead (OwnInput).
     // Each returns where the quantized input is, or undefined (the calls quantize it).
     const nb = (K: number) => Math.ceil(K / 32);
     const readsQuantized = (weights: readonly WasmBuffer[], rows: number) => weights.some((w) => rt.readsQuantizedX(w.dtype, rows));
@@ -304,14 +321,31 @@ export class TransformerModel {
      * kernel itself (fused), or, normalised first by `outNorm` (Gemma) or scaled (Granite), into h
      * for the next RMSNorm's threads to add.
      */
-    const addToResidual = (x: WasmBuffer, weight: WasmBuffer, inFeatures: number, qa: number | undefined, outNorm: WasmBuffer | undefined, bias?: WasmBuffer) => {
+    const addToResidual = (x: WasmBuffer, weight: WasmBuffer, inFeatures: number, qa: number | OwnInput | undefined, outNorm: WasmBuffer | undefined, bias?: WasmBuffer) => {
       const pending = outNorm ? { norm: outNorm } : c.residualScale !== undefined ? { scale: c.residualScale } : undefined;
       if (pending) { linear(x, weight, s.h, inFeatures, hd, qa, { bias }); pendingAdd = pending; }
       else linear(x, weight, s.x, inFeatures, hd, qa, { accumulate: true, bias });
     };
-    /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized. */
+    // A pass of a few rows on several threads: OwnInput (not where an output waits to be added
+    // into x by the threads that normalise it: Gemma, Granite).
+    const ownInputs = T > 1 && n <= OWN_INPUT_ROWS;
+    const ownInput = (): OwnInput => ({
+      f32: Array.from({ length: T }, (_, t) => state.own.ptr + t * state.ownFloats * f32),
+      qa: Array.from({ length: T }, (_, t) => state.ownQa.ptr + t * state.ownQaBytes),
+    });
+    /** Each thread's own `rows` rows of `K` at own.f32[t] quantized into own.qa[t]. */
+    const quantizeOwn = (own: OwnInput, rows: number, K: number) => {
+      for (let t = 0; t < T; t++) p.add(t, rt.quantizeJob(own.f32[t]!, rows, K, own.qa[t]!, 0, rows * nb(K)));
+    };
+    /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized; or into each thread's OwnInput. */
     const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[]) => {
       const quantize = readsQuantized(next, n);
+      if (ownInputs && !pendingAdd) {
+        const own = ownInput();
+        for (let t = 0; t < T; t++) p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, own.f32[t]!, hd, eps, 0, n] });
+        if (quantize) quantizeOwn(own, n, hd);
+        return own;
+      }
       rowRanges(n).forEach(([r0, r1], t) => {
         addPending(t, r0, r1);
         p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, s.h.ptr, hd, eps, r0, r1] });
@@ -329,12 +363,16 @@ export class TransformerModel {
       return state.qa.ptr;
     };
     const slot = state.linearScratchBytes;
-    const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, qa: number | undefined, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) => {
-      const quantizedX = rt.readsQuantizedX(weight.dtype, x.length / inFeatures) ? qa : undefined;
-      p.addPerThread(rt.linearThreadJobs({ x, weight, out, inFeatures, outFeatures, ...extra }, T, quantizedX, (t, bytes) => {
+    /** x·Wᵀ into out; x read quantized at qa (where the weight reads it so), or each thread's own copy (OwnInput; x gives the shape). */
+    const linear = (x: WasmBuffer, weight: WasmBuffer, out: WasmBuffer, inFeatures: number, outFeatures: number, qa: number | OwnInput | undefined, extra: { bias?: WasmBuffer; accumulate?: boolean } = {}) => {
+      const own = typeof qa === "object" ? qa : undefined, readsQ = rt.readsQuantizedX(weight.dtype, x.length / inFeatures);
+      const quantizedX = readsQ ? (own ? own.qa[0] : qa as number | undefined) : undefined;
+      const jobs = rt.linearThreadJobs({ x, weight, out, inFeatures, outFeatures, ...extra }, T, quantizedX, (t, bytes) => {
         if (bytes > slot) throw new RangeError(`forward: a linear call needs ${bytes} bytes of scratch; the RunState holds ${slot}`);
         return state.linearScratch.ptr + t * slot;
-      }));
+      });
+      if (own) jobs.forEach((job, t) => { job.args[0] = (readsQ ? own.qa : own.f32)[t]!; });
+      p.addPerThread(jobs);
     };
     // What a step changes: each item's block table per layer, the positions its RoPE and K/V
     // write calls start from, and the attention calls' lengths.
@@ -347,6 +385,7 @@ export class TransformerModel {
       p.add(t, { kernel: EMBED_KERNELS[this.embedding.dtype], args: [this.embedding.ptr, hd, state.ids.ptr, r0, r1, s.x.ptr] });
       if (c.embeddingScale !== undefined) p.add(t, { kernel: "scale_f32", args: [rowPtr(s.x, r0, hd), rowPtr(s.x, r0, hd), (r1 - r0) * hd, c.embeddingScale] });
     });
+    if (ownInputs) p.barrier(); // every thread normalises every row
     this.layers.forEach((L, l) => {
       const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
       // Mistral's window in every layer; Gemma's in its sliding layers (Gemma 3's rotate by their own theta).
@@ -403,8 +442,17 @@ export class TransformerModel {
       // SwiGLU (GeGLU) in quads of elements, or in 32-blocks whose thread quantizes them for the
       // down projection (rows of ff are whole blocks), in whole 256-blocks where rows are (the
       // relaxed build's K-quants read super-blocks of x, which a thread quantizes from the x it made).
-      const total = n * ff, fuse = rt.readsQuantizedX(L.down.dtype, n) && ff % 32 === 0, unit = fuse ? (ff % 256 === 0 ? 256 : 32) : 4;
-      const activation = c.activation === "gelu_tanh" ? "geglu_tanh_f32" : "swiglu_f32";
+      // (OwnInput: every thread all of it, into its own copy, then its share of the down projection.)
+      const total = n * ff, activation = c.activation === "gelu_tanh" ? "geglu_tanh_f32" : "swiglu_f32";
+      if (ownInputs) {
+        const own = ownInput();
+        for (let t = 0; t < T; t++) p.add(t, { kernel: activation, args: [s.gate.ptr, s.up.ptr, own.f32[t]!, total] });
+        if (rt.readsQuantizedX(L.down.dtype, n)) quantizeOwn(own, n, ff);
+        addToResidual(s.gate, L.down, ff, own, L.ffnOutNorm);
+        p.barrier();
+        return;
+      }
+      const fuse = rt.readsQuantizedX(L.down.dtype, n) && ff % 32 === 0, unit = fuse ? (ff % 256 === 0 ? 256 : 32) : 4;
       rowRanges(Math.ceil(total / unit)).forEach(([a, b], t) => {
         const off = a * unit * f32;
         p.add(t, { kernel: activation, args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] });
@@ -430,8 +478,18 @@ export class TransformerModel {
       rmsnorm(this.finalNorm, []); // linearCalls quantizes for itself
       rt.linearCalls(p, { x: s.h, weight: this.lmHead, out: logits, inFeatures: hd, outFeatures: V });
       finishLogits();
+    } else if (ownInputs && !pendingAdd) {
+      // Only each item's last row is normalised and goes through the LM head, gathered into
+      // consecutive rows: by every thread into its own copy (OwnInput) ...
+      const own = ownInput(), rows = items.length;
+      for (let t = 0; t < T; t++) {
+        items.forEach((_, i) => p.add(t, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, firstRow[i]! + rowsOf(i) - 1, hd), this.finalNorm.ptr, own.f32[t]! + i * hd * f32, hd, eps, 0, 1] }));
+      }
+      if (rt.readsQuantizedX(this.lmHead.dtype, rows)) quantizeOwn(own, rows, hd);
+      linear(s.last, this.lmHead, logits, hd, V, own);
+      finishLogits();
     } else {
-      // Only each item's last row is normalised and goes through the LM head, gathered into consecutive rows.
+      // ... or a thread a row.
       items.forEach((_, i) => {
         const last = firstRow[i]! + rowsOf(i) - 1;
         addPending(i, last, last + 1);
@@ -507,9 +565,12 @@ export class TransformerModel {
     const slot = Math.max(...widths.map((K) => Math.max(k.linear_quant_scratch_bytes(R, K), k.linear_panel_scratch_bytes(R, K))));
     const linearScratchBytes = Math.ceil(slot / 64) * 64;
     const qaBytes = Math.max(...widths.map((K) => k.linear_quant_scratch_bytes(R, K)));
+    const ownFloats = Math.ceil((OWN_INPUT_ROWS * Math.max(...widths)) / 16) * 16;
+    const ownQaBytes = Math.ceil(Math.max(...widths.map((K) => k.linear_quant_scratch_bytes(OWN_INPUT_ROWS, K))) / 64) * 64;
     try {
       this.state = {
         linearScratch: buf(Math.max(1, (T * linearScratchBytes) / 4)), linearScratchBytes,
+        own: buf(T * ownFloats), ownFloats, ownQa: buf((T * ownQaBytes) / 4), ownQaBytes,
         rows: R, items: I, ids: buf(R),
         x: buf(R * c.hiddenSize), h: buf(R * c.hiddenSize), qkv: buf(R * (c.numHeads + 2 * maxKv) * c.headDim), attn: buf(R * c.numHeads * c.headDim),
         gateUp: buf(2 * R * c.intermediateSize),
