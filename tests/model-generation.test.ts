@@ -234,6 +234,24 @@ describe("text generation: tokenizer, streaming, stop rules, cancellation, chat"
     assert.equal(model.kvCache().stats().sequences.length, 0, "every generation's pages went back to the cache");
   });
 
+  it("timers run while a generation streams (a macrotask at least every 10 ms): one aborts a generation that would run for seconds", async () => {
+    const longDir = writeModelFolder({ ...textModel, max_position_embeddings: 100_000 });
+    writeTokenizer(longDir);
+    const long = await loadModel(rt, longDir);
+    try {
+      const controller = new AbortController();
+      const started = performance.now();
+      setTimeout(() => controller.abort(), 5);
+      const r = await long.generate("the", { ...greedy, maxNewTokens: 90_000, signal: controller.signal }).done;
+      assert.equal(r.finishReason, "aborted", `${r.tokens.length} tokens, no timer ran between them`);
+      assert.ok(r.tokens.length < 90_000);
+      assert.ok(performance.now() - started < 30_000);
+    } finally {
+      long.dispose();
+      rmSync(longDir, { recursive: true, force: true });
+    }
+  });
+
   it("stops when the context (max_position_embeddings) is full", async () => {
     const long = Array.from({ length: 505 }, (_, i) => 10 + (i % 200));
     const r = await model.generate(long, { ...greedy, maxNewTokens: 50 }).done;
