@@ -188,8 +188,8 @@ async function main(): Promise<void> {
     }
     // Decode is bound by weight bytes: the GEMV with 16-bit and block-quantized weights (the
     // anchors use f32); prefill's GEMM with quantized weights too.
-    for (const weights of ["bf16", "q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8", "q5_0_u8"] as const) await matmulCase(runtimes, 1, quick ? 1024 : 4096, quick ? 1024 : 4096, weights);
-    for (const weights of ["q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8", "q5_0_u8"] as const) await matmulCase(runtimes, quick ? 64 : 128, quick ? 512 : 2048, quick ? 512 : 2048, weights);
+    for (const weights of ["bf16", "q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8", "q5_0_u8", "q5_1_u8", "q5_k_u8"] as const) await matmulCase(runtimes, 1, quick ? 1024 : 4096, quick ? 1024 : 4096, weights);
+    for (const weights of ["q8_0", "q4_0", "q5_0", "q4_1", "q5_1", "iq4_nl", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q6_k_u8", "q5_0_u8", "q5_1_u8", "q5_k_u8"] as const) await matmulCase(runtimes, quick ? 64 : 128, quick ? 512 : 2048, quick ? 512 : 2048, weights);
   }
   // The KV cache on the best build.
   const best = runtimes[0]!;
