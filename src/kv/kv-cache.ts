@@ -334,7 +334,8 @@ export class KVCache {
    * For a kernel program: the paged attention calls of several sequences in `layer` (their
    * newest tokens' queries against all they hold, through each item's block table, or a copy
    * in the program's memory), as attentionBatchInto would run them: with at least as many
-   * sequences as threads a sequence per thread, else each split over the threads. Split-KV
+   * sequences as threads a sequence per thread (item i on thread i: a model that put item i's
+   * K/V writes on that thread too needs no barrier before these), else each split over the threads. Split-KV
    * partials are combined in a phase of their own after a barrier. A kept program runs them
    * again at later steps after `refresh` has pointed them at the sequences' new lengths.
    * @internal

@@ -426,7 +426,10 @@ export class TransformerModel {
           positioned[i]!.push(p.variable(kv, 9), 0);
         });
       });
-      p.barrier();
+      // A sequence a thread (a batch of at least as many as threads): its attention runs on the
+      // thread that rotated its q and wrote its K/V (KVCache.attentionCalls deals them alike), so
+      // no barrier between; split over the threads, each reads what the others wrote.
+      if (items.length < T) p.barrier();
       attention.push(cache.attentionCalls(p, items.map(({ seq }, i) => ({ seq, q: view(s.q, i, H * D), out: view(s.attn, i, H * D), table: tables[i]![l] })), l, attentionArgs));
       p.barrier();
       const aq = quantizeFor(s.attn, n, H * D, L.o);
