@@ -4,7 +4,7 @@
 //   --quick            fewer cases and samples (a smoke run)
 //   --builds a,b       kernel builds to time (default: every build this engine validates)
 //   --out FILE         where to write the JSON
-//   --only core|kv|threads|model|quality|sampling|serve  run one part
+//   --only core|kv|threads|step|model|quality|sampling|serve  run one part
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname } from "node:path";
@@ -16,6 +16,7 @@ import { initTfjs, tfjsMatMul } from "./anchors/tfjs-wasm.ts";
 import { plainAttention, plainLinear } from "./anchors/plain-js.ts";
 import { kvCases, type KvRow } from "./kv-cases.ts";
 import { threadCases, type ThreadRow } from "./thread-cases.ts";
+import { stepCases, type StepRow } from "./step-cases.ts";
 import { modelCases, type ModelRow } from "./model-cases.ts";
 import { qualityCases, type QualityRow } from "./quality-cases.ts";
 import { serveCases } from "./serve-cases.ts";
@@ -196,6 +197,7 @@ async function main(): Promise<void> {
   const kvRows: KvRow[] = only !== undefined && only !== "kv" ? [] : kvCases(best, quick, (bytes, flops, probeBytes) =>
     Math.max(bytes / (readGBps(best, probeBytes) * 1e6), flops / (fmaPeakGflops(best) * 1e6)));
   const threadRows: ThreadRow[] = only !== undefined && only !== "threads" ? [] : await threadCases(best.build, quick);
+  const stepRows: StepRow[] = only !== undefined && only !== "step" ? [] : await stepCases(best.build, quick);
   const modelRows: ModelRow[] = only !== undefined && only !== "model" ? [] : modelCases(best, quick, (bytes) => readGBps(best, bytes));
   const qualityRows: QualityRow[] = only !== undefined && only !== "quality" ? [] : await qualityCases(best, quick);
   const serve = only !== undefined && only !== "serve" ? { serveRows: [], prefixRows: [], constraintRows: [] } : await serveCases(quick);
@@ -224,6 +226,12 @@ async function main(): Promise<void> {
       r.case, r.build, r.ms.toFixed(3), r.gbps.toFixed(1), `${(100 * r.rooflineFraction).toFixed(0)}%`,
       r.versus ? `${r.versus.ratio.toFixed(2)}x` : "-", r.versus?.what ?? "-",
       r.relErrorVsF32 !== undefined ? r.relErrorVsF32.toExponential(1) : "-", r.bytesPerToken !== undefined ? String(r.bytesPerToken) : "-",
+    ]));
+  }
+  if (stepRows.length > 0) {
+    console.log("");
+    printTable(console.log, ["decode step (SmolLM2-135M shape, generate())", "threads", "ms / token", "in the program", "outside it", "JS heap bytes / token"], stepRows.map((r) => [
+      r.weights, String(r.threads), r.msPerToken.toFixed(3), r.programMsPerToken.toFixed(3), `${(100 * r.outsideShare).toFixed(1)}%`, r.heapBytesPerToken.toFixed(0),
     ]));
   }
   if (threadRows.length > 0) {
@@ -272,7 +280,7 @@ async function main(): Promise<void> {
   if (peakCache.size > 0) console.log(`probes: FMA peak ${Object.entries(probes.fmaPeakGflops).map(([b, g]) => `${b} ${g.toFixed(1)} GFLOP/s`).join(", ")}${dotPeakCache.size > 0 ? `; 7-bit dot peak ${[...dotPeakCache].map(([b, g]) => `${b} ${g.toFixed(1)} GOP/s`).join(", ")}` : ""}`);
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, JSON.stringify({
-    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows, modelRows, qualityRows, samplingRows, ...serve,
+    date: new Date().toISOString(), node: process.versions.node, cpu: cpus()[0]?.model, threads: 1, quick, probes, rows, kvRows, threadRows, stepRows, modelRows, qualityRows, samplingRows, ...serve,
   }, null, 2));
   console.log(`wrote ${outFile}`);
 }
