@@ -288,6 +288,7 @@ describe("threads: a worker pool on one shared memory", function () {
           const out: Float32Array[] = [model.forward(cache, seqs[0]!, Array.from({ length: 21 }, (_, i) => (i * 7) % 40))];
           out.push(model.forwardBatch(cache, [{ seq: seqs[1]!, tokens: [1, 2, 3, 4, 5] }, { seq: seqs[2]!, tokens: [9] }], { logits: "last" }));
           out.push(model.forward(cache, seqs[0]!, [3], { logits: "last" }));
+          out.push(model.forward(cache, seqs[0]!, [4, 5, 6])); // every row's logits, a pass of few rows
           const before = { ...rt.stats() };
           for (let i = 0; i < 5; i++) out.push(model.forwardBatch(cache, seqs.map((seq, j) => ({ seq, tokens: [(i + j) % 40] })), { logits: "last" }));
           const after = rt.stats();

@@ -337,10 +337,13 @@ export class TransformerModel {
     const quantizeOwn = (own: OwnInput, rows: number, K: number) => {
       for (let t = 0; t < T; t++) p.add(t, rt.quantizeJob(own.f32[t]!, rows, K, own.qa[t]!, 0, rows * nb(K)));
     };
-    /** RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next is quantized; or into each thread's OwnInput. */
-    const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[]) => {
+    /**
+     * RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next
+     * is quantized; or (`own`) into each thread's OwnInput, for linear calls that take it.
+     */
+    const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[], own = ownInputs) => {
       const quantize = readsQuantized(next, n);
-      if (ownInputs && !pendingAdd) {
+      if (own && !pendingAdd) {
         const own = ownInput();
         for (let t = 0; t < T; t++) p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, own.f32[t]!, hd, eps, 0, n] });
         if (quantize) quantizeOwn(own, n, hd);
@@ -478,7 +481,7 @@ export class TransformerModel {
       });
     }
     if (!lastOnly) {
-      rmsnorm(this.finalNorm, []); // linearCalls quantizes for itself
+      rmsnorm(this.finalNorm, [], false); // into h, which linearCalls reads (and quantizes for itself)
       rt.linearCalls(p, { x: s.h, weight: this.lmHead, out: logits, inFeatures: hd, outFeatures: V });
       finishLogits();
     } else if (ownInputs && !pendingAdd) {
