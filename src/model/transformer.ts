@@ -326,25 +326,24 @@ export class TransformerModel {
       if (pending) { linear(x, weight, s.h, inFeatures, hd, qa, { bias }); pendingAdd = pending; }
       else linear(x, weight, s.x, inFeatures, hd, qa, { accumulate: true, bias });
     };
-    // A pass of a few rows on several threads: OwnInput (not where an output waits to be added
-    // into x by the threads that normalise it: Gemma, Granite).
-    const ownInputs = T > 1 && n <= OWN_INPUT_ROWS;
-    const ownInput = (): OwnInput => ({
+    // A pass of a few rows on several threads: each thread's copies (OwnInput), reused by every
+    // RMSNorm and SwiGLU of the pass (but for an RMSNorm whose threads first add a pending output
+    // into x: Gemma, Granite).
+    const own: OwnInput | undefined = T > 1 && n <= OWN_INPUT_ROWS ? {
       f32: Array.from({ length: T }, (_, t) => state.own.ptr + t * state.ownFloats * f32),
       qa: Array.from({ length: T }, (_, t) => state.ownQa.ptr + t * state.ownQaBytes),
-    });
+    } : undefined;
     /** Each thread's own `rows` rows of `K` at own.f32[t] quantized into own.qa[t]. */
     const quantizeOwn = (own: OwnInput, rows: number, K: number) => {
       for (let t = 0; t < T; t++) p.add(t, rt.quantizeJob(own.f32[t]!, rows, K, own.qa[t]!, 0, rows * nb(K)));
     };
     /**
      * RMSNorm of x into h, each thread quantizing the rows it normalised when a weight read next
-     * is quantized; or (`own`) into each thread's OwnInput, for linear calls that take it.
+     * is quantized; or (`toOwn`) into each thread's OwnInput, for linear calls that take it.
      */
-    const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[], own = ownInputs) => {
+    const rmsnorm = (w: WasmBuffer, next: readonly WasmBuffer[], toOwn = true) => {
       const quantize = readsQuantized(next, n);
-      if (own && !pendingAdd) {
-        const own = ownInput();
+      if (own && toOwn && !pendingAdd) {
         for (let t = 0; t < T; t++) p.add(t, { kernel: "rmsnorm_f32", args: [s.x.ptr, w.ptr, own.f32[t]!, hd, eps, 0, n] });
         if (quantize) quantizeOwn(own, n, hd);
         return own;
@@ -388,7 +387,7 @@ export class TransformerModel {
       p.add(t, { kernel: EMBED_KERNELS[this.embedding.dtype], args: [this.embedding.ptr, hd, state.ids.ptr, r0, r1, s.x.ptr] });
       if (c.embeddingScale !== undefined) p.add(t, { kernel: "scale_f32", args: [rowPtr(s.x, r0, hd), rowPtr(s.x, r0, hd), (r1 - r0) * hd, c.embeddingScale] });
     });
-    if (ownInputs) p.barrier(); // every thread normalises every row
+    if (own) p.barrier(); // every thread normalises every row
     this.layers.forEach((L, l) => {
       const kvHeads = c.kvHeadsPerLayer[l]!, kvDim = kvHeads * D;
       // Mistral's window in every layer; Gemma's in its sliding layers (Gemma 3's rotate by their own theta).
@@ -450,22 +449,20 @@ export class TransformerModel {
       // relaxed build's K-quants read super-blocks of x, which a thread quantizes from the x it made).
       // (OwnInput: every thread all of it, into its own copy, then its share of the down projection.)
       const total = n * ff, activation = c.activation === "gelu_tanh" ? "geglu_tanh_f32" : "swiglu_f32";
-      if (ownInputs) {
-        const own = ownInput();
+      let gq: number | OwnInput | undefined = own;
+      if (own) {
         for (let t = 0; t < T; t++) p.add(t, { kernel: activation, args: [s.gate.ptr, s.up.ptr, own.f32[t]!, total] });
         if (rt.readsQuantizedX(L.down.dtype, n)) quantizeOwn(own, n, ff);
-        addToResidual(s.gate, L.down, ff, own, L.ffnOutNorm);
+      } else {
+        const fuse = rt.readsQuantizedX(L.down.dtype, n) && ff % 32 === 0, unit = fuse ? (ff % 256 === 0 ? 256 : 32) : 4;
+        rowRanges(Math.ceil(total / unit)).forEach(([a, b], t) => {
+          const off = a * unit * f32;
+          p.add(t, { kernel: activation, args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] });
+          if (fuse) p.add(t, rt.quantizeJob(s.gate.ptr, n, ff, state.qa.ptr, (a * unit) / 32, (b * unit) / 32));
+        });
         p.barrier();
-        return;
+        gq = fuse ? state.qa.ptr : quantizeFor(s.gate, n, ff, L.down);
       }
-      const fuse = rt.readsQuantizedX(L.down.dtype, n) && ff % 32 === 0, unit = fuse ? (ff % 256 === 0 ? 256 : 32) : 4;
-      rowRanges(Math.ceil(total / unit)).forEach(([a, b], t) => {
-        const off = a * unit * f32;
-        p.add(t, { kernel: activation, args: [s.gate.ptr + off, s.up.ptr + off, s.gate.ptr + off, Math.min(b * unit, total) - a * unit] });
-        if (fuse) p.add(t, rt.quantizeJob(s.gate.ptr, n, ff, state.qa.ptr, (a * unit) / 32, (b * unit) / 32));
-      });
-      p.barrier();
-      const gq = fuse ? state.qa.ptr : quantizeFor(s.gate, n, ff, L.down);
       addToResidual(s.gate, L.down, ff, gq, L.ffnOutNorm);
       p.barrier();
     });
@@ -484,10 +481,10 @@ export class TransformerModel {
       rmsnorm(this.finalNorm, [], false); // into h, which linearCalls reads (and quantizes for itself)
       rt.linearCalls(p, { x: s.h, weight: this.lmHead, out: logits, inFeatures: hd, outFeatures: V });
       finishLogits();
-    } else if (ownInputs && !pendingAdd) {
+    } else if (own && !pendingAdd) {
       // Only each item's last row is normalised and goes through the LM head, gathered into
       // consecutive rows: by every thread into its own copy (OwnInput) ...
-      const own = ownInput(), rows = items.length;
+      const rows = items.length;
       for (let t = 0; t < T; t++) {
         items.forEach((_, i) => p.add(t, { kernel: "rmsnorm_f32", args: [rowPtr(s.x, firstRow[i]! + rowsOf(i) - 1, hd), this.finalNorm.ptr, own.f32[t]! + i * hd * f32, hd, eps, 0, 1] }));
       }
