@@ -19,7 +19,8 @@ export function attentionSplits(seqQ: number, seqK: number, numKvHeads: number, 
   if (q[0] === seqQ && q[1] === seqK && q[2] === numKvHeads && q[3] === (causal ? 1 : 0) && q[4] === threads) return last.split;
   q[0] = seqQ; q[1] = seqK; q[2] = numKvHeads; q[3] = causal ? 1 : 0; q[4] = threads;
   last.count = 0;
-  last.split.splitKv = seqQ < 4 * threads ? splitDecode(seqQ, seqK, numKvHeads, threads) : splitPrefill(seqQ, seqK, numKvHeads, causal, threads);
+  if (threads <= 1) { put(0, numKvHeads, 0, seqQ, 0, seqK); last.split.splitKv = false; }
+  else last.split.splitKv = seqQ < 4 * threads ? splitDecode(seqQ, seqK, numKvHeads, threads) : splitPrefill(seqQ, seqK, numKvHeads, causal, threads);
   // The same range arrays, rewritten; a new list only when their number changes.
   if (last.split.ranges.length !== last.count) last.split.ranges = last.made.slice(0, last.count);
   return last.split;
@@ -36,29 +37,28 @@ function put(a: number, b: number, c: number, d: number, e: number, f: number): 
 }
 
 /**
- * Puts the ranges of a call of few query rows (decode); returns whether they are split-KV parts:
- * KV heads apart when they divide evenly among the threads (or the keys are too few to split),
- * each thread reading only its heads' K/V ...
+ * Puts the ranges of a call of few query rows (decode) on several threads; returns whether they
+ * are split-KV parts: KV heads apart when they divide evenly among the threads (or the keys are
+ * too few to split), each thread reading only its heads' K/V ...
  */
 function splitDecode(seqQ: number, seqK: number, numKvHeads: number, threads: number): boolean {
   const parts = Math.min(threads, Math.floor(seqK / MIN_KEYS_PER_PART));
-  if (threads <= 1 || (parts <= 1 && numKvHeads < threads)) { put(0, numKvHeads, 0, seqQ, 0, seqK); return false; }
   if (numKvHeads >= threads && (numKvHeads % threads === 0 || parts < threads)) {
     for (let i = 0; i < threads; i++) put(Math.floor((i * numKvHeads) / threads), Math.floor(((i + 1) * numKvHeads) / threads), 0, seqQ, 0, seqK);
     return false;
   }
   // ... else the keys apart (Flash-Decoding), so that one long sequence uses every core evenly
   // (SmolLM2's 3 KV heads on 2 threads would be 1 : 2).
+  if (parts <= 1) { put(0, numKvHeads, 0, seqQ, 0, seqK); return false; }
   for (let i = 0; i < parts; i++) put(0, numKvHeads, 0, seqQ, Math.floor((i * seqK) / parts), Math.floor(((i + 1) * seqK) / parts));
   return true;
 }
 
 /**
- * Puts the ranges of a call of many query rows (prefill): contiguous query ranges of equal work
- * (causal rows see more keys the later they are).
+ * Puts the ranges of a call of many query rows (prefill) on several threads: contiguous query
+ * ranges of equal work (causal rows see more keys the later they are).
  */
 function splitPrefill(seqQ: number, seqK: number, numKvHeads: number, causal: boolean, threads: number): boolean {
-  if (threads <= 1) { put(0, numKvHeads, 0, seqQ, 0, seqK); return false; }
   const offset = seqK - seqQ;
   const work = (i: number) => (causal ? Math.max(0, Math.min(seqK, i + offset + 1)) : seqK) + 1;
   let total = 0;
