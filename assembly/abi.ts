@@ -4,6 +4,7 @@
 export const KV_F32: i32 = 0;
 export const KV_BF16: i32 = 1;
 export const KV_INT8: i32 = 2;
+export const KV_F16: i32 = 3;
 export const LINEAR_ACCUMULATE: i32 = 1;
 export const LINEAR_X_QUANTIZED: i32 = 2;
 export const WEIGHT_Q8_0: i32 = 0;

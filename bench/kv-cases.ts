@@ -1,6 +1,6 @@
 // The KV-cache part of `npm run bench`, each case one decode token through enough layers that
-// their K/V come from memory (as in a model): paging overhead against the contiguous op, bf16 / int8
-// storage against f32 (time, error, roofline with the storage type's bytes), and the
+// their K/V come from memory (as in a model): paging overhead against the contiguous op, f16 / bf16 /
+// int8 storage against f32 (time, error, roofline with the storage type's bytes), and the
 // DeciLM-7B variable-GQA stack against the same stack as MHA.
 import { createKVCache, maxAbsDiff, type KVDtype, type Runtime, type WasmBuffer } from "../src/index.ts";
 import { DECILM_7B_KV_HEADS } from "../src/demo.ts";
@@ -99,8 +99,8 @@ export function kvCases(
     const q = random(H * D, 5);
     const flops = 4 * H * D * dtypePast;
     let f32Ms = 0, f32Out = new Float32Array(0);
-    for (const dtype of ["f32", "bf16", "int8"] as const) {
-      const layers = layersFor(KV, D, dtypePast, dtype === "f32" ? 4 : dtype === "bf16" ? 2 : 1);
+    for (const dtype of ["f32", "f16", "bf16", "int8"] as const) {
+      const layers = layersFor(KV, D, dtypePast, dtype === "f32" ? 4 : dtype === "int8" ? 1 : 2);
       const { cache, seq } = fillCache(rt, KV, D, dtypePast, dtype, layers);
       const qb = rt.upload(q), out = rt.alloc(H * D);
       try {

@@ -3,6 +3,7 @@
 // vs variable GQA on synthetic Llama-3-8B-like shapes; `run`, `generate`, `logits` and `info`
 // work on Hugging Face model folders.
 import { formatBytes } from "./format.ts";
+import { KV_DTYPES, type KVDtype } from "./kv/storage.ts";
 import { BUFFER_DTYPES } from "./memory/wasm-buffer.ts";
 import type { WeightChoice } from "./formats/quant.ts";
 
@@ -42,7 +43,9 @@ const SAMPLING_HELP = `  --max-new-tokens N         most tokens to generate (def
                              as a file's loads); stored: a GGUF file's every block type as stored
                              (Q5_0 / Q5_1 / Q5_K / Q6_K too, which by default become a byte a
                              weight: faster, more bytes)
-  --kv-dtype f32|bf16|int8   how the KV cache stores K and V (default f32; bf16 halves its bytes)
+  --kv-dtype f32|f16|bf16|int8  how the KV cache stores K and V (default f32, exact; f16 halves its
+                             bytes as llama.cpp's cache, logits within ~2e-4; bf16 half too, ~10x
+                             coarser; int8 a quarter)
   --threads N|auto           worker threads sharing each layer (default 1; auto: one per core)
   --context N                the longest sequence in tokens (default: max_position_embeddings;
                              LongRoPE models such as Phi-3.5 / Phi-4-mini: 4096, where their short
@@ -85,7 +88,7 @@ Requests in flight decode together (continuous batching); repeated prompt prefix
                              reasoning_content, the answer to content (as llama-server); none:
                              the text as generated; auto (default, as llama-server): deepseek where
                              the chat template writes <think>. Requests may send reasoning_format
-  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|stored   --kv-dtype f32|bf16|int8   --threads N|auto   --context N   (as for run)
+  --dtype f32|bf16|f16|q8_0|q4_0|q5_0|q4_1|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|stored   --kv-dtype f32|f16|bf16|int8   --threads N|auto   --context N   (as for run)
 `,
   run: `usage: gqa-wasm run --model DIR --prompt "..." [options]
        gqa-wasm run --model DIR --chat [--system "..."] [--prompt "..."]
@@ -326,7 +329,7 @@ function bufferDtype(flags: Flags, name: string, loading = true): WeightChoice |
 function checkLoadFlags(flags: Flags): void {
   bufferDtype(flags, "dtype");
   const kvDtype = str(flags, "kv-dtype");
-  if (kvDtype !== undefined && kvDtype !== "f32" && kvDtype !== "bf16" && kvDtype !== "int8") throw new UsageError(`--kv-dtype is f32, bf16 or int8, got '${kvDtype}'`);
+  if (kvDtype !== undefined && !(KV_DTYPES as readonly string[]).includes(kvDtype)) throw new UsageError(`--kv-dtype is ${KV_DTYPES.slice(0, -1).join(", ")} or ${KV_DTYPES.at(-1)}, got '${kvDtype}'`);
   const threads = str(flags, "threads");
   if (threads !== undefined && threads !== "auto") int(flags, "threads");
   int(flags, "context");
@@ -334,7 +337,7 @@ function checkLoadFlags(flags: Flags): void {
 
 async function loadForCli(flags: Flags, showProgress: boolean) {
   const dtype = bufferDtype(flags, "dtype");
-  const kvDtype = str(flags, "kv-dtype") as "f32" | "bf16" | "int8" | undefined;
+  const kvDtype = str(flags, "kv-dtype") as KVDtype | undefined;
   await enableRelaxedSimdOnNode20();
   const { createRuntime } = await import("./runtime/runtime.ts");
   const { loadModel } = await import("./model/load.ts");
@@ -655,7 +658,7 @@ async function serve(args: string[]): Promise<number> {
     modelId: str(flags, "model-id") ?? modelIdOf(nodePath.resolve(dir)),
     apiKey: str(flags, "api-key") ?? (process.env.GQA_WASM_API_KEY || undefined),
     maxSequences: int(flags, "max-sequences"), maxQueue: int(flags, "max-queue"), maxCacheTokens: int(flags, "kv-tokens"),
-    maxBodyBytes: int(flags, "max-body-bytes"), kvDtype: str(flags, "kv-dtype") as "f32" | "bf16" | "int8" | undefined,
+    maxBodyBytes: int(flags, "max-body-bytes"), kvDtype: str(flags, "kv-dtype") as KVDtype | undefined,
     chatTemplateKwargs: await templateKwargs(flags),
     reasoningFormat: oneOf(flags, "reasoning-format", ["auto", "none", "deepseek"] as const),
   };

@@ -2,14 +2,20 @@ import assert from "node:assert/strict";
 import { createKVCache, type KVDtype } from "../src/index.ts";
 import { referenceAttention, maxAbsDiff } from "../src/reference.ts";
 import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
-import { f32ToBf16 } from "../src/formats/half.ts";
+import { f32ToBf16, f32ToF16 } from "../src/formats/half.ts";
 
 /**
- * The storage encoding written plainly: bf16 rounded to nearest even (NaN stays NaN); int8 per
+ * The storage encoding written plainly: f16 rounded to nearest even, what would round to
+ * infinity (infinities too) saturated at ±65504 (the largest half); bf16 rounded to nearest even
+ * (NaN stays NaN); int8 per
  * row of `rowLen` with scale fround(max|x| / 127) and q = clamp(Math.round(x / scale), ±127).
  */
 function encodeRows(dtype: KVDtype, x: Float32Array, rowLen: number): { data: Uint8Array; scales?: Float32Array } {
   if (dtype === "f32") return { data: new Uint8Array(x.slice().buffer) };
+  if (dtype === "f16") {
+    const saturated = (h: number) => (h & 0x7fff) === 0x7c00 ? (h & 0x8000) | 0x7bff : h;
+    return { data: new Uint8Array(Uint16Array.from(x, (e) => saturated(f32ToF16(e))).buffer) };
+  }
   if (dtype === "bf16") return { data: new Uint8Array(Uint16Array.from(x, (e) => f32ToBf16(e)).buffer) };
   const rows = x.length / rowLen;
   const out = new Int8Array(x.length);
@@ -25,25 +31,29 @@ function encodeRows(dtype: KVDtype, x: Float32Array, rowLen: number): { data: Ui
   return { data: new Uint8Array(out.buffer), scales };
 }
 
-// bf16 and int8 caches: the kernels must compute exactly the attention of the K/V as stored
+// f16, bf16 and int8 caches: the kernels must compute exactly the attention of the K/V as stored
 // (checked against the float64 reference on the decoded K/V), and the storage error against
 // an f32 cache must stay small.
 const SHAPES = [{ H: 32, KV: 8, D: 128 }, { H: 9, KV: 3, D: 64 }, { H: 14, KV: 2, D: 67 }, { H: 4, KV: 4, D: 80 }];
-const STORAGE_ERROR: Record<KVDtype, number> = { f32: 0, bf16: 1e-2, int8: 4e-2 }; // of the output scale
+const STORAGE_ERROR: Record<KVDtype, number> = { f32: 0, f16: 2e-3, bf16: 1e-2, int8: 4e-2 }; // of the output scale
 
 for (const build of BUILDS) {
   it(`kv_write stores the bits of the plain encoding, every dtype (${build} build)`, async () => {
     const rt = await runtimeFor(build);
     const [KV, D, n] = [3, 37, 29];
-    for (const dtype of ["f32", "bf16", "int8"] as const) {
+    for (const dtype of ["f32", "f16", "bf16", "int8"] as const) {
       const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 5, dtype });
       try {
         const k = randomArray(n * KV * D, 11, 3), v = randomArray(n * KV * D, 12);
-        // Values at the edges: halfway cases of int8 rounding (x / scale = ±k.5), bf16 ties, zeros,
-        // a zero row, a subnormal, huge values.
+        // Values at the edges: halfway cases of int8 rounding (x / scale = ±k.5), bf16 and f16
+        // ties, zeros, a zero row, a subnormal, huge values; f16's: its largest, what rounds past
+        // it, infinity, subnormal halves and ties.
         for (let i = 0; i < D; i++) k[i] = i % 2 === 0 ? 127 : (i - 18) + 0.5;
         for (let i = D; i < 2 * D; i++) k[i] = 0;
         k[2 * D] = -0; k[2 * D + 1] = 1e-40; k[2 * D + 2] = 3e38; v[5] = 1 + 2 ** -8; v[6] = 1 + 3 * 2 ** -8;
+        k[2 * D + 3] = 65504; k[2 * D + 4] = 65519.99; k[2 * D + 5] = -65520; k[2 * D + 6] = -Infinity; k[2 * D + 7] = 2 ** -25;
+        k[2 * D + 8] = 3 * 2 ** -25; k[2 * D + 9] = 1.4 * 2 ** -25; k[2 * D + 10] = 2 ** -14 - 2 ** -26; k[2 * D + 11] = 6e-5;
+        v[7] = 1 + 2 ** -11; v[8] = 1 + 3 * 2 ** -11; v[9] = -(2048 + 1); v[10] = 2 ** -14 + 2 ** -25;
         const seq = cache.createSequence();
         cache.append(seq, 0, k.subarray(0, 4 * KV * D), v.subarray(0, 4 * KV * D));
         cache.append(seq, 0, k.subarray(4 * KV * D), v.subarray(4 * KV * D));
@@ -58,7 +68,7 @@ for (const build of BUILDS) {
     }
   });
 
-  for (const dtype of ["bf16", "int8"] as const) {
+  for (const dtype of ["f16", "bf16", "int8"] as const) {
     describe(`${dtype} KV cache (${build} build)`, () => {
       for (const pageSize of [7, 16]) {
         it(`attends exactly to the stored K/V, and stays within ${STORAGE_ERROR[dtype]} of f32 (page size ${pageSize})`, async () => {
@@ -94,7 +104,7 @@ for (const build of BUILDS) {
         const other = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 3, dtype });
         try {
           const perToken = cache.stats().bytesPerToken;
-          assert.equal(perToken, dtype === "bf16" ? 2 * KV * D * 2 : 2 * KV * D + 2 * KV * 4);
+          assert.equal(perToken, dtype === "int8" ? 2 * KV * D + 2 * KV * 4 : 2 * KV * D * 2);
           const seq = cache.createSequence();
           cache.append(seq, 0, randomArray(30 * KV * D, 1), randomArray(30 * KV * D, 2));
           const child = cache.fork(seq);

@@ -114,7 +114,7 @@ describe("`gqa-wasm logits` and `gqa-wasm generate` on model folders", function 
       [["run", "--model", dir, "--chat", "--chat-template-kwargs", "{enable_thinking: false}"], 2, /--chat-template-kwargs takes a JSON object, e\.g\. '\{"enable_thinking": false\}'; got '\{enable_thinking: false\}'/],
       [["run", "--model", dir, "--chat", "--chat-template-kwargs", '{"bos_token": 1}'], 2, /--chat-template-kwargs: chat template variables cannot set bos_token/],
       [["run", "--model", dir, "--prompt", "hi", "--dtype", "f8"], 2, /--dtype is f32, bf16, f16, q8_0, q4_0, q5_0, q4_1, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m or stored, got 'f8'/],
-      [["run", "--model", dir, "--prompt", "hi", "--kv-dtype", "f16"], 2, /--kv-dtype is f32, bf16 or int8, got 'f16'/],
+      [["run", "--model", dir, "--prompt", "hi", "--kv-dtype", "f8"], 2, /--kv-dtype is f32, f16, bf16 or int8, got 'f8'/],
       [["run", "--model", join(dir, "nope"), "--prompt", "hi"], 1, /not a model folder \(no such directory\)/],
     ];
     for (const [args, status, message] of cases) {

@@ -92,7 +92,7 @@ describe("serve on Node (gqa-wasm serve), Deno and Bun", function () {
       await stop(child);
     }
     const { spawnSync } = await import("node:child_process");
-    for (const [args, message] of [[["--port", "70000"], /--port must be at most 65535/], [["--max-sequences", "0"], /--max-sequences takes positive decimal integers/], [["--kv-dtype", "f8"], /--kv-dtype is f32, bf16 or int8/]] as const) {
+    for (const [args, message] of [[["--port", "70000"], /--port must be at most 65535/], [["--max-sequences", "0"], /--max-sequences takes positive decimal integers/], [["--kv-dtype", "f8"], /--kv-dtype is f32, f16, bf16 or int8/]] as const) {
       const r = spawnSync(process.execPath, ["dist/cli.js", "serve", "--model", dir, ...args], { cwd: root, encoding: "utf8", timeout: 60_000 });
       assert.equal(r.status, 2, r.stderr);
       assert.match(r.stderr, message);

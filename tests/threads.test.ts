@@ -90,9 +90,9 @@ describe("threads: a worker pool on one shared memory", function () {
     }
   });
 
-  it("the paged KV cache gives the same answers on 3 threads", () => {
+  for (const dtype of ["bf16", "f16"] as const) it(`the paged KV cache gives the same answers on 3 threads (${dtype})`, () => {
     const answers = [runtimes[0]!, runtimes[2]!].map((rt) => {
-      const cache = createKVCache(rt, { layers: [{ numKvHeads: 4, headDim: 64 }], dtype: "bf16" });
+      const cache = createKVCache(rt, { layers: [{ numKvHeads: 4, headDim: 64 }], dtype });
       const seq = cache.createSequence();
       cache.append(seq, 0, randomArray(500 * 4 * 64, 7), randomArray(500 * 4 * 64, 8));
       const out = [cache.attention(seq, 0, { q: randomArray(16 * 64, 9), numHeads: 16 }), cache.attention(seq, 0, { q: randomArray(40 * 16 * 64, 10), numHeads: 16 })];

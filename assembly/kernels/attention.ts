@@ -1,8 +1,8 @@
-import { fmadd, hmax } from "../simd";
+import { BF16, F16, fmadd, hmax } from "../simd";
 import { exp1, exp4, softcap4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_3x3, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_3x12, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
-import { AttentionCall, KV_BF16, KV_INT8 } from "../abi";
+import { AttentionCall, KV_BF16, KV_F16, KV_INT8 } from "../abi";
 import { kv_scale_offset } from "./kv-pages";
 
 // Grouped-query attention, flash style. A *row block* is a few query positions times every query
@@ -484,7 +484,7 @@ function scaleColumns(b: RowBlock, r0: i32, r1: i32, col0: i32, n: i32, scales: 
  * Grouped-query attention against a paged KV cache (one layer of one sequence). q/out are
  * token-major [seqQ, numHeads, headDim] as in attention_f32; the seqK cached keys live in pages
  * of `pageSize` tokens whose addresses are the u32 array at `pages` (the block table), laid out
- * as kv_page_bytes says, in storage type `dtype` (KV_F32, KV_BF16, KV_INT8). One head's rows
+ * as kv_page_bytes says, in storage type `dtype` (KV_F32, KV_F16, KV_BF16, KV_INT8). One head's rows
  * are contiguous within a page and are read in place (no gather), widened in registers, in
  * address order (see the top of this file). With
  * f32 pages the key blocks and results are those of attention_f32, bit for bit. Ranges and the
@@ -494,7 +494,8 @@ export function attention_paged(
   call: usize, kvHeadBegin: i32, kvHeadEnd: i32, qBegin: i32, qEnd: i32, keyBegin: i32, keyEnd: i32, stats: usize, scratch: usize,
 ): void {
   const c = changetype<AttentionCall>(call);
-  if (c.dtype == KV_BF16) attend<u16>(c, true, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+  if (c.dtype == KV_F16) attend<F16>(c, true, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
+  else if (c.dtype == KV_BF16) attend<BF16>(c, true, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
   else if (c.dtype == KV_INT8) attend<i8>(c, true, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
   else attend<f32>(c, true, kvHeadBegin, kvHeadEnd, qBegin, qEnd, keyBegin, keyEnd, stats, scratch);
 }
@@ -512,7 +513,7 @@ export function attention_paged(
 ): void {
   const numHeads = c.numHeads, numKvHeads = c.numKvHeads, headDim = c.headDim, seqQ = c.seqQ, seqK = c.seqK;
   const scale = c.scale, causal = c.causal, window = c.window, q = c.q, out = c.out;
-  const quantised = isInteger<T>() && isSigned<T>();
+  const quantised = sizeof<T>() == 1; // int8 rows, one f32 scale each
   const group = numHeads / numKvHeads;
   const nHeads = kvHeadEnd - kvHeadBegin;
   const qPosStride = <usize>numHeads * (<usize>headDim << 2);

@@ -2,10 +2,10 @@
 // of one layer: K then V, each head-major [numKvHeads][pageSize][headDim] in the storage type;
 // for int8, then the f32 scales of K and of V, each [numKvHeads][pageSize], 16-byte aligned.
 // The storage codes come from the one kernel table (abi.ts, generated).
-import { KV_BF16, KV_F32, KV_INT8 } from "../abi";
+import { KV_BF16, KV_F16, KV_F32, KV_INT8 } from "../abi";
 
 // @ts-ignore: decorator
-@inline function kvElemBytes(dtype: i32): i32 { return dtype == KV_F32 ? 4 : dtype == KV_BF16 ? 2 : 1; }
+@inline function kvElemBytes(dtype: i32): i32 { return dtype == KV_F32 ? 4 : dtype == KV_INT8 ? 1 : 2; }
 
 /** Bytes of one page. */
 export function kv_page_bytes(numKvHeads: i32, headDim: i32, pageSize: i32, dtype: i32): i32 {
@@ -21,7 +21,8 @@ export function kv_scale_offset(numKvHeads: i32, headDim: i32, pageSize: i32): i
 /**
  * Stores rows [rowBegin, rowEnd) of K and V (f32, token-major [rows, numKvHeads, headDim], as the
  * projections leave them) at positions pos0 + row of a sequence whose block table (u32 page
- * addresses) is at `pages`, encoded as `dtype`: bf16 rounded to nearest even, NaN kept quiet;
+ * addresses) is at `pages`, encoded as `dtype`: f16 and bf16 rounded to nearest even (f16 saturates at ±65504, see toF16), bf16's NaN
+ * kept quiet;
  * int8 per (token, head) row with scale max|x| / 127 and q = round-half-up(x / scale) in double
  * precision, as JavaScript's Math.round (tests/kv-dtypes.test.ts checks the bits against that
  * plain encoding).
@@ -44,6 +45,9 @@ export function kv_write(k: usize, v: usize, rowBegin: i32, rowEnd: i32, numKvHe
       if (dtype == KV_F32) {
         memory.copy(dst, k + src, srcRow);
         memory.copy(dst + vOffset, v + src, srcRow);
+      } else if (dtype == KV_F16) {
+        toF16(k + src, dst, headDim);
+        toF16(v + src, dst + vOffset, headDim);
       } else if (dtype == KV_BF16) {
         toBf16(k + src, dst, headDim);
         toBf16(v + src, dst + vOffset, headDim);
@@ -53,6 +57,25 @@ export function kv_write(k: usize, v: usize, rowBegin: i32, rowEnd: i32, numKvHe
         store<f32>(sc + vScaleOffset, toInt8(v + src, dst + vOffset, headDim));
       }
     }
+  }
+}
+
+/**
+ * IEEE half, rounded to nearest even. Magnitudes that would round past the largest half (65504),
+ * infinities included, are stored as ±65504: the kernels widen halves as finite numbers (one
+ * multiply, simd.ts), so no value here may use the top exponent, except NaN (0x7e00, only from a
+ * model already producing NaN, which the kernels then read as a large finite number).
+ */
+function toF16(src: usize, dst: usize, n: i32): void {
+  for (let i = 0; i < n; i++) {
+    const b = load<u32>(src + (<usize>i << 2));
+    const sign = (b >>> 16) & 0x8000, a = b & 0x7fffffff;
+    let h: u32;
+    if (a > 0x7f800000) h = 0x7e00;
+    else if (a >= 0x477ff000) h = 0x7bff; // >= 65520: would round to infinity
+    else if (a < 0x38800000) h = reinterpret<u32>(reinterpret<f32>(a) + 0.5) - 0x3f000000; // below 2^-14: a subnormal (or 0x400), rounded by the add
+    else h = (a - 0x38000000 + 0xfff + ((a >>> 13) & 1)) >>> 13; // rebias 127 -> 15, round the 13 dropped bits
+    store<u16>(dst + (<usize>i << 1), <u16>(sign | h));
   }
 }
 

@@ -15,7 +15,7 @@ import { decodeRows, KV_DTYPE_CODES, KV_ELEM_BYTES, type EncodedRows, type KVDty
 // from page pools, a block table per (sequence, layer), and attention kernels that walk the
 // block table in place. Layers may differ in KV heads (variable GQA): each layer's pages are
 // sized by its own KV-head count. A page holds K then V, each head-major
-// [numKvHeads][pageSize][headDim] in the storage type (f32, bf16, or int8 with per-row scales
+// [numKvHeads][pageSize][headDim] in the storage type (f32, f16, bf16, or int8 with per-row scales
 // after the data; see storage.ts and kv_page_bytes). Pages are reference-counted so that fork()
 // shares a parent's pages; a shared, partly filled last page is copied on write.
 
@@ -42,7 +42,7 @@ export interface KVCacheOptions {
    * over 32-token pages; 128 gave 1.16x at 2000 but shares prompt prefixes only in whole pages).
    */
   pageSize?: number;
-  /** Storage type: f32 (default), bf16 (half the bytes) or int8 (a quarter, plus a scale per row). */
+  /** Storage type: f32 (default, exact), f16 or bf16 (half the bytes; see storage.ts) or int8 (a quarter, plus a scale per row). */
   dtype?: KVDtype;
   /** Cap: room for this many tokens in every layer (over all sequences). */
   maxTokens?: number;
@@ -143,7 +143,7 @@ export class KVCache {
     }));
     this.pageSize = options.pageSize === undefined ? 64 : positiveInt(op, "pageSize", options.pageSize);
     this.dtype = options.dtype ?? "f32";
-    if (!Object.hasOwn(KV_DTYPE_CODES, this.dtype)) throw new RangeError(`${op}: dtype '${String(options.dtype)}' is not supported (f32, bf16, int8)`);
+    if (!Object.hasOwn(KV_DTYPE_CODES, this.dtype)) throw new RangeError(`${op}: dtype '${String(options.dtype)}' is not supported (${Object.keys(KV_DTYPE_CODES).join(", ")})`);
     if (options.maxTokens !== undefined && options.maxBytes !== undefined) throw new TypeError(`${op}: give maxTokens or maxBytes, not both`);
     const pageBytesOf = (l: KVLayerShape) => rt.kernels.kv_page_bytes(l.numKvHeads, l.headDim, this.pageSize, KV_DTYPE_CODES[this.dtype]);
     let pagesPerLayer = Infinity;
@@ -483,7 +483,7 @@ export class KVCache {
 
   /**
    * K and V of the tokens `seq` holds in `layer`, gathered token-major [length, numKvHeads,
-   * headDim] as f32 (bf16 and int8 decoded: what attention sees).
+   * headDim] as f32 (f16, bf16 and int8 decoded: what attention sees).
    */
   readLayer(seq: KVSequence, layer: number): { k: Float32Array; v: Float32Array } {
     const op = "KVCache.readLayer";
