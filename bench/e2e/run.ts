@@ -4,7 +4,8 @@
 // dtype, q/k rows permuted as llama.cpp's converter does); both runtimes load the same file, take
 // the same 128 prompt ids and decode 64 greedy tokens, at 1 and 2 threads. Reported: prefill and
 // decode tokens/s, the ratio, and whether the greedy tokens agree (a check of the file, the
-// permutation and both forward passes). Medians of --repeats runs after one untimed warm-up run per engine (as llama-bench warms up):
+// permutation and both forward passes). Both keep K/V in f16 (llama.cpp's default cache type;
+// --kv-dtype sets ours). Medians of --repeats runs after one untimed warm-up run per engine (as llama-bench warms up):
 // the first run pays for V8's optimizing compiles (ours, wllama's) and page faults (native).
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,13 +16,14 @@ import { printTable, SMOLLM2_135M_SHAPE } from "../../src/demo.ts";
 import { parseModelConfig } from "../../src/model/config.ts";
 import { exportGGUF } from "../../src/model/gguf-export.ts";
 import { kMixTensorType } from "../../src/formats/quant.ts";
+import { KV_DTYPES, type KVDtype } from "../../src/kv/storage.ts";
 import { byteLevelTokenizer, syntheticWeights } from "../../src/model/synthetic.ts";
 import { QWEN25_05B_SHAPE } from "../model-cases.ts";
 
 const { values } = parseArgs({ options: {
   models: { type: "string", default: "SmolLM2-135M,Qwen2.5-0.5B" }, dtypes: { type: "string", default: "f32,bf16,f16,q8_0,q4_0,q4_k_m" },
   threads: { type: "string", default: "1,2" }, repeats: { type: "string", default: "3" }, prompt: { type: "string", default: "128" }, gen: { type: "string", default: "64" },
-  "no-wllama": { type: "boolean" }, layers: { type: "string" },
+  "no-wllama": { type: "boolean" }, layers: { type: "string" }, "kv-dtype": { type: "string", default: "f16" },
 }, strict: true });
 /**
  * Llama 3.2 1B's shape (not in the default run: its files take minutes to write): every row whole
@@ -64,6 +66,8 @@ const PHI4_MINI_SHAPE = {
 const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM2_135M_SHAPE, "Qwen2.5-0.5B": QWEN25_05B_SHAPE, "Llama-3.2-1B": LLAMA32_1B_SHAPE, "Qwen3-0.6B": QWEN3_06B_SHAPE, "Gemma-3-270M": GEMMA3_270M_SHAPE, "Gemma-3-1B": GEMMA3_1B_SHAPE, "Phi-4-mini": PHI4_MINI_SHAPE };
 const promptLength = Number(values.prompt), gen = Number(values.gen), repeats = Number(values.repeats);
 const threadCounts = values.threads.split(",").map(Number);
+const kvDtype = values["kv-dtype"] as KVDtype;
+if (!KV_DTYPES.includes(kvDtype)) throw new Error(`--kv-dtype is one of ${KV_DTYPES.join(", ")}, got '${kvDtype}'`);
 
 const { getLlama, LlamaLogLevel } = await import(new URL("./node_modules/node-llama-cpp/dist/index.js", import.meta.url).href) as typeof import("node-llama-cpp");
 const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
@@ -72,7 +76,7 @@ interface Timing { prefill: number; decode: number; tokens: number[] }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function ours(rt: Runtime, file: string, prompt: number[]): Promise<Timing> {
-  const model = await loadModel(rt, file);
+  const model = await loadModel(rt, file, { cache: { dtype: kvDtype } });
   try {
     const runs: Timing[] = [];
     // Run -1 is the untimed warm-up (V8 compiles the kernels' optimized code while they first run).
@@ -161,10 +165,10 @@ try {
 console.log("");
 await wllama?.close();
 printTable(console.log, ["model (synthetic)", "weights", "threads", "prefill tok/s", "native", "x native", "wllama", "x wllama", "decode tok/s", "native", "x native", "wllama", "x wllama", "same greedy tokens as native"], rows);
-console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; gqa-wasm and native: medians of ${repeats} after one untimed warm-up run each; native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run after a warm-up, its own timings.`);
+console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; K/V in ${kvDtype} (ours; native f16); gqa-wasm and native: medians of ${repeats} after one untimed warm-up run each; native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run after a warm-up, its own timings.`);
 const out = new URL("../results/e2e.json", import.meta.url);
 const { mkdirSync } = await import("node:fs");
 mkdirSync(new URL(".", out), { recursive: true });
-writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.versions.node, results }, null, 2));
+writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.versions.node, kvDtype, results }, null, 2));
 console.log(`wrote ${out.pathname}`);
 process.exit(0);
