@@ -167,7 +167,7 @@ for (const build of BUILDS) {
       const rt = await runtimeFor(build);
       const q = rt.upload(randomArray(SQ * H * D, 7)), k = rt.upload(randomArray(SK * KV * D, 8));
       const v = rt.upload(randomArray(SK * KV * D, 9)), whole = rt.alloc(SQ * H * D), parts = rt.alloc(SQ * H * D);
-      const state = rt.alloc(rt.kernels.attention_scratch_bytes(H, KV) / 4);
+      const state = rt.alloc(rt.kernels.attention_scratch_bytes(H, KV, D) / 4);
       const call = rt.alloc(structBytes("AttentionCall") / 4);
       try {
         rt.attentionInto({ q, k, v, out: whole, numHeads: H, numKvHeads: KV, headDim: D, causal: true, ...(W ? { slidingWindow: W } : {}) });

@@ -68,6 +68,25 @@ for (const build of BUILDS) {
     }
   });
 
+  it(`a query's output is the same bits alone (decode: the tiles widen K/V) as among 40 (prefill: each page's rows widened once), every dtype (${build} build)`, async () => {
+    const rt = await runtimeFor(build);
+    for (const dtype of ["f32", "f16", "bf16", "int8"] as const) {
+      for (const { H, KV, D } of [{ H: 9, KV: 3, D: 64 }, { H: 6, KV: 2, D: 67 }, { H: 32, KV: 8, D: 128 }, { H: 4, KV: 4, D: 80 }]) {
+        const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16, dtype });
+        try {
+          const seq = cache.createSequence();
+          cache.append(seq, 0, randomArray(300 * KV * D, 1, 2), randomArray(300 * KV * D, 2));
+          const n = 40, row = H * D, q = randomArray(n * row, 3, 2);
+          const all = cache.attention(seq, 0, { q, numHeads: H, causal: false });
+          for (let i = 0; i < n; i++) {
+            const alone = cache.attention(seq, 0, { q: q.subarray(i * row, (i + 1) * row), numHeads: H, causal: false });
+            assert.deepEqual(alone, all.subarray(i * row, (i + 1) * row), `${dtype} ${H}/${KV}/${D}: query ${i}`);
+          }
+        } finally { cache.dispose(); }
+      }
+    }
+  });
+
   for (const dtype of ["f16", "bf16", "int8"] as const) {
     describe(`${dtype} KV cache (${build} build)`, () => {
       for (const pageSize of [7, 16]) {

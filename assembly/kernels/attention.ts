@@ -1,4 +1,4 @@
-import { BF16, F16, fmadd, hmax } from "../simd";
+import { BF16, F16, fmadd, hmax, widenRow } from "../simd";
 import { exp1, exp4, softcap4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_3x3, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_3x12, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
@@ -44,11 +44,32 @@ const NEG_INF: f32 = -Infinity;
 
 /**
  * Scratch for one call on any KV-head range: the row-block state (see RowBlock) for at most
- * max(TARGET_ROWS, numHeads) rows, then 64 bytes holding the RowBlock descriptor (see descriptorOf).
+ * max(TARGET_ROWS, numHeads) rows, then 64 bytes holding the RowBlock descriptor (see descriptorOf),
+ * then (64-byte aligned) room for widened K or V rows (see WIDEN_BYTES).
  */
-export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32): i32 {
-  return max(TARGET_ROWS, numHeads) * ROW_STATE_BYTES + 64;
+export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32, headDim: i32): i32 {
+  return <i32>widenedRows(0, numHeads) + 64 + max(WIDEN_BYTES, headDim << 2); // (+ 64: scratch itself need not be 64-byte aligned)
 }
+
+/**
+ * A row block with more rows per KV head than one 4-row tile (prefill and chunks; decode of
+ * groups over 4) on 16-bit or int8 pages widens each head's K or V rows of a segment once into
+ * f32 scratch, at most this many bytes at a time, and runs the f32 tiles on them: the tiles would
+ * otherwise widen every row once per tile (f16: 4 operations per 4 values). The same values reach
+ * the same FMAs in the same order, so the results are those of widening in the tiles, bit for bit.
+ * Paged prefill attention, 128 queries past 512 keys: f16 1.28-1.34x, int8 1.14-1.15x, bf16
+ * 1.08-1.12x (9/3/64, 14/2/64), f16 1.16x at 32/8/128; decode 14/2/64 level
+ * (scratch/widenatt.ts, alternating the two builds).
+ */
+const WIDEN_BYTES: i32 = 16 << 10;
+
+/** Keys of `headDim` widened at a time (at least one). */
+// @ts-ignore: decorator
+@inline function widenKeys(headDim: i32): i32 { return max(1, WIDEN_BYTES / (headDim << 2)); }
+
+/** The widened rows' place in scratch: after the descriptor, 64-byte aligned. */
+// @ts-ignore: decorator
+@inline function widenedRows(scratch: usize, numHeads: i32): usize { return (descriptorOf(scratch, numHeads) + 64 + 63) & ~<usize>63; }
 
 /** Per row: BLOCK_KEYS scores, then m, l, q pointer, out pointer, causal limit. */
 const ROW_STATE_BYTES: i32 = BLOCK_KEYS * 4 + 5 * 4;
@@ -531,33 +552,45 @@ export function attention_paged(
   const segmentK = paged ? pageSize : SEGMENT_KEYS_QK, segmentV = paged ? pageSize : SEGMENT_KEYS_PV;
   const perBlock = positionsPerBlock(nHeads * group);
   const contiguousFromMemory = !paged && <u64>seqK * <u64>ldk * 2 >= CONTIGUOUS_LOAD_AHEAD_BYTES;
+  const widened = widenedRows(scratch, numHeads), widenLimit = widenKeys(headDim), ldw = <usize>headDim << 2;
   for (let i0 = qBegin; i0 < qEnd; i0 += perBlock) {
     const nPos = min(perBlock, qEnd - i0);
     const rowsPerHead = nPos * group;
     const loadAhead = nPos <= LOAD_AHEAD_POSITIONS && (paged || contiguousFromMemory);
+    // (A page holds a head's rows contiguous, so a segment's rows of a head widen as one run.)
+    const widen = paged && sizeof<T>() < 4 && rowsPerHead > 4;
+    const maxLen = widen ? widenLimit : BLOCK_KEYS;
     const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim,
       seqQ, seqK, causal, window, keyBegin, keyEnd);
     for (let j0 = b.keyStart; j0 < b.keyStop; j0 += BLOCK_KEYS) {
       const nk = min(BLOCK_KEYS, b.keyStop - j0);
       const masked = j0 + nk > b.firstMasked;
       for (let j = j0; j < j0 + nk;) {
-        const len = min(segmentK - j % segmentK, j0 + nk - j);
+        const len = min(min(segmentK - j % segmentK, j0 + nk - j), maxLen);
         if (loadAhead) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, 0);
         for (let h = 0; h < nHeads; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
-          scoreKeys<T>(b, r0, r1, keyAddress(c, paged, j, kh, ldk, headStride), ldk, len, j - j0, headDim, scale, paged);
+          const rows = keyAddress(c, paged, j, kh, ldk, headStride);
+          if (widen) {
+            widenRow<T>(rows, len * headDim, widened);
+            scoreKeys<f32>(b, r0, r1, widened, ldw, len, j - j0, headDim, scale, paged);
+          } else scoreKeys<T>(b, r0, r1, rows, ldk, len, j - j0, headDim, scale, paged);
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, scaleOffset));
         }
         j += len;
       }
       softmaxBlock(b, 0, nHeads * rowsPerHead, nk, j0, headDim, masked, window, c.softcap);
       for (let j = j0; j < j0 + nk;) {
-        const len = min(segmentV - j % segmentV, j0 + nk - j);
+        const len = min(min(segmentV - j % segmentV, j0 + nk - j), maxLen);
         if (loadAhead) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);
         for (let h = 0; h < nHeads; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, vScaleOffset));
-          accumulateKeys<T>(b, r0, r1, keyAddress(c, paged, j, kh, ldk, headStride) + vOffset, ldk, len, j - j0, headDim);
+          const rows = keyAddress(c, paged, j, kh, ldk, headStride) + vOffset;
+          if (widen) {
+            widenRow<T>(rows, len * headDim, widened);
+            accumulateKeys<f32>(b, r0, r1, widened, ldw, len, j - j0, headDim);
+          } else accumulateKeys<T>(b, r0, r1, rows, ldk, len, j - j0, headDim);
         }
         j += len;
       }

@@ -107,7 +107,7 @@ export const KERNELS = {
   attention_paged: { from: "kernels/attention", params: ["call", ...ATTENTION_RANGES], pool: true },
   /** Combines split-KV partial outputs (running max, sum, unnormalised output). */
   attention_combine: { from: "kernels/attention", params: ["partials", "stats", "nParts", "rows", "headDim", "out", "rowBegin", "rowEnd"], pool: true },
-  attention_scratch_bytes: { from: "kernels/attention", params: ["numHeads", "numKvHeads"], returns: true },
+  attention_scratch_bytes: { from: "kernels/attention", params: ["numHeads", "numKvHeads", "headDim"], returns: true },
   kv_page_bytes: { from: "kernels/kv-pages", params: ["numKvHeads", "headDim", "pageSize", "dtype"], returns: true },
   kv_scale_offset: { from: "kernels/kv-pages", params: ["numKvHeads", "headDim", "pageSize"], returns: true },
   /** Stores K/V rows [rowBegin, rowEnd) at positions pos0 + row of a block table, in the storage dtype. */

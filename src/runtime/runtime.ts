@@ -439,7 +439,7 @@ export class Runtime {
   attentionJobs(s: AttentionShape, out: number, job: (range: AttentionRange, scratch: number, out: number, stats: number) => Job, threads = this.threads,
     scratchFor?: (t: number, bytes: number) => number, alloc = (bytes: number) => this.scratch.alloc(bytes)): { jobs: Job[]; after?: Job[] } {
     const { ranges, splitKv } = attentionSplits(s.seqQ, s.seqK, s.numKvHeads, s.causal, threads);
-    const bytes = this.attentionScratchBytes(s.numHeads, s.numKvHeads);
+    const bytes = this.kernels.attention_scratch_bytes(s.numHeads, s.numKvHeads, s.headDim);
     const scratch = scratchFor ?? ((_t: number, n: number) => alloc(n));
     if (!splitKv) return { jobs: ranges.map((r, t) => job(r, scratch(t, bytes), out, 0)) };
     const rows = s.seqQ * s.numHeads, parts = ranges.length;
@@ -449,14 +449,6 @@ export class Runtime {
     return { jobs, after: [{ kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] }] };
   }
 
-  private readonly attentionScratch = new Map<number, number>();
-  /** attention_scratch_bytes, asked once per head shape. */
-  private attentionScratchBytes(numHeads: number, numKvHeads: number): number {
-    const key = numHeads * 65536 + numKvHeads;
-    let bytes = this.attentionScratch.get(key);
-    if (bytes === undefined) this.attentionScratch.set(key, bytes = this.kernels.attention_scratch_bytes(numHeads, numKvHeads));
-    return bytes;
-  }
 
   /**
    * An AttentionCall struct (abi) for `shape` in memory from `alloc` (default: scratch): `where` gives q and out, and k and v
