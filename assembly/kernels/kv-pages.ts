@@ -21,11 +21,10 @@ export function kv_scale_offset(numKvHeads: i32, headDim: i32, pageSize: i32): i
 /**
  * Stores rows [rowBegin, rowEnd) of K and V (f32, token-major [rows, numKvHeads, headDim], as the
  * projections leave them) at positions pos0 + row of a sequence whose block table (u32 page
- * addresses) is at `pages`, encoded as `dtype`: f16 and bf16 rounded to nearest even (f16 saturates at ±65504, see toF16), bf16's NaN
- * kept quiet;
- * int8 per (token, head) row with scale max|x| / 127 and q = round-half-up(x / scale) in double
- * precision, as JavaScript's Math.round (tests/kv-dtypes.test.ts checks the bits against that
- * plain encoding).
+ * addresses) is at `pages`, encoded as `dtype`: f16 rounded to nearest even and saturated at
+ * ±65504 (see toF16); bf16 rounded to nearest even, NaN kept quiet; int8 per (token, head) row
+ * with scale max|x| / 127 and q = round-half-up(x / scale) in double precision, as JavaScript's
+ * Math.round (tests/kv-dtypes.test.ts checks the bits against that plain encoding).
  * The pages must exist; rows go to distinct slots, so row ranges may run on different threads.
  */
 export function kv_write(k: usize, v: usize, rowBegin: i32, rowEnd: i32, numKvHeads: i32, headDim: i32, pages: usize, pageSize: i32, dtype: i32, pos0: i32): void {

@@ -15,6 +15,7 @@ import { byteLevelTokenizer, syntheticModelFiles, TINY_CHAT_MODEL } from "../../
 import { GGUFError, parseGGUFHeader, writeGGUF, type GGUFValue } from "../../src/formats/gguf.ts";
 import { ggufTokenizer } from "../../src/model/gguf-model.ts";
 import { folderToGGUF } from "../../src/model/gguf-export.ts";
+import { KV_DTYPES } from "../../src/kv/storage.ts";
 import { withRandomBlocks } from "../model-helpers.ts";
 
 export interface FuzzContext { rt: Runtime }
@@ -523,10 +524,10 @@ export const PROPERTIES: FuzzProperty[] = [
     }),
   },
   {
-    name: "KV snapshots: arbitrary and corrupted bytes are restored exactly or refused, the cache unchanged",
+    name: "KV snapshots: arbitrary and corrupted bytes are restored exactly or refused, the cache unchanged (every storage type)",
     runs: 600,
-    property: ({ rt }) => fc.property(fc.oneof(fc.uint8Array({ maxLength: 120 }), mutation.map((m) => ({ m }))), (input) => {
-      const cache = createKVCache(rt, { layers: [{ numKvHeads: 2, headDim: 4 }, { numKvHeads: 1, headDim: 4 }], pageSize: 2, maxTokens: 16 });
+    property: ({ rt }) => fc.property(fc.constantFrom(...KV_DTYPES), fc.oneof(fc.uint8Array({ maxLength: 120 }), mutation.map((m) => ({ m }))), (dtype, input) => {
+      const cache = createKVCache(rt, { layers: [{ numKvHeads: 2, headDim: 4 }, { numKvHeads: 1, headDim: 4 }], pageSize: 2, maxTokens: 16, dtype });
       try {
         const seq = cache.createSequence();
         cache.append(seq, 0, Float32Array.from(rowsOf(3, 8, 1)), Float32Array.from(rowsOf(3, 8, 2)));
