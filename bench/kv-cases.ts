@@ -4,6 +4,7 @@
 // DeciLM-7B variable-GQA stack against the same stack as MHA.
 import { createKVCache, maxAbsDiff, type KVDtype, type Runtime, type WasmBuffer } from "../src/index.ts";
 import { DECILM_7B_KV_HEADS } from "../src/demo.ts";
+import { KV_DTYPES, KV_ELEM_BYTES } from "../src/kv/storage.ts";
 import { measure } from "./harness.ts";
 import { seededArray as random } from "../src/random.ts";
 
@@ -99,8 +100,8 @@ export function kvCases(
     const q = random(H * D, 5);
     const flops = 4 * H * D * dtypePast;
     let f32Ms = 0, f32Out = new Float32Array(0);
-    for (const dtype of ["f32", "f16", "bf16", "int8"] as const) {
-      const layers = layersFor(KV, D, dtypePast, dtype === "f32" ? 4 : dtype === "int8" ? 1 : 2);
+    for (const dtype of KV_DTYPES) { // f32 first: the others' baseline
+      const layers = layersFor(KV, D, dtypePast, KV_ELEM_BYTES[dtype]);
       const { cache, seq } = fillCache(rt, KV, D, dtypePast, dtype, layers);
       const qb = rt.upload(q), out = rt.alloc(H * D);
       try {

@@ -3,6 +3,7 @@ import { createKVCache, type KVDtype } from "../src/index.ts";
 import { referenceAttention, maxAbsDiff } from "../src/reference.ts";
 import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
 import { f32ToBf16, f32ToF16 } from "../src/formats/half.ts";
+import { KV_DTYPES } from "../src/kv/storage.ts";
 
 /**
  * The storage encoding written plainly: f16 rounded to nearest even, what would round to
@@ -41,7 +42,7 @@ for (const build of BUILDS) {
   it(`kv_write stores the bits of the plain encoding, every dtype (${build} build)`, async () => {
     const rt = await runtimeFor(build);
     const [KV, D, n] = [3, 37, 29];
-    for (const dtype of ["f32", "f16", "bf16", "int8"] as const) {
+    for (const dtype of KV_DTYPES) {
       const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 5, dtype });
       try {
         const k = randomArray(n * KV * D, 11, 3), v = randomArray(n * KV * D, 12);
@@ -70,7 +71,7 @@ for (const build of BUILDS) {
 
   it(`a query's output is the same bits alone (decode: the tiles widen K/V) as among 40 (prefill: each page's rows widened once), every dtype (${build} build)`, async () => {
     const rt = await runtimeFor(build);
-    for (const dtype of ["f32", "f16", "bf16", "int8"] as const) {
+    for (const dtype of KV_DTYPES) {
       for (const { H, KV, D } of [{ H: 9, KV: 3, D: 64 }, { H: 6, KV: 2, D: 67 }, { H: 32, KV: 8, D: 128 }, { H: 4, KV: 4, D: 80 }]) {
         const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16, dtype });
         try {

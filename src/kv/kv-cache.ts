@@ -9,7 +9,7 @@ import type { Runtime } from "../runtime/runtime.ts";
 import type { Job } from "../threads/pool.ts";
 import type { Program } from "../runtime/program.ts";
 import { crc32 } from "./crc32.ts";
-import { decodeRows, KV_DTYPE_CODES, KV_ELEM_BYTES, type EncodedRows, type KVDtype } from "./storage.ts";
+import { decodeRows, KV_DTYPE_CODES, KV_DTYPES, KV_ELEM_BYTES, type EncodedRows, type KVDtype } from "./storage.ts";
 
 // A paged KV cache in wasm memory (PagedAttention's idea): fixed pages of `pageSize` tokens
 // from page pools, a block table per (sequence, layer), and attention kernels that walk the
@@ -143,7 +143,7 @@ export class KVCache {
     }));
     this.pageSize = options.pageSize === undefined ? 64 : positiveInt(op, "pageSize", options.pageSize);
     this.dtype = options.dtype ?? "f32";
-    if (!Object.hasOwn(KV_DTYPE_CODES, this.dtype)) throw new RangeError(`${op}: dtype '${String(options.dtype)}' is not supported (${Object.keys(KV_DTYPE_CODES).join(", ")})`);
+    if (!Object.hasOwn(KV_DTYPE_CODES, this.dtype)) throw new RangeError(`${op}: dtype '${String(options.dtype)}' is not supported (${KV_DTYPES.join(", ")})`);
     if (options.maxTokens !== undefined && options.maxBytes !== undefined) throw new TypeError(`${op}: give maxTokens or maxBytes, not both`);
     const pageBytesOf = (l: KVLayerShape) => rt.kernels.kv_page_bytes(l.numKvHeads, l.headDim, this.pageSize, KV_DTYPE_CODES[this.dtype]);
     let pagesPerLayer = Infinity;

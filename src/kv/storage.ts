@@ -1,9 +1,11 @@
 // How K/V rows are stored in pages: f32; f16 (IEEE half, rounded to nearest even, saturated at
 // ±65504; half the bytes, as llama.cpp's default cache); bf16 (the high half of an f32, rounded
 // to nearest even: f32's range, 8 bits of precision to f16's 11); or int8 with one f32 scale per
-// (token, KV head) row (a quarter of the bytes, plus the scales). The kv_write kernel encodes (assembly/kernels/kv-pages.ts), the
-// attention kernels widen in registers, and the host decodes for readLayer.
+// (token, KV head) row (a quarter of the bytes, plus the scales). The kv_write kernel encodes
+// (assembly/kernels/kv-pages.ts), the attention kernels widen in registers, and the host
+// decodes for readLayer.
 
+import { f16ToF32 } from "../formats/half.ts";
 import { CODES } from "../runtime/kernel-exports.ts";
 
 export const KV_DTYPES = ["f32", "f16", "bf16", "int8"] as const;
@@ -20,14 +22,10 @@ export interface EncodedRows { data: Uint8Array; scales?: Float32Array }
 export function decodeRows(dtype: KVDtype, data: Uint8Array, scales: Float32Array | undefined, rowLen: number): Float32Array {
   if (dtype === "f32") return new Float32Array(data.slice().buffer);
   if (dtype === "f16") {
-    // As the kernels widen (finite: the top exponent reads as 2^16, see kv_write's toF16).
+    // As the kernels widen: IEEE half, except that the top exponent (which kv_write writes only
+    // for NaN, see toF16) reads as the finite 2^16 · (1 + mantissa), not as infinity or NaN.
     const src = new Uint16Array(data.slice().buffer);
-    const out = new Float32Array(src.length);
-    for (let i = 0; i < src.length; i++) {
-      const h = src[i]!, magnitude = (h & 0x7c00 ? 2 ** ((h >> 10 & 31) - 15) * (1 + (h & 0x3ff) / 1024) : (h & 0x3ff) * 2 ** -24);
-      out[i] = h & 0x8000 ? -magnitude : magnitude;
-    }
-    return out;
+    return Float32Array.from(src, (h) => (h & 0x7c00) === 0x7c00 ? (h & 0x8000 ? -1 : 1) * 2 ** 16 * (1 + (h & 0x3ff) / 1024) : f16ToF32(h));
   }
   if (dtype === "bf16") {
     const src = new Uint16Array(data.slice().buffer);

@@ -449,7 +449,6 @@ export class Runtime {
     return { jobs, after: [{ kernel: "attention_combine", args: [partials, stats, parts, rows, s.headDim, out, 0, rows] }] };
   }
 
-
   /**
    * An AttentionCall struct (abi) for `shape` in memory from `alloc` (default: scratch): `where` gives q and out, and k and v
    * (contiguous) or pages, pageSize and dtype (paged).
