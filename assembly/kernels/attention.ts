@@ -567,7 +567,12 @@ export function attention_paged(
       const masked = j0 + nk > b.firstMasked;
       for (let j = j0; j < j0 + nk;) {
         const len = min(min(segmentK - j % segmentK, j0 + nk - j), maxLen);
-        if (loadAhead) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, 0);
+        if (loadAhead) {
+          // A page's V rows follow its K rows: loaded with them, one longer run through memory
+          // for the prefetchers, and in L2 by P·V (decode past 2048 keys 1.04-1.05x, f16 / bf16 / f32).
+          loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, 0);
+          if (paged) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);
+        }
         for (let h = 0; h < nHeads; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
           const rows = keyAddress(c, paged, j, kh, ldk, headStride);
@@ -582,7 +587,7 @@ export function attention_paged(
       softmaxBlock(b, 0, nHeads * rowsPerHead, nk, j0, headDim, masked, window, c.softcap);
       for (let j = j0; j < j0 + nk;) {
         const len = min(min(segmentV - j % segmentV, j0 + nk - j), maxLen);
-        if (loadAhead) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);
+        if (loadAhead && !paged) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);
         for (let h = 0; h < nHeads; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, vScaleOffset));
