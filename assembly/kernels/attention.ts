@@ -560,6 +560,9 @@ export function attention_paged(
     // (A page holds a head's rows contiguous, so a segment's rows of a head widen as one run.)
     const widen = paged && sizeof<T>() < 4 && rowsPerHead > 4;
     const maxLen = widen ? widenLimit : BLOCK_KEYS;
+    // A page's V rows follow its K rows: small ones are loaded with them, one longer run through
+    // memory, still in L2 by P·V (see V_WITH_K_BYTES).
+    const vWithK = paged && <usize>(2 * nHeads * min(pageSize, maxLen)) * kvRowBytes <= V_WITH_K_BYTES;
     const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim,
       seqQ, seqK, causal, window, keyBegin, keyEnd);
     for (let j0 = b.keyStart; j0 < b.keyStop; j0 += BLOCK_KEYS) {
@@ -568,10 +571,8 @@ export function attention_paged(
       for (let j = j0; j < j0 + nk;) {
         const len = min(min(segmentK - j % segmentK, j0 + nk - j), maxLen);
         if (loadAhead) {
-          // A page's V rows follow its K rows: loaded with them, one longer run through memory
-          // for the prefetchers, and in L2 by P·V (decode past 2048 keys 1.04-1.05x, f16 / bf16 / f32).
           loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, 0);
-          if (paged) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);
+          if (vWithK) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);
         }
         for (let h = 0; h < nHeads; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
@@ -587,7 +588,7 @@ export function attention_paged(
       softmaxBlock(b, 0, nHeads * rowsPerHead, nk, j0, headDim, masked, window, c.softcap);
       for (let j = j0; j < j0 + nk;) {
         const len = min(min(segmentV - j % segmentV, j0 + nk - j), maxLen);
-        if (loadAhead && !paged) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);
+        if (loadAhead && !vWithK) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);
         for (let h = 0; h < nHeads; h++) {
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, vScaleOffset));
@@ -603,6 +604,15 @@ export function attention_paged(
     endRows(b, 0, rowsPerHead * nHeads, headDim, out, stats);
   }
 }
+
+/**
+ * Decode from pages loads a page's V rows with its K rows when both, over the call's KV heads,
+ * take at most this many bytes (K and V of a 64-token page: SmolLM2's 3 x 64 heads 96 KB in f32,
+ * Qwen2.5-0.5B's 2 x 64 64 KB, 8 x 64 256 KB): decode past 2048-8192 keys 1.05-1.09x, a SmolLM2
+ * decode step past 2048 1.04-1.05x (f32, f16, bf16). 8 or 32 heads of 128 (512 KB, 2 MB) ran
+ * 0.85-0.98x so, their K pushed out of L2 before P·V (scratch/pagedab.ts, scratch/longab.ts).
+ */
+const V_WITH_K_BYTES: usize = 256 << 10;
 
 /** Row blocks of at most this many query positions (decode, a few draft tokens) load their pages' rows ahead (see loadRows). */
 const LOAD_AHEAD_POSITIONS: i32 = 4;
