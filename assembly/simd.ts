@@ -56,8 +56,8 @@ export type F16 = i16;
 @inline export function load4<T>(p: usize, i: usize): v128 {
   if (sizeof<T>() == 4) return v128.load(p + (i << 2));
   if (sizeof<T>() == 2) {
-    const bits = v128.load64_zero(p + (i << 1));
-    return isSigned<T>() ? widenF16(i32x4.extend_low_i16x8_s(bits)) : i32x4.shl(i32x4.extend_low_i16x8_u(bits), 16);
+    // One extending load (pmovsxwd / pmovzxwd from memory), not a load and an extend.
+    return isSigned<T>() ? widenF16(v128.load16x4_s(p + (i << 1))) : i32x4.shl(v128.load16x4_u(p + (i << 1)), 16);
   }
   return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p + i))));
 }
