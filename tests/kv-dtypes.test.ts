@@ -69,7 +69,27 @@ for (const build of BUILDS) {
     }
   });
 
-  it(`a query's output is the same bits alone (decode: the tiles widen K/V) as among 40 (prefill: each page's rows widened once), every dtype (${build} build)`, async () => {
+  it(`decode on f16 and bf16 pages is the same bits as on f32 pages holding the stored values, groups of 1 to 7 (f16: widened once from 2 rows; ${build} build)`, async () => {
+    const rt = await runtimeFor(build);
+    for (const dtype of ["f16", "bf16"] as const) {
+      for (const { H, KV, D } of [{ H: 4, KV: 4, D: 80 }, { H: 8, KV: 4, D: 64 }, { H: 9, KV: 3, D: 64 }, { H: 6, KV: 2, D: 67 }, { H: 32, KV: 8, D: 128 }, { H: 14, KV: 2, D: 64 }]) {
+        const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16, dtype });
+        const f32 = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16 });
+        try {
+          const seq = cache.createSequence(), ref = f32.createSequence();
+          cache.append(seq, 0, randomArray(300 * KV * D, 1, 2), randomArray(300 * KV * D, 2));
+          const stored = cache.readLayer(seq, 0);
+          f32.append(ref, 0, stored.k, stored.v);
+          for (let step = 0; step < 3; step++) {
+            const q = randomArray(H * D, 3 + step, 2);
+            assert.deepEqual(cache.attention(seq, 0, { q, numHeads: H }), f32.attention(ref, 0, { q, numHeads: H }), `${dtype} ${H}/${KV}/${D} step ${step}`);
+          }
+        } finally { cache.dispose(); f32.dispose(); }
+      }
+    }
+  });
+
+  it(`a query's output is the same bits alone (decode) as among 40 (prefill: each page's rows widened once), every dtype (${build} build)`, async () => {
     const rt = await runtimeFor(build);
     for (const dtype of KV_DTYPES) {
       for (const { H, KV, D } of [{ H: 9, KV: 3, D: 64 }, { H: 6, KV: 2, D: 67 }, { H: 32, KV: 8, D: 128 }, { H: 4, KV: 4, D: 80 }]) {
