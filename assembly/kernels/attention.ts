@@ -620,7 +620,7 @@ export function attention_paged(
 /**
  * Decode from pages loads a page's V rows with its K rows when both, over the call's KV heads,
  * take at most this many bytes (K and V of a 64-token page: SmolLM2's 3 x 64 heads 96 KB in f32,
- * Qwen2.5-0.5B's 2 x 64 64 KB, 8 x 64 256 KB): decode past 2048-8192 keys 1.05-1.09x, a SmolLM2
+ * Qwen2.5-0.5B's 2 x 64 64 KB, 8 x 64 256 KB): decode past 2048-8192 keys 1.05-1.10x, a SmolLM2
  * decode step past 2048 1.04-1.05x (f32, f16, bf16). 8 or 32 heads of 128 (512 KB, 2 MB) ran
  * 0.85-0.98x so, their K pushed out of L2 before P·V (scratch/pagedab.ts, scratch/longab.ts).
  */
