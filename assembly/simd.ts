@@ -40,6 +40,14 @@
 export type BF16 = u16;
 export type F16 = i16;
 
+/** Whether element type T is bfloat16 (u16 storage). */
+// @ts-ignore: decorator
+@inline export function isBf16<T>(): bool { return sizeof<T>() == 2 && !isSigned<T>(); }
+
+/** Whether element type T is IEEE half (i16 storage). */
+// @ts-ignore: decorator
+@inline export function isF16<T>(): bool { return sizeof<T>() == 2 && isSigned<T>(); }
+
 /**
  * f16 bit patterns, sign-extended into 32-bit lanes, to f32 for finite values (weights, which
  * the loaders check): shifting left by 13 puts exponent and mantissa in f32's places (the sign

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createKVCache, type KVDtype } from "../src/index.ts";
+import { createKVCache, type KVDtype, type Runtime } from "../src/index.ts";
 import { referenceAttention, maxAbsDiff } from "../src/reference.ts";
 import { BUILDS, maxAbs, randomArray, runtimeFor } from "./helpers.ts";
 import { f32ToBf16, f32ToF16 } from "../src/formats/half.ts";
@@ -38,6 +38,14 @@ function encodeRows(dtype: KVDtype, x: Float32Array, rowLen: number): { data: Ui
 const SHAPES = [{ H: 32, KV: 8, D: 128 }, { H: 9, KV: 3, D: 64 }, { H: 14, KV: 2, D: 67 }, { H: 4, KV: 4, D: 80 }];
 const STORAGE_ERROR: Record<KVDtype, number> = { f32: 0, f16: 2e-3, bf16: 1e-2, int8: 4e-2 }; // of the output scale
 
+/** A one-layer cache (pages of 16) of `dtype` holding 300 tokens of random K/V. */
+function filled300(rt: Runtime, dtype: KVDtype, KV: number, D: number) {
+  const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16, dtype });
+  const seq = cache.createSequence();
+  cache.append(seq, 0, randomArray(300 * KV * D, 1, 2), randomArray(300 * KV * D, 2));
+  return { cache, seq };
+}
+
 for (const build of BUILDS) {
   it(`kv_write stores the bits of the plain encoding, every dtype (${build} build)`, async () => {
     const rt = await runtimeFor(build);
@@ -73,11 +81,10 @@ for (const build of BUILDS) {
     const rt = await runtimeFor(build);
     for (const dtype of ["f16", "bf16"] as const) {
       for (const { H, KV, D } of [{ H: 4, KV: 4, D: 80 }, { H: 8, KV: 4, D: 64 }, { H: 9, KV: 3, D: 64 }, { H: 6, KV: 2, D: 67 }, { H: 32, KV: 8, D: 128 }, { H: 14, KV: 2, D: 64 }]) {
-        const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16, dtype });
+        const { cache, seq } = filled300(rt, dtype, KV, D);
         const f32 = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16 });
         try {
-          const seq = cache.createSequence(), ref = f32.createSequence();
-          cache.append(seq, 0, randomArray(300 * KV * D, 1, 2), randomArray(300 * KV * D, 2));
+          const ref = f32.createSequence();
           const stored = cache.readLayer(seq, 0);
           f32.append(ref, 0, stored.k, stored.v);
           for (let step = 0; step < 3; step++) {
@@ -93,10 +100,8 @@ for (const build of BUILDS) {
     const rt = await runtimeFor(build);
     for (const dtype of KV_DTYPES) {
       for (const { H, KV, D } of [{ H: 9, KV: 3, D: 64 }, { H: 6, KV: 2, D: 67 }, { H: 32, KV: 8, D: 128 }, { H: 4, KV: 4, D: 80 }]) {
-        const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16, dtype });
+        const { cache, seq } = filled300(rt, dtype, KV, D);
         try {
-          const seq = cache.createSequence();
-          cache.append(seq, 0, randomArray(300 * KV * D, 1, 2), randomArray(300 * KV * D, 2));
           const n = 40, row = H * D, q = randomArray(n * row, 3, 2);
           const all = cache.attention(seq, 0, { q, numHeads: H, causal: false });
           for (let i = 0; i < n; i++) {

@@ -1,4 +1,4 @@
-import { BF16, F16, fmadd, hmax, widenRow } from "../simd";
+import { BF16, F16, fmadd, hmax, isF16, widenRow } from "../simd";
 import { exp1, exp4, softcap4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_3x3, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_3x12, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
@@ -53,10 +53,10 @@ export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32, headDim:
 
 /**
  * A row block with more rows per KV head than one 4-row tile (prefill and chunks; decode of
- * groups over 4; f16 from 2 rows, see isF16) on 16-bit or int8 pages widens each head's K or V
- * rows of a segment once into f32 scratch, at most this many bytes at a time, and runs the f32
- * tiles on them: the tiles would otherwise widen every row once per tile (f16: 4 operations per 4
- * values). The same values reach the same FMAs in the same order, so the results are those of
+ * groups over 4; f16 from 2 rows, see widenAboveRows) on 16-bit or int8 pages widens each head's
+ * K or V rows of a segment once into f32 scratch, at most this many bytes at a time, and runs the
+ * f32 tiles on them: the tiles would otherwise widen every row once per tile (f16: 4 operations
+ * per 4 values). The same values reach the same FMAs in the same order, so the results are those of
  * widening in the tiles, bit for bit.
  * Paged prefill attention, 128 queries past 512 keys: f16 1.28-1.34x, int8 1.14-1.15x, bf16
  * 1.08-1.12x (9/3/64, 14/2/64), f16 1.16x at 32/8/128; decode 14/2/64 level
@@ -65,15 +65,15 @@ export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32, headDim:
 const WIDEN_BYTES: i32 = 16 << 10;
 
 /**
- * f16 rows are widened once for row blocks of 2-4 rows per KV head too (decode of groups of 2-4):
- * in the tiles, f16's widening holds two constants in vector registers, and with a tile's
- * accumulators and rows that is more than V8's 15 on x64, so accumulators went to the stack at
- * every key (the 3x12 and 4x8 P·V tiles). Widened first: decode 9/3/64 past 2048-8192
- * 1.05-1.08x, 32/8/128 1.13x (scratch/pagedab.ts); bf16 and int8 (one constant or none) ran
- * 0.74-0.82x so.
+ * Rows per KV head above which a row block on T pages widens its rows once (WIDEN_BYTES): one
+ * 4-row tile's, and for f16 one row's (decode of groups of 2-4 too): in the tiles, f16's widening
+ * holds two constants in vector registers, and with a tile's accumulators and rows that is more
+ * than V8's 15 on x64, so accumulators went to the stack at every key (the 3x12 and 4x8 P·V
+ * tiles). Widened first: decode 9/3/64 past 2048-8192 1.05-1.08x, 32/8/128 1.13x
+ * (scratch/pagedab.ts); bf16 and int8 (one constant or none) ran 0.74-0.82x so.
  */
 // @ts-ignore: decorator
-@inline function isF16<T>(): bool { return sizeof<T>() == 2 && isSigned<T>(); }
+@inline function widenAboveRows<T>(): i32 { return isF16<T>() ? 1 : 4; }
 
 /** Keys of `headDim` widened at a time (at least one). */
 // @ts-ignore: decorator
@@ -570,7 +570,7 @@ export function attention_paged(
     const rowsPerHead = nPos * group;
     const loadAhead = nPos <= LOAD_AHEAD_POSITIONS && (paged || contiguousFromMemory);
     // (A page holds a head's rows contiguous, so a segment's rows of a head widen as one run.)
-    const widen = paged && sizeof<T>() < 4 && (rowsPerHead > 4 || (isF16<T>() && rowsPerHead > 1));
+    const widen = paged && sizeof<T>() < 4 && rowsPerHead > widenAboveRows<T>();
     const maxLen = widen ? widenLimit : BLOCK_KEYS;
     // A page's V rows follow its K rows: small ones are loaded with them, one longer run through
     // memory, still in L2 by P·V (see V_WITH_K_BYTES).

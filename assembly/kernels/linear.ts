@@ -1,4 +1,4 @@
-import { BF16, F16, fmadd, hsum4x4, widenRow } from "../simd";
+import { BF16, F16, fmadd, hsum4x4, isBf16, widenRow } from "../simd";
 import { LINEAR_ACCUMULATE } from "../abi";
 import { dotnt_1x1_gemv, dotnt_1x1_gemv_bf16, dotnt_1x2_gemv, dotnt_1x4_gemv_bf16, finish, gemvBlockRows, splitEvenOdd } from "./dot-nt";
 
@@ -38,10 +38,6 @@ export function linear_f16(x: usize, w: usize, bias: usize, y: usize, M: i32, N:
 export function linear_panel_scratch_bytes(M: i32, K: i32): i32 {
   return M >= 4 ? <i32>(PACKED_X_OFFSET + packedRowsBytes(M, min(KC, K))) : M * K * 4;
 }
-
-/** bf16 (u16 storage) takes the even/odd GEMV kernel; f16 is i16, f32 is f32. */
-// @ts-ignore: decorator
-@inline function isBf16<W>(): bool { return sizeof<W>() == 2 && !isSigned<W>(); }
 
 /**
  * y[n] (+)= x·w_n for weight rows [n0, n1) (a block of gemvBlockRows): rows from the four
@@ -201,8 +197,8 @@ export const PACKED_X_OFFSET: usize = <usize>NB * <usize>KC * 4;
   const ldy = <usize>N << 2;
   const kc = M >= 4 ? KC : K;
   const nbl = M < 4 ? gemvBlockRows(ldw, M, nEnd - nBegin) : NB;
-  // bf16 GEMV: each x row split into even and odd elements once (in the call's
-  // scratch, linear_panel_scratch_bytes), for all weight rows.
+  // bf16 GEMV (the even/odd kernel): each x row split into even and odd elements once (in the
+  // call's scratch, linear_panel_scratch_bytes), for all weight rows.
   const split = M < 4 && isBf16<W>();
   if (split) for (let m = 0; m < M; m++) splitEvenOdd(x + <usize>m * ldx, K, scratch + <usize>m * ldx);
   for (let k0 = 0; k0 < K; k0 += kc) {
