@@ -49,19 +49,48 @@ export type F16 = i16;
 @inline export function isF16<T>(): bool { return sizeof<T>() == 2 && isSigned<T>(); }
 
 /**
+ * An element type: IEEE half (i16 storage, as F16) read without its exponent's rebias, so as the
+ * f16 value times 2^-112 (exact: f16 normals become f32 normals, subnormals subnormals), for one
+ * operation and one constant fewer than F16 in a tile (see scaledF16). A tag for the type
+ * parameter, never instantiated: the one reference type among the element types.
+ */
+@unmanaged export class F16Scaled {}
+
+/** Whether element type T is F16Scaled. */
+// @ts-ignore: decorator
+@inline export function isF16Scaled<T>(): bool { return isReference<T>(); }
+
+/** Bytes of one stored element of type T. */
+// @ts-ignore: decorator
+@inline export function elementBytes<T>(): usize { return isF16Scaled<T>() ? 2 : sizeof<T>(); }
+
+/** 2^112: an F16Scaled value times this is its f16 value (and a factor folded into the other operand undoes the 2^-112 exactly). */
+export const F16_REBIAS: f32 = 5.192296858534828e33;
+
+/**
+ * f16 bit patterns, sign-extended into 32-bit lanes, as f32 times 2^-112: shifting left by 13
+ * puts exponent and mantissa in f32's places (the sign extension fills bits 28-31 with the sign)
+ * and the mask keeps bit 31 as the sign.
+ */
+// @ts-ignore: decorator
+@inline function scaledF16(h: v128): v128 {
+  return v128.and(i32x4.shl(h, 13), i32x4.splat(0x8fffe000));
+}
+
+/**
  * f16 bit patterns, sign-extended into 32-bit lanes, to f32 for finite values (weights, which
- * the loaders check): shifting left by 13 puts exponent and mantissa in f32's places (the sign
- * extension fills bits 28-31 with the sign), the mask keeps bit 31 as the sign, and one multiply
- * by 2^112 rebiases the exponent, subnormals included. Four operations per four weights.
+ * the loaders check): scaledF16 and one multiply by 2^112 that rebiases the exponent,
+ * subnormals included. Four operations per four weights.
  */
 // @ts-ignore: decorator
 @inline function widenF16(h: v128): v128 {
-  return f32x4.mul(v128.and(i32x4.shl(h, 13), i32x4.splat(0x8fffe000)), f32x4.splat(5.192296858534828e33)); // 2^112
+  return f32x4.mul(scaledF16(h), f32x4.splat(F16_REBIAS));
 }
 
 /** Four consecutive elements from index i of a T row, widened to f32 lanes. */
 // @ts-ignore: decorator
 @inline export function load4<T>(p: usize, i: usize): v128 {
+  if (isF16Scaled<T>()) return scaledF16(v128.load16x4_s(p + (i << 1)));
   if (sizeof<T>() == 4) return v128.load(p + (i << 2));
   if (sizeof<T>() == 2) {
     // One extending load (pmovsxwd / pmovzxwd from memory), not a load and an extend.
@@ -73,6 +102,7 @@ export type F16 = i16;
 /** Element i of a T row as f32. */
 // @ts-ignore: decorator
 @inline export function load1<T>(p: usize, i: usize): f32 {
+  if (isF16Scaled<T>()) return reinterpret<f32>((<i32>load<i16>(p + (i << 1)) << 13) & 0x8fffe000);
   if (sizeof<T>() == 4) return load<f32>(p + (i << 2));
   if (sizeof<T>() == 2) {
     if (isSigned<T>()) return f32x4.extract_lane(widenF16(i32x4.splat(<i32>load<i16>(p + (i << 1)))), 0);

@@ -39,10 +39,10 @@ const SHAPES = [{ H: 32, KV: 8, D: 128 }, { H: 9, KV: 3, D: 64 }, { H: 14, KV: 2
 const STORAGE_ERROR: Record<KVDtype, number> = { f32: 0, f16: 2e-3, bf16: 1e-2, int8: 4e-2 }; // of the output scale
 
 /** A one-layer cache (pages of 16) of `dtype` holding 300 tokens of random K/V. */
-function filled300(rt: Runtime, dtype: KVDtype, KV: number, D: number) {
+function filled300(rt: Runtime, dtype: KVDtype, KV: number, D: number, scale = 1) {
   const cache = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16, dtype });
   const seq = cache.createSequence();
-  cache.append(seq, 0, randomArray(300 * KV * D, 1, 2), randomArray(300 * KV * D, 2));
+  cache.append(seq, 0, randomArray(300 * KV * D, 1, 2 * scale), randomArray(300 * KV * D, 2, scale));
   return { cache, seq };
 }
 
@@ -77,21 +77,28 @@ for (const build of BUILDS) {
     }
   });
 
-  it(`decode on f16 and bf16 pages is the same bits as on f32 pages holding the stored values, groups of 1, 2, 3, 4 and 7 (f16: widened once from 2 rows; ${build} build)`, async () => {
+  it(`decode on f16 and bf16 pages is the same bits as on f32 pages holding the stored values, groups of 1, 2, 3, 4 and 7, f16 subnormals, queries past 2^15 (${build} build)`, async () => {
+    // f16 groups of 1, 2 and 4 read the pages as F16Scaled with 2^112 folded into the queries and
+    // P (a query element of 2^15 or more: the F16 tiles instead), 3 and 7 widen them first.
     const rt = await runtimeFor(build);
     for (const dtype of ["f16", "bf16"] as const) {
       for (const { H, KV, D } of [{ H: 4, KV: 4, D: 80 }, { H: 8, KV: 4, D: 64 }, { H: 9, KV: 3, D: 64 }, { H: 6, KV: 2, D: 67 }, { H: 32, KV: 8, D: 128 }, { H: 14, KV: 2, D: 64 }]) {
-        const { cache, seq } = filled300(rt, dtype, KV, D);
-        const f32 = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16 });
-        try {
-          const ref = f32.createSequence();
-          const stored = cache.readLayer(seq, 0);
-          f32.append(ref, 0, stored.k, stored.v);
-          for (let step = 0; step < 3; step++) {
-            const q = randomArray(H * D, 3 + step, 2);
-            assert.deepEqual(cache.attention(seq, 0, { q, numHeads: H }), f32.attention(ref, 0, { q, numHeads: H }), `${dtype} ${H}/${KV}/${D} step ${step}`);
-          }
-        } finally { cache.dispose(); f32.dispose(); }
+        // K/V of magnitude ~1, and ~1e-5 (f16 subnormals: F16Scaled reads them as f32 subnormals).
+        for (const scale of [1, 1e-5]) {
+          const { cache, seq } = filled300(rt, dtype, KV, D, scale);
+          const f32 = createKVCache(rt, { layers: [{ numKvHeads: KV, headDim: D }], pageSize: 16 });
+          try {
+            const ref = f32.createSequence();
+            const stored = cache.readLayer(seq, 0);
+            if (dtype === "f16" && scale < 1) assert.ok(stored.k.some((x) => x !== 0 && Math.abs(x) < 2 ** -14), "the K pages hold f16 subnormals");
+            f32.append(ref, 0, stored.k, stored.v);
+            for (let step = 0; step < 4; step++) {
+              const q = randomArray(H * D, 3 + step, 2);
+              if (step === 3) q[H * D - 1] = 40000; // past 2^15: the call is not folded
+              assert.deepEqual(cache.attention(seq, 0, { q, numHeads: H }), f32.attention(ref, 0, { q, numHeads: H }), `${dtype} ${H}/${KV}/${D} scale ${scale} step ${step}`);
+            }
+          } finally { cache.dispose(); f32.dispose(); }
+        }
       }
     }
   });

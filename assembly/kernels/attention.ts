@@ -1,4 +1,4 @@
-import { BF16, F16, fmadd, hmax, isF16, widenRow } from "../simd";
+import { BF16, elementBytes, F16, F16_REBIAS, F16Scaled, fmadd, hmax, isF16, widenRow } from "../simd";
 import { exp1, exp4, softcap4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_3x3, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_3x12, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
@@ -48,12 +48,15 @@ const NEG_INF: f32 = -Infinity;
  * then (64-byte aligned) room for widened K or V rows (see WIDEN_BYTES).
  */
 export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32, headDim: i32): i32 {
-  return <i32>widenedRows(0, numHeads) + 64 + max(WIDEN_BYTES, headDim << 2); // (+ 64: scratch itself need not be 64-byte aligned)
+  // (+ 64: scratch itself need not be 64-byte aligned.) The widened rows' room also holds a row
+  // block's query rows scaled for f16 pages in the relaxed build (foldF16Queries: such a block widens nothing).
+  const room = max(WIDEN_BYTES, headDim << 2);
+  return <i32>widenedRows(0, numHeads) + 64 + (ASC_FEATURE_RELAXED_SIMD ? max(room, max(TARGET_ROWS, numHeads) * (headDim << 2)) : room);
 }
 
 /**
  * A row block with more rows per KV head than one 4-row tile (prefill and chunks; decode of
- * groups over 4; f16 from 2 rows, see widenAboveRows) on 16-bit or int8 pages widens each head's
+ * groups over 4, f16's of 3: see widensRows) on 16-bit or int8 pages widens each head's
  * K or V rows of a segment once into f32 scratch, at most this many bytes at a time, and runs the
  * f32 tiles on them: the tiles would otherwise widen every row once per tile (f16: 4 operations
  * per 4 values). The same values reach the same FMAs in the same order, so the results are those of
@@ -65,15 +68,21 @@ export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32, headDim:
 const WIDEN_BYTES: i32 = 16 << 10;
 
 /**
- * Rows per KV head above which a row block on T pages widens its rows once (WIDEN_BYTES): one
- * 4-row tile's, and for f16 one row's (decode of groups of 2-4 too): in the tiles, f16's widening
- * holds two constants in vector registers, and with a tile's accumulators and rows that is more
- * than V8's 15 on x64, so accumulators went to the stack at every key (the 3x12 and 4x8 P·V
- * tiles). Widened first: decode 9/3/64 past 2048-8192 1.05-1.08x, 32/8/128 1.13x
- * (scratch/pagedab.ts); bf16 and int8 (one constant or none) ran 0.74-0.82x so.
+ * Whether a row block of `rows` rows per KV head on T pages (16-bit or int8) widens its rows
+ * once (WIDEN_BYTES) instead of widening them in the tiles: above one 4-row tile's rows, and
+ * for f16 also at 3 rows (the relaxed build) or from 2 (the simd build). The relaxed build's
+ * f16 rows go through the tiles as F16Scaled (foldF16Queries): paged decode 32/8/128 and 16/8/64
+ * past 4096-8192 1.35-1.40x, 32/32/128 1.13-1.15x against widening first (scratch/pagedab.ts, K/V
+ * from memory); with 3 rows (the 3x3 and 3x12 tiles) 9/3/64 0.97-0.99x, 24/8/128 1.02x, so those
+ * still widen; in the simd build (a multiply and an add for each FMA) 0.82-0.89x, so it widens
+ * as before. (Read as F16, with its two constants, the tiles' accumulators went to the stack at
+ * every key; bf16 and int8, one constant or none, widened first ran 0.74-0.82x.)
  */
 // @ts-ignore: decorator
-@inline function widenAboveRows<T>(): i32 { return isF16<T>() ? 1 : 4; }
+@inline function widensRows<T>(rows: i32): bool {
+  if (isF16<T>()) return ASC_FEATURE_RELAXED_SIMD ? rows > 4 || rows == 3 : rows > 1;
+  return sizeof<T>() < 4 && rows > 4;
+}
 
 /** Keys of `headDim` widened at a time (at least one). */
 // @ts-ignore: decorator
@@ -324,16 +333,16 @@ export function accumulateKeys<V>(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: 
     const o2 = load<usize>(rowF32(b.o, min(r + 2, last))), o3 = load<usize>(rowF32(b.o, last));
     let d = 0;
     for (; d < d8; d += 8) {
-      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      const x = <usize>d << 2, xv = <usize>d * elementBytes<V>();
       pvacc_4x8<V>(p0, p1, p2, p3, v + xv, ldv, nk, o0 + x, o1 + x, o2 + x, o3 + x);
     }
     if (d < d4) {
-      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      const x = <usize>d << 2, xv = <usize>d * elementBytes<V>();
       pvacc_4x4<V>(p0, p1, p2, p3, v + xv, ldv, nk, o0 + x, o1 + x, o2 + x, o3 + x);
       d += 4;
     }
     for (; d < headDim; d++) {
-      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      const x = <usize>d << 2, xv = <usize>d * elementBytes<V>();
       // One row at a time (load, add, store): a repeated row must not run twice.
       pvacc_1x1<V>(p0, v + xv, ldv, nk, o0 + x);
       pvacc_1x1<V>(p1, v + xv, ldv, nk, o1 + x);
@@ -348,15 +357,15 @@ export function accumulateKeys<V>(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: 
     const o0 = load<usize>(rowF32(b.o, r)), o1 = load<usize>(rowF32(b.o, r + 1)), o2 = load<usize>(rowF32(b.o, r + 2));
     let d = 0;
     for (; d + 12 <= headDim; d += 12) {
-      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      const x = <usize>d << 2, xv = <usize>d * elementBytes<V>();
       pvacc_3x12<V>(p0, p1, p2, v + xv, ldv, nk, o0 + x, o1 + x, o2 + x);
     }
     for (; d < d4; d += 4) {
-      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      const x = <usize>d << 2, xv = <usize>d * elementBytes<V>();
       pvacc_4x4<V>(p0, p1, p2, p2, v + xv, ldv, nk, o0 + x, o1 + x, o2 + x, o2 + x);
     }
     for (; d < headDim; d++) {
-      const x = <usize>d << 2, xv = <usize>d * sizeof<V>();
+      const x = <usize>d << 2, xv = <usize>d * elementBytes<V>();
       pvacc_1x1<V>(p0, v + xv, ldv, nk, o0 + x);
       pvacc_1x1<V>(p1, v + xv, ldv, nk, o1 + x);
       pvacc_1x1<V>(p2, v + xv, ldv, nk, o2 + x);
@@ -367,9 +376,9 @@ export function accumulateKeys<V>(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: 
     const p0 = b.scores + <usize>r * lds + cOff;
     const o0 = load<usize>(rowF32(b.o, r));
     let d = 0;
-    for (; d < d16; d += 16) pvacc_1x16<V>(p0, v + <usize>d * sizeof<V>(), ldv, nk, o0 + (<usize>d << 2));
-    for (; d < d4; d += 4) pvacc_1x4<V>(p0, v + <usize>d * sizeof<V>(), ldv, nk, o0 + (<usize>d << 2));
-    for (; d < headDim; d++) pvacc_1x1<V>(p0, v + <usize>d * sizeof<V>(), ldv, nk, o0 + (<usize>d << 2));
+    for (; d < d16; d += 16) pvacc_1x16<V>(p0, v + <usize>d * elementBytes<V>(), ldv, nk, o0 + (<usize>d << 2));
+    for (; d < d4; d += 4) pvacc_1x4<V>(p0, v + <usize>d * elementBytes<V>(), ldv, nk, o0 + (<usize>d << 2));
+    for (; d < headDim; d++) pvacc_1x1<V>(p0, v + <usize>d * elementBytes<V>(), ldv, nk, o0 + (<usize>d << 2));
   }
 }
 
@@ -570,13 +579,14 @@ export function attention_paged(
     const rowsPerHead = nPos * group;
     const loadAhead = nPos <= LOAD_AHEAD_POSITIONS && (paged || contiguousFromMemory);
     // (A page holds a head's rows contiguous, so a segment's rows of a head widen as one run.)
-    const widen = paged && sizeof<T>() < 4 && rowsPerHead > widenAboveRows<T>();
+    const widen = paged && widensRows<T>(rowsPerHead);
     const maxLen = widen ? widenLimit : BLOCK_KEYS;
     // A page's V rows follow its K rows: small ones are loaded with them, one longer run through
     // memory, still in L2 by P·V (see V_WITH_K_BYTES).
     const vWithK = paged && <usize>(2 * nHeads * min(pageSize, maxLen)) * kvRowBytes <= V_WITH_K_BYTES;
     const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim,
       seqQ, seqK, causal, window, keyBegin, keyEnd);
+    const fold = ASC_FEATURE_RELAXED_SIMD && isF16<T>() && !widen && foldF16Queries(b, nHeads * rowsPerHead, headDim, widened);
     for (let j0 = b.keyStart; j0 < b.keyStop; j0 += BLOCK_KEYS) {
       const nk = min(BLOCK_KEYS, b.keyStop - j0);
       const masked = j0 + nk > b.firstMasked;
@@ -592,12 +602,14 @@ export function attention_paged(
           if (widen) {
             widenRow<T>(rows, len * headDim, widened);
             scoreKeys<f32>(b, r0, r1, widened, ldw, len, j - j0, headDim, scale, paged);
-          } else scoreKeys<T>(b, r0, r1, rows, ldk, len, j - j0, headDim, scale, paged);
+          } else if (fold) scoreKeys<F16Scaled>(b, r0, r1, rows, ldk, len, j - j0, headDim, scale, paged);
+          else scoreKeys<T>(b, r0, r1, rows, ldk, len, j - j0, headDim, scale, paged);
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, scaleOffset));
         }
         j += len;
       }
       softmaxBlock(b, 0, nHeads * rowsPerHead, nk, j0, headDim, masked, window, c.softcap);
+      if (fold) scaleScores(b, nHeads * rowsPerHead, nk, F16_REBIAS);
       for (let j = j0; j < j0 + nk;) {
         const len = min(min(segmentV - j % segmentV, j0 + nk - j), maxLen);
         if (loadAhead && !vWithK) loadSegment(c, paged, j, len, kvHeadBegin, nHeads, ldk, headStride, kvRowBytes, vOffset);
@@ -608,12 +620,54 @@ export function attention_paged(
           if (widen) {
             widenRow<T>(rows, len * headDim, widened);
             accumulateKeys<f32>(b, r0, r1, widened, ldw, len, j - j0, headDim);
-          } else accumulateKeys<T>(b, r0, r1, rows, ldk, len, j - j0, headDim);
+          } else if (fold) accumulateKeys<F16Scaled>(b, r0, r1, rows, ldk, len, j - j0, headDim);
+          else accumulateKeys<T>(b, r0, r1, rows, ldk, len, j - j0, headDim);
         }
         j += len;
       }
     }
     endRows(b, 0, rowsPerHead * nHeads, headDim, out, stats);
+  }
+}
+
+/**
+ * f16 pages in the relaxed build's tiles (row blocks that do not widen: decode): K and V are read as F16Scaled,
+ * the f16 value times 2^-112 (one operation and one register constant fewer per row than F16:
+ * with F16's two, the tiles' accumulators spilled), and the 2^112 goes into the other operand of
+ * every product: the block's `rows` query rows are copied times 2^112 to `to` (b.q then points at
+ * the copies) and P is multiplied by 2^112 before P·V (scaleScores). Scaling by powers of two is
+ * exact, so each product, and every score and output, is F16's, bit for bit. Not when a query
+ * element's magnitude reaches 2^15 or is NaN (its copy could overflow): returns false and changes
+ * nothing.
+ */
+function foldF16Queries(b: RowBlock, rows: i32, headDim: i32, to: usize): bool {
+  // |x| as bits orders as its value does (NaN above inf): an integer max.
+  const body = <usize>(headDim & ~3), rowBytes = <usize>headDim << 2;
+  let mx = i32x4.splat(0), ms: i32 = 0;
+  for (let r = 0; r < rows; r++) {
+    const q = load<usize>(rowF32(b.q, r));
+    for (let o: usize = 0; o < body << 2; o += 16) mx = i32x4.max_s(mx, f32x4.abs(v128.load(q + o)));
+    for (let o = body << 2; o < rowBytes; o += 4) ms = max(ms, reinterpret<i32>(abs(load<f32>(q + o))));
+  }
+  const m2 = i32x4.max_s(mx, v128.shuffle<i32>(mx, mx, 2, 3, 0, 1));
+  const largest = max(ms, i32x4.extract_lane(i32x4.max_s(m2, v128.shuffle<i32>(m2, m2, 1, 0, 3, 2)), 0));
+  if (largest >= reinterpret<i32>(<f32>32768)) return false;
+  const f = f32x4.splat(F16_REBIAS);
+  for (let r = 0; r < rows; r++) {
+    const q = load<usize>(rowF32(b.q, r)), copy = to + <usize>r * rowBytes;
+    for (let o: usize = 0; o < body << 2; o += 16) v128.store(copy + o, f32x4.mul(v128.load(q + o), f));
+    for (let o = body << 2; o < rowBytes; o += 4) store<f32>(copy + o, load<f32>(q + o) * F16_REBIAS);
+    store<usize>(rowF32(b.q, r), copy);
+  }
+  return true;
+}
+
+/** P (the softmax's block of `nk` columns, rows [0, rows)) times f. */
+function scaleScores(b: RowBlock, rows: i32, nk: i32, f: f32): void {
+  const lds: usize = <usize>BLOCK_KEYS << 2, end = <usize>((nk + 3) & ~3) << 2, fv = f32x4.splat(f);
+  for (let r = 0; r < rows; r++) {
+    const p = b.scores + <usize>r * lds;
+    for (let o: usize = 0; o < end; o += 16) v128.store(p + o, f32x4.mul(v128.load(p + o), fv));
   }
 }
 
