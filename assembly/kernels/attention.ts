@@ -48,10 +48,9 @@ const NEG_INF: f32 = -Infinity;
  * then (64-byte aligned) room for widened K or V rows (see WIDEN_BYTES).
  */
 export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32, headDim: i32): i32 {
-  // (+ 64: scratch itself need not be 64-byte aligned.) The widened rows' room also holds a row
-  // block's query rows scaled for f16 pages in the relaxed build (foldF16Queries: such a block widens nothing).
-  const room = max(WIDEN_BYTES, headDim << 2);
-  return <i32>widenedRows(0, numHeads) + 64 + (ASC_FEATURE_RELAXED_SIMD ? max(room, max(TARGET_ROWS, numHeads) * (headDim << 2)) : room);
+  // (+ 64: scratch itself need not be 64-byte aligned.) In the relaxed build, after the widened
+  // rows, a row block's query rows scaled for f16 pages (foldF16Queries).
+  return <i32>widenedRows(0, numHeads) + 64 + widenRoom(headDim) + (ASC_FEATURE_RELAXED_SIMD ? max(TARGET_ROWS, numHeads) * (headDim << 2) : 0);
 }
 
 /**
@@ -83,6 +82,10 @@ const WIDEN_BYTES: i32 = 16 << 10;
   if (isF16<T>()) return ASC_FEATURE_RELAXED_SIMD ? rows > 4 || rows == 3 : rows > 1;
   return sizeof<T>() < 4 && rows > 4;
 }
+
+/** Bytes of the widened rows' room: WIDEN_BYTES, or one row if longer (a multiple of 64). */
+// @ts-ignore: decorator
+@inline function widenRoom(headDim: i32): i32 { return (max(WIDEN_BYTES, headDim << 2) + 63) & ~63; }
 
 /** Keys of `headDim` widened at a time (at least one). */
 // @ts-ignore: decorator
@@ -586,7 +589,7 @@ export function attention_paged(
     const vWithK = paged && <usize>(2 * nHeads * min(pageSize, maxLen)) * kvRowBytes <= V_WITH_K_BYTES;
     const b = startRowBlock(scratch, numHeads, nHeads, rowsPerHead, q, out, qPosStride, i0, kvHeadBegin, group, headDim,
       seqQ, seqK, causal, window, keyBegin, keyEnd);
-    const fold = ASC_FEATURE_RELAXED_SIMD && isF16<T>() && !widen && foldF16Queries(b, nHeads * rowsPerHead, headDim, widened);
+    const fold = ASC_FEATURE_RELAXED_SIMD && isF16<T>() && foldF16Queries(b, nHeads * rowsPerHead, headDim, widened + <usize>widenRoom(headDim));
     for (let j0 = b.keyStart; j0 < b.keyStop; j0 += BLOCK_KEYS) {
       const nk = min(BLOCK_KEYS, b.keyStop - j0);
       const masked = j0 + nk > b.firstMasked;
@@ -600,7 +603,7 @@ export function attention_paged(
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
           const rows = keyAddress(c, paged, j, kh, ldk, headStride);
           if (widen) {
-            widenRow<T>(rows, len * headDim, widened);
+            if (fold) widenRow<F16Scaled>(rows, len * headDim, widened); else widenRow<T>(rows, len * headDim, widened);
             scoreKeys<f32>(b, r0, r1, widened, ldw, len, j - j0, headDim, scale, paged);
           } else if (fold) scoreKeys<F16Scaled>(b, r0, r1, rows, ldk, len, j - j0, headDim, scale, paged);
           else scoreKeys<T>(b, r0, r1, rows, ldk, len, j - j0, headDim, scale, paged);
@@ -618,7 +621,7 @@ export function attention_paged(
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, vScaleOffset));
           const rows = keyAddress(c, paged, j, kh, ldk, headStride) + vOffset;
           if (widen) {
-            widenRow<T>(rows, len * headDim, widened);
+            if (fold) widenRow<F16Scaled>(rows, len * headDim, widened); else widenRow<T>(rows, len * headDim, widened);
             accumulateKeys<f32>(b, r0, r1, widened, ldw, len, j - j0, headDim);
           } else if (fold) accumulateKeys<F16Scaled>(b, r0, r1, rows, ldk, len, j - j0, headDim);
           else accumulateKeys<T>(b, r0, r1, rows, ldk, len, j - j0, headDim);
@@ -631,14 +634,14 @@ export function attention_paged(
 }
 
 /**
- * f16 pages in the relaxed build's tiles (row blocks that do not widen: decode): K and V are read as F16Scaled,
- * the f16 value times 2^-112 (one operation and one register constant fewer per row than F16:
- * with F16's two, the tiles' accumulators spilled), and the 2^112 goes into the other operand of
- * every product: the block's `rows` query rows are copied times 2^112 to `to` (b.q then points at
- * the copies) and P is multiplied by 2^112 before P·V (scaleScores). Scaling by powers of two is
- * exact, so each product, and every score and output, is F16's, bit for bit. Not when a query
- * element's magnitude reaches 2^15 or is NaN (its copy could overflow): returns false and changes
- * nothing.
+ * f16 pages in the relaxed build: K and V are read as F16Scaled, the f16 value times 2^-112, by
+ * the tiles (decode: one operation and one register constant fewer per row than F16, whose two
+ * spilled the tiles' accumulators) or by the widening (one multiply fewer per 4 values: decode of
+ * groups of 3 1.04x, prefill level), and the 2^112 goes into the other operand of every product:
+ * the block's `rows` query rows are copied times 2^112 to `to` (b.q then points at the copies)
+ * and P is multiplied by 2^112 before P·V (scaleScores). Scaling by powers of two is exact, so
+ * each product, and every score and output, is F16's, bit for bit. Not when a query element's
+ * magnitude reaches 2^15 or is NaN (its copy could overflow): returns false and changes nothing.
  */
 function foldF16Queries(b: RowBlock, rows: i32, headDim: i32, to: usize): bool {
   // |x| as bits orders as its value does (NaN above inf): an integer max.
