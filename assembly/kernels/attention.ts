@@ -54,8 +54,8 @@ export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32, headDim:
 }
 
 /**
- * A row block with more rows per KV head than one 4-row tile (prefill and chunks; decode of
- * groups over 4, f16's of 3: see widensRows) on 16-bit or int8 pages widens each head's
+ * A row block with many rows per KV head (prefill and chunks; for f16 also groups of 3, 6 and 7:
+ * see widensRows) on 16-bit or int8 pages widens each head's
  * K or V rows of a segment once into f32 scratch, at most this many bytes at a time, and runs the
  * f32 tiles on them: the tiles would otherwise widen every row once per tile (f16: 4 operations
  * per 4 values). The same values reach the same FMAs in the same order, so the results are those of
@@ -68,19 +68,20 @@ const WIDEN_BYTES: i32 = 16 << 10;
 
 /**
  * Whether a row block of `rows` rows per KV head on T pages (16-bit or int8) widens its rows
- * once (WIDEN_BYTES) instead of widening them in the tiles: above one 4-row tile's rows, and
- * for f16 also at 3 rows (the relaxed build) or from 2 (the simd build). The relaxed build's
- * f16 rows go through the tiles as F16Scaled (foldF16Queries): paged decode 32/8/128 and 16/8/64
- * past 4096-8192 1.35-1.40x, 32/32/128 1.13-1.15x against widening first (scratch/pagedab.ts, K/V
- * from memory); with 3 rows (the 3x3 and 3x12 tiles) 9/3/64 0.97-0.99x, 24/8/128 1.02x, so those
- * still widen; in the simd build (a multiply and an add for each FMA) 0.82-0.89x, so it widens
- * as before. (Read as F16, with its two constants, the tiles' accumulators went to the stack at
- * every key; bf16 and int8, one constant or none, widened first ran 0.74-0.82x.)
+ * once (WIDEN_BYTES) and runs the f32 tiles on them, rather than the tiles widening each row as
+ * they read it (once per tile of 3 or 4 rows). The relaxed build: above 16 rows (from 17 rows,
+ * widening once pays; below, tiles reading bf16 / int8 pages from memory ran 1.08-1.19x at groups
+ * of 7 and 8, and two draft tokens of a group of 4, and 1.05x at 24 rows, 0.98x at 32); f16,
+ * read as F16Scaled (foldF16Queries), also whenever its rows take 3-row tiles (groups of 3, 6,
+ * 7: its 3x3 and 3x12 tiles ran 0.84-0.99x widening first; its 4-row tiles 1.10-1.40x). The
+ * simd build (a multiply and an add for each FMA): above 4 rows, f16 above 1 (tiles 0.82-0.95x).
+ * (scratch/pagedab.ts, K/V from memory, builds alternating.)
  */
 // @ts-ignore: decorator
 @inline function widensRows<T>(rows: i32): bool {
-  if (isF16<T>()) return ASC_FEATURE_RELAXED_SIMD ? rows > 4 || rows == 3 : rows > 1;
-  return sizeof<T>() < 4 && rows > 4;
+  if (sizeof<T>() == 4) return false;
+  if (!ASC_FEATURE_RELAXED_SIMD) return isF16<T>() ? rows > 1 : rows > 4;
+  return rows > 16 || (isF16<T>() && threeRowTiles(rows) > 0);
 }
 
 /** Bytes of the widened rows' room: WIDEN_BYTES, or one row if longer (a multiple of 64). */
