@@ -45,11 +45,11 @@ const NEG_INF: f32 = -Infinity;
 /**
  * Scratch for one call on any KV-head range: the row-block state (see RowBlock) for at most
  * max(TARGET_ROWS, numHeads) rows, then 64 bytes holding the RowBlock descriptor (see descriptorOf),
- * then (64-byte aligned) room for widened K or V rows (see WIDEN_BYTES).
+ * then (64-byte aligned) room for widened K or V rows (see WIDEN_BYTES), then in the relaxed
+ * build a row block's query rows scaled for f16 pages (see foldF16Queries).
  */
 export function attention_scratch_bytes(numHeads: i32, numKvHeads: i32, headDim: i32): i32 {
-  // (+ 64: scratch itself need not be 64-byte aligned.) In the relaxed build, after the widened
-  // rows, a row block's query rows scaled for f16 pages (foldF16Queries).
+  // (+ 64: scratch itself need not be 64-byte aligned.)
   return <i32>widenedRows(0, numHeads) + 64 + widenRoom(headDim) + (ASC_FEATURE_RELAXED_SIMD ? max(TARGET_ROWS, numHeads) * (headDim << 2) : 0);
 }
 
