@@ -75,6 +75,9 @@ const cases: { title: string; cases: Case[] }[] = [
       { numHeads: 14, numKvHeads: 2, headDim: 64, seqQ: 40, seqK: 100, causal: false },
       // seqQ > seqK: the first queries see no key and return zeros.
       { numHeads: 4, numKvHeads: 2, headDim: 16, seqQ: 10, seqK: 4, causal: true },
+      // Decode of groups of 2 (the 2x4 and 2x16 tiles; head_dim tails of 4 and 1 floats).
+      { numHeads: 16, numKvHeads: 8, headDim: 128, seqQ: 1, seqK: 300, causal: true },
+      { numHeads: 4, numKvHeads: 2, headDim: 37, seqQ: 1, seqK: 77, causal: true },
     ],
   },
   {

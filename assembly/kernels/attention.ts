@@ -1,7 +1,7 @@
 import { BF16, elementBytes, F16, F16_REBIAS, F16Scaled, fmadd, hmax, isF16, widenRow } from "../simd";
 import { exp1, exp4, softcap4 } from "../math/exp";
-import { dotnt_1x1, dotnt_1x4, dotnt_3x3, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
-import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_3x12, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
+import { dotnt_1x1, dotnt_1x4, dotnt_2x4, dotnt_3x3, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
+import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_2x16, pvacc_3x12, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
 import { AttentionCall, KV_BF16, KV_F16, KV_INT8 } from "../abi";
 import { kv_scale_offset } from "./kv-pages";
 
@@ -190,6 +190,33 @@ export function scoreKeys<K>(
 ): void {
   const lds: usize = <usize>BLOCK_KEYS << 2;
   const cOff = <usize>col0 << 2;
+  // Two rows (a group of 2): 2x4 tiles, four keys at a time (from four places in a page, as a
+  // single row's below), instead of a 4-row tile computing each row twice.
+  if (r1 - r0 == 2) {
+    const q0 = load<usize>(rowF32(b.q, r0)), q1 = load<usize>(rowF32(b.q, r0 + 1));
+    const srow = b.scores + <usize>r0 * lds + cOff;
+    let j = 0;
+    let kj = k;
+    if (spreadKeys) {
+      const t = nk >> 2, dk = <usize>t * ldk;
+      for (; j < t; j++) {
+        dotnt_2x4<K>(q0, q1, kj, kj + dk, kj + 2 * dk, kj + 3 * dk, headDim, srow + (<usize>j << 2), lds, scale, false, <usize>t << 2);
+        kj += ldk;
+      }
+      j = t << 2;
+      kj = k + <usize>j * ldk;
+    } else {
+      for (; j + 4 <= nk; j += 4) {
+        dotnt_2x4<K>(q0, q1, kj, kj + ldk, kj + 2 * ldk, kj + 3 * ldk, headDim, srow + (<usize>j << 2), lds, scale, false);
+        kj += ldk << 2;
+      }
+    }
+    for (; j < nk; j++) {
+      dotnt_4x1<K>(q0, q1, q1, q1, kj, headDim, srow + (<usize>j << 2), lds, scale, false, 2);
+      kj += ldk;
+    }
+    return;
+  }
   // S = scale · Q·Kᵀ in 4-row tiles: each K row is loaded once for 4 query rows. A tail of 2 or
   // 3 rows runs the same tile on the last row repeated (stores only its real rows): fewer loads
   // per FMA than a pass per row, and the group sizes of real models (3, 7) end in such tails.
@@ -324,6 +351,26 @@ export function accumulateKeys<V>(b: RowBlock, r0: i32, r1: i32, v: usize, ldv: 
   const cOff = <usize>col0 << 2;
   const d8 = headDim & ~7;
   const d4 = headDim & ~3;
+  // Two rows (a group of 2): 2x16 tiles, not a 4-row tile computing each row twice.
+  if (r1 - r0 == 2) {
+    const p0 = b.scores + <usize>r0 * lds + cOff, p1 = p0 + lds;
+    const o0 = load<usize>(rowF32(b.o, r0)), o1 = load<usize>(rowF32(b.o, r0 + 1));
+    let d = 0;
+    for (; d + 16 <= headDim; d += 16) {
+      const x = <usize>d << 2, xv = <usize>d * elementBytes<V>();
+      pvacc_2x16<V>(p0, p1, v + xv, ldv, nk, o0 + x, o1 + x);
+    }
+    for (; d < d4; d += 4) {
+      const x = <usize>d << 2, xv = <usize>d * elementBytes<V>();
+      pvacc_4x4<V>(p0, p1, p1, p1, v + xv, ldv, nk, o0 + x, o1 + x, o1 + x, o1 + x);
+    }
+    for (; d < headDim; d++) {
+      const x = <usize>d << 2, xv = <usize>d * elementBytes<V>();
+      pvacc_1x1<V>(p0, v + xv, ldv, nk, o0 + x);
+      pvacc_1x1<V>(p1, v + xv, ldv, nk, o1 + x);
+    }
+    return;
+  }
   let r = r0;
   // 4-row tiles, head_dim in 8-float chunks: each V row is loaded once for 4 query rows. A tail
   // of 2 or 3 rows repeats its last row, whose copies compute and store the same values (unless

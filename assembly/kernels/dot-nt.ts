@@ -5,7 +5,7 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
 // registers) is contiguous (q·kᵀ scores, x·Wᵀ linear layers).
 // One signature for the family: row pointers, length, destination with its row pitch in bytes,
 // alpha, and whether to add to what the destination holds. Tiles: 4x2 (8 accumulators, six
-// loads per eight FMAs), 4x1, 3x3, 1x4, 1x1. Any n: a 4-float SIMD body plus a scalar tail. The 4-row
+// loads per eight FMAs), 4x1, 3x3, 2x4, 1x4, 1x1. Any n: a 4-float SIMD body plus a scalar tail. The 4-row
 // tiles also take a row count: a tile of the last 1-3 rows of a matrix is computed on a0..a3 as
 // given (the caller repeats a valid row for the missing ones) and stores only its first `rows`
 // rows, so a matrix's row tail costs one tile, not one pass over b per row. The 4x2 and 1x4
@@ -142,6 +142,49 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   finish(c + 2 * cStride, f32x4.extract_lane(col2, 0), accumulate);
   finish(c + 2 * cStride + ldc, f32x4.extract_lane(col2, 1), accumulate);
   finish(c + 2 * cStride + 2 * ldc, f32x4.extract_lane(col2, 2), accumulate);
+}
+
+/**
+ * Two a rows against four b rows (8 accumulators, six loads per eight FMAs): a group of 2 query
+ * heads (Qwen3, Gemma 2 2B), which a 4-row tile would compute twice over. Row r's four results
+ * land at c + r·ldc, + cStride apart; each reduced exactly as the other tiles reduce it (one
+ * accumulator, hsum4x4's tree, the tail after).
+ */
+// @ts-ignore: decorator
+@inline export function dotnt_2x4<B>(
+  a0: usize, a1: usize, b0: usize, b1: usize, b2: usize, b3: usize, n: i32,
+  c: usize, ldc: usize, alpha: f32, accumulate: bool, cStride: usize = 4,
+): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c02 = f32x4.splat(0), c03 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0), c12 = f32x4.splat(0), c13 = f32x4.splat(0);
+  const body = <usize>(n & ~3);
+  for (let i: usize = 0; i < body; i += 4) {
+    const x0 = v128.load(a0 + (i << 2)), x1 = v128.load(a1 + (i << 2));
+    let k = load4<B>(b0, i);
+    c00 = fmadd(x0, k, c00); c10 = fmadd(x1, k, c10);
+    k = load4<B>(b1, i);
+    c01 = fmadd(x0, k, c01); c11 = fmadd(x1, k, c11);
+    k = load4<B>(b2, i);
+    c02 = fmadd(x0, k, c02); c12 = fmadd(x1, k, c12);
+    k = load4<B>(b3, i);
+    c03 = fmadd(x0, k, c03); c13 = fmadd(x1, k, c13);
+  }
+  let row0 = hsum4x4(c00, c01, c02, c03), row1 = hsum4x4(c10, c11, c12, c13);
+  for (let i = body, end = <usize>n; i < end; i++) {
+    let bl = f32x4.splat(load1<B>(b0, i));
+    bl = f32x4.replace_lane(bl, 1, load1<B>(b1, i));
+    bl = f32x4.replace_lane(bl, 2, load1<B>(b2, i));
+    bl = f32x4.replace_lane(bl, 3, load1<B>(b3, i));
+    row0 = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), bl, row0);
+    row1 = fmadd(f32x4.splat(load<f32>(a1 + (i << 2))), bl, row1);
+  }
+  row0 = f32x4.mul(row0, f32x4.splat(alpha));
+  row1 = f32x4.mul(row1, f32x4.splat(alpha));
+  for (let k = 0; k < 4; k++) {
+    const ck = c + <usize>k * cStride;
+    finish(ck, k == 0 ? f32x4.extract_lane(row0, 0) : k == 1 ? f32x4.extract_lane(row0, 1) : k == 2 ? f32x4.extract_lane(row0, 2) : f32x4.extract_lane(row0, 3), accumulate);
+    finish(ck + ldc, k == 0 ? f32x4.extract_lane(row1, 0) : k == 1 ? f32x4.extract_lane(row1, 1) : k == 2 ? f32x4.extract_lane(row1, 2) : f32x4.extract_lane(row1, 3), accumulate);
+  }
 }
 
 /** One a row against four b rows; the four results land at c, c + cStride, c + 2·cStride, c + 3·cStride (side by side by default). */

@@ -4,7 +4,7 @@ import { fmadd, load1, load4 } from "../simd";
 // tile, j over a block of keys. v_j = v + j·ldv (bytes), so the keys may be strided (token-major
 // K/V) or contiguous (a head-major page); V elements are of type V (f32, bf16 as u16, i8),
 // widened in registers. Tiles: 4 rows x 8 floats (8 accumulators, six loads
-// per eight FMAs), 4x4, 3x12, 1x16, 1x4, and a scalar column for head_dim tails.
+// per eight FMAs), 4x4, 3x12, 2x16, 1x16, 1x4, and a scalar column for head_dim tails.
 
 // @ts-ignore: decorator
 @inline export function pvacc_4x8<V>(
@@ -72,6 +72,28 @@ import { fmadd, load1, load4 } from "../simd";
   v128.store(o0, a0); v128.store(o0, b0, 16); v128.store(o0, c0, 32);
   v128.store(o1, a1); v128.store(o1, b1, 16); v128.store(o1, c1, 32);
   v128.store(o2, a2); v128.store(o2, b2, 16); v128.store(o2, c2, 32);
+}
+
+/** 2 rows x 16 floats (8 accumulators, six loads per eight FMAs): a group of 2 query heads without the two repeated rows of a 4-row tile. */
+// @ts-ignore: decorator
+@inline export function pvacc_2x16<V>(p0: usize, p1: usize, v: usize, ldv: usize, nKeys: i32, o0: usize, o1: usize): void {
+  let a0 = v128.load(o0), b0 = v128.load(o0, 16), c0 = v128.load(o0, 32), d0 = v128.load(o0, 48);
+  let a1 = v128.load(o1), b1 = v128.load(o1, 16), c1 = v128.load(o1, 32), d1 = v128.load(o1, 48);
+  const end = <usize>nKeys << 2;
+  for (let j: usize = 0; j < end; j += 4) {
+    const s0 = v128.load32_splat(p0 + j), s1 = v128.load32_splat(p1 + j);
+    let x = load4<V>(v, 0);
+    a0 = fmadd(s0, x, a0); a1 = fmadd(s1, x, a1);
+    x = load4<V>(v, 4);
+    b0 = fmadd(s0, x, b0); b1 = fmadd(s1, x, b1);
+    x = load4<V>(v, 8);
+    c0 = fmadd(s0, x, c0); c1 = fmadd(s1, x, c1);
+    x = load4<V>(v, 12);
+    d0 = fmadd(s0, x, d0); d1 = fmadd(s1, x, d1);
+    v += ldv;
+  }
+  v128.store(o0, a0); v128.store(o0, b0, 16); v128.store(o0, c0, 32); v128.store(o0, d0, 48);
+  v128.store(o1, a1); v128.store(o1, b1, 16); v128.store(o1, c1, 32); v128.store(o1, d1, 48);
 }
 
 // @ts-ignore: decorator
