@@ -1,4 +1,4 @@
-import { BF16, elementBytes, F16, F16_REBIAS, F16Scaled, fmadd, hmax, isF16, widenRow } from "../simd";
+import { BF16, elementBytes, F16, F16_REBIAS, F16Scaled, fmadd, hmax, hmaxI32, isF16, widenRow } from "../simd";
 import { exp1, exp4, softcap4 } from "../math/exp";
 import { dotnt_1x1, dotnt_1x4, dotnt_2x4, dotnt_3x3, dotnt_4x1, dotnt_4x2 } from "./dot-nt";
 import { pvacc_1x1, pvacc_1x16, pvacc_1x4, pvacc_2x16, pvacc_3x12, pvacc_4x4, pvacc_4x8 } from "./pv-acc";
@@ -651,7 +651,7 @@ export function attention_paged(
           const r0 = h * rowsPerHead, r1 = r0 + rowsPerHead, kh = kvHeadBegin + h;
           const rows = keyAddress(c, paged, j, kh, ldk, headStride);
           if (widen) {
-            if (fold) widenRow<F16Scaled>(rows, len * headDim, widened); else widenRow<T>(rows, len * headDim, widened);
+            widenSegment<T>(fold, rows, len * headDim, widened);
             scoreKeys<f32>(b, r0, r1, widened, ldw, len, j - j0, headDim, scale, paged);
           } else if (fold) scoreKeys<F16Scaled>(b, r0, r1, rows, ldk, len, j - j0, headDim, scale, paged);
           else scoreKeys<T>(b, r0, r1, rows, ldk, len, j - j0, headDim, scale, paged);
@@ -669,7 +669,7 @@ export function attention_paged(
           if (quantised) scaleColumns(b, r0, r1, j - j0, len, rowScales(c, j, kh, pageSize, vScaleOffset));
           const rows = keyAddress(c, paged, j, kh, ldk, headStride) + vOffset;
           if (widen) {
-            if (fold) widenRow<F16Scaled>(rows, len * headDim, widened); else widenRow<T>(rows, len * headDim, widened);
+            widenSegment<T>(fold, rows, len * headDim, widened);
             accumulateKeys<f32>(b, r0, r1, widened, ldw, len, j - j0, headDim);
           } else if (fold) accumulateKeys<F16Scaled>(b, r0, r1, rows, ldk, len, j - j0, headDim);
           else accumulateKeys<T>(b, r0, r1, rows, ldk, len, j - j0, headDim);
@@ -679,6 +679,13 @@ export function attention_paged(
     }
     endRows(b, 0, rowsPerHead * nHeads, headDim, out, stats);
   }
+}
+
+/** n elements of a T row at src widened to f32 at dst: as F16Scaled where the row block is folded (foldF16Queries). */
+// @ts-ignore: decorator
+@inline function widenSegment<T>(fold: bool, src: usize, n: i32, dst: usize): void {
+  if (fold) widenRow<F16Scaled>(src, n, dst);
+  else widenRow<T>(src, n, dst);
 }
 
 /**
@@ -692,7 +699,7 @@ export function attention_paged(
  * magnitude reaches 2^15 or is NaN (its copy could overflow): returns false and changes nothing.
  */
 function foldF16Queries(b: RowBlock, rows: i32, headDim: i32, to: usize): bool {
-  // |x| as bits orders as its value does (NaN above inf): an integer max.
+  // The largest |q| as bits (hmaxI32: NaN above inf).
   const body = <usize>(headDim & ~3), rowBytes = <usize>headDim << 2;
   let mx = i32x4.splat(0), ms: i32 = 0;
   for (let r = 0; r < rows; r++) {
@@ -700,9 +707,7 @@ function foldF16Queries(b: RowBlock, rows: i32, headDim: i32, to: usize): bool {
     for (let o: usize = 0; o < body << 2; o += 16) mx = i32x4.max_s(mx, f32x4.abs(v128.load(q + o)));
     for (let o = body << 2; o < rowBytes; o += 4) ms = max(ms, reinterpret<i32>(abs(load<f32>(q + o))));
   }
-  const m2 = i32x4.max_s(mx, v128.shuffle<i32>(mx, mx, 2, 3, 0, 1));
-  const largest = max(ms, i32x4.extract_lane(i32x4.max_s(m2, v128.shuffle<i32>(m2, m2, 1, 0, 3, 2)), 0));
-  if (largest >= reinterpret<i32>(<f32>32768)) return false;
+  if (max(ms, hmaxI32(mx)) >= reinterpret<i32>(<f32>32768)) return false;
   const f = f32x4.splat(F16_REBIAS);
   for (let r = 0; r < rows; r++) {
     const q = load<usize>(rowF32(b.q, r)), copy = to + <usize>r * rowBytes;

@@ -18,12 +18,27 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   store<f32>(c, accumulate ? load<f32>(c) + value : value);
 }
 
+/** Element i of four T rows, widened to f32 lanes 0-3 (a tile's scalar tail). */
 // @ts-ignore: decorator
-@inline function lanes4(a0: usize, a1: usize, a2: usize, a3: usize, o: usize): v128 {
-  let x = f32x4.splat(load<f32>(a0 + o));
-  x = f32x4.replace_lane(x, 1, load<f32>(a1 + o));
-  x = f32x4.replace_lane(x, 2, load<f32>(a2 + o));
-  return f32x4.replace_lane(x, 3, load<f32>(a3 + o));
+@inline function lanes4<T>(a0: usize, a1: usize, a2: usize, a3: usize, i: usize): v128 {
+  let x = f32x4.splat(load1<T>(a0, i));
+  x = f32x4.replace_lane(x, 1, load1<T>(a1, i));
+  x = f32x4.replace_lane(x, 2, load1<T>(a2, i));
+  return f32x4.replace_lane(x, 3, load1<T>(a3, i));
+}
+
+/** A row's four results (lanes 0-3) at c, c + cStride, c + 2·cStride, c + 3·cStride: one vector store when side by side. */
+// @ts-ignore: decorator
+@inline function finish4(c: usize, cStride: usize, row: v128, accumulate: bool): void {
+  if (cStride == 4) {
+    if (accumulate) row = f32x4.add(row, v128.load(c));
+    v128.store(c, row);
+  } else {
+    finish(c, f32x4.extract_lane(row, 0), accumulate);
+    finish(c + cStride, f32x4.extract_lane(row, 1), accumulate);
+    finish(c + 2 * cStride, f32x4.extract_lane(row, 2), accumulate);
+    finish(c + 3 * cStride, f32x4.extract_lane(row, 3), accumulate);
+  }
 }
 
 // @ts-ignore: decorator
@@ -49,7 +64,7 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   let col0 = hsum4x4(c00, c10, c20, c30);
   let col1 = hsum4x4(c01, c11, c21, c31);
   for (let i = body, end = <usize>n; i < end; i++) {
-    const x = lanes4(a0, a1, a2, a3, i << 2);
+    const x = lanes4<f32>(a0, a1, a2, a3, i);
     col0 = fmadd(x, f32x4.splat(load1<B>(b0, i)), col0);
     col1 = fmadd(x, f32x4.splat(load1<B>(b1, i)), col1);
   }
@@ -88,7 +103,7 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   }
   let col = hsum4x4(c0, c1, c2, c3);
   for (let i = body, end = <usize>n; i < end; i++) {
-    col = fmadd(lanes4(a0, a1, a2, a3, i << 2), f32x4.splat(load1<B>(b0, i)), col);
+    col = fmadd(lanes4<f32>(a0, a1, a2, a3, i), f32x4.splat(load1<B>(b0, i)), col);
   }
   col = f32x4.mul(col, f32x4.splat(alpha));
   finish(c, f32x4.extract_lane(col, 0), accumulate);
@@ -126,7 +141,7 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   let col1 = hsum4x4(c01, c11, c21, c21);
   let col2 = hsum4x4(c02, c12, c22, c22);
   for (let i = body, end = <usize>n; i < end; i++) {
-    const x = lanes4(a0, a1, a2, a2, i << 2);
+    const x = lanes4<f32>(a0, a1, a2, a2, i);
     col0 = fmadd(x, f32x4.splat(load1<B>(b0, i)), col0);
     col1 = fmadd(x, f32x4.splat(load1<B>(b1, i)), col1);
     col2 = fmadd(x, f32x4.splat(load1<B>(b2, i)), col2);
@@ -171,20 +186,12 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   }
   let row0 = hsum4x4(c00, c01, c02, c03), row1 = hsum4x4(c10, c11, c12, c13);
   for (let i = body, end = <usize>n; i < end; i++) {
-    let bl = f32x4.splat(load1<B>(b0, i));
-    bl = f32x4.replace_lane(bl, 1, load1<B>(b1, i));
-    bl = f32x4.replace_lane(bl, 2, load1<B>(b2, i));
-    bl = f32x4.replace_lane(bl, 3, load1<B>(b3, i));
+    const bl = lanes4<B>(b0, b1, b2, b3, i);
     row0 = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), bl, row0);
     row1 = fmadd(f32x4.splat(load<f32>(a1 + (i << 2))), bl, row1);
   }
-  row0 = f32x4.mul(row0, f32x4.splat(alpha));
-  row1 = f32x4.mul(row1, f32x4.splat(alpha));
-  for (let k = 0; k < 4; k++) {
-    const ck = c + <usize>k * cStride;
-    finish(ck, k == 0 ? f32x4.extract_lane(row0, 0) : k == 1 ? f32x4.extract_lane(row0, 1) : k == 2 ? f32x4.extract_lane(row0, 2) : f32x4.extract_lane(row0, 3), accumulate);
-    finish(ck + ldc, k == 0 ? f32x4.extract_lane(row1, 0) : k == 1 ? f32x4.extract_lane(row1, 1) : k == 2 ? f32x4.extract_lane(row1, 2) : f32x4.extract_lane(row1, 3), accumulate);
-  }
+  finish4(c, cStride, f32x4.mul(row0, f32x4.splat(alpha)), accumulate);
+  finish4(c + ldc, cStride, f32x4.mul(row1, f32x4.splat(alpha)), accumulate);
 }
 
 /** One a row against four b rows; the four results land at c, c + cStride, c + 2·cStride, c + 3·cStride (side by side by default). */
@@ -204,22 +211,9 @@ import { fmadd, hsum4x4, load1, load4 } from "../simd";
   }
   let row = hsum4x4(c0, c1, c2, c3);
   for (let i = body, end = <usize>n; i < end; i++) {
-    let bl = f32x4.splat(load1<B>(b0, i));
-    bl = f32x4.replace_lane(bl, 1, load1<B>(b1, i));
-    bl = f32x4.replace_lane(bl, 2, load1<B>(b2, i));
-    bl = f32x4.replace_lane(bl, 3, load1<B>(b3, i));
-    row = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), bl, row);
+    row = fmadd(f32x4.splat(load<f32>(a0 + (i << 2))), lanes4<B>(b0, b1, b2, b3, i), row);
   }
-  row = f32x4.mul(row, f32x4.splat(alpha));
-  if (cStride == 4) {
-    if (accumulate) row = f32x4.add(row, v128.load(c));
-    v128.store(c, row);
-  } else {
-    finish(c, f32x4.extract_lane(row, 0), accumulate);
-    finish(c + cStride, f32x4.extract_lane(row, 1), accumulate);
-    finish(c + 2 * cStride, f32x4.extract_lane(row, 2), accumulate);
-    finish(c + 3 * cStride, f32x4.extract_lane(row, 3), accumulate);
-  }
+  finish4(c, cStride, f32x4.mul(row, f32x4.splat(alpha)), accumulate);
 }
 
 /**

@@ -1,4 +1,4 @@
-import { fmadd, hsum } from "../simd";
+import { fmadd, hmaxI32, hsum } from "../simd";
 import { finish, gemvBlockRows } from "./dot-nt";
 import { gemmPanel, KC, linear_panel_scratch_bytes, NB, PACKED_X_OFFSET, packRows } from "./linear";
 import { dequantizeRowK, dotk_1x1, dotk_1x2, isKQuant, kquantRowBytes, QA_SUPER, quantizeSuper, superActivations, SUPER_BLOCK } from "./linear-kquant";
@@ -158,12 +158,10 @@ export function linear_quant_scratch_bytes(M: i32, K: i32): i32 {
 @inline function quantizeBlock(src: usize, n: i32, blk: usize): void {
   let amax: f32 = 0;
   if (n == QK) {
-    // |x| as bits orders as its value does (NaN above inf, so a NaN still makes d NaN): an
-    // integer max is one instruction where f32x4.max's NaN rules take eight on x86.
+    // |x| as bits (hmaxI32; a NaN still makes d NaN).
     let mx = i32x4.splat(0);
     for (let i: usize = 0; i < 32; i += 4) mx = i32x4.max_s(mx, f32x4.abs(v128.load(src + (i << 2))));
-    const m2 = i32x4.max_s(mx, v128.shuffle<i32>(mx, mx, 2, 3, 0, 1));
-    amax = f32x4.extract_lane(i32x4.max_s(m2, v128.shuffle<i32>(m2, m2, 1, 0, 3, 2)), 0);
+    amax = reinterpret<f32>(hmaxI32(mx));
   } else {
     for (let i = 0; i < n; i++) amax = max(amax, abs(load<f32>(src + (<usize>i << 2))));
   }
