@@ -5,8 +5,9 @@
 // the same 128 prompt ids and decode 64 greedy tokens, at 1 and 2 threads. Reported: prefill and
 // decode tokens/s, the ratio, and whether the greedy tokens agree (a check of the file, the
 // permutation and both forward passes). Both keep K/V in f16 (llama.cpp's default cache type;
-// --kv-dtype sets ours). Medians of --repeats runs after one untimed warm-up run per engine (as llama-bench warms up):
-// the first run pays for V8's optimizing compiles (ours, wllama's) and page faults (native).
+// --kv-dtype sets ours). Ours and native run by turns (paired): medians of --repeats runs after one
+// untimed warm-up run each (as llama-bench warms up: the first run pays for V8's optimizing
+// compiles and native's page faults), the ratio the median of the pairs' ratios.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -73,27 +74,25 @@ const { getLlama, LlamaLogLevel } = await import(new URL("./node_modules/node-ll
 const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
 
 interface Timing { prefill: number; decode: number; tokens: number[] }
+/** One loaded model of an engine: run() is one timed generation (the prompt, then `gen` greedy tokens). */
+interface Engine { run(): Promise<Timing>; dispose(): Promise<void> }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function ours(rt: Runtime, file: string, prompt: number[]): Promise<Timing> {
+async function ours(rt: Runtime, file: string, prompt: number[]): Promise<Engine> {
   const model = await loadModel(rt, file, { cache: { dtype: kvDtype } });
-  try {
-    const runs: Timing[] = [];
-    // Run -1 is the untimed warm-up (V8 compiles the kernels' optimized code while they first run).
-    for (let r = -1; r < repeats; r++) {
+  return {
+    async run() {
       const g = await model.generate(prompt, { maxNewTokens: gen, temperature: 0, stopTokens: [] }).done;
-      if (r >= 0) runs.push({ prefill: g.prefillTokensPerSecond, decode: g.decodeTokensPerSecond, tokens: g.tokens });
-    }
-    return { prefill: median(runs.map((r) => r.prefill)), decode: median(runs.map((r) => r.decode)), tokens: runs[0]!.tokens };
-  } finally { model.dispose(); }
+      return { prefill: g.prefillTokensPerSecond, decode: g.decodeTokensPerSecond, tokens: g.tokens };
+    },
+    async dispose() { model.dispose(); },
+  };
 }
 
-async function native(file: string, prompt: number[], threads: number): Promise<Timing> {
+async function native(file: string, prompt: number[], threads: number): Promise<Engine> {
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
-  try {
-    const runs: Timing[] = [];
-    // Run -1 is the untimed warm-up (llama-bench's too: the first run pages the mapped weights in).
-    for (let r = -1; r < repeats; r++) {
+  return {
+    async run() {
       const ctx = await model.createContext({ contextSize: prompt.length + gen + 16, threads, batchSize: prompt.length });
       const seq = ctx.getSequence();
       const tokens: number[] = [];
@@ -106,10 +105,30 @@ async function native(file: string, prompt: number[], threads: number): Promise<
       }
       const end = performance.now();
       await ctx.dispose();
-      if (r >= 0) runs.push({ prefill: prompt.length / ((first - start) / 1000), decode: (gen - 1) / ((end - first) / 1000), tokens });
-    }
-    return { prefill: median(runs.map((r) => r.prefill)), decode: median(runs.map((r) => r.decode)), tokens: runs[0]!.tokens };
-  } finally { await model.dispose(); }
+      return { prefill: prompt.length / ((first - start) / 1000), decode: (gen - 1) / ((end - first) / 1000), tokens };
+    },
+    async dispose() { await model.dispose(); },
+  };
+}
+
+/**
+ * Runs two engines by turns: one untimed warm-up run each (V8 compiles our kernels' optimized
+ * code while they first run; llama-bench warms up too: the first run pages the mapped weights
+ * in), then `repeats` pairs, the order swapped every pair. Each engine's medians, and the ratios
+ * as the median of the pairs' ratios: the VM's second core is busy in phases, and a phase that
+ * slows both runs of a pair leaves their ratio as it was, where one engine's runs all after the
+ * other's put a phase in one engine's numbers only (one such table, 2026-12-03: SmolLM2 Q4_K_M
+ * decode 0.75x native at 1 thread and 3.60x at 2).
+ */
+async function paired(a: Engine, b: Engine): Promise<{ a: Timing; b: Timing; prefillRatio: number; decodeRatio: number }> {
+  const pairs: [Timing, Timing][] = [];
+  for (let r = -1; r < repeats; r++) {
+    const aFirst = r % 2 !== 0;
+    const x = await (aFirst ? a : b).run(), y = await (aFirst ? b : a).run();
+    if (r >= 0) pairs.push(aFirst ? [x, y] : [y, x]);
+  }
+  const of = (i: 0 | 1): Timing => ({ prefill: median(pairs.map((p) => p[i].prefill)), decode: median(pairs.map((p) => p[i].decode)), tokens: pairs[0]![i].tokens });
+  return { a: of(0), b: of(1), prefillRatio: median(pairs.map(([x, y]) => x.prefill / y.prefill)), decodeRatio: median(pairs.map(([x, y]) => x.decode / y.decode)) };
 }
 
 // The synthetic byte-level BPE tokenizer (llama.cpp needs one); its unused ids are padded up to the vocabulary.
@@ -145,17 +164,24 @@ try {
       writeFileSync(file, exportGGUF(cfg, (n) => weights.get(n)!, { ...mixed, name, tokenizer }));
       for (const threads of threadCounts) {
         const rt = await createRuntime({ threads });
-        const a = await ours(rt, file, prompt);
-        await rt.dispose();
-        const b = await native(file, prompt, threads);
+        const engines: Engine[] = [];
+        let timed;
+        try {
+          engines.push(await ours(rt, file, prompt), await native(file, prompt, threads));
+          timed = await paired(engines[0]!, engines[1]!);
+        } finally {
+          for (const e of engines) await e.dispose();
+          await rt.dispose();
+        }
+        const { a, b } = timed;
         let same = 0;
         while (same < Math.min(a.tokens.length, b.tokens.length) && a.tokens[same] === b.tokens[same]) same++;
         // wllama reads a model through one ArrayBuffer (at most 2 GB): a failure is reported, not fatal.
         const w = wllama ? await wllama.run(file, threads, promptText, promptIds.length, gen, promptLength + gen + 16).catch((e: Error) => { console.error(`wllama ${name} ${dtype}: ${e.message}`); return undefined; }) : undefined;
         const ratio = (x: number, y?: number) => (y ? `${(x / y).toFixed(2)}x` : "-");
-        rows.push([label, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), ratio(a.prefill, b.prefill), w ? w.prefill.toFixed(1) : "-", ratio(a.prefill, w?.prefill),
-          a.decode.toFixed(1), b.decode.toFixed(1), ratio(a.decode, b.decode), w ? w.decode.toFixed(1) : "-", ratio(a.decode, w?.decode), `${same}/${gen}`]);
-        results.push({ model: label, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, wllama: w, sameGreedyTokens: same });
+        rows.push([label, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), `${timed.prefillRatio.toFixed(2)}x`, w ? w.prefill.toFixed(1) : "-", ratio(a.prefill, w?.prefill),
+          a.decode.toFixed(1), b.decode.toFixed(1), `${timed.decodeRatio.toFixed(2)}x`, w ? w.decode.toFixed(1) : "-", ratio(a.decode, w?.decode), `${same}/${gen}`]);
+        results.push({ model: label, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, xNative: { prefill: timed.prefillRatio, decode: timed.decodeRatio }, wllama: w, sameGreedyTokens: same });
         console.error(rows.at(-1)!.join("  "));
       }
       rmSync(file);
@@ -165,7 +191,7 @@ try {
 console.log("");
 await wllama?.close();
 printTable(console.log, ["model (synthetic)", "weights", "threads", "prefill tok/s", "native", "x native", "wllama", "x wllama", "decode tok/s", "native", "x native", "wllama", "x wllama", "same greedy tokens as native"], rows);
-console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; K/V in ${kvDtype} (ours; native f16); gqa-wasm and native: medians of ${repeats} after one untimed warm-up run each; native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run after a warm-up, its own timings.`);
+console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; K/V in ${kvDtype} (ours; native f16); gqa-wasm and native: run by turns, medians of ${repeats} after one untimed warm-up run each, x native the median of the pairs' ratios; native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run after a warm-up, its own timings.`);
 const out = new URL("../results/e2e.json", import.meta.url);
 const { mkdirSync } = await import("node:fs");
 mkdirSync(new URL(".", out), { recursive: true });
