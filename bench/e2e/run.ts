@@ -120,7 +120,9 @@ async function native(file: string, prompt: number[], threads: number): Promise<
  * other's put a phase in one engine's numbers only (one such table, 2026-12-03: SmolLM2 Q4_K_M
  * decode 0.75x native at 1 thread and 3.60x at 2).
  */
-async function paired(a: Engine, b: Engine): Promise<{ a: Timing; b: Timing; prefillRatio: number; decodeRatio: number }> {
+interface Ratio { median: number; min: number; max: number }
+const ratioOf = (xs: number[]): Ratio => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
+async function paired(a: Engine, b: Engine): Promise<{ a: Timing; b: Timing; prefill: Ratio; decode: Ratio }> {
   const pairs: [Timing, Timing][] = [];
   for (let r = -1; r < repeats; r++) {
     const aFirst = r % 2 !== 0;
@@ -128,7 +130,7 @@ async function paired(a: Engine, b: Engine): Promise<{ a: Timing; b: Timing; pre
     if (r >= 0) pairs.push(aFirst ? [x, y] : [y, x]);
   }
   const of = (i: 0 | 1): Timing => ({ prefill: median(pairs.map((p) => p[i].prefill)), decode: median(pairs.map((p) => p[i].decode)), tokens: pairs[0]![i].tokens });
-  return { a: of(0), b: of(1), prefillRatio: median(pairs.map(([x, y]) => x.prefill / y.prefill)), decodeRatio: median(pairs.map(([x, y]) => x.decode / y.decode)) };
+  return { a: of(0), b: of(1), prefill: ratioOf(pairs.map(([x, y]) => x.prefill / y.prefill)), decode: ratioOf(pairs.map(([x, y]) => x.decode / y.decode)) };
 }
 
 // The synthetic byte-level BPE tokenizer (llama.cpp needs one); its unused ids are padded up to the vocabulary.
@@ -179,9 +181,11 @@ try {
         // wllama reads a model through one ArrayBuffer (at most 2 GB): a failure is reported, not fatal.
         const w = wllama ? await wllama.run(file, threads, promptText, promptIds.length, gen, promptLength + gen + 16).catch((e: Error) => { console.error(`wllama ${name} ${dtype}: ${e.message}`); return undefined; }) : undefined;
         const ratio = (x: number, y?: number) => (y ? `${(x / y).toFixed(2)}x` : "-");
-        rows.push([label, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), `${timed.prefillRatio.toFixed(2)}x`, w ? w.prefill.toFixed(1) : "-", ratio(a.prefill, w?.prefill),
-          a.decode.toFixed(1), b.decode.toFixed(1), `${timed.decodeRatio.toFixed(2)}x`, w ? w.decode.toFixed(1) : "-", ratio(a.decode, w?.decode), `${same}/${gen}`]);
-        results.push({ model: label, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, xNative: { prefill: timed.prefillRatio, decode: timed.decodeRatio }, wllama: w, sameGreedyTokens: same });
+        // The pairs' spread beside the median: on a shared VM a busy phase moves even the ratio at 2 threads.
+        const spread = (r: Ratio) => `${r.median.toFixed(2)}x (${r.min.toFixed(2)}-${r.max.toFixed(2)})`;
+        rows.push([label, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), spread(timed.prefill), w ? w.prefill.toFixed(1) : "-", ratio(a.prefill, w?.prefill),
+          a.decode.toFixed(1), b.decode.toFixed(1), spread(timed.decode), w ? w.decode.toFixed(1) : "-", ratio(a.decode, w?.decode), `${same}/${gen}`]);
+        results.push({ model: label, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, xNative: { prefill: timed.prefill.median, decode: timed.decode.median }, xNativeRange: { prefill: [timed.prefill.min, timed.prefill.max], decode: [timed.decode.min, timed.decode.max] }, wllama: w, sameGreedyTokens: same });
         console.error(rows.at(-1)!.join("  "));
       }
       rmSync(file);
@@ -191,7 +195,7 @@ try {
 console.log("");
 await wllama?.close();
 printTable(console.log, ["model (synthetic)", "weights", "threads", "prefill tok/s", "native", "x native", "wllama", "x wllama", "decode tok/s", "native", "x native", "wllama", "x wllama", "same greedy tokens as native"], rows);
-console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; K/V in ${kvDtype} (ours; native f16); gqa-wasm and native: run by turns, medians of ${repeats} after one untimed warm-up run each, x native the median of the pairs' ratios; native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run after a warm-up, its own timings.`);
+console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; K/V in ${kvDtype} (ours; native f16); gqa-wasm and native: run by turns, medians of ${repeats} after one untimed warm-up run each, x native the median of the pairs' ratios (their least and greatest in parentheses); native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run after a warm-up, its own timings.`);
 const out = new URL("../results/e2e.json", import.meta.url);
 const { mkdirSync } = await import("node:fs");
 mkdirSync(new URL(".", out), { recursive: true });
