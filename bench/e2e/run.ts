@@ -68,6 +68,7 @@ const SHAPES: Record<string, Record<string, unknown>> = { "SmolLM2-135M": SMOLLM
 const promptLength = Number(values.prompt), gen = Number(values.gen), repeats = Number(values.repeats);
 const threadCounts = values.threads.split(",").map(Number);
 const kvDtype = values["kv-dtype"] as KVDtype;
+if (!Number.isInteger(repeats) || repeats < 1) throw new Error(`--repeats is a whole number of pairs, at least 1, got '${values.repeats}'`);
 if (!KV_DTYPES.includes(kvDtype)) throw new Error(`--kv-dtype is one of ${KV_DTYPES.join(", ")}, got '${kvDtype}'`);
 
 const { getLlama, LlamaLogLevel } = await import(new URL("./node_modules/node-llama-cpp/dist/index.js", import.meta.url).href) as typeof import("node-llama-cpp");
@@ -111,6 +112,11 @@ async function native(file: string, prompt: number[], threads: number): Promise<
   };
 }
 
+/** A ratio over the pairs: their median, and their least and greatest (on a shared VM a busy phase moves even a paired ratio). */
+interface Ratio { median: number; min: number; max: number }
+const ratioOf = (xs: number[]): Ratio => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
+const spread = (r: Ratio) => `${r.median.toFixed(2)}x (${r.min.toFixed(2)}-${r.max.toFixed(2)})`;
+
 /**
  * Runs two engines by turns: one untimed warm-up run each (V8 compiles our kernels' optimized
  * code while they first run; llama-bench warms up too: the first run pages the mapped weights
@@ -120,8 +126,6 @@ async function native(file: string, prompt: number[], threads: number): Promise<
  * other's put a phase in one engine's numbers only (one such table, 2026-12-03: SmolLM2 Q4_K_M
  * decode 0.75x native at 1 thread and 3.60x at 2).
  */
-interface Ratio { median: number; min: number; max: number }
-const ratioOf = (xs: number[]): Ratio => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
 async function paired(a: Engine, b: Engine): Promise<{ a: Timing; b: Timing; prefill: Ratio; decode: Ratio }> {
   const pairs: [Timing, Timing][] = [];
   for (let r = -1; r < repeats; r++) {
@@ -181,8 +185,6 @@ try {
         // wllama reads a model through one ArrayBuffer (at most 2 GB): a failure is reported, not fatal.
         const w = wllama ? await wllama.run(file, threads, promptText, promptIds.length, gen, promptLength + gen + 16).catch((e: Error) => { console.error(`wllama ${name} ${dtype}: ${e.message}`); return undefined; }) : undefined;
         const ratio = (x: number, y?: number) => (y ? `${(x / y).toFixed(2)}x` : "-");
-        // The pairs' spread beside the median: on a shared VM a busy phase moves even the ratio at 2 threads.
-        const spread = (r: Ratio) => `${r.median.toFixed(2)}x (${r.min.toFixed(2)}-${r.max.toFixed(2)})`;
         rows.push([label, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), spread(timed.prefill), w ? w.prefill.toFixed(1) : "-", ratio(a.prefill, w?.prefill),
           a.decode.toFixed(1), b.decode.toFixed(1), spread(timed.decode), w ? w.decode.toFixed(1) : "-", ratio(a.decode, w?.decode), `${same}/${gen}`]);
         results.push({ model: label, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, xNative: { prefill: timed.prefill.median, decode: timed.decode.median }, xNativeRange: { prefill: [timed.prefill.min, timed.prefill.max], decode: [timed.decode.min, timed.decode.max] }, wllama: w, sameGreedyTokens: same });
