@@ -1,4 +1,5 @@
 import Benchmark from "benchmark";
+import type { Runtime } from "../src/index.ts";
 
 // Timing with benchmark.js: many samples, each the mean of a calibrated number of calls; we
 // report the median sample (shared, noisy machines: medians, not means).
@@ -38,4 +39,24 @@ export function measureAsync(fn: () => Promise<unknown>, o: MeasureOptions = {})
     });
     b.run({ async: true });
   });
+}
+
+// ---- the machine's limits: probes (assembly/kernels/probes.ts) ----
+
+/** G operations/s of a compute probe (`opsPerIter` operations an iteration; its fastest sample, the closest to the limit). */
+export function probeGops(rt: Runtime, probe: "probe_fma" | "probe_dot_i7", opsPerIter: number, maxTimeS = 1): number {
+  const iters = 1_000_000;
+  for (let i = 0; i < 20; i++) rt.kernels[probe](10_000); // reach the optimizing tier
+  return (opsPerIter * iters) / measure(() => rt.kernels[probe](iters), { maxTimeS, minSamples: 10 }).minMs / 1e6;
+}
+
+/** GB/s of the wasm SIMD read loop over a buffer of `bytes` (rounded up to 64; its fastest sample). */
+export function probeReadGBps(rt: Runtime, bytes: number, maxTimeS = 1): number {
+  const size = Math.max(64, Math.ceil(bytes / 64) * 64);
+  const buf = rt.alloc(size / 4);
+  try {
+    buf.array.fill(1); // first touch outside the timing
+    for (let i = 0; i < 5; i++) rt.kernels.probe_read(buf.ptr, size, 1);
+    return size / measure(() => rt.kernels.probe_read(buf.ptr, size, 1), { maxTimeS, minSamples: 10 }).minMs / 1e6;
+  } finally { buf.free(); }
 }

@@ -10,7 +10,7 @@ import { cpus } from "node:os";
 import { dirname } from "node:path";
 import { createRuntime, maxAbsDiff, type KernelBuild, type Runtime } from "../src/index.ts";
 import { printTable } from "../src/demo.ts";
-import { measure, measureAsync, type Timing } from "./harness.ts";
+import { measure, measureAsync, probeGops, probeReadGBps, type Timing } from "./harness.ts";
 import { ortGroupQueryAttention, ortMatMul, type OrtCase } from "./anchors/onnxruntime-web.ts";
 import { initTfjs, tfjsMatMul } from "./anchors/tfjs-wasm.ts";
 import { plainAttention, plainLinear } from "./anchors/plain-js.ts";
@@ -34,15 +34,10 @@ const outFile = flag("out") ?? new URL("./results/latest.json", import.meta.url)
 
 
 // ---- the machine's limits, per build ----
-/** G operations/s of a compute probe (ops per iteration, fastest sample), cached per build. */
+/** A compute probe's G operations/s (probeGops), cached per build. */
 function probePeak(rt: Runtime, cache: Map<KernelBuild, number>, probe: "probe_fma" | "probe_dot_i7", opsPerIter: number): number {
   let peak = cache.get(rt.build);
-  if (peak === undefined) {
-    const iters = 1_000_000;
-    for (let i = 0; i < 20; i++) rt.kernels[probe](10_000); // reach the optimizing tier
-    peak = (opsPerIter * iters) / measure(() => rt.kernels[probe](iters), { maxTimeS: 1, minSamples: 10 }).minMs / 1e6;
-    cache.set(rt.build, peak);
-  }
+  if (peak === undefined) cache.set(rt.build, peak = probeGops(rt, probe, opsPerIter));
   return peak;
 }
 
@@ -55,20 +50,11 @@ const dotPeakCache = new Map<KernelBuild, number>();
 const dotPeakGops = (rt: Runtime) => probePeak(rt, dotPeakCache, "probe_dot_i7", 384);
 
 const readCache = new Map<number, number>();
-/** GB/s of a wasm SIMD read loop over a buffer of this many bytes (cached per size: the loop is the same in both builds). */
+/** GB/s of a wasm SIMD read loop over a buffer of this many bytes (probeReadGBps, cached per size: the loop is the same in both builds). */
 function readGBps(rt: Runtime, bytes: number): number {
   const size = Math.max(64, Math.ceil(bytes / 64) * 64);
-  const key = size;
-  let gbps = readCache.get(key);
-  if (gbps === undefined) {
-    const buf = rt.alloc(size / 4);
-    try {
-      buf.array.fill(1); // first touch outside the timing
-      for (let i = 0; i < 5; i++) rt.kernels.probe_read(buf.ptr, size, 1);
-      gbps = size / measure(() => rt.kernels.probe_read(buf.ptr, size, 1), { maxTimeS: 1, minSamples: 10 }).minMs / 1e6;
-    } finally { buf.free(); }
-    readCache.set(key, gbps);
-  }
+  let gbps = readCache.get(size);
+  if (gbps === undefined) readCache.set(size, gbps = probeReadGBps(rt, size));
   return gbps;
 }
 

@@ -20,6 +20,8 @@ import { kMixTensorType } from "../../src/formats/quant.ts";
 import { KV_DTYPES, type KVDtype } from "../../src/kv/storage.ts";
 import { byteLevelTokenizer, syntheticWeights } from "../../src/model/synthetic.ts";
 import { QWEN25_05B_SHAPE } from "../model-cases.ts";
+import { probeReadGBps } from "../harness.ts";
+import { seededArray, seededTrainedLike } from "../../src/random.ts";
 
 const { values } = parseArgs({ options: {
   models: { type: "string", default: "SmolLM2-135M,Qwen2.5-0.5B" }, dtypes: { type: "string", default: "f32,bf16,f16,q8_0,q4_0,q4_k_m" },
@@ -137,6 +139,25 @@ async function paired(a: Engine, b: Engine): Promise<{ a: Timing; b: Timing; pre
   return { a: of(0), b: of(1), prefill: ratioOf(pairs.map(([x, y]) => x.prefill / y.prefill)), decode: ratioOf(pairs.map(([x, y]) => x.decode / y.decode)) };
 }
 
+/**
+ * The machine's state beside a row, sampled just before and after its pairs: the read bandwidth
+ * from memory (a 256 MiB buffer, probeReadGBps) and a canary of our own kernels, the Q6_K_U8 GEMV
+ * of 768x1024 (842 KB, in the L2) called 20 times, its fastest of 5 (G weights/s). In this VM's
+ * busy phases the canary fell to 0.55-0.75x of its quiet speed while the probes that read 256 KB
+ * or 8 MB and the FMA and 7-bit dot probes held within 5% (scratch/phase.ts, 2026-12-03): the
+ * phases take something from our kernels that the probes do not use, so the canary is shown.
+ */
+interface MachineState { readGBps: number; canaryGws: number }
+const probeRt = await createRuntime({});
+const canary = (() => {
+  const N = 768, K = 1024, weight = probeRt.upload(seededTrainedLike(N * K, K, 5), "q6_k_u8", K), x = probeRt.upload(seededArray(K, 4)), out = probeRt.alloc(N);
+  const twenty = () => { for (let i = 0; i < 20; i++) probeRt.linearInto({ x, weight, out, inFeatures: K, outFeatures: N }); };
+  for (let i = 0; i < 10; i++) twenty(); // reach the optimizing tier
+  return () => { let best = Infinity; for (let r = 0; r < 5; r++) { const t0 = performance.now(); twenty(); best = Math.min(best, performance.now() - t0); } return (20 * N * K) / best / 1e6; };
+})();
+const machineState = (): MachineState => ({ readGBps: probeReadGBps(probeRt, 256 << 20, 0.25), canaryGws: canary() });
+const beforeAfter = (a: number, b: number) => `${a.toFixed(1)} / ${b.toFixed(1)}`;
+
 // The synthetic byte-level BPE tokenizer (llama.cpp needs one); its unused ids are padded up to the vocabulary.
 const tokenizerFiles = byteLevelTokenizer();
 const tokenizer = { json: JSON.parse(tokenizerFiles["tokenizer.json"]), config: JSON.parse(tokenizerFiles["tokenizer_config.json"]) };
@@ -171,10 +192,12 @@ try {
       for (const threads of threadCounts) {
         const rt = await createRuntime({ threads });
         const engines: Engine[] = [];
-        let timed;
+        let timed, before: MachineState, after: MachineState;
         try {
           engines.push(await ours(rt, file, prompt), await native(file, prompt, threads));
+          before = machineState();
           timed = await paired(engines[0]!, engines[1]!);
+          after = machineState();
         } finally {
           for (const e of engines) await e.dispose();
           await rt.dispose();
@@ -186,8 +209,9 @@ try {
         const w = wllama ? await wllama.run(file, threads, promptText, promptIds.length, gen, promptLength + gen + 16).catch((e: Error) => { console.error(`wllama ${name} ${dtype}: ${e.message}`); return undefined; }) : undefined;
         const ratio = (x: number, y?: number) => (y ? `${(x / y).toFixed(2)}x` : "-");
         rows.push([label, dtype, String(threads), a.prefill.toFixed(1), b.prefill.toFixed(1), spread(timed.prefill), w ? w.prefill.toFixed(1) : "-", ratio(a.prefill, w?.prefill),
-          a.decode.toFixed(1), b.decode.toFixed(1), spread(timed.decode), w ? w.decode.toFixed(1) : "-", ratio(a.decode, w?.decode), `${same}/${gen}`]);
-        results.push({ model: label, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, xNative: { prefill: timed.prefill.median, decode: timed.decode.median }, xNativeRange: { prefill: [timed.prefill.min, timed.prefill.max], decode: [timed.decode.min, timed.decode.max] }, wllama: w, sameGreedyTokens: same });
+          a.decode.toFixed(1), b.decode.toFixed(1), spread(timed.decode), w ? w.decode.toFixed(1) : "-", ratio(a.decode, w?.decode), `${same}/${gen}`,
+          beforeAfter(before.readGBps, after.readGBps), beforeAfter(before.canaryGws, after.canaryGws)]);
+        results.push({ model: label, dtype, threads, ours: { prefill: a.prefill, decode: a.decode }, llamaCppNative: { prefill: b.prefill, decode: b.decode }, xNative: { prefill: timed.prefill.median, decode: timed.decode.median }, xNativeRange: { prefill: [timed.prefill.min, timed.prefill.max], decode: [timed.decode.min, timed.decode.max] }, wllama: w, sameGreedyTokens: same, machine: { before, after } });
         console.error(rows.at(-1)!.join("  "));
       }
       rmSync(file);
@@ -196,8 +220,9 @@ try {
 } finally { rmSync(work, { recursive: true, force: true }); }
 console.log("");
 await wllama?.close();
-printTable(console.log, ["model (synthetic)", "weights", "threads", "prefill tok/s", "native", "x native", "wllama", "x wllama", "decode tok/s", "native", "x native", "wllama", "x wllama", "same greedy tokens as native"], rows);
-console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; K/V in ${kvDtype} (ours; native f16); gqa-wasm and native: run by turns, medians of ${repeats} after one untimed warm-up run each, x native the median of the pairs' ratios (their least and greatest in parentheses); native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run after a warm-up, its own timings.`);
+await probeRt.dispose();
+printTable(console.log, ["model (synthetic)", "weights", "threads", "prefill tok/s", "native", "x native", "wllama", "x wllama", "decode tok/s", "native", "x native", "wllama", "x wllama", "same greedy tokens as native", "read GB/s (before / after)", "canary G weights/s"], rows);
+console.log(`prompt ${promptLength} tokens, then ${gen} greedy tokens; the same GGUF file everywhere; K/V in ${kvDtype} (ours; native f16); gqa-wasm and native: run by turns, medians of ${repeats} after one untimed warm-up run each, x native the median of the pairs' ratios (their least and greatest in parentheses); native = llama.cpp through node-llama-cpp 3.21.1 prebuilt (CPU); wllama = @wllama/wllama 3.13.0 (llama.cpp in wasm) in headless Chromium, one run after a warm-up, its own timings; read GB/s and canary: a 256 MiB read and a Q6_K_U8 GEMV of 768x1024 from the L2, just before and after the row's pairs (a busy phase slows the canary most).`);
 const out = new URL("../results/e2e.json", import.meta.url);
 const { mkdirSync } = await import("node:fs");
 mkdirSync(new URL(".", out), { recursive: true });
