@@ -1,4 +1,4 @@
-import { BARRIER, encodeList, MAX_CALLS_PER_THREAD, MAX_CLAIMS, type Call, type Claim, type Job } from "../threads/pool.ts";
+import { BARRIER, encodeList, listWords, MAX_CALLS_PER_THREAD, MAX_CLAIMS, type Call, type Claim, type Job } from "../threads/pool.ts";
 
 /** A hand-off of a program, encoded for the pool: each thread's list, and whether only the caller has calls (no workers woken). */
 export interface EncodedRound { lists: Float64Array[]; callerOnly: boolean }
@@ -106,30 +106,27 @@ export class Program {
   }
 
   private encode(): NonNullable<Program["encoding"]> {
-    // Every thread's list of every round in one buffer, so that a variable is one index into it.
-    const at = new Map<Job, number[]>();
+    // Every thread's list of every round in one buffer, so that a variable is one index into it;
+    // the jobs' places kept only for the variables (a program run once has none).
     const callRounds = this.rounds();
-    const images = callRounds.map((round) => round.map((calls) => {
-      const jobs: [Job, number][] = [];
-      return { image: encodeList(calls, this.claims, (job, word) => jobs.push([job, word])), jobs };
-    }));
-    const words = new Float64Array(images.flat().reduce((n, { image }) => n + image.length, 0));
+    const words = new Float64Array(callRounds.reduce((n, round) => round.reduce((m, calls) => m + listWords(calls.length), n), 0));
+    const at = this.variables.length > 0 ? new Map<Job, number[]>() : undefined;
+    const place = at && ((job: Job, word: number) => {
+      const places = at.get(job);
+      if (places) places.push(word); else at.set(job, [word]);
+    });
     let offset = 0;
-    const rounds = images.map((round, r) => ({
-      lists: round.map(({ image, jobs }) => {
-        words.set(image, offset);
-        for (const [job, word] of jobs) {
-          const places = at.get(job);
-          if (places) places.push(offset + word); else at.set(job, [offset + word]);
-        }
-        offset += image.length;
-        return words.subarray(offset - image.length, offset);
+    const rounds = callRounds.map((round) => ({
+      lists: round.map((calls) => {
+        const list = encodeList(calls, this.claims, words, offset, place);
+        offset += list.length;
+        return list;
       }),
       // Only thread 0 has kernel calls (the others hold barriers at most): no workers woken.
-      callerOnly: callRounds[r]!.every((list, t) => t === 0 || list.every((c) => c === BARRIER)),
+      callerOnly: round.every((list, t) => t === 0 || list.every((c) => c === BARRIER)),
     }));
     const variableWords = Int32Array.from(this.variables, ({ job, arg }) => {
-      const places = at.get(job);
+      const places = at!.get(job);
       if (!places || places.length !== 1) throw new Error(`Program: a variable's ${job.kernel} call must be in the program once (found ${places?.length ?? 0})`);
       return places[0]! + arg;
     });

@@ -172,15 +172,20 @@ function countBarriers(list: readonly Call[]): number {
   return n;
 }
 
+/** Words of a thread's encoded list of `calls` calls (encodeList). */
+export const listWords = (calls: number): number => 1 + calls * CALL;
+
 /**
  * A thread's list as its slot holds it (count, then per call: id, claim counter, the claimed
- * argument, from, to, chunk, tail, the arguments), ready to be copied in. `onJob(job, word)`: where
- * each job's arguments begin, so that a list encoded once can take new arguments (a Program run
- * many times). `claims`: the counter of each claim the jobs hold.
+ * argument, from, to, chunk, tail, the arguments), ready to be copied in: written into `words`
+ * from `start` (listWords(list.length) of them; by default a buffer of its own) and returned as
+ * that part of it. `onJob(job, word)`: where each job's arguments begin in `words`, so that a list
+ * encoded once can take new arguments (a Program run many times). `claims`: the counter of each
+ * claim the jobs hold.
  */
-export function encodeList(list: readonly Call[], claims: ReadonlyMap<Claim, number>, onJob?: (job: Job, word: number) => void): Float64Array {
+export function encodeList(list: readonly Call[], claims: ReadonlyMap<Claim, number>, words = new Float64Array(listWords(list.length)), start = 0, onJob?: (job: Job, word: number) => void): Float64Array {
   if (list.length > MAX_CALLS_PER_THREAD) throw new RangeError(`threads: at most ${MAX_CALLS_PER_THREAD} calls per thread at once, got ${list.length}`);
-  const image = new Float64Array(1 + list.length * CALL);
+  const image = words.subarray(start, start + listWords(list.length));
   image[0] = list.length;
   for (let c = 0, at = 1; c < list.length; c++, at += CALL) {
     const job = list[c]!;
@@ -196,7 +201,7 @@ export function encodeList(list: readonly Call[], claims: ReadonlyMap<Claim, num
       image[at + 1] = counter; image[at + 2] = claim.arg; image[at + 3] = claim.from; image[at + 4] = claim.to; image[at + 5] = claim.chunk; image[at + 6] = claim.tail;
     } else image[at + 1] = -1;
     image.set(job.args, at + HEADER);
-    onJob?.(job, at + HEADER);
+    onJob?.(job, start + at + HEADER);
   }
   return image;
 }
