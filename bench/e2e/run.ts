@@ -144,7 +144,7 @@ async function paired(a: Engine, b: Engine): Promise<{ a: Timing; b: Timing; pre
  * from memory (a 256 MiB buffer, probeReadGBps) and a canary of our own kernels, the Q6_K_U8 GEMV
  * of 768x1024 (842 KB, in the L2) through rt.linearInto 20 times, its fastest of 5 (G weights/s).
  * In this VM's busy phases the canary fell to about half (9-14 against 18-19) while the FMA and
- * 7-bit dot probes held within 8% and reads of 256 KB and 8 MB mostly within 15% (2026-12-03): the
+ * 7-bit dot probes held within 8% and reads of 256 KB and 8 MB mostly within 20% (2026-12-03): the
  * probes alone would not show the phases that slow us, so the canary is shown beside them.
  */
 interface MachineState { readGBps: number; canaryGws: number }
