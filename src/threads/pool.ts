@@ -178,14 +178,17 @@ export const listWords = (calls: number): number => 1 + calls * CALL;
 /**
  * A thread's list as its slot holds it (count, then per call: id, claim counter, the claimed
  * argument, from, to, chunk, tail, the arguments), ready to be copied in: written into `words`
- * from `start` (listWords(list.length) of them; by default a buffer of its own) and returned as
+ * from `start` (listWords(list.length) of them; without `words`, a buffer of its own, allocated after the checks) and returned as
  * that part of it. `onJob(job, word)`: where each job's arguments begin in `words`, so that a list
  * encoded once can take new arguments (a Program run many times). `claims`: the counter of each
  * claim the jobs hold.
  */
-export function encodeList(list: readonly Call[], claims: ReadonlyMap<Claim, number>, words = new Float64Array(listWords(list.length)), start = 0, onJob?: (job: Job, word: number) => void): Float64Array {
+export function encodeList(list: readonly Call[], claims: ReadonlyMap<Claim, number>, words?: Float64Array, start = 0, onJob?: (job: Job, word: number) => void): Float64Array {
   if (list.length > MAX_CALLS_PER_THREAD) throw new RangeError(`threads: at most ${MAX_CALLS_PER_THREAD} calls per thread at once, got ${list.length}`);
-  const image = words.subarray(start, start + listWords(list.length));
+  const length = listWords(list.length);
+  // (A typed array drops writes past its end: a short buffer would lose calls silently.)
+  if (words && start + length > words.length) throw new RangeError(`threads: a list of ${list.length} calls needs ${length} words from ${start}, the buffer has ${words.length}`);
+  const image = words ? words.subarray(start, start + length) : new Float64Array(length);
   image[0] = list.length;
   for (let c = 0, at = 1; c < list.length; c++, at += CALL) {
     const job = list[c]!;
