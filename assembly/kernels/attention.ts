@@ -28,9 +28,27 @@ import { kv_scale_offset } from "./kv-pages";
 // where the tiles alone kept too few lines in flight.
 
 export const BLOCK_KEYS: i32 = 128;
-/** Keys of contiguous K/V per segment: for the scores, and for P·V. */
+/** Keys of contiguous K/V per segment: for the scores, and for P·V (at most: see pvSegmentKeys). */
 const SEGMENT_KEYS_QK: i32 = 16;
 const SEGMENT_KEYS_PV: i32 = 32;
+
+/**
+ * Keys per P·V segment of contiguous K/V whose rows are `ldk` bytes apart. The 4x8 tiles read a
+ * segment's V rows 8 floats at a time, every key's first half of a 64-byte line, then its second
+ * half (3x12 a line and a half), so the segment's lines must stay in L1 between the two. An L1 of
+ * 64 sets of 64-byte lines (x86's 32-48 KB, 8-12 ways) puts rows 4 KB apart in one set, and 32
+ * keys of 8 x 128 f32 heads (4 KB rows) took turns evicting each other: at most 8 keys a set.
+ * Decode past 512-8192: 32/8/128 1.13-1.17x, 24/8/128 1.10-1.17x, MHA 32/32/128 1.05-1.09x,
+ * 16/8/128 (2x16 tiles, whole lines) 1.00-1.02x; prefill 512 tokens 32/8/128 1.22x, 16/8/128
+ * 1.23x (scratch/attdec.ts, builds alternating; busy phases of this VM read 0.89-0.94x in one
+ * run of the 2- and 3-row cases, not again in two more).
+ */
+// @ts-ignore: decorator
+@inline function pvSegmentKeys(ldk: usize): i32 {
+  const step = <i32>(ldk >> 6) & 63; // lines from one key's row to the next, modulo the sets
+  const sets = step == 0 ? 1 : 64 >> ctz(step); // the sets a run of keys' rows start in
+  return min(SEGMENT_KEYS_PV, 8 * sets);
+}
 /** Rows per row block, over all KV heads of the range: enough query positions to fill this many. */
 const TARGET_ROWS: i32 = 128;
 
@@ -621,7 +639,7 @@ export function attention_paged(
   const vScaleOffset = scaleOffset + (<usize>(numKvHeads * pageSize) << 2);
   // Segments: a page, or a few keys of contiguous K/V (more for P·V, whose output tile is loaded
   // and stored once per segment).
-  const segmentK = paged ? pageSize : SEGMENT_KEYS_QK, segmentV = paged ? pageSize : SEGMENT_KEYS_PV;
+  const segmentK = paged ? pageSize : SEGMENT_KEYS_QK, segmentV = paged ? pageSize : pvSegmentKeys(ldk);
   const perBlock = positionsPerBlock(nHeads * group);
   const contiguousFromMemory = !paged && <u64>seqK * <u64>ldk * 2 >= CONTIGUOUS_LOAD_AHEAD_BYTES;
   const widened = widenedRows(scratch, numHeads), widenLimit = widenKeys(headDim), ldw = <usize>headDim << 2;
