@@ -1,7 +1,7 @@
 import { fmadd } from "../simd";
 import { finish } from "./dot-nt";
 import { blockBytes, halfAt, hasMin, isQ5_0, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
-import { isSixBit, lowBitScales, lowBitWeights, q4kScaleMin, q4kWeights, QA_SUPER, sixBitDAt, sixBitScalesAt, sixBitWeights, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
+import { isSixBit, lowBitScales, lowBitWeights, q4kWeights, QA_SUPER, sixBitDAt, sixBitScalesAt, sixBitWeights, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
 import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1, WEIGHT_Q5_1_U8, WEIGHT_Q5_K, WEIGHT_Q5_K_U8, WEIGHT_Q6_K } from "../abi";
 
 // Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q2_K, Q3_K,
@@ -139,6 +139,30 @@ const PACK_SUPER: i32 = 0, PACK_GROUPS: i32 = 1, PACK_BLOCKS: i32 = 2;
   storeSteps(q, v0, v1, v2, v3);
 }
 
+/**
+ * The 8 scales (bytes 0-7) and 8 mins (bytes 8-15) of the Q4_K / Q5_K super-block whose 12 bytes
+ * of 6-bit scales and mins start at p, all at once (q4kScaleMin one at a time took ~10 operations
+ * and 3 stores for each of a super-block's 32 column sub-blocks). Reads 16 bytes: the last 4 are
+ * the block's own weights.
+ */
+// @ts-ignore: decorator
+@inline function q4kScalesMins(p: usize): v128 {
+  const v = v128.load(p);
+  const low = v128.and(v, i8x16.splat(63)); // sc 0-3, m 0-3
+  const top = i8x16.shl(i8x16.shr_u(v, 6), 4); // bits 4-5 of sc 4-7 (lanes 0-3) and m 4-7 (lanes 4-7)
+  const b8 = i8x16.shuffle(v, v, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11);
+  const nibbles = i8x16.shuffle(v128.and(b8, i8x16.splat(15)), i8x16.shr_u(b8, 4), 0, 1, 2, 3, 20, 21, 22, 23, 0, 1, 2, 3, 20, 21, 22, 23);
+  const high = v128.or(nibbles, top); // sc 4-7, m 4-7
+  return i8x16.shuffle(low, high, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+}
+
+/** Scales `from`..`from` + 3 (bytes of q4kScalesMins) as i16 pairs [sc, sc], one an i32 lane. */
+// @ts-ignore: decorator
+@inline function pairedScales(sm: v128, from: i32): v128 {
+  const wide = from == 0 ? i16x8.extend_low_i8x16_u(sm) : i16x8.extend_low_i8x16_u(i8x16.shuffle(sm, sm, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7));
+  return i8x16.shuffle(wide, wide, 0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7);
+}
+
 /** Columns [n0, min(n0 + 4, nEnd)) of Q4_K / Q5_K weights (rows of ldw bytes at w, nsb super-blocks) as panel super-blocks at dst; columns past nEnd are zeros. */
 function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usize, format: i32): void {
   const bytes = superBytes(format), cols = min(4, nEnd - n0);
@@ -146,15 +170,16 @@ function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usiz
     const p = dst + <usize>sb * PANEL_SUPER, o = <usize>sb * bytes;
     const w0 = w + <usize>n0 * ldw + o;
     for (let s = 0; s < 8; s++) for (let part = 0; part < 2; part++) packSixteen(w0, ldw, cols, s, part, p + (<usize>(s * 8 + part * 4) << 4), PACK_SUPER, format);
+    // Each column's 8 scales as i16 pairs [sc, sc] (i32 lane s of its low and high halves), its
+    // mins as i16 (i32 lane i: sub-blocks 2i, 2i + 1), then transposed to the panel's layout.
+    const z = i32x4.splat(0);
+    const s0 = q4kScalesMins(w0 + 4), s1 = cols > 1 ? q4kScalesMins(w0 + ldw + 4) : z;
+    const s2 = cols > 2 ? q4kScalesMins(w0 + 2 * ldw + 4) : z, s3 = cols > 3 ? q4kScalesMins(w0 + 3 * ldw + 4) : z;
+    storeSteps(p + P_SCALES, pairedScales(s0, 0), pairedScales(s1, 0), pairedScales(s2, 0), pairedScales(s3, 0));
+    storeSteps(p + P_SCALES + 64, pairedScales(s0, 4), pairedScales(s1, 4), pairedScales(s2, 4), pairedScales(s3, 4));
+    storeSteps(p + P_MINS, i16x8.extend_high_i8x16_u(s0), i16x8.extend_high_i8x16_u(s1), i16x8.extend_high_i8x16_u(s2), i16x8.extend_high_i8x16_u(s3));
     for (let c = 0; c < 4; c++) {
       const wb = w0 + <usize>c * ldw, live = c < cols;
-      for (let s = 0; s < 8; s++) {
-        const sm = live ? q4kScaleMin(wb + 4, s) : 0;
-        const at = p + P_SCALES + (<usize>s << 4) + (<usize>c << 2);
-        store<i16>(at, <i16>(sm & 255));
-        store<i16>(at, <i16>(sm & 255), 2);
-        store<i16>(p + P_MINS + (<usize>(s >> 1) << 4) + (<usize>c << 2) + (<usize>(s & 1) << 1), <i16>(sm >> 8));
-      }
       store<f32>(p + P_D + (<usize>c << 2), live ? halfAt(wb) : 0);
       store<f32>(p + P_DMIN + (<usize>c << 2), live ? halfAt(wb + 2) : 0);
     }
