@@ -156,10 +156,14 @@ const PACK_SUPER: i32 = 0, PACK_GROUPS: i32 = 1, PACK_BLOCKS: i32 = 2;
   return i8x16.shuffle(low, high, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
 }
 
-/** Scales `from`..`from` + 3 (bytes of q4kScalesMins) as i16 pairs [sc, sc], one an i32 lane. */
+/** Bytes `from`..`from` + 3 of sm (0, 4, 8 or 12), signed, as i16 pairs [sc, sc], one an i32 lane: 4 columns' worth of them make a step of the panel's scales (storeSteps). */
 // @ts-ignore: decorator
 @inline function pairedScales(sm: v128, from: i32): v128 {
-  const wide = from == 0 ? i16x8.extend_low_i8x16_u(sm) : i16x8.extend_low_i8x16_u(i8x16.shuffle(sm, sm, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7));
+  const four = from == 0 ? sm
+    : from == 4 ? i8x16.shuffle(sm, sm, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7)
+    : from == 8 ? i8x16.shuffle(sm, sm, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11)
+    : i8x16.shuffle(sm, sm, 12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15, 12, 13, 14, 15);
+  const wide = i16x8.extend_low_i8x16_s(four);
   return i8x16.shuffle(wide, wide, 0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7);
 }
 
@@ -186,6 +190,12 @@ function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usiz
   }
 }
 
+/** The 16 group scales of a Q2_K / Q3_K / Q6_K / Q6_K_U8 super-block at wb, one a byte (as the dequantizer takes them). */
+// @ts-ignore: decorator
+@inline function groupScales(wb: usize, format: i32): v128 {
+  return isSixBit(format) ? v128.load(wb + sixBitScalesAt(format)) : lowBitScales(wb, format);
+}
+
 /** Columns [n0, min(n0 + 4, nEnd)) of Q2_K / Q3_K / Q6_K / Q6_K_U8 weights (rows of ldw bytes at w, nsb super-blocks) as panel super-blocks at dst; columns past nEnd are zeros. */
 function packGroups(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usize, format: i32): void {
   const bytes = superBytes(format), cols = min(4, nEnd - n0), three = format == WEIGHT_Q3_K, six = isSixBit(format);
@@ -193,19 +203,22 @@ function packGroups(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usi
   for (let sb = 0; sb < nsb; sb++) {
     const p = dst + <usize>sb * PANEL_LOW, w0 = w + <usize>n0 * ldw + <usize>sb * bytes;
     for (let s = 0; s < 8; s++) for (let part = 0; part < 2; part++) packSixteen(w0, ldw, cols, s, part, p + (<usize>(s * 8 + part * 4) << 4), PACK_GROUPS, format);
+    // Each column's 16 group scales (Q2_K's 0..15, Q3_K's and Q6_K's signed) and offset factors
+    // (Q2_K's mins, the high nibbles of its scale bytes; else the scales), transposed to the
+    // panel's layout as packSuper's.
+    const z = i32x4.splat(0), w1 = w0 + ldw, w2 = w1 + ldw, w3 = w2 + ldw;
+    const s0 = groupScales(w0, format), s1 = cols > 1 ? groupScales(w1, format) : z;
+    const s2 = cols > 2 ? groupScales(w2, format) : z, s3 = cols > 3 ? groupScales(w3, format) : z;
+    storeSteps(p + L_SCALES, pairedScales(s0, 0), pairedScales(s1, 0), pairedScales(s2, 0), pairedScales(s3, 0));
+    storeSteps(p + L_SCALES + 64, pairedScales(s0, 4), pairedScales(s1, 4), pairedScales(s2, 4), pairedScales(s3, 4));
+    storeSteps(p + L_SCALES + 128, pairedScales(s0, 8), pairedScales(s1, 8), pairedScales(s2, 8), pairedScales(s3, 8));
+    storeSteps(p + L_SCALES + 192, pairedScales(s0, 12), pairedScales(s1, 12), pairedScales(s2, 12), pairedScales(s3, 12));
+    const f0 = three || six ? s0 : i8x16.shr_u(v128.load(w0), 4), f1 = three || six ? s1 : cols > 1 ? i8x16.shr_u(v128.load(w1), 4) : z;
+    const f2 = three || six ? s2 : cols > 2 ? i8x16.shr_u(v128.load(w2), 4) : z, f3 = three || six ? s3 : cols > 3 ? i8x16.shr_u(v128.load(w3), 4) : z;
+    storeSteps(p + L_OFFSETS, i16x8.extend_low_i8x16_s(f0), i16x8.extend_low_i8x16_s(f1), i16x8.extend_low_i8x16_s(f2), i16x8.extend_low_i8x16_s(f3));
+    storeSteps(p + L_OFFSETS + 64, i16x8.extend_high_i8x16_s(f0), i16x8.extend_high_i8x16_s(f1), i16x8.extend_high_i8x16_s(f2), i16x8.extend_high_i8x16_s(f3));
     for (let c = 0; c < 4; c++) {
       const wb = w0 + <usize>c * ldw, live = c < cols;
-      const scales = !live ? i32x4.splat(0) : six ? v128.load(wb + sixBitScalesAt(format)) : lowBitScales(wb, format);
-      for (let g = 0; g < 16; g++) {
-        // The group's scale: lane g by a swizzle (a variable lane), as the dequantizer takes it.
-        const lane = i8x16.swizzle(scales, i8x16.splat(<i8>g));
-        const sg = three || six ? <i32>i8x16.extract_lane_s(lane, 0) : <i32>i8x16.extract_lane_u(lane, 0);
-        const at = p + L_SCALES + (<usize>g << 4) + (<usize>c << 2);
-        store<i16>(at, <i16>sg);
-        store<i16>(at, <i16>sg, 2);
-        const factor = three || six ? sg : live ? <i32>(load<u8>(wb + <usize>g) >> 4) : 0;
-        store<i16>(p + L_OFFSETS + (<usize>(g >> 1) << 4) + (<usize>c << 2) + (<usize>(g & 1) << 1), <i16>factor);
-      }
       store<f32>(p + L_D + (<usize>c << 2), live ? halfAt(wb + dAt) : 0);
       store<f32>(p + L_DMIN + (<usize>c << 2), live && !three && !six ? halfAt(wb + 82) : 0);
     }
