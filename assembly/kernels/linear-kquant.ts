@@ -247,7 +247,7 @@ export function quantizeSuper(src: usize, dst: usize): void {
  * 4-7 as the nibbles of bytes 8-11 with their top 2 bits in the top bits of bytes 0-7).
  */
 // @ts-ignore: decorator
-@inline function q4kScalesMins(p: usize): v128 {
+@inline export function q4kScalesMins(p: usize): v128 {
   const v = v128.load(p); // bytes 12-15 (the nibbles') are not used
   const x = v128.shuffle<u8>(v, v, 0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11);
   const top = v128.shuffle<u8>(v, v, 0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);

@@ -1,7 +1,7 @@
 import { fmadd } from "../simd";
 import { finish } from "./dot-nt";
 import { blockBytes, halfAt, hasMin, isQ5_0, QA_BLOCK, QA_CORR, QA_DSUM, QA_I8, QA_SCALE, unsignedBlockWeights } from "./linear-quant";
-import { isSixBit, lowBitScales, lowBitWeights, q4kWeights, QA_SUPER, sixBitDAt, sixBitScalesAt, sixBitWeights, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
+import { isSixBit, lowBitScales, lowBitWeights, q4kScalesMins, q4kWeights, QA_SUPER, sixBitDAt, sixBitScalesAt, sixBitWeights, SUPER_I8, SUPER_SUM16, SUPER_SUM32, superBytes } from "./linear-kquant";
 import { WEIGHT_Q2_K, WEIGHT_Q3_K, WEIGHT_Q4_0, WEIGHT_Q4_1, WEIGHT_Q4_K, WEIGHT_Q5_0, WEIGHT_Q5_0_U8, WEIGHT_Q5_1, WEIGHT_Q5_1_U8, WEIGHT_Q5_K, WEIGHT_Q5_K_U8, WEIGHT_Q6_K } from "../abi";
 
 // Prefill-size linear layers on unsigned block weights in integers (relaxed build): Q2_K, Q3_K,
@@ -139,23 +139,6 @@ const PACK_SUPER: i32 = 0, PACK_GROUPS: i32 = 1, PACK_BLOCKS: i32 = 2;
   storeSteps(q, v0, v1, v2, v3);
 }
 
-/**
- * The 8 scales (bytes 0-7) and 8 mins (bytes 8-15) of the Q4_K / Q5_K super-block whose 12 bytes
- * of 6-bit scales and mins start at p, all at once (q4kScaleMin one at a time took ~10 operations
- * and 3 stores for each of a super-block's 32 column sub-blocks). Reads 16 bytes: the last 4 are
- * the block's own weights.
- */
-// @ts-ignore: decorator
-@inline function q4kScalesMins(p: usize): v128 {
-  const v = v128.load(p);
-  const low = v128.and(v, i8x16.splat(63)); // sc 0-3, m 0-3
-  const top = i8x16.shl(i8x16.shr_u(v, 6), 4); // bits 4-5 of sc 4-7 (lanes 0-3) and m 4-7 (lanes 4-7)
-  const b8 = i8x16.shuffle(v, v, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11);
-  const nibbles = i8x16.shuffle(v128.and(b8, i8x16.splat(15)), i8x16.shr_u(b8, 4), 0, 1, 2, 3, 20, 21, 22, 23, 0, 1, 2, 3, 20, 21, 22, 23);
-  const high = v128.or(nibbles, top); // sc 4-7, m 4-7
-  return i8x16.shuffle(low, high, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
-}
-
 /** Bytes `from`..`from` + 3 of sm (0, 4, 8 or 12), signed, as i16 pairs [sc, sc], one an i32 lane: 4 columns' worth of them make a step of the panel's scales (storeSteps). */
 // @ts-ignore: decorator
 @inline function pairedScales(sm: v128, from: i32): v128 {
@@ -196,6 +179,12 @@ function packSuper(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usiz
   return isSixBit(format) ? v128.load(wb + sixBitScalesAt(format)) : lowBitScales(wb, format);
 }
 
+/** The 16 groups' offset factors of the super-block at wb with group scales `scales`: Q2_K's mins (the high nibbles of its scale bytes), else the scales (Q3_K's -4, Q6_K's -32 offsets). */
+// @ts-ignore: decorator
+@inline function groupOffsets(wb: usize, scales: v128, format: i32): v128 {
+  return format == WEIGHT_Q2_K ? i8x16.shr_u(v128.load(wb), 4) : scales;
+}
+
 /** Columns [n0, min(n0 + 4, nEnd)) of Q2_K / Q3_K / Q6_K / Q6_K_U8 weights (rows of ldw bytes at w, nsb super-blocks) as panel super-blocks at dst; columns past nEnd are zeros. */
 function packGroups(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usize, format: i32): void {
   const bytes = superBytes(format), cols = min(4, nEnd - n0), three = format == WEIGHT_Q3_K, six = isSixBit(format);
@@ -213,8 +202,8 @@ function packGroups(w: usize, ldw: usize, n0: i32, nEnd: i32, nsb: i32, dst: usi
     storeSteps(p + L_SCALES + 64, pairedScales(s0, 4), pairedScales(s1, 4), pairedScales(s2, 4), pairedScales(s3, 4));
     storeSteps(p + L_SCALES + 128, pairedScales(s0, 8), pairedScales(s1, 8), pairedScales(s2, 8), pairedScales(s3, 8));
     storeSteps(p + L_SCALES + 192, pairedScales(s0, 12), pairedScales(s1, 12), pairedScales(s2, 12), pairedScales(s3, 12));
-    const f0 = three || six ? s0 : i8x16.shr_u(v128.load(w0), 4), f1 = three || six ? s1 : cols > 1 ? i8x16.shr_u(v128.load(w1), 4) : z;
-    const f2 = three || six ? s2 : cols > 2 ? i8x16.shr_u(v128.load(w2), 4) : z, f3 = three || six ? s3 : cols > 3 ? i8x16.shr_u(v128.load(w3), 4) : z;
+    const f0 = groupOffsets(w0, s0, format), f1 = cols > 1 ? groupOffsets(w1, s1, format) : z;
+    const f2 = cols > 2 ? groupOffsets(w2, s2, format) : z, f3 = cols > 3 ? groupOffsets(w3, s3, format) : z;
     storeSteps(p + L_OFFSETS, i16x8.extend_low_i8x16_s(f0), i16x8.extend_low_i8x16_s(f1), i16x8.extend_low_i8x16_s(f2), i16x8.extend_low_i8x16_s(f3));
     storeSteps(p + L_OFFSETS + 64, i16x8.extend_high_i8x16_s(f0), i16x8.extend_high_i8x16_s(f1), i16x8.extend_high_i8x16_s(f2), i16x8.extend_high_i8x16_s(f3));
     for (let c = 0; c < 4; c++) {
